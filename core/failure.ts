@@ -1,0 +1,142 @@
+/**
+ * What happens when a handler throws: retry with exponential backoff, and a policy that decides
+ * between retrying forever, dead-lettering the stream, or faulting the pipeline.
+ *
+ * @module
+ */
+import type { StreamEvent } from "./event.ts";
+import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
+import type { StreamName } from "./streamName.ts";
+
+/** Exponential backoff between attempts of a failing or stalled stream. */
+export interface RetryOptions {
+  /** Delay before the second attempt (default 100 ms). */
+  readonly initialDelayMs?: number;
+  /** Upper bound of the delay (default 30 s). */
+  readonly maxDelayMs?: number;
+  /** Growth factor per attempt (default 2). */
+  readonly factor?: number;
+  /** Random spread as a fraction of the delay, 0..1 (default 0.1), so streams do not retry in lockstep. */
+  readonly jitter?: number;
+}
+
+/** A stream whose handler keeps failing, as handed to a dead-letter callback or named in a fault. */
+export interface StreamFailure {
+  /** The failing stream. */
+  readonly stream: StreamName;
+  /** The events the last attempt was given. */
+  readonly events: readonly StreamEvent[];
+  /** The last error thrown. */
+  readonly error: unknown;
+  /** Consecutive failed attempts. */
+  readonly attempts: number;
+  /** When the first of those attempts failed (ms since epoch). */
+  readonly since: number;
+}
+
+/**
+ * How the scheduler reacts to a handler that throws. Every policy retries with backoff first.
+ *
+ * - `retry`: keep retrying; the stream shows as failing in stats until it succeeds.
+ * - `deadLetter`: after `maxAttempts`, hand the events to `deadLetter` and move the stream past
+ *   them; if `deadLetter` itself throws, the stream stays failing and is retried (nothing is lost).
+ * - `fault`: stop the pipeline with a {@linkcode PipelineFaultError} once a stream has failed
+ *   `maxAttempts` times (default 3), or once more than `maxFailingStreams` streams are failing.
+ *
+ * @example
+ * ```ts
+ * import type { FailurePolicy } from "@impel/impel";
+ * const policy: FailurePolicy = {
+ *   kind: "deadLetter",
+ *   maxAttempts: 5,
+ *   deadLetter: (failure) => console.error("parked", failure.stream, failure.error),
+ * };
+ * ```
+ */
+export type FailurePolicy =
+  | { readonly kind: "retry" }
+  | {
+    readonly kind: "deadLetter";
+    readonly maxAttempts: number;
+    readonly deadLetter: (failure: StreamFailure) => Promise<void> | void;
+  }
+  | { readonly kind: "fault"; readonly maxAttempts?: number; readonly maxFailingStreams?: number };
+
+/**
+ * The pipeline stopped because failures passed the policy's threshold; `failures` names the
+ * streams involved.
+ *
+ * @example
+ * ```ts
+ * import { PipelineFaultError } from "@impel/impel";
+ * const e = new PipelineFaultError("too many failures", []);
+ * console.log(e.code); // "PipelineFault"
+ * ```
+ */
+export class PipelineFaultError extends ImpelError {
+  /** The failing streams at the time of the fault. */
+  readonly failures: readonly StreamFailure[];
+  /** Creates the error; the first failure's error becomes the `cause`. */
+  constructor(reason: string, failures: readonly StreamFailure[]) {
+    const names = failures.slice(0, 5).map((f) => `${f.stream} (${f.attempts} attempts: ${errorText(f.error)})`);
+    const more = failures.length > 5 ? ` and ${failures.length - 5} more` : "";
+    super("PipelineFault", `pipeline faulted: ${reason}; failing streams: ${names.join(", ")}${more}`, {
+      cause: failures[0]?.error,
+    });
+    this.failures = failures;
+  }
+}
+
+/** A handler returned something other than an integer index or nothing. */
+export class InvalidHandlerResultError extends ImpelError {
+  /** Creates the error naming the stream and the value returned. */
+  constructor(stream: StreamName, value: unknown) {
+    super("InvalidHandlerResult", `handler for ${stream} returned ${String(value)}; expected an integer next index or nothing`);
+  }
+}
+
+/** Backoff parameters with defaults applied and checked. */
+export interface Backoff {
+  /** The delay before attempt `attempt + 1`, given `attempt` failures so far (>= 1). */
+  delay(attempt: number): number;
+}
+
+/** Builds a {@linkcode Backoff} from options, rejecting bad values with an {@linkcode InvalidArgumentError}. */
+export function backoff(options: RetryOptions = {}): Backoff {
+  const initial = checkNumber("retry.initialDelayMs", options.initialDelayMs ?? 100, 0);
+  const max = checkNumber("retry.maxDelayMs", options.maxDelayMs ?? 30_000, initial);
+  const factor = checkNumber("retry.factor", options.factor ?? 2, 1);
+  const jitter = checkNumber("retry.jitter", options.jitter ?? 0.1, 0);
+  if (jitter > 1) throw new InvalidArgumentError("retry.jitter", `must be in [0, 1], got ${jitter}`);
+  return {
+    delay(attempt) {
+      const base = Math.min(max, initial * factor ** Math.max(0, attempt - 1));
+      return base * (1 - jitter / 2 + Math.random() * jitter);
+    },
+  };
+}
+
+/** Checks a failure policy at the public boundary. */
+export function checkFailurePolicy(policy: FailurePolicy): FailurePolicy {
+  switch (policy?.kind) {
+    case "retry":
+      return policy;
+    case "deadLetter":
+      checkInteger("failure.maxAttempts", policy.maxAttempts, 1);
+      if (typeof policy.deadLetter !== "function") {
+        throw new InvalidArgumentError("failure.deadLetter", "must be a function");
+      }
+      return policy;
+    case "fault":
+      if (policy.maxAttempts !== undefined) checkInteger("failure.maxAttempts", policy.maxAttempts, 1);
+      if (policy.maxFailingStreams !== undefined) checkInteger("failure.maxFailingStreams", policy.maxFailingStreams, 0);
+      return policy;
+    default:
+      throw new InvalidArgumentError("failure.kind", `must be "retry", "deadLetter" or "fault", got ${JSON.stringify((policy as { kind?: unknown })?.kind)}`);
+  }
+}
+
+/** A one-line rendering of a thrown value. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}

@@ -1,0 +1,79 @@
+/**
+ * A fixed-size latency histogram with logarithmic buckets: constant memory, O(1) record, and
+ * percentiles within about 10% — enough for stats lines and health checks.
+ *
+ * @module
+ */
+
+const PER_OCTAVE = 8;
+const MIN_US = 1;
+const BUCKETS = PER_OCTAVE * 40;
+
+/** Latency percentiles in milliseconds. */
+export interface Percentiles {
+  /** Number of samples. */
+  readonly count: number;
+  /** Median. */
+  readonly p50: number;
+  /** 95th percentile. */
+  readonly p95: number;
+  /** 99th percentile. */
+  readonly p99: number;
+  /** Largest sample. */
+  readonly max: number;
+}
+
+/** A latency histogram; `record` takes milliseconds. */
+export interface Histogram {
+  /** Records one sample, in milliseconds. */
+  record(ms: number): void;
+  /** The percentiles of the samples recorded since the last `reset`. */
+  percentiles(): Percentiles;
+  /** Forgets every sample. */
+  reset(): void;
+}
+
+/**
+ * Creates an empty {@linkcode Histogram}.
+ *
+ * @example
+ * ```ts
+ * import { createHistogram } from "@impel/impel";
+ * const h = createHistogram();
+ * h.record(1.5);
+ * h.percentiles().count; // 1
+ * ```
+ */
+export function createHistogram(): Histogram {
+  const counts = new Float64Array(BUCKETS);
+  let count = 0;
+  let max = 0;
+  const upper = (i: number) => MIN_US * 2 ** ((i + 1) / PER_OCTAVE) / 1000;
+  const at = (q: number) => {
+    const rank = Math.ceil(q * count);
+    let seen = 0;
+    for (let i = 0; i < BUCKETS; i++) {
+      seen += counts[i];
+      if (seen >= rank) return Math.min(upper(i), max);
+    }
+    return max;
+  };
+  return {
+    record(ms) {
+      const us = ms * 1000;
+      const i = us <= MIN_US ? 0 : Math.min(BUCKETS - 1, Math.floor(Math.log2(us / MIN_US) * PER_OCTAVE));
+      counts[i]++;
+      count++;
+      if (ms > max) max = ms;
+    },
+    percentiles() {
+      if (count === 0) return { count: 0, p50: 0, p95: 0, p99: 0, max: 0 };
+      return { count, p50: at(0.5), p95: at(0.95), p99: at(0.99), max };
+    },
+    reset() {
+      counts.fill(0);
+      count = 0;
+      max = 0;
+    },
+  };
+}

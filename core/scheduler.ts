@@ -1,0 +1,692 @@
+/**
+ * The scheduler: buffers events per stream and runs the handler at most once at a time per
+ * stream, many streams at once; tracks which batches each stream holds up, so that a handler
+ * result touches only the batches waiting on that stream.
+ *
+ * @module
+ */
+import type { Batch, Position } from "./batch.ts";
+import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
+import { insertEvent, type StreamEvent } from "./event.ts";
+import {
+  backoff,
+  checkFailurePolicy,
+  type FailurePolicy,
+  InvalidHandlerResultError,
+  PipelineFaultError,
+  type RetryOptions,
+  type StreamFailure,
+} from "./failure.ts";
+import { createHistogram, type Histogram } from "./histogram.ts";
+import type { StreamName } from "./streamName.ts";
+
+/** What a handler is told besides the stream and its events. */
+export interface HandlerContext {
+  /** Aborted when the pipeline stops and the stop timeout has passed: give up promptly. */
+  readonly signal: AbortSignal;
+  /** 1 for a first attempt at these events, higher for retries after failures. */
+  readonly attempt: number;
+}
+
+/**
+ * Handles a span of one stream. Returns the index it has reached: nothing (or the end of the
+ * span) for "all handled", a lower index to leave the rest queued, or a higher one when the
+ * stream is known to be further along (buffered events below it are dropped, and dedup'd when
+ * they arrive later). Never called twice at once for one stream.
+ *
+ * @example
+ * ```ts
+ * import type { Handler } from "@impel/impel";
+ * const handler: Handler = async (stream, events) => {
+ *   for (const e of events) console.log(stream, e.index, e.type);
+ * };
+ * ```
+ */
+export type Handler = (
+  stream: StreamName,
+  events: readonly StreamEvent[],
+  context: HandlerContext,
+) => Promise<number | void> | number | void;
+
+/** Options of the scheduler. */
+export interface SchedulerOptions {
+  /** The application handler. */
+  readonly handler: Handler;
+  /** Most streams handled at once (default 16). */
+  readonly maxConcurrentStreams?: number;
+  /** Most events given to one handler call (default 1000). */
+  readonly maxEventsPerCall?: number;
+  /** Most bytes (by `event.size`) given to one handler call; one event always goes (default 1 MiB). */
+  readonly maxBytesPerCall?: number;
+  /** Backoff between attempts of a failing or stalled stream. */
+  readonly retry?: RetryOptions;
+  /** What to do about a handler that keeps throwing (default: retry forever). */
+  readonly failure?: FailurePolicy;
+  /** A stream with work that has made no progress for this long is classed stuck (default 60 s). */
+  readonly stuckAfterMs?: number;
+}
+
+/** A busy, failing or stuck stream as shown in stats. */
+export interface StreamStatus {
+  /** The stream. */
+  readonly stream: StreamName;
+  /** How long it has been in this state, ms. */
+  readonly ageMs: number;
+  /** Attempts made at the current events. */
+  readonly attempts: number;
+  /** The last error, for failing streams. */
+  readonly error?: unknown;
+}
+
+/** A point-in-time view of the scheduler. */
+export interface SchedulerSnapshot {
+  /** Streams with state (buffered events or a known write position). */
+  readonly streams: number;
+  /** Events buffered and not yet handled. */
+  readonly bufferedEvents: number;
+  /** Handler calls in flight. */
+  readonly busy: readonly StreamStatus[];
+  /** Streams whose last attempt threw. */
+  readonly failing: readonly StreamStatus[];
+  /** Streams with work and no progress for `stuckAfterMs` (stalled or running that long). */
+  readonly stuck: readonly StreamStatus[];
+  /** Batches ingested and not yet complete. */
+  readonly uncompletedBatches: number;
+}
+
+/** Running totals since the scheduler started. */
+export interface SchedulerCounters {
+  /** Batches ingested. */
+  batches: number;
+  /** Batches complete. */
+  batchesCompleted: number;
+  /** Events ingested (including duplicates). */
+  events: number;
+  /** Events discarded on arrival because they were below the stream's write position. */
+  duplicates: number;
+  /** Events handled (the handler reported past them). */
+  handled: number;
+  /** Handler calls that returned. */
+  calls: number;
+  /** Handler calls that threw. */
+  failures: number;
+  /** Streams handed to the dead-letter callback. */
+  deadLettered: number;
+}
+
+/** Per tranche: the batches in flight, in order, and the position they allow to commit. */
+export interface TrancheProgress {
+  /** The tranche name. */
+  readonly name: string;
+  /** Whether the latest batch of this tranche reached the tail. */
+  isTail: boolean;
+  /** The position of the latest batch such that it and every batch before it are complete. */
+  completed: Position | undefined;
+  /** How to record `completed` (from the batch that carried it). */
+  commit: ((position: Position) => Promise<void>) | undefined;
+  /** Batches ingested and not yet passed by `completed`. */
+  readonly queue: Tracker[];
+  /** Index of the first live entry of `queue`. */
+  head: number;
+}
+
+/** One ingested batch: how many of its streams are still short of its events. */
+interface Tracker {
+  readonly tranche: TrancheProgress;
+  readonly position: Position;
+  readonly commit: ((position: Position) => Promise<void>) | undefined;
+  pending: number;
+}
+
+interface StreamState {
+  readonly name: StreamName;
+  /** Next index to handle; -1 while unknown (first event seen starts the stream). */
+  writePos: number;
+  /** Buffered events at or above writePos, sorted, no duplicates. */
+  buffer: StreamEvent[];
+  /** Batches waiting on this stream, sorted by the index they need it to reach. */
+  waitTrackers: Tracker[];
+  waitRequired: number[];
+  busy: boolean;
+  queued: boolean;
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Scratch for ingestion: the tracker this stream was last seen in, and its highest index + 1. */
+  mark: Tracker | undefined;
+  markRequired: number;
+  startedAt: number;
+  attempts: number;
+  failingSince: number;
+  lastError: unknown;
+  stalls: number;
+  stalledSince: number;
+}
+
+/** The scheduler engine used by the streams sink. */
+export interface Scheduler {
+  /** Buffers a batch's events and starts handlers; returns the batch's tranche progress. */
+  ingest(batch: Batch): void;
+  /** Batches ingested and not yet complete. */
+  readonly uncompleted: number;
+  /** Handler calls in flight. */
+  readonly active: number;
+  /** Per tranche progress, by tranche name. */
+  readonly tranches: ReadonlyMap<string, TrancheProgress>;
+  /** Running totals. */
+  readonly counters: Readonly<SchedulerCounters>;
+  /** Handler latency of calls that returned, and of calls that threw. */
+  readonly latency: { readonly ok: Histogram; readonly failed: Histogram };
+  /** Stops starting handlers and cancels pending retries; in-flight calls run on. */
+  stop(): void;
+  /** Aborts the signal handed to in-flight handlers. */
+  abortHandlers(reason: unknown): void;
+  /** A view of busy, failing and stuck streams. */
+  snapshot(): SchedulerSnapshot;
+}
+
+/** Hooks through which the scheduler reports to its sink. */
+export interface SchedulerHooks {
+  /** Called after batches completed or handlers finished (at most once per scheduler turn). */
+  onProgress(): void;
+  /** Called once when the failure policy faults the pipeline. */
+  onFault(error: PipelineFaultError): void;
+  /** Called when a handler throws, for logging. */
+  onHandlerError(failure: StreamFailure): void;
+}
+
+/** Checks scheduler options at the public boundary and applies defaults. */
+function resolveOptions(options: SchedulerOptions) {
+  if (typeof options?.handler !== "function") throw new InvalidArgumentError("handler", "must be a function");
+  return {
+    handler: options.handler,
+    maxConcurrentStreams: checkInteger("maxConcurrentStreams", options.maxConcurrentStreams ?? 16, 1),
+    maxEventsPerCall: checkInteger("maxEventsPerCall", options.maxEventsPerCall ?? 1000, 1),
+    maxBytesPerCall: checkNumber("maxBytesPerCall", options.maxBytesPerCall ?? 1 << 20, 1),
+    backoff: backoff(options.retry),
+    failure: checkFailurePolicy(options.failure ?? { kind: "retry" }),
+    stuckAfterMs: checkNumber("stuckAfterMs", options.stuckAfterMs ?? 60_000, 0),
+  };
+}
+
+/**
+ * Creates the scheduler engine. Most applications use {@linkcode streamsSink}, which wraps it
+ * in a `WritableStream` with checkpointing, a monitor and stats.
+ *
+ * @example
+ * ```ts
+ * import { createScheduler } from "@impel/impel";
+ * const scheduler = createScheduler({ handler: () => {} }, {
+ *   onProgress() {},
+ *   onFault(e) { throw e; },
+ *   onHandlerError() {},
+ * });
+ * scheduler.ingest({ tranche: "0", position: 1n, isTail: true, items: [] });
+ * scheduler.uncompleted; // 0
+ * ```
+ */
+export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks): Scheduler {
+  const opts = resolveOptions(options);
+  const { handler, maxConcurrentStreams, maxEventsPerCall, maxBytesPerCall } = opts;
+  const streams = new Map<StreamName, StreamState>();
+  const tranches = new Map<string, TrancheProgress>();
+  const busy = new Set<StreamState>();
+  const failing = new Set<StreamState>();
+  const stalled = new Set<StreamState>();
+  const delayed = new Set<StreamState>();
+  const ready: StreamState[] = [];
+  let readyHead = 0;
+  let active = 0;
+  let uncompleted = 0;
+  let stopping = false;
+  let faulted = false;
+  let dispatching = false;
+  let progressed = false;
+  const handlerAbort = new AbortController();
+  const counters: SchedulerCounters = {
+    batches: 0,
+    batchesCompleted: 0,
+    events: 0,
+    duplicates: 0,
+    handled: 0,
+    calls: 0,
+    failures: 0,
+    deadLettered: 0,
+  };
+  const latency = { ok: createHistogram(), failed: createHistogram() };
+  const touched: StreamState[] = [];
+
+  function stateOf(name: StreamName): StreamState {
+    let s = streams.get(name);
+    if (s === undefined) {
+      s = {
+        name,
+        writePos: -1,
+        buffer: [],
+        waitTrackers: [],
+        waitRequired: [],
+        busy: false,
+        queued: false,
+        retryTimer: undefined,
+        mark: undefined,
+        markRequired: 0,
+        startedAt: 0,
+        attempts: 0,
+        failingSince: 0,
+        lastError: undefined,
+        stalls: 0,
+        stalledSince: 0,
+      };
+      streams.set(name, s);
+    }
+    return s;
+  }
+
+  function enqueue(s: StreamState) {
+    if (s.queued || s.busy || s.retryTimer !== undefined) return;
+    s.queued = true;
+    ready.push(s);
+  }
+
+  function trancheOf(name: string): TrancheProgress {
+    let t = tranches.get(name);
+    if (t === undefined) {
+      t = { name, isTail: false, completed: undefined, commit: undefined, queue: [], head: 0 };
+      tranches.set(name, t);
+    }
+    return t;
+  }
+
+  function ingest(batch: Batch) {
+    checkBatch(batch); // before touching any state, so that a bad batch changes nothing
+    const tranche = trancheOf(batch.tranche);
+    const tracker: Tracker = { tranche, position: batch.position, commit: batch.commit, pending: 0 };
+    const items = batch.items;
+    counters.batches++;
+    counters.events += items.length;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      const s = stateOf(item.stream);
+      const event = item.event;
+      const index = event.index;
+      if (index < s.writePos) {
+        counters.duplicates++;
+        continue;
+      }
+      insertEvent(s.buffer, event, s.writePos);
+      if (s.mark !== tracker) {
+        s.mark = tracker;
+        s.markRequired = index + 1;
+        touched.push(s);
+      } else if (index >= s.markRequired) {
+        s.markRequired = index + 1;
+      }
+      enqueue(s);
+    }
+    for (let i = 0; i < touched.length; i++) {
+      const s = touched[i];
+      s.mark = undefined;
+      addWaiter(s, tracker, s.markRequired);
+      tracker.pending++;
+    }
+    touched.length = 0;
+    tranche.isTail = batch.isTail;
+    tranche.queue.push(tracker);
+    if (tracker.pending > 0) uncompleted++;
+    else {
+      counters.batchesCompleted++;
+      advance(tranche);
+    }
+    dispatch();
+  }
+
+  function addWaiter(s: StreamState, tracker: Tracker, required: number) {
+    const ts = s.waitTrackers, rs = s.waitRequired;
+    let i = rs.length;
+    // Batches usually need ever higher indexes of a stream: insertion is at the end.
+    while (i > 0 && rs[i - 1] > required) i--;
+    if (i === rs.length) {
+      ts.push(tracker);
+      rs.push(required);
+    } else {
+      ts.splice(i, 0, tracker);
+      rs.splice(i, 0, required);
+    }
+  }
+
+  function advance(t: TrancheProgress) {
+    const q = t.queue;
+    let h = t.head;
+    while (h < q.length && q[h].pending === 0) {
+      t.completed = q[h].position;
+      t.commit = q[h].commit ?? t.commit;
+      h++;
+    }
+    if (h > 1024 && h * 2 > q.length) {
+      q.splice(0, h);
+      h = 0;
+    }
+    t.head = h;
+  }
+
+  /** Releases the batches that needed `s` to reach at most its write position. */
+  function release(s: StreamState) {
+    const rs = s.waitRequired;
+    let n = 0;
+    while (n < rs.length && rs[n] <= s.writePos) n++;
+    if (n === 0) return;
+    const ts = s.waitTrackers;
+    for (let i = 0; i < n; i++) {
+      const tracker = ts[i];
+      if (--tracker.pending === 0) {
+        uncompleted--;
+        counters.batchesCompleted++;
+        advance(tracker.tranche);
+        progressed = true;
+      }
+    }
+    if (n === rs.length) {
+      rs.length = 0;
+      ts.length = 0;
+    } else {
+      rs.splice(0, n);
+      ts.splice(0, n);
+    }
+  }
+
+  function dispatch() {
+    if (dispatching) return;
+    dispatching = true;
+    try {
+      while (!stopping && active < maxConcurrentStreams && readyHead < ready.length) {
+        const s = ready[readyHead++];
+        s.queued = false;
+        if (s.busy || s.retryTimer !== undefined || s.buffer.length === 0) continue;
+        if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) continue; // a gap: wait for the missing events
+        start(s);
+      }
+      if (readyHead === ready.length) {
+        ready.length = 0;
+        readyHead = 0;
+      } else if (readyHead > 4096 && readyHead * 2 > ready.length) {
+        ready.splice(0, readyHead);
+        readyHead = 0;
+      }
+    } finally {
+      dispatching = false;
+    }
+    if (progressed) {
+      progressed = false;
+      hooks.onProgress();
+    }
+  }
+
+  function take(s: StreamState): StreamEvent[] {
+    const buf = s.buffer;
+    const first = buf[0].index;
+    let bytes = buf[0].size || 0;
+    let n = 1;
+    const limit = Math.min(buf.length, maxEventsPerCall);
+    while (n < limit && buf[n].index === first + n) {
+      const b = bytes + (buf[n].size || 0);
+      if (b > maxBytesPerCall) break;
+      bytes = b;
+      n++;
+    }
+    if (n === buf.length) {
+      s.buffer = [];
+      return buf;
+    }
+    return buf.splice(0, n);
+  }
+
+  function start(s: StreamState) {
+    const span = take(s);
+    s.busy = true;
+    active++;
+    s.startedAt = performance.now();
+    busy.add(s);
+    let result;
+    try {
+      result = handler(s.name, span, { signal: handlerAbort.signal, attempt: s.attempts + 1 });
+    } catch (error) {
+      failed(s, span, error);
+      return;
+    }
+    if (result !== null && typeof result === "object" && typeof (result as Promise<unknown>).then === "function") {
+      (result as Promise<number | void>).then(
+        (next) => {
+          returned(s, span, next);
+          dispatch();
+        },
+        (error) => {
+          failed(s, span, error);
+          dispatch();
+        },
+      );
+    } else {
+      returned(s, span, result as number | void);
+    }
+  }
+
+  function finish(s: StreamState, elapsedHistogram: Histogram) {
+    s.busy = false;
+    active--;
+    busy.delete(s);
+    elapsedHistogram.record(performance.now() - s.startedAt);
+    progressed = true;
+  }
+
+  /** Puts back the events of `span` at or above the write position, merged with arrivals. */
+  function requeue(s: StreamState, span: StreamEvent[]) {
+    const from = s.writePos < 0 ? 0 : s.writePos - span[0].index;
+    if (from >= span.length) return;
+    const rest = from <= 0 ? span : span.slice(from);
+    for (const e of s.buffer) insertEvent(rest, e, s.writePos);
+    s.buffer = rest;
+  }
+
+  function returned(s: StreamState, span: StreamEvent[], result: number | void) {
+    finish(s, latency.ok);
+    counters.calls++;
+    const first = span[0].index;
+    const end = first + span.length;
+    let next: number;
+    if (result === undefined) next = end;
+    else if (typeof result === "number" && Number.isInteger(result) && result >= 0) next = result;
+    else return failed(s, span, new InvalidHandlerResultError(s.name, result), true);
+    const before = s.writePos < 0 ? first : s.writePos;
+    if (next <= before) {
+      // No progress: leave the events queued and back off, so a handler that is waiting on
+      // something outside does not spin.
+      requeue(s, span);
+      if (s.stalls++ === 0) s.stalledSince = Date.now();
+      stalled.add(s);
+      delay(s, s.stalls);
+      return;
+    }
+    counters.handled += Math.min(next, end) - Math.max(before, first);
+    s.writePos = next;
+    s.stalls = 0;
+    stalled.delete(s);
+    if (s.attempts > 0) {
+      s.attempts = 0;
+      s.lastError = undefined;
+      failing.delete(s);
+    }
+    if (next < end) requeue(s, span);
+    else trim(s);
+    release(s);
+    if (stopping) return;
+    enqueue(s);
+  }
+
+  function trim(s: StreamState) {
+    const buf = s.buffer;
+    if (buf.length === 0 || buf[0].index >= s.writePos) return;
+    let i = 0;
+    while (i < buf.length && buf[i].index < s.writePos) i++;
+    counters.duplicates += i;
+    buf.splice(0, i);
+  }
+
+  function failed(s: StreamState, span: StreamEvent[], error: unknown, alreadyFinished = false) {
+    if (!alreadyFinished) finish(s, latency.failed);
+    counters.failures++;
+    requeue(s, span);
+    if (s.attempts++ === 0) s.failingSince = Date.now();
+    s.lastError = error;
+    failing.add(s);
+    const failure: StreamFailure = {
+      stream: s.name,
+      events: span,
+      error,
+      attempts: s.attempts,
+      since: s.failingSince,
+    };
+    hooks.onHandlerError(failure);
+    const policy = opts.failure;
+    if (policy.kind === "fault") {
+      const maxAttempts = policy.maxAttempts ?? 3;
+      const maxFailing = policy.maxFailingStreams ?? Infinity;
+      if (s.attempts >= maxAttempts || failing.size > maxFailing) {
+        const reason = s.attempts >= maxAttempts
+          ? `${s.name} failed ${s.attempts} times`
+          : `${failing.size} streams failing (limit ${maxFailing})`;
+        return fault(new PipelineFaultError(reason, [...failing].map(failureOf)));
+      }
+    } else if (policy.kind === "deadLetter" && s.attempts >= policy.maxAttempts) {
+      return deadLetter(s, span, failure, policy.deadLetter);
+    }
+    delay(s, s.attempts);
+  }
+
+  function deadLetter(
+    s: StreamState,
+    span: StreamEvent[],
+    failure: StreamFailure,
+    park: (failure: StreamFailure) => Promise<void> | void,
+  ) {
+    // The stream stays busy while parked so that nothing else runs for it meanwhile.
+    s.busy = true;
+    active++;
+    busy.add(s);
+    s.startedAt = performance.now();
+    const done = (ok: boolean, error?: unknown) => {
+      s.busy = false;
+      active--;
+      busy.delete(s);
+      if (!ok) {
+        s.lastError = error;
+        delay(s, s.attempts);
+      } else {
+        counters.deadLettered++;
+        s.attempts = 0;
+        s.lastError = undefined;
+        failing.delete(s);
+        const end = span[0].index + span.length;
+        if (end > s.writePos) s.writePos = end;
+        trim(s);
+        release(s);
+        enqueue(s);
+      }
+      progressed = true;
+      dispatch();
+    };
+    Promise.resolve().then(() => park(failure)).then(() => done(true), (e) => done(false, e));
+  }
+
+  function delay(s: StreamState, attempt: number) {
+    if (stopping) return;
+    delayed.add(s);
+    s.retryTimer = setTimeout(() => {
+      s.retryTimer = undefined;
+      delayed.delete(s);
+      enqueue(s);
+      dispatch();
+    }, opts.backoff.delay(attempt));
+  }
+
+  function fault(error: PipelineFaultError) {
+    if (faulted) return;
+    faulted = true;
+    stop();
+    hooks.onFault(error);
+  }
+
+  function stop() {
+    stopping = true;
+    for (const s of delayed) {
+      clearTimeout(s.retryTimer);
+      s.retryTimer = undefined;
+    }
+    delayed.clear();
+  }
+
+  function failureOf(s: StreamState): StreamFailure {
+    return { stream: s.name, events: s.buffer, error: s.lastError, attempts: s.attempts, since: s.failingSince };
+  }
+
+  function snapshot(): SchedulerSnapshot {
+    const now = Date.now();
+    const perfNow = performance.now();
+    let bufferedEvents = 0;
+    for (const s of streams.values()) bufferedEvents += s.buffer.length;
+    const busyList = [...busy].map((s) => ({ stream: s.name, ageMs: perfNow - s.startedAt, attempts: s.attempts + 1 }));
+    const stuck: StreamStatus[] = busyList.filter((b) => b.ageMs >= opts.stuckAfterMs);
+    for (const s of stalled) {
+      if (now - s.stalledSince >= opts.stuckAfterMs) stuck.push({ stream: s.name, ageMs: now - s.stalledSince, attempts: s.stalls });
+    }
+    return {
+      streams: streams.size,
+      bufferedEvents,
+      busy: busyList.sort((a, b) => b.ageMs - a.ageMs),
+      failing: [...failing].map((s) => ({ stream: s.name, ageMs: now - s.failingSince, attempts: s.attempts, error: s.lastError }))
+        .sort((a, b) => b.ageMs - a.ageMs),
+      stuck: stuck.sort((a, b) => b.ageMs - a.ageMs),
+      uncompletedBatches: uncompleted,
+    };
+  }
+
+  return {
+    ingest,
+    get uncompleted() {
+      return uncompleted;
+    },
+    get active() {
+      return active;
+    },
+    tranches,
+    counters,
+    latency,
+    stop,
+    abortHandlers(reason) {
+      handlerAbort.abort(reason);
+    },
+    snapshot,
+  };
+}
+
+function checkBatch(batch: Batch) {
+  if (batch === null || typeof batch !== "object") throw new ImpelError("InvalidBatch", `a batch must be an object, got ${String(batch)}`);
+  if (typeof batch.tranche !== "string" || batch.tranche.length === 0) {
+    throw new ImpelError("InvalidBatch", `batch.tranche must be a non-empty string, got ${JSON.stringify(batch.tranche)}`);
+  }
+  if (!Array.isArray(batch.items)) throw new ImpelError("InvalidBatch", `batch.items of tranche ${batch.tranche} must be an array`);
+  if (typeof batch.position !== "bigint") {
+    throw new ImpelError("InvalidBatch", `batch.position of tranche ${batch.tranche} must be a bigint, got ${typeof batch.position}`);
+  }
+  const items = batch.items;
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i];
+    const index = item?.event?.index;
+    if (typeof item?.stream !== "string" || !Number.isInteger(index) || index < 0) {
+      throw new ImpelError(
+        "InvalidBatch",
+        `batch item ${i} of tranche ${batch.tranche} needs a string stream and an event with a non-negative integer index`,
+      );
+    }
+  }
+  if (typeof batch.isTail !== "boolean") throw new ImpelError("InvalidBatch", `batch.isTail of tranche ${batch.tranche} must be a boolean`);
+  if (batch.commit !== undefined && typeof batch.commit !== "function") {
+    throw new ImpelError("InvalidBatch", `batch.commit of tranche ${batch.tranche} must be a function`);
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * The streams sink: the scheduler with an application handler, as a `WritableStream` of
+ * batches, with read-ahead backpressure, ordered coalesced checkpointing, a monitor, stats and a
+ * clean stop; and {@linkcode run}, which pipes a source into it.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Batch, Position } from "./batch.ts";
+import { checkInteger, checkNumber, ImpelError } from "./errors.ts";
+import { errorText, type PipelineFaultError } from "./failure.ts";
+import { createMonitor, type Monitor } from "./monitor.ts";
+import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
+import { type SinkStats, sinkStats, statsLogger } from "./stats.ts";
+
+/** Options of {@linkcode streamsSink}. */
+export interface StreamsSinkOptions extends SchedulerOptions {
+  /** A label for logs and stats, usually the consumer group (default `"default"`). */
+  readonly group?: string;
+  /** Most uncompleted batches in flight before the source is held back (default 16). */
+  readonly maxReadAhead?: number;
+  /** How often completed positions are committed (default 1000 ms); a final commit runs on stop. */
+  readonly commitIntervalMs?: number;
+  /** How long a stop waits for in-flight handlers before aborting their signal (default 10 s). */
+  readonly stopTimeoutMs?: number;
+  /** How often a stats line is logged (default 60 s; 0 turns it off). */
+  readonly statsIntervalMs?: number;
+}
+
+/**
+ * A running streams sink. Pipe a source into `writable` with {@linkcode run}.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * const sink = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
+ * await sink.stop();
+ * ```
+ */
+export interface StreamsSink {
+  /** Where batches go. `write` resolves once the batch is accepted within the read-ahead limit. */
+  readonly writable: WritableStream<Batch>;
+  /** Deterministic waits. */
+  readonly monitor: Monitor;
+  /** Stops reading, drains in-flight handlers within the stop timeout, commits; idempotent. */
+  stop(): Promise<void>;
+  /** Resolves once stopped and flushed; rejects with the fault if the failure policy faulted. */
+  readonly done: Promise<void>;
+  /** Commits the completed positions now. */
+  flush(): Promise<void>;
+  /** A structured view for stats, metrics and health. */
+  stats(): SinkStats;
+}
+
+/** The sink was stopped before what was awaited happened. */
+export class PipelineStoppedError extends ImpelError {
+  /** Creates the error. */
+  constructor() {
+    super("PipelineStopped", "the pipeline stopped");
+  }
+}
+
+/**
+ * Creates a streams sink: the scheduler running `handler`, behind a `WritableStream<Batch>`.
+ *
+ * Checkpoints: each batch's `commit` is called with the position of the latest batch of its
+ * tranche such that it and every earlier batch of that tranche are complete, every
+ * `commitIntervalMs` and once more on stop. A failed commit is logged and retried on the next
+ * interval; a failed final commit rejects `done`.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * const seen: string[] = [];
+ * const sink = streamsSink({ handler: (stream, events) => void seen.push(`${stream}@${events.length}`) });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store }), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running; // seen: ["Order-1@1"]
+ * ```
+ */
+export function streamsSink(options: StreamsSinkOptions): StreamsSink {
+  const group = options.group ?? "default";
+  const maxReadAhead = checkInteger("maxReadAhead", options.maxReadAhead ?? 16, 1);
+  const commitIntervalMs = checkNumber("commitIntervalMs", options.commitIntervalMs ?? 1000, 1);
+  const stopTimeoutMs = checkNumber("stopTimeoutMs", options.stopTimeoutMs ?? 10_000, 0);
+  const statsIntervalMs = checkNumber("statsIntervalMs", options.statsIntervalMs ?? 60_000, 0);
+  const log = getLogger(["impel", "sink"]);
+
+  let releaseWrite: (() => void) | undefined;
+  let releaseClose: (() => void) | undefined;
+  let idle: (() => void) | undefined;
+  let faultError: PipelineFaultError | undefined;
+  let stopping: Promise<void> | undefined;
+
+  const scheduler = createScheduler(options, {
+    onProgress() {
+      if (releaseWrite && (scheduler.uncompleted < maxReadAhead || stopping)) {
+        const release = releaseWrite;
+        releaseWrite = undefined;
+        release();
+      }
+      if (releaseClose && scheduler.uncompleted === 0) releaseClose();
+      if (idle && scheduler.active === 0) idle();
+      control.check();
+    },
+    onFault(error) {
+      faultError = error;
+      log.error("{group}: {error}", { group, error: error.message });
+      stop();
+    },
+    onHandlerError(f) {
+      log.warn("{group}: handler for {stream} failed (attempt {attempts}): {error}", {
+        group,
+        stream: f.stream,
+        attempts: f.attempts,
+        error: errorText(f.error),
+      });
+    },
+  });
+
+  const control = createMonitor({
+    isComplete: (tail) => {
+      if (scheduler.uncompleted > 0) return false;
+      if (!tail) return true;
+      if (scheduler.tranches.size === 0) return false;
+      for (const t of scheduler.tranches.values()) if (!t.isTail) return false;
+      return true;
+    },
+    ingested: () => scheduler.counters.batches,
+  });
+
+  // Per tranche: the last position committed, and the commit in flight (commits of one
+  // tranche never overlap, so they land in order).
+  const committed = new Map<string, Position>();
+  const inFlight = new Map<string, Promise<void>>();
+
+  function commitTranche(name: string): Promise<void> {
+    const running = inFlight.get(name);
+    if (running) return running.then(() => commitTranche(name));
+    const t = scheduler.tranches.get(name);
+    if (!t || t.completed === undefined || t.commit === undefined || committed.get(name) === t.completed) {
+      return Promise.resolve();
+    }
+    const position = t.completed;
+    const p = t.commit(position).then(
+      () => void committed.set(name, position),
+    ).finally(() => inFlight.delete(name));
+    inFlight.set(name, p);
+    return p;
+  }
+
+  function flush(): Promise<void> {
+    return Promise.all([...scheduler.tranches.keys()].map(commitTranche)).then(() => {});
+  }
+
+  const commitTimer = setInterval(() => {
+    for (const name of scheduler.tranches.keys()) {
+      if (inFlight.has(name)) continue;
+      commitTranche(name).catch((error) =>
+        log.warn("{group}: checkpoint commit for tranche {tranche} failed, will retry: {error}", {
+          group,
+          tranche: name,
+          error: errorText(error),
+        })
+      );
+    }
+  }, commitIntervalMs);
+
+  const stats = () => sinkStats(group, scheduler, committed, maxReadAhead);
+  const logStats = statsLogger(group, stats, () => {
+    scheduler.latency.ok.reset();
+    scheduler.latency.failed.reset();
+  });
+  const statsTimer = statsIntervalMs > 0 ? setInterval(logStats, statsIntervalMs) : undefined;
+
+  function drained(): Promise<void> {
+    if (scheduler.active === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        idle = undefined;
+        log.warn("{group}: {active} handlers still running after {ms} ms; aborting their signal", {
+          group,
+          active: scheduler.active,
+          ms: stopTimeoutMs,
+        });
+        scheduler.abortHandlers(new ImpelError("StopTimeout", `stop timed out after ${stopTimeoutMs} ms`));
+        resolve();
+      }, stopTimeoutMs);
+      idle = () => {
+        idle = undefined;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  let settleDone!: (error?: unknown) => void;
+  const done = new Promise<void>((resolve, reject) => {
+    settleDone = (error) => error === undefined ? resolve() : reject(error);
+  });
+  done.catch(() => {}); // observed through run() or by the caller; never an unhandled rejection
+
+  function stop(): Promise<void> {
+    if (stopping) return stopping;
+    scheduler.stop();
+    releaseWrite?.();
+    releaseWrite = undefined;
+    releaseClose?.();
+    stopping = (async () => {
+      await drained();
+      clearInterval(commitTimer);
+      clearInterval(statsTimer);
+      try {
+        await flush();
+      } finally {
+        if (statsIntervalMs > 0) logStats();
+        control.close(faultError ?? new PipelineStoppedError());
+      }
+    })().then(() => settleDone(faultError), (error) => settleDone(faultError ?? error));
+    return stopping;
+  }
+
+  const writable = new WritableStream<Batch>({
+    write(batch) {
+      if (stopping) return;
+      try {
+        scheduler.ingest(batch);
+      } catch (error) {
+        stop();
+        throw error;
+      }
+      control.check();
+      if (scheduler.uncompleted < maxReadAhead) return;
+      return new Promise<void>((resolve) => (releaseWrite = resolve));
+    },
+    async close() {
+      if (!stopping && scheduler.uncompleted > 0) {
+        await new Promise<void>((resolve) => (releaseClose = resolve));
+        releaseClose = undefined;
+      }
+      await stop();
+    },
+    abort() {
+      return stop();
+    },
+  });
+
+  return {
+    writable,
+    monitor: control.monitor,
+    stop,
+    done,
+    flush,
+    stats,
+  };
+}
+
+/** Options of {@linkcode run}. */
+export interface RunOptions {
+  /** Aborting it stops the pipeline cleanly: stop reading, drain, commit, resolve. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Pipes `source` into `sink` and resolves when the pipeline has stopped cleanly: the signal was
+ * aborted, or the source ended and everything it produced was handled. Rejects with the fault
+ * if the failure policy faulted, or with the source's error if reading failed (after draining
+ * and committing what was completed either way).
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store: createMemoryStore() }), streamsSink({ handler: () => {} }), {
+ *   signal: ac.signal,
+ * });
+ * ac.abort();
+ * await running;
+ * ```
+ */
+export async function run(
+  source: ReadableStream<Batch>,
+  sink: Pick<StreamsSink, "writable" | "stop" | "done">,
+  options: RunOptions = {},
+): Promise<void> {
+  const { signal } = options;
+  // pipeTo waits for a pending write before it aborts the sink, and a write waits while the
+  // read-ahead is full: so the sink has to hear about the abort directly.
+  const onAbort = () => void sink.stop();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted) onAbort();
+  let pipeError: unknown;
+  try {
+    await source.pipeTo(sink.writable, { signal });
+  } catch (error) {
+    pipeError = error;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  const aborted = signal?.aborted && pipeError === signal.reason;
+  if (pipeError !== undefined && !aborted) sink.stop();
+  await sink.done;
+  if (pipeError !== undefined && !aborted) throw pipeError;
+}

@@ -1,0 +1,116 @@
+/**
+ * Periodic stats: a structured view of a sink, and a summary line through LogTape.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Position } from "./batch.ts";
+import { errorText } from "./failure.ts";
+import type { Percentiles } from "./histogram.ts";
+import type { Scheduler, SchedulerCounters, SchedulerSnapshot } from "./scheduler.ts";
+
+/** Progress of one tranche as the sink sees it. */
+export interface TrancheStats {
+  /** The tranche. */
+  readonly tranche: string;
+  /** Whether its latest batch reached the tail. */
+  readonly isTail: boolean;
+  /** The highest position whose batch and all before it are complete. */
+  readonly completed: Position | undefined;
+  /** The last position committed to the checkpoint store. */
+  readonly committed: Position | undefined;
+  /** Batches read and not yet passed by `completed`. */
+  readonly readAhead: number;
+}
+
+/** Everything a stats line, a metrics exporter or a health check needs. */
+export interface SinkStats extends SchedulerSnapshot {
+  /** The consumer group (a label). */
+  readonly group: string;
+  /** Running totals since start. */
+  readonly counters: Readonly<SchedulerCounters>;
+  /** Handler latency since the last stats interval, by outcome. */
+  readonly latency: { readonly ok: Percentiles; readonly failed: Percentiles };
+  /** Per tranche progress. */
+  readonly tranches: readonly TrancheStats[];
+  /** The read-ahead limit. */
+  readonly maxReadAhead: number;
+}
+
+/** Builds the stats view of a sink from its scheduler and committed positions. */
+export function sinkStats(
+  group: string,
+  scheduler: Scheduler,
+  committed: ReadonlyMap<string, Position>,
+  maxReadAhead: number,
+): SinkStats {
+  const tranches: TrancheStats[] = [];
+  for (const t of scheduler.tranches.values()) {
+    tranches.push({
+      tranche: t.name,
+      isTail: t.isTail,
+      completed: t.completed,
+      committed: committed.get(t.name),
+      readAhead: t.queue.length - t.head,
+    });
+  }
+  return {
+    ...scheduler.snapshot(),
+    group,
+    counters: { ...scheduler.counters },
+    latency: { ok: scheduler.latency.ok.percentiles(), failed: scheduler.latency.failed.percentiles() },
+    tranches,
+    maxReadAhead,
+  };
+}
+
+const fmt = (ms: number) => ms < 10 ? ms.toFixed(2) : ms.toFixed(0);
+const ages = (list: SchedulerSnapshot["busy"]) =>
+  list.slice(0, 3).map((s) => `${s.stream} ${(s.ageMs / 1000).toFixed(1)}s×${s.attempts}`).join(", ");
+
+/**
+ * Returns a function that logs one summary line per call: rates since the previous call,
+ * latency percentiles by outcome, busy / failing / stuck streams with ages, read-ahead use.
+ * Resets the latency histograms so each line covers one interval.
+ */
+export function statsLogger(group: string, read: () => SinkStats, reset: () => void): () => void {
+  const logger = getLogger(["impel", "stats"]);
+  let last = { at: performance.now(), events: 0, handled: 0, batches: 0 };
+  return () => {
+    const s = read();
+    const now = performance.now();
+    const secs = Math.max(1e-3, (now - last.at) / 1000);
+    const c = s.counters;
+    const readAhead = s.tranches.reduce((n, t) => n + t.readAhead, 0);
+    logger.info(
+      "{group}: {eventsPerSec} events/s in, {handledPerSec} handled/s, {batchesPerSec} batches/s; " +
+        "latency ok p50 {okP50} p99 {okP99} ms ({okCount}), failed p50 {failedP50} ms ({failedCount}); " +
+        "busy {busy} [{busyAges}], failing {failing} [{failingAges}], stuck {stuck} [{stuckAges}]; " +
+        "read-ahead {readAhead}/{maxReadAhead}, buffered {buffered}, streams {streams}",
+      {
+        group,
+        eventsPerSec: Math.round((c.events - last.events) / secs),
+        handledPerSec: Math.round((c.handled - last.handled) / secs),
+        batchesPerSec: Math.round((c.batches - last.batches) / secs),
+        okP50: fmt(s.latency.ok.p50),
+        okP99: fmt(s.latency.ok.p99),
+        okCount: s.latency.ok.count,
+        failedP50: fmt(s.latency.failed.p50),
+        failedCount: s.latency.failed.count,
+        busy: s.busy.length,
+        busyAges: ages(s.busy),
+        failing: s.failing.length,
+        failingAges: ages(s.failing) + (s.failing[0] ? ` last: ${errorText(s.failing[0].error)}` : ""),
+        stuck: s.stuck.length,
+        stuckAges: ages(s.stuck),
+        readAhead,
+        maxReadAhead: s.maxReadAhead,
+        buffered: s.bufferedEvents,
+        streams: s.streams,
+        stats: s,
+      },
+    );
+    last = { at: now, events: c.events, handled: c.handled, batches: c.batches };
+    reset();
+  };
+}

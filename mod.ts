@@ -1,0 +1,39 @@
+/**
+ * impel: reactive event processing for Deno and Bun. Sources read events from stores and logs,
+ * the scheduler runs handlers one stream at a time and many streams at once, sinks write results
+ * on, and checkpoint stores remember progress.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ *
+ * const store = createMemoryStore();
+ * const sink = streamsSink({
+ *   handler: async (stream, events) => console.log(stream, events.map((e) => e.type)),
+ * });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store, checkpoints: memoryCheckpoints(), group: "printer" }), sink, {
+ *   signal: ac.signal,
+ * });
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running;
+ * ```
+ *
+ * @module
+ */
+export * from "./core/batch.ts";
+export * from "./core/checkpoints.ts";
+export * from "./core/errors.ts";
+export * from "./core/event.ts";
+export * from "./core/failure.ts";
+export * from "./core/histogram.ts";
+export * from "./core/monitor.ts";
+export * from "./core/scheduler.ts";
+export * from "./core/sink.ts";
+export * from "./core/stats.ts";
+export * from "./core/store.ts";
+export * from "./core/streamName.ts";

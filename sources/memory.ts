@@ -1,0 +1,236 @@
+/**
+ * The in-memory event store and its source: the default backend for tests, examples and demos.
+ *
+ * The store keeps every stream and one global log of appends. The source reads the log from a
+ * checkpoint as one tranche (`"all"`), in batches of up to `maxBatchSize`, and wakes as soon as a
+ * commit lands.
+ *
+ * @module
+ */
+import type { Batch, BatchItem, Position } from "../core/batch.ts";
+import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
+import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { estimateSize, type StreamEvent } from "../core/event.ts";
+import {
+  type AppendResult,
+  type EventData,
+  type EventStore,
+  type ExpectedVersion,
+  type ReadStreamOptions,
+  WrongExpectedVersionError,
+} from "../core/store.ts";
+import { categoryOf, checkCategory, checkStreamName, type StreamName } from "../core/streamName.ts";
+
+/** One appended event with its stream, in global order. */
+export interface LogEntry extends BatchItem {
+  /** The stream's category, kept so that category filters cost no parsing. */
+  readonly category: string;
+}
+
+/**
+ * An in-process event store: streams with expected-version appends, plus a global log that
+ * sources read and a subscription that fires on every commit.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: { total: 3 } }], 0);
+ * store.head; // 1
+ * ```
+ */
+export interface MemoryStore extends EventStore {
+  /** Number of events in the global log. */
+  readonly head: number;
+  /** Entries of the global log from `from` (inclusive) to `to` (exclusive). */
+  readLog(from: number, to: number): readonly LogEntry[];
+  /** Calls `listener` after every commit; returns the unsubscribe function. */
+  subscribe(listener: () => void): () => void;
+}
+
+function checkEventData(stream: string, e: EventData, i: number) {
+  if (e === null || typeof e !== "object" || typeof e.type !== "string" || e.type.length === 0) {
+    throw new InvalidArgumentError(`events[${i}] of ${stream}`, `must be an object with a non-empty string type, got ${describe(e)}`);
+  }
+}
+
+/** Checks an expected version at a store's public boundary. */
+export function checkExpectedVersion(expected: ExpectedVersion): ExpectedVersion {
+  if (expected === "any") return expected;
+  return checkInteger("expectedVersion", expected, 0);
+}
+
+/**
+ * Creates an empty {@linkcode MemoryStore}.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * import { WrongExpectedVersionError } from "@impel/impel";
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0).catch((e) => {
+ *   console.log(e instanceof WrongExpectedVersionError); // true
+ * });
+ * ```
+ */
+export function createMemoryStore(): MemoryStore {
+  const streams = new Map<StreamName, StreamEvent[]>();
+  const log: LogEntry[] = [];
+  const listeners = new Set<() => void>();
+  return {
+    get head() {
+      return log.length;
+    },
+    readLog(from, to) {
+      return log.slice(from, to);
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => void listeners.delete(listener);
+    },
+    // deno-lint-ignore require-await
+    async readStream(stream: StreamName, options: ReadStreamOptions = {}): Promise<StreamEvent[]> {
+      checkStreamName(stream);
+      const from = checkInteger("fromIndex", options.fromIndex ?? 0, 0);
+      const max = checkInteger("maxCount", options.maxCount ?? Number.MAX_SAFE_INTEGER, 0);
+      return (streams.get(stream) ?? []).slice(from, from + max);
+    },
+    // deno-lint-ignore require-await
+    async append(stream: StreamName, events: readonly EventData[], expectedVersion: ExpectedVersion): Promise<AppendResult> {
+      const category = categoryOf(stream);
+      if (!Array.isArray(events)) throw new InvalidArgumentError("events", `must be an array, got ${describe(events)}`);
+      events.forEach((e, i) => checkEventData(stream, e, i));
+      checkExpectedVersion(expectedVersion);
+      let existing = streams.get(stream);
+      const version = existing?.length ?? 0;
+      if (expectedVersion !== "any" && expectedVersion !== version) {
+        throw new WrongExpectedVersionError(stream, expectedVersion, version);
+      }
+      if (events.length === 0) return { nextIndex: version };
+      if (existing === undefined) streams.set(stream, existing = []);
+      const time = new Date();
+      for (const e of events) {
+        const event: StreamEvent = {
+          index: existing.length,
+          type: e.type,
+          data: e.data,
+          meta: e.meta ?? null,
+          id: e.id ?? crypto.randomUUID(),
+          time,
+          correlationId: e.correlationId,
+          causationId: e.causationId,
+          size: estimateSize(e.data) + estimateSize(e.meta),
+        };
+        existing.push(event);
+        log.push({ stream, event, category });
+      }
+      for (const listener of listeners) listener();
+      return { nextIndex: existing.length };
+    },
+  };
+}
+
+/** Where a source starts when it has no checkpoint, or regardless of one. */
+export type StartFrom = "checkpoint" | "start" | "tail";
+
+/** Options of {@linkcode memorySource}. */
+export interface MemorySourceOptions {
+  /** The store to read. */
+  readonly store: MemoryStore;
+  /** Where to load and commit checkpoints (none: start per `startFrom`, commit nothing). */
+  readonly checkpoints?: CheckpointStore;
+  /** The consumer group for checkpoints (default `"default"`). */
+  readonly group?: string;
+  /** The source's name in checkpoint keys (default `"memory"`). */
+  readonly name?: string;
+  /** Only events of these categories (default: all). */
+  readonly categories?: readonly string[];
+  /** Most log entries per batch (default 1000). */
+  readonly maxBatchSize?: number;
+  /**
+   * `"checkpoint"` (default): resume from the checkpoint, or the start if there is none;
+   * `"start"`: from the beginning; `"tail"`: only what is appended from now on.
+   */
+  readonly startFrom?: StartFrom;
+}
+
+/** The one tranche of the memory source. */
+export const MEMORY_TRANCHE = "all";
+
+/**
+ * A source over a {@linkcode MemoryStore}: batches of the global log from the checkpoint, then
+ * each new commit as soon as it lands. Position = log index of the next entry.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * const source = memorySource({ store: createMemoryStore(), checkpoints: memoryCheckpoints(), group: "g" });
+ * await source.cancel();
+ * ```
+ */
+export function memorySource(options: MemorySourceOptions): ReadableStream<Batch> {
+  const { store, checkpoints } = options;
+  if (typeof store?.readLog !== "function" || typeof store.subscribe !== "function") {
+    throw new InvalidArgumentError("store", "must be a MemoryStore (from createMemoryStore())");
+  }
+  const maxBatchSize = checkInteger("maxBatchSize", options.maxBatchSize ?? 1000, 1);
+  const startFrom = options.startFrom ?? "checkpoint";
+  if (!["checkpoint", "start", "tail"].includes(startFrom)) {
+    throw new InvalidArgumentError("startFrom", `must be "checkpoint", "start" or "tail", got ${describe(startFrom)}`);
+  }
+  const categories = options.categories ? new Set(options.categories.map(checkCategory)) : undefined;
+  const key: CheckpointKey = { source: options.name ?? "memory", tranche: MEMORY_TRANCHE, group: options.group ?? "default" };
+  const commit = checkpoints ? (p: Position) => checkpoints.commit(key, p) : undefined;
+
+  let position = 0;
+  let toldTail = false;
+  let wake: (() => void) | undefined;
+  let cancelled = false;
+  const unsubscribe = store.subscribe(() => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  });
+
+  return new ReadableStream<Batch>({
+    async start() {
+      if (startFrom === "tail") position = store.head;
+      else if (startFrom === "checkpoint" && checkpoints) {
+        const saved = await checkpoints.load(key);
+        if (saved !== undefined) {
+          if (saved > BigInt(Number.MAX_SAFE_INTEGER)) {
+            throw new ImpelError("InvalidCheckpoint", `checkpoint ${saved} of ${key.source}/${key.group} is beyond the log`);
+          }
+          position = Number(saved);
+        }
+      }
+    },
+    async pull(controller) {
+      while (!cancelled) {
+        const head = store.head;
+        if (position < head) {
+          const to = Math.min(head, position + maxBatchSize);
+          let items: readonly BatchItem[] = store.readLog(position, to);
+          if (categories) items = items.filter((e) => categories.has((e as LogEntry).category));
+          position = to;
+          toldTail = to === head;
+          controller.enqueue({ tranche: MEMORY_TRANCHE, items, position: BigInt(to), isTail: toldTail, commit });
+          return;
+        }
+        if (!toldTail) {
+          toldTail = true;
+          controller.enqueue({ tranche: MEMORY_TRANCHE, items: [], position: BigInt(position), isTail: true, commit });
+          return;
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+    cancel() {
+      cancelled = true;
+      unsubscribe();
+      wake?.();
+    },
+  }, { highWaterMark: 1 });
+}
