@@ -4,7 +4,12 @@
  * @module
  */
 import type { Position } from "../core/batch.ts";
-import { checkCheckpointKey, type CheckpointKey, checkPosition, type CheckpointStore } from "../core/checkpoints.ts";
+import {
+  checkCheckpointKey,
+  type CheckpointKey,
+  type CheckpointStore,
+  checkPosition,
+} from "../core/checkpoints.ts";
 
 /**
  * Creates an in-memory {@linkcode CheckpointStore}.
@@ -42,7 +47,9 @@ export function memoryCheckpoints(): CheckpointStore {
     list(source, group) {
       const out = [];
       for (const { key, position } of positions.values()) {
-        if (key.source === source && (group === undefined || key.group === group)) out.push({ ...key, position });
+        if (key.source === source && (group === undefined || key.group === group)) {
+          out.push({ ...key, position });
+        }
       }
       return Promise.resolve(out);
     },

@@ -48,7 +48,10 @@ export function checkCheckpointKey(key: CheckpointKey): CheckpointKey {
   for (const part of ["source", "tranche", "group"] as const) {
     const value = key?.[part];
     if (typeof value !== "string" || value.length === 0) {
-      throw new ImpelError("InvalidCheckpointKey", `checkpoint key ${part} must be a non-empty string, got ${JSON.stringify(value)}`);
+      throw new ImpelError(
+        "InvalidCheckpointKey",
+        `checkpoint key ${part} must be a non-empty string, got ${JSON.stringify(value)}`,
+      );
     }
   }
   return key;
@@ -57,7 +60,10 @@ export function checkCheckpointKey(key: CheckpointKey): CheckpointKey {
 /** Checks that a position is a non-negative bigint. */
 export function checkPosition(position: Position): Position {
   if (typeof position !== "bigint" || position < 0n) {
-    throw new ImpelError("InvalidPosition", `checkpoint position must be a non-negative bigint, got ${String(position)}`);
+    throw new ImpelError(
+      "InvalidPosition",
+      `checkpoint position must be a non-negative bigint, got ${String(position)}`,
+    );
   }
   return position;
 }

@@ -50,7 +50,12 @@ export class InvalidArgumentError extends ImpelError {
 }
 
 /** Throws {@linkcode InvalidArgumentError} unless `value` is an integer in `[min, max]`. */
-export function checkInteger(field: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+export function checkInteger(
+  field: string,
+  value: unknown,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
     throw new InvalidArgumentError(field, `must be an integer ${range}, got ${describe(value)}`);
@@ -61,14 +66,19 @@ export function checkInteger(field: string, value: unknown, min: number, max = N
 /** Throws {@linkcode InvalidArgumentError} unless `value` is a finite number `>= min`. */
 export function checkNumber(field: string, value: unknown, min: number): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value < min) {
-    throw new InvalidArgumentError(field, `must be a finite number >= ${min}, got ${describe(value)}`);
+    throw new InvalidArgumentError(
+      field,
+      `must be a finite number >= ${min}, got ${describe(value)}`,
+    );
   }
   return value;
 }
 
 /** A short rendering of a rejected value for error messages. */
 export function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.length > 80 ? value.slice(0, 77) + "..." : value);
+  if (typeof value === "string") {
+    return JSON.stringify(value.length > 80 ? value.slice(0, 77) + "..." : value);
+  }
   if (typeof value === "bigint") return `${value}n`;
   if (value === null || typeof value !== "object") return String(value);
   return Array.isArray(value) ? `an array of ${value.length}` : "an object";

@@ -97,7 +97,11 @@ export function estimateSize(value: unknown): number {
  * insertEvent(buf, ev(2), 0); // false: duplicate
  * ```
  */
-export function insertEvent<E extends { readonly index: number }>(events: E[], event: E, writePos: number): boolean {
+export function insertEvent<E extends { readonly index: number }>(
+  events: E[],
+  event: E,
+  writePos: number,
+): boolean {
   const index = event.index;
   if (index < writePos) return false;
   const n = events.length;
@@ -132,7 +136,10 @@ export function insertEvent<E extends { readonly index: number }>(events: E[], e
  * // one span: index 1, events 1, 2, 3
  * ```
  */
-export function mergeSpans<E extends { readonly index: number }>(spans: readonly Span<E>[], writePos = 0): Span<E>[] {
+export function mergeSpans<E extends { readonly index: number }>(
+  spans: readonly Span<E>[],
+  writePos = 0,
+): Span<E>[] {
   if (spans.length === 0) return [];
   const stream = spans[0].stream;
   const all: E[] = [];

@@ -78,11 +78,17 @@ export class PipelineFaultError extends ImpelError {
   readonly failures: readonly StreamFailure[];
   /** Creates the error; the first failure's error becomes the `cause`. */
   constructor(reason: string, failures: readonly StreamFailure[]) {
-    const names = failures.slice(0, 5).map((f) => `${f.stream} (${f.attempts} attempts: ${errorText(f.error)})`);
+    const names = failures.slice(0, 5).map((f) =>
+      `${f.stream} (${f.attempts} attempts: ${errorText(f.error)})`
+    );
     const more = failures.length > 5 ? ` and ${failures.length - 5} more` : "";
-    super("PipelineFault", `pipeline faulted: ${reason}; failing streams: ${names.join(", ")}${more}`, {
-      cause: failures[0]?.error,
-    });
+    super(
+      "PipelineFault",
+      `pipeline faulted: ${reason}; failing streams: ${names.join(", ")}${more}`,
+      {
+        cause: failures[0]?.error,
+      },
+    );
     this.failures = failures;
   }
 }
@@ -91,7 +97,10 @@ export class PipelineFaultError extends ImpelError {
 export class InvalidHandlerResultError extends ImpelError {
   /** Creates the error naming the stream and the value returned. */
   constructor(stream: StreamName, value: unknown) {
-    super("InvalidHandlerResult", `handler for ${stream} returned ${String(value)}; expected an integer next index or nothing`);
+    super(
+      "InvalidHandlerResult",
+      `handler for ${stream} returned ${String(value)}; expected an integer next index or nothing`,
+    );
   }
 }
 
@@ -107,7 +116,9 @@ export function backoff(options: RetryOptions = {}): Backoff {
   const max = checkNumber("retry.maxDelayMs", options.maxDelayMs ?? 30_000, initial);
   const factor = checkNumber("retry.factor", options.factor ?? 2, 1);
   const jitter = checkNumber("retry.jitter", options.jitter ?? 0.1, 0);
-  if (jitter > 1) throw new InvalidArgumentError("retry.jitter", `must be in [0, 1], got ${jitter}`);
+  if (jitter > 1) {
+    throw new InvalidArgumentError("retry.jitter", `must be in [0, 1], got ${jitter}`);
+  }
   return {
     delay(attempt) {
       const base = Math.min(max, initial * factor ** Math.max(0, attempt - 1));
@@ -128,11 +139,20 @@ export function checkFailurePolicy(policy: FailurePolicy): FailurePolicy {
       }
       return policy;
     case "fault":
-      if (policy.maxAttempts !== undefined) checkInteger("failure.maxAttempts", policy.maxAttempts, 1);
-      if (policy.maxFailingStreams !== undefined) checkInteger("failure.maxFailingStreams", policy.maxFailingStreams, 0);
+      if (policy.maxAttempts !== undefined) {
+        checkInteger("failure.maxAttempts", policy.maxAttempts, 1);
+      }
+      if (policy.maxFailingStreams !== undefined) {
+        checkInteger("failure.maxFailingStreams", policy.maxFailingStreams, 0);
+      }
       return policy;
     default:
-      throw new InvalidArgumentError("failure.kind", `must be "retry", "deadLetter" or "fault", got ${JSON.stringify((policy as { kind?: unknown })?.kind)}`);
+      throw new InvalidArgumentError(
+        "failure.kind",
+        `must be "retry", "deadLetter" or "fault", got ${
+          JSON.stringify((policy as { kind?: unknown })?.kind)
+        }`,
+      );
   }
 }
 

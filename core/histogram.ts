@@ -61,7 +61,9 @@ export function createHistogram(): Histogram {
   return {
     record(ms) {
       const us = ms * 1000;
-      const i = us <= MIN_US ? 0 : Math.min(BUCKETS - 1, Math.floor(Math.log2(us / MIN_US) * PER_OCTAVE));
+      const i = us <= MIN_US
+        ? 0
+        : Math.min(BUCKETS - 1, Math.floor(Math.log2(us / MIN_US) * PER_OCTAVE));
       counts[i]++;
       count++;
       if (ms > max) max = ms;

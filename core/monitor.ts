@@ -104,7 +104,12 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
           if (options.timeoutMs !== undefined) {
             w.timer = setTimeout(() => {
               waiters.delete(w);
-              reject(new ImpelError("Timeout", `awaitCompletion timed out after ${options.timeoutMs} ms`));
+              reject(
+                new ImpelError(
+                  "Timeout",
+                  `awaitCompletion timed out after ${options.timeoutMs} ms`,
+                ),
+              );
             }, options.timeoutMs);
           }
           waiters.add(w);

@@ -20,6 +20,9 @@ import {
 import { createHistogram, type Histogram } from "./histogram.ts";
 import type { StreamName } from "./streamName.ts";
 
+/** Handler latency is measured on one call in this many (a power of two). */
+const LATENCY_SAMPLE = 8;
+
 /** What a handler is told besides the stream and its events. */
 export interface HandlerContext {
   /** Aborted when the pipeline stops and the stop timeout has passed: give up promptly. */
@@ -114,25 +117,33 @@ export interface SchedulerCounters {
   deadLettered: number;
 }
 
-/** Per tranche: the batches in flight, in order, and the position they allow to commit. */
+/** Per tranche: how far its batches are complete, in batch order. */
 export interface TrancheProgress {
   /** The tranche name. */
   readonly name: string;
   /** Whether the latest batch of this tranche reached the tail. */
-  isTail: boolean;
+  readonly isTail: boolean;
   /** The position of the latest batch such that it and every batch before it are complete. */
-  completed: Position | undefined;
+  readonly completed: Position | undefined;
   /** How to record `completed` (from the batch that carried it). */
-  commit: ((position: Position) => Promise<void>) | undefined;
+  readonly commit: ((position: Position) => Promise<void>) | undefined;
   /** Batches ingested and not yet passed by `completed`. */
+  readonly readAhead: number;
+}
+
+interface TrancheState extends TrancheProgress {
+  isTail: boolean;
+  completed: Position | undefined;
+  commit: ((position: Position) => Promise<void>) | undefined;
+  readAhead: number;
+  /** Batches not yet passed by `completed`, from `head` on, in ingestion order. */
   readonly queue: Tracker[];
-  /** Index of the first live entry of `queue`. */
   head: number;
 }
 
 /** One ingested batch: how many of its streams are still short of its events. */
 interface Tracker {
-  readonly tranche: TrancheProgress;
+  readonly tranche: TrancheState;
   readonly position: Position;
   readonly commit: ((position: Position) => Promise<void>) | undefined;
   pending: number;
@@ -142,24 +153,40 @@ interface StreamState {
   readonly name: StreamName;
   /** Next index to handle; -1 while unknown (first event seen starts the stream). */
   writePos: number;
-  /** Buffered events at or above writePos, sorted, no duplicates. */
+  /** Buffered events at or above writePos, sorted, no duplicates; NO_EVENTS when empty. */
   buffer: StreamEvent[];
-  /** Batches waiting on this stream, sorted by the index they need it to reach. */
-  waitTrackers: Tracker[];
-  waitRequired: number[];
+  /**
+   * Batches waiting on this stream as pairs (tracker, index it needs the stream to reach),
+   * sorted by that index; undefined when none.
+   */
+  waits: Array<Tracker | number> | undefined;
   busy: boolean;
   queued: boolean;
-  retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Scratch for ingestion: the tracker this stream was last seen in, and its highest index + 1. */
   mark: Tracker | undefined;
   markRequired: number;
+  /** When the running call started (ms since epoch), for busy ages. */
   startedAt: number;
+  /** performance.now() at the start of a call whose latency is sampled, else -1. */
+  timedAt: number;
+  /** Failure and stall state, allocated only for streams that had trouble. */
+  trouble: Trouble | undefined;
+}
+
+interface Trouble {
+  /** Consecutive failed attempts at the current events. */
   attempts: number;
   failingSince: number;
   lastError: unknown;
+  /** Consecutive calls that made no progress. */
   stalls: number;
   stalledSince: number;
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
 }
+
+// Shared by every stream with nothing buffered, so that an idle stream costs no array.
+const NO_EVENTS: StreamEvent[] = [];
+Object.freeze(NO_EVENTS);
 
 /** The scheduler engine used by the streams sink. */
 export interface Scheduler {
@@ -195,10 +222,16 @@ export interface SchedulerHooks {
 
 /** Checks scheduler options at the public boundary and applies defaults. */
 function resolveOptions(options: SchedulerOptions) {
-  if (typeof options?.handler !== "function") throw new InvalidArgumentError("handler", "must be a function");
+  if (typeof options?.handler !== "function") {
+    throw new InvalidArgumentError("handler", "must be a function");
+  }
   return {
     handler: options.handler,
-    maxConcurrentStreams: checkInteger("maxConcurrentStreams", options.maxConcurrentStreams ?? 16, 1),
+    maxConcurrentStreams: checkInteger(
+      "maxConcurrentStreams",
+      options.maxConcurrentStreams ?? 16,
+      1,
+    ),
     maxEventsPerCall: checkInteger("maxEventsPerCall", options.maxEventsPerCall ?? 1000, 1),
     maxBytesPerCall: checkNumber("maxBytesPerCall", options.maxBytesPerCall ?? 1 << 20, 1),
     backoff: backoff(options.retry),
@@ -227,8 +260,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   const opts = resolveOptions(options);
   const { handler, maxConcurrentStreams, maxEventsPerCall, maxBytesPerCall } = opts;
   const streams = new Map<StreamName, StreamState>();
-  const tranches = new Map<string, TrancheProgress>();
-  const busy = new Set<StreamState>();
+  const tranches = new Map<string, TrancheState>();
   const failing = new Set<StreamState>();
   const stalled = new Set<StreamState>();
   const delayed = new Set<StreamState>();
@@ -253,6 +285,17 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   };
   const latency = { ok: createHistogram(), failed: createHistogram() };
   const touched: StreamState[] = [];
+  const firstAttempt: HandlerContext = Object.freeze({ signal: handlerAbort.signal, attempt: 1 });
+  const troubleOf = (s: StreamState): Trouble =>
+    s.trouble ??= {
+      attempts: 0,
+      failingSince: 0,
+      lastError: undefined,
+      stalls: 0,
+      stalledSince: 0,
+      retryTimer: undefined,
+    };
+  let sampleSeq = 0;
 
   function stateOf(name: StreamName): StreamState {
     let s = streams.get(name);
@@ -260,20 +303,15 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       s = {
         name,
         writePos: -1,
-        buffer: [],
-        waitTrackers: [],
-        waitRequired: [],
+        buffer: NO_EVENTS,
+        waits: undefined,
         busy: false,
         queued: false,
-        retryTimer: undefined,
         mark: undefined,
         markRequired: 0,
         startedAt: 0,
-        attempts: 0,
-        failingSince: 0,
-        lastError: undefined,
-        stalls: 0,
-        stalledSince: 0,
+        timedAt: -1,
+        trouble: undefined,
       };
       streams.set(name, s);
     }
@@ -281,15 +319,23 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function enqueue(s: StreamState) {
-    if (s.queued || s.busy || s.retryTimer !== undefined) return;
+    if (s.queued || s.busy || s.trouble?.retryTimer !== undefined) return;
     s.queued = true;
     ready.push(s);
   }
 
-  function trancheOf(name: string): TrancheProgress {
+  function trancheOf(name: string): TrancheState {
     let t = tranches.get(name);
     if (t === undefined) {
-      t = { name, isTail: false, completed: undefined, commit: undefined, queue: [], head: 0 };
+      t = {
+        name,
+        isTail: false,
+        completed: undefined,
+        commit: undefined,
+        readAhead: 0,
+        queue: [],
+        head: 0,
+      };
       tranches.set(name, t);
     }
     return t;
@@ -298,7 +344,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function ingest(batch: Batch) {
     checkBatch(batch); // before touching any state, so that a bad batch changes nothing
     const tranche = trancheOf(batch.tranche);
-    const tracker: Tracker = { tranche, position: batch.position, commit: batch.commit, pending: 0 };
+    const tracker: Tracker = {
+      tranche,
+      position: batch.position,
+      commit: batch.commit,
+      pending: 0,
+    };
     const items = batch.items;
     counters.batches++;
     counters.events += items.length;
@@ -311,7 +362,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         counters.duplicates++;
         continue;
       }
-      insertEvent(s.buffer, event, s.writePos);
+      if (s.buffer === NO_EVENTS) s.buffer = [event];
+      else insertEvent(s.buffer, event, s.writePos);
       if (s.mark !== tracker) {
         s.mark = tracker;
         s.markRequired = index + 1;
@@ -330,6 +382,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     touched.length = 0;
     tranche.isTail = batch.isTail;
     tranche.queue.push(tracker);
+    tranche.readAhead++;
     if (tracker.pending > 0) uncompleted++;
     else {
       counters.batchesCompleted++;
@@ -339,20 +392,19 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function addWaiter(s: StreamState, tracker: Tracker, required: number) {
-    const ts = s.waitTrackers, rs = s.waitRequired;
-    let i = rs.length;
-    // Batches usually need ever higher indexes of a stream: insertion is at the end.
-    while (i > 0 && rs[i - 1] > required) i--;
-    if (i === rs.length) {
-      ts.push(tracker);
-      rs.push(required);
-    } else {
-      ts.splice(i, 0, tracker);
-      rs.splice(i, 0, required);
+    const waits = s.waits;
+    if (waits === undefined) {
+      s.waits = [tracker, required];
+      return;
     }
+    let i = waits.length;
+    // Batches usually need ever higher indexes of a stream: insertion is at the end.
+    while (i > 0 && (waits[i - 1] as number) > required) i -= 2;
+    if (i === waits.length) waits.push(tracker, required);
+    else waits.splice(i, 0, tracker, required);
   }
 
-  function advance(t: TrancheProgress) {
+  function advance(t: TrancheState) {
     const q = t.queue;
     let h = t.head;
     while (h < q.length && q[h].pending === 0) {
@@ -360,6 +412,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       t.commit = q[h].commit ?? t.commit;
       h++;
     }
+    t.readAhead = q.length - h;
     if (h > 1024 && h * 2 > q.length) {
       q.splice(0, h);
       h = 0;
@@ -369,27 +422,21 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   /** Releases the batches that needed `s` to reach at most its write position. */
   function release(s: StreamState) {
-    const rs = s.waitRequired;
+    const waits = s.waits;
+    if (waits === undefined) return;
     let n = 0;
-    while (n < rs.length && rs[n] <= s.writePos) n++;
-    if (n === 0) return;
-    const ts = s.waitTrackers;
-    for (let i = 0; i < n; i++) {
-      const tracker = ts[i];
+    while (n < waits.length && (waits[n + 1] as number) <= s.writePos) {
+      const tracker = waits[n] as Tracker;
       if (--tracker.pending === 0) {
         uncompleted--;
         counters.batchesCompleted++;
         advance(tracker.tranche);
         progressed = true;
       }
+      n += 2;
     }
-    if (n === rs.length) {
-      rs.length = 0;
-      ts.length = 0;
-    } else {
-      rs.splice(0, n);
-      ts.splice(0, n);
-    }
+    if (n === waits.length) s.waits = undefined;
+    else if (n > 0) waits.splice(0, n);
   }
 
   function dispatch() {
@@ -399,7 +446,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       while (!stopping && active < maxConcurrentStreams && readyHead < ready.length) {
         const s = ready[readyHead++];
         s.queued = false;
-        if (s.busy || s.retryTimer !== undefined || s.buffer.length === 0) continue;
+        if (s.busy || s.trouble?.retryTimer !== undefined || s.buffer.length === 0) continue;
         if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) continue; // a gap: wait for the missing events
         start(s);
       }
@@ -432,7 +479,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       n++;
     }
     if (n === buf.length) {
-      s.buffer = [];
+      s.buffer = NO_EVENTS;
       return buf;
     }
     return buf.splice(0, n);
@@ -442,16 +489,25 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     const span = take(s);
     s.busy = true;
     active++;
-    s.startedAt = performance.now();
-    busy.add(s);
+    s.startedAt = Date.now();
+    // performance.now() costs ~100 ns in Deno: time one call in LATENCY_SAMPLE.
+    s.timedAt = (++sampleSeq & (LATENCY_SAMPLE - 1)) === 0 ? performance.now() : -1;
     let result;
     try {
-      result = handler(s.name, span, { signal: handlerAbort.signal, attempt: s.attempts + 1 });
+      const attempts = s.trouble?.attempts ?? 0;
+      result = handler(
+        s.name,
+        span,
+        attempts === 0 ? firstAttempt : { signal: handlerAbort.signal, attempt: attempts + 1 },
+      );
     } catch (error) {
       failed(s, span, error);
       return;
     }
-    if (result !== null && typeof result === "object" && typeof (result as Promise<unknown>).then === "function") {
+    if (
+      result !== null && typeof result === "object" &&
+      typeof (result as Promise<unknown>).then === "function"
+    ) {
       (result as Promise<number | void>).then(
         (next) => {
           returned(s, span, next);
@@ -467,11 +523,10 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     }
   }
 
-  function finish(s: StreamState, elapsedHistogram: Histogram) {
+  function finish(s: StreamState, histogram: Histogram) {
     s.busy = false;
     active--;
-    busy.delete(s);
-    elapsedHistogram.record(performance.now() - s.startedAt);
+    if (s.timedAt >= 0) histogram.record(performance.now() - s.timedAt);
     progressed = true;
   }
 
@@ -479,7 +534,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function requeue(s: StreamState, span: StreamEvent[]) {
     const from = s.writePos < 0 ? 0 : s.writePos - span[0].index;
     if (from >= span.length) return;
-    const rest = from <= 0 ? span : span.slice(from);
+    const rest = span.slice(Math.max(0, from)); // a copy: the handler may still hold `span`
     for (const e of s.buffer) insertEvent(rest, e, s.writePos);
     s.buffer = rest;
   }
@@ -498,18 +553,17 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       // No progress: leave the events queued and back off, so a handler that is waiting on
       // something outside does not spin.
       requeue(s, span);
-      if (s.stalls++ === 0) s.stalledSince = Date.now();
+      const t = troubleOf(s);
+      if (t.stalls++ === 0) t.stalledSince = Date.now();
       stalled.add(s);
-      delay(s, s.stalls);
+      delay(s, t.stalls);
       return;
     }
     counters.handled += Math.min(next, end) - Math.max(before, first);
     s.writePos = next;
-    s.stalls = 0;
-    stalled.delete(s);
-    if (s.attempts > 0) {
-      s.attempts = 0;
-      s.lastError = undefined;
+    if (s.trouble !== undefined) {
+      s.trouble = undefined;
+      stalled.delete(s);
       failing.delete(s);
     }
     if (next < end) requeue(s, span);
@@ -532,31 +586,32 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     if (!alreadyFinished) finish(s, latency.failed);
     counters.failures++;
     requeue(s, span);
-    if (s.attempts++ === 0) s.failingSince = Date.now();
-    s.lastError = error;
+    const t = troubleOf(s);
+    if (t.attempts++ === 0) t.failingSince = Date.now();
+    t.lastError = error;
     failing.add(s);
     const failure: StreamFailure = {
       stream: s.name,
       events: span,
       error,
-      attempts: s.attempts,
-      since: s.failingSince,
+      attempts: t.attempts,
+      since: t.failingSince,
     };
     hooks.onHandlerError(failure);
     const policy = opts.failure;
     if (policy.kind === "fault") {
       const maxAttempts = policy.maxAttempts ?? 3;
       const maxFailing = policy.maxFailingStreams ?? Infinity;
-      if (s.attempts >= maxAttempts || failing.size > maxFailing) {
-        const reason = s.attempts >= maxAttempts
-          ? `${s.name} failed ${s.attempts} times`
+      if (t.attempts >= maxAttempts || failing.size > maxFailing) {
+        const reason = t.attempts >= maxAttempts
+          ? `${s.name} failed ${t.attempts} times`
           : `${failing.size} streams failing (limit ${maxFailing})`;
         return fault(new PipelineFaultError(reason, [...failing].map(failureOf)));
       }
-    } else if (policy.kind === "deadLetter" && s.attempts >= policy.maxAttempts) {
+    } else if (policy.kind === "deadLetter" && t.attempts >= policy.maxAttempts) {
       return deadLetter(s, span, failure, policy.deadLetter);
     }
-    delay(s, s.attempts);
+    delay(s, t.attempts);
   }
 
   function deadLetter(
@@ -568,20 +623,19 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     // The stream stays busy while parked so that nothing else runs for it meanwhile.
     s.busy = true;
     active++;
-    busy.add(s);
-    s.startedAt = performance.now();
+    s.startedAt = Date.now();
     const done = (ok: boolean, error?: unknown) => {
       s.busy = false;
       active--;
-      busy.delete(s);
       if (!ok) {
-        s.lastError = error;
-        delay(s, s.attempts);
+        const t = troubleOf(s);
+        t.lastError = error;
+        delay(s, t.attempts);
       } else {
         counters.deadLettered++;
-        s.attempts = 0;
-        s.lastError = undefined;
+        s.trouble = undefined;
         failing.delete(s);
+        stalled.delete(s);
         const end = span[0].index + span.length;
         if (end > s.writePos) s.writePos = end;
         trim(s);
@@ -597,8 +651,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function delay(s: StreamState, attempt: number) {
     if (stopping) return;
     delayed.add(s);
-    s.retryTimer = setTimeout(() => {
-      s.retryTimer = undefined;
+    const t = troubleOf(s);
+    t.retryTimer = setTimeout(() => {
+      t.retryTimer = undefined;
       delayed.delete(s);
       enqueue(s);
       dispatch();
@@ -615,31 +670,58 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function stop() {
     stopping = true;
     for (const s of delayed) {
-      clearTimeout(s.retryTimer);
-      s.retryTimer = undefined;
+      clearTimeout(s.trouble?.retryTimer);
+      if (s.trouble) s.trouble.retryTimer = undefined;
     }
     delayed.clear();
   }
 
   function failureOf(s: StreamState): StreamFailure {
-    return { stream: s.name, events: s.buffer, error: s.lastError, attempts: s.attempts, since: s.failingSince };
+    const t = troubleOf(s);
+    return {
+      stream: s.name,
+      events: s.buffer,
+      error: t.lastError,
+      attempts: t.attempts,
+      since: t.failingSince,
+    };
   }
 
   function snapshot(): SchedulerSnapshot {
     const now = Date.now();
-    const perfNow = performance.now();
     let bufferedEvents = 0;
-    for (const s of streams.values()) bufferedEvents += s.buffer.length;
-    const busyList = [...busy].map((s) => ({ stream: s.name, ageMs: perfNow - s.startedAt, attempts: s.attempts + 1 }));
+    const busyList: StreamStatus[] = [];
+    // A scan rather than a busy set kept per call: snapshots are rare, handler calls are not.
+    for (const s of streams.values()) {
+      bufferedEvents += s.buffer.length;
+      if (s.busy) {
+        busyList.push({
+          stream: s.name,
+          ageMs: now - s.startedAt,
+          attempts: (s.trouble?.attempts ?? 0) + 1,
+        });
+      }
+    }
     const stuck: StreamStatus[] = busyList.filter((b) => b.ageMs >= opts.stuckAfterMs);
     for (const s of stalled) {
-      if (now - s.stalledSince >= opts.stuckAfterMs) stuck.push({ stream: s.name, ageMs: now - s.stalledSince, attempts: s.stalls });
+      const t = troubleOf(s);
+      if (now - t.stalledSince >= opts.stuckAfterMs) {
+        stuck.push({ stream: s.name, ageMs: now - t.stalledSince, attempts: t.stalls });
+      }
     }
     return {
       streams: streams.size,
       bufferedEvents,
       busy: busyList.sort((a, b) => b.ageMs - a.ageMs),
-      failing: [...failing].map((s) => ({ stream: s.name, ageMs: now - s.failingSince, attempts: s.attempts, error: s.lastError }))
+      failing: [...failing].map((s) => {
+        const t = troubleOf(s);
+        return {
+          stream: s.name,
+          ageMs: now - t.failingSince,
+          attempts: t.attempts,
+          error: t.lastError,
+        };
+      })
         .sort((a, b) => b.ageMs - a.ageMs),
       stuck: stuck.sort((a, b) => b.ageMs - a.ageMs),
       uncompletedBatches: uncompleted,
@@ -666,13 +748,26 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 }
 
 function checkBatch(batch: Batch) {
-  if (batch === null || typeof batch !== "object") throw new ImpelError("InvalidBatch", `a batch must be an object, got ${String(batch)}`);
-  if (typeof batch.tranche !== "string" || batch.tranche.length === 0) {
-    throw new ImpelError("InvalidBatch", `batch.tranche must be a non-empty string, got ${JSON.stringify(batch.tranche)}`);
+  if (batch === null || typeof batch !== "object") {
+    throw new ImpelError("InvalidBatch", `a batch must be an object, got ${String(batch)}`);
   }
-  if (!Array.isArray(batch.items)) throw new ImpelError("InvalidBatch", `batch.items of tranche ${batch.tranche} must be an array`);
+  if (typeof batch.tranche !== "string" || batch.tranche.length === 0) {
+    throw new ImpelError(
+      "InvalidBatch",
+      `batch.tranche must be a non-empty string, got ${JSON.stringify(batch.tranche)}`,
+    );
+  }
+  if (!Array.isArray(batch.items)) {
+    throw new ImpelError(
+      "InvalidBatch",
+      `batch.items of tranche ${batch.tranche} must be an array`,
+    );
+  }
   if (typeof batch.position !== "bigint") {
-    throw new ImpelError("InvalidBatch", `batch.position of tranche ${batch.tranche} must be a bigint, got ${typeof batch.position}`);
+    throw new ImpelError(
+      "InvalidBatch",
+      `batch.position of tranche ${batch.tranche} must be a bigint, got ${typeof batch.position}`,
+    );
   }
   const items = batch.items;
   for (let i = 0; i < items.length; i++) {
@@ -685,8 +780,16 @@ function checkBatch(batch: Batch) {
       );
     }
   }
-  if (typeof batch.isTail !== "boolean") throw new ImpelError("InvalidBatch", `batch.isTail of tranche ${batch.tranche} must be a boolean`);
+  if (typeof batch.isTail !== "boolean") {
+    throw new ImpelError(
+      "InvalidBatch",
+      `batch.isTail of tranche ${batch.tranche} must be a boolean`,
+    );
+  }
   if (batch.commit !== undefined && typeof batch.commit !== "function") {
-    throw new ImpelError("InvalidBatch", `batch.commit of tranche ${batch.tranche} must be a function`);
+    throw new ImpelError(
+      "InvalidBatch",
+      `batch.commit of tranche ${batch.tranche} must be a function`,
+    );
   }
 }

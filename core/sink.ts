@@ -144,7 +144,10 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     const running = inFlight.get(name);
     if (running) return running.then(() => commitTranche(name));
     const t = scheduler.tranches.get(name);
-    if (!t || t.completed === undefined || t.commit === undefined || committed.get(name) === t.completed) {
+    if (
+      !t || t.completed === undefined || t.commit === undefined ||
+      committed.get(name) === t.completed
+    ) {
       return Promise.resolve();
     }
     const position = t.completed;
@@ -189,7 +192,9 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
           active: scheduler.active,
           ms: stopTimeoutMs,
         });
-        scheduler.abortHandlers(new ImpelError("StopTimeout", `stop timed out after ${stopTimeoutMs} ms`));
+        scheduler.abortHandlers(
+          new ImpelError("StopTimeout", `stop timed out after ${stopTimeoutMs} ms`),
+        );
         resolve();
       }, stopTimeoutMs);
       idle = () => {

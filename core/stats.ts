@@ -51,14 +51,17 @@ export function sinkStats(
       isTail: t.isTail,
       completed: t.completed,
       committed: committed.get(t.name),
-      readAhead: t.queue.length - t.head,
+      readAhead: t.readAhead,
     });
   }
   return {
     ...scheduler.snapshot(),
     group,
     counters: { ...scheduler.counters },
-    latency: { ok: scheduler.latency.ok.percentiles(), failed: scheduler.latency.failed.percentiles() },
+    latency: {
+      ok: scheduler.latency.ok.percentiles(),
+      failed: scheduler.latency.failed.percentiles(),
+    },
     tranches,
     maxReadAhead,
   };
@@ -66,7 +69,9 @@ export function sinkStats(
 
 const fmt = (ms: number) => ms < 10 ? ms.toFixed(2) : ms.toFixed(0);
 const ages = (list: SchedulerSnapshot["busy"]) =>
-  list.slice(0, 3).map((s) => `${s.stream} ${(s.ageMs / 1000).toFixed(1)}s×${s.attempts}`).join(", ");
+  list.slice(0, 3).map((s) => `${s.stream} ${(s.ageMs / 1000).toFixed(1)}s×${s.attempts}`).join(
+    ", ",
+  );
 
 /**
  * Returns a function that logs one summary line per call: rates since the previous call,
@@ -100,7 +105,8 @@ export function statsLogger(group: string, read: () => SinkStats, reset: () => v
         busy: s.busy.length,
         busyAges: ages(s.busy),
         failing: s.failing.length,
-        failingAges: ages(s.failing) + (s.failing[0] ? ` last: ${errorText(s.failing[0].error)}` : ""),
+        failingAges: ages(s.failing) +
+          (s.failing[0] ? ` last: ${errorText(s.failing[0].error)}` : ""),
         stuck: s.stuck.length,
         stuckAges: ages(s.stuck),
         readAhead,

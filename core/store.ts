@@ -57,7 +57,9 @@ export class WrongExpectedVersionError extends ImpelError {
   constructor(stream: StreamName, expected: number, actual: number | undefined) {
     super(
       "WrongExpectedVersion",
-      `append to ${stream} expected version ${expected} but found ${actual ?? "a different version"}`,
+      `append to ${stream} expected version ${expected} but found ${
+        actual ?? "a different version"
+      }`,
     );
     this.stream = stream;
     this.expected = expected;
@@ -83,7 +85,11 @@ export interface EventStore {
    * Appends `events` if the stream is at `expectedVersion`, else rejects with
    * {@linkcode WrongExpectedVersionError}.
    */
-  append(stream: StreamName, events: readonly EventData[], expectedVersion: ExpectedVersion): Promise<AppendResult>;
+  append(
+    stream: StreamName,
+    events: readonly EventData[],
+    expectedVersion: ExpectedVersion,
+  ): Promise<AppendResult>;
 }
 
 /** Options of {@linkcode EventStore.readStream}. */

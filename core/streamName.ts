@@ -89,7 +89,10 @@ export function streamName(category: string, ...idParts: string[]): StreamName {
       throw new InvalidStreamNameError(`${category}-${idParts.join("_")}`, "empty id part");
     }
     if (part.includes("_")) {
-      throw new InvalidStreamNameError(`${category}-${idParts.join("_")}`, `id part ${JSON.stringify(part)} contains '_'`);
+      throw new InvalidStreamNameError(
+        `${category}-${idParts.join("_")}`,
+        `id part ${JSON.stringify(part)} contains '_'`,
+      );
     }
   }
   return `${category}-${idParts.join("_")}`;

@@ -22,7 +22,11 @@ export interface Page {
 }
 
 /** Reads one page of `tranche` from `position` (`undefined`: from the beginning). */
-export type ReadPage = (tranche: string, position: Position | undefined, signal: AbortSignal) => Promise<Page>;
+export type ReadPage = (
+  tranche: string,
+  position: Position | undefined,
+  signal: AbortSignal,
+) => Promise<Page>;
 
 /** Options of {@linkcode feedSource}. */
 export interface FeedSourceOptions {
@@ -71,21 +75,32 @@ export interface FeedSourceOptions {
  */
 export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
   const { name, readPage, checkpoints } = options;
-  if (typeof name !== "string" || name.length === 0) throw new InvalidArgumentError("name", `must be a non-empty string, got ${describe(name)}`);
+  if (typeof name !== "string" || name.length === 0) {
+    throw new InvalidArgumentError("name", `must be a non-empty string, got ${describe(name)}`);
+  }
   if (!Array.isArray(options.tranches) || options.tranches.length === 0) {
     throw new InvalidArgumentError("tranches", "must be a non-empty array of tranche names");
   }
   for (const t of options.tranches) {
-    if (typeof t !== "string" || t.length === 0) throw new InvalidArgumentError("tranches", `must hold non-empty strings, got ${describe(t)}`);
+    if (typeof t !== "string" || t.length === 0) {
+      throw new InvalidArgumentError("tranches", `must hold non-empty strings, got ${describe(t)}`);
+    }
   }
-  if (new Set(options.tranches).size !== options.tranches.length) throw new InvalidArgumentError("tranches", "must not repeat a tranche");
-  if (typeof readPage !== "function") throw new InvalidArgumentError("readPage", "must be a function");
+  if (new Set(options.tranches).size !== options.tranches.length) {
+    throw new InvalidArgumentError("tranches", "must not repeat a tranche");
+  }
+  if (typeof readPage !== "function") {
+    throw new InvalidArgumentError("readPage", "must be a function");
+  }
   const tailSleepMs = checkNumber("tailSleepMs", options.tailSleepMs ?? 1000, 0);
   const retry = backoff(options.retry);
   const group = options.group ?? "default";
   const startFrom = options.startFrom ?? "checkpoint";
   if (startFrom !== "checkpoint" && startFrom !== "start") {
-    throw new InvalidArgumentError("startFrom", `must be "checkpoint" or "start", got ${describe(startFrom)}`);
+    throw new InvalidArgumentError(
+      "startFrom",
+      `must be "checkpoint" or "start", got ${describe(startFrom)}`,
+    );
   }
   const log = getLogger(["impel", "source", name]);
   const stop = new AbortController();
@@ -104,13 +119,17 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
       };
       const timer = setTimeout(finish, ms);
       stop.signal.addEventListener("abort", finish);
-      if (tranche !== undefined && options.wakeup) options.wakeup(tranche, local.signal).then(finish, () => {});
+      if (tranche !== undefined && options.wakeup) {
+        options.wakeup(tranche, local.signal).then(finish, () => {});
+      }
     });
 
   async function readTranche(tranche: string, controller: ReadableStreamDefaultController<Batch>) {
     const key: CheckpointKey = { source: name, tranche, group };
     const commit = checkpoints ? (p: Position) => checkpoints.commit(key, p) : undefined;
-    let position = startFrom === "checkpoint" && checkpoints ? await checkpoints.load(key) : undefined;
+    let position = startFrom === "checkpoint" && checkpoints
+      ? await checkpoints.load(key)
+      : undefined;
     let failures = 0;
     let wasTail = false;
     while (!stop.signal.aborted) {
@@ -137,7 +156,13 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
           await new Promise<void>((resolve) => space.push(resolve));
         }
         if (stop.signal.aborted) return;
-        controller.enqueue({ tranche, items: page.items, position: page.next, isTail: page.isTail, commit });
+        controller.enqueue({
+          tranche,
+          items: page.items,
+          position: page.next,
+          isTail: page.isTail,
+          commit,
+        });
       }
       position = page.next;
       wasTail = page.isTail;
@@ -164,7 +189,13 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
 }
 
 function checkPage(source: string, tranche: string, page: Page) {
-  if (page === null || typeof page !== "object" || !Array.isArray(page.items) || typeof page.next !== "bigint" || typeof page.isTail !== "boolean") {
-    throw new InvalidArgumentError(`readPage(${tranche}) of ${source}`, "must resolve to { items: array, next: bigint, isTail: boolean }");
+  if (
+    page === null || typeof page !== "object" || !Array.isArray(page.items) ||
+    typeof page.next !== "bigint" || typeof page.isTail !== "boolean"
+  ) {
+    throw new InvalidArgumentError(
+      `readPage(${tranche}) of ${source}`,
+      "must resolve to { items: array, next: bigint, isTail: boolean }",
+    );
   }
 }

@@ -50,7 +50,10 @@ export interface MemoryStore extends EventStore {
 
 function checkEventData(stream: string, e: EventData, i: number) {
   if (e === null || typeof e !== "object" || typeof e.type !== "string" || e.type.length === 0) {
-    throw new InvalidArgumentError(`events[${i}] of ${stream}`, `must be an object with a non-empty string type, got ${describe(e)}`);
+    throw new InvalidArgumentError(
+      `events[${i}] of ${stream}`,
+      `must be an object with a non-empty string type, got ${describe(e)}`,
+    );
   }
 }
 
@@ -97,9 +100,15 @@ export function createMemoryStore(): MemoryStore {
       return (streams.get(stream) ?? []).slice(from, from + max);
     },
     // deno-lint-ignore require-await
-    async append(stream: StreamName, events: readonly EventData[], expectedVersion: ExpectedVersion): Promise<AppendResult> {
+    async append(
+      stream: StreamName,
+      events: readonly EventData[],
+      expectedVersion: ExpectedVersion,
+    ): Promise<AppendResult> {
       const category = categoryOf(stream);
-      if (!Array.isArray(events)) throw new InvalidArgumentError("events", `must be an array, got ${describe(events)}`);
+      if (!Array.isArray(events)) {
+        throw new InvalidArgumentError("events", `must be an array, got ${describe(events)}`);
+      }
       events.forEach((e, i) => checkEventData(stream, e, i));
       checkExpectedVersion(expectedVersion);
       let existing = streams.get(stream);
@@ -178,10 +187,19 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
   const maxBatchSize = checkInteger("maxBatchSize", options.maxBatchSize ?? 1000, 1);
   const startFrom = options.startFrom ?? "checkpoint";
   if (!["checkpoint", "start", "tail"].includes(startFrom)) {
-    throw new InvalidArgumentError("startFrom", `must be "checkpoint", "start" or "tail", got ${describe(startFrom)}`);
+    throw new InvalidArgumentError(
+      "startFrom",
+      `must be "checkpoint", "start" or "tail", got ${describe(startFrom)}`,
+    );
   }
-  const categories = options.categories ? new Set(options.categories.map(checkCategory)) : undefined;
-  const key: CheckpointKey = { source: options.name ?? "memory", tranche: MEMORY_TRANCHE, group: options.group ?? "default" };
+  const categories = options.categories
+    ? new Set(options.categories.map(checkCategory))
+    : undefined;
+  const key: CheckpointKey = {
+    source: options.name ?? "memory",
+    tranche: MEMORY_TRANCHE,
+    group: options.group ?? "default",
+  };
   const commit = checkpoints ? (p: Position) => checkpoints.commit(key, p) : undefined;
 
   let position = 0;
@@ -201,7 +219,10 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
         const saved = await checkpoints.load(key);
         if (saved !== undefined) {
           if (saved > BigInt(Number.MAX_SAFE_INTEGER)) {
-            throw new ImpelError("InvalidCheckpoint", `checkpoint ${saved} of ${key.source}/${key.group} is beyond the log`);
+            throw new ImpelError(
+              "InvalidCheckpoint",
+              `checkpoint ${saved} of ${key.source}/${key.group} is beyond the log`,
+            );
           }
           position = Number(saved);
         }
@@ -216,12 +237,24 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
           if (categories) items = items.filter((e) => categories.has((e as LogEntry).category));
           position = to;
           toldTail = to === head;
-          controller.enqueue({ tranche: MEMORY_TRANCHE, items, position: BigInt(to), isTail: toldTail, commit });
+          controller.enqueue({
+            tranche: MEMORY_TRANCHE,
+            items,
+            position: BigInt(to),
+            isTail: toldTail,
+            commit,
+          });
           return;
         }
         if (!toldTail) {
           toldTail = true;
-          controller.enqueue({ tranche: MEMORY_TRANCHE, items: [], position: BigInt(position), isTail: true, commit });
+          controller.enqueue({
+            tranche: MEMORY_TRANCHE,
+            items: [],
+            position: BigInt(position),
+            isTail: true,
+            commit,
+          });
           return;
         }
         await new Promise<void>((resolve) => (wake = resolve));
