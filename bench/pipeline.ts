@@ -155,6 +155,7 @@ const scenarios: Record<string, () => Promise<Result>> = {
   "spread-floor": () => floor("floor: 1M events / 10k streams", 10_000, 100),
   "single": () => pipeline("1M streams x 1 event", 1_000_000, 1),
   "single-floor": () => floor("floor: 1M streams x 1 event", 1_000_000, 1),
+  "lazy-1m": () => lazy("lazy 1M events / 10k streams", 1_000_000, 10_000),
   "lazy": () => lazy("lazy 10M events / 10k streams", 10_000_000, 10_000),
 };
 

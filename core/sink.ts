@@ -42,7 +42,10 @@ export interface StreamsSink {
   readonly writable: WritableStream<Batch>;
   /** Deterministic waits. */
   readonly monitor: Monitor;
-  /** Stops reading, drains in-flight handlers within the stop timeout, commits; idempotent. */
+  /**
+   * Stops: ends the pipe into `writable`, drains in-flight handlers within the stop timeout and
+   * commits; idempotent. Resolves when stopped; a fault is reported through `done`.
+   */
   stop(): Promise<void>;
   /** Resolves once stopped and flushed; rejects with the fault if the failure policy faulted. */
   readonly done: Promise<void>;
@@ -211,9 +214,12 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   });
   done.catch(() => {}); // observed through run() or by the caller; never an unhandled rejection
 
-  function stop(): Promise<void> {
+  function stop(reason?: unknown): Promise<void> {
     if (stopping) return stopping;
     scheduler.stop();
+    // Tears down a pipe into this sink when the stop comes from inside (a fault, a bad batch,
+    // a direct call); a no-op when the pipe is already closing or aborting.
+    writableController?.error(faultError ?? reason ?? new PipelineStoppedError());
     releaseWrite?.();
     releaseWrite = undefined;
     releaseClose?.();
@@ -231,13 +237,17 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     return stopping;
   }
 
+  let writableController: WritableStreamDefaultController | undefined;
   const writable = new WritableStream<Batch>({
+    start(controller) {
+      writableController = controller;
+    },
     write(batch) {
       if (stopping) return;
       try {
         scheduler.ingest(batch);
       } catch (error) {
-        stop();
+        stop(error);
         throw error;
       }
       control.check();
@@ -259,7 +269,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   return {
     writable,
     monitor: control.monitor,
-    stop,
+    stop: () => stop(),
     done,
     flush,
     stats,
@@ -309,8 +319,8 @@ export async function run(
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
-  const aborted = signal?.aborted && pipeError === signal.reason;
-  if (pipeError !== undefined && !aborted) sink.stop();
+  await sink.stop(); // already stopped unless the source failed
   await sink.done;
-  if (pipeError !== undefined && !aborted) throw pipeError;
+  const benign = signal?.aborted || pipeError instanceof PipelineStoppedError;
+  if (pipeError !== undefined && !benign) throw pipeError;
 }

@@ -1,0 +1,341 @@
+/**
+ * Codecs: typed events ↔ stored events (type, data, meta), with versioned upcasting of old
+ * shapes and a policy for events the codec cannot read.
+ *
+ * A typed event is a plain `{ type, data }` object and an aggregate's events are a union of
+ * them, so that `switch (event.type)` narrows `data`. The stored form uses the same type names.
+ *
+ * Schema versions: each event type has a current version (default 1). The encoder records it in
+ * the metadata under {@linkcode SCHEMA_VERSION_KEY} when it is above 1; an event without the
+ * marker is version 1, so events written before a type was ever versioned need no migration.
+ * Decoding runs the type's upcasters from the stored version up to the current one, then its
+ * `parse` (if any) to check the shape.
+ *
+ * Events of a type the codec does not know, and events whose data fails to upcast or parse, are
+ * rejected with {@linkcode EventDecodeError} by default; the `onUnknown` / `onMalformed` options
+ * can skip them instead, and the codec counts what it skipped.
+ *
+ * @module
+ */
+import { describe, ImpelError, InvalidArgumentError } from "./errors.ts";
+import type { StreamEvent } from "./event.ts";
+import type { EventData } from "./store.ts";
+
+/** The metadata key under which the encoder records an event's schema version (when above 1). */
+export const SCHEMA_VERSION_KEY = "schemaVersion";
+
+/** The shape of a typed event: a type name and its data. */
+export interface TypedEvent {
+  /** The event type, also its stored type name. */
+  readonly type: string;
+  /** The event body. */
+  readonly data: unknown;
+}
+
+/** The data of the member of the union `E` whose type is `K`. */
+export type DataOf<E extends TypedEvent, K extends E["type"]> = Extract<E, { type: K }>["data"];
+
+/**
+ * Converts data of one schema version into the next: the function registered under version `n`
+ * receives version-`n` data and returns version-`n + 1` data. Throwing marks the event malformed.
+ */
+export type Upcaster = (data: unknown, meta: unknown) => unknown;
+
+/** How the codec treats one event type. */
+export interface EventSpec<Data> {
+  /** The current schema version of this type's data (default 1). */
+  readonly version?: number;
+  /**
+   * Upcasters by the version they convert from: `{ 1: v1ToV2, 2: v2ToV3 }`. Every version from 1
+   * to `version - 1` needs one.
+   */
+  readonly upcast?: Readonly<Record<number, Upcaster>>;
+  /**
+   * Checks (and may normalise) current-version data; throw to mark the event malformed. Without
+   * it, data is trusted as stored.
+   */
+  readonly parse?: (data: unknown) => Data;
+  /** Older stored names of this type, decoded as this type (for renamed events). */
+  readonly aliases?: readonly string[];
+}
+
+/** One {@linkcode EventSpec} per member of the event union `E`. */
+export type CodecSpec<E extends TypedEvent> = {
+  readonly [K in E["type"]]: EventSpec<DataOf<E, K>>;
+};
+
+/** What to do with an event the codec cannot decode: throw, or skip it and count it. */
+export type DecodeFailurePolicy = "fail" | "skip";
+
+/** Options of {@linkcode createCodec}. */
+export interface CodecOptions {
+  /** Events of a type not in the spec (default `"fail"`). */
+  readonly onUnknown?: DecodeFailurePolicy;
+  /** Events whose upcasting or parsing throws, or whose schema version is invalid (default `"fail"`). */
+  readonly onMalformed?: DecodeFailurePolicy;
+  /** Called for every skipped event, e.g. to log it. */
+  readonly onSkip?: (error: EventDecodeError) => void;
+}
+
+/** Metadata and tracing ids to attach to encoded events. */
+export interface EncodeContext {
+  /** Metadata to store with every event (an object: the schema version is added to it). */
+  readonly meta?: Readonly<Record<string, unknown>>;
+  /** Correlation id to record. */
+  readonly correlationId?: string;
+  /** Causation id to record. */
+  readonly causationId?: string;
+}
+
+/** Counts of events a codec skipped under its `"skip"` policies. */
+export interface CodecCounters {
+  /** Events of unknown types skipped. */
+  unknown: number;
+  /** Malformed events skipped. */
+  malformed: number;
+}
+
+/**
+ * Converts typed events of the union `E` to and from the store's form.
+ *
+ * @example
+ * ```ts
+ * import { createCodec } from "@impel/impel";
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const codec = createCodec<Event>({ Charged: {} });
+ * const stored = codec.encode({ type: "Charged", data: { amount: 5 } });
+ * console.log(stored.type); // "Charged"
+ * ```
+ */
+export interface Codec<E extends TypedEvent> {
+  /** The stored form of `event`. */
+  encode(event: E, context?: EncodeContext): EventData;
+  /**
+   * The typed form of a stored event, or `undefined` when the event is skipped under the
+   * codec's policies; throws {@linkcode EventDecodeError} under `"fail"`.
+   */
+  decode(event: StreamEvent): E | undefined;
+  /** Events skipped so far, by reason. */
+  readonly skipped: Readonly<CodecCounters>;
+}
+
+/**
+ * A stored event could not be decoded: its type is unknown (`code` `"UnknownEventType"`) or its
+ * data or schema version is not acceptable (`code` `"MalformedEvent"`).
+ *
+ * @example
+ * ```ts
+ * import { createCodec, EventDecodeError } from "@impel/impel";
+ * const codec = createCodec<{ type: "A"; data: null }>({ A: {} });
+ * try {
+ *   codec.decode({ index: 4, type: "B", data: null, meta: null, id: "x", time: new Date(), size: 0 });
+ * } catch (e) {
+ *   if (e instanceof EventDecodeError) console.log(e.code, e.index); // "UnknownEventType" 4
+ * }
+ * ```
+ */
+export class EventDecodeError extends ImpelError {
+  /** The stored type of the event. */
+  readonly type: string;
+  /** The event's index in its stream. */
+  readonly index: number;
+  /** The event's id. */
+  readonly eventId: string;
+  /** Creates the error; `problem` says what was wrong. */
+  constructor(
+    code: "UnknownEventType" | "MalformedEvent",
+    event: Pick<StreamEvent, "type" | "index" | "id">,
+    problem: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      code,
+      `cannot decode event ${event.index} (${event.type}, id ${event.id}): ${problem}`,
+      options,
+    );
+    this.type = event.type;
+    this.index = event.index;
+    this.eventId = event.id;
+  }
+}
+
+interface Entry {
+  readonly type: string;
+  readonly version: number;
+  readonly upcast: Readonly<Record<number, Upcaster>>;
+  readonly parse: ((data: unknown) => unknown) | undefined;
+}
+
+function checkPolicy(field: string, value: unknown): DecodeFailurePolicy {
+  if (value !== "fail" && value !== "skip") {
+    throw new InvalidArgumentError(field, `must be "fail" or "skip", got ${describe(value)}`);
+  }
+  return value;
+}
+
+function storedVersion(meta: unknown): unknown {
+  if (meta === null || typeof meta !== "object" || Array.isArray(meta)) return 1;
+  return (meta as Record<string, unknown>)[SCHEMA_VERSION_KEY] ?? 1;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Creates a {@linkcode Codec} for the event union `E` from one {@linkcode EventSpec} per type.
+ * The spec is checked up front: every upcaster a version needs must be present and no two
+ * types may share a name or alias.
+ *
+ * @example
+ * ```ts
+ * import { createCodec } from "@impel/impel";
+ *
+ * // Version 2 of Charged renamed `cents` to `amount`.
+ * type Event =
+ *   | { type: "Charged"; data: { amount: number } }
+ *   | { type: "CheckedOut"; data: { at: string } };
+ *
+ * const codec = createCodec<Event>({
+ *   Charged: {
+ *     version: 2,
+ *     upcast: { 1: (d) => ({ amount: (d as { cents: number }).cents }) },
+ *     parse: (d) => {
+ *       const amount = (d as { amount?: unknown }).amount;
+ *       if (typeof amount !== "number") throw new Error("amount must be a number");
+ *       return { amount };
+ *     },
+ *   },
+ *   CheckedOut: {},
+ * }, { onUnknown: "skip" });
+ *
+ * const old = { index: 0, type: "Charged", data: { cents: 250 }, meta: null, id: "e1", time: new Date(), size: 0 };
+ * codec.decode(old); // { type: "Charged", data: { amount: 250 } }
+ * codec.encode({ type: "Charged", data: { amount: 3 } }).meta; // { schemaVersion: 2 }
+ * ```
+ */
+export function createCodec<E extends TypedEvent>(
+  spec: CodecSpec<E>,
+  options: CodecOptions = {},
+): Codec<E> {
+  if (spec === null || typeof spec !== "object") {
+    throw new InvalidArgumentError(
+      "spec",
+      `must be an object of event specs, got ${describe(spec)}`,
+    );
+  }
+  const onUnknown = checkPolicy("onUnknown", options.onUnknown ?? "fail");
+  const onMalformed = checkPolicy("onMalformed", options.onMalformed ?? "fail");
+  const onSkip = options.onSkip;
+  const byType = new Map<string, Entry>();
+  const byStoredName = new Map<string, Entry>();
+
+  for (const [type, raw] of Object.entries(spec) as [string, EventSpec<unknown>][]) {
+    if (type.length === 0) throw new InvalidArgumentError("spec", "has an empty event type");
+    if (raw === null || typeof raw !== "object") {
+      throw new InvalidArgumentError(`spec.${type}`, `must be an object, got ${describe(raw)}`);
+    }
+    const version = raw.version ?? 1;
+    if (!Number.isInteger(version) || version < 1) {
+      throw new InvalidArgumentError(
+        `spec.${type}.version`,
+        `must be an integer >= 1, got ${describe(version)}`,
+      );
+    }
+    const upcast = raw.upcast ?? {};
+    for (let v = 1; v < version; v++) {
+      if (typeof upcast[v] !== "function") {
+        throw new InvalidArgumentError(
+          `spec.${type}.upcast`,
+          `needs an upcaster from version ${v} to ${v + 1}`,
+        );
+      }
+    }
+    if (raw.parse !== undefined && typeof raw.parse !== "function") {
+      throw new InvalidArgumentError(
+        `spec.${type}.parse`,
+        `must be a function, got ${describe(raw.parse)}`,
+      );
+    }
+    const entry: Entry = { type, version, upcast, parse: raw.parse };
+    byType.set(type, entry);
+    for (const name of [type, ...(raw.aliases ?? [])]) {
+      if (typeof name !== "string" || name.length === 0) {
+        throw new InvalidArgumentError(
+          `spec.${type}.aliases`,
+          `must hold non-empty strings, got ${describe(name)}`,
+        );
+      }
+      if (byStoredName.has(name)) {
+        throw new InvalidArgumentError(
+          `spec.${type}`,
+          `stored name ${JSON.stringify(name)} is used twice`,
+        );
+      }
+      byStoredName.set(name, entry);
+    }
+  }
+
+  const skipped: CodecCounters = { unknown: 0, malformed: 0 };
+
+  function reject(error: EventDecodeError, policy: DecodeFailurePolicy): undefined {
+    if (policy === "fail") throw error;
+    if (error.code === "UnknownEventType") skipped.unknown++;
+    else skipped.malformed++;
+    onSkip?.(error);
+    return undefined;
+  }
+
+  return {
+    skipped,
+    encode(event: E, context: EncodeContext = {}): EventData {
+      const entry = byType.get(event?.type);
+      if (entry === undefined) {
+        throw new InvalidArgumentError(
+          "event.type",
+          `is not a type of this codec, got ${describe(event?.type)}`,
+        );
+      }
+      let meta: Record<string, unknown> | undefined = context.meta
+        ? { ...context.meta }
+        : undefined;
+      if (entry.version > 1) meta = { ...meta, [SCHEMA_VERSION_KEY]: entry.version };
+      return {
+        type: entry.type,
+        data: event.data,
+        ...(meta === undefined ? {} : { meta }),
+        ...(context.correlationId === undefined ? {} : { correlationId: context.correlationId }),
+        ...(context.causationId === undefined ? {} : { causationId: context.causationId }),
+      };
+    },
+    decode(event: StreamEvent): E | undefined {
+      const entry = byStoredName.get(event.type);
+      if (entry === undefined) {
+        return reject(
+          new EventDecodeError("UnknownEventType", event, "unknown event type"),
+          onUnknown,
+        );
+      }
+      const version = storedVersion(event.meta);
+      if (
+        typeof version !== "number" || !Number.isInteger(version) || version < 1 ||
+        version > entry.version
+      ) {
+        const problem = `schema version ${describe(version)} is not in [1, ${entry.version}]`;
+        return reject(new EventDecodeError("MalformedEvent", event, problem), onMalformed);
+      }
+      let data = event.data;
+      try {
+        for (let v = version; v < entry.version; v++) data = entry.upcast[v](data, event.meta);
+        if (entry.parse) data = entry.parse(data);
+      } catch (error) {
+        const problem = `data of schema version ${version} rejected: ${errorText(error)}`;
+        return reject(
+          new EventDecodeError("MalformedEvent", event, problem, { cause: error }),
+          onMalformed,
+        );
+      }
+      return { type: entry.type, data } as E;
+    },
+  };
+}
