@@ -20,8 +20,8 @@ import {
 import { createHistogram, type Histogram } from "./histogram.ts";
 import type { StreamName } from "./streamName.ts";
 
-/** Handler latency is measured on one call in this many (a power of two). */
-const LATENCY_SAMPLE = 8;
+/** Busy runs measure handler latency on one call in this many (a power of two). */
+const LATENCY_SAMPLE = 64;
 
 /** What a handler is told besides the stream and its events. */
 export interface HandlerContext {
@@ -296,6 +296,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       retryTimer: undefined,
     };
   let sampleSeq = 0;
+  let lastTimed = 0;
 
   function stateOf(name: StreamName): StreamState {
     let s = streams.get(name);
@@ -489,9 +490,14 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     const span = take(s);
     s.busy = true;
     active++;
-    s.startedAt = Date.now();
-    // performance.now() costs ~100 ns in Deno: time one call in LATENCY_SAMPLE.
-    s.timedAt = (++sampleSeq & (LATENCY_SAMPLE - 1)) === 0 ? performance.now() : -1;
+    const now = Date.now();
+    s.startedAt = now;
+    // performance.now() costs ~100 ns in Deno: time the first call of each millisecond (every
+    // call when calls are sparse) plus one in LATENCY_SAMPLE, not every call of a busy run.
+    if (now !== lastTimed || (++sampleSeq & (LATENCY_SAMPLE - 1)) === 0) {
+      lastTimed = now;
+      s.timedAt = performance.now();
+    } else s.timedAt = -1;
     let result;
     try {
       const attempts = s.trouble?.attempts ?? 0;
