@@ -27,6 +27,8 @@
  */
 export * from "./core/batch.ts";
 export * from "./core/checkpoints.ts";
+export * from "./core/codec.ts";
+export * from "./core/decider.ts";
 export * from "./core/errors.ts";
 export * from "./core/event.ts";
 export * from "./core/failure.ts";

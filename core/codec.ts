@@ -21,7 +21,15 @@ import { describe, ImpelError, InvalidArgumentError } from "./errors.ts";
 import type { StreamEvent } from "./event.ts";
 import type { EventData } from "./store.ts";
 
-/** The metadata key under which the encoder records an event's schema version (when above 1). */
+/**
+ * The metadata key under which the encoder records an event's schema version (when above 1).
+ *
+ * @example
+ * ```ts
+ * import { SCHEMA_VERSION_KEY } from "@impel/impel";
+ * const meta = { [SCHEMA_VERSION_KEY]: 2 }; // how a version-2 event's metadata looks
+ * ```
+ */
 export const SCHEMA_VERSION_KEY = "schemaVersion";
 
 /** The shape of a typed event: a type name and its data. */

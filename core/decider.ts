@@ -133,7 +133,10 @@ export function createStateCache(options: StateCacheOptions = {}): StateCache {
 export interface SnapshotOptions<E extends TypedEvent, S> {
   /** Whether `event` is a snapshot (folding it must replace the state entirely). */
   isOrigin(event: E): boolean;
-  /** The snapshot event for `state`. Its stored type is what a cold load looks for. */
+  /**
+   * The snapshot event for `state`. Its stored type is what a cold load looks for: the decider
+   * learns it once, at creation, by encoding the snapshot of the initial state.
+   */
   toSnapshot(state: S): E;
   /** Write a snapshot when an append leaves at least this many events after the last one. */
   readonly every: number;
@@ -278,7 +281,18 @@ export class MaxAttemptsExceededError extends ImpelError {
   }
 }
 
-/** The events of a stream did not continue from the version the decider asked for. */
+/**
+ * The events of a stream did not continue from the version the decider asked for: the store
+ * returned a different index first (a store that ignores `fromIndex`, or a stream rewritten
+ * underneath a cached state).
+ *
+ * @example
+ * ```ts
+ * import { StreamReadGapError } from "@impel/impel";
+ * const e = new StreamReadGapError("GuestStay-1", 4, 0);
+ * console.log(e.code); // "StreamReadGap"
+ * ```
+ */
 export class StreamReadGapError extends ImpelError {
   /** The stream read. */
   readonly stream: StreamName;

@@ -1,0 +1,138 @@
+// The hotel scenarios against MessageDB on a real PostgreSQL server, through the same wiring the
+// demo uses. Needs the database prepared by tools/postgres.sh; IMPEL_PG_URL overrides the default
+// postgres://postgres@127.0.0.1:5432/impel_test. Each test runs the reactor under its own
+// consumer group starting at the tail, so earlier runs' events in the database are not replayed.
+import assert from "node:assert/strict";
+// @ts-types="@types/pg"
+import pg from "pg";
+import { postgresCheckpoints } from "../../checkpoints/postgres.ts";
+import { createDecider } from "../../core/decider.ts";
+import { GROUP_CHECKOUT } from "../../examples/hotel/groupCheckout.ts";
+import {
+  foldStay,
+  guestStayCodec,
+  type GuestStayEvent,
+  guestStayService,
+  initialStay,
+  stayStream,
+} from "../../examples/hotel/guestStay.ts";
+import { messageDbBackend } from "../../examples/hotel/postgres.ts";
+import type { HotelBackend } from "../../examples/hotel/wiring.ts";
+import {
+  closedStaysFailCleanly,
+  concurrentSelections,
+  groupMergesAndConfirms,
+  type HotelEnv,
+  newId,
+  withReactor,
+} from "./hotel_scenarios.ts";
+
+const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
+
+// pg keeps sockets and timers of its pool until `end`, which each test awaits.
+const pgTest = (name: string, fn: () => Promise<void>) =>
+  Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn });
+
+async function withBackend(
+  fn: (backend: HotelBackend, group: string) => Promise<void>,
+): Promise<void> {
+  const group = `hotel-test-${newId()}`;
+  const backend = await messageDbBackend(url, { group, whenNoCheckpoint: "tail" });
+  try {
+    await fn(backend, group);
+  } finally {
+    await backend.close();
+  }
+}
+
+const scenario = (fn: (env: HotelEnv) => Promise<void>) => () =>
+  withBackend((backend) =>
+    withReactor(backend, async (env) => {
+      await fn(env);
+      assert.deepEqual(env.sink.stats().failing, []);
+    })
+  );
+
+pgTest(
+  "hotel on MessageDB: a group of several stays merges and confirms once paid",
+  scenario(groupMergesAndConfirms),
+);
+
+pgTest(
+  "hotel on MessageDB: stays checked out, merged elsewhere or unknown fail cleanly",
+  scenario(closedStaysFailCleanly),
+);
+
+pgTest(
+  "hotel on MessageDB: concurrent selections of one stay leave it in exactly one group",
+  scenario(concurrentSelections),
+);
+
+pgTest(
+  "hotel on MessageDB: the reactor's checkpoint is committed in PostgreSQL",
+  () =>
+    withBackend(async (backend, group) => {
+      let completed: bigint | undefined;
+      await withReactor(backend, async (env) => {
+        await groupMergesAndConfirms(env);
+        completed = env.sink.stats().tranches[0].completed;
+      });
+      // Stopping flushed the final checkpoint: what the reactor completed is stored.
+      const pool = new pg.Pool({ connectionString: url, max: 1 });
+      try {
+        const key = { source: "messagedb", tranche: GROUP_CHECKOUT, group };
+        const stored = await postgresCheckpoints(pool).load(key);
+        assert.ok(completed !== undefined && completed > 1n);
+        assert.equal(stored, completed);
+      } finally {
+        await pool.end();
+      }
+    }),
+);
+
+pgTest(
+  "decider on MessageDB: a conflicting append is re-decided on the events it missed",
+  () =>
+    withBackend(async ({ store }) => {
+      const stays = guestStayService(store);
+      const id = newId();
+      await stays.checkIn(id, "t");
+      const decider = () =>
+        createDecider<GuestStayEvent, typeof initialStay>({
+          store,
+          codec: guestStayCodec,
+          initial: initialStay,
+          fold: foldStay,
+        });
+      const [a, b] = [decider(), decider()];
+      let arrived = 0;
+      let release!: () => void;
+      const both = new Promise<void>((resolve) => (release = resolve));
+      const charge =
+        (chargeId: string) => async (s: typeof initialStay, ctx: { attempt: number }) => {
+          if (ctx.attempt === 1 && ++arrived === 2) release();
+          if (ctx.attempt === 1) await both;
+          return [{
+            type: "Charged" as const,
+            data: { chargeId, amount: s.seen.length + 1, at: "t" },
+          }];
+        };
+      const outcomes = await Promise.all([
+        a.transactEx(stayStream(id), charge("a")),
+        b.transactEx(stayStream(id), charge("b")),
+      ]);
+      assert.deepEqual(outcomes.map((o) => o.attempts).sort(), [1, 2]);
+      const events = await store.readStream(stayStream(id));
+      assert.deepEqual(events.map((e) => [e.index, e.type]), [[0, "CheckedIn"], [1, "Charged"], [
+        2,
+        "Charged",
+      ]]);
+      // The second decision saw the first charge: its amount is 2.
+      assert.deepEqual(events.map((e) => (e.data as { amount?: number }).amount), [
+        undefined,
+        1,
+        2,
+      ]);
+      assert.equal((await stays.read(id)).balance, 3);
+    }),
+);
