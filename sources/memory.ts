@@ -10,6 +10,7 @@
 import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import type { LastEventReader } from "../core/decider.ts";
 import { estimateSize, type StreamEvent } from "../core/event.ts";
 import {
   type AppendResult,
@@ -39,7 +40,7 @@ export interface LogEntry extends BatchItem {
  * store.head; // 1
  * ```
  */
-export interface MemoryStore extends EventStore {
+export interface MemoryStore extends EventStore, LastEventReader {
   /** Number of events in the global log. */
   readonly head: number;
   /** Entries of the global log from `from` (inclusive) to `to` (exclusive). */
@@ -98,6 +99,11 @@ export function createMemoryStore(): MemoryStore {
       const from = checkInteger("fromIndex", options.fromIndex ?? 0, 0);
       const max = checkInteger("maxCount", options.maxCount ?? Number.MAX_SAFE_INTEGER, 0);
       return (streams.get(stream) ?? []).slice(from, from + max);
+    },
+    // deno-lint-ignore require-await
+    async readLastEvent(stream: StreamName, type?: string): Promise<StreamEvent | undefined> {
+      checkStreamName(stream);
+      return streams.get(stream)?.findLast((e) => type === undefined || e.type === type);
     },
     // deno-lint-ignore require-await
     async append(
