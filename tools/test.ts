@@ -10,7 +10,12 @@ const root = new URL("..", import.meta.url).pathname;
 const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb").split(",").filter((s) => s && s !== "none");
 
 async function sh(script: string, ...args: string[]): Promise<boolean> {
-  const { success } = await new Deno.Command("bash", { args: [`${root}tools/${script}`, ...args], cwd: root }).output();
+  const { success } = await new Deno.Command("bash", {
+    args: [`${root}tools/${script}`, ...args],
+    cwd: root,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
   if (!success) console.error(`tools/${script} ${args.join(" ")} failed`);
   return success;
 }
@@ -25,7 +30,12 @@ try {
   }
   if (!ok) console.error("some servers did not start: their tests will fail");
   const paths = Deno.args.length ? Deno.args : ["tests/"];
-  const { code } = await new Deno.Command(Deno.execPath(), { args: ["test", "--allow-all", ...paths], cwd: root }).output();
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: ["test", "--allow-all", ...paths],
+    cwd: root,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
   Deno.exitCode = code;
 } finally {
   for (const server of started.reverse()) await sh(`${server}.sh`, "stop");

@@ -1,0 +1,190 @@
+/**
+ * Checkpoints in a DynamoDB table: one item per (source, tranche, group), written with a
+ * condition so that a checkpoint only ever moves forwards, however many processes commit at once
+ * (a late commit from a process that lost its lease cannot undo a newer one). `reset` is the
+ * only way back.
+ *
+ * Layout: partition key `p` = source; sort key `k` = `JSON.stringify([group, tranche])`, so that
+ * a group's checkpoints share a key prefix; `pos` is the position (a number, exact up to 38
+ * digits), plus `g`, `t` and the time of the last write `at`.
+ *
+ * @module
+ */
+import {
+  type AttributeValue,
+  ConditionalCheckFailedException,
+  DeleteItemCommand,
+  type DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  type QueryCommandOutput,
+  UpdateItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import type { Position } from "../core/batch.ts";
+import {
+  checkCheckpointKey,
+  type CheckpointKey,
+  type CheckpointStore,
+  checkPosition,
+} from "../core/checkpoints.ts";
+import { ImpelError } from "../core/errors.ts";
+import { checkTableName, ensureTable } from "../stores/dynamo.ts";
+
+/** Options of {@linkcode dynamoCheckpoints}. */
+export interface DynamoCheckpointsOptions {
+  /** The table, created by {@linkcode createCheckpointTable}. */
+  readonly tableName: string;
+}
+
+/**
+ * Creates the checkpoint table unless it exists (on-demand billing); waits until it is active.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { createCheckpointTable } from "@impel/impel/checkpoints/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * await createCheckpointTable(client, "checkpoints");
+ * ```
+ */
+export async function createCheckpointTable(
+  client: DynamoDBClient,
+  tableName: string,
+): Promise<void> {
+  await ensureTable(client, { tableName, partitionKey: ["p", "S"], sortKey: ["k", "S"] });
+}
+
+/**
+ * A {@linkcode CheckpointStore} in DynamoDB. The client is the caller's.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { createCheckpointTable, dynamoCheckpoints } from "@impel/impel/checkpoints/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * await createCheckpointTable(client, "checkpoints");
+ * const checkpoints = dynamoCheckpoints(client, { tableName: "checkpoints" });
+ * const key = { source: "dynamo:index", tranche: "0", group: "reactor" };
+ * await checkpoints.commit(key, 2_000_015n);
+ * await checkpoints.commit(key, 7n); // ignored: never backwards
+ * await checkpoints.load(key); // 2000015n
+ * ```
+ */
+export function dynamoCheckpoints(
+  client: DynamoDBClient,
+  options: DynamoCheckpointsOptions,
+): CheckpointStore {
+  const tableName = checkTableName("tableName", options?.tableName);
+  const itemKey = (key: CheckpointKey): Record<string, AttributeValue> => ({
+    p: { S: key.source },
+    k: { S: JSON.stringify([key.group, key.tranche]) },
+  });
+  const fail = (what: string, key: CheckpointKey | string, e: unknown): never => {
+    const where = typeof key === "string" ? key : `${key.source}/${key.tranche}/${key.group}`;
+    throw new ImpelError(
+      "DynamoCheckpoint",
+      `checkpoint ${what} for ${where} failed: ${(e as Error)?.message ?? e}`,
+      {
+        cause: e,
+      },
+    );
+  };
+
+  return {
+    async load(key) {
+      checkCheckpointKey(key);
+      try {
+        const { Item } = await client.send(
+          new GetItemCommand({ TableName: tableName, Key: itemKey(key), ConsistentRead: true }),
+        );
+        return Item?.pos?.N === undefined ? undefined : BigInt(Item.pos.N);
+      } catch (e) {
+        return fail("load", key, e);
+      }
+    },
+    async commit(key, position) {
+      checkCheckpointKey(key);
+      checkPosition(position);
+      try {
+        await client.send(
+          new UpdateItemCommand({
+            TableName: tableName,
+            Key: itemKey(key),
+            UpdateExpression: "SET pos = :pos, g = :g, t = :t, #at = :at",
+            ConditionExpression: "attribute_not_exists(pos) OR pos < :pos",
+            ExpressionAttributeNames: { "#at": "at" },
+            ExpressionAttributeValues: {
+              ":pos": { N: position.toString() },
+              ":g": { S: key.group },
+              ":t": { S: key.tranche },
+              ":at": { S: new Date().toISOString() },
+            },
+          }),
+        );
+      } catch (e) {
+        // The recorded position is already at or beyond this one: nothing to do.
+        if (e instanceof ConditionalCheckFailedException) return;
+        fail("commit", key, e);
+      }
+    },
+    async reset(key, position) {
+      checkCheckpointKey(key);
+      try {
+        if (position === undefined) {
+          await client.send(new DeleteItemCommand({ TableName: tableName, Key: itemKey(key) }));
+          return;
+        }
+        checkPosition(position);
+        await client.send(
+          new PutItemCommand({
+            TableName: tableName,
+            Item: {
+              ...itemKey(key),
+              pos: { N: position.toString() },
+              g: { S: key.group },
+              t: { S: key.tranche },
+              at: { S: new Date().toISOString() },
+            },
+          }),
+        );
+      } catch (e) {
+        if (e instanceof ImpelError) throw e;
+        fail("reset", key, e);
+      }
+    },
+    async list(source, group) {
+      checkCheckpointKey({ source, tranche: "any", group: group ?? "any" });
+      const out: Array<CheckpointKey & { position: Position }> = [];
+      // JSON of [group, tranche] begins with this prefix exactly for the given group.
+      const prefix = group === undefined ? undefined : `[${JSON.stringify(group)},`;
+      let start: Record<string, AttributeValue> | undefined;
+      try {
+        do {
+          const page: QueryCommandOutput = await client.send(
+            new QueryCommand({
+              TableName: tableName,
+              KeyConditionExpression: prefix === undefined
+                ? "p = :p"
+                : "p = :p AND begins_with(k, :k)",
+              ExpressionAttributeValues: {
+                ":p": { S: source },
+                ...(prefix === undefined ? {} : { ":k": { S: prefix } }),
+              },
+              ConsistentRead: true,
+              ExclusiveStartKey: start,
+            }),
+          );
+          for (const item of page.Items ?? []) {
+            const [g, t] = JSON.parse(item.k.S!) as [string, string];
+            out.push({ source, tranche: t, group: g, position: BigInt(item.pos.N!) });
+          }
+          start = page.LastEvaluatedKey;
+        } while (start);
+      } catch (e) {
+        fail("list", source, e);
+      }
+      return out;
+    },
+  };
+}

@@ -1,0 +1,571 @@
+/**
+ * Reads a DynamoDB event store in order through the index of appends that
+ * `stores/dynamo-indexer.ts` builds from the table's DynamoDB Stream.
+ *
+ * - Each index partition is a tranche, read epoch by epoch, chunk by chunk. A batch's position
+ *   is `epoch * 1e6 + offset` (the next entry to read), so checkpoints order naturally.
+ * - With `eventTable`, each entry's events are read from the events table and batches carry
+ *   full events; without it, batches are index-only: events carry their index, type and time,
+ *   with `data` and `meta` undefined and an `id` of `{stream}@{index}` (for reactors that only
+ *   need to know that a stream changed, at a fraction of the cost).
+ * - When a read reaches the end of the open epoch, the batch says `isTail` (an empty batch is
+ *   sent if there was nothing new), and the reader sleeps `tailSleepMs` before polling again.
+ *   A closed epoch's end marker moves the reader on to the next epoch.
+ * - Partitions are found in the index (and looked for again periodically) unless `tranches`
+ *   names them.
+ * - Failures that look transient (throttling, 5xx, lost connections) are retried with backoff
+ *   from the same position; other failures error the stream.
+ *
+ * @module
+ */
+import {
+  type DynamoDBClient,
+  GetItemCommand,
+  QueryCommand,
+  type QueryCommandOutput,
+} from "@aws-sdk/client-dynamodb";
+import { getLogger } from "@logtape/logtape";
+import type { Batch, BatchItem, Position } from "../core/batch.ts";
+import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
+import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import type { StreamEvent } from "../core/event.ts";
+import { checkTableName, type DynamoEventStore, dynamoStore } from "../stores/dynamo.ts";
+import {
+  decodeEntries,
+  EPOCH_FACTOR,
+  epochKey,
+  type IndexEntry,
+  PARTITIONS_KEY,
+} from "../stores/dynamo-indexer.ts";
+
+const log = getLogger(["impel", "dynamo", "source"]);
+
+/** Options of {@linkcode dynamoSource}. */
+export interface DynamoSourceOptions {
+  /** The DynamoDB client (the caller's). */
+  readonly client: DynamoDBClient;
+  /** The index table the indexer writes. */
+  readonly indexTable: string;
+  /** The events table to read event bodies from; omit for index-only batches. */
+  readonly eventTable?: string;
+  /** The consumer group the checkpoints are kept under. */
+  readonly group: string;
+  /** Where checkpoints are loaded from and committed to. */
+  readonly checkpoints: CheckpointStore;
+  /** The checkpoint key's `source` (default `dynamo:{indexTable}`). */
+  readonly sourceName?: string;
+  /** The partitions to read; default: every partition the index lists, including new ones. */
+  readonly tranches?: readonly string[];
+  /** `"checkpoint"` (default) resumes from the stored checkpoint; `"start"` ignores it. */
+  readonly startFrom?: "checkpoint" | "start";
+  /** Chunks per index query, hence roughly per batch (default 20; a chunk holds up to 90 entries). */
+  readonly chunksPerRead?: number;
+  /** Concurrent stream reads when loading event bodies (default 16). */
+  readonly readConcurrency?: number;
+  /** How long to wait at the tail before polling again (default 500 ms). */
+  readonly tailSleepMs?: number;
+  /** How often to look for new partitions (default 10 000 ms). */
+  readonly partitionRefreshMs?: number;
+  /** Strongly consistent index and event reads (default true). */
+  readonly consistentRead?: boolean;
+  /** First delay before retrying a failed read (default 100 ms); doubles up to `retryMaxMs`. */
+  readonly retryMinMs?: number;
+  /** Longest delay between retries of a failed read (default 5000 ms). */
+  readonly retryMaxMs?: number;
+  /** Aborting stops reading and closes the stream. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * The events table holds fewer events than the index says it should: events were deleted, or
+ * the index was built from another table.
+ *
+ * @example
+ * ```ts
+ * import { DynamoIndexMismatchError } from "@impel/impel/sources/dynamo";
+ * const e = new DynamoIndexMismatchError("Order-1", 4, 2);
+ * console.log(e.code); // "DynamoIndexMismatch"
+ * ```
+ */
+export class DynamoIndexMismatchError extends ImpelError {
+  /** The stream concerned. */
+  readonly stream: string;
+  /** Creates the error: the index covers events up to `indexed`, the table has `found`. */
+  constructor(stream: string, indexed: number, found: number) {
+    super(
+      "DynamoIndexMismatch",
+      `the index covers ${stream} up to version ${indexed} but the events table has ${found} events`,
+    );
+    this.stream = stream;
+  }
+}
+
+/**
+ * Splits a checkpoint position into its epoch and offset.
+ *
+ * @example
+ * ```ts
+ * import { decodePosition } from "@impel/impel/sources/dynamo";
+ * decodePosition(3_000_017n); // { epoch: 3, offset: 17 }
+ * ```
+ */
+export function decodePosition(position: Position): { epoch: number; offset: number } {
+  const factor = BigInt(EPOCH_FACTOR);
+  return { epoch: Number(position / factor), offset: Number(position % factor) };
+}
+
+/**
+ * Composes a checkpoint position from an epoch and an offset.
+ *
+ * @example
+ * ```ts
+ * import { encodePosition } from "@impel/impel/sources/dynamo";
+ * encodePosition(3, 17); // 3000017n
+ * ```
+ */
+export function encodePosition(epoch: number, offset: number): Position {
+  return BigInt(epoch) * BigInt(EPOCH_FACTOR) + BigInt(offset);
+}
+
+/**
+ * A source over a DynamoDB event store's index: a `ReadableStream` of batches, each with a
+ * `commit` that records its position in `checkpoints`. Reading waits while the consumer is not
+ * pulling (backpressure). The stream closes when `signal` aborts or the consumer cancels it.
+ *
+ * @example
+ * ```ts ignore
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { dynamoSource } from "@impel/impel/sources/dynamo";
+ * import { dynamoCheckpoints } from "@impel/impel/checkpoints/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const stop = new AbortController();
+ * const batches = dynamoSource({
+ *   client,
+ *   indexTable: "events-index",
+ *   eventTable: "events",
+ *   group: "reactor",
+ *   checkpoints: dynamoCheckpoints(client, { tableName: "checkpoints" }),
+ *   signal: stop.signal,
+ * });
+ * for await (const batch of batches) {
+ *   console.log(batch.tranche, batch.items.length, batch.position, batch.isTail);
+ *   await batch.commit?.(batch.position);
+ * }
+ * ```
+ */
+export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch> {
+  const settings = checkOptions(options);
+  const { client, checkpoints, group } = options;
+  const store = options.eventTable === undefined ? undefined : dynamoStore(client, {
+    tableName: options.eventTable,
+    consistentRead: settings.consistentRead,
+  });
+
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) stop.abort();
+
+  let controller!: ReadableStreamDefaultController<Batch>;
+  let spaceWaiters: Array<() => void> = [];
+  const releaseWaiters = () => {
+    const waiting = spaceWaiters;
+    spaceWaiters = [];
+    for (const w of waiting) w();
+  };
+  stop.signal.addEventListener("abort", releaseWaiters, { once: true });
+
+  const enqueue = async (batch: Batch): Promise<void> => {
+    while (!stop.signal.aborted && (controller.desiredSize ?? 0) <= 0) {
+      await new Promise<void>((resolve) => spaceWaiters.push(resolve));
+    }
+    if (!stop.signal.aborted) controller.enqueue(batch);
+  };
+
+  const retrying = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
+    for (
+      let attempt = 1, delay = settings.retryMinMs;;
+      attempt++, delay = Math.min(delay * 2, settings.retryMaxMs)
+    ) {
+      try {
+        return await f();
+      } catch (e) {
+        if (!isTransient(e) || stop.signal.aborted) throw e;
+        log.warn("{what} failed (attempt {attempt}), retrying in {delay} ms: {error}", {
+          what,
+          attempt,
+          delay,
+          error: String(e),
+        });
+        await sleep(delay, stop.signal);
+      }
+    }
+  };
+
+  async function partitions(): Promise<string[]> {
+    const { Item } = await client.send(
+      new GetItemCommand({
+        TableName: settings.indexTable,
+        Key: { p: { S: PARTITIONS_KEY }, i: { N: "0" } },
+        ConsistentRead: settings.consistentRead,
+      }),
+    );
+    return [...(Item?.ps?.SS ?? [])].sort();
+  }
+
+  // The chunks of an epoch from `offset` (including the chunk that holds it), and whether the
+  // epoch is closed and at which count.
+  async function readChunks(tranche: string, epoch: number, offset: number, probe: boolean) {
+    let from = offset;
+    if (probe && offset > 0) {
+      const res = await client.send(
+        new QueryCommand({
+          TableName: settings.indexTable,
+          KeyConditionExpression: "p = :p AND i BETWEEN :lo AND :hi",
+          ExpressionAttributeValues: {
+            ":p": { S: epochKey(tranche, epoch) },
+            ":lo": { N: "0" },
+            ":hi": { N: String(offset) },
+          },
+          ProjectionExpression: "i",
+          ScanIndexForward: false,
+          Limit: 1,
+          ConsistentRead: settings.consistentRead,
+        }),
+      );
+      from = Number(res.Items?.[0]?.i?.N ?? offset);
+    }
+    const res: QueryCommandOutput = await client.send(
+      new QueryCommand({
+        TableName: settings.indexTable,
+        KeyConditionExpression: "p = :p AND i >= :i",
+        ExpressionAttributeValues: {
+          ":p": { S: epochKey(tranche, epoch) },
+          ":i": { N: String(from) },
+        },
+        Limit: settings.chunksPerRead,
+        ConsistentRead: settings.consistentRead,
+      }),
+    );
+    const chunks: { start: number; entries: IndexEntry[] }[] = [];
+    let closedAt: number | undefined;
+    for (const item of res.Items ?? []) {
+      const i = Number(item.i.N);
+      if (i === EPOCH_FACTOR) closedAt = Number(item.c?.N ?? 0);
+      else chunks.push({ start: i, entries: decodeEntries(item.j?.S ?? "[]") });
+    }
+    return { chunks, closedAt, more: res.LastEvaluatedKey !== undefined && closedAt === undefined };
+  }
+
+  async function withBodies(entries: readonly IndexEntry[]): Promise<BatchItem[]> {
+    // One read per stream covering all of its entries in this batch.
+    const ranges = new Map<string, { from: number; to: number }>();
+    for (const e of entries) {
+      const r = ranges.get(e.stream);
+      if (!r) ranges.set(e.stream, { from: e.index, to: e.next });
+      else {
+        r.from = Math.min(r.from, e.index);
+        r.to = Math.max(r.to, e.next);
+      }
+    }
+    const loaded = new Map<string, Map<number, StreamEvent>>();
+    await mapLimit([...ranges], settings.readConcurrency, async ([stream, { from, to }]) => {
+      const events = await retrying(
+        `reading ${stream}`,
+        () =>
+          (store as DynamoEventStore).readStream(stream, { fromIndex: from, maxCount: to - from }),
+      );
+      const byIndex = new Map<number, StreamEvent>();
+      for (const event of events) byIndex.set(event.index, event);
+      loaded.set(stream, byIndex);
+    });
+    const items: BatchItem[] = [];
+    for (const e of entries) {
+      const byIndex = loaded.get(e.stream)!;
+      for (let k = e.index; k < e.next; k++) {
+        const event = byIndex.get(k);
+        if (event === undefined) throw new DynamoIndexMismatchError(e.stream, e.next, k);
+        items.push({ stream: e.stream, event });
+      }
+    }
+    return items;
+  }
+
+  function indexOnly(entries: readonly IndexEntry[]): BatchItem[] {
+    const items: BatchItem[] = [];
+    for (const e of entries) {
+      const time = new Date(e.time);
+      for (let k = e.index; k < e.next; k++) {
+        const type = e.types[k - e.index];
+        items.push({
+          stream: e.stream,
+          event: {
+            index: k,
+            type,
+            data: undefined,
+            meta: undefined,
+            id: `${e.stream}@${k}`,
+            time,
+            size: type.length,
+          },
+        });
+      }
+    }
+    return items;
+  }
+
+  async function readTranche(tranche: string): Promise<void> {
+    const key: CheckpointKey = { source: settings.sourceName, tranche, group };
+    const stored = settings.startFrom === "start"
+      ? undefined
+      : await retrying("loading the checkpoint", () => checkpoints.load(key));
+    let { epoch, offset } = decodePosition(stored ?? 0n);
+    let probe = offset > 0;
+    let tailAnnounced = false;
+    const commit = (position: Position) => checkpoints.commit(key, position);
+    log.debug("reading tranche {tranche} from epoch {epoch} offset {offset}", {
+      tranche,
+      epoch,
+      offset,
+    });
+    while (!stop.signal.aborted) {
+      const page = await retrying(
+        `reading index ${tranche}/${epoch}`,
+        () => readChunks(tranche, epoch, offset, probe),
+      );
+      if (stop.signal.aborted) return;
+      probe = false;
+      const entries: IndexEntry[] = [];
+      let next = offset;
+      for (const chunk of page.chunks) {
+        // Chunks are contiguous; one that is not (not yet visible) waits for the next read.
+        if (chunk.start > next) break;
+        const skip = next - chunk.start;
+        for (let k = skip; k < chunk.entries.length; k++) entries.push(chunk.entries[k]);
+        next = chunk.start + chunk.entries.length;
+      }
+      const contiguous = page.chunks.every((c, k) =>
+        k === 0 || c.start === page.chunks[k - 1].start + page.chunks[k - 1].entries.length
+      );
+      const epochDone = page.closedAt !== undefined && page.closedAt === next && contiguous;
+      const atTail = !page.more && !epochDone && contiguous;
+      if (entries.length > 0) {
+        const items = store ? await withBodies(entries) : indexOnly(entries);
+        if (stop.signal.aborted) return;
+        await enqueue({
+          tranche,
+          items,
+          position: encodePosition(epoch, next),
+          isTail: atTail,
+          commit,
+        });
+        tailAnnounced = atTail;
+      } else if (atTail && !tailAnnounced) {
+        await enqueue({
+          tranche,
+          items: [],
+          position: encodePosition(epoch, next),
+          isTail: true,
+          commit,
+        });
+        tailAnnounced = true;
+      }
+      offset = next;
+      if (epochDone) {
+        epoch++;
+        offset = 0;
+        continue;
+      }
+      if (page.more) continue;
+      await sleep(settings.tailSleepMs, stop.signal);
+    }
+  }
+
+  const runAll = async () => {
+    const running = new Map<string, Promise<void>>();
+    let failure: unknown;
+    const launch = (tranche: string) => {
+      if (running.has(tranche)) return;
+      running.set(
+        tranche,
+        readTranche(tranche).catch((e) => {
+          failure ??= e;
+          stop.abort();
+        }),
+      );
+    };
+    try {
+      if (settings.tranches) settings.tranches.forEach(launch);
+      else {
+        while (!stop.signal.aborted) {
+          for (const p of await retrying("listing index partitions", partitions)) launch(p);
+          // Until a partition exists, look as often as a reader at the tail would.
+          await sleep(
+            running.size === 0 ? settings.tailSleepMs : settings.partitionRefreshMs,
+            stop.signal,
+          );
+        }
+      }
+      await Promise.all(running.values());
+    } catch (e) {
+      failure ??= e;
+      stop.abort();
+      await Promise.allSettled(running.values());
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+    if (failure !== undefined) {
+      try {
+        controller.error(failure);
+      } catch {
+        // the consumer already cancelled
+      }
+    } else {
+      try {
+        controller.close();
+      } catch {
+        // already closed or cancelled
+      }
+    }
+  };
+
+  return new ReadableStream<Batch>({
+    start(c) {
+      controller = c;
+      void runAll();
+    },
+    pull() {
+      releaseWaiters();
+    },
+    cancel() {
+      stop.abort();
+    },
+  }, { highWaterMark: 1 });
+}
+
+interface Settings {
+  readonly indexTable: string;
+  readonly sourceName: string;
+  readonly tranches: readonly string[] | undefined;
+  readonly startFrom: "checkpoint" | "start";
+  readonly chunksPerRead: number;
+  readonly readConcurrency: number;
+  readonly tailSleepMs: number;
+  readonly partitionRefreshMs: number;
+  readonly consistentRead: boolean;
+  readonly retryMinMs: number;
+  readonly retryMaxMs: number;
+}
+
+function checkOptions(options: DynamoSourceOptions): Settings {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", "must be an object");
+  }
+  if (
+    options.client === null || typeof options.client !== "object" ||
+    typeof options.client.send !== "function"
+  ) {
+    throw new InvalidArgumentError("client", "must be a DynamoDBClient");
+  }
+  const indexTable = checkTableName("indexTable", options.indexTable);
+  if (options.eventTable !== undefined) checkTableName("eventTable", options.eventTable);
+  if (typeof options.group !== "string" || options.group.length === 0) {
+    throw new InvalidArgumentError(
+      "group",
+      `must be a non-empty string, got ${JSON.stringify(options.group)}`,
+    );
+  }
+  const cp = options.checkpoints;
+  if (
+    cp === null || typeof cp !== "object" || typeof cp.load !== "function" ||
+    typeof cp.commit !== "function"
+  ) {
+    throw new InvalidArgumentError("checkpoints", "must be a CheckpointStore");
+  }
+  const sourceName = options.sourceName ?? `dynamo:${indexTable}`;
+  if (typeof sourceName !== "string" || sourceName.length === 0) {
+    throw new InvalidArgumentError("sourceName", "must be a non-empty string");
+  }
+  if (options.tranches !== undefined) {
+    if (!Array.isArray(options.tranches) || options.tranches.length === 0) {
+      throw new InvalidArgumentError("tranches", "must be a non-empty array of partition ids");
+    }
+    for (const t of options.tranches) {
+      if (typeof t !== "string" || t.length === 0 || t.includes("#")) {
+        throw new InvalidArgumentError(
+          "tranches",
+          `must hold non-empty partition ids without '#', got ${JSON.stringify(t)}`,
+        );
+      }
+    }
+  }
+  const startFrom = options.startFrom ?? "checkpoint";
+  if (startFrom !== "checkpoint" && startFrom !== "start") {
+    throw new InvalidArgumentError(
+      "startFrom",
+      `must be "checkpoint" or "start", got ${JSON.stringify(startFrom)}`,
+    );
+  }
+  const retryMinMs = checkInteger("retryMinMs", options.retryMinMs ?? 100, 1);
+  return {
+    indexTable,
+    sourceName,
+    tranches: options.tranches ? [...new Set(options.tranches)] : undefined,
+    startFrom,
+    chunksPerRead: checkInteger("chunksPerRead", options.chunksPerRead ?? 20, 1, 1000),
+    readConcurrency: checkInteger("readConcurrency", options.readConcurrency ?? 16, 1, 1000),
+    tailSleepMs: checkInteger("tailSleepMs", options.tailSleepMs ?? 500, 0),
+    partitionRefreshMs: checkInteger("partitionRefreshMs", options.partitionRefreshMs ?? 10_000, 1),
+    consistentRead: options.consistentRead ?? true,
+    retryMinMs,
+    retryMaxMs: checkInteger("retryMaxMs", options.retryMaxMs ?? 5000, retryMinMs),
+  };
+}
+
+const TRANSIENT_NAMES = new Set([
+  "ProvisionedThroughputExceededException",
+  "ThrottlingException",
+  "RequestLimitExceeded",
+  "InternalServerError",
+  "InternalFailure",
+  "ServiceUnavailable",
+  "TimeoutError",
+]);
+
+function isTransient(e: unknown): boolean {
+  // Our own errors are final, unless they only wrap a transient one (a checkpoint read).
+  if (e instanceof ImpelError) return e.cause !== undefined && isTransient(e.cause);
+  const err = e as { name?: string; $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
+  if (err?.$retryable) return true;
+  if (TRANSIENT_NAMES.has(err?.name ?? "")) return true;
+  const status = err?.$metadata?.httpStatusCode;
+  if (typeof status === "number") return status >= 500;
+  // No HTTP response at all: the connection failed.
+  return e instanceof TypeError ||
+    /ECONNREFUSED|ECONNRESET|socket|network|fetch failed/i.test(String(e));
+}
+
+async function mapLimit<T>(
+  items: readonly T[],
+  limit: number,
+  f: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await f(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,608 @@
+/**
+ * An event store in one DynamoDB table, with DynamoDB Streams enabled so that an indexer
+ * (`stores/dynamo-indexer.ts`) can build the ordered index that `sources/dynamo.ts` reads.
+ *
+ * Layout (partition key `p` = stream name, sort key `i` = number):
+ * - one item per append at `i` = the index of its first event, holding `n` (the next index),
+ *   `ts` (append time, ms) and `e` (the events: type, id, JSON or binary data and meta);
+ * - a tip item at `i = -1` holding the stream's version `n`. Each append updates the tip under
+ *   the expected-version condition and puts its item in the same transaction, so two writers
+ *   can never both extend a stream from the same version.
+ *
+ * @module
+ */
+import {
+  type AttributeValue,
+  CreateTableCommand,
+  DescribeTableCommand,
+  type DynamoDBClient,
+  GetItemCommand,
+  QueryCommand,
+  type QueryCommandOutput,
+  ResourceInUseException,
+  TransactionCanceledException,
+  type TransactWriteItem,
+  TransactWriteItemsCommand,
+} from "@aws-sdk/client-dynamodb";
+import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import type { StreamEvent } from "../core/event.ts";
+import {
+  type AppendResult,
+  type EventData,
+  type EventStore,
+  type ExpectedVersion,
+  type ReadStreamOptions,
+  WrongExpectedVersionError,
+} from "../core/store.ts";
+import { checkStreamName, type StreamName } from "../core/streamName.ts";
+
+// The sort key of a stream's tip item; event items use their first index (>= 0).
+const TIP_INDEX = -1;
+
+// DynamoDB's item limit is 400 KB; stay clear of it since the estimate ignores some overhead.
+const MAX_ITEM_BYTES = 350_000;
+// TransactWriteItems takes at most 100 actions (one is the tip) and 4 MB in total.
+const MAX_TRANSACTION_ITEMS = 99;
+const MAX_TRANSACTION_BYTES = 3_900_000;
+const ANY_VERSION_ATTEMPTS = 10;
+const CONFLICT_ATTEMPTS = 10;
+
+/** Options of {@linkcode dynamoStore}. */
+export interface DynamoStoreOptions {
+  /** The events table, created by {@linkcode createEventTable}. */
+  readonly tableName: string;
+  /** Strongly consistent reads (default true); eventually consistent reads cost half. */
+  readonly consistentRead?: boolean;
+}
+
+/** An {@linkcode EventStore} kept in DynamoDB. */
+export interface DynamoEventStore extends EventStore {
+  /** The DynamoDB client the store was created with. */
+  readonly client: DynamoDBClient;
+  /** The events table. */
+  readonly tableName: string;
+  /** The stream's version (its event count), 0 if it does not exist. */
+  version(stream: StreamName): Promise<number>;
+}
+
+/**
+ * A DynamoDB table definition went wrong: creation failed, or an existing table has the wrong
+ * key schema or no stream of new images.
+ *
+ * @example
+ * ```ts
+ * import { DynamoTableError } from "@impel/impel/stores/dynamo";
+ * const e = new DynamoTableError("events", "has no stream");
+ * console.log(e.code); // "DynamoTable"
+ * ```
+ */
+export class DynamoTableError extends ImpelError {
+  /** The table concerned. */
+  readonly tableName: string;
+  /** Creates the error; `problem` completes "table {name} ...". */
+  constructor(tableName: string, problem: string, options?: ErrorOptions) {
+    super("DynamoTable", `DynamoDB table ${tableName} ${problem}`, options);
+    this.tableName = tableName;
+  }
+}
+
+/** The key schema (and stream) of a table created by {@linkcode ensureTable}. */
+export interface TableDefinition {
+  /** The table name. */
+  readonly tableName: string;
+  /** The partition key's attribute name and type (string or number). */
+  readonly partitionKey: readonly [name: string, type: "S" | "N"];
+  /** The sort key's attribute name and type, if the table has one. */
+  readonly sortKey?: readonly [name: string, type: "S" | "N"];
+  /** Enable DynamoDB Streams with new images. */
+  readonly streamNewImages?: boolean;
+}
+
+/**
+ * Creates a DynamoDB table (on-demand billing) unless it exists, waits until it is active, and
+ * checks that an existing one has the same key schema (and a stream, when one is asked for).
+ * The event store, the index and the checkpoint store create their tables with it.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { ensureTable } from "@impel/impel/stores/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * await ensureTable(client, { tableName: "things", partitionKey: ["p", "S"] });
+ * ```
+ */
+export async function ensureTable(
+  client: DynamoDBClient,
+  definition: TableDefinition,
+  options: { readonly timeoutMs?: number } = {},
+): Promise<void> {
+  const name = checkTableName("tableName", definition?.tableName);
+  const keys = [definition.partitionKey, definition.sortKey].filter((k) => k !== undefined);
+  const keySchema = keys.map(([AttributeName], k) => ({
+    AttributeName,
+    KeyType: k === 0 ? "HASH" as const : "RANGE" as const,
+  }));
+  try {
+    await client.send(
+      new CreateTableCommand({
+        TableName: name,
+        AttributeDefinitions: keys.map(([AttributeName, AttributeType]) => ({
+          AttributeName,
+          AttributeType,
+        })),
+        KeySchema: keySchema,
+        BillingMode: "PAY_PER_REQUEST",
+        StreamSpecification: definition.streamNewImages
+          ? { StreamEnabled: true, StreamViewType: "NEW_IMAGE" }
+          : undefined,
+      }),
+    );
+  } catch (e) {
+    if (!(e instanceof ResourceInUseException)) {
+      throw new DynamoTableError(name, `could not be created: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+  }
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  for (;;) {
+    const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
+    const wantKeys = JSON.stringify(keySchema);
+    const haveKeys = JSON.stringify(
+      Table?.KeySchema?.map(({ AttributeName, KeyType }) => ({ AttributeName, KeyType })),
+    );
+    if (wantKeys !== haveKeys) {
+      throw new DynamoTableError(name, `exists with key schema ${haveKeys}, expected ${wantKeys}`);
+    }
+    if (definition.streamNewImages) {
+      const spec = Table?.StreamSpecification;
+      const view = spec?.StreamViewType;
+      if (!spec?.StreamEnabled || (view !== "NEW_IMAGE" && view !== "NEW_AND_OLD_IMAGES")) {
+        throw new DynamoTableError(name, "exists without a stream of new images");
+      }
+    }
+    if (Table?.TableStatus === "ACTIVE") return;
+    if (Date.now() > deadline) {
+      throw new DynamoTableError(name, `is still ${Table?.TableStatus} after waiting`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+/**
+ * Creates the events table (on-demand billing, DynamoDB Streams with new images) unless it
+ * exists; waits until it is active.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { createEventTable } from "@impel/impel/stores/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * await createEventTable(client, "events");
+ * ```
+ */
+export async function createEventTable(client: DynamoDBClient, tableName: string): Promise<void> {
+  await ensureTable(client, {
+    tableName,
+    partitionKey: ["p", "S"],
+    sortKey: ["i", "N"],
+    streamNewImages: true,
+  });
+}
+
+/**
+ * An event store over a DynamoDB table created by {@linkcode createEventTable}. The client is
+ * the caller's; the store never closes it.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { createEventTable, dynamoStore } from "@impel/impel/stores/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * await createEventTable(client, "events");
+ * const store = dynamoStore(client, { tableName: "events" });
+ * await store.append("Order-1", [{ type: "Placed", data: { total: 3 } }], 0);
+ * const events = await store.readStream("Order-1"); // [{ index: 0, type: "Placed", ... }]
+ * ```
+ */
+export function dynamoStore(client: DynamoDBClient, options: DynamoStoreOptions): DynamoEventStore {
+  const tableName = checkTableName("tableName", options?.tableName);
+  const consistentRead = options.consistentRead ?? true;
+
+  async function version(stream: StreamName): Promise<number> {
+    checkStreamName(stream);
+    const { Item } = await client.send(
+      new GetItemCommand({
+        TableName: tableName,
+        Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
+        ConsistentRead: true,
+      }),
+    );
+    return Item?.n?.N === undefined ? 0 : Number(Item.n.N);
+  }
+
+  async function appendAt(
+    stream: StreamName,
+    events: readonly EventData[],
+    expected: number,
+  ): Promise<number> {
+    const now = Date.now();
+    const items = encodeAppend(stream, events, expected, now);
+    const next = expected + events.length;
+    const tip: TransactWriteItem = {
+      Update: {
+        TableName: tableName,
+        Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
+        UpdateExpression: "SET n = :n, ts = :ts",
+        ConditionExpression: expected === 0 ? "attribute_not_exists(n)" : "n = :v",
+        ExpressionAttributeValues: {
+          ":n": { N: String(next) },
+          ":ts": { N: String(now) },
+          ...(expected === 0 ? {} : { ":v": { N: String(expected) } }),
+        },
+        ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+      },
+    };
+    const puts: TransactWriteItem[] = items.map((Item) => ({
+      Put: { TableName: tableName, Item, ConditionExpression: "attribute_not_exists(p)" },
+    }));
+    for (let attempt = 1;; attempt++) {
+      try {
+        await client.send(new TransactWriteItemsCommand({ TransactItems: [tip, ...puts] }));
+        return next;
+      } catch (e) {
+        if (!(e instanceof TransactionCanceledException)) throw e;
+        const reason = e.CancellationReasons?.[0];
+        if (reason?.Code === "ConditionalCheckFailed") {
+          const actual = reason.Item?.n?.N === undefined ? 0 : Number(reason.Item.n.N);
+          throw new WrongExpectedVersionError(stream, expected, actual);
+        }
+        // Another transaction held the tip: the outcome is unknown, so try again; the
+        // condition then decides between success and a version conflict.
+        const conflict = e.CancellationReasons?.some((r) => r.Code === "TransactionConflict");
+        if (!conflict || attempt >= CONFLICT_ATTEMPTS) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 10 * attempt + Math.random() * 20));
+      }
+    }
+  }
+
+  async function append(
+    stream: StreamName,
+    events: readonly EventData[],
+    expectedVersion: ExpectedVersion,
+  ): Promise<AppendResult> {
+    checkStreamName(stream);
+    if (!Array.isArray(events)) throw new InvalidArgumentError("events", "must be an array");
+    if (expectedVersion !== "any" && (!Number.isInteger(expectedVersion) || expectedVersion < 0)) {
+      throw new InvalidArgumentError(
+        "expectedVersion",
+        `must be a non-negative integer or "any", got ${String(expectedVersion)}`,
+      );
+    }
+    if (events.length === 0) {
+      const actual = await version(stream);
+      if (expectedVersion !== "any" && expectedVersion !== actual) {
+        throw new WrongExpectedVersionError(stream, expectedVersion, actual);
+      }
+      return { nextIndex: actual };
+    }
+    if (expectedVersion !== "any") {
+      return { nextIndex: await appendAt(stream, events, expectedVersion) };
+    }
+    // "any" means "wherever the stream is": read the version and retry when another writer wins.
+    let current = await version(stream);
+    for (let attempt = 1;; attempt++) {
+      try {
+        return { nextIndex: await appendAt(stream, events, current) };
+      } catch (e) {
+        if (!(e instanceof WrongExpectedVersionError) || attempt >= ANY_VERSION_ATTEMPTS) throw e;
+        current = e.actual ?? await version(stream);
+      }
+    }
+  }
+
+  async function readStream(
+    stream: StreamName,
+    options: ReadStreamOptions = {},
+  ): Promise<StreamEvent[]> {
+    checkStreamName(stream);
+    const fromIndex = options.fromIndex ?? 0;
+    const maxCount = options.maxCount ?? Number.POSITIVE_INFINITY;
+    if (!Number.isInteger(fromIndex) || fromIndex < 0) {
+      throw new InvalidArgumentError(
+        "fromIndex",
+        `must be a non-negative integer, got ${String(fromIndex)}`,
+      );
+    }
+    if (maxCount !== Number.POSITIVE_INFINITY && (!Number.isInteger(maxCount) || maxCount < 0)) {
+      throw new InvalidArgumentError(
+        "maxCount",
+        `must be a non-negative integer, got ${String(maxCount)}`,
+      );
+    }
+    const out: StreamEvent[] = [];
+    if (maxCount === 0) return out;
+    // Reading from where an append began (the usual case: a known version, an index entry)
+    // takes one query. Otherwise the append holding `fromIndex` starts before it and is
+    // fetched separately.
+    let exclusiveStartKey: Record<string, AttributeValue> | undefined;
+    let first = true;
+    do {
+      const page: QueryCommandOutput = await client.send(
+        new QueryCommand({
+          TableName: tableName,
+          KeyConditionExpression: "p = :p AND i >= :i",
+          ExpressionAttributeValues: { ":p": { S: stream }, ":i": { N: String(fromIndex) } },
+          ConsistentRead: consistentRead,
+          ExclusiveStartKey: exclusiveStartKey,
+          // Each item holds at least one event, so this many items are always enough.
+          Limit: Number.isFinite(maxCount) ? Math.min(maxCount, 1000) : undefined,
+        }),
+      );
+      const items = page.Items ?? [];
+      if (first && fromIndex > 0 && (items.length === 0 || Number(items[0].i.N) > fromIndex)) {
+        const holder = await containing(stream, fromIndex);
+        if (holder) {
+          for (const event of decodeEvents(holder)) {
+            if (event.index < fromIndex) continue;
+            out.push(event);
+            if (out.length >= maxCount) return out;
+          }
+        }
+      }
+      first = false;
+      for (const item of items) {
+        for (const event of decodeEvents(item)) {
+          out.push(event);
+          if (out.length >= maxCount) return out;
+        }
+      }
+      exclusiveStartKey = page.LastEvaluatedKey;
+    } while (exclusiveStartKey);
+    return out;
+  }
+
+  // The append item whose events include `index` but that starts before it, if any.
+  async function containing(stream: StreamName, index: number) {
+    const res = await client.send(
+      new QueryCommand({
+        TableName: tableName,
+        KeyConditionExpression: "p = :p AND i BETWEEN :lo AND :hi",
+        ExpressionAttributeValues: {
+          ":p": { S: stream },
+          ":lo": { N: "0" },
+          ":hi": { N: String(index - 1) },
+        },
+        ScanIndexForward: false,
+        Limit: 1,
+        ConsistentRead: consistentRead,
+      }),
+    );
+    const item = res.Items?.[0];
+    return item !== undefined && Number(item.n?.N ?? 0) > index ? item : undefined;
+  }
+
+  return { client, tableName, version, append, readStream };
+}
+
+/** What the indexer needs from one append: the stream, its index span, event types and time. */
+export interface AppendSummary {
+  /** The stream appended to. */
+  readonly stream: StreamName;
+  /** The index of the first event appended. */
+  readonly index: number;
+  /** The index after the last event appended. */
+  readonly next: number;
+  /** The types of the appended events, in order. */
+  readonly types: readonly string[];
+  /** When the append was written (ms since the epoch). */
+  readonly time: number;
+  /** The approximate bytes of each event, in order. */
+  readonly sizes: readonly number[];
+}
+
+/**
+ * Summarizes an events-table item (as found in a DynamoDB Streams record's `NewImage`), or
+ * returns `undefined` for items that are not appends (the tip item, foreign items).
+ *
+ * @example
+ * ```ts
+ * import { summarizeAppend } from "@impel/impel/stores/dynamo";
+ * const summary = summarizeAppend({
+ *   p: { S: "Order-1" }, i: { N: "0" }, n: { N: "1" }, ts: { N: "0" },
+ *   e: { L: [{ M: { t: { S: "Placed" }, id: { S: "x" } } }] },
+ * });
+ * // { stream: "Order-1", index: 0, next: 1, types: ["Placed"], time: 0, sizes: [0] }
+ * ```
+ */
+export function summarizeAppend(
+  record: Record<string, unknown> | undefined,
+): AppendSummary | undefined {
+  // Images from the streams client, the main client and Lambda's JSON share this shape.
+  const image = record as Record<string, AttributeValue> | undefined;
+  const stream = image?.p?.S;
+  const index = image?.i?.N === undefined ? Number.NaN : Number(image.i.N);
+  const next = image?.n?.N === undefined ? Number.NaN : Number(image.n.N);
+  const list = image?.e?.L;
+  if (
+    stream === undefined || !(index >= 0) || !(next > index) || list === undefined ||
+    list.length !== next - index
+  ) {
+    return undefined;
+  }
+  const types: string[] = [];
+  const sizes: number[] = [];
+  for (const value of list) {
+    const m = value.M ?? {};
+    types.push(m.t?.S ?? "");
+    sizes.push(valueSize(m.d) + valueSize(m.m));
+  }
+  return { stream, index, next, types, time: Number(image?.ts?.N ?? 0), sizes };
+}
+
+/**
+ * Decodes the events of one append item of the events table.
+ *
+ * @example
+ * ```ts
+ * import { decodeEvents } from "@impel/impel/stores/dynamo";
+ * const [event] = decodeEvents({
+ *   p: { S: "Order-1" }, i: { N: "4" }, n: { N: "5" }, ts: { N: "0" },
+ *   e: { L: [{ M: { t: { S: "Placed" }, id: { S: "x" }, d: { S: "{\"total\":3}" } } }] },
+ * });
+ * // event.index === 4, event.data is { total: 3 }
+ * ```
+ */
+export function decodeEvents(record: Record<string, unknown>): StreamEvent[] {
+  const item = record as Record<string, AttributeValue>;
+  const first = Number(item.i?.N ?? Number.NaN);
+  const list = item.e?.L;
+  if (!(first >= 0) || list === undefined) return [];
+  const time = new Date(Number(item.ts?.N ?? 0));
+  return list.map((value, k): StreamEvent => {
+    const m = value.M ?? {};
+    const event: {
+      index: number;
+      type: string;
+      data: unknown;
+      meta: unknown;
+      id: string;
+      time: Date;
+      size: number;
+      correlationId?: string;
+      causationId?: string;
+    } = {
+      index: first + k,
+      type: m.t?.S ?? "",
+      data: decodeValue(m.d),
+      meta: decodeValue(m.m),
+      id: m.id?.S ?? "",
+      time,
+      size: valueSize(m.d) + valueSize(m.m),
+    };
+    if (m.c?.S !== undefined) event.correlationId = m.c.S;
+    if (m.z?.S !== undefined) event.causationId = m.z.S;
+    return event;
+  });
+}
+
+function encodeAppend(
+  stream: StreamName,
+  events: readonly EventData[],
+  expected: number,
+  now: number,
+): Record<string, AttributeValue>[] {
+  const items: Record<string, AttributeValue>[] = [];
+  let current: AttributeValue[] = [];
+  let currentBytes = 0;
+  let first = expected;
+  let total = 0;
+  const flush = () => {
+    if (current.length === 0) return;
+    items.push({
+      p: { S: stream },
+      i: { N: String(first) },
+      n: { N: String(first + current.length) },
+      ts: { N: String(now) },
+      e: { L: current },
+    });
+    first += current.length;
+    current = [];
+    currentBytes = 0;
+  };
+  for (const [k, event] of events.entries()) {
+    if (typeof event?.type !== "string" || event.type.length === 0) {
+      throw new InvalidArgumentError(`events[${k}].type`, "must be a non-empty string");
+    }
+    const m: Record<string, AttributeValue> = {
+      t: { S: event.type },
+      id: { S: event.id ?? crypto.randomUUID() },
+    };
+    const d = encodeValue(event.data);
+    if (d) m.d = d;
+    const meta = encodeValue(event.meta);
+    if (meta) m.m = meta;
+    if (event.correlationId !== undefined) m.c = { S: event.correlationId };
+    if (event.causationId !== undefined) m.z = { S: event.causationId };
+    const bytes = 40 + utf8Length(event.type) + utf8Length(m.id.S!) + valueSize(d) +
+      valueSize(meta) +
+      utf8Length(event.correlationId ?? "") + utf8Length(event.causationId ?? "");
+    if (bytes + utf8Length(stream) + 64 > MAX_ITEM_BYTES) {
+      throw new InvalidArgumentError(
+        `events[${k}]`,
+        `is about ${bytes} bytes, over DynamoDB's 400 KB item limit`,
+      );
+    }
+    if (currentBytes + bytes + utf8Length(stream) + 64 > MAX_ITEM_BYTES) flush();
+    current.push({ M: m });
+    currentBytes += bytes;
+    total += bytes;
+  }
+  flush();
+  if (items.length > MAX_TRANSACTION_ITEMS || total > MAX_TRANSACTION_BYTES) {
+    throw new InvalidArgumentError(
+      "events",
+      `(about ${total} bytes) exceed what one DynamoDB transaction can write`,
+    );
+  }
+  return items;
+}
+
+// Bodies are JSON text, except byte arrays which are stored as binary so they round-trip.
+function encodeValue(value: unknown): AttributeValue | undefined {
+  if (value === undefined) return undefined;
+  if (value instanceof Uint8Array) return { B: value };
+  const json = JSON.stringify(value);
+  return json === undefined ? undefined : { S: json };
+}
+
+function decodeValue(value: AttributeValue | undefined): unknown {
+  if (value === undefined) return undefined;
+  if (value.B !== undefined) return value.B;
+  if (value.S !== undefined) return JSON.parse(value.S);
+  return undefined;
+}
+
+function valueSize(value: AttributeValue | undefined): number {
+  if (value === undefined) return 0;
+  if (value.S !== undefined) return value.S.length;
+  // Lambda's JSON records carry binary values as base64 text.
+  const b = value.B as Uint8Array | string | undefined;
+  if (typeof b === "string") return Math.floor((b.length * 3) / 4);
+  if (b !== undefined) return b.byteLength;
+  return 0;
+}
+
+// The UTF-8 byte length of `s`, without allocating.
+function utf8Length(s: string): number {
+  let bytes = 0;
+  for (let k = 0; k < s.length; k++) {
+    const c = s.charCodeAt(k);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      bytes += 4;
+      k++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+/**
+ * Throws {@linkcode InvalidArgumentError} unless `value` is a valid DynamoDB table name.
+ *
+ * @example
+ * ```ts
+ * import { checkTableName } from "@impel/impel/stores/dynamo";
+ * checkTableName("tableName", "events"); // "events"
+ * ```
+ */
+export function checkTableName(field: string, value: unknown): string {
+  if (typeof value !== "string" || !/^[A-Za-z0-9_.-]{3,255}$/.test(value)) {
+    throw new InvalidArgumentError(
+      field,
+      `must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -), got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}

@@ -1,0 +1,102 @@
+// DynamoDB checkpoints against DynamoDB Local (start it with `tools/dynamodb.sh start`).
+import assert from "node:assert/strict";
+import { DeleteTableCommand, DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { ImpelError } from "../../core/errors.ts";
+import { createCheckpointTable, dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
+
+const endpoint = Deno.env.get("DYNAMODB_ENDPOINT") ?? "http://127.0.0.1:8000";
+const client = new DynamoDBClient({
+  endpoint,
+  region: "local",
+  credentials: { accessKeyId: "local", secretAccessKey: "local" },
+});
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function table() {
+  const tableName = `checkpoints-${crypto.randomUUID()}`;
+  try {
+    await createCheckpointTable(client, tableName);
+  } catch (e) {
+    throw new Error(`DynamoDB Local is needed at ${endpoint}: run tools/dynamodb.sh start`, {
+      cause: e,
+    });
+  }
+  return {
+    store: dynamoCheckpoints(client, { tableName }),
+    [Symbol.asyncDispose]: async () => {
+      await client.send(new DeleteTableCommand({ TableName: tableName }));
+    },
+  };
+}
+
+Deno.test("dynamo checkpoints: commit, load, never backwards, reset", opts, async () => {
+  await using t = await table();
+  const { store } = t;
+  const key = { source: "dynamo:idx", tranche: "0", group: "g" };
+  assert.equal(await store.load(key), undefined);
+  await store.commit(key, 5n);
+  assert.equal(await store.load(key), 5n);
+  await store.commit(key, 3n);
+  assert.equal(await store.load(key), 5n, "a lower position is ignored");
+  await store.commit(key, 5n);
+  // Positions beyond 2^53 stay exact.
+  const big = 9_007_199_254_740_993n * 1000n + 7n;
+  await store.commit(key, big);
+  assert.equal(await store.load(key), big);
+  await store.reset(key, 2n);
+  assert.equal(await store.load(key), 2n, "reset moves backwards");
+  await store.commit(key, 1n);
+  assert.equal(await store.load(key), 2n);
+  await store.reset(key, undefined);
+  assert.equal(await store.load(key), undefined);
+  await store.commit(key, 1n);
+  assert.equal(await store.load(key), 1n);
+});
+
+Deno.test("dynamo checkpoints: racing commits settle on the highest", opts, async () => {
+  await using t = await table();
+  const { store } = t;
+  const key = { source: "s", tranche: "t", group: "g" };
+  const positions = Array.from({ length: 40 }, (_, k) => BigInt((k * 7919) % 40));
+  await Promise.all(positions.map((p) => store.commit(key, p)));
+  assert.equal(await store.load(key), 39n);
+});
+
+Deno.test("dynamo checkpoints: keys are separate and list by source and group", opts, async () => {
+  await using t = await table();
+  const { store } = t;
+  await store.commit({ source: "a", tranche: "0", group: "g" }, 1n);
+  await store.commit({ source: "a", tranche: "1", group: "g" }, 2n);
+  await store.commit({ source: "a", tranche: "0", group: "g2" }, 3n);
+  // A group whose name starts like another's is not mixed up with it.
+  await store.commit({ source: "a", tranche: "0", group: 'g"' }, 4n);
+  await store.commit({ source: "b", tranche: "0", group: "g" }, 5n);
+  const byGroup = (await store.list("a", "g")).map((x) => [x.tranche, x.group, x.position]).sort();
+  assert.deepEqual(byGroup, [["0", "g", 1n], ["1", "g", 2n]]);
+  const all = (await store.list("a")).map((x) => [x.tranche, x.group, x.position]).sort();
+  assert.deepEqual(all, [["0", 'g"', 4n], ["0", "g", 1n], ["0", "g2", 3n], ["1", "g", 2n]]);
+  assert.equal(await store.load({ source: "b", tranche: "0", group: "g" }), 5n);
+  assert.deepEqual(await store.list("c"), []);
+});
+
+Deno.test(
+  "dynamo checkpoints: bad keys and positions, and a missing table, fail with typed errors",
+  opts,
+  async () => {
+    await using t = await table();
+    const { store } = t;
+    await assert.rejects(
+      () => store.commit({ source: "", tranche: "0", group: "g" }, 1n),
+      ImpelError,
+    );
+    await assert.rejects(
+      () => store.commit({ source: "s", tranche: "0", group: "g" }, -1n),
+      ImpelError,
+    );
+    const missing = dynamoCheckpoints(client, { tableName: `missing-${crypto.randomUUID()}` });
+    await assert.rejects(
+      () => missing.load({ source: "s", tranche: "0", group: "g" }),
+      (e) => e instanceof ImpelError && e.code === "DynamoCheckpoint",
+    );
+  },
+);
