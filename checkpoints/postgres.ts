@@ -1,0 +1,177 @@
+/**
+ * A checkpoint store in a PostgreSQL table, for `pg.Pool` or PGlite clients (see
+ * {@linkcode SqlClient}). One row per (source, tranche, group); `commit` is an upsert that only
+ * ever raises the position, `reset` sets it unconditionally.
+ *
+ * The table is created by {@linkcode initPostgresCheckpoints}, never implicitly, so that an
+ * application whose role may not run DDL can have it created by a migration instead.
+ *
+ * @module
+ */
+import type { Position } from "../core/batch.ts";
+import {
+  checkCheckpointKey,
+  type CheckpointKey,
+  type CheckpointStore,
+  checkPosition,
+} from "../core/checkpoints.ts";
+import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";
+
+export type { SqlClient } from "../stores/sql.ts";
+
+/** Where the checkpoint table lives. */
+export interface PostgresCheckpointOptions {
+  /** The schema (default `impel`); a plain SQL identifier. */
+  readonly schema?: string;
+  /** The table (default `checkpoints`); a plain SQL identifier. */
+  readonly table?: string;
+}
+
+/**
+ * The checkpoint table does not exist (or is not reachable with the given schema and table).
+ *
+ * @example
+ * ```ts
+ * import { CheckpointTableMissingError } from "@impel/impel/checkpoints/postgres";
+ * const e = new CheckpointTableMissingError("\"impel\".\"checkpoints\"");
+ * console.log(e.code); // "CheckpointTableMissing"
+ * ```
+ */
+export class CheckpointTableMissingError extends ImpelError {
+  /** Creates the error for the qualified table name. */
+  constructor(table: string, options?: ErrorOptions) {
+    super(
+      "CheckpointTableMissing",
+      `checkpoint table ${table} does not exist; call initPostgresCheckpoints first`,
+      options,
+    );
+  }
+}
+
+const MAX_POSITION = (1n << 63n) - 1n;
+
+function qualifiedTable(options: PostgresCheckpointOptions): string {
+  return `${sqlIdentifier("schema", options.schema ?? "impel")}.${
+    sqlIdentifier("table", options.table ?? "checkpoints")
+  }`;
+}
+
+/**
+ * Creates the schema and checkpoint table if they do not exist. Safe to call on every start.
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { initPostgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await initPostgresCheckpoints(pool, { schema: "impel", table: "checkpoints" });
+ * ```
+ */
+export async function initPostgresCheckpoints(
+  client: SqlClient,
+  options: PostgresCheckpointOptions = {},
+): Promise<void> {
+  const schema = sqlIdentifier("schema", options.schema ?? "impel");
+  const table = qualifiedTable(options);
+  await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS ${table} (
+       source text NOT NULL,
+       tranche text NOT NULL,
+       consumer_group text NOT NULL,
+       position bigint NOT NULL CHECK (position >= 0),
+       updated_at timestamptz NOT NULL DEFAULT now(),
+       PRIMARY KEY (source, tranche, consumer_group)
+     )`,
+  );
+}
+
+/**
+ * A {@linkcode CheckpointStore} over a PostgreSQL table created by
+ * {@linkcode initPostgresCheckpoints}. Positions are stored as `bigint` (at most 2^63 − 1).
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { initPostgresCheckpoints, postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await initPostgresCheckpoints(pool);
+ * const checkpoints = postgresCheckpoints(pool);
+ * const key = { source: "messagedb", tranche: "GuestStay", group: "reactor" };
+ * await checkpoints.commit(key, 42n);
+ * await checkpoints.load(key); // 42n
+ * ```
+ */
+export function postgresCheckpoints(
+  client: SqlClient,
+  options: PostgresCheckpointOptions = {},
+): CheckpointStore {
+  const table = qualifiedTable(options);
+  const run = async (text: string, params: unknown[]): Promise<SqlRow[]> => {
+    try {
+      return (await client.query(text, params)).rows;
+    } catch (error) {
+      if (sqlState(error) === "42P01" || sqlState(error) === "3F000") {
+        throw new CheckpointTableMissingError(table, { cause: error });
+      }
+      throw error;
+    }
+  };
+  const checkStorable = (position: Position): string => {
+    checkPosition(position);
+    if (position > MAX_POSITION) {
+      throw new InvalidArgumentError("position", `must fit a PostgreSQL bigint, got ${position}n`);
+    }
+    return position.toString();
+  };
+  const upsert = (onlyForward: boolean) =>
+    `INSERT INTO ${table} AS t (source, tranche, consumer_group, position)
+     VALUES ($1, $2, $3, $4::bigint)
+     ON CONFLICT (source, tranche, consumer_group)
+     DO UPDATE SET position = EXCLUDED.position, updated_at = now()` +
+    (onlyForward ? " WHERE t.position < EXCLUDED.position" : "");
+  const commitSql = upsert(true);
+  const resetSql = upsert(false);
+
+  return {
+    async load(key: CheckpointKey): Promise<Position | undefined> {
+      checkCheckpointKey(key);
+      const rows = await run(
+        `SELECT position::text AS position FROM ${table}
+          WHERE source = $1 AND tranche = $2 AND consumer_group = $3`,
+        [key.source, key.tranche, key.group],
+      );
+      return rows.length === 0 ? undefined : toBigInt(rows[0].position);
+    },
+    async commit(key: CheckpointKey, position: Position): Promise<void> {
+      checkCheckpointKey(key);
+      await run(commitSql, [key.source, key.tranche, key.group, checkStorable(position)]);
+    },
+    async reset(key: CheckpointKey, position: Position | undefined): Promise<void> {
+      checkCheckpointKey(key);
+      if (position === undefined) {
+        await run(
+          `DELETE FROM ${table} WHERE source = $1 AND tranche = $2 AND consumer_group = $3`,
+          [key.source, key.tranche, key.group],
+        );
+      } else {
+        await run(resetSql, [key.source, key.tranche, key.group, checkStorable(position)]);
+      }
+    },
+    async list(source: string, group?: string) {
+      const rows = await run(
+        `SELECT source, tranche, consumer_group, position::text AS position FROM ${table}
+          WHERE source = $1 AND ($2::text IS NULL OR consumer_group = $2::text)
+          ORDER BY tranche, consumer_group`,
+        [source, group ?? null],
+      );
+      return rows.map((r) => ({
+        source: r.source as string,
+        tranche: r.tranche as string,
+        group: r.consumer_group as string,
+        position: toBigInt(r.position),
+      }));
+    },
+  };
+}

@@ -1,0 +1,591 @@
+/**
+ * Reads categories of a MessageDB store (Eventide's PostgreSQL message store) as impel batches.
+ *
+ * - Each category is a tranche, read in pages with `get_category_messages` from its checkpoint.
+ *   An event's `index` is its stream position; a batch's checkpoint position is the last global
+ *   position read + 1, i.e. the next global position to read.
+ * - Checkpoints are kept in a {@linkcode CheckpointStore} under
+ *   `{ source: "messagedb", tranche: <category>, group }`; with a consumer group the tranche is
+ *   `<category>:<member>/<size>` (each member has its own position, and changing the group size
+ *   starts members without a checkpoint afresh per `whenNoCheckpoint`).
+ * - Consumer groups use MessageDB's own `consumer_group_member` / `consumer_group_size`, which
+ *   split a category by a hash of each stream's cardinal id, so N instances share a category
+ *   and every stream is handled by exactly one of them.
+ * - At the tail the reader sleeps `tailSleepMs`, or, given `notifications` and the opt-in
+ *   trigger of {@linkcode installNotifyTrigger}, wakes within milliseconds of an append.
+ * - Query failures that look transient (lost connections, server restarts) are logged and
+ *   retried with backoff from the same position; other failures error the stream.
+ *
+ * The connection's `search_path` must include `message_store` (see `stores/messagedb.ts`).
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Batch, BatchItem, Position } from "../core/batch.ts";
+import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
+import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { checkCategory } from "../core/streamName.ts";
+import { classifyMessageDbError, MESSAGE_COLUMNS, messageRowToEvent } from "../stores/messagedb.ts";
+import {
+  errorMessage,
+  isTransientSqlError,
+  type NotificationSource,
+  type SqlClient,
+  sqlIdentifier,
+  type SqlRow,
+  toBigInt,
+} from "../stores/sql.ts";
+
+export { type NotificationSource, poolNotifications, type SqlClient } from "../stores/sql.ts";
+
+const log = getLogger(["impel", "messagedb"]);
+
+/** The checkpoint key's `source` unless overridden with `sourceName`. */
+export const MESSAGEDB_SOURCE = "messagedb";
+
+/** The NOTIFY channel used unless overridden. */
+export const DEFAULT_NOTIFY_CHANNEL = "impel_messagedb";
+
+/** Where to start reading. */
+export type MessageDbStart = "checkpoint" | "start" | "tail";
+
+/** One member of a consumer group: `member` in `[0, size)`. */
+export interface ConsumerGroupMember {
+  /** This instance's 0-based member number. */
+  readonly member: number;
+  /** How many instances share the categories. */
+  readonly size: number;
+}
+
+/** Options of {@linkcode messageDbSource}. */
+export interface MessageDbSourceOptions {
+  /** A `pg.Pool` or PGlite database with the MessageDB schema on its search path. */
+  readonly client: SqlClient;
+  /** The categories to read, each a tranche (a category has no `-`). */
+  readonly categories: readonly string[];
+  /** The consumer group name the checkpoints are kept under. */
+  readonly group: string;
+  /** Where checkpoints are loaded from and committed to. */
+  readonly checkpoints: CheckpointStore;
+  /** The checkpoint key's `source` (default `"messagedb"`). */
+  readonly sourceName?: string;
+  /** Messages per `get_category_messages` call (default 1000). */
+  readonly batchSize?: number;
+  /** Read only this member's share of each category. */
+  readonly consumerGroup?: ConsumerGroupMember;
+  /**
+   * `"checkpoint"` (default): resume from the stored checkpoint, or per `whenNoCheckpoint` if
+   * there is none; `"start"`: from the first message, ignoring any checkpoint; `"tail"`: from
+   * the current end, ignoring any checkpoint (the new position is committed straight away).
+   */
+  readonly startFrom?: MessageDbStart;
+  /** Where `"checkpoint"` starts when nothing is stored: `"start"` (default) or `"tail"`. */
+  readonly whenNoCheckpoint?: "start" | "tail";
+  /** How long to wait at the tail before reading again (default 1000 ms). */
+  readonly tailSleepMs?: number;
+  /**
+   * Wake the reader as soon as messages are appended: a PGlite database, or
+   * `poolNotifications(pool)` for a `pg.Pool`. Needs {@linkcode installNotifyTrigger}; the tail
+   * sleep remains the fallback.
+   */
+  readonly notifications?: NotificationSource;
+  /** The channel the trigger notifies (default `"impel_messagedb"`). */
+  readonly notifyChannel?: string;
+  /** First delay before retrying a failed read (default 100 ms); doubles up to `retryMaxMs`. */
+  readonly retryMinMs?: number;
+  /** Longest delay between retries of a failed read (default 5000 ms). */
+  readonly retryMaxMs?: number;
+  /** Aborting stops reading and closes the stream. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * A source over MessageDB categories: a `ReadableStream` of batches, each with a `commit` that
+ * records its position in `checkpoints`. Reading waits while the consumer is not pulling
+ * (backpressure). The stream closes when `signal` aborts or the consumer cancels it.
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { messageDbSource, poolNotifications } from "@impel/impel/sources/messagedb";
+ * import { initPostgresCheckpoints, postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await initPostgresCheckpoints(pool);
+ * const controller = new AbortController();
+ * const batches = messageDbSource({
+ *   client: pool,
+ *   categories: ["GuestStay"],
+ *   group: "reactor",
+ *   checkpoints: postgresCheckpoints(pool),
+ *   notifications: poolNotifications(pool),
+ *   signal: controller.signal,
+ * });
+ * for await (const batch of batches) {
+ *   console.log(batch.tranche, batch.items.length, batch.position);
+ *   await batch.commit?.(batch.position);
+ * }
+ * ```
+ */
+export function messageDbSource(options: MessageDbSourceOptions): ReadableStream<Batch> {
+  const settings = checkOptions(options);
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) stop.abort();
+
+  let controller!: ReadableStreamDefaultController<Batch>;
+  let spaceWaiters: Array<() => void> = [];
+  const releaseWaiters = () => {
+    const waiting = spaceWaiters;
+    spaceWaiters = [];
+    for (const w of waiting) w();
+  };
+  stop.signal.addEventListener("abort", releaseWaiters, { once: true });
+
+  const enqueue = async (batch: Batch): Promise<void> => {
+    while (!stop.signal.aborted && (controller.desiredSize ?? 0) <= 0) {
+      await new Promise<void>((resolve) => spaceWaiters.push(resolve));
+    }
+    if (!stop.signal.aborted) controller.enqueue(batch);
+  };
+
+  const runAll = async () => {
+    const wakers = new Map<string, () => void>();
+    let unlisten: (() => Promise<void>) | undefined;
+    try {
+      if (options.notifications !== undefined) {
+        unlisten = await listen(options.notifications, settings.notifyChannel, (payload) => {
+          if (payload === "") { for (const wake of wakers.values()) wake(); }
+          else wakers.get(payload)?.();
+        });
+      }
+      await Promise.all(
+        settings.categories.map((category) =>
+          readCategory(
+            category,
+            settings,
+            options,
+            stop.signal,
+            enqueue,
+            (wake) => wakers.set(category, wake),
+          )
+        ),
+      );
+      tryClose(controller);
+    } catch (error) {
+      stop.abort();
+      try {
+        controller.error(error);
+      } catch {
+        // the consumer already cancelled
+      }
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      await unlisten?.().catch(() => {});
+    }
+  };
+
+  return new ReadableStream<Batch>({
+    start(c) {
+      controller = c;
+      void runAll();
+    },
+    pull() {
+      releaseWaiters();
+    },
+    cancel() {
+      stop.abort();
+    },
+  }, { highWaterMark: 1 });
+}
+
+interface Settings {
+  readonly categories: readonly string[];
+  readonly sourceName: string;
+  readonly batchSize: number;
+  readonly tailSleepMs: number;
+  readonly notifyChannel: string;
+  readonly retryMinMs: number;
+  readonly retryMaxMs: number;
+}
+
+function checkOptions(options: MessageDbSourceOptions): Settings {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", "must be an object");
+  }
+  if (typeof options.client?.query !== "function") {
+    throw new InvalidArgumentError(
+      "client",
+      "must have a query(text, params) method (a pg.Pool or PGlite)",
+    );
+  }
+  if (typeof options.checkpoints?.load !== "function") {
+    throw new InvalidArgumentError("checkpoints", "must be a CheckpointStore");
+  }
+  if (typeof options.group !== "string" || options.group.length === 0) {
+    throw new InvalidArgumentError("group", "must be a non-empty string");
+  }
+  if (!Array.isArray(options.categories) || options.categories.length === 0) {
+    throw new InvalidArgumentError("categories", "must be a non-empty array of category names");
+  }
+  for (const category of options.categories) checkCategory(category);
+  if (new Set(options.categories).size !== options.categories.length) {
+    throw new InvalidArgumentError("categories", "must not repeat a category");
+  }
+  const cg = options.consumerGroup;
+  if (cg !== undefined) {
+    checkInteger("consumerGroup.size", cg.size, 1, 32767);
+    checkInteger("consumerGroup.member", cg.member, 0, cg.size - 1);
+  }
+  const startFrom = options.startFrom ?? "checkpoint";
+  if (!["checkpoint", "start", "tail"].includes(startFrom)) {
+    throw new InvalidArgumentError(
+      "startFrom",
+      `must be "checkpoint", "start" or "tail", got ${String(startFrom)}`,
+    );
+  }
+  const whenNoCheckpoint = options.whenNoCheckpoint ?? "start";
+  if (!["start", "tail"].includes(whenNoCheckpoint)) {
+    throw new InvalidArgumentError(
+      "whenNoCheckpoint",
+      `must be "start" or "tail", got ${String(whenNoCheckpoint)}`,
+    );
+  }
+  const sourceName = options.sourceName ?? MESSAGEDB_SOURCE;
+  if (typeof sourceName !== "string" || sourceName.length === 0) {
+    throw new InvalidArgumentError("sourceName", "must be a non-empty string");
+  }
+  const notifyChannel = options.notifyChannel ?? DEFAULT_NOTIFY_CHANNEL;
+  sqlIdentifier("notifyChannel", notifyChannel);
+  const retryMinMs = checkInteger("retryMinMs", options.retryMinMs ?? 100, 1);
+  return {
+    categories: options.categories,
+    sourceName,
+    batchSize: checkInteger("batchSize", options.batchSize ?? 1000, 1, 1_000_000),
+    tailSleepMs: checkInteger("tailSleepMs", options.tailSleepMs ?? 1000, 0),
+    notifyChannel,
+    retryMinMs,
+    retryMaxMs: checkInteger("retryMaxMs", options.retryMaxMs ?? 5000, retryMinMs),
+  };
+}
+
+/**
+ * The checkpoint key of one category for a source's options: `tranche` is the category, or
+ * `<category>:<member>/<size>` for a consumer-group member.
+ *
+ * @example
+ * ```ts
+ * import { messageDbCheckpointKey } from "@impel/impel/sources/messagedb";
+ * messageDbCheckpointKey("GuestStay", { group: "reactor", consumerGroup: { member: 1, size: 3 } });
+ * // { source: "messagedb", tranche: "GuestStay:1/3", group: "reactor" }
+ * ```
+ */
+export function messageDbCheckpointKey(
+  category: string,
+  options: Pick<MessageDbSourceOptions, "group" | "consumerGroup" | "sourceName">,
+): CheckpointKey {
+  const cg = options.consumerGroup;
+  return {
+    source: options.sourceName ?? MESSAGEDB_SOURCE,
+    tranche: cg === undefined ? category : `${category}:${cg.member}/${cg.size}`,
+    group: options.group,
+  };
+}
+
+async function listen(
+  notifications: NotificationSource,
+  channel: string,
+  onPayload: (payload: string) => void,
+): Promise<(() => Promise<void>) | undefined> {
+  try {
+    return await notifications.listen(channel, onPayload);
+  } catch (error) {
+    log.warn("LISTEN {channel} failed; relying on the tail sleep: {message}", {
+      channel,
+      message: errorMessage(error),
+    });
+    return undefined;
+  }
+}
+
+async function readCategory(
+  category: string,
+  settings: Settings,
+  options: MessageDbSourceOptions,
+  signal: AbortSignal,
+  enqueue: (batch: Batch) => Promise<void>,
+  registerWake: (wake: () => void) => void,
+): Promise<void> {
+  const key = messageDbCheckpointKey(category, options);
+  const tranche = key.tranche;
+  const commit = (position: Position) => options.checkpoints.commit(key, position);
+  const cg = options.consumerGroup;
+  const retry = <T>(what: string, fn: () => Promise<T>) =>
+    retrying(what, tranche, settings, signal, fn);
+
+  // A notification that arrives while a read is in flight must not be lost: it sets `pending`,
+  // and the reader reads again instead of sleeping.
+  let pending = false;
+  let wakeSleeper: (() => void) | undefined;
+  registerWake(() => {
+    pending = true;
+    wakeSleeper?.();
+  });
+  const sleepAtTail = () =>
+    new Promise<void>((resolve) => {
+      if (pending || signal.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        wakeSleeper = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, settings.tailSleepMs);
+      signal.addEventListener("abort", done, { once: true });
+      wakeSleeper = done;
+    });
+
+  const start = await retry("load the start position", () => startPosition(key, options));
+  if (start === undefined) return;
+  let position = start.position;
+  log.info("reading {tranche} from global position {position} ({how})", {
+    tranche,
+    position: String(position),
+    how: start.how,
+  });
+  let atTail = false;
+  if (start.how === "tail") {
+    await enqueue({ tranche, items: [], position, isTail: true, commit });
+    atTail = true;
+    await sleepAtTail();
+  }
+  const text = `SELECT ${MESSAGE_COLUMNS}
+                  FROM message_store.get_category_messages($1, $2::bigint, $3, NULL, $4, $5)`;
+  const read = (from: Position) => {
+    pending = false;
+    const params = [
+      category,
+      from.toString(),
+      settings.batchSize,
+      cg?.member ?? null,
+      cg?.size ?? null,
+    ];
+    const rows = retry("read", () => query(options.client, text, params));
+    rows.catch(() => {}); // awaited below; an abandoned read-ahead must not be an unhandled rejection
+    return rows;
+  };
+  let next = read(position);
+  while (!signal.aborted) {
+    const rows = await next;
+    if (rows === undefined) return;
+    const isTail = rows.length < settings.batchSize;
+    if (rows.length > 0) {
+      position = toBigInt(rows[rows.length - 1].global_position) + 1n;
+      // Catching up, the next page is fetched while this one is decoded and handed on, so that
+      // the server and this process work at the same time (one page ahead, no more).
+      if (!isTail) next = read(position);
+      const items: BatchItem[] = new Array(rows.length);
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i];
+        items[i] = { stream: row.stream_name as string, event: messageRowToEvent(row) };
+      }
+      await enqueue({ tranche, items, position, isTail, commit });
+    } else if (!atTail) {
+      // Say "at the tail" once, so that monitors waiting for the tail see it; repeating it on
+      // every idle poll would only churn the pipeline.
+      await enqueue({ tranche, items: [], position, isTail: true, commit });
+    }
+    atTail = isTail;
+    if (isTail) {
+      await sleepAtTail();
+      if (signal.aborted) return;
+      next = read(position);
+    }
+  }
+}
+
+async function startPosition(
+  key: CheckpointKey,
+  options: MessageDbSourceOptions,
+): Promise<{ position: Position; how: "checkpoint" | "start" | "tail" }> {
+  const startFrom = options.startFrom ?? "checkpoint";
+  if (startFrom === "checkpoint") {
+    const stored = await options.checkpoints.load(key);
+    if (stored !== undefined) return { position: stored, how: "checkpoint" };
+  }
+  const how = startFrom === "checkpoint" ? options.whenNoCheckpoint ?? "start" : startFrom;
+  if (how === "start") return { position: 1n, how };
+  const rows = await query(
+    options.client,
+    "SELECT coalesce(max(global_position), 0)::text AS max FROM message_store.messages",
+    [],
+  );
+  return { position: toBigInt(rows[0].max) + 1n, how };
+}
+
+async function query(client: SqlClient, text: string, params: unknown[]): Promise<SqlRow[]> {
+  try {
+    return (await client.query(text, params)).rows;
+  } catch (error) {
+    throw classifyMessageDbError(error);
+  }
+}
+
+/** Runs `fn`, retrying transient failures with backoff; `undefined` once `signal` aborts. */
+async function retrying<T>(
+  what: string,
+  tranche: string,
+  settings: Settings,
+  signal: AbortSignal,
+  fn: () => Promise<T>,
+): Promise<T | undefined> {
+  let delay = settings.retryMinMs;
+  for (let attempt = 1; !signal.aborted; attempt++) {
+    try {
+      const result = await fn();
+      if (attempt > 1) {
+        log.info("{tranche}: {what} succeeded after {attempt} attempts", {
+          tranche,
+          what,
+          attempt,
+        });
+      }
+      return result;
+    } catch (error) {
+      if (signal.aborted) return undefined;
+      if (!isTransientSqlError(error)) {
+        throw error instanceof ImpelError ? error : new MessageDbReadError(tranche, error);
+      }
+      log.warn("{tranche}: {what} failed (attempt {attempt}), retrying in {delay} ms: {message}", {
+        tranche,
+        what,
+        attempt,
+        delay,
+        message: errorMessage(error),
+      });
+      await abortableSleep(delay, signal);
+      delay = Math.min(delay * 2, settings.retryMaxMs);
+    }
+  }
+  return undefined;
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function tryClose(controller: ReadableStreamDefaultController<Batch>): void {
+  try {
+    controller.close();
+  } catch {
+    // already closed by a cancel
+  }
+}
+
+/**
+ * Reading a category failed with an error that retrying cannot fix.
+ *
+ * @example
+ * ```ts
+ * import { MessageDbReadError } from "@impel/impel/sources/messagedb";
+ * const e = new MessageDbReadError("GuestStay", new Error("permission denied"));
+ * console.log(e.code, e.tranche); // "MessageDbRead" "GuestStay"
+ * ```
+ */
+export class MessageDbReadError extends ImpelError {
+  /** The tranche being read. */
+  readonly tranche: string;
+  /** Creates the error; `cause` is the driver's error. */
+  constructor(tranche: string, cause: unknown) {
+    super("MessageDbRead", `reading MessageDB tranche ${tranche} failed: ${errorMessage(cause)}`, {
+      cause,
+    });
+    this.tranche = tranche;
+  }
+}
+
+/** Options of {@linkcode installNotifyTrigger}. */
+export interface NotifyTriggerOptions {
+  /** The channel to notify (default `"impel_messagedb"`); a plain SQL identifier. */
+  readonly channel?: string;
+}
+
+/**
+ * Installs the opt-in trigger that lets {@linkcode messageDbSource} wake within milliseconds of
+ * an append instead of after its tail sleep. After each statement inserting into
+ * `message_store.messages` (each `write_message` call) it sends `NOTIFY <channel>, <category>`
+ * once per category written. Notifications are delivered on commit and cost the writer a few
+ * microseconds; the trigger is named `impel_notify_<channel>` and replaced if it exists.
+ * Requires the right to create functions in the `message_store` schema and triggers on its
+ * table (the schema owner); remove it with {@linkcode uninstallNotifyTrigger}.
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { installNotifyTrigger, messageDbSource, poolNotifications } from "@impel/impel/sources/messagedb";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await installNotifyTrigger(pool);
+ * // then: messageDbSource({ ..., notifications: poolNotifications(pool) })
+ * ```
+ */
+export async function installNotifyTrigger(
+  client: SqlClient,
+  options: NotifyTriggerOptions = {},
+): Promise<void> {
+  const channel = options.channel ?? DEFAULT_NOTIFY_CHANNEL;
+  const trigger = sqlIdentifier("channel", `impel_notify_${sqlName("channel", channel)}`);
+  try {
+    await client.query(
+      `CREATE OR REPLACE FUNCTION message_store.impel_notify_categories() RETURNS trigger
+       LANGUAGE plpgsql AS $$
+       BEGIN
+         PERFORM pg_notify(TG_ARGV[0], c.category)
+            FROM (SELECT DISTINCT message_store.category(n.stream_name) AS category
+                    FROM impel_new_messages n) c;
+         RETURN NULL;
+       END $$`,
+    );
+    await client.query(`DROP TRIGGER IF EXISTS ${trigger} ON message_store.messages`);
+    // The channel is a checked identifier, so it is safe inside the literal argument.
+    await client.query(
+      `CREATE TRIGGER ${trigger} AFTER INSERT ON message_store.messages
+         REFERENCING NEW TABLE AS impel_new_messages
+         FOR EACH STATEMENT EXECUTE FUNCTION message_store.impel_notify_categories('${channel}')`,
+    );
+  } catch (error) {
+    throw classifyMessageDbError(error);
+  }
+}
+
+/**
+ * Removes the trigger installed by {@linkcode installNotifyTrigger} for `channel`.
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { uninstallNotifyTrigger } from "@impel/impel/sources/messagedb";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await uninstallNotifyTrigger(pool);
+ * ```
+ */
+export async function uninstallNotifyTrigger(
+  client: SqlClient,
+  options: NotifyTriggerOptions = {},
+): Promise<void> {
+  const channel = options.channel ?? DEFAULT_NOTIFY_CHANNEL;
+  const trigger = sqlIdentifier("channel", `impel_notify_${sqlName("channel", channel)}`);
+  await client.query(`DROP TRIGGER IF EXISTS ${trigger} ON message_store.messages`);
+}
+
+function sqlName(field: string, name: string): string {
+  sqlIdentifier(field, name);
+  return name;
+}
