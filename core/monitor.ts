@@ -46,7 +46,7 @@ export interface MonitorControl {
   readonly monitor: Monitor;
   /** Re-evaluates the waiters; call after ingestion or progress. */
   check(): void;
-  /** Rejects every waiter (on stop or fault) and any later call. */
+  /** On stop or fault: resolves the waiters whose condition holds, rejects the others and any later call. */
   close(error: Error): void;
 }
 
@@ -122,9 +122,11 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
       closed ??= error;
       clearTimeout(settle);
       settle = undefined;
+      // Nothing more can arrive: a waiter whose condition holds now is satisfied.
       for (const w of waiters) {
         clearTimeout(w.timer);
-        w.reject(error);
+        if (probe.isComplete(w.tail)) w.resolve();
+        else w.reject(error);
       }
       waiters.clear();
     },
