@@ -181,6 +181,8 @@ interface Trouble {
   /** Consecutive calls that made no progress. */
   stalls: number;
   stalledSince: number;
+  /** When the stream was first seen waiting for events missing below its buffer (0: not waiting). */
+  gapSince: number;
   retryTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -263,6 +265,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   const tranches = new Map<string, TrancheState>();
   const failing = new Set<StreamState>();
   const stalled = new Set<StreamState>();
+  const gapped = new Set<StreamState>();
   const delayed = new Set<StreamState>();
   const ready: StreamState[] = [];
   let readyHead = 0;
@@ -293,6 +296,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       lastError: undefined,
       stalls: 0,
       stalledSince: 0,
+      gapSince: 0,
       retryTimer: undefined,
     };
   let sampleSeq = 0;
@@ -448,7 +452,13 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         const s = ready[readyHead++];
         s.queued = false;
         if (s.busy || s.trouble?.retryTimer !== undefined || s.buffer.length === 0) continue;
-        if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) continue; // a gap: wait for the missing events
+        if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) {
+          // A gap: wait for the missing events, visibly (stuck after stuckAfterMs).
+          const t = troubleOf(s);
+          if (t.gapSince === 0) t.gapSince = Date.now();
+          gapped.add(s);
+          continue;
+        }
         start(s);
       }
       if (readyHead === ready.length) {
@@ -487,6 +497,10 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function start(s: StreamState) {
+    if (s.trouble !== undefined && s.trouble.gapSince !== 0) {
+      s.trouble.gapSince = 0;
+      gapped.delete(s);
+    }
     const span = take(s);
     s.busy = true;
     active++;
@@ -571,6 +585,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       s.trouble = undefined;
       stalled.delete(s);
       failing.delete(s);
+      gapped.delete(s);
     }
     if (next < end) requeue(s, span);
     else trim(s);
@@ -642,6 +657,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         s.trouble = undefined;
         failing.delete(s);
         stalled.delete(s);
+        gapped.delete(s);
         const end = span[0].index + span.length;
         if (end > s.writePos) s.writePos = end;
         trim(s);
@@ -709,12 +725,15 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       }
     }
     const stuck: StreamStatus[] = busyList.filter((b) => b.ageMs >= opts.stuckAfterMs);
-    for (const s of stalled) {
-      const t = troubleOf(s);
-      if (now - t.stalledSince >= opts.stuckAfterMs) {
-        stuck.push({ stream: s.name, ageMs: now - t.stalledSince, attempts: t.stalls });
+    const listed = new Set(stuck.map((b) => b.stream));
+    const stuckSince = (s: StreamState, since: number, attempts: number) => {
+      if (since > 0 && now - since >= opts.stuckAfterMs && !listed.has(s.name)) {
+        listed.add(s.name);
+        stuck.push({ stream: s.name, ageMs: now - since, attempts });
       }
-    }
+    };
+    for (const s of stalled) stuckSince(s, troubleOf(s).stalledSince, troubleOf(s).stalls);
+    for (const s of gapped) stuckSince(s, troubleOf(s).gapSince, 0);
     return {
       streams: streams.size,
       bufferedEvents,

@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Batch, Position } from "./batch.ts";
-import { checkInteger, checkNumber, ImpelError } from "./errors.ts";
+import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
 import { errorText, type PipelineFaultError } from "./failure.ts";
 import { createMonitor, type Monitor } from "./monitor.ts";
 import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
@@ -88,6 +88,9 @@ export class PipelineStoppedError extends ImpelError {
  * ```
  */
 export function streamsSink(options: StreamsSinkOptions): StreamsSink {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", "must be an object with a handler");
+  }
   const group = options.group ?? "default";
   const maxReadAhead = checkInteger("maxReadAhead", options.maxReadAhead ?? 16, 1);
   const commitIntervalMs = checkNumber("commitIntervalMs", options.commitIntervalMs ?? 1000, 1);
@@ -154,7 +157,9 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
       return Promise.resolve();
     }
     const position = t.completed;
-    const p = t.commit(position).then(
+    const commit = t.commit;
+    // A commit that throws synchronously is a failed commit like any other, not a crash.
+    const p = new Promise<void>((resolve) => resolve(commit(position))).then(
       () => void committed.set(name, position),
     ).finally(() => inFlight.delete(name));
     inFlight.set(name, p);

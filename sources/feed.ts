@@ -174,7 +174,11 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
     start(controller) {
       for (const tranche of options.tranches) {
         readTranche(tranche, controller).catch((error) => {
-          if (!stop.signal.aborted) controller.error(error);
+          if (stop.signal.aborted) return;
+          controller.error(error);
+          // An errored stream is not cancelled: stop the other tranches' readers here.
+          stop.abort(error);
+          for (const release of space.splice(0)) release();
         });
       }
     },

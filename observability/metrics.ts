@@ -1,0 +1,742 @@
+/**
+ * Prometheus metrics for impel pipelines through `prom-client`, plus the pipeline registry that
+ * the HTTP handler (`@impel/impel/http`) serves health and management from.
+ *
+ * Nothing here runs per event. Scheduler metrics are read from `sink.stats()` when Prometheus
+ * scrapes (gauges with `collect` callbacks, counters set from the scheduler's running totals);
+ * source metrics come from {@linkcode MeteredPipeline.observe}, which counts each batch as it
+ * passes from the source to the sink (a few field updates per batch, no prom-client call unless
+ * the batch reports its read time). Lag asks the backend for its head position at scrape time,
+ * cached for `headCacheMs`.
+ *
+ * Metric names (with the default prefix `impel_`); `group` is the consumer group, `source` the
+ * source's name in checkpoint keys, `tranche` the partition / category / index partition:
+ *
+ * | metric | type | labels | meaning |
+ * | --- | --- | --- | --- |
+ * | `impel_pipeline_up` | gauge | group | 1 while the pipeline runs, 0 once stopped or faulted |
+ * | `impel_pipeline_faulted` | gauge | group | 1 once the failure policy faulted the pipeline |
+ * | `impel_scheduler_streams` | gauge | group, state | streams by state |
+ * | `impel_scheduler_events` | gauge | group, state | buffered events by state (see below) |
+ * | `impel_scheduler_bytes` | gauge | group, state | buffered bytes by state (see below) |
+ * | `impel_scheduler_buffered_events` | gauge | group | events buffered and not yet handled |
+ * | `impel_scheduler_streams_tracked` | gauge | group | streams with buffered events or a write position |
+ * | `impel_scheduler_oldest_seconds` | gauge | group, state | age of the oldest active / failing / stuck stream |
+ * | `impel_scheduler_newest_seconds` | gauge | group, state | age of the newest active / failing / stuck stream |
+ * | `impel_scheduler_max_attempts` | gauge | group, state | most attempts of a failing / stuck stream |
+ * | `impel_scheduler_uncompleted_batches` | gauge | group | batches read and not yet complete |
+ * | `impel_scheduler_read_ahead_limit` | gauge | group | `maxReadAhead` |
+ * | `impel_scheduler_batches_total` | counter | group | batches ingested |
+ * | `impel_scheduler_batches_completed_total` | counter | group | batches completed |
+ * | `impel_scheduler_events_total` | counter | group | events ingested (duplicates included) |
+ * | `impel_scheduler_events_handled_total` | counter | group | events handled |
+ * | `impel_scheduler_events_duplicate_total` | counter | group | events dropped as already handled |
+ * | `impel_scheduler_dead_lettered_total` | counter | group | streams handed to the dead-letter callback |
+ * | `impel_handler_calls_total` | counter | group, outcome | handler calls that returned (`ok`) or threw (`failed`) |
+ * | `impel_handler_latency_seconds` | gauge | group, outcome, quantile | handler latency quantiles (0.5, 0.95, 0.99, 1) of the current stats interval |
+ * | `impel_handler_latency_samples` | gauge | group, outcome | calls the quantiles are computed from |
+ * | `impel_source_batches_total` | counter | group, source, tranche | pages (batches) read |
+ * | `impel_source_items_total` | counter | group, source, tranche | items read |
+ * | `impel_source_position` | gauge | group, source, tranche | position of the latest batch read |
+ * | `impel_source_at_tail` | gauge | group, source, tranche | 1 if the latest read reached the tail |
+ * | `impel_source_last_batch_age_seconds` | gauge | group, source, tranche | time since the latest batch |
+ * | `impel_source_read_ahead_batches` | gauge | group, source, tranche | batches read and not yet passed by the completed position |
+ * | `impel_source_completed_position` | gauge | group, source, tranche | position up to which every batch is complete |
+ * | `impel_source_committed_position` | gauge | group, source, tranche | position last committed to the checkpoint store |
+ * | `impel_source_head_position` | gauge | group, source, tranche | the backend's head (needs `positions.head`) |
+ * | `impel_source_lag` | gauge | group, source, tranche | head − completed position (see {@linkcode TrancheLag}), in the source's position units |
+ * | `impel_source_read_duration_seconds` | histogram | group, source, tranche | time a read took, for sources whose batches report `readMs` |
+ *
+ * States of `impel_scheduler_streams|events|bytes`, each stream in one state, the first that
+ * applies: `stuck` (no progress for `stuckAfterMs`, running or stalled), `failing` (its last
+ * attempt threw), `active` (a handler call is running), `ready` (waiting for a free slot),
+ * `buffered` (events waiting for a gap to fill or a backoff to pass). The core's stats give the
+ * stuck, failing and active stream counts; `ready` and `buffered` streams and every state's
+ * events and bytes appear when the sink's stats carry {@linkcode StreamStateTotals} by state
+ * (`states`, see {@linkcode MeteredStats}).
+ *
+ * Handler latency is a summary-style gauge of quantiles computed by the scheduler's own
+ * histogram, which samples calls when they are frequent and restarts at each stats interval
+ * (`statsIntervalMs`; with 0 it never restarts). Rates and averages come from the counters.
+ *
+ * Positions are exported as float64: exact up to 2^53.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Batch, Position } from "../core/batch.ts";
+import type { CheckpointStore } from "../core/checkpoints.ts";
+import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
+import { errorText } from "../core/failure.ts";
+import type { SinkStats } from "../core/stats.ts";
+
+const log = getLogger(["impel", "metrics"]);
+
+/** The stream states that scheduler metrics are labelled with. */
+export type StreamStateName = "buffered" | "active" | "ready" | "failing" | "stuck";
+
+/** Streams, buffered events and bytes of one stream state. */
+export interface StreamStateTotals {
+  /** Streams in the state. */
+  readonly streams: number;
+  /** Events buffered for those streams. */
+  readonly events: number;
+  /** Bytes (by `event.size`) buffered for those streams. */
+  readonly bytes: number;
+}
+
+/**
+ * Sink stats, optionally with per-state totals. The core's `SinkStats` does not carry `states`
+ * yet; when it does, `ready` streams and events and bytes by state are exported without any
+ * change here.
+ */
+export type MeteredStats = SinkStats & {
+  readonly states?: Readonly<Partial<Record<StreamStateName, StreamStateTotals>>>;
+};
+
+/** What a pipeline's sink must offer: its stats, and optionally its `done` promise. */
+export interface MeteredSink {
+  /** The sink's stats (a `StreamsSink` has it). */
+  stats(): MeteredStats;
+  /** Settles when the sink stops; a rejection means it faulted. */
+  readonly done?: Promise<void>;
+}
+
+/** What the backend can tell about positions, for lag and for checkpoint resets. */
+export interface SourcePositions {
+  /**
+   * The position a checkpoint would hold once everything currently in `tranche` is handled
+   * (Kafka: the high watermark; MessageDB: the highest global position of the category + 1),
+   * or `undefined` if unknown.
+   */
+  head?(tranche: string): Promise<Position | undefined>;
+  /** The position to reset a checkpoint to for "from the start" (default `0n`). */
+  start?(tranche: string): Promise<Position>;
+}
+
+/** Options of {@linkcode ImpelMetrics.addPipeline}. */
+export interface PipelineRegistration {
+  /** The consumer group: the pipeline's identity and the `group` label; unique per registry. */
+  readonly group: string;
+  /** The source's name in checkpoint keys (e.g. `messagedb`), the `source` label. */
+  readonly source: string;
+  /** The sink the source feeds. */
+  readonly sink: MeteredSink;
+  /** The pipeline's checkpoint store, for the management API. */
+  readonly checkpoints?: CheckpointStore;
+  /** Head and start positions, for lag and resets. */
+  readonly positions?: SourcePositions;
+  /** How long a head position is reused before the backend is asked again (default 1000 ms). */
+  readonly headCacheMs?: number;
+  /** How long to wait for the head positions before reporting lag as unknown (default 2000 ms). */
+  readonly headTimeoutMs?: number;
+}
+
+/** Reading progress of one tranche as seen between the source and the sink. */
+export interface TrancheReads {
+  /** The tranche. */
+  readonly tranche: string;
+  /** Batches read. */
+  readonly batches: number;
+  /** Items read. */
+  readonly items: number;
+  /** Position of the latest batch. */
+  readonly position: Position;
+  /** Whether the latest batch reached the tail. */
+  readonly isTail: boolean;
+  /** When the latest batch passed, ms since the epoch. */
+  readonly lastAt: number;
+}
+
+interface Heads {
+  readonly positions: ReadonlyMap<string, Position>;
+  readonly error?: string;
+}
+
+/** The head and lag of one tranche. */
+export interface TrancheLag {
+  /** The backend's head position. */
+  readonly head: Position;
+  /**
+   * Head minus the completed position (before anything completes: minus the stored checkpoint,
+   * or the start when there is none), in the source's position units; never negative.
+   */
+  readonly lag: number | undefined;
+}
+
+/** Lag by tranche, or why it is unknown. */
+export interface Lags {
+  /** Per tranche whose head the backend could tell. */
+  readonly tranches: ReadonlyMap<string, TrancheLag>;
+  /** Set when asking the backend failed or timed out. */
+  readonly error?: string;
+}
+
+/** A registered pipeline: what metrics, health and the management API read. */
+export interface MeteredPipeline {
+  /** The consumer group. */
+  readonly group: string;
+  /** The source's name in checkpoint keys. */
+  readonly source: string;
+  /** The checkpoint store, if given. */
+  readonly checkpoints: CheckpointStore | undefined;
+  /** Head and start positions, if given. */
+  readonly positions: SourcePositions | undefined;
+  /** `running` until the sink's `done` settles: `stopped` if it resolved, `faulted` if not. */
+  readonly state: "running" | "stopped" | "faulted";
+  /** The fault, once `state` is `faulted`. */
+  readonly fault: unknown;
+  /**
+   * Wraps a source so that its batches are counted on their way to the sink. The wrapper
+   * reads one batch per pull of the consumer, so it holds nothing back and buffers nothing.
+   */
+  observe(source: ReadableStream<Batch>): ReadableStream<Batch>;
+  /** The sink's stats. */
+  stats(): MeteredStats;
+  /** Reading progress per tranche. */
+  reads(): readonly TrancheReads[];
+  /** The tranches seen by the sink or read from the source. */
+  tranches(stats: SinkStats): string[];
+  /** Head and lag per tranche (none without `positions.head`); heads are cached for `headCacheMs`. */
+  lags(stats: SinkStats): Promise<Lags>;
+  /** Removes the pipeline and its series from the registry. */
+  remove(): void;
+}
+
+/**
+ * The part of a prom-client `Registry` that impel relies on; pass a prom-client `Registry` (of
+ * the same prom-client package impel loads) to share it with other metrics.
+ */
+export interface MetricsRegistry {
+  /** The exposition text of every metric registered. */
+  metrics(): Promise<string>;
+  /** The exposition's content type. */
+  readonly contentType: string;
+}
+
+/** Options of {@linkcode createMetrics}. */
+export interface MetricsOptions {
+  /** Where the metrics are registered (default: a new registry of their own). */
+  readonly registry?: MetricsRegistry;
+  /** Prepended to every metric name (default `impel_`). */
+  readonly prefix?: string;
+  /**
+   * Also register prom-client's default process metrics (CPU, memory, event-loop lag) on the
+   * registry (default true). They are read from `process` and `/proc`, which Deno and Bun
+   * provide; where they fail to register they are left out with a warning.
+   */
+  readonly defaultMetrics?: boolean;
+}
+
+/** The metrics of every pipeline in a process. */
+export interface ImpelMetrics {
+  /** The prom-client registry holding the metrics (a `Registry`). */
+  readonly registry: MetricsRegistry;
+  /** Registers a pipeline; its series appear from the next scrape. */
+  addPipeline(registration: PipelineRegistration): MeteredPipeline;
+  /** The registered pipelines, in registration order. */
+  pipelines(): readonly MeteredPipeline[];
+  /** The pipeline of `group`, if registered. */
+  pipeline(group: string): MeteredPipeline | undefined;
+  /** The exposition text of the whole registry. */
+  metrics(): Promise<string>;
+  /** The content type of {@linkcode ImpelMetrics.metrics}. */
+  readonly contentType: string;
+}
+
+const PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/;
+const QUANTILES = [["0.5", "p50"], ["0.95", "p95"], ["0.99", "p99"], ["1", "max"]] as const;
+const AGED_STATES = ["active", "failing", "stuck"] as const;
+
+/**
+ * Creates the metrics of a process's pipelines. Create one per process (or per registry), add
+ * every pipeline to it, and serve `metrics()` (or mount `@impel/impel/http`).
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { createMetrics } from "@impel/impel/metrics";
+ *
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const store = createMemoryStore();
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const pipeline = metrics.addPipeline({ group: "printer", source: "memory", sink });
+ * const ac = new AbortController();
+ * const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * console.log(await metrics.metrics()); // ... impel_scheduler_events_handled_total{group="printer"} 1 ...
+ * ac.abort();
+ * await running;
+ * ```
+ */
+export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
+  const given = options.registry as Registry | undefined;
+  if (given !== undefined && typeof given?.registerMetric !== "function") {
+    throw new InvalidArgumentError("registry", "must be a prom-client Registry");
+  }
+  const registry = given ?? new Registry();
+  const prefix = options.prefix ?? "impel_";
+  if (typeof prefix !== "string" || !PREFIX.test(prefix)) {
+    throw new InvalidArgumentError(
+      "prefix",
+      `must be a metric name prefix (letters, digits, _ and :), got ${describe(prefix)}`,
+    );
+  }
+  if (options.defaultMetrics ?? true) {
+    try {
+      collectDefaultMetrics({ register: registry });
+    } catch (error) {
+      log.warn("default process metrics are not available on this runtime: {error}", {
+        error: errorText(error),
+      });
+    }
+  }
+
+  const pipelines = new Map<string, PipelineState>();
+  // All collect callbacks of one scrape share one pass over the pipelines.
+  let scrape: Promise<void> | undefined;
+  const collect = (): Promise<void> => {
+    if (scrape === undefined) {
+      scrape = update().finally(() => (scrape = undefined));
+    }
+    return scrape;
+  };
+
+  const owned: Array<Gauge<string> | Counter<string>> = [];
+  const gauge = (name: string, help: string, labelNames: string[]) => {
+    const g = new Gauge({ name: prefix + name, help, labelNames, registers: [registry], collect });
+    owned.push(g);
+    return g;
+  };
+  const counter = (name: string, help: string, labelNames: string[]) => {
+    const c = new Counter({
+      name: prefix + name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect,
+    });
+    owned.push(c);
+    return c;
+  };
+  const G = ["group"], GS = ["group", "state"], GST = ["group", "source", "tranche"];
+
+  const m = {
+    up: gauge("pipeline_up", "1 while the pipeline runs, 0 once it stopped or faulted", G),
+    faulted: gauge("pipeline_faulted", "1 once the failure policy faulted the pipeline", G),
+    streams: gauge("scheduler_streams", "Streams by state", GS),
+    events: gauge("scheduler_events", "Buffered events by stream state", GS),
+    bytes: gauge("scheduler_bytes", "Buffered bytes by stream state", GS),
+    buffered: gauge("scheduler_buffered_events", "Events buffered and not yet handled", G),
+    tracked: gauge(
+      "scheduler_streams_tracked",
+      "Streams with buffered events or a known write position",
+      G,
+    ),
+    oldest: gauge("scheduler_oldest_seconds", "Age of the oldest stream in the state", GS),
+    newest: gauge("scheduler_newest_seconds", "Age of the newest stream in the state", GS),
+    attempts: gauge("scheduler_max_attempts", "Most attempts made by a stream in the state", GS),
+    uncompleted: gauge("scheduler_uncompleted_batches", "Batches read and not yet complete", G),
+    readAheadLimit: gauge(
+      "scheduler_read_ahead_limit",
+      "Most uncompleted batches before the source is held back",
+      G,
+    ),
+    batches: counter("scheduler_batches_total", "Batches ingested", G),
+    batchesCompleted: counter("scheduler_batches_completed_total", "Batches completed", G),
+    eventsIn: counter("scheduler_events_total", "Events ingested, duplicates included", G),
+    handled: counter("scheduler_events_handled_total", "Events handled", G),
+    duplicates: counter(
+      "scheduler_events_duplicate_total",
+      "Events dropped because they were already handled",
+      G,
+    ),
+    deadLettered: counter(
+      "scheduler_dead_lettered_total",
+      "Streams handed to the dead-letter callback",
+      G,
+    ),
+    calls: counter("handler_calls_total", "Handler calls by outcome", ["group", "outcome"]),
+    latency: gauge(
+      "handler_latency_seconds",
+      "Handler latency quantiles of the current stats interval, by outcome",
+      ["group", "outcome", "quantile"],
+    ),
+    latencySamples: gauge(
+      "handler_latency_samples",
+      "Handler calls the latency quantiles are computed from",
+      [
+        "group",
+        "outcome",
+      ],
+    ),
+    sourceBatches: counter("source_batches_total", "Batches (pages) read", GST),
+    sourceItems: counter("source_items_total", "Items read", GST),
+    position: gauge("source_position", "Position of the latest batch read", GST),
+    atTail: gauge("source_at_tail", "1 if the latest read reached the tail", GST),
+    lastBatchAge: gauge(
+      "source_last_batch_age_seconds",
+      "Time since the latest batch was read",
+      GST,
+    ),
+    readAhead: gauge(
+      "source_read_ahead_batches",
+      "Batches read and not yet passed by the completed position",
+      GST,
+    ),
+    completed: gauge(
+      "source_completed_position",
+      "Position up to which every batch is complete",
+      GST,
+    ),
+    committed: gauge(
+      "source_committed_position",
+      "Position last committed to the checkpoint store",
+      GST,
+    ),
+    head: gauge("source_head_position", "The backend's head position", GST),
+    lag: gauge(
+      "source_lag",
+      "Head position minus completed position, in the source's position units",
+      GST,
+    ),
+  };
+  // Observed per batch (when sources report read times), so never reset at scrape time.
+  const readDuration = new Histogram({
+    name: prefix + "source_read_duration_seconds",
+    help: "Time a read of the source took, for sources whose batches report readMs",
+    labelNames: GST,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+
+  async function update(): Promise<void> {
+    for (const metric of owned) metric.reset();
+    const lagging: Promise<void>[] = [];
+    for (const p of pipelines.values()) {
+      let stats: MeteredStats;
+      try {
+        stats = p.stats();
+      } catch (error) {
+        log.warn("stats of {group} failed: {error}", { group: p.group, error: errorText(error) });
+        continue;
+      }
+      fillScheduler(p, stats);
+      fillSource(p, stats);
+      if (p.positions?.head) lagging.push(p.lags(stats).then((lags) => fillLag(p, lags)));
+    }
+    await Promise.all(lagging);
+  }
+
+  function fillScheduler(p: PipelineState, s: MeteredStats) {
+    const group = p.group;
+    m.up.set({ group }, p.state === "running" ? 1 : 0);
+    m.faulted.set({ group }, p.state === "faulted" ? 1 : 0);
+    const lists = { active: s.busy, failing: s.failing, stuck: s.stuck };
+    if (s.states) {
+      for (const [state, t] of Object.entries(s.states)) {
+        if (!t) continue;
+        m.streams.set({ group, state }, t.streams);
+        m.events.set({ group, state }, t.events);
+        m.bytes.set({ group, state }, t.bytes);
+      }
+    } else {
+      // Each stream counts in one state: stuck, else failing, else active.
+      const stuck = new Set(s.stuck.map((x) => x.stream));
+      const failing = s.failing.filter((x) => !stuck.has(x.stream));
+      const taken = new Set([...stuck, ...failing.map((x) => x.stream)]);
+      m.streams.set({ group, state: "stuck" }, stuck.size);
+      m.streams.set({ group, state: "failing" }, failing.length);
+      m.streams.set({ group, state: "active" }, s.busy.filter((x) => !taken.has(x.stream)).length);
+    }
+    m.buffered.set({ group }, s.bufferedEvents);
+    for (const state of AGED_STATES) {
+      const list = lists[state];
+      let oldest = 0, newest = Infinity, attempts = 0;
+      for (const x of list) {
+        if (x.ageMs > oldest) oldest = x.ageMs;
+        if (x.ageMs < newest) newest = x.ageMs;
+        if (x.attempts > attempts) attempts = x.attempts;
+      }
+      m.oldest.set({ group, state }, oldest / 1000);
+      m.newest.set({ group, state }, list.length === 0 ? 0 : newest / 1000);
+      m.attempts.set({ group, state }, attempts);
+    }
+    m.tracked.set({ group }, s.streams);
+    m.uncompleted.set({ group }, s.uncompletedBatches);
+    m.readAheadLimit.set({ group }, s.maxReadAhead);
+    const c = s.counters;
+    m.batches.inc({ group }, c.batches);
+    m.batchesCompleted.inc({ group }, c.batchesCompleted);
+    m.eventsIn.inc({ group }, c.events);
+    m.handled.inc({ group }, c.handled);
+    m.duplicates.inc({ group }, c.duplicates);
+    m.deadLettered.inc({ group }, c.deadLettered);
+    m.calls.inc({ group, outcome: "ok" }, c.calls);
+    m.calls.inc({ group, outcome: "failed" }, c.failures);
+    for (const outcome of ["ok", "failed"] as const) {
+      const pct = s.latency[outcome];
+      for (const [quantile, field] of QUANTILES) {
+        m.latency.set({ group, outcome, quantile }, pct[field] / 1000);
+      }
+      m.latencySamples.set({ group, outcome }, pct.count);
+    }
+  }
+
+  function fillSource(p: PipelineState, s: MeteredStats) {
+    const base = { group: p.group, source: p.source };
+    const now = Date.now();
+    for (const r of p.reads()) {
+      const labels = { ...base, tranche: r.tranche };
+      m.sourceBatches.inc(labels, r.batches);
+      m.sourceItems.inc(labels, r.items);
+      m.position.set(labels, Number(r.position));
+      m.atTail.set(labels, r.isTail ? 1 : 0);
+      m.lastBatchAge.set(labels, (now - r.lastAt) / 1000);
+    }
+    for (const t of s.tranches) {
+      const labels = { ...base, tranche: t.tranche };
+      m.readAhead.set(labels, t.readAhead);
+      if (t.completed !== undefined) m.completed.set(labels, Number(t.completed));
+      if (t.committed !== undefined) m.committed.set(labels, Number(t.committed));
+    }
+  }
+
+  function fillLag(p: PipelineState, lags: Lags) {
+    const base = { group: p.group, source: p.source };
+    for (const [tranche, t] of lags.tranches) {
+      const labels = { ...base, tranche };
+      m.head.set(labels, Number(t.head));
+      if (t.lag !== undefined) m.lag.set(labels, t.lag);
+    }
+  }
+
+  return {
+    registry,
+    addPipeline(registration) {
+      const p = createPipelineState(registration, (state) => {
+        pipelines.delete(state.group);
+        for (const tranche of state.trancheNames()) {
+          readDuration.remove({ group: state.group, source: state.source, tranche });
+        }
+      }, readDuration);
+      if (pipelines.has(p.group)) {
+        throw new InvalidArgumentError(
+          "group",
+          `${describe(p.group)} is already registered; groups label the series and must be unique`,
+        );
+      }
+      pipelines.set(p.group, p);
+      return p;
+    },
+    pipelines: () => [...pipelines.values()],
+    pipeline: (group) => pipelines.get(group),
+    metrics: () => registry.metrics(),
+    get contentType() {
+      return registry.contentType;
+    },
+  };
+}
+
+interface PipelineState extends MeteredPipeline {
+  trancheNames(): string[];
+}
+
+interface ReadState {
+  tranche: string;
+  batches: number;
+  items: number;
+  position: Position;
+  isTail: boolean;
+  lastAt: number;
+}
+
+function checkRegistration(r: PipelineRegistration) {
+  if (r === null || typeof r !== "object") {
+    throw new InvalidArgumentError("registration", "must be an object");
+  }
+  for (const field of ["group", "source"] as const) {
+    if (typeof r[field] !== "string" || r[field].length === 0) {
+      throw new InvalidArgumentError(
+        field,
+        `must be a non-empty string, got ${describe(r[field])}`,
+      );
+    }
+  }
+  if (typeof r.sink?.stats !== "function") {
+    throw new InvalidArgumentError("sink", "must have a stats() method (a StreamsSink)");
+  }
+  if (r.checkpoints !== undefined && typeof r.checkpoints.list !== "function") {
+    throw new InvalidArgumentError("checkpoints", "must be a CheckpointStore");
+  }
+  if (r.positions !== undefined) {
+    for (const fn of ["head", "start"] as const) {
+      if (r.positions[fn] !== undefined && typeof r.positions[fn] !== "function") {
+        throw new InvalidArgumentError(`positions.${fn}`, "must be a function");
+      }
+    }
+  }
+}
+
+function createPipelineState(
+  r: PipelineRegistration,
+  onRemove: (p: PipelineState) => void,
+  readDuration: Histogram<string>,
+): PipelineState {
+  checkRegistration(r);
+  const headCacheMs = checkNumber("headCacheMs", r.headCacheMs ?? 1000, 0);
+  const headTimeoutMs = checkNumber("headTimeoutMs", r.headTimeoutMs ?? 2000, 1);
+  const reads = new Map<string, ReadState>();
+  let state: MeteredPipeline["state"] = "running";
+  let fault: unknown;
+  r.sink.done?.then(
+    () => void (state = "stopped"),
+    (error) => {
+      state = "faulted";
+      fault = error;
+    },
+  );
+  let cached: { at: number; key: string; value: Promise<Heads> } | undefined;
+  // Where each tranche began, for lag before anything completes; fixed once known.
+  const starts = new Map<string, Promise<Position | undefined>>();
+
+  function record(batch: Batch) {
+    let t = reads.get(batch.tranche);
+    if (t === undefined) {
+      t = {
+        tranche: batch.tranche,
+        batches: 0,
+        items: 0,
+        position: batch.position,
+        isTail: false,
+        lastAt: 0,
+      };
+      reads.set(batch.tranche, t);
+    }
+    t.batches++;
+    t.items += batch.items.length;
+    t.position = batch.position;
+    t.isTail = batch.isTail;
+    t.lastAt = Date.now();
+    const readMs = (batch as { readonly readMs?: unknown }).readMs;
+    if (typeof readMs === "number" && readMs >= 0) {
+      readDuration.observe(
+        { group: r.group, source: r.source, tranche: batch.tranche },
+        readMs / 1000,
+      );
+    }
+  }
+
+  function headsOf(tranches: readonly string[]): Promise<Heads> {
+    const key = tranches.join("\u0000");
+    const now = Date.now();
+    if (cached && cached.key === key && now - cached.at < headCacheMs) return cached.value;
+    const value = askHeads(tranches);
+    cached = { at: now, key, value };
+    return value;
+  }
+
+  function startOf(tranche: string): Promise<Position | undefined> {
+    let start = starts.get(tranche);
+    if (start === undefined) {
+      start = (async () => {
+        const stored = await r.checkpoints?.load({ source: r.source, tranche, group: r.group });
+        return stored ?? await r.positions?.start?.(tranche) ?? 0n;
+      })().catch((error) => {
+        starts.delete(tranche); // ask again next time
+        log.warn("start position of {group}/{tranche} is unknown: {error}", {
+          group: r.group,
+          tranche,
+          error: errorText(error),
+        });
+        return undefined;
+      });
+      starts.set(tranche, start);
+    }
+    return start;
+  }
+
+  async function askHeads(tranches: readonly string[]): Promise<Heads> {
+    const head = r.positions?.head;
+    if (!head || tranches.length === 0) return { positions: new Map() };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer within ${headTimeoutMs} ms`)),
+        headTimeoutMs,
+      );
+    });
+    try {
+      const values = await Promise.race([Promise.all(tranches.map((t) => head(t))), timeout]);
+      const positions = new Map<string, Position>();
+      values.forEach((v, i) => {
+        if (typeof v === "bigint") positions.set(tranches[i], v);
+      });
+      return { positions };
+    } catch (error) {
+      log.warn("head positions of {group} are unknown: {error}", {
+        group: r.group,
+        error: errorText(error),
+      });
+      return { positions: new Map(), error: errorText(error) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const self: PipelineState = {
+    group: r.group,
+    source: r.source,
+    checkpoints: r.checkpoints,
+    positions: r.positions,
+    get state() {
+      return state;
+    },
+    get fault() {
+      return fault;
+    },
+    observe(source) {
+      if (typeof source?.getReader !== "function") {
+        throw new InvalidArgumentError("source", "must be a ReadableStream of batches");
+      }
+      const reader = source.getReader();
+      return new ReadableStream<Batch>({
+        async pull(controller) {
+          const { done, value } = await reader.read();
+          if (done) return controller.close();
+          record(value);
+          controller.enqueue(value);
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      }, { highWaterMark: 0 });
+    },
+    stats: () => r.sink.stats(),
+    reads: () => [...reads.values()].map((t) => ({ ...t })),
+    tranches(stats) {
+      const names = new Set(stats.tranches.map((t) => t.tranche));
+      for (const t of reads.keys()) names.add(t);
+      return [...names].sort();
+    },
+    async lags(stats) {
+      const heads = await headsOf(self.tranches(stats));
+      const tranches = new Map<string, TrancheLag>();
+      const completed = new Map(stats.tranches.map((t) => [t.tranche, t.completed]));
+      for (const [tranche, head] of heads.positions) {
+        const base = completed.get(tranche) ?? await startOf(tranche);
+        const lag = base === undefined ? undefined : head > base ? Number(head - base) : 0;
+        tranches.set(tranche, { head, lag });
+      }
+      return heads.error === undefined ? { tranches } : { tranches, error: heads.error };
+    },
+    remove() {
+      onRemove(self);
+    },
+    trancheNames: () => [...reads.keys()],
+  };
+  return self;
+}

@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  categoryOf,
+  checkCategory,
+  checkStreamName,
+  idOf,
+  idParts,
+  ImpelError,
+  InvalidStreamNameError,
+  parseStreamName,
+  streamName,
+} from "../../mod.ts";
+
+// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
+// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
+function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
+  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
+}
+
+/** Asserts that `fn` throws an InvalidStreamNameError for `input` whose message mentions `reason`. */
+function assertInvalid(fn: () => unknown, input: string, reason: RegExp) {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof InvalidStreamNameError, `expected InvalidStreamNameError, got ${e}`);
+    assert.ok(e instanceof ImpelError);
+    assert.equal(e.code, "InvalidStreamName");
+    assert.equal(e.input, input);
+    assert.match(e.message, reason);
+    return true;
+  });
+}
+
+test("parseStreamName splits on the first '-'", () => {
+  assert.deepEqual(parseStreamName("GroupCheckout-9f3a"), {
+    category: "GroupCheckout",
+    id: "9f3a",
+  });
+  assert.deepEqual(parseStreamName("GuestStay-a-b"), { category: "GuestStay", id: "a-b" });
+  assert.deepEqual(parseStreamName("A-_"), { category: "A", id: "_" });
+  assert.deepEqual(parseStreamName("A--"), { category: "A", id: "-" });
+});
+
+test("parseStreamName rejects names that break the rules with a typed error", () => {
+  assertInvalid(() => parseStreamName("nodash"), "nodash", /missing '-'/);
+  assertInvalid(() => parseStreamName("-abc"), "-abc", /empty category/);
+  assertInvalid(() => parseStreamName("abc-"), "abc-", /empty id/);
+  assertInvalid(() => parseStreamName(""), "", /missing '-'/);
+  assertInvalid(() => parseStreamName("-"), "-", /empty category/);
+  // A JavaScript caller can pass anything; it must still get the typed error.
+  assertInvalid(() => parseStreamName(42 as unknown as string), "42", /not a string/);
+  assertInvalid(() => parseStreamName(undefined as unknown as string), "undefined", /not a string/);
+});
+
+test("checkStreamName returns a valid name unchanged and throws on an invalid one", () => {
+  assert.equal(checkStreamName("Order-1"), "Order-1");
+  assertInvalid(() => checkStreamName("Order"), "Order", /missing '-'/);
+});
+
+test("streamName composes a category and id parts joined with '_'", () => {
+  assert.equal(streamName("Seat", "flight1", "12A"), "Seat-flight1_12A");
+  assert.equal(streamName("Order", "1"), "Order-1");
+  // '-' is allowed inside ids: only the first '-' separates the category.
+  assert.equal(streamName("Order", "a-b"), "Order-a-b");
+});
+
+test("streamName rejects bad categories and id parts", () => {
+  assertInvalid(() => streamName("", "1"), "", /empty category/);
+  assertInvalid(() => streamName("Guest-Stay", "1"), "Guest-Stay", /category contains '-'/);
+  assertInvalid(() => streamName("Seat"), "Seat", /no id parts/);
+  assertInvalid(() => streamName("Seat", "a", ""), "Seat-a_", /empty id part/);
+  assertInvalid(() => streamName("Seat", "a_b"), "Seat-a_b", /contains '_'/);
+  assertInvalid(() => streamName("Seat", 7 as unknown as string), "Seat-7", /empty id part/);
+});
+
+test("checkCategory, categoryOf, idOf and idParts", () => {
+  assert.equal(checkCategory("GuestStay"), "GuestStay");
+  assertInvalid(() => checkCategory("a-b"), "a-b", /contains '-'/);
+  assertInvalid(() => checkCategory(""), "", /empty category/);
+  assert.equal(categoryOf("GuestStay-42"), "GuestStay");
+  assert.equal(idOf("GuestStay-42-x"), "42-x");
+  assert.deepEqual(idParts("Seat-flight1_12A"), ["flight1", "12A"]);
+  assert.deepEqual(idParts("Seat-x"), ["x"]);
+  assertInvalid(() => categoryOf("bad"), "bad", /missing '-'/);
+  assertInvalid(() => idParts("-x"), "-x", /empty category/);
+});
+
+test("streamName round-trips through categoryOf and idParts (property)", () => {
+  const category = fc.string({ minLength: 1, maxLength: 8 }).filter((s) => !s.includes("-"));
+  const part = fc.string({ minLength: 1, maxLength: 6 }).filter((s) => !s.includes("_"));
+  fc.assert(
+    fc.property(category, fc.array(part, { minLength: 1, maxLength: 4 }), (c, parts) => {
+      const name = streamName(c, ...parts);
+      assert.equal(checkStreamName(name), name);
+      assert.equal(categoryOf(name), c);
+      assert.deepEqual(idParts(name), parts);
+    }),
+    { numRuns: 1000 },
+  );
+});
