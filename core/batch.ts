@@ -42,4 +42,6 @@ export interface Batch<E = StreamEvent> {
    * batch order and coalesced, once the batch is complete. Omitted when there is nothing to record.
    */
   readonly commit?: (position: Position) => Promise<void>;
+  /** How long the read that produced this batch took, in ms (tail sleeps and waits excluded), for metrics. */
+  readonly readMs?: number;
 }

@@ -81,12 +81,40 @@ export interface StreamStatus {
   readonly error?: unknown;
 }
 
+/** The states a stream with work can be in, most urgent first. */
+export type StreamStateName = "stuck" | "failing" | "active" | "ready" | "buffered";
+
+/** Every {@linkcode StreamStateName}. */
+export const STREAM_STATES: readonly StreamStateName[] = [
+  "stuck",
+  "failing",
+  "active",
+  "ready",
+  "buffered",
+];
+
+/** Streams, buffered events and bytes (by `event.size`) in one state. */
+export interface StreamStateTotals {
+  /** Streams in the state. */
+  streams: number;
+  /** Events buffered for those streams. */
+  events: number;
+  /** Bytes buffered for those streams. */
+  bytes: number;
+}
+
 /** A point-in-time view of the scheduler. */
 export interface SchedulerSnapshot {
   /** Streams with state (buffered events or a known write position). */
   readonly streams: number;
   /** Events buffered and not yet handled. */
   readonly bufferedEvents: number;
+  /**
+   * Streams with work by state; each stream counts in the first that applies: stuck, failing
+   * (its last attempt threw), active (a call in flight), ready (can start now), buffered
+   * (waiting for a backoff or for missing events).
+   */
+  readonly states: Readonly<Record<StreamStateName, Readonly<StreamStateTotals>>>;
   /** Handler calls in flight. */
   readonly busy: readonly StreamStatus[];
   /** Streams whose last attempt threw. */
@@ -711,33 +739,54 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   function snapshot(): SchedulerSnapshot {
     const now = Date.now();
-    let bufferedEvents = 0;
-    const busyList: StreamStatus[] = [];
-    // A scan rather than a busy set kept per call: snapshots are rare, handler calls are not.
-    for (const s of streams.values()) {
-      bufferedEvents += s.buffer.length;
-      if (s.busy) {
-        busyList.push({
-          stream: s.name,
-          ageMs: now - s.startedAt,
-          attempts: (s.trouble?.attempts ?? 0) + 1,
-        });
-      }
-    }
-    const stuck: StreamStatus[] = busyList.filter((b) => b.ageMs >= opts.stuckAfterMs);
-    const listed = new Set(stuck.map((b) => b.stream));
+    const stuck: StreamStatus[] = [];
+    const listed = new Set<StreamState>();
     const stuckSince = (s: StreamState, since: number, attempts: number) => {
-      if (since > 0 && now - since >= opts.stuckAfterMs && !listed.has(s.name)) {
-        listed.add(s.name);
+      if (since > 0 && now - since >= opts.stuckAfterMs && !listed.has(s)) {
+        listed.add(s);
         stuck.push({ stream: s.name, ageMs: now - since, attempts });
       }
     };
     for (const s of stalled) stuckSince(s, troubleOf(s).stalledSince, troubleOf(s).stalls);
     for (const s of gapped) stuckSince(s, troubleOf(s).gapSince, 0);
+    const states = {} as Record<StreamStateName, StreamStateTotals>;
+    for (const name of STREAM_STATES) states[name] = { streams: 0, events: 0, bytes: 0 };
+    let bufferedEvents = 0;
+    const busy: StreamStatus[] = [];
+    // A scan rather than sets kept per call: snapshots are rare, handler calls are not.
+    for (const s of streams.values()) {
+      const attempts = s.trouble?.attempts ?? 0;
+      if (s.busy) {
+        const status = { stream: s.name, ageMs: now - s.startedAt, attempts: attempts + 1 };
+        busy.push(status);
+        if (status.ageMs >= opts.stuckAfterMs && !listed.has(s)) {
+          listed.add(s);
+          stuck.push(status);
+        }
+      }
+      const buf = s.buffer;
+      if (buf.length === 0 && !s.busy) continue;
+      bufferedEvents += buf.length;
+      const state: StreamStateName = listed.has(s)
+        ? "stuck"
+        : attempts > 0
+        ? "failing"
+        : s.busy
+        ? "active"
+        : s.trouble?.retryTimer === undefined && (s.writePos < 0 || buf[0].index === s.writePos)
+        ? "ready"
+        : "buffered";
+      const totals = states[state];
+      totals.streams++;
+      totals.events += buf.length;
+      for (let i = 0; i < buf.length; i++) totals.bytes += buf[i].size || 0;
+    }
+    const byAge = (a: StreamStatus, b: StreamStatus) => b.ageMs - a.ageMs;
     return {
       streams: streams.size,
       bufferedEvents,
-      busy: busyList.sort((a, b) => b.ageMs - a.ageMs),
+      states,
+      busy: busy.sort(byAge),
       failing: [...failing].map((s) => {
         const t = troubleOf(s);
         return {
@@ -746,9 +795,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
           attempts: t.attempts,
           error: t.lastError,
         };
-      })
-        .sort((a, b) => b.ageMs - a.ageMs),
-      stuck: stuck.sort((a, b) => b.ageMs - a.ageMs),
+      }).sort(byAge),
+      stuck: stuck.sort(byAge),
       uncompletedBatches: uncompleted,
     };
   }

@@ -116,7 +116,14 @@ export function statsLogger(group: string, read: () => SinkStats, reset: () => v
         stats: s,
       },
     );
-    last = { at: now, events: c.events, handled: c.handled, batches: c.batches, calls: c.calls, failures: c.failures };
+    last = {
+      at: now,
+      events: c.events,
+      handled: c.handled,
+      batches: c.batches,
+      calls: c.calls,
+      failures: c.failures,
+    };
     reset();
   };
 }

@@ -30,7 +30,8 @@ import type { CheckpointKey } from "../core/checkpoints.ts";
 import { checkNumber, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
 import type { StreamStatus } from "../core/scheduler.ts";
-import type { ImpelMetrics, MeteredPipeline, MeteredStats } from "./metrics.ts";
+import type { SinkStats } from "../core/stats.ts";
+import type { ImpelMetrics, MeteredPipeline } from "./metrics.ts";
 
 const log = getLogger(["impel", "http"]);
 
@@ -208,7 +209,7 @@ async function pipelineHealth(
   } else if (p.state === "stopped") {
     reasons.push({ status: "failing", group, kind: "stopped", message: "pipeline stopped" });
   }
-  let stats: MeteredStats | undefined;
+  let stats: SinkStats | undefined;
   try {
     stats = p.stats();
   } catch (error) {

@@ -50,10 +50,7 @@
  * States of `impel_scheduler_streams|events|bytes`, each stream in one state, the first that
  * applies: `stuck` (no progress for `stuckAfterMs`, running or stalled), `failing` (its last
  * attempt threw), `active` (a handler call is running), `ready` (waiting for a free slot),
- * `buffered` (events waiting for a gap to fill or a backoff to pass). The core's stats give the
- * stuck, failing and active stream counts; `ready` and `buffered` streams and every state's
- * events and bytes appear when the sink's stats carry {@linkcode StreamStateTotals} by state
- * (`states`, see {@linkcode MeteredStats}).
+ * `buffered` (events waiting for a gap to fill or a backoff to pass).
  *
  * Handler latency is a summary-style gauge of quantiles computed by the scheduler's own
  * histogram, which samples calls when they are frequent and restarts at each stats interval
@@ -70,35 +67,14 @@ import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
 import type { SinkStats } from "../core/stats.ts";
+import { STREAM_STATES } from "../core/scheduler.ts";
 
 const log = getLogger(["impel", "metrics"]);
-
-/** The stream states that scheduler metrics are labelled with. */
-export type StreamStateName = "buffered" | "active" | "ready" | "failing" | "stuck";
-
-/** Streams, buffered events and bytes of one stream state. */
-export interface StreamStateTotals {
-  /** Streams in the state. */
-  readonly streams: number;
-  /** Events buffered for those streams. */
-  readonly events: number;
-  /** Bytes (by `event.size`) buffered for those streams. */
-  readonly bytes: number;
-}
-
-/**
- * Sink stats, optionally with per-state totals. The core's `SinkStats` does not carry `states`
- * yet; when it does, `ready` streams and events and bytes by state are exported without any
- * change here.
- */
-export type MeteredStats = SinkStats & {
-  readonly states?: Readonly<Partial<Record<StreamStateName, StreamStateTotals>>>;
-};
 
 /** What a pipeline's sink must offer: its stats, and optionally its `done` promise. */
 export interface MeteredSink {
   /** The sink's stats (a `StreamsSink` has it). */
-  stats(): MeteredStats;
+  stats(): SinkStats;
   /** Settles when the sink stops; a rejection means it faulted. */
   readonly done?: Promise<void>;
 }
@@ -193,7 +169,7 @@ export interface MeteredPipeline {
    */
   observe(source: ReadableStream<Batch>): ReadableStream<Batch>;
   /** The sink's stats. */
-  stats(): MeteredStats;
+  stats(): SinkStats;
   /** Reading progress per tranche. */
   reads(): readonly TrancheReads[];
   /** The tranches seen by the sink or read from the source. */
@@ -417,7 +393,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     for (const metric of owned) metric.reset();
     const lagging: Promise<void>[] = [];
     for (const p of pipelines.values()) {
-      let stats: MeteredStats;
+      let stats: SinkStats;
       try {
         stats = p.stats();
       } catch (error) {
@@ -431,26 +407,16 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     await Promise.all(lagging);
   }
 
-  function fillScheduler(p: PipelineState, s: MeteredStats) {
+  function fillScheduler(p: PipelineState, s: SinkStats) {
     const group = p.group;
     m.up.set({ group }, p.state === "running" ? 1 : 0);
     m.faulted.set({ group }, p.state === "faulted" ? 1 : 0);
     const lists = { active: s.busy, failing: s.failing, stuck: s.stuck };
-    if (s.states) {
-      for (const [state, t] of Object.entries(s.states)) {
-        if (!t) continue;
-        m.streams.set({ group, state }, t.streams);
-        m.events.set({ group, state }, t.events);
-        m.bytes.set({ group, state }, t.bytes);
-      }
-    } else {
-      // Each stream counts in one state: stuck, else failing, else active.
-      const stuck = new Set(s.stuck.map((x) => x.stream));
-      const failing = s.failing.filter((x) => !stuck.has(x.stream));
-      const taken = new Set([...stuck, ...failing.map((x) => x.stream)]);
-      m.streams.set({ group, state: "stuck" }, stuck.size);
-      m.streams.set({ group, state: "failing" }, failing.length);
-      m.streams.set({ group, state: "active" }, s.busy.filter((x) => !taken.has(x.stream)).length);
+    for (const state of STREAM_STATES) {
+      const t = s.states[state];
+      m.streams.set({ group, state }, t.streams);
+      m.events.set({ group, state }, t.events);
+      m.bytes.set({ group, state }, t.bytes);
     }
     m.buffered.set({ group }, s.bufferedEvents);
     for (const state of AGED_STATES) {
@@ -486,7 +452,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     }
   }
 
-  function fillSource(p: PipelineState, s: MeteredStats) {
+  function fillSource(p: PipelineState, s: SinkStats) {
     const base = { group: p.group, source: p.source };
     const now = Date.now();
     for (const r of p.reads()) {

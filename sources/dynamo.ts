@@ -329,6 +329,7 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
       offset,
     });
     while (!stop.signal.aborted) {
+      const readStart = performance.now();
       const page = await retrying(
         `reading index ${tranche}/${epoch}`,
         () => readChunks(tranche, epoch, offset, probe),
@@ -358,6 +359,7 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
           position: encodePosition(epoch, next),
           isTail: atTail,
           commit,
+          readMs: performance.now() - readStart,
         });
         tailAnnounced = atTail;
       } else if (atTail && !tailAnnounced) {

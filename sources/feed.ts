@@ -134,6 +134,7 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
     let wasTail = false;
     while (!stop.signal.aborted) {
       let page: Page;
+      const readStart = performance.now();
       try {
         page = await readPage(tranche, position, stop.signal);
         failures = 0;
@@ -150,6 +151,7 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
         await sleep(retry.delay(failures));
         continue;
       }
+      const readMs = performance.now() - readStart;
       checkPage(name, tranche, page); // a malformed page is a bug, not a transient failure: fail the source
       if (page.items.length > 0 || page.next !== position || page.isTail !== wasTail) {
         while ((controller.desiredSize ?? 0) <= 0 && !stop.signal.aborted) {
@@ -162,6 +164,7 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
           position: page.next,
           isTail: page.isTail,
           commit,
+          readMs,
         });
       }
       position = page.next;

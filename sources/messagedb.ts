@@ -370,10 +370,15 @@ async function readCategory(
       cg?.member ?? null,
       cg?.size ?? null,
     ];
-    const rows = retry("read", () => query(options.client, text, params));
+    const started = performance.now();
+    const rows = retry("read", () => query(options.client, text, params)).then((r) => {
+      readMs = performance.now() - started;
+      return r;
+    });
     rows.catch(() => {}); // awaited below; an abandoned read-ahead must not be an unhandled rejection
     return rows;
   };
+  let readMs = 0;
   let next = read(position);
   while (!signal.aborted) {
     const rows = await next;
@@ -389,7 +394,7 @@ async function readCategory(
         const row = rows[i];
         items[i] = { stream: row.stream_name as string, event: messageRowToEvent(row) };
       }
-      await enqueue({ tranche, items, position, isTail, commit });
+      await enqueue({ tranche, items, position, isTail, commit, readMs });
     } else if (!atTail) {
       // Say "at the tail" once, so that monitors waiting for the tail see it; repeating it on
       // every idle poll would only churn the pipeline.

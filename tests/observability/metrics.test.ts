@@ -207,7 +207,10 @@ Deno.test("metrics: read durations reported by batches, per-state totals when st
   const metrics = createMetrics({ defaultMetrics: false, prefix: "x_" });
   const sink = streamsSink({ group: "g", statsIntervalMs: 0, handler: () => {} });
   const withStates = {
-    stats: () => ({ ...sink.stats(), states: { ready: { streams: 2, events: 5, bytes: 40 } } }),
+    stats: () => {
+      const stats = sink.stats();
+      return { ...stats, states: { ...stats.states, ready: { streams: 2, events: 5, bytes: 40 } } };
+    },
     done: sink.done,
   };
   const p = metrics.addPipeline({ group: "g", source: "feed", sink: withStates });
