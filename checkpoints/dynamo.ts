@@ -29,7 +29,10 @@ import {
   checkPosition,
 } from "../core/checkpoints.ts";
 import { ImpelError } from "../core/errors.ts";
-import { checkTableName, ensureTable } from "../stores/dynamo.ts";
+import { checkTableName, type DynamoClient, ensureTable } from "../stores/dynamo.ts";
+
+// Re-exported so that this entry point's documentation can show the client type it takes.
+export type { DynamoClient } from "../stores/dynamo.ts";
 
 /** Options of {@linkcode dynamoCheckpoints}. */
 export interface DynamoCheckpointsOptions {
@@ -49,7 +52,7 @@ export interface DynamoCheckpointsOptions {
  * ```
  */
 export async function createCheckpointTable(
-  client: DynamoDBClient,
+  client: DynamoClient,
   tableName: string,
 ): Promise<void> {
   await ensureTable(client, { tableName, partitionKey: ["p", "S"], sortKey: ["k", "S"] });
@@ -72,9 +75,11 @@ export async function createCheckpointTable(
  * ```
  */
 export function dynamoCheckpoints(
-  client: DynamoDBClient,
+  dynamo: DynamoClient,
   options: DynamoCheckpointsOptions,
 ): CheckpointStore {
+  // The one cast at this boundary: DynamoClient only narrows the SDK client callers pass.
+  const client = dynamo as DynamoDBClient;
   const tableName = checkTableName("tableName", options?.tableName);
   const itemKey = (key: CheckpointKey): Record<string, AttributeValue> => ({
     p: { S: key.source },

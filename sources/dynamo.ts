@@ -29,7 +29,12 @@ import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
-import { checkTableName, type DynamoEventStore, dynamoStore } from "../stores/dynamo.ts";
+import {
+  checkTableName,
+  type DynamoClient,
+  type DynamoEventStore,
+  dynamoStore,
+} from "../stores/dynamo.ts";
 import {
   decodeEntries,
   EPOCH_FACTOR,
@@ -38,12 +43,15 @@ import {
   PARTITIONS_KEY,
 } from "../stores/dynamo-indexer.ts";
 
+// Re-exported so that this entry point's documentation can show the client type it takes.
+export type { DynamoClient } from "../stores/dynamo.ts";
+
 const log = getLogger(["impel", "dynamo", "source"]);
 
 /** Options of {@linkcode dynamoSource}. */
 export interface DynamoSourceOptions {
   /** The DynamoDB client (the caller's). */
-  readonly client: DynamoDBClient;
+  readonly client: DynamoClient;
   /** The index table the indexer writes. */
   readonly indexTable: string;
   /** The events table to read event bodies from; omit for index-only batches. */
@@ -155,8 +163,10 @@ export function encodePosition(epoch: number, offset: number): Position {
  */
 export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch> {
   const settings = checkOptions(options);
-  const { client, checkpoints, group } = options;
-  const store = options.eventTable === undefined ? undefined : dynamoStore(client, {
+  const { checkpoints, group } = options;
+  // The one cast at this boundary: DynamoClient only narrows the SDK client callers pass.
+  const client = options.client as DynamoDBClient;
+  const store = options.eventTable === undefined ? undefined : dynamoStore(options.client, {
     tableName: options.eventTable,
     consistentRead: settings.consistentRead,
   });

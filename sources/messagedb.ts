@@ -36,7 +36,15 @@ import {
   toBigInt,
 } from "../stores/sql.ts";
 
-export { type NotificationSource, poolNotifications, type SqlClient } from "../stores/sql.ts";
+export {
+  type ListeningClient,
+  type ListeningPool,
+  type NotificationSource,
+  type PoolNotificationOptions,
+  type PoolNotifications,
+  poolNotifications,
+  type SqlClient,
+} from "../stores/sql.ts";
 
 const log = getLogger(["impel", "messagedb"]);
 

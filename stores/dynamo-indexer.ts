@@ -47,7 +47,17 @@ import {
 import { getLogger } from "@logtape/logtape";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamName } from "../core/streamName.ts";
-import { type AppendSummary, checkTableName, ensureTable, summarizeAppend } from "./dynamo.ts";
+import {
+  type AppendSummary,
+  checkTableName,
+  type DynamoClient,
+  type DynamoStreamsClient,
+  ensureTable,
+  summarizeAppend,
+} from "./dynamo.ts";
+
+// Re-exported so that this entry point's documentation can show the client types it takes.
+export type { DynamoClient, DynamoStreamsClient } from "./dynamo.ts";
 
 const log = getLogger(["impel", "dynamo", "indexer"]);
 
@@ -228,7 +238,7 @@ export const PARTITIONS_KEY = "$partitions";
  * await createIndexTable(client, "events-index");
  * ```
  */
-export async function createIndexTable(client: DynamoDBClient, tableName: string): Promise<void> {
+export async function createIndexTable(client: DynamoClient, tableName: string): Promise<void> {
   await ensureTable(client, { tableName, partitionKey: ["p", "S"], sortKey: ["i", "N"] });
 }
 
@@ -277,9 +287,11 @@ export function decodeEntries(json: string): IndexEntry[] {
  * ```
  */
 export function dynamoIndexer(
-  client: DynamoDBClient,
+  dynamo: DynamoClient,
   options: DynamoIndexerOptions,
 ): DynamoIndexer {
+  // The one cast at this boundary: DynamoClient only narrows the SDK client callers pass.
+  const client = dynamo as DynamoDBClient;
   const indexTable = checkTableName("indexTable", options?.indexTable);
   const partitionOf = options.partitionOf ?? (() => "0");
   if (typeof partitionOf !== "function") {
@@ -717,9 +729,9 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 /** Options of {@linkcode runStreamsIndexer}. */
 export interface StreamsIndexerOptions {
   /** The client of the events and index tables (for the stream ARN and shard progress). */
-  readonly client: DynamoDBClient;
+  readonly client: DynamoClient;
   /** The DynamoDB Streams client. */
-  readonly streamsClient: DynamoDBStreamsClient;
+  readonly streamsClient: DynamoStreamsClient;
   /** The events table whose stream is indexed. */
   readonly eventTable: string;
   /** The indexer that receives the records. */
@@ -762,7 +774,10 @@ export interface StreamsIndexerOptions {
  * ```
  */
 export async function runStreamsIndexer(options: StreamsIndexerOptions): Promise<void> {
-  const { client, streamsClient, indexer, signal, onIngest } = options;
+  const { indexer, signal, onIngest } = options;
+  // The one cast at this boundary: the option types only narrow the SDK clients callers pass.
+  const client = options.client as DynamoDBClient;
+  const streamsClient = options.streamsClient as DynamoDBStreamsClient;
   const eventTable = checkTableName("eventTable", options.eventTable);
   const pollIntervalMs = checkInteger("pollIntervalMs", options.pollIntervalMs ?? 200, 0);
   const describeIntervalMs = checkInteger(

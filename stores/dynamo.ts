@@ -47,6 +47,54 @@ const MAX_TRANSACTION_BYTES = 3_900_000;
 const ANY_VERSION_ATTEMPTS = 10;
 const CONFLICT_ATTEMPTS = 10;
 
+/**
+ * The part of the AWS SDK's `DynamoDBClient` (from `@aws-sdk/client-dynamodb`) that impel
+ * uses: `send`. Every impel function that talks to DynamoDB takes one; pass a
+ * `DynamoDBClient`, which impel never closes. Declared here rather than taken from the SDK so
+ * that impel's API does not pull the SDK's types into its own.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { type DynamoClient, dynamoStore } from "@impel/impel/stores/dynamo";
+ * const client: DynamoClient = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ * });
+ * const store = dynamoStore(client, { tableName: "events" });
+ * ```
+ */
+export interface DynamoClient {
+  /**
+   * Sends one DynamoDB command (a `GetItemCommand`, `QueryCommand`, ...) with the SDK's
+   * per-request options (such as `abortSignal`), resolving with the command's output.
+   */
+  send(command: object, options?: object): Promise<unknown>;
+}
+
+/**
+ * The part of the AWS SDK's `DynamoDBStreamsClient` (from `@aws-sdk/client-dynamodb-streams`)
+ * that impel uses: `send`. {@linkcode DynamoClient} explains why it is declared here; pass a
+ * `DynamoDBStreamsClient`.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
+ * import type { DynamoStreamsClient } from "@impel/impel/stores/dynamo";
+ * const streamsClient: DynamoStreamsClient = new DynamoDBStreamsClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ * });
+ * ```
+ */
+export interface DynamoStreamsClient {
+  /**
+   * Sends one DynamoDB Streams command (a `DescribeStreamCommand`, `GetRecordsCommand`, ...)
+   * with the SDK's per-request options, resolving with the command's output.
+   */
+  send(command: object, options?: object): Promise<unknown>;
+}
+
 /** Options of {@linkcode dynamoStore}. */
 export interface DynamoStoreOptions {
   /** The events table, created by {@linkcode createEventTable}. */
@@ -58,7 +106,7 @@ export interface DynamoStoreOptions {
 /** An {@linkcode EventStore} kept in DynamoDB. */
 export interface DynamoEventStore extends EventStore {
   /** The DynamoDB client the store was created with. */
-  readonly client: DynamoDBClient;
+  readonly client: DynamoClient;
   /** The events table. */
   readonly tableName: string;
   /** The stream's version (its event count), 0 if it does not exist. */
@@ -112,10 +160,11 @@ export interface TableDefinition {
  * ```
  */
 export async function ensureTable(
-  client: DynamoDBClient,
+  dynamo: DynamoClient,
   definition: TableDefinition,
   options: { readonly timeoutMs?: number } = {},
 ): Promise<void> {
+  const client = sdkClient(dynamo);
   const name = checkTableName("tableName", definition?.tableName);
   const keys = [definition.partitionKey, definition.sortKey].filter((k) => k !== undefined);
   const keySchema = keys.map(([AttributeName], k) => ({
@@ -181,7 +230,7 @@ export async function ensureTable(
  * await createEventTable(client, "events");
  * ```
  */
-export async function createEventTable(client: DynamoDBClient, tableName: string): Promise<void> {
+export async function createEventTable(client: DynamoClient, tableName: string): Promise<void> {
   await ensureTable(client, {
     tableName,
     partitionKey: ["p", "S"],
@@ -205,7 +254,8 @@ export async function createEventTable(client: DynamoDBClient, tableName: string
  * const events = await store.readStream("Order-1"); // [{ index: 0, type: "Placed", ... }]
  * ```
  */
-export function dynamoStore(client: DynamoDBClient, options: DynamoStoreOptions): DynamoEventStore {
+export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): DynamoEventStore {
+  const client = sdkClient(dynamo);
   const tableName = checkTableName("tableName", options?.tableName);
   const consistentRead = options.consistentRead ?? true;
 
@@ -382,7 +432,7 @@ export function dynamoStore(client: DynamoDBClient, options: DynamoStoreOptions)
     return item !== undefined && Number(item.n?.N ?? 0) > index ? item : undefined;
   }
 
-  return { client, tableName, version, append, readStream };
+  return { client: dynamo, tableName, version, append, readStream };
 }
 
 /** What the indexer needs from one append: the stream, its index span, event types and time. */
@@ -586,6 +636,13 @@ function utf8Length(s: string): number {
     } else bytes += 3;
   }
   return bytes;
+}
+
+// Views a DynamoClient as the SDK client it stands for, so that `send` is typed per command
+// again. The interface only narrows DynamoDBClient and callers are documented to pass one, so
+// this is the one cast at the boundary (sibling modules have their own, likewise).
+function sdkClient(client: DynamoClient): DynamoDBClient {
+  return client as DynamoDBClient;
 }
 
 /**

@@ -30,7 +30,10 @@ import { errorMessage, type SqlClient, type SqlRow, sqlState } from "./sql.ts";
 
 export {
   isTransientSqlError,
+  type ListeningClient,
+  type ListeningPool,
   type NotificationSource,
+  type PoolNotificationOptions,
   type PoolNotifications,
   poolNotifications,
   type SqlClient,

@@ -14,7 +14,11 @@ const steps: string[][] = [
 ];
 for (const args of steps) {
   console.error(`$ deno ${args.join(" ")}`);
-  const { code } = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "inherit" }).output();
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
   if (code !== 0) {
     console.error(`check failed: deno ${args[0]} exited with ${code}`);
     Deno.exit(code);

@@ -7,7 +7,9 @@
  *   IMPEL_SERVERS=none deno task test tests/core   # no servers: core and memory tests only
  */
 const root = new URL("..", import.meta.url).pathname;
-const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb").split(",").filter((s) => s && s !== "none");
+const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb").split(",").filter((
+  s,
+) => s && s !== "none");
 
 async function sh(script: string, ...args: string[]): Promise<boolean> {
   const { success } = await new Deno.Command("bash", {
