@@ -101,6 +101,31 @@ async function floor(scenario: string, streams: number, perStream: number): Prom
   };
 }
 
+/** The floor at one call per event: the handler called for each event in log order. */
+async function floorPerEvent(
+  scenario: string,
+  streams: number,
+  perStream: number,
+): Promise<Result> {
+  const store = await fill(streams, perStream);
+  const log = store.readLog(0, store.head);
+  const peak = sampler();
+  calls = 0;
+  const t0 = performance.now();
+  for (const { stream, event } of log) await handler(stream, [event]);
+  const seconds = (performance.now() - t0) / 1000;
+  const events = streams * perStream;
+  return {
+    scenario,
+    runtime,
+    events,
+    seconds,
+    eventsPerSec: events / seconds,
+    calls,
+    peakRssMb: peak(),
+  };
+}
+
 /** A lazily generated backlog of `total` events over `streams` streams, read a page at a time. */
 async function lazy(scenario: string, total: number, streams: number): Promise<Result> {
   const time = new Date(0);
@@ -153,6 +178,7 @@ async function lazy(scenario: string, total: number, streams: number): Promise<R
 const scenarios: Record<string, () => Promise<Result>> = {
   "spread": () => pipeline("1M events / 10k streams", 10_000, 100),
   "spread-floor": () => floor("floor: 1M events / 10k streams", 10_000, 100),
+  "spread-floor-per-event": () => floorPerEvent("floor, a call per event: 1M / 10k", 10_000, 100),
   "single": () => pipeline("1M streams x 1 event", 1_000_000, 1),
   "single-floor": () => floor("floor: 1M streams x 1 event", 1_000_000, 1),
   "lazy-1m": () => lazy("lazy 1M events / 10k streams", 1_000_000, 10_000),
