@@ -6,21 +6,13 @@ import assert from "node:assert/strict";
 // @ts-types="@types/pg"
 import pg from "pg";
 import { postgresCheckpoints } from "../../checkpoints/postgres.ts";
-import { createDecider } from "../../core/decider.ts";
 import { GROUP_CHECKOUT } from "../../examples/hotel/groupCheckout.ts";
-import {
-  foldStay,
-  guestStayCodec,
-  type GuestStayEvent,
-  guestStayService,
-  initialStay,
-  stayStream,
-} from "../../examples/hotel/guestStay.ts";
 import { messageDbBackend } from "../../examples/hotel/postgres.ts";
 import type { HotelBackend } from "../../examples/hotel/wiring.ts";
 import {
   closedStaysFailCleanly,
   concurrentSelections,
+  conflictingChargesRedecide,
   groupMergesAndConfirms,
   type HotelEnv,
   newId,
@@ -92,47 +84,5 @@ pgTest(
 
 pgTest(
   "decider on MessageDB: a conflicting append is re-decided on the events it missed",
-  () =>
-    withBackend(async ({ store }) => {
-      const stays = guestStayService(store);
-      const id = newId();
-      await stays.checkIn(id, "t");
-      const decider = () =>
-        createDecider<GuestStayEvent, typeof initialStay>({
-          store,
-          codec: guestStayCodec,
-          initial: initialStay,
-          fold: foldStay,
-        });
-      const [a, b] = [decider(), decider()];
-      let arrived = 0;
-      let release!: () => void;
-      const both = new Promise<void>((resolve) => (release = resolve));
-      const charge =
-        (chargeId: string) => async (s: typeof initialStay, ctx: { attempt: number }) => {
-          if (ctx.attempt === 1 && ++arrived === 2) release();
-          if (ctx.attempt === 1) await both;
-          return [{
-            type: "Charged" as const,
-            data: { chargeId, amount: s.seen.length + 1, at: "t" },
-          }];
-        };
-      const outcomes = await Promise.all([
-        a.transactEx(stayStream(id), charge("a")),
-        b.transactEx(stayStream(id), charge("b")),
-      ]);
-      assert.deepEqual(outcomes.map((o) => o.attempts).sort(), [1, 2]);
-      const events = await store.readStream(stayStream(id));
-      assert.deepEqual(events.map((e) => [e.index, e.type]), [[0, "CheckedIn"], [1, "Charged"], [
-        2,
-        "Charged",
-      ]]);
-      // The second decision saw the first charge: its amount is 2.
-      assert.deepEqual(events.map((e) => (e.data as { amount?: number }).amount), [
-        undefined,
-        1,
-        2,
-      ]);
-      assert.equal((await stays.read(id)).balance, 3);
-    }),
+  () => withBackend(({ store }) => conflictingChargesRedecide(store)),
 );

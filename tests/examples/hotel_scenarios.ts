@@ -2,7 +2,7 @@
 // hotel_messagedb.test.ts (a real PostgreSQL server). Every id is fresh, so scenarios can share a
 // database with earlier runs.
 import assert from "node:assert/strict";
-import { createStateCache } from "../../core/decider.ts";
+import { createDecider, createStateCache } from "../../core/decider.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import { run, type StreamsSink, streamsSink } from "../../core/sink.ts";
 import type { EventStore } from "../../core/store.ts";
@@ -12,8 +12,12 @@ import {
   groupStream,
 } from "../../examples/hotel/groupCheckout.ts";
 import {
+  foldStay,
+  guestStayCodec,
+  type GuestStayEvent,
   type GuestStayService,
   guestStayService,
+  initialStay,
   stayStream,
 } from "../../examples/hotel/guestStay.ts";
 import { groupCheckoutHandler, REACTOR_GROUP } from "../../examples/hotel/reactor.ts";
@@ -216,4 +220,41 @@ export async function concurrentSelections(env: HotelEnv): Promise<void> {
   const owed = (g: typeof ga) => g.merged.reduce((sum, m) => sum + m.residual, 0);
   assert.equal(owed(ga) + owed(gb), 50 + 70 + 100 * (1 + 2 + 3 + 4 + 5 + 6));
   assert.deepEqual([ga.balance, gb.balance], [owed(ga), owed(gb)]);
+}
+
+/**
+ * Two deciders read a stay at the same version and both append a charge: one conflicts and
+ * decides again on the event it missed, so the second charge sees the first.
+ */
+export async function conflictingChargesRedecide(store: EventStore): Promise<void> {
+  const stays = guestStayService(store);
+  const id = newId();
+  await stays.checkIn(id, "t");
+  const decider = () =>
+    createDecider<GuestStayEvent, typeof initialStay>({
+      store,
+      codec: guestStayCodec,
+      initial: initialStay,
+      fold: foldStay,
+    });
+  let arrived = 0;
+  let release!: () => void;
+  const both = new Promise<void>((resolve) => (release = resolve));
+  const charge = (chargeId: string) => async (s: typeof initialStay, ctx: { attempt: number }) => {
+    if (ctx.attempt === 1 && ++arrived === 2) release();
+    if (ctx.attempt === 1) await both;
+    return [{ type: "Charged" as const, data: { chargeId, amount: s.seen.length + 1, at: "t" } }];
+  };
+  const outcomes = await Promise.all([
+    decider().transactEx(stayStream(id), charge("a")),
+    decider().transactEx(stayStream(id), charge("b")),
+  ]);
+  assert.deepEqual(outcomes.map((o) => o.attempts).sort(), [1, 2]);
+  const events = await store.readStream(stayStream(id));
+  assert.deepEqual(events.map((e) => [e.index, e.type]), [[0, "CheckedIn"], [1, "Charged"], [
+    2,
+    "Charged",
+  ]]);
+  assert.deepEqual(events.map((e) => (e.data as { amount?: number }).amount), [undefined, 1, 2]);
+  assert.equal((await stays.read(id)).balance, 3);
 }
