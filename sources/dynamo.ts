@@ -29,6 +29,7 @@ import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
+import { type TrancheContext, trancheStream } from "../core/tranches.ts";
 import {
   checkTableName,
   type DynamoClient,
@@ -171,28 +172,11 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
     consistentRead: settings.consistentRead,
   });
 
-  const stop = new AbortController();
-  const onAbort = () => stop.abort();
-  options.signal?.addEventListener("abort", onAbort, { once: true });
-  if (options.signal?.aborted) stop.abort();
-
-  let controller!: ReadableStreamDefaultController<Batch>;
-  let spaceWaiters: Array<() => void> = [];
-  const releaseWaiters = () => {
-    const waiting = spaceWaiters;
-    spaceWaiters = [];
-    for (const w of waiting) w();
-  };
-  stop.signal.addEventListener("abort", releaseWaiters, { once: true });
-
-  const enqueue = async (batch: Batch): Promise<void> => {
-    while (!stop.signal.aborted && (controller.desiredSize ?? 0) <= 0) {
-      await new Promise<void>((resolve) => spaceWaiters.push(resolve));
-    }
-    if (!stop.signal.aborted) controller.enqueue(batch);
-  };
-
-  const retrying = async <T>(what: string, f: () => Promise<T>): Promise<T> => {
+  const retrying = async <T>(
+    what: string,
+    signal: AbortSignal,
+    f: () => Promise<T>,
+  ): Promise<T> => {
     for (
       let attempt = 1, delay = settings.retryMinMs;;
       attempt++, delay = Math.min(delay * 2, settings.retryMaxMs)
@@ -200,14 +184,14 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
       try {
         return await f();
       } catch (e) {
-        if (!isTransient(e) || stop.signal.aborted) throw e;
+        if (!isTransient(e) || signal.aborted) throw e;
         log.warn("{what} failed (attempt {attempt}), retrying in {delay} ms: {error}", {
           what,
           attempt,
           delay,
           error: String(e),
         });
-        await sleep(delay, stop.signal);
+        await sleep(delay, signal);
       }
     }
   };
@@ -267,7 +251,10 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
     return { chunks, closedAt, more: res.LastEvaluatedKey !== undefined && closedAt === undefined };
   }
 
-  async function withBodies(entries: readonly IndexEntry[]): Promise<BatchItem[]> {
+  async function withBodies(
+    entries: readonly IndexEntry[],
+    signal: AbortSignal,
+  ): Promise<BatchItem[]> {
     // One read per stream covering all of its entries in this batch.
     const ranges = new Map<string, { from: number; to: number }>();
     for (const e of entries) {
@@ -282,6 +269,7 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
     await mapLimit([...ranges], settings.readConcurrency, async ([stream, { from, to }]) => {
       const events = await retrying(
         `reading ${stream}`,
+        signal,
         () =>
           (store as DynamoEventStore).readStream(stream, { fromIndex: from, maxCount: to - from }),
       );
@@ -324,11 +312,11 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
     return items;
   }
 
-  async function readTranche(tranche: string): Promise<void> {
+  async function readTranche(tranche: string, { signal, enqueue }: TrancheContext): Promise<void> {
     const key: CheckpointKey = { source: settings.sourceName, tranche, group };
     const stored = settings.startFrom === "start"
       ? undefined
-      : await retrying("loading the checkpoint", () => checkpoints.load(key));
+      : await retrying("loading the checkpoint", signal, () => checkpoints.load(key));
     let { epoch, offset } = decodePosition(stored ?? 0n);
     let probe = offset > 0;
     let tailAnnounced = false;
@@ -338,13 +326,14 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
       epoch,
       offset,
     });
-    while (!stop.signal.aborted) {
+    while (!signal.aborted) {
       const readStart = performance.now();
       const page = await retrying(
         `reading index ${tranche}/${epoch}`,
+        signal,
         () => readChunks(tranche, epoch, offset, probe),
       );
-      if (stop.signal.aborted) return;
+      if (signal.aborted) return;
       probe = false;
       const entries: IndexEntry[] = [];
       let next = offset;
@@ -361,8 +350,8 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
       const epochDone = page.closedAt !== undefined && page.closedAt === next && contiguous;
       const atTail = !page.more && !epochDone && contiguous;
       if (entries.length > 0) {
-        const items = store ? await withBodies(entries) : indexOnly(entries);
-        if (stop.signal.aborted) return;
+        const items = store ? await withBodies(entries, signal) : indexOnly(entries);
+        if (signal.aborted) return;
         await enqueue({
           tranche,
           items,
@@ -389,70 +378,30 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
         continue;
       }
       if (page.more) continue;
-      await sleep(settings.tailSleepMs, stop.signal);
+      await sleep(settings.tailSleepMs, signal);
     }
   }
 
-  const runAll = async () => {
-    const running = new Map<string, Promise<void>>();
-    let failure: unknown;
+  return trancheStream(async (context) => {
+    const { signal, spawn } = context;
+    const started = new Set<string>();
     const launch = (tranche: string) => {
-      if (running.has(tranche)) return;
-      running.set(
-        tranche,
-        readTranche(tranche).catch((e) => {
-          failure ??= e;
-          stop.abort();
-        }),
-      );
+      if (started.has(tranche)) return;
+      started.add(tranche);
+      spawn(() => readTranche(tranche, context));
     };
-    try {
-      if (settings.tranches) settings.tranches.forEach(launch);
-      else {
-        while (!stop.signal.aborted) {
-          for (const p of await retrying("listing index partitions", partitions)) launch(p);
-          // Until a partition exists, look as often as a reader at the tail would.
-          await sleep(
-            running.size === 0 ? settings.tailSleepMs : settings.partitionRefreshMs,
-            stop.signal,
-          );
-        }
-      }
-      await Promise.all(running.values());
-    } catch (e) {
-      failure ??= e;
-      stop.abort();
-      await Promise.allSettled(running.values());
-    } finally {
-      options.signal?.removeEventListener("abort", onAbort);
-    }
-    if (failure !== undefined) {
-      try {
-        controller.error(failure);
-      } catch {
-        // the consumer already cancelled
-      }
-    } else {
-      try {
-        controller.close();
-      } catch {
-        // already closed or cancelled
+    if (settings.tranches) settings.tranches.forEach(launch);
+    else {
+      while (!signal.aborted) {
+        for (const p of await retrying("listing index partitions", signal, partitions)) launch(p);
+        // Until a partition exists, look as often as a reader at the tail would.
+        await sleep(
+          started.size === 0 ? settings.tailSleepMs : settings.partitionRefreshMs,
+          signal,
+        );
       }
     }
-  };
-
-  return new ReadableStream<Batch>({
-    start(c) {
-      controller = c;
-      void runAll();
-    },
-    pull() {
-      releaseWaiters();
-    },
-    cancel() {
-      stop.abort();
-    },
-  }, { highWaterMark: 1 });
+  }, { signal: options.signal });
 }
 
 interface Settings {

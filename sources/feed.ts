@@ -10,6 +10,7 @@ import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { backoff, errorText, type RetryOptions } from "../core/failure.ts";
+import { type TrancheContext, trancheStream } from "../core/tranches.ts";
 
 /** One page read from a tranche. */
 export interface Page {
@@ -103,28 +104,25 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
     );
   }
   const log = getLogger(["impel", "source", name]);
-  const stop = new AbortController();
-  // Readers wait here while the stream's queue is full; pull() lets one through.
-  const space: Array<() => void> = [];
 
-  const sleep = (ms: number, tranche?: string) =>
+  const sleep = (ms: number, signal: AbortSignal, tranche?: string) =>
     new Promise<void>((resolve) => {
-      if (stop.signal.aborted) return resolve();
+      if (signal.aborted) return resolve();
       const local = new AbortController();
       const finish = () => {
         clearTimeout(timer);
-        stop.signal.removeEventListener("abort", finish);
+        signal.removeEventListener("abort", finish);
         local.abort();
         resolve();
       };
       const timer = setTimeout(finish, ms);
-      stop.signal.addEventListener("abort", finish);
+      signal.addEventListener("abort", finish);
       if (tranche !== undefined && options.wakeup) {
         options.wakeup(tranche, local.signal).then(finish, () => {});
       }
     });
 
-  async function readTranche(tranche: string, controller: ReadableStreamDefaultController<Batch>) {
+  async function readTranche(tranche: string, { signal, enqueue }: TrancheContext) {
     const key: CheckpointKey = { source: name, tranche, group };
     const commit = checkpoints ? (p: Position) => checkpoints.commit(key, p) : undefined;
     let position = startFrom === "checkpoint" && checkpoints
@@ -132,14 +130,14 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
       : undefined;
     let failures = 0;
     let wasTail = false;
-    while (!stop.signal.aborted) {
+    while (!signal.aborted) {
       let page: Page;
       const readStart = performance.now();
       try {
-        page = await readPage(tranche, position, stop.signal);
+        page = await readPage(tranche, position, signal);
         failures = 0;
       } catch (error) {
-        if (stop.signal.aborted) return;
+        if (signal.aborted) return;
         failures++;
         log.warn("read of {source}/{tranche} from {position} failed (attempt {attempt}): {error}", {
           source: name,
@@ -148,17 +146,13 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
           attempt: failures,
           error: errorText(error),
         });
-        await sleep(retry.delay(failures));
+        await sleep(retry.delay(failures), signal);
         continue;
       }
       const readMs = performance.now() - readStart;
       checkPage(name, tranche, page); // a malformed page is a bug, not a transient failure: fail the source
       if (page.items.length > 0 || page.next !== position || page.isTail !== wasTail) {
-        while ((controller.desiredSize ?? 0) <= 0 && !stop.signal.aborted) {
-          await new Promise<void>((resolve) => space.push(resolve));
-        }
-        if (stop.signal.aborted) return;
-        controller.enqueue({
+        await enqueue({
           tranche,
           items: page.items,
           position: page.next,
@@ -166,33 +160,17 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
           commit,
           readMs,
         });
+        if (signal.aborted) return;
       }
       position = page.next;
       wasTail = page.isTail;
-      if (page.isTail) await sleep(tailSleepMs, tranche);
+      if (page.isTail) await sleep(tailSleepMs, signal, tranche);
     }
   }
 
-  return new ReadableStream<Batch>({
-    start(controller) {
-      for (const tranche of options.tranches) {
-        readTranche(tranche, controller).catch((error) => {
-          if (stop.signal.aborted) return;
-          controller.error(error);
-          // An errored stream is not cancelled: stop the other tranches' readers here.
-          stop.abort(error);
-          for (const release of space.splice(0)) release();
-        });
-      }
-    },
-    pull() {
-      space.shift()?.();
-    },
-    cancel() {
-      stop.abort();
-      for (const release of space.splice(0)) release();
-    },
-  }, { highWaterMark: 1 });
+  return trancheStream((context) => {
+    for (const tranche of options.tranches) context.spawn(() => readTranche(tranche, context));
+  });
 }
 
 function checkPage(source: string, tranche: string, page: Page) {

@@ -25,6 +25,7 @@ import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { checkCategory } from "../core/streamName.ts";
+import { trancheStream } from "../core/tranches.ts";
 import { classifyMessageDbError, MESSAGE_COLUMNS, messageRowToEvent } from "../stores/messagedb.ts";
 import {
   errorMessage,
@@ -136,75 +137,28 @@ export interface MessageDbSourceOptions {
  */
 export function messageDbSource(options: MessageDbSourceOptions): ReadableStream<Batch> {
   const settings = checkOptions(options);
-  const stop = new AbortController();
-  const onAbort = () => stop.abort();
-  options.signal?.addEventListener("abort", onAbort, { once: true });
-  if (options.signal?.aborted) stop.abort();
-
-  let controller!: ReadableStreamDefaultController<Batch>;
-  let spaceWaiters: Array<() => void> = [];
-  const releaseWaiters = () => {
-    const waiting = spaceWaiters;
-    spaceWaiters = [];
-    for (const w of waiting) w();
-  };
-  stop.signal.addEventListener("abort", releaseWaiters, { once: true });
-
-  const enqueue = async (batch: Batch): Promise<void> => {
-    while (!stop.signal.aborted && (controller.desiredSize ?? 0) <= 0) {
-      await new Promise<void>((resolve) => spaceWaiters.push(resolve));
-    }
-    if (!stop.signal.aborted) controller.enqueue(batch);
-  };
-
-  const runAll = async () => {
+  return trancheStream(async ({ signal, enqueue, spawn }) => {
     const wakers = new Map<string, () => void>();
-    let unlisten: (() => Promise<void>) | undefined;
-    try {
-      if (options.notifications !== undefined) {
-        unlisten = await listen(options.notifications, settings.notifyChannel, (payload) => {
-          if (payload === "") { for (const wake of wakers.values()) wake(); }
-          else wakers.get(payload)?.();
-        });
-      }
-      await Promise.all(
-        settings.categories.map((category) =>
-          readCategory(
-            category,
-            settings,
-            options,
-            stop.signal,
-            enqueue,
-            (wake) => wakers.set(category, wake),
-          )
-        ),
-      );
-      tryClose(controller);
-    } catch (error) {
-      stop.abort();
-      try {
-        controller.error(error);
-      } catch {
-        // the consumer already cancelled
-      }
-    } finally {
-      options.signal?.removeEventListener("abort", onAbort);
-      await unlisten?.().catch(() => {});
-    }
-  };
-
-  return new ReadableStream<Batch>({
-    start(c) {
-      controller = c;
-      void runAll();
-    },
-    pull() {
-      releaseWaiters();
-    },
-    cancel() {
-      stop.abort();
-    },
-  }, { highWaterMark: 1 });
+    const unlisten = options.notifications === undefined
+      ? undefined
+      : await listen(options.notifications, settings.notifyChannel, (payload) => {
+        if (payload === "") { for (const wake of wakers.values()) wake(); }
+        else wakers.get(payload)?.();
+      });
+    await Promise.all(settings.categories.map((category) =>
+      spawn(() =>
+        readCategory(
+          category,
+          settings,
+          options,
+          signal,
+          enqueue,
+          (wake) => wakers.set(category, wake),
+        )
+      )
+    ));
+    await unlisten?.().catch(() => {});
+  }, { signal: options.signal });
 }
 
 interface Settings {
@@ -493,14 +447,6 @@ function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms);
     signal.addEventListener("abort", done, { once: true });
   });
-}
-
-function tryClose(controller: ReadableStreamDefaultController<Batch>): void {
-  try {
-    controller.close();
-  } catch {
-    // already closed by a cancel
-  }
 }
 
 /**
