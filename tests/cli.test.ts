@@ -203,9 +203,11 @@ Deno.test("cli: a missing module is reported as not available", async () => {
       await Deno.mkdir(`${dir}/${f.split("/").slice(0, -1).join("/")}`, { recursive: true });
       await Deno.copyFile(`${root}${f}`, `${dir}/${f}`);
     }
-    await Deno.mkdir(`${dir}/core`);
-    for await (const e of Deno.readDir(`${root}core`)) {
-      await Deno.copyFile(`${root}core/${e.name}`, `${dir}/core/${e.name}`);
+    for (const d of ["core", "cli"]) {
+      await Deno.mkdir(`${dir}/${d}`);
+      for await (const e of Deno.readDir(`${root}${d}`)) {
+        await Deno.copyFile(`${root}${d}/${e.name}`, `${dir}/${d}/${e.name}`);
+      }
     }
     await Deno.symlink(`${root}node_modules`, `${dir}/node_modules`);
     const r = await spawn(

@@ -1,0 +1,187 @@
+/**
+ * The `checkpoints show` and `checkpoints set` commands, on a PostgreSQL or DynamoDB checkpoint
+ * store. Internal to the `impel` command line.
+ *
+ * @module
+ */
+import { describe } from "../core/errors.ts";
+import type { Position } from "../core/batch.ts";
+import type { CheckpointStore } from "../core/checkpoints.ts";
+import { type Args, type Command, JSON_OUT, type OptionSpec } from "./args.ts";
+import {
+  DYNAMO,
+  load,
+  mapCheckpointError,
+  messageDbHead,
+  PG,
+  postgresStore,
+  withDynamo,
+  withPostgres,
+} from "./backends.ts";
+import { EXIT, usage } from "./exit.ts";
+import { table } from "./table.ts";
+
+const STORE: OptionSpec[] = [
+  {
+    name: "store",
+    kind: "string",
+    arg: "KIND",
+    fallback: "postgres",
+    help: "where checkpoints are kept: postgres or dynamo",
+  },
+  ...PG,
+  {
+    name: "schema",
+    kind: "string",
+    arg: "NAME",
+    fallback: "impel",
+    help: "schema of the PostgreSQL checkpoint table",
+  },
+  { name: "table", kind: "string", arg: "NAME", fallback: "checkpoints", help: "checkpoint table" },
+  ...DYNAMO,
+];
+
+async function withStore<T>(
+  args: Args,
+  fn: (store: CheckpointStore, tail: (tranche: string) => Promise<Position>) => Promise<T>,
+): Promise<T> {
+  const kind = args.choice("store", ["postgres", "dynamo"] as const, "postgres");
+  if (kind === "postgres") {
+    return await withPostgres(
+      args,
+      async (pool) => fn(await postgresStore(args, pool), (t) => messageDbHead(pool, t)),
+    );
+  }
+  return await withDynamo(args, async (client) => {
+    const m = await load("checkpoints/dynamo.ts", () => import("../checkpoints/dynamo.ts"));
+    const store = m.dynamoCheckpoints(client, { tableName: args.required("table") });
+    const tail = async (tranche: string) => {
+      const indexTable = args.required("index-table", " for --position tail with --store dynamo");
+      const idx = await load(
+        "stores/dynamo-indexer.ts",
+        () => import("../stores/dynamo-indexer.ts"),
+      );
+      const src = await load("sources/dynamo.ts", () => import("../sources/dynamo.ts"));
+      const tip = await idx.dynamoIndexer(client, { indexTable }).tip(tranche);
+      return src.encodePosition(tip.epoch, tip.offset);
+    };
+    return await fn(store, tail);
+  });
+}
+
+/** `impel checkpoints show`: lists a source's checkpoints. */
+export const checkpointsShow: Command = {
+  path: ["checkpoints", "show"],
+  summary: "Lists the checkpoints of a source, for one group or all.",
+  usage: "checkpoints show --source NAME [--group NAME] [--store postgres|dynamo] [--json]",
+  details: "Exits 4 when there is no checkpoint to show.",
+  options: [
+    {
+      name: "source",
+      kind: "string",
+      arg: "NAME",
+      help: "the source's name in checkpoint keys (e.g. messagedb)",
+    },
+    { name: "group", kind: "string", arg: "NAME", help: "only this consumer group" },
+    ...STORE,
+    JSON_OUT,
+  ],
+  async run(args) {
+    const source = args.required("source");
+    const group = args.string("group");
+    return await withStore(args, async (store) => {
+      const list = await store.list(source, group).catch(mapCheckpointError);
+      if (args.flag("json")) {
+        args.io.out(
+          JSON.stringify(list.map((c) => ({ ...c, position: c.position.toString() }))) + "\n",
+        );
+      } else if (list.length > 0) {
+        args.io.out(
+          table([
+            ["SOURCE", "GROUP", "TRANCHE", "POSITION"],
+            ...list.map((c) => [c.source, c.group, c.tranche, c.position.toString()]),
+          ]),
+        );
+      }
+      if (list.length === 0) {
+        args.io.err(`no checkpoints for source ${source}${group ? ` and group ${group}` : ""}\n`);
+        return EXIT.notFound;
+      }
+      return EXIT.ok;
+    });
+  },
+};
+
+const MAX_POSITION = (1n << 63n) - 1n;
+
+/** `impel checkpoints set`: moves one checkpoint, or deletes it. */
+export const checkpointsSet: Command = {
+  path: ["checkpoints", "set"],
+  summary:
+    "Sets one checkpoint (backwards too), or deletes it. Stop the pipeline first: its own commits would move it on.",
+  usage:
+    "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail | --delete)",
+  details: `
+--position start sets 0, before the first item of every built-in source. --position tail asks the
+backend for its head: with --store postgres the MessageDB category of the tranche in the same
+database; with --store dynamo the open epoch of the index partition (--index-table). The previous
+position is printed so that the change can be undone.`,
+  options: [
+    { name: "source", kind: "string", arg: "NAME", help: "the source's name in checkpoint keys" },
+    { name: "group", kind: "string", arg: "NAME", help: "the consumer group" },
+    {
+      name: "tranche",
+      kind: "string",
+      arg: "NAME",
+      help: "the tranche (category, partition, ...)",
+    },
+    { name: "position", kind: "string", arg: "N|start|tail", help: "the new position" },
+    {
+      name: "delete",
+      kind: "boolean",
+      help: "forget the checkpoint (the source then starts as configured)",
+    },
+    {
+      name: "index-table",
+      kind: "string",
+      arg: "NAME",
+      help: "index table, for --position tail with --store dynamo",
+    },
+    ...STORE,
+  ],
+  async run(args) {
+    const key = {
+      source: args.required("source"),
+      group: args.required("group"),
+      tranche: args.required("tranche"),
+    };
+    const given = args.string("position");
+    if ((given === undefined) === !args.flag("delete")) {
+      throw usage("give exactly one of --position and --delete");
+    }
+    if (given !== undefined && !["start", "tail"].includes(given)) {
+      if (!/^\d{1,19}$/.test(given) || BigInt(given) > MAX_POSITION) {
+        throw usage(
+          `--position must be start, tail or an integer in [0, 2^63), got ${describe(given)}`,
+        );
+      }
+    }
+    return await withStore(args, async (store, tail) => {
+      const previous = await store.load(key).catch(mapCheckpointError);
+      const position = given === undefined
+        ? undefined
+        : given === "start"
+        ? 0n
+        : given === "tail"
+        ? await tail(key.tranche)
+        : BigInt(given);
+      await store.reset(key, position).catch(mapCheckpointError);
+      args.io.out(
+        `checkpoint ${key.source}/${key.tranche}/${key.group}: ${previous ?? "none"} -> ${
+          position ?? "deleted"
+        }\n`,
+      );
+      return EXIT.ok;
+    });
+  },
+};
