@@ -41,7 +41,10 @@ export interface StreamFailure {
  * - `deadLetter`: after `maxAttempts`, hand the events to `deadLetter` and move the stream past
  *   them; if `deadLetter` itself throws, the stream stays failing and is retried (nothing is lost).
  * - `fault`: stop the pipeline with a {@linkcode PipelineFaultError} once a stream has failed
- *   `maxAttempts` times (default 3), or once more than `maxFailingStreams` streams are failing.
+ *   `maxAttempts` times (default 3), once more than `maxFailingStreams` streams are failing, or
+ *   once a stream has been stuck (no progress while it has work: a hung handler, a handler that
+ *   keeps returning without progress, a gap that never fills) for `maxStuckMs`. Stuck streams
+ *   are checked on the sink's commit interval.
  *
  * @example
  * ```ts
@@ -60,7 +63,12 @@ export type FailurePolicy =
     readonly maxAttempts: number;
     readonly deadLetter: (failure: StreamFailure) => Promise<void> | void;
   }
-  | { readonly kind: "fault"; readonly maxAttempts?: number; readonly maxFailingStreams?: number };
+  | {
+    readonly kind: "fault";
+    readonly maxAttempts?: number;
+    readonly maxFailingStreams?: number;
+    readonly maxStuckMs?: number;
+  };
 
 /**
  * The pipeline stopped because failures passed the policy's threshold; `failures` names the
@@ -145,6 +153,7 @@ export function checkFailurePolicy(policy: FailurePolicy): FailurePolicy {
       if (policy.maxFailingStreams !== undefined) {
         checkInteger("failure.maxFailingStreams", policy.maxFailingStreams, 0);
       }
+      if (policy.maxStuckMs !== undefined) checkNumber("failure.maxStuckMs", policy.maxStuckMs, 0);
       return policy;
     default:
       throw new InvalidArgumentError(

@@ -238,6 +238,8 @@ export interface Scheduler {
   abortHandlers(reason: unknown): void;
   /** A view of busy, failing and stuck streams. */
   snapshot(): SchedulerSnapshot;
+  /** Faults the pipeline if the policy's `maxStuckMs` is set and a stream is stuck that long. */
+  checkStuck(): void;
 }
 
 /** Hooks through which the scheduler reports to its sink. */
@@ -255,6 +257,18 @@ function resolveOptions(options: SchedulerOptions) {
   if (typeof options?.handler !== "function") {
     throw new InvalidArgumentError("handler", "must be a function");
   }
+  const stuckAfterMs = checkNumber("stuckAfterMs", options.stuckAfterMs ?? 60_000, 0);
+  const failure = options.failure;
+  if (
+    failure?.kind === "fault" && failure.maxStuckMs !== undefined &&
+    failure.maxStuckMs < stuckAfterMs
+  ) {
+    // Streams are only classed stuck after stuckAfterMs, so a lower limit could never apply.
+    throw new InvalidArgumentError(
+      "failure.maxStuckMs",
+      `must be >= stuckAfterMs (${stuckAfterMs}), got ${failure.maxStuckMs}`,
+    );
+  }
   return {
     handler: options.handler,
     maxConcurrentStreams: checkInteger(
@@ -266,7 +280,7 @@ function resolveOptions(options: SchedulerOptions) {
     maxBytesPerCall: checkNumber("maxBytesPerCall", options.maxBytesPerCall ?? 1 << 20, 1),
     backoff: backoff(options.retry),
     failure: checkFailurePolicy(options.failure ?? { kind: "retry" }),
-    stuckAfterMs: checkNumber("stuckAfterMs", options.stuckAfterMs ?? 60_000, 0),
+    stuckAfterMs,
   };
 }
 
@@ -737,6 +751,27 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     };
   }
 
+  function checkStuck() {
+    const policy = opts.failure;
+    if (policy.kind !== "fault" || policy.maxStuckMs === undefined || stopping) return;
+    const limit = policy.maxStuckMs;
+    const over = snapshot().stuck.filter((s) => s.ageMs >= limit);
+    if (over.length === 0) return;
+    const now = Date.now();
+    fault(
+      new PipelineFaultError(
+        `${over.length} stream(s) without progress for ${limit} ms or more`,
+        over.map((s) => ({
+          stream: s.stream,
+          events: streams.get(s.stream)?.buffer ?? NO_EVENTS,
+          error: new ImpelError("Stuck", `no progress for ${Math.round(s.ageMs)} ms`),
+          attempts: s.attempts,
+          since: now - s.ageMs,
+        })),
+      ),
+    );
+  }
+
   function snapshot(): SchedulerSnapshot {
     const now = Date.now();
     const stuck: StreamStatus[] = [];
@@ -817,6 +852,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       handlerAbort.abort(reason);
     },
     snapshot,
+    checkStuck,
   };
 }
 

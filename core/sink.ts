@@ -171,6 +171,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   }
 
   const commitTimer = setInterval(() => {
+    scheduler.checkStuck();
     for (const name of scheduler.tranches.keys()) {
       if (inFlight.has(name)) continue;
       commitTranche(name).catch((error) =>

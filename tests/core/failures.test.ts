@@ -332,6 +332,46 @@ test("fault: more failing streams than maxFailingStreams faults the pipeline", a
   await writer.abort().catch(() => {});
 });
 
+test("fault: a handler that hangs past maxStuckMs faults the pipeline, naming the stream", async () => {
+  const store = createMemoryStore();
+  await store.append("A-1", [{ type: "T", data: 0 }], 0);
+  await store.append("B-1", [{ type: "T", data: 0 }], 0);
+  const handled: string[] = [];
+  const sink = streamsSink({
+    ...quiet,
+    stuckAfterMs: 20,
+    stopTimeoutMs: 10,
+    failure: { kind: "fault", maxStuckMs: 40 },
+    // A-1 never finishes on its own; it gives up only when the stop aborts its signal.
+    handler: (stream, _events, { signal }) => {
+      if (stream !== "A-1") return void handled.push(stream);
+      return new Promise<void>((_, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason))
+      );
+    },
+  });
+  const outcome = await within(run(memorySource({ store }), sink), 3000);
+  assert.ok(!outcome.timedOut, "a hung handler must fault the pipeline, not stall it");
+  const error = outcome.error;
+  assert.ok(error instanceof PipelineFaultError, `expected a PipelineFaultError, got ${error}`);
+  assert.match(error.message, /without progress for 40 ms/);
+  assert.deepEqual(error.failures.map((f) => f.stream), ["A-1"]);
+  assert.deepEqual(handled, ["B-1"], "other streams carried on meanwhile");
+});
+
+test("fault: maxStuckMs below stuckAfterMs is rejected, since it could never apply", () => {
+  assert.throws(
+    () =>
+      streamsSink({
+        ...quiet,
+        stuckAfterMs: 1000,
+        failure: { kind: "fault", maxStuckMs: 10 },
+        handler: () => {},
+      }),
+    (e) => e instanceof InvalidArgumentError && e.field === "failure.maxStuckMs",
+  );
+});
+
 test("invalid handler results are typed failures, never silent progress", async (t) => {
   for (const value of ["3", -1, 1.5, NaN, Infinity, null, {}, 2n]) {
     await t.step(
