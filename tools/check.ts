@@ -8,7 +8,8 @@ const entries: string[] = Object.values(config.exports as Record<string, string>
 const steps: string[][] = [
   ["fmt", "--check"],
   ["lint"],
-  ["check", ...entries, "tests/", "bench/", "examples/", "tools/"],
+  ["check", "--doc", ...entries],
+  ["check", "tests/", "bench/", "examples/", "tools/"],
   ["doc", "--lint", ...entries],
   ["publish", "--dry-run", "--allow-dirty"],
 ];
