@@ -25,17 +25,33 @@
  *
  * @module
  */
-export * from "./core/batch.ts";
-export * from "./core/checkpoints.ts";
+export type { Batch, BatchItem, Position } from "./core/batch.ts";
+export type { CheckpointKey, CheckpointStore } from "./core/checkpoints.ts";
 export * from "./core/codec.ts";
 export * from "./core/decider.ts";
-export * from "./core/errors.ts";
+export { ImpelError, InvalidArgumentError } from "./core/errors.ts";
 export * from "./core/event.ts";
-export * from "./core/failure.ts";
-export * from "./core/histogram.ts";
-export * from "./core/monitor.ts";
-export * from "./core/scheduler.ts";
+export {
+  type FailurePolicy,
+  InvalidHandlerResultError,
+  PipelineFaultError,
+  type RetryOptions,
+  type StreamFailure,
+} from "./core/failure.ts";
+export type { Percentiles } from "./core/histogram.ts";
+export type { AwaitCompletionOptions, Monitor } from "./core/monitor.ts";
+export {
+  type Handler,
+  type HandlerContext,
+  type SchedulerCounters,
+  type SchedulerOptions,
+  type SchedulerSnapshot,
+  STREAM_STATES,
+  type StreamStateName,
+  type StreamStateTotals,
+  type StreamStatus,
+} from "./core/scheduler.ts";
 export * from "./core/sink.ts";
-export * from "./core/stats.ts";
+export type { SinkStats, TrancheStats } from "./core/stats.ts";
 export * from "./core/store.ts";
 export * from "./core/streamName.ts";
