@@ -6,10 +6,38 @@
 import type { StreamEvent } from "./event.ts";
 import type { StreamName } from "./streamName.ts";
 
-/** Checkpoint positions are exact 64-bit integers (offsets, global positions, epoch×1e6+offset). */
+/**
+ * Checkpoint positions are exact 64-bit integers (offsets, global positions, epoch×1e6+offset).
+ *
+ * @example
+ * ```ts
+ * import type { Position } from "@impel/impel";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * const checkpoints = memoryCheckpoints();
+ * const key = { source: "memory", tranche: "all", group: "printer" };
+ * await checkpoints.commit(key, 42n);
+ * const position: Position | undefined = await checkpoints.load(key);
+ * console.log(position); // 42n
+ * ```
+ */
 export type Position = bigint;
 
-/** One event of a batch together with the stream it belongs to. */
+/**
+ * One event of a batch together with the stream it belongs to.
+ *
+ * @example
+ * ```ts
+ * import type { Batch, BatchItem } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * // A custom source wraps what it read as the items of a batch.
+ * const events = await store.readStream("Order-1");
+ * const items: BatchItem[] = events.map((event) => ({ stream: "Order-1", event }));
+ * const batch: Batch = { tranche: "all", items, position: 1n, isTail: true };
+ * console.log(batch.items[0].stream, batch.items[0].event.type); // "Order-1" "Placed"
+ * ```
+ */
 export interface BatchItem<E = StreamEvent> {
   /** The stream the event belongs to. */
   readonly stream: StreamName;

@@ -6,7 +6,20 @@
 import type { Position } from "./batch.ts";
 import { ImpelError } from "./errors.ts";
 
-/** The key of one checkpoint: which source, which tranche, which consumer group. */
+/**
+ * The key of one checkpoint: which source, which tranche, which consumer group.
+ *
+ * @example
+ * ```ts
+ * import type { CheckpointKey } from "@impel/impel";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * const checkpoints = memoryCheckpoints();
+ * const key: CheckpointKey = { source: "memory", tranche: "all", group: "printer" };
+ * await checkpoints.reset(key, 0n); // replay the group from the start
+ * const [saved] = await checkpoints.list("memory", "printer");
+ * console.log(saved.tranche, saved.position); // "all" 0n
+ * ```
+ */
 export interface CheckpointKey {
   /** The source's name, e.g. `messagedb:GuestStay` or `memory`. */
   readonly source: string;

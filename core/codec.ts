@@ -32,7 +32,25 @@ import type { EventData } from "./store.ts";
  */
 export const SCHEMA_VERSION_KEY = "schemaVersion";
 
-/** The shape of a typed event: a type name and its data. */
+/**
+ * The shape of a typed event: a type name and its data.
+ *
+ * @example
+ * ```ts
+ * import { type Codec, createCodec, type EventData, type TypedEvent } from "@impel/impel";
+ *
+ * type Event =
+ *   | { type: "Charged"; data: { amount: number } }
+ *   | { type: "Refunded"; data: { amount: number; reason: string } };
+ *
+ * // Code that serves every aggregate takes its event union as `E extends TypedEvent`.
+ * function encodeAll<E extends TypedEvent>(codec: Codec<E>, events: readonly E[]): EventData[] {
+ *   return events.map((e) => codec.encode(e));
+ * }
+ * const codec = createCodec<Event>({ Charged: {}, Refunded: {} });
+ * encodeAll(codec, [{ type: "Refunded", data: { amount: 5, reason: "late" } }]);
+ * ```
+ */
 export interface TypedEvent {
   /** The event type, also its stored type name. */
   readonly type: string;
@@ -40,16 +58,73 @@ export interface TypedEvent {
   readonly data: unknown;
 }
 
-/** The data of the member of the union `E` whose type is `K`. */
+/**
+ * The data of the member of the union `E` whose type is `K`.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, type DataOf } from "@impel/impel";
+ *
+ * type Event =
+ *   | { type: "Charged"; data: { amount: number } }
+ *   | { type: "CheckedOut"; data: { at: string } };
+ *
+ * function parseCharged(data: unknown): DataOf<Event, "Charged"> {
+ *   const amount = (data as { amount?: unknown }).amount;
+ *   if (typeof amount !== "number") throw new Error("amount must be a number");
+ *   return { amount };
+ * }
+ * const codec = createCodec<Event>({ Charged: { parse: parseCharged }, CheckedOut: {} });
+ * ```
+ */
 export type DataOf<E extends TypedEvent, K extends E["type"]> = Extract<E, { type: K }>["data"];
 
 /**
  * Converts data of one schema version into the next: the function registered under version `n`
  * receives version-`n` data and returns version-`n + 1` data. Throwing marks the event malformed.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, type Upcaster } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number; currency: string } };
+ * // Version 1 had no currency: every charge was in euros.
+ * const addCurrency: Upcaster = (data) => ({ ...(data as { amount: number }), currency: "EUR" });
+ * const codec = createCodec<Event>({ Charged: { version: 2, upcast: { 1: addCurrency } } });
+ *
+ * const store = createMemoryStore();
+ * await store.append("Account-1", [{ type: "Charged", data: { amount: 5 } }], 0); // version 1
+ * const [stored] = await store.readStream("Account-1");
+ * console.log(codec.decode(stored)); // { type: "Charged", data: { amount: 5, currency: "EUR" } }
+ * ```
  */
 export type Upcaster = (data: unknown, meta: unknown) => unknown;
 
-/** How the codec treats one event type. */
+/**
+ * How the codec treats one event type.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, type EventSpec } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type CheckedOut = { at: string };
+ * const checkedOut: EventSpec<CheckedOut> = {
+ *   aliases: ["CheckOutCompleted"], // its name before a rename
+ *   parse: (data) => {
+ *     if (typeof (data as Partial<CheckedOut>).at !== "string") throw new Error("no `at`");
+ *     return data as CheckedOut;
+ *   },
+ * };
+ * const codec = createCodec<{ type: "CheckedOut"; data: CheckedOut }>({ CheckedOut: checkedOut });
+ *
+ * const store = createMemoryStore();
+ * await store.append("Stay-1", [{ type: "CheckOutCompleted", data: { at: "2024-05-01" } }], 0);
+ * const [stored] = await store.readStream("Stay-1");
+ * console.log(codec.decode(stored)?.type); // "CheckedOut"
+ * ```
+ */
 export interface EventSpec<Data> {
   /** The current schema version of this type's data (default 1). */
   readonly version?: number;
@@ -67,15 +142,64 @@ export interface EventSpec<Data> {
   readonly aliases?: readonly string[];
 }
 
-/** One {@linkcode EventSpec} per member of the event union `E`. */
+/**
+ * One {@linkcode EventSpec} per member of the event union `E`.
+ *
+ * @example
+ * ```ts
+ * import { type CodecSpec, createCodec } from "@impel/impel";
+ *
+ * type Event =
+ *   | { type: "Charged"; data: { amount: number } }
+ *   | { type: "CheckedOut"; data: { at: string } };
+ *
+ * // Leaving out a member of the union, or naming one that is not in it, fails to compile.
+ * const spec: CodecSpec<Event> = { Charged: {}, CheckedOut: { aliases: ["Departed"] } };
+ * const codec = createCodec<Event>(spec);
+ * ```
+ */
 export type CodecSpec<E extends TypedEvent> = {
   readonly [K in E["type"]]: EventSpec<DataOf<E, K>>;
 };
 
-/** What to do with an event the codec cannot decode: throw, or skip it and count it. */
+/**
+ * What to do with an event the codec cannot decode: throw, or skip it and count it.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, type DecodeFailurePolicy } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * // This reader folds charges only: other event types in the stream are not its concern.
+ * const onUnknown: DecodeFailurePolicy = "skip";
+ * const codec = createCodec<{ type: "Charged"; data: { amount: number } }>({ Charged: {} }, {
+ *   onUnknown,
+ * });
+ *
+ * const store = createMemoryStore();
+ * await store.append("Account-1", [{ type: "Audited", data: {} }], 0);
+ * const [stored] = await store.readStream("Account-1");
+ * console.log(codec.decode(stored), codec.skipped.unknown); // undefined 1
+ * ```
+ */
 export type DecodeFailurePolicy = "fail" | "skip";
 
-/** Options of {@linkcode createCodec}. */
+/**
+ * Options of {@linkcode createCodec}.
+ *
+ * @example
+ * ```ts
+ * import { type CodecOptions, createCodec } from "@impel/impel";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const options: CodecOptions = {
+ *   onUnknown: "skip",
+ *   onMalformed: "fail",
+ *   onSkip: (error) => console.warn(`skipped: ${error.message}`),
+ * };
+ * const codec = createCodec<Event>({ Charged: {} }, options);
+ * ```
+ */
 export interface CodecOptions {
   /** Events of a type not in the spec (default `"fail"`). */
   readonly onUnknown?: DecodeFailurePolicy;
@@ -85,7 +209,24 @@ export interface CodecOptions {
   readonly onSkip?: (error: EventDecodeError) => void;
 }
 
-/** Metadata and tracing ids to attach to encoded events. */
+/**
+ * Metadata and tracing ids to attach to encoded events.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, type EncodeContext } from "@impel/impel";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const codec = createCodec<Event>({ Charged: {} });
+ * const context: EncodeContext = {
+ *   meta: { user: "ann" },
+ *   correlationId: "req-17",
+ *   causationId: "cmd-3",
+ * };
+ * const stored = codec.encode({ type: "Charged", data: { amount: 5 } }, context);
+ * console.log(stored.meta, stored.correlationId); // { user: "ann" } "req-17"
+ * ```
+ */
 export interface EncodeContext {
   /** Metadata to store with every event (an object: the schema version is added to it). */
   readonly meta?: Readonly<Record<string, unknown>>;
@@ -95,7 +236,32 @@ export interface EncodeContext {
   readonly causationId?: string;
 }
 
-/** Counts of events a codec skipped under its `"skip"` policies. */
+/**
+ * Counts of events a codec skipped under its `"skip"` policies.
+ *
+ * @example
+ * ```ts
+ * import { type CodecCounters, createCodec } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const codec = createCodec<Event>({
+ *   Charged: {
+ *     parse: (d) => {
+ *       if (typeof (d as { amount?: unknown }).amount !== "number") throw new Error("no amount");
+ *       return d as { amount: number };
+ *     },
+ *   },
+ * }, { onUnknown: "skip", onMalformed: "skip" });
+ *
+ * const store = createMemoryStore();
+ * const written = [{ type: "Charged", data: {} }, { type: "Audited", data: {} }];
+ * await store.append("Account-1", written, 0);
+ * for (const event of await store.readStream("Account-1")) codec.decode(event);
+ * const { unknown, malformed }: Readonly<CodecCounters> = codec.skipped;
+ * console.log(unknown, malformed); // 1 1
+ * ```
+ */
 export interface CodecCounters {
   /** Events of unknown types skipped. */
   unknown: number;

@@ -49,7 +49,28 @@ export interface LastEventReader {
   readLastEvent(stream: StreamName, type?: string): Promise<StreamEvent | undefined>;
 }
 
-/** A folded state with the version (event count) it reflects. */
+/**
+ * A folded state with the version (event count) it reflects.
+ *
+ * @example
+ * ```ts
+ * import { type CachedState, createCodec, createDecider, createStateCache } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const cache = createStateCache();
+ * const decider = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ *   cache,
+ * });
+ * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }]);
+ * const entry: CachedState | undefined = cache.get("Account-1");
+ * console.log(entry?.version, entry?.state); // 1 5
+ * ```
+ */
 export interface CachedState {
   /** The stream's event count when the state was folded. */
   readonly version: number;
@@ -83,7 +104,16 @@ export interface StateCache {
   readonly size: number;
 }
 
-/** Options of {@linkcode createStateCache}. */
+/**
+ * Options of {@linkcode createStateCache}.
+ *
+ * @example
+ * ```ts
+ * import { createStateCache, type StateCacheOptions } from "@impel/impel";
+ * const options: StateCacheOptions = { maxEntries: 50_000 };
+ * const cache = createStateCache(options);
+ * ```
+ */
 export interface StateCacheOptions {
   /** Most streams kept; the least recently used go first (default 10 000). */
   readonly maxEntries?: number;
@@ -129,7 +159,38 @@ export function createStateCache(options: StateCacheOptions = {}): StateCache {
   };
 }
 
-/** Rolling snapshots: a state event written into the stream every so often. */
+/**
+ * Rolling snapshots: a state event written into the stream every so often.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, type SnapshotOptions } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event =
+ *   | { type: "Charged"; data: { amount: number } }
+ *   | { type: "Totalled"; data: { total: number } };
+ *
+ * const snapshot: SnapshotOptions<Event, number> = {
+ *   isOrigin: (e) => e.type === "Totalled",
+ *   toSnapshot: (total) => ({ type: "Totalled", data: { total } }),
+ *   every: 2,
+ * };
+ * const store = createMemoryStore();
+ * const decider = createDecider<Event, number>({
+ *   store,
+ *   codec: createCodec<Event>({ Charged: {}, Totalled: {} }),
+ *   initial: 0,
+ *   fold: (total, events) =>
+ *     events.reduce((t, e) => e.type === "Totalled" ? e.data.total : t + e.data.amount, total),
+ *   snapshot,
+ * });
+ * const charge = { type: "Charged", data: { amount: 5 } } as const;
+ * await decider.transact("Account-1", () => [charge, charge]);
+ * const written = await store.readStream("Account-1");
+ * console.log(written.map((e) => e.type)); // ["Charged", "Charged", "Totalled"]
+ * ```
+ */
 export interface SnapshotOptions<E extends TypedEvent, S> {
   /** Whether `event` is a snapshot (folding it must replace the state entirely). */
   isOrigin(event: E): boolean;
@@ -142,7 +203,26 @@ export interface SnapshotOptions<E extends TypedEvent, S> {
   readonly every: number;
 }
 
-/** Options of {@linkcode createDecider}. */
+/**
+ * Options of {@linkcode createDecider}.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, createStateCache, type DeciderOptions } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const options: DeciderOptions<Event, number> = {
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ *   maxAttempts: 5,
+ *   cache: createStateCache(),
+ * };
+ * const decider = createDecider(options);
+ * ```
+ */
 export interface DeciderOptions<E extends TypedEvent, S> {
   /** Where the streams live. */
   readonly store: EventStore;
@@ -164,10 +244,49 @@ export interface DeciderOptions<E extends TypedEvent, S> {
  * How much a load may rely on the cache: `"requireLoad"` (default) reads the events written
  * since the cached version; `"allowStale"` uses a cached state as it is (a transact still
  * detects and resolves a conflict through the expected version).
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, createStateCache, type LoadOption } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const decider = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ *   cache: createStateCache(),
+ * });
+ * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }]);
+ * // A dashboard can live with a slightly old total and save the read.
+ * const load: LoadOption = "allowStale";
+ * await decider.query("Account-1", (total) => total, { load }); // 5, from the cache
+ * ```
  */
 export type LoadOption = "requireLoad" | "allowStale";
 
-/** What `render` and `decide` are told besides the state. */
+/**
+ * What `render` and `decide` are told besides the state.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, type DecideContext } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const decider = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ * });
+ * await decider.transact("Account-1", (total, context: DecideContext) => {
+ *   console.log(context.stream, context.version, context.attempt); // "Account-1" 0 1
+ *   return total < 100 ? [{ type: "Charged", data: { amount: 5 } }] : [];
+ * });
+ * ```
+ */
 export interface DecideContext {
   /** The stream. */
   readonly stream: StreamName;
@@ -180,10 +299,51 @@ export interface DecideContext {
 /**
  * What a decision yields: the events to append, or the events with a result to return to the
  * caller. An empty list appends nothing.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, type Decision } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const decider = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ * });
+ * const charge = (amount: number) => (total: number): Decision<Event, boolean> =>
+ *   total + amount > 100
+ *     ? { events: [], result: false }
+ *     : { events: [{ type: "Charged", data: { amount } }], result: true };
+ * await decider.transact("Account-1", charge(30)); // true
+ * await decider.transact("Account-1", charge(80)); // false: nothing appended
+ * ```
  */
 export type Decision<E, R> = readonly E[] | { readonly events: readonly E[]; readonly result: R };
 
-/** Options of {@linkcode Decider.transact}. */
+/**
+ * Options of {@linkcode Decider.transact}.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, type TransactOptions } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const decider = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ * });
+ * const options: TransactOptions = {
+ *   load: "requireLoad",
+ *   context: { meta: { user: "ann" }, correlationId: "req-17" },
+ * };
+ * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }], options);
+ * ```
+ */
 export interface TransactOptions {
   /** How much the initial load may rely on the cache (default `"requireLoad"`). */
   readonly load?: LoadOption;
@@ -191,13 +351,53 @@ export interface TransactOptions {
   readonly context?: EncodeContext;
 }
 
-/** Options of {@linkcode Decider.query}. */
+/**
+ * Options of {@linkcode Decider.query}.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, createStateCache, type QueryOptions } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const decider = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ *   cache: createStateCache(),
+ * });
+ * const options: QueryOptions = { load: "allowStale" };
+ * await decider.query("Account-1", (total) => total, options); // 0
+ * ```
+ */
 export interface QueryOptions {
   /** How much the load may rely on the cache (default `"requireLoad"`). */
   readonly load?: LoadOption;
 }
 
-/** The full outcome of {@linkcode Decider.transactEx}. */
+/**
+ * The full outcome of {@linkcode Decider.transactEx}.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, type TransactOutcome } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const decider = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ * });
+ * const outcome: TransactOutcome<number, void> = await decider.transactEx("Account-1", () => [
+ *   { type: "Charged", data: { amount: 5 } },
+ *   { type: "Charged", data: { amount: 7 } },
+ * ]);
+ * console.log(outcome.state, outcome.version, outcome.appended, outcome.attempts); // 12 2 2 1
+ * ```
+ */
 export interface TransactOutcome<S, R> {
   /** The decision's result (`undefined` for a decision that returned just events). */
   readonly result: R;

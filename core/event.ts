@@ -8,6 +8,16 @@ import type { StreamName } from "./streamName.ts";
 /**
  * One event of a stream. `index` is its 0-based position in the stream; `size` is an estimate
  * of its bytes, used for batching limits.
+ *
+ * @example
+ * ```ts
+ * import type { StreamEvent } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: { total: 3 } }], 0);
+ * const [placed]: StreamEvent[] = await store.readStream("Order-1");
+ * console.log(placed.index, placed.type, placed.data); // 0 "Placed" { total: 3 }
+ * ```
  */
 export interface StreamEvent<Data = unknown, Meta = unknown> {
   /** 0-based position of the event in its stream. */

@@ -8,7 +8,19 @@ import type { StreamEvent } from "./event.ts";
 import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
 import type { StreamName } from "./streamName.ts";
 
-/** Exponential backoff between attempts of a failing or stalled stream. */
+/**
+ * Exponential backoff between attempts of a failing or stalled stream.
+ *
+ * @example
+ * ```ts
+ * import { type RetryOptions, streamsSink } from "@impel/impel";
+ *
+ * // 50 ms, 150 ms, 450 ms, ... up to 5 s, each spread by up to 20%.
+ * const retry: RetryOptions = { initialDelayMs: 50, maxDelayMs: 5_000, factor: 3, jitter: 0.2 };
+ * const sink = streamsSink({ handler: () => {}, retry });
+ * await sink.stop();
+ * ```
+ */
 export interface RetryOptions {
   /** Delay before the second attempt (default 100 ms). */
   readonly initialDelayMs?: number;
@@ -20,7 +32,34 @@ export interface RetryOptions {
   readonly jitter?: number;
 }
 
-/** A stream whose handler keeps failing, as handed to a dead-letter callback or named in a fault. */
+/**
+ * A stream whose handler keeps failing, as handed to a dead-letter callback or named in a fault.
+ *
+ * @example
+ * ```ts
+ * import { run, type StreamFailure, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * const parked: StreamFailure[] = [];
+ * const sink = streamsSink({
+ *   handler: () => {
+ *     throw new Error("no such customer");
+ *   },
+ *   retry: { initialDelayMs: 1 },
+ *   failure: { kind: "deadLetter", maxAttempts: 2, deadLetter: (f) => void parked.push(f) },
+ * });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store }), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running;
+ * for (const { stream, events, error, attempts, since } of parked) {
+ *   console.log(stream, events.length, attempts, String(error), Date.now() - since >= 0);
+ * } // Order-1 1 2 Error: no such customer true
+ * ```
+ */
 export interface StreamFailure {
   /** The failing stream. */
   readonly stream: StreamName;
@@ -101,7 +140,28 @@ export class PipelineFaultError extends ImpelError {
   }
 }
 
-/** A handler returned something other than an integer index or nothing. */
+/**
+ * A handler returned something other than an integer index or nothing. It counts as a failed
+ * attempt, so the failure policy decides what happens next.
+ *
+ * @example
+ * ```ts
+ * import { InvalidHandlerResultError, PipelineFaultError, run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * const sink = streamsSink({
+ *   handler: (_stream, events) => events.length / 2, // a bug: 0.5 is not an index
+ *   failure: { kind: "fault", maxAttempts: 1 },
+ * });
+ * await run(memorySource({ store }), sink).catch((e) => {
+ *   if (e instanceof PipelineFaultError && e.cause instanceof InvalidHandlerResultError) {
+ *     console.log(e.cause.message); // handler for Order-1 returned 0.5; expected an integer ...
+ *   }
+ * });
+ * ```
+ */
 export class InvalidHandlerResultError extends ImpelError {
   /** Creates the error naming the stream and the value returned. */
   constructor(stream: StreamName, value: unknown) {

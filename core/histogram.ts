@@ -9,7 +9,28 @@ const PER_OCTAVE = 8;
 const MIN_US = 1;
 const BUCKETS = PER_OCTAVE * 40;
 
-/** Latency percentiles in milliseconds. */
+/**
+ * Latency percentiles in milliseconds.
+ *
+ * @example
+ * ```ts
+ * import { type Percentiles, run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * const sink = streamsSink({ handler: () => {} });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store }), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * const ok: Percentiles = sink.stats().latency.ok; // handler calls that returned
+ * const ms = (x: number) => x.toFixed(2);
+ * console.log(`${ok.count} calls: p50 ${ms(ok.p50)} p95 ${ms(ok.p95)} p99 ${ms(ok.p99)} ms`);
+ * console.log(`slowest ${ms(ok.max)} ms`);
+ * ac.abort();
+ * await running;
+ * ```
+ */
 export interface Percentiles {
   /** Number of samples. */
   readonly count: number;
@@ -38,7 +59,7 @@ export interface Histogram {
  *
  * @example
  * ```ts
- * import { createHistogram } from "@impel/impel";
+ * import { createHistogram } from "./histogram.ts";
  * const h = createHistogram();
  * h.record(1.5);
  * h.percentiles().count; // 1

@@ -6,7 +6,26 @@
  */
 import { ImpelError } from "./errors.ts";
 
-/** Options of {@linkcode Monitor.awaitCompletion}. */
+/**
+ * Options of {@linkcode Monitor.awaitCompletion}.
+ *
+ * @example
+ * ```ts
+ * import { type AwaitCompletionOptions, run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * const sink = streamsSink({ handler: () => {} });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store }), sink, { signal: ac.signal });
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * // Caught up with everything appended so far, or a Timeout error after 5 s.
+ * const caughtUp: AwaitCompletionOptions = { tail: true, timeoutMs: 5_000 };
+ * await sink.monitor.awaitCompletion(caughtUp);
+ * ac.abort();
+ * await running;
+ * ```
+ */
 export interface AwaitCompletionOptions {
   /** Also wait until the latest batch of every tranche seen so far reached the tail. */
   readonly tail?: boolean;
@@ -62,7 +81,7 @@ interface Waiter {
  *
  * @example
  * ```ts
- * import { createMonitor } from "@impel/impel";
+ * import { createMonitor } from "./monitor.ts";
  * const control = createMonitor({ isComplete: () => true, ingested: () => 0 });
  * await control.monitor.awaitCompletion();
  * ```

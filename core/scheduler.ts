@@ -23,7 +23,27 @@ import type { StreamName } from "./streamName.ts";
 /** Busy runs measure handler latency on one call in this many (a power of two). */
 const LATENCY_SAMPLE = 64;
 
-/** What a handler is told besides the stream and its events. */
+/**
+ * What a handler is told besides the stream and its events.
+ *
+ * @example
+ * ```ts
+ * import { type HandlerContext, streamsSink } from "@impel/impel";
+ * import type { StreamEvent, StreamName } from "@impel/impel";
+ *
+ * async function notify(stream: StreamName, events: readonly StreamEvent[], ctx: HandlerContext) {
+ *   if (ctx.attempt > 1) console.warn(`${stream}: retrying, attempt ${ctx.attempt}`);
+ *   // Handing on the signal lets a stop that has run out of patience cancel the request.
+ *   await fetch("http://127.0.0.1:8080/notifications", {
+ *     method: "POST",
+ *     body: JSON.stringify({ stream, types: events.map((e) => e.type) }),
+ *     signal: ctx.signal,
+ *   });
+ * }
+ * const sink = streamsSink({ handler: notify });
+ * await sink.stop();
+ * ```
+ */
 export interface HandlerContext {
   /** Aborted when the pipeline stops and the stop timeout has passed: give up promptly. */
   readonly signal: AbortSignal;
@@ -51,7 +71,27 @@ export type Handler = (
   context: HandlerContext,
 ) => Promise<number | void> | number | void;
 
-/** Options of the scheduler. */
+/**
+ * Options of the scheduler: the part of {@linkcode StreamsSinkOptions} that decides how the
+ * handler is called.
+ *
+ * @example
+ * ```ts
+ * import { type SchedulerOptions, streamsSink } from "@impel/impel";
+ *
+ * const scheduling: SchedulerOptions = {
+ *   handler: (stream, events) => console.log(stream, events.length),
+ *   maxConcurrentStreams: 32,
+ *   maxEventsPerCall: 500,
+ *   maxBytesPerCall: 256 * 1024,
+ *   retry: { initialDelayMs: 200, maxDelayMs: 10_000 },
+ *   failure: { kind: "fault", maxAttempts: 5, maxStuckMs: 120_000 },
+ *   stuckAfterMs: 30_000,
+ * };
+ * const sink = streamsSink({ ...scheduling, group: "notifier" });
+ * await sink.stop();
+ * ```
+ */
 export interface SchedulerOptions {
   /** The application handler. */
   readonly handler: Handler;
@@ -69,7 +109,36 @@ export interface SchedulerOptions {
   readonly stuckAfterMs?: number;
 }
 
-/** A busy, failing or stuck stream as shown in stats. */
+/**
+ * A busy, failing or stuck stream as shown in stats.
+ *
+ * @example
+ * ```ts
+ * import { run, type StreamStatus, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const describe = (s: StreamStatus) =>
+ *   `${s.stream}: ${s.attempts} attempt(s) in ${s.ageMs} ms` + (s.error ? `, ${s.error}` : "");
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * let failing: readonly StreamStatus[] = [];
+ * const sink = streamsSink({
+ *   handler: (_stream, _events, { attempt }) => {
+ *     if (attempt === 1) throw new Error("database unavailable");
+ *     failing = sink.stats().failing; // during the retry, the last failure still shows
+ *   },
+ *   retry: { initialDelayMs: 1 },
+ * });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store }), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running;
+ * console.log(failing.map(describe));
+ * // ["Order-1: 1 attempt(s) in 2 ms, Error: database unavailable"]
+ * ```
+ */
 export interface StreamStatus {
   /** The stream. */
   readonly stream: StreamName;
@@ -81,10 +150,38 @@ export interface StreamStatus {
   readonly error?: unknown;
 }
 
-/** The states a stream with work can be in, most urgent first. */
+/**
+ * The states a stream with work can be in, most urgent first.
+ *
+ * @example
+ * ```ts
+ * import { type StreamStateName, streamsSink } from "@impel/impel";
+ *
+ * const sink = streamsSink({ handler: () => {} });
+ * const alarming: StreamStateName[] = ["stuck", "failing"];
+ * const troubled = alarming.reduce((n, state) => n + sink.stats().states[state].streams, 0);
+ * console.log(troubled); // 0
+ * await sink.stop();
+ * ```
+ */
 export type StreamStateName = "stuck" | "failing" | "active" | "ready" | "buffered";
 
-/** Every {@linkcode StreamStateName}. */
+/**
+ * Every {@linkcode StreamStateName}, in the order of the `states` of a
+ * {@linkcode SchedulerSnapshot}: for reporting each state without naming them all.
+ *
+ * @example
+ * ```ts
+ * import { STREAM_STATES, streamsSink } from "@impel/impel";
+ *
+ * const sink = streamsSink({ handler: () => {} });
+ * const { states } = sink.stats();
+ * for (const state of STREAM_STATES) {
+ *   console.log(`${state}: ${states[state].streams} streams, ${states[state].events} events`);
+ * }
+ * await sink.stop();
+ * ```
+ */
 export const STREAM_STATES: readonly StreamStateName[] = [
   "stuck",
   "failing",
@@ -93,7 +190,25 @@ export const STREAM_STATES: readonly StreamStateName[] = [
   "buffered",
 ];
 
-/** Streams, buffered events and bytes (by `event.size`) in one state. */
+/**
+ * Streams, buffered events and bytes (by `event.size`) in one state.
+ *
+ * @example
+ * ```ts
+ * import { STREAM_STATES, type StreamStateTotals, streamsSink } from "@impel/impel";
+ *
+ * const sink = streamsSink({ handler: () => {} });
+ * const backlog: StreamStateTotals = { streams: 0, events: 0, bytes: 0 };
+ * for (const state of STREAM_STATES) {
+ *   const t = sink.stats().states[state];
+ *   backlog.streams += t.streams;
+ *   backlog.events += t.events;
+ *   backlog.bytes += t.bytes;
+ * }
+ * console.log(backlog); // { streams: 0, events: 0, bytes: 0 }
+ * await sink.stop();
+ * ```
+ */
 export interface StreamStateTotals {
   /** Streams in the state. */
   streams: number;
@@ -103,7 +218,23 @@ export interface StreamStateTotals {
   bytes: number;
 }
 
-/** A point-in-time view of the scheduler. */
+/**
+ * A point-in-time view of the scheduler; part of a sink's {@linkcode SinkStats}.
+ *
+ * @example
+ * ```ts
+ * import { type SchedulerSnapshot, streamsSink } from "@impel/impel";
+ *
+ * const healthy = (s: SchedulerSnapshot) => s.stuck.length === 0 && s.failing.length < 10;
+ *
+ * const sink = streamsSink({ handler: () => {} });
+ * const snapshot: SchedulerSnapshot = sink.stats();
+ * console.log(healthy(snapshot), snapshot.streams, snapshot.bufferedEvents); // true 0 0
+ * console.log(snapshot.busy.length, snapshot.uncompletedBatches); // 0 0
+ * console.log(snapshot.states.ready); // { streams: 0, events: 0, bytes: 0 }
+ * await sink.stop();
+ * ```
+ */
 export interface SchedulerSnapshot {
   /** Streams with state (buffered events or a known write position). */
   readonly streams: number;
@@ -125,7 +256,28 @@ export interface SchedulerSnapshot {
   readonly uncompletedBatches: number;
 }
 
-/** Running totals since the scheduler started. */
+/**
+ * Running totals since the scheduler started.
+ *
+ * @example
+ * ```ts
+ * import { run, type SchedulerCounters, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }, { type: "Paid", data: {} }], 0);
+ * await store.append("Order-2", [{ type: "Placed", data: {} }], 0);
+ * const sink = streamsSink({ handler: () => {} });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store }), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running;
+ * const c: Readonly<SchedulerCounters> = sink.stats().counters;
+ * console.log(c.events, c.handled, c.calls, c.failures, c.deadLettered); // 3 3 2 0 0
+ * console.log(c.batchesCompleted === c.batches); // true
+ * ```
+ */
 export interface SchedulerCounters {
   /** Batches ingested. */
   batches: number;
@@ -290,10 +442,12 @@ function resolveOptions(options: SchedulerOptions) {
  *
  * @example
  * ```ts
- * import { createScheduler } from "@impel/impel";
+ * import { createScheduler } from "./scheduler.ts";
  * const scheduler = createScheduler({ handler: () => {} }, {
  *   onProgress() {},
- *   onFault(e) { throw e; },
+ *   onFault(error) {
+ *     throw error;
+ *   },
  *   onHandlerError() {},
  * });
  * scheduler.ingest({ tranche: "0", position: 1n, isTail: true, items: [] });

@@ -13,7 +13,26 @@ import { createMonitor, type Monitor } from "./monitor.ts";
 import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
 import { type SinkStats, sinkStats, statsLogger } from "./stats.ts";
 
-/** Options of {@linkcode streamsSink}. */
+/**
+ * Options of {@linkcode streamsSink}.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink, type StreamsSinkOptions } from "@impel/impel";
+ *
+ * const options: StreamsSinkOptions = {
+ *   group: "order-emails",
+ *   handler: (stream, events) => console.log(stream, events.map((e) => e.type)),
+ *   maxConcurrentStreams: 8,
+ *   maxReadAhead: 4,
+ *   commitIntervalMs: 500,
+ *   stopTimeoutMs: 5_000,
+ *   statsIntervalMs: 0, // a metrics exporter reads sink.stats() instead
+ * };
+ * const sink = streamsSink(options);
+ * await sink.stop();
+ * ```
+ */
 export interface StreamsSinkOptions extends SchedulerOptions {
   /** A label for logs and stats, usually the consumer group (default `"default"`). */
   readonly group?: string;
@@ -55,7 +74,20 @@ export interface StreamsSink {
   stats(): SinkStats;
 }
 
-/** The sink was stopped before what was awaited happened. */
+/**
+ * The sink was stopped before what was awaited happened.
+ *
+ * @example
+ * ```ts
+ * import { PipelineStoppedError, streamsSink } from "@impel/impel";
+ *
+ * const sink = streamsSink({ handler: () => {} });
+ * await sink.stop();
+ * await sink.monitor.awaitCompletion().catch((e) => {
+ *   console.log(e instanceof PipelineStoppedError, e.code); // true PipelineStopped
+ * });
+ * ```
+ */
 export class PipelineStoppedError extends ImpelError {
   /** Creates the error. */
   constructor() {
@@ -282,7 +314,21 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   };
 }
 
-/** Options of {@linkcode run}. */
+/**
+ * Options of {@linkcode run}.
+ *
+ * @example
+ * ```ts
+ * import { run, type RunOptions, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * // Run for a tenth of a second, then stop cleanly (drain, commit, resolve).
+ * const options: RunOptions = { signal: AbortSignal.timeout(100) };
+ * await run(memorySource({ store }), streamsSink({ handler: () => {} }), options);
+ * ```
+ */
 export interface RunOptions {
   /** Aborting it stops the pipeline cleanly: stop reading, drain, commit, resolve. */
   readonly signal?: AbortSignal;

@@ -9,7 +9,29 @@ import { errorText } from "./failure.ts";
 import type { Percentiles } from "./histogram.ts";
 import type { Scheduler, SchedulerCounters, SchedulerSnapshot } from "./scheduler.ts";
 
-/** Progress of one tranche as the sink sees it. */
+/**
+ * Progress of one tranche as the sink sees it.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink, type TrancheStats } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }, { type: "Paid", data: {} }], 0);
+ * const sink = streamsSink({ handler: () => {} });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store, checkpoints: memoryCheckpoints() }), sink, {
+ *   signal: ac.signal,
+ * });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running; // the final commit has landed
+ * const [t]: readonly TrancheStats[] = sink.stats().tranches;
+ * console.log(t.tranche, t.isTail, t.completed, t.committed, t.readAhead); // all true 2n 2n 0
+ * ```
+ */
 export interface TrancheStats {
   /** The tranche. */
   readonly tranche: string;
@@ -23,7 +45,31 @@ export interface TrancheStats {
   readonly readAhead: number;
 }
 
-/** Everything a stats line, a metrics exporter or a health check needs. */
+/**
+ * Everything a stats line, a metrics exporter or a health check needs.
+ *
+ * @example
+ * ```ts
+ * import { run, type SinkStats, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const summary = (s: SinkStats) =>
+ *   `${s.group}: ${s.counters.handled} handled in ${s.latency.ok.count} timed calls, ` +
+ *   `${s.failing.length} failing, ${s.stuck.length} stuck, ` +
+ *   `read-ahead ${s.tranches.reduce((n, t) => n + t.readAhead, 0)}/${s.maxReadAhead}`;
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * const sink = streamsSink({ group: "billing", handler: () => {} });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store }), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * console.log(summary(sink.stats()));
+ * // billing: 1 handled in 1 timed calls, 0 failing, 0 stuck, read-ahead 0/16
+ * ac.abort();
+ * await running;
+ * ```
+ */
 export interface SinkStats extends SchedulerSnapshot {
   /** The consumer group (a label). */
   readonly group: string;

@@ -8,7 +8,22 @@ import type { StreamEvent } from "./event.ts";
 import { ImpelError } from "./errors.ts";
 import type { StreamName } from "./streamName.ts";
 
-/** An event to append: what the application supplies; the store assigns index and time. */
+/**
+ * An event to append: what the application supplies; the store assigns index and time.
+ *
+ * @example
+ * ```ts
+ * import type { EventData } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const placed: EventData<{ total: number }> = {
+ *   type: "Placed",
+ *   data: { total: 3 },
+ *   meta: { user: "ann" },
+ *   correlationId: "req-17",
+ * };
+ * await createMemoryStore().append("Order-1", [placed], 0);
+ * ```
+ */
 export interface EventData<Data = unknown, Meta = unknown> {
   /** The event type. */
   readonly type: string;
@@ -27,10 +42,34 @@ export interface EventData<Data = unknown, Meta = unknown> {
 /**
  * The version a writer expects the stream to be at: the number of events it holds (so `0` means
  * "empty or absent"), or `"any"` to append unconditionally.
+ *
+ * @example
+ * ```ts
+ * import type { ExpectedVersion } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * const onlyIfNew: ExpectedVersion = 0;
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], onlyIfNew);
+ * const whatever: ExpectedVersion = "any";
+ * await store.append("Order-1", [{ type: "Noted", data: {} }], whatever);
+ * ```
  */
 export type ExpectedVersion = number | "any";
 
-/** What an append reports: the stream's version (event count) after the write. */
+/**
+ * What an append reports: the stream's version (event count) after the write.
+ *
+ * @example
+ * ```ts
+ * import type { AppendResult } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * const result: AppendResult = await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * console.log(result.nextIndex); // 1
+ * // The next write expects the version this one left.
+ * await store.append("Order-1", [{ type: "Paid", data: {} }], result.nextIndex);
+ * ```
+ */
 export interface AppendResult {
   /** The index the next event of the stream will get. */
   readonly nextIndex: number;
@@ -92,7 +131,21 @@ export interface EventStore {
   ): Promise<AppendResult>;
 }
 
-/** Options of {@linkcode EventStore.readStream}. */
+/**
+ * Options of {@linkcode EventStore.readStream}.
+ *
+ * @example
+ * ```ts
+ * import type { ReadStreamOptions } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * const events = ["Placed", "Paid", "Packed", "Shipped"].map((type) => ({ type, data: {} }));
+ * await store.append("Order-1", events, 0);
+ * const options: ReadStreamOptions = { fromIndex: 1, maxCount: 2 };
+ * const read = await store.readStream("Order-1", options);
+ * console.log(read.map((e) => e.type)); // ["Paid", "Packed"]
+ * ```
+ */
 export interface ReadStreamOptions {
   /** The first index to read (default 0). */
   readonly fromIndex?: number;

@@ -6,7 +6,17 @@
  */
 import { ImpelError } from "./errors.ts";
 
-/** A validated stream name such as `GroupCheckout-9f3a`. */
+/**
+ * A validated stream name such as `GroupCheckout-9f3a`.
+ *
+ * @example
+ * ```ts
+ * import { type StreamName, streamName } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const seat: StreamName = streamName("Seat", "flight1", "12A"); // "Seat-flight1_12A"
+ * await createMemoryStore().append(seat, [{ type: "Reserved", data: {} }], 0);
+ * ```
+ */
 export type StreamName = string;
 
 /**
@@ -32,7 +42,16 @@ export class InvalidStreamNameError extends ImpelError {
   }
 }
 
-/** The two parts of a stream name. */
+/**
+ * The two parts of a stream name.
+ *
+ * @example
+ * ```ts
+ * import { type ParsedStreamName, parseStreamName } from "@impel/impel";
+ * const { category, id }: ParsedStreamName = parseStreamName("GuestStay-42");
+ * console.log(category, id); // "GuestStay" "42"
+ * ```
+ */
 export interface ParsedStreamName {
   /** The part before the first `-`, e.g. `GroupCheckout`. */
   readonly category: string;

@@ -12,7 +12,28 @@ import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { backoff, errorText, type RetryOptions } from "../core/failure.ts";
 import { type TrancheContext, trancheStream } from "../core/tranches.ts";
 
-/** One page read from a tranche. */
+/**
+ * One page read from a tranche.
+ *
+ * @example
+ * ```ts
+ * import type { Page } from "@impel/impel/sources/feed";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }, { type: "Paid", data: {} }], 0);
+ *
+ * // Pages of the store's log; a position is the log index of the next entry.
+ * function readLogPage(position: bigint | undefined): Promise<Page> {
+ *   const from = Number(position ?? 0n);
+ *   const items = store.readLog(from, from + 100);
+ *   const next = from + items.length;
+ *   return Promise.resolve({ items, next: BigInt(next), isTail: next === store.head });
+ * }
+ * const page = await readLogPage(undefined);
+ * console.log(page.items.length, page.next, page.isTail); // 2 2n true
+ * ```
+ */
 export interface Page {
   /** The items read, in order. */
   readonly items: readonly BatchItem[];
@@ -22,14 +43,79 @@ export interface Page {
   readonly isTail: boolean;
 }
 
-/** Reads one page of `tranche` from `position` (`undefined`: from the beginning). */
+/**
+ * Reads one page of `tranche` from `position` (`undefined`: from the beginning).
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { feedSource, type ReadPage } from "@impel/impel/sources/feed";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await store.append("Invoice-1", [{ type: "Raised", data: {} }], 0);
+ *
+ * // One tranche per category, each scanning the store's log and keeping its own entries.
+ * const readPage: ReadPage = (tranche, position, _signal) => {
+ *   const from = Number(position ?? 0n);
+ *   const entries = store.readLog(from, from + 100);
+ *   const next = from + entries.length;
+ *   const items = entries.filter((e) => e.category === tranche);
+ *   return Promise.resolve({ items, next: BigInt(next), isTail: next === store.head });
+ * };
+ * const source = feedSource({ name: "log", tranches: ["Order", "Invoice"], readPage });
+ * const seen: string[] = [];
+ * const sink = streamsSink({ handler: (stream) => void seen.push(stream) });
+ * const ac = new AbortController();
+ * const running = run(source, sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running;
+ * console.log(seen.sort()); // ["Invoice-1", "Order-1"]
+ * ```
+ */
 export type ReadPage = (
   tranche: string,
   position: Position | undefined,
   signal: AbortSignal,
 ) => Promise<Page>;
 
-/** Options of {@linkcode feedSource}. */
+/**
+ * Options of {@linkcode feedSource}.
+ *
+ * @example
+ * ```ts
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * import { feedSource, type FeedSourceOptions } from "@impel/impel/sources/feed";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * const options: FeedSourceOptions = {
+ *   name: "log",
+ *   tranches: ["all"],
+ *   readPage: (_tranche, position) => {
+ *     const from = Number(position ?? 0n);
+ *     const items = store.readLog(from, from + 100);
+ *     const next = from + items.length;
+ *     return Promise.resolve({ items, next: BigInt(next), isTail: next === store.head });
+ *   },
+ *   checkpoints: memoryCheckpoints(),
+ *   group: "billing",
+ *   startFrom: "checkpoint",
+ *   tailSleepMs: 5_000,
+ *   retry: { initialDelayMs: 250, maxDelayMs: 60_000 },
+ *   // Cuts the tail sleep short as soon as something is appended.
+ *   wakeup: (_tranche, signal) =>
+ *     new Promise((resolve) => {
+ *       const unsubscribe = store.subscribe(() => resolve());
+ *       signal.addEventListener("abort", unsubscribe);
+ *     }),
+ * };
+ * const source = feedSource(options);
+ * await source.cancel();
+ * ```
+ */
 export interface FeedSourceOptions {
   /** The source's name in checkpoint keys and logs. */
   readonly name: string;

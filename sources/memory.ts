@@ -22,7 +22,22 @@ import {
 } from "../core/store.ts";
 import { categoryOf, checkCategory, checkStreamName, type StreamName } from "../core/streamName.ts";
 
-/** One appended event with its stream, in global order. */
+/**
+ * One appended event with its stream, in global order.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStore, type LogEntry } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await store.append("Invoice-7", [{ type: "Raised", data: {} }], 0);
+ * const log: readonly LogEntry[] = store.readLog(0, store.head);
+ * for (const { category, stream, event } of log) {
+ *   console.log(category, stream, event.index, event.type);
+ * } // Order Order-1 0 Placed, then Invoice Invoice-7 0 Raised
+ * ```
+ */
 export interface LogEntry extends BatchItem {
   /** The stream's category, kept so that category filters cost no parsing. */
   readonly category: string;
@@ -146,10 +161,56 @@ export function createMemoryStore(): MemoryStore {
   };
 }
 
-/** Where a source starts when it has no checkpoint, or regardless of one. */
+/**
+ * Where a source starts when it has no checkpoint, or regardless of one.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource, type StartFrom } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * const startFrom: StartFrom = "tail"; // skip the history, handle only what comes next
+ * const seen: string[] = [];
+ * const sink = streamsSink({ handler: (stream) => void seen.push(stream) });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store, startFrom }), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * await store.append("Order-2", [{ type: "Placed", data: {} }], 0);
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running;
+ * console.log(seen); // ["Order-2"]
+ * ```
+ */
 export type StartFrom = "checkpoint" | "start" | "tail";
 
-/** Options of {@linkcode memorySource}. */
+/**
+ * Options of {@linkcode memorySource}.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   createMemoryStore,
+ *   memorySource,
+ *   type MemorySourceOptions,
+ * } from "@impel/impel/sources/memory";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ *
+ * const options: MemorySourceOptions = {
+ *   store: createMemoryStore(),
+ *   checkpoints: memoryCheckpoints(),
+ *   group: "billing",
+ *   name: "orders",
+ *   categories: ["Order", "Refund"],
+ *   maxBatchSize: 100,
+ *   startFrom: "checkpoint",
+ * };
+ * const source = memorySource(options);
+ * await source.cancel();
+ * ```
+ */
 export interface MemorySourceOptions {
   /** The store to read. */
   readonly store: MemoryStore;
@@ -170,7 +231,31 @@ export interface MemorySourceOptions {
   readonly startFrom?: StartFrom;
 }
 
-/** The one tranche of the memory source. */
+/**
+ * The one tranche of the memory source: its batches' `tranche` and its checkpoints' key.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * import { createMemoryStore, MEMORY_TRANCHE, memorySource } from "@impel/impel/sources/memory";
+ *
+ * const store = createMemoryStore();
+ * const checkpoints = memoryCheckpoints();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * const sink = streamsSink({ handler: () => {} });
+ * const ac = new AbortController();
+ * const running = run(memorySource({ store, checkpoints, group: "billing" }), sink, {
+ *   signal: ac.signal,
+ * });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * ac.abort();
+ * await running;
+ * const key = { source: "memory", tranche: MEMORY_TRANCHE, group: "billing" };
+ * console.log(await checkpoints.load(key)); // 1n
+ * await checkpoints.reset(key, undefined); // the next run of "billing" starts over
+ * ```
+ */
 export const MEMORY_TRANCHE = "all";
 
 /**

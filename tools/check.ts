@@ -5,10 +5,20 @@
  */
 const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
 const entries: string[] = Object.values(config.exports as Record<string, string>);
+// Every published module, so that JSDoc examples of internal modules are type-checked too.
+const published: string[] = [];
+for (const path of config.publish.include as string[]) {
+  if (path.endsWith(".ts")) published.push(path);
+  else if (path.endsWith("/")) {
+    for await (const entry of Deno.readDir(new URL(`../${path}`, import.meta.url))) {
+      if (entry.isFile && entry.name.endsWith(".ts")) published.push(`${path}${entry.name}`);
+    }
+  }
+}
 const steps: string[][] = [
   ["fmt", "--check"],
   ["lint"],
-  ["check", "--doc", ...entries],
+  ["check", "--doc", ...published],
   ["check", "tests/", "bench/", "examples/", "tools/"],
   ["doc", "--lint", ...entries],
   ["publish", "--dry-run", "--allow-dirty"],
