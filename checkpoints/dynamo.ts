@@ -34,7 +34,24 @@ import { checkTableName, type DynamoClient, ensureTable } from "../stores/dynamo
 // Re-exported so that this entry point's documentation can show the client type it takes.
 export type { DynamoClient } from "../stores/dynamo.ts";
 
-/** Options of {@linkcode dynamoCheckpoints}. */
+/**
+ * Options of {@linkcode dynamoCheckpoints}.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import {
+ *   createCheckpointTable,
+ *   dynamoCheckpoints,
+ *   type DynamoCheckpointsOptions,
+ * } from "@impel/impel/checkpoints/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const options: DynamoCheckpointsOptions = { tableName: "orders-checkpoints" };
+ * await createCheckpointTable(client, options.tableName);
+ * const checkpoints = dynamoCheckpoints(client, options);
+ * const saved = await checkpoints.list("dynamo:events-index", "reactor"); // [] at first
+ * ```
+ */
 export interface DynamoCheckpointsOptions {
   /** The table, created by {@linkcode createCheckpointTable}. */
   readonly tableName: string;

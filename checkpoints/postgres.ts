@@ -20,7 +20,27 @@ import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "
 
 export type { SqlClient } from "../stores/sql.ts";
 
-/** Where the checkpoint table lives. */
+/**
+ * Where the checkpoint table lives.
+ *
+ * @example
+ * ```ts
+ * import { PGlite } from "@electric-sql/pglite";
+ * import {
+ *   initPostgresCheckpoints,
+ *   type PostgresCheckpointOptions,
+ *   postgresCheckpoints,
+ * } from "@impel/impel/checkpoints/postgres";
+ * const db = new PGlite(); // or a pg.Pool
+ * const options: PostgresCheckpointOptions = { schema: "reactor", table: "positions" };
+ * await initPostgresCheckpoints(db, options);
+ * const checkpoints = postgresCheckpoints(db, options);
+ * const key = { source: "messagedb", tranche: "GuestStay", group: "reactor" };
+ * await checkpoints.commit(key, 42n);
+ * console.log(await checkpoints.load(key)); // 42n, in "reactor"."positions"
+ * await db.close();
+ * ```
+ */
 export interface PostgresCheckpointOptions {
   /** The schema (default `impel`); a plain SQL identifier. */
   readonly schema?: string;

@@ -5,7 +5,26 @@
  * @module
  */
 
-/** Where the CLI reads its environment and writes its output; the real process by default. */
+/**
+ * Where the CLI reads its environment and writes its output; the real process by default.
+ *
+ * @example
+ * ```ts
+ * import { type CliIo, EXIT, main } from "@impel/impel/cli";
+ * // Runs a command in-process with its own environment, capturing its output, as a test or a
+ * // wrapper script would. Nothing listens on port 1, so the command cannot connect.
+ * const env: Record<string, string> = { IMPEL_PG_URL: "postgres://postgres@127.0.0.1:1/impel" };
+ * let err = "";
+ * const io: CliIo = {
+ *   out: (text) => console.log(text),
+ *   err: (text) => void (err += text),
+ *   env: (name) => env[name],
+ *   isTerminal: false,
+ * };
+ * const code = await main(["checkpoints", "show", "--source", "messagedb"], io);
+ * console.log(code === EXIT.connection, err); // true "impel checkpoints show: cannot connect to …"
+ * ```
+ */
 export interface CliIo {
   /** Writes to standard output (no newline added). */
   out(text: string): void;

@@ -35,10 +35,52 @@ import type { ImpelMetrics, MeteredPipeline } from "./metrics.ts";
 
 const log = getLogger(["impel", "http"]);
 
-/** Overall and per-pipeline health. */
+/**
+ * Overall and per-pipeline health.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { checkHealth, type HealthStatus } from "@impel/impel/http";
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
+ * metrics.addPipeline({ group: "default", source: "memory", sink });
+ * const status: HealthStatus = (await checkHealth(metrics.pipelines())).status;
+ * // A readiness probe: only a failing pipeline takes the instance out of service.
+ * const httpStatus = status === "failing" ? 503 : 200;
+ * console.log(status, httpStatus); // "ok" 200
+ * await sink.stop();
+ * ```
+ */
 export type HealthStatus = "ok" | "degraded" | "failing";
 
-/** A pair of thresholds: at or above `degraded` the pipeline is degraded, at or above `failing` failing. */
+/**
+ * A pair of thresholds: at or above `degraded` the pipeline is degraded, at or above `failing`
+ * failing.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { checkHealth, type Thresholds } from "@impel/impel/http";
+ * const store = createMemoryStore();
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
+ * metrics.addPipeline({
+ *   group: "default",
+ *   source: "memory",
+ *   sink,
+ *   positions: { head: () => Promise.resolve(BigInt(store.head)) },
+ * });
+ * // Degraded from 1 000 events behind, failing from 100 000.
+ * const lag: Thresholds = { degraded: 1_000, failing: 100_000 };
+ * const report = await checkHealth(metrics.pipelines(), { lag });
+ * console.log(report.status); // "ok"
+ * await sink.stop();
+ * ```
+ */
 export interface Thresholds {
   /** Where `degraded` starts (omit: never degraded on this account). */
   readonly degraded?: number;
@@ -46,7 +88,26 @@ export interface Thresholds {
   readonly failing?: number;
 }
 
-/** What makes a pipeline degraded or failing. */
+/**
+ * What makes a pipeline degraded or failing.
+ *
+ * @example
+ * ```ts
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { checkHealth, createHttpHandler, type HealthThresholds } from "@impel/impel/http";
+ * const thresholds: HealthThresholds = {
+ *   lag: { degraded: 10_000 }, // never failing on lag alone
+ *   stuckMs: { degraded: 30_000, failing: 600_000 }, // tolerate brief stalls
+ *   failingMs: { degraded: 0, failing: 120_000 }, // any failing stream degrades
+ * };
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * // The same thresholds for a direct check and for the /health route.
+ * const report = await checkHealth(metrics.pipelines(), thresholds);
+ * const handler = createHttpHandler({ metrics, health: thresholds });
+ * console.log(report.status, (await handler(new Request("http://localhost/health"))).status);
+ * // "ok" 200
+ * ```
+ */
 export interface HealthThresholds {
   /** Lag of any tranche, in the source's position units (default: not checked; needs `positions.head`). */
   readonly lag?: Thresholds;
@@ -56,7 +117,23 @@ export interface HealthThresholds {
   readonly failingMs?: Thresholds;
 }
 
-/** One reason for a status other than ok. */
+/**
+ * One reason for a status other than ok.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { checkHealth, type HealthReason } from "@impel/impel/http";
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * metrics.addPipeline({ group: "printer", source: "memory", sink });
+ * await sink.stop();
+ * const reasons: readonly HealthReason[] = (await checkHealth(metrics.pipelines())).reasons;
+ * for (const r of reasons) console.log(r.status, r.group, r.kind, r.message);
+ * // "failing" "printer" "stopped" "pipeline stopped"
+ * ```
+ */
 export interface HealthReason {
   /** How bad. */
   readonly status: "degraded" | "failing";
@@ -74,7 +151,27 @@ export interface HealthReason {
   readonly value?: number;
 }
 
-/** The health of one pipeline. */
+/**
+ * The health of one pipeline.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { checkHealth, type PipelineHealth } from "@impel/impel/http";
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const live = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const done = streamsSink({ group: "mailer", handler: () => {}, statsIntervalMs: 0 });
+ * metrics.addPipeline({ group: "printer", source: "memory", sink: live });
+ * metrics.addPipeline({ group: "mailer", source: "memory", sink: done });
+ * await done.stop();
+ * const pipelines: readonly PipelineHealth[] = (await checkHealth(metrics.pipelines())).pipelines;
+ * for (const p of pipelines) console.log(p.group, p.source, p.status, p.reasons.length);
+ * // "printer" "memory" "ok" 0
+ * // "mailer" "memory" "failing" 1
+ * await live.stop();
+ * ```
+ */
 export interface PipelineHealth {
   /** The pipeline's group. */
   readonly group: string;
@@ -86,7 +183,23 @@ export interface PipelineHealth {
   readonly reasons: readonly HealthReason[];
 }
 
-/** The health of every pipeline. */
+/**
+ * The health of every pipeline.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { checkHealth, type HealthReport } from "@impel/impel/http";
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * metrics.addPipeline({ group: "printer", source: "memory", sink });
+ * const report: HealthReport = await checkHealth(metrics.pipelines());
+ * console.log(report.status, report.reasons.length, report.pipelines.length); // "ok" 0 1
+ * console.log(new Date(report.checkedAt) <= new Date()); // true
+ * await sink.stop();
+ * ```
+ */
 export interface HealthReport {
   /** The worst status of any pipeline (`ok` when there is none). */
   readonly status: HealthStatus;
@@ -257,7 +370,31 @@ async function pipelineHealth(
   };
 }
 
-/** Options of {@linkcode createHttpHandler}. */
+/**
+ * Options of {@linkcode createHttpHandler}.
+ *
+ * @example
+ * ```ts
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { createHttpHandler, type HttpHandlerOptions } from "@impel/impel/http";
+ * const token = crypto.randomUUID(); // in production: a secret from the environment
+ * const options: HttpHandlerOptions = {
+ *   metrics: createMetrics({ defaultMetrics: false }),
+ *   token,
+ *   protectReads: true,
+ *   health: { lag: { degraded: 10_000 } },
+ *   basePath: "/impel",
+ * };
+ * const handler = createHttpHandler(options);
+ * const anonymous = await handler(new Request("http://localhost/impel/pipelines"));
+ * const authorized = await handler(
+ *   new Request("http://localhost/impel/pipelines", {
+ *     headers: { authorization: `Bearer ${token}` },
+ *   }),
+ * );
+ * console.log(anonymous.status, authorized.status); // 401 200
+ * ```
+ */
 export interface HttpHandlerOptions {
   /** The metrics and pipeline registry to serve. */
   readonly metrics: ImpelMetrics;
@@ -274,7 +411,21 @@ export interface HttpHandlerOptions {
   readonly basePath?: string;
 }
 
-/** A web-standard request handler. */
+/**
+ * A web-standard request handler.
+ *
+ * @example
+ * ```ts
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { createHttpHandler, type HttpHandler } from "@impel/impel/http";
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const handler: HttpHandler = createHttpHandler({ metrics });
+ * // Mount it with Deno.serve({ hostname: "127.0.0.1", port: 9464 }, handler), Bun.serve({ fetch:
+ * // handler }), or call it from a framework's route:
+ * const response = await handler(new Request("http://localhost/health"));
+ * console.log(response.status, await response.json()); // 200 { status: "ok", ... }
+ * ```
+ */
 export type HttpHandler = (request: Request) => Promise<Response>;
 
 /** A request the handler refuses, with its HTTP status. */

@@ -71,7 +71,22 @@ import { STREAM_STATES } from "../core/scheduler.ts";
 
 const log = getLogger(["impel", "metrics"]);
 
-/** What a pipeline's sink must offer: its stats, and optionally its `done` promise. */
+/**
+ * What a pipeline's sink must offer: its stats, and optionally its `done` promise.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMetrics, type MeteredSink } from "@impel/impel/metrics";
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * // A streams sink is one: stats() feeds the scheduler gauges, done the up and faulted ones.
+ * const metered: MeteredSink = sink;
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * metrics.addPipeline({ group: "printer", source: "memory", sink: metered });
+ * console.log(metered.stats().counters.handled); // 0
+ * await sink.stop();
+ * ```
+ */
 export interface MeteredSink {
   /** The sink's stats (a `StreamsSink` has it). */
   stats(): SinkStats;
@@ -79,7 +94,33 @@ export interface MeteredSink {
   readonly done?: Promise<void>;
 }
 
-/** What the backend can tell about positions, for lag and for checkpoint resets. */
+/**
+ * What the backend can tell about positions, for lag and for checkpoint resets.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { createMetrics, type SourcePositions } from "@impel/impel/metrics";
+ * const store = createMemoryStore();
+ * // A memory source's position is the index of the next log entry: its head is the log length.
+ * const positions: SourcePositions = {
+ *   head: () => Promise.resolve(BigInt(store.head)),
+ *   start: () => Promise.resolve(0n),
+ * };
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const pipeline = metrics.addPipeline({ group: "printer", source: "memory", sink, positions });
+ * const ac = new AbortController();
+ * const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * const lags = await pipeline.lags(sink.stats());
+ * console.log(lags.tranches.get("all")); // { head: 1n, lag: 0 }
+ * ac.abort();
+ * await running;
+ * ```
+ */
 export interface SourcePositions {
   /**
    * The position a checkpoint would hold once everything currently in `tranche` is handled
@@ -91,7 +132,31 @@ export interface SourcePositions {
   start?(tranche: string): Promise<Position>;
 }
 
-/** Options of {@linkcode ImpelMetrics.addPipeline}. */
+/**
+ * Options of {@linkcode ImpelMetrics.addPipeline}.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * import { createMetrics, type PipelineRegistration } from "@impel/impel/metrics";
+ * const store = createMemoryStore();
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const registration: PipelineRegistration = {
+ *   group: "printer",
+ *   source: "memory",
+ *   sink,
+ *   checkpoints: memoryCheckpoints(), // the ones the source is given
+ *   positions: { head: () => Promise.resolve(BigInt(store.head)) },
+ *   headCacheMs: 5000,
+ * };
+ * const pipeline = metrics.addPipeline(registration);
+ * console.log(pipeline.state); // "running"
+ * await sink.stop();
+ * ```
+ */
 export interface PipelineRegistration {
   /** The consumer group: the pipeline's identity and the `group` label; unique per registry. */
   readonly group: string;
@@ -109,7 +174,28 @@ export interface PipelineRegistration {
   readonly headTimeoutMs?: number;
 }
 
-/** Reading progress of one tranche as seen between the source and the sink. */
+/**
+ * Reading progress of one tranche as seen between the source and the sink.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { createMetrics, type TrancheReads } from "@impel/impel/metrics";
+ * const store = createMemoryStore();
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const pipeline = metrics.addPipeline({ group: "printer", source: "memory", sink });
+ * const ac = new AbortController();
+ * const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+ * await store.append("Order-1", [{ type: "Placed", data: {} }, { type: "Paid", data: {} }], 0);
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * const reads: readonly TrancheReads[] = pipeline.reads();
+ * for (const r of reads) console.log(r.tranche, r.items, r.position, r.isTail); // "all" 2 2n true
+ * ac.abort();
+ * await running;
+ * ```
+ */
 export interface TrancheReads {
   /** The tranche. */
   readonly tranche: string;
@@ -130,7 +216,34 @@ interface Heads {
   readonly error?: string;
 }
 
-/** The head and lag of one tranche. */
+/**
+ * The head and lag of one tranche.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { createMetrics, type TrancheLag } from "@impel/impel/metrics";
+ * const store = createMemoryStore();
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await store.append("Order-2", [{ type: "Placed", data: {} }], 0);
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const pipeline = metrics.addPipeline({
+ *   group: "printer",
+ *   source: "memory",
+ *   sink,
+ *   positions: { head: () => Promise.resolve(BigInt(store.head)) },
+ * });
+ * // The backlog is read but not handed to the sink yet.
+ * const reader = pipeline.observe(memorySource({ store })).getReader();
+ * await reader.read();
+ * const lag: TrancheLag | undefined = (await pipeline.lags(sink.stats())).tranches.get("all");
+ * console.log(lag?.head, lag?.lag); // 2n 2: nothing handled, two entries behind the head
+ * await reader.cancel();
+ * await sink.stop();
+ * ```
+ */
 export interface TrancheLag {
   /** The backend's head position. */
   readonly head: Position;
@@ -141,7 +254,32 @@ export interface TrancheLag {
   readonly lag: number | undefined;
 }
 
-/** Lag by tranche, or why it is unknown. */
+/**
+ * Lag by tranche, or why it is unknown.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { createMetrics, type Lags } from "@impel/impel/metrics";
+ * const store = createMemoryStore();
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const pipeline = metrics.addPipeline({
+ *   group: "printer",
+ *   source: "memory",
+ *   sink,
+ *   positions: { head: () => Promise.reject(new Error("backend unreachable")) },
+ * });
+ * const ac = new AbortController();
+ * const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * const lags: Lags = await pipeline.lags(sink.stats());
+ * console.log(lags.tranches.size, lags.error); // 0 "Error: backend unreachable"
+ * ac.abort();
+ * await running;
+ * ```
+ */
 export interface Lags {
   /** Per tranche whose head the backend could tell. */
   readonly tranches: ReadonlyMap<string, TrancheLag>;
@@ -149,7 +287,34 @@ export interface Lags {
   readonly error?: string;
 }
 
-/** A registered pipeline: what metrics, health and the management API read. */
+/**
+ * A registered pipeline: what metrics, health and the management API read.
+ *
+ * @example
+ * ```ts
+ * import { run, streamsSink } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * import { createMetrics, type MeteredPipeline } from "@impel/impel/metrics";
+ * const store = createMemoryStore();
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * const pipeline: MeteredPipeline = metrics.addPipeline({
+ *   group: "printer",
+ *   source: "memory",
+ *   sink,
+ * });
+ * const ac = new AbortController();
+ * // observe() between source and sink counts the batches read.
+ * const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+ * await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+ * await sink.monitor.awaitCompletion({ tail: true });
+ * console.log(pipeline.state, pipeline.tranches(pipeline.stats())); // "running" ["all"]
+ * ac.abort();
+ * await running;
+ * console.log(pipeline.state); // "stopped"
+ * pipeline.remove(); // its series leave the next scrape
+ * ```
+ */
 export interface MeteredPipeline {
   /** The consumer group. */
   readonly group: string;
@@ -183,6 +348,25 @@ export interface MeteredPipeline {
 /**
  * The part of a prom-client `Registry` that impel relies on; pass a prom-client `Registry` (of
  * the same prom-client package impel loads) to share it with other metrics.
+ *
+ * @example
+ * ```ts
+ * import { Counter, Registry } from "prom-client";
+ * import { createMetrics, type MetricsRegistry } from "@impel/impel/metrics";
+ * const registry = new Registry();
+ * const orders = new Counter({
+ *   name: "orders_placed_total",
+ *   help: "Orders placed",
+ *   registers: [registry],
+ * });
+ * const shared: MetricsRegistry = registry;
+ * const metrics = createMetrics({ registry: shared, defaultMetrics: false });
+ * orders.inc();
+ * // One scrape serves the application's metrics and impel's.
+ * const text = await metrics.metrics();
+ * console.log(text.includes("orders_placed_total 1"), shared.contentType.startsWith("text/plain"));
+ * // true true
+ * ```
  */
 export interface MetricsRegistry {
   /** The exposition text of every metric registered. */
@@ -191,7 +375,23 @@ export interface MetricsRegistry {
   readonly contentType: string;
 }
 
-/** Options of {@linkcode createMetrics}. */
+/**
+ * Options of {@linkcode createMetrics}.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMetrics, type MetricsOptions } from "@impel/impel/metrics";
+ * // Left out: process metrics another library already registers.
+ * const options: MetricsOptions = { prefix: "orders_impel_", defaultMetrics: false };
+ * const metrics = createMetrics(options);
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * metrics.addPipeline({ group: "printer", source: "memory", sink });
+ * console.log((await metrics.metrics()).includes('orders_impel_pipeline_up{group="printer"} 1'));
+ * // true
+ * await sink.stop();
+ * ```
+ */
 export interface MetricsOptions {
   /** Where the metrics are registered (default: a new registry of their own). */
   readonly registry?: MetricsRegistry;
@@ -205,7 +405,25 @@ export interface MetricsOptions {
   readonly defaultMetrics?: boolean;
 }
 
-/** The metrics of every pipeline in a process. */
+/**
+ * The metrics of every pipeline in a process.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * import { createMetrics, type ImpelMetrics } from "@impel/impel/metrics";
+ * const metrics: ImpelMetrics = createMetrics({ defaultMetrics: false });
+ * const sink = streamsSink({ group: "printer", handler: () => {}, statsIntervalMs: 0 });
+ * metrics.addPipeline({ group: "printer", source: "memory", sink });
+ * console.log(metrics.pipelines().map((p) => p.group), metrics.pipeline("printer")?.state);
+ * // ["printer"] "running"
+ * // What a /metrics route answers (or mount createHttpHandler from @impel/impel/http):
+ * const response = new Response(await metrics.metrics(), {
+ *   headers: { "content-type": metrics.contentType },
+ * });
+ * await sink.stop();
+ * ```
+ */
 export interface ImpelMetrics {
   /** The prom-client registry holding the metrics (a `Registry`). */
   readonly registry: MetricsRegistry;

@@ -49,7 +49,37 @@ export type { DynamoClient } from "../stores/dynamo.ts";
 
 const log = getLogger(["impel", "dynamo", "source"]);
 
-/** Options of {@linkcode dynamoSource}. */
+/**
+ * Options of {@linkcode dynamoSource}.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { run, streamsSink } from "@impel/impel";
+ * import { type DynamoSourceOptions, dynamoSource } from "@impel/impel/sources/dynamo";
+ * import { dynamoCheckpoints } from "@impel/impel/checkpoints/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const stop = new AbortController();
+ * // Index-only batches (no eventTable): the reactor only needs to know which streams changed.
+ * const options: DynamoSourceOptions = {
+ *   client,
+ *   indexTable: "events-index",
+ *   group: "cache-invalidator",
+ *   checkpoints: dynamoCheckpoints(client, { tableName: "checkpoints" }),
+ *   tranches: ["0"],
+ *   tailSleepMs: 200,
+ *   signal: stop.signal,
+ * };
+ * const sink = streamsSink({
+ *   group: "cache-invalidator",
+ *   handler: (stream, events) => console.log(stream, events.map((e) => e.type)),
+ * });
+ * const running = run(dynamoSource(options), sink, { signal: stop.signal });
+ * // ... on shutdown
+ * stop.abort();
+ * await running;
+ * ```
+ */
 export interface DynamoSourceOptions {
   /** The DynamoDB client (the caller's). */
   readonly client: DynamoClient;

@@ -49,16 +49,89 @@ export {
 
 const log = getLogger(["impel", "messagedb"]);
 
-/** The checkpoint key's `source` unless overridden with `sourceName`. */
+/**
+ * The checkpoint key's `source` unless overridden with `sourceName`.
+ *
+ * @example
+ * ```ts
+ * import { MESSAGEDB_SOURCE } from "@impel/impel/sources/messagedb";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * const checkpoints = memoryCheckpoints();
+ * const key = { source: MESSAGEDB_SOURCE, tranche: "GuestStay", group: "reactor" };
+ * await checkpoints.commit(key, 8n);
+ * // Every category the "reactor" group of a messageDbSource has committed:
+ * const saved = await checkpoints.list(MESSAGEDB_SOURCE, "reactor");
+ * console.log(saved.map((c) => `${c.tranche}@${c.position}`)); // ["GuestStay@8"]
+ * ```
+ */
 export const MESSAGEDB_SOURCE = "messagedb";
 
-/** The NOTIFY channel used unless overridden. */
+/**
+ * The NOTIFY channel used unless overridden.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { DEFAULT_NOTIFY_CHANNEL, poolNotifications } from "@impel/impel/sources/messagedb";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * const notifications = poolNotifications(pool);
+ * // With installNotifyTrigger's default channel, each write notifies its category here.
+ * const stop = await notifications.listen(DEFAULT_NOTIFY_CHANNEL, (category) => {
+ *   console.log(category);
+ * });
+ * await stop();
+ * await notifications.close();
+ * await pool.end();
+ * ```
+ */
 export const DEFAULT_NOTIFY_CHANNEL = "impel_messagedb";
 
-/** Where to start reading. */
+/**
+ * Where to start reading.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { type MessageDbStart, messageDbSource } from "@impel/impel/sources/messagedb";
+ * import { postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * // Skip the backlog: read only what is written from now on, whatever the checkpoint says.
+ * const startFrom: MessageDbStart = "tail";
+ * const batches = messageDbSource({
+ *   client: pool,
+ *   categories: ["GuestStay"],
+ *   group: "notifier",
+ *   checkpoints: postgresCheckpoints(pool),
+ *   startFrom,
+ * });
+ * await batches.cancel();
+ * await pool.end();
+ * ```
+ */
 export type MessageDbStart = "checkpoint" | "start" | "tail";
 
-/** One member of a consumer group: `member` in `[0, size)`. */
+/**
+ * One member of a consumer group: `member` in `[0, size)`.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { type ConsumerGroupMember, messageDbSource } from "@impel/impel/sources/messagedb";
+ * import { postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * // Instance 1 of 3 sharing the category: each stream is handled by exactly one of them.
+ * const consumerGroup: ConsumerGroupMember = { member: 1, size: 3 };
+ * const batches = messageDbSource({
+ *   client: pool,
+ *   categories: ["GuestStay"],
+ *   group: "reactor",
+ *   checkpoints: postgresCheckpoints(pool), // kept under tranche "GuestStay:1/3"
+ *   consumerGroup,
+ * });
+ * await batches.cancel();
+ * await pool.end();
+ * ```
+ */
 export interface ConsumerGroupMember {
   /** This instance's 0-based member number. */
   readonly member: number;
@@ -66,7 +139,49 @@ export interface ConsumerGroupMember {
   readonly size: number;
 }
 
-/** Options of {@linkcode messageDbSource}. */
+/**
+ * Options of {@linkcode messageDbSource}.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { run, streamsSink } from "@impel/impel";
+ * import {
+ *   type MessageDbSourceOptions,
+ *   messageDbSource,
+ *   poolNotifications,
+ * } from "@impel/impel/sources/messagedb";
+ * import { initPostgresCheckpoints, postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({
+ *   connectionString: "postgres://postgres@127.0.0.1/impel_test",
+ *   options: "-c search_path=message_store,public",
+ * });
+ * await initPostgresCheckpoints(pool);
+ * const notifications = poolNotifications(pool);
+ * const stop = new AbortController();
+ * const options: MessageDbSourceOptions = {
+ *   client: pool,
+ *   categories: ["GuestStay", "Invoice"],
+ *   group: "reactor",
+ *   checkpoints: postgresCheckpoints(pool),
+ *   batchSize: 500,
+ *   whenNoCheckpoint: "tail",
+ *   notifications, // needs installNotifyTrigger(pool); else polled every tailSleepMs
+ *   tailSleepMs: 2000,
+ *   signal: stop.signal,
+ * };
+ * const sink = streamsSink({
+ *   group: "reactor",
+ *   handler: (stream, events) => console.log(stream, events.length),
+ * });
+ * const running = run(messageDbSource(options), sink, { signal: stop.signal });
+ * // ... on shutdown
+ * stop.abort();
+ * await running;
+ * await notifications.close();
+ * await pool.end();
+ * ```
+ */
 export interface MessageDbSourceOptions {
   /** A `pg.Pool` or PGlite database with the MessageDB schema on its search path. */
   readonly client: SqlClient;
@@ -471,7 +586,37 @@ export class MessageDbReadError extends ImpelError {
   }
 }
 
-/** Options of {@linkcode installNotifyTrigger}. */
+/**
+ * Options of {@linkcode installNotifyTrigger}.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import {
+ *   installNotifyTrigger,
+ *   messageDbSource,
+ *   type NotifyTriggerOptions,
+ *   poolNotifications,
+ * } from "@impel/impel/sources/messagedb";
+ * import { postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * const trigger: NotifyTriggerOptions = { channel: "orders_written" };
+ * await installNotifyTrigger(pool, trigger);
+ * // The source listens on the same channel.
+ * const notifications = poolNotifications(pool);
+ * const batches = messageDbSource({
+ *   client: pool,
+ *   categories: ["Order"],
+ *   group: "reactor",
+ *   checkpoints: postgresCheckpoints(pool),
+ *   notifications,
+ *   notifyChannel: trigger.channel,
+ * });
+ * await batches.cancel();
+ * await notifications.close();
+ * await pool.end();
+ * ```
+ */
 export interface NotifyTriggerOptions {
   /** The channel to notify (default `"impel_messagedb"`); a plain SQL identifier. */
   readonly channel?: string;

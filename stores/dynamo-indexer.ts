@@ -61,7 +61,18 @@ export type { DynamoClient, DynamoStreamsClient } from "./dynamo.ts";
 
 const log = getLogger(["impel", "dynamo", "indexer"]);
 
-/** Checkpoint positions of the dynamo source are `epoch * EPOCH_FACTOR + offset`. */
+/**
+ * Checkpoint positions of the dynamo source are `epoch * EPOCH_FACTOR + offset`.
+ *
+ * @example
+ * ```ts
+ * import { EPOCH_FACTOR } from "@impel/impel/stores/dynamo-indexer";
+ * const checkpoint = 3_000_017n; // as stored by a dynamoSource
+ * const epoch = checkpoint / BigInt(EPOCH_FACTOR); // 3n
+ * const offset = checkpoint % BigInt(EPOCH_FACTOR); // 17n: the next entry of epoch 3 to read
+ * console.log(epoch, offset);
+ * ```
+ */
 export const EPOCH_FACTOR = 1_000_000;
 
 // A transaction takes at most 100 actions: a chunk, a header, the tip, the partition set and
@@ -70,7 +81,21 @@ const MAX_STREAMS_PER_WRITE = 90;
 const MAX_CHUNK_BYTES = 300_000;
 const CONTENTION_ATTEMPTS = 12;
 
-/** One index entry: a stream advanced over `[index, next)` with events of these types. */
+/**
+ * One index entry: a stream advanced over `[index, next)` with events of these types.
+ *
+ * @example
+ * ```ts
+ * import { decodeEntries, type IndexEntry } from "@impel/impel/stores/dynamo-indexer";
+ * // The JSON `j` of a chunk item of the index table
+ * const chunk = '[["Order-1",2,4,["Paid","Shipped"],1700000000000]]';
+ * const entries: IndexEntry[] = decodeEntries(chunk);
+ * for (const entry of entries) {
+ *   console.log(entry.stream, entry.index, entry.next, entry.types.join());
+ *   // "Order-1" 2 4 "Paid,Shipped"
+ * }
+ * ```
+ */
 export interface IndexEntry {
   /** The stream appended to. */
   readonly stream: StreamName;
@@ -84,7 +109,25 @@ export interface IndexEntry {
   readonly time: number;
 }
 
-/** Options of {@linkcode dynamoIndexer}. */
+/**
+ * Options of {@linkcode dynamoIndexer}.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { dynamoIndexer, type DynamoIndexerOptions } from "@impel/impel/stores/dynamo-indexer";
+ * import { categoryOf } from "@impel/impel";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const options: DynamoIndexerOptions = {
+ *   indexTable: "events-index",
+ *   partitionOf: (stream) => categoryOf(stream), // one tranche per category
+ *   maxEpochEntries: 50_000,
+ *   onGap: "warn",
+ * };
+ * const indexer = dynamoIndexer(client, options);
+ * console.log(indexer.options.maxEpochStreams); // 10000: the default
+ * ```
+ */
 export interface DynamoIndexerOptions {
   /** The index table, created by {@linkcode createIndexTable}. */
   readonly indexTable: string;
@@ -104,7 +147,22 @@ export interface DynamoIndexerOptions {
   readonly onGap?: "error" | "warn";
 }
 
-/** A DynamoDB Streams record, as the streams client or a Lambda event delivers it. */
+/**
+ * A DynamoDB Streams record, as the streams client or a Lambda event delivers it.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { dynamoIndexer, type StreamRecordLike } from "@impel/impel/stores/dynamo-indexer";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
+ * // The handler of a Lambda fed by the events table's DynamoDB Stream
+ * const handler = async (event: { Records: StreamRecordLike[] }) => {
+ *   const { entries, events } = await indexer.ingest(event.Records);
+ *   console.log(`indexed ${events} events in ${entries} entries`);
+ * };
+ * ```
+ */
 export interface StreamRecordLike {
   /** `INSERT`, `MODIFY` or `REMOVE`; only inserts of append items are indexed. */
   readonly eventName?: string;
@@ -117,7 +175,28 @@ export interface StreamRecordLike {
   };
 }
 
-/** What one {@linkcode DynamoIndexer.ingest} call did. */
+/**
+ * What one {@linkcode DynamoIndexer.ingest} call did.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { summarizeAppend } from "@impel/impel/stores/dynamo";
+ * import { dynamoIndexer, type IngestResult } from "@impel/impel/stores/dynamo-indexer";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
+ * const append = summarizeAppend({
+ *   p: { S: "Order-1" },
+ *   i: { N: "0" },
+ *   n: { N: "1" },
+ *   ts: { N: String(Date.now()) },
+ *   e: { L: [{ M: { t: { S: "Placed" }, id: { S: "a" } } }] },
+ * })!;
+ * const first: IngestResult = await indexer.ingestAppends([append]);
+ * const again: IngestResult = await indexer.ingestAppends([append]); // a replay
+ * console.log(first.entries, first.events, again.entries, again.duplicateEvents); // 1 1 0 1
+ * ```
+ */
 export interface IngestResult {
   /** Index entries written. */
   readonly entries: number;
@@ -131,7 +210,19 @@ export interface IngestResult {
   readonly epochsClosed: number;
 }
 
-/** Turns DynamoDB Streams records of an events table into index entries. */
+/**
+ * Turns DynamoDB Streams records of an events table into index entries.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { type DynamoIndexer, dynamoIndexer } from "@impel/impel/stores/dynamo-indexer";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const indexer: DynamoIndexer = dynamoIndexer(client, { indexTable: "events-index" });
+ * const { epoch, offset, streams } = await indexer.tip("0");
+ * console.log(`partition 0: epoch ${epoch} holds ${offset} entries of ${streams} streams`);
+ * ```
+ */
 export interface DynamoIndexer {
   /** Indexes the appends among `records`; safe to call again with the same records. */
   ingest(records: readonly StreamRecordLike[]): Promise<IngestResult>;
@@ -224,7 +315,23 @@ export function tipKey(partition: string): string {
   return `$tip#${partition}`;
 }
 
-/** The index table's partition-key value of the set of partitions in use. */
+/**
+ * The index table's partition-key value of the set of partitions in use.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
+ * import { PARTITIONS_KEY } from "@impel/impel/stores/dynamo-indexer";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const { Item } = await client.send(
+ *   new GetItemCommand({
+ *     TableName: "events-index",
+ *     Key: { p: { S: PARTITIONS_KEY }, i: { N: "0" } },
+ *   }),
+ * );
+ * const partitions = Item?.ps?.SS ?? []; // e.g. ["0"]: the tranches a dynamoSource reads
+ * ```
+ */
 export const PARTITIONS_KEY = "$partitions";
 
 /**
@@ -726,7 +833,37 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Options of {@linkcode runStreamsIndexer}. */
+/**
+ * Options of {@linkcode runStreamsIndexer}.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
+ * import {
+ *   dynamoIndexer,
+ *   runStreamsIndexer,
+ *   type StreamsIndexerOptions,
+ * } from "@impel/impel/stores/dynamo-indexer";
+ * const config = { endpoint: "http://127.0.0.1:8000", region: "local" };
+ * const client = new DynamoDBClient(config);
+ * const stop = new AbortController();
+ * const options: StreamsIndexerOptions = {
+ *   client,
+ *   streamsClient: new DynamoDBStreamsClient(config),
+ *   eventTable: "events",
+ *   indexer: dynamoIndexer(client, { indexTable: "events-index" }),
+ *   startAt: "latest", // shards without recorded progress: only new records
+ *   pollIntervalMs: 500,
+ *   onIngest: (result, shardId) => console.log(shardId, result.events),
+ *   signal: stop.signal,
+ * };
+ * const running = runStreamsIndexer(options);
+ * // ... on shutdown
+ * stop.abort();
+ * await running;
+ * ```
+ */
 export interface StreamsIndexerOptions {
   /** The client of the events and index tables (for the stream ARN and shard progress). */
   readonly client: DynamoClient;

@@ -95,7 +95,20 @@ export interface DynamoStreamsClient {
   send(command: object, options?: object): Promise<unknown>;
 }
 
-/** Options of {@linkcode dynamoStore}. */
+/**
+ * Options of {@linkcode dynamoStore}.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { dynamoStore, type DynamoStoreOptions } from "@impel/impel/stores/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * // A read model that tolerates slightly stale reads at half the read cost.
+ * const options: DynamoStoreOptions = { tableName: "events", consistentRead: false };
+ * const store = dynamoStore(client, options);
+ * const events = await store.readStream("Order-1");
+ * ```
+ */
 export interface DynamoStoreOptions {
   /** The events table, created by {@linkcode createEventTable}. */
   readonly tableName: string;
@@ -103,7 +116,20 @@ export interface DynamoStoreOptions {
   readonly consistentRead?: boolean;
 }
 
-/** An {@linkcode EventStore} kept in DynamoDB. */
+/**
+ * An {@linkcode EventStore} kept in DynamoDB.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { type DynamoEventStore, dynamoStore } from "@impel/impel/stores/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const store: DynamoEventStore = dynamoStore(client, { tableName: "events" });
+ * const version = await store.version("Order-1"); // 0 if the stream does not exist
+ * await store.append("Order-1", [{ type: "Shipped", data: {} }], version);
+ * console.log(store.tableName, await store.version("Order-1")); // "events" version + 1
+ * ```
+ */
 export interface DynamoEventStore extends EventStore {
   /** The DynamoDB client the store was created with. */
   readonly client: DynamoClient;
@@ -134,7 +160,23 @@ export class DynamoTableError extends ImpelError {
   }
 }
 
-/** The key schema (and stream) of a table created by {@linkcode ensureTable}. */
+/**
+ * The key schema (and stream) of a table created by {@linkcode ensureTable}.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { ensureTable, type TableDefinition } from "@impel/impel/stores/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * // A projection table: one item per order, keyed by id and version.
+ * const definition: TableDefinition = {
+ *   tableName: "order-summaries",
+ *   partitionKey: ["id", "S"],
+ *   sortKey: ["version", "N"],
+ * };
+ * await ensureTable(client, definition);
+ * ```
+ */
 export interface TableDefinition {
   /** The table name. */
   readonly tableName: string;
@@ -435,7 +477,33 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
   return { client: dynamo, tableName, version, append, readStream };
 }
 
-/** What the indexer needs from one append: the stream, its index span, event types and time. */
+/**
+ * What the indexer needs from one append: the stream, its index span, event types and time.
+ *
+ * @example
+ * ```ts
+ * import { type AppendSummary, summarizeAppend } from "@impel/impel/stores/dynamo";
+ * // The NewImage of a DynamoDB Streams record: events 2 and 3 of Order-1.
+ * const summary: AppendSummary | undefined = summarizeAppend({
+ *   p: { S: "Order-1" },
+ *   i: { N: "2" },
+ *   n: { N: "4" },
+ *   ts: { N: "1700000000000" },
+ *   e: {
+ *     L: [
+ *       { M: { t: { S: "Paid" }, id: { S: "a" } } },
+ *       { M: { t: { S: "Shipped" }, id: { S: "b" } } },
+ *     ],
+ *   },
+ * });
+ * if (summary !== undefined) {
+ *   console.log(summary.stream, summary.next - summary.index, summary.types);
+ *   // "Order-1" 2 ["Paid", "Shipped"]
+ *   console.log(new Date(summary.time).toISOString(), summary.sizes);
+ *   // "2023-11-14T22:13:20.000Z" [0, 0]
+ * }
+ * ```
+ */
 export interface AppendSummary {
   /** The stream appended to. */
   readonly stream: StreamName;

@@ -71,6 +71,23 @@ export class MessageDbSetupError extends ImpelError {
  * The columns impel selects from MessageDB's `message` result type. `position` arrives as a
  * float8 so that both drivers return a number; `time` as epoch milliseconds so that no driver
  * reinterprets MessageDB's zone-less UTC timestamp in the local zone.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { MESSAGE_COLUMNS, messageRowToEvent } from "@impel/impel/stores/messagedb";
+ * const pool = new pg.Pool({
+ *   connectionString: "postgres://postgres@127.0.0.1/impel_test",
+ *   options: "-c search_path=message_store,public",
+ * });
+ * const { rows } = await pool.query(
+ *   `SELECT ${MESSAGE_COLUMNS} FROM get_stream_messages($1, 0, 100)`,
+ *   ["Order-1"],
+ * );
+ * const events = rows.map((row) => messageRowToEvent(row));
+ * console.log(events.map((e) => `${e.index}:${e.type}`));
+ * await pool.end();
+ * ```
  */
 export const MESSAGE_COLUMNS: string =
   "id, stream_name, type, position::float8 AS position, global_position::text AS global_position, " +
@@ -121,7 +138,23 @@ function metaString(meta: unknown, key: string): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
-/** Wraps a driver error into {@linkcode MessageDbSetupError} when the schema is out of reach. */
+/**
+ * Wraps a driver error into {@linkcode MessageDbSetupError} when the schema is out of reach.
+ *
+ * @example
+ * ```ts
+ * import { PGlite } from "@electric-sql/pglite";
+ * import { classifyMessageDbError, MessageDbSetupError } from "@impel/impel/stores/messagedb";
+ * const db = new PGlite(); // no MessageDB schema here
+ * try {
+ *   await db.query("SELECT * FROM get_stream_messages($1)", ["Order-1"]);
+ * } catch (error) {
+ *   const classified = classifyMessageDbError(error);
+ *   console.log(classified instanceof MessageDbSetupError); // true: undefined function
+ * }
+ * await db.close();
+ * ```
+ */
 export function classifyMessageDbError(error: unknown): unknown {
   const state = sqlState(error);
   // 42P01 undefined table, 42883 undefined function, 3F000 invalid schema name.
@@ -131,7 +164,24 @@ export function classifyMessageDbError(error: unknown): unknown {
   return error;
 }
 
-/** Options of {@linkcode messageDbStore}. */
+/**
+ * Options of {@linkcode messageDbStore}.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { type MessageDbStoreOptions, messageDbStore } from "@impel/impel/stores/messagedb";
+ * const pool = new pg.Pool({
+ *   connectionString: "postgres://postgres@127.0.0.1/impel_test",
+ *   options: "-c search_path=message_store,public",
+ * });
+ * // Long streams are read 100 events per round trip.
+ * const options: MessageDbStoreOptions = { readBatchSize: 100 };
+ * const store = messageDbStore(pool, options);
+ * const events = await store.readStream("Order-1");
+ * await pool.end();
+ * ```
+ */
 export interface MessageDbStoreOptions {
   /** Events per `get_stream_messages` call when reading a whole stream (default 1000). */
   readonly readBatchSize?: number;
@@ -261,7 +311,24 @@ function metadataJson(e: EventData, i: number): string | null {
   return JSON.stringify({ ...e.meta, ...ids });
 }
 
-/** The number of events in `stream` (MessageDB's `stream_version` + 1). */
+/**
+ * The number of events in `stream` (MessageDB's `stream_version` + 1).
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { messageDbStore, streamVersion } from "@impel/impel/stores/messagedb";
+ * const pool = new pg.Pool({
+ *   connectionString: "postgres://postgres@127.0.0.1/impel_test",
+ *   options: "-c search_path=message_store,public",
+ * });
+ * const stream = `Order-${crypto.randomUUID()}`;
+ * const version = await streamVersion(pool, stream); // 0: no messages yet
+ * await messageDbStore(pool).append(stream, [{ type: "Placed", data: {} }], version);
+ * console.log(await streamVersion(pool, stream)); // 1
+ * await pool.end();
+ * ```
+ */
 export async function streamVersion(client: SqlClient, stream: StreamName): Promise<number> {
   const rows = await run(client, "SELECT message_store.stream_version($1)::float8 AS v", [stream]);
   const v = rows[0]?.v;
@@ -309,7 +376,20 @@ export async function messageDbInstallScripts(
   return Promise.all(paths.map(async (path) => ({ path, sql: await readFile(path) })));
 }
 
-/** A client that can run several statements in one call (PGlite's `exec`). */
+/**
+ * A client that can run several statements in one call (PGlite's `exec`).
+ *
+ * @example
+ * ```ts
+ * import { PGlite } from "@electric-sql/pglite";
+ * import type { ScriptClient } from "@impel/impel/stores/messagedb";
+ * const db = new PGlite();
+ * // What installMessageDbSchema(client, readFile) runs each installer script with.
+ * const client: ScriptClient = db;
+ * await client.exec("CREATE SCHEMA message_store; SET search_path TO message_store, public");
+ * await db.close();
+ * ```
+ */
 export interface ScriptClient {
   /** Runs a script of one or more statements without parameters. */
   exec(sql: string): Promise<unknown>;

@@ -13,7 +13,21 @@ import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 
 const log = getLogger(["impel", "postgres"]);
 
-/** A result row: column name to value, as the driver decoded it. */
+/**
+ * A result row: column name to value, as the driver decoded it.
+ *
+ * @example
+ * ```ts
+ * import { PGlite } from "@electric-sql/pglite";
+ * import type { SqlClient, SqlRow } from "@impel/impel/stores/messagedb";
+ * const db = new PGlite();
+ * const client: SqlClient = db;
+ * const { rows } = await client.query("SELECT 1 AS one, 'a' AS letter");
+ * const row: SqlRow = rows[0];
+ * console.log(row.one, row.letter); // 1 "a"
+ * await db.close();
+ * ```
+ */
 export type SqlRow = Record<string, unknown>;
 
 /**
@@ -110,7 +124,21 @@ export function toBigInt(value: unknown): bigint {
   );
 }
 
-/** A `pg.PoolClient` as far as {@linkcode poolNotifications} uses it. */
+/**
+ * A `pg.PoolClient` as far as {@linkcode poolNotifications} uses it.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import type { ListeningClient } from "@impel/impel/stores/messagedb";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * const client: ListeningClient = await pool.connect();
+ * client.on("notification", (message) => console.log(message));
+ * await client.query("LISTEN impel_messagedb");
+ * client.release();
+ * await pool.end();
+ * ```
+ */
 export interface ListeningClient {
   /** Runs a statement. */
   query(text: string): Promise<unknown>;
@@ -122,13 +150,40 @@ export interface ListeningClient {
   release(destroy?: Error | boolean): void;
 }
 
-/** A `pg.Pool` as far as {@linkcode poolNotifications} uses it. */
+/**
+ * A `pg.Pool` as far as {@linkcode poolNotifications} uses it.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { type ListeningPool, poolNotifications } from "@impel/impel/stores/messagedb";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * const listening: ListeningPool = pool;
+ * const notifications = poolNotifications(listening);
+ * await notifications.close();
+ * await pool.end();
+ * ```
+ */
 export interface ListeningPool {
   /** Checks out a dedicated connection. */
   connect(): Promise<ListeningClient>;
 }
 
-/** Options of {@linkcode poolNotifications}. */
+/**
+ * Options of {@linkcode poolNotifications}.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { type PoolNotificationOptions, poolNotifications } from "@impel/impel/stores/messagedb";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * // Reconnect quickly after a failover, and keep trying at least every 2 s.
+ * const options: PoolNotificationOptions = { minRetryMs: 50, maxRetryMs: 2000 };
+ * const notifications = poolNotifications(pool, options);
+ * await notifications.close();
+ * await pool.end();
+ * ```
+ */
 export interface PoolNotificationOptions {
   /** First delay before reconnecting after the connection is lost (default 100 ms). */
   readonly minRetryMs?: number;
@@ -136,7 +191,21 @@ export interface PoolNotificationOptions {
   readonly maxRetryMs?: number;
 }
 
-/** A {@linkcode NotificationSource} over a pool, with a way to release its connection. */
+/**
+ * A {@linkcode NotificationSource} over a pool, with a way to release its connection.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { type PoolNotifications, poolNotifications } from "@impel/impel/stores/messagedb";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * const notifications: PoolNotifications = poolNotifications(pool);
+ * const stop = await notifications.listen("impel_messagedb", (category) => console.log(category));
+ * await stop();
+ * await notifications.close(); // returns the listening connection to the pool
+ * await pool.end();
+ * ```
+ */
 export interface PoolNotifications extends NotificationSource {
   /** Ends every subscription and returns the connection to the pool. */
   close(): Promise<void>;
