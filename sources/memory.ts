@@ -74,7 +74,7 @@ function checkEventData(stream: string, e: EventData, i: number) {
 }
 
 /** Checks an expected version at a store's public boundary. */
-export function checkExpectedVersion(expected: ExpectedVersion): ExpectedVersion {
+function checkExpectedVersion(expected: ExpectedVersion): ExpectedVersion {
   if (expected === "any") return expected;
   return checkInteger("expectedVersion", expected, 0);
 }
