@@ -6,7 +6,7 @@
  *   deno task bench                 # every scenario, Deno and Bun, as a table
  *   deno run -A bench/pipeline.ts --scenario spread   # one scenario, JSON on stdout
  */
-import { run, type StreamEvent, streamsSink } from "../mod.ts";
+import { type Batch, run, type StreamEvent, streamsSink } from "../mod.ts";
 import { createMemoryStore, memorySource } from "../sources/memory.ts";
 import { feedSource } from "../sources/feed.ts";
 
@@ -52,19 +52,17 @@ async function fill(streams: number, perStream: number) {
   return store;
 }
 
-async function pipeline(scenario: string, streams: number, perStream: number): Promise<Result> {
-  const store = await fill(streams, perStream);
+/** Times `body` over `events` events, with the handler's call count and the peak RSS meanwhile. */
+async function measure(
+  scenario: string,
+  events: number,
+  body: () => Promise<void>,
+): Promise<Result> {
   const peak = sampler();
   calls = 0;
-  const sink = streamsSink({ handler, maxConcurrentStreams: 64, statsIntervalMs: 0 });
-  const ac = new AbortController();
   const t0 = performance.now();
-  const running = run(memorySource({ store }), sink, { signal: ac.signal });
-  await sink.monitor.awaitCompletion({ tail: true });
+  await body();
   const seconds = (performance.now() - t0) / 1000;
-  ac.abort();
-  await running;
-  const events = streams * perStream;
   return {
     scenario,
     runtime,
@@ -74,6 +72,21 @@ async function pipeline(scenario: string, streams: number, perStream: number): P
     calls,
     peakRssMb: peak(),
   };
+}
+
+/** Runs `source` through the scheduler until everything is handled and every tranche is at its tail. */
+async function throughScheduler(source: ReadableStream<Batch>): Promise<void> {
+  const sink = streamsSink({ handler, maxConcurrentStreams: 64, statsIntervalMs: 0 });
+  const ac = new AbortController();
+  const running = run(source, sink, { signal: ac.signal });
+  await sink.monitor.awaitCompletion({ tail: true });
+  ac.abort();
+  await running;
+}
+
+async function pipeline(scenario: string, streams: number, perStream: number): Promise<Result> {
+  const store = await fill(streams, perStream);
+  return measure(scenario, streams * perStream, () => throughScheduler(memorySource({ store })));
 }
 
 async function floor(scenario: string, streams: number, perStream: number): Promise<Result> {
@@ -84,21 +97,9 @@ async function floor(scenario: string, streams: number, perStream: number): Prom
     if (!list) byStream.set(stream, list = []);
     list.push(event);
   }
-  const peak = sampler();
-  calls = 0;
-  const t0 = performance.now();
-  for (const [stream, events] of byStream) await handler(stream, events);
-  const seconds = (performance.now() - t0) / 1000;
-  const events = streams * perStream;
-  return {
-    scenario,
-    runtime,
-    events,
-    seconds,
-    eventsPerSec: events / seconds,
-    calls,
-    peakRssMb: peak(),
-  };
+  return measure(scenario, streams * perStream, async () => {
+    for (const [stream, events] of byStream) await handler(stream, events);
+  });
 }
 
 /** The floor at one call per event: the handler called for each event in log order. */
@@ -109,25 +110,13 @@ async function floorPerEvent(
 ): Promise<Result> {
   const store = await fill(streams, perStream);
   const log = store.readLog(0, store.head);
-  const peak = sampler();
-  calls = 0;
-  const t0 = performance.now();
-  for (const { stream, event } of log) await handler(stream, [event]);
-  const seconds = (performance.now() - t0) / 1000;
-  const events = streams * perStream;
-  return {
-    scenario,
-    runtime,
-    events,
-    seconds,
-    eventsPerSec: events / seconds,
-    calls,
-    peakRssMb: peak(),
-  };
+  return measure(scenario, streams * perStream, async () => {
+    for (const { stream, event } of log) await handler(stream, [event]);
+  });
 }
 
 /** A lazily generated backlog of `total` events over `streams` streams, read a page at a time. */
-async function lazy(scenario: string, total: number, streams: number): Promise<Result> {
+function lazy(scenario: string, total: number, streams: number): Promise<Result> {
   const time = new Date(0);
   const page = 1000;
   const source = feedSource({
@@ -139,40 +128,14 @@ async function lazy(scenario: string, total: number, streams: number): Promise<R
       const to = Math.min(total, from + page);
       const items = [];
       for (let n = from; n < to; n++) {
-        const stream = n % streams;
-        const event = {
-          index: Math.floor(n / streams),
-          type: "E",
-          data: null,
-          meta: null,
-          id: "",
-          time,
-          size: 0,
-        };
-        items.push({ stream: `Gen-${stream}`, event });
+        const index = Math.floor(n / streams);
+        const event = { index, type: "E", data: null, meta: null, id: "", time, size: 0 };
+        items.push({ stream: `Gen-${n % streams}`, event });
       }
       return Promise.resolve({ items, next: BigInt(to), isTail: to === total });
     },
   });
-  const peak = sampler();
-  calls = 0;
-  const sink = streamsSink({ handler, maxConcurrentStreams: 64, statsIntervalMs: 0 });
-  const ac = new AbortController();
-  const t0 = performance.now();
-  const running = run(source, sink, { signal: ac.signal });
-  await sink.monitor.awaitCompletion({ tail: true });
-  const seconds = (performance.now() - t0) / 1000;
-  ac.abort();
-  await running;
-  return {
-    scenario,
-    runtime,
-    events: total,
-    seconds,
-    eventsPerSec: total / seconds,
-    calls,
-    peakRssMb: peak(),
-  };
+  return measure(scenario, total, () => throughScheduler(source));
 }
 
 const scenarios: Record<string, () => Promise<Result>> = {
