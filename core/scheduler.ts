@@ -376,6 +376,8 @@ export interface Scheduler {
   ingest(batch: Batch): void;
   /** Batches ingested and not yet complete. */
   readonly uncompleted: number;
+  /** Batches ingested and not yet passed by their tranche's completed position (all tranches). */
+  readonly readAhead: number;
   /** Handler calls in flight. */
   readonly active: number;
   /** Per tranche progress, by tranche name. */
@@ -467,6 +469,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   let readyHead = 0;
   let active = 0;
   let uncompleted = 0;
+  let readAhead = 0;
   let stopping = false;
   let faulted = false;
   let dispatching = false;
@@ -584,6 +587,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     tranche.isTail = batch.isTail;
     tranche.queue.push(tracker);
     tranche.readAhead++;
+    readAhead++;
     if (tracker.pending > 0) uncompleted++;
     else {
       counters.batchesCompleted++;
@@ -613,6 +617,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       t.commit = q[h].commit ?? t.commit;
       h++;
     }
+    readAhead -= h - t.head;
     t.readAhead = q.length - h;
     if (h > 1024 && h * 2 > q.length) {
       q.splice(0, h);
@@ -994,6 +999,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     ingest,
     get uncompleted() {
       return uncompleted;
+    },
+    get readAhead() {
+      return readAhead;
     },
     get active() {
       return active;

@@ -36,7 +36,11 @@ import { type SinkStats, sinkStats, statsLogger } from "./stats.ts";
 export interface StreamsSinkOptions extends SchedulerOptions {
   /** A label for logs and stats, usually the consumer group (default `"default"`). */
   readonly group?: string;
-  /** Most uncompleted batches in flight before the source is held back (default 16). */
+  /**
+   * Most batches in flight, i.e. not yet passed by their tranche's checkpoint position, before
+   * the source is held back (default 16). A batch finished behind an unfinished one still counts,
+   * so a stuck stream bounds memory and the work redone after a restart.
+   */
   readonly maxReadAhead?: number;
   /** How often completed positions are committed (default 1000 ms); a final commit runs on stop. */
   readonly commitIntervalMs?: number;
@@ -138,7 +142,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
 
   const scheduler = createScheduler(options, {
     onProgress() {
-      if (releaseWrite && (scheduler.uncompleted < maxReadAhead || stopping)) {
+      if (releaseWrite && (scheduler.readAhead < maxReadAhead || stopping)) {
         const release = releaseWrite;
         releaseWrite = undefined;
         release();
@@ -289,7 +293,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
         throw error;
       }
       control.check();
-      if (scheduler.uncompleted < maxReadAhead) return;
+      if (scheduler.readAhead < maxReadAhead) return;
       return new Promise<void>((resolve) => (releaseWrite = resolve));
     },
     async close() {
@@ -357,22 +361,65 @@ export async function run(
   sink: Pick<StreamsSink, "writable" | "stop" | "done">,
   options: RunOptions = {},
 ): Promise<void> {
+  if (typeof source?.getReader !== "function") {
+    throw new InvalidArgumentError("source", "must be a ReadableStream of batches");
+  }
+  if (!(sink?.writable instanceof WritableStream) || typeof sink.stop !== "function") {
+    throw new InvalidArgumentError("sink", "must be a streams sink (from streamsSink())");
+  }
   const { signal } = options;
-  // pipeTo waits for a pending write before it aborts the sink, and a write waits while the
-  // read-ahead is full: so the sink has to hear about the abort directly.
-  const onAbort = () => void sink.stop();
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError("signal", "must be an AbortSignal");
+  }
+  // A pump of our own rather than pipeTo: pipeTo waits for a pending write before it reacts to
+  // an abort or to the source failing, and a write waits while the read-ahead is full.
+  const reader = source.getReader();
+  const writer = sink.writable.getWriter();
+  const onAbort = () => {
+    reader.cancel(signal?.reason).catch(() => {});
+    void sink.stop();
+  };
   signal?.addEventListener("abort", onAbort, { once: true });
-  if (signal?.aborted) onAbort();
-  let pipeError: unknown;
+  let sourceError: { error: unknown } | undefined;
+  let sinkError: unknown;
+  // A sink that stops itself (a fault, a bad batch) errors its stream: stop reading then.
+  writer.closed.catch((error) => {
+    sinkError ??= error;
+    reader.cancel(error).catch(() => {});
+  });
   try {
-    await source.pipeTo(sink.writable, { signal });
-  } catch (error) {
-    pipeError = error;
+    if (signal?.aborted) onAbort();
+    let next = reader.read();
+    while (!signal?.aborted) {
+      let result: ReadableStreamReadResult<Batch>;
+      try {
+        result = await next;
+      } catch (error) {
+        sourceError = { error };
+        break;
+      }
+      if (result.done) {
+        if (!signal?.aborted) await writer.close().catch(() => {}); // drains; a fault shows in done
+        break;
+      }
+      const writing = writer.write(result.value);
+      next = reader.read();
+      // The next read runs while the write waits for room: if the source fails meanwhile, the
+      // sink stops, which releases the write, and the loop reports the failure.
+      next.catch(() => void sink.stop());
+      try {
+        await writing;
+      } catch (error) {
+        sinkError = error;
+        reader.cancel(error).catch(() => {});
+        break;
+      }
+    }
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
   await sink.stop(); // already stopped unless the source failed
   await sink.done;
-  const benign = signal?.aborted || pipeError instanceof PipelineStoppedError;
-  if (pipeError !== undefined && !benign) throw pipeError;
+  if (sourceError) throw sourceError.error;
+  if (sinkError !== undefined && !(sinkError instanceof PipelineStoppedError)) throw sinkError;
 }
