@@ -271,6 +271,9 @@ export const MEMORY_TRANCHE = "all";
  * ```
  */
 export function memorySource(options: MemorySourceOptions): ReadableStream<Batch> {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", "must be an object with a store");
+  }
   const { store, checkpoints } = options;
   if (typeof store?.readLog !== "function" || typeof store.subscribe !== "function") {
     throw new InvalidArgumentError("store", "must be a MemoryStore (from createMemoryStore())");
@@ -281,6 +284,12 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
     throw new InvalidArgumentError(
       "startFrom",
       `must be "checkpoint", "start" or "tail", got ${describe(startFrom)}`,
+    );
+  }
+  if (options.categories !== undefined && !Array.isArray(options.categories)) {
+    throw new InvalidArgumentError(
+      "categories",
+      `must be an array of categories, got ${describe(options.categories)}`,
     );
   }
   const categories = options.categories
@@ -297,11 +306,7 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
   let toldTail = false;
   let wake: (() => void) | undefined;
   let cancelled = false;
-  const unsubscribe = store.subscribe(() => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  });
+  let unsubscribe: (() => void) | undefined;
 
   return new ReadableStream<Batch>({
     async start() {
@@ -309,15 +314,23 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
       else if (startFrom === "checkpoint" && checkpoints) {
         const saved = await checkpoints.load(key);
         if (saved !== undefined) {
-          if (saved > BigInt(Number.MAX_SAFE_INTEGER)) {
+          // A checkpoint past the log belongs to another store (or a reset one): starting there
+          // would silently skip what gets appended up to it.
+          if (saved < 0n || saved > BigInt(store.head)) {
             throw new ImpelError(
               "InvalidCheckpoint",
-              `checkpoint ${saved} of ${key.source}/${key.group} is beyond the log`,
+              `checkpoint ${saved} of ${key.source}/${key.group} is beyond the log (${store.head} entries)`,
             );
           }
           position = Number(saved);
         }
       }
+      // Subscribed only once started, so that a source whose start failed leaves no listener.
+      unsubscribe = store.subscribe(() => {
+        const w = wake;
+        wake = undefined;
+        w?.();
+      });
     },
     async pull(controller) {
       while (!cancelled) {
@@ -353,7 +366,7 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
     },
     cancel() {
       cancelled = true;
-      unsubscribe();
+      unsubscribe?.();
       wake?.();
     },
   }, { highWaterMark: 1 });
