@@ -161,6 +161,9 @@ export interface FeedSourceOptions {
  * ```
  */
 export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", "must be an object with name, tranches and readPage");
+  }
   const { name, readPage, checkpoints } = options;
   if (typeof name !== "string" || name.length === 0) {
     throw new InvalidArgumentError("name", `must be a non-empty string, got ${describe(name)}`);
@@ -204,17 +207,41 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
       const timer = setTimeout(finish, ms);
       signal.addEventListener("abort", finish);
       if (tranche !== undefined && options.wakeup) {
-        options.wakeup(tranche, local.signal).then(finish, () => {});
+        const wakeup = options.wakeup;
+        // A wakeup that throws, synchronously or not, only loses the early wake: the timer stays.
+        Promise.resolve().then(() => wakeup(tranche, local.signal)).then(finish, () => {});
       }
     });
 
   async function readTranche(tranche: string, { signal, enqueue }: TrancheContext) {
     const key: CheckpointKey = { source: name, tranche, group };
     const commit = checkpoints ? (p: Position) => checkpoints.commit(key, p) : undefined;
-    let position = startFrom === "checkpoint" && checkpoints
-      ? await checkpoints.load(key)
-      : undefined;
     let failures = 0;
+    // Transient failures (a server restarting) only delay the tranche: logged, retried with backoff.
+    const failed = async (what: string, error: unknown) => {
+      failures++;
+      log.warn("{what} of {source}/{tranche} failed (attempt {attempt}): {error}", {
+        what,
+        source: name,
+        tranche,
+        attempt: failures,
+        error: errorText(error),
+      });
+      await sleep(retry.delay(failures), signal);
+    };
+    let position: Position | undefined;
+    while (startFrom === "checkpoint" && checkpoints && !signal.aborted) {
+      try {
+        position = await checkpoints.load(key);
+        failures = 0;
+        break;
+      } catch (error) {
+        if (!signal.aborted) await failed("loading the checkpoint", error);
+      }
+    }
+    // Make the tranche known to the sink before its first read returns, so that waiting for
+    // every tranche to reach its tail includes the slow ones. Nothing to commit yet.
+    await enqueue({ tranche, items: [], position: position ?? 0n, isTail: false });
     let wasTail = false;
     while (!signal.aborted) {
       let page: Page;
@@ -223,16 +250,7 @@ export function feedSource(options: FeedSourceOptions): ReadableStream<Batch> {
         page = await readPage(tranche, position, signal);
         failures = 0;
       } catch (error) {
-        if (signal.aborted) return;
-        failures++;
-        log.warn("read of {source}/{tranche} from {position} failed (attempt {attempt}): {error}", {
-          source: name,
-          tranche,
-          position: String(position),
-          attempt: failures,
-          error: errorText(error),
-        });
-        await sleep(retry.delay(failures), signal);
+        if (!signal.aborted) await failed(`read from ${position}`, error);
         continue;
       }
       const readMs = performance.now() - readStart;
