@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ImpelError } from "./errors.ts";
+import { ImpelError, InvalidArgumentError } from "./errors.ts";
 
 /**
  * Options of {@linkcode Monitor.awaitCompletion}.
@@ -118,6 +118,15 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
     monitor: {
       awaitCompletion(options = {}) {
         if (closed) return Promise.reject(closed);
+        const { timeoutMs } = options;
+        if (timeoutMs !== undefined && (typeof timeoutMs !== "number" || !(timeoutMs >= 0))) {
+          return Promise.reject(
+            new InvalidArgumentError(
+              "timeoutMs",
+              `must be a number >= 0, got ${String(timeoutMs)}`,
+            ),
+          );
+        }
         return new Promise<void>((resolve, reject) => {
           const w: Waiter = { tail: options.tail ?? false, resolve, reject };
           if (options.timeoutMs !== undefined) {

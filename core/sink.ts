@@ -269,9 +269,24 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
       await drained();
       clearInterval(commitTimer);
       clearInterval(statsTimer);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new ImpelError(
+                "CommitTimeout",
+                `the final checkpoint commit took over ${stopTimeoutMs} ms`,
+              ),
+            ),
+          stopTimeoutMs,
+        );
+      });
       try {
-        await flush();
+        // A checkpoint store that hangs must not turn a stop into a stall.
+        await Promise.race([flush(), timeout]);
       } finally {
+        clearTimeout(timer);
         if (statsIntervalMs > 0) logStats();
         control.close(faultError ?? new PipelineStoppedError());
       }

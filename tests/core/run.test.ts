@@ -1,7 +1,14 @@
 // run(): the pump between a source and the streams sink — source failures while a write waits
 // for room, and read-ahead held by a batch that cannot finish.
 import assert from "node:assert/strict";
-import { type Batch, run, type StreamEvent, streamsSink } from "../../mod.ts";
+import {
+  type Batch,
+  ImpelError,
+  InvalidArgumentError,
+  run,
+  type StreamEvent,
+  streamsSink,
+} from "../../mod.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 
 const test = (name: string, fn: () => Promise<void>) =>
@@ -82,4 +89,28 @@ test("a stream that keeps failing holds the source back after maxReadAhead batch
     undefined,
     "nothing may be committed past the stuck batch",
   );
+});
+
+test("a checkpoint commit that never settles cannot stall a stop: done rejects with CommitTimeout", async () => {
+  const store = createMemoryStore();
+  await store.append("Order-1", [{ type: "T", data: {} }], 0);
+  const hanging = {
+    load: () => Promise.resolve(undefined),
+    commit: () => new Promise<void>(() => {}),
+    reset: () => Promise.resolve(),
+    list: () => Promise.resolve([]),
+  };
+  const sink = streamsSink({ handler: () => {}, statsIntervalMs: 0, stopTimeoutMs: 50 });
+  const ac = new AbortController();
+  const running = run(memorySource({ store, checkpoints: hanging }), sink, { signal: ac.signal });
+  await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
+  ac.abort();
+  const error = await running.then(() => undefined, (e) => e);
+  assert.ok(error instanceof ImpelError && error.code === "CommitTimeout", `got ${error}`);
+});
+
+test("awaitCompletion rejects a negative timeout with a typed error", async () => {
+  const sink = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
+  await assert.rejects(sink.monitor.awaitCompletion({ timeoutMs: -5 }), InvalidArgumentError);
+  await sink.stop();
 });
