@@ -402,28 +402,28 @@ export async function run(
     sinkError ??= error;
     reader.cancel(error).catch(() => {});
   });
+  // A source that fails while a write waits for room must not wait behind it: its stream's
+  // closed promise tells without another read, so the sink stops and releases the write.
+  reader.closed.catch((error) => {
+    sourceError ??= { error };
+    void sink.stop();
+  });
   try {
     if (signal?.aborted) onAbort();
-    let next = reader.read();
     while (!signal?.aborted) {
       let result: ReadableStreamReadResult<Batch>;
       try {
-        result = await next;
+        result = await reader.read();
       } catch (error) {
-        sourceError = { error };
+        sourceError ??= { error };
         break;
       }
       if (result.done) {
         if (!signal?.aborted) await writer.close().catch(() => {}); // drains; a fault shows in done
         break;
       }
-      const writing = writer.write(result.value);
-      next = reader.read();
-      // The next read runs while the write waits for room: if the source fails meanwhile, the
-      // sink stops, which releases the write, and the loop reports the failure.
-      next.catch(() => void sink.stop());
       try {
-        await writing;
+        await writer.write(result.value);
       } catch (error) {
         sinkError = error;
         reader.cancel(error).catch(() => {});

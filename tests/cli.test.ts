@@ -4,16 +4,14 @@
 // the CLI as a process under Deno and Bun to check real exit codes.
 import assert from "node:assert/strict";
 import { DeleteTableCommand, DynamoDBClient } from "@aws-sdk/client-dynamodb";
-// @ts-types="@types/pg"
-import pg from "pg";
 import { type CliIo, EXIT, main } from "../cli.ts";
 import { postgresCheckpoints } from "../checkpoints/postgres.ts";
 import { messageDbStore } from "../stores/messagedb.ts";
 import { dynamoIndexer } from "../stores/dynamo-indexer.ts";
+import { config as dynamoConfig, endpoint as dynamoEndpoint } from "./support/dynamo.ts";
+import { poolFixture, unique as uniqueName, url } from "./support/postgres.ts";
 
-const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
-const dynamoEndpoint = Deno.env.get("DYNAMODB_ENDPOINT") ?? "http://127.0.0.1:8000";
-const unique = (prefix: string) => prefix + crypto.randomUUID().replaceAll("-", "").slice(0, 10);
+const unique = (prefix: string) => uniqueName(prefix, 10);
 const root = new URL("..", import.meta.url).pathname;
 
 /** Bun from node_modules (CI installs it there); the Bun cases run under Deno when it is absent. */
@@ -66,15 +64,7 @@ async function spawn(
   return { code, out: dec.decode(stdout), err: dec.decode(stderr) };
 }
 
-async function withPool(fn: (pool: pg.Pool) => Promise<void>) {
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
-  pool.on("error", () => {});
-  try {
-    await fn(pool);
-  } finally {
-    await pool.end();
-  }
-}
+const withPool = poolFixture({ max: 4 });
 
 Deno.test("cli: help and usage errors", async () => {
   const top = await cli(["--help"]);
@@ -484,11 +474,7 @@ Deno.test("cli: init dynamo, index, tail dynamo and dynamo checkpoints against D
     [k, Deno.env.get(k)] as const
   );
   for (const [k, v] of saved) if (v === undefined) Deno.env.set(k, "local");
-  const client = new DynamoDBClient({
-    endpoint: dynamoEndpoint,
-    region: "local",
-    credentials: { accessKeyId: "local", secretAccessKey: "local" },
-  });
+  const client = new DynamoDBClient(dynamoConfig);
   const index = unique("cli_idx_"), checkpoints = unique("cli_cp_"), events = unique("cli_ev_");
   try {
     const init = await cli([

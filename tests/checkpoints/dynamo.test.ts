@@ -1,32 +1,12 @@
 // DynamoDB checkpoints against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
-import { DeleteTableCommand, DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { ImpelError } from "../../core/errors.ts";
-import { createCheckpointTable, dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
-
-const endpoint = Deno.env.get("DYNAMODB_ENDPOINT") ?? "http://127.0.0.1:8000";
-const client = new DynamoDBClient({
-  endpoint,
-  region: "local",
-  credentials: { accessKeyId: "local", secretAccessKey: "local" },
-});
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import { dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
+import { client, freshTables, opts } from "../support/dynamo.ts";
 
 async function table() {
-  const tableName = `checkpoints-${crypto.randomUUID()}`;
-  try {
-    await createCheckpointTable(client, tableName);
-  } catch (e) {
-    throw new Error(`DynamoDB Local is needed at ${endpoint}: run tools/dynamodb.sh start`, {
-      cause: e,
-    });
-  }
-  return {
-    store: dynamoCheckpoints(client, { tableName }),
-    [Symbol.asyncDispose]: async () => {
-      await client.send(new DeleteTableCommand({ TableName: tableName }));
-    },
-  };
+  const t = await freshTables({ tableName: "checkpoints" });
+  return { ...t, store: dynamoCheckpoints(client, { tableName: t.tableName }) };
 }
 
 Deno.test("dynamo checkpoints: commit, load, never backwards, reset", opts, async () => {

@@ -1,12 +1,7 @@
 import assert from "node:assert/strict";
 import { type CheckpointKey, ImpelError } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
-
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
+import { test } from "../support/core.ts";
 
 const key = (tranche = "0", group = "g", source = "memory"): CheckpointKey => ({
   source,

@@ -9,21 +9,7 @@ import {
   initPostgresCheckpoints,
   postgresCheckpoints,
 } from "../../checkpoints/postgres.ts";
-
-const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
-const unique = (prefix: string) => prefix + crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-
-async function withSchema(fn: (pool: pg.Pool, schema: string) => Promise<void>) {
-  const pool = new pg.Pool({ connectionString: url, max: 8 });
-  pool.on("error", () => {});
-  const schema = unique("cp_");
-  try {
-    await fn(pool, schema);
-  } finally {
-    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await pool.end();
-  }
-}
+import { url, withSchema } from "../support/postgres.ts";
 
 Deno.test("postgres checkpoints: commit, load, never backwards, reset, list", () =>
   withSchema(async (pool, schema) => {

@@ -8,21 +8,13 @@ import {
   spanNext,
   type StreamEvent,
 } from "../../mod.ts";
+import { ev as plainEv, test } from "../support/core.ts";
 
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
-
+// Tagged events, so that which copy of a duplicate was kept shows in data and id.
 const ev = (index: number, tag = ""): StreamEvent => ({
-  index,
-  type: "T",
+  ...plainEv(index),
   data: tag,
-  meta: null,
   id: `${index}${tag}`,
-  time: new Date(0),
-  size: 1,
 });
 const indexes = (events: readonly { index: number }[]) => events.map((e) => e.index);
 

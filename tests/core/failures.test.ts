@@ -8,7 +8,6 @@ import {
   InvalidHandlerResultError,
   PipelineFaultError,
   run,
-  type StreamEvent,
   type StreamFailure,
   type StreamsSink,
   streamsSink,
@@ -16,44 +15,10 @@ import {
 } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
+import { batchBuilder, ev, KEY, test, within } from "../support/core.ts";
 
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
-
-const KEY = { source: "memory", tranche: "all", group: "g" };
-const ev = (index: number): StreamEvent => ({
-  index,
-  type: "T",
-  data: null,
-  meta: null,
-  id: `${index}`,
-  time: new Date(0),
-  size: 1,
-});
-const batch = (position: number, items: Array<[string, number]>, isTail = true): Batch => ({
-  tranche: "0",
-  position: BigInt(position),
-  isTail,
-  items: items.map(([stream, i]) => ({ stream, event: ev(i) })),
-});
+const batch = batchBuilder({ isTail: true });
 const quiet = { statsIntervalMs: 0, commitIntervalMs: 5 } as const;
-
-/** Settles `p`, or reports that it did not settle within `ms` (a fault must never be a stall). */
-function within<T>(
-  p: Promise<T>,
-  ms: number,
-): Promise<{ value?: T; error?: unknown; timedOut?: true }> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<{ timedOut: true }>((
-    resolve,
-  ) => (timer = setTimeout(() => resolve({ timedOut: true }), ms)));
-  return Promise.race([p.then((value) => ({ value }), (error) => ({ error })), timeout]).finally(
-    () => clearTimeout(timer),
-  );
-}
 
 test("a throwing handler is retried with backoff until it succeeds; stats show it failing meanwhile", async () => {
   const store = createMemoryStore();

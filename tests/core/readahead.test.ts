@@ -1,38 +1,12 @@
 // Read-ahead backpressure, backlog batching, and what the handler's returned index does to the
 // events buffered behind it.
 import assert from "node:assert/strict";
-import { type Batch, run, type StreamEvent, type StreamsSink, streamsSink } from "../../mod.ts";
+import { type Batch, run, type StreamsSink, streamsSink } from "../../mod.ts";
 import { feedSource } from "../../sources/feed.ts";
 import { createMemoryStore, memorySource, type MemoryStore } from "../../sources/memory.ts";
+import { batchBuilder, ev, gate, sleep, test } from "../support/core.ts";
 
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
-
-const ev = (index: number, size = 1): StreamEvent => ({
-  index,
-  type: "T",
-  data: null,
-  meta: null,
-  id: `${index}`,
-  time: new Date(0),
-  size,
-});
-const batch = (position: number, items: Array<[string, number]>, isTail = false): Batch => ({
-  tranche: "0",
-  position: BigInt(position),
-  isTail,
-  items: items.map(([stream, i]) => ({ stream, event: ev(i) })),
-});
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((r) => (open = r));
-  return { open, opened };
-}
+const batch = batchBuilder({ isTail: false });
 
 type Call = { stream: string; indexes: number[] };
 const indexesOf = (calls: Call[], stream: string) =>

@@ -1,27 +1,11 @@
 // run(): the pump between a source and the streams sink — source failures while a write waits
 // for room, and read-ahead held by a batch that cannot finish.
 import assert from "node:assert/strict";
-import {
-  type Batch,
-  ImpelError,
-  InvalidArgumentError,
-  run,
-  type StreamEvent,
-  streamsSink,
-} from "../../mod.ts";
+import { type Batch, ImpelError, InvalidArgumentError, run, streamsSink } from "../../mod.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
+import { ev, test as sanitizedTest } from "../support/core.ts";
 
-const test = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name: `run: ${name}`, fn, sanitizeOps: true, sanitizeResources: true });
-const ev = (index: number): StreamEvent => ({
-  index,
-  type: "T",
-  data: null,
-  meta: null,
-  id: `${index}`,
-  time: new Date(0),
-  size: 1,
-});
+const test = (name: string, fn: () => Promise<void>) => sanitizedTest(`run: ${name}`, fn);
 
 test("a source that fails while a write waits for room rejects run() with its error", async () => {
   let pulls = 0;

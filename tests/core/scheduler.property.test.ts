@@ -15,12 +15,7 @@ import fc from "fast-check";
 import { type Batch, type BatchItem, run, type StreamEvent, streamsSink } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
-
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
+import { test } from "../support/core.ts";
 
 const RUNS = Number(Deno.env.get("RUNS") ?? 1000);
 

@@ -1,28 +1,13 @@
 // The scheduler's view of its streams: each stream with work in exactly one state.
 import assert from "node:assert/strict";
-import { type Batch, type StreamEvent, streamsSink } from "../../mod.ts";
+import { streamsSink } from "../../mod.ts";
+import { batchBuilder, test } from "../support/core.ts";
 
-const ev = (index: number, size: number): StreamEvent => ({
-  index,
-  type: "T",
-  data: null,
-  meta: null,
-  id: `${index}`,
-  time: new Date(0),
-  size,
-});
-const batch = (position: number, items: Array<[string, number]>): Batch => ({
-  tranche: "0",
-  position: BigInt(position),
-  isTail: false,
-  items: items.map(([stream, i]) => ({ stream, event: ev(i, 10) })),
-});
+const batch = batchBuilder({ isTail: false, size: 10 });
 
-Deno.test({
-  name: "stats: streams, events and bytes by state (active, ready, buffered behind a gap)",
-  sanitizeOps: true,
-  sanitizeResources: true,
-  fn: async () => {
+test(
+  "stats: streams, events and bytes by state (active, ready, buffered behind a gap)",
+  async () => {
     let release!: () => void;
     const blocked = new Promise<void>((r) => (release = r));
     const sink = streamsSink({
@@ -56,4 +41,4 @@ Deno.test({
     await sink.stop();
     writer.releaseLock();
   },
-});
+);

@@ -3,47 +3,15 @@
 // the test that stopped it.
 import assert from "node:assert/strict";
 import {
-  type Batch,
   ImpelError,
   PipelineFaultError,
   PipelineStoppedError,
   run,
-  type StreamEvent,
   streamsSink,
 } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
-
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
-
-const KEY = { source: "memory", tranche: "all", group: "g" };
-const ev = (index: number): StreamEvent => ({
-  index,
-  type: "T",
-  data: null,
-  meta: null,
-  id: `${index}`,
-  time: new Date(0),
-  size: 1,
-});
-const batch = (position: number, items: Array<[string, number]>, isTail: boolean): Batch => ({
-  tranche: "0",
-  position: BigInt(position),
-  isTail,
-  items: items.map(([stream, i]) => ({ stream, event: ev(i) })),
-});
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A promise with its resolver, for handlers that wait on the test. */
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((r) => (open = r));
-  return { open, opened };
-}
+import { batch, gate, KEY, sleep, test } from "../support/core.ts";
 
 test("stop mid-run, then resume from the checkpoint with nothing lost", async () => {
   const store = createMemoryStore();

@@ -11,12 +11,7 @@ import {
   parseStreamName,
   streamName,
 } from "../../mod.ts";
-
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
+import { test } from "../support/core.ts";
 
 /** Asserts that `fn` throws an InvalidStreamNameError for `input` whose message mentions `reason`. */
 function assertInvalid(fn: () => unknown, input: string, reason: RegExp) {

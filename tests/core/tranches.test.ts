@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import type { Batch } from "../../core/batch.ts";
 import { trancheStream } from "../../core/tranches.ts";
+import { sleep, test as sanitizedTest } from "../support/core.ts";
 
 const b = (tranche: string, position: bigint): Batch => ({
   tranche,
@@ -10,9 +11,8 @@ const b = (tranche: string, position: bigint): Batch => ({
   position,
   isTail: false,
 });
-const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
-const test = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name: `trancheStream: ${name}`, fn, sanitizeOps: true, sanitizeResources: true });
+const tick = (ms = 5) => sleep(ms);
+const test = (name: string, fn: () => Promise<void>) => sanitizedTest(`trancheStream: ${name}`, fn);
 
 test("readers take turns and run at most one batch ahead of the consumer", async () => {
   let enqueued = 0, read = 0, maxAhead = 0;

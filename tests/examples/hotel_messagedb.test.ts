@@ -18,8 +18,7 @@ import {
   newId,
   withReactor,
 } from "./hotel_scenarios.ts";
-
-const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
+import { url } from "../support/postgres.ts";
 
 // pg keeps sockets and timers of its pool until `end`, which each test awaits.
 const pgTest = (name: string, fn: () => Promise<void>) =>

@@ -1,103 +1,39 @@
 // The DynamoDB source against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
-import {
-  DeleteTableCommand,
-  DescribeTableCommand,
-  DynamoDBClient,
-  QueryCommand,
-} from "@aws-sdk/client-dynamodb";
-import {
-  type _Record,
-  DescribeStreamCommand,
-  DynamoDBStreamsClient,
-  GetRecordsCommand,
-  GetShardIteratorCommand,
-} from "@aws-sdk/client-dynamodb-streams";
+import { type DynamoDBClient, QueryCommand } from "@aws-sdk/client-dynamodb";
 import type { Batch } from "../../core/batch.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import { run, streamsSink } from "../../core/sink.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
-import { createCheckpointTable, dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
-import { type AppendSummary, createEventTable, dynamoStore } from "../../stores/dynamo.ts";
-import { createIndexTable, dynamoIndexer, runStreamsIndexer } from "../../stores/dynamo-indexer.ts";
+import { dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
+import { dynamoStore } from "../../stores/dynamo.ts";
+import { dynamoIndexer, runStreamsIndexer } from "../../stores/dynamo-indexer.ts";
 import {
   decodePosition,
   DynamoIndexMismatchError,
   dynamoSource,
   encodePosition,
 } from "../../sources/dynamo.ts";
-
-const endpoint = Deno.env.get("DYNAMODB_ENDPOINT") ?? "http://127.0.0.1:8000";
-const config = {
-  endpoint,
-  region: "local",
-  credentials: { accessKeyId: "local", secretAccessKey: "local" },
-};
-const client = new DynamoDBClient(config);
-const streamsClient = new DynamoDBStreamsClient(config);
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import {
+  allRecords,
+  client,
+  freshTables,
+  opts,
+  streamsClient,
+  summaryAt,
+} from "../support/dynamo.ts";
 
 async function tables() {
-  const id = crypto.randomUUID();
-  const eventTable = `events-${id}`,
-    indexTable = `index-${id}`,
-    checkpointTable = `checkpoints-${id}`;
-  try {
-    await createEventTable(client, eventTable);
-  } catch (e) {
-    throw new Error(`DynamoDB Local is needed at ${endpoint}: run tools/dynamodb.sh start`, {
-      cause: e,
-    });
-  }
-  await createIndexTable(client, indexTable);
-  await createCheckpointTable(client, checkpointTable);
-  return {
-    eventTable,
-    indexTable,
-    checkpointTable,
-    store: dynamoStore(client, { tableName: eventTable }),
-    [Symbol.asyncDispose]: async () => {
-      for (const TableName of [eventTable, indexTable, checkpointTable]) {
-        await client.send(new DeleteTableCommand({ TableName }));
-      }
-    },
-  };
+  const t = await freshTables({
+    eventTable: "events",
+    indexTable: "index",
+    checkpointTable: "checkpoints",
+  });
+  return { ...t, store: dynamoStore(client, { tableName: t.eventTable }) };
 }
 
-async function allRecords(eventTable: string): Promise<_Record[]> {
-  const { Table } = await client.send(new DescribeTableCommand({ TableName: eventTable }));
-  const arn = Table!.LatestStreamArn!;
-  const { StreamDescription } = await streamsClient.send(
-    new DescribeStreamCommand({ StreamArn: arn }),
-  );
-  const out: _Record[] = [];
-  for (const shard of StreamDescription!.Shards!) {
-    let it = (await streamsClient.send(
-      new GetShardIteratorCommand({
-        StreamArn: arn,
-        ShardId: shard.ShardId,
-        ShardIteratorType: "TRIM_HORIZON",
-      }),
-    )).ShardIterator;
-    while (it) {
-      const res = await streamsClient.send(new GetRecordsCommand({ ShardIterator: it }));
-      out.push(...(res.Records ?? []));
-      if ((res.Records ?? []).length === 0) break;
-      it = res.NextShardIterator;
-    }
-  }
-  return out;
-}
-
-const summary = (stream: string, index: number, count: number): AppendSummary => ({
-  stream,
-  index,
-  next: index + count,
-  types: Array.from({ length: count }, (_, k) => `T${index + k}`),
-  sizes: Array.from({ length: count }, () => 1),
-  time: 1_700_000_000_000 + index,
-});
+const summary = summaryAt(1_700_000_000_000);
 
 /** Reads batches until `until` says stop (or the deadline passes), then cancels the stream. */
 async function collect(

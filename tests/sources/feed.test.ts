@@ -16,12 +16,7 @@ import {
   type Page,
   type ReadPage,
 } from "../../sources/feed.ts";
-
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
+import { handleToTail, test } from "../support/core.ts";
 
 /** Per-tranche logs that readPage pages through, `pageSize` items at a time. */
 function createFeed(pageSize = 3) {
@@ -58,22 +53,12 @@ function createFeed(pageSize = 3) {
 }
 
 /** Runs the source into a sink until every tranche is at its tail; returns what was handled. */
-async function handleAll(options: FeedSourceOptions, seen: string[] = []) {
-  const sink = streamsSink({
-    statsIntervalMs: 0,
-    commitIntervalMs: 5,
-    handler: (stream, events) => void seen.push(...events.map((e) => `${stream}@${e.index}`)),
+const handleAll = (options: FeedSourceOptions, seen: string[] = []): Promise<string[]> =>
+  handleToTail(() => feedSource(options), {
+    timeoutMs: 5000,
+    sink: { commitIntervalMs: 5 },
+    seen,
   });
-  const ac = new AbortController();
-  const running = run(feedSource(options), sink, { signal: ac.signal });
-  try {
-    await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
-  } finally {
-    ac.abort();
-    await running;
-  }
-  return seen;
-}
 
 test("feed source: several tranches are read to their tails and checkpointed each on its own", async () => {
   const feed = createFeed(3);

@@ -4,9 +4,9 @@ import assert from "node:assert/strict";
 import { type BatchItem, type CheckpointStore, run, streamsSink } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { feedSource, type ReadPage } from "../../sources/feed.ts";
+import { test as sanitizedTest } from "../support/core.ts";
 
-const test = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name: `feed source: ${name}`, fn, sanitizeOps: true, sanitizeResources: true });
+const test = (name: string, fn: () => Promise<void>) => sanitizedTest(`feed source: ${name}`, fn);
 const item = (stream: string, index: number): BatchItem => ({
   stream,
   event: {

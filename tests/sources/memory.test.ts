@@ -18,12 +18,7 @@ import {
   type MemorySourceOptions,
   type MemoryStore,
 } from "../../sources/memory.ts";
-
-// Deno 2 turns the op and resource sanitizers off by default; these tests turn them on, so that
-// a timer or stream left behind by a stopped pipeline fails the test that stopped it.
-function test(name: string, fn: (t: Deno.TestContext) => void | Promise<void>): void {
-  Deno.test({ name, fn, sanitizeOps: true, sanitizeResources: true });
-}
+import { handleToTail, test } from "../support/core.ts";
 
 const e = (data: unknown, type = "T") => ({ type, data });
 const summary = (b: Batch) => ({
@@ -33,22 +28,8 @@ const summary = (b: Batch) => ({
 });
 
 /** Runs a pipeline over `options` until it is at the tail; returns what the handler saw. */
-async function handleAll(options: MemorySourceOptions): Promise<string[]> {
-  const seen: string[] = [];
-  const sink = streamsSink({
-    statsIntervalMs: 0,
-    handler: (stream, events) => void seen.push(...events.map((e) => `${stream}@${e.index}`)),
-  });
-  const ac = new AbortController();
-  const running = run(memorySource(options), sink, { signal: ac.signal });
-  try {
-    await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 2000 });
-  } finally {
-    ac.abort();
-    await running;
-  }
-  return seen;
-}
+const handleAll = (options: MemorySourceOptions): Promise<string[]> =>
+  handleToTail(() => memorySource(options), { timeoutMs: 2000 });
 
 test("memory store: appends with expected versions", async (t) => {
   await t.step(

@@ -4,12 +4,11 @@ import assert from "node:assert/strict";
 import { ImpelError, run, streamsSink } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMemoryStore, MEMORY_TRANCHE, memorySource } from "../../sources/memory.ts";
+import { test } from "../support/core.ts";
 
-Deno.test({
-  name: "memory source: a checkpoint past the end of the log fails the run, skipping nothing",
-  sanitizeOps: true,
-  sanitizeResources: true,
-  fn: async () => {
+test(
+  "memory source: a checkpoint past the end of the log fails the run, skipping nothing",
+  async () => {
     const store = createMemoryStore();
     const checkpoints = memoryCheckpoints();
     await checkpoints.commit({ source: "memory", tranche: MEMORY_TRANCHE, group: "g" }, 5n);
@@ -43,4 +42,4 @@ Deno.test({
     assert.deepEqual(handled, []);
     assert.equal(listeners, 0, "a source that failed to start leaves no listener");
   },
-});
+);

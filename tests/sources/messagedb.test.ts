@@ -18,37 +18,9 @@ import {
   type MessageDbSourceOptions,
   poolNotifications,
 } from "../../sources/messagedb.ts";
+import { poolFixture, seed, unique, url } from "../support/postgres.ts";
 
-const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
-const unique = (prefix: string) => prefix + crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-
-async function withPool(fn: (pool: pg.Pool) => Promise<void>) {
-  const pool = new pg.Pool({ connectionString: url, max: 6 });
-  pool.on("error", () => {});
-  try {
-    await fn(pool);
-  } finally {
-    await pool.end();
-  }
-}
-
-/** Appends `perStream` events to each of `streams` streams of `category`, interleaved. */
-async function seed(pool: pg.Pool, category: string, streams: number, perStream: number, from = 0) {
-  const store = messageDbStore(pool);
-  const chunk = 5;
-  for (let start = 0; start < perStream; start += chunk) {
-    const n = Math.min(chunk, perStream - start);
-    await Promise.all(Array.from({ length: streams }, (_, s) =>
-      store.append(
-        `${category}-${s}`,
-        Array.from(
-          { length: n },
-          (_, k) => ({ type: "Happened", data: { s, i: from + start + k } }),
-        ),
-        from + start,
-      )));
-  }
-}
+const withPool = poolFixture({ max: 6 });
 
 interface Seen {
   /** indexes per stream, in the order read */

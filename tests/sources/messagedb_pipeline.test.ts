@@ -3,11 +3,10 @@
 // postgres://postgres@127.0.0.1:5432/impel_test.
 import assert from "node:assert/strict";
 // @ts-types="@types/pg"
-import pg from "pg";
+import type pg from "pg";
 import type { StreamEvent } from "../../core/event.ts";
 import { run, streamsSink } from "../../core/sink.ts";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
-import { messageDbStore } from "../../stores/messagedb.ts";
 import {
   installNotifyTrigger,
   messageDbCheckpointKey,
@@ -15,9 +14,7 @@ import {
   type MessageDbSourceOptions,
   poolNotifications,
 } from "../../sources/messagedb.ts";
-
-const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
-const unique = (prefix: string) => prefix + crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+import { seed, unique, withSchema } from "../support/postgres.ts";
 
 interface Fixture {
   readonly pool: pg.Pool;
@@ -26,36 +23,14 @@ interface Fixture {
 }
 
 async function withFixture(fn: (f: Fixture) => Promise<void>) {
-  const pool = new pg.Pool({ connectionString: url, max: 8 });
-  pool.on("error", () => {});
-  const schema = unique("cp_");
-  try {
+  await withSchema(async (pool, schema) => {
     await initPostgresCheckpoints(pool, { schema });
     await fn({
       pool,
       schema,
       options: { client: pool, checkpoints: postgresCheckpoints(pool, { schema }) },
     });
-  } finally {
-    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await pool.end();
-  }
-}
-
-async function seed(pool: pg.Pool, category: string, streams: number, perStream: number, from = 0) {
-  const store = messageDbStore(pool);
-  for (let start = 0; start < perStream; start += 5) {
-    const n = Math.min(5, perStream - start);
-    await Promise.all(Array.from({ length: streams }, (_, s) =>
-      store.append(
-        `${category}-${s}`,
-        Array.from(
-          { length: n },
-          (_, k) => ({ type: "Happened", data: { s, i: from + start + k } }),
-        ),
-        from + start,
-      )));
-  }
+  });
 }
 
 async function lastPosition(pool: pg.Pool, category: string): Promise<bigint> {

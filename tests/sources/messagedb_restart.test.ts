@@ -15,10 +15,8 @@ import {
   messageDbSource,
   poolNotifications,
 } from "../../sources/messagedb.ts";
-
-const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
-const unique = (prefix: string) => prefix + crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from "../support/core.ts";
+import { unique, url } from "../support/postgres.ts";
 
 async function sh(cmd: string, ...args: string[]): Promise<{ ok: boolean; out: string }> {
   try {

@@ -1,24 +1,15 @@
 // The DynamoDB indexer against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
 import {
-  DeleteTableCommand,
   DescribeTableCommand,
-  DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
 } from "@aws-sdk/client-dynamodb";
-import {
-  type _Record,
-  DescribeStreamCommand,
-  DynamoDBStreamsClient,
-  GetRecordsCommand,
-  GetShardIteratorCommand,
-} from "@aws-sdk/client-dynamodb-streams";
+import { DescribeStreamCommand } from "@aws-sdk/client-dynamodb-streams";
 import { InvalidArgumentError } from "../../core/errors.ts";
-import { type AppendSummary, createEventTable, dynamoStore } from "../../stores/dynamo.ts";
+import { dynamoStore } from "../../stores/dynamo.ts";
 import {
-  createIndexTable,
   decodeEntries,
   dynamoIndexer,
   epochKey,
@@ -27,63 +18,18 @@ import {
   type IngestResult,
   runStreamsIndexer,
 } from "../../stores/dynamo-indexer.ts";
-
-const endpoint = Deno.env.get("DYNAMODB_ENDPOINT") ?? "http://127.0.0.1:8000";
-const config = {
-  endpoint,
-  region: "local",
-  credentials: { accessKeyId: "local", secretAccessKey: "local" },
-};
-const client = new DynamoDBClient(config);
-const streamsClient = new DynamoDBStreamsClient(config);
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import {
+  allRecords,
+  client,
+  freshTables,
+  opts,
+  streamsClient,
+  summaryAt,
+} from "../support/dynamo.ts";
 
 async function tables() {
-  const id = crypto.randomUUID();
-  const eventTable = `events-${id}`, indexTable = `index-${id}`;
-  try {
-    await createEventTable(client, eventTable);
-  } catch (e) {
-    throw new Error(`DynamoDB Local is needed at ${endpoint}: run tools/dynamodb.sh start`, {
-      cause: e,
-    });
-  }
-  await createIndexTable(client, indexTable);
-  return {
-    eventTable,
-    indexTable,
-    store: dynamoStore(client, { tableName: eventTable }),
-    [Symbol.asyncDispose]: async () => {
-      await client.send(new DeleteTableCommand({ TableName: eventTable }));
-      await client.send(new DeleteTableCommand({ TableName: indexTable }));
-    },
-  };
-}
-
-/** Every record of the events table's stream so far, shard by shard. */
-async function allRecords(eventTable: string): Promise<_Record[]> {
-  const { Table } = await client.send(new DescribeTableCommand({ TableName: eventTable }));
-  const arn = Table!.LatestStreamArn!;
-  const { StreamDescription } = await streamsClient.send(
-    new DescribeStreamCommand({ StreamArn: arn }),
-  );
-  const out: _Record[] = [];
-  for (const shard of StreamDescription!.Shards!) {
-    let it = (await streamsClient.send(
-      new GetShardIteratorCommand({
-        StreamArn: arn,
-        ShardId: shard.ShardId,
-        ShardIteratorType: "TRIM_HORIZON",
-      }),
-    )).ShardIterator;
-    while (it) {
-      const res = await streamsClient.send(new GetRecordsCommand({ ShardIterator: it }));
-      out.push(...(res.Records ?? []));
-      if ((res.Records ?? []).length === 0) break;
-      it = res.NextShardIterator;
-    }
-  }
-  return out;
+  const t = await freshTables({ eventTable: "events", indexTable: "index" });
+  return { ...t, store: dynamoStore(client, { tableName: t.eventTable }) };
 }
 
 interface Epoch {
@@ -139,14 +85,7 @@ function spansByStream(epochs: Epoch[]) {
   return out;
 }
 
-const summary = (stream: string, index: number, count: number, type = "T"): AppendSummary => ({
-  stream,
-  index,
-  next: index + count,
-  types: Array.from({ length: count }, (_, k) => `${type}${index + k}`),
-  sizes: Array.from({ length: count }, () => 1),
-  time: 1000 + index,
-});
+const summary = summaryAt(1000);
 
 Deno.test(
   "dynamo indexer: stream records become ordered entries; replays change nothing",

@@ -1,6 +1,6 @@
 // The DynamoDB event store against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
-import { DeleteTableCommand, DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { DeleteTableCommand } from "@aws-sdk/client-dynamodb";
 import { WrongExpectedVersionError } from "../../core/store.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import { InvalidStreamNameError } from "../../core/streamName.ts";
@@ -10,30 +10,11 @@ import {
   DynamoTableError,
   ensureTable,
 } from "../../stores/dynamo.ts";
-
-const endpoint = Deno.env.get("DYNAMODB_ENDPOINT") ?? "http://127.0.0.1:8000";
-const client = new DynamoDBClient({
-  endpoint,
-  region: "local",
-  credentials: { accessKeyId: "local", secretAccessKey: "local" },
-});
-const opts = { sanitizeOps: false, sanitizeResources: false };
+import { client, freshTables, opts } from "../support/dynamo.ts";
 
 async function freshStore() {
-  const tableName = `events-${crypto.randomUUID()}`;
-  try {
-    await createEventTable(client, tableName);
-  } catch (e) {
-    throw new Error(`DynamoDB Local is needed at ${endpoint}: run tools/dynamodb.sh start`, {
-      cause: e,
-    });
-  }
-  return {
-    store: dynamoStore(client, { tableName }),
-    [Symbol.asyncDispose]: async () => {
-      await client.send(new DeleteTableCommand({ TableName: tableName }));
-    },
-  };
+  const t = await freshTables({ tableName: "events" });
+  return { ...t, store: dynamoStore(client, { tableName: t.tableName }) };
 }
 
 Deno.test("dynamo store: append and read back with all fields", opts, async () => {

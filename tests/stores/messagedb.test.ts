@@ -1,25 +1,13 @@
 // Runs against the PostgreSQL server prepared by tools/postgres.sh (database with the MessageDB
 // schema); IMPEL_PG_URL overrides the default postgres://postgres@127.0.0.1:5432/impel_test.
 import assert from "node:assert/strict";
-// @ts-types="@types/pg"
-import pg from "pg";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import { WrongExpectedVersionError } from "../../core/store.ts";
 import { InvalidStreamNameError } from "../../core/streamName.ts";
 import { MessageDbSetupError, messageDbStore } from "../../stores/messagedb.ts";
+import { poolFixture, unique } from "../support/postgres.ts";
 
-const url = Deno.env.get("IMPEL_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/impel_test";
-const unique = (prefix: string) => prefix + crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-
-async function withPool(fn: (pool: pg.Pool) => Promise<void>, options: pg.PoolConfig = {}) {
-  const pool = new pg.Pool({ connectionString: url, max: 4, ...options });
-  pool.on("error", () => {});
-  try {
-    await fn(pool);
-  } finally {
-    await pool.end();
-  }
-}
+const withPool = poolFixture({ max: 4 });
 
 Deno.test("messagedb store: append then read keeps order, data, metadata and ids", () =>
   withPool(async (pool) => {
