@@ -435,6 +435,10 @@ async function readCategory(
     await enqueue({ tranche, items: [], position, isTail: true, commit });
     atTail = true;
     await sleepAtTail();
+  } else {
+    // Make the category known to the sink before its first read returns, so that waiting for
+    // every tranche to reach its tail includes the slow ones. Nothing to commit yet.
+    await enqueue({ tranche, items: [], position, isTail: false });
   }
   const text = `SELECT ${MESSAGE_COLUMNS}
                   FROM message_store.get_category_messages($1, $2::bigint, $3, NULL, $4, $5)`;
