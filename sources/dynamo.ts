@@ -11,6 +11,9 @@
  * - When a read reaches the end of the open epoch, the batch says `isTail` (an empty batch is
  *   sent if there was nothing new), and the reader sleeps `tailSleepMs` before polling again.
  *   A closed epoch's end marker moves the reader on to the next epoch.
+ * - Each partition's first batch, sent before its first read, is empty, not at the tail and
+ *   without `commit`, at the start position: it makes the partition known to the sink, so that
+ *   waiting for every tranche's tail also waits for a partition whose first read is slow.
  * - Partitions are found in the index (and looked for again periodically) unless `tranches`
  *   names them.
  * - Failures that look transient (throttling, 5xx, lost connections) are retried with backoff
@@ -167,8 +170,8 @@ export function encodePosition(epoch: number, offset: number): Position {
 }
 
 /**
- * A source over a DynamoDB event store's index: a `ReadableStream` of batches, each with a
- * `commit` that records its position in `checkpoints`. Reading waits while the consumer is not
+ * A source over a DynamoDB event store's index: a `ReadableStream` of batches, each (but the
+ * empty one announcing a partition) with a `commit` that records its position in `checkpoints`. Reading waits while the consumer is not
  * pulling (backpressure). The stream closes when `signal` aborts or the consumer cancels it.
  *
  * @example
@@ -348,6 +351,9 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
       ? undefined
       : await retrying("loading the checkpoint", signal, () => checkpoints.load(key));
     let { epoch, offset } = decodePosition(stored ?? 0n);
+    // Make the partition known to the sink before its first read returns, so that waiting for
+    // every tranche to reach its tail includes the slow ones. Nothing to commit yet.
+    await enqueue({ tranche, items: [], position: stored ?? 0n, isTail: false });
     let probe = offset > 0;
     let tailAnnounced = false;
     const commit = (position: Position) => checkpoints.commit(key, position);

@@ -1,7 +1,7 @@
 // The DynamoDB source against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
 import { type DynamoDBClient, QueryCommand } from "@aws-sdk/client-dynamodb";
-import type { Batch } from "../../core/batch.ts";
+import type { Batch, Position } from "../../core/batch.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import { run, streamsSink } from "../../core/sink.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
@@ -62,6 +62,41 @@ async function collect(
 
 const lastIsTail = (batches: Batch[]) => batches.length > 0 && batches[batches.length - 1].isTail;
 
+/**
+ * Checks that each tranche's first batch only announces it (empty, not at the tail, no commit, at
+ * its start position: `starts[tranche]`, default 0) and that every later batch carries a commit;
+ * returns the later batches, those that carry reads.
+ */
+function reads(batches: Batch[], starts: Record<string, Position> = {}): Batch[] {
+  const announced = new Set<string>();
+  const rest: Batch[] = [];
+  for (const b of batches) {
+    if (announced.has(b.tranche)) {
+      assert.equal(typeof b.commit, "function", `tranche ${b.tranche}: a read's batch commits`);
+      rest.push(b);
+      continue;
+    }
+    announced.add(b.tranche);
+    assert.deepEqual(
+      [b.items.length, b.isTail, b.commit, b.position],
+      [0, false, undefined, starts[b.tranche] ?? 0n],
+      `tranche ${b.tranche} is announced first, at its start`,
+    );
+  }
+  return rest;
+}
+
+/** Reads until the stream errors; only announcements may come before the error. */
+async function readUntilError(reader: ReadableStreamDefaultReader<Batch>): Promise<never> {
+  for (;;) {
+    const { value, done } = await reader.read();
+    assert.ok(
+      !done && value.items.length === 0 && !value.isTail && value.commit === undefined,
+      "only an announcement comes before the error",
+    );
+  }
+}
+
 Deno.test("dynamo source: positions are epoch * 1e6 + offset", () => {
   assert.equal(encodePosition(0, 0), 0n);
   assert.equal(encodePosition(12, 345), 12_000_345n);
@@ -79,15 +114,17 @@ Deno.test(
     for (let round = 0; round < 3; round++) {
       await indexer.ingestAppends(["A-1", "B-1", "C-1"].map((s) => summary(s, round * 2, 2)));
     }
-    const batches = await collect(
-      dynamoSource({
-        client,
-        indexTable: t.indexTable,
-        group: "g",
-        checkpoints: memoryCheckpoints(),
-        chunksPerRead: 1,
-      }),
-      lastIsTail,
+    const batches = reads(
+      await collect(
+        dynamoSource({
+          client,
+          indexTable: t.indexTable,
+          group: "g",
+          checkpoints: memoryCheckpoints(),
+          chunksPerRead: 1,
+        }),
+        lastIsTail,
+      ),
     );
     const items = batches.flatMap((b) => b.items);
     assert.equal(items.length, 18);
@@ -131,15 +168,17 @@ Deno.test(
     await dynamoIndexer(client, { indexTable: t.indexTable }).ingest(
       await allRecords(t.eventTable),
     );
-    const batches = await collect(
-      dynamoSource({
-        client,
-        indexTable: t.indexTable,
-        eventTable: t.eventTable,
-        group: "g",
-        checkpoints: memoryCheckpoints(),
-      }),
-      lastIsTail,
+    const batches = reads(
+      await collect(
+        dynamoSource({
+          client,
+          indexTable: t.indexTable,
+          eventTable: t.eventTable,
+          group: "g",
+          checkpoints: memoryCheckpoints(),
+        }),
+        lastIsTail,
+      ),
     );
     const items = batches.flatMap((b) => b.items);
     assert.deepEqual(items.map((i) => [i.stream, i.event.index, i.event.type, i.event.data]), [
@@ -170,29 +209,31 @@ Deno.test(
         chunksPerRead: 1,
         sourceName: "idx",
       });
-    const first = await collect(source(), (b) => b.length === 1);
+    const first = reads(await collect(source(), (b) => b.length === 2));
     assert.deepEqual(first[0].items.map((i) => i.stream), ["S-0", "S-1", "S-2", "S-3", "S-4"]);
     await first[0].commit!(first[0].position);
     assert.equal(await checkpoints.load({ source: "idx", tranche: "0", group: "g" }), 5n);
     // Resumes at the closed epoch's end: moves on to epoch 1.
-    const second = await collect(source(), lastIsTail);
+    const second = reads(await collect(source(), lastIsTail), { "0": 5n });
     assert.deepEqual(second.flatMap((b) => b.items.map((i) => i.stream)), ["S-5", "S-6", "S-7"]);
     assert.equal(second.at(-1)!.position, 1_000_003n);
     // A position inside a chunk (e.g. after a reset) starts at that entry.
     await checkpoints.reset({ source: "idx", tranche: "0", group: "g" }, 1_000_001n);
-    const third = await collect(source(), lastIsTail);
+    const third = reads(await collect(source(), lastIsTail), { "0": 1_000_001n });
     assert.deepEqual(third.flatMap((b) => b.items.map((i) => i.stream)), ["S-6", "S-7"]);
     // startFrom "start" ignores the checkpoint.
-    const all = await collect(
-      dynamoSource({
-        client,
-        indexTable: t.indexTable,
-        group: "g",
-        checkpoints,
-        startFrom: "start",
-        sourceName: "idx",
-      }),
-      lastIsTail,
+    const all = reads(
+      await collect(
+        dynamoSource({
+          client,
+          indexTable: t.indexTable,
+          group: "g",
+          checkpoints,
+          startFrom: "start",
+          sourceName: "idx",
+        }),
+        lastIsTail,
+      ),
     );
     assert.equal(all.flatMap((b) => b.items).length, 8);
   },
@@ -211,15 +252,19 @@ Deno.test("dynamo source: announces the tail once, then picks up new entries", o
     partitionRefreshMs: 50,
   }).getReader();
   try {
-    const b1 = (await reader.read()).value!;
+    const firstTwo = [(await reader.read()).value!, (await reader.read()).value!];
+    const [b1] = reads(firstTwo);
     assert.deepEqual([b1.items.length, b1.isTail, b1.position], [1, true, 1n]);
     // A new partition appears while reading: it is found, and announces its tail when empty.
     const partB = dynamoIndexer(client, { indexTable: t.indexTable, partitionOf: () => "b" });
     await partB.ingestAppends([summary("B-1", 0, 2)]);
     await indexer.ingestAppends([summary("A-1", 1, 1)]);
+    const later: Batch[] = [];
+    const count = (tranche: string) => later.filter((b) => b.tranche === tranche).length;
+    // Partition "b" is announced before its first read's batch.
+    while (count("0") < 1 || count("b") < 2) later.push((await reader.read()).value!);
     const seen = new Map<string, Batch[]>();
-    while ((seen.get("0")?.length ?? 0) < 1 || (seen.get("b")?.length ?? 0) < 1) {
-      const b = (await reader.read()).value!;
+    for (const b of reads([...firstTwo, ...later]).slice(1)) {
       seen.set(b.tranche, [...(seen.get(b.tranche) ?? []), b]);
     }
     assert.deepEqual(seen.get("0")!.map((b) => [b.items.map((i) => i.event.index), b.isTail]), [[[
@@ -237,19 +282,105 @@ Deno.test("dynamo source: announces the tail once, then picks up new entries", o
   await dynamoIndexer(client, { indexTable: empty.indexTable, maxEpochEntries: 1 }).ingestAppends([
     summary("A-1", 0, 1),
   ]);
-  const batches = await collect(
-    dynamoSource({
-      client,
-      indexTable: empty.indexTable,
-      group: "g",
-      checkpoints: memoryCheckpoints(),
-      tranches: ["0", "none"],
-    }),
-    (bs) => bs.filter((b) => b.isTail).length === 2,
+  const batches = reads(
+    await collect(
+      dynamoSource({
+        client,
+        indexTable: empty.indexTable,
+        group: "g",
+        checkpoints: memoryCheckpoints(),
+        tranches: ["0", "none"],
+      }),
+      (bs) => bs.filter((b) => b.isTail).length === 2,
+    ),
   );
   const none = batches.filter((b) => b.tranche === "none");
   assert.deepEqual(none.map((b) => [b.items.length, b.position, b.isTail]), [[0, 0n, true]]);
 });
+
+Deno.test(
+  "dynamo source: announces each partition first, so waiting for the tail includes a slow one",
+  opts,
+  async () => {
+    await using t = await tables();
+    await dynamoIndexer(client, { indexTable: t.indexTable }).ingestAppends([summary("A-1", 0, 1)]);
+    await dynamoIndexer(client, { indexTable: t.indexTable, partitionOf: () => "slow" })
+      .ingestAppends([summary("S-1", 0, 1)]);
+    // A deliberate fault: partition "slow"'s index queries hang until the gate opens.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => open = resolve);
+    let opened = false;
+    const slowClient = {
+      send: async (command: unknown) => {
+        const p = command instanceof QueryCommand
+          ? command.input.ExpressionAttributeValues?.[":p"]?.S
+          : undefined;
+        if (p?.includes("#slow#")) await gate;
+        return client.send(command as QueryCommand);
+      },
+    } as unknown as DynamoDBClient;
+    const batches: Batch[] = [];
+    const openedAt = new Map<Batch, boolean>();
+    const tapped = dynamoSource({
+      client: slowClient,
+      indexTable: t.indexTable,
+      group: "g",
+      checkpoints: memoryCheckpoints(),
+      tranches: ["0", "slow"],
+      tailSleepMs: 20,
+    }).pipeThrough(
+      new TransformStream<Batch, Batch>({
+        transform(b, controller) {
+          batches.push(b);
+          openedAt.set(b, opened);
+          controller.enqueue(b);
+        },
+      }),
+    );
+    const handled: string[] = [];
+    const sink = streamsSink({
+      handler: (stream: string) => void handled.push(stream),
+      commitIntervalMs: 10,
+      statsIntervalMs: 0,
+    });
+    const stop = new AbortController();
+    const running = run(tapped, sink, { signal: stop.signal });
+    try {
+      // Partition "0" is read to its tail while "slow" has only been announced.
+      const deadline = Date.now() + 10_000;
+      while (
+        !batches.some((b) => b.tranche === "0" && b.isTail) ||
+        !batches.some((b) => b.tranche === "slow")
+      ) {
+        assert.ok(Date.now() < deadline, "partition 0 reached its tail and slow was announced");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      // The gate opens later; waiting for the tail must not end before "slow"'s read is handled.
+      const timer = setTimeout(() => {
+        opened = true;
+        open();
+      }, 200);
+      try {
+        await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 10_000 });
+      } finally {
+        clearTimeout(timer);
+      }
+      assert.ok(opened, "the tail was awaited until the slow partition's first read returned");
+      assert.deepEqual([...handled].sort(), ["A-1", "S-1"]);
+    } finally {
+      open(); // a reader still held at the gate would keep the run from draining
+      stop.abort();
+      await running;
+    }
+    const slow = batches.filter((b) => b.tranche === "slow");
+    assert.equal(openedAt.get(slow[0]), false, "slow is announced before its first read returns");
+    assert.deepEqual(reads(slow).flatMap((b) => b.items.map((i) => i.stream)), ["S-1"]);
+    assert.deepEqual(
+      reads(batches.filter((b) => b.tranche === "0")).flatMap((b) => b.items.map((i) => i.stream)),
+      ["A-1"],
+    );
+  },
+);
 
 Deno.test(
   "dynamo source: an index entry without events in the table errors the stream",
@@ -266,7 +397,7 @@ Deno.test(
       checkpoints: memoryCheckpoints(),
     }).getReader();
     await assert.rejects(
-      () => reader.read(),
+      () => readUntilError(reader),
       (e) => e instanceof DynamoIndexMismatchError && e.stream === "A-1",
     );
   },
@@ -290,15 +421,17 @@ Deno.test(
         return client.send(command as QueryCommand);
       },
     } as unknown as DynamoDBClient;
-    const batches = await collect(
-      dynamoSource({
-        client: flaky,
-        indexTable: t.indexTable,
-        group: "g",
-        checkpoints: memoryCheckpoints(),
-        retryMinMs: 5,
-      }),
-      lastIsTail,
+    const batches = reads(
+      await collect(
+        dynamoSource({
+          client: flaky,
+          indexTable: t.indexTable,
+          group: "g",
+          checkpoints: memoryCheckpoints(),
+          retryMinMs: 5,
+        }),
+        lastIsTail,
+      ),
     );
     assert.equal(failures, -1, "the failed queries were retried");
     assert.deepEqual(batches.flatMap((b) => b.items.map((i) => i.event.index)), [0, 1]);
@@ -311,7 +444,7 @@ Deno.test(
       checkpoints: memoryCheckpoints(),
     }).getReader();
     await assert.rejects(
-      () => reader.read(),
+      () => readUntilError(reader),
       (e) => (e as Error).name === "ResourceNotFoundException",
     );
   },
