@@ -124,3 +124,17 @@ export function trancheStream(
     },
   }, { highWaterMark: 1 });
 }
+
+/** Resolves after `ms`, or at once when `signal` aborts: the wait between a source's retries. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -32,7 +32,7 @@ import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
-import { type TrancheContext, trancheStream } from "../core/tranches.ts";
+import { sleep, type TrancheContext, trancheStream } from "../core/tranches.ts";
 import {
   checkTableName,
   type DynamoClient,
@@ -552,17 +552,4 @@ async function mapLimit<T>(
     while (next < items.length) await f(items[next++]);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -25,7 +25,7 @@ import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { checkCategory } from "../core/streamName.ts";
-import { trancheStream } from "../core/tranches.ts";
+import { sleep, trancheStream } from "../core/tranches.ts";
 import { classifyMessageDbError, MESSAGE_COLUMNS, messageRowToEvent } from "../stores/messagedb.ts";
 import {
   errorMessage,
@@ -549,23 +549,11 @@ async function retrying<T>(
         delay,
         message: errorMessage(error),
       });
-      await abortableSleep(delay, signal);
+      await sleep(delay, signal);
       delay = Math.min(delay * 2, settings.retryMaxMs);
     }
   }
   return undefined;
-}
-
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /**
