@@ -25,7 +25,7 @@
  *
  * @module
  */
-export type { Batch, BatchItem, Position } from "./core/batch.ts";
+export type { Batch, BatchItem, ObservableSource, Position, SourceProblem } from "./core/batch.ts";
 export type { CheckpointKey, CheckpointStore } from "./core/checkpoints.ts";
 export * from "./core/codec.ts";
 export * from "./core/decider.ts";
@@ -38,6 +38,7 @@ export {
   type RetryOptions,
   type StreamFailure,
 } from "./core/failure.ts";
+export * from "./core/ownership.ts";
 export type { Percentiles } from "./core/histogram.ts";
 export type { AwaitCompletionOptions, Monitor } from "./core/monitor.ts";
 export {

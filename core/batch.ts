@@ -4,6 +4,7 @@
  * @module
  */
 import type { StreamEvent } from "./event.ts";
+import type { Ownership } from "./ownership.ts";
 import type { StreamName } from "./streamName.ts";
 
 /**
@@ -72,4 +73,52 @@ export interface Batch<E = StreamEvent> {
   readonly commit?: (position: Position) => Promise<void>;
   /** How long the read that produced this batch took, in ms (tail sleeps and waits excluded), for metrics. */
   readonly readMs?: number;
+  /**
+   * Set by sources that can lose a tranche: the period of ownership this batch was read in.
+   * Revoking it makes the sink let go of the tranche (see {@linkcode Ownership}).
+   */
+  readonly ownership?: Ownership;
 }
+
+/**
+ * Something wrong that a source knows of and a health check should report: a consumer that is
+ * down, a tranche whose reads keep failing, nothing assigned.
+ *
+ * @example
+ * ```ts
+ * import type { SourceProblem } from "@impel/impel";
+ * const problem: SourceProblem = {
+ *   severity: "failing",
+ *   reason: "kafka consumer crashed: connection refused",
+ *   since: Date.now(),
+ * };
+ * ```
+ */
+export interface SourceProblem {
+  /** How bad it is. */
+  readonly severity: "degraded" | "failing";
+  /** What is wrong, for people. */
+  readonly reason: string;
+  /** Since when (ms since the epoch). */
+  readonly since: number;
+  /** The tranche concerned, if one. */
+  readonly tranche?: string;
+}
+
+/**
+ * A source stream that can say what is wrong with it: health checks call `problems()` when it
+ * is there.
+ *
+ * @example
+ * ```ts
+ * import type { Batch, ObservableSource } from "@impel/impel";
+ * const source: ObservableSource = Object.assign(new ReadableStream<Batch>(), {
+ *   problems: () => [],
+ * });
+ * console.log(source.problems?.().length); // 0
+ * ```
+ */
+export type ObservableSource = ReadableStream<Batch> & {
+  /** The source's current problems; empty when all is well. */
+  readonly problems?: () => readonly SourceProblem[];
+};

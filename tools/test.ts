@@ -5,6 +5,9 @@
  *   deno task test                    # everything
  *   deno task test tests/core         # a subset (servers are still prepared)
  *   IMPEL_SERVERS=none deno task test tests/core   # no servers: core and memory tests only
+ *   deno task faults                  # the fault suites: tests/faults/*.fault.ts (real processes
+ *                                     # killed, brokers restarted); not part of the default run
+ *   deno task faults tests/faults/kafka.fault.ts   # one of them
  */
 const root = new URL("..", import.meta.url).pathname;
 const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb").split(",").filter((
@@ -22,6 +25,19 @@ async function sh(script: string, ...args: string[]): Promise<boolean> {
   return success;
 }
 
+function faultSuites(): string[] {
+  const dir = `${root}tests/faults/`;
+  const files: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(dir)) {
+      if (e.isFile && e.name.endsWith(".fault.ts")) files.push(`tests/faults/${e.name}`);
+    }
+  } catch {
+    // no fault suites yet
+  }
+  return files.sort();
+}
+
 const started: string[] = [];
 let ok = true;
 try {
@@ -31,7 +47,10 @@ try {
     else ok = false;
   }
   if (!ok) console.error("some servers did not start: their tests will fail");
-  const paths = Deno.args.length ? Deno.args : ["tests/"];
+  // Fault suites are named *.fault.ts so that the default run (deno test tests/) skips them.
+  const faults = Deno.args[0] === "--faults";
+  const args = faults ? Deno.args.slice(1) : Deno.args;
+  const paths = args.length ? args : faults ? faultSuites() : ["tests/"];
   const { code } = await new Deno.Command(Deno.execPath(), {
     args: ["test", "--allow-all", ...paths],
     cwd: root,
