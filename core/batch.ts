@@ -44,6 +44,14 @@ export interface BatchItem<E = StreamEvent> {
   readonly stream: StreamName;
   /** The event. */
   readonly event: E;
+  /**
+   * Set when the record could not be read as a valid event of `stream` (it does not decode,
+   * breaks a limit, does not fit the stream's indexes). The handler never sees it: the
+   * scheduler hands it to the failure policy of its stream as if the handler had thrown this
+   * error (retried, parked or faulted), and other streams carry on. `event` still holds what
+   * could be read (its index, the raw `data`), for the dead-letter callback.
+   */
+  readonly invalid?: Error;
 }
 
 /**
@@ -78,6 +86,13 @@ export interface Batch<E = StreamEvent> {
    * Revoking it makes the sink let go of the tranche (see {@linkcode Ownership}).
    */
   readonly ownership?: Ownership;
+  /**
+   * Set by sources that read an ordered log in which a stream's events can never arrive late
+   * (MessageDB by global position, a Kafka partition): a gap in a stream's indexes in such a
+   * batch is permanent, so the scheduler reports it at once and applies the gap policy instead
+   * of waiting for the missing events.
+   */
+  readonly gapsAreFinal?: boolean;
 }
 
 /**

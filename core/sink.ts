@@ -11,7 +11,7 @@ import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./e
 import { errorText, type PipelineFaultError } from "./failure.ts";
 import { createMonitor, type Monitor } from "./monitor.ts";
 import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
-import { type SinkStats, sinkStats, statsLogger } from "./stats.ts";
+import { type CommitTrouble, type SinkStats, sinkStats, statsLogger } from "./stats.ts";
 
 /**
  * Options of {@linkcode streamsSink}.
@@ -181,6 +181,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   // tranche never overlap, so they land in order).
   const committed = new Map<string, Position>();
   const inFlight = new Map<string, Promise<void>>();
+  const commitTrouble = new Map<string, CommitTrouble>();
 
   function commitTranche(name: string): Promise<void> {
     const running = inFlight.get(name);
@@ -196,7 +197,18 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     const commit = t.commit;
     // A commit that throws synchronously is a failed commit like any other, not a crash.
     const p = new Promise<void>((resolve) => resolve(commit(position))).then(
-      () => void committed.set(name, position),
+      () => {
+        committed.set(name, position);
+        commitTrouble.delete(name);
+      },
+      (error) => {
+        const trouble = commitTrouble.get(name);
+        if (trouble) {
+          trouble.failures++;
+          trouble.error = error;
+        } else commitTrouble.set(name, { failures: 1, since: Date.now(), error });
+        throw error;
+      },
     ).finally(() => inFlight.delete(name));
     inFlight.set(name, p);
     return p;
@@ -220,7 +232,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     }
   }, commitIntervalMs);
 
-  const stats = () => sinkStats(group, scheduler, committed, maxReadAhead);
+  const stats = () => sinkStats(group, scheduler, committed, commitTrouble, maxReadAhead);
   const logStats = statsLogger(group, stats, () => {
     scheduler.latency.ok.reset();
     scheduler.latency.failed.reset();

@@ -43,6 +43,12 @@ export interface TrancheStats {
   readonly committed: Position | undefined;
   /** Batches read and not yet passed by `completed`. */
   readonly readAhead: number;
+  /** Consecutive failed commits of this tranche (0 once a commit succeeds). */
+  readonly commitFailures: number;
+  /** When the current run of failed commits began (ms since the epoch), if one is going on. */
+  readonly commitFailingSince: number | undefined;
+  /** The last commit error while commits are failing. */
+  readonly commitError: unknown;
 }
 
 /**
@@ -83,21 +89,36 @@ export interface SinkStats extends SchedulerSnapshot {
   readonly maxReadAhead: number;
 }
 
+/** A tranche whose commits are failing, as the sink tracks it. */
+export interface CommitTrouble {
+  /** Consecutive failures. */
+  failures: number;
+  /** When the first of them happened (ms since the epoch). */
+  since: number;
+  /** The last error. */
+  error: unknown;
+}
+
 /** Builds the stats view of a sink from its scheduler and committed positions. */
 export function sinkStats(
   group: string,
   scheduler: Scheduler,
   committed: ReadonlyMap<string, Position>,
+  commitTrouble: ReadonlyMap<string, CommitTrouble>,
   maxReadAhead: number,
 ): SinkStats {
   const tranches: TrancheStats[] = [];
   for (const t of scheduler.tranches.values()) {
+    const trouble = commitTrouble.get(t.name);
     tranches.push({
       tranche: t.name,
       isTail: t.isTail,
       completed: t.completed,
       committed: committed.get(t.name),
       readAhead: t.readAhead,
+      commitFailures: trouble?.failures ?? 0,
+      commitFailingSince: trouble?.since,
+      commitError: trouble?.error,
     });
   }
   return {
