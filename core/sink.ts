@@ -11,6 +11,7 @@ import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./e
 import { errorText, type PipelineFaultError } from "./failure.ts";
 import { createMonitor, type Monitor } from "./monitor.ts";
 import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
+import { withTimeout } from "./timeout.ts";
 import { type CommitTrouble, type SinkStats, sinkStats, statsLogger } from "./stats.ts";
 
 /**
@@ -281,24 +282,10 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
       await drained();
       clearInterval(commitTimer);
       clearInterval(statsTimer);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new ImpelError(
-                "CommitTimeout",
-                `the final checkpoint commit took over ${stopTimeoutMs} ms`,
-              ),
-            ),
-          stopTimeoutMs,
-        );
-      });
       try {
         // A checkpoint store that hangs must not turn a stop into a stall.
-        await Promise.race([flush(), timeout]);
+        await withTimeout(flush(), stopTimeoutMs, "the final checkpoint commit", "CommitTimeout");
       } finally {
-        clearTimeout(timer);
         if (statsIntervalMs > 0) logStats();
         control.close(faultError ?? new PipelineStoppedError());
       }
