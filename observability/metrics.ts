@@ -62,12 +62,13 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { Batch, Position } from "../core/batch.ts";
+import type { Batch, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
 import type { SinkStats } from "../core/stats.ts";
 import { STREAM_STATES } from "../core/scheduler.ts";
+import { withTimeout } from "../core/timeout.ts";
 
 const log = getLogger(["impel", "metrics"]);
 
@@ -330,9 +331,15 @@ export interface MeteredPipeline {
   readonly fault: unknown;
   /**
    * Wraps a source so that its batches are counted on their way to the sink. The wrapper
-   * reads one batch per pull of the consumer, so it holds nothing back and buffers nothing.
+   * reads one batch per pull of the consumer, so it holds nothing back and buffers nothing; it
+   * errors as soon as the source does, and its `problems()` are the source's.
    */
-  observe(source: ReadableStream<Batch>): ReadableStream<Batch>;
+  observe(source: ObservableSource): ObservableSource;
+  /**
+   * The problems of the observed sources that have not ended (see `ObservableSource`); a
+   * source whose `problems()` throws or answers malformed entries reports that as a problem.
+   */
+  problems(): readonly SourceProblem[];
   /** The sink's stats. */
   stats(): SinkStats;
   /** Reading progress per tranche. */
@@ -765,6 +772,53 @@ function checkRegistration(r: PipelineRegistration) {
   }
 }
 
+const SEVERITIES: ReadonlySet<unknown> = new Set(["degraded", "failing"]);
+
+/**
+ * A source's problems, checked: a source that cannot say what is wrong with it is a problem
+ * too, and a malformed entry is kept (as failing) rather than dropped.
+ */
+function problemsOf(source: { readonly problems: ObservableSource["problems"] }): SourceProblem[] {
+  if (typeof source.problems !== "function") return [];
+  let given: unknown;
+  try {
+    given = source.problems();
+  } catch (error) {
+    return [{
+      severity: "degraded",
+      reason: `its problems() threw ${errorText(error)}`,
+      since: Date.now(),
+    }];
+  }
+  if (!Array.isArray(given)) {
+    return [{
+      severity: "degraded",
+      reason: `its problems() answered ${describe(given)}, not an array`,
+      since: Date.now(),
+    }];
+  }
+  return given.map((p: Partial<SourceProblem> | null | undefined) => {
+    const valid = SEVERITIES.has(p?.severity) && typeof p?.reason === "string" &&
+      Number.isFinite(p?.since);
+    if (valid) return p as SourceProblem;
+    return {
+      severity: "failing",
+      reason: `a malformed problem (needs severity "degraded" or "failing", a reason and since): ${
+        shown(p)
+      }`,
+      since: Number.isFinite(p?.since) ? p!.since! : Date.now(),
+    };
+  });
+}
+
+function shown(value: unknown): string {
+  try {
+    return JSON.stringify(value)?.slice(0, 200) ?? describe(value);
+  } catch {
+    return describe(value);
+  }
+}
+
 function createPipelineState(
   r: PipelineRegistration,
   onRemove: (p: PipelineState) => void,
@@ -774,6 +828,8 @@ function createPipelineState(
   const headCacheMs = checkNumber("headCacheMs", r.headCacheMs ?? 1000, 0);
   const headTimeoutMs = checkNumber("headTimeoutMs", r.headTimeoutMs ?? 2000, 1);
   const reads = new Map<string, ReadState>();
+  // The observed sources still running, for their problems.
+  const observed = new Set<{ readonly problems: ObservableSource["problems"] }>();
   let state: MeteredPipeline["state"] = "running";
   let fault: unknown;
   r.sink.done?.then(
@@ -846,15 +902,13 @@ function createPipelineState(
   async function askHeads(tranches: readonly string[]): Promise<Heads> {
     const head = r.positions?.head;
     if (!head || tranches.length === 0) return { positions: new Map() };
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`no answer within ${headTimeoutMs} ms`)),
-        headTimeoutMs,
-      );
-    });
     try {
-      const values = await Promise.race([Promise.all(tranches.map((t) => head(t))), timeout]);
+      const values = await withTimeout(
+        Promise.all(tranches.map((t) => head(t))),
+        headTimeoutMs,
+        "asking for the head positions",
+        "HeadTimeout",
+      );
       const positions = new Map<string, Position>();
       values.forEach((v, i) => {
         if (typeof v === "bigint") positions.set(tranches[i], v);
@@ -866,8 +920,6 @@ function createPipelineState(
         error: errorText(error),
       });
       return { positions: new Map(), error: errorText(error) };
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -887,7 +939,22 @@ function createPipelineState(
         throw new InvalidArgumentError("source", "must be a ReadableStream of batches");
       }
       const reader = source.getReader();
-      return new ReadableStream<Batch>({
+      const watched = { problems: source.problems };
+      observed.add(watched);
+      const forget = () => void observed.delete(watched);
+      const stream = new ReadableStream<Batch>({
+        start(controller) {
+          // run() stops the sink as soon as its source errors, even while a write waits for
+          // room: pass the error on without waiting for the next pull.
+          reader.closed.then(forget, (error) => {
+            forget();
+            try {
+              controller.error(error);
+            } catch {
+              // already closed or errored
+            }
+          });
+        },
         async pull(controller) {
           const { done, value } = await reader.read();
           if (done) return controller.close();
@@ -895,10 +962,13 @@ function createPipelineState(
           controller.enqueue(value);
         },
         cancel(reason) {
+          forget();
           return reader.cancel(reason);
         },
       }, { highWaterMark: 0 });
+      return Object.assign(stream, { problems: () => problemsOf(watched) });
     },
+    problems: () => [...observed].flatMap(problemsOf),
     stats: () => r.sink.stats(),
     reads: () => [...reads.values()].map((t) => ({ ...t })),
     tranches(stats) {

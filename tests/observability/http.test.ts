@@ -4,7 +4,7 @@ import { InvalidArgumentError } from "../../core/errors.ts";
 import { run, streamsSink } from "../../core/sink.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 import { createMetrics } from "../../observability/metrics.ts";
-import { checkHealth, createHttpHandler, type HealthReport } from "../../observability/health.ts";
+import { checkHealth, createHttpHandler, type HealthReport } from "../../observability/http.ts";
 
 const TOKEN = "s3cret-token-0123456789";
 const base = "http://impel.test";

@@ -1,0 +1,642 @@
+/**
+ * The HTTP handler: health, metrics and a small management API as one web-standard
+ * `Request → Response` handler, mountable by `Deno.serve`, `Bun.serve` or any framework that
+ * hands out `Request`s. Routes are one table; the health assessment itself lives in `health.ts`
+ * and is re-exported here.
+ *
+ * Routes (under `basePath`):
+ *
+ * | route | auth | answer |
+ * | --- | --- | --- |
+ * | `GET /metrics` | none | the Prometheus exposition of the metrics registry |
+ * | `GET /health` | none | `{ status: "ok" \| "degraded" \| "failing", checkedAt, reasons, pipelines }` (see `checkHealth`); 503 when failing |
+ * | `GET /pipelines` | token if `protectReads` | every pipeline: group, source, state, tranches, checkpoints |
+ * | `GET /pipelines/{group}` | token if `protectReads` | one pipeline, with its busy, failing and stuck streams |
+ * | `GET /pipelines/{group}/checkpoints` | token if `protectReads` | the stored checkpoints of the pipeline's source and group |
+ * | `PUT /pipelines/{group}/checkpoints/{tranche}` | token | body `{ "position": "start" \| "tail" \| "<integer>", "force"?: true }` |
+ * | `DELETE /pipelines/{group}/checkpoints/{tranche}` | token (+ `?force=true` while running) | forgets the checkpoint |
+ *
+ * Changing a checkpoint always needs `Authorization: Bearer <token>`; a handler created without
+ * a token refuses every change (403). A reset takes effect when the pipeline next starts, so it
+ * is refused (409) while the pipeline runs unless `force` is set: the running pipeline's own
+ * commits would otherwise silently undo a reset backwards. Tranche names are URL path segments:
+ * encode them (`GuestStay%3A0%2F2` for `GuestStay:0/2`). Errors are JSON
+ * `{ "error": { "code", "message" } }` with a 4xx status naming what was wrong. Positions are
+ * JSON strings (they are 64-bit).
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Position } from "../core/batch.ts";
+import type { CheckpointKey } from "../core/checkpoints.ts";
+import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { errorText } from "../core/failure.ts";
+import type { StreamStatus } from "../core/scheduler.ts";
+import { checkHealth, type HealthThresholds, resolveHealthThresholds } from "./health.ts";
+import type { ImpelMetrics, MeteredPipeline } from "./metrics.ts";
+
+export {
+  checkHealth,
+  type HealthReason,
+  type HealthReport,
+  type HealthStatus,
+  type HealthThresholds,
+  type PipelineHealth,
+  type Thresholds,
+} from "./health.ts";
+
+const log = getLogger(["impel", "http"]);
+
+/**
+ * Options of {@linkcode createHttpHandler}.
+ *
+ * @example
+ * ```ts
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { createHttpHandler, type HttpHandlerOptions } from "@impel/impel/http";
+ * const token = crypto.randomUUID(); // in production: a secret from the environment
+ * const options: HttpHandlerOptions = {
+ *   metrics: createMetrics({ defaultMetrics: false }),
+ *   token,
+ *   protectReads: true,
+ *   health: { lag: { degraded: 10_000 } },
+ *   basePath: "/impel",
+ * };
+ * const handler = createHttpHandler(options);
+ * const anonymous = await handler(new Request("http://localhost/impel/pipelines"));
+ * const authorized = await handler(
+ *   new Request("http://localhost/impel/pipelines", {
+ *     headers: { authorization: `Bearer ${token}` },
+ *   }),
+ * );
+ * console.log(anonymous.status, authorized.status); // 401 200
+ * ```
+ */
+export interface HttpHandlerOptions {
+  /** The metrics and pipeline registry to serve. */
+  readonly metrics: ImpelMetrics;
+  /**
+   * The bearer token that checkpoint changes need (at least 16 characters). Without one, the
+   * management API is read-only.
+   */
+  readonly token?: string;
+  /** Also require the token for the management API's reads (default false). */
+  readonly protectReads?: boolean;
+  /** What makes `/health` degraded or failing. */
+  readonly health?: HealthThresholds;
+  /** A path prefix the routes live under, e.g. `/impel` (default: none). */
+  readonly basePath?: string;
+}
+
+/**
+ * A web-standard request handler.
+ *
+ * @example
+ * ```ts
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { createHttpHandler, type HttpHandler } from "@impel/impel/http";
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * const handler: HttpHandler = createHttpHandler({ metrics });
+ * // Mount it with Deno.serve({ hostname: "127.0.0.1", port: 9464 }, handler), Bun.serve({ fetch:
+ * // handler }), or call it from a framework's route:
+ * const response = await handler(new Request("http://localhost/health"));
+ * console.log(response.status, await response.json()); // 200 { status: "ok", ... }
+ * ```
+ */
+export type HttpHandler = (request: Request) => Promise<Response>;
+/** A request the handler refuses, with its HTTP status. */
+class HttpError extends ImpelError {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  constructor(status: number, code: string, message: string, headers: Record<string, string> = {}) {
+    super(code, message);
+    this.status = status;
+    this.headers = headers;
+  }
+}
+
+const MAX_BODY = 4096;
+const JSON_HEADERS = {
+  "content-type": "application/json; charset=utf-8",
+  "cache-control": "no-store",
+};
+
+/**
+ * Creates the handler for `/metrics`, `/health` and the management API.
+ *
+ * @example
+ * ```ts ignore
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { createHttpHandler } from "@impel/impel/http";
+ * const metrics = createMetrics();
+ * // metrics.addPipeline({ group, source, sink, checkpoints, positions }) for each pipeline
+ * const handler = createHttpHandler({ metrics, token: Deno.env.get("IMPEL_ADMIN_TOKEN"), health: { lag: { degraded: 10_000 } } });
+ * Deno.serve({ hostname: "127.0.0.1", port: 9464 }, handler); // or Bun.serve({ fetch: handler })
+ * ```
+ */
+export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
+  const { metrics } = options;
+  if (typeof metrics?.pipelines !== "function") {
+    throw new InvalidArgumentError("metrics", "must come from createMetrics()");
+  }
+  const token = options.token;
+  if (token !== undefined && (typeof token !== "string" || token.length < 16)) {
+    throw new InvalidArgumentError("token", "must be a string of at least 16 characters");
+  }
+  const basePath = options.basePath ?? "";
+  if (typeof basePath !== "string" || !/^(\/[^/]+)*$/.test(basePath)) {
+    throw new InvalidArgumentError(
+      "basePath",
+      `must be empty or start with / and not end with /, got ${describe(basePath)}`,
+    );
+  }
+  const thresholds = options.health ?? {};
+  resolveHealthThresholds(thresholds); // fail at construction, not on the first request
+  const protectReads = options.protectReads ?? false;
+
+  async function authorize(request: Request) {
+    if (token === undefined) {
+      throw new HttpError(
+        403,
+        "ManagementDisabled",
+        "checkpoint changes are disabled: the handler was created without a token",
+      );
+    }
+    const header = request.headers.get("authorization");
+    const challenge = { "www-authenticate": 'Bearer realm="impel"' };
+    if (header === null) {
+      throw new HttpError(
+        401,
+        "MissingToken",
+        "an Authorization: Bearer <token> header is required",
+        challenge,
+      );
+    }
+    const match = /^Bearer +(\S+) *$/i.exec(header);
+    if (!match) {
+      throw new HttpError(
+        401,
+        "InvalidToken",
+        "the Authorization header must be 'Bearer <token>'",
+        challenge,
+      );
+    }
+    if (!(await sameSecret(match[1], token))) {
+      throw new HttpError(401, "InvalidToken", "the token is not valid", challenge);
+    }
+  }
+
+  function pipelineOf(group: string): MeteredPipeline {
+    const p = metrics.pipeline(group);
+    if (!p) {
+      throw new HttpError(
+        404,
+        "UnknownPipeline",
+        `no pipeline with group ${JSON.stringify(group)}`,
+      );
+    }
+    return p;
+  }
+
+  const READ = ["GET", "HEAD"] as const;
+  // Matched in order; a path that matches with another method answers 405 with every method
+  // the path has.
+  const routes: readonly Route[] = [
+    {
+      path: ["metrics"],
+      methods: READ,
+      access: "open",
+      answer: async () =>
+        new Response(await metrics.metrics(), {
+          headers: { "content-type": metrics.contentType, "cache-control": "no-store" },
+        }),
+    },
+    {
+      path: ["health"],
+      methods: READ,
+      access: "open",
+      answer: async () => {
+        const report = await checkHealth(metrics.pipelines(), thresholds);
+        return json(report, report.status === "failing" ? 503 : 200);
+      },
+    },
+    {
+      path: ["pipelines"],
+      methods: READ,
+      access: "read",
+      answer: async () =>
+        json({
+          pipelines: await Promise.all(metrics.pipelines().map((p) => describePipeline(p, false))),
+        }),
+    },
+    {
+      path: ["pipelines", ":group"],
+      methods: READ,
+      access: "read",
+      answer: async ({ params }) => json(await describePipeline(pipelineOf(params.group), true)),
+    },
+    {
+      path: ["pipelines", ":group", "checkpoints"],
+      methods: READ,
+      access: "read",
+      answer: async ({ params: { group } }) => {
+        const p = pipelineOf(group);
+        return json({ group, source: p.source, checkpoints: await storedCheckpoints(p) });
+      },
+    },
+    {
+      path: ["pipelines", ":group", "checkpoints", ":tranche"],
+      methods: ["PUT"],
+      access: "change",
+      answer: async ({ request, params: { group, tranche } }) => {
+        const p = pipelineOf(group);
+        return json(await resetCheckpoint(p, tranche, await readResetBody(request, p, tranche)));
+      },
+    },
+    {
+      path: ["pipelines", ":group", "checkpoints", ":tranche"],
+      methods: ["DELETE"],
+      access: "change",
+      answer: async ({ url, params: { group, tranche } }) =>
+        json(
+          await resetCheckpoint(pipelineOf(group), tranche, {
+            position: undefined,
+            force: url.searchParams.get("force") === "true",
+          }),
+        ),
+    },
+  ];
+
+  async function route(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    if (url.pathname !== basePath && !url.pathname.startsWith(basePath + "/")) {
+      throw notFound(url.pathname);
+    }
+    const raw = url.pathname.slice(basePath.length).split("/").slice(1);
+    let parts: string[];
+    try {
+      parts = raw.map(decodeURIComponent);
+    } catch {
+      throw new HttpError(400, "InvalidPath", "the path has a malformed %-escape");
+    }
+    if (parts.length > 1 && parts[parts.length - 1] === "") parts = parts.slice(0, -1);
+    const matching = routes.flatMap((r) => {
+      const params = match(r.path, parts);
+      return params ? [{ route: r, params }] : [];
+    });
+    if (matching.length === 0) throw notFound(url.pathname);
+    const found = matching.find((m) => m.route.methods.includes(request.method));
+    if (!found) {
+      const methods = [...new Set(matching.flatMap((m) => m.route.methods))];
+      throw new HttpError(405, "MethodNotAllowed", `use ${methods.join(" or ")}`, {
+        allow: methods.join(", "),
+      });
+    }
+    const { route, params } = found;
+    if (route.access === "change" || (route.access === "read" && protectReads)) {
+      await authorize(request);
+    }
+    for (const [name, value] of Object.entries(params)) {
+      if (value === "") {
+        throw new HttpError(400, "InvalidPath", `the ${PARAMS[name] ?? name} must not be empty`);
+      }
+    }
+    return await route.answer({ request, url, params });
+  }
+
+  return async (request: Request): Promise<Response> => {
+    try {
+      const response = await route(request);
+      return request.method === "HEAD"
+        ? new Response(null, { status: response.status, headers: response.headers })
+        : response;
+    } catch (error) {
+      if (error instanceof HttpError) {
+        return json(
+          { error: { code: error.code, message: error.message } },
+          error.status,
+          error.headers,
+        );
+      }
+      log.error("request {method} {url} failed: {error}", {
+        method: request.method,
+        url: request.url,
+        error: errorText(error),
+      });
+      return json({ error: { code: "InternalError", message: errorText(error) } }, 500);
+    }
+  };
+}
+
+function notFound(path: string) {
+  return new HttpError(404, "NotFound", `no route for ${path}`);
+}
+
+/** What a route needs: nothing, the token if `protectReads`, or always the token. */
+type Access = "open" | "read" | "change";
+
+interface Route {
+  /** Path segments under the base path; `:name` captures one segment (URL-decoded). */
+  readonly path: readonly string[];
+  /** The methods it answers. */
+  readonly methods: readonly string[];
+  readonly access: Access;
+  readonly answer: (call: {
+    readonly request: Request;
+    readonly url: URL;
+    readonly params: Readonly<Record<string, string>>;
+  }) => Promise<Response>;
+}
+
+/** Names of path parameters in error messages. */
+const PARAMS: Readonly<Record<string, string>> = { group: "pipeline group", tranche: "tranche" };
+
+/** The parameters of `parts` if it has the shape of `path`. */
+function match(path: readonly string[], parts: readonly string[]): Record<string, string> | null {
+  if (path.length !== parts.length) return null;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < path.length; i++) {
+    if (path[i].startsWith(":")) params[path[i].slice(1)] = parts[i];
+    else if (path[i] !== parts[i]) return null;
+  }
+  return params;
+}
+
+function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  const text = JSON.stringify(body, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
+  return new Response(text, { status, headers: { ...JSON_HEADERS, ...headers } });
+}
+
+/** Compares a presented secret with the expected one without leaking where they differ. */
+async function sameSecret(presented: string, expected: string): Promise<boolean> {
+  const enc = new TextEncoder();
+  const [a, b] = await Promise.all([
+    crypto.subtle.digest("SHA-256", enc.encode(presented)),
+    crypto.subtle.digest("SHA-256", enc.encode(expected)),
+  ]);
+  const x = new Uint8Array(a), y = new Uint8Array(b);
+  let diff = 0;
+  for (let i = 0; i < x.length; i++) diff |= x[i] ^ y[i];
+  return diff === 0;
+}
+
+const storeError = (what: string, error: unknown) =>
+  error instanceof InvalidArgumentError ||
+    (error instanceof ImpelError && error.code === "InvalidPosition")
+    ? new HttpError(400, error.code, error.message)
+    : new HttpError(502, "CheckpointStoreFailed", `${what} failed: ${errorText(error)}`);
+
+async function storedCheckpoints(p: MeteredPipeline) {
+  if (!p.checkpoints) return null;
+  try {
+    const list = await p.checkpoints.list(p.source, p.group);
+    return list.map((c) => ({ tranche: c.tranche, position: c.position }));
+  } catch (error) {
+    throw storeError("listing checkpoints", error);
+  }
+}
+
+const ages = (list: readonly StreamStatus[]) =>
+  list.slice(0, 20).map((s) => ({
+    stream: s.stream,
+    ageMs: Math.round(s.ageMs),
+    attempts: s.attempts,
+    ...(s.error === undefined ? {} : { error: errorText(s.error) }),
+  }));
+
+async function describePipeline(p: MeteredPipeline, detailed: boolean) {
+  const stats = p.stats();
+  const reads = new Map(p.reads().map((r) => [r.tranche, r]));
+  const names = p.tranches(stats);
+  const lags = await p.lags(stats);
+  const tranches = names.map((tranche) => {
+    const t = stats.tranches.find((x) => x.tranche === tranche);
+    const r = reads.get(tranche);
+    const lag = lags.tranches.get(tranche);
+    return {
+      tranche,
+      readPosition: r?.position ?? null,
+      isTail: t?.isTail ?? r?.isTail ?? false,
+      completed: t?.completed ?? null,
+      committed: t?.committed ?? null,
+      readAhead: t?.readAhead ?? 0,
+      head: lag?.head ?? null,
+      lag: lag?.lag ?? null,
+    };
+  });
+  const summary = {
+    group: p.group,
+    source: p.source,
+    state: p.state,
+    ...(p.state === "faulted" ? { fault: errorText(p.fault) } : {}),
+    tranches,
+    checkpoints: await storedCheckpoints(p),
+  };
+  if (!detailed) return summary;
+  return {
+    ...summary,
+    scheduler: {
+      streams: stats.streams,
+      bufferedEvents: stats.bufferedEvents,
+      uncompletedBatches: stats.uncompletedBatches,
+      maxReadAhead: stats.maxReadAhead,
+      counters: stats.counters,
+      active: ages(stats.busy),
+      failing: ages(stats.failing),
+      stuck: ages(stats.stuck),
+    },
+  };
+}
+
+interface ResetRequest {
+  readonly position: Position | undefined;
+  readonly force: boolean;
+}
+
+async function readBody(request: Request): Promise<string> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > MAX_BODY) {
+    throw new HttpError(413, "BodyTooLarge", `the body must be at most ${MAX_BODY} bytes`);
+  }
+  if (!request.body) return "";
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > MAX_BODY) {
+      await reader.cancel();
+      throw new HttpError(413, "BodyTooLarge", `the body must be at most ${MAX_BODY} bytes`);
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+  } catch {
+    throw new HttpError(400, "InvalidBody", "the body is not valid UTF-8");
+  }
+}
+
+const MAX_POSITION = (1n << 63n) - 1n;
+
+async function readResetBody(
+  request: Request,
+  p: MeteredPipeline,
+  tranche: string,
+): Promise<ResetRequest> {
+  const type = request.headers.get("content-type") ?? "";
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    throw new HttpError(
+      415,
+      "UnsupportedMediaType",
+      "the body must be JSON (Content-Type: application/json)",
+    );
+  }
+  const text = await readBody(request);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (error) {
+    throw new HttpError(
+      400,
+      "InvalidJson",
+      `the body is not valid JSON: ${(error as Error).message}`,
+    );
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new HttpError(
+      400,
+      "InvalidBody",
+      'the body must be an object like { "position": "start" | "tail" | "<integer>" }',
+    );
+  }
+  const fields = body as Record<string, unknown>;
+  for (const k of Object.keys(fields)) {
+    if (k !== "position" && k !== "force") {
+      throw new HttpError(
+        400,
+        "InvalidBody",
+        `unknown field ${JSON.stringify(k)}; expected position and force`,
+      );
+    }
+  }
+  const force = fields.force ?? false;
+  if (typeof force !== "boolean") {
+    throw new HttpError(400, "InvalidBody", `force must be a boolean, got ${describe(force)}`);
+  }
+  const given = fields.position;
+  let position: Position;
+  if (given === "start") {
+    position = p.positions?.start
+      ? await backend(() => p.positions!.start!(tranche), "the start position")
+      : 0n;
+  } else if (given === "tail") {
+    if (!p.positions?.head) {
+      throw new HttpError(
+        422,
+        "TailUnknown",
+        `the tail of ${p.source} is not known: register the pipeline with positions.head`,
+      );
+    }
+    const head = await backend(() => p.positions!.head!(tranche), "the tail position");
+    if (head === undefined) {
+      throw new HttpError(
+        422,
+        "TailUnknown",
+        `${p.source} does not know the tail of tranche ${tranche}`,
+      );
+    }
+    position = head;
+  } else if (typeof given === "string" && /^\d{1,19}$/.test(given)) {
+    position = BigInt(given);
+  } else if (typeof given === "number" && Number.isSafeInteger(given) && given >= 0) {
+    position = BigInt(given);
+  } else {
+    throw new HttpError(
+      400,
+      "InvalidPosition",
+      `position must be "start", "tail", a decimal string or a non-negative integer, got ${
+        describe(given)
+      }`,
+    );
+  }
+  if (position > MAX_POSITION) {
+    throw new HttpError(400, "InvalidPosition", `position must be at most ${MAX_POSITION}`);
+  }
+  return { position, force };
+}
+
+async function backend<T>(fn: () => Promise<T>, what: string): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw new HttpError(
+      502,
+      "SourceFailed",
+      `asking the source for ${what} failed: ${errorText(error)}`,
+    );
+  }
+}
+
+async function resetCheckpoint(p: MeteredPipeline, tranche: string, reset: ResetRequest) {
+  const store = p.checkpoints;
+  if (!store) {
+    throw new HttpError(
+      409,
+      "NoCheckpointStore",
+      `pipeline ${p.group} was registered without a checkpoint store`,
+    );
+  }
+  if (p.state === "running" && !reset.force) {
+    throw new HttpError(
+      409,
+      "PipelineRunning",
+      `pipeline ${p.group} is running and its own commits would override the change; stop it first, or pass force`,
+    );
+  }
+  const key: CheckpointKey = { source: p.source, tranche, group: p.group };
+  let known: boolean;
+  let previous: Position | undefined;
+  try {
+    previous = await store.load(key);
+    known = previous !== undefined || p.stats().tranches.some((t) => t.tranche === tranche) ||
+      p.reads().some((r) => r.tranche === tranche);
+  } catch (error) {
+    throw storeError("loading the checkpoint", error);
+  }
+  if (!known) {
+    throw new HttpError(
+      404,
+      "UnknownTranche",
+      `pipeline ${p.group} has neither read nor checkpointed tranche ${JSON.stringify(tranche)}`,
+    );
+  }
+  try {
+    await store.reset(key, reset.position);
+  } catch (error) {
+    throw storeError("resetting the checkpoint", error);
+  }
+  log.warn("checkpoint {source}/{tranche}/{group} reset from {previous} to {position} over HTTP", {
+    source: p.source,
+    tranche,
+    group: p.group,
+    previous: String(previous),
+    position: String(reset.position),
+  });
+  return {
+    group: p.group,
+    source: p.source,
+    tranche,
+    previous: previous ?? null,
+    position: reset.position ?? null,
+    running: p.state === "running",
+  };
+}
