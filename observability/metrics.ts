@@ -43,6 +43,9 @@
  * | `impel_source_read_ahead_batches` | gauge | group, source, tranche | batches read and not yet passed by the completed position |
  * | `impel_source_completed_position` | gauge | group, source, tranche | position up to which every batch is complete |
  * | `impel_source_committed_position` | gauge | group, source, tranche | position last committed to the checkpoint store |
+ * | `impel_source_commit_failures` | gauge | group, source, tranche | consecutive failed checkpoint commits (0 after a success) |
+ * | `impel_source_commit_failing_seconds` | gauge | group, source, tranche | how long commits have been failing (0 while they succeed) |
+ * | `impel_source_problems` | gauge | group, source, severity | problems the source reports (`ObservableSource.problems()`), `degraded` / `failing` |
  * | `impel_source_head_position` | gauge | group, source, tranche | the backend's head (needs `positions.head`) |
  * | `impel_source_lag` | gauge | group, source, tranche | head − completed position (see {@linkcode TrancheLag}), in the source's position units |
  * | `impel_source_read_duration_seconds` | histogram | group, source, tranche | time a read took, for sources whose batches report `readMs` |
@@ -598,6 +601,21 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       "Position last committed to the checkpoint store",
       GST,
     ),
+    commitFailures: gauge(
+      "source_commit_failures",
+      "Consecutive failed checkpoint commits of the tranche (0 after a success)",
+      GST,
+    ),
+    commitFailing: gauge(
+      "source_commit_failing_seconds",
+      "How long the tranche's checkpoint commits have been failing (0 while they succeed)",
+      GST,
+    ),
+    problems: gauge(
+      "source_problems",
+      "Problems the source reports (consumer down, nothing assigned, reads failing), by severity",
+      ["group", "source", "severity"],
+    ),
     head: gauge("source_head_position", "The backend's head position", GST),
     lag: gauge(
       "source_lag",
@@ -693,7 +711,13 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       m.readAhead.set(labels, t.readAhead);
       if (t.completed !== undefined) m.completed.set(labels, Number(t.completed));
       if (t.committed !== undefined) m.committed.set(labels, Number(t.committed));
+      m.commitFailures.set(labels, t.commitFailures);
+      const since = t.commitFailingSince;
+      m.commitFailing.set(labels, since === undefined ? 0 : Math.max(0, now - since) / 1000);
     }
+    const problems = { degraded: 0, failing: 0 };
+    for (const problem of p.problems()) problems[problem.severity]++;
+    for (const [severity, n] of Object.entries(problems)) m.problems.set({ ...base, severity }, n);
   }
 
   function fillLag(p: PipelineState, lags: Lags) {
