@@ -37,6 +37,7 @@ export {
   PipelineFaultError,
   type RetryOptions,
   type StreamFailure,
+  StreamGapError,
 } from "./core/failure.ts";
 export * from "./core/ownership.ts";
 export type { Percentiles } from "./core/histogram.ts";

@@ -172,6 +172,38 @@ export class InvalidHandlerResultError extends ImpelError {
   }
 }
 
+/**
+ * A stream's events are missing below what was read, in a source where they can never arrive
+ * (a batch marked `gapsAreFinal`): a deleted message, or a row written around the store's lock.
+ *
+ * @example
+ * ```ts
+ * import { StreamGapError } from "@impel/impel";
+ * const gap = new StreamGapError("Order-1", 3, 5);
+ * console.log(gap.message); // Order-1: events 3 to 4 are missing and can never arrive (next present: 5)
+ * ```
+ */
+export class StreamGapError extends ImpelError {
+  /** The stream. */
+  readonly stream: StreamName;
+  /** The first missing index (the stream's write position). */
+  readonly missingFrom: number;
+  /** The first index present after the gap. */
+  readonly next: number;
+  /** Creates the error. */
+  constructor(stream: StreamName, missingFrom: number, next: number) {
+    super(
+      "StreamGap",
+      `${stream}: events ${missingFrom} to ${
+        next - 1
+      } are missing and can never arrive (next present: ${next})`,
+    );
+    this.stream = stream;
+    this.missingFrom = missingFrom;
+    this.next = next;
+  }
+}
+
 /** Backoff parameters with defaults applied and checked. */
 export interface Backoff {
   /** The delay before attempt `attempt + 1`, given `attempt` failures so far (>= 1). */

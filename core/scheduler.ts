@@ -16,8 +16,10 @@ import {
   PipelineFaultError,
   type RetryOptions,
   type StreamFailure,
+  StreamGapError,
 } from "./failure.ts";
 import { createHistogram, type Histogram } from "./histogram.ts";
+import type { Ownership } from "./ownership.ts";
 import type { StreamName } from "./streamName.ts";
 
 /** Busy runs measure handler latency on one call in this many (a power of two). */
@@ -107,6 +109,22 @@ export interface SchedulerOptions {
   readonly failure?: FailurePolicy;
   /** A stream with work that has made no progress for this long is classed stuck (default 60 s). */
   readonly stuckAfterMs?: number;
+  /**
+   * Most idle stream states kept (default 100 000). A stream is idle when nothing of it is
+   * buffered, running, failing, or waited on by an unfinished batch; past this many states the
+   * oldest idle ones are forgotten, so memory stays flat however many streams there are. A
+   * forgotten stream starts afresh at its next event (the first event seen starts a stream),
+   * so dedup of events that arrive again after that is the checkpoint's job.
+   */
+  readonly maxIdleStreams?: number;
+  /**
+   * What to do about a permanent gap in a stream (events missing below its buffer, in a batch
+   * marked `gapsAreFinal`): `"fault"` the pipeline (default), `"skip"` to the next event
+   * present (logged and counted in `gapsSkipped`), or `"deadLetter"` (needs the `deadLetter`
+   * failure policy) to hand the events after the gap to the dead-letter callback. A gap in other
+   * batches waits for the missing events and shows as stuck after `stuckAfterMs`.
+   */
+  readonly gaps?: "fault" | "skip" | "deadLetter";
 }
 
 /**
@@ -295,6 +313,12 @@ export interface SchedulerCounters {
   failures: number;
   /** Streams handed to the dead-letter callback. */
   deadLettered: number;
+  /** Batches dropped because the source lost their tranche (revocation). */
+  revokedBatches: number;
+  /** Idle stream states forgotten to keep memory flat (`maxIdleStreams`). */
+  purgedStreams: number;
+  /** Permanent gaps skipped under `gaps: "skip"`. */
+  gapsSkipped: number;
 }
 
 /** Per tranche: how far its batches are complete, in batch order. */
@@ -309,6 +333,8 @@ export interface TrancheProgress {
   readonly commit: ((position: Position) => Promise<void>) | undefined;
   /** Batches ingested and not yet passed by `completed`. */
   readonly readAhead: number;
+  /** The ownership its batches carry, for sources that can lose the tranche. */
+  readonly ownership: Ownership | undefined;
 }
 
 interface TrancheState extends TrancheProgress {
@@ -316,9 +342,16 @@ interface TrancheState extends TrancheProgress {
   completed: Position | undefined;
   commit: ((position: Position) => Promise<void>) | undefined;
   readAhead: number;
+  ownership: Ownership | undefined;
   /** Batches not yet passed by `completed`, from `head` on, in ingestion order. */
   readonly queue: Tracker[];
   head: number;
+  /** Set once the tranche is being revoked: nothing starts on its streams any more. */
+  revoked: boolean;
+  /** Aborts the calls on its streams when a revocation runs out of patience. */
+  abort: AbortController | undefined;
+  /** The context handed to first attempts on its streams (shared, to save an object per call). */
+  firstAttempt: HandlerContext;
 }
 
 /** One ingested batch: how many of its streams are still short of its events. */
@@ -326,11 +359,20 @@ interface Tracker {
   readonly tranche: TrancheState;
   readonly position: Position;
   readonly commit: ((position: Position) => Promise<void>) | undefined;
+  /** Ingestion order, across tranches: the oldest batch is dispatched first. */
+  readonly seq: number;
   pending: number;
+  /** The streams it waits on (for revocation). */
+  readonly streams: StreamState[];
+  /** Streams ready to run whose oldest unfinished batch is this one, in FIFO order. */
+  ready: StreamState[] | undefined;
+  readyHead: number;
 }
 
 interface StreamState {
   readonly name: StreamName;
+  /** The tranche its events were last read from. */
+  tranche: TrancheState;
   /** Next index to handle; -1 while unknown (first event seen starts the stream). */
   writePos: number;
   /** Buffered events at or above writePos, sorted, no duplicates; NO_EVENTS when empty. */
@@ -342,6 +384,10 @@ interface StreamState {
   waits: Array<Tracker | number> | undefined;
   busy: boolean;
   queued: boolean;
+  /** Waiting in the idle queue to be purged. */
+  idle: boolean;
+  /** Its events come from a source whose gaps are permanent. */
+  finalGaps: boolean;
   /** Scratch for ingestion: the tracker this stream was last seen in, and its highest index + 1. */
   mark: Tracker | undefined;
   markRequired: number;
@@ -353,12 +399,17 @@ interface StreamState {
   trouble: Trouble | undefined;
 }
 
+/**
+ * Everything that can go wrong with a stream. The scheduler keeps the troubled streams in sets
+ * by kind; `troubles.set` and `troubles.clear` are the only places that change both, so the two
+ * cannot disagree.
+ */
 interface Trouble {
-  /** Consecutive failed attempts at the current events. */
+  /** Consecutive failed attempts at the current events (failing when > 0). */
   attempts: number;
   failingSince: number;
   lastError: unknown;
-  /** Consecutive calls that made no progress. */
+  /** Consecutive calls that made no progress (stalled when > 0). */
   stalls: number;
   stalledSince: number;
   /** When the stream was first seen waiting for events missing below its buffer (0: not waiting). */
@@ -370,9 +421,16 @@ interface Trouble {
 const NO_EVENTS: StreamEvent[] = [];
 Object.freeze(NO_EVENTS);
 
+/**
+ * How long, in expected handler time, one call may reach beyond the events its oldest unfinished
+ * batch needs. Slow handlers then finish the oldest batch first (so checkpoints advance under
+ * crashes); fast ones still get whole backlogs per call.
+ */
+const REACH_MS = 100;
+
 /** The scheduler engine used by the streams sink. */
 export interface Scheduler {
-  /** Buffers a batch's events and starts handlers; returns the batch's tranche progress. */
+  /** Buffers a batch's events and starts handlers. */
   ingest(batch: Batch): void;
   /** Batches ingested and not yet complete. */
   readonly uncompleted: number;
@@ -394,6 +452,18 @@ export interface Scheduler {
   snapshot(): SchedulerSnapshot;
   /** Faults the pipeline if the policy's `maxStuckMs` is set and a stream is stuck that long. */
   checkStuck(): void;
+  /** Faults the pipeline (for failures the sink sees, such as commits). */
+  fault(error: PipelineFaultError): void;
+  /**
+   * Starts revoking a tranche: nothing more starts on its streams and their buffered events are
+   * dropped. Resolves once no call on its streams is running; in-flight calls still complete
+   * its batches meanwhile, so the completed position can be committed before `forget`.
+   */
+  revoke(tranche: string): Promise<void>;
+  /** Aborts the handler signal of calls still running on a revoked tranche; returns how many. */
+  abandon(tranche: string): number;
+  /** Drops a revoked tranche's batches and streams; its read-ahead is released. */
+  forget(tranche: string): void;
 }
 
 /** Hooks through which the scheduler reports to its sink. */
@@ -404,6 +474,8 @@ export interface SchedulerHooks {
   onFault(error: PipelineFaultError): void;
   /** Called when a handler throws, for logging. */
   onHandlerError(failure: StreamFailure): void;
+  /** Called when a permanent gap is skipped (the `gaps: "skip"` policy), for logging. */
+  onGapSkipped?(gap: StreamGapError): void;
 }
 
 /** Checks scheduler options at the public boundary and applies defaults. */
@@ -412,9 +484,9 @@ function resolveOptions(options: SchedulerOptions) {
     throw new InvalidArgumentError("handler", "must be a function");
   }
   const stuckAfterMs = checkNumber("stuckAfterMs", options.stuckAfterMs ?? 60_000, 0);
-  const failure = options.failure;
+  const failure = checkFailurePolicy(options.failure ?? { kind: "retry" });
   if (
-    failure?.kind === "fault" && failure.maxStuckMs !== undefined &&
+    failure.kind === "fault" && failure.maxStuckMs !== undefined &&
     failure.maxStuckMs < stuckAfterMs
   ) {
     // Streams are only classed stuck after stuckAfterMs, so a lower limit could never apply.
@@ -422,6 +494,16 @@ function resolveOptions(options: SchedulerOptions) {
       "failure.maxStuckMs",
       `must be >= stuckAfterMs (${stuckAfterMs}), got ${failure.maxStuckMs}`,
     );
+  }
+  const gaps = options.gaps ?? "fault";
+  if (gaps !== "fault" && gaps !== "skip" && gaps !== "deadLetter") {
+    throw new InvalidArgumentError(
+      "gaps",
+      `must be "fault", "skip" or "deadLetter", got ${JSON.stringify(gaps)}`,
+    );
+  }
+  if (gaps === "deadLetter" && failure.kind !== "deadLetter") {
+    throw new InvalidArgumentError("gaps", `"deadLetter" needs failure.kind "deadLetter"`);
   }
   return {
     handler: options.handler,
@@ -432,8 +514,10 @@ function resolveOptions(options: SchedulerOptions) {
     ),
     maxEventsPerCall: checkInteger("maxEventsPerCall", options.maxEventsPerCall ?? 1000, 1),
     maxBytesPerCall: checkNumber("maxBytesPerCall", options.maxBytesPerCall ?? 1 << 20, 1),
+    maxIdleStreams: checkInteger("maxIdleStreams", options.maxIdleStreams ?? 100_000, 0),
     backoff: backoff(options.retry),
-    failure: checkFailurePolicy(options.failure ?? { kind: "retry" }),
+    failure,
+    gaps,
     stuckAfterMs,
   };
 }
@@ -458,15 +542,23 @@ function resolveOptions(options: SchedulerOptions) {
  */
 export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks): Scheduler {
   const opts = resolveOptions(options);
-  const { handler, maxConcurrentStreams, maxEventsPerCall, maxBytesPerCall } = opts;
+  const { handler, maxConcurrentStreams, maxEventsPerCall, maxBytesPerCall, maxIdleStreams } = opts;
   const streams = new Map<StreamName, StreamState>();
   const tranches = new Map<string, TrancheState>();
   const failing = new Set<StreamState>();
   const stalled = new Set<StreamState>();
   const gapped = new Set<StreamState>();
   const delayed = new Set<StreamState>();
-  const ready: StreamState[] = [];
-  let readyHead = 0;
+  // Trackers with ready streams, oldest first (at most the uncompleted batches).
+  const buckets: Tracker[] = [];
+  // Ready streams without an unfinished batch (only possible after a revocation dropped it).
+  const loose: StreamState[] = [];
+  // Streams that went idle, oldest first: the candidates for purging.
+  const idleQueue: StreamState[] = [];
+  let idleHead = 0;
+  // Records that could not be read as events, by the event object the scheduler buffers.
+  const invalid = new WeakMap<StreamEvent, Error>();
+  let seq = 0;
   let active = 0;
   let uncompleted = 0;
   let readAhead = 0;
@@ -474,6 +566,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   let faulted = false;
   let dispatching = false;
   let progressed = false;
+  // Expected handler time per event, from timed calls; 0 until measured.
+  let msPerEvent = 0;
   const handlerAbort = new AbortController();
   const counters: SchedulerCounters = {
     batches: 0,
@@ -484,10 +578,16 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     calls: 0,
     failures: 0,
     deadLettered: 0,
+    revokedBatches: 0,
+    purgedStreams: 0,
+    gapsSkipped: 0,
   };
   const latency = { ok: createHistogram(), failed: createHistogram() };
   const touched: StreamState[] = [];
-  const firstAttempt: HandlerContext = Object.freeze({ signal: handlerAbort.signal, attempt: 1 });
+  let sampleSeq = 0;
+  let lastTimed = 0;
+  let lastStuckCheck = 0;
+
   const troubleOf = (s: StreamState): Trouble =>
     s.trouble ??= {
       attempts: 0,
@@ -498,20 +598,67 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       gapSince: 0,
       retryTimer: undefined,
     };
-  let sampleSeq = 0;
-  let lastTimed = 0;
-  let lastStuckCheck = 0;
+  /** The one owner of the troubled-stream sets, alongside `s.trouble`. */
+  const troubles = {
+    failed(s: StreamState, error: unknown): Trouble {
+      const t = troubleOf(s);
+      if (t.attempts++ === 0) t.failingSince = Date.now();
+      t.lastError = error;
+      failing.add(s);
+      return t;
+    },
+    stalled(s: StreamState): Trouble {
+      const t = troubleOf(s);
+      if (t.stalls++ === 0) t.stalledSince = Date.now();
+      stalled.add(s);
+      return t;
+    },
+    gap(s: StreamState) {
+      const t = troubleOf(s);
+      if (t.gapSince === 0) t.gapSince = Date.now();
+      gapped.add(s);
+    },
+    gapFilled(s: StreamState) {
+      if (s.trouble === undefined || s.trouble.gapSince === 0) return;
+      s.trouble.gapSince = 0;
+      gapped.delete(s);
+    },
+    delay(s: StreamState, ms: number) {
+      const t = troubleOf(s);
+      delayed.add(s);
+      t.retryTimer = setTimeout(() => {
+        t.retryTimer = undefined;
+        delayed.delete(s);
+        enqueue(s);
+        dispatch();
+      }, ms);
+    },
+    /** Progress was made: the stream is no longer failing, stalled or gapped. */
+    clear(s: StreamState) {
+      const t = s.trouble;
+      if (t === undefined) return;
+      clearTimeout(t.retryTimer);
+      s.trouble = undefined;
+      failing.delete(s);
+      stalled.delete(s);
+      gapped.delete(s);
+      delayed.delete(s);
+    },
+  };
 
-  function stateOf(name: StreamName): StreamState {
+  function stateOf(name: StreamName, tranche: TrancheState): StreamState {
     let s = streams.get(name);
     if (s === undefined) {
       s = {
         name,
+        tranche,
         writePos: -1,
         buffer: NO_EVENTS,
         waits: undefined,
         busy: false,
         queued: false,
+        idle: false,
+        finalGaps: false,
         mark: undefined,
         markRequired: 0,
         startedAt: 0,
@@ -519,14 +666,38 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         trouble: undefined,
       };
       streams.set(name, s);
-    }
+    } else s.tranche = tranche;
     return s;
   }
 
+  /** Files a stream under the oldest batch it holds up, so that batch completes first. */
   function enqueue(s: StreamState) {
-    if (s.queued || s.busy || s.trouble?.retryTimer !== undefined) return;
+    if (s.queued || s.busy || s.trouble?.retryTimer !== undefined || s.tranche.revoked) return;
     s.queued = true;
-    ready.push(s);
+    const oldest = s.waits?.[0] as Tracker | undefined;
+    if (oldest === undefined) {
+      loose.push(s);
+      return;
+    }
+    if (oldest.ready === undefined) {
+      oldest.ready = [s];
+      oldest.readyHead = 0;
+      let i = buckets.length;
+      while (i > 0 && buckets[i - 1].seq > oldest.seq) i--;
+      buckets.splice(i, 0, oldest);
+    } else oldest.ready.push(s);
+  }
+
+  /** The next ready stream, oldest batch first; undefined when none. */
+  function nextReady(): StreamState | undefined {
+    while (buckets.length > 0) {
+      const b = buckets[0];
+      const list = b.ready!;
+      if (b.readyHead < list.length) return list[b.readyHead++];
+      b.ready = undefined;
+      buckets.shift();
+    }
+    return loose.pop();
   }
 
   function trancheOf(name: string): TrancheState {
@@ -538,37 +709,71 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         completed: undefined,
         commit: undefined,
         readAhead: 0,
+        ownership: undefined,
         queue: [],
         head: 0,
+        revoked: false,
+        abort: undefined,
+        firstAttempt: firstAttempt,
       };
       tranches.set(name, t);
     }
     return t;
   }
+  const firstAttempt: HandlerContext = Object.freeze({ signal: handlerAbort.signal, attempt: 1 });
 
   function ingest(batch: Batch) {
     checkBatch(batch); // before touching any state, so that a bad batch changes nothing
+    const ownership = batch.ownership;
+    if (ownership?.signal.aborted) {
+      counters.revokedBatches++; // read before the source lost the tranche; never handled
+      return;
+    }
     const tranche = trancheOf(batch.tranche);
+    if (ownership !== tranche.ownership) {
+      if (tranche.ownership !== undefined || tranche.queue.length > tranche.head) {
+        throw new ImpelError(
+          "InvalidBatch",
+          `tranche ${batch.tranche} changed ownership before the previous one was revoked`,
+        );
+      }
+      tranche.ownership = ownership;
+      if (ownership !== undefined) {
+        // Calls on a revocable tranche can be aborted on their own when a revocation times out.
+        tranche.abort = new AbortController();
+        tranche.firstAttempt = Object.freeze({
+          signal: AbortSignal.any([handlerAbort.signal, tranche.abort.signal]),
+          attempt: 1,
+        });
+      }
+    }
     const tracker: Tracker = {
       tranche,
       position: batch.position,
       commit: batch.commit,
+      seq: seq++,
       pending: 0,
+      streams: [],
+      ready: undefined,
+      readyHead: 0,
     };
     const items = batch.items;
+    const finalGaps = batch.gapsAreFinal === true;
     counters.batches++;
     counters.events += items.length;
     for (let i = 0; i < items.length; i++) {
       const item = items[i];
-      const s = stateOf(item.stream);
+      const s = stateOf(item.stream, tranche);
       const event = item.event;
       const index = event.index;
       if (index < s.writePos) {
         counters.duplicates++;
         continue;
       }
+      if (item.invalid !== undefined) invalid.set(event, item.invalid);
       if (s.buffer === NO_EVENTS) s.buffer = [event];
       else insertEvent(s.buffer, event, s.writePos);
+      if (finalGaps) s.finalGaps = true;
       if (s.mark !== tracker) {
         s.mark = tracker;
         s.markRequired = index + 1;
@@ -576,13 +781,14 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       } else if (index >= s.markRequired) {
         s.markRequired = index + 1;
       }
-      enqueue(s);
     }
     for (let i = 0; i < touched.length; i++) {
       const s = touched[i];
       s.mark = undefined;
       addWaiter(s, tracker, s.markRequired);
       tracker.pending++;
+      tracker.streams.push(s);
+      enqueue(s);
     }
     touched.length = 0;
     tranche.isTail = batch.isTail;
@@ -594,6 +800,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       counters.batchesCompleted++;
       advance(tranche);
     }
+    if (streams.size > maxIdleStreams) purge();
     dispatch();
   }
 
@@ -646,29 +853,59 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     else if (n > 0) waits.splice(0, n);
   }
 
+  /** After a call: queue the stream again, or file it as idle when nothing waits on it. */
+  function settle(s: StreamState) {
+    if (s.buffer.length > 0 || s.waits !== undefined || s.trouble !== undefined) {
+      enqueue(s);
+    } else if (!s.idle) {
+      s.idle = true;
+      idleQueue.push(s);
+    }
+  }
+
+  /**
+   * Forgets idle streams, oldest idle first, until at most `maxIdleStreams` states are kept: a
+   * stream with nothing buffered, no call, no trouble and no batch waiting on it carries only its
+   * write position, and the checkpoint already covers that.
+   */
+  function purge() {
+    while (streams.size > maxIdleStreams && idleHead < idleQueue.length) {
+      const s = idleQueue[idleHead++];
+      s.idle = false;
+      if (
+        s.busy || s.queued || s.buffer.length > 0 || s.waits !== undefined ||
+        s.trouble !== undefined || streams.get(s.name) !== s
+      ) continue; // busy again; filed anew when it next goes idle
+      streams.delete(s.name);
+      counters.purgedStreams++;
+    }
+    if (idleHead === idleQueue.length) {
+      idleQueue.length = 0;
+      idleHead = 0;
+    } else if (idleHead > 4096 && idleHead * 2 > idleQueue.length) {
+      idleQueue.splice(0, idleHead);
+      idleHead = 0;
+    }
+  }
+
   function dispatch() {
     if (dispatching) return;
     dispatching = true;
     try {
-      while (!stopping && active < maxConcurrentStreams && readyHead < ready.length) {
-        const s = ready[readyHead++];
+      while (!stopping && active < maxConcurrentStreams) {
+        const s = nextReady();
+        if (s === undefined) break;
         s.queued = false;
-        if (s.busy || s.trouble?.retryTimer !== undefined || s.buffer.length === 0) continue;
+        if (
+          s.busy || s.trouble?.retryTimer !== undefined || s.buffer.length === 0 ||
+          s.tranche.revoked
+        ) continue;
         if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) {
-          // A gap: wait for the missing events, visibly (stuck after stuckAfterMs).
-          const t = troubleOf(s);
-          if (t.gapSince === 0) t.gapSince = Date.now();
-          gapped.add(s);
+          if (s.finalGaps) gapFound(s);
+          else troubles.gap(s); // wait for the missing events, visibly (stuck after stuckAfterMs)
           continue;
         }
         start(s);
-      }
-      if (readyHead === ready.length) {
-        ready.length = 0;
-        readyHead = 0;
-      } else if (readyHead > 4096 && readyHead * 2 > ready.length) {
-        ready.splice(0, readyHead);
-        readyHead = 0;
       }
     } finally {
       dispatching = false;
@@ -679,13 +916,40 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     }
   }
 
+  /** A gap that can never fill: apply the gap policy. */
+  function gapFound(s: StreamState) {
+    const error = new StreamGapError(s.name, s.writePos, s.buffer[0].index);
+    troubles.gap(s);
+    if (opts.gaps === "skip") {
+      counters.gapsSkipped++;
+      hooks.onGapSkipped?.(error);
+      troubles.gapFilled(s);
+      s.writePos = s.buffer[0].index;
+      start(s);
+    } else if (opts.gaps === "deadLetter" && opts.failure.kind === "deadLetter") {
+      const span = take(s);
+      const t = troubles.failed(s, error);
+      deadLetter(s, span, failureOf(s, span, t), opts.failure.deadLetter);
+    } else {
+      const t = troubles.failed(s, error);
+      fault(new PipelineFaultError(error.message, [failureOf(s, s.buffer, t)]));
+    }
+  }
+
   function take(s: StreamState): StreamEvent[] {
     const buf = s.buffer;
+    if (invalid.has(buf[0])) {
+      return buf.length === 1 ? (s.buffer = NO_EVENTS, buf) : buf.splice(0, 1);
+    }
     const first = buf[0].index;
     let bytes = buf[0].size || 0;
     let n = 1;
-    const limit = Math.min(buf.length, maxEventsPerCall);
-    while (n < limit && buf[n].index === first + n) {
+    let limit = Math.min(buf.length, maxEventsPerCall);
+    if (msPerEvent > 0 && s.waits !== undefined) {
+      const needed = (s.waits[1] as number) - first;
+      limit = Math.min(limit, Math.max(needed, 1) + Math.floor(REACH_MS / msPerEvent));
+    }
+    while (n < limit && buf[n].index === first + n && !invalid.has(buf[n])) {
       const b = bytes + (buf[n].size || 0);
       if (b > maxBytesPerCall) break;
       bytes = b;
@@ -699,10 +963,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function start(s: StreamState) {
-    if (s.trouble !== undefined && s.trouble.gapSince !== 0) {
-      s.trouble.gapSince = 0;
-      gapped.delete(s);
-    }
+    troubles.gapFilled(s);
     const span = take(s);
     s.busy = true;
     active++;
@@ -714,15 +975,26 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       lastTimed = now;
       s.timedAt = performance.now();
     } else s.timedAt = -1;
+    const bad = invalid.get(span[0]);
+    if (bad !== undefined) {
+      // Never shown to the handler: the failure policy decides, as if the handler had thrown.
+      finish(s, latency.failed);
+      failed(s, span, bad);
+      return;
+    }
     let result;
     try {
       const attempts = s.trouble?.attempts ?? 0;
       result = handler(
         s.name,
         span,
-        attempts === 0 ? firstAttempt : { signal: handlerAbort.signal, attempt: attempts + 1 },
+        attempts === 0 ? s.tranche.firstAttempt : {
+          signal: s.tranche.firstAttempt.signal,
+          attempt: attempts + 1,
+        },
       );
     } catch (error) {
+      finish(s, latency.failed);
       failed(s, span, error);
       return;
     }
@@ -732,28 +1004,39 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     ) {
       (result as Promise<number | void>).then(
         (next) => {
+          finish(s, latency.ok, span.length);
           returned(s, span, next);
           dispatch();
         },
         (error) => {
+          finish(s, latency.failed);
           failed(s, span, error);
           dispatch();
         },
       );
     } else {
+      finish(s, latency.ok, span.length);
       returned(s, span, result as number | void);
     }
   }
 
-  function finish(s: StreamState, histogram: Histogram) {
+  function finish(s: StreamState, histogram: Histogram, events = 0) {
     s.busy = false;
     active--;
-    if (s.timedAt >= 0) histogram.record(performance.now() - s.timedAt);
+    if (s.timedAt >= 0) {
+      const ms = performance.now() - s.timedAt;
+      histogram.record(ms);
+      if (events > 0) {
+        msPerEvent = msPerEvent === 0 ? ms / events : 0.8 * msPerEvent + 0.2 * ms / events;
+      }
+    }
     progressed = true;
+    if (s.tranche.revoked) revoking.get(s.tranche)?.();
   }
 
   /** Puts back the events of `span` at or above the write position, merged with arrivals. */
   function requeue(s: StreamState, span: StreamEvent[]) {
+    if (s.tranche.revoked) return;
     const from = s.writePos < 0 ? 0 : s.writePos - span[0].index;
     if (from >= span.length) return;
     const rest = span.slice(Math.max(0, from)); // a copy: the handler may still hold `span`
@@ -762,38 +1045,29 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function returned(s: StreamState, span: StreamEvent[], result: number | void) {
-    finish(s, latency.ok);
     counters.calls++;
     const first = span[0].index;
     const end = first + span.length;
     let next: number;
     if (result === undefined) next = end;
     else if (typeof result === "number" && Number.isInteger(result) && result >= 0) next = result;
-    else return failed(s, span, new InvalidHandlerResultError(s.name, result), true);
+    else return failed(s, span, new InvalidHandlerResultError(s.name, result));
     const before = s.writePos < 0 ? first : s.writePos;
     if (next <= before) {
       // No progress: leave the events queued and back off, so a handler that is waiting on
       // something outside does not spin.
       requeue(s, span);
-      const t = troubleOf(s);
-      if (t.stalls++ === 0) t.stalledSince = Date.now();
-      stalled.add(s);
-      delay(s, t.stalls);
+      delay(s, troubles.stalled(s).stalls);
       return;
     }
     counters.handled += Math.min(next, end) - Math.max(before, first);
     s.writePos = next;
-    if (s.trouble !== undefined) {
-      s.trouble = undefined;
-      stalled.delete(s);
-      failing.delete(s);
-      gapped.delete(s);
-    }
+    troubles.clear(s);
     if (next < end) requeue(s, span);
     else trim(s);
     release(s);
-    if (stopping) return;
-    enqueue(s);
+    if (stopping || s.tranche.revoked) return;
+    settle(s);
   }
 
   function trim(s: StreamState) {
@@ -805,21 +1079,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     buf.splice(0, i);
   }
 
-  function failed(s: StreamState, span: StreamEvent[], error: unknown, alreadyFinished = false) {
-    if (!alreadyFinished) finish(s, latency.failed);
+  function failed(s: StreamState, span: StreamEvent[], error: unknown) {
     counters.failures++;
     requeue(s, span);
-    const t = troubleOf(s);
-    if (t.attempts++ === 0) t.failingSince = Date.now();
-    t.lastError = error;
-    failing.add(s);
-    const failure: StreamFailure = {
-      stream: s.name,
-      events: span,
-      error,
-      attempts: t.attempts,
-      since: t.failingSince,
-    };
+    if (s.tranche.revoked) return;
+    const t = troubles.failed(s, error);
+    const failure = failureOf(s, span, t);
     hooks.onHandlerError(failure);
     const policy = opts.failure;
     if (policy.kind === "fault") {
@@ -829,7 +1094,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         const reason = t.attempts >= maxAttempts
           ? `${s.name} failed ${t.attempts} times`
           : `${failing.size} streams failing (limit ${maxFailing})`;
-        return fault(new PipelineFaultError(reason, [...failing].map(failureOf)));
+        return fault(
+          new PipelineFaultError(reason, [...failing].map((f) => failureOf(f, f.buffer))),
+        );
       }
     } else if (policy.kind === "deadLetter" && t.attempts >= policy.maxAttempts) {
       return deadLetter(s, span, failure, policy.deadLetter);
@@ -850,21 +1117,20 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     const done = (ok: boolean, error?: unknown) => {
       s.busy = false;
       active--;
-      if (!ok) {
+      if (s.tranche.revoked) {
+        revoking.get(s.tranche)?.();
+      } else if (!ok) {
         const t = troubleOf(s);
         t.lastError = error;
         delay(s, t.attempts);
       } else {
         counters.deadLettered++;
-        s.trouble = undefined;
-        failing.delete(s);
-        stalled.delete(s);
-        gapped.delete(s);
+        troubles.clear(s);
         const end = span[0].index + span.length;
         if (end > s.writePos) s.writePos = end;
         trim(s);
         release(s);
-        enqueue(s);
+        settle(s);
       }
       progressed = true;
       dispatch();
@@ -874,14 +1140,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   function delay(s: StreamState, attempt: number) {
     if (stopping) return;
-    delayed.add(s);
-    const t = troubleOf(s);
-    t.retryTimer = setTimeout(() => {
-      t.retryTimer = undefined;
-      delayed.delete(s);
-      enqueue(s);
-      dispatch();
-    }, opts.backoff.delay(attempt));
+    troubles.delay(s, opts.backoff.delay(attempt));
   }
 
   function fault(error: PipelineFaultError) {
@@ -900,15 +1159,93 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     delayed.clear();
   }
 
-  function failureOf(s: StreamState): StreamFailure {
-    const t = troubleOf(s);
+  function failureOf(
+    s: StreamState,
+    events: readonly StreamEvent[],
+    t: Trouble = troubleOf(s),
+  ): StreamFailure {
     return {
       stream: s.name,
-      events: s.buffer,
+      events,
       error: t.lastError,
       attempts: t.attempts,
       since: t.failingSince,
     };
+  }
+
+  // Revocations in progress: called whenever a call on the tranche ends.
+  const revoking = new Map<TrancheState, () => void>();
+
+  /** The streams of a tranche's batches not yet passed by its checkpoint. */
+  function streamsOf(t: TrancheState): Set<StreamState> {
+    const set = new Set<StreamState>();
+    for (let i = t.head; i < t.queue.length; i++) for (const s of t.queue[i].streams) set.add(s);
+    return set;
+  }
+
+  function revoke(name: string): Promise<void> {
+    const t = tranches.get(name);
+    if (t === undefined) return Promise.resolve();
+    t.revoked = true;
+    let busy = 0;
+    for (const s of streamsOf(t)) {
+      if (s.tranche !== t) continue; // read again from another tranche since
+      s.buffer = NO_EVENTS;
+      if (s.trouble?.retryTimer !== undefined) troubles.clear(s);
+      if (s.busy) busy++;
+    }
+    if (busy === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      revoking.set(t, () => {
+        for (const s of streamsOf(t)) if (s.busy && s.tranche === t) return;
+        revoking.delete(t);
+        resolve();
+      });
+    });
+  }
+
+  function abandon(name: string): number {
+    const t = tranches.get(name);
+    if (t === undefined) return 0;
+    let busy = 0;
+    for (const s of streamsOf(t)) if (s.busy && s.tranche === t) busy++;
+    t.abort?.abort(new ImpelError("Revoked", `tranche ${name} was revoked`));
+    revoking.get(t)?.();
+    return busy;
+  }
+
+  function forget(name: string) {
+    const t = tranches.get(name);
+    if (t === undefined) return;
+    for (let i = t.head; i < t.queue.length; i++) {
+      const tracker = t.queue[i];
+      if (tracker.pending > 0) uncompleted--;
+      counters.revokedBatches++;
+      tracker.ready = undefined;
+    }
+    for (const s of streamsOf(t)) {
+      if (s.tranche !== t) {
+        // Also read from another tranche since: only this tranche's waits go.
+        const waits = s.waits ?? [];
+        const kept: Array<Tracker | number> = [];
+        for (let i = 0; i < waits.length; i += 2) {
+          if ((waits[i] as Tracker).tranche !== t) kept.push(waits[i], waits[i + 1]);
+        }
+        s.waits = kept.length > 0 ? kept : undefined;
+        continue;
+      }
+      troubles.clear(s);
+      s.waits = undefined;
+      if (streams.get(s.name) === s) streams.delete(s.name);
+    }
+    for (let i = buckets.length - 1; i >= 0; i--) {
+      if (buckets[i].tranche === t) buckets.splice(i, 1);
+    }
+    readAhead -= t.readAhead;
+    revoking.delete(t);
+    tranches.delete(name);
+    progressed = true;
+    dispatch();
   }
 
   function checkStuck() {
@@ -1021,6 +1358,10 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     },
     snapshot,
     checkStuck,
+    fault,
+    revoke,
+    abandon,
+    forget,
   };
 }
 
