@@ -387,3 +387,44 @@ Deno.test("http: the handler mounts on Deno.serve", async () => {
     await sink.stop();
   }
 });
+
+Deno.test("http: routes answer 404, 405 with the path's methods, and 400 for an empty segment", async () => {
+  const metrics = createMetrics({ defaultMetrics: false });
+  const sink = streamsSink({ group: "g", statsIntervalMs: 0, handler: () => {} });
+  metrics.addPipeline({ group: "g", source: "memory", sink });
+  const handler = createHttpHandler({ metrics, token: TOKEN });
+  const call = async (method: string, path: string) => {
+    const res = await handler(
+      new Request(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}` },
+      }),
+    );
+    const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+    return { status: res.status, allow: res.headers.get("allow"), code: body?.error?.code };
+  };
+  assert.deepEqual(await call("DELETE", "/health"), {
+    status: 405,
+    allow: "GET, HEAD",
+    code: "MethodNotAllowed",
+  });
+  assert.deepEqual(await call("PUT", "/pipelines/g/checkpoints/"), {
+    status: 405,
+    allow: "GET, HEAD",
+    code: "MethodNotAllowed",
+  }, "a trailing slash names the same route");
+  assert.equal((await call("GET", "/metrics/")).status, 200);
+  assert.deepEqual(await call("GET", "/pipelines//checkpoints"), {
+    status: 400,
+    allow: null,
+    code: "InvalidPath",
+  });
+  assert.deepEqual(await call("DELETE", "/pipelines/g/checkpoints/%20/x"), {
+    status: 404,
+    allow: null,
+    code: "NotFound",
+  });
+  assert.equal((await call("GET", "/pipelines/nobody")).code, "UnknownPipeline");
+  assert.equal((await call("GET", "/")).code, "NotFound");
+  await sink.stop();
+});
