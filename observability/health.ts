@@ -22,6 +22,7 @@ import { errorText } from "../core/failure.ts";
 import type { StreamStatus } from "../core/scheduler.ts";
 import type { SinkStats, TrancheStats } from "../core/stats.ts";
 import type { MeteredPipeline } from "./metrics.ts";
+
 /**
  * Overall and per-pipeline health.
  *

@@ -340,7 +340,9 @@ export interface MeteredPipeline {
   observe(source: ObservableSource): ObservableSource;
   /**
    * The problems of the observed sources that have not ended (see `ObservableSource`); a
-   * source whose `problems()` throws or answers malformed entries reports that as a problem.
+   * source whose `problems()` throws or answers malformed entries reports that as a problem. A
+   * source that failed keeps its last problems plus its error as a failing problem, until the
+   * next `observe()`.
    */
   problems(): readonly SourceProblem[];
   /** The sink's stats. */
@@ -796,13 +798,19 @@ function checkRegistration(r: PipelineRegistration) {
   }
 }
 
+/** An observed source; `failed` once it errored: its last problems and the error. */
+interface Watched {
+  readonly source: ObservableSource;
+  failed?: readonly SourceProblem[];
+}
+
 const SEVERITIES: ReadonlySet<unknown> = new Set(["degraded", "failing"]);
 
 /**
  * A source's problems, checked: a source that cannot say what is wrong with it is a problem
  * too, and a malformed entry is kept (as failing) rather than dropped.
  */
-function problemsOf(source: { readonly problems: ObservableSource["problems"] }): SourceProblem[] {
+function problemsOf(source: ObservableSource): SourceProblem[] {
   if (typeof source.problems !== "function") return [];
   let given: unknown;
   try {
@@ -852,8 +860,9 @@ function createPipelineState(
   const headCacheMs = checkNumber("headCacheMs", r.headCacheMs ?? 1000, 0);
   const headTimeoutMs = checkNumber("headTimeoutMs", r.headTimeoutMs ?? 2000, 1);
   const reads = new Map<string, ReadState>();
-  // The observed sources still running, for their problems.
-  const observed = new Set<{ readonly problems: ObservableSource["problems"] }>();
+  // The observed sources still running, for their problems; a source that failed stays, with
+  // its problems as they were and its error, until the next observe() starts another run.
+  const observed = new Set<Watched>();
   let state: MeteredPipeline["state"] = "running";
   let fault: unknown;
   r.sink.done?.then(
@@ -963,7 +972,8 @@ function createPipelineState(
         throw new InvalidArgumentError("source", "must be a ReadableStream of batches");
       }
       const reader = source.getReader();
-      const watched = { problems: source.problems };
+      for (const w of observed) if (w.failed) observed.delete(w);
+      const watched: Watched = { source };
       observed.add(watched);
       const forget = () => void observed.delete(watched);
       const stream = new ReadableStream<Batch>({
@@ -971,7 +981,11 @@ function createPipelineState(
           // run() stops the sink as soon as its source errors, even while a write waits for
           // room: pass the error on without waiting for the next pull.
           reader.closed.then(forget, (error) => {
-            forget();
+            watched.failed = [...problemsOf(source), {
+              severity: "failing",
+              reason: `stopped reading: ${errorText(error)}`,
+              since: Date.now(),
+            }];
             try {
               controller.error(error);
             } catch {
@@ -990,9 +1004,9 @@ function createPipelineState(
           return reader.cancel(reason);
         },
       }, { highWaterMark: 0 });
-      return Object.assign(stream, { problems: () => problemsOf(watched) });
+      return Object.assign(stream, { problems: () => problemsOf(source) });
     },
-    problems: () => [...observed].flatMap(problemsOf),
+    problems: () => [...observed].flatMap((w) => w.failed ?? problemsOf(w.source)),
     stats: () => r.sink.stats(),
     reads: () => [...reads.values()].map((t) => ({ ...t })),
     tranches(stats) {

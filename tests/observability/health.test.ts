@@ -224,6 +224,18 @@ Deno.test("health: the observed source's failure reaches run() while a write wai
   blocked.open();
   assert.equal(outcome.timedOut, undefined, "run() must not wait for the handler to make room");
   assert.equal(outcome.error, broke);
+  // Health says why the pipeline stopped: the source's error, as a problem of the source.
+  const report = await checkHealth(metrics.pipelines());
+  assert.deepEqual(report.reasons.map((r) => [r.status, r.kind]), [
+    ["failing", "stopped"],
+    ["failing", "source"],
+  ]);
+  assert.match(report.reasons[1].message, /^source: stopped reading: Error: source broke, for /);
+  // A new run starts with a clean slate.
+  const next = troubledSource();
+  pipeline.observe(next.source);
+  assert.deepEqual(pipeline.problems(), []);
+  next.close();
   assert.throws(
     () => createHttpHandler({ metrics, health: { commitFailingMs: { failing: -1 } } }),
     InvalidArgumentError,
