@@ -82,8 +82,10 @@ export interface StreamFailure {
  * - `fault`: stop the pipeline with a {@linkcode PipelineFaultError} once a stream has failed
  *   `maxAttempts` times (default 3), once more than `maxFailingStreams` streams are failing, or
  *   once a stream has been stuck (no progress while it has work: a hung handler, a handler that
- *   keeps returning without progress, a gap that never fills) for `maxStuckMs`. Stuck streams
- *   are checked on the sink's commit interval.
+ *   keeps returning without progress, a gap that never fills) for `maxStuckMs`, or once a
+ *   tranche's checkpoint commits have been failing for `maxCommitFailureMs`. Both are checked
+ *   on the sink's commit interval: a stuck fault comes at most `max(commitIntervalMs,
+ *   maxStuckMs / 4)` after the limit is passed, a commit fault at most `commitIntervalMs` after.
  *
  * @example
  * ```ts
@@ -107,6 +109,7 @@ export type FailurePolicy =
     readonly maxAttempts?: number;
     readonly maxFailingStreams?: number;
     readonly maxStuckMs?: number;
+    readonly maxCommitFailureMs?: number;
   };
 
 /**
@@ -123,19 +126,16 @@ export type FailurePolicy =
 export class PipelineFaultError extends ImpelError {
   /** The failing streams at the time of the fault. */
   readonly failures: readonly StreamFailure[];
-  /** Creates the error; the first failure's error becomes the `cause`. */
-  constructor(reason: string, failures: readonly StreamFailure[]) {
+  /** Creates the error; `cause` defaults to the first failure's error. */
+  constructor(reason: string, failures: readonly StreamFailure[], cause?: unknown) {
     const names = failures.slice(0, 5).map((f) =>
       `${f.stream} (${f.attempts} attempts: ${errorText(f.error)})`
     );
     const more = failures.length > 5 ? ` and ${failures.length - 5} more` : "";
-    super(
-      "PipelineFault",
-      `pipeline faulted: ${reason}; failing streams: ${names.join(", ")}${more}`,
-      {
-        cause: failures[0]?.error,
-      },
-    );
+    const streams = failures.length > 0 ? `; failing streams: ${names.join(", ")}${more}` : "";
+    super("PipelineFault", `pipeline faulted: ${reason}${streams}`, {
+      cause: cause ?? failures[0]?.error,
+    });
     this.failures = failures;
   }
 }
@@ -246,6 +246,9 @@ export function checkFailurePolicy(policy: FailurePolicy): FailurePolicy {
         checkInteger("failure.maxFailingStreams", policy.maxFailingStreams, 0);
       }
       if (policy.maxStuckMs !== undefined) checkNumber("failure.maxStuckMs", policy.maxStuckMs, 0);
+      if (policy.maxCommitFailureMs !== undefined) {
+        checkNumber("failure.maxCommitFailureMs", policy.maxCommitFailureMs, 0);
+      }
       return policy;
     default:
       throw new InvalidArgumentError(

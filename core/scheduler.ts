@@ -1224,19 +1224,22 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       tracker.ready = undefined;
     }
     for (const s of streamsOf(t)) {
-      if (s.tranche !== t) {
-        // Also read from another tranche since: only this tranche's waits go.
-        const waits = s.waits ?? [];
-        const kept: Array<Tracker | number> = [];
-        for (let i = 0; i < waits.length; i += 2) {
-          if ((waits[i] as Tracker).tranche !== t) kept.push(waits[i], waits[i + 1]);
-        }
-        s.waits = kept.length > 0 ? kept : undefined;
-        continue;
+      if (s.tranche === t) continue;
+      // Also read from another tranche since: only this tranche's waits go.
+      const waits = s.waits ?? [];
+      const kept: Array<Tracker | number> = [];
+      for (let i = 0; i < waits.length; i += 2) {
+        if ((waits[i] as Tracker).tranche !== t) kept.push(waits[i], waits[i + 1]);
       }
+      s.waits = kept.length > 0 ? kept : undefined;
+    }
+    // A scan, so that idle streams go too: revocations are rare, and a re-assigned tranche
+    // must start its streams afresh.
+    for (const s of streams.values()) {
+      if (s.tranche !== t) continue;
       troubles.clear(s);
       s.waits = undefined;
-      if (streams.get(s.name) === s) streams.delete(s.name);
+      streams.delete(s.name);
     }
     for (let i = buckets.length - 1; i >= 0; i--) {
       if (buckets[i].tranche === t) buckets.splice(i, 1);

@@ -7,8 +7,9 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Batch, Position } from "./batch.ts";
+import type { Ownership, RevocationOutcome } from "./ownership.ts";
 import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
-import { errorText, type PipelineFaultError } from "./failure.ts";
+import { errorText, PipelineFaultError } from "./failure.ts";
 import { createMonitor, type Monitor } from "./monitor.ts";
 import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
 import { withTimeout } from "./timeout.ts";
@@ -215,12 +216,114 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     return p;
   }
 
+  // Revocations in progress by tranche: batches of a new ownership wait for them.
+  const revocations = new Map<string, { ownership: Ownership; done: Promise<void> }>();
+
+  /**
+   * Lets go of a revoked tranche: nothing new starts, in-flight calls end (or are abandoned after
+   * stopTimeoutMs), what was complete is committed once more, then the tranche is forgotten and
+   * the source is told.
+   */
+  function revokeTranche(
+    name: string,
+    ownership: Ownership,
+    release: (outcome: RevocationOutcome) => void,
+  ) {
+    const done = (async () => {
+      let abandoned = 0;
+      try {
+        await withTimeout(scheduler.revoke(name), stopTimeoutMs, `calls on revoked ${name}`);
+      } catch {
+        abandoned = scheduler.abandon(name);
+        log.warn(
+          "{group}: {abandoned} calls on revoked tranche {tranche} still running after {ms} ms; aborted their signal",
+          {
+            group,
+            abandoned,
+            tranche: name,
+            ms: stopTimeoutMs,
+          },
+        );
+      }
+      let commitError: unknown;
+      try {
+        await withTimeout(
+          commitTranche(name),
+          stopTimeoutMs,
+          `the final commit of revoked ${name}`,
+        );
+      } catch (error) {
+        commitError = error;
+        log.warn("{group}: final commit of revoked tranche {tranche} failed: {error}", {
+          group,
+          tranche: name,
+          error: errorText(error),
+        });
+      }
+      const position = committed.get(name);
+      scheduler.forget(name);
+      committed.delete(name);
+      commitTrouble.delete(name);
+      revocations.delete(name);
+      release(
+        commitError === undefined
+          ? { committed: position, abandoned }
+          : { committed: position, abandoned, commitError },
+      );
+    })();
+    revocations.set(name, { ownership, done });
+  }
+
+  function accept(batch: Batch): Promise<void> | undefined {
+    if (stopping) return;
+    const ownership = batch?.ownership;
+    const held = ownership !== undefined && !ownership.signal.aborted &&
+      scheduler.tranches.get(batch.tranche)?.ownership !== ownership;
+    try {
+      scheduler.ingest(batch);
+    } catch (error) {
+      stop(error);
+      throw error;
+    }
+    if (held) {
+      const release = ownership.hold();
+      ownership.signal.addEventListener(
+        "abort",
+        () => revokeTranche(batch.tranche, ownership, release),
+        { once: true },
+      );
+    }
+    control.check();
+    if (scheduler.readAhead < maxReadAhead) return;
+    return new Promise<void>((resolve) => (releaseWrite = resolve));
+  }
+
   function flush(): Promise<void> {
     return Promise.all([...scheduler.tranches.keys()].map(commitTranche)).then(() => {});
   }
 
+  const failure = options.failure;
+  const maxCommitFailureMs = failure?.kind === "fault" ? failure.maxCommitFailureMs : undefined;
+  function checkCommits() {
+    if (maxCommitFailureMs === undefined) return;
+    const now = Date.now();
+    for (const [tranche, trouble] of commitTrouble) {
+      if (now - trouble.since < maxCommitFailureMs) continue;
+      scheduler.fault(
+        new PipelineFaultError(
+          `checkpoint commits of tranche ${tranche} have failed for ${now - trouble.since} ms ` +
+            `(${trouble.failures} attempts): ${errorText(trouble.error)}`,
+          [],
+          trouble.error,
+        ),
+      );
+      return;
+    }
+  }
+
   const commitTimer = setInterval(() => {
     scheduler.checkStuck();
+    checkCommits();
     for (const name of scheduler.tranches.keys()) {
       if (inFlight.has(name)) continue;
       commitTranche(name).catch((error) =>
@@ -299,16 +402,12 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
       writableController = controller;
     },
     write(batch) {
-      if (stopping) return;
-      try {
-        scheduler.ingest(batch);
-      } catch (error) {
-        stop(error);
-        throw error;
+      // A new owner's batches wait until the previous owner's calls on the tranche have ended.
+      const revoking = revocations.get(batch?.tranche);
+      if (revoking !== undefined && batch.ownership !== revoking.ownership) {
+        return revoking.done.then(() => accept(batch));
       }
-      control.check();
-      if (scheduler.readAhead < maxReadAhead) return;
-      return new Promise<void>((resolve) => (releaseWrite = resolve));
+      return accept(batch);
     },
     async close() {
       if (!stopping && scheduler.uncompleted > 0) {
