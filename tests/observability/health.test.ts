@@ -4,7 +4,11 @@ import type { Batch, ObservableSource, SourceProblem } from "../../core/batch.ts
 import { InvalidArgumentError } from "../../core/errors.ts";
 import { run, streamsSink } from "../../core/sink.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
-import { checkHealth, type HealthReport } from "../../observability/health.ts";
+import {
+  checkHealth,
+  type HealthReport,
+  resolveHealthThresholds,
+} from "../../observability/health.ts";
 import { createHttpHandler } from "../../observability/http.ts";
 import { createMetrics } from "../../observability/metrics.ts";
 import { batch, gate, within } from "../support/core.ts";
@@ -240,4 +244,5 @@ Deno.test("health: the observed source's failure reaches run() while a write wai
     () => createHttpHandler({ metrics, health: { commitFailingMs: { failing: -1 } } }),
     InvalidArgumentError,
   );
+  assert.deepEqual(resolveHealthThresholds({}).commitFailingMs, { degraded: 0, failing: 60_000 });
 });
