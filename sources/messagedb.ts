@@ -1,34 +1,62 @@
 /**
- * Reads categories of a MessageDB store (Eventide's PostgreSQL message store) as impel batches.
+ * Reads categories of a MessageDB store (Eventide's PostgreSQL message store) as impel batches:
+ * an adapter over the paged-tranche reader of `core/reader.ts`, which owns the start policy, the
+ * announcement of each category, the tail rule, the prefetch, the tail sleep and the retries.
  *
  * - Each category is a tranche, read in pages with `get_category_messages` from its checkpoint.
  *   An event's `index` is its stream position; a batch's checkpoint position is the last global
  *   position read + 1, i.e. the next global position to read.
+ * - A page (`batchSize`, default 1000 messages per query) is handed on as batches of at most
+ *   `maxBatchItems` (default 100) messages, each checkpointing right after its last message, so
+ *   that a slow handler completes and commits a batch long before it would complete a page.
  * - Checkpoints are kept in a {@linkcode CheckpointStore} under
  *   `{ source: "messagedb", tranche: <category>, group }`; with a consumer group the tranche is
- *   `<category>:<member>/<size>` (each member has its own position, and changing the group size
- *   starts members without a checkpoint afresh per `whenNoCheckpoint`).
+ *   `<category>-<member>/<size>`, which no category can be (a category never contains `-`), so a
+ *   member's checkpoint never shares a row with a category's. Each member has its own position,
+ *   and changing the group size starts members without a checkpoint afresh per
+ *   `whenNoCheckpoint`. A checkpoint left under the key of impel 0.1 (`<category>:<member>/<size>`)
+ *   is not taken over silently: the source refuses to start until it is moved or removed.
+ * - At start a stored checkpoint is compared with the store's head (the last global position + 1):
+ *   one beyond it would skip the messages written next, so the source fails with
+ *   {@linkcode CheckpointPastTailError} (or, with `checkpointPastTail: "warn"`, logs it and reads).
  * - Consumer groups use MessageDB's own `consumer_group_member` / `consumer_group_size`, which
  *   split a category by a hash of each stream's cardinal id, so N instances share a category
  *   and every stream is handled by exactly one of them.
+ * - Batches are marked `gapsAreFinal`: a category is read in global-position order, so a stream's
+ *   message can never arrive after a later one of the same stream; a gap in a stream's positions
+ *   (a deleted message) is permanent and goes to the scheduler's gap policy at once.
+ * - A message whose stream name has no id (`Cat`, `Cat-`), which `write_message` accepts but the
+ *   store of `stores/messagedb.ts` refuses to write, or whose data does not decode, reaches the
+ *   scheduler as an item marked `invalid` ({@linkcode InvalidStreamNameError}, the JSON error):
+ *   the failure policy of that stream decides, the handler never sees it, and others carry on.
  * - At the tail the reader sleeps `tailSleepMs`, or, given `notifications` and the opt-in
  *   trigger of {@linkcode installNotifyTrigger}, wakes within milliseconds of an append.
  * - Query failures that look transient (lost connections, server restarts) are logged and
- *   retried with backoff from the same position; other failures error the stream.
+ *   retried with backoff (`retry`) from the same position; other failures error the stream.
+ *   A category whose reads keep failing shows in the stream's `problems()`.
+ *
+ * **Reliance on `write_message`'s category lock.** Reading by global position is only safe if
+ * a category's rows become visible in global-position order. MessageDB's `write_message` takes an
+ * advisory lock on the category (`acquire_lock`) for the rest of its transaction, which makes it
+ * so. Rows written around it (a plain `INSERT`, `COPY`, a restore into a live table) can commit
+ * out of order: a reader that has passed a higher position never goes back, and skips the lower
+ * row for good. Write through `write_message` (as `stores/messagedb.ts` does), or stop readers
+ * while loading in bulk.
  *
  * The connection's `search_path` must include `message_store` (see `stores/messagedb.ts`).
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Batch, BatchItem, Position } from "../core/batch.ts";
+import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
-import { checkCategory } from "../core/streamName.ts";
-import { sleep, trancheStream } from "../core/tranches.ts";
+import type { StreamEvent } from "../core/event.ts";
+import { errorText, type RetryOptions } from "../core/failure.ts";
+import { pagedSource, type ReadPage } from "../core/reader.ts";
+import { checkCategory, InvalidStreamNameError } from "../core/streamName.ts";
 import { classifyMessageDbError, MESSAGE_COLUMNS, messageRowToEvent } from "../stores/messagedb.ts";
 import {
-  errorMessage,
   isTransientSqlError,
   type NotificationSource,
   type SqlClient,
@@ -37,6 +65,7 @@ import {
   toBigInt,
 } from "../stores/sql.ts";
 
+export { CheckpointPastTailError } from "../core/reader.ts";
 export {
   type ListeningClient,
   type ListeningPool,
@@ -125,7 +154,7 @@ export type MessageDbStart = "checkpoint" | "start" | "tail";
  *   client: pool,
  *   categories: ["GuestStay"],
  *   group: "reactor",
- *   checkpoints: postgresCheckpoints(pool), // kept under tranche "GuestStay:1/3"
+ *   checkpoints: postgresCheckpoints(pool), // kept under tranche "GuestStay-1/3"
  *   consumerGroup,
  * });
  * await batches.cancel();
@@ -195,6 +224,12 @@ export interface MessageDbSourceOptions {
   readonly sourceName?: string;
   /** Messages per `get_category_messages` call (default 1000). */
   readonly batchSize?: number;
+  /**
+   * Largest batch handed on, in messages (default 100): a page is split into batches of at most
+   * this many, each checkpointing right after its last message. Smaller batches complete (and
+   * commit) sooner under a slow handler; the cost is a few microseconds per batch.
+   */
+  readonly maxBatchItems?: number;
   /** Read only this member's share of each category. */
   readonly consumerGroup?: ConsumerGroupMember;
   /**
@@ -205,6 +240,13 @@ export interface MessageDbSourceOptions {
   readonly startFrom?: MessageDbStart;
   /** Where `"checkpoint"` starts when nothing is stored: `"start"` (default) or `"tail"`. */
   readonly whenNoCheckpoint?: "start" | "tail";
+  /**
+   * A stored checkpoint beyond the store's head (set by hand, or from another database) would
+   * skip the messages written next: `"error"` (default) fails the source at start with
+   * {@linkcode CheckpointPastTailError}, `"warn"` logs it and reads from it. The same choice
+   * applies to a consumer-group checkpoint left under impel 0.1's key.
+   */
+  readonly checkpointPastTail?: "error" | "warn";
   /** How long to wait at the tail before reading again (default 1000 ms). */
   readonly tailSleepMs?: number;
   /**
@@ -215,9 +257,11 @@ export interface MessageDbSourceOptions {
   readonly notifications?: NotificationSource;
   /** The channel the trigger notifies (default `"impel_messagedb"`). */
   readonly notifyChannel?: string;
-  /** First delay before retrying a failed read (default 100 ms); doubles up to `retryMaxMs`. */
+  /** Backoff between retries of a failed read (default 100 ms doubling to 5 s). */
+  readonly retry?: RetryOptions;
+  /** @deprecated Use `retry.initialDelayMs`; read only when `retry` is not given. */
   readonly retryMinMs?: number;
-  /** Longest delay between retries of a failed read (default 5000 ms). */
+  /** @deprecated Use `retry.maxDelayMs`; read only when `retry` is not given. */
   readonly retryMaxMs?: number;
   /** Aborting stops reading and closes the stream. */
   readonly signal?: AbortSignal;
@@ -250,40 +294,132 @@ export interface MessageDbSourceOptions {
  * }
  * ```
  */
-export function messageDbSource(options: MessageDbSourceOptions): ReadableStream<Batch> {
+export function messageDbSource(options: MessageDbSourceOptions): ObservableSource {
   const settings = checkOptions(options);
-  return trancheStream(async ({ signal, enqueue, spawn }) => {
-    const wakers = new Map<string, () => void>();
-    const unlisten = options.notifications === undefined
+  const { client, checkpoints } = options;
+  const cg = options.consumerGroup;
+  const categoryOf = new Map<string, string>();
+  for (const category of settings.categories) {
+    categoryOf.set(messageDbCheckpointKey(category, options).tranche, category);
+  }
+
+  // A notification that arrives while a read is in flight must not be lost: it marks the tranche
+  // pending, and the reader reads again instead of sleeping.
+  const pending = new Set<string>();
+  const sleepers = new Map<string, () => void>();
+  const wake = (tranche: string) => {
+    pending.add(tranche);
+    sleepers.get(tranche)?.();
+  };
+  const onPayload = (payload: string) => {
+    for (const [tranche, category] of categoryOf) {
+      if (payload === "" || payload === category) wake(tranche);
+    }
+  };
+  const wakeup = (tranche: string, signal: AbortSignal) =>
+    new Promise<void>((resolve) => {
+      if (pending.has(tranche)) return resolve();
+      sleepers.set(tranche, resolve);
+      signal.addEventListener("abort", () => sleepers.delete(tranche), { once: true });
+    });
+
+  const text = `SELECT ${MESSAGE_COLUMNS}
+                  FROM message_store.get_category_messages($1, $2::bigint, $3, NULL, $4, $5)`;
+  const readPage: ReadPage = async (tranche, position) => {
+    pending.delete(tranche);
+    const from = position ?? 1n;
+    const rows = await query(client, text, [
+      categoryOf.get(tranche),
+      from.toString(),
+      settings.batchSize,
+      cg?.member ?? null,
+      cg?.size ?? null,
+    ]);
+    const items: BatchItem[] = new Array(rows.length);
+    const positions: Position[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      positions[i] = toBigInt(rows[i].global_position) + 1n;
+      items[i] = rowToItem(rows[i]);
+    }
+    const next = rows.length > 0 ? positions[rows.length - 1] : from;
+    return { items, positions, next, isTail: rows.length < settings.batchSize };
+  };
+
+  return pagedSource({
+    name: settings.sourceName,
+    tranches: [...categoryOf.keys()],
+    readPage,
+    // The next global position of the whole store: a tail start reads nothing written before it,
+    // and a checkpoint beyond it would skip what is written next, whatever the category.
+    readTail: async () => {
+      const rows = await query(
+        client,
+        "SELECT coalesce(max(global_position), 0)::text AS max FROM message_store.messages",
+        [],
+      );
+      return toBigInt(rows[0].max) + 1n;
+    },
+    checkpoints: cg === undefined ? checkpoints : refusingLegacyKeys(options, settings),
+    checkpointKey: (tranche) => messageDbCheckpointKey(categoryOf.get(tranche)!, options),
+    startFrom: options.startFrom,
+    whenNoCheckpoint: options.whenNoCheckpoint,
+    checkpointPastTail: options.checkpointPastTail,
+    tailSleepMs: settings.tailSleepMs,
+    retry: settings.retry,
+    isRetriable: isTransientSqlError,
+    finalError: (error, tranche) =>
+      error instanceof ImpelError ? error : new MessageDbReadError(tranche, error),
+    wakeup: options.notifications === undefined ? undefined : wakeup,
+    prefetch: true,
+    maxBatchItems: settings.maxBatchItems,
+    gapsAreFinal: true,
+    open: options.notifications === undefined
       ? undefined
-      : await listen(options.notifications, settings.notifyChannel, (payload) => {
-        if (payload === "") { for (const wake of wakers.values()) wake(); }
-        else wakers.get(payload)?.();
-      });
-    await Promise.all(settings.categories.map((category) =>
-      spawn(() =>
-        readCategory(
-          category,
-          settings,
-          options,
-          signal,
-          enqueue,
-          (wake) => wakers.set(category, wake),
-        )
-      )
-    ));
-    await unlisten?.().catch(() => {});
-  }, { signal: options.signal });
+      : () => listen(options.notifications!, settings.notifyChannel, onPayload),
+    signal: options.signal,
+  });
+}
+
+/** A message as a batch item; one that is not a valid event of a valid stream is marked invalid. */
+function rowToItem(row: SqlRow): BatchItem {
+  const stream = row.stream_name as string;
+  const dash = stream.indexOf("-");
+  let invalid: Error | undefined;
+  if (dash <= 0 || dash === stream.length - 1) {
+    invalid = new InvalidStreamNameError(
+      stream,
+      dash < 0 ? "missing '-' between category and id" : dash === 0 ? "empty category" : "empty id",
+    );
+  }
+  let event: StreamEvent;
+  try {
+    event = messageRowToEvent(row);
+  } catch (error) {
+    // What could be read stays with the item, for the dead-letter callback.
+    invalid ??= error instanceof Error ? error : new Error(String(error));
+    const data = row.data ?? null;
+    event = {
+      index: Number(row.position),
+      type: String(row.type),
+      data,
+      meta: row.metadata ?? null,
+      id: String(row.id),
+      time: new Date(Number(row.time_ms)),
+      size: String(row.type).length + (typeof data === "string" ? data.length : 0),
+    };
+  }
+  return invalid === undefined ? { stream, event } : { stream, event, invalid };
 }
 
 interface Settings {
   readonly categories: readonly string[];
   readonly sourceName: string;
   readonly batchSize: number;
+  readonly maxBatchItems: number;
   readonly tailSleepMs: number;
   readonly notifyChannel: string;
-  readonly retryMinMs: number;
-  readonly retryMaxMs: number;
+  readonly retry: RetryOptions;
+  readonly checkpointPastTail: "error" | "warn";
 }
 
 function checkOptions(options: MessageDbSourceOptions): Settings {
@@ -321,13 +457,6 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
       `must be "checkpoint", "start" or "tail", got ${String(startFrom)}`,
     );
   }
-  const whenNoCheckpoint = options.whenNoCheckpoint ?? "start";
-  if (!["start", "tail"].includes(whenNoCheckpoint)) {
-    throw new InvalidArgumentError(
-      "whenNoCheckpoint",
-      `must be "start" or "tail", got ${String(whenNoCheckpoint)}`,
-    );
-  }
   const sourceName = options.sourceName ?? MESSAGEDB_SOURCE;
   if (typeof sourceName !== "string" || sourceName.length === 0) {
     throw new InvalidArgumentError("sourceName", "must be a non-empty string");
@@ -335,26 +464,32 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
   const notifyChannel = options.notifyChannel ?? DEFAULT_NOTIFY_CHANNEL;
   sqlIdentifier("notifyChannel", notifyChannel);
   const retryMinMs = checkInteger("retryMinMs", options.retryMinMs ?? 100, 1);
+  const retry = options.retry ?? {
+    initialDelayMs: retryMinMs,
+    maxDelayMs: checkInteger("retryMaxMs", options.retryMaxMs ?? 5000, retryMinMs),
+  };
   return {
     categories: options.categories,
     sourceName,
     batchSize: checkInteger("batchSize", options.batchSize ?? 1000, 1, 1_000_000),
+    maxBatchItems: checkInteger("maxBatchItems", options.maxBatchItems ?? 100, 1),
     tailSleepMs: checkInteger("tailSleepMs", options.tailSleepMs ?? 1000, 0),
     notifyChannel,
-    retryMinMs,
-    retryMaxMs: checkInteger("retryMaxMs", options.retryMaxMs ?? 5000, retryMinMs),
+    retry,
+    checkpointPastTail: options.checkpointPastTail ?? "error",
   };
 }
 
 /**
  * The checkpoint key of one category for a source's options: `tranche` is the category, or
- * `<category>:<member>/<size>` for a consumer-group member.
+ * `<category>-<member>/<size>` for a consumer-group member (it contains `-`, so it can never be
+ * a category's key).
  *
  * @example
  * ```ts
  * import { messageDbCheckpointKey } from "@impel/impel/sources/messagedb";
  * messageDbCheckpointKey("GuestStay", { group: "reactor", consumerGroup: { member: 1, size: 3 } });
- * // { source: "messagedb", tranche: "GuestStay:1/3", group: "reactor" }
+ * // { source: "messagedb", tranche: "GuestStay-1/3", group: "reactor" }
  * ```
  */
 export function messageDbCheckpointKey(
@@ -364,9 +499,76 @@ export function messageDbCheckpointKey(
   const cg = options.consumerGroup;
   return {
     source: options.sourceName ?? MESSAGEDB_SOURCE,
-    tranche: cg === undefined ? category : `${category}:${cg.member}/${cg.size}`,
+    tranche: cg === undefined ? category : `${category}-${cg.member}/${cg.size}`,
     group: options.group,
   };
+}
+
+/**
+ * The checkpoints of a consumer-group member, refusing to start afresh while a checkpoint sits
+ * under impel 0.1's key `<category>:<member>/<size>`: it may be this member's progress (taking
+ * it over silently could be wrong, since it may as well be a real category's), and starting
+ * afresh from the tail would skip what lies between.
+ */
+function refusingLegacyKeys(
+  options: MessageDbSourceOptions,
+  settings: Settings,
+): CheckpointStore {
+  const { checkpoints, consumerGroup: cg } = options;
+  return {
+    ...checkpoints,
+    commit: (key, position) => checkpoints.commit(key, position),
+    reset: (key, position) => checkpoints.reset(key, position),
+    list: (source, group) => checkpoints.list(source, group),
+    async load(key) {
+      const stored = await checkpoints.load(key);
+      if (stored !== undefined || cg === undefined) return stored;
+      const category = key.tranche.slice(0, key.tranche.indexOf("-"));
+      const legacy = { ...key, tranche: `${category}:${cg.member}/${cg.size}` };
+      const old = await checkpoints.load(legacy);
+      if (old === undefined) return undefined;
+      const error = new LegacyCheckpointKeyError(key, legacy, old);
+      if (settings.checkpointPastTail === "error") throw error;
+      log.warn("{message}; starting afresh as checkpointPastTail says", { message: error.message });
+      return undefined;
+    },
+  };
+}
+
+/**
+ * A consumer-group member found no checkpoint under its key but one under impel 0.1's key
+ * `<category>:<member>/<size>`, which could also be a real category's. Nothing is taken over
+ * silently: move the checkpoint to the new key (`checkpoints.reset(newKey, position)`, then
+ * `checkpoints.reset(oldKey, undefined)`), or remove it, or start with
+ * `checkpointPastTail: "warn"`.
+ *
+ * @example
+ * ```ts
+ * import { LegacyCheckpointKeyError } from "@impel/impel/sources/messagedb";
+ * const key = { source: "messagedb", tranche: "Order-0/2", group: "g" };
+ * const e = new LegacyCheckpointKeyError(key, { ...key, tranche: "Order:0/2" }, 42n);
+ * console.log(e.code, e.legacy.tranche, e.position); // "MessageDbLegacyCheckpointKey" "Order:0/2" 42n
+ * ```
+ */
+export class LegacyCheckpointKeyError extends ImpelError {
+  /** The key the member reads and commits under. */
+  readonly key: CheckpointKey;
+  /** The old key where a checkpoint was found. */
+  readonly legacy: CheckpointKey;
+  /** The position stored under the old key. */
+  readonly position: Position;
+  /** Creates the error. */
+  constructor(key: CheckpointKey, legacy: CheckpointKey, position: Position) {
+    super(
+      "MessageDbLegacyCheckpointKey",
+      `no checkpoint under ${key.source}/${key.tranche}/${key.group}, but one (${position}) under ` +
+        `impel 0.1's key ${legacy.tranche}, which may be this member's or a category's; move it ` +
+        `to the new key or remove it (or pass checkpointPastTail: "warn" to start afresh)`,
+    );
+    this.key = key;
+    this.legacy = legacy;
+    this.position = position;
+  }
 }
 
 async function listen(
@@ -379,134 +581,10 @@ async function listen(
   } catch (error) {
     log.warn("LISTEN {channel} failed; relying on the tail sleep: {message}", {
       channel,
-      message: errorMessage(error),
+      message: errorText(error),
     });
     return undefined;
   }
-}
-
-async function readCategory(
-  category: string,
-  settings: Settings,
-  options: MessageDbSourceOptions,
-  signal: AbortSignal,
-  enqueue: (batch: Batch) => Promise<void>,
-  registerWake: (wake: () => void) => void,
-): Promise<void> {
-  const key = messageDbCheckpointKey(category, options);
-  const tranche = key.tranche;
-  const commit = (position: Position) => options.checkpoints.commit(key, position);
-  const cg = options.consumerGroup;
-  const retry = <T>(what: string, fn: () => Promise<T>) =>
-    retrying(what, tranche, settings, signal, fn);
-
-  // A notification that arrives while a read is in flight must not be lost: it sets `pending`,
-  // and the reader reads again instead of sleeping.
-  let pending = false;
-  let wakeSleeper: (() => void) | undefined;
-  registerWake(() => {
-    pending = true;
-    wakeSleeper?.();
-  });
-  const sleepAtTail = () =>
-    new Promise<void>((resolve) => {
-      if (pending || signal.aborted) return resolve();
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        wakeSleeper = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, settings.tailSleepMs);
-      signal.addEventListener("abort", done, { once: true });
-      wakeSleeper = done;
-    });
-
-  const start = await retry("load the start position", () => startPosition(key, options));
-  if (start === undefined) return;
-  let position = start.position;
-  log.info("reading {tranche} from global position {position} ({how})", {
-    tranche,
-    position: String(position),
-    how: start.how,
-  });
-  let atTail = false;
-  if (start.how === "tail") {
-    await enqueue({ tranche, items: [], position, isTail: true, commit });
-    atTail = true;
-    await sleepAtTail();
-  } else {
-    // Make the category known to the sink before its first read returns, so that waiting for
-    // every tranche to reach its tail includes the slow ones. Nothing to commit yet.
-    await enqueue({ tranche, items: [], position, isTail: false });
-  }
-  const text = `SELECT ${MESSAGE_COLUMNS}
-                  FROM message_store.get_category_messages($1, $2::bigint, $3, NULL, $4, $5)`;
-  const read = (from: Position) => {
-    pending = false;
-    const params = [
-      category,
-      from.toString(),
-      settings.batchSize,
-      cg?.member ?? null,
-      cg?.size ?? null,
-    ];
-    const started = performance.now();
-    const rows = retry("read", () => query(options.client, text, params)).then((r) => {
-      readMs = performance.now() - started;
-      return r;
-    });
-    rows.catch(() => {}); // awaited below; an abandoned read-ahead must not be an unhandled rejection
-    return rows;
-  };
-  let readMs = 0;
-  let next = read(position);
-  while (!signal.aborted) {
-    const rows = await next;
-    if (rows === undefined) return;
-    const isTail = rows.length < settings.batchSize;
-    if (rows.length > 0) {
-      position = toBigInt(rows[rows.length - 1].global_position) + 1n;
-      // Catching up, the next page is fetched while this one is decoded and handed on, so that
-      // the server and this process work at the same time (one page ahead, no more).
-      if (!isTail) next = read(position);
-      const items: BatchItem[] = new Array(rows.length);
-      for (let i = 0; i < rows.length; i++) {
-        const row = rows[i];
-        items[i] = { stream: row.stream_name as string, event: messageRowToEvent(row) };
-      }
-      await enqueue({ tranche, items, position, isTail, commit, readMs });
-    } else if (!atTail) {
-      // Say "at the tail" once, so that monitors waiting for the tail see it; repeating it on
-      // every idle poll would only churn the pipeline.
-      await enqueue({ tranche, items: [], position, isTail: true, commit });
-    }
-    atTail = isTail;
-    if (isTail) {
-      await sleepAtTail();
-      if (signal.aborted) return;
-      next = read(position);
-    }
-  }
-}
-
-async function startPosition(
-  key: CheckpointKey,
-  options: MessageDbSourceOptions,
-): Promise<{ position: Position; how: "checkpoint" | "start" | "tail" }> {
-  const startFrom = options.startFrom ?? "checkpoint";
-  if (startFrom === "checkpoint") {
-    const stored = await options.checkpoints.load(key);
-    if (stored !== undefined) return { position: stored, how: "checkpoint" };
-  }
-  const how = startFrom === "checkpoint" ? options.whenNoCheckpoint ?? "start" : startFrom;
-  if (how === "start") return { position: 1n, how };
-  const rows = await query(
-    options.client,
-    "SELECT coalesce(max(global_position), 0)::text AS max FROM message_store.messages",
-    [],
-  );
-  return { position: toBigInt(rows[0].max) + 1n, how };
 }
 
 async function query(client: SqlClient, text: string, params: unknown[]): Promise<SqlRow[]> {
@@ -515,45 +593,6 @@ async function query(client: SqlClient, text: string, params: unknown[]): Promis
   } catch (error) {
     throw classifyMessageDbError(error);
   }
-}
-
-/** Runs `fn`, retrying transient failures with backoff; `undefined` once `signal` aborts. */
-async function retrying<T>(
-  what: string,
-  tranche: string,
-  settings: Settings,
-  signal: AbortSignal,
-  fn: () => Promise<T>,
-): Promise<T | undefined> {
-  let delay = settings.retryMinMs;
-  for (let attempt = 1; !signal.aborted; attempt++) {
-    try {
-      const result = await fn();
-      if (attempt > 1) {
-        log.info("{tranche}: {what} succeeded after {attempt} attempts", {
-          tranche,
-          what,
-          attempt,
-        });
-      }
-      return result;
-    } catch (error) {
-      if (signal.aborted) return undefined;
-      if (!isTransientSqlError(error)) {
-        throw error instanceof ImpelError ? error : new MessageDbReadError(tranche, error);
-      }
-      log.warn("{tranche}: {what} failed (attempt {attempt}), retrying in {delay} ms: {message}", {
-        tranche,
-        what,
-        attempt,
-        delay,
-        message: errorMessage(error),
-      });
-      await sleep(delay, signal);
-      delay = Math.min(delay * 2, settings.retryMaxMs);
-    }
-  }
-  return undefined;
 }
 
 /**
@@ -571,7 +610,7 @@ export class MessageDbReadError extends ImpelError {
   readonly tranche: string;
   /** Creates the error; `cause` is the driver's error. */
   constructor(tranche: string, cause: unknown) {
-    super("MessageDbRead", `reading MessageDB tranche ${tranche} failed: ${errorMessage(cause)}`, {
+    super("MessageDbRead", `reading MessageDB tranche ${tranche} failed: ${errorText(cause)}`, {
       cause,
     });
     this.tranche = tranche;

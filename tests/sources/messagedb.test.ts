@@ -223,7 +223,7 @@ Deno.test("messagedb source: two consumer-group members split a category, each s
     }
     // each member keeps its own checkpoint
     const listed = await checkpoints.list("messagedb", "g");
-    assert.deepEqual(listed.map((c) => c.tranche).sort(), [`${category}:0/2`, `${category}:1/2`]);
+    assert.deepEqual(listed.map((c) => c.tranche).sort(), [`${category}-0/2`, `${category}-1/2`]);
   }));
 
 Deno.test("messagedb source: start from the tail sees only new events and records the tail", () =>

@@ -212,5 +212,5 @@ Deno.test("messagedb pipeline: two consumer-group members handle every stream, e
       assert.deepEqual(a.get(stream) ?? b.get(stream), range(0, 7));
     }
     const listed = await options.checkpoints.list("messagedb", "members");
-    assert.deepEqual(listed.map((c) => c.tranche), [`${category}:0/2`, `${category}:1/2`]);
+    assert.deepEqual(listed.map((c) => c.tranche), [`${category}-0/2`, `${category}-1/2`]);
   }));
