@@ -1,67 +1,62 @@
 /**
- * Kafka source: consumes topics in a consumer group through kafkajs and emits one batch per
- * fetched partition batch. Each partition (`topic/partition`) is a tranche; offsets are
- * committed to the group only for batches the sink reports complete, and never for a partition
- * this member has lost in a rebalance.
+ * Kafka source: consumes topics in a consumer group through kafkajs. Each partition
+ * (`topic/partition`) is a tranche; each fetch is split into batches of at most
+ * `maxBatchMessages` messages, so that commits follow the work closely whatever the fetch size.
+ * How messages become events (streams from keys, indexes, invalid records) is described in
+ * `sources/kafka_records.ts`, whose exports this module re-exports.
  *
- * Messages become events as follows:
- * - a message produced by {@linkcode "sinks/kafka".kafkaProducerHandler} (header `impel-span`)
- *   yields the events of the span it carries, with their original stream indexes, so re-sent
- *   spans are deduplicated downstream;
- * - any other message becomes one event of the stream named by its key when the key is a valid
- *   stream name (`Category-id`), else of `{defaultCategory}-{key}`; messages without a key go to
- *   `{defaultCategory}-{topic}_{partition}`. Its `index` is a per-stream sequence counted by this
- *   source instance (Kafka records carry none), `type` is the topic, `data` the raw value bytes,
- *   `meta` `{ topic, partition, offset, headers }`, `id` `topic/partition/offset` and `time` the
- *   message timestamp (consecutive messages with the same timestamp share one `Date`). Those
- *   indexes restart from 0 in every process, so use them for order within a run, not as versions.
- *   The source remembers each distinct key it has seen (its stream and sequence): memory grows by
- *   about a hundred bytes per key.
+ * Ownership: every period in which this member holds a partition is an {@linkcode Ownership}
+ * carried by that period's batches. When kafkajs reports a rebalance, a crash or a stop, every
+ * partition is revoked (kafkajs uses the eager protocol: a rebalance takes every partition away
+ * and hands out a new assignment), and the sink stops calls on their streams, drops their
+ * buffered events, waits for the calls in flight and commits what was completed. Where kafkajs
+ * lets the source wait — a rebalance noticed by the heartbeat that the source sends from
+ * `eachBatch` — it rejoins only after that, so no stream is handled by two members at once. A
+ * rebalance kafkajs notices by itself between fetches (an idle member) starts the same
+ * revocation, but kafkajs rejoins meanwhile. The next assignment (GROUP_JOIN) is the truth,
+ * across kafkajs restarts.
  *
- * The scheduler then runs different streams of one partition concurrently while keeping each
- * stream in order, which a plain kafkajs `eachMessage`/`eachBatch` loop cannot do.
+ * Commits: an offset counts as committed only once the broker accepted it (kafkajs's
+ * COMMIT_OFFSETS event); a commit kafkajs resolves without sending (its runner is down or
+ * rejoining) or that fails rejects with {@linkcode KafkaCommitFailedError}, so the sink keeps it
+ * pending and sends it again. Commits for a partition whose revocation has ended are refused.
+ *
+ * Failures: a kafkajs crash it restarts from is survived; one it gives up on, or a consumer
+ * down for longer than `maxConsumerDownMs` (default 60 s) since a crash, errors the stream with
+ * {@linkcode KafkaConsumerCrashedError}, so `run()` rejects. The returned stream has
+ * `problems()` (see {@linkcode ObservableSource}) for health checks.
  *
  * The consumer is the caller's: create it with the group id and timeouts you want, and call
  * `consumer.disconnect()` only after the pipeline has stopped, because the sink's final commit
- * on stop goes through it.
+ * on stop goes through it. Keep the sink's `stopTimeoutMs` below the consumer's
+ * `rebalanceTimeout`, so that a revocation ends before the group gives up on this member.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Batch, BatchItem, Position } from "../core/batch.ts";
+import type { Batch, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
-import type { StreamEvent } from "../core/event.ts";
-import { checkCategory, type StreamName } from "../core/streamName.ts";
-import { isSpanMessage, parseSpanMessage } from "../sinks/kafka.ts";
+import { createOwnership, type OwnershipControl } from "../core/ownership.ts";
+import { checkCategory } from "../core/streamName.ts";
+import { withTimeout } from "../core/timeout.ts";
+import {
+  createRecordReader,
+  type KafkaIncomingMessage,
+  type RecordReader,
+} from "./kafka_records.ts";
 
 export { kafkajsLogCreator } from "../sinks/kafka.ts";
-
-/**
- * A consumed message: the shape of a kafkajs `KafkaMessage`.
- *
- * @example
- * ```ts
- * import type { KafkaIncomingMessage } from "@impel/impel/sources/kafka";
- * const message: KafkaIncomingMessage = {
- *   key: new TextEncoder().encode("Order-1"),
- *   value: null,
- *   timestamp: "1700000000000",
- *   offset: "42",
- * };
- * ```
- */
-export interface KafkaIncomingMessage {
-  /** The key bytes, or null. */
-  readonly key: Uint8Array | null;
-  /** The value bytes, or null (a tombstone). */
-  readonly value: Uint8Array | null;
-  /** Milliseconds since the epoch, as a decimal string. */
-  readonly timestamp: string;
-  /** The offset, as a decimal string. */
-  readonly offset: string;
-  /** Headers, if any. */
-  readonly headers?: Readonly<Record<string, unknown>>;
-}
+export {
+  createRecordReader,
+  type KafkaIncomingMessage,
+  type KafkaInvalidReason,
+  KafkaInvalidRecordError,
+  type KafkaMessageMeta,
+  keyStream,
+  noKeyStream,
+  type RecordReader,
+  type RecordReaderOptions,
+} from "./kafka_records.ts";
 
 /**
  * What kafkajs hands to `eachBatch`, as far as the source uses it.
@@ -81,7 +76,7 @@ export interface KafkaEachBatchPayload {
     readonly messages: KafkaIncomingMessage[];
     lastOffset(): string;
   };
-  /** Whether a seek or rebalance made the batch obsolete. */
+  /** Whether a seek made the batch obsolete. */
   isStale(): boolean;
   /** Sends a heartbeat if one is due; rejects when the group is rebalancing. */
   heartbeat(): Promise<void>;
@@ -118,21 +113,15 @@ export interface KafkaConsumer {
   /** Stops fetching the given topics (all their partitions when `partitions` is omitted); used on stop. */
   pause(topics: Array<{ topic: string; partitions?: number[] }>): void;
   /** Instrumentation event names. */
-  readonly events: { readonly GROUP_JOIN: string; readonly CRASH: string; readonly STOP: string };
+  readonly events: {
+    readonly GROUP_JOIN: string;
+    readonly CRASH: string;
+    readonly STOP: string;
+    readonly REBALANCING: string;
+    readonly COMMIT_OFFSETS: string;
+  };
   /** Subscribes to an instrumentation event; returns the unsubscribe function. */
   on(eventName: string, listener: (event: { payload: unknown }) => void): () => void;
-}
-
-interface GroupJoinPayload {
-  readonly groupId: string;
-  readonly memberId: string;
-  readonly memberAssignment: Record<string, number[]>;
-}
-
-interface CrashPayload {
-  readonly groupId: string;
-  readonly error: unknown;
-  readonly restart: boolean;
 }
 
 /**
@@ -154,48 +143,112 @@ export interface KafkaSourceOptions {
   readonly fromBeginning?: boolean;
   /** The category of streams for keys that are not stream names (default `"Kafka"`). */
   readonly defaultCategory?: string;
+  /** Maps a non-empty key to its stream instead of the default (see `keyStream`). */
+  readonly keyToStream?: (key: Uint8Array) => string;
+  /** The most messages in one batch (default 1000); a larger fetch becomes several batches. */
+  readonly maxBatchMessages?: number;
   /**
    * Fetching stops while this many fetched messages (default 50 000) wait for the sink to take
    * them, and goes on as it catches up; the sink's own read-ahead limit bounds the rest.
    */
   readonly maxBufferedMessages?: number;
+  /**
+   * How long the consumer may stay down after a crash kafkajs restarts from (a broker outage)
+   * before the stream errors with {@linkcode KafkaConsumerCrashedError} (default 60 000 ms).
+   */
+  readonly maxConsumerDownMs?: number;
+  /**
+   * The longest the source holds kafkajs's rejoin while the sink lets go of revoked partitions
+   * (default 60 000 ms); the sink's `stopTimeoutMs` should end it well before.
+   */
+  readonly revocationTimeoutMs?: number;
   /** Stops consumption: the stream closes and the sink drains; the group is not left. */
   readonly signal?: AbortSignal;
 }
 
 /**
- * The meta of an event made from a plain Kafka message.
+ * kafkajs gave up on the consumer (a crash it does not restart from), or the consumer stayed
+ * down longer than `maxConsumerDownMs`.
  *
  * @example
  * ```ts
- * import type { KafkaMessageMeta } from "@impel/impel/sources/kafka";
- * import type { StreamEvent } from "@impel/impel";
- * const where = (e: StreamEvent) => {
- *   const { topic, partition, offset } = e.meta as KafkaMessageMeta;
- *   return `${topic}[${partition}]@${offset}`;
- * };
+ * import { KafkaConsumerCrashedError } from "@impel/impel/sources/kafka";
+ * const e = new KafkaConsumerCrashedError("reactor", "KafkaJSNonRetriableError: boom");
+ * console.log(e.code, e.groupId); // KafkaConsumerCrashed reactor
  * ```
  */
-export interface KafkaMessageMeta {
-  /** The topic the message was read from. */
-  readonly topic: string;
-  /** Its partition. */
-  readonly partition: number;
-  /** Its offset, as kafkajs gives it (a decimal string). */
-  readonly offset: string;
-  /** Its headers, if any. */
-  readonly headers: KafkaIncomingMessage["headers"];
+export class KafkaConsumerCrashedError extends ImpelError {
+  /** The consumer group. */
+  readonly groupId: string;
+  /** Creates the error; `problem` says what happened. */
+  constructor(groupId: string, problem: string, options?: ErrorOptions) {
+    super("KafkaConsumerCrashed", `kafka consumer of ${groupId} crashed: ${problem}`, options);
+    this.groupId = groupId;
+  }
 }
 
+/**
+ * A commit of a partition's offset was not accepted by the broker; the sink keeps the position
+ * pending and sends it again.
+ *
+ * @example
+ * ```ts
+ * import { KafkaCommitFailedError } from "@impel/impel/sources/kafka";
+ * const e = new KafkaCommitFailedError("orders/0", 42n, "the consumer is not running");
+ * console.log(e.code, e.message); // KafkaCommitFailed committing offset 42 of orders/0 failed: the consumer is not running
+ * ```
+ */
+export class KafkaCommitFailedError extends ImpelError {
+  /** The partition, `topic/partition`. */
+  readonly tranche: string;
+  /** The offset that was to be committed. */
+  readonly position: Position;
+  /** Creates the error; `problem` says why. */
+  constructor(tranche: string, position: Position, problem: string, options?: ErrorOptions) {
+    super("KafkaCommitFailed", `committing offset ${position} of ${tranche} failed: ${problem}`, {
+      ...options,
+    });
+    this.tranche = tranche;
+    this.position = position;
+  }
+}
+
+interface GroupJoinPayload {
+  readonly groupId: string;
+  readonly memberId: string;
+  readonly memberAssignment: Record<string, number[]>;
+}
+
+interface CrashPayload {
+  readonly groupId: string;
+  readonly error: unknown;
+  readonly restart: boolean;
+}
+
+interface CommitPayload {
+  readonly topics: ReadonlyArray<{
+    readonly topic: string;
+    readonly partitions: ReadonlyArray<{ readonly partition: number; readonly offset: unknown }>;
+  }>;
+}
+
+/** One period of ownership of a partition. */
 interface Assignment {
   readonly topic: string;
   readonly partition: number;
   readonly tranche: string;
-  /** The offset after the last message queued in this assignment; a refetch below it is skipped. */
-  emittedUpTo: bigint;
-  /** The highest offset committed, and the highest the sink has asked to commit. */
-  committed: bigint;
-  wanted: bigint;
+  /** Changes with every assignment, so that record validation starts afresh. */
+  readonly period: number;
+  readonly control: OwnershipControl;
+  /** Set once the sink has let go: commits are refused from then on. */
+  released: boolean;
+  /** The highest offset the broker accepted in this period. */
+  accepted: bigint;
+  /** Commits go out one at a time, so that a higher offset is never overtaken by a lower one. */
+  commits: Promise<void>;
+  failures: number;
+  failingSince: number | undefined;
+  lastError: string | undefined;
 }
 
 interface Fetched {
@@ -205,51 +258,22 @@ interface Fetched {
   readonly isTail: boolean;
 }
 
-const REBALANCE_ERRORS = new Set([
+type Phase = "starting" | "joined" | "rebalancing" | "down" | "stopped" | "failed";
+
+/** kafkajs's `isRebalancing`, plus a member the coordinator forgot: either way it rejoins. */
+const REJOIN_ERRORS = new Set([
   "REBALANCE_IN_PROGRESS",
   "ILLEGAL_GENERATION",
-  "UNKNOWN_MEMBER_ID",
   "NOT_COORDINATOR_FOR_GROUP",
   "NOT_COORDINATOR",
-  "GROUP_COORDINATOR_NOT_AVAILABLE",
+  "UNKNOWN_MEMBER_ID",
 ]);
-
-/** Errors after which a commit should wait for the next assignment rather than fail the sink. */
-function isMembershipError(e: unknown): boolean {
-  const err = e as { type?: string; name?: string; cause?: { type?: string } } | undefined;
-  if (err?.type !== undefined && REBALANCE_ERRORS.has(err.type)) return true;
-  if (err?.cause?.type !== undefined && REBALANCE_ERRORS.has(err.cause.type)) return true;
-  // kafkajs throws this while it restarts the consumer after a crash.
-  return err?.name === "KafkaJSNonRetriableError" &&
-    /not initialized/.test(String((e as Error).message));
-}
-
-const decoder = new TextDecoder();
-const EMPTY = new Uint8Array(0);
-
-/** The next index of a stream whose messages carry none. */
-interface Sequence {
-  next: number;
-}
-
-/** A message key seen before: its bytes, its text, the stream it names, and that stream's sequence. */
-interface KeyEntry {
-  readonly bytes: Uint8Array;
-  readonly key: string;
-  readonly stream: StreamName;
-  readonly sequence: Sequence;
-  /** The next entry whose bytes hash alike. */
-  readonly chain: KeyEntry | undefined;
-}
+const isRejoin = (e: unknown) => REJOIN_ERRORS.has((e as { type?: string } | null)?.type ?? "");
 
 /**
- * Consumes `topics` with `consumer` and emits a batch per fetched partition batch, as described
- * in the module documentation. A batch's `commit` commits its offset (the next offset to read)
- * for its partition, but only while this member still holds that partition since the batch was
- * fetched; commits for revoked partitions are dropped, and batches of revoked partitions the
- * sink has not yet taken are discarded. A commit refused because a rebalance is under way is
- * retried after the member rejoins if it kept the partition. The stream errors with
- * {@linkcode ImpelError} `KafkaConsumerCrashed` if kafkajs gives up on the consumer.
+ * Consumes `topics` with `consumer` and emits batches of at most `maxBatchMessages` messages
+ * per partition, as described in the module documentation. A batch's `commit` commits its
+ * offset (the next offset to read) and resolves once the broker accepted it.
  *
  * @example
  * ```ts
@@ -263,7 +287,7 @@ interface KeyEntry {
  * // await consumer.disconnect();
  * ```
  */
-export function kafkaSource(options: KafkaSourceOptions): ReadableStream<Batch> {
+export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
   const { consumer, signal } = options;
   if (consumer === null || typeof consumer?.run !== "function") {
     throw new InvalidArgumentError("consumer", "must be a kafkajs Consumer");
@@ -284,24 +308,49 @@ export function kafkaSource(options: KafkaSourceOptions): ReadableStream<Batch> 
       `must be a non-empty string without '-', got ${JSON.stringify(defaultCategory)}`,
     );
   }
+  if (options.keyToStream !== undefined && typeof options.keyToStream !== "function") {
+    throw new InvalidArgumentError("keyToStream", "must be a function");
+  }
   const maxBuffered = checkInteger("maxBufferedMessages", options.maxBufferedMessages ?? 50_000, 1);
+  const maxBatch = checkInteger("maxBatchMessages", options.maxBatchMessages ?? 1000, 1);
+  const maxDownMs = checkInteger("maxConsumerDownMs", options.maxConsumerDownMs ?? 60_000, 1);
+  const revocationMs = checkInteger(
+    "revocationTimeoutMs",
+    options.revocationTimeoutMs ?? 60_000,
+    1,
+  );
   const fromBeginning = options.fromBeginning ?? true;
   const log = getLogger(["impel", "kafka", "source"]);
+  const reader: RecordReader = createRecordReader({
+    defaultCategory,
+    keyToStream: options.keyToStream,
+  });
 
-  const assigned = new Map<string, Assignment>();
-  const sequences = new Map<StreamName, Sequence>();
-  const keys = new Map<number, KeyEntry>();
-  const keyless = new Map<string, KeyEntry>();
-  let memberId: string | undefined;
+  const current = new Map<string, Assignment>();
+  /** Revoked periods whose sinks have not let go yet. */
+  const revoking = new Set<Assignment>();
+  /** The offset each partition's last accepted commit carried, from COMMIT_OFFSETS. */
+  const acceptedNow = new Map<string, bigint>();
+  let periods = 0;
+  let groupId = "?";
+  let phase: Phase = "starting";
+  let phaseSince = Date.now();
+  let crashes = 0;
+  let lastCrash = "";
   let queue: Fetched[] = [];
   let buffered = 0;
-  let stopped = false;
   let wake: (() => void) | undefined;
   let wakeScheduled = false;
   let room: (() => void) | undefined;
-  let commits: Promise<void> = Promise.resolve();
+  let watchdog: ReturnType<typeof setInterval> | undefined;
+  let failure: unknown;
   let controller: ReadableStreamDefaultController<Batch>;
-  const removers: Array<() => void> = [];
+  const ended = () => phase === "stopped" || phase === "failed";
+  const setPhase = (next: Phase) => {
+    if (phase === next || ended()) return;
+    phase = next;
+    phaseSince = Date.now();
+  };
 
   // Resolves after `ms`, or sooner once the sink has taken enough to go below the limit.
   const roomOrTimeout = (ms: number) =>
@@ -315,190 +364,110 @@ export function kafkaSource(options: KafkaSourceOptions): ReadableStream<Batch> 
       room = done;
     });
 
-  const entryFor = (
-    key: string,
-    stream: StreamName,
-    bytes: Uint8Array,
-    chain: KeyEntry | undefined,
-  ): KeyEntry => {
-    let sequence = sequences.get(stream);
-    if (sequence === undefined) sequences.set(stream, sequence = { next: 0 });
-    return { bytes, key, stream, sequence, chain };
-  };
-
-  // Decoding each key and looking the string up costs about three times as much as hashing the
-  // bytes and comparing them with the entry found, so keys are interned by their bytes.
-  const keyEntry = (bytes: Uint8Array | null, topic: string, partition: number): KeyEntry => {
-    const n = bytes === null ? 0 : bytes.length;
-    if (bytes === null || n === 0) {
-      const tranche = `${topic}/${partition}`;
-      let e = keyless.get(tranche);
-      if (e === undefined) {
-        keyless.set(
-          tranche,
-          e = entryFor("", `${defaultCategory}-${topic}_${partition}`, EMPTY, undefined),
-        );
-      }
-      return e;
-    }
-    let h = 0x811c9dc5 ^ n;
-    for (let i = 0; i < n; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
-    const head = keys.get(h);
-    for (let e = head; e !== undefined; e = e.chain) {
-      const b = e.bytes;
-      if (b.length !== n) continue;
-      let i = 0;
-      while (i < n && b[i] === bytes[i]) i++;
-      if (i === n) return e;
-    }
-    const key = decoder.decode(bytes);
-    const dash = key.indexOf("-");
-    const stream = dash > 0 && dash < key.length - 1 ? key : `${defaultCategory}-${key}`;
-    // A copy: the original is a view of the whole fetch response.
-    const e = entryFor(key, stream, bytes.slice(), head);
-    keys.set(h, e);
-    return e;
-  };
-
-  const toItems = (f: Fetched): BatchItem[] => {
-    const { topic, partition, tranche } = f.assignment;
-    const items: BatchItem[] = [];
-    // Messages produced together share a timestamp; a Date per message would be the costliest
-    // part of building events, so consecutive equal timestamps share one.
-    let timestamp = "", time = new Date(0);
-    for (const m of f.messages) {
-      const entry = keyEntry(m.key, topic, partition);
-      if (entry.key !== "" && isSpanMessage(m.headers)) {
-        try {
-          for (const event of parseSpanMessage(m.value)) {
-            items.push({ stream: entry.stream, event });
-          }
-          continue;
-        } catch (e) {
-          log.warn(
-            "message {tranche}/{offset} is marked as a span but is not one; delivering it as is: {error}",
-            {
-              tranche,
-              offset: m.offset,
-              error: String(e),
-            },
-          );
-        }
-      }
-      const index = entry.sequence.next++;
-      const meta: KafkaMessageMeta = { topic, partition, offset: m.offset, headers: m.headers };
-      if (m.timestamp !== timestamp) {
-        timestamp = m.timestamp;
-        time = new Date(Number(timestamp));
-      }
-      const event: StreamEvent = {
-        index,
-        type: topic,
-        data: m.value,
-        meta,
-        id: `${tranche}/${m.offset}`,
-        time,
-        size: (m.value?.byteLength ?? 0) + (m.key?.byteLength ?? 0),
-      };
-      items.push({ stream: entry.stream, event });
-    }
-    return items;
-  };
-
-  const doCommit = async (a: Assignment): Promise<void> => {
-    const position = a.wanted;
-    if (position <= a.committed || assigned.get(a.tranche) !== a) return;
-    try {
-      await consumer.commitOffsets([{
-        topic: a.topic,
-        partition: a.partition,
-        offset: position.toString(),
-      }]);
-      if (position > a.committed) a.committed = position;
-    } catch (e) {
-      if (isMembershipError(e)) {
-        log.info("commit of {tranche} at {position} waits for the group to settle: {error}", {
-          tranche: a.tranche,
-          position: position.toString(),
-          error: String(e),
-        });
-        return;
-      }
-      throw new ImpelError(
-        "KafkaCommitFailed",
-        `committing offset ${position} of ${a.tranche} failed: ${e}`,
-        { cause: e },
-      );
-    }
-  };
-
-  const enqueueCommit = (a: Assignment): Promise<void> => {
-    // Commits go out one at a time so that a later, higher offset is never overtaken by an
-    // earlier one.
-    const next = commits.catch(() => {}).then(() => doCommit(a));
-    commits = next;
-    return next;
-  };
-
-  const commit = (a: Assignment, position: Position): Promise<void> => {
-    if (assigned.get(a.tranche) !== a) {
-      log.debug("not committing {tranche} at {position}: the partition was revoked", {
-        tranche: a.tranche,
-        position: position.toString(),
-      });
-      return Promise.resolve();
-    }
-    if (position <= a.committed) return Promise.resolve();
-    if (position > a.wanted) a.wanted = position;
-    return enqueueCommit(a);
-  };
-
-  const onJoin = (payload: GroupJoinPayload) => {
-    // A member that keeps its id has been in every generation since its last join, so a
-    // partition in both its old and new assignment was never anyone else's in between.
-    const sameMember = payload.memberId === memberId;
-    memberId = payload.memberId;
-    const next = new Map<string, { topic: string; partition: number }>();
-    for (const [topic, partitions] of Object.entries(payload.memberAssignment)) {
-      for (const partition of partitions) next.set(`${topic}/${partition}`, { topic, partition });
-    }
-    const revoked: string[] = [];
-    for (const tranche of assigned.keys()) {
-      if (!sameMember || !next.has(tranche)) {
-        assigned.delete(tranche);
-        revoked.push(tranche);
-      }
-    }
-    if (revoked.length > 0) {
-      queue = queue.filter((f) => assigned.get(f.assignment.tranche) === f.assignment);
-      buffered = queue.reduce((n, f) => n + f.messages.length, 0);
-    }
-    const kept: Assignment[] = [];
-    for (const [tranche, { topic, partition }] of next) {
-      const a = assigned.get(tranche);
-      if (a !== undefined) kept.push(a);
-      else {assigned.set(tranche, {
-          topic,
-          partition,
-          tranche,
-          emittedUpTo: -1n,
-          committed: -1n,
-          wanted: -1n,
-        });}
-    }
-    log.info("kafka group {groupId} member {memberId} assigned {assigned}; revoked {revoked}", {
-      groupId: payload.groupId,
-      memberId: payload.memberId,
-      assigned: [...next.keys()],
-      revoked,
-    });
-    for (const a of kept) if (a.wanted > a.committed) enqueueCommit(a).catch(fail);
+  const dropQueued = () => {
+    queue = queue.filter((f) => current.get(f.assignment.tranche) === f.assignment);
+    buffered = queue.reduce((n, f) => n + f.messages.length, 0);
     if (buffered < maxBuffered) room?.();
   };
 
+  /** Revokes every partition held; resolves once the sink has let go of all of them. */
+  const revokeAll = (reason: string): Promise<void> => {
+    const revoked = [...current.values()];
+    if (revoked.length === 0) return Promise.resolve();
+    current.clear();
+    dropQueued();
+    const startedAt = Date.now();
+    const letGo = revoked.map(async (a) => {
+      revoking.add(a);
+      const outcome = await a.control.revoke(reason);
+      a.released = true;
+      revoking.delete(a);
+      return outcome;
+    });
+    return withTimeout(
+      Promise.all(letGo),
+      revocationMs,
+      `the revocation of ${revoked.length} partitions`,
+      "RevocationTimeout",
+    ).then((outcomes) => {
+      const abandoned = outcomes.reduce((n, o) => n + o.abandoned, 0);
+      const failed = outcomes.find((o) => o.commitError !== undefined)?.commitError;
+      log.info(
+        "{groupId}: let go of {count} partitions on {reason} in {ms} ms ({abandoned} calls abandoned{failed})",
+        {
+          groupId,
+          count: revoked.length,
+          reason,
+          ms: Date.now() - startedAt,
+          abandoned,
+          failed: failed === undefined ? "" : `; final commit failed: ${failed}`,
+        },
+      );
+    }, (error) => {
+      for (const a of revoked) {
+        a.released = true;
+        revoking.delete(a);
+      }
+      log.error("{groupId}: revocation on {reason} did not end: {error}", {
+        groupId,
+        reason,
+        error: String(error),
+      });
+    });
+  };
+
+  const onJoin = (payload: GroupJoinPayload) => {
+    groupId = payload.groupId;
+    // A join without a REBALANCING before it (kafkajs also rejoins on stale metadata) still
+    // ends every earlier period.
+    revokeAll("a new assignment");
+    const assigned: string[] = [];
+    for (const [topic, partitions] of Object.entries(payload.memberAssignment)) {
+      for (const partition of partitions) {
+        const tranche = `${topic}/${partition}`;
+        assigned.push(tranche);
+        current.set(tranche, {
+          topic,
+          partition,
+          tranche,
+          period: ++periods,
+          control: createOwnership(tranche),
+          released: false,
+          accepted: -1n,
+          commits: Promise.resolve(),
+          failures: 0,
+          failingSince: undefined,
+          lastError: undefined,
+        });
+      }
+    }
+    // kafkajs rejoined before a sink let go (a rebalance it noticed by itself): from now on a
+    // commit would go out under the new generation, which the broker accepts for any partition,
+    // so a partition that went to another member is fenced off here.
+    const next = new Set(assigned);
+    for (const a of revoking) {
+      if (!next.has(a.tranche) && !a.released) {
+        a.released = true;
+        log.warn("{tranche} went to another member before this one let go of it", {
+          tranche: a.tranche,
+        });
+      }
+    }
+    crashes = 0;
+    setPhase("joined");
+    log.info("kafka group {groupId} member {memberId} assigned {assigned}", {
+      groupId,
+      memberId: payload.memberId,
+      assigned,
+    });
+  };
+
   const fail = (error: unknown) => {
-    if (stopped) return;
-    stopped = true;
+    if (ended()) return;
+    phase = "failed";
+    phaseSince = Date.now();
+    failure = error;
+    clearInterval(watchdog);
     queue = [];
     buffered = 0;
     wake?.();
@@ -506,28 +475,80 @@ export function kafkaSource(options: KafkaSourceOptions): ReadableStream<Batch> 
     controller.error(error);
   };
 
+  const send = async (a: Assignment, position: Position): Promise<void> => {
+    if (position <= a.accepted) return;
+    const failed = (problem: string, cause?: unknown) => {
+      a.failures++;
+      a.failingSince ??= Date.now();
+      a.lastError = problem;
+      return new KafkaCommitFailedError(a.tranche, position, problem, { cause });
+    };
+    acceptedNow.delete(a.tranche);
+    try {
+      await consumer.commitOffsets([{
+        topic: a.topic,
+        partition: a.partition,
+        offset: position.toString(),
+      }]);
+    } catch (e) {
+      throw failed(String(e), e);
+    }
+    const accepted = acceptedNow.get(a.tranche);
+    if (accepted === undefined || accepted < position) {
+      // kafkajs resolves without sending while its runner is down or rejoining.
+      throw failed("the broker did not receive it (the consumer is not running)");
+    }
+    a.accepted = accepted;
+    a.failures = 0;
+    a.failingSince = undefined;
+    a.lastError = undefined;
+  };
+
+  const commit = (a: Assignment, position: Position): Promise<void> => {
+    if (a.released) {
+      // Refused without an error: the sink's stop may still flush a tranche whose revocation
+      // runs, and that must not fail the stop; the next owner carries on from what was accepted.
+      log.info("not committing {tranche} at {position}: this member no longer owns it", {
+        tranche: a.tranche,
+        position: position.toString(),
+      });
+      return Promise.resolve();
+    }
+    const next = a.commits.catch(() => {}).then(() => send(a, position));
+    a.commits = next;
+    return next;
+  };
+
+  // Called from eachBatch: the one place where the source can hold kafkajs. A rebalance the
+  // heartbeat reports is answered by letting go of every partition before kafkajs rejoins.
+  const heartbeatOrLetGo = async (heartbeat: () => Promise<void>): Promise<void> => {
+    try {
+      await heartbeat();
+    } catch (e) {
+      if (isRejoin(e)) {
+        setPhase("rebalancing");
+        await revokeAll(`a rebalance (${(e as { type?: string }).type})`);
+      }
+      throw e;
+    }
+  };
+
   const eachBatch = async (
     { batch, isStale, heartbeat, isRunning }: KafkaEachBatchPayload,
   ): Promise<void> => {
-    if (stopped || isStale() || batch.messages.length === 0) return;
-    const a = assigned.get(`${batch.topic}/${batch.partition}`);
-    if (a === undefined) return;
-    let messages = batch.messages;
-    // After a rebalance kafkajs refetches a kept partition from its committed offset; what was
-    // already queued is still on its way through the sink.
-    if (a.emittedUpTo >= 0n && BigInt(messages[0].offset) < a.emittedUpTo) {
-      const from = a.emittedUpTo;
-      messages = messages.filter((m) => BigInt(m.offset) >= from);
-      if (messages.length === 0) return;
+    if (ended() || isStale() || batch.messages.length === 0) return;
+    const a = current.get(`${batch.topic}/${batch.partition}`);
+    if (a === undefined) return; // revoked while the fetch was on its way
+    const messages = batch.messages;
+    const highWatermark = BigInt(batch.highWatermark);
+    for (let from = 0; from < messages.length; from += maxBatch) {
+      const chunk = messages.slice(from, from + maxBatch);
+      const last = from + maxBatch >= messages.length;
+      // The last batch ends at the fetch's last offset, which may lie past the last message
+      // (transaction markers).
+      const position = last ? BigInt(batch.lastOffset()) + 1n : BigInt(chunk.at(-1)!.offset) + 1n;
+      queue.push({ assignment: a, messages: chunk, position, isTail: position >= highWatermark });
     }
-    const next = BigInt(batch.lastOffset()) + 1n;
-    a.emittedUpTo = next;
-    queue.push({
-      assignment: a,
-      messages,
-      position: next,
-      isTail: next >= BigInt(batch.highWatermark),
-    });
     buffered += messages.length;
     // The sink starts on the batch in a later macrotask, so that kafkajs first hands over the
     // rest of the fetch response and sends its next fetch: building events and handling them
@@ -539,23 +560,22 @@ export function kafkaSource(options: KafkaSourceOptions): ReadableStream<Batch> 
         wake?.();
       }, 0);
     }
+    await heartbeatOrLetGo(heartbeat);
     // Backpressure: holding kafkajs here stops its fetch loop until the sink catches up. Pausing
     // the partitions instead would leave kafkajs sleeping for maxWaitTimeInMs (5 s by default)
     // once everything is paused, well after the sink had caught up. kafkajs heartbeats only from
     // that loop, so the wait heartbeats itself, and gives way to a rebalance or a stop.
-    while (buffered >= maxBuffered && !stopped && isRunning()) {
+    while (buffered >= maxBuffered && !ended() && isRunning() && current.get(a.tranche) === a) {
       await roomOrTimeout(500);
-      try {
-        await heartbeat();
-      } catch {
-        return; // a rebalance is under way: kafkajs rejoins once this returns
-      }
+      await heartbeatOrLetGo(heartbeat);
     }
   };
 
   const stop = () => {
-    if (stopped) return;
-    stopped = true;
+    if (ended()) return;
+    phase = "stopped";
+    phaseSince = Date.now();
+    clearInterval(watchdog);
     // Stop fetching but stay in the group: the sink's final commits go through this consumer.
     try {
       consumer.pause(topics.map((topic) => ({ topic })));
@@ -573,56 +593,123 @@ export function kafkaSource(options: KafkaSourceOptions): ReadableStream<Batch> 
     }
   };
 
-  return new ReadableStream<Batch>({
+  const problems = (): readonly SourceProblem[] => {
+    const out: SourceProblem[] = [];
+    const since = phaseSince;
+    if (phase === "failed") {
+      out.push({ severity: "failing", reason: String(failure), since });
+    } else if (phase === "down") {
+      out.push({
+        severity: "failing",
+        reason: `kafka consumer of ${groupId} is down after a crash (${crashes} in a row): ` +
+          lastCrash,
+        since,
+      });
+    } else if (phase === "starting") {
+      out.push({ severity: "degraded", reason: "kafka consumer is joining its group", since });
+    } else if (phase === "rebalancing") {
+      out.push({ severity: "degraded", reason: `kafka group ${groupId} is rebalancing`, since });
+    } else if (phase === "joined" && current.size === 0) {
+      out.push({
+        severity: "failing",
+        reason: `kafka consumer of ${groupId} is assigned no partitions`,
+        since,
+      });
+    }
+    for (const a of current.values()) {
+      if (a.failures === 0) continue;
+      out.push({
+        severity: "failing",
+        reason: `commits of ${a.tranche} failed ${a.failures} times in a row: ${a.lastError}`,
+        since: a.failingSince!,
+        tranche: a.tranche,
+      });
+    }
+    return out;
+  };
+
+  const stream = new ReadableStream<Batch>({
     async start(c) {
       controller = c;
       if (signal?.aborted) {
-        stopped = true;
+        phase = "stopped";
         c.close();
         return;
       }
       signal?.addEventListener("abort", stop, { once: true });
-      removers.push(
-        consumer.on(consumer.events.GROUP_JOIN, (e) => onJoin(e.payload as GroupJoinPayload)),
-        consumer.on(consumer.events.CRASH, (e) => {
-          const crash = e.payload as CrashPayload;
-          if (crash.restart) {
-            log.warn("kafka consumer of {groupId} crashed and restarts: {error}", {
-              groupId: crash.groupId,
-              error: String(crash.error),
-            });
-            return;
+      const { events } = consumer;
+      // Listeners stay for the life of the consumer object; they only touch this source's state.
+      consumer.on(events.GROUP_JOIN, (e) => onJoin(e.payload as GroupJoinPayload));
+      consumer.on(events.REBALANCING, () => {
+        setPhase("rebalancing");
+        revokeAll("a rebalance kafkajs noticed between fetches");
+      });
+      consumer.on(events.COMMIT_OFFSETS, (e) => {
+        for (const { topic, partitions } of (e.payload as CommitPayload).topics) {
+          for (const { partition, offset } of partitions) {
+            acceptedNow.set(`${topic}/${partition}`, BigInt(String(offset)));
           }
-          const message = `kafka consumer of ${crash.groupId} crashed: ${crash.error}`;
-          fail(new ImpelError("KafkaConsumerCrashed", message, { cause: crash.error }));
-        }),
-        consumer.on(consumer.events.STOP, () => {
-          for (const remove of removers.splice(0)) remove();
-        }),
-      );
-      await consumer.connect();
-      await consumer.subscribe({ topics: [...topics], fromBeginning });
-      await consumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch });
+        }
+      });
+      // kafkajs emits STOP before CRASH, and keeps its listeners across a restart.
+      consumer.on(events.STOP, () => {
+        revokeAll("the consumer stopping");
+        if (!ended()) setPhase("down");
+      });
+      consumer.on(events.CRASH, (e) => {
+        const crash = e.payload as CrashPayload;
+        groupId = crash.groupId;
+        crashes++;
+        lastCrash = String(crash.error);
+        if (!crash.restart) {
+          fail(new KafkaConsumerCrashedError(groupId, lastCrash, { cause: crash.error }));
+          return;
+        }
+        setPhase("down");
+        log.warn("kafka consumer of {groupId} crashed and restarts ({crashes} in a row): {error}", {
+          groupId,
+          crashes,
+          error: lastCrash,
+        });
+      });
+      watchdog = setInterval(() => {
+        if (phase === "down" && Date.now() - phaseSince > maxDownMs) {
+          fail(
+            new KafkaConsumerCrashedError(
+              groupId,
+              `down for over ${maxDownMs} ms after ${crashes} crashes; last: ${lastCrash}`,
+            ),
+          );
+        }
+      }, Math.min(1000, maxDownMs));
+      try {
+        await consumer.connect();
+        await consumer.subscribe({ topics: [...topics], fromBeginning });
+        await consumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch });
+      } catch (e) {
+        clearInterval(watchdog);
+        throw new KafkaConsumerCrashedError(groupId, `could not start: ${e}`, { cause: e });
+      }
     },
     async pull(c) {
       while (true) {
-        while (queue.length === 0 && !stopped) {
+        while (queue.length === 0 && !ended()) {
           await new Promise<void>((resolve) => (wake = resolve));
         }
         wake = undefined;
-        if (stopped) return;
+        if (ended()) return;
         const f = queue.shift()!;
         buffered -= f.messages.length;
         if (buffered < maxBuffered) room?.();
-        // Dropped if the partition was revoked while the batch waited.
-        if (assigned.get(f.assignment.tranche) !== f.assignment) continue;
         const a = f.assignment;
+        if (a.control.revoked) continue; // revoked while the batch waited
         c.enqueue({
           tranche: a.tranche,
-          items: toItems(f),
+          items: reader.items(a.topic, a.partition, a.period, f.messages),
           position: f.position,
           isTail: f.isTail,
           commit: (position) => commit(a, position),
+          ownership: a.control.ownership,
         });
         return;
       }
@@ -631,4 +718,5 @@ export function kafkaSource(options: KafkaSourceOptions): ReadableStream<Batch> 
       stop();
     },
   }, { highWaterMark: 0 });
+  return Object.assign(stream, { problems });
 }
