@@ -1,6 +1,6 @@
 /**
- * The `impel` command line: set up backends, inspect and move checkpoints, watch a source, and
- * inspect the DynamoDB index.
+ * The `impel` command line: set up backends, inspect and move checkpoints, watch a source,
+ * inspect the DynamoDB index, and check a MessageDB table.
  *
  * ```sh
  * deno run -A jsr:@impel/impel/cli <command> [options]    # or: bun run cli.ts <command> [options]
@@ -9,12 +9,13 @@
  * | command | what it does |
  * | --- | --- |
  * | `init postgres` | creates the PostgreSQL checkpoint table |
- * | `init messagedb` | installs (or with `--uninstall` removes) the MessageDB NOTIFY trigger |
+ * | `init messagedb` | installs (or with `--uninstall` removes) the MessageDB NOTIFY trigger; warns about rows above the global-position sequence |
  * | `init dynamo` | creates DynamoDB event, index and checkpoint tables |
  * | `checkpoints show` | lists the checkpoints of a source (and group) |
- * | `checkpoints set` | sets a checkpoint to a position, the start or the tail, or deletes it |
+ * | `checkpoints set` | sets a checkpoint to a position, the start or the tail, or deletes it; refuses a MessageDB position past its category's tail unless `--force` |
  * | `tail messagedb\|dynamo` | runs a source into a stats-only sink, printing throughput and lag (`tail kafka`: not available, exit 3) |
  * | `index` | shows the DynamoDB index: partitions, open epochs, a stream's entry |
+ * | `check messagedb` | looks for rows not written through `write_message` (above the sequence, gaps and disorder in stream indexes) |
  *
  * Every command takes `--help`. Connections: `--url` or `IMPEL_PG_URL` for PostgreSQL (else
  * libpq's `PG*` variables); `--endpoint` or `IMPEL_DYNAMO_ENDPOINT` and `--region` or
@@ -35,6 +36,7 @@ import { initDynamo, initMessageDb, initPostgres } from "./cli/init.ts";
 import { checkpointsSet, checkpointsShow } from "./cli/checkpoints.ts";
 import { tailDynamo, tailKafka, tailMessageDb } from "./cli/tail.ts";
 import { indexCommand } from "./cli/index_command.ts";
+import { checkMessageDb } from "./cli/check.ts";
 
 export { EXIT };
 export type { CliIo };
@@ -49,6 +51,7 @@ const COMMANDS: readonly Command[] = [
   tailDynamo,
   tailKafka,
   indexCommand,
+  checkMessageDb,
 ];
 
 function overview(prefix: readonly string[] = []): string {

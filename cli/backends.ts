@@ -167,9 +167,15 @@ export async function messageDb<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The position after the last message of the tranche's MessageDB category. */
+/**
+ * The MessageDB category a checkpoint tranche reads: the tranche itself, or for a consumer-group
+ * member (`<category>-<member>/<size>`) the part before the `-`, which no category contains.
+ */
+export const messageDbCategory = (tranche: string): string => tranche.split("-")[0];
+
+/** The tail of the tranche's MessageDB category: its last global position + 1 (1 if empty). */
 export async function messageDbHead(pool: Pool, tranche: string): Promise<Position> {
-  const category = tranche.split(":")[0];
+  const category = messageDbCategory(tranche);
   const { rows } = await messageDb(() =>
     pool.query(
       `SELECT (coalesce(max(global_position), 0) + 1)::text AS head FROM message_store.messages

@@ -5,20 +5,23 @@
  * @module
  */
 import { describe } from "../core/errors.ts";
+import { errorText } from "../core/failure.ts";
 import type { Position } from "../core/batch.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
+import { CheckpointPastTailError } from "../core/reader.ts";
 import { type Args, type Command, JSON_OUT, type OptionSpec } from "./args.ts";
 import {
   DYNAMO,
   load,
   mapCheckpointError,
+  messageDbCategory,
   messageDbHead,
   PG,
   postgresStore,
   withDynamo,
   withPostgres,
 } from "./backends.ts";
-import { EXIT, usage } from "./exit.ts";
+import { CliError, EXIT, usage } from "./exit.ts";
 import { table } from "./table.ts";
 
 const STORE: OptionSpec[] = [
@@ -41,15 +44,18 @@ const STORE: OptionSpec[] = [
   ...DYNAMO,
 ];
 
+/** A checkpoint store, and the tail of a tranche of the source whose checkpoints it holds. */
+type Tail = (tranche: string) => Promise<Position>;
+
 async function withStore<T>(
   args: Args,
-  fn: (store: CheckpointStore, tail: (tranche: string) => Promise<Position>) => Promise<T>,
+  fn: (store: CheckpointStore, tail: Tail, kind: "postgres" | "dynamo") => Promise<T>,
 ): Promise<T> {
   const kind = args.choice("store", ["postgres", "dynamo"] as const, "postgres");
   if (kind === "postgres") {
     return await withPostgres(
       args,
-      async (pool) => fn(await postgresStore(args, pool), (t) => messageDbHead(pool, t)),
+      async (pool) => fn(await postgresStore(args, pool), (t) => messageDbHead(pool, t), kind),
     );
   }
   return await withDynamo(args, async (client) => {
@@ -65,7 +71,7 @@ async function withStore<T>(
       const tip = await idx.dynamoIndexer(client, { indexTable }).tip(tranche);
       return src.encodePosition(tip.epoch, tip.offset);
     };
-    return await fn(store, tail);
+    return await fn(store, tail, kind);
   });
 }
 
@@ -114,18 +120,40 @@ export const checkpointsShow: Command = {
 
 const MAX_POSITION = (1n << 63n) - 1n;
 
+/** The name `messageDbSource` keeps its checkpoints under unless given `sourceName`. */
+const MESSAGEDB_SOURCE = "messagedb";
+
+/** A MessageDB position past the category's tail (exit 1), with the source's error as cause. */
+function pastTail(tranche: string, position: Position, tail: Position): CliError {
+  const category = messageDbCategory(tranche);
+  return new CliError(
+    EXIT.failed,
+    "CheckpointPastTail",
+    `position ${position} is past the tail of MessageDB category ${category} (${tail}, its last ` +
+      `global position + 1): the source would skip the next ${position - tail} position(s) ` +
+      `written; give --force to set it anyway`,
+    { cause: new CheckpointPastTailError(MESSAGEDB_SOURCE, tranche, position, tail) },
+  );
+}
+
 /** `impel checkpoints set`: moves one checkpoint, or deletes it. */
 export const checkpointsSet: Command = {
   path: ["checkpoints", "set"],
   summary:
     "Sets one checkpoint (backwards too), or deletes it. Stop the pipeline first: its own commits would move it on.",
   usage:
-    "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail | --delete)",
+    "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail [--force] | --delete)",
   details: `
 --position start sets 0, before the first item of every built-in source. --position tail asks the
 backend for its head: with --store postgres the MessageDB category of the tranche in the same
 database; with --store dynamo the open epoch of the index partition (--index-table). The previous
-position is printed so that the change can be undone.`,
+position is printed so that the change can be undone.
+
+For --source messagedb with --store postgres, a position past the tail of the tranche's category
+(its last global position + 1; a consumer-group tranche <category>-<member>/<size> reads
+<category>) is refused with exit 1: the source would skip every message written to the category
+until it reaches that position. --force sets it anyway, with a warning (also when the tail cannot
+be read, e.g. the messages live in another database than the checkpoints).`,
   options: [
     { name: "source", kind: "string", arg: "NAME", help: "the source's name in checkpoint keys" },
     { name: "group", kind: "string", arg: "NAME", help: "the consumer group" },
@@ -140,6 +168,11 @@ position is printed so that the change can be undone.`,
       name: "delete",
       kind: "boolean",
       help: "forget the checkpoint (the source then starts as configured)",
+    },
+    {
+      name: "force",
+      kind: "boolean",
+      help: "set a MessageDB position past its category's tail anyway (with a warning)",
     },
     {
       name: "index-table",
@@ -166,7 +199,7 @@ position is printed so that the change can be undone.`,
         );
       }
     }
-    return await withStore(args, async (store, tail) => {
+    return await withStore(args, async (store, tail, kind) => {
       const previous = await store.load(key).catch(mapCheckpointError);
       const position = given === undefined
         ? undefined
@@ -175,6 +208,23 @@ position is printed so that the change can be undone.`,
         : given === "tail"
         ? await tail(key.tranche)
         : BigInt(given);
+      if (
+        position !== undefined && given !== "tail" && kind === "postgres" &&
+        key.source === MESSAGEDB_SOURCE
+      ) {
+        const force = args.flag("force");
+        // Forced, a tail that cannot be read (the messages live in another database) is no bar.
+        const head = await tail(key.tranche).catch((error) => {
+          if (!force) throw error;
+          args.io.err(`warning: --force: not checked against the tail: ${errorText(error)}\n`);
+          return undefined;
+        });
+        if (head !== undefined && position > head) {
+          const error = pastTail(key.tranche, position, head);
+          if (!force) throw error;
+          args.io.err(`warning: --force: ${error.message.replace(/; give --force.*$/, "")}\n`);
+        }
+      }
       await store.reset(key, position).catch(mapCheckpointError);
       args.io.out(
         `checkpoint ${key.source}/${key.tranche}/${key.group}: ${previous ?? "none"} -> ${

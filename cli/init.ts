@@ -7,6 +7,7 @@
 import type { Command } from "./args.ts";
 import { DYNAMO, load, messageDb, PG, PG_TABLE, withDynamo, withPostgres } from "./backends.ts";
 import { EXIT, usage } from "./exit.ts";
+import { warnAboutSequence } from "./check.ts";
 
 /** `impel init postgres`: creates the checkpoint table. */
 export const initPostgres: Command = {
@@ -35,7 +36,8 @@ export const initMessageDb: Command = {
     "Installs the MessageDB trigger that wakes MessageDB sources within milliseconds of an append.",
   usage: "init messagedb [--url URL] [--channel NAME] [--uninstall]",
   details:
-    "The database must already hold MessageDB's schema (tools/postgres.sh or Eventide's installer).",
+    `The database must already hold MessageDB's schema (tools/postgres.sh or Eventide's installer).
+It also warns when rows lie above the global-position sequence (see impel check messagedb).`,
   options: [
     ...PG,
     {
@@ -57,6 +59,7 @@ export const initMessageDb: Command = {
         if (args.flag("uninstall")) await m.uninstallNotifyTrigger(pool, { channel });
         else await m.installNotifyTrigger(pool, { channel });
       });
+      if (!args.flag("uninstall")) await warnAboutSequence(args, pool);
       args.io.out(
         `MessageDB notify trigger for channel ${channel} ${
           args.flag("uninstall") ? "removed" : "installed"

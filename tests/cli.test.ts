@@ -79,6 +79,7 @@ Deno.test("cli: help and usage errors", async () => {
       "tail messagedb",
       "tail dynamo",
       "index",
+      "check messagedb",
     ]
   ) {
     assert.match(top.out, new RegExp(`^  ${c} `, "m"), c);
@@ -238,7 +239,8 @@ Deno.test("cli: init postgres, checkpoints show and set against PostgreSQL", asy
       assert.equal(empty.code, EXIT.notFound);
       assert.match(empty.err, /no checkpoints for source messagedb/);
 
-      const base = ["--source", "messagedb", "--group", "reactor", "--schema", schema];
+      // Positions past the tail of GuestStay, on purpose (the tail check has its own test).
+      const base = ["--source", "messagedb", "--group", "reactor", "--schema", schema, "--force"];
       const set = await cli([
         "checkpoints",
         "set",
@@ -277,6 +279,7 @@ Deno.test("cli: init postgres, checkpoints show and set against PostgreSQL", asy
         "9",
         "--schema",
         schema,
+        "--force",
       ]);
 
       const store = postgresCheckpoints(pool, { schema });
@@ -618,5 +621,181 @@ Deno.test("cli: init dynamo, index, tail dynamo and dynamo checkpoints against D
     }
     client.destroy();
     for (const [k, v] of saved) if (v === undefined) Deno.env.delete(k);
+  }
+});
+
+Deno.test("cli: checkpoints set refuses a MessageDB position past the category's tail", async () => {
+  const schema = unique("cli_");
+  const category = unique("CliHead");
+  await withPool(async (pool) => {
+    try {
+      assert.equal((await cli(["init", "postgres", "--schema", schema])).code, EXIT.ok);
+      await messageDbStore(pool).append(
+        `${category}-1`,
+        [0, 1, 2].map((i) => ({ type: "Happened", data: { i } })),
+        0,
+      );
+      const tail = BigInt(
+        (await pool.query(
+          `SELECT max(global_position) + 1 AS t FROM message_store.messages
+            WHERE message_store.category(stream_name) = $1`,
+          [category],
+        )).rows[0].t,
+      );
+      const store = postgresCheckpoints(pool, { schema });
+      const set = (tranche: string, position: bigint | string, ...more: string[]) =>
+        cli([
+          "checkpoints",
+          "set",
+          ...["--source", "messagedb", "--group", "g", "--schema", schema],
+          ...["--tranche", tranche, "--position", String(position), ...more],
+        ]);
+      const load = (tranche: string) => store.load({ source: "messagedb", tranche, group: "g" });
+
+      const atTail = await set(category, tail);
+      assert.equal(atTail.code, EXIT.ok, atTail.err);
+      assert.equal(atTail.err, "");
+      const past = await set(category, tail + 1n);
+      assert.equal(past.code, EXIT.failed);
+      assert.equal(
+        past.err,
+        `impel checkpoints set: position ${tail + 1n} is past the tail of MessageDB category ` +
+          `${category} (${tail}, its last global position + 1): the source would skip the next ` +
+          "1 position(s) written; give --force to set it anyway\n",
+      );
+      assert.equal(await load(category), tail, "refused: unchanged");
+
+      // A consumer-group member's tranche is checked against its category.
+      const member = `${category}-0/2`;
+      assert.equal((await set(member, tail + 50n)).code, EXIT.failed);
+      assert.equal(await load(member), undefined);
+      assert.equal((await set(member, "start")).code, EXIT.ok);
+
+      const forced = await set(category, tail + 50n, "--force");
+      assert.equal(forced.code, EXIT.ok, forced.err);
+      assert.match(forced.err, /^warning: --force: position \d+ is past the tail .* 50 position/);
+      assert.equal(await load(category), tail + 50n);
+
+      // An empty category's tail is 1; other sources are not MessageDB's to check.
+      const empty = unique("CliEmpty");
+      assert.match((await set(empty, 2n)).err, new RegExp(`category ${empty} \\(1, `));
+      assert.equal((await set(empty, 1n)).code, EXIT.ok);
+      const other = await cli([
+        "checkpoints",
+        "set",
+        ...["--source", "feed", "--group", "g", "--schema", schema],
+        ...["--tranche", empty, "--position", "99"],
+      ]);
+      assert.equal(other.code, EXIT.ok, other.err);
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  });
+  // Checkpoints kept where there are no messages: the tail cannot be read, so only --force sets.
+  const elsewhere = url.replace(/\/[^/]*$/, "/postgres");
+  await withPool(async (pool) => {
+    try {
+      const args = [
+        ...["checkpoints", "set", "--url", elsewhere, "--schema", schema],
+        ...["--source", "messagedb", "--group", "g", "--tranche", "Order", "--position", "5"],
+      ];
+      assert.equal(
+        (await cli(["init", "postgres", "--url", elsewhere, "--schema", schema])).code,
+        0,
+      );
+      const refused = await cli(args);
+      assert.equal(refused.code, EXIT.unavailable);
+      assert.match(refused.err, /no MessageDB schema/);
+      const forced = await cli([...args, "--force"]);
+      assert.equal(forced.code, EXIT.ok, forced.err);
+      assert.match(
+        forced.err,
+        /^warning: --force: not checked against the tail: .*MessageDB schema/,
+      );
+      assert.equal(forced.out, "checkpoint messagedb/Order/g: none -> 5\n");
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  }, { connectionString: elsewhere });
+});
+
+Deno.test("cli: check messagedb and init messagedb find rows not written through write_message", async () => {
+  // A database of its own: the sequence case puts a row above the shared sequence on purpose.
+  const db = unique("cli_check_");
+  const made = await new Deno.Command("bash", {
+    args: [`${root}tools/postgres.sh`, db],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(made.success, new TextDecoder().decode(made.stderr));
+  const dbUrl = url.replace(/\/[^/]*$/, `/${db}`);
+  const check = (...more: string[]) => cli(["check", "messagedb", "--url", dbUrl, ...more]);
+  try {
+    await withPool(async (pool) => {
+      const store = messageDbStore(pool);
+      await store.append("Order-1", [0, 1, 2].map((i) => ({ type: "Placed", data: { i } })), 0);
+      await store.append("Order-2", [{ type: "Placed", data: {} }], 0);
+      const clean = await check();
+      assert.equal(clean.code, EXIT.ok, clean.err);
+      assert.match(clean.out, /^sequence: ok \(last value \d+, rows up to \d+\)\nstreams: ok/);
+      assert.match(clean.out, /not detectable: .*committed out of global-position order/);
+      const init = await cli(["init", "messagedb", "--url", dbUrl]);
+      assert.equal(init.code, EXIT.ok, init.err);
+      assert.equal(init.err, "", "no warning for a clean table");
+
+      // A deleted message: a permanent gap.
+      await pool.query(
+        "DELETE FROM message_store.messages WHERE stream_name = 'Order-1' AND position = 1",
+      );
+      // Indexes inserted around write_message, the later one first.
+      for (const position of [1, 0]) {
+        await pool.query(
+          `INSERT INTO message_store.messages (stream_name, position, type, data)
+           VALUES ('Invoice-7', $1, 'Raised', '{}')`,
+          [position],
+        );
+      }
+      const found = await check("--json");
+      assert.equal(found.code, EXIT.failed);
+      const report = JSON.parse(found.out);
+      assert.equal(report.ok, false);
+      assert.equal(report.sequence.ok, true);
+      assert.deepEqual(
+        report.streams.map((
+          p: Record<string, string>,
+        ) => [p.stream, p.index, p.expected, p.problem]),
+        [["Invoice-7", "1", "0", "order"], ["Order-1", "2", "1", "missing"]],
+      );
+      const one = await check("--category", "Order");
+      assert.equal(one.code, EXIT.failed);
+      assert.match(one.out, /streams: 1 with misplaced messages \(categories Order\)/);
+      assert.match(one.out, /Order-1 .* index 1 missing/);
+      const limited = await check("--limit", "1");
+      assert.match(limited.out, /\.\.\. and 1 more/);
+      assert.equal((await check("--category", "Nope")).code, EXIT.notFound);
+
+      // A restore that kept its global positions but not the sequence.
+      const { rows } = await pool.query(
+        "SELECT max(global_position) + 100 AS p FROM message_store.messages",
+      );
+      await pool.query(
+        `INSERT INTO message_store.messages (global_position, stream_name, position, type, data)
+         VALUES ($1, 'Order-3', 0, 'Placed', '{}')`,
+        [rows[0].p],
+      );
+      const sequence = await check("--category", "Invoice", "--json");
+      assert.equal(sequence.code, EXIT.failed);
+      assert.equal(JSON.parse(sequence.out).sequence.max, String(rows[0].p));
+      const warned = await cli(["init", "messagedb", "--url", dbUrl]);
+      assert.equal(warned.code, EXIT.ok, "init still succeeds");
+      assert.match(
+        warned.err,
+        new RegExp(`^warning: sequence: rows go up to global position ${rows[0].p} .*setval`),
+      );
+    }, { connectionString: dbUrl });
+  } finally {
+    await withPool(async (pool) => {
+      await pool.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
+    }, { connectionString: url.replace(/\/[^/]*$/, "/postgres") });
   }
 });
