@@ -8,16 +8,23 @@
  *   full events; without it, batches are index-only: events carry their index, type and time,
  *   with `data` and `meta` undefined and an `id` of `{stream}@{index}` (for reactors that only
  *   need to know that a stream changed, at a fraction of the cost).
+ * - It is an adapter over the paged-tranche reader of `core/reader.ts` (start policy,
+ *   announcement, tail rule, tail sleep, retries, partition discovery through `readTranches`).
  * - When a read reaches the end of the open epoch, the batch says `isTail` (an empty batch is
  *   sent if there was nothing new), and the reader sleeps `tailSleepMs` before polling again.
- *   A closed epoch's end marker moves the reader on to the next epoch.
+ *   A closed epoch's end marker moves the reader on to the next epoch. A chunk that is not yet
+ *   visible after a visible one (eventually consistent reads) ends the page there, as the tail.
+ * - With `maxBatchItems`, a read is handed on as batches of at most that many events, each
+ *   checkpointing at the entry it ends in (an entry cut in two is read again from its start on
+ *   a resume: at least once, deduplicated by the scheduler).
  * - Each partition's first batch, sent before its first read, is empty, not at the tail and
  *   without `commit`, at the start position: it makes the partition known to the sink, so that
  *   waiting for every tranche's tail also waits for a partition whose first read is slow.
  * - Partitions are found in the index (and looked for again periodically) unless `tranches`
  *   names them.
  * - Failures that look transient (throttling, 5xx, lost connections) are retried with backoff
- *   from the same position; other failures error the stream.
+ *   (`retry`) from the same position; other failures error the stream. A partition whose reads
+ *   keep failing shows in the stream's `problems()`.
  *
  * @module
  */
@@ -27,12 +34,13 @@ import {
   QueryCommand,
   type QueryCommandOutput,
 } from "@aws-sdk/client-dynamodb";
-import { getLogger } from "@logtape/logtape";
-import type { Batch, BatchItem, Position } from "../core/batch.ts";
-import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
+import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
+import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
-import { sleep, type TrancheContext, trancheStream } from "../core/tranches.ts";
+import type { RetryOptions } from "../core/failure.ts";
+import { pagedSource, type ReadPage, retrying } from "../core/reader.ts";
+import { backoff } from "../core/failure.ts";
 import {
   checkTableName,
   type DynamoClient,
@@ -49,8 +57,6 @@ import {
 
 // Re-exported so that this entry point's documentation can show the client type it takes.
 export type { DynamoClient } from "../stores/dynamo.ts";
-
-const log = getLogger(["impel", "dynamo", "source"]);
 
 /**
  * Options of {@linkcode dynamoSource}.
@@ -110,9 +116,13 @@ export interface DynamoSourceOptions {
   readonly partitionRefreshMs?: number;
   /** Strongly consistent index and event reads (default true). */
   readonly consistentRead?: boolean;
-  /** First delay before retrying a failed read (default 100 ms); doubles up to `retryMaxMs`. */
+  /** Largest batch handed on, in events (default: one batch per read). */
+  readonly maxBatchItems?: number;
+  /** Backoff between retries of a failed read (default 100 ms doubling to 5 s). */
+  readonly retry?: RetryOptions;
+  /** @deprecated Use `retry.initialDelayMs`; read only when `retry` is not given. */
   readonly retryMinMs?: number;
-  /** Longest delay between retries of a failed read (default 5000 ms). */
+  /** @deprecated Use `retry.maxDelayMs`; read only when `retry` is not given. */
   readonly retryMaxMs?: number;
   /** Aborting stops reading and closes the stream. */
   readonly signal?: AbortSignal;
@@ -195,39 +205,18 @@ export function encodePosition(epoch: number, offset: number): Position {
  * }
  * ```
  */
-export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch> {
+export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
   const settings = checkOptions(options);
-  const { checkpoints, group } = options;
   // The one cast at this boundary: DynamoClient only narrows the SDK client callers pass.
   const client = options.client as DynamoDBClient;
   const store = options.eventTable === undefined ? undefined : dynamoStore(options.client, {
     tableName: options.eventTable,
     consistentRead: settings.consistentRead,
   });
-
-  const retrying = async <T>(
-    what: string,
-    signal: AbortSignal,
-    f: () => Promise<T>,
-  ): Promise<T> => {
-    for (
-      let attempt = 1, delay = settings.retryMinMs;;
-      attempt++, delay = Math.min(delay * 2, settings.retryMaxMs)
-    ) {
-      try {
-        return await f();
-      } catch (e) {
-        if (!isTransient(e) || signal.aborted) throw e;
-        log.warn("{what} failed (attempt {attempt}), retrying in {delay} ms: {error}", {
-          what,
-          attempt,
-          delay,
-          error: String(e),
-        });
-        await sleep(delay, signal);
-      }
-    }
-  };
+  const retryPolicy = backoff(settings.retry);
+  // Per partition, the position the last read ended at: a read from anywhere else (a checkpoint,
+  // a batch cut inside a chunk) first finds the chunk that holds its offset.
+  const readTo = new Map<string, Position>();
 
   async function partitions(): Promise<string[]> {
     const { Item } = await client.send(
@@ -301,10 +290,9 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
     const loaded = new Map<string, Map<number, StreamEvent>>();
     await mapLimit([...ranges], settings.readConcurrency, async ([stream, { from, to }]) => {
       const events = await retrying(
-        `reading ${stream}`,
-        signal,
         () =>
           (store as DynamoEventStore).readStream(stream, { fromIndex: from, maxCount: to - from }),
+        { backoff: retryPolicy, signal, isRetriable: isTransient },
       );
       const byIndex = new Map<number, StreamEvent>();
       for (const event of events) byIndex.set(event.index, event);
@@ -345,99 +333,59 @@ export function dynamoSource(options: DynamoSourceOptions): ReadableStream<Batch
     return items;
   }
 
-  async function readTranche(tranche: string, { signal, enqueue }: TrancheContext): Promise<void> {
-    const key: CheckpointKey = { source: settings.sourceName, tranche, group };
-    const stored = settings.startFrom === "start"
-      ? undefined
-      : await retrying("loading the checkpoint", signal, () => checkpoints.load(key));
-    let { epoch, offset } = decodePosition(stored ?? 0n);
-    // Make the partition known to the sink before its first read returns, so that waiting for
-    // every tranche to reach its tail includes the slow ones. Nothing to commit yet.
-    await enqueue({ tranche, items: [], position: stored ?? 0n, isTail: false });
-    let probe = offset > 0;
-    let tailAnnounced = false;
-    const commit = (position: Position) => checkpoints.commit(key, position);
-    log.debug("reading tranche {tranche} from epoch {epoch} offset {offset}", {
-      tranche,
-      epoch,
-      offset,
-    });
-    while (!signal.aborted) {
-      const readStart = performance.now();
-      const page = await retrying(
-        `reading index ${tranche}/${epoch}`,
-        signal,
-        () => readChunks(tranche, epoch, offset, probe),
-      );
-      if (signal.aborted) return;
+  const readPage: ReadPage = async (tranche, position, signal) => {
+    let { epoch, offset } = decodePosition(position ?? 0n);
+    let probe = offset > 0 && readTo.get(tranche) !== position;
+    for (;;) {
+      const page = await readChunks(tranche, epoch, offset, probe);
       probe = false;
       const entries: IndexEntry[] = [];
+      // Per entry, the offset just after it; the events of an entry resume at its start.
+      const ends: number[] = [];
       let next = offset;
       for (const chunk of page.chunks) {
         // Chunks are contiguous; one that is not (not yet visible) waits for the next read.
         if (chunk.start > next) break;
-        const skip = next - chunk.start;
-        for (let k = skip; k < chunk.entries.length; k++) entries.push(chunk.entries[k]);
+        for (let k = next - chunk.start; k < chunk.entries.length; k++) {
+          entries.push(chunk.entries[k]);
+          ends.push(chunk.start + k + 1);
+        }
         next = chunk.start + chunk.entries.length;
       }
-      const contiguous = page.chunks.every((c, k) =>
-        k === 0 || c.start === page.chunks[k - 1].start + page.chunks[k - 1].entries.length
-      );
-      const epochDone = page.closedAt !== undefined && page.closedAt === next && contiguous;
-      const atTail = !page.more && !epochDone && contiguous;
-      if (entries.length > 0) {
-        const items = store ? await withBodies(entries, signal) : indexOnly(entries);
-        if (signal.aborted) return;
-        await enqueue({
-          tranche,
-          items,
-          position: encodePosition(epoch, next),
-          isTail: atTail,
-          commit,
-          readMs: performance.now() - readStart,
-        });
-        tailAnnounced = atTail;
-      } else if (atTail && !tailAnnounced) {
-        await enqueue({
-          tranche,
-          items: [],
-          position: encodePosition(epoch, next),
-          isTail: true,
-          commit,
-        });
-        tailAnnounced = true;
-      }
-      offset = next;
-      if (epochDone) {
+      const epochDone = page.closedAt !== undefined && page.closedAt === next;
+      if (epochDone && entries.length === 0) {
+        // A closed epoch's end marker: move on to the next epoch.
         epoch++;
         offset = 0;
         continue;
       }
-      if (page.more) continue;
-      await sleep(settings.tailSleepMs, signal);
+      const items = store ? await withBodies(entries, signal) : indexOnly(entries);
+      const positions: Position[] = [];
+      entries.forEach((e, k) => {
+        const start = encodePosition(epoch, ends[k] - 1), end = encodePosition(epoch, ends[k]);
+        for (let i = e.index; i < e.next; i++) positions.push(i === e.next - 1 ? end : start);
+      });
+      const at = encodePosition(epoch, next);
+      readTo.set(tranche, at);
+      return { items, positions, next: at, isTail: !page.more && !epochDone };
     }
-  }
+  };
 
-  return trancheStream(async (context) => {
-    const { signal, spawn } = context;
-    const started = new Set<string>();
-    const launch = (tranche: string) => {
-      if (started.has(tranche)) return;
-      started.add(tranche);
-      spawn(() => readTranche(tranche, context));
-    };
-    if (settings.tranches) settings.tranches.forEach(launch);
-    else {
-      while (!signal.aborted) {
-        for (const p of await retrying("listing index partitions", signal, partitions)) launch(p);
-        // Until a partition exists, look as often as a reader at the tail would.
-        await sleep(
-          started.size === 0 ? settings.tailSleepMs : settings.partitionRefreshMs,
-          signal,
-        );
-      }
-    }
-  }, { signal: options.signal });
+  return pagedSource({
+    name: settings.sourceName,
+    tranches: settings.tranches ?? [],
+    readTranches: settings.tranches ? undefined : () => partitions(),
+    tranchesRefreshMs: settings.partitionRefreshMs,
+    readPage,
+    checkpoints: options.checkpoints,
+    group: options.group,
+    startFrom: settings.startFrom,
+    tailSleepMs: settings.tailSleepMs,
+    retry: settings.retry,
+    isRetriable: isTransient,
+    maxBatchItems: options.maxBatchItems,
+    signal: options.signal,
+  });
 }
 
 interface Settings {
@@ -450,8 +398,7 @@ interface Settings {
   readonly tailSleepMs: number;
   readonly partitionRefreshMs: number;
   readonly consistentRead: boolean;
-  readonly retryMinMs: number;
-  readonly retryMaxMs: number;
+  readonly retry: RetryOptions;
 }
 
 function checkOptions(options: DynamoSourceOptions): Settings {
@@ -514,8 +461,10 @@ function checkOptions(options: DynamoSourceOptions): Settings {
     tailSleepMs: checkInteger("tailSleepMs", options.tailSleepMs ?? 500, 0),
     partitionRefreshMs: checkInteger("partitionRefreshMs", options.partitionRefreshMs ?? 10_000, 1),
     consistentRead: options.consistentRead ?? true,
-    retryMinMs,
-    retryMaxMs: checkInteger("retryMaxMs", options.retryMaxMs ?? 5000, retryMinMs),
+    retry: options.retry ?? {
+      initialDelayMs: retryMinMs,
+      maxDelayMs: checkInteger("retryMaxMs", options.retryMaxMs ?? 5000, retryMinMs),
+    },
   };
 }
 
