@@ -25,7 +25,13 @@ import {
   renderSpanMessages,
   SPAN_HEADER,
 } from "../sinks/kafka.ts";
-import { type KafkaMessageMeta, kafkaSource } from "../sources/kafka.ts";
+import {
+  KafkaInvalidRecordError,
+  type KafkaMessageMeta,
+  kafkaSource,
+  keyStream,
+} from "../sources/kafka.ts";
+import { Buffer } from "node:buffer";
 
 const broker = Deno.env.get("KAFKA_BROKER") ?? "127.0.0.1:9092";
 const kafka = new Kafka({
@@ -429,7 +435,14 @@ function pipeline(
   sinkOptions: Partial<StreamsSinkOptions> = {},
   more: { consumer?: Partial<ConsumerConfig>; maxBufferedMessages?: number } = {},
 ): Pipeline {
-  const consumer = kafka.consumer({ ...consumerConfig(groupId), ...more.consumer });
+  // A Kafka instance per member: kafkajs 2.2.4 shares committed-offset state between the
+  // consumers of one instance, and two members of one group can then crash each other.
+  const consumer = new Kafka({
+    brokers: [broker],
+    logCreator: kafkajsLogCreator(),
+    logLevel: logLevel.WARN,
+  })
+    .consumer({ ...consumerConfig(groupId), ...more.consumer });
   const assignments: number[][] = [];
   consumer.on(
     consumer.events.GROUP_JOIN,
@@ -851,5 +864,212 @@ Deno.test(
       release();
       await p.stop();
     }
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// Batch size, commit acceptance, bad input, problems
+
+Deno.test(
+  "kafka source: a fetch splits into batches of at most maxBatchMessages, each with its own position",
+  opts,
+  async () => {
+    const topic = await freshTopic(1);
+    await producePlain(topic, 2500, 50);
+    const consumer = kafka.consumer(consumerConfig(unique("group")));
+    const ac = new AbortController();
+    const reader = kafkaSource({
+      consumer,
+      topics: [topic],
+      maxBatchMessages: 700,
+      signal: ac.signal,
+    })
+      .getReader();
+    const batches: Batch[] = [];
+    try {
+      let n = 0;
+      while (n < 2500) {
+        const { value } = await reader.read();
+        batches.push(value!);
+        n += value!.items.length;
+        assert.ok(value!.ownership !== undefined && !value!.ownership.signal.aborted);
+      }
+    } finally {
+      ac.abort();
+      await consumer.disconnect();
+    }
+    assert.ok(batches.every((b) => b.items.length <= 700), "no batch over the limit");
+    assert.ok(batches.length >= 4, `${batches.length} batches`);
+    let expected = 0n;
+    for (const b of batches) {
+      const offsets = b.items.map((i) => BigInt(offsetOf(i.event)));
+      assert.equal(offsets[0], expected, "batches follow on from each other");
+      assert.equal(b.position, offsets.at(-1)! + 1n, "position = next offset to read");
+      expected = b.position;
+    }
+    assert.equal(expected, 2500n);
+  },
+);
+
+Deno.test(
+  "kafka source: a commit counts only once the broker accepted it; one kafkajs did not send fails and is reported",
+  opts,
+  async () => {
+    const topic = await freshTopic(1);
+    const groupId = unique("group");
+    await producePlain(topic, 30, 3);
+    const consumer = kafka.consumer(consumerConfig(groupId));
+    // A deliberate fault: commitOffsets resolving without sending, as kafkajs's does while its
+    // runner is down or rejoining.
+    const realCommit = consumer.commitOffsets;
+    let dropCommits = true;
+    consumer.commitOffsets = (offsets) => dropCommits ? Promise.resolve() : realCommit(offsets);
+    const ac = new AbortController();
+    const source = kafkaSource({ consumer, topics: [topic], signal: ac.signal });
+    const reader = source.getReader();
+    try {
+      const { value: batch } = await reader.read();
+      await assert.rejects(batch!.commit!(batch!.position), {
+        name: "KafkaCommitFailedError",
+        code: "KafkaCommitFailed",
+      });
+      const problem = source.problems?.().find((p) => p.tranche === `${topic}/0`);
+      assert.equal(problem?.severity, "failing");
+      assert.match(problem!.reason, /did not receive it/);
+      assert.equal((await committedOffsets(groupId, topic)).get(0), -1n, "nothing was committed");
+
+      dropCommits = false;
+      await batch!.commit!(batch!.position);
+      assert.equal((await committedOffsets(groupId, topic)).get(0), batch!.position);
+      assert.deepEqual(source.problems?.(), [], "the problem clears once a commit lands");
+    } finally {
+      ac.abort();
+      await consumer.disconnect();
+    }
+  },
+);
+
+Deno.test(
+  "kafka source: a member assigned nothing is a failing problem; one with partitions has none",
+  opts,
+  async () => {
+    const topic = await freshTopic(1);
+    const groupId = unique("group");
+    const ac = new AbortController();
+    const members = [0, 1].map(() => {
+      // A Kafka instance each: kafkajs 2.2.4 shares committed-offset state between the consumers
+      // of one instance, and two members of one group then crash each other.
+      const consumer = new Kafka({ brokers: [broker], logCreator: kafkajsLogCreator() })
+        .consumer(consumerConfig(groupId));
+      const source = kafkaSource({ consumer, topics: [topic], signal: ac.signal });
+      const sink = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
+      return { consumer, source, running: run(source, sink, { signal: ac.signal }) };
+    });
+    const reasons = () => members.map((m) => (m.source.problems?.() ?? []).map((p) => p.reason));
+    try {
+      await until(
+        "one member with nothing, one with no problem",
+        () => {
+          const r = reasons();
+          return r.some((x) => x.length === 0) &&
+            r.some((x) => x.some((y) => /no partitions/.test(y)));
+        },
+      );
+      const idle = members.find((m) => (m.source.problems?.() ?? []).length > 0)!;
+      assert.equal(idle.source.problems?.()[0].severity, "failing");
+    } finally {
+      ac.abort();
+      for (const m of members) {
+        await m.running;
+        await m.consumer.disconnect();
+      }
+    }
+  },
+);
+
+Deno.test(
+  "kafka source: bad records go to their stream's failure policy, typed; other keys carry on and the partition commits",
+  opts,
+  async () => {
+    const topic = await freshTopic(2);
+    const groupId = unique("group");
+    const spanOf = (stream: string, from: number, to: number) => {
+      const [m] = renderSpanMessages(
+        stream,
+        Array.from({ length: to - from }, (_, i) => event(from + i)),
+        1000,
+        1_000_000,
+      );
+      return {
+        key: stream,
+        value: m.value as string,
+        headers: { [SPAN_HEADER]: "1" },
+        partition: 0,
+      };
+    };
+    const badKey = Buffer.from([0xff, 0xfe, 0x41]);
+    await withProducer((p) =>
+      p.send({
+        topic,
+        messages: [
+          { key: "Corrupt-1", value: "{not json", headers: { [SPAN_HEADER]: "1" }, partition: 0 },
+          spanOf("Gap-1", 0, 2),
+          spanOf("Gap-1", 5, 6), // indexes 2..4 are missing
+          { key: badKey, value: "raw", partition: 1 },
+          { key: null, value: "no key", partition: 1 },
+          ...Array.from(
+            { length: 20 },
+            (_, i) => ({ key: `Good-${i}`, value: "ok", partition: i % 2 }),
+          ),
+        ],
+      })
+    );
+    const parked: Array<{ stream: string; error: unknown }> = [];
+    const handled = new Map<string, number[]>();
+    const p = pipeline(
+      topic,
+      groupId,
+      (stream, events) =>
+        void handled.set(stream, [...(handled.get(stream) ?? []), ...events.map((e) => e.index)]),
+      {
+        failure: {
+          kind: "deadLetter",
+          maxAttempts: 2,
+          deadLetter: (f) => void parked.push({ stream: f.stream, error: f.error }),
+        },
+        retry: { initialDelayMs: 5 },
+      },
+    );
+    try {
+      await until(
+        "the good keys and the dead letters",
+        () => handled.size >= 23 && parked.length >= 2,
+      );
+    } finally {
+      await p.stop();
+    }
+    const reasons = new Map(parked.map((x) => [x.stream, x.error as KafkaInvalidRecordError]));
+    assert.ok(reasons.get("Corrupt-1") instanceof KafkaInvalidRecordError);
+    assert.equal(reasons.get("Corrupt-1")!.reason, "corruptSpan");
+    assert.equal(reasons.get("Gap-1")!.reason, "spanGap");
+    assert.deepEqual(handled.get("Gap-1"), [0, 1], "the span before the gap is handled");
+    assert.deepEqual(
+      handled.get(keyStream(badKey, "Kafka")),
+      [0],
+      "a non-UTF-8 key keeps its bytes",
+    );
+    assert.match(keyStream(badKey, "Kafka"), /^Kafka-%~/);
+    assert.deepEqual(
+      handled.get(`Kafka-%none_${topic}_1`),
+      [0],
+      "a null key has its partition's stream",
+    );
+    for (let i = 0; i < 20; i++) assert.deepEqual(handled.get(`Good-${i}`), [0], `Good-${i}`);
+    const offsets = await committedOffsets(groupId, topic);
+    assert.deepEqual(
+      [offsets.get(0), offsets.get(1)],
+      [13n, 12n],
+      "both partitions commit to the end",
+    );
   },
 );
