@@ -138,6 +138,85 @@ function lazy(scenario: string, total: number, streams: number): Promise<Result>
   return measure(scenario, total, () => throughScheduler(source));
 }
 
+/**
+ * Batches of `page` events generated on demand, each with a freshly built stream name as a row
+ * decode or a Kafka key decode produces it (its hash is computed on its first Map lookup).
+ */
+function generated(total: number, streams: number, page = 1000): ReadableStream<Batch> {
+  const time = new Date(0);
+  let from = 0;
+  return new ReadableStream<Batch>({
+    pull(controller) {
+      const to = Math.min(total, from + page);
+      const items = [];
+      for (let n = from; n < to; n++) {
+        const event = {
+          index: Math.floor(n / streams),
+          type: "E",
+          data: null,
+          meta: null,
+          id: "",
+          time,
+          size: 0,
+        };
+        items.push({ stream: `Gen-${n % streams}`, event });
+      }
+      from = to;
+      controller.enqueue({ tranche: "0", items, position: BigInt(to), isTail: to === total });
+      if (to === total) controller.close();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** Generated batches straight into the scheduler. */
+function fresh(scenario: string, total: number, streams: number): Promise<Result> {
+  return measure(scenario, total, () => throughScheduler(generated(total, streams)));
+}
+
+/**
+ * The floor of the same work: the generated batches grouped by stream in one Map kept across
+ * batches (as the scheduler keeps stream states), the handler awaited once per stream of each
+ * batch.
+ */
+function freshFloor(scenario: string, total: number, streams: number): Promise<Result> {
+  return measure(scenario, total, async () => {
+    const reader = generated(total, streams).getReader();
+    const byStream = new Map<string, { events: StreamEvent[] }>();
+    const touched: Array<[string, { events: StreamEvent[] }]> = [];
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      for (const { stream, event } of value.items) {
+        let state = byStream.get(stream);
+        if (state === undefined) byStream.set(stream, state = { events: [] });
+        if (state.events.length === 0) touched.push([stream, state]);
+        state.events.push(event);
+      }
+      for (const [stream, state] of touched) {
+        const events = state.events;
+        state.events = [];
+        await handler(stream, events);
+      }
+      touched.length = 0;
+    }
+  });
+}
+
+/** The floor with the Map work inside the measurement: group the log by stream, then call. */
+async function mapFloor(scenario: string, streams: number, perStream: number): Promise<Result> {
+  const store = await fill(streams, perStream);
+  const log = store.readLog(0, store.head);
+  return measure(scenario, streams * perStream, async () => {
+    const byStream = new Map<string, StreamEvent[]>();
+    for (const { stream, event } of log) {
+      const list = byStream.get(stream);
+      if (list) list.push(event);
+      else byStream.set(stream, [event]);
+    }
+    for (const [stream, events] of byStream) await handler(stream, events);
+  });
+}
+
 const scenarios: Record<string, () => Promise<Result>> = {
   "spread": () => pipeline("1M events / 10k streams", 10_000, 100),
   "spread-floor": () => floor("floor: 1M events / 10k streams", 10_000, 100),
@@ -146,9 +225,38 @@ const scenarios: Record<string, () => Promise<Result>> = {
   "single-floor": () => floor("floor: 1M streams x 1 event", 1_000_000, 1),
   "lazy-1m": () => lazy("lazy 1M events / 10k streams", 1_000_000, 10_000),
   "lazy": () => lazy("lazy 10M events / 10k streams", 10_000_000, 10_000),
+  "single-map-floor": () => mapFloor("floor with Map: 1M streams x 1", 1_000_000, 1),
+  "fresh": () => fresh("fresh names: 1M events / 10k streams", 1_000_000, 10_000),
+  "fresh-floor": () => freshFloor("floor, fresh names: 1M / 10k", 1_000_000, 10_000),
+  "fresh-single": () => fresh("fresh names: 1M streams x 1", 1_000_000, 1_000_000),
+  "fresh-single-floor": () => freshFloor("floor, fresh: 1M streams x 1", 1_000_000, 1_000_000),
+  "streams-10m": () => fresh("lazy 10M streams x 1 event", 10_000_000, 10_000_000),
 };
 
+/** Scenario pairs compared round by round (`--pairs`): the pipeline, then its floor. */
+const pairs: Array<[string, string]> = [
+  ["single", "single-map-floor"],
+  ["fresh", "fresh-floor"],
+  ["fresh-single", "fresh-single-floor"],
+];
+
 const args: string[] = g.Bun ? g.process.argv.slice(2) : g.Deno.args;
+
+/** Runs one scenario in a process of its own under runtime `r` (so that peak RSS is its own). */
+async function inProcess(r: string, name: string): Promise<Result> {
+  const bin = new URL(`../node_modules/.bin/${r}`, import.meta.url).pathname;
+  const self = new URL(import.meta.url).pathname;
+  const cmdArgs = r === "deno"
+    ? ["run", "-A", "--v8-flags=--max-old-space-size=4096", self, "--scenario", name]
+    : [self, "--scenario", name];
+  const out = await new g.Deno.Command(bin, {
+    args: cmdArgs,
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error(`${r} ${name} failed`);
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
+}
 const which = args[args.indexOf("--scenario") + 1];
 if (args.includes("--scenario")) {
   const scenario = scenarios[which];
@@ -156,32 +264,40 @@ if (args.includes("--scenario")) {
     throw new Error(`unknown scenario ${which}; one of ${Object.keys(scenarios).join(", ")}`);
   }
   console.log(JSON.stringify(await scenario()));
+} else if (args.includes("--pairs")) {
+  // Alternating rounds of each pipeline scenario and its floor, medians and their ratio.
+  const rounds = Number(args[args.indexOf("--pairs") + 1] ?? 5);
+  const runtimes = args.filter((a) => a === "deno" || a === "bun");
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const summary = [];
+  for (const r of runtimes.length ? runtimes : ["deno", "bun"]) {
+    for (const [a, b] of pairs) {
+      const rates: Record<string, number[]> = { [a]: [], [b]: [] };
+      for (let i = 0; i < rounds; i++) {
+        for (const name of i % 2 === 0 ? [a, b] : [b, a]) {
+          rates[name].push((await inProcess(r, name)).eventsPerSec);
+        }
+      }
+      const row = {
+        runtime: r,
+        pipeline: a,
+        floor: b,
+        pipelineMedian: Math.round(median(rates[a])),
+        floorMedian: Math.round(median(rates[b])),
+        ratio: +(median(rates[a]) / median(rates[b])).toFixed(2),
+      };
+      console.error(JSON.stringify(row));
+      summary.push(row);
+    }
+  }
+  console.log(JSON.stringify(summary, null, 2));
 } else {
   // Driver: every scenario in its own process, under each runtime given (default both).
   const runtimes = args.length ? args : ["deno", "bun"];
-  const bin = (r: string) => new URL(`../node_modules/.bin/${r}`, import.meta.url).pathname;
   const rows: Result[] = [];
   for (const r of runtimes) {
     for (const name of Object.keys(scenarios)) {
-      const cmdArgs = r === "deno"
-        ? [
-          "run",
-          "-A",
-          "--v8-flags=--max-old-space-size=4096",
-          new URL(import.meta.url).pathname,
-          "--scenario",
-          name,
-        ]
-        : [new URL(import.meta.url).pathname, "--scenario", name];
-      const out = await new g.Deno.Command(bin(r), {
-        args: cmdArgs,
-        stdout: "piped",
-        stderr: "inherit",
-      }).output();
-      if (!out.success) throw new Error(`${r} ${name} failed`);
-      const result: Result = JSON.parse(
-        new TextDecoder().decode(out.stdout).trim().split("\n").pop()!,
-      );
+      const result = await inProcess(r, name);
       rows.push(result);
       console.error(
         `${result.runtime.padEnd(12)} ${result.scenario.padEnd(32)} ${
