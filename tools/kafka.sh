@@ -6,25 +6,30 @@
 #                           until a metadata request lists the broker
 #   tools/kafka.sh stop     stop it cleanly (SIGTERM, then SIGKILL after KAFKA_STOP_TIMEOUT s)
 #   tools/kafka.sh status   exit 0 if it is running and answering, 1 otherwise
+#   tools/kafka.sh kill     SIGKILL it (for fault tests)
+#   tools/kafka.sh resume   start again on the data directory left by stop or kill
 #
 # Needs only Java 17 and Maven. Jars are cached under .cache/kafka/libs (keyed by a hash of
 # tools/kafka/pom.xml); the broker log is .cache/kafka/kafka.log.
 # Environment: KAFKA_HEAP (default 1g), KAFKA_START_TIMEOUT (default 120 s),
-# KAFKA_STOP_TIMEOUT (default 60 s).
+# KAFKA_STOP_TIMEOUT (default 60 s). A second broker of one's own (fault tests restart it, never
+# the shared one): KAFKA_PORT (default 9092), KAFKA_CONTROLLER_PORT (default 9093) and KAFKA_DIR
+# (data, log, pid and config; default .cache/kafka); the jars stay shared.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 POM="$ROOT/tools/kafka/pom.xml"
-CACHE="$ROOT/.cache/kafka"
-LIBS="$CACHE/libs"
+JARS="$ROOT/.cache/kafka"
+LIBS="$JARS/libs"
+CACHE="${KAFKA_DIR:-$JARS}"
 DATA="$CACHE/data"
 LOG="$CACHE/kafka.log"
 PIDFILE="$CACHE/kafka.pid"
 CONFIG="$CACHE/server.properties"
 LOG4J="$CACHE/log4j.properties"
 HOST=127.0.0.1
-PORT=9092
-CONTROLLER_PORT=9093
+PORT="${KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 say() { echo "kafka.sh: $*" >&2; }
@@ -74,13 +79,14 @@ fetch() {
   say "fetching Kafka jars from Maven Central into $LIBS"
   local started tmp
   started="$(now_ms)"
-  tmp="$CACHE/libs.tmp"
+  mkdir -p "$JARS"
+  tmp="$JARS/libs.tmp"
   rm -rf "$tmp"
   mkdir -p "$tmp"
   if ! mvn -B -q -Dstyle.color=never -f "$POM" "$DEPENDENCY_PLUGIN:copy-dependencies" \
-    -DincludeScope=runtime -DoutputDirectory="$tmp" >"$CACHE/mvn.log" 2>&1; then
-    tail -n 30 "$CACHE/mvn.log" >&2
-    die "mvn dependency:copy-dependencies failed; see $CACHE/mvn.log"
+    -DincludeScope=runtime -DoutputDirectory="$tmp" >"$JARS/mvn.log" 2>&1; then
+    tail -n 30 "$JARS/mvn.log" >&2
+    die "mvn dependency:copy-dependencies failed; see $JARS/mvn.log"
   fi
   echo "$hash" >"$tmp/.pom-sha256"
   rm -rf "$LIBS"
@@ -137,9 +143,7 @@ start() {
     say "a broker started earlier is running; stopping it first"
     stop
   fi
-  if port_in_use "$HOST" "$PORT" || port_in_use "$HOST" "$CONTROLLER_PORT"; then
-    die "port $PORT or $CONTROLLER_PORT on $HOST is taken by a process this script did not start"
-  fi
+  free_ports
   local started
   started="$(now_ms)"
   rm -rf "$DATA"
@@ -154,6 +158,19 @@ start() {
     die "formatting storage failed; see $LOG"
   local formatted
   formatted="$(now_ms)"
+  launch "$started" "$formatted"
+}
+
+free_ports() {
+  if port_in_use "$HOST" "$PORT" || port_in_use "$HOST" "$CONTROLLER_PORT"; then
+    die "port $PORT or $CONTROLLER_PORT on $HOST is taken by a process this script did not start"
+  fi
+}
+
+# Starts the broker on the formatted data directory and waits until it answers.
+launch() {
+  local started="$1" formatted="$2"
+  java_cmd
   # setsid detaches the broker from the caller's process group, so that the caller's job control
   # (or a CI step ending) does not signal it; it is stopped only through `stop`.
   setsid "${JAVA[@]}" kafka.Kafka "$CONFIG" >>"$LOG" 2>&1 </dev/null &
@@ -175,6 +192,30 @@ start() {
   ready="$(now_ms)"
   say "started on $HOST:$PORT (pid $(cat "$PIDFILE")): format $((formatted - started)) ms," \
     "broker ready $((ready - formatted)) ms; log $LOG"
+}
+
+resume() {
+  [[ -f "$CONFIG" && -d "$DATA" ]] || die "no data directory under $CACHE to resume: start first"
+  if broker_pid >/dev/null; then
+    say "already running"
+    return 0
+  fi
+  free_ports
+  local started
+  started="$(now_ms)"
+  launch "$started" "$started"
+}
+
+kill_broker() {
+  local pid
+  if ! pid="$(broker_pid)"; then
+    say "not running"
+    return 0
+  fi
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$PIDFILE"
+  say "killed (pid $pid)"
 }
 
 stop() {
@@ -214,5 +255,7 @@ case "${1:-}" in
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) die "usage: tools/kafka.sh start|stop|status" ;;
+kill) kill_broker ;;
+resume) resume ;;
+*) die "usage: tools/kafka.sh start|stop|status|kill|resume" ;;
 esac
