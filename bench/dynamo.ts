@@ -9,7 +9,8 @@ import type { Batch } from "../core/batch.ts";
 import { run, streamsSink } from "../core/sink.ts";
 import { memoryCheckpoints } from "../checkpoints/memory.ts";
 import { type AppendSummary, createEventTable, dynamoStore } from "../stores/dynamo.ts";
-import { createIndexTable, dynamoIndexer, runStreamsIndexer } from "../stores/dynamo-indexer.ts";
+import { createIndexTable, dynamoIndexer } from "../stores/dynamo-indexer.ts";
+import { runStreamsIndexer } from "../stores/dynamo-streams.ts";
 import { dynamoSource } from "../sources/dynamo.ts";
 
 const args = new Map<string, string>();

@@ -125,16 +125,29 @@ export function trancheStream(
   }, { highWaterMark: 1 });
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts: the wait between a source's retries. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * The one abortable sleep: resolves `true` after `ms`, or `false` at once when `signal` aborts
+ * (before or during the wait), so the caller can tell a full wait from a stop.
+ *
+ * @example
+ * ```ts
+ * import { sleep } from "./tranches.ts";
+ * const stop = new AbortController();
+ * stop.abort();
+ * console.log(await sleep(60_000, stop.signal)); // false, at once
+ * console.log(await sleep(1)); // true
+ * ```
+ */
+export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
   return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
+    if (signal?.aborted) return resolve(false);
+    const done = (full: boolean) => {
       clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
+      signal?.removeEventListener("abort", stopped);
+      resolve(full);
     };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
+    const stopped = () => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal?.addEventListener("abort", stopped, { once: true });
   });
 }

@@ -1,6 +1,6 @@
 /**
  * Reads a DynamoDB event store in order through the index of appends that
- * `stores/dynamo-indexer.ts` builds from the table's DynamoDB Stream.
+ * `stores/dynamo-indexer.ts` builds (in the format of `stores/dynamo-index.ts`) from the table's DynamoDB Stream.
  *
  * - Each index partition is a tranche, read epoch by epoch, chunk by chunk. A batch's position
  *   is `epoch * 1e6 + offset` (the next entry to read), so checkpoints order naturally.
@@ -53,7 +53,7 @@ import {
   epochKey,
   type IndexEntry,
   PARTITIONS_KEY,
-} from "../stores/dynamo-indexer.ts";
+} from "../stores/dynamo-index.ts";
 
 // Re-exported so that this entry point's documentation can show the client type it takes.
 export type { DynamoClient } from "../stores/dynamo.ts";

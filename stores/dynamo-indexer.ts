@@ -1,21 +1,12 @@
 /**
- * The index of appends that makes a DynamoDB event table readable in order.
+ * The indexer that makes a DynamoDB event table readable in order.
  *
  * DynamoDB has no ordered change feed across a table, so the indexer turns DynamoDB Streams
  * records of the events table (`stores/dynamo.ts`) into index entries ("stream S advanced from
  * index i to n, with these event types") and appends them, per index partition, to a sequence of
- * epochs. `sources/dynamo.ts` reads the epochs in order.
- *
- * Index table layout (partition key `p`, number sort key `i`):
- * - `$partitions` / 0: the set `ps` of partition ids in use;
- * - `$tip#{partition}` / 0: the open epoch `ep`, its entry count `o`, bytes `b` and streams `s`;
- * - `$epoch#{partition}#{epoch}` / offset: a chunk of entries (JSON `j`, count `c`) starting at
- *   that offset; `/ 1e6` ({@linkcode EPOCH_FACTOR}): the end marker, written when the epoch
- *   closes, with its final count `c` (it sorts after every chunk, so the query that reads the
- *   last chunks also tells whether the epoch is closed);
- * - `$stream#{stream}` / 0: the next version `n` indexed for the stream, and the partition `pt`
- *   and epoch `ep` it was last indexed in;
- * - `$shard#{table}#{shard}` / 0: how far the streams runner got in a DynamoDB Streams shard.
+ * epochs (the format of `stores/dynamo-index.ts`, re-exported here). `sources/dynamo.ts` reads the
+ * epochs in order. Call it from a Lambda fed by the table's stream, or run it as a process with
+ * `runStreamsIndexer` of `stores/dynamo-streams.ts`.
  *
  * Each write is one transaction that appends a chunk, moves the tip and advances the versions of
  * the streams in it, all under conditions on the values read. That makes the indexer safe to
@@ -27,87 +18,52 @@
 import {
   type AttributeValue,
   BatchGetItemCommand,
-  DescribeTableCommand,
   type DynamoDBClient,
   GetItemCommand,
-  PutItemCommand,
   TransactionCanceledException,
   type TransactWriteItem,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
-import {
-  DescribeStreamCommand,
-  type DynamoDBStreamsClient,
-  ExpiredIteratorException,
-  GetRecordsCommand,
-  GetShardIteratorCommand,
-  type Shard,
-  TrimmedDataAccessException,
-} from "@aws-sdk/client-dynamodb-streams";
 import { getLogger } from "@logtape/logtape";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamName } from "../core/streamName.ts";
+import { sleep } from "../core/tranches.ts";
 import {
   type AppendSummary,
   checkTableName,
   type DynamoClient,
-  type DynamoStreamsClient,
-  ensureTable,
   summarizeAppend,
 } from "./dynamo.ts";
+import {
+  encodeEntries,
+  EPOCH_FACTOR,
+  epochKey,
+  type IndexEntry,
+  PARTITIONS_KEY,
+  tipKey,
+} from "./dynamo-index.ts";
 
-// Re-exported so that this entry point's documentation can show the client types it takes.
-export type { DynamoClient, DynamoStreamsClient } from "./dynamo.ts";
+// Re-exported so that this entry point's documentation can show the client type it takes, and
+// so that the index format stays importable from here.
+export type { DynamoClient } from "./dynamo.ts";
+export {
+  createIndexTable,
+  decodeEntries,
+  encodeEntries,
+  EPOCH_FACTOR,
+  epochKey,
+  type IndexEntry,
+  PARTITIONS_KEY,
+  tipKey,
+} from "./dynamo-index.ts";
 
 const log = getLogger(["impel", "dynamo", "indexer"]);
-
-/**
- * Checkpoint positions of the dynamo source are `epoch * EPOCH_FACTOR + offset`.
- *
- * @example
- * ```ts
- * import { EPOCH_FACTOR } from "@impel/impel/stores/dynamo-indexer";
- * const checkpoint = 3_000_017n; // as stored by a dynamoSource
- * const epoch = checkpoint / BigInt(EPOCH_FACTOR); // 3n
- * const offset = checkpoint % BigInt(EPOCH_FACTOR); // 17n: the next entry of epoch 3 to read
- * console.log(epoch, offset);
- * ```
- */
-export const EPOCH_FACTOR = 1_000_000;
 
 // A transaction takes at most 100 actions: a chunk, a header, the tip, the partition set and
 // one per stream; chunks stay well below the 400 KB item limit.
 const MAX_STREAMS_PER_WRITE = 90;
 const MAX_CHUNK_BYTES = 300_000;
 const CONTENTION_ATTEMPTS = 12;
-
-/**
- * One index entry: a stream advanced over `[index, next)` with events of these types.
- *
- * @example
- * ```ts
- * import { decodeEntries, type IndexEntry } from "@impel/impel/stores/dynamo-indexer";
- * // The JSON `j` of a chunk item of the index table
- * const chunk = '[["Order-1",2,4,["Paid","Shipped"],1700000000000]]';
- * const entries: IndexEntry[] = decodeEntries(chunk);
- * for (const entry of entries) {
- *   console.log(entry.stream, entry.index, entry.next, entry.types.join());
- *   // "Order-1" 2 4 "Paid,Shipped"
- * }
- * ```
- */
-export interface IndexEntry {
-  /** The stream appended to. */
-  readonly stream: StreamName;
-  /** The index of the first event of the span. */
-  readonly index: number;
-  /** The index after the last event of the span. */
-  readonly next: number;
-  /** The event types, one per event of the span. */
-  readonly types: readonly string[];
-  /** When the (last) append of the span was written, in ms since the epoch. */
-  readonly time: number;
-}
 
 /**
  * Options of {@linkcode dynamoIndexer}.
@@ -290,94 +246,6 @@ export class IndexContentionError extends ImpelError {
 }
 
 /**
- * The index table's partition-key value of an epoch's items.
- *
- * @example
- * ```ts
- * import { epochKey } from "@impel/impel/stores/dynamo-indexer";
- * epochKey("0", 3); // "$epoch#0#3"
- * ```
- */
-export function epochKey(partition: string, epoch: number): string {
-  return `$epoch#${partition}#${epoch}`;
-}
-
-/**
- * The index table's partition-key value of a partition's tip.
- *
- * @example
- * ```ts
- * import { tipKey } from "@impel/impel/stores/dynamo-indexer";
- * tipKey("0"); // "$tip#0"
- * ```
- */
-export function tipKey(partition: string): string {
-  return `$tip#${partition}`;
-}
-
-/**
- * The index table's partition-key value of the set of partitions in use.
- *
- * @example
- * ```ts
- * import { DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
- * import { PARTITIONS_KEY } from "@impel/impel/stores/dynamo-indexer";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
- * const { Item } = await client.send(
- *   new GetItemCommand({
- *     TableName: "events-index",
- *     Key: { p: { S: PARTITIONS_KEY }, i: { N: "0" } },
- *   }),
- * );
- * const partitions = Item?.ps?.SS ?? []; // e.g. ["0"]: the tranches a dynamoSource reads
- * ```
- */
-export const PARTITIONS_KEY = "$partitions";
-
-/**
- * Creates the index table unless it exists (on-demand billing); waits until it is active.
- *
- * @example
- * ```ts
- * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
- * import { createIndexTable } from "@impel/impel/stores/dynamo-indexer";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
- * await createIndexTable(client, "events-index");
- * ```
- */
-export async function createIndexTable(client: DynamoClient, tableName: string): Promise<void> {
-  await ensureTable(client, { tableName, partitionKey: ["p", "S"], sortKey: ["i", "N"] });
-}
-
-/**
- * Encodes index entries as stored in a chunk: `[stream, index, next, types, time]` tuples.
- *
- * @example
- * ```ts
- * import { decodeEntries, encodeEntries } from "@impel/impel/stores/dynamo-indexer";
- * const json = encodeEntries([{ stream: "A-1", index: 0, next: 1, types: ["T"], time: 5 }]);
- * decodeEntries(json); // [{ stream: "A-1", index: 0, next: 1, types: ["T"], time: 5 }]
- * ```
- */
-export function encodeEntries(entries: readonly IndexEntry[]): string {
-  return JSON.stringify(entries.map((e) => [e.stream, e.index, e.next, e.types, e.time]));
-}
-
-/**
- * Decodes a chunk's entries; the inverse of {@linkcode encodeEntries}.
- *
- * @example
- * ```ts
- * import { decodeEntries } from "@impel/impel/stores/dynamo-indexer";
- * decodeEntries('[["A-1",0,2,["X","Y"],5]]'); // [{ stream: "A-1", index: 0, next: 2, types: ["X", "Y"], time: 5 }]
- * ```
- */
-export function decodeEntries(json: string): IndexEntry[] {
-  const tuples = JSON.parse(json) as [string, number, number, string[], number][];
-  return tuples.map(([stream, index, next, types, time]) => ({ stream, index, next, types, time }));
-}
-
-/**
  * An indexer over the index table: a function a Lambda fed by a DynamoDB Streams event source
  * mapping can call with `event.Records`, and that {@linkcode runStreamsIndexer} calls when the
  * indexer runs as a long-lived process.
@@ -428,7 +296,7 @@ export function dynamoIndexer(
     onGap,
   };
 
-  async function tip(partition: string) {
+  async function tip(partition: string): Promise<TipState> {
     const { Item } = await client.send(
       new GetItemCommand({
         TableName: indexTable,
@@ -500,162 +368,126 @@ export function dynamoIndexer(
     }
   }
 
+  // Writes the entries as a sequence of transactions, each packed to fit the open epoch and the
+  // transaction's limits; counts what was written into `done` as it goes.
   async function writeEntries(
     partition: string,
-    start: { exists: boolean; epoch: number; offset: number; bytes: number; streams: number },
+    start: TipState,
     streams: Map<string, StreamState>,
     entries: readonly PlannedEntry[],
     done: { entries: number; events: number; gaps: number; epochsClosed: number },
   ): Promise<void> {
-    if (entries.length === 0) return;
-    let tipExists = start.exists;
-    let epoch = start.epoch,
-      offset = start.offset,
-      bytes = start.bytes,
-      streamCount = start.streams;
-    let k = 0;
-    while (k < entries.length) {
-      // Build one transaction: entries that fit the open epoch, up to the transaction's budget.
-      const chunk: PlannedEntry[] = [];
-      const chunkStart = offset;
-      const touched = new Map<string, { from: StreamState | undefined; to: number }>();
-      let chunkBytes = 0, newStreams = 0, addedBytes = 0, close = false;
-      while (k < entries.length) {
-        const entry = entries[k];
-        const size = entrySize(entry);
-        const known = touched.has(entry.stream) ||
-          (streams.get(entry.stream)?.partition === partition &&
-            streams.get(entry.stream)?.epoch === epoch);
-        const fits = offset + chunk.length === 0 || (
-          offset + chunk.length + 1 <= maxEpochEntries &&
-          bytes + addedBytes + size <= maxEpochBytes &&
-          streamCount + newStreams + (known ? 0 : 1) <= maxEpochStreams
-        );
-        if (!fits) {
-          close = true;
-          break;
-        }
-        if (!touched.has(entry.stream) && touched.size >= MAX_STREAMS_PER_WRITE) break;
-        if (chunk.length > 0 && chunkBytes + size > MAX_CHUNK_BYTES) break;
-        chunk.push(entry);
-        chunkBytes += size;
-        addedBytes += size;
-        if (!known) newStreams++;
-        const prior = touched.get(entry.stream);
-        touched.set(entry.stream, {
-          from: prior ? prior.from : streams.get(entry.stream),
-          to: entry.next,
-        });
-        k++;
+    let tip = start;
+    for (let k = 0; k < entries.length;) {
+      const packed = packChunk(partition, tip, streams, entries, k, resolved);
+      await transact(partition, tip, packed);
+      for (const [stream, { to }] of packed.touched) {
+        streams.set(stream, { version: to, partition, epoch: tip.epoch });
       }
-      const newOffset = offset + chunk.length;
-      const actions: TransactWriteItem[] = [];
-      if (chunk.length > 0) {
-        actions.push({
-          Put: {
-            TableName: indexTable,
-            Item: {
-              ...key(epochKey(partition, epoch), chunkStart),
-              j: { S: encodeEntries(chunk) },
-              c: { N: String(chunk.length) },
-              ts: { N: String(Date.now()) },
-            },
-            ConditionExpression: "attribute_not_exists(p)",
-          },
+      for (const entry of packed.chunk) {
+        done.events += entry.next - entry.index;
+        if (entry.gap) done.gaps++;
+      }
+      done.entries += packed.chunk.length;
+      if (packed.close) {
+        done.epochsClosed++;
+        log.info("index partition {partition} closed epoch {epoch} at {count} entries", {
+          partition,
+          epoch: tip.epoch,
+          count: tip.offset + packed.chunk.length,
         });
       }
-      if (close) {
-        actions.push({
-          Put: {
-            TableName: indexTable,
-            Item: {
-              ...key(epochKey(partition, epoch), EPOCH_FACTOR),
-              closed: { BOOL: true },
-              c: { N: String(newOffset) },
-            },
-            ConditionExpression: "attribute_not_exists(p)",
-          },
-        });
-      }
-      const next = close ? { epoch: epoch + 1, offset: 0, bytes: 0, streams: 0 } : {
-        epoch,
-        offset: newOffset,
-        bytes: bytes + addedBytes,
-        streams: streamCount + newStreams,
-      };
+      k += packed.chunk.length;
+      tip = { exists: true, ...packed.next };
+    }
+  }
+
+  // One transaction: the chunk, the end marker if the epoch closes, the tip (conditional on the
+  // tip read), the partition set for a new partition, and each stream's indexed version.
+  async function transact(partition: string, tip: TipState, packed: Packed): Promise<void> {
+    const { chunk, close, next, touched } = packed;
+    const actions: TransactWriteItem[] = [];
+    if (chunk.length > 0) {
       actions.push({
         Put: {
           TableName: indexTable,
           Item: {
-            ...key(tipKey(partition), 0),
-            ep: { N: String(next.epoch) },
-            o: { N: String(next.offset) },
-            b: { N: String(next.bytes) },
-            s: { N: String(next.streams) },
+            ...key(epochKey(partition, tip.epoch), tip.offset),
+            j: { S: encodeEntries(chunk) },
+            c: { N: String(chunk.length) },
+            ts: { N: String(Date.now()) },
           },
-          ConditionExpression: tipExists ? "ep = :ep AND o = :o" : "attribute_not_exists(p)",
-          ExpressionAttributeValues: tipExists
-            ? { ":ep": { N: String(epoch) }, ":o": { N: String(offset) } }
-            : undefined,
+          ConditionExpression: "attribute_not_exists(p)",
         },
       });
-      if (!tipExists) {
-        actions.push({
-          Update: {
-            TableName: indexTable,
-            Key: key(PARTITIONS_KEY, 0),
-            UpdateExpression: "ADD ps :ps",
-            ExpressionAttributeValues: { ":ps": { SS: [partition] } },
+    }
+    if (close) {
+      actions.push({
+        Put: {
+          TableName: indexTable,
+          Item: {
+            ...key(epochKey(partition, tip.epoch), EPOCH_FACTOR),
+            closed: { BOOL: true },
+            c: { N: String(tip.offset + chunk.length) },
           },
-        });
-      }
-      for (const [stream, { from, to }] of touched) {
-        actions.push({
-          Put: {
-            TableName: indexTable,
-            Item: {
-              ...key(`$stream#${stream}`, 0),
-              n: { N: String(to) },
-              pt: { S: partition },
-              ep: { N: String(epoch) },
-            },
-            ConditionExpression: from === undefined ? "attribute_not_exists(p)" : "n = :n",
-            ExpressionAttributeValues: from === undefined
-              ? undefined
-              : { ":n": { N: String(from.version) } },
+          ConditionExpression: "attribute_not_exists(p)",
+        },
+      });
+    }
+    actions.push({
+      Put: {
+        TableName: indexTable,
+        Item: {
+          ...key(tipKey(partition), 0),
+          ep: { N: String(next.epoch) },
+          o: { N: String(next.offset) },
+          b: { N: String(next.bytes) },
+          s: { N: String(next.streams) },
+        },
+        ConditionExpression: tip.exists ? "ep = :ep AND o = :o" : "attribute_not_exists(p)",
+        ExpressionAttributeValues: tip.exists
+          ? { ":ep": { N: String(tip.epoch) }, ":o": { N: String(tip.offset) } }
+          : undefined,
+      },
+    });
+    if (!tip.exists) {
+      actions.push({
+        Update: {
+          TableName: indexTable,
+          Key: key(PARTITIONS_KEY, 0),
+          UpdateExpression: "ADD ps :ps",
+          ExpressionAttributeValues: { ":ps": { SS: [partition] } },
+        },
+      });
+    }
+    for (const [stream, { from, to }] of touched) {
+      actions.push({
+        Put: {
+          TableName: indexTable,
+          Item: {
+            ...key(`$stream#${stream}`, 0),
+            n: { N: String(to) },
+            pt: { S: partition },
+            ep: { N: String(tip.epoch) },
           },
-        });
-      }
-      try {
-        await client.send(new TransactWriteItemsCommand({ TransactItems: actions }));
-      } catch (e) {
-        // Lost to another writer (a condition no longer holds, or a transaction in progress):
-        // re-read and retry. Anything else (an oversized item, a validation error) is final.
-        const races = ["None", "ConditionalCheckFailed", "TransactionConflict"];
-        if (
-          e instanceof TransactionCanceledException &&
-          (e.CancellationReasons ?? []).every((r) => races.includes(r.Code ?? "None"))
-        ) throw new LostRace(e);
-        throw e;
-      }
-      for (const [stream, { to }] of touched) {
-        streams.set(stream, { version: to, partition, epoch });
-      }
-      for (const entry of chunk) {
-        done.events += entry.next - entry.index;
-        if (entry.gap) done.gaps++;
-      }
-      done.entries += chunk.length;
-      tipExists = true;
-      if (close) {
-        done.epochsClosed++;
-        log.info("index partition {partition} closed epoch {epoch} at {count} entries", {
-          partition,
-          epoch,
-          count: newOffset,
-        });
-      }
-      ({ epoch, offset, bytes, streams: streamCount } = next);
+          ConditionExpression: from === undefined ? "attribute_not_exists(p)" : "n = :n",
+          ExpressionAttributeValues: from === undefined
+            ? undefined
+            : { ":n": { N: String(from.version) } },
+        },
+      });
+    }
+    try {
+      await client.send(new TransactWriteItemsCommand({ TransactItems: actions }));
+    } catch (e) {
+      // Lost to another writer (a condition no longer holds, or a transaction in progress):
+      // re-read and retry. Anything else (an oversized item, a validation error) is final.
+      const races = ["None", "ConditionalCheckFailed", "TransactionConflict"];
+      if (
+        e instanceof TransactionCanceledException &&
+        (e.CancellationReasons ?? []).every((r) => races.includes(r.Code ?? "None"))
+      ) throw new LostRace(e);
+      throw e;
     }
   }
 
@@ -708,6 +540,73 @@ export function dynamoIndexer(
     },
     options: resolved,
   };
+}
+
+/** A partition's tip as read: the open epoch, its entry count, bytes and streams. */
+interface TipState {
+  readonly exists: boolean;
+  readonly epoch: number;
+  readonly offset: number;
+  readonly bytes: number;
+  readonly streams: number;
+}
+
+/** What one transaction writes: a chunk of entries, whether it closes the epoch, the new tip. */
+interface Packed {
+  readonly chunk: PlannedEntry[];
+  readonly close: boolean;
+  readonly next: Omit<TipState, "exists">;
+  /** Per stream in the chunk: its state before, and the version it reaches. */
+  readonly touched: Map<string, { from: StreamState | undefined; to: number }>;
+}
+
+// Packs entries from `k` into one transaction: as many as fit the open epoch (entries, bytes,
+// streams) and the transaction's budget (streams per write, chunk bytes). An entry that does
+// not fit the epoch closes it.
+function packChunk(
+  partition: string,
+  tip: TipState,
+  streams: ReadonlyMap<string, StreamState>,
+  entries: readonly PlannedEntry[],
+  k: number,
+  limits: Required<DynamoIndexerOptions>,
+): Packed {
+  const chunk: PlannedEntry[] = [];
+  const touched = new Map<string, { from: StreamState | undefined; to: number }>();
+  let chunkBytes = 0, newStreams = 0, close = false;
+  for (; k < entries.length; k++) {
+    const entry = entries[k];
+    const size = entrySize(entry);
+    const known = touched.has(entry.stream) ||
+      (streams.get(entry.stream)?.partition === partition &&
+        streams.get(entry.stream)?.epoch === tip.epoch);
+    const fits = tip.offset + chunk.length === 0 || (
+      tip.offset + chunk.length + 1 <= limits.maxEpochEntries &&
+      tip.bytes + chunkBytes + size <= limits.maxEpochBytes &&
+      tip.streams + newStreams + (known ? 0 : 1) <= limits.maxEpochStreams
+    );
+    if (!fits) {
+      close = true;
+      break;
+    }
+    if (!touched.has(entry.stream) && touched.size >= MAX_STREAMS_PER_WRITE) break;
+    if (chunk.length > 0 && chunkBytes + size > MAX_CHUNK_BYTES) break;
+    chunk.push(entry);
+    chunkBytes += size;
+    if (!known) newStreams++;
+    const prior = touched.get(entry.stream);
+    touched.set(entry.stream, {
+      from: prior ? prior.from : streams.get(entry.stream),
+      to: entry.next,
+    });
+  }
+  const next = close ? { epoch: tip.epoch + 1, offset: 0, bytes: 0, streams: 0 } : {
+    epoch: tip.epoch,
+    offset: tip.offset + chunk.length,
+    bytes: tip.bytes + chunkBytes,
+    streams: tip.streams + newStreams,
+  };
+  return { chunk, close, next, touched };
 }
 
 interface StreamState {
@@ -818,284 +717,4 @@ function key(p: string, i: number): Record<string, AttributeValue> {
 
 function num(value: AttributeValue | undefined): number {
   return value?.N === undefined ? 0 : Number(value.N);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
-
-/**
- * Options of {@linkcode runStreamsIndexer}.
- *
- * @example
- * ```ts
- * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
- * import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
- * import {
- *   dynamoIndexer,
- *   runStreamsIndexer,
- *   type StreamsIndexerOptions,
- * } from "@impel/impel/stores/dynamo-indexer";
- * const config = { endpoint: "http://127.0.0.1:8000", region: "local" };
- * const client = new DynamoDBClient(config);
- * const stop = new AbortController();
- * const options: StreamsIndexerOptions = {
- *   client,
- *   streamsClient: new DynamoDBStreamsClient(config),
- *   eventTable: "events",
- *   indexer: dynamoIndexer(client, { indexTable: "events-index" }),
- *   startAt: "latest", // shards without recorded progress: only new records
- *   pollIntervalMs: 500,
- *   onIngest: (result, shardId) => console.log(shardId, result.events),
- *   signal: stop.signal,
- * };
- * const running = runStreamsIndexer(options);
- * // ... on shutdown
- * stop.abort();
- * await running;
- * ```
- */
-export interface StreamsIndexerOptions {
-  /** The client of the events and index tables (for the stream ARN and shard progress). */
-  readonly client: DynamoClient;
-  /** The DynamoDB Streams client. */
-  readonly streamsClient: DynamoStreamsClient;
-  /** The events table whose stream is indexed. */
-  readonly eventTable: string;
-  /** The indexer that receives the records. */
-  readonly indexer: DynamoIndexer;
-  /** Stops the runner; it resolves once in-flight batches are indexed. */
-  readonly signal?: AbortSignal;
-  /** How long to wait after an empty read of a shard, in ms (default 200). */
-  readonly pollIntervalMs?: number;
-  /** How often to look for new shards, in ms (default 10 000). */
-  readonly describeIntervalMs?: number;
-  /** Where to start shards with no recorded progress: the oldest record (default) or the newest. */
-  readonly startAt?: "trim-horizon" | "latest";
-  /** Attempts at a failing read or write before the runner gives up (default 8). */
-  readonly maxAttempts?: number;
-  /** Called after each indexed batch of records (for metrics and tests). */
-  readonly onIngest?: (result: IngestResult, shardId: string) => void;
-}
-
-/**
- * Tails every shard of the events table's DynamoDB Stream and feeds the records to the indexer:
- * the long-running alternative to a Lambda. Parent shards are read to their end before their
- * children; progress per shard is kept in the index table so that a restart resumes (and replays
- * are harmless anyway). Resolves when `signal` aborts; rejects with the error if indexing fails
- * past `maxAttempts` or hits an {@linkcode IndexGapError}.
- *
- * @example
- * ```ts
- * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
- * import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
- * import { dynamoIndexer, runStreamsIndexer } from "@impel/impel/stores/dynamo-indexer";
- * const config = { endpoint: "http://127.0.0.1:8000", region: "local" };
- * const client = new DynamoDBClient(config);
- * const streamsClient = new DynamoDBStreamsClient(config);
- * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
- * const stop = new AbortController();
- * const running = runStreamsIndexer({ client, streamsClient, eventTable: "events", indexer, signal: stop.signal });
- * // ... later
- * stop.abort();
- * await running;
- * ```
- */
-export async function runStreamsIndexer(options: StreamsIndexerOptions): Promise<void> {
-  const { indexer, signal, onIngest } = options;
-  // The one cast at this boundary: the option types only narrow the SDK clients callers pass.
-  const client = options.client as DynamoDBClient;
-  const streamsClient = options.streamsClient as DynamoDBStreamsClient;
-  const eventTable = checkTableName("eventTable", options.eventTable);
-  const pollIntervalMs = checkInteger("pollIntervalMs", options.pollIntervalMs ?? 200, 0);
-  const describeIntervalMs = checkInteger(
-    "describeIntervalMs",
-    options.describeIntervalMs ?? 10_000,
-    10,
-  );
-  const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 8, 1);
-  const startAt = options.startAt ?? "trim-horizon";
-  const indexTable = indexer.options.indexTable;
-  if (signal?.aborted) return;
-
-  const { Table } = await client.send(new DescribeTableCommand({ TableName: eventTable }));
-  const streamArn = Table?.LatestStreamArn;
-  if (!streamArn || !Table?.StreamSpecification?.StreamEnabled) {
-    throw new ImpelError("DynamoNoStream", `DynamoDB table ${eventTable} has no stream enabled`);
-  }
-
-  const internal = new AbortController();
-  const stop = () => internal.abort();
-  signal?.addEventListener("abort", stop, { once: true });
-  let failure: unknown;
-  const fail = (e: unknown) => {
-    failure ??= e;
-    internal.abort();
-  };
-
-  // One ingest at a time: shards rarely share streams, but serializing avoids needless races.
-  let lock: Promise<unknown> = Promise.resolve();
-  const exclusive = <T>(f: () => Promise<T>): Promise<T> => {
-    const run = lock.then(f);
-    lock = run.catch(() => {});
-    return run;
-  };
-
-  const progressKey = (shardId: string) => key(`$shard#${eventTable}#${shardId}`, 0);
-  const loadProgress = async (shardId: string) => {
-    const { Item } = await client.send(
-      new GetItemCommand({
-        TableName: indexTable,
-        Key: progressKey(shardId),
-        ConsistentRead: true,
-      }),
-    );
-    return { seq: Item?.seq?.S, done: Item?.done?.BOOL === true };
-  };
-  const saveProgress = (shardId: string, seq: string | undefined, done: boolean) =>
-    client.send(
-      new PutItemCommand({
-        TableName: indexTable,
-        Item: {
-          ...progressKey(shardId),
-          ...(seq ? { seq: { S: seq } } : {}),
-          done: { BOOL: done },
-        },
-      }),
-    );
-
-  async function retrying<T>(what: string, f: () => Promise<T>): Promise<T> {
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await f();
-      } catch (e) {
-        if (e instanceof ImpelError || attempt >= maxAttempts || internal.signal.aborted) throw e;
-        log.warn("{what} failed (attempt {attempt}): {error}", { what, attempt, error: String(e) });
-        await sleep(Math.min(30_000, 100 * 2 ** attempt), internal.signal);
-      }
-    }
-  }
-
-  async function readShard(shard: Shard, progress: { seq?: string }): Promise<void> {
-    const shardId = shard.ShardId!;
-    let seq = progress.seq;
-    const iterator = async () =>
-      (await streamsClient.send(
-        new GetShardIteratorCommand({
-          StreamArn: streamArn,
-          ShardId: shardId,
-          ShardIteratorType: seq
-            ? "AFTER_SEQUENCE_NUMBER"
-            : startAt === "latest"
-            ? "LATEST"
-            : "TRIM_HORIZON",
-          SequenceNumber: seq,
-        }),
-      )).ShardIterator;
-    let it = await retrying(`shard ${shardId} iterator`, iterator);
-    while (it && !internal.signal.aborted) {
-      let res;
-      try {
-        res = await retrying(
-          `shard ${shardId} read`,
-          () => streamsClient.send(new GetRecordsCommand({ ShardIterator: it, Limit: 1000 })),
-        );
-      } catch (e) {
-        if (e instanceof ExpiredIteratorException) {
-          it = await retrying(`shard ${shardId} iterator`, iterator);
-          continue;
-        }
-        if (e instanceof TrimmedDataAccessException) {
-          log.error("shard {shardId}: records after {seq} were trimmed before being indexed", {
-            shardId,
-            seq,
-          });
-          seq = undefined;
-          it = await retrying(`shard ${shardId} iterator`, iterator);
-          continue;
-        }
-        throw e;
-      }
-      const records = res.Records ?? [];
-      if (records.length > 0) {
-        const result = await exclusive(() =>
-          retrying(`indexing shard ${shardId}`, () => indexer.ingest(records))
-        );
-        seq = records[records.length - 1].dynamodb?.SequenceNumber ?? seq;
-        await retrying(`shard ${shardId} progress`, () => saveProgress(shardId, seq, false));
-        onIngest?.(result, shardId);
-      }
-      it = res.NextShardIterator;
-      if (records.length === 0 && it) await sleep(pollIntervalMs, internal.signal);
-    }
-    if (!it) await retrying(`shard ${shardId} progress`, () => saveProgress(shardId, seq, true));
-  }
-
-  const finished = new Set<string>();
-  const running = new Map<string, Promise<void>>();
-  const known = new Map<string, Shard>();
-
-  async function describe(): Promise<void> {
-    let start: string | undefined;
-    do {
-      const res = await streamsClient.send(
-        new DescribeStreamCommand({ StreamArn: streamArn, ExclusiveStartShardId: start }),
-      );
-      for (const shard of res.StreamDescription?.Shards ?? []) {
-        if (shard.ShardId) known.set(shard.ShardId, shard);
-      }
-      start = res.StreamDescription?.LastEvaluatedShardId;
-    } while (start);
-  }
-
-  function launch(): void {
-    for (const [id, shard] of known) {
-      if (finished.has(id) || running.has(id)) continue;
-      const parent = shard.ParentShardId;
-      if (parent && known.has(parent) && !finished.has(parent)) continue;
-      // Registered before any await so that two launches never start the same shard.
-      const task = (async () => {
-        const progress = await retrying(`shard ${id} progress`, () => loadProgress(id));
-        if (!progress.done) await readShard(shard, progress);
-      })().then(
-        () => {
-          running.delete(id);
-          if (!internal.signal.aborted) {
-            finished.add(id);
-            // A closed shard has children: find and start them now rather than at the next look.
-            retrying("describing the stream", describe).then(launch).catch(fail);
-          }
-        },
-        (e) => {
-          running.delete(id);
-          fail(e);
-        },
-      );
-      running.set(id, task);
-    }
-  }
-
-  try {
-    while (!internal.signal.aborted) {
-      await retrying("describing the stream", describe);
-      launch();
-      await sleep(describeIntervalMs, internal.signal);
-    }
-  } catch (e) {
-    fail(e);
-  } finally {
-    signal?.removeEventListener("abort", stop);
-    internal.abort();
-    while (running.size > 0) await Promise.allSettled([...running.values()]);
-  }
-  if (failure !== undefined) throw failure;
 }

@@ -26,7 +26,8 @@ import {
   WrongExpectedVersionError,
 } from "../core/store.ts";
 import { checkStreamName, type StreamName } from "../core/streamName.ts";
-import { errorMessage, type SqlClient, type SqlRow, sqlState } from "./sql.ts";
+import { errorText } from "../core/failure.ts";
+import { type SqlClient, type SqlRow, sqlState } from "./sql.ts";
 
 export {
   isTransientSqlError,
@@ -159,7 +160,7 @@ export function classifyMessageDbError(error: unknown): unknown {
   const state = sqlState(error);
   // 42P01 undefined table, 42883 undefined function, 3F000 invalid schema name.
   if (state === "42P01" || state === "42883" || state === "3F000") {
-    return new MessageDbSetupError(errorMessage(error), { cause: error });
+    return new MessageDbSetupError(errorText(error), { cause: error });
   }
   return error;
 }
@@ -285,7 +286,7 @@ export function messageDbStore(client: SqlClient, options: MessageDbStoreOptions
         const last = rows[rows.length - 1]?.position as number;
         return { nextIndex: last + 1 };
       } catch (error) {
-        const match = WRONG_VERSION.exec(errorMessage(error));
+        const match = WRONG_VERSION.exec(errorText(error));
         if (match !== null && expectedVersion !== "any") {
           throw new WrongExpectedVersionError(stream, expectedVersion, Number(match[3]) + 1);
         }
@@ -421,7 +422,7 @@ export async function installMessageDbSchema(
     } catch (error) {
       throw new ImpelError(
         "MessageDbSetup",
-        `MessageDB script ${path} failed: ${errorMessage(error)}`,
+        `MessageDB script ${path} failed: ${errorText(error)}`,
         {
           cause: error,
         },

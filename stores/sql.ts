@@ -10,6 +10,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { errorText } from "../core/failure.ts";
 
 const log = getLogger(["impel", "postgres"]);
 
@@ -294,7 +295,7 @@ export function poolNotifications(
         log.info("notification connection re-established");
         for (const set of subscribers.values()) for (const fn of set) fn("");
       } catch (error) {
-        log.debug("notification reconnect failed: {message}", { message: errorMessage(error) });
+        log.debug("notification reconnect failed: {message}", { message: errorText(error) });
         retryMs = Math.min(retryMs * 2, maxRetryMs);
         scheduleReconnect();
       }
@@ -316,7 +317,7 @@ export function poolNotifications(
         // The subscription stays registered: it becomes active when the connection comes back.
         log.warn("LISTEN {channel} failed, will retry: {message}", {
           channel,
-          message: errorMessage(error),
+          message: errorText(error),
         });
         drop();
         scheduleReconnect();
@@ -345,11 +346,6 @@ export function poolNotifications(
 
 function quote(identifier: string): string {
   return sqlIdentifier("channel", identifier);
-}
-
-/** The message of an unknown thrown value. */
-export function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**

@@ -8,7 +8,8 @@ import { InvalidArgumentError } from "../../core/errors.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
-import { dynamoIndexer, runStreamsIndexer } from "../../stores/dynamo-indexer.ts";
+import { dynamoIndexer } from "../../stores/dynamo-indexer.ts";
+import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
 import {
   decodePosition,
   DynamoIndexMismatchError,

@@ -16,8 +16,8 @@ import {
   type IndexEntry,
   IndexGapError,
   type IngestResult,
-  runStreamsIndexer,
 } from "../../stores/dynamo-indexer.ts";
+import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
 import {
   allRecords,
   client,
