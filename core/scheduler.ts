@@ -362,8 +362,6 @@ interface Tracker {
   /** Ingestion order, across tranches: the oldest batch is dispatched first. */
   readonly seq: number;
   pending: number;
-  /** The streams it waits on (for revocation). */
-  readonly streams: StreamState[];
   /** Streams ready to run whose oldest unfinished batch is this one, in FIFO order. */
   ready: StreamState[] | undefined;
   readyHead: number;
@@ -753,7 +751,6 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       commit: batch.commit,
       seq: seq++,
       pending: 0,
-      streams: [],
       ready: undefined,
       readyHead: 0,
     };
@@ -787,7 +784,6 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       s.mark = undefined;
       addWaiter(s, tracker, s.markRequired);
       tracker.pending++;
-      tracker.streams.push(s);
       enqueue(s);
     }
     touched.length = 0;
@@ -871,10 +867,11 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function purge() {
     while (streams.size > maxIdleStreams && idleHead < idleQueue.length) {
       const s = idleQueue[idleHead++];
+      if (!s.idle) continue; // forgotten by a revocation
       s.idle = false;
       if (
         s.busy || s.queued || s.buffer.length > 0 || s.waits !== undefined ||
-        s.trouble !== undefined || streams.get(s.name) !== s
+        s.trouble !== undefined
       ) continue; // busy again; filed anew when it next goes idle
       streams.delete(s.name);
       counters.purgedStreams++;
@@ -1174,13 +1171,16 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   // Revocations in progress: called whenever a call on the tranche ends.
-  const revoking = new Map<TrancheState, () => void>();
+  const revoking = new Map<TrancheState, (all?: boolean) => void>();
 
-  /** The streams of a tranche's batches not yet passed by its checkpoint. */
-  function streamsOf(t: TrancheState): Set<StreamState> {
-    const set = new Set<StreamState>();
-    for (let i = t.head; i < t.queue.length; i++) for (const s of t.queue[i].streams) set.add(s);
-    return set;
+  /**
+   * The streams last read from a tranche. A scan rather than an index kept per batch:
+   * revocations are rare, batches are not.
+   */
+  function streamsOf(t: TrancheState): StreamState[] {
+    const list: StreamState[] = [];
+    for (const s of streams.values()) if (s.tranche === t) list.push(s);
+    return list;
   }
 
   function revoke(name: string): Promise<void> {
@@ -1189,15 +1189,15 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     t.revoked = true;
     let busy = 0;
     for (const s of streamsOf(t)) {
-      if (s.tranche !== t) continue; // read again from another tranche since
       s.buffer = NO_EVENTS;
       if (s.trouble?.retryTimer !== undefined) troubles.clear(s);
       if (s.busy) busy++;
     }
     if (busy === 0) return Promise.resolve();
+    // No call starts on the tranche any more, so the count of running ones only goes down.
     return new Promise<void>((resolve) => {
-      revoking.set(t, () => {
-        for (const s of streamsOf(t)) if (s.busy && s.tranche === t) return;
+      revoking.set(t, (all = false) => {
+        if (!all && --busy > 0) return;
         revoking.delete(t);
         resolve();
       });
@@ -1208,9 +1208,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     const t = tranches.get(name);
     if (t === undefined) return 0;
     let busy = 0;
-    for (const s of streamsOf(t)) if (s.busy && s.tranche === t) busy++;
+    for (const s of streamsOf(t)) if (s.busy) busy++;
     t.abort?.abort(new ImpelError("Revoked", `tranche ${name} was revoked`));
-    revoking.get(t)?.();
+    revoking.get(t)?.(true);
     return busy;
   }
 
@@ -1223,23 +1223,20 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       counters.revokedBatches++;
       tracker.ready = undefined;
     }
-    for (const s of streamsOf(t)) {
-      if (s.tranche === t) continue;
-      // Also read from another tranche since: only this tranche's waits go.
-      const waits = s.waits ?? [];
-      const kept: Array<Tracker | number> = [];
-      for (let i = 0; i < waits.length; i += 2) {
-        if ((waits[i] as Tracker).tranche !== t) kept.push(waits[i], waits[i + 1]);
-      }
-      s.waits = kept.length > 0 ? kept : undefined;
-    }
-    // A scan, so that idle streams go too: revocations are rare, and a re-assigned tranche
-    // must start its streams afresh.
     for (const s of streams.values()) {
-      if (s.tranche !== t) continue;
-      troubles.clear(s);
-      s.waits = undefined;
-      streams.delete(s.name);
+      if (s.tranche === t) {
+        troubles.clear(s);
+        s.waits = undefined;
+        s.idle = false;
+        streams.delete(s.name);
+      } else if (s.waits !== undefined) {
+        // A stream read from another tranche since: only this tranche's waits go.
+        const kept: Array<Tracker | number> = [];
+        for (let i = 0; i < s.waits.length; i += 2) {
+          if ((s.waits[i] as Tracker).tranche !== t) kept.push(s.waits[i], s.waits[i + 1]);
+        }
+        s.waits = kept.length > 0 ? kept : undefined;
+      }
     }
     for (let i = buckets.length - 1; i >= 0; i--) {
       if (buckets[i].tranche === t) buckets.splice(i, 1);
