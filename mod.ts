@@ -30,7 +30,7 @@ export type { CheckpointKey, CheckpointStore } from "./core/checkpoints.ts";
 export * from "./core/codec.ts";
 export * from "./core/decider.ts";
 export { ImpelError, InvalidArgumentError } from "./core/errors.ts";
-export * from "./core/event.ts";
+export { estimateSize, type Span, type StreamEvent } from "./core/event.ts";
 export {
   type FailurePolicy,
   InvalidHandlerResultError,

@@ -45,7 +45,7 @@ export interface StreamEvent<Data = unknown, Meta = unknown> {
  *
  * @example
  * ```ts
- * import { type Span, spanNext } from "@impel/impel";
+ * import { type Span, spanNext } from "./event.ts";
  * const span: Span = { stream: "Order-1", index: 0, events: [] };
  * spanNext(span); // 0
  * ```
@@ -64,7 +64,7 @@ export interface Span<E = StreamEvent> {
  *
  * @example
  * ```ts
- * import { spanNext } from "@impel/impel";
+ * import { spanNext } from "./event.ts";
  * spanNext({ stream: "A-1", index: 3, events: [] }); // 3
  * ```
  */
@@ -100,7 +100,7 @@ export function estimateSize(value: unknown): number {
  *
  * @example
  * ```ts
- * import { insertEvent, type StreamEvent } from "@impel/impel";
+ * import { insertEvent, type StreamEvent } from "./event.ts";
  * const ev = (index: number) => ({ index, type: "T", data: null, meta: null, id: `${index}`, time: new Date(0), size: 0 });
  * const buf: StreamEvent[] = [ev(2)];
  * insertEvent(buf, ev(1), 0); // true: buf holds 1, 2
@@ -137,7 +137,7 @@ export function insertEvent<E extends { readonly index: number }>(
  *
  * @example
  * ```ts
- * import { mergeSpans, type StreamEvent } from "@impel/impel";
+ * import { mergeSpans, type StreamEvent } from "./event.ts";
  * const ev = (index: number) => ({ index, type: "T", data: null, meta: null, id: `${index}`, time: new Date(0), size: 0 });
  * const merged = mergeSpans([
  *   { stream: "A-1", index: 2, events: [ev(2), ev(3)] },

@@ -7,7 +7,7 @@ import {
   type Span,
   spanNext,
   type StreamEvent,
-} from "../../mod.ts";
+} from "../../core/event.ts";
 import { ev as plainEv, test } from "../support/core.ts";
 
 // Tagged events, so that which copy of a duplicate was kept shows in data and id.
