@@ -36,6 +36,7 @@ Deno.test("fault analysis: a clean crash loop", () => {
     { lost: 0, handled: 6, started: 7, interrupted: 1, advanced: 1, final: 4, bad: 0 },
   );
   assert.equal(figures.handledPerEvent, 1.5);
+  assert.equal(figures.committedByKilledRuns, 0, "the final run handled all 4 events");
   assert.equal(figures.medianReadyMs, 1);
 });
 

@@ -34,6 +34,12 @@ export interface Figures {
   readonly startedPerEvent: number;
   /** Events handled by the final run alone. */
   readonly handledInFinalRun: number;
+  /**
+   * Events the killed runs committed (the final run handles each event past its starting
+   * checkpoint once), and what they handled per event committed: the cost of lasting progress.
+   */
+  readonly committedByKilledRuns: number;
+  readonly killedHandledPerCommitted: number;
   /** Handler calls, and calls cut short by a kill. */
   readonly calls: number;
   readonly interruptedCalls: number;
@@ -130,6 +136,8 @@ export function analyse(runs: readonly RunLog[], written: ReadonlyMap<string, nu
     handledPerEvent: handled / events,
     startedPerEvent: started / events,
     handledInFinalRun,
+    committedByKilledRuns: events - handledInFinalRun,
+    killedHandledPerCommitted: (handled - handledInFinalRun) / (events - handledInFinalRun),
     calls,
     interruptedCalls: interrupted,
     lost,
