@@ -214,8 +214,8 @@ export class CheckpointPastTailError extends ImpelError {
  * ```
  */
 export interface RetryingOptions {
-  /** The delays between attempts. */
-  readonly backoff: Backoff;
+  /** The delay before attempt `attempt + 1` (as `backoff()` of `core/failure.ts` builds it). */
+  readonly backoff: { delay(attempt: number): number };
   /** Aborting ends the retries: the promise rejects with the signal's reason. */
   readonly signal: AbortSignal;
   /** Which failures are retried (default: all). */
