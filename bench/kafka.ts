@@ -5,6 +5,8 @@
  * - consume: N messages over P partitions, raw `eachBatch` (counting, default auto-commit) vs
  *   `kafkaSource` → `streamsSink` with a counting handler; timed from the consumer's group join
  *   (fetching starts right after it) to the last message handled, so joins are left out of both.
+ *   The commit lag (messages handled but not yet accepted as committed by the broker) is sampled
+ *   every 50 ms during the impel rounds.
  * - produce: the same messages sent by a raw producer (sequential `send`s of 1000) vs the ordered
  *   sink (`kafkaProducerHandler` behind `streamsSink`, one event per message so both send the
  *   same messages), plus the sink with its default packing of several events per message.
@@ -152,10 +154,30 @@ async function rawConsume(topic: string, total: number): Promise<Timing> {
   return timing!;
 }
 
-async function impelConsume(topic: string, total: number): Promise<Timing & { calls: number }> {
+interface ImpelRound extends Timing {
+  calls: number;
+  /** Messages handled but not yet accepted by the broker as committed, sampled every 50 ms. */
+  lag: number[];
+}
+
+async function impelConsume(topic: string, total: number): Promise<ImpelRound> {
   const consumer = kafka.consumer(consumerConfig(unique("impel")));
   let count = 0, calls = 0, elapsed = () => ({ ms: 0, cpuMs: 0 }), timing: Timing | undefined;
   consumer.on(consumer.events.GROUP_JOIN, () => (elapsed = stopwatch()));
+  // On a fresh group over a fresh topic an accepted offset is the number of messages before it.
+  const accepted = new Map<number, number>();
+  consumer.on(consumer.events.COMMIT_OFFSETS, (e) => {
+    for (const t of e.payload.topics) {
+      for (const p of t.partitions) accepted.set(p.partition, Number(p.offset));
+    }
+  });
+  const lag: number[] = [];
+  const sampler = setInterval(() => {
+    if (count === 0 || timing !== undefined) return;
+    let committed = 0;
+    for (const n of accepted.values()) committed += n;
+    lag.push(count - committed);
+  }, 50);
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
   const sink = streamsSink({
@@ -176,10 +198,11 @@ async function impelConsume(topic: string, total: number): Promise<Timing & { ca
     signal: ac.signal,
   });
   await finished;
+  clearInterval(sampler);
   ac.abort();
   await running;
   await consumer.disconnect();
-  return { ...timing!, calls };
+  return { ...timing!, calls, lag };
 }
 
 async function benchConsume() {
@@ -198,18 +221,29 @@ async function benchConsume() {
     } ms`,
   );
   const raws: Timing[] = [], impels: Timing[] = [];
+  const lags: number[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const raw = await rawConsume(topic, MESSAGES);
     const impel = await impelConsume(topic, MESSAGES);
     raws.push(raw);
     impels.push(impel);
+    lags.push(...impel.lag);
     console.log(
       `  round ${round}: raw eachBatch ${Math.round(raw.ms)} ms (${rate(MESSAGES, raw.ms)}), ` +
         `kafkaSource → scheduler ${Math.round(impel.ms)} ms (${
           rate(MESSAGES, impel.ms)
-        }, ${impel.calls} handler calls)`,
+        }, ${impel.calls} handler calls, commit lag median ${median(impel.lag)} max ${
+          Math.max(...impel.lag)
+        })`,
     );
   }
+  console.log(
+    `consume: commit lag (handled, not yet committed) over ${lags.length} samples: median ${
+      median(lags)
+    }, p90 ${[...lags].sort((a, b) => a - b)[Math.floor(lags.length * 0.9)]}, max ${
+      Math.max(...lags)
+    } messages`,
+  );
   const rows = [
     summary("consume", "raw eachBatch", raws, "kafkaSource → scheduler", impels, MESSAGES),
   ];

@@ -27,7 +27,7 @@ export interface Figures {
   readonly commitsNotOwned: number;
   /** Group joins over all runs. */
   readonly joins: number;
-  /** run() rejections, by code. */
+  /** run() rejections: code and message. */
   readonly rejections: readonly string[];
 }
 
@@ -59,7 +59,7 @@ export function analyse(logs: readonly RunLog[], expected: number): Figures {
           if (!owned.has(Number(parts[2]))) commitsNotOwned++;
           break;
         case "X":
-          rejections.push(parts[2]);
+          rejections.push(parts.slice(2).join(" "));
           break;
         case "C": {
           const [, start, end, stream, list] = parts;
