@@ -298,8 +298,10 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     return new Promise<void>((resolve) => (releaseWrite = resolve));
   }
 
+  /** Commits every tranche's completed position; a tranche being revoked commits on its own. */
   function flush(): Promise<void> {
-    return Promise.all([...scheduler.tranches.keys()].map(commitTranche)).then(() => {});
+    const names = [...scheduler.tranches.keys()].filter((name) => !revocations.has(name));
+    return Promise.all(names.map(commitTranche)).then(() => {});
   }
 
   const failure = options.failure;
@@ -383,6 +385,9 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     releaseClose?.();
     stopping = (async () => {
       await drained();
+      // Revocations under way finish first (each bounded by stopTimeoutMs): their final commit
+      // is theirs to make, and the stop's flush must not commit for a tranche let go of.
+      await Promise.all([...revocations.values()].map((r) => r.done));
       clearInterval(commitTimer);
       clearInterval(statsTimer);
       try {

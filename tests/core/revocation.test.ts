@@ -242,3 +242,27 @@ test("property: revocation is clean under any interleaving", async () => {
     { numRuns: RUNS },
   );
 });
+
+test("a stop during a revocation waits for it and never commits the revoked tranche itself", async () => {
+  const commits: Array<[string, Position]> = [];
+  const slow = gate();
+  const sink = sinkOf({
+    handler: async (stream) => {
+      if (stream === "A-1") await slow.opened;
+    },
+  });
+  const writer = sink.writable.getWriter();
+  const owned = createOwnership("p0");
+  await writer.write(batchOf("p0", 1, [["A-1", 0]], owned.ownership, commits));
+  await writer.write(batchOf("q0", 7, [["B-1", 0]], undefined, commits));
+  await sleep(5);
+  const revoking = owned.revoke();
+  const stopping = sink.stop();
+  await sleep(10);
+  slow.open();
+  const [outcome] = await Promise.all([revoking, stopping]);
+  assert.equal(outcome.committed, 1n);
+  // p0 committed once, by its revocation; q0 by the stop's flush.
+  assert.deepEqual(commits.filter(([t]) => t === "p0"), [["p0", 1n]]);
+  assert.deepEqual(commits.filter(([t]) => t === "q0"), [["q0", 7n]]);
+});
