@@ -15,6 +15,15 @@
  * rejected with {@linkcode EventDecodeError} by default; the `onUnknown` / `onMalformed` options
  * can skip them instead, and the codec counts what it skipped.
  *
+ * Encoding checks what decoding will check: the stored form is JSON, so `encode` takes the data
+ * through JSON (as every store does) and runs the type's `parse` on the result, rejecting with
+ * {@linkcode EventEncodeError} an event that no reader could decode — whatever the decode
+ * policies, since a skipping reader would silently drop it. {@linkcode Codec.roundTrip} also
+ * returns the typed event as readers will see it (NaN as null, a Date as its ISO string, an
+ * `undefined` field gone), which is what a decider folds into the state it caches. The metadata
+ * keys in {@linkcode RESERVED_META_KEYS} belong to the codec and the stores: caller metadata
+ * naming one is refused.
+ *
  * @module
  */
 import { describe, ImpelError, InvalidArgumentError } from "./errors.ts";
@@ -31,6 +40,25 @@ import type { EventData } from "./store.ts";
  * ```
  */
 export const SCHEMA_VERSION_KEY = "schemaVersion";
+
+/**
+ * Metadata keys that callers may not set in {@linkcode EncodeContext.meta}: the codec's schema
+ * version, the tracing ids that stores keep in the metadata (pass them as `correlationId` /
+ * `causationId` instead), and the decider's idempotency key.
+ *
+ * @example
+ * ```ts
+ * import { RESERVED_META_KEYS } from "@impel/impel";
+ * console.log(RESERVED_META_KEYS.includes("schemaVersion")); // true
+ * ```
+ */
+export const RESERVED_META_KEYS: readonly string[] = Object.freeze([
+  SCHEMA_VERSION_KEY,
+  "correlationId",
+  "causationId",
+  "idempotencyKey",
+  "idempotencyKeys",
+]);
 
 /**
  * The shape of a typed event: a type name and its data.
@@ -228,7 +256,10 @@ export interface CodecOptions {
  * ```
  */
 export interface EncodeContext {
-  /** Metadata to store with every event (an object: the schema version is added to it). */
+  /**
+   * Metadata to store with every event (an object: the schema version is added to it); it must
+   * not use a key of {@linkcode RESERVED_META_KEYS}.
+   */
   readonly meta?: Readonly<Record<string, unknown>>;
   /** Correlation id to record. */
   readonly correlationId?: string;
@@ -282,8 +313,16 @@ export interface CodecCounters {
  * ```
  */
 export interface Codec<E extends TypedEvent> {
-  /** The stored form of `event`. */
+  /**
+   * The stored form of `event`; throws {@linkcode EventEncodeError} when a reader could not
+   * decode it (its data does not survive JSON or fails the type's `parse`).
+   */
   encode(event: E, context?: EncodeContext): EventData;
+  /**
+   * The stored form of `event` together with the typed event a reader will decode from it
+   * (after the store's JSON trip and the type's `parse`); throws as `encode` does.
+   */
+  roundTrip(event: E, context?: EncodeContext): RoundTrip<E>;
   /**
    * The typed form of a stored event, or `undefined` when the event is skipped under the
    * codec's policies; throws {@linkcode EventDecodeError} under `"fail"`.
@@ -291,6 +330,58 @@ export interface Codec<E extends TypedEvent> {
   decode(event: StreamEvent): E | undefined;
   /** Events skipped so far, by reason. */
   readonly skipped: Readonly<CodecCounters>;
+}
+
+/**
+ * What {@linkcode Codec.roundTrip} returns: what to append, and what readers will decode.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, type RoundTrip } from "@impel/impel";
+ * type Event = { type: "Measured"; data: { value: number | null } };
+ * const codec = createCodec<Event>({ Measured: {} });
+ * const trip: RoundTrip<Event> = codec.roundTrip({ type: "Measured", data: { value: NaN } });
+ * console.log(trip.decoded.data.value); // null: what JSON, and so every reader, makes of NaN
+ * ```
+ */
+export interface RoundTrip<E> {
+  /** The stored form, to append. */
+  readonly stored: EventData;
+  /** The typed event as a reader decodes it from the stored form. */
+  readonly decoded: E;
+}
+
+/**
+ * An event cannot be encoded because no reader could decode it: its type is not the codec's,
+ * its data does not survive JSON (a BigInt, a cycle, nothing at all) or fails the type's
+ * `parse`, or its metadata uses a reserved key. `code` is `"UnencodableEvent"`.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, EventEncodeError } from "@impel/impel";
+ * const codec = createCodec<{ type: "Charged"; data: { amount: number } }>({
+ *   Charged: {
+ *     parse: (d) => {
+ *       if (!Number.isInteger((d as { amount?: unknown }).amount)) throw new Error("not cents");
+ *       return d as { amount: number };
+ *     },
+ *   },
+ * });
+ * try {
+ *   codec.encode({ type: "Charged", data: { amount: 12.5 } });
+ * } catch (e) {
+ *   if (e instanceof EventEncodeError) console.log(e.type, e.message); // "Charged" ... not cents
+ * }
+ * ```
+ */
+export class EventEncodeError extends ImpelError {
+  /** The type of the refused event. */
+  readonly type: string;
+  /** Creates the error; `problem` says what was wrong. */
+  constructor(type: string, problem: string, options?: ErrorOptions) {
+    super("UnencodableEvent", `cannot encode event ${type}: ${problem}`, options);
+    this.type = type;
+  }
 }
 
 /**
@@ -350,6 +441,50 @@ function checkPolicy(field: string, value: unknown): DecodeFailurePolicy {
 function storedVersion(meta: unknown): unknown {
   if (meta === null || typeof meta !== "object" || Array.isArray(meta)) return 1;
   return (meta as Record<string, unknown>)[SCHEMA_VERSION_KEY] ?? 1;
+}
+
+/** The JSON text of `value`, or an {@linkcode EventEncodeError} saying why there is none. */
+function jsonText(type: string, what: string, value: unknown): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    throw new EventEncodeError(type, `its ${what} is not JSON: ${errorText(error)}`, {
+      cause: error,
+    });
+  }
+  if (text === undefined) {
+    throw new EventEncodeError(type, `its ${what} is not JSON (got ${describe(value)})`);
+  }
+  return text;
+}
+
+/** The metadata to store: the caller's (checked for reserved keys) plus the schema version. */
+function encodeMeta(
+  entry: Entry,
+  callerMeta: Readonly<Record<string, unknown>> | undefined,
+): Record<string, unknown> | undefined {
+  if (callerMeta !== undefined && callerMeta !== null) {
+    if (typeof callerMeta !== "object" || Array.isArray(callerMeta)) {
+      throw new EventEncodeError(
+        entry.type,
+        `context.meta must be an object, got ${describe(callerMeta)}`,
+      );
+    }
+    for (const key of RESERVED_META_KEYS) {
+      if (Object.hasOwn(callerMeta, key)) {
+        throw new EventEncodeError(
+          entry.type,
+          `context.meta.${key} is reserved (schema versions belong to the codec; pass tracing ids ` +
+            `as context.correlationId / causationId and idempotency keys as a transact option)`,
+        );
+      }
+    }
+  }
+  let meta: Record<string, unknown> | undefined = callerMeta ? { ...callerMeta } : undefined;
+  if (entry.version > 1) meta = { ...meta, [SCHEMA_VERSION_KEY]: entry.version };
+  if (meta !== undefined) jsonText(entry.type, "metadata", meta);
+  return meta;
 }
 
 function errorText(error: unknown): string {
@@ -460,28 +595,44 @@ export function createCodec<E extends TypedEvent>(
     return undefined;
   }
 
+  function roundTrip(event: E, context: EncodeContext = {}): RoundTrip<E> {
+    const entry = byType.get(event?.type);
+    if (entry === undefined) {
+      throw new EventEncodeError(
+        String(event?.type),
+        `is not a type of this codec (got ${describe(event?.type)})`,
+      );
+    }
+    const meta = encodeMeta(entry, context.meta);
+    // The data as any store keeps it (JSON), then as a reader's decode checks it: a decision
+    // that cannot be read back is refused here, before it is appended.
+    const text = jsonText(entry.type, "data", event.data);
+    let data: unknown = JSON.parse(text);
+    try {
+      if (entry.parse) data = entry.parse(data);
+    } catch (error) {
+      throw new EventEncodeError(
+        entry.type,
+        `its data would be rejected by readers: ${errorText(error)}`,
+        { cause: error },
+      );
+    }
+    const stored: EventData = {
+      type: entry.type,
+      data: event.data,
+      ...(meta === undefined ? {} : { meta }),
+      ...(context.correlationId === undefined ? {} : { correlationId: context.correlationId }),
+      ...(context.causationId === undefined ? {} : { causationId: context.causationId }),
+    };
+    return { stored, decoded: { type: entry.type, data } as E };
+  }
+
   return {
     skipped,
     encode(event: E, context: EncodeContext = {}): EventData {
-      const entry = byType.get(event?.type);
-      if (entry === undefined) {
-        throw new InvalidArgumentError(
-          "event.type",
-          `is not a type of this codec, got ${describe(event?.type)}`,
-        );
-      }
-      let meta: Record<string, unknown> | undefined = context.meta
-        ? { ...context.meta }
-        : undefined;
-      if (entry.version > 1) meta = { ...meta, [SCHEMA_VERSION_KEY]: entry.version };
-      return {
-        type: entry.type,
-        data: event.data,
-        ...(meta === undefined ? {} : { meta }),
-        ...(context.correlationId === undefined ? {} : { correlationId: context.correlationId }),
-        ...(context.causationId === undefined ? {} : { causationId: context.causationId }),
-      };
+      return roundTrip(event, context).stored;
     },
+    roundTrip,
     decode(event: StreamEvent): E | undefined {
       const entry = byStoredName.get(event.type);
       if (entry === undefined) {

@@ -4,12 +4,29 @@
  * works over any {@linkcode EventStore} (memory, MessageDB, DynamoDB).
  *
  * - **Consistency.** Every append names the version the decision was made on; if another writer
- *   got there first, the decider reads the events it missed (from the version it knows, not
- *   from the start), folds them, and decides again, up to `maxAttempts` times, after which it
- *   rejects with {@linkcode MaxAttemptsExceededError}.
+ *   got there first, the decider waits a jittered backoff (`retry`), reads the events it missed
+ *   (from the version it knows, not from the start), folds them, and decides again, up to
+ *   `maxAttempts` times, after which it rejects with {@linkcode MaxAttemptsExceededError}.
+ *   Within a process, transacts on one stream of one store object run one at a time, so they
+ *   never conflict with each other; only other processes cause conflicts.
+ * - **What is folded is what is read.** Decided events go through the codec's
+ *   {@linkcode Codec.roundTrip}: an event no reader could decode is refused with
+ *   {@linkcode EventEncodeError} before anything is appended, and the state kept (and cached) is
+ *   folded from the events as readers will decode them, so it is the state every other reader
+ *   folds.
  * - **Cache.** With a {@linkcode StateCache}, folded states are kept per stream with their
  *   version, so a load reads only the events written since (or nothing, with
- *   `load: "allowStale"`: the expected-version append still catches a stale decision).
+ *   `load: "allowStale"`). Deciders share an entry only when built from the same codec, fold,
+ *   initial state and snapshot rule (by reference): the decider's identity.
+ * - **Stale loads.** With `load: "allowStale"` a decision that appends events is still checked
+ *   by the expected version; a decision that appends nothing is not: its result may rest on a
+ *   stale state unless the transact passes `requireFresh: true`, which reads what was missed
+ *   and decides again before returning such a result.
+ * - **Idempotency.** A transact with an `idempotencyKey` records the key in the metadata of its
+ *   first appended event; a later transact with the same key on the same stream (a caller's
+ *   retry after a crash or a lost reply) finds it among the stream's recent keys and appends
+ *   nothing (`duplicate: true`). The decider remembers the last `idempotencyWindow` keys per
+ *   stream (snapshots carry them), so a retry must come within that many keyed appends.
  * - **Rolling snapshots.** With `snapshot`, an append that leaves `every` or more events after
  *   the latest snapshot also appends a snapshot event (the folded state, as an event of the
  *   stream's own union) in the same atomic write. A store that can find the last event of a
@@ -23,8 +40,38 @@
 import type { Codec, EncodeContext, TypedEvent } from "./codec.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "./errors.ts";
 import type { StreamEvent } from "./event.ts";
+import { backoff, type RetryOptions } from "./failure.ts";
 import { type EventData, type EventStore, WrongExpectedVersionError } from "./store.ts";
 import { checkStreamName, type StreamName } from "./streamName.ts";
+import { sleep } from "./tranches.ts";
+
+/**
+ * The metadata key under which a keyed transact records its idempotency key (on its first
+ * appended event).
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider, IDEMPOTENCY_KEY } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * type Event = { type: "Charged"; data: { amount: number } };
+ * const store = createMemoryStore();
+ * const decider = createDecider<Event, number>({
+ *   store,
+ *   codec: createCodec<Event>({ Charged: {} }),
+ *   initial: 0,
+ *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
+ * });
+ * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }], {
+ *   idempotencyKey: "cmd-1",
+ * });
+ * const [event] = await store.readStream("Account-1");
+ * console.log((event.meta as Record<string, unknown>)[IDEMPOTENCY_KEY]); // "cmd-1"
+ * ```
+ */
+export const IDEMPOTENCY_KEY = "idempotencyKey";
+
+// The metadata key of a snapshot event listing the stream's recent idempotency keys.
+const IDEMPOTENCY_KEYS = "idempotencyKeys";
 
 /**
  * A store capability used by rolling snapshots: the last event of a stream, optionally only
@@ -67,8 +114,9 @@ export interface LastEventReader {
  *   cache,
  * });
  * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }]);
- * const entry: CachedState | undefined = cache.get("Account-1");
- * console.log(entry?.version, entry?.state); // 1 5
+ * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }]);
+ * const entry: CachedState | undefined = cache.entries("Account-1")[0];
+ * console.log(entry?.version, entry?.state); // 2 10
  * ```
  */
 export interface CachedState {
@@ -78,13 +126,19 @@ export interface CachedState {
   readonly state: unknown;
   /** Events after the latest snapshot (or since the start) that the state includes. */
   readonly sinceSnapshot: number;
-  /** Identifies the fold that produced `state`, so that deciders with different folds never share. */
-  readonly owner: unknown;
+  /** The stream's recent idempotency keys, oldest first. */
+  readonly keys: readonly string[];
+  /**
+   * The identity of the deciders that produced `state` (one per combination of codec, fold,
+   * initial state and snapshot rule), so that deciders that would fold differently never share.
+   */
+  readonly owner: object;
 }
 
 /**
- * An in-process cache of folded states by stream name, shared by any number of deciders.
- * Deciders that use the same `fold` function share entries; others keep to their own.
+ * An in-process cache of folded states by stream name and decider identity, shared by any
+ * number of deciders. Deciders built from the same codec, fold, initial state and snapshot rule
+ * share entries; others keep to their own.
  *
  * @example
  * ```ts
@@ -94,13 +148,15 @@ export interface CachedState {
  * ```
  */
 export interface StateCache {
-  /** The entry for `stream`, if present (marks it recently used). */
-  get(stream: StreamName): CachedState | undefined;
-  /** Stores `entry` unless the cache holds a newer version from the same fold. */
+  /** The entry for `stream` made by deciders of identity `owner` (marks the stream recently used). */
+  get(stream: StreamName, owner: object): CachedState | undefined;
+  /** Stores `entry` unless the cache holds a newer version from the same owner. */
   set(stream: StreamName, entry: CachedState): void;
-  /** Forgets `stream`. */
+  /** Every owner's entry for `stream`. */
+  entries(stream: StreamName): readonly CachedState[];
+  /** Forgets `stream` (for every owner). */
   delete(stream: StreamName): void;
-  /** Entries held. */
+  /** Streams held. */
   readonly size: number;
 }
 
@@ -115,7 +171,7 @@ export interface StateCache {
  * ```
  */
 export interface StateCacheOptions {
-  /** Most streams kept; the least recently used go first (default 10 000). */
+  /** Most streams kept (each with an entry per decider identity); the least recently used go first (default 10 000). */
   readonly maxEntries?: number;
 }
 
@@ -131,30 +187,39 @@ export interface StateCacheOptions {
  */
 export function createStateCache(options: StateCacheOptions = {}): StateCache {
   const maxEntries = checkInteger("maxEntries", options.maxEntries ?? 10_000, 1);
-  const entries = new Map<StreamName, CachedState>();
+  // Per stream, one entry per decider identity: a stream rarely has more than one or two.
+  const streams = new Map<StreamName, CachedState[]>();
+  const touch = (stream: StreamName): CachedState[] | undefined => {
+    const held = streams.get(stream);
+    if (held !== undefined) {
+      streams.delete(stream);
+      streams.set(stream, held);
+    }
+    return held;
+  };
   return {
-    get(stream) {
-      const entry = entries.get(stream);
-      if (entry !== undefined) {
-        entries.delete(stream);
-        entries.set(stream, entry);
-      }
-      return entry;
+    get(stream, owner) {
+      return touch(stream)?.find((e) => e.owner === owner);
     },
     set(stream, entry) {
-      const current = entries.get(stream);
-      if (
-        current !== undefined && current.owner === entry.owner && current.version > entry.version
-      ) return;
-      entries.delete(stream);
-      entries.set(stream, entry);
-      if (entries.size > maxEntries) entries.delete(entries.keys().next().value!);
+      const held = touch(stream);
+      if (held === undefined) {
+        streams.set(stream, [entry]);
+        if (streams.size > maxEntries) streams.delete(streams.keys().next().value!);
+        return;
+      }
+      const k = held.findIndex((e) => e.owner === entry.owner);
+      if (k < 0) held.push(entry);
+      else if (held[k].version <= entry.version) held[k] = entry;
+    },
+    entries(stream) {
+      return streams.get(stream) ?? [];
     },
     delete(stream) {
-      entries.delete(stream);
+      streams.delete(stream);
     },
     get size() {
-      return entries.size;
+      return streams.size;
     },
   };
 }
@@ -218,6 +283,7 @@ export interface SnapshotOptions<E extends TypedEvent, S> {
  *   initial: 0,
  *   fold: (total, events) => events.reduce((t, e) => t + e.data.amount, total),
  *   maxAttempts: 5,
+ *   retry: { initialDelayMs: 20, maxDelayMs: 1_000, jitter: 1 },
  *   cache: createStateCache(),
  * };
  * const decider = createDecider(options);
@@ -234,16 +300,26 @@ export interface DeciderOptions<E extends TypedEvent, S> {
   readonly fold: (state: S, events: readonly E[]) => S;
   /** Decisions tried per transact before {@linkcode MaxAttemptsExceededError} (default 3). */
   readonly maxAttempts?: number;
+  /**
+   * The wait after a conflict before reading what was missed and deciding again (default
+   * 10 ms doubling to at most 500 ms, jitter 1: each wait is spread over 0.5–1.5 times the
+   * delay, so contending writers fall out of step). `{ initialDelayMs: 0 }` re-decides at once.
+   */
+  readonly retry?: RetryOptions;
   /** Keep folded states in memory between calls. */
   readonly cache?: StateCache;
   /** Write and use rolling snapshots. */
   readonly snapshot?: SnapshotOptions<E, S>;
+  /** Idempotency keys remembered per stream (default 100): a keyed retry must come within them. */
+  readonly idempotencyWindow?: number;
 }
 
 /**
  * How much a load may rely on the cache: `"requireLoad"` (default) reads the events written
- * since the cached version; `"allowStale"` uses a cached state as it is (a transact still
- * detects and resolves a conflict through the expected version).
+ * since the cached version; `"allowStale"` uses a cached state as it is. A transact that then
+ * appends events still detects and resolves a stale state through the expected version; one
+ * whose decision appends nothing returns a result that nothing checked, unless it passes
+ * `requireFresh: true`.
  *
  * @example
  * ```ts
@@ -339,14 +415,35 @@ export type Decision<E, R> = readonly E[] | { readonly events: readonly E[]; rea
  * });
  * const options: TransactOptions = {
  *   load: "requireLoad",
+ *   idempotencyKey: "charge-7",
  *   context: { meta: { user: "ann" }, correlationId: "req-17" },
  * };
  * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }], options);
+ * // The caller retries (its reply was lost): the charge is not applied twice.
+ * const again = await decider.transactEx(
+ *   "Account-1",
+ *   () => [{ type: "Charged", data: { amount: 5 } }],
+ *   options,
+ * );
+ * console.log(again.duplicate, again.state); // true 5
  * ```
  */
 export interface TransactOptions {
   /** How much the initial load may rely on the cache (default `"requireLoad"`). */
   readonly load?: LoadOption;
+  /**
+   * With `load: "allowStale"`: before returning the result of a decision that appends nothing,
+   * read what the cached state missed and, if the stream moved, decide again on the fresh state
+   * (default false: such a result may rest on a stale state).
+   */
+  readonly requireFresh?: boolean;
+  /**
+   * A key naming this command (e.g. a command id from the caller). If the stream's recent
+   * appends already carry it, nothing is appended and the outcome says `duplicate: true`; else
+   * it is recorded in the first appended event's metadata under {@linkcode IDEMPOTENCY_KEY}.
+   * A decision that appends nothing records nothing.
+   */
+  readonly idempotencyKey?: string;
   /** Metadata and tracing ids recorded on every appended event. */
   readonly context?: EncodeContext;
 }
@@ -396,6 +493,7 @@ export interface QueryOptions {
  *   { type: "Charged", data: { amount: 7 } },
  * ]);
  * console.log(outcome.state, outcome.version, outcome.appended, outcome.attempts); // 12 2 2 1
+ * console.log(outcome.duplicate); // false
  * ```
  */
 export interface TransactOutcome<S, R> {
@@ -409,6 +507,11 @@ export interface TransactOutcome<S, R> {
   readonly appended: number;
   /** Decisions made: 1 unless conflicts forced re-deciding. */
   readonly attempts: number;
+  /**
+   * The transact's idempotency key was already in the stream: nothing was appended, and
+   * `result` is the decision on the current state (which already includes the command).
+   */
+  readonly duplicate: boolean;
 }
 
 /**
@@ -507,6 +610,8 @@ interface Loaded<S> {
   readonly version: number;
   readonly state: S;
   readonly sinceSnapshot: number;
+  /** Recent idempotency keys, oldest first, at most `idempotencyWindow`. */
+  readonly keys: readonly string[];
 }
 
 function hasLastEventReader(store: EventStore): store is EventStore & LastEventReader {
@@ -527,6 +632,54 @@ function checkLoadOption(value: unknown): LoadOption {
     );
   }
   return value;
+}
+
+function metaField(meta: unknown, key: string): unknown {
+  return meta !== null && typeof meta === "object" && !Array.isArray(meta)
+    ? (meta as Record<string, unknown>)[key]
+    : undefined;
+}
+
+/** The identity of the deciders built from `parts` (compared by reference), interned. */
+interface IdentityNode {
+  readonly objects: WeakMap<object, IdentityNode>;
+  readonly values: Map<unknown, IdentityNode>;
+  identity?: object;
+}
+const newNode = (): IdentityNode => ({ objects: new WeakMap(), values: new Map() });
+const identities = newNode();
+
+function identityOf(parts: readonly unknown[]): object {
+  let node = identities;
+  for (const part of parts) {
+    const isObject = (typeof part === "object" && part !== null) || typeof part === "function";
+    let next = isObject ? node.objects.get(part as object) : node.values.get(part);
+    if (next === undefined) {
+      next = newNode();
+      if (isObject) node.objects.set(part as object, next);
+      else node.values.set(part, next);
+    }
+    node = next;
+  }
+  return node.identity ??= Object.freeze({});
+}
+
+// Transacts in flight per store object and stream: the tail of each stream's queue. Keyed by
+// the store object so that deciders of different stores never wait for each other.
+const queues = new WeakMap<EventStore, Map<StreamName, Promise<unknown>>>();
+
+/** Runs `fn` once every earlier call for the same store and stream has settled. */
+function serialized<T>(store: EventStore, stream: StreamName, fn: () => Promise<T>): Promise<T> {
+  let byStream = queues.get(store);
+  if (byStream === undefined) queues.set(store, byStream = new Map());
+  const previous = byStream.get(stream);
+  const run = previous === undefined ? fn() : previous.then(fn, fn);
+  const tail = run.then(() => {}, () => {});
+  byStream.set(stream, tail);
+  void tail.then(() => {
+    if (byStream.get(stream) === tail) byStream.delete(stream);
+  });
+  return run;
 }
 
 /**
@@ -571,11 +724,22 @@ export function createDecider<E extends TypedEvent, S>(
   if (typeof store?.readStream !== "function" || typeof store.append !== "function") {
     throw new InvalidArgumentError("store", "must be an EventStore (readStream and append)");
   }
-  if (typeof codec?.encode !== "function" || typeof codec.decode !== "function") {
+  if (
+    typeof codec?.encode !== "function" || typeof codec.decode !== "function" ||
+    typeof codec.roundTrip !== "function"
+  ) {
     throw new InvalidArgumentError("codec", "must be a Codec (from createCodec)");
   }
   checkFunction("fold", fold);
   const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 3, 1);
+  const conflictBackoff = backoff({
+    initialDelayMs: 10,
+    maxDelayMs: 500,
+    factor: 2,
+    jitter: 1,
+    ...options.retry,
+  });
+  const window = checkInteger("idempotencyWindow", options.idempotencyWindow ?? 100, 0);
   let snapshotType: string | undefined;
   if (snapshot !== undefined) {
     checkFunction("snapshot.isOrigin", snapshot.isOrigin);
@@ -584,17 +748,27 @@ export function createDecider<E extends TypedEvent, S>(
     // The stored type of a snapshot is whatever the codec names the snapshot event.
     snapshotType = codec.encode(snapshot.toSnapshot(initial)).type;
   }
-  const owner = fold; // deciders folding the same way may share cached states
-  const empty: Loaded<S> = { version: 0, state: initial, sinceSnapshot: 0 };
+  // Everything that shapes the folded state: deciders agreeing on all of it may share entries.
+  const owner = identityOf([codec, fold, initial, snapshot?.isOrigin]);
+  const empty: Loaded<S> = { version: 0, state: initial, sinceSnapshot: 0, keys: [] };
 
   function remember(stream: StreamName, loaded: Loaded<S>): void {
     cache?.set(stream, { ...loaded, owner });
   }
 
   function cached(stream: StreamName): Loaded<S> | undefined {
-    const entry = cache?.get(stream);
-    if (entry === undefined || entry.owner !== owner) return undefined;
-    return entry as Loaded<S> & CachedState;
+    return cache?.get(stream, owner) as Loaded<S> | undefined;
+  }
+
+  function withKey(keys: readonly string[], key: string): readonly string[] {
+    const next = [...keys, key];
+    return next.length > window ? next.slice(next.length - window) : next;
+  }
+
+  function snapshotKeys(meta: unknown): readonly string[] {
+    const keys = metaField(meta, IDEMPOTENCY_KEYS);
+    if (!Array.isArray(keys) || window === 0) return [];
+    return keys.filter((k): k is string => typeof k === "string").slice(-window);
   }
 
   /** Reads the events after `base` and folds them in, restarting at the last snapshot among them. */
@@ -606,42 +780,151 @@ export function createDecider<E extends TypedEvent, S>(
     }
     const decoded: E[] = [];
     let state = base.state;
+    let keys = base.keys;
     let sinceSnapshot = base.sinceSnapshot + stored.length;
     for (let i = 0; i < stored.length; i++) {
+      const key = metaField(stored[i].meta, IDEMPOTENCY_KEY);
+      if (typeof key === "string") keys = withKey(keys, key);
       const event = codec.decode(stored[i]);
       if (event === undefined) continue;
       if (snapshot?.isOrigin(event)) {
         // Everything folded so far is superseded by the snapshot.
         decoded.length = 0;
         state = initial;
+        keys = snapshotKeys(stored[i].meta);
         sinceSnapshot = stored.length - 1 - i;
       }
       decoded.push(event);
     }
     state = fold(state, decoded);
-    const loaded = { version: stored[stored.length - 1].index + 1, state, sinceSnapshot };
+    const loaded = { version: stored[stored.length - 1].index + 1, state, sinceSnapshot, keys };
     remember(stream, loaded);
     return loaded;
   }
 
-  async function load(stream: StreamName, option: LoadOption): Promise<Loaded<S>> {
+  /** The state to decide on, and whether it was read from the store just now. */
+  async function load(
+    stream: StreamName,
+    option: LoadOption,
+  ): Promise<{ loaded: Loaded<S>; fresh: boolean }> {
     const known = cached(stream);
-    if (known !== undefined) return option === "allowStale" ? known : readForward(stream, known);
+    if (known !== undefined) {
+      return option === "allowStale"
+        ? { loaded: known, fresh: false }
+        : { loaded: await readForward(stream, known), fresh: true };
+    }
     if (snapshotType !== undefined && hasLastEventReader(store)) {
       const last = await store.readLastEvent(stream, snapshotType);
       const event = last === undefined ? undefined : codec.decode(last);
       if (last !== undefined && event !== undefined && snapshot!.isOrigin(event)) {
-        return readForward(stream, {
+        const base = {
           version: last.index + 1,
           state: fold(initial, [event]),
           sinceSnapshot: 0,
-        });
+          keys: snapshotKeys(last.meta),
+        };
+        return { loaded: await readForward(stream, base), fresh: true };
       }
     }
-    return readForward(stream, empty);
+    return { loaded: await readForward(stream, empty), fresh: true };
   }
 
-  async function transactEx<R>(
+  function decisionOf<R>(decision: Decision<E, R>): { events: readonly E[]; result: R } {
+    const events = Array.isArray(decision)
+      ? decision as readonly E[]
+      : (decision as { events?: readonly E[] })?.events;
+    if (!Array.isArray(events)) {
+      throw new InvalidArgumentError(
+        "decide",
+        `must return an array of events or { events, result }, got ${describe(decision)}`,
+      );
+    }
+    const result = (Array.isArray(decision) ? undefined : (decision as { result: R }).result) as R;
+    return { events, result };
+  }
+
+  async function attempt<R>(
+    stream: StreamName,
+    decide: (state: S, context: DecideContext) => Decision<E, R> | Promise<Decision<E, R>>,
+    transactOptions: TransactOptions,
+    option: LoadOption,
+  ): Promise<TransactOutcome<S, R>> {
+    const key = transactOptions.idempotencyKey;
+    const context = transactOptions.context;
+    let { loaded: current, fresh } = await load(stream, option);
+    for (let attempt = 1;; attempt++) {
+      const duplicate = key !== undefined && current.keys.includes(key);
+      const { events, result } = decisionOf(
+        await decide(current.state, { stream, version: current.version, attempt }),
+      );
+      const unchanged = {
+        result,
+        state: current.state,
+        version: current.version,
+        appended: 0,
+        attempts: attempt,
+        duplicate,
+      };
+      if (duplicate) return unchanged;
+      if (events.length === 0) {
+        if (fresh || transactOptions.requireFresh !== true) return unchanged;
+        const before = current.version;
+        current = await readForward(stream, current);
+        fresh = true;
+        if (current.version === before) return unchanged;
+        continue;
+      }
+
+      // Encode first: an event no reader could decode is refused before anything is written,
+      // and the state is folded from the events as readers will decode them.
+      const toWrite: EventData[] = [];
+      const readBack: E[] = [];
+      for (const e of events) {
+        const { stored, decoded } = codec.roundTrip(e, context);
+        toWrite.push(stored);
+        readBack.push(decoded);
+      }
+      let keys = current.keys;
+      if (key !== undefined) {
+        toWrite[0] = {
+          ...toWrite[0],
+          meta: { ...(toWrite[0].meta as object), [IDEMPOTENCY_KEY]: key },
+        };
+        keys = withKey(keys, key);
+      }
+      let state = fold(current.state, readBack);
+      let sinceSnapshot = current.sinceSnapshot + events.length;
+      if (snapshot !== undefined && sinceSnapshot >= snapshot.every) {
+        const { stored, decoded } = codec.roundTrip(snapshot.toSnapshot(state), context);
+        toWrite.push({ ...stored, meta: { ...(stored.meta as object), [IDEMPOTENCY_KEYS]: keys } });
+        // Every later reader restarts at the snapshot: so does the state kept here.
+        state = fold(initial, [decoded]);
+        sinceSnapshot = 0;
+      }
+      try {
+        const { nextIndex } = await store.append(stream, toWrite, current.version);
+        remember(stream, { version: nextIndex, state, sinceSnapshot, keys });
+        return {
+          result,
+          state,
+          version: nextIndex,
+          appended: toWrite.length,
+          attempts: attempt,
+          duplicate: false,
+        };
+      } catch (error) {
+        if (!(error instanceof WrongExpectedVersionError)) throw error;
+        if (attempt >= maxAttempts) {
+          throw new MaxAttemptsExceededError(stream, attempt, { cause: error });
+        }
+        await sleep(conflictBackoff.delay(attempt));
+        current = await readForward(stream, current);
+        fresh = true;
+      }
+    }
+  }
+
+  function transactEx<R>(
     stream: StreamName,
     decide: (state: S, context: DecideContext) => Decision<E, R> | Promise<Decision<E, R>>,
     transactOptions: TransactOptions = {},
@@ -649,57 +932,21 @@ export function createDecider<E extends TypedEvent, S>(
     checkStreamName(stream);
     checkFunction("decide", decide);
     const option = checkLoadOption(transactOptions.load ?? "requireLoad");
-    let current = await load(stream, option);
-    for (let attempt = 1;; attempt++) {
-      const decision = await decide(current.state, { stream, version: current.version, attempt });
-      const events = Array.isArray(decision)
-        ? decision as readonly E[]
-        : (decision as { events: readonly E[] }).events;
-      const result =
-        (Array.isArray(decision) ? undefined : (decision as { result: R }).result) as R;
-      if (!Array.isArray(events)) {
-        throw new InvalidArgumentError(
-          "decide",
-          `must return an array of events or { events, result }, got ${describe(decision)}`,
-        );
-      }
-      if (events.length === 0) {
-        return {
-          result,
-          state: current.state,
-          version: current.version,
-          appended: 0,
-          attempts: attempt,
-        };
-      }
-
-      const state = fold(current.state, events);
-      const toWrite: EventData[] = events.map((e) => codec.encode(e, transactOptions.context));
-      let sinceSnapshot = current.sinceSnapshot + events.length;
-      if (snapshot !== undefined && sinceSnapshot >= snapshot.every) {
-        toWrite.push(codec.encode(snapshot.toSnapshot(state), transactOptions.context));
-        sinceSnapshot = 0;
-      }
-      try {
-        const { nextIndex } = await store.append(stream, toWrite, current.version);
-        const written = { version: nextIndex, state, sinceSnapshot };
-        remember(stream, written);
-        return { result, state, version: nextIndex, appended: toWrite.length, attempts: attempt };
-      } catch (error) {
-        if (!(error instanceof WrongExpectedVersionError)) throw error;
-        if (attempt >= maxAttempts) {
-          throw new MaxAttemptsExceededError(stream, attempt, { cause: error });
-        }
-        current = await readForward(stream, current);
-      }
+    const key = transactOptions.idempotencyKey;
+    if (key !== undefined && (typeof key !== "string" || key.length === 0)) {
+      throw new InvalidArgumentError(
+        "idempotencyKey",
+        `must be a non-empty string, got ${describe(key)}`,
+      );
     }
+    return serialized(store, stream, () => attempt(stream, decide, transactOptions, option));
   }
 
   return {
     async query(stream, render, queryOptions = {}) {
       checkStreamName(stream);
       checkFunction("render", render);
-      const loaded = await load(stream, checkLoadOption(queryOptions.load ?? "requireLoad"));
+      const { loaded } = await load(stream, checkLoadOption(queryOptions.load ?? "requireLoad"));
       return render(loaded.state, { stream, version: loaded.version, attempt: 1 });
     },
     async transact(stream, decide, transactOptions) {

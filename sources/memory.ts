@@ -1,7 +1,10 @@
 /**
  * The in-memory event store and its source: the default backend for tests, examples and demos.
  *
- * The store keeps every stream and one global log of appends. The source reads the log from a
+ * The store keeps every stream and one global log of appends. Like the real stores it keeps data
+ * and metadata as JSON text, so a read returns what MessageDB or DynamoDB would: fresh objects,
+ * NaN as null, a Date as its ISO string, `undefined` fields gone; data or metadata that is not
+ * JSON (a BigInt, a cycle) is refused at the append. The source reads the log from a
  * checkpoint as one tranche (`"all"`), in batches of up to `maxBatchSize`, and wakes as soon as a
  * commit lands.
  *
@@ -11,7 +14,7 @@ import type { Batch, BatchItem, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { LastEventReader } from "../core/decider.ts";
-import { estimateSize, type StreamEvent } from "../core/event.ts";
+import type { StreamEvent } from "../core/event.ts";
 import {
   type AppendResult,
   type EventData,
@@ -73,6 +76,35 @@ function checkEventData(stream: string, e: EventData, i: number) {
   }
 }
 
+/** `value` as JSON text, as the real stores keep it (`null` for nothing). */
+function jsonOf(field: string, value: unknown): string {
+  try {
+    return JSON.stringify(value ?? null) ?? "null";
+  } catch (error) {
+    throw new InvalidArgumentError(
+      field,
+      `must be JSON-serialisable: ${error instanceof Error ? error.message : String(error)}`,
+    );
+  }
+}
+
+/** A stored event whose data and metadata are parsed afresh from the JSON text kept. */
+interface Kept {
+  readonly event: Omit<StreamEvent, "data" | "meta">;
+  readonly data: string;
+  readonly meta: string;
+}
+
+// The size estimate every source uses (core/event.ts estimateSize), from the text already made.
+function textSize(value: unknown, text: string): number {
+  if (value === undefined || value === null) return 0;
+  return typeof value === "string" ? value.length : text.length;
+}
+
+function thaw(kept: Kept): StreamEvent {
+  return { ...kept.event, data: JSON.parse(kept.data), meta: JSON.parse(kept.meta) };
+}
+
 /** Checks an expected version at a store's public boundary. */
 function checkExpectedVersion(expected: ExpectedVersion): ExpectedVersion {
   if (expected === "any") return expected;
@@ -94,7 +126,9 @@ function checkExpectedVersion(expected: ExpectedVersion): ExpectedVersion {
  * ```
  */
 export function createMemoryStore(): MemoryStore {
-  const streams = new Map<StreamName, StreamEvent[]>();
+  // Each event is parsed once for the global log (what sources hand to handlers) and again for
+  // every readStream, so that no reader can change what another one reads.
+  const streams = new Map<StreamName, Kept[]>();
   const log: LogEntry[] = [];
   const listeners = new Set<() => void>();
   return {
@@ -113,12 +147,15 @@ export function createMemoryStore(): MemoryStore {
       checkStreamName(stream);
       const from = checkInteger("fromIndex", options.fromIndex ?? 0, 0);
       const max = checkInteger("maxCount", options.maxCount ?? Number.MAX_SAFE_INTEGER, 0);
-      return (streams.get(stream) ?? []).slice(from, from + max);
+      return (streams.get(stream) ?? []).slice(from, from + max).map(thaw);
     },
     // deno-lint-ignore require-await
     async readLastEvent(stream: StreamName, type?: string): Promise<StreamEvent | undefined> {
       checkStreamName(stream);
-      return streams.get(stream)?.findLast((e) => type === undefined || e.type === type);
+      const kept = streams.get(stream)?.findLast((k) =>
+        type === undefined || k.event.type === type
+      );
+      return kept === undefined ? undefined : thaw(kept);
     },
     // deno-lint-ignore require-await
     async append(
@@ -138,22 +175,30 @@ export function createMemoryStore(): MemoryStore {
         throw new WrongExpectedVersionError(stream, expectedVersion, version);
       }
       if (events.length === 0) return { nextIndex: version };
+      // Serialise everything before keeping anything: an append lands whole or not at all.
+      const texts = events.map((e, i) => [
+        jsonOf(`events[${i}].data of ${stream}`, e.data),
+        jsonOf(`events[${i}].meta of ${stream}`, e.meta),
+      ]);
       if (existing === undefined) streams.set(stream, existing = []);
       const time = new Date();
-      for (const e of events) {
-        const event: StreamEvent = {
-          index: existing.length,
-          type: e.type,
-          data: e.data,
-          meta: e.meta ?? null,
-          id: e.id ?? crypto.randomUUID(),
-          time,
-          correlationId: e.correlationId,
-          causationId: e.causationId,
-          size: estimateSize(e.data) + estimateSize(e.meta),
+      for (const [k, e] of events.entries()) {
+        const [data, meta] = texts[k];
+        const kept: Kept = {
+          event: {
+            index: existing.length,
+            type: e.type,
+            id: e.id ?? crypto.randomUUID(),
+            time,
+            correlationId: e.correlationId,
+            causationId: e.causationId,
+            size: textSize(e.data, data) + textSize(e.meta, meta),
+          },
+          data,
+          meta,
         };
-        existing.push(event);
-        log.push({ stream, event, category });
+        existing.push(kept);
+        log.push({ stream, event: thaw(kept), category });
       }
       for (const listener of listeners) listener();
       return { nextIndex: existing.length };

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { createCodec, EventDecodeError, SCHEMA_VERSION_KEY } from "../../core/codec.ts";
+import {
+  createCodec,
+  EventDecodeError,
+  EventEncodeError,
+  SCHEMA_VERSION_KEY,
+} from "../../core/codec.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
@@ -57,7 +62,7 @@ Deno.test("codec: encode records the schema version only above 1, with context",
   assert.deepEqual(out, { type: "CheckedOut", data: { at: "t" } });
   assert.throws(
     () => codec.encode({ type: "Nope", data: {} } as unknown as Event),
-    (e) => e instanceof InvalidArgumentError && e.field === "event.type",
+    (e) => e instanceof EventEncodeError && e.type === "Nope" && /not a type/.test(e.message),
   );
 });
 
