@@ -55,6 +55,8 @@ export interface Figures {
   readonly overlaps: number;
   /** Lines with another pid than their run's, or that do not parse. */
   readonly foreignLines: number;
+  /** How long each killed run whose checkpoint did not move lived, in ms. */
+  readonly notAdvancedLivedMs: number[];
   /** Median ms from spawn to the reactor's `ready` line, and from spawn to exit of killed runs. */
   readonly medianReadyMs: number;
   readonly medianLivedMs: number;
@@ -146,6 +148,7 @@ export function analyse(runs: readonly RunLog[], written: ReadonlyMap<string, nu
     skippedInRun,
     overlaps,
     foreignLines: foreign,
+    notAdvancedLivedMs: killed.filter((r) => r.after <= r.before).map((r) => Math.round(r.livedMs)),
     medianReadyMs: Math.round(median(ready)),
     medianLivedMs: Math.round(median(killed.map((r) => r.livedMs))),
   };
