@@ -44,7 +44,7 @@ const STORE: OptionSpec[] = [
   ...DYNAMO,
 ];
 
-/** A checkpoint store, and the tail of a tranche of the source whose checkpoints it holds. */
+/** The tail of a tranche of the source whose checkpoints the store holds. */
 type Tail = (tranche: string) => Promise<Position>;
 
 async function withStore<T>(
@@ -130,8 +130,8 @@ function pastTail(tranche: string, position: Position, tail: Position): CliError
     EXIT.failed,
     "CheckpointPastTail",
     `position ${position} is past the tail of MessageDB category ${category} (${tail}, its last ` +
-      `global position + 1): the source would skip the next ${position - tail} position(s) ` +
-      `written; give --force to set it anyway`,
+      `global position + 1): the source would skip the category's messages written at global ` +
+      `positions ${tail} to ${position - 1n}; give --force to set it anyway`,
     { cause: new CheckpointPastTailError(MESSAGEDB_SOURCE, tranche, position, tail) },
   );
 }

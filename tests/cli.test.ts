@@ -660,8 +660,9 @@ Deno.test("cli: checkpoints set refuses a MessageDB position past the category's
       assert.equal(
         past.err,
         `impel checkpoints set: position ${tail + 1n} is past the tail of MessageDB category ` +
-          `${category} (${tail}, its last global position + 1): the source would skip the next ` +
-          "1 position(s) written; give --force to set it anyway\n",
+          `${category} (${tail}, its last global position + 1): the source would skip the ` +
+          `category's messages written at global positions ${tail} to ${tail}; give --force to ` +
+          "set it anyway\n",
       );
       assert.equal(await load(category), tail, "refused: unchanged");
 
@@ -673,7 +674,12 @@ Deno.test("cli: checkpoints set refuses a MessageDB position past the category's
 
       const forced = await set(category, tail + 50n, "--force");
       assert.equal(forced.code, EXIT.ok, forced.err);
-      assert.match(forced.err, /^warning: --force: position \d+ is past the tail .* 50 position/);
+      assert.match(
+        forced.err,
+        new RegExp(
+          `^warning: --force: position ${tail + 50n} is past the tail .* to ${tail + 49n}\n$`,
+        ),
+      );
       assert.equal(await load(category), tail + 50n);
 
       // An empty category's tail is 1; other sources are not MessageDB's to check.
