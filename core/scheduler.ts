@@ -110,7 +110,7 @@ export interface SchedulerOptions {
   /** A stream with work that has made no progress for this long is classed stuck (default 60 s). */
   readonly stuckAfterMs?: number;
   /**
-   * Most idle stream states kept (default 100 000). A stream is idle when nothing of it is
+   * Most idle stream states kept (default 10 000). A stream is idle when nothing of it is
    * buffered, running, failing, or waited on by an unfinished batch; past this many states the
    * oldest idle ones are forgotten, so memory stays flat however many streams there are. A
    * forgotten stream starts afresh at its next event (the first event seen starts a stream),
@@ -512,7 +512,7 @@ function resolveOptions(options: SchedulerOptions) {
     ),
     maxEventsPerCall: checkInteger("maxEventsPerCall", options.maxEventsPerCall ?? 1000, 1),
     maxBytesPerCall: checkNumber("maxBytesPerCall", options.maxBytesPerCall ?? 1 << 20, 1),
-    maxIdleStreams: checkInteger("maxIdleStreams", options.maxIdleStreams ?? 100_000, 0),
+    maxIdleStreams: checkInteger("maxIdleStreams", options.maxIdleStreams ?? 10_000, 0),
     backoff: backoff(options.retry),
     failure,
     gaps,
