@@ -15,6 +15,7 @@
  *
  * @module
  */
+import type { LastEventReader } from "../core/decider.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
 import {
@@ -195,6 +196,8 @@ const WRONG_VERSION = /Wrong expected version: (-?\d+) \(Stream: (.*), Stream Ve
  * An {@linkcode EventStore} over MessageDB. `append` writes all its events in one statement
  * (one transaction, holding MessageDB's category lock), so they land contiguously or not at all;
  * a version mismatch rejects with {@linkcode WrongExpectedVersionError}.
+ * `readLastEvent(stream, type)` (MessageDB's `get_last_stream_message`) lets a decider with
+ * rolling snapshots load from the latest snapshot.
  *
  * @example
  * ```ts ignore
@@ -206,9 +209,23 @@ const WRONG_VERSION = /Wrong expected version: (-?\d+) \(Stream: (.*), Stream Ve
  * const events = await store.readStream("Order-1"); // [{ index: 0, type: "Placed", ... }]
  * ```
  */
-export function messageDbStore(client: SqlClient, options: MessageDbStoreOptions = {}): EventStore {
+export function messageDbStore(
+  client: SqlClient,
+  options: MessageDbStoreOptions = {},
+): EventStore & LastEventReader {
   const readBatchSize = checkInteger("readBatchSize", options.readBatchSize ?? 1000, 1);
   return {
+    // A decider's cold load starts at the latest snapshot found here, not at the stream's start.
+    async readLastEvent(stream: StreamName, type?: string): Promise<StreamEvent | undefined> {
+      checkStreamName(stream);
+      const rows = await run(
+        client,
+        `SELECT ${MESSAGE_COLUMNS} FROM message_store.get_last_stream_message($1, $2)`,
+        [stream, type ?? null],
+      );
+      return rows.length === 0 ? undefined : messageRowToEvent(rows[0]);
+    },
+
     async readStream(
       stream: StreamName,
       readOptions: ReadStreamOptions = {},
