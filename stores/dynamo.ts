@@ -5,9 +5,14 @@
  * Layout (partition key `p` = stream name, sort key `i` = number):
  * - one item per append at `i` = the index of its first event, holding `n` (the next index),
  *   `ts` (append time, ms) and `e` (the events: type, id, JSON or binary data and meta);
- * - a tip item at `i = -1` holding the stream's version `n`. Each append updates the tip under
- *   the expected-version condition and puts its item in the same transaction, so two writers
- *   can never both extend a stream from the same version.
+ * - a tip item at `i = -1` holding the stream's version `n`, and for each event type the index
+ *   of its latest event (attribute `l:{type}`). Each append updates the tip under the
+ *   expected-version condition and puts its item in the same transaction, so two writers can
+ *   never both extend a stream from the same version.
+ *
+ * The per-type indexes make `readLastEvent(stream, type)` one tip read and one query whatever
+ * the stream's length, so a decider with rolling snapshots loads from the latest snapshot.
+ * Streams appended to before the tip kept them find their types from the next append of each.
  *
  * @module
  */
@@ -24,6 +29,7 @@ import {
   type TransactWriteItem,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
+import type { LastEventReader } from "../core/decider.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
 import {
@@ -38,6 +44,8 @@ import { checkStreamName, type StreamName } from "../core/streamName.ts";
 
 // The sort key of a stream's tip item; event items use their first index (>= 0).
 const TIP_INDEX = -1;
+// The tip attribute holding the index of the latest event of a type.
+const lastOfType = (type: string): string => `l:${type}`;
 
 // DynamoDB's item limit is 400 KB; stay clear of it since the estimate ignores some overhead.
 const MAX_ITEM_BYTES = 350_000;
@@ -130,7 +138,7 @@ export interface DynamoStoreOptions {
  * console.log(store.tableName, await store.version("Order-1")); // "events" version + 1
  * ```
  */
-export interface DynamoEventStore extends EventStore {
+export interface DynamoEventStore extends EventStore, LastEventReader {
   /** The DynamoDB client the store was created with. */
   readonly client: DynamoClient;
   /** The events table. */
@@ -321,17 +329,29 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     const now = Date.now();
     const items = encodeAppend(stream, events, expected, now);
     const next = expected + events.length;
+    const latest = new Map<string, number>();
+    events.forEach((e, k) => latest.set(e.type, expected + k));
+    const names: Record<string, string> = {};
+    const values: Record<string, AttributeValue> = {
+      ":n": { N: String(next) },
+      ":ts": { N: String(now) },
+    };
+    const marks: string[] = [];
+    for (const [type, index] of latest) {
+      const k = marks.length;
+      names[`#l${k}`] = lastOfType(type);
+      values[`:l${k}`] = { N: String(index) };
+      marks.push(`#l${k} = :l${k}`);
+    }
+    if (expected !== 0) values[":v"] = { N: String(expected) };
     const tip: TransactWriteItem = {
       Update: {
         TableName: tableName,
         Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
-        UpdateExpression: "SET n = :n, ts = :ts",
+        UpdateExpression: `SET n = :n, ts = :ts, ${marks.join(", ")}`,
         ConditionExpression: expected === 0 ? "attribute_not_exists(n)" : "n = :v",
-        ExpressionAttributeValues: {
-          ":n": { N: String(next) },
-          ":ts": { N: String(now) },
-          ...(expected === 0 ? {} : { ":v": { N: String(expected) } }),
-        },
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
         ReturnValuesOnConditionCheckFailure: "ALL_OLD",
       },
     };
@@ -474,7 +494,47 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     return item !== undefined && Number(item.n?.N ?? 0) > index ? item : undefined;
   }
 
-  return { client: dynamo, tableName, version, append, readStream };
+  async function readLastEvent(
+    stream: StreamName,
+    type?: string,
+  ): Promise<StreamEvent | undefined> {
+    checkStreamName(stream);
+    if (type !== undefined && (typeof type !== "string" || type.length === 0)) {
+      throw new InvalidArgumentError("type", `must be a non-empty string, got ${String(type)}`);
+    }
+    const { Item } = await client.send(
+      new GetItemCommand({
+        TableName: tableName,
+        Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
+        ProjectionExpression: type === undefined ? "n" : "#l",
+        ExpressionAttributeNames: type === undefined ? undefined : { "#l": lastOfType(type) },
+        ConsistentRead: true,
+      }),
+    );
+    const mark = type === undefined ? Item?.n?.N : Item?.[lastOfType(type)]?.N;
+    if (mark === undefined) return undefined;
+    const index = type === undefined ? Number(mark) - 1 : Number(mark);
+    if (index < 0) return undefined;
+    // The append item holding `index` is the last one starting at or before it.
+    const res = await client.send(
+      new QueryCommand({
+        TableName: tableName,
+        KeyConditionExpression: "p = :p AND i BETWEEN :lo AND :hi",
+        ExpressionAttributeValues: {
+          ":p": { S: stream },
+          ":lo": { N: "0" },
+          ":hi": { N: String(index) },
+        },
+        ScanIndexForward: false,
+        Limit: 1,
+        ConsistentRead: true,
+      }),
+    );
+    const item = res.Items?.[0];
+    return item === undefined ? undefined : decodeEvents(item).find((e) => e.index === index);
+  }
+
+  return { client: dynamo, tableName, version, append, readStream, readLastEvent };
 }
 
 /**
