@@ -7,9 +7,13 @@
 // events written, events never handled (lost), calls out of index order within a run (reordered),
 // calls on a stream that was already being handled (overlaps).
 //
-//   deno task faults tests/faults/messagedb.fault.ts              # 50 kills, about 3 minutes
-//   IMPEL_FAULTS_SHORT=1 deno task faults tests/faults/messagedb.fault.ts   # 10 kills, ~1 min
+//   deno task faults tests/faults/messagedb.fault.ts              # 50 kills, 2–3 minutes
+//   IMPEL_FAULTS_SHORT=1 deno task faults tests/faults/messagedb.fault.ts   # 10 kills, ~35 s
 //   IMPEL_FAULTS_SEED=123 ...                                     # repeat a run's kill delays
+//
+// Only PostgreSQL is needed: against servers that are already running, use
+// `deno test -A tests/faults/messagedb.fault.ts` (the task also starts and stops the others).
+// The figures are printed and kept in the log directory (figures.json) when the bars fail.
 import assert from "node:assert/strict";
 // @ts-types="@types/pg"
 import pg from "pg";
