@@ -38,11 +38,23 @@ function faultSuites(): string[] {
   return files.sort();
 }
 
+async function running(server: string): Promise<boolean> {
+  const { success } = await new Deno.Command("bash", {
+    args: [`${root}tools/${server}.sh`, "status"],
+    cwd: root,
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  return success;
+}
+
 const started: string[] = [];
 let ok = true;
 try {
   for (const server of servers) {
     if (server === "postgres") ok = await sh("postgres.sh", "impel_test") && ok;
+    // A server that is already up (a developer's own, another run's) is used and left running.
+    else if (await running(server)) continue;
     else if (await sh(`${server}.sh`, "start")) started.push(server);
     else ok = false;
   }
