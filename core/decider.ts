@@ -97,6 +97,29 @@ export interface LastEventReader {
 }
 
 /**
+ * A store capability that serves a cold load with snapshots in one read: the events from the
+ * last event of `type` to the end of the stream, or the whole stream if it has none. Preferred
+ * over {@linkcode LastEventReader} where a store has both (DynamoDB reads backwards from the end).
+ *
+ * @example
+ * ```ts
+ * import type { SnapshotReader } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * const reader: SnapshotReader = {
+ *   async readFromLast(stream, type) {
+ *     const events = await store.readStream(stream);
+ *     return events.slice(Math.max(0, events.findLastIndex((e) => e.type === type)));
+ *   },
+ * };
+ * ```
+ */
+export interface SnapshotReader {
+  /** The events of `stream` from its last event of type `type` on (all of them if none). */
+  readFromLast(stream: StreamName, type: string): Promise<StreamEvent[]>;
+}
+
+/**
  * A folded state with the version (event count) it reflects.
  *
  * @example
@@ -616,6 +639,10 @@ interface Loaded<S> {
   readonly keys: readonly string[];
 }
 
+function hasSnapshotReader(store: EventStore): store is EventStore & SnapshotReader {
+  return typeof (store as Partial<SnapshotReader>).readFromLast === "function";
+}
+
 function hasLastEventReader(store: EventStore): store is EventStore & LastEventReader {
   return typeof (store as Partial<LastEventReader>).readLastEvent === "function";
 }
@@ -774,8 +801,14 @@ export function createDecider<E extends TypedEvent, S>(
   }
 
   /** Reads the events after `base` and folds them in, restarting at the last snapshot among them. */
-  async function readForward(stream: StreamName, base: Loaded<S>): Promise<Loaded<S>> {
-    const stored = await store.readStream(stream, { fromIndex: base.version });
+  function readForward(stream: StreamName, base: Loaded<S>): Promise<Loaded<S>> {
+    return store.readStream(stream, { fromIndex: base.version }).then((stored) =>
+      absorb(stream, base, stored)
+    );
+  }
+
+  /** Folds `stored` (which must continue from `base`) into it and caches the result. */
+  function absorb(stream: StreamName, base: Loaded<S>, stored: StreamEvent[]): Loaded<S> {
     if (stored.length === 0) return base;
     if (stored[0].index !== base.version) {
       throw new StreamReadGapError(stream, base.version, stored[0].index);
@@ -815,7 +848,16 @@ export function createDecider<E extends TypedEvent, S>(
         ? { loaded: known, fresh: false }
         : { loaded: await readForward(stream, known), fresh: true };
     }
-    if (snapshotType !== undefined && hasLastEventReader(store)) {
+    if (snapshotType !== undefined && hasSnapshotReader(store)) {
+      const stored = await store.readFromLast(stream, snapshotType);
+      const first = stored[0];
+      const origin = first === undefined || first.index === 0 ? undefined : codec.decode(first);
+      // Not from the start: it must open with a snapshot this decider folds as one.
+      if (first === undefined || first.index === 0 || (origin && snapshot!.isOrigin(origin))) {
+        const base = first === undefined ? empty : { ...empty, version: first.index };
+        return { loaded: absorb(stream, base, stored), fresh: true };
+      }
+    } else if (snapshotType !== undefined && hasLastEventReader(store)) {
       const last = await store.readLastEvent(stream, snapshotType);
       const event = last === undefined ? undefined : codec.decode(last);
       if (last !== undefined && event !== undefined && snapshot!.isOrigin(event)) {

@@ -11,7 +11,9 @@
  *   never both extend a stream from the same version.
  *
  * The per-type indexes make `readLastEvent(stream, type)` one tip read and one query whatever
- * the stream's length, so a decider with rolling snapshots loads from the latest snapshot.
+ * the stream's length. A decider with rolling snapshots uses `readFromLast(stream, type)`
+ * instead: a query backwards from the stream's end that stops at the latest snapshot, so a cold
+ * load is usually one query however long the stream.
  * Streams appended to before the tip kept them find their types from the next append of each.
  *
  * @module
@@ -29,7 +31,7 @@ import {
   type TransactWriteItem,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
-import type { LastEventReader } from "../core/decider.ts";
+import type { LastEventReader, SnapshotReader } from "../core/decider.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
 import {
@@ -138,7 +140,7 @@ export interface DynamoStoreOptions {
  * console.log(store.tableName, await store.version("Order-1")); // "events" version + 1
  * ```
  */
-export interface DynamoEventStore extends EventStore, LastEventReader {
+export interface DynamoEventStore extends EventStore, LastEventReader, SnapshotReader {
   /** The DynamoDB client the store was created with. */
   readonly client: DynamoClient;
   /** The events table. */
@@ -534,7 +536,38 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     return item === undefined ? undefined : decodeEvents(item).find((e) => e.index === index);
   }
 
-  return { client: dynamo, tableName, version, append, readStream, readLastEvent };
+  async function readFromLast(stream: StreamName, type: string): Promise<StreamEvent[]> {
+    checkStreamName(stream);
+    if (typeof type !== "string" || type.length === 0) {
+      throw new InvalidArgumentError("type", `must be a non-empty string, got ${String(type)}`);
+    }
+    // Newest append first; appends only ever land after what was read, so the pages join up.
+    const newestFirst: StreamEvent[][] = [];
+    let exclusiveStartKey: Record<string, AttributeValue> | undefined;
+    do {
+      const page: QueryCommandOutput = await client.send(
+        new QueryCommand({
+          TableName: tableName,
+          KeyConditionExpression: "p = :p AND i >= :i",
+          ExpressionAttributeValues: { ":p": { S: stream }, ":i": { N: "0" } },
+          ScanIndexForward: false,
+          ConsistentRead: true,
+          ExclusiveStartKey: exclusiveStartKey,
+          Limit: 20,
+        }),
+      );
+      for (const item of page.Items ?? []) {
+        const events = decodeEvents(item);
+        const at = events.findLastIndex((e) => e.type === type);
+        newestFirst.push(at < 0 ? events : events.slice(at));
+        if (at >= 0) return newestFirst.reverse().flat();
+      }
+      exclusiveStartKey = page.LastEvaluatedKey;
+    } while (exclusiveStartKey);
+    return newestFirst.reverse().flat();
+  }
+
+  return { client: dynamo, tableName, version, append, readStream, readLastEvent, readFromLast };
 }
 
 /**

@@ -3,7 +3,7 @@
 // DynamoDB Local.
 import assert from "node:assert/strict";
 import { createCodec } from "../../core/codec.ts";
-import { createDecider, type LastEventReader } from "../../core/decider.ts";
+import { createDecider, type LastEventReader, type SnapshotReader } from "../../core/decider.ts";
 import type { EventStore } from "../../core/store.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
@@ -24,7 +24,9 @@ const snapshot = {
   every: 10,
 };
 
-async function coldLoadsStartAtTheSnapshot(store: EventStore & LastEventReader): Promise<void> {
+async function coldLoadsStartAtTheSnapshot(
+  store: EventStore & LastEventReader & Partial<SnapshotReader>,
+): Promise<void> {
   const s = `${unique("wsSnap")}-1`;
   const writer = createDecider<Event, number>({ store, codec, initial: 0, fold, snapshot });
   for (let k = 1; k <= 24; k++) await writer.transact(s, () => [{ type: "Added", data: { n: k } }]);
@@ -37,14 +39,19 @@ async function coldLoadsStartAtTheSnapshot(store: EventStore & LastEventReader):
   assert.equal(await store.readLastEvent(`${unique("wsSnap")}-2`, "Totalled"), undefined);
 
   const reads: number[] = [];
-  const recorded: EventStore & LastEventReader = {
+  const recorded: EventStore & LastEventReader & Partial<SnapshotReader> = {
     readStream: (stream, o) => (reads.push(o?.fromIndex ?? 0), store.readStream(stream, o)),
     append: (stream, events, expected) => store.append(stream, events, expected),
     readLastEvent: (stream, type) => store.readLastEvent(stream, type),
   };
+  const fromLast = store.readFromLast?.bind(store);
+  if (fromLast !== undefined) {
+    recorded.readFromLast = (stream, type) => (reads.push(-1), fromLast(stream, type));
+  }
   const cold = createDecider<Event, number>({ store: recorded, codec, initial: 0, fold, snapshot });
   assert.equal(await cold.query(s, (t) => t), (24 * 25) / 2);
-  assert.deepEqual(reads, [22]); // only the four events after the snapshot
+  // Only the four events after the snapshot: read from 22, or in the one backward read (-1).
+  assert.deepEqual(reads, fromLast === undefined ? [22] : [-1]);
 }
 
 Deno.test("snapshots on memory: a cold load starts at the latest snapshot", () =>
@@ -70,4 +77,10 @@ Deno.test("snapshots on DynamoDB: a cold load starts at the latest snapshot", op
   );
   assert.equal((await store.readLastEvent(s, "B"))?.data, 2);
   assert.equal((await store.readLastEvent(s, "A"))?.index, 2);
+  assert.deepEqual((await store.readFromLast(s, "B")).map((e) => e.data), [2, 3]);
+  await store.append(s, [{ type: "C", data: 4 }], 3);
+  assert.deepEqual((await store.readFromLast(s, "A")).map((e) => e.index), [2, 3]);
+  // No event of the type: the whole stream, in order.
+  assert.deepEqual((await store.readFromLast(s, "Z")).map((e) => e.index), [0, 1, 2, 3]);
+  assert.deepEqual(await store.readFromLast(`${unique("wsSnap")}-4`, "B"), []);
 });
