@@ -1,7 +1,8 @@
 // MessageDB benchmarks against the local PostgreSQL (prepare the database first:
 // `tools/postgres.sh impel_bench`):
 //   1. catch-up of a 200k-event category (1k streams): a raw `pg` paged read of the category
-//      vs the source alone vs the source through the scheduler, in the same run;
+//      vs the source alone vs the source through the scheduler (pages cut into the default
+//      batches of 100, and whole), in the same run;
 //   2. append → handler latency at a steady rate, with and without LISTEN/NOTIFY.
 // Run: deno run --allow-all bench/messagedb.ts [--events 200000] [--streams 1000]
 //        [--rate 500] [--seconds 10] [--rounds 3]
@@ -123,7 +124,7 @@ type SinkApi = {
 };
 const sinkApi = sinkModule as unknown as SinkApi;
 
-async function throughScheduler(category: string): Promise<number> {
+async function throughScheduler(category: string, maxBatchItems?: number): Promise<number> {
   let handled = 0;
   const controller = new AbortController();
   const sink = sinkApi.streamsSink({
@@ -139,6 +140,7 @@ async function throughScheduler(category: string): Promise<number> {
       categories: [category],
       group: "bench",
       checkpoints: memoryCheckpoints(),
+      maxBatchItems,
       signal: controller.signal,
     }),
     sink,
@@ -156,11 +158,12 @@ async function catchUp() {
   const category = `BenchCatchUp${totalEvents}x${streams}`;
   await seed(category);
   await rawRead(category); // warm the cache and the JIT
-  const raw: number[] = [], source: number[] = [], scheduled: number[] = [];
+  const raw: number[] = [], source: number[] = [], scheduled: number[] = [], whole: number[] = [];
   for (let r = 0; r < rounds; r++) {
     raw.push(await rawRead(category));
     source.push(await sourceOnly(category));
     scheduled.push(await throughScheduler(category));
+    whole.push(await throughScheduler(category, 1000));
   }
   const rps = (ms: number) => totalEvents / (ms / 1000);
   const best = (xs: number[]) => Math.min(...xs);
@@ -179,6 +182,7 @@ async function catchUp() {
   out(line("raw `pg` paged `get_category_messages` (1000/page, JSON parsed)", raw));
   out(line("`messageDbSource` alone (batches read directly)", source));
   out(line("`messageDbSource` → `streamsSink` (no-op handler, 64 streams at once)", scheduled));
+  out(line("the same with `maxBatchItems: 1000` (a page is one batch, as before 0.2)", whole));
   out("");
 }
 
