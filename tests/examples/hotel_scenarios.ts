@@ -230,7 +230,8 @@ export async function conflictingChargesRedecide(store: EventStore): Promise<voi
   const stays = guestStayService(store);
   const id = newId();
   await stays.checkIn(id, "t");
-  const decider = () =>
+  // Two store objects stand for two processes: within one, transacts on a stream take turns.
+  const decider = (store: EventStore) =>
     createDecider<GuestStayEvent, typeof initialStay>({
       store,
       codec: guestStayCodec,
@@ -246,8 +247,8 @@ export async function conflictingChargesRedecide(store: EventStore): Promise<voi
     return [{ type: "Charged" as const, data: { chargeId, amount: s.seen.length + 1, at: "t" } }];
   };
   const outcomes = await Promise.all([
-    decider().transactEx(stayStream(id), charge("a")),
-    decider().transactEx(stayStream(id), charge("b")),
+    decider(store).transactEx(stayStream(id), charge("a")),
+    decider({ ...store }).transactEx(stayStream(id), charge("b")),
   ]);
   assert.deepEqual(outcomes.map((o) => o.attempts).sort(), [1, 2]);
   const events = await store.readStream(stayStream(id));
