@@ -46,16 +46,7 @@ import {
 // Re-exported so that this entry point's documentation can show the client type it takes, and
 // so that the index format stays importable from here.
 export type { DynamoClient } from "./dynamo.ts";
-export {
-  createIndexTable,
-  decodeEntries,
-  encodeEntries,
-  EPOCH_FACTOR,
-  epochKey,
-  type IndexEntry,
-  PARTITIONS_KEY,
-  tipKey,
-} from "./dynamo-index.ts";
+export * from "./dynamo-index.ts";
 
 const log = getLogger(["impel", "dynamo", "indexer"]);
 

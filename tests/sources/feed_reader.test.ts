@@ -6,21 +6,11 @@ import assert from "node:assert/strict";
 import { type Batch, type BatchItem, InvalidArgumentError, run, streamsSink } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { CheckpointPastTailError, feedSource, type ReadPage } from "../../sources/feed.ts";
-import { test as sanitizedTest } from "../support/core.ts";
+import { ev, test as sanitizedTest } from "../support/core.ts";
+import { readBatches, waitFor } from "./read_batches.ts";
 
 const test = (name: string, fn: () => Promise<void>) => sanitizedTest(`feed reader: ${name}`, fn);
-const item = (stream: string, index: number): BatchItem => ({
-  stream,
-  event: {
-    index,
-    type: "T",
-    data: null,
-    meta: null,
-    id: `${stream}/${index}`,
-    time: new Date(0),
-    size: 1,
-  },
-});
+const item = (stream: string, index: number): BatchItem => ({ stream, event: ev(index) });
 
 /** Logs per tranche; positions are log offsets, so item k's position after it is k + 1. */
 function logs() {
@@ -47,24 +37,6 @@ function logs() {
   return { byTranche, append, readPage };
 }
 
-/** Reads batches until `done` says so (bounded by a deadline), then cancels. */
-async function collect(source: ReadableStream<Batch>, done: (bs: Batch[]) => boolean) {
-  const batches: Batch[] = [];
-  const reader = source.getReader();
-  const deadline = Date.now() + 5000;
-  try {
-    while (!done(batches)) {
-      assert.ok(Date.now() < deadline, `condition met in time (${batches.length} batches)`);
-      const r = await reader.read();
-      if (r.done) break;
-      batches.push(r.value);
-    }
-  } finally {
-    await reader.cancel();
-  }
-  return batches;
-}
-
 test("tranches that readTranches finds later are read too, each announced first", async () => {
   const feed = logs();
   feed.append("a", "A-1", 2);
@@ -80,7 +52,7 @@ test("tranches that readTranches finds later are read too, each announced first"
     tailSleepMs: 5,
     readPage: feed.readPage(10, false),
   });
-  const batches = await collect(source, (bs) => {
+  const batches = await readBatches(source, (bs) => {
     if (bs.some((b) => b.tranche === "a" && b.isTail) && known.length === 1) {
       feed.append("b", "B-1", 3); // a tranche appears while the source runs
       known.push("b");
@@ -122,7 +94,7 @@ test("readTranches returning something other than names fails the source with a 
 test("with per-item positions a page goes out as batches of maxBatchItems, each checkpointing after its last item", async () => {
   const feed = logs();
   for (let s = 0; s < 5; s++) feed.append("a", `S-${s}`, 5); // 25 items
-  const batches = await collect(
+  const batches = await readBatches(
     feedSource({
       name: "f",
       tranches: ["a"],
@@ -142,7 +114,7 @@ test("with per-item positions a page goes out as batches of maxBatchItems, each 
   assert.deepEqual(reads.map((b) => typeof b.readMs), ["number", "undefined", "undefined"]);
   assert.ok(reads.every((b) => typeof b.commit === "function"));
   // without positions the page cannot be cut: one batch
-  const whole = await collect(
+  const whole = await readBatches(
     feedSource({
       name: "f",
       tranches: ["a"],
@@ -180,12 +152,14 @@ test("a handler of 20 ms per event completes and commits the first small batch l
   );
   try {
     // 40 events at 4 concurrent 20 ms calls take about 200 ms; the first batch of 4 about 20 ms.
-    const start = Date.now();
     let first: bigint | undefined;
-    while ((first = await checkpoints.load(key)) === undefined && Date.now() - start < 3000) {
-      await new Promise((r) => setTimeout(r, 5));
+    const commits = setInterval(async () => first ??= await checkpoints.load(key), 2);
+    try {
+      await waitFor("a first commit", () => first !== undefined, 3000);
+    } finally {
+      clearInterval(commits);
     }
-    assert.ok(first !== undefined && first < 40n, `a partial checkpoint was committed (${first})`);
+    assert.ok(first! < 40n, `a partial checkpoint was committed (${first})`);
     await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
   } finally {
     ac.abort();
@@ -197,26 +171,18 @@ test("a handler of 20 ms per event completes and commits the first small batch l
 test('startFrom "tail" needs readTail; with it the tail position is committed at once', async () => {
   const feed = logs();
   feed.append("a", "A-1", 3);
-  assert.throws(
-    () =>
-      feedSource({
-        name: "f",
-        tranches: ["a"],
-        readPage: feed.readPage(10, false),
-        startFrom: "tail",
-      }),
-    (e: unknown) => e instanceof InvalidArgumentError && e.field === "startFrom",
-  );
-  assert.throws(
-    () =>
-      feedSource({
-        name: "f",
-        tranches: ["a"],
-        readPage: feed.readPage(10, false),
-        whenNoCheckpoint: "tail",
-      }),
-    (e: unknown) => e instanceof InvalidArgumentError && e.field === "whenNoCheckpoint",
-  );
+  for (const field of ["startFrom", "whenNoCheckpoint"] as const) {
+    assert.throws(
+      () =>
+        feedSource({
+          name: "f",
+          tranches: ["a"],
+          readPage: feed.readPage(10, false),
+          [field]: "tail",
+        }),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === field,
+    );
+  }
   const readTail = (tranche: string) =>
     Promise.resolve(BigInt(feed.byTranche.get(tranche)?.length ?? 0));
   const checkpoints = memoryCheckpoints();
@@ -260,7 +226,7 @@ test("a checkpoint beyond the tail is refused at start, or read from with a warn
     assert.deepEqual([e.tranche, e.checkpoint, e.tail], ["a", 53n, 3n]);
     return true;
   });
-  const batches = await collect(
+  const batches = await readBatches(
     feedSource({ ...options, checkpointPastTail: "warn" }),
     (bs) => bs.length >= 1,
   );
@@ -287,14 +253,10 @@ test("problems() shows a tranche whose reads keep failing, and clears once they 
   });
   const reader = source.getReader();
   try {
-    const deadline = Date.now() + 3000;
     const pump = (async () => {
       for (;;) if ((await reader.read()).done) return;
     })();
-    while (failures < 3) {
-      assert.ok(Date.now() < deadline, "reads were retried");
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await waitFor("reads retried", () => failures >= 3);
     const problems = source.problems!();
     assert.equal(problems.length, 1);
     assert.equal(problems[0].tranche, "a");
@@ -304,10 +266,7 @@ test("problems() shows a tranche whose reads keep failing, and clears once they 
       /read from the start of f\/a failing \(\d+ attempts\): Error: connection refused/,
     );
     failing = false;
-    while (source.problems!().length > 0) {
-      assert.ok(Date.now() < deadline, "the problem cleared");
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await waitFor("the problem cleared", () => source.problems!().length === 0);
     await reader.cancel();
     await pump;
   } finally {

@@ -17,28 +17,10 @@ import {
   type MessageDbSourceOptions,
 } from "../../sources/messagedb.ts";
 import { poolFixture, seed, unique } from "../support/postgres.ts";
+import { atTail, readBatches } from "./read_batches.ts";
 
 const withPool = poolFixture({ max: 4 });
 
-/** Reads batches until `done` holds (bounded by a deadline), committing each, then cancels. */
-async function readUntil(source: ReadableStream<Batch>, done: (batches: Batch[]) => boolean) {
-  const batches: Batch[] = [];
-  const reader = source.getReader();
-  const deadline = Date.now() + 15_000;
-  try {
-    while (!done(batches)) {
-      assert.ok(Date.now() < deadline, `condition met in time (${batches.length} batches)`);
-      const r = await reader.read();
-      if (r.done) break;
-      batches.push(r.value);
-      await r.value.commit?.(r.value.position);
-    }
-  } finally {
-    await reader.cancel();
-  }
-  return batches;
-}
-const atTail = (batches: Batch[]) => batches.at(-1)?.isTail === true;
 const streamsOf = (batches: Batch[]) =>
   new Set(batches.flatMap((b) => b.items.map((i) => i.stream)));
 
@@ -61,7 +43,7 @@ Deno.test("messagedb edges: a category named like a member's old key cannot take
     await seed(pool, lookalike, 5, 2); // written after base: its checkpoint lies beyond base's events
     const checkpoints = memoryCheckpoints();
     // The look-alike category is read to its tail and committed first.
-    await readUntil(source(pool, lookalike, { checkpoints }), atTail);
+    await readBatches(source(pool, lookalike, { checkpoints }), atTail, { commit: true });
     const lookalikeKey = messageDbCheckpointKey(lookalike, { group: "g" });
     const memberKey = messageDbCheckpointKey(base, {
       group: "g",
@@ -72,15 +54,15 @@ Deno.test("messagedb edges: a category named like a member's old key cannot take
     // That checkpoint sits where impel 0.1 kept member 0/2's: not taken over silently.
     const member = (m: number, extra: Partial<MessageDbSourceOptions> = {}) =>
       source(pool, base, { checkpoints, consumerGroup: { member: m, size: 2 }, ...extra });
-    await assert.rejects(readUntil(member(0), atTail), (e: unknown) => {
+    await assert.rejects(readBatches(member(0), atTail, { commit: true }), (e: unknown) => {
       assert.ok(e instanceof LegacyCheckpointKeyError, String(e));
       assert.equal(e.legacy.tranche, lookalike);
       return true;
     });
     // Told to, the member starts afresh under its own key, and the two members see every stream.
     const [a, b] = await Promise.all([
-      readUntil(member(0, { checkpointPastTail: "warn" }), atTail),
-      readUntil(member(1), atTail),
+      readBatches(member(0, { checkpointPastTail: "warn" }), atTail, { commit: true }),
+      readBatches(member(1), atTail, { commit: true }),
     ]);
     const seen = [...streamsOf(a), ...streamsOf(b)].sort();
     assert.deepEqual(seen, Array.from({ length: 40 }, (_, s) => `${base}-${s}`).sort());
@@ -105,14 +87,14 @@ Deno.test("messagedb edges: a checkpoint past the store's head is refused at sta
       assert.ok(e.tail >= head && e.tail < head + 50n);
       return true;
     });
-    const warned = await readUntil(
+    const warned = await readBatches(
       source(pool, category, { checkpoints, checkpointPastTail: "warn" }),
       (bs) => bs.length >= 1,
     );
     assert.equal(warned[0].position, head + 50n);
     // A checkpoint at the head itself is fine.
     await checkpoints.reset(messageDbCheckpointKey(category, { group: "g" }), head);
-    const ok = await readUntil(source(pool, category, { checkpoints }), atTail);
+    const ok = await readBatches(source(pool, category, { checkpoints }), atTail, { commit: true });
     assert.equal(ok.flatMap((b) => b.items).length, 0);
   }));
 
@@ -126,7 +108,7 @@ Deno.test("messagedb edges: streams without an id go to the failure policy, othe
         [stream],
       );
     }
-    const batches = await readUntil(source(pool, category, {}), atTail);
+    const batches = await readBatches(source(pool, category, {}), atTail, { commit: true });
     const items = batches.flatMap((b) => b.items);
     assert.deepEqual(items.map((i) => [i.stream, i.invalid?.constructor.name]), [
       [category, "InvalidStreamNameError"],
@@ -165,7 +147,9 @@ Deno.test("messagedb edges: a page of 1000 goes out as batches of 100, each chec
   withPool(async (pool) => {
     const category = unique("Cut");
     await seed(pool, category, 50, 20); // 1000 messages, one page
-    const batches = (await readUntil(source(pool, category, {}), atTail)).slice(1);
+    const batches = (await readBatches(source(pool, category, {}), atTail, { commit: true })).slice(
+      1,
+    );
     const { rows } = await pool.query(
       `SELECT global_position::text AS g FROM message_store.messages
         WHERE message_store.category(stream_name) = $1 ORDER BY global_position`,
@@ -179,8 +163,10 @@ Deno.test("messagedb edges: a page of 1000 goes out as batches of 100, each chec
       Array.from({ length: 10 }, (_, k) => BigInt(rows[k * 100 + 99].g) + 1n),
     );
     assert.deepEqual(batches.map((b) => b.isTail), [...Array(10).fill(false), true]);
-    const whole = (await readUntil(source(pool, category, { maxBatchItems: 1000 }), atTail)).slice(
-      1,
-    );
+    const whole =
+      (await readBatches(source(pool, category, { maxBatchItems: 1000 }), atTail, { commit: true }))
+        .slice(
+          1,
+        );
     assert.deepEqual(whole.map((b) => b.items.length), [1000, 0]);
   }));
