@@ -20,6 +20,8 @@ import type { StreamName } from "./streamName.ts";
  * const position: Position | undefined = await checkpoints.load(key);
  * console.log(position); // 42n
  * ```
+ *
+ * @category Sources
  */
 export type Position = bigint;
 
@@ -38,6 +40,8 @@ export type Position = bigint;
  * const batch: Batch = { tranche: "all", items, position: 1n, isTail: true };
  * console.log(batch.items[0].stream, batch.items[0].event.type); // "Order-1" "Placed"
  * ```
+ *
+ * @category Sources
  */
 export interface BatchItem<E = StreamEvent> {
   /** The stream the event belongs to. */
@@ -64,6 +68,8 @@ export interface BatchItem<E = StreamEvent> {
  * import type { Batch } from "@impel/impel";
  * const batch: Batch = { tranche: "0", items: [], position: 0n, isTail: true };
  * ```
+ *
+ * @category Sources
  */
 export interface Batch<E = StreamEvent> {
   /** The tranche (partition, category, range) the items were read from. */
@@ -108,6 +114,8 @@ export interface Batch<E = StreamEvent> {
  *   since: Date.now(),
  * };
  * ```
+ *
+ * @category Sources
  */
 export interface SourceProblem {
   /** How bad it is. */
@@ -132,6 +140,8 @@ export interface SourceProblem {
  * });
  * console.log(source.problems?.().length); // 0
  * ```
+ *
+ * @category Sources
  */
 export type ObservableSource = ReadableStream<Batch> & {
   /** The source's current problems; empty when all is well. */

@@ -19,6 +19,8 @@ import { ImpelError } from "./errors.ts";
  * const [saved] = await checkpoints.list("memory", "printer");
  * console.log(saved.tranche, saved.position); // "all" 0n
  * ```
+ *
+ * @category Checkpoints
  */
 export interface CheckpointKey {
   /** The source's name, e.g. `messagedb:GuestStay` or `memory`. */
@@ -42,6 +44,8 @@ export interface CheckpointKey {
  * await store.commit(key, 5n); // ignored: never backwards
  * await store.load(key); // 10n
  * ```
+ *
+ * @category Checkpoints
  */
 export interface CheckpointStore {
   /** The committed position, or `undefined` if none has been recorded. */
@@ -56,6 +60,8 @@ export interface CheckpointStore {
 
 /**
  * Checks a checkpoint key at a store's public boundary: every part a non-empty string.
+ *
+ * @category Checkpoints
  */
 export function checkCheckpointKey(key: CheckpointKey): CheckpointKey {
   for (const part of ["source", "tranche", "group"] as const) {

@@ -38,6 +38,8 @@ import type { EventData } from "./store.ts";
  * import { SCHEMA_VERSION_KEY } from "@impel/impel";
  * const meta = { [SCHEMA_VERSION_KEY]: 2 }; // how a version-2 event's metadata looks
  * ```
+ *
+ * @category Write side
  */
 export const SCHEMA_VERSION_KEY = "schemaVersion";
 
@@ -51,6 +53,8 @@ export const SCHEMA_VERSION_KEY = "schemaVersion";
  * import { RESERVED_META_KEYS } from "@impel/impel";
  * console.log(RESERVED_META_KEYS.includes("schemaVersion")); // true
  * ```
+ *
+ * @category Write side
  */
 export const RESERVED_META_KEYS: readonly string[] = Object.freeze([
   SCHEMA_VERSION_KEY,
@@ -78,6 +82,8 @@ export const RESERVED_META_KEYS: readonly string[] = Object.freeze([
  * const codec = createCodec<Event>({ Charged: {}, Refunded: {} });
  * encodeAll(codec, [{ type: "Refunded", data: { amount: 5, reason: "late" } }]);
  * ```
+ *
+ * @category Write side
  */
 export interface TypedEvent {
   /** The event type, also its stored type name. */
@@ -104,6 +110,8 @@ export interface TypedEvent {
  * }
  * const codec = createCodec<Event>({ Charged: { parse: parseCharged }, CheckedOut: {} });
  * ```
+ *
+ * @category Write side
  */
 export type DataOf<E extends TypedEvent, K extends E["type"]> = Extract<E, { type: K }>["data"];
 
@@ -126,6 +134,8 @@ export type DataOf<E extends TypedEvent, K extends E["type"]> = Extract<E, { typ
  * const [stored] = await store.readStream("Account-1");
  * console.log(codec.decode(stored)); // { type: "Charged", data: { amount: 5, currency: "EUR" } }
  * ```
+ *
+ * @category Write side
  */
 export type Upcaster = (data: unknown, meta: unknown) => unknown;
 
@@ -152,6 +162,8 @@ export type Upcaster = (data: unknown, meta: unknown) => unknown;
  * const [stored] = await store.readStream("Stay-1");
  * console.log(codec.decode(stored)?.type); // "CheckedOut"
  * ```
+ *
+ * @category Write side
  */
 export interface EventSpec<Data> {
   /** The current schema version of this type's data (default 1). */
@@ -185,6 +197,8 @@ export interface EventSpec<Data> {
  * const spec: CodecSpec<Event> = { Charged: {}, CheckedOut: { aliases: ["Departed"] } };
  * const codec = createCodec<Event>(spec);
  * ```
+ *
+ * @category Write side
  */
 export type CodecSpec<E extends TypedEvent> = {
   readonly [K in E["type"]]: EventSpec<DataOf<E, K>>;
@@ -209,6 +223,8 @@ export type CodecSpec<E extends TypedEvent> = {
  * const [stored] = await store.readStream("Account-1");
  * console.log(codec.decode(stored), codec.skipped.unknown); // undefined 1
  * ```
+ *
+ * @category Write side
  */
 export type DecodeFailurePolicy = "fail" | "skip";
 
@@ -227,6 +243,8 @@ export type DecodeFailurePolicy = "fail" | "skip";
  * };
  * const codec = createCodec<Event>({ Charged: {} }, options);
  * ```
+ *
+ * @category Write side
  */
 export interface CodecOptions {
   /** Events of a type not in the spec (default `"fail"`). */
@@ -254,6 +272,8 @@ export interface CodecOptions {
  * const stored = codec.encode({ type: "Charged", data: { amount: 5 } }, context);
  * console.log(stored.meta, stored.correlationId); // { user: "ann" } "req-17"
  * ```
+ *
+ * @category Write side
  */
 export interface EncodeContext {
   /**
@@ -292,6 +312,8 @@ export interface EncodeContext {
  * const { unknown, malformed }: Readonly<CodecCounters> = codec.skipped;
  * console.log(unknown, malformed); // 1 1
  * ```
+ *
+ * @category Write side
  */
 export interface CodecCounters {
   /** Events of unknown types skipped. */
@@ -311,6 +333,8 @@ export interface CodecCounters {
  * const stored = codec.encode({ type: "Charged", data: { amount: 5 } });
  * console.log(stored.type); // "Charged"
  * ```
+ *
+ * @category Write side
  */
 export interface Codec<E extends TypedEvent> {
   /**
@@ -343,6 +367,8 @@ export interface Codec<E extends TypedEvent> {
  * const trip: RoundTrip<Event> = codec.roundTrip({ type: "Measured", data: { value: NaN } });
  * console.log(trip.decoded.data.value); // null: what JSON, and so every reader, makes of NaN
  * ```
+ *
+ * @category Write side
  */
 export interface RoundTrip<E> {
   /** The stored form, to append. */
@@ -373,6 +399,8 @@ export interface RoundTrip<E> {
  *   if (e instanceof EventEncodeError) console.log(e.type, e.message); // "Charged" ... not cents
  * }
  * ```
+ *
+ * @category Write side
  */
 export class EventEncodeError extends ImpelError {
   /** The type of the refused event. */
@@ -398,6 +426,8 @@ export class EventEncodeError extends ImpelError {
  *   if (e instanceof EventDecodeError) console.log(e.code, e.index); // "UnknownEventType" 4
  * }
  * ```
+ *
+ * @category Write side
  */
 export class EventDecodeError extends ImpelError {
   /** The stored type of the event. */
@@ -522,6 +552,8 @@ function errorText(error: unknown): string {
  * codec.decode(old); // { type: "Charged", data: { amount: 250 } }
  * codec.encode({ type: "Charged", data: { amount: 3 } }).meta; // { schemaVersion: 2 }
  * ```
+ *
+ * @category Write side
  */
 export function createCodec<E extends TypedEvent>(
   spec: CodecSpec<E>,

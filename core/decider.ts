@@ -67,6 +67,8 @@ import { sleep } from "./tranches.ts";
  * const [event] = await store.readStream("Account-1");
  * console.log((event.meta as Record<string, unknown>)[IDEMPOTENCY_KEY]); // "cmd-1"
  * ```
+ *
+ * @category Write side
  */
 export const IDEMPOTENCY_KEY = "idempotencyKey";
 
@@ -90,6 +92,8 @@ const IDEMPOTENCY_KEYS = "idempotencyKeys";
  *   },
  * };
  * ```
+ *
+ * @category Write side
  */
 export interface LastEventReader {
   /** The last event of `stream` (of type `type`, if given), or `undefined` if there is none. */
@@ -113,6 +117,8 @@ export interface LastEventReader {
  *   },
  * };
  * ```
+ *
+ * @category Write side
  */
 export interface SnapshotReader {
   /** The events of `stream` from its last event of type `type` on (all of them if none). */
@@ -141,6 +147,8 @@ export interface SnapshotReader {
  * const entry: CachedState | undefined = cache.entries("Account-1")[0];
  * console.log(entry?.version, entry?.state); // 2 10
  * ```
+ *
+ * @category Write side
  */
 export interface CachedState {
   /** The stream's event count when the state was folded. */
@@ -169,6 +177,8 @@ export interface CachedState {
  * const cache = createStateCache({ maxEntries: 1000 });
  * console.log(cache.size); // 0
  * ```
+ *
+ * @category Write side
  */
 export interface StateCache {
   /** The entry for `stream` made by deciders of identity `owner` (marks the stream recently used). */
@@ -192,6 +202,8 @@ export interface StateCache {
  * const options: StateCacheOptions = { maxEntries: 50_000 };
  * const cache = createStateCache(options);
  * ```
+ *
+ * @category Write side
  */
 export interface StateCacheOptions {
   /** Most streams kept (each with an entry per decider identity); the least recently used go first (default 10 000). */
@@ -207,6 +219,8 @@ export interface StateCacheOptions {
  * const cache = createStateCache({ maxEntries: 50_000 });
  * // createDecider({ ..., cache })
  * ```
+ *
+ * @category Write side
  */
 export function createStateCache(options: StateCacheOptions = {}): StateCache {
   const maxEntries = checkInteger("maxEntries", options.maxEntries ?? 10_000, 1);
@@ -278,6 +292,8 @@ export function createStateCache(options: StateCacheOptions = {}): StateCache {
  * const written = await store.readStream("Account-1");
  * console.log(written.map((e) => e.type)); // ["Charged", "Charged", "Totalled"]
  * ```
+ *
+ * @category Write side
  */
 export interface SnapshotOptions<E extends TypedEvent, S> {
   /** Whether `event` is a snapshot (folding it must replace the state entirely). */
@@ -311,6 +327,8 @@ export interface SnapshotOptions<E extends TypedEvent, S> {
  * };
  * const decider = createDecider(options);
  * ```
+ *
+ * @category Write side
  */
 export interface DeciderOptions<E extends TypedEvent, S> {
   /** Where the streams live. */
@@ -364,6 +382,8 @@ export interface DeciderOptions<E extends TypedEvent, S> {
  * const load: LoadOption = "allowStale";
  * await decider.query("Account-1", (total) => total, { load }); // 5, from the cache
  * ```
+ *
+ * @category Write side
  */
 export type LoadOption = "requireLoad" | "allowStale";
 
@@ -387,6 +407,8 @@ export type LoadOption = "requireLoad" | "allowStale";
  *   return total < 100 ? [{ type: "Charged", data: { amount: 5 } }] : [];
  * });
  * ```
+ *
+ * @category Write side
  */
 export interface DecideContext {
   /** The stream. */
@@ -420,6 +442,8 @@ export interface DecideContext {
  * await decider.transact("Account-1", charge(30)); // true
  * await decider.transact("Account-1", charge(80)); // false: nothing appended
  * ```
+ *
+ * @category Write side
  */
 export type Decision<E, R> = readonly E[] | { readonly events: readonly E[]; readonly result: R };
 
@@ -452,6 +476,8 @@ export type Decision<E, R> = readonly E[] | { readonly events: readonly E[]; rea
  * );
  * console.log(again.duplicate, again.state); // true 5
  * ```
+ *
+ * @category Write side
  */
 export interface TransactOptions {
   /** How much the initial load may rely on the cache (default `"requireLoad"`). */
@@ -492,6 +518,8 @@ export interface TransactOptions {
  * const options: QueryOptions = { load: "allowStale" };
  * await decider.query("Account-1", (total) => total, options); // 0
  * ```
+ *
+ * @category Write side
  */
 export interface QueryOptions {
   /** How much the load may rely on the cache (default `"requireLoad"`). */
@@ -520,6 +548,8 @@ export interface QueryOptions {
  * console.log(outcome.state, outcome.version, outcome.appended, outcome.attempts); // 12 2 2 1
  * console.log(outcome.duplicate); // false
  * ```
+ *
+ * @category Write side
  */
 export interface TransactOutcome<S, R> {
   /** The decision's result (`undefined` for a decision that returned just events). */
@@ -557,6 +587,8 @@ export interface TransactOutcome<S, R> {
  * await decider.transact("Account-1", () => [{ type: "Charged", data: { amount: 5 } }]);
  * await decider.query("Account-1", (total) => total); // 5
  * ```
+ *
+ * @category Write side
  */
 export interface Decider<E extends TypedEvent, S> {
   /** Loads the state of `stream` and returns what `render` makes of it. */
@@ -591,6 +623,8 @@ export interface Decider<E extends TypedEvent, S> {
  * const e = new MaxAttemptsExceededError("GuestStay-1", 3);
  * console.log(e.code); // "MaxAttemptsExceeded"
  * ```
+ *
+ * @category Write side
  */
 export class MaxAttemptsExceededError extends ImpelError {
   /** The contended stream. */
@@ -620,6 +654,8 @@ export class MaxAttemptsExceededError extends ImpelError {
  * const e = new StreamReadGapError("GuestStay-1", 4, 0);
  * console.log(e.code); // "StreamReadGap"
  * ```
+ *
+ * @category Write side
  */
 export class StreamReadGapError extends ImpelError {
   /** The stream read. */
@@ -745,6 +781,8 @@ function serialized<T>(store: EventStore, stream: StreamName, fn: () => Promise<
  *     : { events: [{ type: "Added", data: { item: "tea" } }], result: true });
  * console.log(added); // true
  * ```
+ *
+ * @category Write side
  */
 export function createDecider<E extends TypedEvent, S>(
   options: DeciderOptions<E, S>,

@@ -17,6 +17,8 @@
  *   if (e instanceof ImpelError) console.log(e.code); // "InvalidStreamName"
  * }
  * ```
+ *
+ * @category Errors
  */
 export class ImpelError extends Error {
   /** A stable identifier of the kind of error. */
@@ -38,6 +40,8 @@ export class ImpelError extends Error {
  * const e = new InvalidArgumentError("maxConcurrentStreams", "must be a positive integer, got 0");
  * console.log(e.message); // "maxConcurrentStreams must be a positive integer, got 0"
  * ```
+ *
+ * @category Errors
  */
 export class InvalidArgumentError extends ImpelError {
   /** The name of the argument or option that was rejected. */

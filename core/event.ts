@@ -18,6 +18,8 @@ import type { StreamName } from "./streamName.ts";
  * const [placed]: StreamEvent[] = await store.readStream("Order-1");
  * console.log(placed.index, placed.type, placed.data); // 0 "Placed" { total: 3 }
  * ```
+ *
+ * @category Events
  */
 export interface StreamEvent<Data = unknown, Meta = unknown> {
   /** 0-based position of the event in its stream. */
@@ -49,6 +51,8 @@ export interface StreamEvent<Data = unknown, Meta = unknown> {
  * const span: Span = { stream: "Order-1", index: 0, events: [] };
  * spanNext(span); // 0
  * ```
+ *
+ * @category Events
  */
 export interface Span<E = StreamEvent> {
   /** The stream the events belong to. */
@@ -67,6 +71,8 @@ export interface Span<E = StreamEvent> {
  * import { spanNext } from "./event.ts";
  * spanNext({ stream: "A-1", index: 3, events: [] }); // 3
  * ```
+ *
+ * @category Events
  */
 export function spanNext(span: Span<unknown>): number {
   return span.index + span.events.length;
@@ -81,6 +87,8 @@ export function spanNext(span: Span<unknown>): number {
  * import { estimateSize } from "@impel/impel";
  * estimateSize("abc"); // 3
  * ```
+ *
+ * @category Events
  */
 export function estimateSize(value: unknown): number {
   if (value === undefined || value === null) return 0;
@@ -106,6 +114,8 @@ export function estimateSize(value: unknown): number {
  * insertEvent(buf, ev(1), 0); // true: buf holds 1, 2
  * insertEvent(buf, ev(2), 0); // false: duplicate
  * ```
+ *
+ * @category Events
  */
 export function insertEvent<E extends { readonly index: number }>(
   events: E[],
@@ -145,6 +155,8 @@ export function insertEvent<E extends { readonly index: number }>(
  * ], 1);
  * // one span: index 1, events 1, 2, 3
  * ```
+ *
+ * @category Events
  */
 export function mergeSpans<E extends { readonly index: number }>(
   spans: readonly Span<E>[],

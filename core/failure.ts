@@ -20,6 +20,8 @@ import type { StreamName } from "./streamName.ts";
  * const sink = streamsSink({ handler: () => {}, retry });
  * await sink.stop();
  * ```
+ *
+ * @category Failures
  */
 export interface RetryOptions {
   /** Delay before the second attempt (default 100 ms). */
@@ -59,6 +61,8 @@ export interface RetryOptions {
  *   console.log(stream, events.length, attempts, String(error), Date.now() - since >= 0);
  * } // Order-1 1 2 Error: no such customer true
  * ```
+ *
+ * @category Failures
  */
 export interface StreamFailure {
   /** The failing stream. */
@@ -96,6 +100,8 @@ export interface StreamFailure {
  *   deadLetter: (failure) => console.error("parked", failure.stream, failure.error),
  * };
  * ```
+ *
+ * @category Failures
  */
 export type FailurePolicy =
   | { readonly kind: "retry" }
@@ -122,6 +128,8 @@ export type FailurePolicy =
  * const e = new PipelineFaultError("too many failures", []);
  * console.log(e.code); // "PipelineFault"
  * ```
+ *
+ * @category Failures
  */
 export class PipelineFaultError extends ImpelError {
   /** The failing streams at the time of the fault. */
@@ -161,6 +169,8 @@ export class PipelineFaultError extends ImpelError {
  *   }
  * });
  * ```
+ *
+ * @category Failures
  */
 export class InvalidHandlerResultError extends ImpelError {
   /** Creates the error naming the stream and the value returned. */
@@ -182,6 +192,8 @@ export class InvalidHandlerResultError extends ImpelError {
  * const gap = new StreamGapError("Order-1", 3, 5);
  * console.log(gap.message); // Order-1: events 3 to 4 are missing and can never arrive (next present: 5)
  * ```
+ *
+ * @category Failures
  */
 export class StreamGapError extends ImpelError {
   /** The stream. */

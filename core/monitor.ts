@@ -25,6 +25,8 @@ import { ImpelError, InvalidArgumentError } from "./errors.ts";
  * ac.abort();
  * await running;
  * ```
+ *
+ * @category Pipeline
  */
 export interface AwaitCompletionOptions {
   /** Also wait until the latest batch of every tranche seen so far reached the tail. */
@@ -40,6 +42,8 @@ export interface AwaitCompletionOptions {
  * ```ts ignore
  * await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
  * ```
+ *
+ * @category Pipeline
  */
 export interface Monitor {
   /**
@@ -85,6 +89,8 @@ interface Waiter {
  * const control = createMonitor({ isComplete: () => true, ingested: () => 0 });
  * await control.monitor.awaitCompletion();
  * ```
+ *
+ * @category Pipeline
  */
 export function createMonitor(probe: MonitorProbe): MonitorControl {
   const waiters = new Set<Waiter>();

@@ -24,6 +24,8 @@ import type { Position } from "./batch.ts";
  * const outcome: RevocationOutcome = await owned.revoke(); // no sink held it: resolves at once
  * console.log(outcome.committed, outcome.abandoned); // undefined 0
  * ```
+ *
+ * @category Sources
  */
 export interface RevocationOutcome {
   /** The last position committed for the tranche by the sink, if any. */
@@ -44,6 +46,8 @@ export interface RevocationOutcome {
  * const batch: Batch = { tranche: "orders/0", items: [], position: 0n, isTail: true, ownership: owned.ownership };
  * console.log(batch.ownership?.signal.aborted); // false
  * ```
+ *
+ * @category Sources
  */
 export interface Ownership {
   /** The tranche owned. */
@@ -68,6 +72,8 @@ export interface Ownership {
  * const { committed } = await owned.revoke(); // after a rebalance, before rejoining
  * console.log(owned.revoked, committed); // true undefined
  * ```
+ *
+ * @category Sources
  */
 export interface OwnershipControl {
   /** Attach to every batch of this period. */
@@ -93,6 +99,8 @@ export interface OwnershipControl {
  * release({ committed: 42n, abandoned: 0 }); // what the sink does once it let go
  * console.log((await revoking).committed); // 42n
  * ```
+ *
+ * @category Sources
  */
 export function createOwnership(tranche: string): OwnershipControl {
   const abort = new AbortController();

@@ -45,6 +45,8 @@ const LATENCY_SAMPLE = 64;
  * const sink = streamsSink({ handler: notify });
  * await sink.stop();
  * ```
+ *
+ * @category Pipeline
  */
 export interface HandlerContext {
   /** Aborted when the pipeline stops and the stop timeout has passed: give up promptly. */
@@ -66,6 +68,8 @@ export interface HandlerContext {
  *   for (const e of events) console.log(stream, e.index, e.type);
  * };
  * ```
+ *
+ * @category Pipeline
  */
 export type Handler = (
   stream: StreamName,
@@ -93,6 +97,8 @@ export type Handler = (
  * const sink = streamsSink({ ...scheduling, group: "notifier" });
  * await sink.stop();
  * ```
+ *
+ * @category Pipeline
  */
 export interface SchedulerOptions {
   /** The application handler. */
@@ -156,6 +162,8 @@ export interface SchedulerOptions {
  * console.log(failing.map(describe));
  * // ["Order-1: 1 attempt(s) in 2 ms, Error: database unavailable"]
  * ```
+ *
+ * @category Stats
  */
 export interface StreamStatus {
   /** The stream. */
@@ -181,6 +189,8 @@ export interface StreamStatus {
  * console.log(troubled); // 0
  * await sink.stop();
  * ```
+ *
+ * @category Stats
  */
 export type StreamStateName = "stuck" | "failing" | "active" | "ready" | "buffered";
 
@@ -199,6 +209,8 @@ export type StreamStateName = "stuck" | "failing" | "active" | "ready" | "buffer
  * }
  * await sink.stop();
  * ```
+ *
+ * @category Stats
  */
 export const STREAM_STATES: readonly StreamStateName[] = [
   "stuck",
@@ -226,6 +238,8 @@ export const STREAM_STATES: readonly StreamStateName[] = [
  * console.log(backlog); // { streams: 0, events: 0, bytes: 0 }
  * await sink.stop();
  * ```
+ *
+ * @category Stats
  */
 export interface StreamStateTotals {
   /** Streams in the state. */
@@ -252,6 +266,8 @@ export interface StreamStateTotals {
  * console.log(snapshot.states.ready); // { streams: 0, events: 0, bytes: 0 }
  * await sink.stop();
  * ```
+ *
+ * @category Stats
  */
 export interface SchedulerSnapshot {
   /** Streams with state (buffered events or a known write position). */
@@ -295,6 +311,8 @@ export interface SchedulerSnapshot {
  * console.log(c.events, c.handled, c.calls, c.failures, c.deadLettered); // 3 3 2 0 0
  * console.log(c.batchesCompleted === c.batches); // true
  * ```
+ *
+ * @category Stats
  */
 export interface SchedulerCounters {
   /** Batches ingested. */
@@ -537,6 +555,8 @@ function resolveOptions(options: SchedulerOptions) {
  * scheduler.ingest({ tranche: "0", position: 1n, isTail: true, items: [] });
  * scheduler.uncompleted; // 0
  * ```
+ *
+ * @category Pipeline
  */
 export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks): Scheduler {
   const opts = resolveOptions(options);

@@ -34,6 +34,8 @@ import { type CommitTrouble, type SinkStats, sinkStats, statsLogger } from "./st
  * const sink = streamsSink(options);
  * await sink.stop();
  * ```
+ *
+ * @category Pipeline
  */
 export interface StreamsSinkOptions extends SchedulerOptions {
   /** A label for logs and stats, usually the consumer group (default `"default"`). */
@@ -61,6 +63,8 @@ export interface StreamsSinkOptions extends SchedulerOptions {
  * const sink = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
  * await sink.stop();
  * ```
+ *
+ * @category Pipeline
  */
 export interface StreamsSink {
   /** Where batches go. `write` resolves once the batch is accepted within the read-ahead limit. */
@@ -93,6 +97,8 @@ export interface StreamsSink {
  *   console.log(e instanceof PipelineStoppedError, e.code); // true PipelineStopped
  * });
  * ```
+ *
+ * @category Errors
  */
 export class PipelineStoppedError extends ImpelError {
   /** Creates the error. */
@@ -124,6 +130,8 @@ export class PipelineStoppedError extends ImpelError {
  * ac.abort();
  * await running; // seen: ["Order-1@1"]
  * ```
+ *
+ * @category Pipeline
  */
 export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   if (options === null || typeof options !== "object") {
@@ -450,6 +458,8 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
  * const options: RunOptions = { signal: AbortSignal.timeout(100) };
  * await run(memorySource({ store }), streamsSink({ handler: () => {} }), options);
  * ```
+ *
+ * @category Pipeline
  */
 export interface RunOptions {
   /** Aborting it stops the pipeline cleanly: stop reading, drain, commit, resolve. */
@@ -473,6 +483,8 @@ export interface RunOptions {
  * ac.abort();
  * await running;
  * ```
+ *
+ * @category Pipeline
  */
 export async function run(
   source: ReadableStream<Batch>,

@@ -31,6 +31,8 @@ import type { Scheduler, SchedulerCounters, SchedulerSnapshot } from "./schedule
  * const [t]: readonly TrancheStats[] = sink.stats().tranches;
  * console.log(t.tranche, t.isTail, t.completed, t.committed, t.readAhead); // all true 2n 2n 0
  * ```
+ *
+ * @category Stats
  */
 export interface TrancheStats {
   /** The tranche. */
@@ -75,6 +77,8 @@ export interface TrancheStats {
  * ac.abort();
  * await running;
  * ```
+ *
+ * @category Stats
  */
 export interface SinkStats extends SchedulerSnapshot {
   /** The consumer group (a label). */
@@ -144,6 +148,8 @@ const ages = (list: SchedulerSnapshot["busy"]) =>
  * Returns a function that logs one summary line per call: rates since the previous call,
  * latency percentiles by outcome, busy / failing / stuck streams with ages, read-ahead use.
  * Resets the latency histograms so each line covers one interval.
+ *
+ * @category Stats
  */
 export function statsLogger(group: string, read: () => SinkStats, reset: () => void): () => void {
   const logger = getLogger(["impel", "stats"]);

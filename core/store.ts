@@ -23,6 +23,8 @@ import type { StreamName } from "./streamName.ts";
  * };
  * await createMemoryStore().append("Order-1", [placed], 0);
  * ```
+ *
+ * @category Write side
  */
 export interface EventData<Data = unknown, Meta = unknown> {
   /** The event type. */
@@ -53,6 +55,8 @@ export interface EventData<Data = unknown, Meta = unknown> {
  * const whatever: ExpectedVersion = "any";
  * await store.append("Order-1", [{ type: "Noted", data: {} }], whatever);
  * ```
+ *
+ * @category Write side
  */
 export type ExpectedVersion = number | "any";
 
@@ -69,6 +73,8 @@ export type ExpectedVersion = number | "any";
  * // The next write expects the version this one left.
  * await store.append("Order-1", [{ type: "Paid", data: {} }], result.nextIndex);
  * ```
+ *
+ * @category Write side
  */
 export interface AppendResult {
   /** The index the next event of the stream will get. */
@@ -84,6 +90,8 @@ export interface AppendResult {
  * const e = new WrongExpectedVersionError("Order-1", 0, 3);
  * console.log(e.actual); // 3
  * ```
+ *
+ * @category Write side
  */
 export class WrongExpectedVersionError extends ImpelError {
   /** The stream written to. */
@@ -116,6 +124,8 @@ export class WrongExpectedVersionError extends ImpelError {
  * await store.append("Order-1", [{ type: "Placed", data: { total: 3 } }], 0);
  * const events = await store.readStream("Order-1"); // one event at index 0
  * ```
+ *
+ * @category Write side
  */
 export interface EventStore {
   /** Reads events of `stream` from `fromIndex` (default 0), at most `maxCount` of them. */
@@ -145,6 +155,8 @@ export interface EventStore {
  * const read = await store.readStream("Order-1", options);
  * console.log(read.map((e) => e.type)); // ["Paid", "Packed"]
  * ```
+ *
+ * @category Write side
  */
 export interface ReadStreamOptions {
   /** The first index to read (default 0). */

@@ -16,6 +16,8 @@ import { ImpelError } from "./errors.ts";
  * const seat: StreamName = streamName("Seat", "flight1", "12A"); // "Seat-flight1_12A"
  * await createMemoryStore().append(seat, [{ type: "Reserved", data: {} }], 0);
  * ```
+ *
+ * @category Events
  */
 export type StreamName = string;
 
@@ -31,6 +33,8 @@ export type StreamName = string;
  *   console.log(e instanceof InvalidStreamNameError); // true
  * }
  * ```
+ *
+ * @category Events
  */
 export class InvalidStreamNameError extends ImpelError {
   /** The rejected input. */
@@ -51,6 +55,8 @@ export class InvalidStreamNameError extends ImpelError {
  * const { category, id }: ParsedStreamName = parseStreamName("GuestStay-42");
  * console.log(category, id); // "GuestStay" "42"
  * ```
+ *
+ * @category Events
  */
 export interface ParsedStreamName {
   /** The part before the first `-`, e.g. `GroupCheckout`. */
@@ -67,6 +73,8 @@ export interface ParsedStreamName {
  * import { parseStreamName } from "@impel/impel";
  * parseStreamName("GuestStay-a-b"); // { category: "GuestStay", id: "a-b" }
  * ```
+ *
+ * @category Events
  */
 export function parseStreamName(name: string): ParsedStreamName {
   if (typeof name !== "string") throw new InvalidStreamNameError(String(name), "not a string");
@@ -85,6 +93,8 @@ export function parseStreamName(name: string): ParsedStreamName {
  * import { checkStreamName } from "@impel/impel";
  * const name = checkStreamName("Order-1"); // "Order-1"
  * ```
+ *
+ * @category Events
  */
 export function checkStreamName(name: string): StreamName {
   parseStreamName(name);
@@ -99,6 +109,8 @@ export function checkStreamName(name: string): StreamName {
  * import { streamName } from "@impel/impel";
  * streamName("Seat", "flight1", "12A"); // "Seat-flight1_12A"
  * ```
+ *
+ * @category Events
  */
 export function streamName(category: string, ...idParts: string[]): StreamName {
   checkCategory(category);
@@ -125,6 +137,8 @@ export function streamName(category: string, ...idParts: string[]): StreamName {
  * import { checkCategory } from "@impel/impel";
  * checkCategory("GuestStay"); // "GuestStay"
  * ```
+ *
+ * @category Events
  */
 export function checkCategory(category: string): string {
   if (typeof category !== "string" || category.length === 0) {
@@ -142,6 +156,8 @@ export function checkCategory(category: string): string {
  * import { categoryOf } from "@impel/impel";
  * categoryOf("GuestStay-42"); // "GuestStay"
  * ```
+ *
+ * @category Events
  */
 export function categoryOf(name: StreamName): string {
   return parseStreamName(name).category;
@@ -155,6 +171,8 @@ export function categoryOf(name: StreamName): string {
  * import { idOf } from "@impel/impel";
  * idOf("GuestStay-42"); // "42"
  * ```
+ *
+ * @category Events
  */
 export function idOf(name: StreamName): string {
   return parseStreamName(name).id;
@@ -168,6 +186,8 @@ export function idOf(name: StreamName): string {
  * import { idParts } from "@impel/impel";
  * idParts("Seat-flight1_12A"); // ["flight1", "12A"]
  * ```
+ *
+ * @category Events
  */
 export function idParts(name: StreamName): string[] {
   return idOf(name).split("_");
