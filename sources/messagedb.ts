@@ -516,7 +516,6 @@ function refusingLegacyKeys(
 ): CheckpointStore {
   const { checkpoints, consumerGroup: cg } = options;
   return {
-    ...checkpoints,
     commit: (key, position) => checkpoints.commit(key, position),
     reset: (key, position) => checkpoints.reset(key, position),
     list: (source, group) => checkpoints.list(source, group),
