@@ -619,6 +619,9 @@ interface PlannedEntry extends IndexEntry {
 
 // Entries stay well inside a chunk item however many events one append held.
 const MAX_ENTRY_EVENTS = 2000;
+const MAX_ENTRY_BYTES = MAX_CHUNK_BYTES;
+// An entry's JSON besides its stream and types: brackets, commas, index, next and time.
+const ENTRY_NUMBERS_BYTES = 64;
 
 // Drops what is already indexed, trims partial overlaps, spots gaps, and coalesces consecutive
 // appends of a stream into one entry (so an entry is usually "everything this stream got").
@@ -638,8 +641,18 @@ function classify(
     types: string[];
     time: number;
     gap: boolean;
+    /** The entry's JSON bytes so far. */
+    bytes: number;
   };
   const open = new Map<string, Building>();
+  const typeSizes = new Map<string, number>();
+  const typeSize = (type: string): number => {
+    let size = typeSizes.get(type);
+    if (size === undefined) {
+      typeSizes.set(type, size = utf8.encode(JSON.stringify(type)).length + 1);
+    }
+    return size;
+  };
   const order: Building[] = [];
   let duplicateEvents = 0, events = 0;
   // Entries keep the order in which their streams first appear among the records.
@@ -669,26 +682,30 @@ function classify(
       );
     }
     events += a.next - from;
+    // Entries are cut at MAX_ENTRY_EVENTS events and MAX_ENTRY_BYTES of JSON, so that an
+    // entry always fits a chunk item on its own however long the types.
     for (let at = from; at < a.next;) {
-      const current = open.get(a.stream);
-      const room = current && current.next === at && !gap
-        ? MAX_ENTRY_EVENTS - current.types.length
-        : 0;
-      if (room > 0) {
-        const end = Math.min(a.next, at + room);
-        current!.types.push(...a.types.slice(at - a.index, end - a.index));
-        current!.next = end;
-        current!.time = Math.max(current!.time, a.time);
-        at = end;
-      } else {
-        const end = Math.min(a.next, at + MAX_ENTRY_EVENTS);
-        const types = a.types.slice(at - a.index, end - a.index);
-        const entry = { stream: a.stream, index: at, next: end, types, time: a.time, gap };
+      let entry = open.get(a.stream);
+      const size = typeSize(a.types[at - a.index]);
+      if (
+        !entry || entry.next !== at || gap || entry.types.length >= MAX_ENTRY_EVENTS ||
+        entry.bytes + size > MAX_ENTRY_BYTES
+      ) {
+        const bytes = utf8.encode(JSON.stringify(a.stream)).length + ENTRY_NUMBERS_BYTES;
+        entry = { stream: a.stream, index: at, next: at, types: [], time: a.time, gap, bytes };
         open.set(a.stream, entry);
         order.push(entry);
         gap = false;
-        at = end;
       }
+      while (at < a.next && entry.types.length < MAX_ENTRY_EVENTS) {
+        const size = typeSize(a.types[at - a.index]);
+        if (entry.types.length > 0 && entry.bytes + size > MAX_ENTRY_BYTES) break;
+        entry.types.push(a.types[at - a.index]);
+        entry.bytes += size;
+        at++;
+      }
+      entry.next = at;
+      entry.time = Math.max(entry.time, a.time);
     }
     version.set(a.stream, a.next);
   }
@@ -696,11 +713,13 @@ function classify(
   return { entries: order, events, duplicateEvents };
 }
 
+// The UTF-8 bytes an entry takes in a chunk's JSON (with its separating comma): what counts
+// towards DynamoDB's item limit, escapes and multi-byte text included.
 function entrySize(e: IndexEntry): number {
-  let size = e.stream.length + 32;
-  for (const t of e.types) size += t.length + 3;
-  return size;
+  return utf8.encode(encodeEntries([e])).length - 1;
 }
+
+const utf8 = new TextEncoder();
 
 function key(p: string, i: number): Record<string, AttributeValue> {
   return { p: { S: p }, i: { N: String(i) } };

@@ -42,19 +42,77 @@ import {
   type ReadStreamOptions,
   WrongExpectedVersionError,
 } from "../core/store.ts";
-import { checkStreamName, type StreamName } from "../core/streamName.ts";
+import { checkStreamName, InvalidStreamNameError, type StreamName } from "../core/streamName.ts";
 
 // The sort key of a stream's tip item; event items use their first index (>= 0).
 const TIP_INDEX = -1;
 // The tip attribute holding the index of the latest event of a type.
 const lastOfType = (type: string): string => `l:${type}`;
 
-// DynamoDB's item limit is 400 KB; stay clear of it since the estimate ignores some overhead.
-const MAX_ITEM_BYTES = 350_000;
+// DynamoDB's item limit is 400 KB (409 600 bytes), counted as the UTF-8 bytes of attribute
+// names and values; sizes here are computed the same way and keep a margin below it.
+const MAX_ITEM_BYTES = 400_000;
+// DynamoDB's upper bound on a number attribute's size, used for the keys and counters.
+const NUMBER_BYTES = 21;
 // TransactWriteItems takes at most 100 actions (one is the tip) and 4 MB in total.
 const MAX_TRANSACTION_ITEMS = 99;
 const MAX_TRANSACTION_BYTES = 3_900_000;
 const ANY_VERSION_ATTEMPTS = 10;
+
+/**
+ * The longest stream name the store accepts, in UTF-8 bytes: DynamoDB's 2 048-byte partition
+ * key limit less the index's `$stream#` prefix (`stores/dynamo-index.ts`), so that every
+ * stream the store holds can be indexed.
+ *
+ * @example
+ * ```ts
+ * import { MAX_STREAM_NAME_BYTES } from "@impel/impel/stores/dynamo";
+ * const name = `Order-${"x".repeat(100)}`;
+ * console.log(new TextEncoder().encode(name).length <= MAX_STREAM_NAME_BYTES); // true
+ * ```
+ */
+export const MAX_STREAM_NAME_BYTES = 2_040;
+
+/**
+ * The longest event type the store accepts, in UTF-8 bytes. Types travel in every index entry
+ * and name an attribute of the stream's tip, so they are kept short enough that any entry can be
+ * split into chunks below DynamoDB's item limit.
+ *
+ * @example
+ * ```ts
+ * import { MAX_EVENT_TYPE_BYTES } from "@impel/impel/stores/dynamo";
+ * console.log(MAX_EVENT_TYPE_BYTES); // 1024
+ * ```
+ */
+export const MAX_EVENT_TYPE_BYTES = 1_024;
+
+/**
+ * Returns `stream` if it is a valid stream name ({@linkcode checkStreamName}) that DynamoDB and
+ * the index can key (at most {@linkcode MAX_STREAM_NAME_BYTES} in UTF-8), else throws
+ * {@linkcode InvalidStreamNameError}.
+ *
+ * @example
+ * ```ts
+ * import { checkDynamoStreamName } from "@impel/impel/stores/dynamo";
+ * checkDynamoStreamName("Order-1"); // "Order-1"
+ * try {
+ *   checkDynamoStreamName(`Order-${"€".repeat(700)}`); // 2 106 bytes
+ * } catch (e) {
+ *   console.log((e as Error).name); // "InvalidStreamNameError"
+ * }
+ * ```
+ */
+export function checkDynamoStreamName(stream: StreamName): StreamName {
+  checkStreamName(stream);
+  const bytes = utf8Length(stream);
+  if (bytes > MAX_STREAM_NAME_BYTES) {
+    throw new InvalidStreamNameError(
+      stream.slice(0, 80),
+      `is ${bytes} bytes in UTF-8, over the ${MAX_STREAM_NAME_BYTES} that DynamoDB's key limit leaves for the index`,
+    );
+  }
+  return stream;
+}
 const CONFLICT_ATTEMPTS = 10;
 
 /**
@@ -312,7 +370,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
   const consistentRead = options.consistentRead ?? true;
 
   async function version(stream: StreamName): Promise<number> {
-    checkStreamName(stream);
+    checkDynamoStreamName(stream);
     const { Item } = await client.send(
       new GetItemCommand({
         TableName: tableName,
@@ -385,7 +443,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     events: readonly EventData[],
     expectedVersion: ExpectedVersion,
   ): Promise<AppendResult> {
-    checkStreamName(stream);
+    checkDynamoStreamName(stream);
     if (!Array.isArray(events)) throw new InvalidArgumentError("events", "must be an array");
     if (expectedVersion !== "any" && (!Number.isInteger(expectedVersion) || expectedVersion < 0)) {
       throw new InvalidArgumentError(
@@ -419,7 +477,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     stream: StreamName,
     options: ReadStreamOptions = {},
   ): Promise<StreamEvent[]> {
-    checkStreamName(stream);
+    checkDynamoStreamName(stream);
     const fromIndex = options.fromIndex ?? 0;
     const maxCount = options.maxCount ?? Number.POSITIVE_INFINITY;
     if (!Number.isInteger(fromIndex) || fromIndex < 0) {
@@ -500,7 +558,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     stream: StreamName,
     type?: string,
   ): Promise<StreamEvent | undefined> {
-    checkStreamName(stream);
+    checkDynamoStreamName(stream);
     if (type !== undefined && (typeof type !== "string" || type.length === 0)) {
       throw new InvalidArgumentError("type", `must be a non-empty string, got ${String(type)}`);
     }
@@ -537,7 +595,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
   }
 
   async function readFromLast(stream: StreamName, type: string): Promise<StreamEvent[]> {
-    checkStreamName(stream);
+    checkDynamoStreamName(stream);
     if (typeof type !== "string" || type.length === 0) {
       throw new InvalidArgumentError("type", `must be a non-empty string, got ${String(type)}`);
     }
@@ -708,6 +766,9 @@ function encodeAppend(
   let currentBytes = 0;
   let first = expected;
   let total = 0;
+  // The item's own attributes: p (the stream), i, n, ts, and the list e's header.
+  const overhead = 1 + utf8Length(stream) + 1 + NUMBER_BYTES + 1 + NUMBER_BYTES + 2 +
+    NUMBER_BYTES + 1 + 3;
   const flush = () => {
     if (current.length === 0) return;
     items.push({
@@ -725,6 +786,13 @@ function encodeAppend(
     if (typeof event?.type !== "string" || event.type.length === 0) {
       throw new InvalidArgumentError(`events[${k}].type`, "must be a non-empty string");
     }
+    const typeBytes = utf8Length(event.type);
+    if (typeBytes > MAX_EVENT_TYPE_BYTES) {
+      throw new InvalidArgumentError(
+        `events[${k}].type`,
+        `is ${typeBytes} bytes in UTF-8, over the limit of ${MAX_EVENT_TYPE_BYTES}`,
+      );
+    }
     const m: Record<string, AttributeValue> = {
       t: { S: event.type },
       id: { S: event.id ?? crypto.randomUUID() },
@@ -735,16 +803,16 @@ function encodeAppend(
     if (meta) m.m = meta;
     if (event.correlationId !== undefined) m.c = { S: event.correlationId };
     if (event.causationId !== undefined) m.z = { S: event.causationId };
-    const bytes = 40 + utf8Length(event.type) + utf8Length(m.id.S!) + valueSize(d) +
-      valueSize(meta) +
-      utf8Length(event.correlationId ?? "") + utf8Length(event.causationId ?? "");
-    if (bytes + utf8Length(stream) + 64 > MAX_ITEM_BYTES) {
+    const bytes = eventBytes(m);
+    if (bytes + overhead > MAX_ITEM_BYTES) {
       throw new InvalidArgumentError(
         `events[${k}]`,
-        `is about ${bytes} bytes, over DynamoDB's 400 KB item limit`,
+        `is ${bytes} bytes in UTF-8, over DynamoDB's 400 KB item limit (${
+          MAX_ITEM_BYTES - overhead
+        } bytes are left for one event of ${JSON.stringify(stream.slice(0, 80))})`,
       );
     }
-    if (currentBytes + bytes + utf8Length(stream) + 64 > MAX_ITEM_BYTES) flush();
+    if (currentBytes + bytes + overhead > MAX_ITEM_BYTES) flush();
     current.push({ M: m });
     currentBytes += bytes;
     total += bytes;
@@ -774,9 +842,18 @@ function decodeValue(value: AttributeValue | undefined): unknown {
   return undefined;
 }
 
+// The bytes DynamoDB counts for one event's map in the item's list `e`: the list element's
+// byte, the map's 3, and each attribute's name and value.
+function eventBytes(m: Record<string, AttributeValue>): number {
+  let bytes = 1 + 3;
+  for (const name in m) bytes += name.length + valueSize(m[name]);
+  return bytes;
+}
+
+// The bytes DynamoDB counts for a string or binary value (UTF-8 for strings).
 function valueSize(value: AttributeValue | undefined): number {
   if (value === undefined) return 0;
-  if (value.S !== undefined) return value.S.length;
+  if (value.S !== undefined) return utf8Length(value.S);
   // Lambda's JSON records carry binary values as base64 text.
   const b = value.B as Uint8Array | string | undefined;
   if (typeof b === "string") return Math.floor((b.length * 3) / 4);

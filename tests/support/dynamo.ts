@@ -47,11 +47,12 @@ const creators = {
 export type TableKind = keyof typeof creators;
 
 /**
- * Creates one table per entry of `tables` (field name -> kind), named `${kind}-${uuid}` with one
- * uuid for all, and returns their names under the same fields; disposing it deletes them.
+ * Creates one table per entry of `tables` (field name -> kind), named `${prefix}${kind}-${uuid}`
+ * with one uuid for all, and returns their names under the same fields; disposing it deletes them.
  */
 export async function freshTables<const T extends Record<string, TableKind>>(
   tables: T,
+  prefix = "",
 ): Promise<{ readonly [K in keyof T]: string } & AsyncDisposable> {
   const id = crypto.randomUUID();
   const names: Record<string, string> = {};
@@ -61,7 +62,7 @@ export async function freshTables<const T extends Record<string, TableKind>>(
   };
   try {
     for (const [field, kind] of Object.entries(tables)) {
-      const name = `${kind}-${id}`;
+      const name = `${prefix}${kind}-${id}`;
       await creators[kind](client, name);
       created.push(name);
       names[field] = name;
