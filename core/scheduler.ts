@@ -781,13 +781,23 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     for (let i = 0; i < items.length; i++) {
       const item = items[i];
       const s = stateOf(item.stream, tranche);
-      const event = item.event;
-      const index = event.index;
-      if (index < s.writePos) {
+      let event = item.event;
+      let index = event.index;
+      if (item.invalid !== undefined) {
+        // An unreadable record is never dropped as a duplicate: it goes after what is known of
+        // its stream, so that it reaches the failure policy whatever index its source gave it.
+        let at = index < s.writePos ? s.writePos : index;
+        const last = s.buffer.length > 0 ? s.buffer[s.buffer.length - 1].index : -1;
+        if (last >= at) at = last + 1;
+        if (at !== index) {
+          event = { ...event, index: at };
+          index = at;
+        }
+        invalid.set(event, item.invalid);
+      } else if (index < s.writePos) {
         counters.duplicates++;
         continue;
       }
-      if (item.invalid !== undefined) invalid.set(event, item.invalid);
       if (s.buffer === NO_EVENTS) s.buffer = [event];
       else insertEvent(s.buffer, event, s.writePos);
       if (finalGaps) s.finalGaps = true;
@@ -1048,7 +1058,10 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       }
     }
     progressed = true;
-    if (s.tranche.revoked) revoking.get(s.tranche)?.();
+    if (s.tranche.revoked) {
+      revoking.get(s.tranche)?.();
+      leftBehind(s);
+    }
   }
 
   /** Puts back the events of `span` at or above the write position, merged with arrivals. */
@@ -1087,12 +1100,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     settle(s);
   }
 
-  function trim(s: StreamState) {
+  function trim(s: StreamState, duplicates = true) {
     const buf = s.buffer;
     if (buf.length === 0 || buf[0].index >= s.writePos) return;
     let i = 0;
     while (i < buf.length && buf[i].index < s.writePos) i++;
-    counters.duplicates += i;
+    if (duplicates) counters.duplicates += i;
     buf.splice(0, i);
   }
 
@@ -1136,6 +1149,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       active--;
       if (s.tranche.revoked) {
         revoking.get(s.tranche)?.();
+        leftBehind(s);
       } else if (!ok) {
         const t = troubleOf(s);
         t.lastError = error;
@@ -1145,7 +1159,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         troubles.clear(s);
         const end = span[0].index + span.length;
         if (end > s.writePos) s.writePos = end;
-        trim(s);
+        trim(s, false); // the parked events, put back when they failed: not duplicates
         release(s);
         settle(s);
       }
@@ -1203,15 +1217,42 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     return list;
   }
 
+  function awaitedElsewhere(s: StreamState, t: TrancheState): boolean {
+    const waits = s.waits;
+    if (waits === undefined) return false;
+    for (let i = 0; i < waits.length; i += 2) if ((waits[i] as Tracker).tranche !== t) return true;
+    return false;
+  }
+
+  /** Drops `t`'s batches from the ones waiting on `s`. */
+  function dropWaits(s: StreamState, t: TrancheState) {
+    const waits = s.waits ?? [];
+    const kept: Array<Tracker | number> = [];
+    for (let i = 0; i < waits.length; i += 2) {
+      if ((waits[i] as Tracker).tranche !== t) kept.push(waits[i], waits[i + 1]);
+    }
+    s.waits = kept.length > 0 ? kept : undefined;
+  }
+
+  /** After a call that ran on a revoked tranche: a stream whose tranche was forgotten goes too. */
+  function leftBehind(s: StreamState) {
+    if (tranches.get(s.tranche.name) !== s.tranche && streams.get(s.name) === s) {
+      streams.delete(s.name);
+    }
+  }
+
   function revoke(name: string): Promise<void> {
     const t = tranches.get(name);
     if (t === undefined) return Promise.resolve();
     t.revoked = true;
     let busy = 0;
     for (const s of streamsOf(t)) {
+      if (s.busy) busy++;
+      // A stream also awaited by another tranche's batches keeps its events for that tranche
+      // (one owner at a time holds only for streams that live in one tranche).
+      if (awaitedElsewhere(s, t)) continue;
       s.buffer = NO_EVENTS;
       if (s.trouble?.retryTimer !== undefined) troubles.clear(s);
-      if (s.busy) busy++;
     }
     if (busy === 0) return Promise.resolve();
     // No call starts on the tranche any more, so the count of running ones only goes down.
@@ -1243,19 +1284,27 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       counters.revokedBatches++;
       tracker.ready = undefined;
     }
+    const kept: StreamState[] = [];
     for (const s of streams.values()) {
-      if (s.tranche === t) {
+      if (s.tranche !== t) {
+        // Read from another tranche since: only this tranche's waits go.
+        if (s.waits !== undefined) dropWaits(s, t);
+      } else if (awaitedElsewhere(s, t)) {
+        dropWaits(s, t);
+        s.tranche = (s.waits![0] as Tracker).tranche;
+        kept.push(s);
+      } else if (s.busy) {
+        // A call abandoned after the revocation timed out still runs: the state stays, reset,
+        // so that a new period of the tranche waits for that call instead of starting another.
+        troubles.clear(s);
+        s.waits = undefined;
+        s.buffer = NO_EVENTS;
+        s.writePos = -1;
+      } else {
         troubles.clear(s);
         s.waits = undefined;
         s.idle = false;
         streams.delete(s.name);
-      } else if (s.waits !== undefined) {
-        // A stream read from another tranche since: only this tranche's waits go.
-        const kept: Array<Tracker | number> = [];
-        for (let i = 0; i < s.waits.length; i += 2) {
-          if ((s.waits[i] as Tracker).tranche !== t) kept.push(s.waits[i], s.waits[i + 1]);
-        }
-        s.waits = kept.length > 0 ? kept : undefined;
       }
     }
     for (let i = buckets.length - 1; i >= 0; i--) {
@@ -1264,6 +1313,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     readAhead -= t.readAhead;
     revoking.delete(t);
     tranches.delete(name);
+    for (const s of kept) settle(s);
     progressed = true;
     dispatch();
   }

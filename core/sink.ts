@@ -195,7 +195,8 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
 
   function commitTranche(name: string): Promise<void> {
     const running = inFlight.get(name);
-    if (running) return running.then(() => commitTranche(name));
+    // After the commit in flight, whether it failed or not: a failed one must not cancel this.
+    if (running) return running.then(() => commitTranche(name), () => commitTranche(name));
     const t = scheduler.tranches.get(name);
     if (
       !t || t.completed === undefined || t.commit === undefined ||

@@ -195,3 +195,49 @@ test("a stuck stream faults within max(commitIntervalMs, maxStuckMs / 4) of maxS
   assert.ok(result.error instanceof PipelineFaultError, `got ${JSON.stringify(result)}`);
   assert.ok(elapsed >= 200 && elapsed <= 200 + 50 + 150, `faulted after ${elapsed} ms`);
 });
+
+test("invalid records after a handler jumped ahead still reach the failure policy; nothing is committed past them unhandled", async () => {
+  const seen: string[] = [];
+  const parked: StreamFailure[] = [];
+  const sink = streamsSink({
+    statsIntervalMs: 0,
+    retry: { initialDelayMs: 1 },
+    failure: { kind: "deadLetter", maxAttempts: 1, deadLetter: (f) => void parked.push(f) },
+    handler: (stream, events) => {
+      seen.push(...events.map((e) => `${stream}@${e.index}`));
+      return events[0].index === 0 ? 50 : undefined; // the stream is known to be at 50
+    },
+  });
+  const writer = sink.writable.getWriter();
+  await writer.write(batchOf(1, [["A-1", 0], ["A-1", 1], ["A-1", 2]]));
+  await sleep(5);
+  // The source numbered what followed from its own count: 3 and 4, below the write position.
+  await writer.write(batchOf(2, [["A-1", 3, new BadRecordError("corrupt span")]]));
+  await writer.write(batchOf(3, [["A-1", 4, new BadRecordError("after the invalid record")]]));
+  await sleep(30);
+  assert.deepEqual(seen, ["A-1@0", "A-1@1", "A-1@2"]);
+  assert.equal(parked.length, 2, "both unreadable records reach the dead-letter callback");
+  assert.equal(sink.stats().counters.duplicates, 0, "dead-lettered events are not duplicates");
+  assert.equal(sink.stats().tranches[0].completed, 3n);
+  await sink.stop();
+});
+
+test("a final commit still runs when the interval commit before it failed", async () => {
+  const attempts: bigint[] = [];
+  let fail = true;
+  const sink = streamsSink({ statsIntervalMs: 0, commitIntervalMs: 5, handler: () => {} });
+  const writer = sink.writable.getWriter();
+  await writer.write(batchOf(1, [["A-1", 0]], {
+    commit: async (p) => {
+      attempts.push(p);
+      const failing = fail;
+      await sleep(20);
+      if (failing) throw new Error("store down");
+    },
+  }));
+  await sleep(10); // the interval commit is in flight
+  fail = false;
+  await sink.stop();
+  assert.ok(attempts.length >= 2, `the final commit was not tried again: ${attempts.length}`);
+  assert.equal(sink.stats().tranches[0].committed, 1n);
+});
