@@ -22,6 +22,8 @@
  *   waiting for every tranche's tail also waits for a partition whose first read is slow.
  * - Partitions are found in the index (and looked for again periodically) unless `tranches`
  *   names them.
+ * - `startFrom: "tail"` (or `whenNoCheckpoint: "tail"`) starts at the partition's tip; a stored
+ *   checkpoint beyond the tip is refused at start ({@linkcode CheckpointPastTailError}).
  * - Failures that look transient (throttling, 5xx, lost connections) are retried with backoff
  *   (`retry`) from the same position; other failures error the stream. A partition whose reads
  *   keep failing shows in the stream's `problems()`.
@@ -39,7 +41,7 @@ import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
 import type { RetryOptions } from "../core/failure.ts";
-import { pagedSource, type ReadPage, retrying } from "../core/reader.ts";
+import { pagedSource, type ReadPage, retrying, type StartFrom } from "../core/reader.ts";
 import { backoff } from "../core/failure.ts";
 import {
   checkTableName,
@@ -53,7 +55,10 @@ import {
   epochKey,
   type IndexEntry,
   PARTITIONS_KEY,
+  tipKey,
 } from "../stores/dynamo-index.ts";
+
+export { CheckpointPastTailError } from "../core/reader.ts";
 
 // Re-exported so that this entry point's documentation can show the client type it takes.
 export type { DynamoClient } from "../stores/dynamo.ts";
@@ -105,7 +110,19 @@ export interface DynamoSourceOptions {
   /** The partitions to read; default: every partition the index lists, including new ones. */
   readonly tranches?: readonly string[];
   /** `"checkpoint"` (default) resumes from the stored checkpoint; `"start"` ignores it. */
-  readonly startFrom?: "checkpoint" | "start";
+  /**
+   * `"checkpoint"` (default) resumes from the stored checkpoint (or per `whenNoCheckpoint`);
+   * `"start"` and `"tail"` ignore it: from the partition's first epoch, or from its tip.
+   */
+  readonly startFrom?: StartFrom;
+  /** Where `"checkpoint"` starts when nothing is stored: `"start"` (default) or `"tail"`. */
+  readonly whenNoCheckpoint?: "start" | "tail";
+  /**
+   * A stored checkpoint beyond the partition's tip would skip the entries indexed next:
+   * `"error"` (default) fails the source at start with {@linkcode CheckpointPastTailError},
+   * `"warn"` logs it and reads from it.
+   */
+  readonly checkpointPastTail?: "error" | "warn";
   /** Chunks per index query, hence roughly per batch (default 20; a chunk holds up to 90 entries). */
   readonly chunksPerRead?: number;
   /** Concurrent stream reads when loading event bodies (default 16). */
@@ -379,7 +396,20 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     readPage,
     checkpoints: options.checkpoints,
     group: options.group,
-    startFrom: settings.startFrom,
+    // The partition's tip: the next entry to be indexed.
+    readTail: async (tranche) => {
+      const { Item } = await client.send(
+        new GetItemCommand({
+          TableName: settings.indexTable,
+          Key: { p: { S: tipKey(tranche) }, i: { N: "0" } },
+          ConsistentRead: settings.consistentRead,
+        }),
+      );
+      return encodePosition(Number(Item?.ep?.N ?? 0), Number(Item?.o?.N ?? 0));
+    },
+    startFrom: options.startFrom,
+    whenNoCheckpoint: options.whenNoCheckpoint,
+    checkpointPastTail: options.checkpointPastTail,
     tailSleepMs: settings.tailSleepMs,
     retry: settings.retry,
     isRetriable: isTransient,
@@ -392,7 +422,6 @@ interface Settings {
   readonly indexTable: string;
   readonly sourceName: string;
   readonly tranches: readonly string[] | undefined;
-  readonly startFrom: "checkpoint" | "start";
   readonly chunksPerRead: number;
   readonly readConcurrency: number;
   readonly tailSleepMs: number;
@@ -443,19 +472,11 @@ function checkOptions(options: DynamoSourceOptions): Settings {
       }
     }
   }
-  const startFrom = options.startFrom ?? "checkpoint";
-  if (startFrom !== "checkpoint" && startFrom !== "start") {
-    throw new InvalidArgumentError(
-      "startFrom",
-      `must be "checkpoint" or "start", got ${JSON.stringify(startFrom)}`,
-    );
-  }
   const retryMinMs = checkInteger("retryMinMs", options.retryMinMs ?? 100, 1);
   return {
     indexTable,
     sourceName,
     tranches: options.tranches ? [...new Set(options.tranches)] : undefined,
-    startFrom,
     chunksPerRead: checkInteger("chunksPerRead", options.chunksPerRead ?? 20, 1, 1000),
     readConcurrency: checkInteger("readConcurrency", options.readConcurrency ?? 16, 1, 1000),
     tailSleepMs: checkInteger("tailSleepMs", options.tailSleepMs ?? 500, 0),

@@ -11,6 +11,7 @@ import { dynamoStore } from "../../stores/dynamo.ts";
 import { dynamoIndexer } from "../../stores/dynamo-indexer.ts";
 import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
 import {
+  CheckpointPastTailError,
   decodePosition,
   DynamoIndexMismatchError,
   dynamoSource,
@@ -447,6 +448,47 @@ Deno.test(
     await assert.rejects(
       () => readUntilError(reader),
       (e) => (e as Error).name === "ResourceNotFoundException",
+    );
+  },
+);
+
+Deno.test(
+  "dynamo source: starts at the tip when asked, and refuses a checkpoint past it",
+  opts,
+  async () => {
+    await using t = await tables();
+    const indexer = dynamoIndexer(client, { indexTable: t.indexTable, maxEpochEntries: 2 });
+    await indexer.ingestAppends([summary("A-1", 0, 1), summary("B-1", 0, 1), summary("C-1", 0, 1)]);
+    const tip = await indexer.tip("0");
+    const checkpoints = memoryCheckpoints();
+    const options = {
+      client,
+      indexTable: t.indexTable,
+      group: "g",
+      checkpoints,
+      tranches: ["0"],
+      tailSleepMs: 20,
+    };
+    const reader = dynamoSource({ ...options, whenNoCheckpoint: "tail" }).getReader();
+    try {
+      const first = (await reader.read()).value!;
+      assert.deepEqual(
+        [first.items.length, first.isTail, first.position],
+        [0, true, encodePosition(tip.epoch, tip.offset)],
+      );
+      assert.equal(typeof first.commit, "function", "the tail start is committed at once");
+      await indexer.ingestAppends([summary("D-1", 0, 1)]);
+      let next: Batch;
+      do next = (await reader.read()).value!; while (next.items.length === 0);
+      assert.deepEqual(next.items.map((i) => i.stream), ["D-1"], "only what came after the tip");
+    } finally {
+      await reader.cancel();
+    }
+    const key = { source: `dynamo:${t.indexTable}`, tranche: "0", group: "g" };
+    await checkpoints.reset(key, encodePosition(tip.epoch + 3, 0));
+    await assert.rejects(
+      () => readUntilError(dynamoSource(options).getReader()),
+      (e) => e instanceof CheckpointPastTailError && e.tranche === "0",
     );
   },
 );
