@@ -352,23 +352,20 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     });
 
   /** The tail sleep: `tailSleepMs`, or until the wake-up resolves, or until stopped. */
-  const tailSleep = (tranche: string, signal: AbortSignal) =>
-    new Promise<void>((resolve) => {
-      if (signal.aborted) return resolve();
-      const local = new AbortController();
-      const finish = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", finish);
-        local.abort();
-        resolve();
-      };
-      const timer = setTimeout(finish, settings.tailSleepMs);
-      signal.addEventListener("abort", finish);
-      if (wakeup) {
-        // A wakeup that throws, synchronously or not, only loses the early wake: the timer stays.
-        Promise.resolve().then(() => wakeup(tranche, local.signal)).then(finish, () => {});
-      }
-    });
+  const tailSleep = async (tranche: string, signal: AbortSignal) => {
+    if (signal.aborted) return;
+    // Ends the sleep early; aborted once the sleep is over, which the wake-up is told of too.
+    const early = new AbortController();
+    const end = () => early.abort();
+    signal.addEventListener("abort", end, { once: true });
+    if (wakeup) {
+      // A wakeup that throws, synchronously or not, only loses the early wake: the timer stays.
+      Promise.resolve().then(() => wakeup(tranche, early.signal)).then(end, () => {});
+    }
+    await sleep(settings.tailSleepMs, early.signal);
+    signal.removeEventListener("abort", end);
+    end();
+  };
 
   async function start(tranche: string, key: CheckpointKey, signal: AbortSignal) {
     let how: StartFrom = settings.startFrom;
