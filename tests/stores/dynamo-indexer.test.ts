@@ -134,6 +134,8 @@ Deno.test(
       duplicateEvents: 18,
       gaps: 0,
       epochsClosed: 0,
+      parked: 0,
+      malformed: 0,
     });
     const shuffled = [...records.slice(4), ...records.slice(0, 6)].reverse();
     assert.equal((await indexer.ingest(shuffled)).entries, 0);
