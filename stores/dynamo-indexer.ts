@@ -18,21 +18,30 @@
 import {
   type AttributeValue,
   BatchGetItemCommand,
+  ConditionalCheckFailedException,
   type DynamoDBClient,
   GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  type QueryCommandOutput,
   TransactionCanceledException,
   type TransactWriteItem,
   TransactWriteItemsCommand,
+  UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { getLogger } from "@logtape/logtape";
-import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import type { SourceProblem } from "../core/batch.ts";
+import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { errorText } from "../core/failure.ts";
 import type { StreamName } from "../core/streamName.ts";
 import { sleep } from "../core/tranches.ts";
 import {
   type AppendSummary,
+  checkDynamoStreamName,
   checkTableName,
   type DynamoClient,
-  summarizeAppend,
+  inspectAppend,
+  MAX_EVENT_TYPE_BYTES,
 } from "./dynamo.ts";
 import {
   encodeEntries,
@@ -155,6 +164,50 @@ export interface IngestResult {
   readonly gaps: number;
   /** Epochs closed by this call. */
   readonly epochsClosed: number;
+  /**
+   * Append records set aside instead of indexed (see {@linkcode ParkedRecord}): malformed ones,
+   * ones whose stream or partition the index cannot hold, and later ones of a parked stream.
+   */
+  readonly parked: number;
+  /** Of the parked records, those that could not be read as appends at all. */
+  readonly malformed: number;
+}
+
+/**
+ * An append record the indexer could not index and set aside, so that it blocks nothing behind
+ * it. It is kept in the index table (`$parked`), logged as an error and reported by
+ * {@linkcode DynamoIndexer.problems}. When the record names a stream the index can hold, the
+ * stream is parked from `index` on: its later appends are parked too (rather than indexed past a
+ * hole), so that readers see the stream stop where it broke, never skip.
+ *
+ * The events stay in the events table. To release a stream: repair or remove the bad item, delete
+ * the stream's `$parked` items and the `pk` attribute of its `$stream#{stream}` item in the index
+ * table, and feed its records to the indexer again (e.g. `ingestAppends` of summaries read back
+ * from the events table).
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { dynamoIndexer, type ParkedRecord } from "@impel/impel/stores/dynamo-indexer";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
+ * const parked: ParkedRecord[] = await indexer.parked();
+ * for (const r of parked) console.log(r.stream, r.index, r.reason);
+ * ```
+ */
+export interface ParkedRecord {
+  /** The stream the record names, if it names one. */
+  readonly stream?: string;
+  /** The index of the record's first event, if known. */
+  readonly index?: number;
+  /** The index after its last event, if known. */
+  readonly next?: number;
+  /** The index partition it was meant for, if one could be chosen. */
+  readonly partition?: string;
+  /** Why it was set aside. */
+  readonly reason: string;
+  /** When it was (last) parked, in ms since the epoch. */
+  readonly time: number;
 }
 
 /**
@@ -179,6 +232,10 @@ export interface DynamoIndexer {
   tip(
     partition: string,
   ): Promise<{ epoch: number; offset: number; bytes: number; streams: number }>;
+  /** Every record parked so far (read from the index table), oldest key first. */
+  parked(): Promise<ParkedRecord[]>;
+  /** The records this indexer parked since it was created (the latest 100), for health checks. */
+  problems(): readonly SourceProblem[];
   /** The options in force. */
   readonly options: Required<DynamoIndexerOptions>;
 }
@@ -318,7 +375,13 @@ export function dynamoIndexer(
         );
         for (const item of res.Responses?.[indexTable] ?? []) {
           const stream = item.p.S!.slice("$stream#".length);
-          out.set(stream, { version: num(item.n), partition: item.pt?.S, epoch: num(item.ep) });
+          out.set(stream, {
+            version: num(item.n),
+            indexed: item.n?.N !== undefined,
+            parkedAt: item.pk?.N === undefined ? undefined : Number(item.pk.N),
+            partition: item.pt?.S,
+            epoch: num(item.ep),
+          });
         }
         keys = (res.UnprocessedKeys?.[indexTable]?.Keys ?? []) as Record<string, AttributeValue>[];
         if (keys.length > 0) await sleep(Math.min(1000, 20 * 2 ** attempt));
@@ -330,20 +393,40 @@ export function dynamoIndexer(
   // Indexes one partition's appends; returns counts. Retries from a fresh read on contention.
   async function ingestPartition(
     partition: string,
-    appends: readonly AppendSummary[],
+    all: readonly AppendSummary[],
+    parkedFrom: ReadonlyMap<string, number>,
   ): Promise<IngestResult> {
     const written = { entries: 0, events: 0, gaps: 0, epochsClosed: 0 };
     for (let attempt = 1;; attempt++) {
       const state = await tip(partition);
-      const streams = await streamStates([...new Set(appends.map((a) => a.stream))]);
+      const streams = await streamStates([...new Set(all.map((a) => a.stream))]);
+      // A parked stream's later appends are parked too: indexing them would leave a hole.
+      const appends: AppendSummary[] = [];
+      const parks: Park[] = [];
+      for (const a of all) {
+        const marks = [streams.get(a.stream)?.parkedAt, parkedFrom.get(a.stream)];
+        const at = Math.min(...marks.filter((m) => m !== undefined));
+        if (a.next > at && a.next > (streams.get(a.stream)?.version ?? 0)) {
+          parks.push({
+            stream: a.stream,
+            index: a.index,
+            next: a.next,
+            partition,
+            reason: `its stream is parked from version ${at}`,
+          });
+        } else appends.push(a);
+      }
       // Re-classifying after a lost race drops whatever was indexed meanwhile, by us or others.
       const plan = classify(appends, streams, onGap);
       try {
         await writeEntries(partition, state, streams, plan.entries, written);
+        await park(parks);
         // Events we wrote in earlier attempts show up as duplicates in the last classification.
         return {
           ...written,
           duplicateEvents: plan.duplicateEvents - (written.events - plan.events),
+          parked: parks.length,
+          malformed: 0,
         };
       } catch (e) {
         if (!(e instanceof LostRace)) throw e;
@@ -373,7 +456,8 @@ export function dynamoIndexer(
       const packed = packChunk(partition, tip, streams, entries, k, resolved);
       await transact(partition, tip, packed);
       for (const [stream, { to }] of packed.touched) {
-        streams.set(stream, { version: to, partition, epoch: tip.epoch });
+        const parkedAt = streams.get(stream)?.parkedAt;
+        streams.set(stream, { version: to, indexed: true, parkedAt, partition, epoch: tip.epoch });
       }
       for (const entry of packed.chunk) {
         done.events += entry.next - entry.index;
@@ -452,19 +536,20 @@ export function dynamoIndexer(
       });
     }
     for (const [stream, { from, to }] of touched) {
+      // An update, not a put: the item may carry the stream's parking mark (`pk`).
+      const values: Record<string, AttributeValue> = {
+        ":to": { N: String(to) },
+        ":pt": { S: partition },
+        ":ep": { N: String(tip.epoch) },
+      };
+      if (from?.indexed) values[":n"] = { N: String(from.version) };
       actions.push({
-        Put: {
+        Update: {
           TableName: indexTable,
-          Item: {
-            ...key(`$stream#${stream}`, 0),
-            n: { N: String(to) },
-            pt: { S: partition },
-            ep: { N: String(tip.epoch) },
-          },
-          ConditionExpression: from === undefined ? "attribute_not_exists(p)" : "n = :n",
-          ExpressionAttributeValues: from === undefined
-            ? undefined
-            : { ":n": { N: String(from.version) } },
+          Key: key(`$stream#${stream}`, 0),
+          UpdateExpression: "SET n = :to, pt = :pt, ep = :ep",
+          ConditionExpression: from?.indexed ? "n = :n" : "attribute_not_exists(n)",
+          ExpressionAttributeValues: values,
         },
       });
     }
@@ -482,24 +567,134 @@ export function dynamoIndexer(
     }
   }
 
-  async function ingestAppends(appends: readonly AppendSummary[]): Promise<IngestResult> {
+  // Records set aside since creation, newest last, for problems().
+  const recent: SourceProblem[] = [];
+
+  // Keeps each record in the index table (keyed by a hash of its stream and index, so that a
+  // replay parks it again in place) and marks its stream parked from its index on.
+  async function park(parks: readonly Park[]): Promise<void> {
+    for (const r of parks) {
+      const time = Date.now();
+      const item: Record<string, AttributeValue> = {
+        ...key(PARKED_KEY, await parkedSortKey(r)),
+        r: { S: r.reason },
+        ts: { N: String(time) },
+      };
+      if (r.stream !== undefined) item.s = { S: r.stream };
+      if (r.index !== undefined) item.x = { N: String(r.index) };
+      if (r.next !== undefined) item.n = { N: String(r.next) };
+      if (r.partition !== undefined) item.pt = { S: r.partition };
+      await client.send(new PutItemCommand({ TableName: indexTable, Item: item }));
+      if (r.stream !== undefined && r.index !== undefined && indexable(r.stream)) {
+        try {
+          await client.send(
+            new UpdateItemCommand({
+              TableName: indexTable,
+              Key: key(`$stream#${r.stream}`, 0),
+              UpdateExpression: "SET pk = :pk",
+              ConditionExpression: "attribute_not_exists(pk) OR pk > :pk",
+              ExpressionAttributeValues: { ":pk": { N: String(r.index) } },
+            }),
+          );
+        } catch (e) {
+          if (!(e instanceof ConditionalCheckFailedException)) throw e;
+        }
+      }
+      const where = `${r.stream === undefined ? "an unnamed stream" : JSON.stringify(r.stream)}` +
+        (r.index === undefined ? "" : ` at version ${r.index}`);
+      log.error("index parked an append of {where}: {reason}", { where, reason: r.reason });
+      recent.push({
+        severity: "degraded",
+        reason: `parked an append of ${where}: ${r.reason}`,
+        since: time,
+        tranche: r.partition,
+      });
+      if (recent.length > 100) recent.shift();
+    }
+  }
+
+  async function parked(): Promise<ParkedRecord[]> {
+    const out: ParkedRecord[] = [];
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const res: QueryCommandOutput = await client.send(
+        new QueryCommand({
+          TableName: indexTable,
+          KeyConditionExpression: "p = :p",
+          ExpressionAttributeValues: { ":p": { S: PARKED_KEY } },
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+        }),
+      );
+      for (const item of res.Items ?? []) {
+        out.push({
+          stream: item.s?.S,
+          index: item.x?.N === undefined ? undefined : Number(item.x.N),
+          next: item.n?.N === undefined ? undefined : Number(item.n.N),
+          partition: item.pt?.S,
+          reason: item.r?.S ?? "",
+          time: num(item.ts),
+        });
+      }
+      start = res.LastEvaluatedKey;
+    } while (start);
+    return out;
+  }
+
+  async function ingestSorted(
+    appends: readonly AppendSummary[],
+    parks: Park[],
+    malformed: number,
+  ): Promise<IngestResult> {
     const byPartition = new Map<string, AppendSummary[]>();
     for (const append of appends) {
-      const partition = partitionOf(append.stream);
-      if (typeof partition !== "string" || partition.length === 0 || partition.includes("#")) {
-        throw new InvalidArgumentError(
-          "partitionOf",
-          `must return a non-empty string without '#', got ${JSON.stringify(partition)}`,
-        );
+      const problem = checkSummary(append);
+      if (problem !== undefined) {
+        malformed++;
+        parks.push({ ...partOf(append), reason: problem });
+        continue;
+      }
+      let partition: unknown;
+      try {
+        partition = partitionOf(append.stream);
+      } catch (e) {
+        parks.push({ ...partOf(append), reason: `partitionOf failed: ${errorText(e)}` });
+        continue;
+      }
+      if (
+        typeof partition !== "string" || partition.length === 0 ||
+        utf8.encode(partition).length > MAX_PARTITION_BYTES
+      ) {
+        parks.push({
+          ...partOf(append),
+          reason: `partitionOf must return a non-empty string of at most ${MAX_PARTITION_BYTES} ` +
+            `bytes, got ${describe(partition)}`,
+        });
+        continue;
       }
       let list = byPartition.get(partition);
       if (!list) byPartition.set(partition, list = []);
       list.push(append);
     }
-    const total = { entries: 0, events: 0, duplicateEvents: 0, gaps: 0, epochsClosed: 0 };
+    await park(parks);
+    // Where this batch parks a stream: its appends from there on are parked too.
+    const parkedFrom = new Map<string, number>();
+    for (const r of parks) {
+      if (r.stream === undefined || r.index === undefined) continue;
+      parkedFrom.set(r.stream, Math.min(r.index, parkedFrom.get(r.stream) ?? Infinity));
+    }
+    const total = {
+      entries: 0,
+      events: 0,
+      duplicateEvents: 0,
+      gaps: 0,
+      epochsClosed: 0,
+      parked: parks.length,
+      malformed,
+    };
     // Partitions are independent; indexing them at once keeps a Lambda invocation short.
     const results = await Promise.all(
-      [...byPartition].map(([p, list]) => ingestPartition(p, list)),
+      [...byPartition].map(([p, list]) => ingestPartition(p, list, parkedFrom)),
     );
     for (const r of results) {
       total.entries += r.entries;
@@ -507,19 +702,30 @@ export function dynamoIndexer(
       total.duplicateEvents += r.duplicateEvents;
       total.gaps += r.gaps;
       total.epochsClosed += r.epochsClosed;
+      total.parked += r.parked;
     }
     return total;
+  }
+
+  async function ingestAppends(appends: readonly AppendSummary[]): Promise<IngestResult> {
+    if (!Array.isArray(appends)) throw new InvalidArgumentError("appends", "must be an array");
+    return await ingestSorted(appends, [], 0);
   }
 
   async function ingest(records: readonly StreamRecordLike[]): Promise<IngestResult> {
     if (!Array.isArray(records)) throw new InvalidArgumentError("records", "must be an array");
     const appends: AppendSummary[] = [];
+    const parks: Park[] = [];
     for (const record of records) {
       if (record?.eventName !== "INSERT") continue;
-      const summary = summarizeAppend(record.dynamodb?.NewImage);
-      if (summary) appends.push(summary);
+      const image = inspectAppend(record.dynamodb?.NewImage);
+      if (image.kind === "append") appends.push(image.append);
+      else if (image.kind === "malformed") {
+        const { stream, index, next, problem } = image;
+        parks.push({ stream, index, next, reason: `malformed append item: ${problem}` });
+      }
     }
-    return await ingestAppends(appends);
+    return await ingestSorted(appends, parks, parks.length);
   }
 
   return {
@@ -529,8 +735,73 @@ export function dynamoIndexer(
       const { epoch, offset, bytes, streams } = await tip(partition);
       return { epoch, offset, bytes, streams };
     },
+    parked,
+    problems: () => [...recent],
     options: resolved,
   };
+}
+
+/** A record to park: what is known of it, and why. */
+interface Park {
+  readonly stream?: string;
+  readonly index?: number;
+  readonly next?: number;
+  readonly partition?: string;
+  readonly reason: string;
+}
+
+// The index table's partition-key value of the parked records.
+const PARKED_KEY = "$parked";
+// A partition id goes into epoch and tip keys: keep them well below DynamoDB's 2 048 bytes.
+const MAX_PARTITION_BYTES = 1_024;
+
+// A parked record's sort key: 48 bits of a hash of its stream and index (a number key, since
+// the index table's sort key is one), so that parking the same record again overwrites it.
+async function parkedSortKey(r: Park): Promise<number> {
+  const text = `${r.stream ?? ""}\u0000${r.index ?? ""}\u0000${r.reason}`;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8.encode(text)));
+  return digest.slice(0, 6).reduce((n, b) => n * 256 + b, 0);
+}
+
+function partOf(a: AppendSummary): Pick<Park, "stream" | "index" | "next"> {
+  const known = (n: unknown) => typeof n === "number" && Number.isInteger(n) ? n : undefined;
+  return {
+    stream: typeof a?.stream === "string" ? a.stream : undefined,
+    index: known(a?.index),
+    next: known(a?.next),
+  };
+}
+
+function indexable(stream: string): boolean {
+  try {
+    checkDynamoStreamName(stream);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// What makes a caller's summary unindexable, if anything (the checks of inspectAppend).
+function checkSummary(a: AppendSummary): string | undefined {
+  if (a === null || typeof a !== "object") return "not an append summary";
+  if (typeof a.stream !== "string") return "stream is not a string";
+  try {
+    checkDynamoStreamName(a.stream);
+  } catch (e) {
+    return errorText(e);
+  }
+  if (!Number.isInteger(a.index) || a.index < 0) return "index is not a non-negative integer";
+  if (!Number.isInteger(a.next) || a.next <= a.index) return "next is not an integer above index";
+  if (!Array.isArray(a.types) || a.types.length !== a.next - a.index) {
+    return `types does not hold next - index = ${a.next - a.index} types`;
+  }
+  for (const t of a.types) {
+    if (typeof t !== "string" || t.length === 0 || utf8.encode(t).length > MAX_EVENT_TYPE_BYTES) {
+      return `types holds ${describe(t)}, not a type of 1 to ${MAX_EVENT_TYPE_BYTES} bytes`;
+    }
+  }
+  if (typeof a.time !== "number" || !Number.isFinite(a.time)) return "time is not a number";
+  return undefined;
 }
 
 /** A partition's tip as read: the open epoch, its entry count, bytes and streams. */
@@ -602,6 +873,10 @@ function packChunk(
 
 interface StreamState {
   readonly version: number;
+  /** Whether the index holds a version for the stream (its item may only carry `pk`). */
+  readonly indexed: boolean;
+  /** The stream is parked from this index on (see ParkedRecord). */
+  readonly parkedAt?: number;
   readonly partition: string | undefined;
   readonly epoch: number;
 }

@@ -671,8 +671,100 @@ export interface AppendSummary {
 }
 
 /**
+ * What an events-table item (a DynamoDB Streams record's `NewImage`) is to the indexer: an
+ * append, something else (the tip item), or an item in the appends' key space that cannot be
+ * read as one (written by another writer, or damaged), with what is wrong and as much of its
+ * identity as could be read.
+ *
+ * @example
+ * ```ts
+ * import { type InspectedImage, inspectAppend } from "@impel/impel/stores/dynamo";
+ * const image: InspectedImage = inspectAppend({ p: { S: "Order-1" }, i: { N: "0" }, n: { S: "1" } });
+ * if (image.kind === "malformed") console.log(image.stream, image.index, image.problem);
+ * // "Order-1" 0 "n is not a number above i"
+ * ```
+ */
+export type InspectedImage =
+  | { readonly kind: "append"; readonly append: AppendSummary }
+  | { readonly kind: "other" }
+  | {
+    readonly kind: "malformed";
+    /** The stream, when the item names one. */
+    readonly stream?: string;
+    /** The index of its first event, when the item has one. */
+    readonly index?: number;
+    /** The index after its last event, when the item has one. */
+    readonly next?: number;
+    /** What is wrong. */
+    readonly problem: string;
+  };
+
+/**
+ * Reads an events-table item as the indexer needs it; see {@linkcode InspectedImage}. An item
+ * whose stream name the store would refuse (no id, too long) is malformed too, so that it is
+ * set aside rather than indexed for readers that cannot handle it.
+ *
+ * @example
+ * ```ts
+ * import { inspectAppend } from "@impel/impel/stores/dynamo";
+ * const image = inspectAppend({
+ *   p: { S: "Cat" }, i: { N: "0" }, n: { N: "1" }, ts: { N: "0" },
+ *   e: { L: [{ M: { t: { S: "Placed" }, id: { S: "x" } } }] },
+ * });
+ * console.log(image.kind); // "malformed": "Cat" has no id
+ * ```
+ */
+export function inspectAppend(record: Record<string, unknown> | undefined): InspectedImage {
+  // Images from the streams client, the main client and Lambda's JSON share this shape.
+  const image = record as Record<string, AttributeValue> | undefined;
+  const stream = image?.p?.S;
+  const index = image?.i?.N === undefined ? Number.NaN : Number(image.i.N);
+  if (stream === undefined || index === TIP_INDEX) return { kind: "other" };
+  const bad = (problem: string, next?: number): InspectedImage => ({
+    kind: "malformed",
+    stream,
+    index: Number.isInteger(index) ? index : undefined,
+    next,
+    problem,
+  });
+  if (!Number.isInteger(index) || index < 0) return bad("i is not a non-negative integer");
+  const next = image?.n?.N === undefined ? Number.NaN : Number(image.n.N);
+  if (!Number.isInteger(next) || next <= index) return bad("n is not a number above i");
+  try {
+    checkDynamoStreamName(stream);
+  } catch (e) {
+    return bad((e as Error).message, next);
+  }
+  const list = image?.e?.L;
+  if (list === undefined) return bad("e is not a list of events", next);
+  if (list.length !== next - index) {
+    return bad(`e holds ${list.length} events where n - i is ${next - index}`, next);
+  }
+  const time = image?.ts?.N === undefined ? 0 : Number(image.ts.N);
+  if (!Number.isFinite(time)) return bad("ts is not a number", next);
+  const types: string[] = [];
+  const sizes: number[] = [];
+  for (const [k, value] of list.entries()) {
+    const m = value.M;
+    const type = m?.t?.S;
+    if (type === undefined || type.length === 0 || utf8Length(type) > MAX_EVENT_TYPE_BYTES) {
+      return bad(`event ${k} has no type of 1 to ${MAX_EVENT_TYPE_BYTES} bytes (t)`, next);
+    }
+    for (const body of ["d", "m"] as const) {
+      if (m![body] !== undefined && m![body].S === undefined && m![body].B === undefined) {
+        return bad(`event ${k}'s ${body} is neither JSON text nor binary`, next);
+      }
+    }
+    types.push(type);
+    sizes.push(valueSize(m!.d) + valueSize(m!.m));
+  }
+  return { kind: "append", append: { stream, index, next, types, time, sizes } };
+}
+
+/**
  * Summarizes an events-table item (as found in a DynamoDB Streams record's `NewImage`), or
- * returns `undefined` for items that are not appends (the tip item, foreign items).
+ * returns `undefined` for items that are not appends (the tip item, foreign items) and for
+ * malformed ones ({@linkcode inspectAppend} tells them apart).
  *
  * @example
  * ```ts
@@ -687,26 +779,8 @@ export interface AppendSummary {
 export function summarizeAppend(
   record: Record<string, unknown> | undefined,
 ): AppendSummary | undefined {
-  // Images from the streams client, the main client and Lambda's JSON share this shape.
-  const image = record as Record<string, AttributeValue> | undefined;
-  const stream = image?.p?.S;
-  const index = image?.i?.N === undefined ? Number.NaN : Number(image.i.N);
-  const next = image?.n?.N === undefined ? Number.NaN : Number(image.n.N);
-  const list = image?.e?.L;
-  if (
-    stream === undefined || !(index >= 0) || !(next > index) || list === undefined ||
-    list.length !== next - index
-  ) {
-    return undefined;
-  }
-  const types: string[] = [];
-  const sizes: number[] = [];
-  for (const value of list) {
-    const m = value.M ?? {};
-    types.push(m.t?.S ?? "");
-    sizes.push(valueSize(m.d) + valueSize(m.m));
-  }
-  return { stream, index, next, types, time: Number(image?.ts?.N ?? 0), sizes };
+  const image = inspectAppend(record);
+  return image.kind === "append" ? image.append : undefined;
 }
 
 /**

@@ -337,8 +337,11 @@ Deno.test(
       () => dynamoIndexer(client, { indexTable: t.indexTable, maxEpochEntries: 1_000_001 }),
       InvalidArgumentError,
     );
-    const bad = dynamoIndexer(client, { indexTable: t.indexTable, partitionOf: () => "x#y" });
-    await assert.rejects(() => bad.ingestAppends([summary("A-1", 0, 1)]), InvalidArgumentError);
+    // A partition the index cannot key parks the record instead of stopping the indexer.
+    const bad = dynamoIndexer(client, { indexTable: t.indexTable, partitionOf: () => "" });
+    const parked = await bad.ingestAppends([summary("A-1", 0, 1)]);
+    assert.equal(parked.parked, 1);
+    assert.equal(parked.entries, 0);
   },
 );
 

@@ -1,7 +1,8 @@
 // DynamoDB under bad input (issue 21): limits in UTF-8 bytes, what the store refuses at append
 // time so that everything it accepts can be indexed. Against DynamoDB Local.
 import assert from "node:assert/strict";
-import { QueryCommand } from "@aws-sdk/client-dynamodb";
+import { type AttributeValue, PutItemCommand, QueryCommand } from "@aws-sdk/client-dynamodb";
+import { categoryOf } from "../../core/streamName.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import { InvalidStreamNameError } from "../../core/streamName.ts";
 import { dynamoStore, MAX_EVENT_TYPE_BYTES, MAX_STREAM_NAME_BYTES } from "../../stores/dynamo.ts";
@@ -11,7 +12,8 @@ import {
   epochKey,
   type IndexEntry,
 } from "../../stores/dynamo-indexer.ts";
-import { allRecords, client, freshTables, opts } from "../support/dynamo.ts";
+import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
+import { allRecords, client, freshTables, opts, streamsClient } from "../support/dynamo.ts";
 
 async function freshStore() {
   const t = await freshTables({ tableName: "events" }, "ddbbad-");
@@ -175,5 +177,180 @@ Deno.test(
     assert.equal(byStream.get("Jp-1")!.length, 7000);
     assert.ok(byStream.get("Jp-1")!.every((x) => x === jp));
     assert.deepEqual(byStream.get("Small-1"), ["T"]);
+  },
+);
+
+/** Writes an item straight into the events table, as another writer (or damage) would. */
+async function putRaw(eventTable: string, item: Record<string, AttributeValue>) {
+  await client.send(new PutItemCommand({ TableName: eventTable, Item: item }));
+}
+
+const event = (type: string) => ({ M: { t: { S: type }, id: { S: crypto.randomUUID() } } });
+
+Deno.test(
+  "dynamo bad input: records the index cannot hold are parked, counted and reported; the rest is indexed",
+  opts,
+  async () => {
+    await using t = await freshTables({ eventTable: "events", indexTable: "index" }, "ddbbad-");
+    const store = dynamoStore(client, { tableName: t.eventTable });
+    const ts = { N: String(Date.now()) };
+    await store.append("Good-1", [{ type: "A", data: 1 }], 0);
+    // Another writer's items: no id in the name, a name over the key budget, and malformed ones.
+    await putRaw(t.eventTable, {
+      p: { S: "Cat" },
+      i: { N: "0" },
+      n: { N: "1" },
+      ts,
+      e: { L: [event("T")] },
+    });
+    const long = `Long-${"x".repeat(2_040)}`;
+    await putRaw(t.eventTable, {
+      p: { S: long },
+      i: { N: "0" },
+      n: { N: "1" },
+      ts,
+      e: { L: [event("T")] },
+    });
+    await putRaw(t.eventTable, { p: { S: "NoEvents-1" }, i: { N: "0" }, n: { N: "1" }, ts });
+    await putRaw(t.eventTable, {
+      p: { S: "StringN-1" },
+      i: { N: "0" },
+      n: { S: "1" },
+      ts,
+      e: { L: [event("T")] },
+    });
+    await putRaw(t.eventTable, {
+      p: { S: "Count-1" },
+      i: { N: "0" },
+      n: { N: "3" },
+      ts,
+      e: { L: [event("T")] },
+    });
+    await putRaw(t.eventTable, {
+      p: { S: "Typed-1" },
+      i: { N: "0" },
+      n: { N: "1" },
+      ts,
+      e: { L: [{ M: { t: { N: "7" }, id: { S: "x" } } }] },
+    });
+    // The stream whose first append is malformed stays parked: its next append is set aside too,
+    // rather than indexed past the hole.
+    await putRaw(t.eventTable, {
+      p: { S: "Count-1" },
+      i: { N: "3" },
+      n: { N: "4" },
+      ts,
+      e: { L: [event("U")] },
+    });
+    await store.append("Good-1", [{ type: "B", data: 2 }], 1);
+    await store.append("Good-2", [{ type: "C", data: 3 }], 0);
+
+    const indexer = dynamoIndexer(client, { indexTable: t.indexTable });
+    const result = await indexer.ingest(await allRecords(t.eventTable));
+    assert.equal(result.events, 3, "Good-1 twice and Good-2 are indexed");
+    assert.equal(result.malformed, 6);
+    assert.equal(result.parked, 7);
+    const indexed = (await chunks(t.indexTable)).flatMap((c) => c.entries);
+    assert.deepEqual(indexed.map((e) => [e.stream, e.index, e.next]), [["Good-1", 0, 2], [
+      "Good-2",
+      0,
+      1,
+    ]]);
+    const parked = await indexer.parked();
+    assert.equal(parked.length, 7);
+    const reasons = new Map(parked.map((r) => [`${r.stream?.slice(0, 12)}@${r.index}`, r.reason]));
+    assert.match(reasons.get("Cat@0")!, /missing '-'/);
+    assert.match(reasons.get("Long-xxxxxxx@0")!, /bytes in UTF-8/);
+    assert.match(reasons.get("NoEvents-1@0")!, /e is not a list/);
+    assert.match(reasons.get("StringN-1@0")!, /n is not a number/);
+    assert.match(reasons.get("Count-1@0")!, /holds 1 events where n - i is 3/);
+    assert.match(reasons.get("Typed-1@0")!, /no type/);
+    assert.match(reasons.get("Count-1@3")!, /parked from version 0/);
+    // Health sees them.
+    const problems = indexer.problems();
+    assert.equal(problems.length, 7);
+    assert.ok(problems.every((p) => p.severity === "degraded"));
+    // A replay parks them again in place: nothing new is indexed, nothing duplicated.
+    const again = await indexer.ingest(await allRecords(t.eventTable));
+    assert.equal(again.entries, 0);
+    assert.equal(again.parked, 7);
+    assert.equal((await indexer.parked()).length, 7);
+    // Later appends of the good streams carry on.
+    await store.append("Good-1", [{ type: "D", data: 4 }], 2);
+    const later = await indexer.ingest(await allRecords(t.eventTable));
+    assert.equal(later.events, 1);
+  },
+);
+
+Deno.test(
+  "dynamo bad input: partitions may hold '#'; a partitionOf that throws parks only that stream",
+  opts,
+  async () => {
+    await using t = await freshTables({ eventTable: "events", indexTable: "index" }, "ddbbad-");
+    const store = dynamoStore(client, { tableName: t.eventTable });
+    await store.append("A#B-1", [{ type: "T", data: 1 }], 0);
+    await store.append("A-1", [{ type: "T", data: 1 }], 0);
+    await store.append("Boom-1", [{ type: "T", data: 1 }], 0);
+    const indexer = dynamoIndexer(client, {
+      indexTable: t.indexTable,
+      partitionOf: (stream) => {
+        if (stream.startsWith("Boom")) throw new Error("no partition for Boom");
+        return categoryOf(stream);
+      },
+    });
+    const result = await indexer.ingest(await allRecords(t.eventTable));
+    assert.equal(result.events, 2);
+    assert.equal(result.parked, 1);
+    assert.equal(result.malformed, 0);
+    // "A#B" and "A" are separate partitions whose keys cannot collide: the epoch number follows
+    // the last '#'.
+    assert.deepEqual(
+      (await chunks(t.indexTable, "A#B")).flatMap((c) => c.entries).map((e) => e.stream),
+      ["A#B-1"],
+    );
+    assert.deepEqual(
+      (await chunks(t.indexTable, "A")).flatMap((c) => c.entries).map((e) => e.stream),
+      ["A-1"],
+    );
+    assert.match((await indexer.parked())[0].reason, /partitionOf failed: .*no partition for Boom/);
+  },
+);
+
+Deno.test(
+  "dynamo bad input: the streams runner indexes past a bad record instead of stopping",
+  opts,
+  async () => {
+    await using t = await freshTables({ eventTable: "events", indexTable: "index" }, "ddbbad-");
+    const store = dynamoStore(client, { tableName: t.eventTable });
+    const indexer = dynamoIndexer(client, { indexTable: t.indexTable });
+    await store.append("Good-1", [{ type: "A", data: 1 }], 0);
+    await putRaw(t.eventTable, {
+      p: { S: "Cat" },
+      i: { N: "0" },
+      n: { N: "1" },
+      ts: { N: "0" },
+      e: { L: [event("T")] },
+    });
+    await store.append("Good-1", [{ type: "B", data: 2 }], 1);
+    let events = 0, parked = 0;
+    const stop = new AbortController();
+    const running = runStreamsIndexer({
+      client,
+      streamsClient,
+      eventTable: t.eventTable,
+      indexer,
+      signal: stop.signal,
+      pollIntervalMs: 20,
+      onIngest: (r) => {
+        events += r.events;
+        parked += r.parked;
+      },
+    });
+    const deadline = Date.now() + 20_000;
+    while (events < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    stop.abort();
+    await running;
+    assert.equal(events, 2);
+    assert.equal(parked, 1);
   },
 );
