@@ -190,7 +190,7 @@ export class InvalidHandlerResultError extends ImpelError {
  * ```ts
  * import { StreamGapError } from "@impel/impel";
  * const gap = new StreamGapError("Order-1", 3, 5);
- * console.log(gap.message); // Order-1: events 3 to 4 are missing and can never arrive (next present: 5)
+ * console.log(gap.message); // Order-1: events 3 to 4 are missing and can never arrive (next present: 5); ...
  * ```
  *
  * @category Failures
@@ -208,7 +208,8 @@ export class StreamGapError extends ImpelError {
       "StreamGap",
       `${stream}: events ${missingFrom} to ${
         next - 1
-      } are missing and can never arrive (next present: ${next})`,
+      } are missing and can never arrive (next present: ${next}); the sink's gaps option ` +
+        `decides: "fault" (default), "skip" to carry on past it, "deadLetter" to park what follows`,
     );
     this.stream = stream;
     this.missingFrom = missingFrom;

@@ -337,6 +337,8 @@ export interface SchedulerCounters {
   purgedStreams: number;
   /** Permanent gaps skipped under `gaps: "skip"`. */
   gapsSkipped: number;
+  /** Attempts at records a source could not read (`BatchItem.invalid`), also in `failures`. */
+  unreadable: number;
 }
 
 /** Per tranche: how far its batches are complete, in batch order. */
@@ -488,8 +490,8 @@ export interface SchedulerHooks {
   onProgress(): void;
   /** Called once when the failure policy faults the pipeline. */
   onFault(error: PipelineFaultError): void;
-  /** Called when a handler throws, for logging. */
-  onHandlerError(failure: StreamFailure): void;
+  /** Called when a handler throws, or a record could not be read (`unreadable`), for logging. */
+  onHandlerError(failure: StreamFailure, unreadable: boolean): void;
   /** Called when a permanent gap is skipped (the `gaps: "skip"` policy), for logging. */
   onGapSkipped?(gap: StreamGapError): void;
 }
@@ -599,6 +601,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     revokedBatches: 0,
     purgedStreams: 0,
     gapsSkipped: 0,
+    unreadable: 0,
   };
   const latency = { ok: createHistogram(), failed: createHistogram() };
   const touched: StreamState[] = [];
@@ -1005,6 +1008,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     const bad = invalid.get(span[0]);
     if (bad !== undefined) {
       // Never shown to the handler: the failure policy decides, as if the handler had thrown.
+      counters.unreadable++;
       finish(s, latency.failed);
       failed(s, span, bad);
       return;
@@ -1115,7 +1119,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     if (s.tranche.revoked) return;
     const t = troubles.failed(s, error);
     const failure = failureOf(s, span, t);
-    hooks.onHandlerError(failure);
+    hooks.onHandlerError(failure, invalid.has(span[0]));
     const policy = opts.failure;
     if (policy.kind === "fault") {
       const maxAttempts = policy.maxAttempts ?? 3;

@@ -166,13 +166,14 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
       log.error("{group}: {error}", { group, error: error.message });
       stop();
     },
-    onHandlerError(f) {
-      log.warn("{group}: handler for {stream} failed (attempt {attempts}): {error}", {
-        group,
-        stream: f.stream,
-        attempts: f.attempts,
-        error: errorText(f.error),
-      });
+    onHandlerError(f, unreadable) {
+      const what = unreadable
+        ? "{group}: a record of {stream} could not be read (attempt {attempts}): {error}"
+        : "{group}: handler for {stream} failed (attempt {attempts}): {error}";
+      log.warn(what, { group, stream: f.stream, attempts: f.attempts, error: errorText(f.error) });
+    },
+    onGapSkipped(gap) {
+      log.warn("{group}: skipped a permanent gap: {error}", { group, error: gap.message });
     },
   });
 

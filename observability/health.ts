@@ -18,7 +18,7 @@
  */
 import type { SourceProblem } from "../core/batch.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
-import { errorText } from "../core/failure.ts";
+import { errorText, PipelineFaultError } from "../core/failure.ts";
 import type { StreamStatus } from "../core/scheduler.ts";
 import type { SinkStats, TrancheStats } from "../core/stats.ts";
 import type { MeteredPipeline } from "./metrics.ts";
@@ -389,7 +389,9 @@ async function pipelineHealth(
       status: "failing",
       group,
       kind: "faulted",
-      message: `pipeline faulted: ${errorText(p.fault)}`,
+      message: p.fault instanceof PipelineFaultError
+        ? p.fault.message
+        : `pipeline faulted: ${errorText(p.fault)}`,
     });
   } else if (p.state === "stopped") {
     reasons.push({ status: "failing", group, kind: "stopped", message: "pipeline stopped" });

@@ -137,7 +137,7 @@ Deno.test("health: failing streams, lag thresholds and a faulted pipeline", asyn
   const report = await checkHealth(registry.pipelines());
   assert.equal(report.status, "failing");
   assert.equal(report.reasons[0].kind, "faulted");
-  assert.match(report.reasons[0].message, /pipeline faulted: PipelineFaultError: .*poison/);
+  assert.match(report.reasons[0].message, /^pipeline faulted: Order-1 failed 1 times.*poison/);
   assert.throws(
     () => createHttpHandler({ metrics, health: { lag: { degraded: -1 } } }),
     InvalidArgumentError,
