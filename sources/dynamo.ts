@@ -44,6 +44,7 @@ import type { RetryOptions } from "../core/failure.ts";
 import { pagedSource, type ReadPage, retrying, type StartFrom } from "../core/reader.ts";
 import { backoff } from "../core/failure.ts";
 import {
+  checkDynamoStreamName,
   checkTableName,
   type DynamoClient,
   type DynamoEventStore,
@@ -304,24 +305,40 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
         r.to = Math.max(r.to, e.next);
       }
     }
-    const loaded = new Map<string, Map<number, StreamEvent>>();
-    await mapLimit([...ranges], settings.readConcurrency, async ([stream, { from, to }]) => {
+    // A name the store cannot read fails its stream's items, not the read.
+    const names = new Map<string, Error | undefined>();
+    for (const stream of ranges.keys()) names.set(stream, nameError(stream));
+    const loaded = new Map<string, Map<number, BatchItem>>();
+    const readable = [...ranges].filter(([stream]) => names.get(stream) === undefined);
+    await mapLimit(readable, settings.readConcurrency, async ([stream, { from, to }]) => {
+      const byIndex = new Map<number, BatchItem>();
+      // An event that does not decode fails its stream through the failure policy.
+      const onInvalid = (event: StreamEvent, invalid: Error) =>
+        byIndex.set(event.index, { stream, event, invalid });
       const events = await retrying(
         () =>
-          (store as DynamoEventStore).readStream(stream, { fromIndex: from, maxCount: to - from }),
+          (store as DynamoEventStore).readStream(stream, {
+            fromIndex: from,
+            maxCount: to - from,
+            onInvalid,
+          }),
         { backoff: retryPolicy, signal, isRetriable: isTransient },
       );
-      const byIndex = new Map<number, StreamEvent>();
-      for (const event of events) byIndex.set(event.index, event);
+      for (const event of events) byIndex.set(event.index, { stream, event });
       loaded.set(stream, byIndex);
     });
     const items: BatchItem[] = [];
     for (const e of entries) {
+      const invalid = names.get(e.stream);
+      if (invalid !== undefined) {
+        items.push(...indexOnly([e]).map((item) => ({ ...item, invalid })));
+        continue;
+      }
       const byIndex = loaded.get(e.stream)!;
       for (let k = e.index; k < e.next; k++) {
-        const event = byIndex.get(k);
-        if (event === undefined) throw new DynamoIndexMismatchError(e.stream, e.next, k);
-        items.push({ stream: e.stream, event });
+        const item = byIndex.get(k);
+        if (item === undefined) throw new DynamoIndexMismatchError(e.stream, e.next, k);
+        items.push(item);
       }
     }
     return items;
@@ -331,10 +348,12 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     const items: BatchItem[] = [];
     for (const e of entries) {
       const time = new Date(e.time);
+      const invalid = nameError(e.stream);
       for (let k = e.index; k < e.next; k++) {
         const type = e.types[k - e.index];
         items.push({
           stream: e.stream,
+          ...(invalid ? { invalid } : {}),
           event: {
             index: k,
             type,
@@ -464,10 +483,10 @@ function checkOptions(options: DynamoSourceOptions): Settings {
       throw new InvalidArgumentError("tranches", "must be a non-empty array of partition ids");
     }
     for (const t of options.tranches) {
-      if (typeof t !== "string" || t.length === 0 || t.includes("#")) {
+      if (typeof t !== "string" || t.length === 0) {
         throw new InvalidArgumentError(
           "tranches",
-          `must hold non-empty partition ids without '#', got ${JSON.stringify(t)}`,
+          `must hold non-empty partition ids, got ${JSON.stringify(t)}`,
         );
       }
     }
@@ -510,6 +529,16 @@ function isTransient(e: unknown): boolean {
   // No HTTP response at all: the connection failed.
   return e instanceof TypeError ||
     /ECONNREFUSED|ECONNRESET|socket|network|fetch failed/i.test(String(e));
+}
+
+// Why a stream name read from the index cannot be a stream of the store, if it cannot.
+function nameError(stream: string): Error | undefined {
+  try {
+    checkDynamoStreamName(stream);
+    return undefined;
+  } catch (e) {
+    return e as Error;
+  }
 }
 
 async function mapLimit<T>(

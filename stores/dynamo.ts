@@ -31,6 +31,7 @@ import {
   type TransactWriteItem,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
+import { EventDecodeError } from "../core/codec.ts";
 import type { LastEventReader, SnapshotReader } from "../core/decider.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
@@ -205,6 +206,36 @@ export interface DynamoEventStore extends EventStore, LastEventReader, SnapshotR
   readonly tableName: string;
   /** The stream's version (its event count), 0 if it does not exist. */
   version(stream: StreamName): Promise<number>;
+  /**
+   * Reads a stream's events. An event that does not decode rejects the read with
+   * {@linkcode EventDecodeError}, unless `options.onInvalid` takes it.
+   */
+  readStream(stream: StreamName, options?: DynamoReadStreamOptions): Promise<StreamEvent[]>;
+}
+
+/**
+ * Options of {@linkcode DynamoEventStore.readStream}: those of every store, and what to do with
+ * an event that does not decode.
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { dynamoStore, type DynamoReadStreamOptions } from "@impel/impel/stores/dynamo";
+ * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const store = dynamoStore(client, { tableName: "events" });
+ * const options: DynamoReadStreamOptions = {
+ *   onInvalid: (event, error) => console.error(event.index, error.message),
+ * };
+ * const events = await store.readStream("Order-1", options); // without the undecodable ones
+ * ```
+ */
+export interface DynamoReadStreamOptions extends ReadStreamOptions {
+  /**
+   * Called for each event that does not decode (its body is not JSON, it has no type), with the
+   * event as stored (`data` and `meta` the raw text) and the error; the event is left out of
+   * the result. Without it such an event rejects the read.
+   */
+  readonly onInvalid?: (event: StreamEvent, error: EventDecodeError) => void;
 }
 
 /**
@@ -475,8 +506,9 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
 
   async function readStream(
     stream: StreamName,
-    options: ReadStreamOptions = {},
+    options: DynamoReadStreamOptions = {},
   ): Promise<StreamEvent[]> {
+    const onInvalid = options.onInvalid;
     checkDynamoStreamName(stream);
     const fromIndex = options.fromIndex ?? 0;
     const maxCount = options.maxCount ?? Number.POSITIVE_INFINITY;
@@ -515,7 +547,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
       if (first && fromIndex > 0 && (items.length === 0 || Number(items[0].i.N) > fromIndex)) {
         const holder = await containing(stream, fromIndex);
         if (holder) {
-          for (const event of decodeEvents(holder)) {
+          for (const event of decodeEvents(holder, onInvalid)) {
             if (event.index < fromIndex) continue;
             out.push(event);
             if (out.length >= maxCount) return out;
@@ -524,7 +556,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
       }
       first = false;
       for (const item of items) {
-        for (const event of decodeEvents(item)) {
+        for (const event of decodeEvents(item, onInvalid)) {
           out.push(event);
           if (out.length >= maxCount) return out;
         }
@@ -796,13 +828,18 @@ export function summarizeAppend(
  * // event.index === 4, event.data is { total: 3 }
  * ```
  */
-export function decodeEvents(record: Record<string, unknown>): StreamEvent[] {
+export function decodeEvents(
+  record: Record<string, unknown>,
+  onInvalid?: (event: StreamEvent, error: EventDecodeError) => void,
+): StreamEvent[] {
   const item = record as Record<string, AttributeValue>;
   const first = Number(item.i?.N ?? Number.NaN);
   const list = item.e?.L;
   if (!(first >= 0) || list === undefined) return [];
   const time = new Date(Number(item.ts?.N ?? 0));
-  return list.map((value, k): StreamEvent => {
+  const stream = item.p?.S ?? "";
+  const out: StreamEvent[] = [];
+  for (const [k, value] of list.entries()) {
     const m = value.M ?? {};
     const event: {
       index: number;
@@ -817,16 +854,33 @@ export function decodeEvents(record: Record<string, unknown>): StreamEvent[] {
     } = {
       index: first + k,
       type: m.t?.S ?? "",
-      data: decodeValue(m.d),
-      meta: decodeValue(m.m),
+      // Until decoded: the stored text, so that a dead-letter callback sees what was there.
+      data: m.d?.S ?? m.d?.B,
+      meta: m.m?.S ?? m.m?.B,
       id: m.id?.S ?? "",
       time,
       size: valueSize(m.d) + valueSize(m.m),
     };
     if (m.c?.S !== undefined) event.correlationId = m.c.S;
     if (m.z?.S !== undefined) event.causationId = m.z.S;
-    return event;
-  });
+    try {
+      if (event.type.length === 0) throw new Error("it has no type (t)");
+      event.data = decodeValue(m.d, "data (d)");
+      event.meta = decodeValue(m.m, "meta (m)");
+    } catch (e) {
+      const error = new EventDecodeError(
+        "MalformedEvent",
+        event,
+        `in ${JSON.stringify(stream.slice(0, 200))}: ${(e as Error).message}`,
+        { cause: e },
+      );
+      if (onInvalid === undefined) throw error;
+      onInvalid(event, error);
+      continue;
+    }
+    out.push(event);
+  }
+  return out;
 }
 
 function encodeAppend(
@@ -909,11 +963,17 @@ function encodeValue(value: unknown): AttributeValue | undefined {
   return json === undefined ? undefined : { S: json };
 }
 
-function decodeValue(value: AttributeValue | undefined): unknown {
+function decodeValue(value: AttributeValue | undefined, what: string): unknown {
   if (value === undefined) return undefined;
   if (value.B !== undefined) return value.B;
-  if (value.S !== undefined) return JSON.parse(value.S);
-  return undefined;
+  if (value.S !== undefined) {
+    try {
+      return JSON.parse(value.S);
+    } catch (e) {
+      throw new Error(`its ${what} is not JSON (${(e as Error).message})`, { cause: e });
+    }
+  }
+  throw new Error(`its ${what} is neither JSON text nor binary`);
 }
 
 // The bytes DynamoDB counts for one event's map in the item's list `e`: the list element's

@@ -498,7 +498,7 @@ Deno.test("dynamo source: rejects bad options with typed errors", () => {
   assert.throws(() => dynamoSource({ ...base, group: "" }), InvalidArgumentError);
   assert.throws(() => dynamoSource({ ...base, indexTable: "x" }), InvalidArgumentError);
   assert.throws(() => dynamoSource({ ...base, tranches: [] }), InvalidArgumentError);
-  assert.throws(() => dynamoSource({ ...base, tranches: ["a#b"] }), InvalidArgumentError);
+  assert.throws(() => dynamoSource({ ...base, tranches: [""] }), InvalidArgumentError);
   assert.throws(() => dynamoSource({ ...base, chunksPerRead: 0 }), InvalidArgumentError);
   assert.throws(() => dynamoSource({ ...base, checkpoints: {} as never }), InvalidArgumentError);
 });

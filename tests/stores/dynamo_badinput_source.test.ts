@@ -1,0 +1,176 @@
+// DynamoDB under bad input (issue 21), the reading side: a bad record fails its stream, not the
+// source; a damaged index is detected, never silently followed. Against DynamoDB Local; the
+// damage is real items written straight into the tables.
+import assert from "node:assert/strict";
+import { type AttributeValue, PutItemCommand } from "@aws-sdk/client-dynamodb";
+import type { Batch } from "../../core/batch.ts";
+import { EventDecodeError } from "../../core/codec.ts";
+import { type StreamFailure } from "../../core/failure.ts";
+import { run, streamsSink } from "../../core/sink.ts";
+import { InvalidStreamNameError } from "../../core/streamName.ts";
+import { memoryCheckpoints } from "../../checkpoints/memory.ts";
+import { dynamoStore } from "../../stores/dynamo.ts";
+import {
+  encodeEntries,
+  EPOCH_FACTOR,
+  epochKey,
+  type IndexEntry,
+  PARTITIONS_KEY,
+} from "../../stores/dynamo-index.ts";
+import { dynamoSource, encodePosition } from "../../sources/dynamo.ts";
+import { client, freshTables, opts } from "../support/dynamo.ts";
+
+const put = (TableName: string, Item: Record<string, AttributeValue>) =>
+  client.send(new PutItemCommand({ TableName, Item }));
+
+const entry = (stream: string, index: number, next: number, type = "T"): IndexEntry => ({
+  stream,
+  index,
+  next,
+  types: Array.from({ length: next - index }, () => type),
+  time: 1_700_000_000_000,
+});
+
+/** One chunk of an index as written by hand: entries at `start`, `c` as given (default right). */
+interface Chunk {
+  readonly start: number;
+  readonly entries?: readonly IndexEntry[];
+  readonly count?: number;
+  readonly json?: string;
+}
+
+/** Writes partition "0" of an index by hand: per epoch its chunks and end marker (count). */
+async function writeIndex(
+  indexTable: string,
+  epochs: readonly { chunks: readonly Chunk[]; closedAt?: number }[],
+) {
+  await put(indexTable, { p: { S: PARTITIONS_KEY }, i: { N: "0" }, ps: { SS: ["0"] } });
+  for (const [epoch, { chunks, closedAt }] of epochs.entries()) {
+    for (const c of chunks) {
+      await put(indexTable, {
+        p: { S: epochKey("0", epoch) },
+        i: { N: String(c.start) },
+        j: { S: c.json ?? encodeEntries(c.entries ?? []) },
+        c: { N: String(c.count ?? c.entries?.length ?? 0) },
+      });
+    }
+    if (closedAt !== undefined) {
+      await put(indexTable, {
+        p: { S: epochKey("0", epoch) },
+        i: { N: String(EPOCH_FACTOR) },
+        closed: { BOOL: true },
+        c: { N: String(closedAt) },
+      });
+    }
+  }
+}
+
+async function tables() {
+  const t = await freshTables({ eventTable: "events", indexTable: "index" }, "ddbbad-");
+  return { ...t, store: dynamoStore(client, { tableName: t.eventTable }) };
+}
+
+/** Runs a reactor with the deadLetter policy until `done` holds; returns what it saw. */
+async function react(
+  source: ReadableStream<Batch>,
+  done: (seen: string[], parked: StreamFailure[]) => boolean,
+  stop: AbortController,
+) {
+  const seen: string[] = [];
+  const parked: StreamFailure[] = [];
+  const sink = streamsSink({
+    statsIntervalMs: 0,
+    retry: { initialDelayMs: 1 },
+    failure: { kind: "deadLetter", maxAttempts: 2, deadLetter: (f) => void parked.push(f) },
+    handler: (stream, events) => void seen.push(...events.map((e) => `${stream}@${e.index}`)),
+  });
+  const running = run(source, sink, { signal: stop.signal });
+  const deadline = Date.now() + 15_000;
+  try {
+    while (!done(seen, parked)) {
+      assert.ok(Date.now() < deadline, `done in time; saw ${seen}, parked ${parked.length}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    stop.abort();
+    await running;
+  }
+  return { seen, parked };
+}
+
+Deno.test(
+  "dynamo bad input: an undecodable body and a name without an id fail their streams only",
+  opts,
+  async () => {
+    await using t = await tables();
+    const { store } = t;
+    await store.append("Good-1", [{ type: "T", data: 1 }, { type: "T", data: 2 }], 0);
+    await store.append("Bad-1", [{ type: "T", data: 1 }], 0);
+    // Another writer's event whose body is not JSON.
+    await put(t.eventTable, {
+      p: { S: "Bad-1" },
+      i: { N: "1" },
+      n: { N: "3" },
+      ts: { N: "0" },
+      e: {
+        L: [
+          { M: { t: { S: "T" }, id: { S: "x1" }, d: { S: "{not json" } } },
+          { M: { t: { S: "T" }, id: { S: "x2" }, d: { S: "3" } } },
+        ],
+      },
+    });
+    await store.append("Good-2", [{ type: "T", data: 1 }], 0);
+    // A plain read of the stream names the bad event with a typed error, not a SyntaxError.
+    await assert.rejects(
+      () => store.readStream("Bad-1"),
+      (e: unknown) => e instanceof EventDecodeError && e.index === 1,
+    );
+    await writeIndex(t.indexTable, [{
+      chunks: [{
+        start: 0,
+        entries: [
+          entry("Good-1", 0, 2),
+          entry("Bad-1", 0, 3),
+          entry("Cat", 0, 1),
+          entry("Good-2", 0, 1),
+        ],
+      }],
+    }]);
+    const checkpoints = memoryCheckpoints();
+    const stop = new AbortController();
+    const source = dynamoSource({
+      client,
+      indexTable: t.indexTable,
+      eventTable: t.eventTable,
+      group: "reactor",
+      checkpoints,
+      tailSleepMs: 20,
+      signal: stop.signal,
+    });
+    const { seen, parked } = await react(
+      source,
+      (seen, parked) => seen.length >= 5 && parked.length >= 2,
+      stop,
+    );
+    // Bad-1's bad event goes to the dead letter, as a handler error would, and its stream moves
+    // on; the other streams never notice.
+    assert.deepEqual(seen.sort(), ["Bad-1@0", "Bad-1@2", "Good-1@0", "Good-1@1", "Good-2@0"]);
+    const byStream = new Map(parked.map((f) => [f.stream, f]));
+    assert.ok(byStream.get("Bad-1")!.error instanceof EventDecodeError);
+    assert.match(String(byStream.get("Bad-1")!.error), /not JSON/);
+    assert.equal(byStream.get("Bad-1")!.events[0].index, 1);
+    assert.equal(
+      byStream.get("Bad-1")!.events[0].data,
+      "{not json",
+      "the raw body, for the dead letter",
+    );
+    assert.ok(byStream.get("Cat")!.error instanceof InvalidStreamNameError);
+    // The partition moved on past both: its checkpoint is the end of the chunk.
+    const position = await checkpoints.load({
+      source: `dynamo:${t.indexTable}`,
+      tranche: "0",
+      group: "reactor",
+    });
+    assert.equal(position, encodePosition(0, 4));
+  },
+);
