@@ -578,6 +578,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   let idleHead = 0;
   // Records that could not be read as events, by the event object the scheduler buffers.
   const invalid = new WeakMap<StreamEvent, Error>();
+  // Lookups in `invalid` cost a WeakMap probe per event: skipped until a source sends one.
+  let anyInvalid = false;
   let seq = 0;
   let active = 0;
   let uncompleted = 0;
@@ -797,6 +799,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
           index = at;
         }
         invalid.set(event, item.invalid);
+        anyInvalid = true;
       } else if (index < s.writePos) {
         counters.duplicates++;
         continue;
@@ -921,6 +924,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function dispatch() {
     if (dispatching) return;
     dispatching = true;
+    // One clock read per dispatch, not per call: a run of quick calls shares it.
+    let now = 0;
     try {
       while (!stopping && active < maxConcurrentStreams) {
         const s = nextReady();
@@ -931,11 +936,11 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
           s.tranche.revoked
         ) continue;
         if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) {
-          if (s.finalGaps) gapFound(s);
+          if (s.finalGaps) gapFound(s, now === 0 ? (now = Date.now()) : now);
           else troubles.gap(s); // wait for the missing events, visibly (stuck after stuckAfterMs)
           continue;
         }
-        start(s);
+        start(s, now === 0 ? (now = Date.now()) : now);
       }
     } finally {
       dispatching = false;
@@ -947,7 +952,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   /** A gap that can never fill: apply the gap policy. */
-  function gapFound(s: StreamState) {
+  function gapFound(s: StreamState, now: number) {
     const error = new StreamGapError(s.name, s.writePos, s.buffer[0].index);
     troubles.gap(s);
     if (opts.gaps === "skip") {
@@ -955,7 +960,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       hooks.onGapSkipped?.(error);
       troubles.gapFilled(s);
       s.writePos = s.buffer[0].index;
-      start(s);
+      start(s, now);
     } else if (opts.gaps === "deadLetter" && opts.failure.kind === "deadLetter") {
       const span = take(s);
       const t = troubles.failed(s, error);
@@ -968,7 +973,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   function take(s: StreamState): StreamEvent[] {
     const buf = s.buffer;
-    if (invalid.has(buf[0])) {
+    if (anyInvalid && invalid.has(buf[0])) {
       return buf.length === 1 ? (s.buffer = NO_EVENTS, buf) : buf.splice(0, 1);
     }
     const first = buf[0].index;
@@ -979,7 +984,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       const needed = (s.waits[1] as number) - first;
       limit = Math.min(limit, Math.max(needed, 1) + Math.floor(REACH_MS / msPerEvent));
     }
-    while (n < limit && buf[n].index === first + n && !invalid.has(buf[n])) {
+    while (n < limit && buf[n].index === first + n && !(anyInvalid && invalid.has(buf[n]))) {
       const b = bytes + (buf[n].size || 0);
       if (b > maxBytesPerCall) break;
       bytes = b;
@@ -992,12 +997,11 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     return buf.splice(0, n);
   }
 
-  function start(s: StreamState) {
+  function start(s: StreamState, now: number) {
     troubles.gapFilled(s);
     const span = take(s);
     s.busy = true;
     active++;
-    const now = Date.now();
     s.startedAt = now;
     // performance.now() costs ~100 ns in Deno: time the first call of each millisecond (every
     // call when calls are sparse) plus one in LATENCY_SAMPLE, not every call of a busy run.
@@ -1005,7 +1009,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       lastTimed = now;
       s.timedAt = performance.now();
     } else s.timedAt = -1;
-    const bad = invalid.get(span[0]);
+    const bad = anyInvalid ? invalid.get(span[0]) : undefined;
     if (bad !== undefined) {
       // Never shown to the handler: the failure policy decides, as if the handler had thrown.
       counters.unreadable++;
