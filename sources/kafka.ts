@@ -9,17 +9,29 @@
  * carried by that period's batches. When kafkajs reports a rebalance, a crash or a stop, every
  * partition is revoked (kafkajs uses the eager protocol: a rebalance takes every partition away
  * and hands out a new assignment), and the sink stops calls on their streams, drops their
- * buffered events, waits for the calls in flight and commits what was completed. Where kafkajs
- * lets the source wait — a rebalance noticed by the heartbeat that the source sends from
- * `eachBatch` — it rejoins only after that, so no stream is handled by two members at once. A
- * rebalance kafkajs notices by itself between fetches (an idle member) starts the same
- * revocation, but kafkajs rejoins meanwhile. The next assignment (GROUP_JOIN) is the truth,
- * across kafkajs restarts.
+ * buffered events, waits for the calls in flight and commits what was completed. kafkajs learns
+ * of a rebalance from a heartbeat, and rejoins as soon as it does; the source makes sure that
+ * heartbeat is its own, sent from `eachBatch`, whenever this member has work in flight: a fetch
+ * that reached the tail of its partition keeps `eachBatch` waiting (heartbeating) until what was
+ * fetched is committed, for at most `maxTailHoldMs`, so kafkajs never sends the heartbeat of an
+ * empty fetch while that work runs. A rebalance seen by the source's heartbeat is answered by
+ * letting go of every partition, and of any commit still on its way, before kafkajs rejoins; so
+ * no stream is handled by two members at once. kafkajs still notices a rebalance by itself when
+ * no work is in flight (nothing to let go of), when a hold outlasted `maxTailHoldMs` (a stuck
+ * stream), or from a fetch to another broker that has nothing to fetch (partitions led by
+ * several brokers); the revocation then starts at once, but kafkajs rejoins meanwhile. The next
+ * assignment (GROUP_JOIN) is the truth, across kafkajs restarts.
+ *
+ * A partition is an ordered log, so its batches are marked `gapsAreFinal`: a gap in a stream's
+ * indexes is permanent and goes to the sink's `gaps` policy.
  *
  * Commits: an offset counts as committed only once the broker accepted it (kafkajs's
  * COMMIT_OFFSETS event); a commit kafkajs resolves without sending (its runner is down or
  * rejoining) or that fails rejects with {@linkcode KafkaCommitFailedError}, so the sink keeps it
- * pending and sends it again. Commits for a partition whose revocation has ended are refused.
+ * pending and sends it again. Commits for a partition whose revocation has ended are refused,
+ * and are never sent after it: the source holds kafkajs's rejoin until a commit kafkajs is still
+ * retrying has settled, since kafkajs would otherwise send it under the new generation, for a
+ * partition another member may own by then.
  *
  * Failures: a kafkajs crash it restarts from is survived; one it gives up on, or a consumer
  * down for longer than `maxConsumerDownMs` (default 60 s) since a crash, errors the stream with
@@ -104,6 +116,7 @@ export interface KafkaConsumer {
   run(config: {
     autoCommit?: boolean;
     eachBatchAutoResolve?: boolean;
+    partitionsConsumedConcurrently?: number;
     eachBatch?: (payload: KafkaEachBatchPayload) => Promise<void>;
   }): Promise<void>;
   /** Commits offsets (the next offset to read) under the current generation. */
@@ -162,6 +175,14 @@ export interface KafkaSourceOptions {
    * (default 60 000 ms); the sink's `stopTimeoutMs` should end it well before.
    */
   readonly revocationTimeoutMs?: number;
+  /**
+   * How long `eachBatch` may hold kafkajs after a fetch that reached the tail of its partition,
+   * while what was fetched is not yet committed (default 30 000 ms). The hold keeps kafkajs from
+   * rejoining on a rebalance while that work runs; it also delays the next fetch of partitions
+   * read from the same broker, so a stream that makes no progress (failing, stuck) ends it, and
+   * the partition is not held again until one of its commits is accepted.
+   */
+  readonly maxTailHoldMs?: number;
   /** Stops consumption: the stream closes and the sink drains; the group is not left. */
   readonly signal?: AbortSignal;
 }
@@ -237,7 +258,10 @@ interface Assignment {
   readonly topic: string;
   readonly partition: number;
   readonly tranche: string;
-  /** Changes with every assignment, so that record validation starts afresh. */
+  /**
+   * The assignment (kafkajs generation as seen by this member) this period belongs to: the same
+   * for every partition assigned together, so that the record reader starts afresh per assignment.
+   */
   readonly period: number;
   readonly control: OwnershipControl;
   /** Set once the sink has let go: commits are refused from then on. */
@@ -246,6 +270,10 @@ interface Assignment {
   accepted: bigint;
   /** Commits go out one at a time, so that a higher offset is never overtaken by a lower one. */
   commits: Promise<void>;
+  /** The position of the last batch queued in this period. */
+  queuedTo: bigint;
+  /** Set when a tail hold ran out without a commit; cleared by the next accepted commit. */
+  holdExpired: boolean;
   failures: number;
   failingSince: number | undefined;
   lastError: string | undefined;
@@ -268,6 +296,8 @@ const REJOIN_ERRORS = new Set([
   "NOT_COORDINATOR",
   "UNKNOWN_MEMBER_ID",
 ]);
+/** kafkajs workers for the partitions of one fetch; each is a small closure. */
+const PARTITIONS_AT_ONCE = 64;
 const isRejoin = (e: unknown) => REJOIN_ERRORS.has((e as { type?: string } | null)?.type ?? "");
 
 /**
@@ -319,6 +349,7 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     options.revocationTimeoutMs ?? 60_000,
     1,
   );
+  const maxHoldMs = checkInteger("maxTailHoldMs", options.maxTailHoldMs ?? 30_000, 0);
   const fromBeginning = options.fromBeginning ?? true;
   const log = getLogger(["impel", "kafka", "source"]);
   const reader: RecordReader = createRecordReader({
@@ -341,7 +372,12 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
   let buffered = 0;
   let wake: (() => void) | undefined;
   let wakeScheduled = false;
-  let room: (() => void) | undefined;
+  /** Waits in `eachBatch` (backpressure, tail holds), woken by any change they wait on. */
+  const waiters = new Set<() => void>();
+  /** The commits in flight (kafkajs may be retrying them); a rejoin waits for them. */
+  const sending = new Set<Promise<void>>();
+  /** The latest revocation, so that concurrent `eachBatch` calls all wait for the same one. */
+  let revocation: Promise<void> = Promise.resolve();
   let watchdog: ReturnType<typeof setInterval> | undefined;
   let failure: unknown;
   let controller: ReadableStreamDefaultController<Batch>;
@@ -352,28 +388,33 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     phaseSince = Date.now();
   };
 
-  // Resolves after `ms`, or sooner once the sink has taken enough to go below the limit.
-  const roomOrTimeout = (ms: number) =>
+  const notify = () => {
+    for (const w of [...waiters]) w();
+  };
+  // Resolves after `ms`, or sooner on a change: the sink took batches, a commit was accepted, a
+  // revocation or a stop.
+  const changeOrTimeout = (ms: number) =>
     new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        room = undefined;
+        waiters.delete(done);
         resolve();
       };
       const timer = setTimeout(done, ms);
-      room = done;
+      waiters.add(done);
     });
 
   const dropQueued = () => {
     queue = queue.filter((f) => current.get(f.assignment.tranche) === f.assignment);
     buffered = queue.reduce((n, f) => n + f.messages.length, 0);
-    if (buffered < maxBuffered) room?.();
+    notify();
   };
 
   /** Revokes every partition held; resolves once the sink has let go of all of them. */
   const revokeAll = (reason: string): Promise<void> => {
     const revoked = [...current.values()];
-    if (revoked.length === 0) return Promise.resolve();
+    // Nothing held: the revocation that took it is the one to wait for (it may still run).
+    if (revoked.length === 0) return revocation;
     current.clear();
     dropQueued();
     const startedAt = Date.now();
@@ -384,7 +425,7 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
       revoking.delete(a);
       return outcome;
     });
-    return withTimeout(
+    return revocation = withTimeout(
       Promise.all(letGo),
       revocationMs,
       `the revocation of ${revoked.length} partitions`,
@@ -416,12 +457,29 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     });
   };
 
+  /**
+   * Resolves once no commit is in flight. kafkajs retries a commit inside `commitOffsets`, and a
+   * retry after a rejoin goes out under the new generation, which the broker accepts for any
+   * partition: so kafkajs must not rejoin before they settle (kafkajs's retrier bounds this).
+   */
+  const sendsSettled = async (): Promise<void> => {
+    while (sending.size > 0) {
+      const startedAt = Date.now();
+      await Promise.allSettled([...sending]);
+      log.info("{groupId}: waited {ms} ms for commits in flight before rejoining", {
+        groupId,
+        ms: Date.now() - startedAt,
+      });
+    }
+  };
+
   const onJoin = (payload: GroupJoinPayload) => {
     groupId = payload.groupId;
     // A join without a REBALANCING before it (kafkajs also rejoins on stale metadata) still
     // ends every earlier period.
     revokeAll("a new assignment");
     const assigned: string[] = [];
+    const period = ++periods;
     for (const [topic, partitions] of Object.entries(payload.memberAssignment)) {
       for (const partition of partitions) {
         const tranche = `${topic}/${partition}`;
@@ -430,11 +488,13 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
           topic,
           partition,
           tranche,
-          period: ++periods,
+          period,
           control: createOwnership(tranche),
           released: false,
           accepted: -1n,
           commits: Promise.resolve(),
+          queuedTo: -1n,
+          holdExpired: false,
           failures: 0,
           failingSince: undefined,
           lastError: undefined,
@@ -452,6 +512,13 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
           tranche: a.tranche,
         });
       }
+    }
+    if (sending.size > 0) {
+      // Only where kafkajs rejoined without the source's say (see the module documentation).
+      log.warn("{groupId}: rejoined with {count} commits in flight; kafkajs may send them late", {
+        groupId: payload.groupId,
+        count: sending.size,
+      });
     }
     crashes = 0;
     setPhase("joined");
@@ -471,12 +538,14 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     queue = [];
     buffered = 0;
     wake?.();
-    room?.();
+    notify();
     controller.error(error);
   };
 
   const send = async (a: Assignment, position: Position): Promise<void> => {
     if (position <= a.accepted) return;
+    // Queued behind a commit that was still running when the partition was let go.
+    if (a.released) return;
     const failed = (problem: string, cause?: unknown) => {
       a.failures++;
       a.failingSince ??= Date.now();
@@ -484,14 +553,19 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
       return new KafkaCommitFailedError(a.tranche, position, problem, { cause });
     };
     acceptedNow.delete(a.tranche);
+    const sent = consumer.commitOffsets([{
+      topic: a.topic,
+      partition: a.partition,
+      offset: position.toString(),
+    }]);
+    const tracked = sent.then(() => {}, () => {});
+    sending.add(tracked);
     try {
-      await consumer.commitOffsets([{
-        topic: a.topic,
-        partition: a.partition,
-        offset: position.toString(),
-      }]);
+      await sent;
     } catch (e) {
       throw failed(String(e), e);
+    } finally {
+      sending.delete(tracked);
     }
     const accepted = acceptedNow.get(a.tranche);
     if (accepted === undefined || accepted < position) {
@@ -499,6 +573,8 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
       throw failed("the broker did not receive it (the consumer is not running)");
     }
     a.accepted = accepted;
+    a.holdExpired = false;
+    notify();
     a.failures = 0;
     a.failingSince = undefined;
     a.lastError = undefined;
@@ -528,6 +604,7 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
       if (isRejoin(e)) {
         setPhase("rebalancing");
         await revokeAll(`a rebalance (${(e as { type?: string }).type})`);
+        await sendsSettled();
       }
       throw e;
     }
@@ -541,13 +618,16 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     if (a === undefined) return; // revoked while the fetch was on its way
     const messages = batch.messages;
     const highWatermark = BigInt(batch.highWatermark);
+    let atTail = false;
     for (let from = 0; from < messages.length; from += maxBatch) {
       const chunk = messages.slice(from, from + maxBatch);
       const last = from + maxBatch >= messages.length;
       // The last batch ends at the fetch's last offset, which may lie past the last message
       // (transaction markers).
       const position = last ? BigInt(batch.lastOffset()) + 1n : BigInt(chunk.at(-1)!.offset) + 1n;
-      queue.push({ assignment: a, messages: chunk, position, isTail: position >= highWatermark });
+      atTail = position >= highWatermark;
+      queue.push({ assignment: a, messages: chunk, position, isTail: atTail });
+      a.queuedTo = position;
     }
     buffered += messages.length;
     // The sink starts on the batch in a later macrotask, so that kafkajs first hands over the
@@ -561,12 +641,30 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
       }, 0);
     }
     await heartbeatOrLetGo(heartbeat);
-    // Backpressure: holding kafkajs here stops its fetch loop until the sink catches up. Pausing
-    // the partitions instead would leave kafkajs sleeping for maxWaitTimeInMs (5 s by default)
-    // once everything is paused, well after the sink had caught up. kafkajs heartbeats only from
-    // that loop, so the wait heartbeats itself, and gives way to a rebalance or a stop.
-    while (buffered >= maxBuffered && !ended() && isRunning() && current.get(a.tranche) === a) {
-      await roomOrTimeout(500);
+    // kafkajs heartbeats only from its fetch loop, so waiting here heartbeats itself and gives
+    // way to a rebalance (let go of first) or a stop. Two reasons to wait:
+    // - Backpressure: holding kafkajs stops its fetch loop until the sink catches up. Pausing
+    //   the partitions instead would leave kafkajs sleeping for maxWaitTimeInMs (5 s by default)
+    //   once everything is paused, well after the sink had caught up.
+    // - A tail hold: after a fetch that reached the tail, kafkajs's next fetch would come back
+    //   empty and kafkajs would heartbeat by itself, and rejoin at once on a rebalance while this
+    //   partition's work still runs. So wait until that work is committed (the only completion
+    //   the source sees), bounded by maxTailHoldMs. A fetch short of the tail needs no hold: the
+    //   next fetch brings more of this partition, and its `eachBatch` heartbeats.
+    const holdUntil = Date.now() + maxHoldMs;
+    while (!ended() && isRunning() && current.get(a.tranche) === a) {
+      const full = buffered >= maxBuffered;
+      const hold = atTail && !a.holdExpired && a.queuedTo > a.accepted;
+      if (!full && !hold) break;
+      if (!full && Date.now() >= holdUntil) {
+        a.holdExpired = true;
+        log.warn(
+          "{tranche}: fetched work not committed after {ms} ms at the tail; kafkajs may now rejoin on a rebalance while it runs",
+          { tranche: a.tranche, ms: maxHoldMs },
+        );
+        break;
+      }
+      await changeOrTimeout(250);
       await heartbeatOrLetGo(heartbeat);
     }
   };
@@ -585,7 +683,7 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     queue = [];
     buffered = 0;
     wake?.();
-    room?.();
+    notify();
     try {
       controller.close();
     } catch {
@@ -685,7 +783,14 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
       try {
         await consumer.connect();
         await consumer.subscribe({ topics: [...topics], fromBeginning });
-        await consumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch });
+        await consumer.run({
+          autoCommit: false,
+          eachBatchAutoResolve: true,
+          // Tail holds wait in eachBatch: the partitions of one fetch hold side by side rather
+          // than one after the other.
+          partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
+          eachBatch,
+        });
       } catch (e) {
         clearInterval(watchdog);
         throw new KafkaConsumerCrashedError(groupId, `could not start: ${e}`, { cause: e });
@@ -700,7 +805,7 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
         if (ended()) return;
         const f = queue.shift()!;
         buffered -= f.messages.length;
-        if (buffered < maxBuffered) room?.();
+        if (buffered < maxBuffered) notify();
         const a = f.assignment;
         if (a.control.revoked) continue; // revoked while the batch waited
         c.enqueue({
@@ -710,6 +815,8 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
           isTail: f.isTail,
           commit: (position) => commit(a, position),
           ownership: a.control.ownership,
+          // A partition is an ordered log: a stream's missing index never arrives later.
+          gapsAreFinal: true,
         });
         return;
       }

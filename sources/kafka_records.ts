@@ -10,13 +10,23 @@
  * `{defaultCategory}-%none_{topic}_{partition}`, one per partition, in offset order.
  *
  * Indexes: a span message (from impel's Kafka sinks) carries its events' indexes; a plain
- * message gets the next index of a per-process counter of its stream. Within one period of
- * ownership of a partition, the spans of a stream must follow on from each other: a span that
+ * message gets the next index of a counter of its stream that starts at 0 in each assignment.
+ * Within one assignment, the spans of a stream must follow on from each other: a span that
  * starts past the next expected index (a gap), a span that does not parse, a span on a stream of
  * plain messages or a plain message on a stream of spans becomes an item with `invalid` set (a
  * {@linkcode KafkaInvalidRecordError}), and so does every later record of that stream in the
- * period, so that nothing after a bad record is handled out of order or lost to deduplication.
- * The scheduler hands such items to the stream's failure policy.
+ * assignment, so that nothing after a bad record is handled out of order or lost to
+ * deduplication. The scheduler hands such items to the stream's failure policy.
+ *
+ * Assignments: the reader remembers each key it saw (its bytes and its stream's state, about
+ * 400 bytes) until the next assignment, and then forgets every key. That is safe because kafkajs
+ * revokes every partition on a rebalance and the sink forgets a revoked tranche's streams before
+ * a batch of the next assignment reaches them, so a stream's indexes may start afresh; it keeps
+ * memory proportional to the distinct keys of one assignment. It also means a stream's first
+ * record after a restart or a reassignment starts it, whatever its index: a gap at the point
+ * where the partition resumes cannot be seen, as neither the committed offset nor the reader
+ * carries a stream's index across assignments (the failure in the run that met the gap, which
+ * kept the partition from committing past it, is the signal).
  *
  * @module
  */
@@ -174,10 +184,8 @@ export function noKeyStream(topic: string, partition: number, defaultCategory: s
 /** What the reader remembers of a stream. */
 interface StreamState {
   readonly stream: StreamName;
-  /** The next index of a plain message: counted per process, never reset. */
+  /** The next index of a plain message in this assignment. */
   plainNext: number;
-  /** The period of ownership the fields below belong to; other periods start afresh. */
-  period: number;
   kind: "plain" | "span" | undefined;
   /** The index the next span must start at or below. */
   spanNext: number;
@@ -204,8 +212,9 @@ interface KeyEntry {
  */
 export interface RecordReader {
   /**
-   * The items of `messages`, read from `topic/partition` in period `period` (a number that
-   * changes whenever the partition is assigned anew).
+   * The items of `messages`, read from `topic/partition` in assignment `period`: a number shared
+   * by the partitions assigned together, higher for every new assignment. The first call with a
+   * higher `period` forgets every key seen before (see the module documentation).
    */
   items(
     topic: string,
@@ -215,6 +224,8 @@ export interface RecordReader {
   ): BatchItem[];
   /** How many records were invalid so far. */
   readonly invalid: number;
+  /** How many distinct keys (and keyless partitions) the reader remembers now. */
+  readonly keys: number;
 }
 
 /**
@@ -235,7 +246,7 @@ export interface RecordReaderOptions {
 
 /**
  * Creates the reader that turns messages into items as described in the module documentation.
- * It remembers each distinct key (its bytes and its stream's state): about a hundred bytes each.
+ * It remembers each distinct key of the current assignment (its bytes and its stream's state).
  *
  * @example
  * ```ts
@@ -250,15 +261,17 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
   const { defaultCategory } = options;
   const toStream = options.keyToStream ?? ((key: Uint8Array) => keyStream(key, defaultCategory));
   const log = getLogger(["impel", "kafka", "source"]);
-  const states = new Map<StreamName, StreamState>();
-  const keys = new Map<number, KeyEntry>();
-  const keyless = new Map<string, StreamState>();
+  let states = new Map<StreamName, StreamState>();
+  let keys = new Map<number, KeyEntry>();
+  let keyless = new Map<string, StreamState>();
+  let keyCount = 0;
   let invalidCount = 0;
+  let assignment = -Infinity;
 
   const stateOf = (stream: StreamName): StreamState => {
     let s = states.get(stream);
     if (s === undefined) {
-      s = { stream, plainNext: 0, period: -1, kind: undefined, spanNext: 0, brokenAt: undefined };
+      s = { stream, plainNext: 0, kind: undefined, spanNext: 0, brokenAt: undefined };
       states.set(stream, s);
     }
     return s;
@@ -273,6 +286,7 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
       let s = keyless.get(tranche);
       if (s === undefined) {
         keyless.set(tranche, s = stateOf(noKeyStream(topic, partition, defaultCategory)));
+        keyCount++;
       }
       return s;
     }
@@ -290,6 +304,7 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
     const copy = bytes.slice();
     const e: KeyEntry = { bytes: copy, state: stateOf(toStream(copy)), chain: head };
     keys.set(h, e);
+    keyCount++;
     return e.state;
   };
 
@@ -297,7 +312,18 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
     get invalid() {
       return invalidCount;
     },
+    get keys() {
+      return keyCount;
+    },
     items(topic, partition, period, messages) {
+      if (period > assignment) {
+        // A new assignment: the sink forgot every stream of the previous one (see above).
+        assignment = period;
+        states = new Map();
+        keys = new Map();
+        keyless = new Map();
+        keyCount = 0;
+      }
       const tranche = `${topic}/${partition}`;
       const items: BatchItem[] = [];
       // Messages produced together share a timestamp; a Date per message would be the costliest
@@ -345,11 +371,6 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
       };
       for (const m of messages) {
         const s = keyState(m.key, topic, partition);
-        if (s.period !== period) {
-          s.period = period;
-          s.kind = undefined;
-          s.brokenAt = undefined;
-        }
         const span = isSpanMessage(m.headers);
         if (s.brokenAt !== undefined) {
           invalid(s, m, "afterInvalid", `follows the invalid record at offset ${s.brokenAt}`);

@@ -739,10 +739,13 @@ Deno.test(
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const held = new Map<number, number>(); // partition -> events a is holding
+    // a's calls never end by themselves: its revocation gives up on them after stopTimeoutMs,
+    // which stays below the group's rebalanceTimeout (3 s) as documented, so that a lets go
+    // (and kafkajs rejoins) before the group gives up on a.
     const a = pipeline(topic, groupId, async (_s, events) => {
       for (const e of events) held.set(partitionOf(e), (held.get(partitionOf(e)) ?? 0) + 1);
       await gate;
-    });
+    }, { stopTimeoutMs: 1000 });
     // Observe a's commits on the real consumer.
     const aCommits: number[] = [];
     const commitOffsets = a.consumer.commitOffsets;

@@ -89,8 +89,57 @@ Deno.test("kafka records: plain messages count per stream; null and empty keys s
     ]],
   );
   assert.ok(items.every((i) => i.invalid === undefined));
-  // Indexes of plain messages never go back, also in a later period.
-  assert.equal(reader.items("t", 3, 2, [plain("Order-1")])[0].event.index, 2);
+  // Within an assignment the count goes on, on any partition of it.
+  assert.equal(reader.items("t", 4, 1, [plain("Order-1")])[0].event.index, 2);
+  // A new assignment starts every count afresh: the sink forgot the revoked streams.
+  assert.equal(reader.items("t", 3, 2, [plain("Order-1")])[0].event.index, 0);
+});
+
+Deno.test("kafka records: keys are forgotten at each new assignment, so memory follows one assignment's keys", () => {
+  const reader = createRecordReader({ defaultCategory: "Kafka" });
+  const batchOf = (assignment: number, from: number, n: number) =>
+    Array.from({ length: n }, (_, i) => plain(`customer-${assignment}_${from + i}`));
+  // The heap is measured only when a collection can be forced (`--v8-flags=--expose-gc`);
+  // otherwise garbage of the batches would swamp it, and the key count alone is checked.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const heapAfterGc = () => {
+    gc?.();
+    return Deno.memoryUsage().heapUsed;
+  };
+  const perAssignment = 50_000;
+  let peak = 0;
+  let baseline = 0;
+  for (let assignment = 1; assignment <= 8; assignment++) {
+    for (let from = 0; from < perAssignment; from += 1000) {
+      reader.items("t", 0, assignment, batchOf(assignment, from, 1000));
+    }
+    assert.equal(reader.keys, perAssignment, "exactly this assignment's keys are kept");
+    const heap = heapAfterGc();
+    if (assignment === 2) baseline = heap;
+    if (assignment > 2) peak = Math.max(peak, heap);
+  }
+  // 8 × 50 000 keys kept for good would add about 150 MB over the baseline (≈ 400 B a key);
+  // forgetting per assignment keeps the heap at one assignment's worth.
+  assert.ok(
+    gc === undefined || peak - baseline < 30_000_000,
+    `heap grew by ${Math.round((peak - baseline) / 1e6)} MB over 6 assignments`,
+  );
+  // A key of an old assignment is a new key, plain count from 0.
+  const [again] = reader.items("t", 0, 9, [plain("customer-1_0")]);
+  assert.equal(again.event.index, 0);
+  assert.equal(reader.keys, 1);
+});
+
+Deno.test("kafka records: a span stream's next index starts afresh per assignment, so a later gap is still seen", () => {
+  const reader = createRecordReader({ defaultCategory: "Kafka" });
+  reader.items("t", 0, 1, [span("Order-1", 0, 20)]);
+  // Reassigned and re-read from an earlier committed offset: the span at 5 repeats events.
+  const reread = reader.items("t", 0, 2, [span("Order-1", 5, 8)]);
+  assert.ok(reread.every((i) => i.invalid === undefined));
+  // 8..14 never came: before, the next index of the old assignment (20) let this through.
+  const [gap] = reader.items("t", 0, 2, [span("Order-1", 15, 16)]);
+  assert.equal((gap.invalid as KafkaInvalidRecordError).reason, "spanGap");
+  assert.equal(gap.event.index, 8);
 });
 
 Deno.test("kafka records: spans keep their indexes; repeats pass for dedup; a gap is invalid and so is what follows", () => {
