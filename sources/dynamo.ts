@@ -52,6 +52,7 @@ import {
 } from "../stores/dynamo.ts";
 import {
   decodeEntries,
+  DynamoIndexCorruptError,
   EPOCH_FACTOR,
   epochKey,
   type IndexEntry,
@@ -60,6 +61,7 @@ import {
 } from "../stores/dynamo-index.ts";
 
 export { CheckpointPastTailError } from "../core/reader.ts";
+export { DynamoIndexCorruptError } from "../stores/dynamo-index.ts";
 
 // Re-exported so that this entry point's documentation can show the client type it takes.
 export type { DynamoClient } from "../stores/dynamo.ts";
@@ -234,7 +236,12 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
   const retryPolicy = backoff(settings.retry);
   // Per partition, the position the last read ended at: a read from anywhere else (a checkpoint,
   // a batch cut inside a chunk) first finds the chunk that holds its offset.
-  const readTo = new Map<string, Position>();
+  // With it, the start of the chunk that position is in: a read that continues from there
+  // queries the chunks after that one, so that the next chunk must start exactly where the last
+  // one ended (an overlap is damage, never skipped).
+  const readTo = new Map<string, { at: Position; chunkStart: number }>();
+  // Per partition, when the tip was last compared with an idle epoch (see readPage).
+  const tipChecked = new Map<string, number>();
 
   async function partitions(): Promise<string[]> {
     const { Item } = await client.send(
@@ -249,8 +256,14 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
 
   // The chunks of an epoch from `offset` (including the chunk that holds it), and whether the
   // epoch is closed and at which count.
-  async function readChunks(tranche: string, epoch: number, offset: number, probe: boolean) {
-    let from = offset;
+  async function readChunks(
+    tranche: string,
+    epoch: number,
+    offset: number,
+    probe: boolean,
+    after: number | undefined,
+  ) {
+    let from = after === undefined ? offset : after + 1;
     if (probe && offset > 0) {
       const res = await client.send(
         new QueryCommand({
@@ -285,10 +298,55 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     let closedAt: number | undefined;
     for (const item of res.Items ?? []) {
       const i = Number(item.i.N);
-      if (i === EPOCH_FACTOR) closedAt = Number(item.c?.N ?? 0);
-      else chunks.push({ start: i, entries: decodeEntries(item.j?.S ?? "[]") });
+      if (i === EPOCH_FACTOR) {
+        closedAt = Number(item.c?.N ?? Number.NaN);
+        continue;
+      }
+      const entries = decodeEntries(item.j?.S ?? "", { partition: tranche, epoch, offset: i });
+      if (Number(item.c?.N) !== entries.length) {
+        throw new DynamoIndexCorruptError(
+          tranche,
+          epoch,
+          i,
+          `the chunk holds ${entries.length} entries but its count says ${item.c?.N}`,
+        );
+      }
+      chunks.push({ start: i, entries });
     }
     return { chunks, closedAt, more: res.LastEvaluatedKey !== undefined && closedAt === undefined };
+  }
+
+  // An idle epoch without an end marker must be the tip's: one the tip has moved past has lost
+  // its marker, and waiting in it would report the tail forever while later epochs fill up.
+  // Checked at most every partitionRefreshMs, since it costs a read.
+  async function checkNotPastEpoch(tranche: string, epoch: number): Promise<void> {
+    const now = Date.now();
+    if (now - (tipChecked.get(tranche) ?? 0) < settings.partitionRefreshMs) return;
+    tipChecked.set(tranche, now);
+    const { Item: tip } = await client.send(
+      new GetItemCommand({
+        TableName: settings.indexTable,
+        Key: { p: { S: tipKey(tranche) }, i: { N: "0" } },
+        ConsistentRead: true,
+      }),
+    );
+    const tipEpoch = Number(tip?.ep?.N ?? 0);
+    if (tipEpoch <= epoch) return;
+    const { Item: marker } = await client.send(
+      new GetItemCommand({
+        TableName: settings.indexTable,
+        Key: { p: { S: epochKey(tranche, epoch) }, i: { N: String(EPOCH_FACTOR) } },
+        ConsistentRead: true,
+      }),
+    );
+    if (marker === undefined) {
+      throw new DynamoIndexCorruptError(
+        tranche,
+        epoch,
+        undefined,
+        `the epoch has no end marker but the partition's tip is at epoch ${tipEpoch}`,
+      );
+    }
   }
 
   async function withBodies(
@@ -371,22 +429,50 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
 
   const readPage: ReadPage = async (tranche, position, signal) => {
     let { epoch, offset } = decodePosition(position ?? 0n);
-    let probe = offset > 0 && readTo.get(tranche) !== position;
+    const last = readTo.get(tranche);
+    let probe = offset > 0 && last?.at !== position;
+    let after = offset > 0 && !probe ? last?.chunkStart : undefined;
     for (;;) {
-      const page = await readChunks(tranche, epoch, offset, probe);
-      probe = false;
+      const page = await readChunks(tranche, epoch, offset, probe, after);
+      const corrupt = (at: number | undefined, problem: string) =>
+        new DynamoIndexCorruptError(tranche, epoch, at, problem);
       const entries: IndexEntry[] = [];
       // Per entry, the offset just after it; the events of an entry resume at its start.
       const ends: number[] = [];
       let next = offset;
-      for (const chunk of page.chunks) {
-        // Chunks are contiguous; one that is not (not yet visible) waits for the next read.
-        if (chunk.start > next) break;
+      let chunkStart = after ?? 0;
+      let hole = false;
+      for (const [c, chunk] of page.chunks.entries()) {
+        if (chunk.start > next) {
+          // With consistent reads every chunk before a visible one is visible too: a hole is
+          // damage. Otherwise the missing chunk may not be visible yet: wait for the next read.
+          if (settings.consistentRead) {
+            throw corrupt(chunk.start, `entries ${next} to ${chunk.start - 1} are missing`);
+          }
+          hole = true;
+          break;
+        }
+        // Only the chunk that holds a position found by the probe may start before it.
+        if (chunk.start < next && !(c === 0 && probe)) {
+          throw corrupt(chunk.start, `the chunk overlaps the one before, which ends at ${next}`);
+        }
+        if (chunk.start + chunk.entries.length < next) {
+          throw corrupt(chunk.start, `position ${next} lies past this chunk's end, in no chunk`);
+        }
         for (let k = next - chunk.start; k < chunk.entries.length; k++) {
           entries.push(chunk.entries[k]);
           ends.push(chunk.start + k + 1);
         }
         next = chunk.start + chunk.entries.length;
+        chunkStart = chunk.start;
+      }
+      probe = false;
+      after = undefined;
+      if (page.closedAt !== undefined && !hole && page.closedAt !== next) {
+        throw corrupt(
+          undefined,
+          `the end marker counts ${page.closedAt} entries but the chunks end at ${next}`,
+        );
       }
       const epochDone = page.closedAt !== undefined && page.closedAt === next;
       if (epochDone && entries.length === 0) {
@@ -395,6 +481,9 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
         offset = 0;
         continue;
       }
+      if (entries.length === 0 && !page.more && page.closedAt === undefined) {
+        await checkNotPastEpoch(tranche, epoch);
+      }
       const items = store ? await withBodies(entries, signal) : indexOnly(entries);
       const positions: Position[] = [];
       entries.forEach((e, k) => {
@@ -402,7 +491,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
         for (let i = e.index; i < e.next; i++) positions.push(i === e.next - 1 ? end : start);
       });
       const at = encodePosition(epoch, next);
-      readTo.set(tranche, at);
+      readTo.set(tranche, { at, chunkStart });
       return { items, positions, next: at, isTail: !page.more && !epochDone };
     }
   };

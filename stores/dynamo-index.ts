@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { ImpelError } from "../core/errors.ts";
 import { type DynamoClient, ensureTable } from "./dynamo.ts";
 import type { StreamName } from "../core/streamName.ts";
 
@@ -137,7 +138,44 @@ export function encodeEntries(entries: readonly IndexEntry[]): string {
 }
 
 /**
- * Decodes a chunk's entries; the inverse of {@linkcode encodeEntries}.
+ * The index breaks one of its invariants: a chunk that does not decode or whose count is wrong,
+ * chunks that overlap or leave a hole, an epoch whose end marker is missing or miscounted.
+ * Readers raise it rather than skip or stall; it names where the damage is. Recovery is an
+ * operator's: rebuild the damaged epoch from the events table (or restore the index table).
+ *
+ * @example
+ * ```ts
+ * import { DynamoIndexCorruptError } from "@impel/impel/stores/dynamo-index";
+ * const e = new DynamoIndexCorruptError("0", 3, 40, "the chunk holds 9 entries, its count says 10");
+ * console.log(e.code, e.message);
+ * // "DynamoIndexCorrupt" "index partition 0, epoch 3, offset 40: the chunk holds 9 entries, ..."
+ * ```
+ */
+export class DynamoIndexCorruptError extends ImpelError {
+  /** The index partition. */
+  readonly partition: string;
+  /** The epoch. */
+  readonly epoch: number;
+  /** The offset of the chunk concerned, if one. */
+  readonly offset: number | undefined;
+  /** Creates the error; `problem` says what is wrong. */
+  constructor(partition: string, epoch: number, offset: number | undefined, problem: string) {
+    super(
+      "DynamoIndexCorrupt",
+      `index partition ${partition}, epoch ${epoch}${
+        offset === undefined ? "" : `, offset ${offset}`
+      }: ${problem}`,
+    );
+    this.partition = partition;
+    this.epoch = epoch;
+    this.offset = offset;
+  }
+}
+
+/**
+ * Decodes a chunk's entries; the inverse of {@linkcode encodeEntries}. Anything but a list of
+ * well-formed entries (one type per event) throws {@linkcode DynamoIndexCorruptError}, located
+ * by `where` when given.
  *
  * @example
  * ```ts
@@ -145,7 +183,35 @@ export function encodeEntries(entries: readonly IndexEntry[]): string {
  * decodeEntries('[["A-1",0,2,["X","Y"],5]]'); // [{ stream: "A-1", index: 0, next: 2, types: ["X", "Y"], time: 5 }]
  * ```
  */
-export function decodeEntries(json: string): IndexEntry[] {
-  const tuples = JSON.parse(json) as [string, number, number, string[], number][];
-  return tuples.map(([stream, index, next, types, time]) => ({ stream, index, next, types, time }));
+export function decodeEntries(
+  json: string,
+  where: { partition: string; epoch: number; offset: number } = {
+    partition: "?",
+    epoch: 0,
+    offset: 0,
+  },
+): IndexEntry[] {
+  const corrupt = (problem: string) =>
+    new DynamoIndexCorruptError(where.partition, where.epoch, where.offset, problem);
+  let tuples: unknown;
+  try {
+    tuples = JSON.parse(json);
+  } catch (e) {
+    throw corrupt(`the chunk's JSON does not parse (${(e as Error).message})`);
+  }
+  if (!Array.isArray(tuples)) throw corrupt("the chunk's JSON is not a list of entries");
+  return tuples.map((t: unknown, k): IndexEntry => {
+    const [stream, index, next, types, time] = Array.isArray(t) ? t : [];
+    const ok = typeof stream === "string" && Number.isInteger(index) && index >= 0 &&
+      Number.isInteger(next) && next > index && Array.isArray(types) &&
+      types.length === next - index && types.every((x) => typeof x === "string") &&
+      typeof time === "number";
+    if (!ok) {
+      throw corrupt(
+        `entry ${k} is not [stream, index, next, types (one per event), time]: ` +
+          JSON.stringify(t).slice(0, 200),
+      );
+    }
+    return { stream, index, next, types, time };
+  });
 }

@@ -16,8 +16,9 @@ import {
   epochKey,
   type IndexEntry,
   PARTITIONS_KEY,
+  tipKey,
 } from "../../stores/dynamo-index.ts";
-import { dynamoSource, encodePosition } from "../../sources/dynamo.ts";
+import { DynamoIndexCorruptError, dynamoSource, encodePosition } from "../../sources/dynamo.ts";
 import { client, freshTables, opts } from "../support/dynamo.ts";
 
 const put = (TableName: string, Item: Record<string, AttributeValue>) =>
@@ -172,5 +173,137 @@ Deno.test(
       group: "reactor",
     });
     assert.equal(position, encodePosition(0, 4));
+  },
+);
+
+/** Reads index-only batches until the source errors (within 10 s); returns the error and items. */
+async function readError(indexTable: string, chunksPerRead = 20) {
+  const source = dynamoSource({
+    client,
+    indexTable,
+    group: "g",
+    checkpoints: memoryCheckpoints(),
+    tailSleepMs: 20,
+    chunksPerRead,
+    partitionRefreshMs: 50,
+  });
+  const reader = source.getReader();
+  const items: string[] = [];
+  const deadline = Date.now() + 10_000;
+  try {
+    while (Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      assert.ok(!done, "the source errors rather than ending");
+      items.push(...value.items.map((i) => `${i.stream}@${i.event.index}`));
+    }
+  } catch (e) {
+    return { error: e, items };
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  assert.fail(`the source raised no error; it read ${items}`);
+}
+
+const corrupt = (error: unknown, pattern: RegExp) => {
+  assert.ok(error instanceof DynamoIndexCorruptError, `a DynamoIndexCorruptError: ${error}`);
+  assert.equal(error.partition, "0");
+  assert.match(error.message, pattern);
+};
+
+Deno.test(
+  "dynamo bad input: a chunk with an extra entry is an overlap error, not a skipped event",
+  opts,
+  async () => {
+    for (const chunksPerRead of [20, 1]) {
+      await using t = await tables();
+      await writeIndex(t.indexTable, [{
+        chunks: [
+          { start: 0, entries: [entry("A-1", 0, 1), entry("B-1", 0, 1), entry("X-1", 0, 1)] },
+          { start: 2, entries: [entry("C-1", 0, 1)] },
+        ],
+      }]);
+      const { error, items } = await readError(t.indexTable, chunksPerRead);
+      corrupt(error, /overlaps the one before, which ends at 3/);
+      assert.ok(!items.includes("C-1@0"), "nothing after the damage is delivered as if whole");
+    }
+  },
+);
+
+Deno.test(
+  "dynamo bad input: a miscounted or missing epoch end marker is an error, not a silent tail",
+  opts,
+  async () => {
+    {
+      await using t = await tables();
+      await writeIndex(t.indexTable, [
+        { chunks: [{ start: 0, entries: [entry("A-1", 0, 1), entry("B-1", 0, 1)] }], closedAt: 3 },
+        { chunks: [{ start: 0, entries: [entry("C-1", 0, 1)] }] },
+      ]);
+      const { error } = await readError(t.indexTable);
+      corrupt(error, /end marker counts 3 entries but the chunks end at 2/);
+    }
+    {
+      await using t = await tables();
+      await writeIndex(t.indexTable, [
+        { chunks: [{ start: 0, entries: [entry("A-1", 0, 1), entry("B-1", 0, 1)] }] },
+        { chunks: [{ start: 0, entries: [entry("C-1", 0, 1)] }] },
+      ]);
+      await put(t.indexTable, {
+        p: { S: tipKey("0") },
+        i: { N: "0" },
+        ep: { N: "1" },
+        o: { N: "1" },
+        b: { N: "0" },
+        s: { N: "1" },
+      });
+      const { error, items } = await readError(t.indexTable);
+      corrupt(error, /no end marker but the partition's tip is at epoch 1/);
+      assert.deepEqual(items, ["A-1@0", "B-1@0"], "epoch 0 is read before the damage shows");
+    }
+  },
+);
+
+Deno.test(
+  "dynamo bad input: a chunk with an entry removed is an error, not a stall",
+  opts,
+  async () => {
+    {
+      // The count still says two.
+      await using t = await tables();
+      await writeIndex(t.indexTable, [{
+        chunks: [{ start: 0, entries: [entry("A-1", 0, 1)], count: 2 }],
+      }]);
+      corrupt((await readError(t.indexTable)).error, /holds 1 entries but its count says 2/);
+    }
+    {
+      // Count edited too: the hole shows against the next chunk.
+      await using t = await tables();
+      await writeIndex(t.indexTable, [{
+        chunks: [
+          { start: 0, entries: [entry("A-1", 0, 1)] },
+          { start: 2, entries: [entry("C-1", 0, 1)] },
+        ],
+      }]);
+      corrupt((await readError(t.indexTable)).error, /entries 1 to 1 are missing/);
+    }
+  },
+);
+
+Deno.test(
+  "dynamo bad input: undecodable chunk JSON or a short types list is a typed error",
+  opts,
+  async () => {
+    {
+      await using t = await tables();
+      await writeIndex(t.indexTable, [{ chunks: [{ start: 0, json: '[["A-1",0,1,', count: 1 }] }]);
+      corrupt((await readError(t.indexTable)).error, /does not parse/);
+    }
+    {
+      await using t = await tables();
+      await writeIndex(t.indexTable, [{
+        chunks: [{ start: 0, json: '[["A-1",0,3,["T"],5]]', count: 1 }],
+      }]);
+      corrupt((await readError(t.indexTable)).error, /entry 0 is not \[stream, index, next/);
+    }
   },
 );
