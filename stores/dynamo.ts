@@ -260,6 +260,40 @@ export class DynamoTableError extends ImpelError {
 }
 
 /**
+ * DynamoDB cancelled an append for a reason other than a version conflict (which is a
+ * `WrongExpectedVersionError`): `code` says which. `"DynamoStrayItem"`: an item the store did not
+ * write occupies a key the append needs; `"DynamoAppendContention"`: other transactions kept
+ * holding the stream; `"DynamoAppendRefused"`: any other cancellation reason (a validation
+ * error, throttling, an item collection over its limit), named in the message, the SDK's error
+ * as `cause`.
+ *
+ * @example
+ * ```ts
+ * import { DynamoAppendError } from "@impel/impel/stores/dynamo";
+ * const e = new DynamoAppendError("DynamoStrayItem", "Order-1", 5, "an item holds index 5");
+ * console.log(e.code, e.stream, e.expected); // "DynamoStrayItem" "Order-1" 5
+ * ```
+ */
+export class DynamoAppendError extends ImpelError {
+  /** The stream appended to. */
+  readonly stream: StreamName;
+  /** The version the append expected. */
+  readonly expected: number;
+  /** Creates the error; `problem` says what DynamoDB refused. */
+  constructor(
+    code: "DynamoStrayItem" | "DynamoAppendContention" | "DynamoAppendRefused",
+    stream: StreamName,
+    expected: number,
+    problem: string,
+    cause?: unknown,
+  ) {
+    super(code, `append to ${stream} at version ${expected} failed: ${problem}`, { cause });
+    this.stream = stream;
+    this.expected = expected;
+  }
+}
+
+/**
  * The key schema (and stream) of a table created by {@linkcode ensureTable}.
  *
  * @example
@@ -455,15 +489,40 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
         return next;
       } catch (e) {
         if (!(e instanceof TransactionCanceledException)) throw e;
-        const reason = e.CancellationReasons?.[0];
+        const reasons = e.CancellationReasons ?? [];
+        const reason = reasons[0];
         if (reason?.Code === "ConditionalCheckFailed") {
           const actual = reason.Item?.n?.N === undefined ? 0 : Number(reason.Item.n.N);
           throw new WrongExpectedVersionError(stream, expected, actual);
         }
+        // The tip allowed the append but an item is already where an event item goes: written
+        // by another writer (the tip does not know it), it blocks this version until removed.
+        const stray = reasons.findIndex((r, k) => k > 0 && r.Code === "ConditionalCheckFailed");
+        if (stray > 0) {
+          const at = Number(items[stray - 1].i.N);
+          throw new DynamoAppendError(
+            "DynamoStrayItem",
+            stream,
+            expected,
+            `an item the store did not write already holds index ${at}; remove it to append here`,
+            e,
+          );
+        }
         // Another transaction held the tip: the outcome is unknown, so try again; the
         // condition then decides between success and a version conflict.
-        const conflict = e.CancellationReasons?.some((r) => r.Code === "TransactionConflict");
-        if (!conflict || attempt >= CONFLICT_ATTEMPTS) throw e;
+        const conflict = reasons.some((r) => r.Code === "TransactionConflict");
+        if (!conflict || attempt >= CONFLICT_ATTEMPTS) {
+          const codes = reasons.map((r) => r.Code ?? "None").filter((c) => c !== "None");
+          throw new DynamoAppendError(
+            conflict ? "DynamoAppendContention" : "DynamoAppendRefused",
+            stream,
+            expected,
+            conflict
+              ? `other transactions kept holding the stream (${attempt} attempts)`
+              : `DynamoDB cancelled the transaction: ${codes.join(", ") || e.message}`,
+            e,
+          );
+        }
         await new Promise((resolve) => setTimeout(resolve, 10 * attempt + Math.random() * 20));
       }
     }

@@ -2,10 +2,14 @@
 // time so that everything it accepts can be indexed. Against DynamoDB Local.
 import assert from "node:assert/strict";
 import { type AttributeValue, PutItemCommand, QueryCommand } from "@aws-sdk/client-dynamodb";
-import { categoryOf } from "../../core/streamName.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
-import { InvalidStreamNameError } from "../../core/streamName.ts";
-import { dynamoStore, MAX_EVENT_TYPE_BYTES, MAX_STREAM_NAME_BYTES } from "../../stores/dynamo.ts";
+import { categoryOf, InvalidStreamNameError } from "../../core/streamName.ts";
+import {
+  DynamoAppendError,
+  dynamoStore,
+  MAX_EVENT_TYPE_BYTES,
+  MAX_STREAM_NAME_BYTES,
+} from "../../stores/dynamo.ts";
 import {
   decodeEntries,
   dynamoIndexer,
@@ -352,5 +356,37 @@ Deno.test(
     await running;
     assert.equal(events, 2);
     assert.equal(parked, 1);
+  },
+);
+
+Deno.test(
+  "dynamo bad input: a stray item at a key an append needs is a typed error naming it",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store } = t;
+    await store.append("Stray-1", [{ type: "T", data: 0 }], 0);
+    // Another writer puts an item where the next append's event item goes.
+    await putRaw(t.tableName, {
+      p: { S: "Stray-1" },
+      i: { N: "1" },
+      n: { N: "2" },
+      ts: { N: "0" },
+      e: { L: [event("Forged")] },
+    });
+    await assert.rejects(
+      () => store.append("Stray-1", [{ type: "T", data: 1 }], 1),
+      (e: unknown) => {
+        assert.ok(e instanceof DynamoAppendError, String(e));
+        assert.equal(e.code, "DynamoStrayItem");
+        assert.match(e.message, /holds index 1/);
+        return true;
+      },
+    );
+    // Nothing half-written: the tip is unchanged and the stream reads as before plus the stray.
+    assert.equal(await store.version("Stray-1"), 1);
+    // Other streams are unaffected.
+    await store.append("Other-1", [{ type: "T", data: 1 }], 0);
+    assert.equal(await store.version("Other-1"), 1);
   },
 );
