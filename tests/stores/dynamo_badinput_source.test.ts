@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { type AttributeValue, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import type { Batch } from "../../core/batch.ts";
 import { EventDecodeError } from "../../core/codec.ts";
-import { type StreamFailure } from "../../core/failure.ts";
+import type { StreamFailure } from "../../core/failure.ts";
 import { run, streamsSink } from "../../core/sink.ts";
 import { InvalidStreamNameError } from "../../core/streamName.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
