@@ -363,7 +363,7 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
   /** The offset each partition's last accepted commit carried, from COMMIT_OFFSETS. */
   const acceptedNow = new Map<string, bigint>();
   let periods = 0;
-  let groupId = "?";
+  let groupId = "(group not joined yet)";
   let phase: Phase = "starting";
   let phaseSince = Date.now();
   let crashes = 0;
@@ -697,8 +697,10 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     if (phase === "failed") {
       out.push({ severity: "failing", reason: String(failure), since });
     } else if (phase === "down") {
+      // kafkajs restarts on its own and the source tolerates maxConsumerDownMs: degraded for the
+      // first half of that, so a short blip does not fail a liveness probe.
       out.push({
-        severity: "failing",
+        severity: Date.now() - since < maxDownMs / 2 ? "degraded" : "failing",
         reason: `kafka consumer of ${groupId} is down after a crash (${crashes} in a row): ` +
           lastCrash,
         since,
