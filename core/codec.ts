@@ -20,9 +20,13 @@
  * {@linkcode EventEncodeError} an event that no reader could decode — whatever the decode
  * policies, since a skipping reader would silently drop it. {@linkcode Codec.roundTrip} also
  * returns the typed event as readers will see it (NaN as null, a Date as its ISO string, an
- * `undefined` field gone), which is what a decider folds into the state it caches. The metadata
- * keys in {@linkcode RESERVED_META_KEYS} belong to the codec and the stores: caller metadata
- * naming one is refused.
+ * `undefined` field gone), which is what a decider folds into the state it caches: the same
+ * values every store returns, though object key order may differ (MessageDB keeps jsonb, which
+ * orders keys by length, then bytewise). What some store could not keep is refused too: a byte
+ * array (JSON would make it an index-keyed object, DynamoDB binary), and a string holding a NUL
+ * or a lone surrogate (which jsonb rejects). The metadata keys in {@linkcode RESERVED_META_KEYS}
+ * belong to the codec and the stores: caller metadata naming one, as its JSON would store it
+ * (after any `toJSON`), is refused, and what is stored is that JSON.
  *
  * @module
  */
@@ -46,7 +50,7 @@ export const SCHEMA_VERSION_KEY = "schemaVersion";
 /**
  * Metadata keys that callers may not set in {@linkcode EncodeContext.meta}: the codec's schema
  * version, the tracing ids that stores keep in the metadata (pass them as `correlationId` /
- * `causationId` instead), and the decider's idempotency key.
+ * `causationId` instead), and the decider's idempotency keys and window.
  *
  * @example
  * ```ts
@@ -62,6 +66,7 @@ export const RESERVED_META_KEYS: readonly string[] = Object.freeze([
   "causationId",
   "idempotencyKey",
   "idempotencyKeys",
+  "idempotencyWindow",
 ]);
 
 /**
@@ -379,7 +384,8 @@ export interface RoundTrip<E> {
 
 /**
  * An event cannot be encoded because no reader could decode it: its type is not the codec's,
- * its data does not survive JSON (a BigInt, a cycle, nothing at all) or fails the type's
+ * its data does not survive JSON (a BigInt, a cycle, nothing at all), holds what some store
+ * cannot keep (a byte array, a string with a NUL or a lone surrogate) or fails the type's
  * `parse`, or its metadata uses a reserved key. `code` is `"UnencodableEvent"`.
  *
  * @example
@@ -473,11 +479,49 @@ function storedVersion(meta: unknown): unknown {
   return (meta as Record<string, unknown>)[SCHEMA_VERSION_KEY] ?? 1;
 }
 
-/** The JSON text of `value`, or an {@linkcode EventEncodeError} saying why there is none. */
+// A NUL, or half of a surrogate pair: valid in JS strings and JSON text, refused by PostgreSQL's
+// jsonb (MessageDB), so no store-independent codec may let them through.
+const UNSTORABLE_TEXT = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function unstorableText(text: string): string | undefined {
+  const found = UNSTORABLE_TEXT.exec(text);
+  if (found === null) return undefined;
+  return found[0] === "\u0000"
+    ? "a NUL character (\\u0000)"
+    : `a lone surrogate (\\u${found[0].charCodeAt(0).toString(16)})`;
+}
+
+function isBytes(value: unknown): boolean {
+  return ArrayBuffer.isView(value) || value instanceof ArrayBuffer;
+}
+
+/**
+ * The JSON text of `value`, or an {@linkcode EventEncodeError} saying why there is none, or why
+ * a store could not keep it: byte arrays (which JSON turns into index-keyed objects while
+ * DynamoDB would keep them as binary) and strings no jsonb column accepts (NUL, lone surrogates).
+ */
 function jsonText(type: string, what: string, value: unknown): string {
+  if (isBytes(value)) {
+    throw new EventEncodeError(
+      type,
+      `its ${what} is a byte array, not JSON (stores would disagree on it: encode it, e.g. as base64)`,
+    );
+  }
   let text: string | undefined;
+  let problem: string | undefined;
   try {
-    text = JSON.stringify(value);
+    text = JSON.stringify(value, function (key, v) {
+      if (problem === undefined) {
+        const inKey = unstorableText(key);
+        if (inKey !== undefined) problem = `a key holds ${inKey}`;
+        else if (typeof v === "string") {
+          const inValue = unstorableText(v);
+          if (inValue !== undefined) problem = `a string holds ${inValue}`;
+        } else if (isBytes(v)) problem = "it holds a byte array, not JSON (encode it, e.g. as base64)";
+        if (problem !== undefined && key !== "") problem += ` (at ${JSON.stringify(key)})`;
+      }
+      return v;
+    });
   } catch (error) {
     throw new EventEncodeError(type, `its ${what} is not JSON: ${errorText(error)}`, {
       cause: error,
@@ -486,14 +530,21 @@ function jsonText(type: string, what: string, value: unknown): string {
   if (text === undefined) {
     throw new EventEncodeError(type, `its ${what} is not JSON (got ${describe(value)})`);
   }
+  if (problem !== undefined) {
+    throw new EventEncodeError(type, `its ${what} cannot be stored: ${problem}`);
+  }
   return text;
 }
 
-/** The metadata to store: the caller's (checked for reserved keys) plus the schema version. */
+/**
+ * The metadata to store: the caller's as JSON will keep it (so a `toJSON` cannot smuggle a
+ * reserved key in), checked for reserved keys, plus the schema version.
+ */
 function encodeMeta(
   entry: Entry,
   callerMeta: Readonly<Record<string, unknown>> | undefined,
 ): Record<string, unknown> | undefined {
+  let meta: Record<string, unknown> | undefined;
   if (callerMeta !== undefined && callerMeta !== null) {
     if (typeof callerMeta !== "object" || Array.isArray(callerMeta)) {
       throw new EventEncodeError(
@@ -501,8 +552,16 @@ function encodeMeta(
         `context.meta must be an object, got ${describe(callerMeta)}`,
       );
     }
+    const parsed: unknown = JSON.parse(jsonText(entry.type, "metadata", callerMeta));
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new EventEncodeError(
+        entry.type,
+        `context.meta must be stored as a JSON object, its JSON is ${describe(parsed)}`,
+      );
+    }
+    meta = parsed as Record<string, unknown>;
     for (const key of RESERVED_META_KEYS) {
-      if (Object.hasOwn(callerMeta, key)) {
+      if (Object.hasOwn(meta, key)) {
         throw new EventEncodeError(
           entry.type,
           `context.meta.${key} is reserved (schema versions belong to the codec; pass tracing ids ` +
@@ -511,9 +570,7 @@ function encodeMeta(
       }
     }
   }
-  let meta: Record<string, unknown> | undefined = callerMeta ? { ...callerMeta } : undefined;
   if (entry.version > 1) meta = { ...meta, [SCHEMA_VERSION_KEY]: entry.version };
-  if (meta !== undefined) jsonText(entry.type, "metadata", meta);
   return meta;
 }
 
@@ -636,6 +693,14 @@ export function createCodec<E extends TypedEvent>(
       );
     }
     const meta = encodeMeta(entry, context.meta);
+    for (const field of ["correlationId", "causationId"] as const) {
+      const id = context[field];
+      if (id === undefined) continue;
+      const problem = typeof id === "string" ? unstorableText(id) : `is ${describe(id)}`;
+      if (problem !== undefined) {
+        throw new EventEncodeError(entry.type, `context.${field} cannot be stored: ${problem}`);
+      }
+    }
     // The data as any store keeps it (JSON), then as a reader's decode checks it: a decision
     // that cannot be read back is refused here, before it is appended.
     const text = jsonText(entry.type, "data", event.data);

@@ -86,10 +86,12 @@ export interface StreamFailure {
  * - `fault`: stop the pipeline with a {@linkcode PipelineFaultError} once a stream has failed
  *   `maxAttempts` times (default 3), once more than `maxFailingStreams` streams are failing, or
  *   once a stream has been stuck (no progress while it has work: a hung handler, a handler that
- *   keeps returning without progress, a gap that never fills) for `maxStuckMs`, or once a
- *   tranche's checkpoint commits have been failing for `maxCommitFailureMs`. Both are checked
+ *   keeps returning without progress, a gap that never fills) for `maxStuckMs`, once a
+ *   tranche's checkpoint commits have been failing for `maxCommitFailureMs`, or once the source
+ *   has reported a failing problem (reads that keep failing, a consumer down) for
+ *   `maxSourceFailureMs` (for sources run by `run()` that report `problems()`). All are checked
  *   on the sink's commit interval: a stuck fault comes at most `max(commitIntervalMs,
- *   maxStuckMs / 4)` after the limit is passed, a commit fault at most `commitIntervalMs` after.
+ *   maxStuckMs / 4)` after the limit is passed, the others at most `commitIntervalMs` after.
  *
  * @example
  * ```ts
@@ -116,6 +118,7 @@ export type FailurePolicy =
     readonly maxFailingStreams?: number;
     readonly maxStuckMs?: number;
     readonly maxCommitFailureMs?: number;
+    readonly maxSourceFailureMs?: number;
   };
 
 /**
@@ -261,6 +264,9 @@ export function checkFailurePolicy(policy: FailurePolicy): FailurePolicy {
       if (policy.maxStuckMs !== undefined) checkNumber("failure.maxStuckMs", policy.maxStuckMs, 0);
       if (policy.maxCommitFailureMs !== undefined) {
         checkNumber("failure.maxCommitFailureMs", policy.maxCommitFailureMs, 0);
+      }
+      if (policy.maxSourceFailureMs !== undefined) {
+        checkNumber("failure.maxSourceFailureMs", policy.maxSourceFailureMs, 0);
       }
       return policy;
     default:

@@ -6,7 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Batch, Position } from "./batch.ts";
+import type { Batch, ObservableSource, Position, SourceProblem } from "./batch.ts";
 import type { Ownership, RevocationOutcome } from "./ownership.ts";
 import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
 import { errorText, PipelineFaultError } from "./failure.ts";
@@ -82,6 +82,11 @@ export interface StreamsSink {
   flush(): Promise<void>;
   /** A structured view for stats, metrics and health. */
   stats(): SinkStats;
+  /**
+   * Lets the failure policy see what the source reports (`ObservableSource.problems`), for
+   * `maxSourceFailureMs`; {@linkcode run} calls it with the source it pipes in.
+   */
+  watchSource(problems: () => readonly SourceProblem[]): void;
 }
 
 /**
@@ -333,9 +338,33 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     }
   }
 
+  const maxSourceFailureMs = failure?.kind === "fault" ? failure.maxSourceFailureMs : undefined;
+  let sourceProblems: (() => readonly SourceProblem[]) | undefined;
+  function checkSource() {
+    if (maxSourceFailureMs === undefined || sourceProblems === undefined) return;
+    let problems: readonly SourceProblem[];
+    try {
+      problems = sourceProblems();
+    } catch {
+      return; // a source whose report throws is health's to show, not a reason to fault
+    }
+    const now = Date.now();
+    for (const p of Array.isArray(problems) ? problems : []) {
+      if (p?.severity !== "failing" || !(now - p.since >= maxSourceFailureMs)) continue;
+      scheduler.fault(
+        new PipelineFaultError(
+          `the source has been failing for ${now - p.since} ms: ${p.reason}`,
+          [],
+        ),
+      );
+      return;
+    }
+  }
+
   const commitTimer = setInterval(() => {
     scheduler.checkStuck();
     checkCommits();
+    checkSource();
     for (const name of scheduler.tranches.keys()) {
       if (inFlight.has(name)) continue;
       commitTranche(name).catch((error) =>
@@ -443,6 +472,9 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     done,
     flush,
     stats,
+    watchSource(problems) {
+      if (typeof problems === "function") sourceProblems = problems;
+    },
   };
 }
 
@@ -490,7 +522,7 @@ export interface RunOptions {
  */
 export async function run(
   source: ReadableStream<Batch>,
-  sink: Pick<StreamsSink, "writable" | "stop" | "done">,
+  sink: Pick<StreamsSink, "writable" | "stop" | "done"> & Partial<Pick<StreamsSink, "watchSource">>,
   options: RunOptions = {},
 ): Promise<void> {
   if (typeof source?.getReader !== "function") {
@@ -499,6 +531,8 @@ export async function run(
   if (!(sink?.writable instanceof WritableStream) || typeof sink.stop !== "function") {
     throw new InvalidArgumentError("sink", "must be a streams sink (from streamsSink())");
   }
+  const problems = (source as ObservableSource).problems;
+  if (typeof problems === "function") sink.watchSource?.(() => problems.call(source));
   const { signal } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidArgumentError("signal", "must be an AbortSignal");

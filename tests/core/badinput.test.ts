@@ -241,3 +241,30 @@ test("a final commit still runs when the interval commit before it failed", asyn
   assert.ok(attempts.length >= 2, `the final commit was not tried again: ${attempts.length}`);
   assert.equal(sink.stats().tranches[0].committed, 1n);
 });
+
+test("a source failing for maxSourceFailureMs faults the pipeline; degraded problems do not", async () => {
+  const failingSince = Date.now();
+  let severity: "degraded" | "failing" = "degraded";
+  const sink = streamsSink({
+    statsIntervalMs: 0,
+    commitIntervalMs: 10,
+    failure: { kind: "fault", maxSourceFailureMs: 100 },
+    handler: () => {},
+  });
+  const source = Object.assign(new ReadableStream<Batch>(), {
+    problems: () => [{
+      severity,
+      reason: "reads of orders keep failing: ECONNREFUSED",
+      since: failingSince,
+    }],
+  });
+  const running = run(source, sink);
+  assert.ok((await within(running, 200)).timedOut, "a degraded source must not fault");
+  severity = "failing";
+  const result = await within(running, 1000);
+  assert.ok(result.error instanceof PipelineFaultError, `got ${JSON.stringify(result)}`);
+  assert.match(
+    (result.error as Error).message,
+    /source has been failing for \d+ ms: reads of orders/,
+  );
+});
