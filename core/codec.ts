@@ -481,7 +481,9 @@ function storedVersion(meta: unknown): unknown {
 
 // A NUL, or half of a surrogate pair: valid in JS strings and JSON text, refused by PostgreSQL's
 // jsonb (MessageDB), so no store-independent codec may let them through.
-const UNSTORABLE_TEXT = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+// deno-lint-ignore no-control-regex
+const UNSTORABLE_TEXT =
+  /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 function unstorableText(text: string): string | undefined {
   const found = UNSTORABLE_TEXT.exec(text);
@@ -517,7 +519,9 @@ function jsonText(type: string, what: string, value: unknown): string {
         else if (typeof v === "string") {
           const inValue = unstorableText(v);
           if (inValue !== undefined) problem = `a string holds ${inValue}`;
-        } else if (isBytes(v)) problem = "it holds a byte array, not JSON (encode it, e.g. as base64)";
+        } else if (isBytes(v)) {
+          problem = "it holds a byte array, not JSON (encode it, e.g. as base64)";
+        }
         if (problem !== undefined && key !== "") problem += ` (at ${JSON.stringify(key)})`;
       }
       return v;

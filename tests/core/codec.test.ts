@@ -176,3 +176,66 @@ Deno.test("codec: what a store returns decodes back to the typed events", async 
   assert.deepEqual(read.map((e) => codec.decode(e)), events);
   assert.deepEqual(read.map((e) => e.causationId), ["cmd-1", "cmd-1"]);
 });
+
+// Review of the write side (codec): what a store would keep differently, or refuse, is refused
+// at encode with EventEncodeError naming the event.
+type Note = { type: "Noted"; data: unknown };
+const notes = createCodec<Note>({ Noted: {} });
+const refusedAs = (pattern: RegExp) => (e: unknown) =>
+  e instanceof EventEncodeError && e.type === "Noted" && pattern.test(e.message);
+
+Deno.test("encode reads reserved metadata keys from the metadata's JSON (toJSON included)", () => {
+  const meta = { toJSON: () => ({ schemaVersion: 2, user: "ann" }) };
+  assert.throws(
+    () => notes.encode({ type: "Noted", data: 1 }, { meta }),
+    refusedAs(/context\.meta\.schemaVersion is reserved/),
+  );
+  assert.throws(
+    () => notes.encode({ type: "Noted", data: 1 }, { meta: { toJSON: () => [1] } }),
+    refusedAs(/must be stored as a JSON object/),
+  );
+  // What is stored is that JSON, not the caller's object.
+  const plain = { toJSON: () => ({ user: "ann" }), secret: "dropped" };
+  assert.deepEqual(notes.encode({ type: "Noted", data: 1 }, { meta: plain }).meta, {
+    user: "ann",
+  });
+});
+
+Deno.test("encode refuses strings a jsonb store rejects: NUL and lone surrogates", () => {
+  for (
+    const [data, pattern] of [
+      [{ text: "a\u0000b" }, /NUL/],
+      [{ text: "x\ud800y" }, /lone surrogate \(\\ud800\)/],
+      [["\udc00"], /lone surrogate/],
+      [{ ["k\u0000"]: 1 }, /a key holds a NUL/],
+    ] as const
+  ) {
+    assert.throws(() => notes.encode({ type: "Noted", data }), refusedAs(pattern));
+  }
+  assert.throws(
+    () => notes.encode({ type: "Noted", data: 1 }, { meta: { by: "\u0000" } }),
+    refusedAs(/metadata cannot be stored/),
+  );
+  assert.throws(
+    () => notes.encode({ type: "Noted", data: 1 }, { correlationId: "r\ud83d" }),
+    refusedAs(/context\.correlationId cannot be stored/),
+  );
+  // A well-formed surrogate pair (an emoji) and an escaped backslash-u are fine.
+  const ok = notes.roundTrip({ type: "Noted", data: { text: "\ud83d\ude00 \\u0000" } });
+  assert.deepEqual(ok.decoded.data, { text: "\ud83d\ude00 \\u0000" });
+});
+
+Deno.test("encode refuses byte arrays: stores disagree on them (JSON object vs binary)", () => {
+  assert.throws(
+    () => notes.encode({ type: "Noted", data: new Uint8Array([1, 2]) }),
+    refusedAs(/data is a byte array/),
+  );
+  assert.throws(
+    () => notes.encode({ type: "Noted", data: new ArrayBuffer(2) }),
+    refusedAs(/byte array/),
+  );
+  assert.throws(
+    () => notes.encode({ type: "Noted", data: { blob: new Uint16Array(1) } }),
+    refusedAs(/holds a byte array.*"blob"/),
+  );
+});
