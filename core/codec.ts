@@ -482,8 +482,9 @@ function storedVersion(meta: unknown): unknown {
 // A NUL, or half of a surrogate pair: valid in JS strings and JSON text, refused by PostgreSQL's
 // jsonb (MessageDB), so no store-independent codec may let them through.
 // deno-lint-ignore no-control-regex
-const UNSTORABLE_TEXT =
-  /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const UNSTORABLE_TEXT = new RegExp(
+  "\\u0000|[\\ud800-\\udbff](?![\\udc00-\\udfff])|(?<![\\ud800-\\udbff])[\\udc00-\\udfff]",
+);
 
 function unstorableText(text: string): string | undefined {
   const found = UNSTORABLE_TEXT.exec(text);
