@@ -45,7 +45,11 @@ export type { DynamoClient } from "../stores/dynamo.ts";
  *   dynamoCheckpoints,
  *   type DynamoCheckpointsOptions,
  * } from "@impel/impel/checkpoints/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const options: DynamoCheckpointsOptions = { tableName: "orders-checkpoints" };
  * await createCheckpointTable(client, options.tableName);
  * const checkpoints = dynamoCheckpoints(client, options);
@@ -64,7 +68,11 @@ export interface DynamoCheckpointsOptions {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { createCheckpointTable } from "@impel/impel/checkpoints/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * await createCheckpointTable(client, "checkpoints");
  * ```
  */
@@ -82,7 +90,11 @@ export async function createCheckpointTable(
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { createCheckpointTable, dynamoCheckpoints } from "@impel/impel/checkpoints/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * await createCheckpointTable(client, "checkpoints");
  * const checkpoints = dynamoCheckpoints(client, { tableName: "checkpoints" });
  * const key = { source: "dynamo:index", tranche: "0", group: "reactor" };

@@ -75,7 +75,11 @@ export type { DynamoClient } from "../stores/dynamo.ts";
  * import { run, streamsSink } from "@impel/impel";
  * import { type DynamoSourceOptions, dynamoSource } from "@impel/impel/sources/dynamo";
  * import { dynamoCheckpoints } from "@impel/impel/checkpoints/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const stop = new AbortController();
  * // Index-only batches (no eventTable): the reactor only needs to know which streams changed.
  * const options: DynamoSourceOptions = {
@@ -209,7 +213,11 @@ export function encodePosition(epoch: number, offset: number): Position {
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { dynamoSource } from "@impel/impel/sources/dynamo";
  * import { dynamoCheckpoints } from "@impel/impel/checkpoints/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const stop = new AbortController();
  * const batches = dynamoSource({
  *   client,

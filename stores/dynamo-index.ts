@@ -96,7 +96,11 @@ export function tipKey(partition: string): string {
  * ```ts
  * import { DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
  * import { PARTITIONS_KEY } from "@impel/impel/stores/dynamo-index";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const { Item } = await client.send(
  *   new GetItemCommand({
  *     TableName: "events-index",
@@ -115,7 +119,11 @@ export const PARTITIONS_KEY = "$partitions";
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { createIndexTable } from "@impel/impel/stores/dynamo-index";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * await createIndexTable(client, "events-index");
  * ```
  */

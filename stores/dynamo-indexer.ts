@@ -73,7 +73,11 @@ const CONTENTION_ATTEMPTS = 12;
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { dynamoIndexer, type DynamoIndexerOptions } from "@impel/impel/stores/dynamo-indexer";
  * import { categoryOf } from "@impel/impel";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const options: DynamoIndexerOptions = {
  *   indexTable: "events-index",
  *   partitionOf: (stream) => categoryOf(stream), // one tranche per category
@@ -110,7 +114,11 @@ export interface DynamoIndexerOptions {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { dynamoIndexer, type StreamRecordLike } from "@impel/impel/stores/dynamo-indexer";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
  * // The handler of a Lambda fed by the events table's DynamoDB Stream
  * const handler = async (event: { Records: StreamRecordLike[] }) => {
@@ -139,7 +147,11 @@ export interface StreamRecordLike {
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { summarizeAppend } from "@impel/impel/stores/dynamo";
  * import { dynamoIndexer, type IngestResult } from "@impel/impel/stores/dynamo-indexer";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
  * const append = summarizeAppend({
  *   p: { S: "Order-1" },
@@ -189,7 +201,11 @@ export interface IngestResult {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { dynamoIndexer, type ParkedRecord } from "@impel/impel/stores/dynamo-indexer";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
  * const parked: ParkedRecord[] = await indexer.parked();
  * for (const r of parked) console.log(r.stream, r.index, r.reason);
@@ -217,7 +233,11 @@ export interface ParkedRecord {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { type DynamoIndexer, dynamoIndexer } from "@impel/impel/stores/dynamo-indexer";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const indexer: DynamoIndexer = dynamoIndexer(client, { indexTable: "events-index" });
  * const { epoch, offset, streams } = await indexer.tip("0");
  * console.log(`partition 0: epoch ${epoch} holds ${offset} entries of ${streams} streams`);
@@ -302,7 +322,11 @@ export class IndexContentionError extends ImpelError {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { createIndexTable, dynamoIndexer } from "@impel/impel/stores/dynamo-indexer";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * await createIndexTable(client, "events-index");
  * const indexer = dynamoIndexer(client, { indexTable: "events-index" });
  * // In a Lambda handler: `export const handler = (event) => indexer.ingest(event.Records);`

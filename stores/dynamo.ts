@@ -171,7 +171,11 @@ export interface DynamoStreamsClient {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { dynamoStore, type DynamoStoreOptions } from "@impel/impel/stores/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * // A read model that tolerates slightly stale reads at half the read cost.
  * const options: DynamoStoreOptions = { tableName: "events", consistentRead: false };
  * const store = dynamoStore(client, options);
@@ -192,7 +196,11 @@ export interface DynamoStoreOptions {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { type DynamoEventStore, dynamoStore } from "@impel/impel/stores/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const store: DynamoEventStore = dynamoStore(client, { tableName: "events" });
  * const version = await store.version("Order-1"); // 0 if the stream does not exist
  * await store.append("Order-1", [{ type: "Shipped", data: {} }], version);
@@ -221,7 +229,11 @@ export interface DynamoEventStore extends EventStore, LastEventReader, SnapshotR
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { dynamoStore, type DynamoReadStreamOptions } from "@impel/impel/stores/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * const store = dynamoStore(client, { tableName: "events" });
  * const options: DynamoReadStreamOptions = {
  *   onInvalid: (event, error) => console.error(event.index, error.message),
@@ -300,7 +312,11 @@ export class DynamoAppendError extends ImpelError {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { ensureTable, type TableDefinition } from "@impel/impel/stores/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * // A projection table: one item per order, keyed by id and version.
  * const definition: TableDefinition = {
  *   tableName: "order-summaries",
@@ -330,7 +346,11 @@ export interface TableDefinition {
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { ensureTable } from "@impel/impel/stores/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * await ensureTable(client, { tableName: "things", partitionKey: ["p", "S"] });
  * ```
  */
@@ -401,7 +421,11 @@ export async function ensureTable(
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { createEventTable } from "@impel/impel/stores/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * await createEventTable(client, "events");
  * ```
  */
@@ -422,7 +446,11 @@ export async function createEventTable(client: DynamoClient, tableName: string):
  * ```ts
  * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
  * import { createEventTable, dynamoStore } from "@impel/impel/stores/dynamo";
- * const client = new DynamoDBClient({ endpoint: "http://127.0.0.1:8000", region: "local" });
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
  * await createEventTable(client, "events");
  * const store = dynamoStore(client, { tableName: "events" });
  * await store.append("Order-1", [{ type: "Placed", data: { total: 3 } }], 0);
