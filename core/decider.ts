@@ -7,8 +7,11 @@
  *   got there first, the decider waits a jittered backoff (`retry`), reads the events it missed
  *   (from the version it knows, not from the start), folds them, and decides again, up to
  *   `maxAttempts` times, after which it rejects with {@linkcode MaxAttemptsExceededError}.
- *   Within a process, transacts on one stream of one store object run one at a time, so they
- *   never conflict with each other; only other processes cause conflicts.
+ *   Within a process, transacts on one stream of one store object take turns, so they do not
+ *   conflict with each other. A turn is held at most `maxTurnMs` (1 s): a `decide` that
+ *   transacts on its own stream, or on a stream whose transact waits for this one, delays the
+ *   next transact by that much and then both go ahead on optimistic concurrency, never waiting
+ *   forever.
  * - **What is folded is what is read.** Decided events go through the codec's
  *   {@linkcode Codec.roundTrip}: an event no reader could decode is refused with
  *   {@linkcode EventEncodeError} before anything is appended, and the state kept (and cached) is
@@ -16,8 +19,10 @@
  *   folds.
  * - **Cache.** With a {@linkcode StateCache}, folded states are kept per stream with their
  *   version, so a load reads only the events written since (or nothing, with
- *   `load: "allowStale"`). Deciders share an entry only when built from the same codec, fold,
- *   initial state and snapshot rule (by reference): the decider's identity.
+ *   `load: "allowStale"`). Deciders share an entry only when built over the same store object
+ *   from the same codec, fold, initial state, snapshot rule (by reference) and idempotency
+ *   window: the decider's identity. A stream keeps at most `maxPerStream` (4) entries, the
+ *   least recently used going first, and the cache at most `maxEntries` in all.
  * - **Stale loads.** With `load: "allowStale"` a decision that appends events is still checked
  *   by the expected version; a decision that appends nothing is not: its result may rest on a
  *   stale state unless the transact passes `requireFresh: true`, which reads what was missed
@@ -26,7 +31,10 @@
  *   first appended event; a later transact with the same key on the same stream (a caller's
  *   retry after a crash or a lost reply) finds it among the stream's recent keys and appends
  *   nothing (`duplicate: true`). The decider remembers the last `idempotencyWindow` keys per
- *   stream (snapshots carry them), so a retry must come within that many keyed appends.
+ *   stream (snapshots carry them), so a retry must come within that many keyed appends. A
+ *   snapshot also records its window, and a decider that loads it keeps the larger of its own
+ *   and that one, so deciders with a smaller window never trim the keys a larger one needs
+ *   (once a snapshot with the larger window exists).
  * - **Rolling snapshots.** With `snapshot`, an append that leaves `every` or more events after
  *   the latest snapshot also appends a snapshot event (the folded state, as an event of the
  *   stream's own union) in the same atomic write. A store that can find the last event of a
@@ -38,7 +46,7 @@
  * @module
  */
 import type { Codec, EncodeContext, TypedEvent } from "./codec.ts";
-import { checkInteger, describe, ImpelError, InvalidArgumentError } from "./errors.ts";
+import { checkInteger, checkNumber, describe, ImpelError, InvalidArgumentError } from "./errors.ts";
 import type { StreamEvent } from "./event.ts";
 import { backoff, type RetryOptions } from "./failure.ts";
 import { type EventData, type EventStore, WrongExpectedVersionError } from "./store.ts";
@@ -72,8 +80,10 @@ import { sleep } from "./tranches.ts";
  */
 export const IDEMPOTENCY_KEY = "idempotencyKey";
 
-// The metadata key of a snapshot event listing the stream's recent idempotency keys.
+// The metadata keys of a snapshot event listing the stream's recent idempotency keys, and how
+// many of them the stream's deciders keep (the largest window that wrote a snapshot).
 const IDEMPOTENCY_KEYS = "idempotencyKeys";
+const IDEMPOTENCY_WINDOW = "idempotencyWindow";
 
 /**
  * A store capability used by rolling snapshots: the last event of a stream, optionally only
@@ -160,16 +170,22 @@ export interface CachedState {
   /** The stream's recent idempotency keys, oldest first. */
   readonly keys: readonly string[];
   /**
-   * The identity of the deciders that produced `state` (one per combination of codec, fold,
-   * initial state and snapshot rule), so that deciders that would fold differently never share.
+   * How many idempotency keys are kept: the decider's `idempotencyWindow`, or the larger window
+   * a snapshot of the stream was written with (absent: the decider's).
+   */
+  readonly window?: number;
+  /**
+   * The identity of the deciders that produced `state` (one per combination of store object,
+   * codec, fold, initial state, snapshot rule and idempotency window), so that deciders that
+   * would fold differently, or read another store, never share.
    */
   readonly owner: object;
 }
 
 /**
  * An in-process cache of folded states by stream name and decider identity, shared by any
- * number of deciders. Deciders built from the same codec, fold, initial state and snapshot rule
- * share entries; others keep to their own.
+ * number of deciders. Deciders built over the same store object from the same codec, fold,
+ * initial state, snapshot rule and idempotency window share entries; others keep to their own.
  *
  * @example
  * ```ts
@@ -191,6 +207,8 @@ export interface StateCache {
   delete(stream: StreamName): void;
   /** Streams held. */
   readonly size: number;
+  /** Entries held, over all streams and owners (at most `maxEntries`). */
+  readonly entryCount: number;
 }
 
 /**
@@ -199,15 +217,24 @@ export interface StateCache {
  * @example
  * ```ts
  * import { createStateCache, type StateCacheOptions } from "@impel/impel";
- * const options: StateCacheOptions = { maxEntries: 50_000 };
+ * const options: StateCacheOptions = { maxEntries: 50_000, maxPerStream: 2 };
  * const cache = createStateCache(options);
  * ```
  *
  * @category Write side
  */
 export interface StateCacheOptions {
-  /** Most streams kept (each with an entry per decider identity); the least recently used go first (default 10 000). */
+  /**
+   * Most entries kept over all streams (a stream holds one per decider identity that used it);
+   * the least recently used streams go first (default 10 000).
+   */
   readonly maxEntries?: number;
+  /**
+   * Most entries kept for one stream (default 4): beyond it, the entry used least recently is
+   * dropped, so deciders built per call with a new identity each time cannot grow a stream's
+   * list without bound.
+   */
+  readonly maxPerStream?: number;
 }
 
 /**
@@ -224,8 +251,11 @@ export interface StateCacheOptions {
  */
 export function createStateCache(options: StateCacheOptions = {}): StateCache {
   const maxEntries = checkInteger("maxEntries", options.maxEntries ?? 10_000, 1);
-  // Per stream, one entry per decider identity: a stream rarely has more than one or two.
+  const maxPerStream = checkInteger("maxPerStream", options.maxPerStream ?? 4, 1);
+  // Per stream, one entry per decider identity, least recently used first: a stream rarely has
+  // more than one or two.
   const streams = new Map<StreamName, CachedState[]>();
+  let count = 0;
   const touch = (stream: StreamName): CachedState[] | undefined => {
     const held = streams.get(stream);
     if (held !== undefined) {
@@ -234,29 +264,62 @@ export function createStateCache(options: StateCacheOptions = {}): StateCache {
     }
     return held;
   };
+  const evict = (keep: StreamName) => {
+    for (const [stream, held] of streams) {
+      if (count <= maxEntries) return;
+      if (stream === keep) continue;
+      streams.delete(stream);
+      count -= held.length;
+    }
+    // Only `keep` is left: trim its oldest entries.
+    const held = streams.get(keep);
+    while (count > maxEntries && held !== undefined && held.length > 1) {
+      held.shift();
+      count--;
+    }
+  };
   return {
     get(stream, owner) {
-      return touch(stream)?.find((e) => e.owner === owner);
+      const held = touch(stream);
+      const k = held?.findIndex((e) => e.owner === owner) ?? -1;
+      if (k < 0) return undefined;
+      const [entry] = held!.splice(k, 1);
+      held!.push(entry);
+      return entry;
     },
     set(stream, entry) {
       const held = touch(stream);
       if (held === undefined) {
         streams.set(stream, [entry]);
-        if (streams.size > maxEntries) streams.delete(streams.keys().next().value!);
-        return;
+        count++;
+      } else {
+        const k = held.findIndex((e) => e.owner === entry.owner);
+        if (k >= 0) {
+          const [known] = held.splice(k, 1);
+          held.push(known.version <= entry.version ? entry : known);
+        } else {
+          held.push(entry);
+          count++;
+          if (held.length > maxPerStream) {
+            held.shift();
+            count--;
+          }
+        }
       }
-      const k = held.findIndex((e) => e.owner === entry.owner);
-      if (k < 0) held.push(entry);
-      else if (held[k].version <= entry.version) held[k] = entry;
+      if (count > maxEntries) evict(stream);
     },
     entries(stream) {
       return streams.get(stream) ?? [];
     },
     delete(stream) {
+      count -= streams.get(stream)?.length ?? 0;
       streams.delete(stream);
     },
     get size() {
       return streams.size;
+    },
+    get entryCount() {
+      return count;
     },
   };
 }
@@ -324,6 +387,7 @@ export interface SnapshotOptions<E extends TypedEvent, S> {
  *   maxAttempts: 5,
  *   retry: { initialDelayMs: 20, maxDelayMs: 1_000, jitter: 1 },
  *   cache: createStateCache(),
+ *   maxTurnMs: 500,
  * };
  * const decider = createDecider(options);
  * ```
@@ -346,15 +410,29 @@ export interface DeciderOptions<E extends TypedEvent, S> {
    * 50 ms doubling to at most 1 s, jitter 1: each wait is spread over 0.5–1.5 times the delay,
    * so contending writers fall out of step; with 8 writers on one MessageDB stream this cut
    * failed transacts from about a third to about a tenth). `{ initialDelayMs: 0 }` re-decides
-   * at once.
+   * at once. A default gives way to the other bound: `{ maxDelayMs: 20 }` starts at 20 ms,
+   * `{ initialDelayMs: 2_000 }` stays at 2 s.
    */
   readonly retry?: RetryOptions;
   /** Keep folded states in memory between calls. */
   readonly cache?: StateCache;
   /** Write and use rolling snapshots. */
   readonly snapshot?: SnapshotOptions<E, S>;
-  /** Idempotency keys remembered per stream (default 100): a keyed retry must come within them. */
+  /**
+   * Idempotency keys remembered per stream (default 100): a keyed retry must come within them.
+   * A snapshot records the window it was written with and a decider loading it keeps the larger
+   * of the two, so a small-window decider never trims what a larger-window one needs; deciders
+   * with different windows keep separate cache entries.
+   */
   readonly idempotencyWindow?: number;
+  /**
+   * How long a transact keeps its stream's in-process turn (default 1 000 ms; 0: no turns).
+   * Transacts on one stream of one store object take turns so that they do not conflict with
+   * each other; past this the next one starts anyway, relying on the expected version, so a
+   * `decide` that transacts on its own stream, or two that transact on each other's, delay each
+   * other by at most this much instead of waiting forever.
+   */
+  readonly maxTurnMs?: number;
 }
 
 /**
@@ -671,8 +749,10 @@ interface Loaded<S> {
   readonly version: number;
   readonly state: S;
   readonly sinceSnapshot: number;
-  /** Recent idempotency keys, oldest first, at most `idempotencyWindow`. */
+  /** Recent idempotency keys, oldest first, at most `window`. */
   readonly keys: readonly string[];
+  /** How many keys are kept: the decider's window, or a larger one a snapshot was written with. */
+  readonly window: number;
 }
 
 function hasSnapshotReader(store: EventStore): store is EventStore & SnapshotReader {
@@ -729,22 +809,43 @@ function identityOf(parts: readonly unknown[]): object {
   return node.identity ??= Object.freeze({});
 }
 
-// Transacts in flight per store object and stream: the tail of each stream's queue. Keyed by
-// the store object so that deciders of different stores never wait for each other.
-const queues = new WeakMap<EventStore, Map<StreamName, Promise<unknown>>>();
+// The turns of transacts per store object and stream: each stream's latest turn, which resolves
+// when its transact is done or has held it for `maxTurnMs`. Keyed by the store object so that
+// deciders of different stores never wait for each other.
+const turns = new WeakMap<EventStore, Map<StreamName, Promise<void>>>();
 
-/** Runs `fn` once every earlier call for the same store and stream has settled. */
-function serialized<T>(store: EventStore, stream: StreamName, fn: () => Promise<T>): Promise<T> {
-  let byStream = queues.get(store);
-  if (byStream === undefined) queues.set(store, byStream = new Map());
-  const previous = byStream.get(stream);
-  const run = previous === undefined ? fn() : previous.then(fn, fn);
-  const tail = run.then(() => {}, () => {});
-  byStream.set(stream, tail);
-  void tail.then(() => {
-    if (byStream.get(stream) === tail) byStream.delete(stream);
-  });
-  return run;
+/**
+ * Runs `fn` once every earlier call for the same store and stream has settled or held its turn
+ * for `maxTurnMs`, whichever comes first. A turn is a courtesy that saves conflicts, never a
+ * lock: a transact whose `decide` transacts on its own stream, or on one whose transact is
+ * waiting for this one, would otherwise wait forever; past the limit the next one goes ahead and
+ * the expected version keeps both correct.
+ */
+function inTurn<T>(
+  store: EventStore,
+  stream: StreamName,
+  maxTurnMs: number,
+  fn: () => Promise<T>,
+): Promise<T> {
+  if (maxTurnMs === 0) return fn();
+  let byStream = turns.get(store);
+  if (byStream === undefined) turns.set(store, byStream = new Map());
+  const streams = byStream;
+  const previous = streams.get(stream);
+  let release!: () => void;
+  const turn = new Promise<void>((resolve) => release = resolve);
+  streams.set(stream, turn);
+  const run = async (): Promise<T> => {
+    const timer = setTimeout(release, maxTurnMs);
+    try {
+      return await fn();
+    } finally {
+      clearTimeout(timer);
+      release();
+      if (streams.get(stream) === turn) streams.delete(stream);
+    }
+  };
+  return previous === undefined ? run() : previous.then(run);
 }
 
 /**
@@ -799,13 +900,19 @@ export function createDecider<E extends TypedEvent, S>(
   }
   checkFunction("fold", fold);
   const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 3, 1);
+  const retry = options.retry ?? {};
+  // The default initial delay gives way to a smaller maxDelayMs (and the default maximum to a
+  // larger initialDelayMs): only delays the caller gave are checked against each other.
   const conflictBackoff = backoff({
-    initialDelayMs: 50,
-    maxDelayMs: 1_000,
     factor: 2,
     jitter: 1,
-    ...options.retry,
+    ...retry,
+    initialDelayMs: retry.initialDelayMs ??
+      (typeof retry.maxDelayMs === "number" ? Math.min(50, retry.maxDelayMs) : 50),
+    maxDelayMs: retry.maxDelayMs ??
+      (typeof retry.initialDelayMs === "number" ? Math.max(1_000, retry.initialDelayMs) : 1_000),
   });
+  const maxTurnMs = checkNumber("maxTurnMs", options.maxTurnMs ?? 1_000, 0);
   const window = checkInteger("idempotencyWindow", options.idempotencyWindow ?? 100, 0);
   let snapshotType: string | undefined;
   if (snapshot !== undefined) {
@@ -815,27 +922,41 @@ export function createDecider<E extends TypedEvent, S>(
     // The stored type of a snapshot is whatever the codec names the snapshot event.
     snapshotType = codec.encode(snapshot.toSnapshot(initial)).type;
   }
-  // Everything that shapes the folded state: deciders agreeing on all of it may share entries.
-  const owner = identityOf([codec, fold, initial, snapshot?.isOrigin]);
-  const empty: Loaded<S> = { version: 0, state: initial, sinceSnapshot: 0, keys: [] };
+  // Everything that shapes the folded state and the keys kept with it, and the store it was read
+  // from: deciders agreeing on all of it may share entries.
+  const owner = identityOf([store, codec, fold, initial, snapshot?.isOrigin, window]);
+  const empty: Loaded<S> = { version: 0, state: initial, sinceSnapshot: 0, keys: [], window };
 
   function remember(stream: StreamName, loaded: Loaded<S>): void {
     cache?.set(stream, { ...loaded, owner });
   }
 
   function cached(stream: StreamName): Loaded<S> | undefined {
-    return cache?.get(stream, owner) as Loaded<S> | undefined;
+    const entry = cache?.get(stream, owner) as Loaded<S> | undefined;
+    // A cache of another making may not keep the window: then it is this decider's.
+    return entry === undefined || typeof entry.window === "number" ? entry : { ...entry, window };
   }
 
-  function withKey(keys: readonly string[], key: string): readonly string[] {
+  function withKey(keys: readonly string[], key: string, kept: number): readonly string[] {
     const next = [...keys, key];
-    return next.length > window ? next.slice(next.length - window) : next;
+    return next.length > kept ? next.slice(next.length - kept) : next;
   }
 
-  function snapshotKeys(meta: unknown): readonly string[] {
-    const keys = metaField(meta, IDEMPOTENCY_KEYS);
-    if (!Array.isArray(keys) || window === 0) return [];
-    return keys.filter((k): k is string => typeof k === "string").slice(-window);
+  /**
+   * The keys a snapshot carries, and how many to keep from then on: this decider's window or the
+   * one the snapshot was written with, whichever is larger, so that a decider with a small
+   * window never trims the keys a reader with a larger one needs.
+   */
+  function snapshotKeys(meta: unknown): { keys: readonly string[]; window: number } {
+    const recorded = metaField(meta, IDEMPOTENCY_WINDOW);
+    const raw = metaField(meta, IDEMPOTENCY_KEYS);
+    const keys = Array.isArray(raw) ? raw.filter((k): k is string => typeof k === "string") : [];
+    const kept = Math.max(
+      window,
+      Number.isSafeInteger(recorded) && (recorded as number) > 0 ? recorded as number : 0,
+      keys.length,
+    );
+    return { keys: keys.slice(keys.length - Math.min(kept, keys.length)), window: kept };
   }
 
   /** Reads the events after `base` and folds them in, restarting at the last snapshot among them. */
@@ -854,23 +975,25 @@ export function createDecider<E extends TypedEvent, S>(
     const decoded: E[] = [];
     let state = base.state;
     let keys = base.keys;
+    let kept = base.window;
     let sinceSnapshot = base.sinceSnapshot + stored.length;
     for (let i = 0; i < stored.length; i++) {
       const key = metaField(stored[i].meta, IDEMPOTENCY_KEY);
-      if (typeof key === "string") keys = withKey(keys, key);
+      if (typeof key === "string") keys = withKey(keys, key, kept);
       const event = codec.decode(stored[i]);
       if (event === undefined) continue;
       if (snapshot?.isOrigin(event)) {
         // Everything folded so far is superseded by the snapshot.
         decoded.length = 0;
         state = initial;
-        keys = snapshotKeys(stored[i].meta);
+        ({ keys, window: kept } = snapshotKeys(stored[i].meta));
         sinceSnapshot = stored.length - 1 - i;
       }
       decoded.push(event);
     }
     state = fold(state, decoded);
-    const loaded = { version: stored[stored.length - 1].index + 1, state, sinceSnapshot, keys };
+    const version = stored[stored.length - 1].index + 1;
+    const loaded = { version, state, sinceSnapshot, keys, window: kept };
     remember(stream, loaded);
     return loaded;
   }
@@ -903,7 +1026,7 @@ export function createDecider<E extends TypedEvent, S>(
           version: last.index + 1,
           state: fold(initial, [event]),
           sinceSnapshot: 0,
-          keys: snapshotKeys(last.meta),
+          ...snapshotKeys(last.meta),
         };
         return { loaded: await readForward(stream, base), fresh: true };
       }
@@ -972,20 +1095,33 @@ export function createDecider<E extends TypedEvent, S>(
           ...toWrite[0],
           meta: { ...(toWrite[0].meta as object), [IDEMPOTENCY_KEY]: key },
         };
-        keys = withKey(keys, key);
+        keys = withKey(keys, key, current.window);
       }
       let state = fold(current.state, readBack);
       let sinceSnapshot = current.sinceSnapshot + events.length;
       if (snapshot !== undefined && sinceSnapshot >= snapshot.every) {
         const { stored, decoded } = codec.roundTrip(snapshot.toSnapshot(state), context);
-        toWrite.push({ ...stored, meta: { ...(stored.meta as object), [IDEMPOTENCY_KEYS]: keys } });
+        toWrite.push({
+          ...stored,
+          meta: {
+            ...(stored.meta as object),
+            [IDEMPOTENCY_KEYS]: keys,
+            [IDEMPOTENCY_WINDOW]: current.window,
+          },
+        });
         // Every later reader restarts at the snapshot: so does the state kept here.
         state = fold(initial, [decoded]);
         sinceSnapshot = 0;
       }
       try {
         const { nextIndex } = await store.append(stream, toWrite, current.version);
-        remember(stream, { version: nextIndex, state, sinceSnapshot, keys });
+        remember(stream, {
+          version: nextIndex,
+          state,
+          sinceSnapshot,
+          keys,
+          window: current.window,
+        });
         return {
           result,
           state,
@@ -1011,6 +1147,19 @@ export function createDecider<E extends TypedEvent, S>(
     decide: (state: S, context: DecideContext) => Decision<E, R> | Promise<Decision<E, R>>,
     transactOptions: TransactOptions = {},
   ): Promise<TransactOutcome<S, R>> {
+    try {
+      return start(stream, decide, transactOptions ?? {});
+    } catch (error) {
+      // Bad arguments reject like every other failure of a transact.
+      return Promise.reject(error);
+    }
+  }
+
+  function start<R>(
+    stream: StreamName,
+    decide: (state: S, context: DecideContext) => Decision<E, R> | Promise<Decision<E, R>>,
+    transactOptions: TransactOptions,
+  ): Promise<TransactOutcome<S, R>> {
     checkStreamName(stream);
     checkFunction("decide", decide);
     const option = checkLoadOption(transactOptions.load ?? "requireLoad");
@@ -1021,7 +1170,7 @@ export function createDecider<E extends TypedEvent, S>(
         `must be a non-empty string, got ${describe(key)}`,
       );
     }
-    return serialized(store, stream, () => attempt(stream, decide, transactOptions, option));
+    return inTurn(store, stream, maxTurnMs, () => attempt(stream, decide, transactOptions, option));
   }
 
   return {
