@@ -7,7 +7,10 @@
  *   (`startFrom`, `whenNoCheckpoint`), loading the checkpoint with retry; given `readTail`, a
  *   checkpoint beyond the tail is refused with {@linkcode CheckpointPastTailError} (or warned
  *   about with `checkpointPastTail: "warn"`), since reading from it would skip what is written
- *   next;
+ *   next. The tail start applies to the tranches there are when the source starts (`tranches`
+ *   and the first successful `readTranches`); a tranche found later was made after the start, so
+ *   without a checkpoint (or with `startFrom: "tail"`) it is read from its beginning, not from
+ *   its tail, which would skip what was written to it before it was found;
  * - the announcement: each tranche's first batch, sent before its first read, is empty, not at
  *   the tail and without `commit`, at the start position (at the tail, with `commit`, when
  *   starting from the tail). It makes the tranche known to the sink, so that waiting for every
@@ -23,7 +26,10 @@
  * - an optional one-page prefetch while catching up, the tail sleep, and the wake-up that cuts it
  *   short (a NOTIFY, any signal);
  * - retries with backoff ({@linkcode retrying}) of reads and checkpoint loads that fail in a
- *   retriable way; a tranche whose reads keep failing shows in `problems()`.
+ *   retriable way (and of parts of a read, through the `retry` of {@linkcode ReadContext}); a
+ *   tranche whose reads keep failing shows in `problems()`, `"degraded"` from the first failure
+ *   and `"failing"` after a minute, with `since` the time of the first failure of the run of
+ *   failures (reset only by a success).
  *
  * @module
  */
@@ -56,11 +62,38 @@ export interface Page {
    * reader can hand a page on as several smaller batches (`maxBatchItems`).
    */
   readonly positions?: readonly Position[];
+  /**
+   * Optional, for a page at the tail: when to read again (ms since the epoch), instead of after
+   * `tailSleepMs`. A time already past reads again at once; a wake-up still cuts the wait short.
+   * The periodic source uses it to crawl `intervalMs` after the start of the last crawl.
+   */
+  readonly readAgainAt?: number;
+}
+
+/**
+ * What the reader gives `readPage` besides the position: `retry` runs a part of the read (one of
+ * several requests it makes) with the source's retry policy, logged and shown in `problems()`
+ * under the tranche like the page read itself, so that a read need not retry the whole page when
+ * only one request failed.
+ *
+ * @example
+ * ```ts
+ * import type { ReadContext, ReadPage } from "./reader.ts";
+ * const readPage: ReadPage = async (_tranche, position, _signal, context?: ReadContext) => {
+ *   const body = async () => "body";
+ *   const text = context ? await context.retry("reading the body", body) : await body();
+ *   return { items: [], next: (position ?? 0n) + BigInt(text.length), isTail: true };
+ * };
+ * ```
+ */
+export interface ReadContext {
+  /** Runs `fn` until it succeeds or fails in a way the source does not retry. */
+  retry<T>(what: string, fn: () => Promise<T>): Promise<T>;
 }
 
 /**
  * Reads one page of `tranche` from `position` (`undefined`: from the beginning). `signal`
- * aborts when the source stops.
+ * aborts when the source stops; `context` (always given by the reader) retries parts of a read.
  *
  * @example
  * ```ts
@@ -74,6 +107,7 @@ export type ReadPage = (
   tranche: string,
   position: Position | undefined,
   signal: AbortSignal,
+  context?: ReadContext,
 ) => Promise<Page>;
 
 /**
@@ -130,9 +164,15 @@ export interface PagedSourceOptions {
   readonly group?: string;
   /** The checkpoint key of a tranche (default `{ source: name, tranche, group }`). */
   readonly checkpointKey?: (tranche: string) => CheckpointKey;
-  /** Where to start (default `"checkpoint"`); `"tail"` needs `readTail`. */
+  /**
+   * Where to start (default `"checkpoint"`); `"tail"` needs `readTail`. A tranche that
+   * `readTranches` finds after its first listing is read from its beginning with `"tail"`.
+   */
   readonly startFrom?: StartFrom;
-  /** Where `"checkpoint"` starts when nothing is stored (default `"start"`). */
+  /**
+   * Where `"checkpoint"` starts when nothing is stored (default `"start"`). A tranche that
+   * `readTranches` finds after its first listing starts from its beginning either way.
+   */
   readonly whenNoCheckpoint?: "start" | "tail";
   /**
    * With `readTail`, what a checkpoint beyond the tail does at start: `"error"` (default) fails
@@ -264,10 +304,13 @@ export async function retrying<T>(fn: () => Promise<T>, options: RetryingOptions
 const FAILING_AFTER_MS = 60_000;
 
 interface Trouble {
-  readonly what: string;
+  what: string;
+  /** When the first of the failures began; kept while any of them is still being retried. */
   readonly since: number;
   attempts: number;
   error: unknown;
+  /** Retried operations of the tranche that have failed and not succeeded or ended since. */
+  failing: number;
 }
 
 interface Settings {
@@ -315,45 +358,70 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
   const troubles = new Map<string, Trouble>();
   let nothingToRead: number | undefined;
 
-  /** `fn` retried per the source's policy; failures are logged and shown as problems. */
-  const retry = <T>(tranche: string, what: string, signal: AbortSignal, fn: () => Promise<T>) =>
-    retrying(fn, {
-      backoff: settings.backoff,
-      signal,
-      isRetriable,
-      onFailure(error, attempt, delay) {
-        let trouble = troubles.get(tranche);
-        if (trouble === undefined || trouble.what !== what) {
-          troubles.set(tranche, trouble = { what, since: Date.now(), attempts: 0, error });
-        }
-        trouble.attempts = attempt;
-        trouble.error = error;
-        log.warn(
-          "{what} of {source}/{tranche} failed (attempt {attempt}), retrying in {delay} ms: {error}",
-          {
+  /**
+   * `fn` retried per the source's policy; failures are logged and shown as problems. Several
+   * operations of one tranche may fail at once (the event reads of one page): the tranche's
+   * trouble lasts, with the `since` of the first failure, until none of them is failing.
+   */
+  const retry = async <T>(
+    tranche: string,
+    what: string,
+    signal: AbortSignal,
+    fn: () => Promise<T>,
+  ): Promise<T> => {
+    let failed = false;
+    try {
+      return await retrying(fn, {
+        backoff: settings.backoff,
+        signal,
+        isRetriable,
+        onFailure(error, attempt, delay) {
+          let trouble = troubles.get(tranche);
+          if (trouble === undefined) {
+            trouble = { what, since: Date.now(), attempts: 0, error, failing: 0 };
+            troubles.set(tranche, trouble);
+          }
+          if (!failed) trouble.failing++;
+          failed = true;
+          trouble.what = what;
+          trouble.attempts = attempt;
+          trouble.error = error;
+          log.warn(
+            "{what} of {source}/{tranche} failed (attempt {attempt}), retrying in {delay} ms: {error}",
+            {
+              what,
+              source: name,
+              tranche,
+              attempt,
+              delay: Math.round(delay),
+              error: errorText(error),
+            },
+          );
+        },
+        onRecovery(attempts) {
+          log.info("{what} of {source}/{tranche} succeeded after {attempts} attempts", {
             what,
             source: name,
             tranche,
-            attempt,
-            delay: Math.round(delay),
-            error: errorText(error),
-          },
-        );
-      },
-      onRecovery(attempts) {
-        troubles.delete(tranche);
-        log.info("{what} of {source}/{tranche} succeeded after {attempts} attempts", {
-          what,
-          source: name,
-          tranche,
-          attempts,
-        });
-      },
-    });
+            attempts,
+          });
+        },
+      });
+    } finally {
+      // Succeeded, or ended (stopped, or failed for good, which fails the source or the read).
+      const trouble = failed ? troubles.get(tranche) : undefined;
+      if (trouble !== undefined && --trouble.failing <= 0) troubles.delete(tranche);
+    }
+  };
 
-  /** The tail sleep: `tailSleepMs`, or until the wake-up resolves, or until stopped. */
-  const tailSleep = async (tranche: string, signal: AbortSignal) => {
+  /**
+   * The tail sleep: `tailSleepMs` (or until `until`, ms since the epoch), or until the wake-up
+   * resolves, or until stopped.
+   */
+  const tailSleep = async (tranche: string, signal: AbortSignal, until?: number) => {
     if (signal.aborted) return;
+    const ms = until === undefined ? settings.tailSleepMs : Math.max(0, until - Date.now());
+    if (ms === 0) return;
     // Ends the sleep early; aborted once the sleep is over, which the wake-up is told of too.
     const early = new AbortController();
     const end = () => early.abort();
@@ -362,13 +430,18 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
       // A wakeup that throws, synchronously or not, only loses the early wake: the timer stays.
       Promise.resolve().then(() => wakeup(tranche, early.signal)).then(end, () => {});
     }
-    await sleep(settings.tailSleepMs, early.signal);
+    await sleep(ms, early.signal);
     signal.removeEventListener("abort", end);
     end();
   };
 
-  async function start(tranche: string, key: CheckpointKey, signal: AbortSignal) {
-    let how: StartFrom = settings.startFrom;
+  /**
+   * Where `tranche` starts. A tranche `found` after the first listing was made after the source
+   * started: a tail start would skip what was written to it before it was found, so it starts
+   * from its beginning where the policy says tail.
+   */
+  async function start(tranche: string, key: CheckpointKey, signal: AbortSignal, found: boolean) {
+    let how: StartFrom = settings.startFrom === "tail" && found ? "start" : settings.startFrom;
     if (how === "checkpoint") {
       const stored = checkpoints
         ? await retry(tranche, "loading the checkpoint", signal, () => checkpoints.load(key))
@@ -391,7 +464,7 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
         }
         return { position: stored as Position | undefined, how };
       }
-      how = settings.whenNoCheckpoint;
+      how = found ? "start" : settings.whenNoCheckpoint;
     }
     if (how === "start") return { position: undefined, how };
     const tail = await retry(tranche, "reading the tail", signal, () => readTail!(tranche, signal));
@@ -402,9 +475,10 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     tranche: string,
     signal: AbortSignal,
     enqueue: (batch: Batch) => Promise<void>,
+    found: boolean,
   ): Promise<void> {
     try {
-      await readFrom(tranche, signal, enqueue);
+      await readFrom(tranche, signal, enqueue, found);
     } catch (error) {
       if (signal.aborted) return; // stopping: whatever was in flight does not matter
       throw finalError(error, tranche);
@@ -415,16 +489,21 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     tranche: string,
     signal: AbortSignal,
     enqueue: (batch: Batch) => Promise<void>,
+    found: boolean,
   ): Promise<void> {
     const key = keyOf(tranche);
     const commit = checkpoints ? (p: Position) => checkpoints.commit(key, p) : undefined;
-    let { position, how } = await start(tranche, key, signal);
-    log.info("reading {source}/{tranche} from {position} ({how})", {
+    let { position, how } = await start(tranche, key, signal, found);
+    log.info("reading {source}/{tranche} from {position} ({how}{found})", {
       source: name,
       tranche,
       position: position === undefined ? "the start" : String(position),
       how,
+      found: found ? ", found after the source started" : "",
     });
+    const context: ReadContext = {
+      retry: (what, fn) => retry(tranche, what, signal, fn),
+    };
     let wasTail = how === "tail";
     if (wasTail) {
       // Starting at the tail, that position is committed straight away.
@@ -453,7 +532,7 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
         tranche,
         `read from ${from ?? "the start"}`,
         signal,
-        () => readPage(tranche, from, signal),
+        () => readPage(tranche, from, signal, context),
       ).then((page) => ({
         page,
         readMs: performance.now() - started,
@@ -474,7 +553,7 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
       position = page.next;
       wasTail = page.isTail;
       if (page.isTail) {
-        await tailSleep(tranche, signal);
+        await tailSleep(tranche, signal, page.readAgainAt);
         if (signal.aborted) return;
       }
       next ??= read(position);
@@ -522,9 +601,12 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
   const stream = trancheStream(async ({ signal, enqueue, spawn }) => {
     const close = await options.open?.(signal);
     const started = new Map<string, Promise<void>>();
+    // Tranches launched after the first listing are new since the start (see start()).
+    let listed = false;
     const launch = (tranche: string) => {
       if (started.has(tranche)) return;
-      started.set(tranche, spawn(() => readTranche(tranche, signal, enqueue)));
+      const found = listed;
+      started.set(tranche, spawn(() => readTranche(tranche, signal, enqueue, found)));
     };
     try {
       settings.tranches.forEach(launch);
@@ -538,6 +620,7 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
           throw finalError(error, "*");
         }
         checkTranches(`readTranches() of ${name}`, found, true).forEach(launch);
+        listed = true;
         nothingToRead = started.size > 0 ? undefined : nothingToRead ?? Date.now();
         // Until a tranche exists, look as often as a reader at the tail would.
         await sleep(started.size === 0 ? settings.tailSleepMs : settings.tranchesRefreshMs, signal);
@@ -664,12 +747,13 @@ function checkPage(source: string, tranche: string, page: Page) {
   if (
     page === null || typeof page !== "object" || !Array.isArray(page.items) ||
     typeof page.next !== "bigint" || typeof page.isTail !== "boolean" ||
+    (page.readAgainAt !== undefined && !Number.isFinite(page.readAgainAt)) ||
     (page.positions !== undefined &&
       (!Array.isArray(page.positions) || page.positions.length !== page.items.length))
   ) {
     throw new InvalidArgumentError(
       `readPage(${tranche}) of ${source}`,
-      "must resolve to { items: array, next: bigint, isTail: boolean, positions?: one bigint per item }",
+      "must resolve to { items: array, next: bigint, isTail: boolean, positions?: one bigint per item, readAgainAt?: number }",
     );
   }
 }

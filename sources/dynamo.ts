@@ -22,11 +22,15 @@
  *   waiting for every tranche's tail also waits for a partition whose first read is slow.
  * - Partitions are found in the index (and looked for again periodically) unless `tranches`
  *   names them.
- * - `startFrom: "tail"` (or `whenNoCheckpoint: "tail"`) starts at the partition's tip; a stored
- *   checkpoint beyond the tip is refused at start ({@linkcode CheckpointPastTailError}).
+ * - `startFrom: "tail"` (or `whenNoCheckpoint: "tail"`) starts the partitions there are at start
+ *   at their tip; a partition found while the source runs is read from its first epoch (it was
+ *   made after the start: its tip would skip what was indexed into it before it was found). A
+ *   stored checkpoint beyond the tip is refused at start ({@linkcode CheckpointPastTailError}).
  * - Failures that look transient (throttling, 5xx, lost connections) are retried with backoff
- *   (`retry`) from the same position; other failures error the stream. A partition whose reads
- *   keep failing shows in the stream's `problems()`.
+ *   (`retry`) from the same position, the index reads and each stream's event reads alike; other
+ *   failures (a `TypeError` other than fetch's "fetch failed" is a bug) error the stream. Every
+ *   retried failure is logged, and a partition whose reads keep failing shows in the stream's
+ *   `problems()`, degraded and then failing, since the first failure.
  *
  * @module
  */
@@ -41,8 +45,7 @@ import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
 import type { RetryOptions } from "../core/failure.ts";
-import { pagedSource, type ReadPage, retrying, type StartFrom } from "../core/reader.ts";
-import { backoff } from "../core/failure.ts";
+import { pagedSource, type ReadContext, type ReadPage, type StartFrom } from "../core/reader.ts";
 import {
   checkDynamoStreamName,
   checkTableName,
@@ -241,7 +244,6 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     tableName: options.eventTable,
     consistentRead: settings.consistentRead,
   });
-  const retryPolicy = backoff(settings.retry);
   // Per partition, the position the last read ended at: a read from anywhere else (a checkpoint,
   // a batch cut inside a chunk) first finds the chunk that holds its offset.
   // With it, the start of the chunk that position is in: a read that continues from there
@@ -359,7 +361,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
 
   async function withBodies(
     entries: readonly IndexEntry[],
-    signal: AbortSignal,
+    context: ReadContext | undefined,
   ): Promise<BatchItem[]> {
     // One read per stream covering all of its entries in this batch.
     const ranges = new Map<string, { from: number; to: number }>();
@@ -381,15 +383,18 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
       // An event that does not decode fails its stream through the failure policy.
       const onInvalid = (event: StreamEvent, invalid: Error) =>
         byIndex.set(event.index, { stream, event, invalid });
-      const events = await retrying(
-        () =>
-          (store as DynamoEventStore).readStream(stream, {
-            fromIndex: from,
-            maxCount: to - from,
-            onInvalid,
-          }),
-        { backoff: retryPolicy, signal, isRetriable: isTransient },
-      );
+      const read = () =>
+        (store as DynamoEventStore).readStream(stream, {
+          fromIndex: from,
+          maxCount: to - from,
+          onInvalid,
+        });
+      // Retried by the reader's policy (logged, and in problems() under the partition), alone:
+      // the index and the other streams' reads are not repeated. Without the reader's context
+      // (readPage called directly) a failure fails the page, which the caller retries.
+      const events = context === undefined
+        ? await read()
+        : await context.retry(`reading the events of ${stream}`, read);
       for (const event of events) byIndex.set(event.index, { stream, event });
       loaded.set(stream, byIndex);
     });
@@ -435,7 +440,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     return items;
   }
 
-  const readPage: ReadPage = async (tranche, position, signal) => {
+  const readPage: ReadPage = async (tranche, position, _signal, context) => {
     let { epoch, offset } = decodePosition(position ?? 0n);
     const last = readTo.get(tranche);
     let probe = offset > 0 && last?.at !== position;
@@ -492,7 +497,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
       if (entries.length === 0 && !page.more && page.closedAt === undefined) {
         await checkNotPastEpoch(tranche, epoch);
       }
-      const items = store ? await withBodies(entries, signal) : indexOnly(entries);
+      const items = store ? await withBodies(entries, context) : indexOnly(entries);
       const positions: Position[] = [];
       entries.forEach((e, k) => {
         const start = encodePosition(epoch, ends[k] - 1), end = encodePosition(epoch, ends[k]);
@@ -615,17 +620,29 @@ const TRANSIENT_NAMES = new Set([
   "TimeoutError",
 ]);
 
+const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EAI_AGAIN|socket|network/i;
+
 function isTransient(e: unknown): boolean {
   // Our own errors are final, unless they only wrap a transient one (a checkpoint read).
   if (e instanceof ImpelError) return e.cause !== undefined && isTransient(e.cause);
-  const err = e as { name?: string; $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
+  const err = e as {
+    name?: string;
+    code?: unknown;
+    cause?: unknown;
+    $metadata?: { httpStatusCode?: number };
+    $retryable?: unknown;
+  };
   if (err?.$retryable) return true;
   if (TRANSIENT_NAMES.has(err?.name ?? "")) return true;
   const status = err?.$metadata?.httpStatusCode;
   if (typeof status === "number") return status >= 500;
+  // A TypeError is a bug (a property of undefined, a bad argument), retried forever it would
+  // hide; the one exception is fetch's own "fetch failed", thrown for a failed connection.
+  if (e instanceof TypeError) {
+    return e.message === "fetch failed" || (err.cause !== undefined && isTransient(err.cause));
+  }
   // No HTTP response at all: the connection failed.
-  return e instanceof TypeError ||
-    /ECONNREFUSED|ECONNRESET|socket|network|fetch failed/i.test(String(e));
+  return NETWORK.test(typeof err?.code === "string" ? err.code : "") || NETWORK.test(String(e));
 }
 
 // Why a stream name read from the index cannot be a stream of the store, if it cannot.
