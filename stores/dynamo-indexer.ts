@@ -101,8 +101,15 @@ export interface DynamoIndexerOptions {
   readonly maxEpochStreams?: number;
   /**
    * What to do with an append that starts beyond the next version expected for its stream
-   * (records missing or out of order): `"error"` (default) throws {@linkcode IndexGapError}
-   * without writing that partition; `"warn"` logs a warning and indexes it anyway.
+   * (records missing or out of order, or an item another writer put ahead of the stream). It is
+   * never indexed across the hole, and it never stops the other streams: it is parked (kept under
+   * `$parked`, counted in `gaps` and `parked`) and the appends that fill the hole are still
+   * indexed. `"error"` (default) also parks its stream from the gapped version on, as for any
+   * record the index cannot hold (see {@linkcode ParkedRecord}): its later appends are parked too
+   * until it is released by hand. `"warn"` logs a warning and leaves the stream unparked: once
+   * the hole has been filled, feeding the parked record again (a replay of the shard, a Lambda
+   * retry, or `ingestAppends`) indexes it; until then every later append of the stream is a gap
+   * too and is parked likewise.
    */
   readonly onGap?: "error" | "warn";
 }
@@ -172,7 +179,7 @@ export interface IngestResult {
   readonly events: number;
   /** Events dropped because they were already indexed (replays, duplicates). */
   readonly duplicateEvents: number;
-  /** Appends that started beyond the next expected version (only non-zero with `onGap: "warn"`). */
+  /** Appends that started beyond the next expected version: parked, never indexed (`onGap`). */
   readonly gaps: number;
   /** Epochs closed by this call. */
   readonly epochsClosed: number;
@@ -183,6 +190,12 @@ export interface IngestResult {
   readonly parked: number;
   /** Of the parked records, those that could not be read as appends at all. */
   readonly malformed: number;
+  /**
+   * Records set aside but not parked: ones the index already holds their stream past (their
+   * index is below the stream's indexed version, and so is their end if known), such as junk
+   * another writer put inside an indexed range. Logged as a warning; the stream carries on.
+   */
+  readonly dropped: number;
 }
 
 /**
@@ -262,7 +275,9 @@ export interface DynamoIndexer {
 
 /**
  * An append started beyond the next version the index expects for its stream: records were
- * lost, skipped or delivered out of order.
+ * lost, skipped or delivered out of order. The indexer no longer throws it (a gapped append is
+ * parked, see {@linkcode DynamoIndexerOptions.onGap}); it stays for callers that check
+ * summaries themselves.
  *
  * @example
  * ```ts
@@ -420,7 +435,7 @@ export function dynamoIndexer(
     all: readonly AppendSummary[],
     parkedFrom: ReadonlyMap<string, number>,
   ): Promise<IngestResult> {
-    const written = { entries: 0, events: 0, gaps: 0, epochsClosed: 0 };
+    const written = { entries: 0, events: 0, epochsClosed: 0 };
     for (let attempt = 1;; attempt++) {
       const state = await tip(partition);
       const streams = await streamStates([...new Set(all.map((a) => a.stream))]);
@@ -441,16 +456,36 @@ export function dynamoIndexer(
         } else appends.push(a);
       }
       // Re-classifying after a lost race drops whatever was indexed meanwhile, by us or others.
-      const plan = classify(appends, streams, onGap);
+      const plan = classify(appends, streams);
+      // A gapped append is parked, never indexed across the hole (see onGap).
+      for (const { append: a, expected } of plan.gapped) {
+        const where = `expected an append at version ${expected}, got one at ${a.index}`;
+        if (onGap === "warn") {
+          log.warn("index gap in {stream}: {where}; parked until the hole is filled", {
+            stream: a.stream,
+            where,
+          });
+        }
+        parks.push({
+          stream: a.stream,
+          index: a.index,
+          next: a.next,
+          partition,
+          reason: `index gap: ${where} (records missing, out of order, or another writer's item)`,
+          mark: onGap === "error",
+        });
+      }
       try {
         await writeEntries(partition, state, streams, plan.entries, written);
-        await park(parks);
+        const kept = await park(parks);
         // Events we wrote in earlier attempts show up as duplicates in the last classification.
         return {
           ...written,
+          gaps: plan.gapped.length,
           duplicateEvents: plan.duplicateEvents - (written.events - plan.events),
-          parked: parks.length,
+          parked: kept.length,
           malformed: 0,
+          dropped: parks.length - kept.length,
         };
       } catch (e) {
         if (!(e instanceof LostRace)) throw e;
@@ -473,7 +508,7 @@ export function dynamoIndexer(
     start: TipState,
     streams: Map<string, StreamState>,
     entries: readonly PlannedEntry[],
-    done: { entries: number; events: number; gaps: number; epochsClosed: number },
+    done: { entries: number; events: number; epochsClosed: number },
   ): Promise<void> {
     let tip = start;
     for (let k = 0; k < entries.length;) {
@@ -483,10 +518,7 @@ export function dynamoIndexer(
         const parkedAt = streams.get(stream)?.parkedAt;
         streams.set(stream, { version: to, indexed: true, parkedAt, partition, epoch: tip.epoch });
       }
-      for (const entry of packed.chunk) {
-        done.events += entry.next - entry.index;
-        if (entry.gap) done.gaps++;
-      }
+      for (const entry of packed.chunk) done.events += entry.next - entry.index;
       done.entries += packed.chunk.length;
       if (packed.close) {
         done.epochsClosed++;
@@ -594,10 +626,40 @@ export function dynamoIndexer(
   // Records set aside since creation, newest last, for problems().
   const recent: SourceProblem[] = [];
 
+  // Whether the index holds the record's stream past it (its index below the indexed version,
+  // and its end too if known): then it hides no hole and parking it would stop a healthy stream.
+  async function below(r: Park): Promise<number | undefined> {
+    if (r.stream === undefined || r.index === undefined || !indexable(r.stream)) return undefined;
+    const { Item } = await client.send(
+      new GetItemCommand({
+        TableName: indexTable,
+        Key: key(`$stream#${r.stream}`, 0),
+        ConsistentRead: true,
+      }),
+    );
+    const version = Item?.n?.N === undefined ? undefined : Number(Item.n.N);
+    return version !== undefined && r.index < version && (r.next === undefined || r.next <= version)
+      ? version
+      : undefined;
+  }
+
   // Keeps each record in the index table (keyed by a hash of its stream and index, so that a
-  // replay parks it again in place) and marks its stream parked from its index on.
-  async function park(parks: readonly Park[]): Promise<void> {
+  // replay parks it again in place) and marks its stream parked from its index on (unless
+  // `mark` is false). A record below its stream's indexed version is logged and dropped instead.
+  // Returns the records parked.
+  async function park(parks: readonly Park[]): Promise<Park[]> {
+    const kept: Park[] = [];
     for (const r of parks) {
+      const version = await below(r);
+      if (version !== undefined) {
+        log.warn(
+          "index dropped a record of {stream} at version {index}, below its indexed version " +
+            "{version}: {reason}",
+          { stream: r.stream, index: r.index, version, reason: r.reason },
+        );
+        continue;
+      }
+      kept.push(r);
       const time = Date.now();
       const item: Record<string, AttributeValue> = {
         ...key(PARKED_KEY, await parkedSortKey(r)),
@@ -609,7 +671,9 @@ export function dynamoIndexer(
       if (r.next !== undefined) item.n = { N: String(r.next) };
       if (r.partition !== undefined) item.pt = { S: r.partition };
       await client.send(new PutItemCommand({ TableName: indexTable, Item: item }));
-      if (r.stream !== undefined && r.index !== undefined && indexable(r.stream)) {
+      if (
+        r.mark !== false && r.stream !== undefined && r.index !== undefined && indexable(r.stream)
+      ) {
         try {
           await client.send(
             new UpdateItemCommand({
@@ -635,6 +699,7 @@ export function dynamoIndexer(
       });
       if (recent.length > 100) recent.shift();
     }
+    return kept;
   }
 
   async function parked(): Promise<ParkedRecord[]> {
@@ -668,14 +733,12 @@ export function dynamoIndexer(
   async function ingestSorted(
     appends: readonly AppendSummary[],
     parks: Park[],
-    malformed: number,
   ): Promise<IngestResult> {
     const byPartition = new Map<string, AppendSummary[]>();
     for (const append of appends) {
       const problem = checkSummary(append);
       if (problem !== undefined) {
-        malformed++;
-        parks.push({ ...partOf(append), reason: problem });
+        parks.push({ ...partOf(append), reason: problem, malformed: true });
         continue;
       }
       let partition: unknown;
@@ -700,10 +763,10 @@ export function dynamoIndexer(
       if (!list) byPartition.set(partition, list = []);
       list.push(append);
     }
-    await park(parks);
+    const kept = await park(parks);
     // Where this batch parks a stream: its appends from there on are parked too.
     const parkedFrom = new Map<string, number>();
-    for (const r of parks) {
+    for (const r of kept) {
       if (r.stream === undefined || r.index === undefined) continue;
       parkedFrom.set(r.stream, Math.min(r.index, parkedFrom.get(r.stream) ?? Infinity));
     }
@@ -713,8 +776,9 @@ export function dynamoIndexer(
       duplicateEvents: 0,
       gaps: 0,
       epochsClosed: 0,
-      parked: parks.length,
-      malformed,
+      parked: kept.length,
+      malformed: kept.filter((r) => r.malformed).length,
+      dropped: parks.length - kept.length,
     };
     // Partitions are independent; indexing them at once keeps a Lambda invocation short.
     const results = await Promise.all(
@@ -727,13 +791,14 @@ export function dynamoIndexer(
       total.gaps += r.gaps;
       total.epochsClosed += r.epochsClosed;
       total.parked += r.parked;
+      total.dropped += r.dropped;
     }
     return total;
   }
 
   async function ingestAppends(appends: readonly AppendSummary[]): Promise<IngestResult> {
     if (!Array.isArray(appends)) throw new InvalidArgumentError("appends", "must be an array");
-    return await ingestSorted(appends, [], 0);
+    return await ingestSorted(appends, []);
   }
 
   async function ingest(records: readonly StreamRecordLike[]): Promise<IngestResult> {
@@ -746,10 +811,16 @@ export function dynamoIndexer(
       if (image.kind === "append") appends.push(image.append);
       else if (image.kind === "malformed") {
         const { stream, index, next, problem } = image;
-        parks.push({ stream, index, next, reason: `malformed append item: ${problem}` });
+        parks.push({
+          stream,
+          index,
+          next,
+          reason: `malformed append item: ${problem}`,
+          malformed: true,
+        });
       }
     }
-    return await ingestSorted(appends, parks, parks.length);
+    return await ingestSorted(appends, parks);
   }
 
   return {
@@ -772,6 +843,10 @@ interface Park {
   readonly next?: number;
   readonly partition?: string;
   readonly reason: string;
+  /** Whether to park the stream from `index` on (default true; false for gaps under "warn"). */
+  readonly mark?: boolean;
+  /** The record could not be read as an append at all. */
+  readonly malformed?: boolean;
 }
 
 // The index table's partition-key value of the parked records.
@@ -911,10 +986,8 @@ class LostRace extends Error {
   }
 }
 
-interface PlannedEntry extends IndexEntry {
-  /** The entry starts beyond the version expected (indexed anyway under `onGap: "warn"`). */
-  readonly gap: boolean;
-}
+/** An entry to write (the planned chunks' element type). */
+type PlannedEntry = IndexEntry;
 
 // Entries stay well inside a chunk item however many events one append held.
 const MAX_ENTRY_EVENTS = 2000;
@@ -924,11 +997,17 @@ const ENTRY_NUMBERS_BYTES = 64;
 
 // Drops what is already indexed, trims partial overlaps, spots gaps, and coalesces consecutive
 // appends of a stream into one entry (so an entry is usually "everything this stream got").
+// An append that starts beyond its stream's version is returned in `gapped` and not indexed
+// (nor are the stream's later appends in the batch, which are then gaps too).
 function classify(
   appends: readonly AppendSummary[],
   streams: ReadonlyMap<string, StreamState>,
-  onGap: "error" | "warn",
-): { entries: PlannedEntry[]; events: number; duplicateEvents: number } {
+): {
+  entries: PlannedEntry[];
+  events: number;
+  duplicateEvents: number;
+  gapped: { append: AppendSummary; expected: number }[];
+} {
   const sorted = [...appends].sort((a, b) =>
     a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : a.index - b.index
   );
@@ -939,7 +1018,6 @@ function classify(
     next: number;
     types: string[];
     time: number;
-    gap: boolean;
     /** The entry's JSON bytes so far. */
     bytes: number;
   };
@@ -953,6 +1031,7 @@ function classify(
     return size;
   };
   const order: Building[] = [];
+  const gapped: { append: AppendSummary; expected: number }[] = [];
   let duplicateEvents = 0, events = 0;
   // Entries keep the order in which their streams first appear among the records.
   const firstSeen = new Map<string, number>();
@@ -964,21 +1043,12 @@ function classify(
       continue;
     }
     let from = a.index;
-    let gap = false;
     if (from < v) {
       duplicateEvents += v - from;
       from = v;
     } else if (from > v) {
-      if (onGap === "error") throw new IndexGapError(a.stream, v, from);
-      gap = true;
-      log.warn(
-        "index gap in {stream}: expected version {expected}, indexing an append at {actual}",
-        {
-          stream: a.stream,
-          expected: v,
-          actual: from,
-        },
-      );
+      gapped.push({ append: a, expected: v });
+      continue;
     }
     events += a.next - from;
     // Entries are cut at MAX_ENTRY_EVENTS events and MAX_ENTRY_BYTES of JSON, so that an
@@ -987,14 +1057,13 @@ function classify(
       let entry = open.get(a.stream);
       const size = typeSize(a.types[at - a.index]);
       if (
-        !entry || entry.next !== at || gap || entry.types.length >= MAX_ENTRY_EVENTS ||
+        !entry || entry.next !== at || entry.types.length >= MAX_ENTRY_EVENTS ||
         entry.bytes + size > MAX_ENTRY_BYTES
       ) {
         const bytes = utf8.encode(JSON.stringify(a.stream)).length + ENTRY_NUMBERS_BYTES;
-        entry = { stream: a.stream, index: at, next: at, types: [], time: a.time, gap, bytes };
+        entry = { stream: a.stream, index: at, next: at, types: [], time: a.time, bytes };
         open.set(a.stream, entry);
         order.push(entry);
-        gap = false;
       }
       while (at < a.next && entry.types.length < MAX_ENTRY_EVENTS) {
         const size = typeSize(a.types[at - a.index]);
@@ -1009,7 +1078,7 @@ function classify(
     version.set(a.stream, a.next);
   }
   order.sort((x, y) => firstSeen.get(x.stream)! - firstSeen.get(y.stream)! || x.index - y.index);
-  return { entries: order, events, duplicateEvents };
+  return { entries: order, events, duplicateEvents, gapped };
 }
 
 // The UTF-8 bytes an entry takes in a chunk's JSON (with its separating comma): what counts

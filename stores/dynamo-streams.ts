@@ -89,7 +89,9 @@ export interface StreamsIndexerOptions {
  * the long-running alternative to a Lambda. Parent shards are read to their end before their
  * children; progress per shard is kept in the index table so that a restart resumes (and replays
  * are harmless anyway). Resolves when `signal` aborts; rejects with the error if indexing fails
- * past `maxAttempts` or hits an {@linkcode IndexGapError}.
+ * past `maxAttempts` or with one of impel's errors (a bad argument, an index that keeps being
+ * contended). A record the index cannot take (malformed, an index gap) is parked by the indexer
+ * and never stops the runner: see `ParkedRecord` and `DynamoIndexerOptions.onGap`.
  *
  * @example
  * ```ts
@@ -172,7 +174,8 @@ export async function runStreamsIndexer(options: StreamsIndexerOptions): Promise
       }),
     );
 
-  // Failures are retried up to maxAttempts; impel's own errors (an index gap) are final.
+  // Failures are retried up to maxAttempts; impel's own errors are final (a record the index
+  // cannot take is parked by the indexer, not thrown).
   const delays = backoff({ initialDelayMs: 200, maxDelayMs: 30_000 });
   const retrying = <T>(what: string, f: () => Promise<T>): Promise<T> => {
     let attempts = 0;

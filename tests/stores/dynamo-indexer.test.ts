@@ -14,7 +14,6 @@ import {
   dynamoIndexer,
   epochKey,
   type IndexEntry,
-  IndexGapError,
   type IngestResult,
 } from "../../stores/dynamo-indexer.ts";
 import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
@@ -136,6 +135,7 @@ Deno.test(
       epochsClosed: 0,
       parked: 0,
       malformed: 0,
+      dropped: 0,
     });
     const shuffled = [...records.slice(4), ...records.slice(0, 6)].reverse();
     assert.equal((await indexer.ingest(shuffled)).entries, 0);
@@ -177,37 +177,43 @@ Deno.test("dynamo indexer: partial overlaps are trimmed to what is new", opts, a
 });
 
 Deno.test(
-  "dynamo indexer: gaps are errors by default, warnings when configured",
+  "dynamo indexer: a gapped append is parked, never indexed across the hole; others carry on",
   opts,
   async () => {
     await using t = await tables();
     const strict = dynamoIndexer(client, { indexTable: t.indexTable });
     await strict.ingestAppends([summary("A-1", 0, 2)]);
-    await assert.rejects(
-      () => strict.ingestAppends([summary("B-1", 0, 1), summary("A-1", 4, 1)]),
-      (e) =>
-        e instanceof IndexGapError && e.stream === "A-1" && e.expected === 2 && e.actual === 4 &&
-        e.code === "DynamoIndexGap",
+    // onGap "error" (default): the gapped append is parked and its stream parked from there on;
+    // the valid B-1 append of the same batch is indexed.
+    const r = await strict.ingestAppends([summary("B-1", 0, 1), summary("A-1", 4, 1)]);
+    assert.deepEqual([r.entries, r.events, r.gaps, r.parked], [1, 1, 1, 1]);
+    const parked = await strict.parked();
+    assert.deepEqual(parked.map((p) => [p.stream, p.index, p.next]), [["A-1", 4, 5]]);
+    assert.match(parked[0].reason, /index gap: expected an append at version 2, got one at 4/);
+    // The appends that fill the hole are still indexed; the parked one and later ones are not.
+    const fill = await strict.ingestAppends([summary("A-1", 2, 2), summary("A-1", 4, 1)]);
+    assert.deepEqual([fill.events, fill.parked], [2, 1]);
+    const late = await strict.ingestAppends([summary("A-1", 5, 1)]);
+    assert.deepEqual([late.events, late.parked], [0, 1]);
+    assert.deepEqual(
+      (await readIndex(t.indexTable)).flatMap((e) => e.entries).map((e) => [e.stream, e.index]),
+      [["A-1", 0], ["B-1", 0], ["A-1", 2]],
     );
-    // Nothing of the failed partition batch was written, not even the valid B-1 append.
-    assert.deepEqual([...spansByStream(await readIndex(t.indexTable)).keys()], ["A-1"]);
     // A gap at the very start of a stream is a gap too.
-    await assert.rejects(() => strict.ingestAppends([summary("C-1", 3, 1)]), IndexGapError);
+    assert.equal((await strict.ingestAppends([summary("C-1", 3, 1)])).gaps, 1);
 
+    // onGap "warn": the forged append is parked without parking its stream, so the real appends
+    // that fill the hole are indexed (they used to be dropped as duplicates), and feeding the
+    // parked record again once the hole is filled indexes it.
     const lenient = dynamoIndexer(client, { indexTable: t.indexTable, onGap: "warn" });
-    const r = await lenient.ingestAppends([summary("B-1", 0, 1), summary("A-1", 4, 1)]);
-    assert.equal(r.gaps, 1);
-    assert.equal(r.events, 2);
-    const entries = (await readIndex(t.indexTable)).flatMap((e) => e.entries);
-    assert.deepEqual(entries.map((e) => [e.stream, e.index, e.next]), [
-      ["A-1", 0, 2],
-      ["B-1", 0, 1],
-      ["A-1", 4, 5],
-    ]);
-    // The index moved on: the missing versions arriving late are now duplicates.
-    const late = await lenient.ingestAppends([summary("A-1", 2, 2)]);
-    assert.equal(late.events, 0);
-    assert.equal(late.duplicateEvents, 2);
+    await lenient.ingestAppends([summary("D-1", 0, 1)]);
+    const w = await lenient.ingestAppends([summary("D-1", 3, 1), summary("D-1", 4, 1)]);
+    assert.deepEqual([w.events, w.gaps, w.parked], [0, 2, 2]);
+    const real = await lenient.ingestAppends([summary("D-1", 1, 2)]);
+    assert.deepEqual([real.events, real.duplicateEvents], [2, 0]);
+    const again = await lenient.ingestAppends([summary("D-1", 3, 1), summary("D-1", 4, 1)]);
+    assert.deepEqual([again.events, again.gaps, again.parked], [2, 0, 0]);
+    assert.deepEqual(spansByStream(await readIndex(t.indexTable)).get("D-1")?.next, 5);
   },
 );
 
@@ -339,7 +345,7 @@ Deno.test(
     );
     // A partition the index cannot key parks the record instead of stopping the indexer.
     const bad = dynamoIndexer(client, { indexTable: t.indexTable, partitionOf: () => "" });
-    const parked = await bad.ingestAppends([summary("A-1", 0, 1)]);
+    const parked = await bad.ingestAppends([summary("A-3", 0, 1)]);
     assert.equal(parked.parked, 1);
     assert.equal(parked.entries, 0);
   },
@@ -417,13 +423,14 @@ Deno.test(
 );
 
 Deno.test(
-  "dynamo indexer: the runner rejects with the gap error instead of stalling",
+  "dynamo indexer: the runner parks a gapped stream and carries on with the others",
   opts,
   async () => {
     await using t = await tables();
     const { store, eventTable, indexTable } = t;
     await store.append("Gap-1", [{ type: "A", data: 0 }, { type: "B", data: 1 }], 0);
     await store.append("Gap-1", [{ type: "C", data: 2 }], 2);
+    await store.append("Other-1", [{ type: "A", data: 0 }], 0);
     const records = await allRecords(eventTable);
     const lost = records.find((r) => r.eventName === "INSERT" && r.dynamodb?.Keys?.i?.N === "0")!;
     const { Table } = await client.send(new DescribeTableCommand({ TableName: eventTable }));
@@ -446,21 +453,26 @@ Deno.test(
     const indexer = dynamoIndexer(client, { indexTable });
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), 15_000);
+    let indexed = 0;
     try {
-      await assert.rejects(
-        runStreamsIndexer({
-          client,
-          streamsClient,
-          eventTable,
-          indexer,
-          signal: stop.signal,
-          pollIntervalMs: 20,
-        }),
-        (e) =>
-          e instanceof IndexGapError && e.stream === "Gap-1" && e.expected === 0 && e.actual === 2,
-      );
+      await runStreamsIndexer({
+        client,
+        streamsClient,
+        eventTable,
+        indexer,
+        signal: stop.signal,
+        pollIntervalMs: 20,
+        onIngest: (r) => {
+          indexed += r.events;
+          if (indexed >= 1) stop.abort();
+        },
+      });
     } finally {
       clearTimeout(timer);
     }
+    assert.deepEqual([...spansByStream(await readIndex(indexTable)).keys()], ["Other-1"]);
+    const parked = await indexer.parked();
+    assert.deepEqual(parked.map((p) => [p.stream, p.index]), [["Gap-1", 2]]);
+    assert.match(parked[0].reason, /expected an append at version 0, got one at 2/);
   },
 );

@@ -287,6 +287,32 @@ Deno.test(
 );
 
 Deno.test(
+  "dynamo bad input: junk inside a stream's indexed range is dropped and logged, not parked",
+  opts,
+  async () => {
+    await using t = await freshTables({ eventTable: "events", indexTable: "index" }, "ddbbad-");
+    const store = dynamoStore(client, { tableName: t.eventTable });
+    const indexer = dynamoIndexer(client, { indexTable: t.indexTable });
+    await store.append("Good-1", [0, 1, 2].map((k) => ({ type: "A", data: k })), 0);
+    await indexer.ingest(await allRecords(t.eventTable));
+    // Another writer's malformed item at a key inside the indexed range [0, 3).
+    const ts = { N: "0" };
+    await putRaw(t.eventTable, { p: { S: "Good-1" }, i: { N: "1" }, n: { N: "2" }, ts });
+    await store.append("Good-1", [{ type: "B", data: 3 }], 3);
+    await store.append("Good-1", [{ type: "C", data: 4 }], 4);
+    const r = await indexer.ingest(await allRecords(t.eventTable));
+    assert.deepEqual([r.events, r.parked, r.malformed, r.dropped], [2, 0, 0, 1]);
+    assert.deepEqual(await indexer.parked(), []);
+    const indexed = (await chunks(t.indexTable)).flatMap((c) => c.entries);
+    assert.deepEqual(indexed.map((e) => [e.index, e.next]), [[0, 3], [3, 5]]);
+    // Junk straddling the indexed version, or above it, still parks the stream.
+    await putRaw(t.eventTable, { p: { S: "Good-1" }, i: { N: "2" }, n: { N: "7" }, ts });
+    const straddling = await indexer.ingest(await allRecords(t.eventTable));
+    assert.deepEqual([straddling.parked, straddling.dropped], [1, 1]);
+  },
+);
+
+Deno.test(
   "dynamo bad input: partitions may hold '#'; a partitionOf that throws parks only that stream",
   opts,
   async () => {
