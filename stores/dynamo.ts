@@ -525,7 +525,12 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
         }
         // The tip allowed the append but an item is already where an event item goes: written
         // by another writer (the tip does not know it), it blocks this version until removed.
-        const stray = reasons.findIndex((r, k) => k > 0 && r.Code === "ConditionalCheckFailed");
+        // Only when the tip itself had no objection: a TransactionConflict on the tip is another
+        // append mid-commit, whose event items may already be in place (contention, retried).
+        const tipFine = (reason?.Code ?? "None") === "None";
+        const stray = tipFine
+          ? reasons.findIndex((r, k) => k > 0 && r.Code === "ConditionalCheckFailed")
+          : -1;
         if (stray > 0) {
           const at = Number(items[stray - 1].i.N);
           throw new DynamoAppendError(

@@ -1,7 +1,14 @@
 // DynamoDB under bad input (issue 21): limits in UTF-8 bytes, what the store refuses at append
 // time so that everything it accepts can be indexed. Against DynamoDB Local.
 import assert from "node:assert/strict";
-import { type AttributeValue, PutItemCommand, QueryCommand } from "@aws-sdk/client-dynamodb";
+import {
+  type AttributeValue,
+  PutItemCommand,
+  QueryCommand,
+  TransactionCanceledException,
+  TransactWriteItemsCommand,
+} from "@aws-sdk/client-dynamodb";
+import { WrongExpectedVersionError } from "../../core/store.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import { categoryOf, InvalidStreamNameError } from "../../core/streamName.ts";
 import {
@@ -414,5 +421,39 @@ Deno.test(
     // Other streams are unaffected.
     await store.append("Other-1", [{ type: "T", data: 1 }], 0);
     assert.equal(await store.version("Other-1"), 1);
+  },
+);
+
+Deno.test(
+  "dynamo bad input: an event item in place while the tip is held is contention, not a stray",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store } = t;
+    await store.append("Order-1", [{ type: "A", data: 0 }], 0);
+    // What a loser sees while the winner is mid-commit: the tip locked, its event item applied.
+    let injected = false;
+    const racy = {
+      async send(command: object, options?: object) {
+        if (command instanceof TransactWriteItemsCommand && !injected) {
+          injected = true;
+          await store.append("Order-1", [{ type: "Winner", data: 1 }], 1);
+          throw new TransactionCanceledException({
+            message: "Transaction cancelled [TransactionConflict, ConditionalCheckFailed]",
+            $metadata: {},
+            CancellationReasons: [{ Code: "TransactionConflict" }, {
+              Code: "ConditionalCheckFailed",
+            }],
+          });
+        }
+        return await client.send(command as never, options);
+      },
+    };
+    const loser = dynamoStore(racy, { tableName: t.tableName });
+    // Retried, then the tip's condition decides: a version conflict the decider retries.
+    await assert.rejects(
+      () => loser.append("Order-1", [{ type: "Loser", data: 2 }], 1),
+      (e: unknown) => e instanceof WrongExpectedVersionError && e.expected === 1 && e.actual === 2,
+    );
   },
 );
