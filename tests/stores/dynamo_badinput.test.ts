@@ -59,6 +59,21 @@ Deno.test(
 );
 
 Deno.test(
+  "dynamo bad input: many tiny events are packed by DynamoDB's own sizes (element overhead)",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store } = t;
+    // 8 300 events of ~51 bytes each: one item by a count without the per-attribute byte, over
+    // DynamoDB's 409 600 bytes by its own.
+    const events = Array.from({ length: 8_300 }, () => ({ type: "A", data: "x" }));
+    assert.equal((await store.append("Tiny-1", events, 0)).nextIndex, 8_300);
+    const read = await store.readStream("Tiny-1", { fromIndex: 8_290 });
+    assert.deepEqual(read.map((e) => e.index), Array.from({ length: 10 }, (_, k) => 8_290 + k));
+  },
+);
+
+Deno.test(
   "dynamo bad input: one event over the item limit is a typed error whatever its characters",
   opts,
   async () => {
