@@ -11,7 +11,12 @@
  *   never both extend a stream from the same version.
  *
  * The per-type indexes make `readLastEvent(stream, type)` one tip read and one query whatever
- * the stream's length. A decider with rolling snapshots uses `readFromLast(stream, type)`
+ * the stream's length. They are bounded: an append of more than 100 distinct types (whose
+ * marks would overflow the 4 KB limit of an update expression), or one whose new marks would
+ * take the tip past DynamoDB's 400 KB item limit (many long distinct types over a stream's
+ * life), writes no marks and moves the tip's `x` to its end; `readLastEvent` then trusts a mark
+ * only at or above `x` and otherwise searches backwards from the stream's end. Keep the
+ * distinct types of a stream few: every mark is read and written with the tip. A decider with rolling snapshots uses `readFromLast(stream, type)`
  * instead: a query backwards from the stream's end that stops at the latest snapshot, so a cold
  * load is usually one query however long the stream.
  * Streams appended to before the tip kept them find their types from the next append of each.
@@ -31,6 +36,7 @@ import {
   type TransactWriteItem,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
+import { getLogger } from "@logtape/logtape";
 import { EventDecodeError } from "../core/codec.ts";
 import type { LastEventReader, SnapshotReader } from "../core/decider.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
@@ -48,7 +54,11 @@ import { checkStreamName, InvalidStreamNameError, type StreamName } from "../cor
 // The sort key of a stream's tip item; event items use their first index (>= 0).
 const TIP_INDEX = -1;
 // The tip attribute holding the index of the latest event of a type.
+const log = getLogger(["impel", "dynamo", "store"]);
 const lastOfType = (type: string): string => `l:${type}`;
+// At most this many distinct types per append get a mark on the tip: more would overflow the
+// 4 KB limit of the tip's UpdateExpression (about 280 marks).
+const MAX_TYPE_MARKS = 100;
 
 // DynamoDB's item limit is 400 KB (409 600 bytes), counted as the UTF-8 bytes of attribute
 // names and values; sizes here are computed the same way and keep a margin below it.
@@ -484,41 +494,61 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     const next = expected + events.length;
     const latest = new Map<string, number>();
     events.forEach((e, k) => latest.set(e.type, expected + k));
-    const names: Record<string, string> = {};
-    const values: Record<string, AttributeValue> = {
-      ":n": { N: String(next) },
-      ":ts": { N: String(now) },
+    // The tip's per-type marks are bounded (see MAX_TYPE_MARKS): an append of more distinct
+    // types, or one the tip has no room left for, writes none and moves `x` to its end instead,
+    // so that readLastEvent no longer trusts the marks below it.
+    const tipUpdate = (marked: boolean): TransactWriteItem => {
+      const names: Record<string, string> = {};
+      const values: Record<string, AttributeValue> = {
+        ":n": { N: String(next) },
+        ":ts": { N: String(now) },
+      };
+      const sets = ["n = :n", "ts = :ts"];
+      if (marked) {
+        for (const [type, index] of latest) {
+          const k = sets.length;
+          names[`#l${k}`] = lastOfType(type);
+          values[`:l${k}`] = { N: String(index) };
+          sets.push(`#l${k} = :l${k}`);
+        }
+      } else sets.push("x = :n");
+      if (expected !== 0) values[":v"] = { N: String(expected) };
+      return {
+        Update: {
+          TableName: tableName,
+          Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
+          UpdateExpression: `SET ${sets.join(", ")}`,
+          ConditionExpression: expected === 0 ? "attribute_not_exists(n)" : "n = :v",
+          ExpressionAttributeNames: marked ? names : undefined,
+          ExpressionAttributeValues: values,
+          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+        },
+      };
     };
-    const marks: string[] = [];
-    for (const [type, index] of latest) {
-      const k = marks.length;
-      names[`#l${k}`] = lastOfType(type);
-      values[`:l${k}`] = { N: String(index) };
-      marks.push(`#l${k} = :l${k}`);
-    }
-    if (expected !== 0) values[":v"] = { N: String(expected) };
-    const tip: TransactWriteItem = {
-      Update: {
-        TableName: tableName,
-        Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
-        UpdateExpression: `SET n = :n, ts = :ts, ${marks.join(", ")}`,
-        ConditionExpression: expected === 0 ? "attribute_not_exists(n)" : "n = :v",
-        ExpressionAttributeNames: names,
-        ExpressionAttributeValues: values,
-        ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-      },
-    };
+    let marked = latest.size <= MAX_TYPE_MARKS;
     const puts: TransactWriteItem[] = items.map((Item) => ({
       Put: { TableName: tableName, Item, ConditionExpression: "attribute_not_exists(p)" },
     }));
     for (let attempt = 1;; attempt++) {
       try {
-        await client.send(new TransactWriteItemsCommand({ TransactItems: [tip, ...puts] }));
+        await client.send(
+          new TransactWriteItemsCommand({ TransactItems: [tipUpdate(marked), ...puts] }),
+        );
         return next;
       } catch (e) {
         if (!(e instanceof TransactionCanceledException)) throw e;
         const reasons = e.CancellationReasons ?? [];
         const reason = reasons[0];
+        // The tip would outgrow DynamoDB's item limit with this append's new marks: append
+        // without them (the tip stays the size it is).
+        if (marked && reason?.Code === "ValidationError") {
+          log.warn("the tip of {stream} has no room for more event types; appending unmarked", {
+            stream,
+          });
+          marked = false;
+          attempt--;
+          continue;
+        }
         if (reason?.Code === "ConditionalCheckFailed") {
           const actual = reason.Item?.n?.N === undefined ? 0 : Number(reason.Item.n.N);
           throw new WrongExpectedVersionError(stream, expected, actual);
@@ -690,12 +720,19 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
       new GetItemCommand({
         TableName: tableName,
         Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
-        ProjectionExpression: type === undefined ? "n" : "#l",
+        ProjectionExpression: type === undefined ? "n" : "#l, x",
         ExpressionAttributeNames: type === undefined ? undefined : { "#l": lastOfType(type) },
         ConsistentRead: true,
       }),
     );
     const mark = type === undefined ? Item?.n?.N : Item?.[lastOfType(type)]?.N;
+    // Appends below `x` wrote no marks: a mark below it may be stale, and a missing one may hide
+    // the type, so the type is looked for from the stream's end.
+    const unmarked = Item?.x?.N === undefined ? 0 : Number(Item.x.N);
+    if (type !== undefined && (mark === undefined ? unmarked > 0 : Number(mark) < unmarked)) {
+      const tail = await readFromLast(stream, type);
+      return tail[0]?.type === type ? tail[0] : undefined;
+    }
     if (mark === undefined) return undefined;
     const index = type === undefined ? Number(mark) - 1 : Number(mark);
     if (index < 0) return undefined;

@@ -472,3 +472,37 @@ Deno.test(
     );
   },
 );
+
+Deno.test(
+  "dynamo bad input: many distinct types append; the tip's type marks stay bounded and right",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store } = t;
+    // 300 distinct types in one append used to overflow the tip's 4 KB update expression.
+    const many = Array.from({ length: 300 }, (_, k) => ({ type: `Type${k}`, data: k }));
+    await store.append("Short-1", [{ type: "Type7", data: "old" }], 0);
+    assert.equal((await store.append("Short-1", many, 1)).nextIndex, 301);
+    // readLastEvent finds the types of the unmarked append (Type7's mark of index 0 is stale).
+    assert.equal((await store.readLastEvent("Short-1", "Type7"))?.index, 8);
+    assert.equal((await store.readLastEvent("Short-1", "Type299"))?.index, 300);
+    assert.equal(await store.readLastEvent("Short-1", "Absent"), undefined);
+    // A marked append after it is trusted again.
+    await store.append("Short-1", [{ type: "Type7", data: "new" }], 301);
+    assert.equal((await store.readLastEvent("Short-1", "Type7"))?.data, "new");
+    // A tip grown near 400 KB of marks over many appends: new types still append, unmarked.
+    let v = 0;
+    for (let batch = 0; batch < 11; batch++) {
+      const events = Array.from({ length: 40 }, (_, k) => ({
+        type: `${batch}-${k}`.padStart(1000, "g"),
+        data: batch,
+      }));
+      v = (await store.append("Grow-1", events, v)).nextIndex;
+    }
+    assert.equal(v, 440);
+    await store.append("Grow-1", [{ type: "Brand-New", data: 1 }], v);
+    assert.equal((await store.readLastEvent("Grow-1", "Brand-New"))?.index, 440);
+    const last = `${10}-${39}`.padStart(1000, "g");
+    assert.equal((await store.readLastEvent("Grow-1", last))?.index, 439);
+  },
+);
