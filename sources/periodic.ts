@@ -8,14 +8,22 @@
  *
  * - Each tranche is crawled on its own (default one tranche, `"0"`). A crawl is one page; the
  *   position is the time the crawl started (ms since the epoch), committed once every changed
- *   item of the crawl is handled. At start a stored checkpoint says when the last crawl was: the
- *   next one comes after `intervalMs` from then (within one interval).
+ *   item of the crawl is handled. Crawls of a tranche start `intervalMs` apart (start to start;
+ *   one that ends, and is handed on, later than that is followed at once by the next). At start a
+ *   stored checkpoint says when the last crawl started: the first crawl comes `intervalMs` after
+ *   it, or at once if that time has passed.
  * - An event's `index` counts the changes of its stream seen in this run (0 for the first crawl
  *   that sees it), `type` is the item's (default `"Crawled"`), `meta` is `{ contentHash }`, and
- *   `id` is `{stream}@{contentHash}`.
+ *   `id` is `{stream}@{tranche}/{crawl start}` (the crawl's position), unique per emission: content
+ *   that goes back to an earlier version is a new event with a new id.
  * - The hashes live in memory: after a restart the first crawl emits every item once more
- *   (at least once). An item that is no longer crawled is forgotten; if it comes back it is
- *   emitted again.
+ *   (at least once). An item that is no longer crawled keeps only its stream's next index (its
+ *   name and one number, for as long as the source runs); if it comes back it is emitted again,
+ *   with the next index, so that the scheduler does not take it for a duplicate.
+ * - A crawl that fails is retried with backoff; an item that is not valid (not an object, a bad
+ *   stream name or type, listed twice) or whose data cannot be hashed (a `BigInt`, a cycle) is in
+ *   the crawl's data, which a retry would not change: it fails the source with a
+ *   {@linkcode PeriodicItemError}.
  * - A crawl is handed on in batches of `maxBatchItems` (default 1000); only the last batch of a
  *   crawl moves the checkpoint.
  *
@@ -24,7 +32,7 @@
 import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
-import type { RetryOptions } from "../core/failure.ts";
+import { errorText, type RetryOptions } from "../core/failure.ts";
 import { pagedSource, type ReadPage } from "../core/reader.ts";
 import { parseStreamName, type StreamName } from "../core/streamName.ts";
 
@@ -44,6 +52,26 @@ export interface PeriodicItem {
   readonly data: unknown;
   /** The event type (default `"Crawled"`). */
   readonly type?: string;
+}
+
+/**
+ * A crawl listed an item that is not valid, or whose data cannot be hashed: the crawl's own data,
+ * which retrying would not change, so the source fails with it. An {@linkcode InvalidArgumentError}
+ * whose `field` is `crawl({tranche}) of {source}`.
+ *
+ * @example
+ * ```ts
+ * import { PeriodicItemError } from "@impel/impel/sources/periodic";
+ * const e = new PeriodicItemError("crawl(0) of prices", "listed Price-1 twice in one crawl");
+ * console.log(e.code, e.field); // "InvalidArgument" "crawl(0) of prices"
+ * ```
+ */
+export class PeriodicItemError extends InvalidArgumentError {
+  /** Creates the error; `cause` is the error the item caused (the hash's), if any. */
+  constructor(field: string, problem: string, cause?: unknown) {
+    super(field, problem);
+    if (cause !== undefined) this.cause = cause;
+  }
 }
 
 /**
@@ -70,7 +98,10 @@ export interface PeriodicSourceOptions {
   readonly crawl: (tranche: string, signal: AbortSignal) => Promise<readonly PeriodicItem[]>;
   /** The tranches, each crawled on its own (default `["0"]`). */
   readonly tranches?: readonly string[];
-  /** Time from the start of one crawl of a tranche to the next, ms. */
+  /**
+   * Time from the start of one crawl of a tranche to the start of the next, ms (the next starts
+   * at once when a crawl and handing it on take longer).
+   */
   readonly intervalMs: number;
   /** The content hash of an item (default: SHA-256 of `JSON.stringify(item.data)`, base64). */
   readonly hash?: (item: PeriodicItem) => string | Promise<string>;
@@ -89,8 +120,8 @@ export interface PeriodicSourceOptions {
 /**
  * Creates a source that re-crawls every tranche each `intervalMs` and emits the items whose
  * content changed since the last crawl (all of them on the first), as described in the module
- * documentation. An item naming no valid stream, or twice in one crawl, fails the source with an
- * {@linkcode InvalidArgumentError}.
+ * documentation. An item naming no valid stream, or twice in one crawl, or whose data cannot be
+ * hashed, fails the source with a {@linkcode PeriodicItemError} (an `InvalidArgumentError`).
  *
  * @example
  * ```ts
@@ -120,40 +151,69 @@ export function periodicSource(options: PeriodicSourceOptions): ObservableSource
   const intervalMs = checkNumber("intervalMs", options.intervalMs, 1);
   const hash = options.hash ?? sha256OfData;
   if (typeof hash !== "function") throw new InvalidArgumentError("hash", "must be a function");
-  // Per tranche, per stream: the last content hash seen and the stream's next index.
-  const known = new Map<string, Map<StreamName, { hash: string; next: number }>>();
+  // Per tranche, per stream: the last content hash seen (undefined once the item is no longer
+  // crawled) and the stream's next index, kept after the item vanishes so that, if it comes
+  // back, its event is not below the write position the scheduler holds for the stream.
+  const known = new Map<string, Map<StreamName, { hash: string | undefined; next: number }>>();
 
   const readPage: ReadPage = async (tranche, position, signal) => {
     const last = position ?? 0n;
     const now = Date.now();
     if (position !== undefined && now < Number(last) + intervalMs) {
-      return { items: [], next: last, isTail: true }; // not due yet (after a restart)
+      // Not due yet (after a restart): the first crawl is intervalMs after the stored one.
+      return { items: [], next: last, isTail: true, readAgainAt: Number(last) + intervalMs };
     }
     const started = BigInt(now) > last ? BigInt(now) : last + 1n;
+    const field = `crawl(${tranche}) of ${name}`;
     const found = await crawl(tranche, signal);
-    if (!Array.isArray(found)) {
-      throw new InvalidArgumentError(`crawl(${tranche}) of ${name}`, "must resolve to an array");
+    if (!Array.isArray(found)) throw new PeriodicItemError(field, "must resolve to an array");
+    // Items are checked before anything is computed from them.
+    const streams = new Set<StreamName>();
+    for (const item of found) {
+      const stream = checkItem(field, item);
+      if (streams.has(stream)) {
+        throw new PeriodicItemError(field, `listed ${stream} twice in one crawl`);
+      }
+      streams.add(stream);
     }
-    const hashes = await Promise.all(found.map((item) => hash(item)));
-    const before = known.get(tranche) ?? new Map();
-    const after = new Map<StreamName, { hash: string; next: number }>();
+    const hashes = await Promise.all(found.map(async (item) => {
+      try {
+        const h = await hash(item);
+        if (typeof h !== "string") {
+          throw new TypeError(`hash returned ${describe(h)}, not a string`);
+        }
+        return h;
+      } catch (error) {
+        throw new PeriodicItemError(
+          field,
+          `listed ${item.stream} with data that cannot be hashed: ${errorText(error)}`,
+          error,
+        );
+      }
+    }));
+    const state = known.get(tranche) ?? new Map();
+    const changes: Array<[StreamName, { hash: string | undefined; next: number }]> = [];
     const items: BatchItem[] = [];
     const time = new Date(now);
     found.forEach((item, k) => {
-      const stream = checkItem(name, tranche, item);
-      if (after.has(stream)) {
-        throw new InvalidArgumentError(
-          `crawl(${tranche}) of ${name}`,
-          `listed ${stream} twice in one crawl`,
-        );
-      }
+      const stream = item.stream;
       const contentHash = hashes[k];
-      const seen = before.get(stream);
-      if (seen?.hash === contentHash) return void after.set(stream, seen);
+      const seen = state.get(stream);
+      if (seen?.hash === contentHash) return;
       const index = seen?.next ?? 0;
-      after.set(stream, { hash: contentHash, next: index + 1 });
+      changes.push([stream, { hash: contentHash, next: index + 1 }]);
       const type = item.type ?? "Crawled";
       const data = item.data ?? null;
+      let size: number;
+      try {
+        size = type.length + (JSON.stringify(data)?.length ?? 0);
+      } catch (error) {
+        throw new PeriodicItemError(
+          field,
+          `listed ${stream} with data that is not JSON: ${errorText(error)}`,
+          error,
+        );
+      }
       items.push({
         stream,
         event: {
@@ -161,16 +221,30 @@ export function periodicSource(options: PeriodicSourceOptions): ObservableSource
           type,
           data,
           meta: { contentHash },
-          id: `${stream}@${contentHash}`,
+          id: `${stream}@${tranche}/${started}`,
           time,
-          size: type.length + (JSON.stringify(data)?.length ?? 0),
+          size,
         },
       });
     });
-    known.set(tranche, after);
+    // Nothing is kept of a crawl that failed; a vanished item keeps its next index only.
+    for (const [stream, entry] of changes) state.set(stream, entry);
+    for (const [stream, entry] of state) {
+      if (!streams.has(stream) && entry.hash !== undefined) {
+        state.set(stream, { hash: undefined, next: entry.next });
+      }
+    }
+    known.set(tranche, state);
     // Cut into batches, only the last moves the checkpoint: a restart crawls again anyway.
     const positions: Position[] = new Array(items.length).fill(last);
-    return { items, positions, next: started, isTail: true };
+    // The next crawl starts intervalMs after this one started, however long handing it on takes.
+    return {
+      items,
+      positions,
+      next: started,
+      isTail: true,
+      readAgainAt: Number(started) + intervalMs,
+    };
   };
 
   return pagedSource({
@@ -181,17 +255,16 @@ export function periodicSource(options: PeriodicSourceOptions): ObservableSource
     group: options.group,
     tailSleepMs: intervalMs,
     retry: options.retry,
-    // A crawl that fails is retried; a crawl that lists bad items is a bug, and fails the source.
+    // A crawl that fails is retried; bad items are in the crawled data, and fail the source.
     isRetriable: (error) => !(error instanceof InvalidArgumentError),
     maxBatchItems: checkInteger("maxBatchItems", options.maxBatchItems ?? 1000, 1),
     signal: options.signal,
   });
 }
 
-function checkItem(source: string, tranche: string, item: PeriodicItem): StreamName {
-  const field = `crawl(${tranche}) of ${source}`;
+function checkItem(field: string, item: PeriodicItem): StreamName {
   if (item === null || typeof item !== "object") {
-    throw new InvalidArgumentError(
+    throw new PeriodicItemError(
       field,
       `must list { stream, data } items, got ${describe(item)}`,
     );
@@ -199,10 +272,10 @@ function checkItem(source: string, tranche: string, item: PeriodicItem): StreamN
   try {
     parseStreamName(item.stream);
   } catch (error) {
-    throw new InvalidArgumentError(field, `listed an item with a bad stream name: ${error}`);
+    throw new PeriodicItemError(field, `listed an item with a bad stream name: ${error}`, error);
   }
   if (item.type !== undefined && (typeof item.type !== "string" || item.type.length === 0)) {
-    throw new InvalidArgumentError(field, `listed ${item.stream} with type ${describe(item.type)}`);
+    throw new PeriodicItemError(field, `listed ${item.stream} with type ${describe(item.type)}`);
   }
   return item.stream;
 }
