@@ -16,9 +16,15 @@
  *   and changing the group size starts members without a checkpoint afresh per
  *   `whenNoCheckpoint`. A checkpoint left under the key of impel 0.1 (`<category>:<member>/<size>`)
  *   is not taken over silently: the source refuses to start until it is moved or removed.
- * - At start a stored checkpoint is compared with the store's head (the last global position + 1):
- *   one beyond it would skip the messages written next, so the source fails with
- *   {@linkcode CheckpointPastTailError} (or, with `checkpointPastTail: "warn"`, logs it and reads).
+ * - At start a stored checkpoint is compared with the store's head: the global-position
+ *   sequence's last value + 1, or the last row's + 1 if higher (rows inserted past the sequence),
+ *   so that deleting the newest messages (retention, erasure) does not lower it; the sequence
+ *   never hands out a deleted position again. One beyond the head would skip the messages
+ *   written next, so the source fails with {@linkcode CheckpointPastTailError} (or, with
+ *   `checkpointPastTail: "warn"`, logs it and reads). A tail start reads from the head too (a
+ *   write still in flight when the source starts may hold a position below it, and is not
+ *   read: it began before the start). Without the privilege to read the sequence, the head is
+ *   the last row's position + 1.
  * - Consumer groups use MessageDB's own `consumer_group_member` / `consumer_group_size`, which
  *   split a category by a hash of each stream's cardinal id, so N instances share a category
  *   and every stream is handled by exactly one of them.
@@ -351,14 +357,7 @@ export function messageDbSource(options: MessageDbSourceOptions): ObservableSour
     readPage,
     // The next global position of the whole store: a tail start reads nothing written before it,
     // and a checkpoint beyond it would skip what is written next, whatever the category.
-    readTail: async () => {
-      const rows = await query(
-        client,
-        "SELECT coalesce(max(global_position), 0)::text AS max FROM message_store.messages",
-        [],
-      );
-      return toBigInt(rows[0].max) + 1n;
-    },
+    readTail: () => storeHead(client),
     checkpoints: cg === undefined ? checkpoints : refusingLegacyKeys(options, settings),
     checkpointKey: (tranche) => messageDbCheckpointKey(categoryOf.get(tranche)!, options),
     startFrom: options.startFrom,
@@ -584,6 +583,26 @@ async function listen(
     });
     return undefined;
   }
+}
+
+/** The store's head: the next global position, per the sequence and the rows (see the module). */
+async function storeHead(client: SqlClient): Promise<Position> {
+  const max = "coalesce((SELECT max(global_position) FROM message_store.messages), 0)";
+  let rows: SqlRow[];
+  try {
+    rows = await query(
+      client,
+      `SELECT greatest(${max}, coalesce(pg_sequence_last_value(
+         pg_get_serial_sequence('message_store.messages', 'global_position')::regclass), 0))::text
+         AS last`,
+      [],
+    );
+  } catch (error) {
+    // 42501: no privilege on the sequence; the rows alone then.
+    if ((error as { code?: unknown })?.code !== "42501") throw error;
+    rows = await query(client, `SELECT ${max}::text AS last`, []);
+  }
+  return toBigInt(rows[0].last) + 1n;
 }
 
 async function query(client: SqlClient, text: string, params: unknown[]): Promise<SqlRow[]> {
