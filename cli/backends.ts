@@ -186,6 +186,23 @@ export async function messageDbHead(pool: Pool, tranche: string): Promise<Positi
   return BigInt(rows[0].head as string);
 }
 
+/**
+ * The head of the whole MessageDB store: the next global position it hands out, i.e. the
+ * global-position sequence's last value + 1, or the last message's + 1 if higher (the source's
+ * own past-tail bound and tail start).
+ */
+export async function messageDbStoreHead(pool: Pool): Promise<Position> {
+  const { rows } = await messageDb(() =>
+    pool.query(
+      `SELECT (greatest(coalesce((SELECT max(global_position) FROM message_store.messages), 0),
+                        coalesce(pg_sequence_last_value(pg_get_serial_sequence(
+                          'message_store.messages', 'global_position')::regclass), 0)) + 1
+              )::text AS head`,
+    )
+  );
+  return BigInt(rows[0].head as string);
+}
+
 /** The PostgreSQL checkpoint store named by `--schema` and `--table`. */
 export async function postgresStore(args: Args, pool: Pool): Promise<CheckpointStore> {
   const m = await load("checkpoints/postgres.ts", () => import("../checkpoints/postgres.ts"));

@@ -16,6 +16,7 @@ import {
   mapCheckpointError,
   messageDbCategory,
   messageDbHead,
+  messageDbStoreHead,
   PG,
   postgresStore,
   withDynamo,
@@ -49,13 +50,24 @@ type Tail = (tranche: string) => Promise<Position>;
 
 async function withStore<T>(
   args: Args,
-  fn: (store: CheckpointStore, tail: Tail, kind: "postgres" | "dynamo") => Promise<T>,
+  fn: (
+    store: CheckpointStore,
+    tail: Tail,
+    kind: "postgres" | "dynamo",
+    storeHead?: () => Promise<Position>,
+  ) => Promise<T>,
 ): Promise<T> {
   const kind = args.choice("store", ["postgres", "dynamo"] as const, "postgres");
   if (kind === "postgres") {
     return await withPostgres(
       args,
-      async (pool) => fn(await postgresStore(args, pool), (t) => messageDbHead(pool, t), kind),
+      async (pool) =>
+        fn(
+          await postgresStore(args, pool),
+          (t) => messageDbHead(pool, t),
+          kind,
+          () => messageDbStoreHead(pool),
+        ),
     );
   }
   return await withDynamo(args, async (client) => {
@@ -123,17 +135,29 @@ const MAX_POSITION = (1n << 63n) - 1n;
 /** The name `messageDbSource` keeps its checkpoints under unless given `sourceName`. */
 const MESSAGEDB_SOURCE = "messagedb";
 
-/** A MessageDB position past the category's tail (exit 1), with the source's error as cause. */
-function pastTail(tranche: string, position: Position, tail: Position): CliError {
+/** A MessageDB position past the store's head (exit 1), with the source's error as cause. */
+function pastTail(tranche: string, position: Position, head: Position): CliError {
   const category = messageDbCategory(tranche);
   return new CliError(
     EXIT.failed,
     "CheckpointPastTail",
-    `position ${position} is past the tail of MessageDB category ${category} (${tail}, its last ` +
-      `global position + 1): the source would skip the category's messages written at global ` +
-      `positions ${tail} to ${position - 1n}; give --force to set it anyway`,
-    { cause: new CheckpointPastTailError(MESSAGEDB_SOURCE, tranche, position, tail) },
+    `position ${position} is past the head of the MessageDB store (${head}, the next global ` +
+      `position it hands out): the source refuses such a checkpoint at start, and reading from ` +
+      `it would skip the messages of category ${category} written at global positions ${head} ` +
+      `to ${position - 1n}; give --force to set it anyway`,
+    { cause: new CheckpointPastTailError(MESSAGEDB_SOURCE, tranche, position, head) },
   );
+}
+
+/** Why a MessageDB position past its category's last message but not the store's head is risky. */
+function pastCategory(tranche: string, position: Position, tail: Position, head: Position) {
+  const category = messageDbCategory(tranche);
+  return `note: position ${position} is past the last message of MessageDB category ${category} ` +
+    `(its tail, the last global position + 1, is ${tail}) but not past the store's head ` +
+    `(${head}): global positions ` +
+    `${tail} to ${position - 1n} are other categories' messages, or writes not committed yet; a ` +
+    `write to ${category} in flight now could hold one of them and would be skipped (a source ` +
+    `that starts from the tail commits such a position itself)\n`;
 }
 
 /** `impel checkpoints set`: moves one checkpoint, or deletes it. */
@@ -149,11 +173,18 @@ backend for its head: with --store postgres the MessageDB category of the tranch
 database; with --store dynamo the open epoch of the index partition (--index-table). The previous
 position is printed so that the change can be undone.
 
-For --source messagedb with --store postgres, a position past the tail of the tranche's category
-(its last global position + 1; a consumer-group tranche <category>-<member>/<size> reads
-<category>) is refused with exit 1: the source would skip every message written to the category
-until it reaches that position. --force sets it anyway, with a warning (also when the tail cannot
-be read, e.g. the messages live in another database than the checkpoints).`,
+For --source messagedb with --store postgres, a position is checked against two bounds (a
+consumer-group tranche <category>-<member>/<size> reads <category>):
+- past the store's head (the next global position the store hands out: the global-position
+  sequence's last value + 1, or the last message's if higher) it is refused with exit 1: the
+  source refuses such a checkpoint at start too, and would skip the category's messages written
+  until the store reaches that position. --force sets it anyway, with a warning (also when the
+  bounds cannot be read, e.g. the messages live in another database than the checkpoints).
+- past the category's tail (its last message's global position + 1) but not the store's head, it
+  is set, with a note: the positions in between are other categories' messages or writes not yet
+  committed, and whether a write to the category is in flight is not knowable from here; one
+  that is would be skipped. A source that starts from the tail commits such positions itself, so
+  they can be put back. --position tail sets the category's tail, which skips no such write.`,
   options: [
     { name: "source", kind: "string", arg: "NAME", help: "the source's name in checkpoint keys" },
     { name: "group", kind: "string", arg: "NAME", help: "the consumer group" },
@@ -172,7 +203,7 @@ be read, e.g. the messages live in another database than the checkpoints).`,
     {
       name: "force",
       kind: "boolean",
-      help: "set a MessageDB position past its category's tail anyway (with a warning)",
+      help: "set a MessageDB position past the store's head anyway (with a warning)",
     },
     {
       name: "index-table",
@@ -199,7 +230,7 @@ be read, e.g. the messages live in another database than the checkpoints).`,
         );
       }
     }
-    return await withStore(args, async (store, tail, kind) => {
+    return await withStore(args, async (store, tail, kind, storeHead) => {
       const previous = await store.load(key).catch(mapCheckpointError);
       const position = given === undefined
         ? undefined
@@ -213,16 +244,21 @@ be read, e.g. the messages live in another database than the checkpoints).`,
         key.source === MESSAGEDB_SOURCE
       ) {
         const force = args.flag("force");
-        // Forced, a tail that cannot be read (the messages live in another database) is no bar.
-        const head = await tail(key.tranche).catch((error) => {
+        // Forced, bounds that cannot be read (the messages live in another database) are no bar.
+        const bounds = await Promise.all([tail(key.tranche), storeHead!()]).catch((error) => {
           if (!force) throw error;
           args.io.err(`warning: --force: not checked against the tail: ${errorText(error)}\n`);
           return undefined;
         });
-        if (head !== undefined && position > head) {
-          const error = pastTail(key.tranche, position, head);
-          if (!force) throw error;
-          args.io.err(`warning: --force: ${error.message.replace(/; give --force.*$/, "")}\n`);
+        if (bounds !== undefined && position > bounds[0]) {
+          const [categoryTail, head] = bounds;
+          if (position > head) {
+            const error = pastTail(key.tranche, position, head);
+            if (!force) throw error;
+            args.io.err(`warning: --force: ${error.message.replace(/; give --force.*$/, "")}\n`);
+          } else {
+            args.io.err(pastCategory(key.tranche, position, categoryTail, head));
+          }
         }
       }
       await store.reset(key, position).catch(mapCheckpointError);

@@ -624,7 +624,7 @@ Deno.test("cli: init dynamo, index, tail dynamo and dynamo checkpoints against D
   }
 });
 
-Deno.test("cli: checkpoints set refuses a MessageDB position past the category's tail", async () => {
+Deno.test("cli: checkpoints set refuses a MessageDB position past the store's head, notes one past the category's tail", async () => {
   const schema = unique("cli_");
   const category = unique("CliHead");
   await withPool(async (pool) => {
@@ -655,37 +655,58 @@ Deno.test("cli: checkpoints set refuses a MessageDB position past the category's
       const atTail = await set(category, tail);
       assert.equal(atTail.code, EXIT.ok, atTail.err);
       assert.equal(atTail.err, "");
-      const past = await set(category, tail + 1n);
+      // The store's head: what the source itself bounds checkpoints by, and starts a tail from.
+      const head = BigInt(
+        (await pool.query(
+          `SELECT greatest(max(global_position), pg_sequence_last_value(pg_get_serial_sequence(
+             'message_store.messages', 'global_position')::regclass)) + 1 AS h
+             FROM message_store.messages`,
+        )).rows[0].h,
+      );
+      const past = await set(category, head + 1n);
       assert.equal(past.code, EXIT.failed);
       assert.equal(
         past.err,
-        `impel checkpoints set: position ${tail + 1n} is past the tail of MessageDB category ` +
-          `${category} (${tail}, its last global position + 1): the source would skip the ` +
-          `category's messages written at global positions ${tail} to ${tail}; give --force to ` +
-          "set it anyway\n",
+        `impel checkpoints set: position ${head + 1n} is past the head of the MessageDB store ` +
+          `(${head}, the next global position it hands out): the source refuses such a ` +
+          `checkpoint at start, and reading from it would skip the messages of category ` +
+          `${category} written at global positions ${head} to ${head}; give --force to set it ` +
+          "anyway\n",
       );
       assert.equal(await load(category), tail, "refused: unchanged");
 
       // A consumer-group member's tranche is checked against its category.
       const member = `${category}-0/2`;
-      assert.equal((await set(member, tail + 50n)).code, EXIT.failed);
+      assert.equal((await set(member, head + 50n)).code, EXIT.failed);
       assert.equal(await load(member), undefined);
       assert.equal((await set(member, "start")).code, EXIT.ok);
 
-      const forced = await set(category, tail + 50n, "--force");
+      const forced = await set(category, head + 50n, "--force");
       assert.equal(forced.code, EXIT.ok, forced.err);
       assert.match(
         forced.err,
         new RegExp(
-          `^warning: --force: position ${tail + 50n} is past the tail .* to ${tail + 49n}\n$`,
+          `^warning: --force: position ${head + 50n} is past the head .* to ${head + 49n}\n$`,
         ),
       );
-      assert.equal(await load(category), tail + 50n);
+      assert.equal(await load(category), head + 50n);
 
-      // An empty category's tail is 1; other sources are not MessageDB's to check.
+      // Past the category's tail but not the store's head (another category's messages lie
+      // between): set, with a note that says what is compared and what could be skipped.
       const empty = unique("CliEmpty");
-      assert.match((await set(empty, 2n)).err, new RegExp(`category ${empty} \\(1, `));
-      assert.equal((await set(empty, 1n)).code, EXIT.ok);
+      const between = await set(empty, 2n);
+      assert.equal(between.code, EXIT.ok, between.err);
+      assert.match(
+        between.err,
+        new RegExp(
+          `^note: position 2 is past the last message of MessageDB category ${empty} \\(its ` +
+            `tail, the last global position \\+ 1, is 1\\) but not past the store's head ` +
+            `\\(${head}\\): global positions 1 to 1 are other categories' messages, or writes ` +
+            `not committed yet; .* in flight .*\n$`,
+        ),
+      );
+      assert.equal(await load(empty), 2n);
+      assert.equal((await set(empty, 1n)).err, "");
       const other = await cli([
         "checkpoints",
         "set",
