@@ -71,7 +71,7 @@ Deno.test(
 
     let rebalancing = false;
     let outcome: string | undefined;
-    const fetched = eachBatch({
+    void eachBatch({
       batch: {
         topic: "t",
         partition: 0,
