@@ -24,6 +24,7 @@ import { pagedSource, type PagedSourceOptions } from "../core/reader.ts";
 export {
   CheckpointPastTailError,
   type Page,
+  type ReadContext,
   type ReadPage,
   retrying,
   type RetryingOptions,
