@@ -57,7 +57,7 @@ import { getLogger } from "@logtape/logtape";
 import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
-import type { StreamEvent } from "../core/event.ts";
+import { type StreamEvent, utf8Length } from "../core/event.ts";
 import { errorText, type RetryOptions } from "../core/failure.ts";
 import { pagedSource, type ReadPage } from "../core/reader.ts";
 import { checkCategory, InvalidStreamNameError } from "../core/streamName.ts";
@@ -404,7 +404,7 @@ function rowToItem(row: SqlRow): BatchItem {
       meta: row.metadata ?? null,
       id: String(row.id),
       time: new Date(Number(row.time_ms)),
-      size: String(row.type).length + (typeof data === "string" ? data.length : 0),
+      size: utf8Length(String(row.type)) + (typeof data === "string" ? utf8Length(data) : 0),
     };
   }
   return invalid === undefined ? { stream, event } : { stream, event, invalid };

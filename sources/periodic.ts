@@ -33,6 +33,7 @@ import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { errorText, type RetryOptions } from "../core/failure.ts";
+import { utf8Length } from "../core/event.ts";
 import { pagedSource, type ReadPage } from "../core/reader.ts";
 import { parseStreamName, type StreamName } from "../core/streamName.ts";
 
@@ -206,7 +207,7 @@ export function periodicSource(options: PeriodicSourceOptions): ObservableSource
       const data = item.data ?? null;
       let size: number;
       try {
-        size = type.length + (JSON.stringify(data)?.length ?? 0);
+        size = utf8Length(type) + utf8Length(JSON.stringify(data) ?? "");
       } catch (error) {
         throw new PeriodicItemError(
           field,

@@ -17,7 +17,7 @@
  */
 import type { LastEventReader } from "../core/decider.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
-import type { StreamEvent } from "../core/event.ts";
+import { type StreamEvent, utf8Length } from "../core/event.ts";
 import {
   type AppendResult,
   type EventData,
@@ -124,7 +124,7 @@ export function messageRowToEvent(row: SqlRow): StreamEvent {
     time: new Date(row.time_ms as number),
     correlationId: metaString(meta, "correlationId"),
     causationId: metaString(meta, "causationId"),
-    size: type.length + (dataText?.length ?? 0) + (metaText?.length ?? 0),
+    size: utf8Length(type) + utf8Length(dataText ?? "") + utf8Length(metaText ?? ""),
   };
 }
 

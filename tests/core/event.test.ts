@@ -7,6 +7,7 @@ import {
   type Span,
   spanNext,
   type StreamEvent,
+  utf8Length,
 } from "../../core/event.ts";
 import { ev as plainEv, test } from "../support/core.ts";
 
@@ -142,5 +143,15 @@ test("mergeSpans", async (t) => {
         { numRuns: 1000 },
       );
     },
+  );
+});
+
+Deno.test("utf8Length counts UTF-8 bytes, as limits are bytes", () => {
+  const text = "a€😀é\uD800x"; // ASCII, 3-byte, surrogate pair, 2-byte, lone surrogate, ASCII
+  assert.equal(utf8Length(text), new TextEncoder().encode(text).length);
+  assert.equal(estimateSize("€€€"), 9);
+  assert.equal(
+    estimateSize({ s: "€" }),
+    new TextEncoder().encode(JSON.stringify({ s: "€" })).length,
   );
 });
