@@ -141,7 +141,12 @@ export interface DynamoSourceOptions {
   readonly tailSleepMs?: number;
   /** How often to look for new partitions (default 10 000 ms). */
   readonly partitionRefreshMs?: number;
-  /** Strongly consistent index and event reads (default true). */
+  /**
+   * Strongly consistent index and event reads (default true). With eventual reads a hole in
+   * an epoch is waited for as not yet visible, unless the epoch is complete (its end marker is
+   * visible or the tip has moved past it): then one consistent read decides, and a hole it
+   * still shows is a {@linkcode DynamoIndexCorruptError}.
+   */
   readonly consistentRead?: boolean;
   /** Largest batch handed on, in events (default: one batch per read). */
   readonly maxBatchItems?: number;
@@ -272,6 +277,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     offset: number,
     probe: boolean,
     after: number | undefined,
+    consistent = settings.consistentRead,
   ) {
     let from = after === undefined ? offset : after + 1;
     if (probe && offset > 0) {
@@ -287,7 +293,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
           ProjectionExpression: "i",
           ScanIndexForward: false,
           Limit: 1,
-          ConsistentRead: settings.consistentRead,
+          ConsistentRead: consistent,
         }),
       );
       from = Number(res.Items?.[0]?.i?.N ?? offset);
@@ -301,7 +307,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
           ":i": { N: String(from) },
         },
         Limit: settings.chunksPerRead,
-        ConsistentRead: settings.consistentRead,
+        ConsistentRead: consistent,
       }),
     );
     const chunks: { start: number; entries: IndexEntry[] }[] = [];
@@ -355,6 +361,46 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
         epoch,
         undefined,
         `the epoch has no end marker but the partition's tip is at epoch ${tipEpoch}`,
+      );
+    }
+  }
+
+  // With eventual reads a hole may only be not yet visible, but not once the epoch is known to
+  // be complete (its end marker is visible, or the tip has moved past it): then one consistent
+  // read decides, and a hole it still shows is damage. The tip is read at most every
+  // partitionRefreshMs.
+  const holeChecked = new Map<string, number>();
+  async function checkHole(
+    tranche: string,
+    epoch: number,
+    from: number,
+    closed: boolean,
+  ): Promise<void> {
+    if (!closed) {
+      const now = Date.now();
+      if (now - (holeChecked.get(tranche) ?? 0) < settings.partitionRefreshMs) return;
+      holeChecked.set(tranche, now);
+      const get = async (p: string, i: number) =>
+        (await client.send(
+          new GetItemCommand({
+            TableName: settings.indexTable,
+            Key: { p: { S: p }, i: { N: String(i) } },
+            ConsistentRead: true,
+          }),
+        )).Item;
+      const marker = await get(epochKey(tranche, epoch), EPOCH_FACTOR);
+      if (marker === undefined && Number((await get(tipKey(tranche), 0))?.ep?.N ?? 0) <= epoch) {
+        return;
+      }
+    }
+    const again = await readChunks(tranche, epoch, from, false, undefined, true);
+    const first = again.chunks[0]?.start ?? again.closedAt;
+    if (first !== undefined && first > from) {
+      throw new DynamoIndexCorruptError(
+        tranche,
+        epoch,
+        first,
+        `entries ${from} to ${first - 1} are missing (the epoch is complete)`,
       );
     }
   }
@@ -432,7 +478,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
             meta: undefined,
             id: `${e.stream}@${k}`,
             time,
-            size: type.length,
+            size: utf8.encode(type).length,
           },
         });
       }
@@ -463,6 +509,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
             throw corrupt(chunk.start, `entries ${next} to ${chunk.start - 1} are missing`);
           }
           hole = true;
+          await checkHole(tranche, epoch, next, page.closedAt !== undefined);
           break;
         }
         // Only the chunk that holds a position found by the probe may start before it.
@@ -609,6 +656,8 @@ function checkOptions(options: DynamoSourceOptions): Settings {
     },
   };
 }
+
+const utf8 = new TextEncoder();
 
 const TRANSIENT_NAMES = new Set([
   "ProvisionedThroughputExceededException",

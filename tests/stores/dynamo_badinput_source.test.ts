@@ -177,7 +177,7 @@ Deno.test(
 );
 
 /** Reads index-only batches until the source errors (within 10 s); returns the error and items. */
-async function readError(indexTable: string, chunksPerRead = 20) {
+async function readError(indexTable: string, chunksPerRead = 20, consistentRead = true) {
   const source = dynamoSource({
     client,
     indexTable,
@@ -186,18 +186,21 @@ async function readError(indexTable: string, chunksPerRead = 20) {
     tailSleepMs: 20,
     chunksPerRead,
     partitionRefreshMs: 50,
+    consistentRead,
   });
   const reader = source.getReader();
   const items: string[] = [];
+  const sizes: number[] = [];
   const deadline = Date.now() + 10_000;
   try {
     while (Date.now() < deadline) {
       const { value, done } = await reader.read();
       assert.ok(!done, "the source errors rather than ending");
       items.push(...value.items.map((i) => `${i.stream}@${i.event.index}`));
+      sizes.push(...value.items.map((i) => i.event.size));
     }
   } catch (e) {
-    return { error: e, items };
+    return { error: e, items, sizes };
   } finally {
     await reader.cancel().catch(() => {});
   }
@@ -285,6 +288,49 @@ Deno.test(
         ],
       }]);
       corrupt((await readError(t.indexTable)).error, /entries 1 to 1 are missing/);
+    }
+  },
+);
+
+Deno.test(
+  "dynamo bad input: with eventual reads a hole in a complete epoch is an error, not a wait",
+  opts,
+  async () => {
+    {
+      // The end marker is visible: the epoch is complete, so the hole is damage.
+      await using t = await tables();
+      await writeIndex(t.indexTable, [{
+        chunks: [
+          { start: 0, entries: [entry("A-1", 0, 1, "€€€")] },
+          { start: 2, entries: [entry("C-1", 0, 1)] },
+        ],
+        closedAt: 3,
+      }, { chunks: [{ start: 0, entries: [entry("D-1", 0, 1)] }] }]);
+      // One chunk per read: A-1 is delivered before the hole is met.
+      const { error, items, sizes } = await readError(t.indexTable, 1, false);
+      corrupt(error, /entries 1 to 1 are missing \(the epoch is complete\)/);
+      assert.deepEqual(items, ["A-1@0"]);
+      // Index-only events are sized in UTF-8 bytes, like bodies.
+      assert.deepEqual(sizes, [9]);
+    }
+    {
+      // No end marker, but the tip has moved past the epoch.
+      await using t = await tables();
+      await writeIndex(t.indexTable, [{
+        chunks: [
+          { start: 0, entries: [entry("A-1", 0, 1)] },
+          { start: 2, entries: [entry("C-1", 0, 1)] },
+        ],
+      }, { chunks: [{ start: 0, entries: [entry("D-1", 0, 1)] }] }]);
+      await put(t.indexTable, {
+        p: { S: tipKey("0") },
+        i: { N: "0" },
+        ep: { N: "1" },
+        o: { N: "1" },
+        b: { N: "0" },
+        s: { N: "1" },
+      });
+      corrupt((await readError(t.indexTable, 20, false)).error, /entries 1 to 1 are missing/);
     }
   },
 );
