@@ -176,6 +176,11 @@ export interface PipelineRegistration {
   readonly headCacheMs?: number;
   /** How long to wait for the head positions before reporting lag as unknown (default 2000 ms). */
   readonly headTimeoutMs?: number;
+  /**
+   * Problems of other parts the pipeline depends on, reported with the source's (e.g. a DynamoDB
+   * indexer's `problems()`, which lists the records it had to park).
+   */
+  readonly problems?: () => readonly SourceProblem[];
 }
 
 /**
@@ -786,6 +791,9 @@ function checkRegistration(r: PipelineRegistration) {
   if (typeof r.sink?.stats !== "function") {
     throw new InvalidArgumentError("sink", "must have a stats() method (a StreamsSink)");
   }
+  if (r.problems !== undefined && typeof r.problems !== "function") {
+    throw new InvalidArgumentError("problems", `must be a function, got ${describe(r.problems)}`);
+  }
   if (r.checkpoints !== undefined && typeof r.checkpoints.list !== "function") {
     throw new InvalidArgumentError("checkpoints", "must be a CheckpointStore");
   }
@@ -1006,7 +1014,10 @@ function createPipelineState(
       }, { highWaterMark: 0 });
       return Object.assign(stream, { problems: () => problemsOf(source) });
     },
-    problems: () => [...observed].flatMap((w) => w.failed ?? problemsOf(w.source)),
+    problems: () => [
+      ...[...observed].flatMap((w) => w.failed ?? problemsOf(w.source)),
+      ...(r.problems ? problemsOf({ problems: r.problems } as ObservableSource) : []),
+    ],
     stats: () => r.sink.stats(),
     reads: () => [...reads.values()].map((t) => ({ ...t })),
     tranches(stats) {

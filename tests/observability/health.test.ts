@@ -246,3 +246,29 @@ Deno.test("health: the observed source's failure reaches run() while a write wai
   );
   assert.deepEqual(resolveHealthThresholds({}).commitFailingMs, { degraded: 0, failing: 60_000 });
 });
+
+Deno.test("health: problems of other parts registered with a pipeline (an indexer's parked records) are reported", async () => {
+  const metrics = createMetrics({ defaultMetrics: false });
+  const sink = streamsSink({ group: "idx", handler: () => {}, statsIntervalMs: 0 });
+  const since = Date.now() - 5000;
+  const pipeline = metrics.addPipeline({
+    group: "idx",
+    source: "dynamo",
+    sink,
+    problems: () => [{
+      severity: "degraded",
+      reason: "parked Order-1 at index 5: an index gap",
+      since,
+      tranche: "0",
+    }],
+  });
+  const report = await checkHealth([pipeline]);
+  assert.equal(report.status, "degraded");
+  const reason = report.reasons.find((r) => r.kind === "source");
+  assert.match(reason?.message ?? "", /parked Order-1 at index 5/);
+  assert.throws(
+    () => metrics.addPipeline({ group: "idx2", source: "dynamo", sink, problems: 5 as never }),
+    (e: Error & { code?: string }) => e.code === "InvalidArgument",
+  );
+  await sink.stop();
+});
