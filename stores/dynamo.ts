@@ -40,6 +40,7 @@ import { getLogger } from "@logtape/logtape";
 import { EventDecodeError } from "../core/codec.ts";
 import type { LastEventReader, SnapshotReader } from "../core/decider.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { backoff } from "../core/failure.ts";
 import type { StreamEvent } from "../core/event.ts";
 import {
   type AppendResult,
@@ -50,6 +51,7 @@ import {
   WrongExpectedVersionError,
 } from "../core/store.ts";
 import { checkStreamName, InvalidStreamNameError, type StreamName } from "../core/streamName.ts";
+import { sleep } from "../core/tranches.ts";
 
 // The sort key of a stream's tip item; event items use their first index (>= 0).
 const TIP_INDEX = -1;
@@ -125,6 +127,8 @@ export function checkDynamoStreamName(stream: StreamName): StreamName {
   return stream;
 }
 const CONFLICT_ATTEMPTS = 10;
+// Between tries while another transaction holds the tip: short, jittered, growing a little.
+const CONTENTION_BACKOFF = backoff({ initialDelayMs: 10, maxDelayMs: 100, factor: 1.5, jitter: 1 });
 
 /**
  * The part of the AWS SDK's `DynamoDBClient` (from `@aws-sdk/client-dynamodb`) that impel
@@ -586,7 +590,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
             e,
           );
         }
-        await new Promise((resolve) => setTimeout(resolve, 10 * attempt + Math.random() * 20));
+        await sleep(CONTENTION_BACKOFF.delay(attempt));
       }
     }
   }
@@ -688,8 +692,8 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     return out;
   }
 
-  // The append item whose events include `index` but that starts before it, if any.
-  async function containing(stream: StreamName, index: number) {
+  // The last append item that starts at or before `index`, if any.
+  async function itemAtOrBefore(stream: StreamName, index: number, consistent: boolean) {
     const res = await client.send(
       new QueryCommand({
         TableName: tableName,
@@ -697,14 +701,19 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
         ExpressionAttributeValues: {
           ":p": { S: stream },
           ":lo": { N: "0" },
-          ":hi": { N: String(index - 1) },
+          ":hi": { N: String(index) },
         },
         ScanIndexForward: false,
         Limit: 1,
-        ConsistentRead: consistentRead,
+        ConsistentRead: consistent,
       }),
     );
-    const item = res.Items?.[0];
+    return res.Items?.[0];
+  }
+
+  // The append item whose events include `index` but that starts before it, if any.
+  async function containing(stream: StreamName, index: number) {
+    const item = await itemAtOrBefore(stream, index - 1, consistentRead);
     return item !== undefined && Number(item.n?.N ?? 0) > index ? item : undefined;
   }
 
@@ -737,21 +746,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     const index = type === undefined ? Number(mark) - 1 : Number(mark);
     if (index < 0) return undefined;
     // The append item holding `index` is the last one starting at or before it.
-    const res = await client.send(
-      new QueryCommand({
-        TableName: tableName,
-        KeyConditionExpression: "p = :p AND i BETWEEN :lo AND :hi",
-        ExpressionAttributeValues: {
-          ":p": { S: stream },
-          ":lo": { N: "0" },
-          ":hi": { N: String(index) },
-        },
-        ScanIndexForward: false,
-        Limit: 1,
-        ConsistentRead: true,
-      }),
-    );
-    const item = res.Items?.[0];
+    const item = await itemAtOrBefore(stream, index, true);
     return item === undefined ? undefined : decodeEvents(item).find((e) => e.index === index);
   }
 
