@@ -689,7 +689,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         trouble: undefined,
       };
       streams.set(name, s);
-    } else s.tranche = tranche;
+    }
     return s;
   }
 
@@ -806,7 +806,6 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       }
       if (s.buffer === NO_EVENTS) s.buffer = [event];
       else insertEvent(s.buffer, event, s.writePos);
-      if (finalGaps) s.finalGaps = true;
       if (s.mark !== tracker) {
         s.mark = tracker;
         s.markRequired = index + 1;
@@ -815,9 +814,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         s.markRequired = index + 1;
       }
     }
+    // Per stream of the batch, not per item: the tranche it was last read from, its gap rule.
     for (let i = 0; i < touched.length; i++) {
       const s = touched[i];
       s.mark = undefined;
+      s.tranche = tranche;
+      if (finalGaps) s.finalGaps = true;
       addWaiter(s, tracker, s.markRequired);
       tracker.pending++;
       enqueue(s);
