@@ -1,3 +1,4 @@
+#!/usr/bin/env bun
 /**
  * The `impel` command line: set up backends, inspect and move checkpoints, watch a source,
  * inspect the DynamoDB index, and check a MessageDB table.
@@ -37,6 +38,7 @@ import { checkpointsSet, checkpointsShow } from "./cli/checkpoints.ts";
 import { tailDynamo, tailKafka, tailMessageDb } from "./cli/tail.ts";
 import { indexCommand } from "./cli/index_command.ts";
 import { checkMessageDb } from "./cli/check.ts";
+import { VERSION } from "./version.ts";
 
 export { EXIT };
 export type { CliIo };
@@ -60,7 +62,8 @@ function overview(prefix: readonly string[] = []): string {
     "impel: set up backends, inspect checkpoints, watch sources.\n",
     `Usage: impel ${
       prefix.length ? prefix.join(" ") + " " : ""
-    }<command> [options]   (every command takes --help)\n`,
+    }<command> [options]   (every command takes --help)`,
+    "       impel --version\n",
     "Commands:",
     ...list.map((c) =>
       `  ${c.path.join(" ").padEnd(22)} ${c.summary.split(". ")[0].replace(/\.$/, "")}`
@@ -88,6 +91,10 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
   const words = first < 0 ? [...argv] : argv.slice(0, first);
   const wantsHelp = argv.includes("--help") || argv.includes("-h");
   const asked = words[0] === "help" ? words.slice(1) : words;
+  if (words.length === 0 && argv[0] === "--version") {
+    io.out(`impel ${VERSION}\n`);
+    return EXIT.ok;
+  }
   const command = COMMANDS.find((c) =>
     c.path.length <= asked.length && c.path.every((p, i) => asked[i] === p)
   );

@@ -57,3 +57,4 @@ export * from "./core/sink.ts";
 export type { SinkStats, TrancheStats } from "./core/stats.ts";
 export * from "./core/store.ts";
 export * from "./core/streamName.ts";
+export { VERSION } from "./version.ts";

@@ -70,6 +70,10 @@ export interface Pool {
   query(text: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
   /** Closes every connection. */
   end(): Promise<void>;
+  /** One connection of the pool, for statements that must share it (a transaction). */
+  connect(): Promise<
+    { query(text: string): Promise<unknown>; release(error?: Error | boolean): void }
+  >;
 }
 
 /** Runs `fn` with a pool connected per `--url`, closed afterwards; exit 5 when it cannot connect. */

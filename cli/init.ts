@@ -4,9 +4,20 @@
  *
  * @module
  */
-import type { Command } from "./args.ts";
-import { DYNAMO, load, messageDb, PG, PG_TABLE, withDynamo, withPostgres } from "./backends.ts";
-import { EXIT, usage } from "./exit.ts";
+import { errorText } from "../core/failure.ts";
+import type { Args, Command } from "./args.ts";
+import {
+  DYNAMO,
+  load,
+  messageDb,
+  PG,
+  PG_TABLE,
+  type Pool,
+  withDynamo,
+  withPostgres,
+} from "./backends.ts";
+import { CliError, EXIT, unavailable, usage } from "./exit.ts";
+import { MESSAGEDB_RELEASE, schemaSource } from "./messagedb_schema.ts";
 import { warnAboutSequence } from "./check.ts";
 
 /** `impel init postgres`: creates the checkpoint table. */
@@ -29,17 +40,32 @@ export const initPostgres: Command = {
     }),
 };
 
-/** `impel init messagedb`: installs or removes the NOTIFY trigger. */
+/** `impel init messagedb`: installs MessageDB's schema if missing, the trigger and checkpoints. */
 export const initMessageDb: Command = {
   path: ["init", "messagedb"],
   summary:
-    "Installs the MessageDB trigger that wakes MessageDB sources within milliseconds of an append.",
-  usage: "init messagedb [--url URL] [--channel NAME] [--uninstall]",
-  details:
-    `The database must already hold MessageDB's schema (tools/postgres.sh or Eventide's installer).
-It also warns when rows lie above the global-position sequence (see impel check messagedb).`,
+    "Installs MessageDB's schema unless present, the NOTIFY trigger and the checkpoint table.",
+  usage:
+    "init messagedb [--url URL] [--sql-dir DIR] [--no-download] [--channel NAME] [--schema NAME] [--table NAME] [--uninstall]",
+  details: `
+Safe to repeat. On a database without MessageDB's schema it installs it, in one transaction, from
+the @eventide/message-db package's own SQL files in its installer's order: the folder given with
+--sql-dir, else an installed copy (node_modules of the working directory or next to impel), else
+release ${MESSAGEDB_RELEASE} fetched from the npm registry and checked against the registry's integrity hash
+(--no-download forbids that). It needs no psql. It then sets the database's search_path to
+message_store, public (MessageDB's functions name their table unqualified), installs the trigger
+that wakes MessageDB sources within milliseconds of an append, creates the checkpoint table, and
+warns when rows lie above the global-position sequence (see impel check messagedb).
+--uninstall removes only the trigger.`,
   options: [
     ...PG,
+    {
+      name: "sql-dir",
+      kind: "string",
+      arg: "DIR",
+      help: "the database folder of @eventide/message-db",
+    },
+    { name: "no-download", kind: "boolean", help: "never fetch MessageDB from the npm registry" },
     {
       name: "channel",
       kind: "string",
@@ -47,27 +73,94 @@ It also warns when rows lie above the global-position sequence (see impel check 
       fallback: "impel_messagedb",
       help: "the NOTIFY channel",
     },
+    ...PG_TABLE,
     { name: "uninstall", kind: "boolean", help: "remove the trigger instead" },
   ],
   run: (args) =>
     withPostgres(args, async (pool) => {
       const m = await load("sources/messagedb.ts", () => import("../sources/messagedb.ts"));
       const channel = args.string("channel");
-      await messageDb(async () => {
-        // The trigger creation reports a missing schema through its own error class.
-        await pool.query("SELECT message_store.message_store_version()");
-        if (args.flag("uninstall")) await m.uninstallNotifyTrigger(pool, { channel });
-        else await m.installNotifyTrigger(pool, { channel });
-      });
-      if (!args.flag("uninstall")) await warnAboutSequence(args, pool);
-      args.io.out(
-        `MessageDB notify trigger for channel ${channel} ${
-          args.flag("uninstall") ? "removed" : "installed"
-        }\n`,
-      );
+      const version = await installedVersion(pool);
+      if (args.flag("uninstall")) {
+        if (version === undefined) throw unavailable("this database has no MessageDB schema");
+        await messageDb(() => m.uninstallNotifyTrigger(pool, { channel }));
+        args.io.out(`MessageDB notify trigger for channel ${channel} removed\n`);
+        return EXIT.ok;
+      }
+      if (version !== undefined) {
+        args.io.out(`MessageDB ${version} is installed\n`);
+      } else {
+        const files = await schemaSource(args.string("sql-dir"), !args.flag("no-download"));
+        const store = await load("stores/messagedb.ts", () => import("../stores/messagedb.ts"));
+        const scripts = await store.messageDbInstallScripts(files.read);
+        await inTransaction(pool, async (query) => {
+          for (const { path, sql } of scripts) {
+            await query(sql).catch((error) => {
+              throw new CliError(
+                EXIT.failed,
+                "MessageDbSetup",
+                `MessageDB script ${path} failed (nothing was installed): ${errorText(error)}`,
+                { cause: error },
+              );
+            });
+          }
+        });
+        args.io.out(`MessageDB ${await installedVersion(pool)} installed from ${files.from}\n`);
+      }
+      await searchPath(args, pool);
+      await messageDb(() => m.installNotifyTrigger(pool, { channel }));
+      args.io.out(`MessageDB notify trigger for channel ${channel} installed\n`);
+      const cps = await load("checkpoints/postgres.ts", () => import("../checkpoints/postgres.ts"));
+      const schema = args.string("schema"), table = args.string("table");
+      await cps.initPostgresCheckpoints(pool, { schema, table });
+      args.io.out(`checkpoint table "${schema}"."${table}" is ready\n`);
+      await warnAboutSequence(args, pool);
       return EXIT.ok;
     }),
 };
+
+async function installedVersion(pool: Pool): Promise<string | undefined> {
+  const { rows } = await pool.query(
+    "SELECT to_regclass('message_store.messages') IS NOT NULL AS present",
+  );
+  if (!rows[0].present) return undefined;
+  const version = await pool.query("SELECT message_store.message_store_version() AS v").then(
+    (r) => String(r.rows[0].v),
+    () => "(version unknown: message_store_version() is missing)",
+  );
+  return version;
+}
+
+async function inTransaction(
+  pool: Pool,
+  fn: (query: (sql: string) => Promise<unknown>) => Promise<void>,
+): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    await fn((sql) => client.query(sql));
+    await client.query("COMMIT");
+    client.release();
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => {});
+    client.release(true);
+    throw error;
+  }
+}
+
+/** MessageDB's functions name their table unqualified, so sessions need it on the search path. */
+async function searchPath(args: Args, pool: Pool): Promise<void> {
+  const { rows } = await pool.query("SELECT current_database() AS db");
+  const db = String(rows[0].db).replaceAll('"', '""');
+  await pool.query(`ALTER DATABASE "${db}" SET search_path TO message_store, public`).then(
+    () => args.io.out(`search_path of database "${db}" set to message_store, public\n`),
+    (error) =>
+      args.io.err(
+        `warning: could not set the search_path of database "${db}" (${errorText(error)}); ` +
+          `connections must set search_path=message_store,public themselves\n`,
+      ),
+  );
+}
 
 /** `impel init dynamo`: creates the events, index and checkpoint tables. */
 export const initDynamo: Command = {

@@ -190,7 +190,15 @@ Deno.test("cli: a missing module is reported as not available", async () => {
   // A copy of the CLI with its core but without the MessageDB source.
   const dir = await Deno.makeTempDir({ prefix: "impel-cli-" });
   try {
-    for (const f of ["cli.ts", "deno.json", "checkpoints/memory.ts", "observability/metrics.ts"]) {
+    for (
+      const f of [
+        "cli.ts",
+        "version.ts",
+        "deno.json",
+        "checkpoints/memory.ts",
+        "observability/metrics.ts",
+      ]
+    ) {
       await Deno.mkdir(`${dir}/${f.split("/").slice(0, -1).join("/")}`, { recursive: true });
       await Deno.copyFile(`${root}${f}`, `${dir}/${f}`);
     }
@@ -370,9 +378,11 @@ Deno.test("cli: init messagedb, checkpoints set to the tail, and tail messagedb"
         EXIT.ok,
       );
       assert.equal(await trigger(), 0);
+      // (Without --uninstall, init would install MessageDB there: tests/cli_setup.test.ts.)
       const noSchema = await cli([
         "init",
         "messagedb",
+        "--uninstall",
         "--url",
         url.replace(/\/[^/]*$/, "/postgres"),
       ]);
