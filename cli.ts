@@ -13,7 +13,7 @@
  * | `init messagedb` | installs (or with `--uninstall` removes) the MessageDB NOTIFY trigger; warns about rows above the global-position sequence |
  * | `init dynamo` | creates DynamoDB event, index and checkpoint tables |
  * | `checkpoints show` | lists the checkpoints of a source (and group) |
- * | `checkpoints set` | sets a checkpoint to a position, the start or the tail, or deletes it; refuses a MessageDB position past its category's tail unless `--force` |
+ * | `checkpoints set` | sets a checkpoint to a position, the start or the tail, or deletes it; refuses a MessageDB position past its category's tail unless `--force`, and a tranche it holds no checkpoint for unless `--create` |
  * | `tail messagedb\|dynamo` | runs a source into a stats-only sink, printing throughput and lag (`tail kafka`: not available, exit 3) |
  * | `index` | shows the DynamoDB index: partitions, open epochs, a stream's entry |
  * | `check messagedb` | looks for rows not written through `write_message` (above the sequence, gaps and disorder in stream indexes) |

@@ -7,7 +7,7 @@
 import { describe } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
 import type { Position } from "../core/batch.ts";
-import type { CheckpointStore } from "../core/checkpoints.ts";
+import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { CheckpointPastTailError } from "../core/reader.ts";
 import { type Args, type Command, JSON_OUT, type OptionSpec } from "./args.ts";
 import {
@@ -22,7 +22,7 @@ import {
   withDynamo,
   withPostgres,
 } from "./backends.ts";
-import { CliError, EXIT, usage } from "./exit.ts";
+import { CliError, EXIT, notFound, usage } from "./exit.ts";
 import { table } from "./table.ts";
 
 const STORE: OptionSpec[] = [
@@ -160,18 +160,37 @@ function pastCategory(tranche: string, position: Position, tail: Position, head:
     `that starts from the tail commits such a position itself)\n`;
 }
 
+/** No checkpoint under `key`: exit 4, naming the tranches the store holds for its source and group. */
+async function unknownTranche(
+  store: CheckpointStore,
+  key: CheckpointKey,
+  deleting: boolean,
+): Promise<CliError> {
+  const known = (await store.list(key.source, key.group).catch(mapCheckpointError))
+    .map((c) => c.tranche).sort();
+  const held = known.length === 0
+    ? `the store holds no checkpoints for source ${key.source} and group ${key.group}`
+    : `its tranches are ${known.join(", ")}`;
+  return notFound(
+    `no checkpoint ${key.source}/${key.tranche}/${key.group} (${held}); ` +
+      (deleting ? "nothing to delete" : "give --create to set a new one"),
+  );
+}
+
 /** `impel checkpoints set`: moves one checkpoint, or deletes it. */
 export const checkpointsSet: Command = {
   path: ["checkpoints", "set"],
   summary:
     "Sets one checkpoint (backwards too), or deletes it. Stop the pipeline first: its own commits would move it on.",
   usage:
-    "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail [--force] | --delete)",
+    "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail [--force] [--create] | --delete)",
   details: `
 --position start sets 0, before the first item of every built-in source. --position tail asks the
 backend for its head: with --store postgres the MessageDB category of the tranche in the same
 database; with --store dynamo the open epoch of the index partition (--index-table). The previous
-position is printed so that the change can be undone.
+position is printed so that the change can be undone. A checkpoint the store does not hold yet is
+set only with --create, and deleting one it does not hold exits 4: both name the tranches it holds
+for the source and group, so a mistyped tranche is caught.
 
 For --source messagedb with --store postgres, a position is checked against two bounds (a
 consumer-group tranche <category>-<member>/<size> reads <category>):
@@ -204,6 +223,11 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
       name: "force",
       kind: "boolean",
       help: "set a MessageDB position past the store's head anyway (with a warning)",
+    },
+    {
+      name: "create",
+      kind: "boolean",
+      help: "set a checkpoint the store does not hold yet (else refused: a typo?)",
     },
     {
       name: "index-table",
@@ -239,6 +263,9 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
         : given === "tail"
         ? await tail(key.tranche)
         : BigInt(given);
+      if (previous === undefined && (position === undefined || !args.flag("create"))) {
+        throw await unknownTranche(store, key, position === undefined);
+      }
       if (
         position !== undefined && given !== "tail" && kind === "postgres" &&
         key.source === MESSAGEDB_SOURCE

@@ -248,7 +248,10 @@ Deno.test("cli: init postgres, checkpoints show and set against PostgreSQL", asy
       assert.match(empty.err, /no checkpoints for source messagedb/);
 
       // Positions past the tail of GuestStay, on purpose (the tail check has its own test).
-      const base = ["--source", "messagedb", "--group", "reactor", "--schema", schema, "--force"];
+      const base = [
+        ...["--source", "messagedb", "--group", "reactor", "--schema", schema],
+        ...["--force", "--create"],
+      ];
       const set = await cli([
         "checkpoints",
         "set",
@@ -288,6 +291,7 @@ Deno.test("cli: init postgres, checkpoints show and set against PostgreSQL", asy
         "--schema",
         schema,
         "--force",
+        "--create",
       ]);
 
       const store = postgresCheckpoints(pool, { schema });
@@ -338,6 +342,29 @@ Deno.test("cli: init postgres, checkpoints show and set against PostgreSQL", asy
       assert.equal(deleted.out, "checkpoint messagedb/Other/reactor: 0 -> deleted\n");
       assert.equal(
         await store.load({ source: "messagedb", tranche: "Other", group: "reactor" }),
+        undefined,
+      );
+      // A mistyped tranche: neither set nor deleted, and the held tranches are named.
+      const keyOf = ["--source", "messagedb", "--group", "reactor", "--schema", schema];
+      const typo = await cli([
+        "checkpoints",
+        "set",
+        ...keyOf,
+        "--tranche",
+        "GuestSaty",
+        "--position",
+        "1",
+      ]);
+      assert.equal(typo.code, EXIT.notFound);
+      assert.match(
+        typo.err,
+        /no checkpoint messagedb\/GuestSaty\/reactor \(its tranches are GuestStay\); give --create/,
+      );
+      const gone = await cli(["checkpoints", "set", ...keyOf, "--tranche", "Other", "--delete"]);
+      assert.equal(gone.code, EXIT.notFound);
+      assert.match(gone.err, /no checkpoint messagedb\/Other\/reactor .*nothing to delete/);
+      assert.equal(
+        await store.load({ source: "messagedb", tranche: "GuestSaty", group: "reactor" }),
         undefined,
       );
 
@@ -440,6 +467,7 @@ Deno.test("cli: init messagedb, checkpoints set to the tail, and tail messagedb"
         "tail",
         "--schema",
         schema,
+        "--create",
       ]);
       assert.equal(set.out, `checkpoint messagedb/${category}/g: none -> ${head}\n`);
       await store.append(`${category}-9`, [{ type: "Late", data: {} }], 0);
@@ -582,6 +610,7 @@ Deno.test("cli: init dynamo, index, tail dynamo and dynamo checkpoints against D
       "tail",
       "--index-table",
       index,
+      "--create",
     ], env);
     assert.equal(set.code, EXIT.ok, set.err);
     assert.equal(set.out, `checkpoint dynamo:${index}/0/g: none -> 1000002\n`);
@@ -657,7 +686,7 @@ Deno.test("cli: checkpoints set refuses a MessageDB position past the store's he
         cli([
           "checkpoints",
           "set",
-          ...["--source", "messagedb", "--group", "g", "--schema", schema],
+          ...["--source", "messagedb", "--group", "g", "--schema", schema, "--create"],
           ...["--tranche", tranche, "--position", String(position), ...more],
         ]);
       const load = (tranche: string) => store.load({ source: "messagedb", tranche, group: "g" });
@@ -721,7 +750,7 @@ Deno.test("cli: checkpoints set refuses a MessageDB position past the store's he
         "checkpoints",
         "set",
         ...["--source", "feed", "--group", "g", "--schema", schema],
-        ...["--tranche", empty, "--position", "99"],
+        ...["--tranche", empty, "--position", "99", "--create"],
       ]);
       assert.equal(other.code, EXIT.ok, other.err);
     } finally {
@@ -735,6 +764,7 @@ Deno.test("cli: checkpoints set refuses a MessageDB position past the store's he
       const args = [
         ...["checkpoints", "set", "--url", elsewhere, "--schema", schema],
         ...["--source", "messagedb", "--group", "g", "--tranche", "Order", "--position", "5"],
+        "--create",
       ];
       assert.equal(
         (await cli(["init", "postgres", "--url", elsewhere, "--schema", schema])).code,
