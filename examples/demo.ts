@@ -5,8 +5,9 @@
  *   deno task demo                                   # in-process memory store, no server
  *   deno task demo --store pglite --dir ./hotel-db   # embedded PostgreSQL kept on disk
  *   deno task demo --store messagedb --url postgres://postgres@127.0.0.1:5432/impel_test
+ *   deno task demo --store dynamo --endpoint http://127.0.0.1:8000   # DynamoDB (Local)
  *
- * Options: `--groups N` (default 2000 in memory, 100 on PostgreSQL), `--seed N` (the workload
+ * Options: `--groups N` (default 2000 in memory, 30 on DynamoDB, 100 on PostgreSQL), `--seed N` (the workload
  * is reproducible), `--help`.
  *
  * @module
@@ -21,24 +22,31 @@ import { guestStayService } from "./hotel/guestStay.ts";
 import { type ReactorCounters, startReactor } from "./hotel/reactor.ts";
 import { type HotelBackend, memoryBackend } from "./hotel/wiring.ts";
 
-const USAGE = `usage: deno task demo [--store memory|pglite|messagedb] [--dir PATH] [--url URL]
-                      [--groups N] [--seed N]
+const USAGE =
+  `usage: deno task demo [--store memory|pglite|messagedb|dynamo] [--dir PATH] [--url URL]
+                      [--endpoint URL] [--groups N] [--seed N]
 
   --store   memory (default): everything in process, no server
             pglite: embedded PostgreSQL with MessageDB (in memory, or in --dir)
             messagedb: a PostgreSQL server with the MessageDB schema (--url)
+            dynamo: DynamoDB (--endpoint): tables hotel-events, hotel-index and
+              hotel-checkpoints, created unless present, and the indexer in process
   --dir     where pglite keeps its data (reopened on the next run)
   --url     postgres:// URL for messagedb (default $IMPEL_PG_URL or
             postgres://postgres@127.0.0.1:5432/impel_test)
-  --groups  group checkouts to generate (default 2000 in memory, 100 on PostgreSQL)
+  --endpoint  DynamoDB endpoint for dynamo (default $IMPEL_DYNAMO_ENDPOINT, else AWS's;
+            http://127.0.0.1:8000 for DynamoDB Local, which takes any credentials)
+  --groups  group checkouts to generate (default 2000 in memory, 30 on DynamoDB,
+            100 on PostgreSQL)
   --seed    workload seed (default 42)`;
 
-type StoreKind = "memory" | "pglite" | "messagedb";
+type StoreKind = "memory" | "pglite" | "messagedb" | "dynamo";
 
 interface Settings {
   readonly store: StoreKind;
   readonly dir?: string;
   readonly url: string;
+  readonly endpoint?: string;
   readonly groups: number;
   readonly seed: number;
 }
@@ -52,6 +60,7 @@ function parse(args: string[]): Settings | undefined {
       store: { type: "string", default: "memory" },
       dir: { type: "string" },
       url: { type: "string" },
+      endpoint: { type: "string" },
       groups: { type: "string" },
       seed: { type: "string", default: "42" },
       help: { type: "boolean", short: "h" },
@@ -59,14 +68,19 @@ function parse(args: string[]): Settings | undefined {
   });
   if (values.help) return undefined;
   const store = values.store as StoreKind;
-  if (!["memory", "pglite", "messagedb"].includes(store)) {
-    throw new UsageError(`--store must be memory, pglite or messagedb, got ${values.store}`);
+  if (!["memory", "pglite", "messagedb", "dynamo"].includes(store)) {
+    throw new UsageError(
+      `--store must be memory, pglite, messagedb or dynamo, got ${values.store}`,
+    );
   }
   if (values.dir !== undefined && store !== "pglite") {
     throw new UsageError("--dir applies to --store pglite");
   }
   if (values.url !== undefined && store !== "messagedb") {
     throw new UsageError("--url applies to --store messagedb");
+  }
+  if (values.endpoint !== undefined && store !== "dynamo") {
+    throw new UsageError("--endpoint applies to --store dynamo");
   }
   const positive = (name: string, text: string) => {
     const n = Number(text);
@@ -81,13 +95,22 @@ function parse(args: string[]): Settings | undefined {
     // Read only when needed, so that the other stores need no environment permission.
     url: store !== "messagedb" ? "" : values.url ?? Deno.env.get("IMPEL_PG_URL") ??
       "postgres://postgres@127.0.0.1:5432/impel_test",
-    groups: positive("groups", values.groups ?? (store === "memory" ? "2000" : "100")),
+    endpoint: store !== "dynamo" ? undefined : values.endpoint ??
+      Deno.env.get("IMPEL_DYNAMO_ENDPOINT"),
+    groups: positive(
+      "groups",
+      values.groups ?? { memory: "2000", dynamo: "30" }[store as string] ?? "100",
+    ),
     seed: positive("seed", values.seed!),
   };
 }
 
 async function openBackend(settings: Settings): Promise<HotelBackend> {
   if (settings.store === "memory") return memoryBackend();
+  if (settings.store === "dynamo") {
+    const { dynamoBackend } = await import("./hotel/dynamo.ts");
+    return dynamoBackend({ endpoint: settings.endpoint });
+  }
   // Loaded only when asked for, so the memory demo needs neither driver.
   const { messageDbBackend, pgliteBackend } = await import("./hotel/postgres.ts");
   return settings.store === "pglite" ? pgliteBackend(settings.dir) : messageDbBackend(settings.url);
@@ -346,6 +369,8 @@ if (import.meta.main) {
     } catch (error) {
       const hint = settings.store === "messagedb"
         ? " (is PostgreSQL running with the MessageDB schema? tools/postgres.sh prepares one)"
+        : settings.store === "dynamo"
+        ? " (is DynamoDB reachable? tools/dynamodb.sh start runs DynamoDB Local on 127.0.0.1:8000)"
         : "";
       console.error(
         `demo failed on ${settings.store}: ${(error as Error).message ?? error}${hint}`,
