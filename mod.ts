@@ -26,7 +26,12 @@
  * @module
  */
 export type { Batch, BatchItem, ObservableSource, Position, SourceProblem } from "./core/batch.ts";
-export type { CheckpointKey, CheckpointStore } from "./core/checkpoints.ts";
+export {
+  type CheckpointFence,
+  type CheckpointKey,
+  type CheckpointStore,
+  StaleCommitError,
+} from "./core/checkpoints.ts";
 export * from "./core/codec.ts";
 export * from "./core/decider.ts";
 export { ImpelError, InvalidArgumentError } from "./core/errors.ts";
@@ -40,6 +45,7 @@ export {
   StreamGapError,
 } from "./core/failure.ts";
 export * from "./core/ownership.ts";
+export * from "./core/lease.ts";
 export type { Percentiles } from "./core/histogram.ts";
 export type { AwaitCompletionOptions, Monitor } from "./core/monitor.ts";
 export {

@@ -6,13 +6,34 @@
 import type { Position } from "../core/batch.ts";
 import {
   checkCheckpointKey,
+  checkFence,
+  type CheckpointFence,
   type CheckpointKey,
   type CheckpointStore,
   checkPosition,
+  StaleCommitError,
 } from "../core/checkpoints.ts";
+import { InvalidArgumentError } from "../core/errors.ts";
 
 /**
- * Creates an in-memory {@linkcode CheckpointStore}.
+ * Options of {@linkcode memoryCheckpoints}.
+ *
+ * @example
+ * ```ts
+ * import { memoryCheckpoints, type MemoryCheckpointOptions } from "@impel/impel/checkpoints/memory";
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * const options: MemoryCheckpointOptions = { leases: memoryLeases() };
+ * const checkpoints = memoryCheckpoints(options); // checkpoints.fenced === true
+ * ```
+ */
+export interface MemoryCheckpointOptions {
+  /** Checks the fences of fenced commits: the memory lease store the members use. */
+  readonly leases?: { holds(fence: CheckpointFence): boolean };
+}
+
+/**
+ * Creates an in-memory {@linkcode CheckpointStore}; given `leases`, it is `fenced`: a commit
+ * with a fence is recorded only while {@linkcode MemoryCheckpointOptions.leases} holds it.
  *
  * @example
  * ```ts
@@ -21,17 +42,29 @@ import {
  * await checkpoints.commit({ source: "memory", tranche: "0", group: "g" }, 42n);
  * ```
  */
-export function memoryCheckpoints(): CheckpointStore {
+export function memoryCheckpoints(options: MemoryCheckpointOptions = {}): CheckpointStore {
   const positions = new Map<string, { key: CheckpointKey; position: Position }>();
   const id = (k: CheckpointKey) => JSON.stringify([k.source, k.tranche, k.group]);
+  const leases = options.leases;
+  if (leases !== undefined && typeof leases.holds !== "function") {
+    throw new InvalidArgumentError("leases", "must have a holds(fence) method (memoryLeases())");
+  }
   return {
+    fenced: leases !== undefined,
     load(key) {
       checkCheckpointKey(key);
       return Promise.resolve(positions.get(id(key))?.position);
     },
-    commit(key, position) {
+    commit(key, position, fence) {
       checkCheckpointKey(key);
       checkPosition(position);
+      if (fence !== undefined) {
+        checkFence(fence);
+        if (leases === undefined) {
+          throw new InvalidArgumentError("fence", "needs memoryCheckpoints({ leases })");
+        }
+        if (!leases.holds(fence)) return Promise.reject(new StaleCommitError(key, position, fence));
+      }
       const current = positions.get(id(key));
       if (current === undefined || current.position < position) {
         positions.set(id(key), { key: { ...key }, position });

@@ -4,7 +4,7 @@
  * @module
  */
 import type { Position } from "./batch.ts";
-import { ImpelError } from "./errors.ts";
+import { ImpelError, InvalidArgumentError } from "./errors.ts";
 
 /**
  * The key of one checkpoint: which source, which tranche, which consumer group.
@@ -50,12 +50,105 @@ export interface CheckpointKey {
 export interface CheckpointStore {
   /** The committed position, or `undefined` if none has been recorded. */
   load(key: CheckpointKey): Promise<Position | undefined>;
-  /** Records `position` unless a higher one is already recorded. */
-  commit(key: CheckpointKey, position: Position): Promise<void>;
+  /**
+   * Records `position` unless a higher one is already recorded. With `fence`, a store whose
+   * `fenced` is true records it only while that lease is current and unexpired, in the same
+   * atomic step, and rejects with {@linkcode StaleCommitError} otherwise; a store without
+   * `fenced` cannot check a fence and must not be given one.
+   */
+  commit(key: CheckpointKey, position: Position, fence?: CheckpointFence): Promise<void>;
   /** Sets the position unconditionally (backwards too), or removes it when `undefined`. */
   reset(key: CheckpointKey, position: Position | undefined): Promise<void>;
   /** Every checkpoint recorded for `source` and `group` (all groups if omitted). */
   list(source: string, group?: string): Promise<Array<CheckpointKey & { position: Position }>>;
+  /** True when `commit` honours a {@linkcode CheckpointFence} (consumer groups with leases). */
+  readonly fenced?: boolean;
+}
+
+/**
+ * The lease a commit is conditional on: a member commits a leased tranche's checkpoint only
+ * while the lease it acquired (this generation) is still its own and unexpired, so that a
+ * member that lost the lease (paused, cut off) cannot move the checkpoint after the next owner
+ * has loaded it.
+ *
+ * @example
+ * ```ts
+ * import type { CheckpointFence } from "@impel/impel";
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * const leases = memoryLeases();
+ * const checkpoints = memoryCheckpoints({ leases });
+ * const lease = await leases.acquire("messagedb/reactor", "Order-0/4", "a", 10_000);
+ * const fence: CheckpointFence = {
+ *   scope: "messagedb/reactor", unit: "Order-0/4", owner: "a", generation: lease!.generation,
+ * };
+ * await checkpoints.commit({ source: "messagedb", tranche: "Order-0/4", group: "reactor" }, 7n, fence);
+ * ```
+ *
+ * @category Checkpoints
+ */
+export interface CheckpointFence {
+  /** The lease scope. */
+  readonly scope: string;
+  /** The leased unit. */
+  readonly unit: string;
+  /** The member committing. */
+  readonly owner: string;
+  /** The generation it acquired. */
+  readonly generation: bigint;
+}
+
+/**
+ * A fenced commit was refused: the committer's lease is no longer current (expired, released,
+ * or taken by another member since). Nothing was recorded.
+ *
+ * @example
+ * ```ts
+ * import { StaleCommitError } from "@impel/impel";
+ * const key = { source: "messagedb", tranche: "Order-0/4", group: "reactor" };
+ * const fence = { scope: "messagedb/reactor", unit: "Order-0/4", owner: "a", generation: 3n };
+ * const e = new StaleCommitError(key, 42n, fence);
+ * console.log(e.code, e.fence.generation); // "StaleCommit" 3n
+ * ```
+ *
+ * @category Checkpoints
+ */
+export class StaleCommitError extends ImpelError {
+  /** The checkpoint that was not moved. */
+  readonly key: CheckpointKey;
+  /** The position refused. */
+  readonly position: Position;
+  /** The lease the commit was made under. */
+  readonly fence: CheckpointFence;
+  /** Creates the error. */
+  constructor(key: CheckpointKey, position: Position, fence: CheckpointFence) {
+    super(
+      "StaleCommit",
+      `commit of ${key.source}/${key.tranche}/${key.group} at ${position} refused: ${fence.owner} ` +
+        `no longer holds lease ${fence.scope}/${fence.unit} generation ${fence.generation}`,
+    );
+    this.key = key;
+    this.position = position;
+    this.fence = fence;
+  }
+}
+
+/**
+ * Checks a commit's fence at a store's public boundary.
+ *
+ * @category Checkpoints
+ */
+export function checkFence(fence: CheckpointFence): CheckpointFence {
+  for (const part of ["scope", "unit", "owner"] as const) {
+    const value = fence?.[part];
+    if (typeof value !== "string" || value.length === 0) {
+      throw new InvalidArgumentError(`fence.${part}`, `must be a non-empty string`);
+    }
+  }
+  if (typeof fence.generation !== "bigint" || fence.generation < 0n) {
+    throw new InvalidArgumentError("fence.generation", "must be a non-negative bigint");
+  }
+  return fence;
 }
 
 /**

@@ -1,0 +1,1043 @@
+/**
+ * Leases: how identical members of a consumer group share named units of work (the hash slots of
+ * a MessageDB category, the tranches of a feed) without being told their number or the group's
+ * size, and how a unit moves between them without ever being worked on by two at once.
+ *
+ * - A **lease** is a time-bounded claim of one member on one unit, kept in a
+ *   {@linkcode LeaseStore} under a scope (one consumer group of one source). Each acquisition
+ *   raises the unit's `generation`; a member renews its leases with every heartbeat.
+ * - **Members** announce themselves with the same heartbeat. Every member computes the same fair
+ *   shares from the live members ({@linkcode fairShares}: each holds ⌊units/members⌋ or one
+ *   more), takes free or expired units up to its share, and, when none are free, asks members
+ *   over their share to hand units over (a request, since a unit cannot be taken from a live
+ *   owner without breaking the rule below). An owner over its share hands requested units over:
+ *   it stops the work, waits for it to end, and releases the lease. A clean stop releases every
+ *   lease. {@linkcode planLeases} is this assignment, as a pure function.
+ * - **Fencing.** A new owner starts only after the lease expired or was released. The old owner
+ *   must therefore have stopped before expiry, without being told: a member that has not renewed a
+ *   lease for `durationMs − handoverMs` stops handing out work on it ({@linkcode LeaseMember.holds}
+ *   turns false) and revokes it, which leaves `handoverMs` for the work in flight to end before
+ *   anyone else can take the lease. Times are measured from when the renewal was *sent*, on the
+ *   member's monotonic clock, so a slow reply only shortens the lease; expiry is decided on the
+ *   store's clock, so members' clocks need not agree. Checkpoint commits carry the lease
+ *   ({@linkcode CheckpointFence}) and a fencing store refuses them once it is not the current,
+ *   unexpired lease — a paused process that wakes up late cannot move a checkpoint.
+ *
+ * The timing rule: `heartbeatMs ≤ (durationMs − handoverMs) / 2` (a member survives one failed
+ * renewal), and `handoverMs` must cover what a revocation waits for — with the streams sink, its
+ * `stopTimeoutMs` for calls in flight plus the final commit, so `handoverMs ≥ 2 × stopTimeoutMs`.
+ * A revocation that ends after the lease's expiry is counted and logged as an error
+ * (`lateRevocations`): the fence may have been crossed, though the checkpoint fence still holds.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { SourceProblem } from "./batch.ts";
+import type { CheckpointFence } from "./checkpoints.ts";
+import { checkInteger, describe, InvalidArgumentError } from "./errors.ts";
+import { errorText } from "./failure.ts";
+import { sleep } from "./tranches.ts";
+
+const log = getLogger(["impel", "leases"]);
+
+/**
+ * One unit's lease as a {@linkcode LeaseStore} holds it. Times are the store's clock, in ms since
+ * the epoch.
+ *
+ * @example
+ * ```ts
+ * import type { Lease } from "@impel/impel";
+ * const lease: Lease = { unit: "Order-3/12", owner: "a", generation: 4n, expiresAt: Date.now() + 10_000 };
+ * console.log(lease.owner, lease.generation); // "a" 4n
+ * ```
+ *
+ * @category Leases
+ */
+export interface Lease {
+  /** The unit of work. */
+  readonly unit: string;
+  /** The member holding it; absent when it was released (or never taken). */
+  readonly owner?: string;
+  /** Raised by every acquisition: which period of ownership this is. */
+  readonly generation: bigint;
+  /** When it lapses unless renewed; a released lease has lapsed. */
+  readonly expiresAt: number;
+  /** When the current owner acquired it. */
+  readonly acquiredAt?: number;
+  /** When the current owner last renewed it. */
+  readonly renewedAt?: number;
+  /** A member under its share that asked the owner to hand it over. */
+  readonly requestedBy?: string;
+}
+
+/**
+ * A member's heartbeat as a {@linkcode LeaseStore} holds it (store clock, ms since the epoch).
+ *
+ * @example
+ * ```ts
+ * import type { LeaseMemberBeat } from "@impel/impel";
+ * const now = Date.now();
+ * const beat: LeaseMemberBeat = { member: "a", expiresAt: now + 10_000, renewedAt: now };
+ * console.log(beat.expiresAt > now); // true: live
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseMemberBeat {
+  /** The member's id. */
+  readonly member: string;
+  /** Until when it counts as live. */
+  readonly expiresAt: number;
+  /** Its last heartbeat. */
+  readonly renewedAt: number;
+  /** When it first joined (since its last clean leave). */
+  readonly joinedAt?: number;
+}
+
+/**
+ * Everything a scope's members need to plan: its leases and live members, and the store's time.
+ *
+ * @example
+ * ```ts
+ * import type { LeaseView } from "@impel/impel";
+ * const view: LeaseView = { now: Date.now(), leases: [], members: [] };
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseView {
+  /** The store's clock when the view was read, ms since the epoch. */
+  readonly now: number;
+  /** Every lease row of the scope (units never acquired may be missing). */
+  readonly leases: readonly Lease[];
+  /** Every member row of the scope, live or not. */
+  readonly members: readonly LeaseMemberBeat[];
+}
+
+/**
+ * A lease a member holds: the unit and the generation it acquired.
+ *
+ * @example
+ * ```ts
+ * import type { HeldLease } from "@impel/impel";
+ * const held: HeldLease = { unit: "Order-3/12", generation: 4n };
+ * ```
+ *
+ * @category Leases
+ */
+export interface HeldLease {
+  /** The unit. */
+  readonly unit: string;
+  /** The generation acquired. */
+  readonly generation: bigint;
+}
+
+/**
+ * What a heartbeat returns: the held leases it renewed and the scope's view.
+ *
+ * @example
+ * ```ts
+ * import type { HeartbeatResult } from "@impel/impel";
+ * const result: HeartbeatResult = { renewed: ["Order-3/12"], view: { now: 0, leases: [], members: [] } };
+ * ```
+ *
+ * @category Leases
+ */
+export interface HeartbeatResult {
+  /** The units renewed: held by this member with this generation and not expired. */
+  readonly renewed: readonly string[];
+  /** The scope after the heartbeat (or just before it: own renewals may show the old expiry). */
+  readonly view: LeaseView;
+}
+
+/**
+ * One scope's view, as {@linkcode LeaseStore.list} returns it.
+ *
+ * @example
+ * ```ts
+ * import type { ScopedLeaseView } from "@impel/impel";
+ * const scoped: ScopedLeaseView = { scope: "messagedb/reactor", now: 0, leases: [], members: [] };
+ * ```
+ *
+ * @category Leases
+ */
+export interface ScopedLeaseView extends LeaseView {
+  /** The scope. */
+  readonly scope: string;
+}
+
+/**
+ * Where leases are kept: every operation is conditional, so that the store alone decides who
+ * holds a lease, on its own clock. Implementations: `leases/memory.ts`, `leases/postgres.ts`.
+ *
+ * @example
+ * ```ts
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * const store = memoryLeases();
+ * const lease = await store.acquire("g", "unit-0", "a", 10_000);
+ * console.log(lease?.owner, lease?.generation); // "a" 1n
+ * console.log(await store.acquire("g", "unit-0", "b", 10_000)); // undefined: a holds it
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseStore {
+  /**
+   * Records `member` as live for `durationMs` and renews, for as long again, each lease of
+   * `held` that is still this member's with that generation and not expired; returns the units
+   * renewed and the scope's view.
+   */
+  heartbeat(
+    scope: string,
+    member: string,
+    durationMs: number,
+    held: readonly HeldLease[],
+  ): Promise<HeartbeatResult>;
+  /**
+   * Takes `unit` for `member` for `durationMs` if it is free or expired (creating it if it was
+   * never taken), raising its generation; `undefined` when another member holds it.
+   */
+  acquire(
+    scope: string,
+    unit: string,
+    member: string,
+    durationMs: number,
+  ): Promise<Lease | undefined>;
+  /** Asks the owner of `unit` (held by another member) to hand it over to `member`. */
+  request(scope: string, unit: string, member: string): Promise<void>;
+  /** Frees `held` if `member` still holds it with that generation. */
+  release(scope: string, held: HeldLease, member: string): Promise<void>;
+  /** Removes `member`'s heartbeat (a clean stop, after releasing its leases). */
+  leave(scope: string, member: string): Promise<void>;
+  /** Every scope's view, or one scope's. */
+  list(scope?: string): Promise<readonly ScopedLeaseView[]>;
+}
+
+/**
+ * The fair share of each member: `units` split as evenly as possible, the members sorted by id
+ * and the first `units % members` of them taking one more. Every member computes the same shares
+ * from the same members.
+ *
+ * @example
+ * ```ts
+ * import { fairShares } from "@impel/impel";
+ * console.log(fairShares(["c", "a", "b"], 8)); // Map { "a" => 3, "b" => 3, "c" => 2 }
+ * ```
+ *
+ * @category Leases
+ */
+export function fairShares(members: Iterable<string>, units: number): Map<string, number> {
+  const sorted = [...new Set(members)].sort();
+  const shares = new Map<string, number>();
+  if (sorted.length === 0) return shares;
+  const base = Math.floor(units / sorted.length), extra = units % sorted.length;
+  sorted.forEach((m, i) => shares.set(m, base + (i < extra ? 1 : 0)));
+  return shares;
+}
+
+/**
+ * What {@linkcode planLeases} plans from.
+ *
+ * @example
+ * ```ts
+ * import type { LeasePlanInput } from "@impel/impel";
+ * const input: LeasePlanInput = {
+ *   view: { now: Date.now(), leases: [], members: [] },
+ *   member: "a",
+ *   units: ["u0", "u1"],
+ *   held: [],
+ * };
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeasePlanInput {
+  /** The scope's view. */
+  readonly view: LeaseView;
+  /** The member planning. */
+  readonly member: string;
+  /** Every unit of the scope. */
+  readonly units: readonly string[];
+  /** The units this member holds and works on (not those it is letting go). */
+  readonly held: Iterable<string>;
+}
+
+/**
+ * One member's next steps.
+ *
+ * @example
+ * ```ts
+ * import { planLeases } from "@impel/impel";
+ * const plan = planLeases({
+ *   view: { now: 0, leases: [], members: [] },
+ *   member: "a",
+ *   units: ["u0", "u1"],
+ *   held: [],
+ * });
+ * console.log(plan.acquire.length, plan.share); // 2 2: alone, it takes everything
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeasePlan {
+  /** Free or expired units to take. */
+  readonly acquire: readonly string[];
+  /** Units of members over their share to ask for. */
+  readonly request: readonly string[];
+  /** Held units that others asked for, to stop working on and release. */
+  readonly handOver: readonly string[];
+  /** This member's fair share. */
+  readonly share: number;
+  /** The live members, this one included. */
+  readonly members: readonly string[];
+  /** Held leases on units that are not among `units`: members disagree on the units. */
+  readonly foreign: readonly string[];
+}
+
+/**
+ * Plans one member's next steps (see the module documentation). Live members are those whose
+ * heartbeat has not expired, plus the member planning. Acquisitions never exceed the share;
+ * requests go to members over their share; requested units are handed over only while this
+ * member is over its own share, so differing views cannot make units go round in circles. While
+ * another member holds a unit that is not among `units` (members configured differently), the
+ * plan acquires and requests nothing.
+ *
+ * @example
+ * ```ts
+ * import { planLeases } from "@impel/impel";
+ * const now = Date.now();
+ * const live = (member: string) => ({ member, expiresAt: now + 5_000, renewedAt: now });
+ * const plan = planLeases({
+ *   view: {
+ *     now,
+ *     members: [live("a"), live("b")],
+ *     leases: ["u0", "u1", "u2", "u3"].map((unit) => ({
+ *       unit, owner: "a", generation: 1n, expiresAt: now + 5_000,
+ *     })),
+ *   },
+ *   member: "b",
+ *   units: ["u0", "u1", "u2", "u3"],
+ *   held: [],
+ * });
+ * console.log(plan.share, plan.request.length); // 2 2: b asks a for two units
+ * ```
+ *
+ * @category Leases
+ */
+export function planLeases(input: LeasePlanInput): LeasePlan {
+  const { view, member, units } = input;
+  const now = view.now;
+  const live = new Set<string>([member]);
+  for (const m of view.members) if (m.expiresAt > now) live.add(m.member);
+  const shares = fairShares(live, units.length);
+  const share = shares.get(member)!;
+  const held = new Set(input.held);
+  const wanted = new Set(units);
+  const byUnit = new Map<string, Lease>();
+  const foreign: string[] = [];
+  for (const l of view.leases) {
+    byUnit.set(l.unit, l);
+    const active = l.owner !== undefined && l.expiresAt > now;
+    if (active && !wanted.has(l.unit) && l.owner !== member) foreign.push(l.unit);
+  }
+  const members = [...live].sort();
+
+  // Held units of other live owners, and requests already made of them.
+  const owned = new Map<string, string[]>();
+  const free: string[] = [];
+  for (const unit of units) {
+    if (held.has(unit)) continue;
+    const l = byUnit.get(unit);
+    if (l === undefined || l.owner === undefined || l.expiresAt <= now) free.push(unit);
+    else if (l.owner !== member && live.has(l.owner)) {
+      const list = owned.get(l.owner);
+      if (list) list.push(unit);
+      else owned.set(l.owner, [unit]);
+    }
+    // Else: this member's own lease that it no longer works on (letting go, or a previous run
+    // under the same id), or a dead member's that has not expired yet: wait for it.
+  }
+
+  const handOver: string[] = [];
+  let surplus = held.size - share;
+  for (const unit of held) {
+    if (surplus <= 0) break;
+    const by = byUnit.get(unit)?.requestedBy;
+    if (by !== undefined && by !== member && live.has(by)) {
+      handOver.push(unit);
+      surplus--;
+    }
+  }
+  if (foreign.length > 0) {
+    return { acquire: [], request: [], handOver, share, members, foreign };
+  }
+
+  let deficit = share - held.size;
+  // Each member tries the free units in its own order, so that members starting together
+  // rarely race for the same unit.
+  free.sort((a, b) => spread(member, a) - spread(member, b) || (a < b ? -1 : 1));
+  const acquire = deficit > 0 ? free.slice(0, deficit) : [];
+  deficit -= acquire.length;
+
+  const request: string[] = [];
+  if (deficit > 0) {
+    const owners = [...owned.entries()]
+      .map(([owner, list]) => {
+        // What the owner can give: its surplus, less what live others have asked of it already.
+        let spare = list.length - (shares.get(owner) ?? 0);
+        const open: string[] = [];
+        for (const unit of list) {
+          const by = byUnit.get(unit)!.requestedBy;
+          if (by === member) deficit--, spare--;
+          else if (by !== undefined && live.has(by)) spare--;
+          else open.push(unit);
+        }
+        return { owner, spare, open };
+      })
+      .sort((a, b) => b.spare - a.spare || (a.owner < b.owner ? -1 : 1));
+    for (const { spare, open } of owners) {
+      for (let i = 0; i < open.length && i < spare && deficit > 0; i++) {
+        request.push(open[i]);
+        deficit--;
+      }
+    }
+  }
+  return { acquire, request, handOver, share, members, foreign };
+}
+
+/** A cheap, stable hash of (member, unit) for the order in which a member tries free units. */
+function spread(member: string, unit: string): number {
+  let h = 2166136261;
+  const s = member + "\u0000" + unit;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/**
+ * Options of {@linkcode createLeaseMember}.
+ *
+ * @example
+ * ```ts
+ * import type { LeaseMemberOptions } from "@impel/impel";
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * const options: LeaseMemberOptions = {
+ *   store: memoryLeases(),
+ *   scope: "messagedb/reactor",
+ *   units: ["Order-0/2", "Order-1/2"],
+ *   durationMs: 10_000,
+ *   heartbeatMs: 2_000,
+ *   handoverMs: 5_000,
+ *   onAcquired: (lease) => console.log("start", lease.unit),
+ *   onRevoked: async (lease, reason) => console.log("stop", lease.unit, reason),
+ * };
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseMemberOptions {
+  /** Where leases are kept. */
+  readonly store: LeaseStore;
+  /** The scope: one consumer group of one source. */
+  readonly scope: string;
+  /** Every unit of the scope; every member of a scope must name the same units. */
+  readonly units: readonly string[];
+  /** This member's id (default: a random UUID, new for every start). */
+  readonly member?: string;
+  /** How long a lease lasts unless renewed (default 10 000 ms). */
+  readonly durationMs?: number;
+  /** How often leases are renewed and the assignment re-planned (default `durationMs / 5`). */
+  readonly heartbeatMs?: number;
+  /**
+   * How long before a lease's expiry its work must have stopped if renewals fail (default
+   * `durationMs / 2`): the time a revocation may take. See the module documentation.
+   */
+  readonly handoverMs?: number;
+  /** Starts the work of a lease just acquired. */
+  readonly onAcquired: (lease: HeldLease) => void;
+  /**
+   * Stops the work of a lease: resolves once nothing of it runs any more and nothing more will
+   * be committed under it. Called once per acquisition.
+   */
+  readonly onRevoked: (lease: HeldLease, reason: string) => Promise<void>;
+  /** The member's monotonic clock in ms (default `performance.now`); for tests. */
+  readonly now?: () => number;
+}
+
+/**
+ * A held lease in a {@linkcode LeaseSnapshot}.
+ *
+ * @example
+ * ```ts
+ * import type { HeldLeaseStatus } from "@impel/impel";
+ * const status: HeldLeaseStatus = {
+ *   unit: "Order-3/12", generation: 4n, state: "working", ageMs: 60_000, renewedAgoMs: 800, validForMs: 9_200,
+ * };
+ * ```
+ *
+ * @category Leases
+ */
+export interface HeldLeaseStatus extends HeldLease {
+  /** `"working"`, or `"letting go"` while its work is being revoked. */
+  readonly state: "working" | "letting go";
+  /** Since it was acquired, ms. */
+  readonly ageMs: number;
+  /** Since its last renewal was sent (or its acquisition), ms. */
+  readonly renewedAgoMs: number;
+  /** Until it expires at the latest, as far as this member knows, ms (negative: expired). */
+  readonly validForMs: number;
+}
+
+/**
+ * A plain view of one member for metrics, health and status pages: who holds what, how old the
+ * leases are, and how often they moved.
+ *
+ * @example
+ * ```ts
+ * import { createLeaseMember } from "@impel/impel";
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * const member = createLeaseMember({
+ *   store: memoryLeases(), scope: "g", units: ["u0"],
+ *   onAcquired: () => {}, onRevoked: async () => {},
+ * });
+ * await member.tick();
+ * const snapshot = member.snapshot();
+ * console.log(snapshot.held.map((h) => h.unit), snapshot.acquired); // ["u0"] 1
+ * await member.stop();
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseSnapshot {
+  /** This member's id. */
+  readonly member: string;
+  /** The scope. */
+  readonly scope: string;
+  /** How long a lease lasts unless renewed, ms. */
+  readonly durationMs: number;
+  /** How often leases are renewed, ms. */
+  readonly heartbeatMs: number;
+  /** How long before expiry work stops when renewals fail, ms. */
+  readonly handoverMs: number;
+  /** The leases held, by unit. */
+  readonly held: readonly HeldLeaseStatus[];
+  /** The live members at the last heartbeat, this one included. */
+  readonly members: readonly string[];
+  /** This member's fair share of the units. */
+  readonly share: number;
+  /** Every unit's owner at the last heartbeat (absent: free or expired). */
+  readonly owners: Readonly<Record<string, string | undefined>>;
+  /** Since the last successful heartbeat, ms (undefined before the first). */
+  readonly heartbeatAgoMs: number | undefined;
+  /** Heartbeats failed in a row. */
+  readonly heartbeatFailures: number;
+  /** Leases acquired. */
+  readonly acquired: number;
+  /** Leases handed over to members that asked for them. */
+  readonly handedOver: number;
+  /** Leases lost: not renewed in time, or taken after they lapsed. */
+  readonly lost: number;
+  /** Leases released on stop. */
+  readonly released: number;
+  /** Requests made to members over their share. */
+  readonly requested: number;
+  /** Revocations that ended after the lease's expiry (should stay 0; see the module). */
+  readonly lateRevocations: number;
+}
+
+/**
+ * One member of a consumer group working on leased units: its heartbeat loop, its leases and
+ * their deadlines.
+ *
+ * @example
+ * ```ts
+ * import { createLeaseMember } from "@impel/impel";
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * const member = createLeaseMember({
+ *   store: memoryLeases(),
+ *   scope: "g",
+ *   units: ["u0", "u1"],
+ *   onAcquired: (lease) => console.log("working on", lease.unit),
+ *   onRevoked: async (lease) => console.log("stopped", lease.unit),
+ * });
+ * const running = member.start(); // heartbeats until stop()
+ * await member.stop(); // revokes and releases every lease, then leaves
+ * await running;
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseMember {
+  /** This member's id. */
+  readonly member: string;
+  /** Runs heartbeats every `heartbeatMs` until {@linkcode LeaseMember.stop}; resolves after it. */
+  start(): Promise<void>;
+  /** One heartbeat: renew, plan, act. Needs no `start` (tests drive it by hand). */
+  tick(): Promise<void>;
+  /** Revokes the leases whose deadline has passed (the loop does this on a timer). */
+  sweep(): void;
+  /**
+   * Whether work may start on `unit` now: held, not being let go, and renewed recently enough
+   * that `handoverMs` remain before expiry. Synchronous, for a sink to ask before each call.
+   */
+  holds(unit: string): boolean;
+  /** The fence for commits under `unit`'s lease, while it is held. */
+  fence(unit: string): CheckpointFence | undefined;
+  /** Revokes every lease, releases them, leaves the scope; ends the loop. Idempotent. */
+  stop(): Promise<void>;
+  /** A plain view for metrics and health. */
+  snapshot(): LeaseSnapshot;
+  /** What is wrong: failing heartbeats, lost leases, disagreeing members. */
+  problems(): readonly SourceProblem[];
+}
+
+interface Held {
+  readonly unit: string;
+  readonly generation: bigint;
+  readonly acquiredAt: number;
+  renewedAt: number;
+  /** The latest the store can expire it, on this member's clock. */
+  validUntil: number;
+  letting: Promise<void> | undefined;
+}
+
+/** A lease was lost (not renewed in time) within this long: it shows in problems. */
+const LOST_PROBLEM_MS = 60_000;
+
+/**
+ * Creates a member of `options.scope` (see the module documentation for the assignment and the
+ * fencing rule). Nothing happens until {@linkcode LeaseMember.start} (or `tick`).
+ *
+ * @example
+ * ```ts
+ * import { createLeaseMember } from "@impel/impel";
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * const store = memoryLeases();
+ * const units = ["u0", "u1", "u2", "u3"];
+ * const make = (member: string) =>
+ *   createLeaseMember({ store, scope: "g", units, member, onAcquired() {}, async onRevoked() {} });
+ * const a = make("a"), b = make("b");
+ * await a.tick(); // a takes all four
+ * await b.tick(); // b asks a for two
+ * await a.tick(); // a hands them over
+ * await b.tick(); // b takes them
+ * console.log(a.snapshot().held.length, b.snapshot().held.length); // 2 2
+ * await Promise.all([a.stop(), b.stop()]);
+ * ```
+ *
+ * @category Leases
+ */
+export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
+  const s = checkLeaseMemberOptions(options);
+  const { store, scope, units, onAcquired, onRevoked } = options;
+  const now = options.now ?? (() => performance.now());
+  const member = s.member;
+  const held = new Map<string, Held>();
+  const stopper = new AbortController();
+  let view: LeaseView | undefined;
+  let plan: LeasePlan | undefined;
+  let beatAt: number | undefined;
+  let failures = 0;
+  let failingSince = 0;
+  let lastError: unknown;
+  let stopping: Promise<void> | undefined;
+  let ticking: Promise<void> | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timed = false;
+  let lostAt: number | undefined;
+  const counts = { acquired: 0, handedOver: 0, lost: 0, released: 0, requested: 0, late: 0 };
+
+  const deadline = (h: Held) => h.validUntil - s.handoverMs;
+
+  /** Stops the work of `h`, then releases it (best effort: an expired lease needs no release). */
+  function letGo(h: Held, reason: string, kind: "handedOver" | "lost" | "released") {
+    if (h.letting) return h.letting;
+    const lease = { unit: h.unit, generation: h.generation };
+    if (kind === "lost") {
+      counts.lost++;
+      lostAt = Date.now();
+      log.warn("{member} lost {scope}/{unit}: {reason}", { member, scope, unit: h.unit, reason });
+    } else {
+      log.info("{member} lets go of {scope}/{unit}: {reason}", {
+        member,
+        scope,
+        unit: h.unit,
+        reason,
+      });
+    }
+    h.letting = (async () => {
+      try {
+        await onRevoked(lease, reason);
+      } catch (error) {
+        log.error("{member}: revoking {scope}/{unit} failed: {error}", {
+          member,
+          scope,
+          unit: h.unit,
+          error: errorText(error),
+        });
+      }
+      if (now() > h.validUntil) {
+        counts.late++;
+        log.error(
+          "{member}: the work on {scope}/{unit} ended {ms} ms after its lease could expire; " +
+            "another member may have started on it (handoverMs too short for the sink's stop timeout?)",
+          { member, scope, unit: h.unit, ms: Math.round(now() - h.validUntil) },
+        );
+      }
+      try {
+        await store.release(scope, lease, member);
+      } catch (error) {
+        if (now() < h.validUntil) {
+          log.warn("{member}: releasing {scope}/{unit} failed; it expires on its own: {error}", {
+            member,
+            scope,
+            unit: h.unit,
+            error: errorText(error),
+          });
+        }
+      }
+      if (kind !== "lost") counts[kind]++;
+      if (held.get(h.unit) === h) held.delete(h.unit);
+    })();
+    return h.letting;
+  }
+
+  function sweep() {
+    const t = now();
+    for (const h of held.values()) {
+      if (h.letting === undefined && t >= deadline(h)) {
+        letGo(
+          h,
+          `not renewed for ${Math.round(t - h.renewedAt)} ms (deadline ${
+            s.durationMs - s.handoverMs
+          } ms)`,
+          "lost",
+        );
+      }
+    }
+    arm();
+  }
+
+  /** The timer for the next deadline, while the loop runs. */
+  function arm() {
+    if (!timed) return;
+    clearTimeout(timer);
+    timer = undefined;
+    let next = Infinity;
+    for (const h of held.values()) if (h.letting === undefined) next = Math.min(next, deadline(h));
+    if (next === Infinity) return;
+    timer = setTimeout(sweep, Math.max(0, next - now()));
+  }
+
+  async function beat() {
+    const sentAt = now();
+    const renewing = [...held.values()].filter((h) => h.validUntil > sentAt);
+    let result: HeartbeatResult;
+    try {
+      result = await store.heartbeat(
+        scope,
+        member,
+        s.durationMs,
+        renewing.map((h) => ({ unit: h.unit, generation: h.generation })),
+      );
+    } catch (error) {
+      if (failures++ === 0) failingSince = Date.now();
+      lastError = error;
+      log.warn("{member}: heartbeat of {scope} failed ({failures} in a row): {error}", {
+        member,
+        scope,
+        failures,
+        error: errorText(error),
+      });
+      sweep();
+      return;
+    }
+    failures = 0;
+    beatAt = sentAt;
+    view = result.view;
+    const renewed = new Set(result.renewed);
+    for (const h of renewing) {
+      if (held.get(h.unit) !== h) continue;
+      if (renewed.has(h.unit)) {
+        h.renewedAt = sentAt;
+        h.validUntil = Math.max(h.validUntil, sentAt + s.durationMs);
+      } else if (h.letting === undefined) {
+        letGo(h, "the store no longer has it as this member's", "lost");
+      }
+    }
+    sweep();
+    if (stopping) return;
+    plan = planLeases({
+      view,
+      member,
+      units,
+      held: [...held.values()].filter((h) => h.letting === undefined).map((h) => h.unit),
+    });
+    for (const unit of plan.handOver) {
+      const h = held.get(unit);
+      if (h) {
+        letGo(
+          h,
+          `requested by ${view.leases.find((l) => l.unit === unit)?.requestedBy}`,
+          "handedOver",
+        );
+      }
+    }
+    await Promise.all([
+      ...plan.acquire.map(acquire),
+      ...plan.request.map(async (unit) => {
+        try {
+          await store.request(scope, unit, member);
+          counts.requested++;
+        } catch (error) {
+          log.warn("{member}: requesting {scope}/{unit} failed: {error}", {
+            member,
+            scope,
+            unit,
+            error: errorText(error),
+          });
+        }
+      }),
+    ]);
+    arm();
+  }
+
+  async function acquire(unit: string) {
+    const sentAt = now();
+    let lease: Lease | undefined;
+    try {
+      lease = await store.acquire(scope, unit, member, s.durationMs);
+    } catch (error) {
+      log.warn("{member}: acquiring {scope}/{unit} failed: {error}", {
+        member,
+        scope,
+        unit,
+        error: errorText(error),
+      });
+      return;
+    }
+    if (lease === undefined) return; // another member was quicker
+    const h: Held = {
+      unit,
+      generation: lease.generation,
+      acquiredAt: sentAt,
+      renewedAt: sentAt,
+      validUntil: sentAt + s.durationMs,
+      letting: undefined,
+    };
+    if (stopping || held.has(unit)) {
+      await store.release(scope, h, member).catch(() => {});
+      return;
+    }
+    held.set(unit, h);
+    counts.acquired++;
+    log.info("{member} acquired {scope}/{unit} (generation {generation})", {
+      member,
+      scope,
+      unit,
+      generation: String(lease.generation),
+    });
+    try {
+      onAcquired({ unit, generation: lease.generation });
+    } catch (error) {
+      letGo(h, `starting its work failed: ${errorText(error)}`, "released");
+    }
+  }
+
+  function tick(): Promise<void> {
+    if (stopping) return Promise.resolve();
+    ticking ??= beat().finally(() => (ticking = undefined));
+    return ticking;
+  }
+
+  function holds(unit: string): boolean {
+    const h = held.get(unit);
+    if (h === undefined || h.letting !== undefined) return false;
+    if (now() < deadline(h)) return true;
+    queueMicrotask(sweep);
+    return false;
+  }
+
+  return {
+    member,
+    async start() {
+      timed = true;
+      while (!stopper.signal.aborted) {
+        await tick();
+        await sleep(s.heartbeatMs, stopper.signal);
+      }
+      await stopping;
+    },
+    tick,
+    sweep,
+    holds,
+    fence(unit) {
+      const h = held.get(unit);
+      return h === undefined ? undefined : { scope, unit, owner: member, generation: h.generation };
+    },
+    stop() {
+      stopping ??= (async () => {
+        stopper.abort();
+        await ticking;
+        await Promise.all(
+          [...held.values()].map((h) =>
+            h.letting ?? letGo(h, "the member is stopping", "released")
+          ),
+        );
+        timed = false;
+        clearTimeout(timer);
+        await store.leave(scope, member).catch((error) =>
+          log.warn("{member}: leaving {scope} failed: {error}", {
+            member,
+            scope,
+            error: errorText(error),
+          })
+        );
+      })();
+      return stopping;
+    },
+    snapshot() {
+      const t = now();
+      const owners: Record<string, string | undefined> = {};
+      for (const unit of units) owners[unit] = undefined;
+      for (const l of view?.leases ?? []) {
+        if (l.unit in owners && l.owner !== undefined && l.expiresAt > view!.now) {
+          owners[l.unit] = l.owner;
+        }
+      }
+      return {
+        member,
+        scope,
+        durationMs: s.durationMs,
+        heartbeatMs: s.heartbeatMs,
+        handoverMs: s.handoverMs,
+        held: [...held.values()].sort((a, b) => (a.unit < b.unit ? -1 : 1)).map((h) => ({
+          unit: h.unit,
+          generation: h.generation,
+          state: h.letting === undefined ? "working" : "letting go",
+          ageMs: t - h.acquiredAt,
+          renewedAgoMs: t - h.renewedAt,
+          validForMs: h.validUntil - t,
+        })),
+        members: plan?.members ?? [member],
+        share: plan?.share ?? units.length,
+        owners,
+        heartbeatAgoMs: beatAt === undefined ? undefined : t - beatAt,
+        heartbeatFailures: failures,
+        acquired: counts.acquired,
+        handedOver: counts.handedOver,
+        lost: counts.lost,
+        released: counts.released,
+        requested: counts.requested,
+        lateRevocations: counts.late,
+      };
+    },
+    problems() {
+      const out: SourceProblem[] = [];
+      if (failures > 0) {
+        out.push({
+          severity: held.size > 0 || failures >= 3 ? "failing" : "degraded",
+          reason: `lease heartbeats of ${member} in ${scope} failing (${failures} in a row): ${
+            errorText(lastError)
+          }`,
+          since: failingSince,
+        });
+      }
+      if (plan !== undefined && plan.foreign.length > 0) {
+        out.push({
+          severity: "failing",
+          reason:
+            `members of ${scope} disagree on the units: others hold ${
+              plan.foreign.slice(0, 3).join(", ")
+            }${plan.foreign.length > 3 ? ", ..." : ""}, which ${member} does not have; it takes ` +
+            `nothing until they are released`,
+          since: Date.now(),
+        });
+      }
+      if (lostAt !== undefined && Date.now() - lostAt < LOST_PROBLEM_MS) {
+        out.push({
+          severity: "degraded",
+          reason: `${member} lost ${counts.lost} leases of ${scope} (not renewed in time)`,
+          since: lostAt,
+        });
+      }
+      return out;
+    },
+  };
+}
+
+interface Settings {
+  readonly member: string;
+  readonly durationMs: number;
+  readonly heartbeatMs: number;
+  readonly handoverMs: number;
+}
+
+function checkLeaseMemberOptions(options: LeaseMemberOptions): Settings {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", "must be an object");
+  }
+  const store = options.store as Partial<LeaseStore> | undefined;
+  for (const method of ["heartbeat", "acquire", "request", "release", "leave"] as const) {
+    if (typeof store?.[method] !== "function") {
+      throw new InvalidArgumentError("store", `must be a LeaseStore (no ${method} method)`);
+    }
+  }
+  checkName("scope", options.scope);
+  if (!Array.isArray(options.units) || options.units.length === 0) {
+    throw new InvalidArgumentError("units", "must be a non-empty array of unit names");
+  }
+  for (const unit of options.units) checkName("units", unit);
+  if (new Set(options.units).size !== options.units.length) {
+    throw new InvalidArgumentError("units", "must not repeat a unit");
+  }
+  const member = options.member ?? crypto.randomUUID();
+  checkName("member", member);
+  for (const f of ["onAcquired", "onRevoked"] as const) {
+    if (typeof options[f] !== "function") throw new InvalidArgumentError(f, "must be a function");
+  }
+  return { member, ...checkLeaseTiming(options) };
+}
+
+/**
+ * Checks lease timing options at a public boundary and fills in the defaults: `durationMs`
+ * (10 000), `heartbeatMs` (a fifth of it), `handoverMs` (half of it), such that a member renews
+ * at least twice before it would have to let go: `heartbeatMs ≤ (durationMs − handoverMs) / 2`.
+ *
+ * @example
+ * ```ts
+ * import { checkLeaseTiming } from "@impel/impel";
+ * console.log(checkLeaseTiming({ durationMs: 2_000 })); // { durationMs: 2000, heartbeatMs: 400, handoverMs: 1000 }
+ * checkLeaseTiming({ durationMs: 2_000, heartbeatMs: 900 }); // throws InvalidArgumentError
+ * ```
+ *
+ * @category Leases
+ */
+export function checkLeaseTiming(
+  options: { durationMs?: number; heartbeatMs?: number; handoverMs?: number },
+): { durationMs: number; heartbeatMs: number; handoverMs: number } {
+  const durationMs = checkInteger("durationMs", options.durationMs ?? 10_000, 100);
+  const handoverMs = checkInteger(
+    "handoverMs",
+    options.handoverMs ?? Math.floor(durationMs / 2),
+    1,
+    durationMs - 2,
+  );
+  const room = Math.floor((durationMs - handoverMs) / 2);
+  const heartbeatMs = checkInteger(
+    "heartbeatMs",
+    options.heartbeatMs ?? Math.min(room, Math.max(1, Math.floor(durationMs / 5))),
+    1,
+    room,
+  );
+  return { durationMs, heartbeatMs, handoverMs };
+}
+
+function checkName(field: string, value: unknown): string {
+  if (typeof value !== "string" || value.length === 0 || value.length > 200) {
+    throw new InvalidArgumentError(
+      field,
+      `must be a non-empty string of at most 200 characters, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
