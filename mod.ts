@@ -59,6 +59,7 @@ export {
   type StreamStateTotals,
   type StreamStatus,
 } from "./core/scheduler.ts";
+export * from "./core/shutdown.ts";
 export * from "./core/sink.ts";
 export type { SinkStats, TrancheStats } from "./core/stats.ts";
 export * from "./core/store.ts";
