@@ -6,15 +6,25 @@
  * The table is created by {@linkcode initPostgresCheckpoints}, never implicitly, so that an
  * application whose role may not run DDL can have it created by a migration instead.
  *
+ * The store is `fenced`: a commit with a {@linkcode CheckpointFence} (consumer groups with
+ * leases) checks the lease row in the lease table of `leases/postgres.ts` (option `leases`) with
+ * `FOR SHARE` in the same statement as the upsert, so it is recorded only while that lease is
+ * the member's, with that generation, unexpired on the database's clock; an acquisition of the
+ * lease waits for a commit in flight, so the next owner loads what was committed.
+ *
  * @module
  */
 import type { Position } from "../core/batch.ts";
 import {
   checkCheckpointKey,
+  checkFence,
+  type CheckpointFence,
   type CheckpointKey,
   type CheckpointStore,
   checkPosition,
+  StaleCommitError,
 } from "../core/checkpoints.ts";
+import { leaseTable, type PostgresLeaseOptions } from "../leases/postgres.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";
 
@@ -46,6 +56,8 @@ export interface PostgresCheckpointOptions {
   readonly schema?: string;
   /** The table (default `checkpoints`); a plain SQL identifier. */
   readonly table?: string;
+  /** Where the lease table of fenced commits is (default `impel.leases`). */
+  readonly leases?: PostgresLeaseOptions;
 }
 
 /**
@@ -153,8 +165,43 @@ export function postgresCheckpoints(
     (onlyForward ? " WHERE t.position < EXCLUDED.position" : "");
   const commitSql = upsert(true);
   const resetSql = upsert(false);
+  const leases = leaseTable(options.leases);
+  const fencedSql = `
+    WITH lease AS (
+      SELECT 1 FROM ${leases}
+       WHERE scope = $5 AND kind = 'unit' AND name = $6 AND owner = $7
+         AND generation = $8::bigint AND expires_at > now()
+       FOR SHARE),
+    up AS (
+      INSERT INTO ${table} AS t (source, tranche, consumer_group, position)
+      SELECT $1, $2, $3, $4::bigint FROM lease
+      ON CONFLICT (source, tranche, consumer_group)
+      DO UPDATE SET position = EXCLUDED.position, updated_at = now()
+      WHERE t.position < EXCLUDED.position
+      RETURNING 1)
+    SELECT count(*)::int AS held FROM lease`;
+  const commitFenced = async (key: CheckpointKey, position: Position, fence: CheckpointFence) => {
+    checkFence(fence);
+    const params = [key.source, key.tranche, key.group, checkStorable(position)];
+    const rows = await run(fencedSql, [
+      ...params,
+      fence.scope,
+      fence.unit,
+      fence.owner,
+      fence.generation.toString(),
+    ]).catch((error) => {
+      if (error instanceof CheckpointTableMissingError) {
+        throw new CheckpointTableMissingError(`${table} (or the lease table ${leases})`, {
+          cause: error.cause,
+        });
+      }
+      throw error;
+    });
+    if (rows[0].held === 0) throw new StaleCommitError(key, position, fence);
+  };
 
   return {
+    fenced: true,
     async load(key: CheckpointKey): Promise<Position | undefined> {
       checkCheckpointKey(key);
       const rows = await run(
@@ -164,8 +211,9 @@ export function postgresCheckpoints(
       );
       return rows.length === 0 ? undefined : toBigInt(rows[0].position);
     },
-    async commit(key: CheckpointKey, position: Position): Promise<void> {
+    async commit(key: CheckpointKey, position: Position, fence?: CheckpointFence): Promise<void> {
       checkCheckpointKey(key);
+      if (fence !== undefined) return await commitFenced(key, position, fence);
       await run(commitSql, [key.source, key.tranche, key.group, checkStorable(position)]);
     },
     async reset(key: CheckpointKey, position: Position | undefined): Promise<void> {
