@@ -90,8 +90,8 @@ interface Runtime {
  * @category Pipeline
  */
 export function stopOnSignals(options: StopOnSignalsOptions = {}): SignalStop {
-  const signals = options.signals ?? ["SIGINT", "SIGTERM"];
-  if (!Array.isArray(signals) || signals.some((s) => !(s in NUMBERS))) {
+  const signals: readonly StopSignal[] = options.signals ?? ["SIGINT", "SIGTERM"];
+  if (!Array.isArray(options.signals ?? []) || signals.some((s) => !Object.hasOwn(NUMBERS, s))) {
     throw new InvalidArgumentError(
       "signals",
       `must list SIGINT, SIGTERM or SIGHUP, got ${JSON.stringify(signals)}`,

@@ -1,0 +1,41 @@
+// A reactor over a MessageDB category with PostgreSQL checkpoints, /metrics and /health, that
+// stops cleanly on Ctrl-C or `kill`. The same file runs under Deno and Bun:
+//   deno run -A examples/messagedb_reactor.ts     bun run examples/messagedb_reactor.ts
+// It needs a database set up by `impel init messagedb --url $IMPEL_PG_URL`. (The README shows
+// this file with the package's import names; tests/examples/messagedb_reactor.test.ts runs it.)
+import pg from "pg";
+import { run, stopOnSignals, streamsSink } from "../mod.ts";
+import { postgresCheckpoints } from "../checkpoints/postgres.ts";
+import { messageDbSource } from "../sources/messagedb.ts";
+import { createMetrics } from "../observability/metrics.ts";
+import { createHttpHandler } from "../observability/http.ts";
+
+const url = process.env.IMPEL_PG_URL ?? "postgres://postgres@127.0.0.1:5432/impel_test";
+const pool = new pg.Pool({ connectionString: url, options: "-c search_path=message_store,public" });
+const checkpoints = postgresCheckpoints(pool);
+const group = "order-printer";
+
+const sink = streamsSink({
+  group,
+  handler: (stream, events) => {
+    for (const e of events) console.log(`${stream} #${e.index} ${e.type}`);
+  },
+});
+const stop = stopOnSignals();
+const source = messageDbSource({ client: pool, categories: ["Order"], group, checkpoints });
+
+const metrics = createMetrics();
+const pipeline = metrics.addPipeline({ group, source: "messagedb", sink, checkpoints });
+const handler = createHttpHandler({ metrics, token: process.env.IMPEL_ADMIN_TOKEN });
+const port = Number(process.env.PORT ?? 9464);
+type Serve = (o: { hostname: string; port: number; fetch: typeof handler }) => { stop(): void };
+const bun = (globalThis as { Bun?: { serve: Serve } }).Bun;
+const server = bun
+  ? bun.serve({ hostname: "127.0.0.1", port, fetch: handler })
+  : Deno.serve({ hostname: "127.0.0.1", port }, handler);
+
+console.log(`reactor ${group} running; metrics and health on http://127.0.0.1:${port}`);
+await run(pipeline.observe(source), sink, { signal: stop.signal });
+await ("shutdown" in server ? server.shutdown() : server.stop());
+await pool.end();
+console.log("stopped, checkpoints committed");
