@@ -904,6 +904,11 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           owners[l.unit] = l.owner;
         }
       }
+      // Its own leases it knows better than the last view.
+      for (const unit of units) {
+        if (held.has(unit)) owners[unit] = member;
+        else if (owners[unit] === member) owners[unit] = undefined;
+      }
       return {
         member,
         scope,

@@ -59,6 +59,33 @@ export interface Ownership {
    * holder has called the function returned, with how it let go.
    */
   hold(): (outcome: RevocationOutcome) => void;
+  /**
+   * For sinks: whether work may start on the tranche now; ask before each handler call. False
+   * once revoked, and for a leased tranche as soon as its lease can no longer be relied on, even
+   * before the source's timer has revoked it (a process resumed after a pause runs the timers
+   * that were due in order, so a handler's timer may fire before the source's). Absent on
+   * ownerships made by hand: held until revoked.
+   */
+  held?(): boolean;
+}
+
+/**
+ * Options of {@linkcode createOwnership}.
+ *
+ * @example
+ * ```ts
+ * import { createOwnership, type OwnershipOptions } from "@impel/impel";
+ * const until = performance.now() + 5_000;
+ * const options: OwnershipOptions = { held: () => performance.now() < until };
+ * const owned = createOwnership("orders/0", options);
+ * console.log(owned.ownership.held?.()); // true, for five seconds
+ * ```
+ *
+ * @category Sources
+ */
+export interface OwnershipOptions {
+  /** Whether the source still holds the tranche (a lease's deadline); see `Ownership.held`. */
+  readonly held?: () => boolean;
 }
 
 /**
@@ -102,7 +129,10 @@ export interface OwnershipControl {
  *
  * @category Sources
  */
-export function createOwnership(tranche: string): OwnershipControl {
+export function createOwnership(
+  tranche: string,
+  options: OwnershipOptions = {},
+): OwnershipControl {
   const abort = new AbortController();
   const outcomes: RevocationOutcome[] = [];
   let holders = 0;
@@ -138,6 +168,7 @@ export function createOwnership(tranche: string): OwnershipControl {
         if (--holders === 0) settle?.();
       };
     },
+    held: () => !abort.signal.aborted && (options.held?.() ?? true),
   };
   return {
     ownership,

@@ -54,8 +54,17 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
-import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
+import type { BatchItem, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
+import { type CheckpointKey, type CheckpointStore, StaleCommitError } from "../core/checkpoints.ts";
+import {
+  checkLeaseTiming,
+  createLeaseMember,
+  type LeaseMember,
+  type LeaseSnapshot,
+  type LeaseStore,
+} from "../core/lease.ts";
+import { createOwnership, type OwnershipControl } from "../core/ownership.ts";
+import { type TrancheContext, trancheStream } from "../core/tranches.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type StreamEvent, utf8Length } from "../core/event.ts";
 import { errorText, type RetryOptions } from "../core/failure.ts";
@@ -72,6 +81,7 @@ import {
 } from "../stores/sql.ts";
 
 export { CheckpointPastTailError } from "../core/reader.ts";
+export type { LeaseSnapshot, LeaseStore } from "../core/lease.ts";
 export {
   type ListeningClient,
   type ListeningPool,
@@ -175,6 +185,94 @@ export interface ConsumerGroupMember {
 }
 
 /**
+ * A consumer group with leases: each category is split into `slots` hash slots (slot `s` holds
+ * the streams MessageDB's `consumer_group_member = s, consumer_group_size = slots` gives), each a
+ * tranche under the checkpoint key `<category>-<s>/<slots>` (the key of static member `s` of
+ * `slots`, so a static group of that size can move to leases keeping its checkpoints). Members
+ * of the same `group` and `sourceName` share the slots fairly, whatever their number: start or
+ * stop members at any time. A slot moves only after its old owner's calls have ended and its
+ * lease was released or lapsed; commits carry the lease as a fence, so a member that lost a
+ * slot cannot move its checkpoint. Every member must name the same categories and `slots`.
+ *
+ * Timing (see `core/lease.ts`): a member that has not renewed a lease for
+ * `durationMs − handoverMs` stops starting calls on the slot and revokes it, leaving
+ * `handoverMs` for the calls in flight and the final commit — so `handoverMs` must be at least
+ * twice the sink's `stopTimeoutMs`. A dead member's slots are taken over within
+ * `durationMs + heartbeatMs`; a stopped member's, within a heartbeat.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { run, streamsSink } from "@impel/impel";
+ * import { type MessageDbLeaseOptions, messageDbSource } from "@impel/impel/sources/messagedb";
+ * import { initPostgresCheckpoints, postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * import { initPostgresLeases, postgresLeases } from "@impel/impel/leases/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await initPostgresCheckpoints(pool);
+ * await initPostgresLeases(pool);
+ * const leases: MessageDbLeaseOptions = { store: postgresLeases(pool), slots: 12 };
+ * const stop = new AbortController();
+ * const source = messageDbSource({
+ *   client: pool,
+ *   categories: ["GuestStay"],
+ *   group: "reactor",
+ *   checkpoints: postgresCheckpoints(pool), // fenced against the lease table
+ *   leases,
+ *   signal: stop.signal,
+ * });
+ * const sink = streamsSink({ group: "reactor", handler: () => {}, stopTimeoutMs: 2_000 });
+ * const running = run(source, sink, { signal: stop.signal });
+ * console.log(source.leases()?.held.map((h) => h.unit)); // the slots this member holds
+ * stop.abort();
+ * await running;
+ * await source.released; // the others take this member's slots at their next heartbeat
+ * await pool.end();
+ * ```
+ */
+export interface MessageDbLeaseOptions {
+  /** Where the leases are kept (`postgresLeases(pool)` in the same database as checkpoints). */
+  readonly store: LeaseStore;
+  /** Hash slots per category (default 12, at most 32 767); fixed for the life of the group. */
+  readonly slots?: number;
+  /** This member's id (default: a random UUID per start). */
+  readonly member?: string;
+  /** How long a lease lasts unless renewed (default 10 000 ms). */
+  readonly durationMs?: number;
+  /** How often leases are renewed (default `durationMs / 5`). */
+  readonly heartbeatMs?: number;
+  /** How long before expiry a member that cannot renew must have let go (default `durationMs / 2`). */
+  readonly handoverMs?: number;
+}
+
+/**
+ * What {@linkcode messageDbSource} returns: the batches, with `problems()` for health, and, for a
+ * consumer group with leases, who holds what.
+ *
+ * @example
+ * ```ts
+ * import pg from "pg";
+ * import { type MessageDbSource, messageDbSource } from "@impel/impel/sources/messagedb";
+ * import { postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * const source: MessageDbSource = messageDbSource({
+ *   client: pool, categories: ["GuestStay"], group: "g", checkpoints: postgresCheckpoints(pool),
+ * });
+ * console.log(source.leases()); // undefined: no leases
+ * await source.cancel();
+ * await pool.end();
+ * ```
+ */
+export type MessageDbSource = ObservableSource & {
+  /** With leases: this member's leases, their ages, the live members, hand-overs and losses. */
+  leases(): LeaseSnapshot | undefined;
+  /**
+   * Resolves once the source has stopped and, with leases, revoked and released every slot
+   * (await it before exiting, so that the others take over at once); at once without leases.
+   */
+  readonly released: Promise<void>;
+};
+
+/**
  * Options of {@linkcode messageDbSource}.
  *
  * @example
@@ -236,8 +334,14 @@ export interface MessageDbSourceOptions {
    * commit) sooner under a slow handler; the cost is a few microseconds per batch.
    */
   readonly maxBatchItems?: number;
-  /** Read only this member's share of each category. */
+  /** Read only this member's share of each category (a static group; or see `leases`). */
   readonly consumerGroup?: ConsumerGroupMember;
+  /**
+   * Share the categories with whichever members of `group` are running, through leases on hash
+   * slots (instead of `consumerGroup`); needs a `fenced` checkpoint store. See
+   * {@linkcode MessageDbLeaseOptions}.
+   */
+  readonly leases?: MessageDbLeaseOptions;
   /**
    * `"checkpoint"` (default): resume from the stored checkpoint, or per `whenNoCheckpoint` if
    * there is none; `"start"`: from the first message, ignoring any checkpoint; `"tail"`: from
@@ -300,13 +404,23 @@ export interface MessageDbSourceOptions {
  * }
  * ```
  */
-export function messageDbSource(options: MessageDbSourceOptions): ObservableSource {
+export function messageDbSource(options: MessageDbSourceOptions): MessageDbSource {
   const settings = checkOptions(options);
-  const { client, checkpoints } = options;
-  const cg = options.consumerGroup;
-  const categoryOf = new Map<string, string>();
+  const { client } = options;
+  // Each tranche is a category, or one part of it: a static member's, or a leased hash slot.
+  const parts = new Map<string, Part>();
+  const leased = settings.slots !== undefined;
   for (const category of settings.categories) {
-    categoryOf.set(messageDbCheckpointKey(category, options).tranche, category);
+    if (leased) {
+      for (let slot = 0; slot < settings.slots!; slot++) {
+        const consumerGroup = { member: slot, size: settings.slots! };
+        const key = messageDbCheckpointKey(category, { ...options, consumerGroup });
+        parts.set(key.tranche, { category, ...consumerGroup, key });
+      }
+    } else {
+      const key = messageDbCheckpointKey(category, options);
+      parts.set(key.tranche, { category, ...options.consumerGroup, key });
+    }
   }
 
   // A notification that arrives while a read is in flight must not be lost: it marks the tranche
@@ -318,8 +432,8 @@ export function messageDbSource(options: MessageDbSourceOptions): ObservableSour
     sleepers.get(tranche)?.();
   };
   const onPayload = (payload: string) => {
-    for (const [tranche, category] of categoryOf) {
-      if (payload === "" || payload === category) wake(tranche);
+    for (const [tranche, part] of parts) {
+      if (payload === "" || payload === part.category) wake(tranche);
     }
   };
   const wakeup = (tranche: string, signal: AbortSignal) =>
@@ -334,12 +448,13 @@ export function messageDbSource(options: MessageDbSourceOptions): ObservableSour
   const readPage: ReadPage = async (tranche, position) => {
     pending.delete(tranche);
     const from = position ?? 1n;
+    const part = parts.get(tranche)!;
     const rows = await query(client, text, [
-      categoryOf.get(tranche),
+      part.category,
       from.toString(),
       settings.batchSize,
-      cg?.member ?? null,
-      cg?.size ?? null,
+      part.member ?? null,
+      part.size ?? null,
     ]);
     const items: BatchItem[] = new Array(rows.length);
     const positions: Position[] = new Array(rows.length);
@@ -351,31 +466,183 @@ export function messageDbSource(options: MessageDbSourceOptions): ObservableSour
     return { items, positions, next, isTail: rows.length < settings.batchSize };
   };
 
-  return pagedSource({
-    name: settings.sourceName,
-    tranches: [...categoryOf.keys()],
-    readPage,
-    // The next global position of the whole store: a tail start reads nothing written before it,
-    // and a checkpoint beyond it would skip what is written next, whatever the category.
-    readTail: () => storeHead(client),
-    checkpoints: cg === undefined ? checkpoints : refusingLegacyKeys(options, settings),
-    checkpointKey: (tranche) => messageDbCheckpointKey(categoryOf.get(tranche)!, options),
-    startFrom: options.startFrom,
-    whenNoCheckpoint: options.whenNoCheckpoint,
-    checkpointPastTail: options.checkpointPastTail,
-    tailSleepMs: settings.tailSleepMs,
-    retry: settings.retry,
-    isRetriable: isTransientSqlError,
-    finalError: (error, tranche) =>
-      error instanceof ImpelError ? error : new MessageDbReadError(tranche, error),
-    wakeup: options.notifications === undefined ? undefined : wakeup,
-    prefetch: true,
-    maxBatchItems: settings.maxBatchItems,
-    gapsAreFinal: true,
-    open: options.notifications === undefined
+  const reading = (
+    tranches: readonly string[],
+    checkpoints: CheckpointStore,
+    signal: AbortSignal | undefined,
+    notify: boolean,
+  ) =>
+    pagedSource({
+      name: settings.sourceName,
+      tranches,
+      readPage,
+      // The next global position of the whole store: a tail start reads nothing written before
+      // it, and a checkpoint beyond it would skip what is written next, whatever the category.
+      readTail: () => storeHead(client),
+      checkpoints,
+      checkpointKey: (tranche) => parts.get(tranche)!.key,
+      startFrom: options.startFrom,
+      whenNoCheckpoint: options.whenNoCheckpoint,
+      checkpointPastTail: options.checkpointPastTail,
+      tailSleepMs: settings.tailSleepMs,
+      retry: settings.retry,
+      isRetriable: isTransientSqlError,
+      finalError: (error, tranche) =>
+        error instanceof ImpelError ? error : new MessageDbReadError(tranche, error),
+      wakeup: options.notifications === undefined ? undefined : wakeup,
+      prefetch: true,
+      maxBatchItems: settings.maxBatchItems,
+      gapsAreFinal: true,
+      open: options.notifications === undefined || !notify
+        ? undefined
+        : () => listen(options.notifications!, settings.notifyChannel, onPayload),
+      signal,
+    });
+
+  const checkpoints = options.consumerGroup === undefined && !leased
+    ? options.checkpoints
+    : refusingLegacyKeys(options.checkpoints, settings);
+  if (!leased) {
+    const source = reading([...parts.keys()], checkpoints, options.signal, true);
+    return Object.assign(source, {
+      leases: () => undefined,
+      released: Promise.resolve(),
+    });
+  }
+  return leasedSource(options, settings, [...parts.keys()], {
+    reading,
+    checkpoints,
+    listen: options.notifications === undefined
       ? undefined
       : () => listen(options.notifications!, settings.notifyChannel, onPayload),
-    signal: options.signal,
+  });
+}
+
+/** One tranche of a MessageDB source: a category, or one member's (or slot's) share of it. */
+interface Part {
+  readonly category: string;
+  readonly member?: number;
+  readonly size?: number;
+  readonly key: CheckpointKey;
+}
+
+/** What {@linkcode leasedSource} needs of the source it shares out. */
+interface LeasedParts {
+  readonly reading: (
+    tranches: readonly string[],
+    checkpoints: CheckpointStore,
+    signal: AbortSignal,
+    notify: boolean,
+  ) => ObservableSource;
+  readonly checkpoints: CheckpointStore;
+  readonly listen: (() => Promise<(() => Promise<void>) | undefined>) | undefined;
+}
+
+/** A held slot: its reader and the ownership its batches carry. */
+interface Slot {
+  readonly control: OwnershipControl;
+  readonly stop: AbortController;
+  readonly source: ObservableSource;
+}
+
+/**
+ * The source of a consumer group with leases: a member of `<sourceName>/<group>` whose units are
+ * the slots; each slot it holds is read by a paged reader of its own, under an ownership that
+ * is revoked before the lease can lapse, and committed with the lease as fence.
+ */
+function leasedSource(
+  options: MessageDbSourceOptions,
+  settings: Settings,
+  units: readonly string[],
+  parts: LeasedParts,
+): MessageDbSource {
+  const lease = options.leases!;
+  const scope = `${settings.sourceName}/${options.group}`;
+  const slots = new Map<string, Slot>();
+  let released!: () => void;
+  const done = new Promise<void>((resolve) => (released = resolve));
+  let context: TrancheContext | undefined;
+
+  const member: LeaseMember = createLeaseMember({
+    store: lease.store,
+    scope,
+    units,
+    member: lease.member,
+    durationMs: lease.durationMs,
+    heartbeatMs: lease.heartbeatMs,
+    handoverMs: lease.handoverMs,
+    onAcquired({ unit, generation }) {
+      const { signal, enqueue, spawn } = context!;
+      const fence = { scope, unit, owner: member.member, generation };
+      const control = createOwnership(unit, { held: () => member.holds(unit) });
+      const stop = new AbortController();
+      const checkpoints: CheckpointStore = {
+        ...parts.checkpoints,
+        commit(key, position) {
+          // Let go of already: refused here, without asking the database.
+          if (member.fence(unit)?.generation !== generation) {
+            return Promise.reject(new StaleCommitError(key, position, fence));
+          }
+          return parts.checkpoints.commit(key, position, fence);
+        },
+      };
+      const source = parts.reading(
+        [unit],
+        checkpoints,
+        AbortSignal.any([signal, stop.signal]),
+        false,
+      );
+      slots.set(unit, { control, stop, source });
+      spawn(async () => {
+        for await (const batch of source) {
+          if (control.revoked) break;
+          await enqueue({ ...batch, ownership: control.ownership });
+        }
+      });
+    },
+    async onRevoked({ unit }, reason) {
+      const slot = slots.get(unit);
+      if (slot === undefined) return;
+      slot.stop.abort();
+      const outcome = await slot.control.revoke(reason);
+      if (slots.get(unit) === slot) slots.delete(unit);
+      if (outcome.abandoned > 0 || outcome.commitError !== undefined) {
+        log.warn(
+          "{scope}: letting go of {unit}: {abandoned} calls abandoned, final commit: {commit}",
+          {
+            scope,
+            unit,
+            abandoned: outcome.abandoned,
+            commit: outcome.commitError === undefined ? "ok" : errorText(outcome.commitError),
+          },
+        );
+      }
+    },
+  });
+
+  const stream = trancheStream(async (c) => {
+    context = c;
+    const close = await parts.listen?.();
+    const running = member.start();
+    try {
+      if (!c.signal.aborted) {
+        await new Promise((resolve) => c.signal.addEventListener("abort", resolve, { once: true }));
+      }
+    } finally {
+      await member.stop();
+      await running;
+      await close?.().catch(() => {});
+      released();
+    }
+  }, { signal: options.signal });
+
+  return Object.assign(stream, {
+    problems: (): readonly SourceProblem[] => [
+      ...member.problems(),
+      ...[...slots.values()].flatMap((slot) => slot.source.problems?.() ?? []),
+    ],
+    leases: (): LeaseSnapshot => member.snapshot(),
+    released: done,
   });
 }
 
@@ -419,6 +686,8 @@ interface Settings {
   readonly notifyChannel: string;
   readonly retry: RetryOptions;
   readonly checkpointPastTail: "error" | "warn";
+  /** Hash slots per category, with leases. */
+  readonly slots: number | undefined;
 }
 
 function checkOptions(options: MessageDbSourceOptions): Settings {
@@ -456,6 +725,31 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
       `must be "checkpoint", "start" or "tail", got ${String(startFrom)}`,
     );
   }
+  const leases = options.leases;
+  let slots: number | undefined;
+  if (leases !== undefined) {
+    if (leases === null || typeof leases !== "object") {
+      throw new InvalidArgumentError("leases", "must be an object with a lease store");
+    }
+    if (cg !== undefined) {
+      throw new InvalidArgumentError("leases", "and consumerGroup cannot both be given");
+    }
+    if (typeof leases.store?.heartbeat !== "function") {
+      throw new InvalidArgumentError("leases.store", "must be a LeaseStore (postgresLeases(pool))");
+    }
+    if (options.checkpoints.fenced !== true) {
+      throw new InvalidArgumentError(
+        "checkpoints",
+        "must be a fenced store with leases (postgresCheckpoints in the lease table's database)",
+      );
+    }
+    // A slot taken over must resume where its last owner committed, never restart or skip.
+    if (startFrom !== "checkpoint") {
+      throw new InvalidArgumentError("startFrom", `must be "checkpoint" with leases`);
+    }
+    slots = checkInteger("leases.slots", leases.slots ?? 12, 1, 32767);
+    checkLeaseTiming(leases);
+  }
   const sourceName = options.sourceName ?? MESSAGEDB_SOURCE;
   if (typeof sourceName !== "string" || sourceName.length === 0) {
     throw new InvalidArgumentError("sourceName", "must be a non-empty string");
@@ -476,6 +770,7 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
     notifyChannel,
     retry,
     checkpointPastTail: options.checkpointPastTail ?? "error",
+    slots,
   };
 }
 
@@ -509,20 +804,17 @@ export function messageDbCheckpointKey(
  * it over silently could be wrong, since it may as well be a real category's), and starting
  * afresh from the tail would skip what lies between.
  */
-function refusingLegacyKeys(
-  options: MessageDbSourceOptions,
-  settings: Settings,
-): CheckpointStore {
-  const { checkpoints, consumerGroup: cg } = options;
+function refusingLegacyKeys(checkpoints: CheckpointStore, settings: Settings): CheckpointStore {
   return {
-    commit: (key, position) => checkpoints.commit(key, position),
+    ...checkpoints,
+    commit: (key, position, fence) => checkpoints.commit(key, position, fence),
     reset: (key, position) => checkpoints.reset(key, position),
     list: (source, group) => checkpoints.list(source, group),
     async load(key) {
       const stored = await checkpoints.load(key);
-      if (stored !== undefined || cg === undefined) return stored;
-      const category = key.tranche.slice(0, key.tranche.indexOf("-"));
-      const legacy = { ...key, tranche: `${category}:${cg.member}/${cg.size}` };
+      if (stored !== undefined) return stored;
+      // `<category>-<member>/<size>` was `<category>:<member>/<size>` (a category has no `-`).
+      const legacy = { ...key, tranche: key.tranche.replace("-", ":") };
       const old = await checkpoints.load(legacy);
       if (old === undefined) return undefined;
       const error = new LegacyCheckpointKeyError(key, legacy, old);
