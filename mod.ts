@@ -37,13 +37,32 @@ export * from "./core/decider.ts";
 export { ImpelError, InvalidArgumentError } from "./core/errors.ts";
 export { estimateSize, type Span, type StreamEvent } from "./core/event.ts";
 export {
+  type DeadLetterPolicy,
   type FailurePolicy,
   InvalidHandlerResultError,
+  type ParkPolicy,
   PipelineFaultError,
   type RetryOptions,
   type StreamFailure,
   StreamGapError,
+  type StreamPolicy,
+  type StreamRule,
 } from "./core/failure.ts";
+export {
+  type ParkAction,
+  type ParkClaim,
+  type ParkClaimRequest,
+  type ParkedFailure,
+  type ParkedStream,
+  type ParkListOptions,
+  type ParkRequest,
+  ParkRequestConflictError,
+  type ParkResolution,
+  type ParkStore,
+  type ParkWrite,
+  type ParkWriteOutcome,
+  StreamNotParkedError,
+} from "./core/park.ts";
 export * from "./core/ownership.ts";
 export * from "./core/lease.ts";
 export type { Percentiles } from "./core/histogram.ts";
@@ -51,6 +70,8 @@ export type { AwaitCompletionOptions, Monitor } from "./core/monitor.ts";
 export {
   type Handler,
   type HandlerContext,
+  type ParkedSnapshot,
+  type ParkedStatus,
   type SchedulerCounters,
   type SchedulerOptions,
   type SchedulerSnapshot,

@@ -1,11 +1,13 @@
 /**
  * What happens when a handler throws: retry with exponential backoff, and a policy that decides
- * between retrying forever, dead-lettering the stream, or faulting the pipeline.
+ * between retrying forever, dead-lettering the stream, parking it in a durable store, or
+ * faulting the pipeline, for all streams or by stream name.
  *
  * @module
  */
 import type { StreamEvent } from "./event.ts";
-import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
+import { checkInteger, checkNumber, describe, ImpelError, InvalidArgumentError } from "./errors.ts";
+import { checkParkStore, type ParkStore } from "./park.ts";
 import type { StreamName } from "./streamName.ts";
 
 /**
@@ -78,11 +80,121 @@ export interface StreamFailure {
 }
 
 /**
+ * The durable, ordered dead letter: after `maxAttempts` failed attempts the whole stream is
+ * parked in `store`. The failing events and every later event of the stream are written there,
+ * in order, instead of being handled, and the checkpoint moves past them once they are stored;
+ * other streams carry on. If the store fails, the stream stays failing and the write is retried
+ * (nothing is dropped). A parked stream stays parked across restarts (the sink reads the store
+ * before it handles anything) until an operator releases it (its events are replayed through the
+ * handler in order, then normal handling resumes) or skips it (its events are dropped, with the
+ * reason recorded): see `ParkStore.request`, the HTTP routes and `impel parked`. The running sink
+ * looks for such requests every `pollMs`.
+ *
+ * @example
+ * ```ts
+ * import { type ParkPolicy, streamsSink } from "@impel/impel";
+ * import { memoryParkStore } from "@impel/impel/parked/memory";
+ * const policy: ParkPolicy = { kind: "park", maxAttempts: 3, store: memoryParkStore() };
+ * const sink = streamsSink({ group: "billing", handler: () => {}, failure: policy });
+ * await sink.stop();
+ * ```
+ *
+ * @category Failures
+ */
+export interface ParkPolicy {
+  /** Selects this policy. */
+  readonly kind: "park";
+  /** Failed attempts after which the stream parks (at least 1). */
+  readonly maxAttempts: number;
+  /** Where parked streams are kept. */
+  readonly store: ParkStore;
+  /**
+   * How often the running sink looks for release and skip requests, ms (default 1000); a claim
+   * on a request lapses after ten times this when its sink is gone.
+   */
+  readonly pollMs?: number;
+}
+
+/**
+ * Hands a failing stream's events to a callback after `maxAttempts` and moves the stream past
+ * them; if the callback throws, the stream stays failing and is retried (nothing is lost). Later
+ * events of the stream are handled as usual: for an ordered, durable variant use
+ * {@linkcode ParkPolicy}.
+ *
+ * @example
+ * ```ts
+ * import type { DeadLetterPolicy } from "@impel/impel";
+ * const policy: DeadLetterPolicy = {
+ *   kind: "deadLetter",
+ *   maxAttempts: 5,
+ *   deadLetter: (failure) => console.error("dead-lettered", failure.stream, failure.error),
+ * };
+ * ```
+ *
+ * @category Failures
+ */
+export interface DeadLetterPolicy {
+  /** Selects this policy. */
+  readonly kind: "deadLetter";
+  /** Failed attempts after which the events go to `deadLetter` (at least 1). */
+  readonly maxAttempts: number;
+  /** Takes the failing events; a throw (or rejection) keeps the stream failing. */
+  readonly deadLetter: (failure: StreamFailure) => Promise<void> | void;
+}
+
+/**
+ * What a {@linkcode StreamRule} can choose for the streams it matches: retry forever,
+ * dead-letter, park, or fault the pipeline once one of them has failed `maxAttempts` times.
+ *
+ * @example
+ * ```ts
+ * import type { StreamPolicy } from "@impel/impel";
+ * const policy: StreamPolicy = { kind: "fault", maxAttempts: 10 };
+ * ```
+ *
+ * @category Failures
+ */
+export type StreamPolicy =
+  | { readonly kind: "retry" }
+  | DeadLetterPolicy
+  | ParkPolicy
+  | { readonly kind: "fault"; readonly maxAttempts?: number };
+
+/**
+ * One entry of a `byStream` failure policy: the streams whose names match `match` get `policy`.
+ * `match` is a stream name in which `*` stands for any run of characters: `Payment-*` is every
+ * stream of category `Payment`, `*` every stream.
+ *
+ * @example
+ * ```ts
+ * import type { StreamRule } from "@impel/impel";
+ * import { memoryParkStore } from "@impel/impel/parked/memory";
+ * const rule: StreamRule = {
+ *   match: "Payment-*",
+ *   policy: { kind: "park", maxAttempts: 3, store: memoryParkStore() },
+ * };
+ * ```
+ *
+ * @category Failures
+ */
+export interface StreamRule {
+  /** A stream name pattern; `*` matches any characters. */
+  readonly match: string;
+  /** The policy of the matching streams. */
+  readonly policy: StreamPolicy;
+}
+
+/**
  * How the scheduler reacts to a handler that throws. Every policy retries with backoff first.
  *
  * - `retry`: keep retrying; the stream shows as failing in stats until it succeeds.
- * - `deadLetter`: after `maxAttempts`, hand the events to `deadLetter` and move the stream past
- *   them; if `deadLetter` itself throws, the stream stays failing and is retried (nothing is lost).
+ * - `deadLetter` ({@linkcode DeadLetterPolicy}): after `maxAttempts`, hand the events to
+ *   `deadLetter` and move the stream past them.
+ * - `park` ({@linkcode ParkPolicy}): after `maxAttempts`, park the whole stream, in order, in a
+ *   durable store until it is released or skipped.
+ * - `byStream`: a policy per stream name pattern, first match wins ({@linkcode StreamRule});
+ *   streams no rule matches are retried forever. For example, streams of `Payment` park after
+ *   3 attempts while all others retry.
  * - `fault`: stop the pipeline with a {@linkcode PipelineFaultError} once a stream has failed
  *   `maxAttempts` times (default 3), once more than `maxFailingStreams` streams are failing, or
  *   once a stream has been stuck (no progress while it has work: a hung handler, a handler that
@@ -96,10 +208,13 @@ export interface StreamFailure {
  * @example
  * ```ts
  * import type { FailurePolicy } from "@impel/impel";
+ * import { memoryParkStore } from "@impel/impel/parked/memory";
  * const policy: FailurePolicy = {
- *   kind: "deadLetter",
- *   maxAttempts: 5,
- *   deadLetter: (failure) => console.error("parked", failure.stream, failure.error),
+ *   kind: "byStream",
+ *   rules: [
+ *     { match: "Payment-*", policy: { kind: "park", maxAttempts: 3, store: memoryParkStore() } },
+ *     { match: "Audit-*", policy: { kind: "fault", maxAttempts: 5 } },
+ *   ], // everything else retries forever
  * };
  * ```
  *
@@ -107,11 +222,9 @@ export interface StreamFailure {
  */
 export type FailurePolicy =
   | { readonly kind: "retry" }
-  | {
-    readonly kind: "deadLetter";
-    readonly maxAttempts: number;
-    readonly deadLetter: (failure: StreamFailure) => Promise<void> | void;
-  }
+  | DeadLetterPolicy
+  | ParkPolicy
+  | { readonly kind: "byStream"; readonly rules: readonly StreamRule[] }
   | {
     readonly kind: "fault";
     readonly maxAttempts?: number;
@@ -243,40 +356,123 @@ export function backoff(options: RetryOptions = {}): Backoff {
   };
 }
 
-/** Checks a failure policy at the public boundary. */
-export function checkFailurePolicy(policy: FailurePolicy): FailurePolicy {
+/** Checks a failure policy at the public boundary; errors name the offending field. */
+export function checkFailurePolicy(policy: FailurePolicy, field = "failure"): FailurePolicy {
   switch (policy?.kind) {
     case "retry":
       return policy;
     case "deadLetter":
-      checkInteger("failure.maxAttempts", policy.maxAttempts, 1);
+      checkInteger(`${field}.maxAttempts`, policy.maxAttempts, 1);
       if (typeof policy.deadLetter !== "function") {
-        throw new InvalidArgumentError("failure.deadLetter", "must be a function");
+        throw new InvalidArgumentError(`${field}.deadLetter`, "must be a function");
       }
       return policy;
+    case "park":
+      checkInteger(`${field}.maxAttempts`, policy.maxAttempts, 1);
+      checkParkStore(`${field}.store`, policy.store);
+      if (policy.pollMs !== undefined) checkNumber(`${field}.pollMs`, policy.pollMs, 1);
+      return policy;
+    case "byStream": {
+      if (field !== "failure") {
+        throw new InvalidArgumentError(`${field}.kind`, `"byStream" cannot be nested`);
+      }
+      if (!Array.isArray(policy.rules) || policy.rules.length === 0) {
+        throw new InvalidArgumentError(
+          "failure.rules",
+          `must be a non-empty array of { match, policy }, got ${describe(policy.rules)}`,
+        );
+      }
+      policy.rules.forEach((rule, i) => {
+        const at = `failure.rules[${i}]`;
+        if (rule === null || typeof rule !== "object") {
+          throw new InvalidArgumentError(at, `must be { match, policy }, got ${describe(rule)}`);
+        }
+        checkPattern(`${at}.match`, rule.match);
+        const p = rule.policy as FailurePolicy;
+        if (p?.kind === "fault") {
+          const extra = Object.keys(p).filter((k) => k !== "kind" && k !== "maxAttempts");
+          if (extra.length > 0) {
+            throw new InvalidArgumentError(
+              `${at}.policy.${extra[0]}`,
+              "is a pipeline-wide limit: a rule's fault policy takes only maxAttempts",
+            );
+          }
+        }
+        checkFailurePolicy(p, `${at}.policy`);
+      });
+      return policy;
+    }
     case "fault":
       if (policy.maxAttempts !== undefined) {
-        checkInteger("failure.maxAttempts", policy.maxAttempts, 1);
+        checkInteger(`${field}.maxAttempts`, policy.maxAttempts, 1);
       }
       if (policy.maxFailingStreams !== undefined) {
-        checkInteger("failure.maxFailingStreams", policy.maxFailingStreams, 0);
+        checkInteger(`${field}.maxFailingStreams`, policy.maxFailingStreams, 0);
       }
-      if (policy.maxStuckMs !== undefined) checkNumber("failure.maxStuckMs", policy.maxStuckMs, 0);
+      if (policy.maxStuckMs !== undefined) {
+        checkNumber(`${field}.maxStuckMs`, policy.maxStuckMs, 0);
+      }
       if (policy.maxCommitFailureMs !== undefined) {
-        checkNumber("failure.maxCommitFailureMs", policy.maxCommitFailureMs, 0);
+        checkNumber(`${field}.maxCommitFailureMs`, policy.maxCommitFailureMs, 0);
       }
       if (policy.maxSourceFailureMs !== undefined) {
-        checkNumber("failure.maxSourceFailureMs", policy.maxSourceFailureMs, 0);
+        checkNumber(`${field}.maxSourceFailureMs`, policy.maxSourceFailureMs, 0);
       }
       return policy;
     default:
       throw new InvalidArgumentError(
-        "failure.kind",
-        `must be "retry", "deadLetter" or "fault", got ${
+        `${field}.kind`,
+        `must be "retry", "deadLetter", "park", "byStream" or "fault", got ${
           JSON.stringify((policy as { kind?: unknown })?.kind)
         }`,
       );
   }
+}
+
+function checkPattern(field: string, match: unknown): string {
+  if (typeof match !== "string" || match.length === 0 || match.length > 1_000) {
+    throw new InvalidArgumentError(
+      field,
+      `must be a stream name pattern (1 to 1000 characters, * for any), got ${describe(match)}`,
+    );
+  }
+  return match;
+}
+
+/** The policy of each stream under a checked failure policy (never `byStream`). */
+export type StreamPolicyOf = (stream: StreamName) => Exclude<FailurePolicy, { kind: "byStream" }>;
+
+/**
+ * Resolves a checked failure policy per stream: itself, or for `byStream` the policy of the
+ * first rule whose pattern matches the stream name, else `retry`.
+ */
+export function streamPolicies(policy: FailurePolicy): StreamPolicyOf {
+  if (policy.kind !== "byStream") return () => policy;
+  const rules = policy.rules.map((r) => ({
+    test: new RegExp(
+      "^" + r.match.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(
+        "[\\s\\S]*",
+      ) + "$",
+    ),
+    policy: r.policy,
+  }));
+  const retry = { kind: "retry" } as const;
+  return (stream) => rules.find((r) => r.test.test(stream))?.policy ?? retry;
+}
+
+/** The park policies a failure policy uses, one per distinct store. */
+export function parkPolicies(policy: FailurePolicy): ParkPolicy[] {
+  const all = policy.kind === "park"
+    ? [policy]
+    : policy.kind === "byStream"
+    ? policy.rules.map((r) => r.policy).filter((p): p is ParkPolicy => p.kind === "park")
+    : [];
+  const byStore = new Map<ParkStore, ParkPolicy>();
+  for (const p of all) {
+    const seen = byStore.get(p.store);
+    if (seen === undefined || (p.pollMs ?? 1000) < (seen.pollMs ?? 1000)) byStore.set(p.store, p);
+  }
+  return [...byStore.values()];
 }
 
 /** A one-line rendering of a thrown value. */

@@ -11,15 +11,27 @@ import { insertEvent, type StreamEvent } from "./event.ts";
 import {
   backoff,
   checkFailurePolicy,
+  errorText,
   type FailurePolicy,
   InvalidHandlerResultError,
+  parkPolicies,
+  type ParkPolicy,
   PipelineFaultError,
   type RetryOptions,
   type StreamFailure,
   StreamGapError,
+  streamPolicies,
 } from "./failure.ts";
 import { createHistogram, type Histogram } from "./histogram.ts";
 import type { Ownership } from "./ownership.ts";
+import type {
+  ParkAction,
+  ParkedFailure,
+  ParkedStream,
+  ParkStore,
+  ParkWrite,
+  ParkWriteOutcome,
+} from "./park.ts";
 import type { StreamName } from "./streamName.ts";
 
 /** Busy runs measure handler latency on one call in this many (a power of two). */
@@ -126,8 +138,10 @@ export interface SchedulerOptions {
   /**
    * What to do about a permanent gap in a stream (events missing below its buffer, in a batch
    * marked `gapsAreFinal`): `"fault"` the pipeline (default), `"skip"` to the next event
-   * present (logged and counted in `gapsSkipped`), or `"deadLetter"` (needs the `deadLetter`
-   * failure policy) to hand the events after the gap to the dead-letter callback. A gap in other
+   * present (logged and counted in `gapsSkipped`), or `"deadLetter"` to hand the events after
+   * the gap to the stream's dead letter: the `deadLetter` callback, or the park store (the
+   * stream parks), as its failure policy says (needs a `deadLetter` or `park` policy, or a
+   * `byStream` rule with one; a stream whose policy has neither faults). A gap in other
    * batches waits for the missing events and shows as stuck after `stuckAfterMs`.
    */
   readonly gaps?: "fault" | "skip" | "deadLetter";
@@ -288,6 +302,64 @@ export interface SchedulerSnapshot {
   readonly stuck: readonly StreamStatus[];
   /** Batches ingested and not yet complete. */
   readonly uncompletedBatches: number;
+  /** Parked streams, as this sink knows them. */
+  readonly parked: ParkedSnapshot;
+}
+
+/**
+ * A parked stream as shown in stats.
+ *
+ * @example
+ * ```ts
+ * import type { ParkedStatus } from "@impel/impel";
+ * const line = (p: ParkedStatus) => `${p.stream}: ${p.events} parked for ${p.ageMs} ms (${p.error})`;
+ * ```
+ *
+ * @category Stats
+ */
+export interface ParkedStatus {
+  /** The stream. */
+  readonly stream: StreamName;
+  /** Events parked (as this sink knows: loaded at start, plus its own writes). */
+  readonly events: number;
+  /** How long since it parked, ms. */
+  readonly ageMs: number;
+  /** Attempts before it parked. */
+  readonly attempts: number;
+  /** The error that parked it, as text. */
+  readonly error: string;
+  /** `parked`, or the request being applied. */
+  readonly state: "parked" | "releasing" | "skipping";
+}
+
+/**
+ * Parked streams of a sink: part of a {@linkcode SchedulerSnapshot}.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * const sink = streamsSink({ handler: () => {} });
+ * const { streams, events, oldestMs } = sink.stats().parked;
+ * console.log(streams, events, oldestMs); // 0 0 0
+ * await sink.stop();
+ * ```
+ *
+ * @category Stats
+ */
+export interface ParkedSnapshot {
+  /** Streams parked, including those being released or skipped. */
+  readonly streams: number;
+  /** Events parked in them. */
+  readonly events: number;
+  /** Age of the oldest parked stream, ms (0 when none). */
+  readonly oldestMs: number;
+  /** The oldest parked streams, at most 20, oldest first. */
+  readonly oldest: readonly ParkedStatus[];
+  /**
+   * Set while the park store cannot be read (at start, or when polling for requests) or
+   * written: since when, and the last error.
+   */
+  readonly storeFailing?: { readonly since: number; readonly error: unknown };
 }
 
 /**
@@ -331,6 +403,16 @@ export interface SchedulerCounters {
   failures: number;
   /** Streams handed to the dead-letter callback. */
   deadLettered: number;
+  /** Streams parked (the `park` policy). */
+  parked: number;
+  /** Events written to the park store. */
+  parkedEvents: number;
+  /** Parked streams released (replayed, then handled as usual). */
+  released: number;
+  /** Parked streams skipped. */
+  skipped: number;
+  /** Park store operations that failed (and were retried). */
+  parkFailures: number;
   /** Batches dropped because the source lost their tranche (revocation). */
   revokedBatches: number;
   /** Idle stream states forgotten to keep memory flat (`maxIdleStreams`). */
@@ -415,6 +497,38 @@ interface StreamState {
   timedAt: number;
   /** Failure and stall state, allocated only for streams that had trouble. */
   trouble: Trouble | undefined;
+  /** Set while the stream is parked. */
+  park: ParkState | undefined;
+}
+
+/**
+ * A parked stream's state. While `parked`, its events go to the store instead of the handler
+ * and its write position is the store's `next`; `release` replays the stored events through the
+ * handler (new arrivals wait behind them in the buffer), `skip` resolves the episode and moves
+ * on. Store operations hold the stream busy, like handler calls, so nothing overlaps.
+ */
+interface ParkState {
+  readonly store: ParkStore;
+  mode: "parked" | ParkAction;
+  /** The episode, once known (loaded, or from a claimed request). */
+  episode: string | undefined;
+  /** The store's first and next indexes and event count, as known here. */
+  first: number;
+  next: number;
+  events: number;
+  since: number;
+  error: string;
+  attempts: number;
+  /** A failure to record with the next write (the stream just parked, or parked again). */
+  failure: ParkedFailure | undefined;
+  handledTo: number | undefined;
+  /** A claimed request that starts once the stream is not busy. */
+  starting: ParkedStream | undefined;
+  /** Release: the store's next when the replay began, and the next index to fetch. */
+  replayEnd: number;
+  fetched: number;
+  /** The claim was lost to another sink: go back to parked at the next step. */
+  lost: boolean;
 }
 
 /**
@@ -482,7 +596,53 @@ export interface Scheduler {
   abandon(tranche: string): number;
   /** Drops a revoked tranche's batches and streams; its read-ahead is released. */
   forget(tranche: string): void;
+  /**
+   * Takes the store's active episodes as parked (at start, before anything is handled, and when
+   * a tranche is newly owned); idle parked streams of `store` that are not among them were
+   * resolved elsewhere and resume.
+   */
+  markParked(store: ParkStore, entries: readonly ParkedStream[]): void;
+  /** Starts applying a request this sink has claimed. */
+  apply(store: ParkStore, entry: ParkedStream): void;
+  /** The requests being applied, with the release's progress, for claim renewal. */
+  applying(): Array<{ store: ParkStore; stream: StreamName; episode: string; handledTo: number }>;
+  /** A claim renewal failed: another sink holds the request now. */
+  claimLost(stream: StreamName): void;
 }
+
+/**
+ * The park store as the scheduler uses it; the sink supplies it (coalescing writes, bounding
+ * each call with a timeout, keyed by its group and its claims' instance).
+ */
+export interface ParkIo {
+  /** Writes one stream's part of a park call. */
+  write(store: ParkStore, write: ParkWrite): Promise<ParkWriteOutcome>;
+  /** Up to `limit` events of an episode from `from`. */
+  page(
+    store: ParkStore,
+    stream: StreamName,
+    episode: string,
+    from: number,
+    limit: number,
+  ): Promise<readonly StreamEvent[]>;
+  /** Resolves the claimed request (a release only if the store's next is `expectedNext`). */
+  resolve(
+    store: ParkStore,
+    stream: StreamName,
+    episode: string,
+    expectedNext: number | undefined,
+  ): Promise<ParkResolveResult>;
+}
+
+/**
+ * What resolving a request came to: done; not yet, because events were added (a release then
+ * replays up to `next`); the claim is another sink's now; or the episode is no longer active.
+ */
+export type ParkResolveResult =
+  | { readonly kind: "resolved"; readonly entry: ParkedStream }
+  | { readonly kind: "moved"; readonly next: number }
+  | { readonly kind: "lost" }
+  | { readonly kind: "gone" };
 
 /** Hooks through which the scheduler reports to its sink. */
 export interface SchedulerHooks {
@@ -494,7 +654,23 @@ export interface SchedulerHooks {
   onHandlerError(failure: StreamFailure, unreadable: boolean): void;
   /** Called when a permanent gap is skipped (the `gaps: "skip"` policy), for logging. */
   onGapSkipped?(gap: StreamGapError): void;
+  /** The park store, needed by the `park` policy. */
+  readonly parking?: ParkIo;
+  /** Called when a stream parks, a park store operation fails, or a request is applied, for logging. */
+  onPark?(event: ParkEvent): void;
 }
+
+/** What {@linkcode SchedulerHooks.onPark} reports. */
+export type ParkEvent =
+  | { readonly kind: "parked"; readonly stream: StreamName; readonly failure: ParkedFailure }
+  | {
+    readonly kind: "storeFailed";
+    readonly stream: StreamName;
+    readonly error: unknown;
+    readonly attempts: number;
+  }
+  | { readonly kind: "resolved"; readonly entry: ParkedStream }
+  | { readonly kind: "claimLost"; readonly stream: StreamName };
 
 /** Checks scheduler options at the public boundary and applies defaults. */
 function resolveOptions(options: SchedulerOptions) {
@@ -520,8 +696,15 @@ function resolveOptions(options: SchedulerOptions) {
       `must be "fault", "skip" or "deadLetter", got ${JSON.stringify(gaps)}`,
     );
   }
-  if (gaps === "deadLetter" && failure.kind !== "deadLetter") {
-    throw new InvalidArgumentError("gaps", `"deadLetter" needs failure.kind "deadLetter"`);
+  const hasDeadLetter = (p: FailurePolicy) => p.kind === "deadLetter" || p.kind === "park";
+  if (
+    gaps === "deadLetter" && !hasDeadLetter(failure) &&
+    !(failure.kind === "byStream" && failure.rules.some((r) => hasDeadLetter(r.policy)))
+  ) {
+    throw new InvalidArgumentError(
+      "gaps",
+      `"deadLetter" needs a failure policy with a dead letter ("deadLetter" or "park")`,
+    );
   }
   return {
     handler: options.handler,
@@ -535,6 +718,8 @@ function resolveOptions(options: SchedulerOptions) {
     maxIdleStreams: checkInteger("maxIdleStreams", options.maxIdleStreams ?? 10_000, 0),
     backoff: backoff(options.retry),
     failure,
+    policyOf: streamPolicies(failure),
+    parks: parkPolicies(failure),
     gaps,
     stuckAfterMs,
   };
@@ -563,7 +748,15 @@ function resolveOptions(options: SchedulerOptions) {
 export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks): Scheduler {
   const opts = resolveOptions(options);
   const { handler, maxConcurrentStreams, maxEventsPerCall, maxBytesPerCall, maxIdleStreams } = opts;
+  const io = hooks.parking;
+  if (opts.parks.length > 0 && io === undefined) {
+    throw new InvalidArgumentError("failure", "the park policy needs the park store of a sink");
+  }
   const streams = new Map<StreamName, StreamState>();
+  // Parked streams: never purged, and not counted against maxIdleStreams.
+  const parkedSet = new Set<StreamState>();
+  // The last park store operation's failure, until one succeeds.
+  let storeTrouble: { since: number; error: unknown } | undefined;
   const tranches = new Map<string, TrancheState>();
   const failing = new Set<StreamState>();
   const stalled = new Set<StreamState>();
@@ -600,6 +793,11 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     calls: 0,
     failures: 0,
     deadLettered: 0,
+    parked: 0,
+    parkedEvents: 0,
+    released: 0,
+    skipped: 0,
+    parkFailures: 0,
     revokedBatches: 0,
     purgedStreams: 0,
     gapsSkipped: 0,
@@ -687,6 +885,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         startedAt: 0,
         timedAt: -1,
         trouble: undefined,
+        park: undefined,
       };
       streams.set(name, s);
     }
@@ -744,6 +943,21 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     return t;
   }
   const firstAttempt: HandlerContext = Object.freeze({ signal: handlerAbort.signal, attempt: 1 });
+  // The tranche of parked streams loaded from the store before any of their events is read: in
+  // no tranche's scan, so never revoked.
+  const detached: TrancheState = {
+    name: "",
+    isTail: true,
+    completed: undefined,
+    commit: undefined,
+    readAhead: 0,
+    ownership: undefined,
+    queue: [],
+    head: 0,
+    revoked: false,
+    abort: undefined,
+    firstAttempt,
+  };
 
   function ingest(batch: Batch) {
     checkBatch(batch); // before touching any state, so that a bad batch changes nothing
@@ -834,7 +1048,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       counters.batchesCompleted++;
       advance(tranche);
     }
-    if (streams.size > maxIdleStreams) purge();
+    if (streams.size - parkedSet.size > maxIdleStreams) purge();
     dispatch();
   }
 
@@ -889,8 +1103,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   /** After a call: queue the stream again, or file it as idle when nothing waits on it. */
   function settle(s: StreamState) {
+    const p = s.park;
     if (s.buffer.length > 0 || s.waits !== undefined || s.trouble !== undefined) {
       enqueue(s);
+    } else if (p !== undefined) {
+      // A parked stream is never purged; it only has work when a request or a failure waits.
+      if (p.mode !== "parked" || p.starting !== undefined || p.failure !== undefined) enqueue(s);
     } else if (!s.idle) {
       s.idle = true;
       idleQueue.push(s);
@@ -903,14 +1121,14 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
    * write position, and the checkpoint already covers that.
    */
   function purge() {
-    while (streams.size > maxIdleStreams && idleHead < idleQueue.length) {
+    while (streams.size - parkedSet.size > maxIdleStreams && idleHead < idleQueue.length) {
       const s = idleQueue[idleHead++];
       if (!s.idle) continue; // forgotten by a revocation
       s.idle = false;
       if (
         s.busy || s.queued || s.buffer.length > 0 || s.waits !== undefined ||
-        s.trouble !== undefined
-      ) continue; // busy again; filed anew when it next goes idle
+        s.trouble !== undefined || s.park !== undefined
+      ) continue; // busy again (or parked since); filed anew when it next goes idle
       streams.delete(s.name);
       counters.purgedStreams++;
     }
@@ -933,10 +1151,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         const s = nextReady();
         if (s === undefined) break;
         s.queued = false;
-        if (
-          s.busy || s.trouble?.retryTimer !== undefined || s.buffer.length === 0 ||
-          s.tranche.revoked
-        ) continue;
+        if (s.busy || s.trouble?.retryTimer !== undefined || s.tranche.revoked) continue;
+        if (s.park !== undefined && parkStep(s)) continue;
+        if (s.buffer.length === 0) continue;
         if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) {
           if (s.finalGaps) gapFound(s, now === 0 ? (now = Date.now()) : now);
           else troubles.gap(s); // wait for the missing events, visibly (stuck after stuckAfterMs)
@@ -957,16 +1174,24 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function gapFound(s: StreamState, now: number) {
     const error = new StreamGapError(s.name, s.writePos, s.buffer[0].index);
     troubles.gap(s);
-    if (opts.gaps === "skip") {
-      counters.gapsSkipped++;
-      hooks.onGapSkipped?.(error);
+    const policy = opts.gaps === "deadLetter" ? opts.policyOf(s.name) : undefined;
+    if (opts.gaps === "skip" || (policy !== undefined && s.park !== undefined)) {
+      // Skipped, or parked already: what follows the gap is parked (or replayed) like the rest.
+      if (opts.gaps === "skip") {
+        counters.gapsSkipped++;
+        hooks.onGapSkipped?.(error);
+      }
       troubles.gapFilled(s);
       s.writePos = s.buffer[0].index;
       start(s, now);
-    } else if (opts.gaps === "deadLetter" && opts.failure.kind === "deadLetter") {
+    } else if (policy?.kind === "deadLetter") {
       const span = take(s);
       const t = troubles.failed(s, error);
-      deadLetter(s, span, failureOf(s, span, t), opts.failure.deadLetter);
+      deadLetter(s, span, failureOf(s, span, t), policy.deadLetter);
+    } else if (policy?.kind === "park") {
+      const t = troubles.failed(s, error);
+      s.writePos = s.buffer[0].index; // the stream parks from the first event after the gap
+      parkStream(s, policy, t);
     } else {
       const t = troubles.failed(s, error);
       fault(new PipelineFaultError(error.message, [failureOf(s, s.buffer, t)]));
@@ -1001,6 +1226,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   function start(s: StreamState, now: number) {
     troubles.gapFilled(s);
+    if (s.park !== undefined && s.park.mode === "parked") return writePark(s, take(s), now);
     const span = take(s);
     s.busy = true;
     active++;
@@ -1126,7 +1352,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     const t = troubles.failed(s, error);
     const failure = failureOf(s, span, t);
     hooks.onHandlerError(failure, invalid.has(span[0]));
-    const policy = opts.failure;
+    const policy = opts.policyOf(s.name);
     if (policy.kind === "fault") {
       const maxAttempts = policy.maxAttempts ?? 3;
       const maxFailing = policy.maxFailingStreams ?? Infinity;
@@ -1140,6 +1366,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       }
     } else if (policy.kind === "deadLetter" && t.attempts >= policy.maxAttempts) {
       return deadLetter(s, span, failure, policy.deadLetter);
+    } else if (policy.kind === "park" && t.attempts >= policy.maxAttempts) {
+      return parkStream(s, policy, t);
     }
     delay(s, t.attempts);
   }
@@ -1177,6 +1405,337 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       dispatch();
     };
     Promise.resolve().then(() => park(failure)).then(() => done(true), (e) => done(false, e));
+  }
+
+  // ---- Parking: a parked stream's events go to its park store, in order, until released or
+  // skipped. Store operations hold the stream busy and take a concurrency slot, as calls do.
+
+  /** Parks `s` after its handler failed `t.attempts` times (or parks it again, mid-release). */
+  function parkStream(s: StreamState, policy: ParkPolicy, t: Trouble) {
+    const failure: ParkedFailure = {
+      error: errorText(t.lastError),
+      attempts: t.attempts,
+      firstFailedAt: t.failingSince,
+      lastFailedAt: Date.now(),
+    };
+    troubles.clear(s);
+    const p = s.park;
+    if (p === undefined) {
+      const first = s.buffer.length > 0 ? s.buffer[0].index : Math.max(0, s.writePos);
+      s.park = {
+        store: policy.store,
+        mode: "parked",
+        episode: undefined,
+        first,
+        next: first,
+        events: 0,
+        since: failure.lastFailedAt,
+        error: failure.error,
+        attempts: failure.attempts,
+        failure,
+        handledTo: undefined,
+        starting: undefined,
+        replayEnd: 0,
+        fetched: 0,
+        lost: false,
+      };
+      parkedSet.add(s);
+      counters.parked++;
+    } else {
+      // A release failed again: what it handled leaves the episode, the rest stays parked (and
+      // is dropped from the buffer: it is stored), arrivals behind it are parked after it.
+      p.failure = failure;
+      p.handledTo = Math.max(0, s.writePos);
+      p.error = failure.error;
+      p.attempts = failure.attempts;
+      p.first = p.handledTo;
+      toParked(s, p);
+    }
+    enqueue(s);
+  }
+
+  /** Back to parked (a release that failed again or lost its claim): stored events leave the buffer. */
+  function toParked(s: StreamState, p: ParkState) {
+    p.mode = "parked";
+    p.starting = undefined;
+    if (p.replayEnd > p.next) p.next = p.replayEnd;
+    p.events = Math.max(0, p.next - p.first);
+    if (s.writePos < p.next) s.writePos = p.next;
+    trim(s, false);
+  }
+
+  function unpark(s: StreamState) {
+    s.park = undefined;
+    parkedSet.delete(s);
+  }
+
+  /**
+   * Runs one store operation for a parked stream, holding it busy; `ok` or `fail` runs after,
+   * unless the stream was let go of meanwhile (revoked, forgotten or unparked).
+   */
+  function parkOp<T>(
+    s: StreamState,
+    op: () => Promise<T>,
+    ok: (value: T, p: ParkState) => void,
+  ) {
+    const p = s.park!;
+    s.busy = true;
+    active++;
+    s.startedAt = Date.now();
+    s.timedAt = -1;
+    const after = (then: () => void) => {
+      s.busy = false;
+      active--;
+      progressed = true;
+      if (s.tranche.revoked) {
+        revoking.get(s.tranche)?.();
+        leftBehind(s);
+      } else if (s.park === p) then();
+      dispatch();
+    };
+    Promise.resolve().then(op).then(
+      (value) =>
+        after(() => {
+          storeTrouble = undefined;
+          ok(value, p);
+        }),
+      (error) => after(() => storeFailed(s, error)),
+    );
+  }
+
+  function storeFailed(s: StreamState, error: unknown) {
+    counters.parkFailures++;
+    storeTrouble ??= { since: Date.now(), error };
+    storeTrouble.error = error;
+    const t = troubles.failed(s, error);
+    hooks.onPark?.({ kind: "storeFailed", stream: s.name, error, attempts: t.attempts });
+    delay(s, t.attempts);
+  }
+
+  /** Writes `span` (and a pending failure) of a parked stream to its store. */
+  function writePark(s: StreamState, span: StreamEvent[], now: number) {
+    const p = s.park!;
+    const { failure, handledTo } = p;
+    const write: ParkWrite = failure === undefined
+      ? { stream: s.name, events: span }
+      : handledTo === undefined
+      ? { stream: s.name, events: span, failure }
+      : { stream: s.name, events: span, failure, handledTo };
+    s.startedAt = now;
+    parkOp(s, () =>
+      io!.write(p.store, write).catch((error) => {
+        if (span.length > 0) requeue(s, span);
+        throw error;
+      }), (outcome) => {
+      if (outcome === "notParked") {
+        // Released or skipped by another sink meanwhile: these events are this sink's to handle.
+        unpark(s);
+        if (span.length > 0) requeue(s, span);
+        troubles.clear(s);
+        settle(s);
+        return;
+      }
+      if (p.failure === failure) {
+        p.failure = undefined;
+        p.handledTo = undefined;
+      }
+      if (failure !== undefined) {
+        hooks.onPark?.({ kind: "parked", stream: s.name, failure });
+      }
+      if (span.length > 0) {
+        const end = span[span.length - 1].index + 1;
+        p.events += Math.max(0, end - Math.max(p.next, span[0].index));
+        if (end > p.next) p.next = end;
+        counters.parkedEvents += span.length;
+        if (end > s.writePos) s.writePos = end;
+      }
+      troubles.clear(s);
+      release(s); // the batches that waited for these events: they are stored
+      settle(s);
+    });
+  }
+
+  /**
+   * The next step of a parked stream that is not busy; false when the usual path applies (a
+   * parked stream's buffered events are then written by `start`, a release's replayed events
+   * handled).
+   */
+  function parkStep(s: StreamState): boolean {
+    const p = s.park!;
+    if (p.lost) {
+      p.lost = false;
+      if (p.mode !== "parked") toParked(s, p);
+    }
+    if (p.starting !== undefined) begin(s, p, p.starting);
+    if (p.mode === "parked") {
+      if (s.writePos < p.next) {
+        // Stored already (by this sink before a restart, or by another): not to be written again.
+        s.writePos = p.next;
+        trim(s, false);
+        release(s);
+      }
+      if (p.failure === undefined) return false;
+      const head = s.buffer.length > 0 ? s.buffer[0].index : -1;
+      if (head >= 0 && head === s.writePos) return false;
+      writePark(s, [], Date.now()); // the failure alone: nothing contiguous to go with it
+      return true;
+    }
+    if (p.mode === "release" && s.writePos < p.replayEnd) {
+      const head = s.buffer.length > 0 ? s.buffer[0].index : Infinity;
+      if (head === s.writePos) return false;
+      const upTo = Math.min(head, p.replayEnd);
+      if (p.fetched < upTo) {
+        fetchPage(s, p);
+        return true;
+      }
+      // Nothing stored between the write position and upTo (a gap was parked as such).
+      s.writePos = upTo;
+      if (head === s.writePos) return false;
+    }
+    resolvePark(s, p);
+    return true;
+  }
+
+  /** Starts applying a claimed request (the stream is not busy). */
+  function begin(s: StreamState, p: ParkState, entry: ParkedStream) {
+    p.starting = undefined;
+    // Parked again since the claim: the pending failure write clears the request.
+    if (p.failure !== undefined || entry.request === undefined) return;
+    p.episode = entry.episode;
+    p.mode = entry.request.action;
+    if (p.mode === "release") {
+      p.replayEnd = Math.max(entry.next, p.next, s.writePos);
+      p.first = entry.first;
+      p.fetched = entry.first;
+      // Back to the first parked event: none of them was handled. New arrivals, above, wait.
+      s.writePos = entry.first;
+    }
+  }
+
+  function fetchPage(s: StreamState, p: ParkState) {
+    const from = p.fetched;
+    const limit = Math.max(maxEventsPerCall, 100);
+    parkOp(s, () => io!.page(p.store, s.name, p.episode!, from, limit), (events) => {
+      troubles.clear(s);
+      if (events.length === 0) p.fetched = Math.max(p.fetched, p.replayEnd);
+      else {
+        const last = events[events.length - 1].index + 1;
+        p.fetched = last;
+        if (last > p.replayEnd) p.replayEnd = last; // added since the release began
+        if (events.length < limit) p.fetched = Math.max(last, p.replayEnd);
+        const merged = events.filter((e) => e.index >= s.writePos);
+        for (const e of s.buffer) insertEvent(merged, e, s.writePos);
+        s.buffer = merged.length > 0 ? merged : NO_EVENTS;
+      }
+      enqueue(s);
+    });
+  }
+
+  /** Resolves a release (every replayed event handled) or a skip. */
+  function resolvePark(s: StreamState, p: ParkState) {
+    const expected = p.mode === "release" ? p.replayEnd : undefined;
+    parkOp(s, () => io!.resolve(p.store, s.name, p.episode!, expected), (result) => {
+      troubles.clear(s);
+      if (result.kind === "moved") {
+        p.replayEnd = result.next; // events were added meanwhile: replay them too
+        enqueue(s);
+        return;
+      }
+      if (result.kind === "lost") {
+        hooks.onPark?.({ kind: "claimLost", stream: s.name });
+        toParked(s, p);
+        settle(s);
+        return;
+      }
+      if (result.kind === "resolved") {
+        if (result.entry.state === "released") counters.released++;
+        else counters.skipped++;
+        hooks.onPark?.({ kind: "resolved", entry: result.entry });
+      }
+      // Skipped (or resolved elsewhere): the parked events are gone, the stream carries on after.
+      if (s.writePos < p.next) {
+        s.writePos = p.next;
+        trim(s, false);
+        release(s);
+      }
+      unpark(s);
+      settle(s);
+    });
+  }
+
+  function markParked(store: ParkStore, entries: readonly ParkedStream[]) {
+    for (const e of entries) {
+      if (e?.state !== "parked") continue;
+      let s = streams.get(e.stream);
+      if (s === undefined) {
+        s = stateOf(e.stream, detached);
+        s.writePos = e.next;
+      }
+      const p = s.park;
+      if (p === undefined) {
+        s.park = {
+          store,
+          mode: "parked",
+          episode: e.episode,
+          first: e.first,
+          next: e.next,
+          events: e.events,
+          since: e.parkedAt,
+          error: e.error,
+          attempts: e.attempts,
+          failure: undefined,
+          handledTo: undefined,
+          starting: undefined,
+          replayEnd: 0,
+          fetched: 0,
+          lost: false,
+        };
+        parkedSet.add(s);
+        // Events below the store's next are parked already: the catch-up happens at the next
+        // step (now, unless a call is running).
+        if (!s.busy) settle(s);
+      } else if (p.mode === "parked" && p.store === store) {
+        p.episode = e.episode;
+        if (e.next > p.next) p.next = e.next;
+        p.events = e.events;
+      }
+    }
+    dispatch();
+  }
+
+  function apply(store: ParkStore, entry: ParkedStream) {
+    if (entry?.state !== "parked" || entry.request === undefined || stopping) return;
+    let s = streams.get(entry.stream);
+    if (s?.park === undefined) {
+      markParked(store, [entry]);
+      s = streams.get(entry.stream)!;
+    }
+    const p = s.park!;
+    if (p.mode !== "parked" || p.starting !== undefined) return; // being applied already
+    p.starting = entry;
+    enqueue(s);
+    dispatch();
+  }
+
+  function applying() {
+    const out = [];
+    for (const s of parkedSet) {
+      const p = s.park!;
+      const episode = p.starting?.episode ?? p.episode;
+      if ((p.mode !== "parked" || p.starting !== undefined) && episode !== undefined) {
+        out.push({ store: p.store, stream: s.name, episode, handledTo: Math.max(0, s.writePos) });
+      }
+    }
+    return out;
+  }
+
+  function claimLost(stream: StreamName) {
+    const s = streams.get(stream);
+    if (s?.park === undefined) return;
+    s.park.lost = true;
+    s.park.starting = undefined;
+    enqueue(s);
+    dispatch();
   }
 
   function delay(s: StreamState, attempt: number) {
@@ -1248,6 +1807,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function leftBehind(s: StreamState) {
     if (tranches.get(s.tranche.name) !== s.tranche && streams.get(s.name) === s) {
       streams.delete(s.name);
+      parkedSet.delete(s);
     }
   }
 
@@ -1307,11 +1867,13 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         // A call abandoned after the revocation timed out still runs: the state stays, reset,
         // so that a new period of the tranche waits for that call instead of starting another.
         troubles.clear(s);
+        unpark(s); // a new owner of the tranche reads the park store again
         s.waits = undefined;
         s.buffer = NO_EVENTS;
         s.writePos = -1;
       } else {
         troubles.clear(s);
+        unpark(s);
         s.waits = undefined;
         s.idle = false;
         streams.delete(s.name);
@@ -1399,6 +1961,21 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       for (let i = 0; i < buf.length; i++) totals.bytes += buf[i].size || 0;
     }
     const byAge = (a: StreamStatus, b: StreamStatus) => b.ageMs - a.ageMs;
+    const parked: ParkedStatus[] = [];
+    let parkedEvents = 0;
+    for (const s of parkedSet) {
+      const p = s.park!;
+      parkedEvents += p.events;
+      parked.push({
+        stream: s.name,
+        events: p.events,
+        ageMs: Math.max(0, now - p.since),
+        attempts: p.attempts,
+        error: p.error,
+        state: p.mode === "release" ? "releasing" : p.mode === "skip" ? "skipping" : "parked",
+      });
+    }
+    parked.sort(byAge);
     return {
       streams: streams.size,
       bufferedEvents,
@@ -1415,6 +1992,13 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       }).sort(byAge),
       stuck: stuck.sort(byAge),
       uncompletedBatches: uncompleted,
+      parked: {
+        streams: parked.length,
+        events: parkedEvents,
+        oldestMs: parked[0]?.ageMs ?? 0,
+        oldest: parked.slice(0, 20),
+        ...(storeTrouble === undefined ? {} : { storeFailing: { ...storeTrouble } }),
+      },
     };
   }
 
@@ -1442,6 +2026,10 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     revoke,
     abandon,
     forget,
+    markParked,
+    apply,
+    applying,
+    claimLost,
   };
 }
 

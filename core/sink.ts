@@ -9,8 +9,10 @@ import { getLogger } from "@logtape/logtape";
 import type { Batch, ObservableSource, Position, SourceProblem } from "./batch.ts";
 import type { Ownership, RevocationOutcome } from "./ownership.ts";
 import { checkInteger, checkNumber, ImpelError, InvalidArgumentError } from "./errors.ts";
-import { errorText, PipelineFaultError } from "./failure.ts";
+import { checkFailurePolicy, errorText, parkPolicies, PipelineFaultError } from "./failure.ts";
 import { createMonitor, type Monitor } from "./monitor.ts";
+import type { ParkStore } from "./park.ts";
+import { createParking } from "./parking.ts";
 import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
 import { withTimeout } from "./timeout.ts";
 import { type CommitTrouble, type SinkStats, sinkStats, statsLogger } from "./stats.ts";
@@ -38,7 +40,10 @@ import { type CommitTrouble, type SinkStats, sinkStats, statsLogger } from "./st
  * @category Pipeline
  */
 export interface StreamsSinkOptions extends SchedulerOptions {
-  /** A label for logs and stats, usually the consumer group (default `"default"`). */
+  /**
+   * The consumer group: a label for logs and stats, and the key of its parked streams in a park
+   * store (default `"default"`).
+   */
   readonly group?: string;
   /**
    * Most batches in flight, i.e. not yet passed by their tranche's checkpoint position, before
@@ -87,6 +92,8 @@ export interface StreamsSink {
    * `maxSourceFailureMs`; {@linkcode run} calls it with the source it pipes in.
    */
   watchSource(problems: () => readonly SourceProblem[]): void;
+  /** The park stores of its failure policy (for the management API); empty without `park`. */
+  readonly parkStores: readonly ParkStore[];
 }
 
 /**
@@ -148,6 +155,10 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   const stopTimeoutMs = checkNumber("stopTimeoutMs", options.stopTimeoutMs ?? 10_000, 0);
   const statsIntervalMs = checkNumber("statsIntervalMs", options.statsIntervalMs ?? 60_000, 0);
   const log = getLogger(["impel", "sink"]);
+  const parks = parkPolicies(checkFailurePolicy(options.failure ?? { kind: "retry" }));
+  const parking = parks.length > 0 ? createParking(group, parks) : undefined;
+  // Aborted on stop: ends a park store read that waits for the store to come back.
+  const stopSignal = new AbortController();
 
   let releaseWrite: (() => void) | undefined;
   let releaseClose: (() => void) | undefined;
@@ -180,7 +191,44 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     onGapSkipped(gap) {
       log.warn("{group}: skipped a permanent gap: {error}", { group, error: gap.message });
     },
+    parking: parking?.io,
+    onPark(event) {
+      if (event.kind === "parked") {
+        log.error("{group}: parked {stream} after {attempts} attempts: {error}", {
+          group,
+          stream: event.stream,
+          attempts: event.failure.attempts,
+          error: event.failure.error,
+        });
+      } else if (event.kind === "storeFailed") {
+        log.warn(
+          "{group}: park store failed for {stream} (attempt {attempts}), will retry: {error}",
+          {
+            group,
+            stream: event.stream,
+            attempts: event.attempts,
+            error: errorText(event.error),
+          },
+        );
+      } else if (event.kind === "resolved") {
+        const r = event.entry.resolution;
+        log.warn("{group}: {stream} {state} ({events} events), as asked by {by}{reason}", {
+          group,
+          stream: event.entry.stream,
+          state: event.entry.state,
+          events: r?.events,
+          by: r?.by,
+          reason: r?.reason === undefined ? "" : `: ${r.reason}`,
+        });
+      } else {
+        log.warn("{group}: lost the claim on {stream}; it is parked again here", {
+          group,
+          stream: event.stream,
+        });
+      }
+    },
   });
+  parking?.start(scheduler);
 
   const control = createMonitor({
     isComplete: (tail) => {
@@ -377,7 +425,8 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     }
   }, commitIntervalMs);
 
-  const stats = () => sinkStats(group, scheduler, committed, commitTrouble, maxReadAhead);
+  const stats = () =>
+    sinkStats(group, scheduler, committed, commitTrouble, maxReadAhead, parking?.trouble());
   const logStats = statsLogger(group, stats, () => {
     scheduler.latency.ok.reset();
     scheduler.latency.failed.reset();
@@ -416,6 +465,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
   function stop(reason?: unknown): Promise<void> {
     if (stopping) return stopping;
     scheduler.stop();
+    stopSignal.abort();
     // Tears down a pipe into this sink when the stop comes from inside (a fault, a bad batch,
     // a direct call); a no-op when the pipe is already closing or aborting.
     writableController?.error(faultError ?? reason ?? new PipelineStoppedError());
@@ -424,6 +474,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     releaseClose?.();
     stopping = (async () => {
       await drained();
+      await parking?.stop();
       // Revocations under way finish first (each bounded by stopTimeoutMs): their final commit
       // is theirs to make, and the stop's flush must not commit for a tranche let go of.
       await Promise.all([...revocations.values()].map((r) => r.done));
@@ -440,18 +491,32 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     return stopping;
   }
 
+  /**
+   * A tranche newly owned may hold streams that another sink of the group parked since this one
+   * started: the parked streams are read again before its first batch.
+   */
+  function reloaded(batch: Batch): Promise<void> | undefined {
+    const ownership = batch?.ownership;
+    if (parking === undefined || ownership === undefined || ownership.signal.aborted) return;
+    if (scheduler.tranches.get(batch.tranche)?.ownership === ownership) return;
+    return parking.load(stopSignal.signal);
+  }
+
   let writableController: WritableStreamDefaultController | undefined;
   const writable = new WritableStream<Batch>({
     start(controller) {
       writableController = controller;
+      // Nothing is handled before the parked streams are known: their events go to the store.
+      return parking?.load(stopSignal.signal);
     },
     write(batch) {
       // A new owner's batches wait until the previous owner's calls on the tranche have ended.
       const revoking = revocations.get(batch?.tranche);
       if (revoking !== undefined && batch.ownership !== revoking.ownership) {
-        return revoking.done.then(() => accept(batch));
+        return revoking.done.then(() => reloaded(batch)).then(() => accept(batch));
       }
-      return accept(batch);
+      const reload = reloaded(batch);
+      return reload === undefined ? accept(batch) : reload.then(() => accept(batch));
     },
     async close() {
       if (!stopping && scheduler.uncompleted > 0) {
@@ -475,6 +540,7 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     watchSource(problems) {
       if (typeof problems === "function") sourceProblems = problems;
     },
+    parkStores: parking?.stores ?? [],
   };
 }
 

@@ -103,13 +103,17 @@ export interface CommitTrouble {
   error: unknown;
 }
 
-/** Builds the stats view of a sink from its scheduler and committed positions. */
+/**
+ * Builds the stats view of a sink from its scheduler and committed positions; `parkTrouble` is
+ * the sink's own trouble reading its park stores (at start, polling for requests).
+ */
 export function sinkStats(
   group: string,
   scheduler: Scheduler,
   committed: ReadonlyMap<string, Position>,
   commitTrouble: ReadonlyMap<string, CommitTrouble>,
   maxReadAhead: number,
+  parkTrouble?: { readonly since: number; readonly error: unknown },
 ): SinkStats {
   const tranches: TrancheStats[] = [];
   for (const t of scheduler.tranches.values()) {
@@ -125,8 +129,15 @@ export function sinkStats(
       commitError: trouble?.error,
     });
   }
+  const snapshot = scheduler.snapshot();
+  const writes = snapshot.parked.storeFailing;
+  // The older of the two troubles, with its error: either means parked streams are not in hand.
+  const storeFailing = writes === undefined || (parkTrouble && parkTrouble.since < writes.since)
+    ? parkTrouble
+    : writes;
   return {
-    ...scheduler.snapshot(),
+    ...snapshot,
+    parked: storeFailing === undefined ? snapshot.parked : { ...snapshot.parked, storeFailing },
     group,
     counters: { ...scheduler.counters },
     latency: {
@@ -164,7 +175,8 @@ export function statsLogger(group: string, read: () => SinkStats, reset: () => v
       "{group}: {eventsPerSec} events/s in, {handledPerSec} handled/s, {batchesPerSec} batches/s; " +
         "{calls} calls: p50 {okP50} p99 {okP99} ms; {failures} failed: p50 {failedP50} ms; " +
         "busy {busy} [{busyAges}], failing {failing} [{failingAges}], stuck {stuck} [{stuckAges}]; " +
-        "read-ahead {readAhead}/{maxReadAhead}, buffered {buffered}, streams {streams}",
+        "read-ahead {readAhead}/{maxReadAhead}, buffered {buffered}, streams {streams}; " +
+        "parked {parked} ({parkedEvents} events, oldest {parkedAge} s)",
       {
         group,
         eventsPerSec: Math.round((c.events - last.events) / secs),
@@ -186,6 +198,9 @@ export function statsLogger(group: string, read: () => SinkStats, reset: () => v
         maxReadAhead: s.maxReadAhead,
         buffered: s.bufferedEvents,
         streams: s.streams,
+        parked: s.parked.streams,
+        parkedEvents: s.parked.events,
+        parkedAge: (s.parked.oldestMs / 1000).toFixed(0),
         stats: s,
       },
     );

@@ -1,0 +1,244 @@
+/**
+ * The sink's side of parked streams: reads the park stores before anything is handled, writes
+ * parked events (coalescing the writes of many streams into one store call), polls for release
+ * and skip requests, claims them for this sink and keeps the claims alive while they are
+ * applied. The scheduler decides what happens to each stream; this module does the I/O.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { backoff, errorText, type ParkPolicy } from "./failure.ts";
+import type { ParkedStream, ParkStore, ParkWrite, ParkWriteOutcome } from "./park.ts";
+import type { ParkIo, ParkResolveResult, Scheduler } from "./scheduler.ts";
+import { withTimeout } from "./timeout.ts";
+import { sleep } from "./tranches.ts";
+
+/** How long one park store call may take before it counts as failed (and is retried). */
+const STORE_TIMEOUT_MS = 30_000;
+/** Most streams written in one park call. */
+const MAX_WRITES = 500;
+
+/** The sink's parking: I/O for the scheduler, loading, polling and claims. */
+export interface Parking {
+  /** The store operations the scheduler runs. */
+  readonly io: ParkIo;
+  /** This sink's name in claims and resolutions. */
+  readonly instance: string;
+  /** The stores in use. */
+  readonly stores: readonly ParkStore[];
+  /**
+   * Reads every store's parked streams into the scheduler, retrying with backoff until it
+   * succeeds or `signal` aborts: at start, and when a tranche is newly owned.
+   */
+  load(signal: AbortSignal): Promise<void>;
+  /** Starts polling for requests. */
+  start(scheduler: Scheduler): void;
+  /** Since when, and why, the stores cannot be read, if so. */
+  trouble(): { readonly since: number; readonly error: unknown } | undefined;
+  /** Stops polling and gives up the claims held, recording the progress of releases. */
+  stop(): Promise<void>;
+}
+
+/** Creates the parking of the sink of `group` for `policies` (one per store). */
+export function createParking(group: string, policies: readonly ParkPolicy[]): Parking {
+  const log = getLogger(["impel", "parked"]);
+  const instance = `${group}/${crypto.randomUUID().slice(0, 8)}`;
+  const stores = policies.map((p) => p.store);
+  const pollMs = Math.min(...policies.map((p) => p.pollMs ?? 1000));
+  const leaseMs = 10 * pollMs;
+  const retry = backoff({ initialDelayMs: 100, maxDelayMs: 10_000 });
+  let scheduler: Scheduler | undefined;
+  let trouble: { since: number; error: unknown } | undefined;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let polling: Promise<void> | undefined;
+  let loaded = false;
+  let stopped = false;
+
+  const call = <T>(what: string, op: () => Promise<T>): Promise<T> =>
+    withTimeout(Promise.resolve().then(op), STORE_TIMEOUT_MS, what, "ParkStoreTimeout");
+
+  const failed = (error: unknown) => {
+    trouble ??= { since: Date.now(), error };
+    trouble.error = error;
+  };
+
+  /** One writer per store: writes that come while a call runs go in the next one. */
+  const writers = new Map(stores.map((store) => {
+    let queue: Array<{
+      write: ParkWrite;
+      resolve: (o: ParkWriteOutcome) => void;
+      reject: (e: unknown) => void;
+    }> = [];
+    let running = false;
+    const flush = () => {
+      if (running || queue.length === 0) return;
+      running = true;
+      const batch = queue.slice(0, MAX_WRITES);
+      queue = queue.slice(batch.length);
+      call(
+        `writing ${batch.length} parked stream(s)`,
+        () => store.park(group, batch.map((b) => b.write)),
+      ).then(
+        (outcomes) => batch.forEach((b, i) => b.resolve(outcomes[i] ?? "notParked")),
+        (error) => batch.forEach((b) => b.reject(error)),
+      ).finally(() => {
+        running = false;
+        flush();
+      });
+    };
+    return [store, (write: ParkWrite) =>
+      new Promise<ParkWriteOutcome>((resolve, reject) => {
+        queue.push({ write, resolve, reject });
+        queueMicrotask(flush);
+      })] as const;
+  }));
+
+  const io: ParkIo = {
+    write: (store, write) => writers.get(store)!(write),
+    page: (store, stream, episode, from, limit) =>
+      call(
+        `reading parked events of ${stream}`,
+        () => store.events(group, stream, episode, from, limit),
+      ),
+    async resolve(store, stream, episode, expectedNext): Promise<ParkResolveResult> {
+      const entry = await call(
+        `resolving ${stream}`,
+        () => store.resolve(group, stream, episode, { by: instance, expectedNext }),
+      );
+      if (entry !== undefined) return { kind: "resolved", entry };
+      const now = await call(`reading parked stream ${stream}`, () => store.get(group, stream));
+      if (now?.state !== "parked") return { kind: "gone" };
+      if (now.episode !== episode || now.request === undefined || now.claim?.by !== instance) {
+        return { kind: "lost" };
+      }
+      if (expectedNext === undefined || now.next === expectedNext) {
+        throw new Error(`the park store did not resolve ${stream} and says nothing changed`);
+      }
+      return { kind: "moved", next: now.next };
+    },
+  };
+
+  async function load(signal: AbortSignal) {
+    for (const store of stores) {
+      for (let attempt = 1;; attempt++) {
+        try {
+          const entries = await call(
+            `reading the parked streams of ${group}`,
+            () => store.list(group),
+          );
+          scheduler?.markParked(store, entries);
+          trouble = undefined;
+          break;
+        } catch (error) {
+          failed(error);
+          log.warn(
+            "{group}: cannot read the parked streams (attempt {attempt}); nothing is handled until it can: {error}",
+            { group, attempt, error: errorText(error) },
+          );
+          if (!await sleep(retry.delay(attempt), signal)) return;
+        }
+      }
+    }
+    loaded = true; // requests are looked for once the parked streams are known
+  }
+
+  async function pollStore(store: ParkStore) {
+    const now = Date.now();
+    const held = scheduler!.applying().filter((a) => a.store === store);
+    for (const a of held) {
+      const renewed = await call(
+        `renewing the claim on ${a.stream}`,
+        () =>
+          store.claim(group, a.stream, a.episode, {
+            by: instance,
+            until: now + leaseMs,
+            handledTo: a.handledTo,
+          }),
+      );
+      if (renewed === undefined) {
+        log.warn("{group}: lost the claim on {stream}; another sink applies its request", {
+          group,
+          stream: a.stream,
+        });
+        scheduler!.claimLost(a.stream);
+      }
+    }
+    const mine = new Set(held.map((a) => a.stream));
+    const requested = await call(
+      `polling ${group} for park requests`,
+      () => store.list(group, { requested: true }),
+    );
+    for (const e of requested) {
+      if (stopped || mine.has(e.stream) || e.request === undefined) continue;
+      if (e.claim !== undefined && e.claim.by !== instance && e.claim.until > now) continue;
+      const claimed: ParkedStream | undefined = await call(
+        `claiming the request on ${e.stream}`,
+        () => store.claim(group, e.stream, e.episode, { by: instance, until: now + leaseMs }),
+      );
+      if (claimed === undefined || stopped) continue;
+      log.info("{group}: applying the {action} of {stream} asked by {by}", {
+        group,
+        action: e.request.action,
+        stream: e.stream,
+        by: e.request.by,
+      });
+      scheduler!.apply(store, claimed);
+    }
+  }
+
+  function poll() {
+    if (polling !== undefined || stopped || !loaded || scheduler === undefined) return;
+    polling = (async () => {
+      for (const store of stores) {
+        try {
+          await pollStore(store);
+          trouble = undefined;
+        } catch (error) {
+          failed(error);
+          log.warn("{group}: polling the park store for requests failed: {error}", {
+            group,
+            error: errorText(error),
+          });
+        }
+      }
+    })().finally(() => (polling = undefined));
+  }
+
+  return {
+    io,
+    instance,
+    stores,
+    load,
+    start(s) {
+      scheduler = s;
+      timer = setInterval(poll, pollMs);
+    },
+    trouble: () => trouble && { ...trouble },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await polling;
+      const held = scheduler?.applying() ?? [];
+      // Given up with the progress made, so that the next sink resumes at once, not after the lease.
+      await Promise.all(
+        held.map((a) =>
+          call(
+            `giving up the claim on ${a.stream}`,
+            () =>
+              a.store.claim(group, a.stream, a.episode, {
+                by: instance,
+                until: 0,
+                handledTo: a.handledTo,
+              }),
+          ).catch((error) =>
+            log.warn("{group}: could not give up the claim on {stream}: {error}", {
+              group,
+              stream: a.stream,
+              error: errorText(error),
+            })
+          )
+        ),
+      );
+    },
+  };
+}

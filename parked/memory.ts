@@ -1,0 +1,304 @@
+/**
+ * An in-process park store, for tests and single-process runs that need no persistence. It is
+ * the reference for the contract every park store follows; events are kept in their stored
+ * (JSON) form, so that what comes back is what a durable store would give.
+ *
+ * @module
+ */
+import type { StreamEvent } from "../core/event.ts";
+import {
+  checkParkName,
+  checkParkRequest,
+  checkParkWrites,
+  decodeParkedEvent,
+  encodeParkedEvent,
+  type ParkedStream,
+  ParkRequestConflictError,
+  type ParkStore,
+  type ParkWriteOutcome,
+  StreamNotParkedError,
+} from "../core/park.ts";
+import { checkInteger } from "../core/errors.ts";
+
+interface Episode {
+  entry: ParkedStream;
+  events: Array<{ readonly index: number; readonly text: string }>;
+}
+
+/**
+ * Options of {@linkcode memoryParkStore}.
+ *
+ * @example
+ * ```ts
+ * import { memoryParkStore, type MemoryParkStoreOptions } from "@impel/impel/parked/memory";
+ * let fail = true;
+ * const options: MemoryParkStoreOptions = {
+ *   // A store that is down until the test says otherwise.
+ *   beforeWrite: () => {
+ *     if (fail) throw new Error("park store unavailable");
+ *   },
+ * };
+ * const store = memoryParkStore(options);
+ * await store.park("g", []).catch((e) => console.log(String(e))); // Error: park store unavailable
+ * fail = false;
+ * ```
+ *
+ * @category Parked streams
+ */
+export interface MemoryParkStoreOptions {
+  /** Called before each `park` call; a throw fails the call (a deliberate fault, for tests). */
+  readonly beforeWrite?: () => void;
+}
+
+/**
+ * Creates an in-memory {@linkcode ParkStore}.
+ *
+ * @example
+ * ```ts
+ * import { memoryParkStore } from "@impel/impel/parked/memory";
+ * const store = memoryParkStore();
+ * await store.park("billing", [{
+ *   stream: "Payment-1",
+ *   events: [{ index: 0, type: "Paid", data: {}, meta: null, id: "e0", time: new Date(), size: 2 }],
+ *   failure: { error: "Error: declined", attempts: 3, firstFailedAt: 0, lastFailedAt: 1 },
+ * }]);
+ * const [parked] = await store.list("billing");
+ * console.log(parked.stream, parked.events, parked.error); // "Payment-1" 1 "Error: declined"
+ * ```
+ *
+ * @category Parked streams
+ */
+export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore {
+  // group -> stream -> episodes, oldest first; at most the last one is active.
+  const groups = new Map<string, Map<string, Episode[]>>();
+  let episodes = 0;
+  const episodesOf = (group: string, stream: string, create = false): Episode[] => {
+    let streams = groups.get(group);
+    if (streams === undefined) {
+      if (!create) return [];
+      groups.set(group, streams = new Map());
+    }
+    let list = streams.get(stream);
+    if (list === undefined) {
+      if (!create) return [];
+      streams.set(stream, list = []);
+    }
+    return list;
+  };
+  const active = (group: string, stream: string): Episode | undefined => {
+    const list = episodesOf(group, stream);
+    const last = list[list.length - 1];
+    return last?.entry.state === "parked" ? last : undefined;
+  };
+  const episodeOf = (group: string, stream: string, episode: string) => {
+    const e = active(group, stream);
+    return e?.entry.episode === episode ? e : undefined;
+  };
+  const update = (e: Episode, changes: Partial<ParkedStream>): ParkedStream => {
+    const next = { ...e.entry, ...changes };
+    for (const k of Object.keys(changes) as Array<keyof ParkedStream>) {
+      if (changes[k] === undefined) delete next[k];
+    }
+    return e.entry = next;
+  };
+
+  const store: Sync<ParkStore> = {
+    park(group, writes) {
+      options.beforeWrite?.();
+      checkParkWrites(group, writes);
+      const outcomes: ParkWriteOutcome[] = writes.map((w) => {
+        let e = active(group, w.stream);
+        const f = w.failure;
+        if (f !== undefined) {
+          if (e === undefined) {
+            const first = w.events[0]?.index ?? w.handledTo ?? 0;
+            e = {
+              entry: {
+                group,
+                stream: w.stream,
+                episode: String(++episodes),
+                state: "parked",
+                first,
+                next: first,
+                events: 0,
+                error: f.error,
+                attempts: f.attempts,
+                firstFailedAt: f.firstFailedAt,
+                lastFailedAt: f.lastFailedAt,
+                parkedAt: Date.now(),
+              },
+              events: [],
+            };
+            episodesOf(group, w.stream, true).push(e);
+          } else {
+            const handledTo = Math.max(e.entry.first, w.handledTo ?? 0);
+            e.events = e.events.filter((x) => x.index >= handledTo);
+            update(e, {
+              error: f.error,
+              attempts: f.attempts,
+              lastFailedAt: f.lastFailedAt,
+              first: handledTo,
+              next: Math.max(e.entry.next, handledTo),
+              events: e.events.length,
+              request: undefined,
+              claim: undefined,
+            });
+          }
+        } else if (e === undefined) return "notParked";
+        const added = w.events.filter((x) => x.index >= e.entry.next);
+        if (added.length > 0) {
+          for (const x of added) e.events.push({ index: x.index, text: encodeParkedEvent(x) });
+          update(e, {
+            next: added[added.length - 1].index + 1,
+            events: e.events.length,
+          });
+        }
+        return "parked";
+      });
+      return outcomes;
+    },
+
+    list(group, options = {}) {
+      if (group !== undefined) checkParkName("group", group);
+      const out: ParkedStream[] = [];
+      const names = group === undefined ? [...groups.keys()].sort() : [group];
+      for (const g of names) {
+        const streams = groups.get(g);
+        if (streams === undefined) continue;
+        for (const stream of [...streams.keys()].sort()) {
+          const list = streams.get(stream)!;
+          const last = list[list.length - 1];
+          if (last.entry.state === "parked" && (!options.requested || last.entry.request)) {
+            out.push(last.entry);
+          }
+          if (options.resolved && !options.requested) {
+            for (let i = list.length - 1; i >= 0; i--) {
+              if (list[i].entry.state !== "parked") out.push(list[i].entry);
+            }
+          }
+        }
+      }
+      return out;
+    },
+
+    get(group, stream) {
+      checkParkName("group", group);
+      checkParkName("stream", stream);
+      const list = episodesOf(group, stream);
+      return list[list.length - 1]?.entry;
+    },
+
+    events(group, stream, episode, from, limit) {
+      checkParkName("group", group);
+      checkParkName("stream", stream);
+      checkInteger("from", from, 0);
+      checkInteger("limit", limit, 1);
+      const e = episodeOf(group, stream, episode);
+      if (e === undefined) return [];
+      const out: StreamEvent[] = [];
+      const start = Math.max(from, e.entry.first);
+      for (const x of e.events) {
+        if (x.index < start) continue;
+        out.push(decodeParkedEvent(x.text));
+        if (out.length === limit) break;
+      }
+      return out;
+    },
+
+    request(group, stream, request) {
+      checkParkName("group", group);
+      checkParkName("stream", stream);
+      checkParkRequest(request);
+      const e = active(group, stream);
+      if (e === undefined) {
+        const list = episodesOf(group, stream);
+        const last = list[list.length - 1]?.entry;
+        if (last?.resolution?.action === request.action) return last;
+        throw new StreamNotParkedError(group, stream);
+      }
+      const pending = e.entry.request;
+      if (pending?.action === request.action) return e.entry;
+      const now = Date.now();
+      if (pending !== undefined && e.entry.claim !== undefined && e.entry.claim.until > now) {
+        throw new ParkRequestConflictError(group, stream, pending.action, request.action);
+      }
+      return update(e, {
+        request: {
+          action: request.action,
+          by: request.by,
+          ...(request.reason === undefined ? {} : { reason: request.reason }),
+          at: now,
+        },
+        claim: undefined,
+      });
+    },
+
+    claim(group, stream, episode, claim) {
+      checkParkName("by", claim?.by);
+      checkInteger("until", claim.until, 0);
+      const e = episodeOf(group, stream, episode);
+      if (e === undefined || e.entry.request === undefined) return undefined;
+      const held = e.entry.claim;
+      if (held !== undefined && held.by !== claim.by && held.until > Date.now()) {
+        return undefined;
+      }
+      const changes: Partial<ParkedStream> = { claim: { by: claim.by, until: claim.until } };
+      if (claim.handledTo !== undefined && claim.handledTo > e.entry.first) {
+        const handledTo = checkInteger("handledTo", claim.handledTo, 0);
+        e.events = e.events.filter((x) => x.index >= handledTo);
+        Object.assign(changes, {
+          first: handledTo,
+          next: Math.max(e.entry.next, handledTo),
+          events: e.events.length,
+        });
+      }
+      return update(e, changes);
+    },
+
+    resolve(group, stream, episode, resolution) {
+      checkParkName("by", resolution?.by);
+      const e = episodeOf(group, stream, episode);
+      const request = e?.entry.request;
+      if (e === undefined || request === undefined || e.entry.claim?.by !== resolution.by) {
+        return undefined;
+      }
+      if (
+        request.action === "release" && resolution.expectedNext !== undefined &&
+        e.entry.next !== resolution.expectedNext
+      ) return undefined;
+      const count = e.events.length;
+      e.events = [];
+      return update(e, {
+        state: request.action === "release" ? "released" : "skipped",
+        events: 0,
+        request: undefined,
+        claim: undefined,
+        resolution: {
+          action: request.action,
+          by: request.by,
+          ...(request.reason === undefined ? {} : { reason: request.reason }),
+          at: Date.now(),
+          appliedBy: resolution.by,
+          events: count,
+        },
+      });
+    },
+  };
+  // Answers come as promises, a throw as a rejection, as from a store behind a network.
+  const later = <K extends keyof ParkStore>(k: K) => (...args: Parameters<ParkStore[K]>) =>
+    new Promise((resolve) => resolve((store[k] as (...a: unknown[]) => unknown)(...args)));
+  return {
+    park: later("park"),
+    list: later("list"),
+    get: later("get"),
+    events: later("events"),
+    request: later("request"),
+    claim: later("claim"),
+    resolve: later("resolve"),
+  } as ParkStore;
+}
+
+/** A store's methods answering at once rather than with promises. */
+type Sync<T> = {
+  [K in keyof T]: T[K] extends (...args: infer A) => Promise<infer R> ? (...args: A) => R : never;
+};
