@@ -1,0 +1,497 @@
+/**
+ * A park store in one PostgreSQL table, for `pg.Pool` or PGlite clients (see
+ * {@linkcode SqlClient}). Each episode of a parked stream is a row with `idx = -1` (its state,
+ * failure, request, claim and resolution), each parked event a row with its index and the event
+ * as JSON. Every operation is one statement, so it is atomic without a transaction: a write that
+ * adds events locks its episode's row, and so does a resolution, so that an event is either in a
+ * resolved episode's count or handled by the writer as not parked, never lost in between.
+ *
+ * The table is created by {@linkcode initPostgresParkStore}, never implicitly, so that an
+ * application whose role may not run DDL can have it created by a migration instead.
+ *
+ * @module
+ */
+import type { StreamEvent } from "../core/event.ts";
+import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import {
+  checkParkName,
+  checkParkRequest,
+  checkParkWrites,
+  decodeParkedEvent,
+  encodeParkedEvent,
+  type ParkedStream,
+  ParkRequestConflictError,
+  type ParkStore,
+  type ParkWriteOutcome,
+  StreamNotParkedError,
+} from "../core/park.ts";
+import { type SqlClient, sqlIdentifier, type SqlRow, sqlState } from "../stores/sql.ts";
+
+export type { SqlClient } from "../stores/sql.ts";
+
+/**
+ * Where the park table lives.
+ *
+ * @example
+ * ```ts
+ * import { PGlite } from "@electric-sql/pglite";
+ * import {
+ *   initPostgresParkStore,
+ *   type PostgresParkStoreOptions,
+ *   postgresParkStore,
+ * } from "@impel/impel/parked/postgres";
+ * const db = new PGlite(); // or a pg.Pool
+ * const options: PostgresParkStoreOptions = { schema: "reactor", table: "parked" };
+ * await initPostgresParkStore(db, options);
+ * const store = postgresParkStore(db, options);
+ * console.log(await store.list("billing")); // [], from "reactor"."parked"
+ * await db.close();
+ * ```
+ *
+ * @category Parked streams
+ */
+export interface PostgresParkStoreOptions {
+  /** The schema (default `impel`); a plain SQL identifier. */
+  readonly schema?: string;
+  /** The table (default `parked`); a plain SQL identifier of at most 50 characters. */
+  readonly table?: string;
+}
+
+/**
+ * The park table does not exist (or is not reachable with the given schema and table).
+ *
+ * @example
+ * ```ts
+ * import { ParkTableMissingError } from "@impel/impel/parked/postgres";
+ * const e = new ParkTableMissingError("\"impel\".\"parked\"");
+ * console.log(e.code); // "ParkTableMissing"
+ * ```
+ *
+ * @category Parked streams
+ */
+export class ParkTableMissingError extends ImpelError {
+  /** Creates the error for the qualified table name. */
+  constructor(table: string, options?: ErrorOptions) {
+    super(
+      "ParkTableMissing",
+      `park table ${table} does not exist; call initPostgresParkStore first`,
+      options,
+    );
+  }
+}
+
+function names(options: PostgresParkStoreOptions) {
+  const schema = sqlIdentifier("schema", options?.schema ?? "impel");
+  const bare = options?.table ?? "parked";
+  const table = sqlIdentifier("table", bare);
+  if (bare.length > 50) {
+    throw new InvalidArgumentError(
+      "table",
+      `must be at most 50 characters (its indexes are named after it), got ${bare.length}`,
+    );
+  }
+  return {
+    schema,
+    table: `${schema}.${table}`,
+    active: sqlIdentifier("table", `${bare}_active`),
+    requested: sqlIdentifier("table", `${bare}_requested`),
+  };
+}
+
+/**
+ * Creates the schema, the park table and its indexes if they do not exist. Safe to call on every
+ * start.
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { initPostgresParkStore } from "@impel/impel/parked/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await initPostgresParkStore(pool, { schema: "impel", table: "parked" });
+ * ```
+ *
+ * @category Parked streams
+ */
+export async function initPostgresParkStore(
+  client: SqlClient,
+  options: PostgresParkStoreOptions = {},
+): Promise<void> {
+  const n = names(options);
+  await client.query(`CREATE SCHEMA IF NOT EXISTS ${n.schema}`);
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS ${n.table} (
+       consumer_group text NOT NULL,
+       stream text NOT NULL,
+       episode bigint NOT NULL,
+       idx bigint NOT NULL CHECK (idx >= -1),
+       event text,
+       state text CHECK (state IN ('parked', 'released', 'skipped')),
+       first_index bigint,
+       next_index bigint,
+       event_count bigint,
+       error text,
+       attempts integer,
+       first_failed_at timestamptz,
+       last_failed_at timestamptz,
+       parked_at timestamptz,
+       request_action text CHECK (request_action IN ('release', 'skip')),
+       request_by text,
+       request_reason text,
+       requested_at timestamptz,
+       claim_by text,
+       claim_until timestamptz,
+       resolved_at timestamptz,
+       applied_by text,
+       resolved_events bigint,
+       PRIMARY KEY (consumer_group, stream, episode, idx),
+       CHECK ((idx = -1) = (state IS NOT NULL) AND (idx >= 0) = (event IS NOT NULL))
+     )`,
+  );
+  await client.query(
+    `CREATE UNIQUE INDEX IF NOT EXISTS ${n.active} ON ${n.table} (consumer_group, stream)
+      WHERE idx = -1 AND state = 'parked'`,
+  );
+  await client.query(
+    `CREATE INDEX IF NOT EXISTS ${n.requested} ON ${n.table} (consumer_group)
+      WHERE idx = -1 AND state = 'parked' AND request_action IS NOT NULL`,
+  );
+}
+
+const ms = (column: string) => `round(extract(epoch FROM ${column}) * 1000)::float8`;
+const COLUMNS = `consumer_group, stream, episode::text AS episode, state,
+  first_index::text AS first_index, next_index::text AS next_index, event_count::text AS event_count,
+  error, attempts, ${ms("first_failed_at")} AS first_failed_at,
+  ${ms("last_failed_at")} AS last_failed_at, ${ms("parked_at")} AS parked_at,
+  request_action, request_by, request_reason, ${ms("requested_at")} AS requested_at,
+  claim_by, ${ms("claim_until")} AS claim_until, ${ms("resolved_at")} AS resolved_at,
+  applied_by, resolved_events::text AS resolved_events`;
+
+function entryOf(r: SqlRow): ParkedStream {
+  const state = r.state as ParkedStream["state"];
+  const reason = r.request_reason === null ? {} : { reason: r.request_reason as string };
+  const base = {
+    group: r.consumer_group as string,
+    stream: r.stream as string,
+    episode: r.episode as string,
+    state,
+    first: Number(r.first_index),
+    next: Number(r.next_index),
+    events: Number(r.event_count),
+    error: r.error as string,
+    attempts: Number(r.attempts),
+    firstFailedAt: Number(r.first_failed_at),
+    lastFailedAt: Number(r.last_failed_at),
+    parkedAt: Number(r.parked_at),
+  };
+  if (state !== "parked") {
+    return {
+      ...base,
+      resolution: {
+        action: state === "released" ? "release" : "skip",
+        by: r.request_by as string,
+        ...reason,
+        at: Number(r.resolved_at),
+        appliedBy: r.applied_by as string,
+        events: Number(r.resolved_events),
+      },
+    };
+  }
+  return {
+    ...base,
+    ...(r.request_action === null ? {} : {
+      request: {
+        action: r.request_action as "release" | "skip",
+        by: r.request_by as string,
+        ...reason,
+        at: Number(r.requested_at),
+      },
+    }),
+    ...(r.claim_by === null
+      ? {}
+      : { claim: { by: r.claim_by as string, until: Number(r.claim_until) } }),
+  };
+}
+
+/**
+ * A {@linkcode ParkStore} over a PostgreSQL table created by {@linkcode initPostgresParkStore}.
+ * Times are kept as `timestamptz` (to the millisecond), events as JSON text.
+ *
+ * @example
+ * ```ts ignore
+ * import pg from "pg";
+ * import { streamsSink } from "@impel/impel";
+ * import { initPostgresParkStore, postgresParkStore } from "@impel/impel/parked/postgres";
+ * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
+ * await initPostgresParkStore(pool);
+ * const sink = streamsSink({
+ *   group: "billing",
+ *   handler: () => {},
+ *   failure: { kind: "park", maxAttempts: 3, store: postgresParkStore(pool) },
+ * });
+ * ```
+ *
+ * @category Parked streams
+ */
+export function postgresParkStore(
+  client: SqlClient,
+  options: PostgresParkStoreOptions = {},
+): ParkStore {
+  const { table: T } = names(options);
+  const run = async (text: string, params: unknown[]): Promise<SqlRow[]> => {
+    try {
+      return (await client.query(text, params)).rows;
+    } catch (error) {
+      if (sqlState(error) === "42P01" || sqlState(error) === "3F000") {
+        throw new ParkTableMissingError(T, { cause: error });
+      }
+      throw error;
+    }
+  };
+  const episodeId = (episode: string) => /^\d{1,18}$/.test(episode) ? episode : undefined;
+
+  const parkSql = `
+    WITH w AS (
+      SELECT * FROM unnest($2::text[], $3::bool[], $4::text[], $5::int[], $6::float8[],
+        $7::float8[], $8::bigint[], $9::bigint[], $10::bigint[])
+        AS w(stream, failed, error, attempts, first_failed, last_failed, handled_to, ev_first, ev_next)
+    ), e AS (
+      SELECT * FROM unnest($11::text[], $12::bigint[], $13::text[]) AS e(stream, idx, event)
+    ), cur AS (
+      SELECT h.stream, h.episode, h.first_index, h.next_index FROM ${T} h JOIN w ON w.stream = h.stream
+       WHERE h.consumer_group = $1 AND h.idx = -1 AND h.state = 'parked' FOR UPDATE OF h
+    ), created AS (
+      INSERT INTO ${T} (consumer_group, stream, episode, idx, state, first_index, next_index,
+        event_count, error, attempts, first_failed_at, last_failed_at, parked_at)
+      SELECT $1, w.stream,
+        coalesce((SELECT max(p.episode) FROM ${T} p
+                   WHERE p.consumer_group = $1 AND p.stream = w.stream AND p.idx = -1), 0) + 1,
+        -1, 'parked', coalesce(w.ev_first, w.handled_to, 0),
+        coalesce(w.ev_next, w.handled_to, 0),
+        (SELECT count(*) FROM e WHERE e.stream = w.stream), w.error, w.attempts,
+        to_timestamp(w.first_failed / 1000), to_timestamp(w.last_failed / 1000),
+        to_timestamp($14::float8 / 1000)
+        FROM w WHERE w.failed AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.stream = w.stream)
+      RETURNING stream, episode, first_index AS old_next
+    ), updated AS (
+      UPDATE ${T} h SET
+        error = CASE WHEN w.failed THEN w.error ELSE h.error END,
+        attempts = CASE WHEN w.failed THEN w.attempts ELSE h.attempts END,
+        last_failed_at = CASE WHEN w.failed THEN to_timestamp(w.last_failed / 1000)
+                         ELSE h.last_failed_at END,
+        request_action = CASE WHEN w.failed THEN NULL ELSE h.request_action END,
+        request_by = CASE WHEN w.failed THEN NULL ELSE h.request_by END,
+        request_reason = CASE WHEN w.failed THEN NULL ELSE h.request_reason END,
+        requested_at = CASE WHEN w.failed THEN NULL ELSE h.requested_at END,
+        claim_by = CASE WHEN w.failed THEN NULL ELSE h.claim_by END,
+        claim_until = CASE WHEN w.failed THEN NULL ELSE h.claim_until END,
+        first_index = CASE WHEN w.failed AND w.handled_to > h.first_index THEN w.handled_to
+                      ELSE h.first_index END,
+        next_index = greatest(h.next_index, coalesce(w.ev_next, 0),
+                       CASE WHEN w.failed THEN coalesce(w.handled_to, 0) ELSE 0 END),
+        event_count = h.event_count
+          + (SELECT count(*) FROM e WHERE e.stream = w.stream AND e.idx >= h.next_index)
+          - CASE WHEN w.failed AND w.handled_to > h.first_index
+              THEN (SELECT count(*) FROM ${T} d
+                     WHERE d.consumer_group = $1 AND d.stream = w.stream AND d.episode = h.episode
+                       AND d.idx >= 0 AND d.idx < w.handled_to)
+              ELSE 0 END
+        FROM w, cur
+       WHERE cur.stream = w.stream AND h.consumer_group = $1 AND h.stream = w.stream
+         AND h.episode = cur.episode AND h.idx = -1
+      RETURNING h.stream
+    ), dropped AS (
+      DELETE FROM ${T} d USING cur JOIN w ON w.stream = cur.stream
+       WHERE w.failed AND w.handled_to IS NOT NULL AND d.consumer_group = $1
+         AND d.stream = cur.stream AND d.episode = cur.episode AND d.idx >= 0
+         AND d.idx < w.handled_to
+    ), target AS (
+      SELECT stream, episode, next_index AS old_next FROM cur
+      UNION ALL SELECT stream, episode, old_next FROM created
+    ), inserted AS (
+      INSERT INTO ${T} (consumer_group, stream, episode, idx, event)
+      SELECT $1, e.stream, t.episode, e.idx, e.event FROM e JOIN target t ON t.stream = e.stream
+       WHERE e.idx >= t.old_next
+      ON CONFLICT DO NOTHING
+    )
+    SELECT stream FROM target`;
+
+  const getSql = `SELECT ${COLUMNS} FROM ${T}
+    WHERE consumer_group = $1 AND stream = $2 AND idx = -1
+    ORDER BY (state = 'parked') DESC, episode DESC LIMIT 1`;
+
+  async function get(group: string, stream: string): Promise<ParkedStream | undefined> {
+    const rows = await run(getSql, [group, stream]);
+    return rows.length === 0 ? undefined : entryOf(rows[0]);
+  }
+
+  return {
+    async park(group, writes) {
+      checkParkWrites(group, writes);
+      if (writes.length === 0) return [];
+      const nullable = <T>(v: T | undefined) => v === undefined ? null : v;
+      const events = writes.flatMap((w) => w.events.map((e) => ({ stream: w.stream, e })));
+      const rows = await run(parkSql, [
+        group,
+        writes.map((w) => w.stream),
+        writes.map((w) => w.failure !== undefined),
+        writes.map((w) => nullable(w.failure?.error)),
+        writes.map((w) => nullable(w.failure?.attempts)),
+        writes.map((w) => nullable(w.failure?.firstFailedAt)),
+        writes.map((w) => nullable(w.failure?.lastFailedAt)),
+        writes.map((w) => nullable(w.handledTo)),
+        writes.map((w) => nullable(w.events[0]?.index)),
+        writes.map((w) => w.events.length === 0 ? null : w.events[w.events.length - 1].index + 1),
+        events.map((x) => x.stream),
+        events.map((x) => x.e.index),
+        events.map((x) => encodeParkedEvent(x.e)),
+        Date.now(),
+      ]);
+      const parked = new Set(rows.map((r) => r.stream as string));
+      return writes.map((w): ParkWriteOutcome => parked.has(w.stream) ? "parked" : "notParked");
+    },
+
+    async list(group, options = {}) {
+      if (group !== undefined) checkParkName("group", group);
+      const rows = await run(
+        `SELECT ${COLUMNS} FROM ${T}
+          WHERE idx = -1 AND ($1::text IS NULL OR consumer_group = $1::text)
+            AND (state = 'parked' OR ($2::bool AND NOT $3::bool))
+            AND (NOT $3::bool OR request_action IS NOT NULL)
+          ORDER BY consumer_group, stream, (state = 'parked') DESC, episode DESC`,
+        [group ?? null, options.resolved === true, options.requested === true],
+      );
+      return rows.map(entryOf);
+    },
+
+    async get(group, stream) {
+      checkParkName("group", group);
+      checkParkName("stream", stream);
+      return await get(group, stream);
+    },
+
+    async events(group, stream, episode, from, limit) {
+      checkParkName("group", group);
+      checkParkName("stream", stream);
+      checkInteger("from", from, 0);
+      checkInteger("limit", limit, 1);
+      const id = episodeId(episode);
+      if (id === undefined) return [];
+      const rows = await run(
+        `SELECT e.event FROM ${T} e JOIN ${T} h
+            ON h.consumer_group = e.consumer_group AND h.stream = e.stream
+           AND h.episode = e.episode AND h.idx = -1 AND h.state = 'parked'
+          WHERE e.consumer_group = $1 AND e.stream = $2 AND e.episode = $3::bigint
+            AND e.idx >= greatest($4::bigint, h.first_index, 0)
+          ORDER BY e.idx LIMIT $5`,
+        [group, stream, id, from, limit],
+      );
+      return rows.map((r): StreamEvent => decodeParkedEvent(r.event as string));
+    },
+
+    async request(group, stream, request) {
+      checkParkName("group", group);
+      checkParkName("stream", stream);
+      checkParkRequest(request);
+      // Read, decide, then change only if nothing changed in between; else decide again.
+      for (let attempt = 0;; attempt++) {
+        const current = await get(group, stream);
+        if (current === undefined || current.state !== "parked") {
+          if (current?.resolution?.action === request.action) return current;
+          throw new StreamNotParkedError(group, stream);
+        }
+        const pending = current.request;
+        if (pending?.action === request.action) return current;
+        const now = Date.now();
+        if (pending !== undefined && current.claim !== undefined && current.claim.until > now) {
+          throw new ParkRequestConflictError(group, stream, pending.action, request.action);
+        }
+        const rows = await run(
+          `UPDATE ${T} SET request_action = $4, request_by = $5, request_reason = $6,
+                  requested_at = to_timestamp($7::float8 / 1000), claim_by = NULL,
+                  claim_until = NULL
+            WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
+              AND state = 'parked' AND request_action IS NOT DISTINCT FROM $8::text
+              AND claim_by IS NOT DISTINCT FROM $9::text
+          RETURNING ${COLUMNS}`,
+          [
+            group,
+            stream,
+            current.episode,
+            request.action,
+            request.by,
+            request.reason ?? null,
+            now,
+            pending?.action ?? null,
+            current.claim?.by ?? null,
+          ],
+        );
+        if (rows.length > 0) return entryOf(rows[0]);
+        if (attempt >= 10) {
+          throw new ImpelError(
+            "ParkRequestContended",
+            `stream ${stream} of group ${group} kept changing while a ${request.action} was asked`,
+          );
+        }
+      }
+    },
+
+    async claim(group, stream, episode, claim) {
+      checkParkName("by", claim?.by);
+      checkInteger("until", claim.until, 0);
+      if (claim.handledTo !== undefined) checkInteger("handledTo", claim.handledTo, 0);
+      const id = episodeId(episode);
+      if (id === undefined) return undefined;
+      const rows = await run(
+        `WITH h AS (
+           UPDATE ${T} SET claim_by = $4, claim_until = to_timestamp($5::float8 / 1000),
+                  first_index = greatest(first_index, coalesce($6::bigint, 0)),
+                  next_index = greatest(next_index, coalesce($6::bigint, 0)),
+                  event_count = event_count - (SELECT count(*) FROM ${T} d
+                    WHERE d.consumer_group = $1 AND d.stream = $2 AND d.episode = $3::bigint
+                      AND d.idx >= 0 AND d.idx < coalesce($6::bigint, 0))
+            WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
+              AND state = 'parked' AND request_action IS NOT NULL
+              AND (claim_by IS NULL OR claim_by = $4
+                   OR claim_until <= to_timestamp($7::float8 / 1000))
+           RETURNING ${COLUMNS}
+         ), d AS (
+           DELETE FROM ${T} x USING h
+            WHERE x.consumer_group = $1 AND x.stream = $2 AND x.episode = $3::bigint
+              AND x.idx >= 0 AND x.idx < coalesce($6::bigint, 0)
+         )
+         SELECT * FROM h`,
+        [group, stream, id, claim.by, claim.until, claim.handledTo ?? null, Date.now()],
+      );
+      return rows.length === 0 ? undefined : entryOf(rows[0]);
+    },
+
+    async resolve(group, stream, episode, resolution) {
+      checkParkName("by", resolution?.by);
+      if (resolution.expectedNext !== undefined) {
+        checkInteger("expectedNext", resolution.expectedNext, 0);
+      }
+      const id = episodeId(episode);
+      if (id === undefined) return undefined;
+      const rows = await run(
+        `WITH h AS (
+           UPDATE ${T} SET state = CASE WHEN request_action = 'release' THEN 'released'
+                                   ELSE 'skipped' END,
+                  resolved_at = to_timestamp($6::float8 / 1000), applied_by = $4,
+                  resolved_events = event_count, event_count = 0, claim_by = NULL,
+                  claim_until = NULL
+            WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
+              AND state = 'parked' AND request_action IS NOT NULL AND claim_by = $4
+              AND (request_action <> 'release' OR $5::bigint IS NULL OR next_index = $5::bigint)
+           RETURNING ${COLUMNS}
+         ), d AS (
+           DELETE FROM ${T} x USING h
+            WHERE x.consumer_group = $1 AND x.stream = $2 AND x.episode = $3::bigint
+              AND x.idx >= 0
+         )
+         SELECT * FROM h`,
+        [group, stream, id, resolution.by, resolution.expectedNext ?? null, Date.now()],
+      );
+      return rows.length === 0 ? undefined : entryOf(rows[0]);
+    },
+  };
+}

@@ -1,0 +1,131 @@
+// The park-store contract against the real PostgreSQL server (IMPEL_PG_URL, default the
+// impel_test database), each case in a schema of its own, dropped afterwards; plus the store's
+// own edges: an explicit init, validated identifiers, a missing table, concurrent writers.
+import assert from "node:assert/strict";
+// @ts-types="@types/pg"
+import pg from "pg";
+import { InvalidArgumentError } from "../../mod.ts";
+import {
+  initPostgresParkStore,
+  ParkTableMissingError,
+  postgresParkStore,
+} from "../../parked/postgres.ts";
+import { unique, url } from "../support/postgres.ts";
+import { event, failure, parkStoreContract } from "./contract.ts";
+
+const pool = new pg.Pool({ connectionString: url, max: 4 });
+pool.on("error", () => {});
+const available = await pool.query("SELECT 1").then(() => true, () => false);
+if (!available) console.warn(`PostgreSQL is not reachable at ${url}: its park tests are ignored`);
+
+async function freshSchema() {
+  const schema = unique("park_");
+  await initPostgresParkStore(pool, { schema });
+  return {
+    schema,
+    store: postgresParkStore(pool, { schema }),
+    [Symbol.asyncDispose]: async () => {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    },
+  };
+}
+
+parkStoreContract("postgres park store", freshSchema, { ignore: !available, sanitize: false });
+
+const opts = { ignore: !available, sanitizeOps: false, sanitizeResources: false };
+
+Deno.test({
+  name: "postgres park store: init is explicit and repeatable; a missing table is a typed error",
+  ...opts,
+  async fn() {
+    const schema = unique("park_");
+    try {
+      const store = postgresParkStore(pool, { schema, table: "held" });
+      await assert.rejects(store.list("g"), ParkTableMissingError);
+      await assert.rejects(
+        store.park("g", [{ stream: "A-1", events: [], failure: failure() }]),
+        (e) => e instanceof ParkTableMissingError && /initPostgresParkStore/.test(e.message),
+      );
+      await initPostgresParkStore(pool, { schema, table: "held" });
+      await initPostgresParkStore(pool, { schema, table: "held" }); // again: no error
+      await store.park("g", [{ stream: "A-1", events: [event(0)], failure: failure() }]);
+      const { rows } = await pool.query(
+        `SELECT idx, state, event IS NOT NULL AS has_event FROM "${schema}"."held" ORDER BY idx`,
+      );
+      assert.deepEqual(rows, [
+        { idx: "-1", state: "parked", has_event: false },
+        { idx: "0", state: null, has_event: true },
+      ]);
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres park store: schema and table names are validated identifiers",
+  ...opts,
+  fn() {
+    for (
+      const [options, field] of [
+        [{ schema: 'x"; DROP TABLE y; --' }, "schema"],
+        [{ table: "1abc" }, "table"],
+        [{ table: "t".repeat(51) }, "table"],
+        [{ schema: "" }, "schema"],
+      ] as const
+    ) {
+      assert.throws(
+        () => postgresParkStore(pool, options),
+        (e) => e instanceof InvalidArgumentError && e.field === field,
+        JSON.stringify(options),
+      );
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres park store: writers racing on one stream store each event once, in order",
+  ...opts,
+  async fn() {
+    await using f = await freshSchema();
+    await f.store.park("g", [{ stream: "A-1", events: [event(0)], failure: failure() }]);
+    // Eight writers, each writing overlapping spans of the same stream at once.
+    await Promise.all(Array.from({ length: 8 }, (_, w) =>
+      f.store.park("g", [{
+        stream: "A-1",
+        events: Array.from({ length: 10 }, (_, i) => event(1 + w * 5 + i)),
+      }])));
+    const entry = (await f.store.get("g", "A-1"))!;
+    const events = await f.store.events("g", "A-1", entry.episode, 0, 1000);
+    const indexes = events.map((e) => e.index);
+    assert.deepEqual(indexes, [...indexes].sort((a, b) => a - b), "in order");
+    assert.equal(new Set(indexes).size, indexes.length, "once each");
+    assert.equal(entry.events, indexes.length, "the count matches the rows");
+    assert.equal(entry.next, indexes[indexes.length - 1] + 1);
+  },
+});
+
+Deno.test({
+  name: "postgres park store: a write racing a resolution is either resolved with it or not parked",
+  ...opts,
+  async fn() {
+    await using f = await freshSchema();
+    for (let round = 0; round < 20; round++) {
+      const stream = `A-${round}`;
+      await f.store.park("g", [{ stream, events: [event(0)], failure: failure() }]);
+      const { episode } = (await f.store.get("g", stream))!;
+      await f.store.request("g", stream, { action: "skip", by: "t", reason: "race" });
+      await f.store.claim("g", stream, episode, { by: "s", until: Date.now() + 60_000 });
+      const [outcomes, resolved] = await Promise.all([
+        f.store.park("g", [{ stream, events: [event(1)] }]),
+        f.store.resolve("g", stream, episode, { by: "s" }),
+      ]);
+      assert.ok(resolved);
+      if (outcomes[0] === "parked") {
+        assert.equal(resolved.resolution?.events, 2, "written before: skipped with the rest");
+      } else assert.equal(resolved.resolution?.events, 1, "written after: the writer keeps it");
+    }
+  },
+});
+
+globalThis.addEventListener("unload", () => void pool.end());
