@@ -7,18 +7,24 @@
 #   tools/dynamodb.sh status   exit 0 if it answers, 1 otherwise
 #   tools/dynamodb.sh restart  stop and start: a fresh, empty instance (DynamoDB Local slows down
 #                              as streams accumulate, even of deleted tables, over many test runs)
+#   tools/dynamodb.sh kill     SIGKILL the instance this script started (a crash; see DYNAMODB_DB_PATH)
 #   tools/dynamodb.sh fetch    only download the jars and native libraries
 #
 # Needs Java 17 (JDK: a small launcher is compiled once) and Maven. Environment:
-#   DYNAMODB_PORT (8000), DYNAMODB_JAVA_OPTS (-Xmx1g), DYNAMODB_START_TIMEOUT seconds (60).
+#   DYNAMODB_PORT (8000), DYNAMODB_JAVA_OPTS (-Xmx1g), DYNAMODB_START_TIMEOUT seconds (60);
+#   DYNAMODB_RUN_DIR (.cache/dynamodb): where the pid and log files go, so that a second instance
+#   on another port has its own; DYNAMODB_DB_PATH: keep the tables in this directory (DynamoDB
+#   Local's -dbPath) instead of in memory, so that they survive a stop or kill.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$root/.cache/dynamodb"
 lib="$cache/lib"
 launcher="$cache/launcher"
-pidfile="$cache/dynamodb.pid"
-logfile="$cache/dynamodb.log"
+run_dir="${DYNAMODB_RUN_DIR:-$cache}"
+pidfile="$run_dir/dynamodb.pid"
+logfile="$run_dir/dynamodb.log"
+db_path="${DYNAMODB_DB_PATH:-}"
 host="127.0.0.1"
 port="${DYNAMODB_PORT:-8000}"
 java_opts="${DYNAMODB_JAVA_OPTS:--Xmx1g}"
@@ -100,11 +106,14 @@ start() {
   if answers; then log "something already answers on $host:$port; not starting another"; return 0; fi
   fetch
   build_launcher
-  log "starting on $host:$port (in memory)"
+  mkdir -p "$run_dir"
+  local storage=(-inMemory)
+  if [[ -n "$db_path" ]]; then mkdir -p "$db_path"; storage=(-dbPath "$db_path"); fi
+  log "starting on $host:$port (${db_path:-in memory})"
   # setsid detaches it from the caller's process group so that it outlives the starting shell.
   setsid java $java_opts -Djava.library.path="$lib" -Dimpel.dynamodb.host="$host" \
     -cp "$launcher:$lib/*" ImpelDynamoDBLocal \
-    -inMemory -sharedDb -disableTelemetry -port "$port" \
+    "${storage[@]}" -sharedDb -disableTelemetry -port "$port" \
     >"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
   local deadline=$((SECONDS + start_timeout))
@@ -127,6 +136,16 @@ stop() {
   log "stopped"
 }
 
+kill_now() {
+  if ! ours_running; then rm -f "$pidfile"; log "not running"; return 0; fi
+  local pid
+  pid="$(cat "$pidfile")"
+  kill -9 "$pid"
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pidfile"
+  log "killed"
+}
+
 status() {
   if answers; then
     if ours_running; then log "running on $host:$port (pid $(cat "$pidfile"))"; else log "answering on $host:$port (not started by this script)"; fi
@@ -141,6 +160,7 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   restart) stop; start ;;
+  kill) kill_now ;;
   fetch) fetch ;;
-  *) echo "usage: $0 start|stop|status|restart|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart|kill|fetch" >&2; exit 2 ;;
 esac
