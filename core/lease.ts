@@ -636,6 +636,8 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
   let view: LeaseView | undefined;
   let plan: LeasePlan | undefined;
   let beatAt: number | undefined;
+  /** When the last view arrived, on this member's clock: no earlier than the store read it. */
+  let viewAt = 0;
   let failures = 0;
   let failingSince = 0;
   let lastError: unknown;
@@ -753,6 +755,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     }
     failures = 0;
     beatAt = sentAt;
+    viewAt = now();
     view = result.view;
     const renewed = new Set(result.renewed);
     for (const h of renewing) {
@@ -843,6 +846,22 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     }
   }
 
+  /** Ms from the last view until the first lease or heartbeat of another member lapses. */
+  function nextExpiry(): number {
+    if (view === undefined) return Infinity;
+    let first = Infinity;
+    for (const l of view.leases) {
+      if (l.owner !== undefined && l.owner !== member && l.expiresAt > view.now) {
+        first = Math.min(first, l.expiresAt);
+      }
+    }
+    for (const m of view.members) {
+      if (m.member !== member && m.expiresAt > view.now) first = Math.min(first, m.expiresAt);
+    }
+    // A few ms past it, so that the store's clock has passed it too.
+    return first - view.now + 5;
+  }
+
   function tick(): Promise<void> {
     if (stopping) return Promise.resolve();
     ticking ??= beat().finally(() => (ticking = undefined));
@@ -862,8 +881,13 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     async start() {
       timed = true;
       while (!stopper.signal.aborted) {
+        const began = now();
         await tick();
-        await sleep(s.heartbeatMs, stopper.signal);
+        // Heartbeats start heartbeatMs apart, however long one takes; and the one after a lease
+        // or member of another runs out comes right after it, so a dead member's slots are
+        // taken as soon as they lapse rather than up to a heartbeat later.
+        const next = Math.min(began + s.heartbeatMs, viewAt + nextExpiry());
+        await sleep(Math.max(0, next - now()), stopper.signal);
       }
       await stopping;
     },
