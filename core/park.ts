@@ -75,8 +75,8 @@ export interface ParkWrite {
   /** The stream. */
   readonly stream: StreamName;
   /**
-   * Events to add, in ascending index order; those below the episode's `next` are already
-   * stored and are ignored, so a write can be repeated safely.
+   * Events to add, in ascending index order; those stored already (or below the episode's
+   * `first`, handled) are ignored, so a write can be repeated safely.
    */
   readonly events: readonly StreamEvent[];
   /**

@@ -111,10 +111,11 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       if (now.episode !== episode || now.request === undefined || now.claim?.by !== instance) {
         return { kind: "lost" };
       }
-      if (expectedNext === undefined || now.next === expectedNext) {
+      if (expectedNext !== undefined && now.next === expectedNext) {
+        // Nothing changed that would explain it (a transient conflict): retried after a backoff.
         throw new Error(`the park store did not resolve ${stream} and says nothing changed`);
       }
-      return { kind: "moved", next: now.next };
+      return { kind: "moved", next: now.next }; // a skip resolves whatever was added: try again
     },
   };
 

@@ -145,11 +145,14 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
             });
           }
         } else if (e === undefined) return "notParked";
-        const added = w.events.filter((x) => x.index >= e.entry.next);
+        // Added: what is not stored yet, at or above the first event still parked.
+        const have = new Set(e.events.map((x) => x.index));
+        const added = w.events.filter((x) => x.index >= e!.entry.first && !have.has(x.index));
         if (added.length > 0) {
           for (const x of added) e.events.push({ index: x.index, text: encodeParkedEvent(x) });
+          e.events.sort((a, b) => a.index - b.index);
           update(e, {
-            next: added[added.length - 1].index + 1,
+            next: Math.max(e.entry.next, added[added.length - 1].index + 1),
             events: e.events.length,
           });
         }

@@ -257,7 +257,7 @@ export function postgresParkStore(
     ), e AS (
       SELECT * FROM unnest($11::text[], $12::bigint[], $13::text[]) AS e(stream, idx, event)
     ), cur AS (
-      SELECT h.stream, h.episode, h.first_index, h.next_index FROM ${T} h JOIN w ON w.stream = h.stream
+      SELECT h.stream, h.episode, h.first_index FROM ${T} h JOIN w ON w.stream = h.stream
        WHERE h.consumer_group = $1 AND h.idx = -1 AND h.state = 'parked' FOR UPDATE OF h
     ), created AS (
       INSERT INTO ${T} (consumer_group, stream, episode, idx, state, first_index, next_index,
@@ -271,7 +271,20 @@ export function postgresParkStore(
         to_timestamp(w.first_failed / 1000), to_timestamp(w.last_failed / 1000),
         to_timestamp($14::float8 / 1000)
         FROM w WHERE w.failed AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.stream = w.stream)
-      RETURNING stream, episode, first_index AS old_next
+      RETURNING stream, episode, first_index
+    ), target AS (
+      SELECT cur.stream, cur.episode,
+             CASE WHEN w.failed AND w.handled_to > cur.first_index THEN w.handled_to
+                  ELSE cur.first_index END AS first_index
+        FROM cur JOIN w ON w.stream = cur.stream
+      UNION ALL SELECT stream, episode, first_index FROM created
+    ), inserted AS (
+      -- What is not stored yet, at or above the first event still parked.
+      INSERT INTO ${T} (consumer_group, stream, episode, idx, event)
+      SELECT $1, e.stream, t.episode, e.idx, e.event FROM e JOIN target t ON t.stream = e.stream
+       WHERE e.idx >= t.first_index
+      ON CONFLICT DO NOTHING
+      RETURNING stream
     ), updated AS (
       UPDATE ${T} h SET
         error = CASE WHEN w.failed THEN w.error ELSE h.error END,
@@ -289,7 +302,7 @@ export function postgresParkStore(
         next_index = greatest(h.next_index, coalesce(w.ev_next, 0),
                        CASE WHEN w.failed THEN coalesce(w.handled_to, 0) ELSE 0 END),
         event_count = h.event_count
-          + (SELECT count(*) FROM e WHERE e.stream = w.stream AND e.idx >= h.next_index)
+          + (SELECT count(*) FROM inserted i WHERE i.stream = w.stream)
           - CASE WHEN w.failed AND w.handled_to > h.first_index
               THEN (SELECT count(*) FROM ${T} d
                      WHERE d.consumer_group = $1 AND d.stream = w.stream AND d.episode = h.episode
@@ -304,14 +317,6 @@ export function postgresParkStore(
        WHERE w.failed AND w.handled_to IS NOT NULL AND d.consumer_group = $1
          AND d.stream = cur.stream AND d.episode = cur.episode AND d.idx >= 0
          AND d.idx < w.handled_to
-    ), target AS (
-      SELECT stream, episode, next_index AS old_next FROM cur
-      UNION ALL SELECT stream, episode, old_next FROM created
-    ), inserted AS (
-      INSERT INTO ${T} (consumer_group, stream, episode, idx, event)
-      SELECT $1, e.stream, t.episode, e.idx, e.event FROM e JOIN target t ON t.stream = e.stream
-       WHERE e.idx >= t.old_next
-      ON CONFLICT DO NOTHING
     )
     SELECT stream FROM target`;
 
