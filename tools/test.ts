@@ -8,6 +8,10 @@
  *   deno task faults                  # the fault suites: tests/faults/*.fault.ts (real processes
  *                                     # killed, brokers restarted); not part of the default run
  *   deno task faults tests/faults/kafka.fault.ts   # one of them
+ *   deno task test:bun                # the same suite under `bun test` (through the Deno shim of
+ *                                     # tests/bun/, see bunfig.toml), tests/bun/ included and
+ *                                     # tests/faults/ left out
+ *   deno task test:bun tests/core     # a subset (Bun's path filters)
  */
 const root = new URL("..", import.meta.url).pathname;
 const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb").split(",").filter((
@@ -38,6 +42,17 @@ function faultSuites(): string[] {
   return files.sort();
 }
 
+/** The Bun of node_modules (CI installs it there), else the one on PATH. */
+function bunPath(): string {
+  const local = `${root}node_modules/.bin/bun`;
+  try {
+    Deno.statSync(local);
+    return local;
+  } catch {
+    return "bun";
+  }
+}
+
 async function running(server: string): Promise<boolean> {
   const { success } = await new Deno.Command("bash", {
     args: [`${root}tools/${server}.sh`, "status"],
@@ -61,10 +76,16 @@ try {
   if (!ok) console.error("some servers did not start: their tests will fail");
   // Fault suites are named *.fault.ts so that the default run (deno test tests/) skips them.
   const faults = Deno.args[0] === "--faults";
-  const args = faults ? Deno.args.slice(1) : Deno.args;
+  const bun = Deno.args[0] === "--bun";
+  const args = faults || bun ? Deno.args.slice(1) : Deno.args;
   const paths = args.length ? args : faults ? faultSuites() : ["tests/"];
-  const { code } = await new Deno.Command(Deno.execPath(), {
-    args: ["test", "--allow-all", ...paths],
+  // Under Bun each file gets a fresh global (--isolate), as each file is its own module graph
+  // under Deno. tests/faults/ (fault suites and their helpers' tests) stays out of the Bun run.
+  const [bin, command] = bun
+    ? [bunPath(), ["test", "--isolate", "--path-ignore-patterns=tests/faults/**", ...paths]]
+    : [Deno.execPath(), ["test", "--allow-all", ...paths]];
+  const { code } = await new Deno.Command(bin, {
+    args: command,
     cwd: root,
     stdout: "inherit",
     stderr: "inherit",
