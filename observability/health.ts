@@ -11,6 +11,8 @@
  * | `failing` | the oldest stream whose handler throws, by age | degraded from 1 min, failing from 5 min |
  * | `commitFailing` | a tranche whose checkpoint commits keep failing, by age | degraded at once, failing from 1 min |
  * | `source` | a problem the source reports (`ObservableSource.problems()`) | the source's severity |
+ * | `parked` | parked streams, by count and by the age of the oldest | degraded from 1 stream; age not checked |
+ * | `parkStore` | the park store cannot be read or written, by age | degraded at once, failing from 1 min |
  * | `lag` | a tranche behind its head, in position units | not checked (needs `positions.head`) |
  * | `lagUnknown` | asking for the heads failed | degraded |
  *
@@ -20,6 +22,7 @@ import type { SourceProblem } from "../core/batch.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { errorText, PipelineFaultError } from "../core/failure.ts";
 import type { StreamStatus } from "../core/scheduler.ts";
+import type { ParkedSnapshot } from "../core/scheduler.ts";
 import type { SinkStats, TrancheStats } from "../core/stats.ts";
 import type { MeteredPipeline } from "./metrics.ts";
 
@@ -110,6 +113,18 @@ export interface HealthThresholds {
    * checkpointed, so a restart would handle it all again.
    */
   readonly commitFailingMs?: Thresholds;
+  /**
+   * Parked streams of a pipeline, by count (default: degraded from 1, i.e. any parked stream;
+   * never failing on this account). A parked stream waits for someone to release or skip it.
+   */
+  readonly parked?: Thresholds;
+  /** Age of the oldest parked stream in ms (default: not checked). */
+  readonly parkedAgeMs?: Thresholds;
+  /**
+   * How long the park store has been failing (reads at start or when polling, writes), in ms
+   * (default: degraded from 0, failing from 60 000): parked streams are not in hand meanwhile.
+   */
+  readonly parkStoreFailingMs?: Thresholds;
 }
 
 /**
@@ -142,20 +157,23 @@ export interface HealthReason {
     | "failing"
     | "commitFailing"
     | "source"
+    | "parked"
+    | "parkStore"
     | "faulted"
     | "stopped";
   /** A sentence for people. */
   readonly message: string;
   /** The tranche concerned: for lag, failing commits, and source problems that name one. */
   readonly tranche?: string;
-  /** The oldest stream concerned, for stuck and failing streams. */
+  /** The oldest stream concerned, for stuck, failing and parked streams. */
   readonly stream?: string;
   /**
-   * The measured value: lag in position units, or an age in ms (of the oldest stuck or failing
-   * stream, of the current run of failed commits, of a source problem).
+   * The measured value: lag in position units, or an age in ms (of the oldest stuck, failing or
+   * parked stream, of the current run of failed commits or park store failures, of a source
+   * problem).
    */
   readonly value?: number;
-  /** Since when (ms since the epoch), for failing commits and source problems. */
+  /** Since when (ms since the epoch), for failing commits, source problems and park store failures. */
   readonly since?: number;
 }
 
@@ -268,6 +286,12 @@ export function resolveHealthThresholds(t: HealthThresholds = {}): Required<Heal
       degraded: 0,
       failing: 60_000,
     }),
+    parked: checkThresholds("health.parked", t.parked, { degraded: 1 }),
+    parkedAgeMs: checkThresholds("health.parkedAgeMs", t.parkedAgeMs, {}),
+    parkStoreFailingMs: checkThresholds("health.parkStoreFailingMs", t.parkStoreFailingMs, {
+      degraded: 0,
+      failing: 60_000,
+    }),
   };
 }
 
@@ -326,6 +350,48 @@ function commitReason(
       secs(ageMs)
     } (${times}); last error: ${errorText(t.commitError)}`,
   };
+}
+
+function parkedReasons(
+  group: string,
+  parked: ParkedSnapshot | undefined,
+  t: Required<HealthThresholds>,
+): HealthReason[] {
+  if (parked === undefined) return [];
+  const reasons: HealthReason[] = [];
+  const failing = parked.storeFailing;
+  if (failing !== undefined) {
+    const ageMs = Math.max(0, Date.now() - failing.since);
+    const status = levelOf(ageMs, t.parkStoreFailingMs);
+    if (status !== undefined) {
+      reasons.push({
+        status,
+        group,
+        kind: "parkStore",
+        value: ageMs,
+        since: failing.since,
+        message: `the park store has been failing for ${secs(ageMs)}: ${errorText(failing.error)}`,
+      });
+    }
+  }
+  if (parked.streams === 0) return reasons;
+  const byCount = levelOf(parked.streams, t.parked);
+  const byAge = levelOf(parked.oldestMs, t.parkedAgeMs);
+  const status = byCount === "failing" || byAge === "failing" ? "failing" : byCount ?? byAge;
+  if (status === undefined) return reasons;
+  const oldest = parked.oldest[0];
+  const what = parked.streams === 1 ? "1 stream parked" : `${parked.streams} streams parked`;
+  reasons.push({
+    status,
+    group,
+    kind: "parked",
+    ...(oldest === undefined ? {} : { stream: oldest.stream }),
+    value: parked.oldestMs,
+    message: `${what} (${parked.events} events) until released or skipped; oldest ${
+      oldest?.stream ?? "?"
+    } for ${secs(parked.oldestMs)}${oldest === undefined ? "" : `: ${oldest.error}`}`,
+  });
+  return reasons;
 }
 
 function sourceReasons(group: string, problems: readonly SourceProblem[]): HealthReason[] {
@@ -417,6 +483,7 @@ async function pipelineHealth(
     if (stuck) reasons.push(stuck);
     const failing = streamReason(group, "failing", stats.failing, t.failingMs);
     if (failing) reasons.push(failing);
+    reasons.push(...parkedReasons(group, stats.parked, t));
     if ((t.lag.degraded !== undefined || t.lag.failing !== undefined) && p.positions?.head) {
       const lags = await p.lags(stats);
       if (lags.error !== undefined) {

@@ -15,6 +15,10 @@
  * | `GET /pipelines/{group}/checkpoints` | token if `protectReads` | the stored checkpoints of the pipeline's source and group |
  * | `PUT /pipelines/{group}/checkpoints/{tranche}` | token | body `{ "position": "start" \| "tail" \| "<integer>", "force"?: true }` |
  * | `DELETE /pipelines/{group}/checkpoints/{tranche}` | token (+ `?force=true` while running) | forgets the checkpoint |
+ * | `GET /pipelines/{group}/parked` | token if `protectReads` | the parked streams (`?resolved=true`: with the history) |
+ * | `GET /pipelines/{group}/parked/{stream}` | token if `protectReads` | one, with up to `limit` (100) of its events from `from` |
+ * | `POST /pipelines/{group}/parked/{stream}/release` | token | body `{ "by"?: string }`: replay its events, then resume (202) |
+ * | `POST /pipelines/{group}/parked/{stream}/skip` | token | body `{ "reason": string, "by"?: string }`: drop its events (202) |
  *
  * Changing a checkpoint always needs `Authorization: Bearer <token>`; a handler created without
  * a token refuses every change (403). A reset takes effect when the pipeline next starts, so it
@@ -24,6 +28,12 @@
  * `{ "error": { "code", "message" } }` with a 4xx status naming what was wrong. Positions are
  * JSON strings (they are 64-bit).
  *
+ * A release or skip is recorded in the pipeline's park store (the registration's `parked`, or
+ * the sink's) and answered 202 Accepted: the running sink of the group applies it within its
+ * park policy's `pollMs` (and a stopped one when it next starts). Both are idempotent; another
+ * request while one is being applied is refused (409). Stream names are path segments: encode
+ * them.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -31,6 +41,13 @@ import type { Position } from "../core/batch.ts";
 import type { CheckpointKey } from "../core/checkpoints.ts";
 import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
+import {
+  encodeParkedEvent,
+  type ParkedStream,
+  ParkRequestConflictError,
+  type ParkStore,
+  StreamNotParkedError,
+} from "../core/park.ts";
 import type { StreamStatus } from "../core/scheduler.ts";
 import { checkHealth, type HealthThresholds, resolveHealthThresholds } from "./health.ts";
 import type { ImpelMetrics, MeteredPipeline } from "./metrics.ts";
@@ -159,7 +176,7 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       throw new HttpError(
         403,
         "ManagementDisabled",
-        "checkpoint changes are disabled: the handler was created without a token",
+        "changes (checkpoint resets, park requests) are disabled: the handler was created without a token",
       );
     }
     const header = request.headers.get("authorization");
@@ -253,6 +270,67 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
         return json(await resetCheckpoint(p, tranche, await readResetBody(request, p, tranche)));
       },
     },
+    {
+      path: ["pipelines", ":group", "parked"],
+      methods: READ,
+      access: "read",
+      answer: async ({ url, params: { group } }) => {
+        const store = parkStoreOf(pipelineOf(group));
+        const resolved = booleanQuery(url, "resolved");
+        const list = await parkCall(
+          "listing parked streams",
+          () => store.list(group, { resolved }),
+        );
+        return json({ group, parked: list.map(describeParked) });
+      },
+    },
+    {
+      path: ["pipelines", ":group", "parked", ":stream"],
+      methods: READ,
+      access: "read",
+      answer: async ({ url, params: { group, stream } }) => {
+        const store = parkStoreOf(pipelineOf(group));
+        const from = integerQuery(url, "from", 0, 0);
+        const limit = integerQuery(url, "limit", 100, 1, 1000);
+        const entry = await parkCall("reading the parked stream", () => store.get(group, stream));
+        if (entry === undefined) {
+          throw new HttpError(
+            404,
+            "StreamNotParked",
+            `stream ${stream} has never been parked in group ${group}`,
+          );
+        }
+        const events = entry.state !== "parked" ? [] : await parkCall(
+          "reading parked events",
+          () => store.events(group, stream, entry.episode, from, limit),
+        );
+        return json({
+          ...describeParked(entry),
+          eventsShown: events.map((e) => JSON.parse(encodeParkedEvent(e))),
+        });
+      },
+    },
+    ...(["release", "skip"] as const).map((action): Route => ({
+      path: ["pipelines", ":group", "parked", ":stream", action],
+      methods: ["POST"],
+      access: "change",
+      answer: async ({ request, params: { group, stream } }) => {
+        const store = parkStoreOf(pipelineOf(group));
+        const body = await readParkBody(request, action);
+        const entry = await parkCall(
+          `recording the ${action}`,
+          () => store.request(group, stream, { action, ...body }),
+        );
+        log.warn("{action} of {group}/{stream} asked over HTTP by {by}{reason}", {
+          action,
+          group,
+          stream,
+          by: body.by,
+          reason: body.reason === undefined ? "" : `: ${body.reason}`,
+        });
+        return json(describeParked(entry), entry.state === "parked" ? 202 : 200);
+      },
+    })),
     {
       path: ["pipelines", ":group", "checkpoints", ":tranche"],
       methods: ["DELETE"],
@@ -349,7 +427,11 @@ interface Route {
 }
 
 /** Names of path parameters in error messages. */
-const PARAMS: Readonly<Record<string, string>> = { group: "pipeline group", tranche: "tranche" };
+const PARAMS: Readonly<Record<string, string>> = {
+  group: "pipeline group",
+  tranche: "tranche",
+  stream: "stream",
+};
 
 /** The parameters of `parts` if it has the shape of `path`. */
 function match(path: readonly string[], parts: readonly string[]): Record<string, string> | null {
@@ -444,8 +526,137 @@ async function describePipeline(p: MeteredPipeline, detailed: boolean) {
       active: ages(stats.busy),
       failing: ages(stats.failing),
       stuck: ages(stats.stuck),
+      ...(stats.parked === undefined ? {} : { parked: stats.parked }),
     },
   };
+}
+
+function parkStoreOf(p: MeteredPipeline): ParkStore {
+  if (p.parked === undefined) {
+    throw new HttpError(
+      409,
+      "NoParkStore",
+      `pipeline ${p.group} has no park store: its failure policy does not park, and none was registered`,
+    );
+  }
+  return p.parked;
+}
+
+/** Runs a park store call, mapping its typed errors to statuses. */
+async function parkCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof StreamNotParkedError) {
+      throw new HttpError(404, error.code, error.message);
+    }
+    if (error instanceof ParkRequestConflictError) {
+      throw new HttpError(409, error.code, error.message);
+    }
+    if (error instanceof InvalidArgumentError) {
+      throw new HttpError(400, error.code, error.message);
+    }
+    throw new HttpError(502, "ParkStoreFailed", `${what} failed: ${errorText(error)}`);
+  }
+}
+
+function describeParked(e: ParkedStream) {
+  return { ...e, ageMs: Math.max(0, Date.now() - e.parkedAt) };
+}
+
+function booleanQuery(url: URL, name: string): boolean {
+  const v = url.searchParams.get(name);
+  if (v === null || v === "false") return false;
+  if (v === "true") return true;
+  throw new HttpError(400, "InvalidQuery", `${name} must be true or false, got ${describe(v)}`);
+}
+
+function integerQuery(url: URL, name: string, fallback: number, min: number, max = 2 ** 53) {
+  const v = url.searchParams.get(name);
+  if (v === null) return fallback;
+  const n = Number(v);
+  if (!/^\d{1,16}$/.test(v) || n < min || n > max) {
+    throw new HttpError(
+      400,
+      "InvalidQuery",
+      `${name} must be an integer in [${min}, ${max}], got ${describe(v)}`,
+    );
+  }
+  return n;
+}
+
+/** A JSON object body with only `allowed` fields; `shape` shows the expected form in errors. */
+async function readJsonObject(
+  request: Request,
+  allowed: readonly string[],
+  shape: string,
+  optional = false,
+): Promise<Record<string, unknown>> {
+  const type = request.headers.get("content-type");
+  // An optional body may be left out altogether.
+  const empty = optional && type === null && (await readBody(request)).trim() === "";
+  if (empty) return {};
+  if (!/^application\/json\s*(;|$)/i.test(type ?? "")) {
+    throw new HttpError(
+      415,
+      "UnsupportedMediaType",
+      "the body must be JSON (Content-Type: application/json)",
+    );
+  }
+  const text = await readBody(request);
+  if (optional && text.trim() === "") return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (error) {
+    throw new HttpError(
+      400,
+      "InvalidJson",
+      `the body is not valid JSON: ${(error as Error).message}`,
+    );
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new HttpError(400, "InvalidBody", `the body must be an object like ${shape}`);
+  }
+  for (const k of Object.keys(body)) {
+    if (!allowed.includes(k)) {
+      throw new HttpError(
+        400,
+        "InvalidBody",
+        `unknown field ${JSON.stringify(k)}; expected ${allowed.join(" and ")}`,
+      );
+    }
+  }
+  return body as Record<string, unknown>;
+}
+
+async function readParkBody(
+  request: Request,
+  action: "release" | "skip",
+): Promise<{ by: string; reason?: string }> {
+  const fields = action === "skip"
+    ? await readJsonObject(request, ["reason", "by"], '{ "reason": "...", "by"?: "..." }')
+    : await readJsonObject(request, ["by", "reason"], '{ "by"?: "..." }', true);
+  const by = fields.by ?? "http";
+  if (typeof by !== "string" || by.trim() === "" || by.length > 200) {
+    throw new HttpError(
+      400,
+      "InvalidBody",
+      `by must be a non-empty string of at most 200 characters, got ${describe(by)}`,
+    );
+  }
+  const reason = fields.reason;
+  if (action === "skip" && (typeof reason !== "string" || reason.trim() === "")) {
+    throw new HttpError(
+      400,
+      "InvalidBody",
+      `a skip needs a reason (a non-empty string), got ${describe(reason)}`,
+    );
+  }
+  if (reason !== undefined && typeof reason !== "string") {
+    throw new HttpError(400, "InvalidBody", `reason must be a string, got ${describe(reason)}`);
+  }
+  return reason === undefined ? { by } : { by, reason };
 }
 
 interface ResetRequest {
@@ -492,42 +703,11 @@ async function readResetBody(
   p: MeteredPipeline,
   tranche: string,
 ): Promise<ResetRequest> {
-  const type = request.headers.get("content-type") ?? "";
-  if (!/^application\/json\s*(;|$)/i.test(type)) {
-    throw new HttpError(
-      415,
-      "UnsupportedMediaType",
-      "the body must be JSON (Content-Type: application/json)",
-    );
-  }
-  const text = await readBody(request);
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (error) {
-    throw new HttpError(
-      400,
-      "InvalidJson",
-      `the body is not valid JSON: ${(error as Error).message}`,
-    );
-  }
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw new HttpError(
-      400,
-      "InvalidBody",
-      'the body must be an object like { "position": "start" | "tail" | "<integer>" }',
-    );
-  }
-  const fields = body as Record<string, unknown>;
-  for (const k of Object.keys(fields)) {
-    if (k !== "position" && k !== "force") {
-      throw new HttpError(
-        400,
-        "InvalidBody",
-        `unknown field ${JSON.stringify(k)}; expected position and force`,
-      );
-    }
-  }
+  const fields = await readJsonObject(
+    request,
+    ["position", "force"],
+    '{ "position": "start" | "tail" | "<integer>" }',
+  );
   const force = fields.force ?? false;
   if (typeof force !== "boolean") {
     throw new HttpError(400, "InvalidBody", `force must be a boolean, got ${describe(force)}`);

@@ -32,6 +32,11 @@
  * | `impel_scheduler_events_handled_total` | counter | group | events handled |
  * | `impel_scheduler_events_duplicate_total` | counter | group | events dropped as already handled |
  * | `impel_scheduler_dead_lettered_total` | counter | group | streams handed to the dead-letter callback |
+ * | `impel_parked_streams` | gauge | group | streams parked (the `park` policy) |
+ * | `impel_parked_events` | gauge | group | events parked in them |
+ * | `impel_parked_oldest_seconds` | gauge | group | age of the oldest parked stream |
+ * | `impel_parked_store_failing_seconds` | gauge | group | how long the park store has been failing (0 while it works) |
+ * | `impel_parked_total` | counter | group, outcome | streams `parked`, `released` and `skipped`, and park store operations that `failed` |
  * | `impel_handler_calls_total` | counter | group, outcome | handler calls that returned (`ok`) or threw (`failed`) |
  * | `impel_handler_latency_seconds` | gauge | group, outcome, quantile | handler latency quantiles (0.5, 0.95, 0.99, 1) of the current stats interval |
  * | `impel_handler_latency_samples` | gauge | group, outcome | calls the quantiles are computed from |
@@ -68,6 +73,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { Batch, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
+import { checkParkStore, type ParkStore } from "../core/park.ts";
 import { errorText } from "../core/failure.ts";
 import type { SinkStats } from "../core/stats.ts";
 import { STREAM_STATES } from "../core/scheduler.ts";
@@ -96,6 +102,8 @@ export interface MeteredSink {
   stats(): SinkStats;
   /** Settles when the sink stops; a rejection means it faulted. */
   readonly done?: Promise<void>;
+  /** The park stores of its failure policy (a `StreamsSink` has them). */
+  readonly parkStores?: readonly ParkStore[];
 }
 
 /**
@@ -170,6 +178,11 @@ export interface PipelineRegistration {
   readonly sink: MeteredSink;
   /** The pipeline's checkpoint store, for the management API. */
   readonly checkpoints?: CheckpointStore;
+  /**
+   * The pipeline's park store, for the management API (default: the sink's, when its failure
+   * policy uses one park store).
+   */
+  readonly parked?: ParkStore;
   /** Head and start positions, for lag and resets. */
   readonly positions?: SourcePositions;
   /** How long a head position is reused before the backend is asked again (default 1000 ms). */
@@ -331,6 +344,8 @@ export interface MeteredPipeline {
   readonly source: string;
   /** The checkpoint store, if given. */
   readonly checkpoints: CheckpointStore | undefined;
+  /** The park store, if given or the sink has exactly one. */
+  readonly parked: ParkStore | undefined;
   /** Head and start positions, if given. */
   readonly positions: SourcePositions | undefined;
   /** `running` until the sink's `done` settles: `stopped` if it resolved, `faulted` if not. */
@@ -570,6 +585,19 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       "Streams handed to the dead-letter callback",
       G,
     ),
+    parkedStreams: gauge("parked_streams", "Streams parked until released or skipped", G),
+    parkedEvents: gauge("parked_events", "Events parked", G),
+    parkedOldest: gauge("parked_oldest_seconds", "Age of the oldest parked stream", G),
+    parkStoreFailing: gauge(
+      "parked_store_failing_seconds",
+      "How long the park store has been failing (0 while it works)",
+      G,
+    ),
+    parkedTotal: counter(
+      "parked_total",
+      "Streams parked, released and skipped, and park store operations that failed",
+      ["group", "outcome"],
+    ),
     calls: counter("handler_calls_total", "Handler calls by outcome", ["group", "outcome"]),
     latency: gauge(
       "handler_latency_seconds",
@@ -691,6 +719,18 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     m.handled.inc({ group }, c.handled);
     m.duplicates.inc({ group }, c.duplicates);
     m.deadLettered.inc({ group }, c.deadLettered);
+    const parked = s.parked;
+    if (parked !== undefined) {
+      m.parkedStreams.set({ group }, parked.streams);
+      m.parkedEvents.set({ group }, parked.events);
+      m.parkedOldest.set({ group }, parked.oldestMs / 1000);
+      const since = parked.storeFailing?.since;
+      m.parkStoreFailing.set({ group }, since === undefined ? 0 : (Date.now() - since) / 1000);
+      m.parkedTotal.inc({ group, outcome: "parked" }, c.parked ?? 0);
+      m.parkedTotal.inc({ group, outcome: "released" }, c.released ?? 0);
+      m.parkedTotal.inc({ group, outcome: "skipped" }, c.skipped ?? 0);
+      m.parkedTotal.inc({ group, outcome: "failed" }, c.parkFailures ?? 0);
+    }
     m.calls.inc({ group, outcome: "ok" }, c.calls);
     m.calls.inc({ group, outcome: "failed" }, c.failures);
     for (const outcome of ["ok", "failed"] as const) {
@@ -797,6 +837,7 @@ function checkRegistration(r: PipelineRegistration) {
   if (r.checkpoints !== undefined && typeof r.checkpoints.list !== "function") {
     throw new InvalidArgumentError("checkpoints", "must be a CheckpointStore");
   }
+  if (r.parked !== undefined) checkParkStore("parked", r.parked);
   if (r.positions !== undefined) {
     for (const fn of ["head", "start"] as const) {
       if (r.positions[fn] !== undefined && typeof r.positions[fn] !== "function") {
@@ -964,10 +1005,12 @@ function createPipelineState(
     }
   }
 
+  const sinkStores = r.sink.parkStores;
   const self: PipelineState = {
     group: r.group,
     source: r.source,
     checkpoints: r.checkpoints,
+    parked: r.parked ?? (sinkStores?.length === 1 ? sinkStores[0] : undefined),
     positions: r.positions,
     get state() {
       return state;
