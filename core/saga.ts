@@ -1,0 +1,627 @@
+/**
+ * Sagas: a workflow of steps, each an action and, optionally, its compensation.
+ *
+ * A saga instance starts on a `Start` input carrying its data and runs its steps in order: each
+ * step sends its action (through the workflow's outbox) and waits for its outcome, an input of
+ * type `StepSucceeded` or `StepFailed` naming the step (a send handler's reply, or an event of a
+ * route). When a step fails for good, the steps that succeeded are compensated in reverse order,
+ * one at a time, each compensation sent and then confirmed by `StepCompensated` (or reported
+ * with `CompensationFailed`). A compensation is delivered at least once, so it must be
+ * idempotent by design (releasing a reservation twice releases it once).
+ *
+ * - A step with `timeoutMs` fails if no outcome arrives in time; its outcome is then unknown, so
+ *   it is compensated too, first. `Cancel` does the same to the running step.
+ * - An outcome that does not fit the state (a late reply, a repeat, another step's) is ignored.
+ * - The instance ends `completed` (every step succeeded), `compensated` (a step failed and
+ *   every compensation was confirmed) or `failed` (a compensation failed or was not confirmed
+ *   within `compensationTimeoutMs`; the other compensations still ran), with the reason.
+ *
+ * @module
+ */
+import { createCodec, type TypedEvent } from "./codec.ts";
+import { checkNumber, describe, InvalidArgumentError } from "./errors.ts";
+import {
+  defineWorkflow,
+  type Outgoing,
+  type TimerRequest,
+  type WorkflowContext,
+  type WorkflowDecision,
+  type WorkflowDefinition,
+  type WorkflowRoute,
+} from "./workflow.ts";
+
+/**
+ * A step's outcome, or a compensation's, as a saga input: build them with
+ * {@linkcode stepSucceeded}, {@linkcode stepFailed}, {@linkcode stepCompensated} and
+ * {@linkcode compensationFailed}.
+ *
+ * @example
+ * ```ts
+ * import { type SagaReply, stepFailed } from "@impel/impel/workflow";
+ * const reply: SagaReply = stepFailed("pay", "card declined");
+ * console.log(reply); // { type: "StepFailed", data: { step: "pay", reason: "card declined" } }
+ * ```
+ *
+ * @category Workflows
+ */
+export type SagaReply =
+  | {
+    readonly type: "StepSucceeded";
+    readonly data: { readonly step: string; readonly result?: unknown };
+  }
+  | {
+    readonly type: "StepFailed";
+    readonly data: { readonly step: string; readonly reason: string };
+  }
+  | { readonly type: "StepCompensated"; readonly data: { readonly step: string } }
+  | {
+    readonly type: "CompensationFailed";
+    readonly data: { readonly step: string; readonly reason: string };
+  };
+
+/**
+ * The inputs of a saga with data `D`: its start, the outcomes, a cancellation, and the deadline
+ * timers the saga sets itself.
+ *
+ * @example
+ * ```ts
+ * import type { SagaInput } from "@impel/impel/workflow";
+ * type Order = { orderId: string };
+ * const start: SagaInput<Order> = { type: "Start", data: { orderId: "o1" } };
+ * const cancel: SagaInput<Order> = { type: "Cancel", data: { reason: "customer changed their mind" } };
+ * ```
+ *
+ * @category Workflows
+ */
+export type SagaInput<D> =
+  | { readonly type: "Start"; readonly data: D }
+  | SagaReply
+  | { readonly type: "Cancel"; readonly data: { readonly reason: string } }
+  | {
+    readonly type: "Deadline";
+    readonly data: { readonly step: string; readonly phase: "action" | "compensation" };
+  };
+
+/**
+ * What a saga records in its stream.
+ *
+ * @example
+ * ```ts
+ * import type { SagaEvent } from "@impel/impel/workflow";
+ * const events: SagaEvent<{ orderId: string }>[] = [
+ *   { type: "Started", data: { orderId: "o1" } },
+ *   { type: "StepSucceeded", data: { step: "reserve", result: null } },
+ *   { type: "StepFailed", data: { step: "pay", reason: "card declined", compensate: false } },
+ *   { type: "StepCompensated", data: { step: "reserve" } },
+ *   { type: "Compensated", data: { reason: "pay: card declined" } },
+ * ];
+ * ```
+ *
+ * @category Workflows
+ */
+export type SagaEvent<D> =
+  | { readonly type: "Started"; readonly data: D }
+  | {
+    readonly type: "StepSucceeded";
+    readonly data: { readonly step: string; readonly result: unknown };
+  }
+  | {
+    readonly type: "StepFailed";
+    readonly data: { readonly step: string; readonly reason: string; readonly compensate: boolean };
+  }
+  | { readonly type: "StepCompensated"; readonly data: { readonly step: string } }
+  | {
+    readonly type: "CompensationFailed";
+    readonly data: { readonly step: string; readonly reason: string };
+  }
+  | { readonly type: "Completed"; readonly data: Record<string, never> }
+  | { readonly type: "Compensated"; readonly data: { readonly reason: string } }
+  | { readonly type: "Failed"; readonly data: { readonly reason: string } };
+
+/**
+ * Where a saga instance is.
+ *
+ * @example
+ * ```ts
+ * import type { SagaStatus } from "@impel/impel/workflow";
+ * const ended = (status: SagaStatus) => ["completed", "compensated", "failed"].includes(status);
+ * console.log(ended("compensating")); // false
+ * ```
+ *
+ * @category Workflows
+ */
+export type SagaStatus =
+  | "new"
+  | "running"
+  | "compensating"
+  | "completed"
+  | "compensated"
+  | "failed";
+
+/**
+ * The folded state of a saga instance.
+ *
+ * @example
+ * ```ts
+ * import type { SagaState } from "@impel/impel/workflow";
+ * const state: SagaState<{ orderId: string }> = {
+ *   status: "running",
+ *   data: { orderId: "o1" },
+ *   step: "pay",
+ *   done: ["reserve"],
+ *   results: { reserve: null },
+ *   undo: [],
+ *   failures: [],
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface SagaState<D> {
+  /** Where it is. */
+  readonly status: SagaStatus;
+  /** The data it started with. */
+  readonly data?: D;
+  /** The step running, or being compensated. */
+  readonly step?: string;
+  /** Steps that succeeded, in order. */
+  readonly done: readonly string[];
+  /** What each succeeded step reported. */
+  readonly results: Readonly<Record<string, unknown>>;
+  /** Steps still to compensate, the current one first. */
+  readonly undo: readonly string[];
+  /** Why it is compensating, or how it ended. */
+  readonly reason?: string;
+  /** Compensations that failed, as `step: reason`. */
+  readonly failures: readonly string[];
+}
+
+/**
+ * What a step's action and compensation are told besides the saga's data.
+ *
+ * @example
+ * ```ts
+ * import type { StepContext } from "@impel/impel/workflow";
+ * const context: StepContext = { id: "o1", results: { pay: { paymentId: "p1" } } };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface StepContext {
+  /** The instance id. */
+  readonly id: string;
+  /** What the steps that succeeded reported, by step name. */
+  readonly results: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * One step of a saga: the message(s) that perform it and, if it can be undone, those that undo
+ * it.
+ *
+ * @example
+ * ```ts
+ * import type { SagaStep } from "@impel/impel/workflow";
+ * type Order = { orderId: string; sku: string; quantity: number };
+ * type Message =
+ *   | { type: "Reserve"; data: { orderId: string; quantity: number } }
+ *   | { type: "Release"; data: { orderId: string } };
+ * const reserve: SagaStep<Order, Message> = {
+ *   name: "reserve",
+ *   action: (o) => ({ to: `Stock-${o.sku}`, type: "Reserve", data: { orderId: o.orderId, quantity: o.quantity } }),
+ *   compensation: (o) => ({ to: `Stock-${o.sku}`, type: "Release", data: { orderId: o.orderId } }),
+ *   timeoutMs: 60_000,
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface SagaStep<D, M extends TypedEvent> {
+  /** The step's name, unique in the saga. */
+  readonly name: string;
+  /** What performs the step. */
+  readonly action: (data: D, context: StepContext) => Outgoing<M> | readonly Outgoing<M>[];
+  /** What undoes it (none: there is nothing to undo). */
+  readonly compensation?: (data: D, context: StepContext) => Outgoing<M> | readonly Outgoing<M>[];
+  /** No outcome within this long fails the step and compensates it too (default: wait). */
+  readonly timeoutMs?: number;
+  /** No confirmation of the compensation within this long counts as a failed compensation. */
+  readonly compensationTimeoutMs?: number;
+}
+
+/**
+ * Options of {@linkcode defineSaga}.
+ *
+ * @example
+ * ```ts
+ * import { defineSaga, type SagaOptions } from "@impel/impel/workflow";
+ * type Order = { orderId: string };
+ * type Message = { type: "Ship"; data: { orderId: string } };
+ * const options: SagaOptions<Order, Message> = {
+ *   category: "Delivery",
+ *   steps: [{ name: "ship", action: (o) => ({ to: `Shipment-${o.orderId}`, type: "Ship", data: o }) }],
+ *   parse: (d) => {
+ *     if (typeof (d as Order)?.orderId !== "string") throw new TypeError("orderId must be a string");
+ *     return d as Order;
+ *   },
+ * };
+ * const delivery = defineSaga(options);
+ * ```
+ *
+ * @category Workflows
+ */
+export interface SagaOptions<D, M extends TypedEvent> {
+  /** The category of instance streams. */
+  readonly category: string;
+  /** The steps, in order. */
+  readonly steps: readonly SagaStep<D, M>[];
+  /** Events of other categories that report outcomes (or start or cancel instances). */
+  readonly routes?: readonly WorkflowRoute<SagaInput<D>>[];
+  /** Checks the data of a stored `Started` event (default: taken as it is). */
+  readonly parse?: (data: unknown) => D;
+}
+
+/** The name of the one timer a saga keeps: the running step's or compensation's deadline. */
+const DEADLINE = "deadline";
+
+/**
+ * The input reporting that `step` succeeded, with what it produced (kept in the state's
+ * `results` and given to later steps).
+ *
+ * @example
+ * ```ts
+ * import { stepSucceeded } from "@impel/impel/workflow";
+ * stepSucceeded("ship", { trackingId: "T-1" }); // { type: "StepSucceeded", data: { step: "ship", result: { trackingId: "T-1" } } }
+ * ```
+ *
+ * @category Workflows
+ */
+export function stepSucceeded(step: string, result?: unknown): SagaReply {
+  return { type: "StepSucceeded", data: result === undefined ? { step } : { step, result } };
+}
+
+/**
+ * The input reporting that `step` failed for good, and why.
+ *
+ * @example
+ * ```ts
+ * import { stepFailed } from "@impel/impel/workflow";
+ * stepFailed("reserve", "out of stock"); // { type: "StepFailed", data: { step: "reserve", reason: "out of stock" } }
+ * ```
+ *
+ * @category Workflows
+ */
+export function stepFailed(step: string, reason: string): SagaReply {
+  return { type: "StepFailed", data: { step, reason } };
+}
+
+/**
+ * The input confirming that `step` has been compensated.
+ *
+ * @example
+ * ```ts
+ * import { stepCompensated } from "@impel/impel/workflow";
+ * stepCompensated("reserve"); // { type: "StepCompensated", data: { step: "reserve" } }
+ * ```
+ *
+ * @category Workflows
+ */
+export function stepCompensated(step: string): SagaReply {
+  return { type: "StepCompensated", data: { step } };
+}
+
+/**
+ * The input reporting that `step`'s compensation failed for good: the saga will end `failed`.
+ *
+ * @example
+ * ```ts
+ * import { compensationFailed } from "@impel/impel/workflow";
+ * compensationFailed("pay", "refund refused"); // { type: "CompensationFailed", data: { step: "pay", reason: "refund refused" } }
+ * ```
+ *
+ * @category Workflows
+ */
+export function compensationFailed(step: string, reason: string): SagaReply {
+  return { type: "CompensationFailed", data: { step, reason } };
+}
+
+/**
+ * Whether a saga instance has ended (completed, compensated or failed).
+ *
+ * @example
+ * ```ts
+ * import { sagaEnded } from "@impel/impel/workflow";
+ * sagaEnded({ status: "compensated", done: [], results: {}, undo: [], failures: [] }); // true
+ * ```
+ *
+ * @category Workflows
+ */
+export function sagaEnded(state: SagaState<unknown>): boolean {
+  return state.status === "completed" || state.status === "compensated" ||
+    state.status === "failed";
+}
+
+const fieldsOf = (data: unknown): Record<string, unknown> => {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    throw new TypeError(`expected an object, got ${describe(data)}`);
+  }
+  return data as Record<string, unknown>;
+};
+const text = (f: Record<string, unknown>, key: string): string => {
+  const v = f[key];
+  if (typeof v !== "string" || v.length === 0) {
+    throw new TypeError(`${key} must be a non-empty string`);
+  }
+  return v;
+};
+
+/**
+ * Builds the workflow of a saga: its events, state, decision and deadline timers. Run it with
+ * {@linkcode startWorkflow} like any workflow; its `decide` and `fold` are plain functions for
+ * domain tests.
+ *
+ * @example
+ * ```ts
+ * import { defineSaga, stepFailed, stepSucceeded } from "@impel/impel/workflow";
+ *
+ * type Trip = { tripId: string };
+ * type Message =
+ *   | { type: "BookFlight"; data: Trip }
+ *   | { type: "CancelFlight"; data: Trip }
+ *   | { type: "BookHotel"; data: Trip };
+ * const trip = defineSaga<Trip, Message>({
+ *   category: "Trip",
+ *   steps: [
+ *     {
+ *       name: "flight",
+ *       action: (t) => ({ to: `Flight-${t.tripId}`, type: "BookFlight", data: t }),
+ *       compensation: (t) => ({ to: `Flight-${t.tripId}`, type: "CancelFlight", data: t }),
+ *     },
+ *     { name: "hotel", action: (t) => ({ to: `Hotel-${t.tripId}`, type: "BookHotel", data: t }) },
+ *   ],
+ * });
+ * const context = { id: "t1", stream: "Trip-t1", now: 0, inputId: "i", correlationId: "c", version: 0, timers: [] };
+ * let state = trip.fold(trip.initial, [
+ *   { type: "Started", data: { tripId: "t1" } },
+ *   { type: "StepSucceeded", data: { step: "flight", result: null } },
+ * ]);
+ * const decision = trip.decide(state, stepFailed("hotel", "full"), context);
+ * console.log(decision.sends?.map((s) => s.type)); // ["CancelFlight"]
+ * state = trip.fold(state, decision.events ?? []);
+ * console.log(state.status, trip.decide(state, stepSucceeded("hotel"), context).events); // "compensating" undefined
+ * ```
+ *
+ * @category Workflows
+ */
+export function defineSaga<D, M extends TypedEvent>(
+  options: SagaOptions<D, M>,
+): WorkflowDefinition<SagaEvent<D>, SagaState<D>, SagaInput<D>, M> {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", `must be an object, got ${describe(options)}`);
+  }
+  const { steps, parse } = options;
+  if (!Array.isArray(steps)) {
+    throw new InvalidArgumentError("steps", `must be an array of steps, got ${describe(steps)}`);
+  }
+  const byName = new Map<string, SagaStep<D, M>>();
+  steps.forEach((step, i) => {
+    if (step === null || typeof step !== "object") {
+      throw new InvalidArgumentError(`steps[${i}]`, `must be an object, got ${describe(step)}`);
+    }
+    if (typeof step.name !== "string" || step.name.length === 0) {
+      throw new InvalidArgumentError(
+        `steps[${i}].name`,
+        `must be a non-empty string, got ${describe(step.name)}`,
+      );
+    }
+    if (byName.has(step.name)) {
+      throw new InvalidArgumentError(
+        `steps[${i}].name`,
+        `${JSON.stringify(step.name)} is used twice`,
+      );
+    }
+    if (typeof step.action !== "function") {
+      throw new InvalidArgumentError(`steps[${i}].action`, "must be a function");
+    }
+    if (step.compensation !== undefined && typeof step.compensation !== "function") {
+      throw new InvalidArgumentError(`steps[${i}].compensation`, "must be a function");
+    }
+    if (step.timeoutMs !== undefined) checkNumber(`steps[${i}].timeoutMs`, step.timeoutMs, 1);
+    if (step.compensationTimeoutMs !== undefined) {
+      checkNumber(`steps[${i}].compensationTimeoutMs`, step.compensationTimeoutMs, 1);
+    }
+    byName.set(step.name, step);
+  });
+  if (parse !== undefined && typeof parse !== "function") {
+    throw new InvalidArgumentError("parse", `must be a function, got ${describe(parse)}`);
+  }
+  const undoable = (name: string) => byName.get(name)?.compensation !== undefined;
+
+  const codec = createCodec<SagaEvent<D>>({
+    Started: { parse: (d) => (parse ? parse(d) : d) as D },
+    StepSucceeded: {
+      parse: (d) => {
+        const f = fieldsOf(d);
+        return { step: text(f, "step"), result: f.result ?? null };
+      },
+    },
+    StepFailed: {
+      parse: (d) => {
+        const f = fieldsOf(d);
+        if (typeof f.compensate !== "boolean") throw new TypeError("compensate must be a boolean");
+        return { step: text(f, "step"), reason: text(f, "reason"), compensate: f.compensate };
+      },
+    },
+    StepCompensated: { parse: (d) => ({ step: text(fieldsOf(d), "step") }) },
+    CompensationFailed: {
+      parse: (d) => {
+        const f = fieldsOf(d);
+        return { step: text(f, "step"), reason: text(f, "reason") };
+      },
+    },
+    Completed: { parse: () => ({}) },
+    Compensated: { parse: (d) => ({ reason: text(fieldsOf(d), "reason") }) },
+    Failed: { parse: (d) => ({ reason: text(fieldsOf(d), "reason") }) },
+  });
+
+  const initial: SagaState<D> = { status: "new", done: [], results: {}, undo: [], failures: [] };
+
+  function evolve(s: SagaState<D>, e: SagaEvent<D>): SagaState<D> {
+    switch (e.type) {
+      case "Started":
+        return { ...s, status: "running", data: e.data, step: steps[0]?.name };
+      case "StepSucceeded": {
+        const done = [...s.done, e.data.step];
+        return {
+          ...s,
+          done,
+          results: { ...s.results, [e.data.step]: e.data.result },
+          step: steps[done.length]?.name,
+        };
+      }
+      case "StepFailed": {
+        const undo = [
+          ...(e.data.compensate && undoable(e.data.step) ? [e.data.step] : []),
+          ...[...s.done].reverse().filter(undoable),
+        ];
+        return {
+          ...s,
+          status: "compensating",
+          reason: `${e.data.step}: ${e.data.reason}`,
+          undo,
+          step: undo[0],
+        };
+      }
+      case "StepCompensated":
+      case "CompensationFailed": {
+        const undo = s.undo[0] === e.data.step ? s.undo.slice(1) : s.undo;
+        const failures = e.type === "CompensationFailed"
+          ? [...s.failures, `${e.data.step}: ${e.data.reason}`]
+          : s.failures;
+        return { ...s, undo, failures, step: undo[0] };
+      }
+      case "Completed":
+        return { ...s, status: "completed", step: undefined };
+      case "Compensated":
+        return { ...s, status: "compensated", step: undefined, reason: e.data.reason };
+      case "Failed":
+        return { ...s, status: "failed", step: undefined, reason: e.data.reason };
+    }
+  }
+
+  const fold = (state: SagaState<D>, events: readonly SagaEvent<D>[]) =>
+    events.reduce(evolve, state);
+
+  const asList = (sends: Outgoing<M> | readonly Outgoing<M>[]): readonly Outgoing<M>[] =>
+    Array.isArray(sends) ? sends : [sends as Outgoing<M>];
+
+  /** The event an input records, if it fits the state. */
+  function recorded(s: SagaState<D>, input: SagaInput<D>): SagaEvent<D> | undefined {
+    const running = s.status === "running" ? s.step : undefined;
+    const undoing = s.status === "compensating" ? s.step : undefined;
+    switch (input?.type) {
+      case "Start":
+        return s.status === "new" ? { type: "Started", data: input.data } : undefined;
+      case "StepSucceeded":
+        return running !== undefined && running === input.data?.step
+          ? { type: "StepSucceeded", data: { step: running, result: input.data.result ?? null } }
+          : undefined;
+      case "StepFailed":
+        return running !== undefined && running === input.data?.step
+          ? {
+            type: "StepFailed",
+            data: { step: running, reason: String(input.data.reason), compensate: false },
+          }
+          : undefined;
+      case "Cancel":
+        return running !== undefined
+          ? {
+            type: "StepFailed",
+            data: { step: running, reason: String(input.data?.reason), compensate: true },
+          }
+          : undefined;
+      case "Deadline":
+        if (input.data?.phase === "action" && running === input.data.step) {
+          const ms = byName.get(running)?.timeoutMs;
+          const reason = `no outcome within ${ms} ms`;
+          return { type: "StepFailed", data: { step: running, reason, compensate: true } };
+        }
+        if (input.data?.phase === "compensation" && undoing === input.data.step) {
+          const ms = byName.get(undoing)?.compensationTimeoutMs;
+          const reason = `compensation not confirmed within ${ms} ms`;
+          return { type: "CompensationFailed", data: { step: undoing, reason } };
+        }
+        return undefined;
+      case "StepCompensated":
+        return undoing !== undefined && undoing === input.data?.step
+          ? { type: "StepCompensated", data: { step: undoing } }
+          : undefined;
+      case "CompensationFailed":
+        return undoing !== undefined && undoing === input.data?.step
+          ? {
+            type: "CompensationFailed",
+            data: { step: undoing, reason: String(input.data.reason) },
+          }
+          : undefined;
+      default:
+        return undefined;
+    }
+  }
+
+  function decide(
+    s: SagaState<D>,
+    input: SagaInput<D>,
+    context: WorkflowContext,
+  ): WorkflowDecision<SagaEvent<D>, SagaInput<D>, M> {
+    const first = recorded(s, input);
+    if (first === undefined) return {};
+    const events: SagaEvent<D>[] = [first];
+    const after = evolve(s, first);
+    const stepContext = { id: context.id, results: after.results };
+    const deadline = (step: string, phase: "action" | "compensation", ms: number | undefined) =>
+      ms === undefined ? [] : [
+        {
+          name: DEADLINE,
+          afterMs: ms,
+          input: { type: "Deadline", data: { step, phase } },
+        } satisfies TimerRequest<SagaInput<D>>,
+      ];
+    const stop = { cancelTimers: [DEADLINE] };
+    if (after.status === "running") {
+      const step = after.step === undefined ? undefined : byName.get(after.step)!;
+      if (step === undefined) {
+        return { events: [...events, { type: "Completed", data: {} }], ...stop };
+      }
+      return {
+        events,
+        sends: asList(step.action(after.data as D, stepContext)),
+        ...(step.timeoutMs === undefined ? stop : {}),
+        timers: deadline(step.name, "action", step.timeoutMs),
+      };
+    }
+    const step = after.step === undefined ? undefined : byName.get(after.step)!;
+    if (step === undefined) {
+      const end: SagaEvent<D> = after.failures.length > 0
+        ? {
+          type: "Failed",
+          data: { reason: `${after.reason}; compensation failed: ${after.failures.join("; ")}` },
+        }
+        : { type: "Compensated", data: { reason: after.reason ?? "" } };
+      return { events: [...events, end], ...stop };
+    }
+    return {
+      events,
+      sends: asList(step.compensation!(after.data as D, stepContext)),
+      ...(step.compensationTimeoutMs === undefined ? stop : {}),
+      timers: deadline(step.name, "compensation", step.compensationTimeoutMs),
+    };
+  }
+
+  return defineWorkflow<SagaEvent<D>, SagaState<D>, SagaInput<D>, M>({
+    category: options.category,
+    codec,
+    initial,
+    fold,
+    decide,
+    routes: options.routes,
+  });
+}
