@@ -17,6 +17,7 @@
  * | `tail messagedb\|dynamo` | runs a source into a stats-only sink, printing throughput and lag (`tail kafka`: not available, exit 3) |
  * | `index` | shows the DynamoDB index: partitions, open epochs, a stream's entry |
  * | `check messagedb` | looks for rows not written through `write_message` (above the sequence, gaps and disorder in stream indexes) |
+ * | `parked init\|list\|show\|release\|skip` | the park store of parked streams (PostgreSQL or DynamoDB): create it, list and show parked streams, ask a running sink to release (replay) or skip one |
  *
  * Every command takes `--help`. Connections: `--url` or `IMPEL_PG_URL` for PostgreSQL (else
  * libpq's `PG*` variables); `--endpoint` or `IMPEL_DYNAMO_ENDPOINT` and `--region` or
@@ -38,6 +39,7 @@ import { checkpointsSet, checkpointsShow } from "./cli/checkpoints.ts";
 import { tailDynamo, tailKafka, tailMessageDb } from "./cli/tail.ts";
 import { indexCommand } from "./cli/index_command.ts";
 import { checkMessageDb } from "./cli/check.ts";
+import { parkedInit, parkedList, parkedRelease, parkedShow, parkedSkip } from "./cli/parked.ts";
 import { VERSION } from "./version.ts";
 
 export { EXIT };
@@ -54,6 +56,11 @@ const COMMANDS: readonly Command[] = [
   tailKafka,
   indexCommand,
   checkMessageDb,
+  parkedInit,
+  parkedList,
+  parkedShow,
+  parkedRelease,
+  parkedSkip,
 ];
 
 function overview(prefix: readonly string[] = []): string {
