@@ -29,7 +29,8 @@
  *   decision on its input, keyed by the timer's id, so a second firing records nothing. Setting
  *   a timer under a name that is pending replaces it; `cancelTimers` cancels by name.
  * - **Correlation.** Everything a decision records and sends carries the input's correlation id
- *   (or the instance's stream name when the input has none) and, as causation id, the input's
+ *   (when the input has none, the instance's: that of its first outbox entry, else its stream
+ *   name) and, as causation id, the input's
  *   id; a send handler gives the target's events the send's id as causation id. Decisions, sends
  *   and timers are logged (category `["impel", "workflow", <category>]`, debug) with both.
  *
@@ -495,7 +496,10 @@ export interface HandleOptions {
    * retries are not recognised).
    */
   readonly id?: string;
-  /** The correlation id to carry (default: the instance's stream name). */
+  /**
+   * The correlation id to carry (default: the one the instance's outbox entries carry, else the
+   * instance's stream name).
+   */
   readonly correlationId?: string;
 }
 
@@ -828,6 +832,8 @@ interface Internal<S> {
   readonly pending: readonly PendingSend[];
   /** Timers set, not fired or cancelled. */
   readonly timers: readonly TimerRecord[];
+  /** The correlation id of the instance's first outbox entry. */
+  readonly correlationId?: string;
 }
 
 type Stored<E> = E | WorkflowRuntimeEvent;
@@ -916,7 +922,7 @@ function internalFold<E extends TypedEvent, S>(
   fold: (state: S, events: readonly E[]) => S,
 ): (s: Internal<S>, events: readonly Stored<E>[]) => Internal<S> {
   return (s, events) => {
-    let { state, next, pending, timers } = s;
+    let { state, next, pending, timers, correlationId } = s;
     let own: E[] = [];
     const flush = () => {
       if (own.length > 0) state = fold(state, own);
@@ -932,6 +938,7 @@ function internalFold<E extends TypedEvent, S>(
         case "WorkflowSend":
           pending = [...pending, e.data];
           next = Math.max(next, e.data.seq + 1);
+          correlationId ??= e.data.correlationId;
           break;
         case "WorkflowDelivered":
           pending = pending.filter((p) => p.seq !== e.data.seq);
@@ -939,6 +946,7 @@ function internalFold<E extends TypedEvent, S>(
         case "WorkflowTimerSet":
           timers = [...timers, e.data];
           next = Math.max(next, e.data.seq + 1);
+          correlationId ??= e.data.correlationId;
           break;
         case "WorkflowTimerCancelled":
         case "WorkflowTimerFired":
@@ -947,7 +955,9 @@ function internalFold<E extends TypedEvent, S>(
       }
     }
     flush();
-    return { state, next, pending, timers };
+    return correlationId === undefined
+      ? { state, next, pending, timers }
+      : { state, next, pending, timers, correlationId };
   };
 }
 
@@ -1154,7 +1164,10 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
     }
     const inputId = handleOptions.id ?? crypto.randomUUID();
     checkId(inputId);
-    const correlationId = handleOptions.correlationId ?? stream;
+    // An input without one joins the instance's correlation (a service that dropped it must not
+    // cut the chain), or starts one named after the instance.
+    const correlationId = handleOptions.correlationId ??
+      (await decider.query(stream, (s) => s.correlationId)) ?? stream;
     if (typeof correlationId !== "string" || correlationId.length === 0) {
       throw new InvalidArgumentError(
         "correlationId",
@@ -1193,13 +1206,7 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
     fold,
     decideOn,
     streamOf,
-    handle: (id, input, handleOptions) => {
-      try {
-        return handle(id, input, handleOptions);
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    },
+    handle,
     async read(id) {
       const stream = streamOf(id);
       return await decider.query(stream, (s, { version }) => ({

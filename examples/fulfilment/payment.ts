@@ -177,9 +177,9 @@ export interface PaymentService {
   /** Requests the payment of an order. */
   request(orderId: string, amount: number, options?: TransactOptions): Promise<void>;
   /** The gateway captured it. */
-  capture(orderId: string): Promise<void>;
+  capture(orderId: string, options?: TransactOptions): Promise<void>;
   /** The gateway declined it. */
-  decline(orderId: string, reason: string): Promise<void>;
+  decline(orderId: string, reason: string, options?: TransactOptions): Promise<void>;
   /** Cancels or refunds it. */
   cancel(orderId: string, options?: TransactOptions): Promise<void>;
   /** The payment's state. */
@@ -214,8 +214,8 @@ export function paymentService(
   return {
     request: (orderId, amount, opts) =>
       decider.transact(on(orderId), request(orderId, amount), opts),
-    capture: (orderId) => decider.transact(on(orderId), capture()),
-    decline: (orderId, reason) => decider.transact(on(orderId), decline(reason)),
+    capture: (orderId, opts) => decider.transact(on(orderId), capture(), opts),
+    decline: (orderId, reason, opts) => decider.transact(on(orderId), decline(reason), opts),
     cancel: (orderId, opts) => decider.transact(on(orderId), cancel(), opts),
     read: (orderId) => decider.query(on(orderId), (s) => s),
   };
