@@ -170,7 +170,7 @@ export interface DurableTimer {
  * const options: DurableTimersOptions = {
  *   store: createMemoryStore(),
  *   category: "FulfilmentTimers",
- *   fire: (timer) => Promise.resolve(console.log("due:", timer.id)),
+ *   fire: (timer) => console.log("due:", timer.id),
  *   clock: manualClock(),
  *   shards: 8,
  *   maxConcurrentFires: 4,
@@ -187,7 +187,7 @@ export interface DurableTimersOptions {
   /** The shard streams' category (no `-`). */
   readonly category: string;
   /** Called with each due timer; must be idempotent by `timer.id`. */
-  readonly fire: (timer: DurableTimer) => Promise<void>;
+  readonly fire: (timer: DurableTimer) => Promise<void> | void;
   /** The clock due times are read on (default {@linkcode systemClock}). */
   readonly clock?: Clock;
   /**
@@ -211,7 +211,7 @@ export interface DurableTimersOptions {
  * ```ts
  * import { durableTimers, type TimerStats } from "@impel/impel/workflow";
  * import { createMemoryStore } from "@impel/impel/sources/memory";
- * const timers = durableTimers({ store: createMemoryStore(), category: "T", fire: async () => {} });
+ * const timers = durableTimers({ store: createMemoryStore(), category: "T", fire: () => {} });
  * const stats: TimerStats = timers.stats();
  * console.log(stats.pending, stats.fired); // 0 0
  * await timers.stop();
@@ -249,7 +249,7 @@ export interface TimerStats {
  *   store: createMemoryStore(),
  *   category: "Reminders",
  *   clock,
- *   fire: async (timer) => void fired.push(timer.id),
+ *   fire: (timer) => void fired.push(timer.id),
  * });
  * await timers.schedule({ id: "r1", due: 60_000, stream: "Invoice-7" });
  * clock.advance(60_000);
@@ -385,7 +385,7 @@ const MAX_SLEEP_MS = 60_000;
  * const timers = durableTimers({
  *   store,
  *   category: "Reminders",
- *   fire: async (timer) => console.log("remind", timer.stream),
+ *   fire: (timer) => console.log("remind", timer.stream),
  * });
  * await timers.schedule({ id: "r1", due: Date.now() + 10, stream: "Invoice-7" });
  * await timers.stop();

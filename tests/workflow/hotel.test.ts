@@ -16,7 +16,7 @@ import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 
 const T = "2026-03-01T12:00:00Z";
 
-async function hotel() {
+function hotel() {
   const store = createMemoryStore();
   const cache = createStateCache();
   const stays = guestStayService(store, { cache });
@@ -56,7 +56,7 @@ async function hotel() {
 }
 
 Deno.test("hotel: the reactor and the workflow check the same kinds of stays out alike", async () => {
-  const h = await hotel();
+  const h = hotel();
   try {
     const setUp = async () => {
       const merged = await h.open(10_000, 2_500);
@@ -102,7 +102,7 @@ Deno.test("hotel: the reactor and the workflow check the same kinds of stays out
 });
 
 Deno.test("hotel: stays selected by a reactor group and a workflow group at once land in one each", async () => {
-  const h = await hotel();
+  const h = hotel();
   try {
     const shared = await Promise.all(Array.from({ length: 8 }, (_, i) => h.open(100 * (i + 1))));
     await Promise.all([

@@ -37,7 +37,7 @@ Deno.test("timers: fire when due, in due order, and not before", async () => {
     store: createMemoryStore(),
     category: "T",
     clock,
-    fire: async (t) => void fired.push(t.id),
+    fire: (t) => void fired.push(t.id),
   });
   await Promise.all([timer(1, 300), timer(2, 100), timer(3, 200)].map((t) => timers.schedule(t)));
   await timers.idle();
@@ -65,7 +65,7 @@ Deno.test("timers: a restart loads what is pending; what fired is gone from the 
       category: "T",
       clock,
       shards: 3,
-      fire: async (t) => void fired.push(t.id),
+      fire: (t) => void fired.push(t.id),
     });
   const first = start();
   for (let n = 0; n < 20; n++) await first.schedule(timer(n, n < 10 ? 10 : 1_000));
@@ -98,7 +98,7 @@ Deno.test("timers: scheduling an id again is a no-op; a fire that throws is trie
     category: "T",
     clock,
     retry: { initialDelayMs: 1_000, maxDelayMs: 1_000, jitter: 0 },
-    fire: async () => {
+    fire: () => {
       if (++attempts < 3) throw new Error(`down ${attempts}`);
     },
   });
@@ -130,11 +130,11 @@ Deno.test("timers: schedules that arrive during a shard append go together in th
       return inner.append(s, events, v);
     },
   };
-  const timers = durableTimers({ store, category: "T", shards: 1, fire: async () => {} });
+  const timers = durableTimers({ store, category: "T", shards: 1, fire: () => {} });
   await Promise.all(Array.from({ length: 200 }, (_, n) => timers.schedule(timer(n, 1e15))));
   assert.ok(appends <= 3, `200 schedules in ${appends} appends`);
   await timers.stop();
-  const pending = durableTimers({ store: inner, category: "T", shards: 1, fire: async () => {} });
+  const pending = durableTimers({ store: inner, category: "T", shards: 1, fire: () => {} });
   await pending.idle();
   assert.equal(pending.stats().pending, 200);
   await pending.stop();
@@ -150,7 +150,7 @@ Deno.test("timers: a shard's rolling snapshot bounds what a restart reads", asyn
       clock,
       shards: 1,
       snapshotEvery: 10,
-      fire: async () => {},
+      fire: () => {},
     });
   const first = start();
   for (let n = 0; n < 50; n++) await first.schedule(timer(n, n % 2 === 0 ? 1 : 1e15));
@@ -171,14 +171,14 @@ Deno.test("timers: bad input is refused with the field named", async () => {
   const bad = (fn: () => unknown, field: string) =>
     assert.throws(fn, (e) => e instanceof InvalidArgumentError && e.field === field);
   bad(() => durableTimers({ store, category: "T", fire: 1 } as never), "fire");
-  bad(() => durableTimers({ store: {}, category: "T", fire: async () => {} } as never), "store");
-  bad(() => durableTimers({ store, category: "T", shards: 0, fire: async () => {} }), "shards");
+  bad(() => durableTimers({ store: {}, category: "T", fire: () => {} } as never), "store");
+  bad(() => durableTimers({ store, category: "T", shards: 0, fire: () => {} }), "shards");
   bad(
-    () => durableTimers({ store, category: "T", clock: {} as never, fire: async () => {} }),
+    () => durableTimers({ store, category: "T", clock: {} as never, fire: () => {} }),
     "clock",
   );
-  assert.throws(() => durableTimers({ store, category: "T-1", fire: async () => {} }), /category/);
-  const timers = durableTimers({ store, category: "T", fire: async () => {} });
+  assert.throws(() => durableTimers({ store, category: "T-1", fire: () => {} }), /category/);
+  const timers = durableTimers({ store, category: "T", fire: () => {} });
   await assert.rejects(timers.schedule({ id: "", due: 1, stream: "A-1" }), /timer.id/);
   await assert.rejects(timers.schedule({ id: "x", due: NaN, stream: "A-1" }), /timer.due/);
   await assert.rejects(
