@@ -13,7 +13,7 @@ import { constants } from "node:os";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as fs from "node:fs/promises";
-import { existsSync, realpathSync } from "node:fs";
+import { closeSync, existsSync, openSync, realpathSync, writeSync } from "node:fs";
 
 // Deno's tests have no time limit and Bun's default (5 s) is too short for the backend tests; a
 // test that hangs still fails, after five minutes. (bunfig.toml cannot set it: Bun ignores it.)
@@ -268,6 +268,18 @@ export const Deno = {
   stat: async (p: Path): Promise<FileInfo> => {
     const s = await fs.stat(p);
     return { isFile: s.isFile(), isDirectory: s.isDirectory(), isSymlink: false, size: s.size };
+  },
+  /** For writing only: the file's `writable` (which closes it when it closes) and `close`. */
+  openSync: (p: Path, o: { append?: boolean; create?: boolean; truncate?: boolean } = {}) => {
+    const fd = openSync(p, o.append ? "a" : o.truncate ? "w" : "r+");
+    let closed = false;
+    const close = () => void (closed || (closed = true, closeSync(fd)));
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => void writeSync(fd, chunk),
+      close,
+      abort: close,
+    });
+    return { writable, close };
   },
   readDir: async function* (p: Path): AsyncGenerator<{ name: string } & Omit<FileInfo, "size">> {
     for (const e of await fs.readdir(p, { withFileTypes: true })) {

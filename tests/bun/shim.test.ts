@@ -22,7 +22,7 @@ test("the shim passes, fails and skips the cases as Deno would", async () => {
   const outcomes = [
     ...out.matchAll(/^\((pass|fail|skip)\) (pass|fail|skip): (.*?)(?: \[[\d.]+m?s\])?$/gm),
   ];
-  expect(outcomes.length).toBe(16);
+  expect(outcomes.length).toBe(17);
   for (const [line, got, expected] of outcomes) {
     expect(`${got} ${line}`).toBe(`${expected} ${line}`);
   }
