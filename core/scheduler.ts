@@ -605,7 +605,13 @@ export interface Scheduler {
   /** Starts applying a request this sink has claimed. */
   apply(store: ParkStore, entry: ParkedStream): void;
   /** The requests being applied, with the release's progress, for claim renewal. */
-  applying(): Array<{ store: ParkStore; stream: StreamName; episode: string; handledTo: number }>;
+  applying(): Array<{
+    store: ParkStore;
+    stream: StreamName;
+    episode: string;
+    /** Set once a release replays: the events below it are handled. */
+    handledTo?: number;
+  }>;
   /** A claim renewal failed: another sink holds the request now. */
   claimLost(stream: StreamName): void;
 }
@@ -1722,9 +1728,16 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     for (const s of parkedSet) {
       const p = s.park!;
       const episode = p.starting?.episode ?? p.episode;
-      if ((p.mode !== "parked" || p.starting !== undefined) && episode !== undefined) {
-        out.push({ store: p.store, stream: s.name, episode, handledTo: Math.max(0, s.writePos) });
-      }
+      if ((p.mode === "parked" && p.starting === undefined) || episode === undefined) continue;
+      // Progress only once a replay has begun: before that the write position is the parked
+      // next, and reporting it would drop events that were never handled.
+      const replaying = p.mode === "release" && p.starting === undefined;
+      out.push({
+        store: p.store,
+        stream: s.name,
+        episode,
+        ...(replaying ? { handledTo: Math.max(p.first, s.writePos) } : {}),
+      });
     }
     return out;
   }

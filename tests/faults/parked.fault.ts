@@ -120,7 +120,24 @@ Deno.test(`faults: parked streams, reactor SIGKILLed ${RUNS} times`, async () =>
       const active = (await parked.list(group)).length;
       const committed = await checkpoints.load({ source: "messagedb", tranche: category, group });
       if (active === 0 && missing(calls, written) === 0 && committed === await head()) break;
-      if (Date.now() > deadline) throw new Error(`the final run did not finish (logs in ${dir})`);
+      if (Date.now() > deadline) {
+        const gaps = [...written].flatMap(([stream, n]) => {
+          const done = new Set(
+            calls.flatMap((c) =>
+              c.stream === stream && c.next !== undefined
+                ? Array.from({ length: c.next - c.from }, (_, i) => c.from + i)
+                : []
+            ),
+          );
+          const lost = Array.from({ length: n }, (_, i) => i).filter((i) => !done.has(i));
+          return lost.length ? [`${stream}: ${lost.join(",")}`] : [];
+        });
+        throw new Error(
+          `the final run did not finish (logs in ${dir}): parked ${
+            JSON.stringify(await parked.list(group))
+          }; committed ${committed} of ${await head()}; never handled: ${gaps.join("; ")}`,
+        );
+      }
       await sleep(200);
     }
     child.kill("SIGTERM");
@@ -161,14 +178,15 @@ Deno.test(`faults: parked streams, reactor SIGKILLed ${RUNS} times`, async () =>
     assert.equal(figures.overlaps, 0, "overlapping calls of a stream");
     assert.equal(figures.parkedAtEnd, 0);
     await Deno.remove(dir, { recursive: true });
-  } finally {
-    writing = false;
-    await writer.catch(() => {});
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await pool.query(
       `DELETE FROM message_store.messages WHERE message_store.category(stream_name) = $1`,
       [category],
     );
+  } finally {
+    // On failure the schema, the category and the logs stay, for a post-mortem.
+    writing = false;
+    await writer.catch(() => {});
     await pool.end();
   }
 });

@@ -429,3 +429,41 @@ test("bad park configuration fails at construction, naming the entry", () => {
   );
   bad({ kind: "retry" }, "gaps", { gaps: "deadLetter" });
 });
+
+test("a release claimed while the stream waits to retry a failed write replays every parked event", async () => {
+  // The claim is renewed (with the release's progress) while the release cannot begin yet: no
+  // progress may be reported before the replay begins, or the parked events would be dropped.
+  const store = createMemoryStore();
+  const checkpoints = memoryCheckpoints();
+  let down = false;
+  const parked = memoryParkStore({
+    beforeWrite: () => {
+      if (down) throw new Error("park store unavailable");
+    },
+  });
+  let broken = true;
+  await appendEach(store, ["Pay-X"], 3);
+  const log = recorder((s) => broken && s === "Pay-X");
+  const r = start(store, checkpoints, {
+    handler: log.handler,
+    failure: parkAfter(parked, 1),
+    retry: { initialDelayMs: 200, maxDelayMs: 200, jitter: 0 },
+  });
+  try {
+    await r.sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
+    down = true;
+    await store.append("Pay-X", [{ type: "T", data: 3 }], 3);
+    await until("a failed write", () => r.sink.stats().counters.parkFailures >= 1);
+    broken = false;
+    await parked.request("g", "Pay-X", { action: "release", by: "alice" });
+    await until("the claim", async () => (await parked.get("g", "Pay-X"))?.claim !== undefined);
+    await new Promise((r) => setTimeout(r, 60)); // several polls renew the claim meanwhile
+    assert.equal((await parked.get("g", "Pay-X"))?.first, 0, "no progress reported yet");
+    down = false;
+    await until("the release", () => r.sink.stats().counters.released === 1);
+    await r.sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
+    assert.deepEqual(log.handled.get("Pay-X"), [0, 1, 2, 3]);
+  } finally {
+    await r.stop();
+  }
+});

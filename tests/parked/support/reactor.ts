@@ -81,10 +81,26 @@ const running = run(
   { signal: stop.signal },
 );
 log.write(`ready\t${pid}\t${now()}`);
+// A line of stats now and then, for a failing suite's post-mortem.
+const statsTimer = setInterval(() => {
+  const s = sink.stats();
+  log.write(`stats\t${
+    JSON.stringify({
+      parked: s.parked,
+      busy: s.busy,
+      failing: s.failing,
+      stuck: s.stuck,
+      uncompleted: s.uncompletedBatches,
+      tranches: s.tranches,
+      counters: s.counters,
+    }, (_k, v) => typeof v === "bigint" ? String(v) : v)
+  }\t${pid}\t${now()}`);
+}, 1000);
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.addSignalListener(signal, () => stop.abort());
 }
 await running;
+clearInterval(statsTimer);
 log.write(`done\t${pid}\t${now()}`);
 log.close();
 await pool.end();
