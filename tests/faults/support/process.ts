@@ -146,3 +146,24 @@ export function lineWriter(path: string): { write(line: string): void; close(): 
     close: () => file.close(),
   };
 }
+
+/** Sends SIGKILL to `child` `ms` from now (not from its spawn) unless it exits first. */
+export function killIn(child: Child, ms: number): Promise<Ending> {
+  return killAfter(child, performance.now() - child.startedAt + ms);
+}
+
+/**
+ * Sends `signal` (SIGTERM by default) to `child` and waits `ms` from now for it to exit; past
+ * that it is killed and the wait rejects, so that a stop that hangs fails the suite.
+ */
+export async function stopWithin(
+  child: Child,
+  ms: number,
+  what: string,
+  signal: Deno.Signal = "SIGTERM",
+): Promise<Deno.CommandStatus> {
+  child.kill(signal);
+  const ending = await killIn(child, ms);
+  if (ending.killed) throw new Error(`${what} did not stop within ${ms} ms of ${signal} (killed)`);
+  return ending.status;
+}
