@@ -1217,6 +1217,11 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       const needed = (s.waits[1] as number) - first;
       limit = Math.min(limit, Math.max(needed, 1) + Math.floor(REACH_MS / msPerEvent));
     }
+    // A replay ends where the parked events do: arrivals behind it wait for the release to be
+    // recorded.
+    if (s.park !== undefined && s.park.mode === "release" && first < s.park.replayEnd) {
+      limit = Math.min(limit, s.park.replayEnd - first);
+    }
     while (n < limit && buf[n].index === first + n && !(anyInvalid && invalid.has(buf[n]))) {
       const b = bytes + (buf[n].size || 0);
       if (b > maxBytesPerCall) break;
@@ -1596,7 +1601,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       }
       // Nothing stored between the write position and upTo (a gap was parked as such).
       s.writePos = upTo;
-      if (head === s.writePos) return false;
+      if (s.writePos < p.replayEnd) return false; // the head, a stored event after the gap
     }
     resolvePark(s, p);
     return true;
@@ -1659,8 +1664,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         hooks.onPark?.({ kind: "resolved", entry: result.entry });
       }
       // Skipped (or resolved elsewhere): the parked events are gone, the stream carries on after.
-      if (s.writePos < p.next) {
-        s.writePos = p.next;
+      const next = result.kind === "resolved" ? Math.max(p.next, result.entry.next) : p.next;
+      if (s.writePos < next) {
+        s.writePos = next;
         trim(s, false);
         release(s);
       }

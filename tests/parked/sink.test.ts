@@ -467,3 +467,46 @@ test("a release claimed while the stream waits to retry a failed write replays e
     await r.stop();
   }
 });
+
+test("arrivals during a release wait until the release is recorded, then follow in order", async () => {
+  const store = createMemoryStore();
+  const inner = memoryParkStore();
+  // A slow store (a deliberate fault): the replay's read and the resolution wait for the test.
+  let fetched!: () => void, resolved!: () => void;
+  const fetchGate = new Promise<void>((r) => (fetched = r));
+  const resolveGate = new Promise<void>((r) => (resolved = r));
+  const parked: ParkStore = {
+    ...inner,
+    events: async (...args) => (await fetchGate, inner.events(...args)),
+    resolve: async (...args) => (await resolveGate, inner.resolve(...args)),
+  };
+  let broken = true;
+  await appendEach(store, ["Pay-X"], 2);
+  const log = recorder((s) => broken && s === "Pay-X");
+  const r = start(store, memoryCheckpoints(), {
+    handler: log.handler,
+    failure: parkAfter(parked, 1),
+  });
+  try {
+    await r.sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
+    broken = false;
+    await parked.request("g", "Pay-X", { action: "release", by: "alice" });
+    await until(
+      "the release to begin",
+      () => r.sink.stats().parked.oldest[0]?.state === "releasing",
+    );
+    await store.append("Pay-X", [{ type: "T", data: 2 }], 2);
+    await until("the arrival", () => r.sink.stats().bufferedEvents === 1);
+    fetched();
+    await until("the replay", () => log.handled.get("Pay-X")?.length === 2);
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(log.handled.get("Pay-X"), [0, 1], "the arrival waits for the resolution");
+    resolved();
+    await until("the release", () => r.sink.stats().counters.released === 1);
+    await r.sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
+    assert.deepEqual(log.handled.get("Pay-X"), [0, 1, 2]);
+    assert.deepEqual(log.calls.filter((c) => c.ok).map((c) => c.indexes), [[0, 1], [2]]);
+  } finally {
+    await r.stop();
+  }
+});
