@@ -52,6 +52,7 @@ import {
   type DynamoClient,
   type DynamoEventStore,
   dynamoStore,
+  isTransientDynamoError,
 } from "../stores/dynamo.ts";
 import {
   decodeEntries,
@@ -580,7 +581,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     checkpointPastTail: options.checkpointPastTail,
     tailSleepMs: settings.tailSleepMs,
     retry: settings.retry,
-    isRetriable: isTransient,
+    isRetriable: isTransientDynamoError,
     maxBatchItems: options.maxBatchItems,
     signal: options.signal,
   });
@@ -658,41 +659,6 @@ function checkOptions(options: DynamoSourceOptions): Settings {
 }
 
 const utf8 = new TextEncoder();
-
-const TRANSIENT_NAMES = new Set([
-  "ProvisionedThroughputExceededException",
-  "ThrottlingException",
-  "RequestLimitExceeded",
-  "InternalServerError",
-  "InternalFailure",
-  "ServiceUnavailable",
-  "TimeoutError",
-]);
-
-const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EAI_AGAIN|socket|network/i;
-
-function isTransient(e: unknown): boolean {
-  // Our own errors are final, unless they only wrap a transient one (a checkpoint read).
-  if (e instanceof ImpelError) return e.cause !== undefined && isTransient(e.cause);
-  const err = e as {
-    name?: string;
-    code?: unknown;
-    cause?: unknown;
-    $metadata?: { httpStatusCode?: number };
-    $retryable?: unknown;
-  };
-  if (err?.$retryable) return true;
-  if (TRANSIENT_NAMES.has(err?.name ?? "")) return true;
-  const status = err?.$metadata?.httpStatusCode;
-  if (typeof status === "number") return status >= 500;
-  // A TypeError is a bug (a property of undefined, a bad argument), retried forever it would
-  // hide; the one exception is fetch's own "fetch failed", thrown for a failed connection.
-  if (e instanceof TypeError) {
-    return e.message === "fetch failed" || (err.cause !== undefined && isTransient(err.cause));
-  }
-  // No HTTP response at all: the connection failed.
-  return NETWORK.test(typeof err?.code === "string" ? err.code : "") || NETWORK.test(String(e));
-}
 
 // Why a stream name read from the index cannot be a stream of the store, if it cannot.
 function nameError(stream: string): Error | undefined {

@@ -25,7 +25,12 @@ import { checkInteger, ImpelError } from "../core/errors.ts";
 import { backoff, errorText } from "../core/failure.ts";
 import { retrying as retryingWith } from "../core/reader.ts";
 import { sleep } from "../core/tranches.ts";
-import { checkTableName, type DynamoClient, type DynamoStreamsClient } from "./dynamo.ts";
+import {
+  checkTableName,
+  type DynamoClient,
+  type DynamoStreamsClient,
+  isTransientDynamoError,
+} from "./dynamo.ts";
 import type { DynamoIndexer, IngestResult } from "./dynamo-indexer.ts";
 
 // Re-exported so that this entry point's documentation can show the client types it takes.
@@ -78,7 +83,12 @@ export interface StreamsIndexerOptions {
   readonly describeIntervalMs?: number;
   /** Where to start shards with no recorded progress: the oldest record (default) or the newest. */
   readonly startAt?: "trim-horizon" | "latest";
-  /** Attempts at a failing read or write before the runner gives up (default 8). */
+  /**
+   * Attempts at a read or write failing otherwise than transiently before the runner gives up
+   * (default 8). Transient failures (a connection refused or reset, throttling, a 5xx, a
+   * timeout: `isTransientDynamoError`) are retried for as long as they last, at most 5 s apart,
+   * each logged as a warning, so that the runner carries on through an outage of DynamoDB.
+   */
   readonly maxAttempts?: number;
   /** Called after each indexed batch of records (for metrics and tests). */
   readonly onIngest?: (result: IngestResult, shardId: string) => void;
@@ -88,10 +98,11 @@ export interface StreamsIndexerOptions {
  * Tails every shard of the events table's DynamoDB Stream and feeds the records to the indexer:
  * the long-running alternative to a Lambda. Parent shards are read to their end before their
  * children; progress per shard is kept in the index table so that a restart resumes (and replays
- * are harmless anyway). Resolves when `signal` aborts; rejects with the error if indexing fails
- * past `maxAttempts` or with one of impel's errors (a bad argument, an index that keeps being
- * contended). A record the index cannot take (malformed, an index gap) is parked by the indexer
- * and never stops the runner: see `ParkedRecord` and `DynamoIndexerOptions.onGap`.
+ * are harmless anyway). Resolves when `signal` aborts; rejects with the error if a failure that
+ * is not transient persists past `maxAttempts`, or with one of impel's errors (a bad argument,
+ * an index that keeps being contended); an outage of DynamoDB is waited out. A record the index
+ * cannot take (malformed, an index gap) is parked by the indexer and never stops the runner: see
+ * `ParkedRecord` and `DynamoIndexerOptions.onGap`.
  *
  * @example
  * ```ts
@@ -174,15 +185,18 @@ export async function runStreamsIndexer(options: StreamsIndexerOptions): Promise
       }),
     );
 
-  // Failures are retried up to maxAttempts; impel's own errors are final (a record the index
-  // cannot take is parked by the indexer, not thrown).
-  const delays = backoff({ initialDelayMs: 200, maxDelayMs: 30_000 });
+  // Transient failures are retried for as long as they last (as the source's reads are: a
+  // long-running indexer must outlive an outage), others up to maxAttempts; impel's own errors
+  // are final (a record the index cannot take is parked by the indexer, not thrown). The delay
+  // is capped at 5 s, so that indexing resumes within seconds of DynamoDB coming back.
+  const delays = backoff({ initialDelayMs: 200, maxDelayMs: 5_000 });
   const retrying = <T>(what: string, f: () => Promise<T>): Promise<T> => {
     let attempts = 0;
     return retryingWith(f, {
       backoff: delays,
       signal: internal.signal,
-      isRetriable: (e) => !(e instanceof ImpelError) && ++attempts < maxAttempts,
+      isRetriable: (e) =>
+        !(e instanceof ImpelError) && (isTransientDynamoError(e) || ++attempts < maxAttempts),
       onFailure: (e, attempt) =>
         log.warn("{what} failed (attempt {attempt}): {error}", {
           what,

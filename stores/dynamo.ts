@@ -1160,3 +1160,57 @@ export function checkTableName(field: string, value: unknown): string {
   }
   return value;
 }
+
+const TRANSIENT_NAMES = new Set([
+  "ProvisionedThroughputExceededException",
+  "ThrottlingException",
+  "RequestLimitExceeded",
+  "InternalServerError",
+  "InternalFailure",
+  "ServiceUnavailable",
+  "TimeoutError",
+]);
+
+const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EAI_AGAIN|socket|network/i;
+
+/**
+ * Whether a failed DynamoDB call is worth retrying as it is: throttling, a server error (5xx), a
+ * timeout or a failed connection (no HTTP response at all). impel's own errors are not, unless
+ * they only wrap one that is (a checkpoint read); a `TypeError` is a bug, but for fetch's "fetch
+ * failed". `sources/dynamo.ts` and `runStreamsIndexer` retry these for as long as they last.
+ *
+ * @example
+ * ```ts
+ * import { isTransientDynamoError } from "@impel/impel/stores/dynamo";
+ * const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:8000"), {
+ *   code: "ECONNREFUSED",
+ * });
+ * isTransientDynamoError(refused); // true: the server is down, or restarting
+ * isTransientDynamoError({ name: "ValidationException", $metadata: { httpStatusCode: 400 } }); // false
+ * ```
+ */
+export function isTransientDynamoError(error: unknown): boolean {
+  // Our own errors are final, unless they only wrap a transient one (a checkpoint read).
+  if (error instanceof ImpelError) {
+    return error.cause !== undefined && isTransientDynamoError(error.cause);
+  }
+  const err = error as {
+    name?: string;
+    code?: unknown;
+    cause?: unknown;
+    $metadata?: { httpStatusCode?: number };
+    $retryable?: unknown;
+  };
+  if (err?.$retryable) return true;
+  if (TRANSIENT_NAMES.has(err?.name ?? "")) return true;
+  const status = err?.$metadata?.httpStatusCode;
+  if (typeof status === "number") return status >= 500;
+  // A TypeError is a bug (a property of undefined, a bad argument), retried forever it would
+  // hide; the one exception is fetch's own "fetch failed", thrown for a failed connection.
+  if (error instanceof TypeError) {
+    return error.message === "fetch failed" ||
+      (err.cause !== undefined && isTransientDynamoError(err.cause));
+  }
+  // No HTTP response at all: the connection failed.
+  return NETWORK.test(typeof err?.code === "string" ? err.code : "") || NETWORK.test(String(error));
+}

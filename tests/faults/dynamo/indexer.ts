@@ -10,7 +10,7 @@
 //   done <pid> <ms>                           SIGTERM: stopped cleanly (exit 0)
 //   X <ms> <code> <message>                   runStreamsIndexer rejected (exit 3)
 //
-// Env: DYNAMODB_ENDPOINT, EVENT_TABLE, INDEX_TABLE, LOG, MAX_EPOCH_ENTRIES (default 50).
+// Env: DYNAMODB_ENDPOINT, EVENT_TABLE, INDEX_TABLE, LOG, MAX_EPOCH_ENTRIES (default 20).
 import { DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { DescribeStreamCommand, DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { DescribeTableCommand } from "@aws-sdk/client-dynamodb";
@@ -68,7 +68,7 @@ Deno.addSignalListener("SIGTERM", () => stop.abort());
 const indexer = dynamoIndexer(client, {
   indexTable,
   partitionOf: categoryOf,
-  maxEpochEntries: Number(env("MAX_EPOCH_ENTRIES", "50")),
+  maxEpochEntries: Number(env("MAX_EPOCH_ENTRIES", "20")),
 });
 log.write(`ready\t${Deno.pid}\t${now()}`);
 try {
