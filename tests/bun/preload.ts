@@ -13,13 +13,15 @@ const { Bun } = globalThis as unknown as {
 
 const shim = new URL("./deno.ts", import.meta.url).pathname;
 const tests = new URL("..", import.meta.url).pathname;
+// Only files under tests/ are looked at: library modules load untouched.
+const under = new RegExp(`^${tests.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.*\\.ts$`);
 
 Bun.plugin({
   name: "deno-test-shim",
   setup(build) {
-    build.onLoad({ filter: /\.ts$/ }, async ({ path }) => {
+    build.onLoad({ filter: under }, async ({ path }) => {
       const source = await Bun.file(path).text();
-      const wanted = path.startsWith(tests) && path !== shim && /\bDeno\./.test(source);
+      const wanted = path !== shim && /\bDeno\./.test(source);
       return {
         contents: wanted ? `import { Deno } from "${shim}";${source}` : source,
         loader: "ts",
