@@ -478,8 +478,9 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
         q.removes = new Set();
         q.waiters = [];
         try {
+          let added: DurableTimer[] = [];
           await decider.transact(shardStream(k), (held) => {
-            const added = adds.filter((t) => !held.has(t.id));
+            added = adds.filter((t) => !held.has(t.id));
             const fresh = new Set(added.map((t) => t.id));
             const ids = removes.filter((id) => held.has(id) || fresh.has(id));
             const events: Shard[] = [];
@@ -489,6 +490,13 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
           });
           q.failures = 0;
           for (const t of adds) durable.add(t.id);
+          for (const t of added) {
+            log.debug("timer {id} of {stream} scheduled, due {due}", {
+              id: t.id,
+              stream: t.stream,
+              due: t.due,
+            });
+          }
           for (const w of waiters) w.resolve();
         } catch (error) {
           lastError = error;

@@ -27,7 +27,9 @@
  *   in {@linkcode durableTimers} (shard streams of their own category in the same store), which
  *   fire it when due, also after a restart. Firing records the timer fired together with the
  *   decision on its input, keyed by the timer's id, so a second firing records nothing. Setting
- *   a timer under a name that is pending replaces it; `cancelTimers` cancels by name.
+ *   a timer under a name that is pending replaces it; `cancelTimers` cancels by name. A
+ *   cancelled (or replaced) timer stays in its shard until due: its firing then finds it no
+ *   longer pending, records nothing and removes it.
  * - **Correlation.** Everything a decision records and sends carries the input's correlation id
  *   (when the input has none, the instance's: that of its first outbox entry, else its stream
  *   name) and, as causation id, the input's

@@ -68,10 +68,15 @@ export interface Stock {
   readonly held: Readonly<Record<string, number>>;
   /** Every order seen, and where its reservation is. */
   readonly orders: Readonly<Record<string, Hold>>;
+  /** Why each rejected order was rejected. */
+  readonly rejections: Readonly<Record<string, string>>;
 }
 
 /** A SKU with no events. */
-export const initialStock: Stock = { available: 0, held: {}, orders: {} };
+export const initialStock: Stock = { available: 0, held: {}, orders: {}, rejections: {} };
+
+const outOfStock = (quantity: number, available: number) =>
+  `out of stock: ${quantity} wanted, ${available} free`;
 
 function evolve(s: Stock, e: StockEvent): Stock {
   switch (e.type) {
@@ -79,15 +84,24 @@ function evolve(s: Stock, e: StockEvent): Stock {
       return { ...s, available: s.available + e.data.quantity };
     case "Reserved":
       return {
+        ...s,
         available: s.available - e.data.quantity,
         held: { ...s.held, [e.data.orderId]: e.data.quantity },
         orders: { ...s.orders, [e.data.orderId]: "held" },
       };
     case "ReservationRejected":
-      return { ...s, orders: { ...s.orders, [e.data.orderId]: "rejected" } };
+      return {
+        ...s,
+        orders: { ...s.orders, [e.data.orderId]: "rejected" },
+        rejections: {
+          ...s.rejections,
+          [e.data.orderId]: outOfStock(e.data.quantity, e.data.available),
+        },
+      };
     case "Released": {
       const { [e.data.orderId]: _, ...held } = s.held;
       return {
+        ...s,
         available: s.available + e.data.quantity,
         held,
         orders: { ...s.orders, [e.data.orderId]: "released" },
@@ -148,14 +162,17 @@ export function reserve(orderId: string, quantity: number): (s: Stock) => Decide
   return (s) => {
     const hold = s.orders[orderId];
     if (hold === "held") return { events: [], result: { ok: true } };
-    if (hold !== undefined) return { events: [], result: { ok: false, reason: hold } };
+    if (hold === "rejected") {
+      return { events: [], result: { ok: false, reason: s.rejections[orderId] } };
+    }
+    if (hold === "released") return { events: [], result: { ok: false, reason: "released" } };
     if (s.available < quantity) {
       return {
         events: [{
           type: "ReservationRejected",
           data: { orderId, quantity, available: s.available },
         }],
-        result: { ok: false, reason: `out of stock: ${quantity} wanted, ${s.available} free` },
+        result: { ok: false, reason: outOfStock(quantity, s.available) },
       };
     }
     return { events: [{ type: "Reserved", data: { orderId, quantity } }], result: { ok: true } };

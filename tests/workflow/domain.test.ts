@@ -341,6 +341,14 @@ Deno.test("stock: reserves what is free, rejects (and records) what is not, once
     { ok: false, reason: "released" },
     [],
   );
+  const rejected = {
+    type: "ReservationRejected",
+    data: { orderId: "o2", quantity: 4, available: 3 },
+  } as const;
+  await stockSpec.given([restocked, rejected]).when(stock.reserve("o2", 4)).thenResult(
+    { ok: false, reason: "out of stock: 4 wanted, 3 free" },
+    [],
+  );
 });
 
 const paymentSpec = deciderSpec({
