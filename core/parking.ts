@@ -17,6 +17,8 @@ import { sleep } from "./tranches.ts";
 const STORE_TIMEOUT_MS = 30_000;
 /** Most streams written in one park call. */
 const MAX_WRITES = 500;
+/** Park calls in flight per store: writes are bound by the store's latency, not its work. */
+const MAX_CALLS = 4;
 
 /** The sink's parking: I/O for the scheduler, loading, polling and claims. */
 export interface Parking {
@@ -62,17 +64,20 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
     trouble.error = error;
   };
 
-  /** One writer per store: writes that come while a call runs go in the next one. */
+  /**
+   * One writer per store: writes that come while calls run go in the next one (a stream is in
+   * at most one call: its write holds it busy).
+   */
   const writers = new Map(stores.map((store) => {
     let queue: Array<{
       write: ParkWrite;
       resolve: (o: ParkWriteOutcome) => void;
       reject: (e: unknown) => void;
     }> = [];
-    let running = false;
+    let running = 0;
     const flush = () => {
-      if (running || queue.length === 0) return;
-      running = true;
+      if (running >= MAX_CALLS || queue.length === 0) return;
+      running++;
       const batch = queue.slice(0, MAX_WRITES);
       queue = queue.slice(batch.length);
       call(
@@ -82,7 +87,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
         (outcomes) => batch.forEach((b, i) => b.resolve(outcomes[i] ?? "notParked")),
         (error) => batch.forEach((b) => b.reject(error)),
       ).finally(() => {
-        running = false;
+        running--;
         flush();
       });
     };

@@ -568,7 +568,7 @@ export interface Scheduler {
   readonly uncompleted: number;
   /** Batches ingested and not yet passed by their tranche's completed position (all tranches). */
   readonly readAhead: number;
-  /** Handler calls in flight. */
+  /** Handler calls and park store operations in flight. */
   readonly active: number;
   /** Per tranche progress, by tranche name. */
   readonly tranches: ReadonlyMap<string, TrancheProgress>;
@@ -781,6 +781,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   let anyInvalid = false;
   let seq = 0;
   let active = 0;
+  // Park store operations in flight (they hold their stream busy, not a handler slot).
+  let parkOps = 0;
   let uncompleted = 0;
   let readAhead = 0;
   let stopping = false;
@@ -1419,7 +1421,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   // ---- Parking: a parked stream's events go to its park store, in order, until released or
-  // skipped. Store operations hold the stream busy and take a concurrency slot, as calls do.
+  // skipped. Store operations hold the stream busy, as calls do, but take no handler slot: they
+  // are the store's to bound (the sink coalesces them), and a stop waits for them too.
 
   /** Parks `s` after its handler failed `t.attempts` times (or parks it again, mid-release). */
   function parkStream(s: StreamState, policy: ParkPolicy, t: Trouble) {
@@ -1491,12 +1494,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   ) {
     const p = s.park!;
     s.busy = true;
-    active++;
+    parkOps++;
     s.startedAt = Date.now();
     s.timedAt = -1;
     const after = (then: () => void) => {
       s.busy = false;
-      active--;
+      parkOps--;
       progressed = true;
       if (s.tranche.revoked) {
         revoking.get(s.tranche)?.();
@@ -2030,7 +2033,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       return readAhead;
     },
     get active() {
-      return active;
+      return active + parkOps;
     },
     tranches,
     counters,
