@@ -90,6 +90,11 @@ export interface StreamsIndexerOptions {
    * each logged as a warning, so that the runner carries on through an outage of DynamoDB.
    */
   readonly maxAttempts?: number;
+  /**
+   * Records indexed at a time, each slice's progress recorded before the next (default 100, at
+   * most 1000, one read's worth): what a restart may index again.
+   */
+  readonly recordsPerIngest?: number;
   /** Called after each indexed batch of records (for metrics and tests). */
   readonly onIngest?: (result: IngestResult, shardId: string) => void;
 }
@@ -97,8 +102,8 @@ export interface StreamsIndexerOptions {
 /**
  * Tails every shard of the events table's DynamoDB Stream and feeds the records to the indexer:
  * the long-running alternative to a Lambda. Parent shards are read to their end before their
- * children; progress per shard is kept in the index table so that a restart resumes (and replays
- * are harmless anyway). Resolves when `signal` aborts; rejects with the error if a failure that
+ * children; progress per shard is kept in the index table, every `recordsPerIngest` records, so
+ * that a restart resumes (and replays are harmless anyway). Resolves when `signal` aborts; rejects with the error if a failure that
  * is not transient persists past `maxAttempts`, or with one of impel's errors (a bad argument,
  * an index that keeps being contended); an outage of DynamoDB is waited out. A record the index
  * cannot take (malformed, an index gap) is parked by the indexer and never stops the runner: see
@@ -134,6 +139,12 @@ export async function runStreamsIndexer(options: StreamsIndexerOptions): Promise
     10,
   );
   const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 8, 1);
+  const recordsPerIngest = checkInteger(
+    "recordsPerIngest",
+    options.recordsPerIngest ?? 100,
+    1,
+    1000,
+  );
   const startAt = options.startAt ?? "trim-horizon";
   const indexTable = indexer.options.indexTable;
   if (signal?.aborted) return;
@@ -247,14 +258,19 @@ export async function runStreamsIndexer(options: StreamsIndexerOptions): Promise
         throw e;
       }
       const records = res.Records ?? [];
-      if (records.length > 0) {
+      // A read is indexed and recorded a slice at a time, so that a restart redoes one slice at
+      // most, and a runner restarted often still gets somewhere.
+      let k = 0;
+      for (; k < records.length && !internal.signal.aborted; k += recordsPerIngest) {
+        const slice = records.slice(k, k + recordsPerIngest);
         const result = await exclusive(() =>
-          retrying(`indexing shard ${shardId}`, () => indexer.ingest(records))
+          retrying(`indexing shard ${shardId}`, () => indexer.ingest(slice))
         );
-        seq = records[records.length - 1].dynamodb?.SequenceNumber ?? seq;
+        seq = slice[slice.length - 1].dynamodb?.SequenceNumber ?? seq;
         await retrying(`shard ${shardId} progress`, () => saveProgress(shardId, seq, false));
         onIngest?.(result, shardId);
       }
+      if (k < records.length) break; // stopped: the rest is read again after `seq` next time
       it = res.NextShardIterator;
       if (records.length === 0 && it) await sleep(pollIntervalMs, internal.signal);
     }

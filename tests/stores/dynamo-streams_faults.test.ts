@@ -1,12 +1,16 @@
-// runStreamsIndexer through an outage of DynamoDB (against DynamoDB Local; the outage is a
-// streams client that fails its calls for a while, as a server that is down does). The fault
-// suite (tests/faults/dynamo.fault.ts) found the runner giving up after maxAttempts failed
-// connections, about 30 s into an outage, where the reactor's source carries on: transient
-// failures are now retried for as long as they last, and only others count towards maxAttempts.
+// runStreamsIndexer under the faults that tests/faults/dynamo.fault.ts found it failing, against
+// DynamoDB Local:
+// - an outage of DynamoDB (a streams client that fails its calls for a while, as a server that
+//   is down does): the runner gave up after maxAttempts failed connections, about 30 s into it,
+//   where the reactor's source carries on. Transient failures are now retried for as long as they
+//   last; only others count towards maxAttempts.
+// - restarts: progress was recorded once a whole read (up to 1000 records) was indexed, so that
+//   an indexer killed more often than that takes (seconds on a loaded DynamoDB Local) started
+//   over every time. A read is now indexed and recorded `recordsPerIngest` records at a time.
 import assert from "node:assert/strict";
 import type { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { dynamoStore } from "../../stores/dynamo.ts";
-import { dynamoIndexer } from "../../stores/dynamo-indexer.ts";
+import { type DynamoIndexer, dynamoIndexer } from "../../stores/dynamo-indexer.ts";
 import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
 import { client, freshTables, opts, streamsClient } from "../support/dynamo.ts";
 
@@ -89,5 +93,62 @@ Deno.test(
       (e: Error) => e.name === "ValidationException",
     );
     assert.ok(Date.now() - started < 10_000, "given up after maxAttempts, not retried on");
+  },
+);
+
+Deno.test(
+  "dynamo streams runner: progress is recorded a slice of a read at a time",
+  opts,
+  async () => {
+    await using t = await freshTables({ events: "events", index: "index" });
+    const store = dynamoStore(client, { tableName: t.events });
+    // 12 appends to new streams: 24 records (each append's item and its stream's tip), one read.
+    const streams = Array.from({ length: 12 }, (_, k) => `Slice-${k}`);
+    // One at a time: DynamoDB Local's transactions only slow each other down.
+    for (const [k, stream] of streams.entries()) {
+      await store.append(stream, [{ type: "T", data: k }], 0);
+    }
+    const counting = (sizes: number[]): DynamoIndexer => {
+      const indexer = dynamoIndexer(client, { indexTable: t.index });
+      return {
+        ...indexer,
+        ingest: (records) => (sizes.push(records.length), indexer.ingest(records)),
+      };
+    };
+    // Stopped after its first slice, as a kill right after it would leave it.
+    const first: number[] = [];
+    const stop = new AbortController();
+    await runStreamsIndexer({
+      client,
+      streamsClient,
+      eventTable: t.events,
+      indexer: counting(first),
+      signal: stop.signal,
+      pollIntervalMs: 20,
+      recordsPerIngest: 8,
+      onIngest: () => stop.abort(),
+    });
+    assert.deepEqual(first, [8], "one slice of 8 records, then the stop");
+    // Restarted, it reads on after that slice: nothing is indexed twice.
+    const second: number[] = [];
+    let events = 0, duplicates = 0;
+    const stop2 = new AbortController();
+    await runStreamsIndexer({
+      client,
+      streamsClient,
+      eventTable: t.events,
+      indexer: counting(second),
+      signal: stop2.signal,
+      pollIntervalMs: 20,
+      recordsPerIngest: 8,
+      onIngest: (r) => {
+        events += r.events;
+        duplicates += r.duplicateEvents;
+        if (second.reduce((a, b) => a + b, 0) >= 16) stop2.abort();
+      },
+    });
+    assert.deepEqual(second, [8, 8], "the other 16 records, in two slices");
+    assert.equal(duplicates, 0, "nothing redone");
+    assert.equal(events, 8, "the events of the records the first run did not get to");
   },
 );
