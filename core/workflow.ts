@@ -969,9 +969,9 @@ function checkFunction(field: string, value: unknown): void {
   }
 }
 
-function checkId(id: unknown): string {
+function checkId(id: unknown, field = "id"): string {
   if (typeof id !== "string" || id.length === 0) {
-    throw new InvalidArgumentError("id", `must be a non-empty string, got ${describe(id)}`);
+    throw new InvalidArgumentError(field, `must be a non-empty string, got ${describe(id)}`);
   }
   return id;
 }
@@ -998,10 +998,13 @@ interface Arrival {
 
 /** The internals {@linkcode startWorkflow} shares with {@linkcode workflowClient}. */
 interface Runtime<E extends TypedEvent, S, I extends TypedEvent> extends WorkflowClient<S, I> {
+  /** The workflow's category and routes, checked. */
+  readonly category: string;
+  readonly routes: readonly WorkflowRoute<I>[];
   readonly decider: Decider<Stored<E>, Internal<S>>;
   readonly clock: Clock;
   readonly fold: (s: Internal<S>, events: readonly Stored<E>[]) => Internal<S>;
-  /** The events a decision on `arrival` records, after `prefix` (already folded into `s`). */
+  /** The events a decision on `arrival` records, given instance `s` at `version`. */
   decideOn(
     stream: StreamName,
     s: Internal<S>,
@@ -1164,8 +1167,7 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
         `must be an object, got ${describe(handleOptions)}`,
       );
     }
-    const inputId = handleOptions.id ?? crypto.randomUUID();
-    checkId(inputId);
+    const inputId = checkId(handleOptions.id ?? crypto.randomUUID(), "options.id");
     // An input without one joins the instance's correlation (a service that dropped it must not
     // cut the chain), or starts one named after the instance.
     const correlationId = handleOptions.correlationId ??
@@ -1203,6 +1205,8 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
   }
 
   return {
+    category: def.category,
+    routes: def.routes ?? [],
     decider,
     clock,
     fold,
@@ -1418,10 +1422,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
   const maxConcurrentSends = checkInteger("maxConcurrentSends", options.maxConcurrentSends ?? 8, 1);
   const sendTypes = new Set(Object.keys(handlers));
   const runtime = createRuntime(definition, options, sendTypes);
-  const { decider, clock, fold } = runtime;
-  const def = defineWorkflow(definition);
-  const category = def.category;
-  const routes = new Map((def.routes ?? []).map((r) => [r.category, r]));
+  const { decider, clock, fold, category } = runtime;
+  const routes = new Map(runtime.routes.map((r) => [r.category, r]));
   const log = getLogger(["impel", "workflow", category]);
   const timerCategory = options.timers?.category ?? `${category}Timers`;
   if (timerCategory === category || routes.has(timerCategory)) {
@@ -1431,18 +1433,6 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     );
   }
   const timerId = (stream: StreamName, seq: number) => `${stream}#${seq}`;
-
-  const timers = durableTimers({
-    store: options.store,
-    category: timerCategory,
-    clock,
-    shards: options.timers?.shards,
-    maxConcurrentFires: options.timers?.maxConcurrentFires,
-    fire: async (timer) => {
-      const seq = Number(timer.id.slice(timer.id.lastIndexOf("#") + 1));
-      await fireTimer(timer.stream, seq, timer.id);
-    },
-  });
 
   /** Records timer `seq` fired, with the decision on its input, unless it is no longer pending. */
   async function fireTimer(stream: StreamName, seq: number, id: string): Promise<void> {
@@ -1549,25 +1539,41 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     }
   }
 
+  const signal = options.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError("signal", "must be an AbortSignal");
+  }
   const sink = streamsSink({
     group: category,
     statsIntervalMs: 0,
     ...options.sink,
     handler: (stream, events, context) => {
-      let category: string;
+      let of: string;
       try {
-        category = categoryOf(stream);
+        of = categoryOf(stream);
       } catch {
         return; // not a workflow stream, nor a route's
       }
-      return category === def.category ? dispatch(stream, context) : routeEvents(stream, events);
+      return of === category ? dispatch(stream, context) : routeEvents(stream, events);
     },
   });
-  const controller = new AbortController();
-  const signal = options.signal;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new InvalidArgumentError("signal", "must be an AbortSignal");
+  let timers: DurableTimers;
+  try {
+    timers = durableTimers({
+      store: options.store,
+      category: timerCategory,
+      clock,
+      shards: options.timers?.shards,
+      maxConcurrentFires: options.timers?.maxConcurrentFires,
+      fire: (timer) =>
+        fireTimer(timer.stream, Number(timer.id.slice(timer.id.lastIndexOf("#") + 1)), timer.id),
+    });
+  } catch (error) {
+    void sink.stop(); // it has started its commit timer
+    throw error;
   }
+
+  const controller = new AbortController();
   const onAbort = () => controller.abort();
   signal?.addEventListener("abort", onAbort, { once: true });
   if (signal?.aborted) controller.abort();
