@@ -1494,8 +1494,11 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
    * until none is left, and reports the version it has accounted for.
    */
   async function dispatch(stream: StreamName, context: HandlerContext): Promise<number> {
+    let { state: s, version } = await decider.query(stream, (state, { version }) => ({
+      state,
+      version,
+    }));
     for (;;) {
-      const { s, version } = await decider.query(stream, (s, { version }) => ({ s, version }));
       await Promise.all(
         s.timers.map((t) => timers.schedule({ id: timerId(stream, t.seq), due: t.due, stream })),
       );
@@ -1507,15 +1510,21 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
         else list.push(p);
       }
       const queues = [...byTarget.values()];
+      // The latest record made: its state includes every earlier one, and what they decided.
+      let latest = { state: s, version };
       const results = await Promise.allSettled(
         Array.from({ length: Math.min(maxConcurrentSends, queues.length) }, async () => {
           for (let q = queues.shift(); q !== undefined; q = queues.shift()) {
-            for (const send of q) await deliver(stream, send, context);
+            for (const send of q) {
+              const outcome = await deliver(stream, send, context);
+              if (outcome.version >= latest.version) latest = outcome;
+            }
           }
         }),
       );
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed !== undefined) throw failed.reason;
+      ({ state: s, version } = latest);
     }
   }
 
