@@ -17,6 +17,7 @@
  * | `tail messagedb\|dynamo` | runs a source into a stats-only sink, printing throughput and lag (`tail kafka`: not available, exit 3) |
  * | `index` | shows the DynamoDB index: partitions, open epochs, a stream's entry |
  * | `check messagedb` | looks for rows not written through `write_message` (above the sequence, gaps and disorder in stream indexes) |
+ * | `leases list` | the consumer-group leases in PostgreSQL: who holds which slot, generations, expiries, hand-over requests, live members |
  * | `parked init\|list\|show\|release\|skip` | the park store of parked streams (PostgreSQL or DynamoDB): create it, list and show parked streams, ask a running sink to release (replay) or skip one |
  *
  * Every command takes `--help`. Connections: `--url` or `IMPEL_PG_URL` for PostgreSQL (else
@@ -39,6 +40,7 @@ import { checkpointsSet, checkpointsShow } from "./cli/checkpoints.ts";
 import { tailDynamo, tailKafka, tailMessageDb } from "./cli/tail.ts";
 import { indexCommand } from "./cli/index_command.ts";
 import { checkMessageDb } from "./cli/check.ts";
+import { leasesList } from "./cli/leases.ts";
 import { parkedInit, parkedList, parkedRelease, parkedShow, parkedSkip } from "./cli/parked.ts";
 import { VERSION } from "./version.ts";
 
@@ -61,6 +63,7 @@ const COMMANDS: readonly Command[] = [
   parkedShow,
   parkedRelease,
   parkedSkip,
+  leasesList,
 ];
 
 function overview(prefix: readonly string[] = []): string {
