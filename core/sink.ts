@@ -474,7 +474,13 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
     releaseClose?.();
     stopping = (async () => {
       await drained();
-      await parking?.stop();
+      // Claims given up with their progress, so that the next sink resumes a release at once;
+      // a store that hangs must not turn a stop into a stall (a claim also lapses on its own).
+      if (parking !== undefined) {
+        await withTimeout(parking.stop(), stopTimeoutMs, "giving up the park claims").catch(
+          (error) => log.warn("{group}: {error}", { group, error: errorText(error) }),
+        );
+      }
       // Revocations under way finish first (each bounded by stopTimeoutMs): their final commit
       // is theirs to make, and the stop's flush must not commit for a tranche let go of.
       await Promise.all([...revocations.values()].map((r) => r.done));

@@ -257,8 +257,13 @@ export function postgresParkStore(
     ), e AS (
       SELECT * FROM unnest($11::text[], $12::bigint[], $13::text[]) AS e(stream, idx, event)
     ), cur AS (
+      -- The active episodes written to, locked. Rows are looked up by stream = ANY($2) here and
+      -- below, so that no plan scans a whole group however stale the table's statistics are (a
+      -- table that grows fast from empty).
       SELECT h.stream, h.episode, h.first_index FROM ${T} h JOIN w ON w.stream = h.stream
-       WHERE h.consumer_group = $1 AND h.idx = -1 AND h.state = 'parked' FOR UPDATE OF h
+       WHERE h.consumer_group = $1 AND h.stream = ANY($2::text[]) AND h.idx = -1
+         AND h.state = 'parked'
+         FOR UPDATE OF h
     ), created AS (
       INSERT INTO ${T} (consumer_group, stream, episode, idx, state, first_index, next_index,
         event_count, error, attempts, first_failed_at, last_failed_at, parked_at)
@@ -285,37 +290,44 @@ export function postgresParkStore(
        WHERE e.idx >= t.first_index
       ON CONFLICT DO NOTHING
       RETURNING stream
+    ), added AS (
+      SELECT stream, count(*) AS n FROM inserted GROUP BY stream
+    ), x AS MATERIALIZED (
+      -- One row per episode to update, with what was added: scanned once per updated row.
+      SELECT cur.stream, cur.episode, coalesce(added.n, 0) AS added, w.failed, w.error,
+             w.attempts, w.last_failed, w.handled_to, w.ev_next
+        FROM cur JOIN w ON w.stream = cur.stream LEFT JOIN added ON added.stream = cur.stream
     ), updated AS (
       UPDATE ${T} h SET
-        error = CASE WHEN w.failed THEN w.error ELSE h.error END,
-        attempts = CASE WHEN w.failed THEN w.attempts ELSE h.attempts END,
-        last_failed_at = CASE WHEN w.failed THEN to_timestamp(w.last_failed / 1000)
+        error = CASE WHEN x.failed THEN x.error ELSE h.error END,
+        attempts = CASE WHEN x.failed THEN x.attempts ELSE h.attempts END,
+        last_failed_at = CASE WHEN x.failed THEN to_timestamp(x.last_failed / 1000)
                          ELSE h.last_failed_at END,
-        request_action = CASE WHEN w.failed THEN NULL ELSE h.request_action END,
-        request_by = CASE WHEN w.failed THEN NULL ELSE h.request_by END,
-        request_reason = CASE WHEN w.failed THEN NULL ELSE h.request_reason END,
-        requested_at = CASE WHEN w.failed THEN NULL ELSE h.requested_at END,
-        claim_by = CASE WHEN w.failed THEN NULL ELSE h.claim_by END,
-        claim_until = CASE WHEN w.failed THEN NULL ELSE h.claim_until END,
-        first_index = CASE WHEN w.failed AND w.handled_to > h.first_index THEN w.handled_to
+        request_action = CASE WHEN x.failed THEN NULL ELSE h.request_action END,
+        request_by = CASE WHEN x.failed THEN NULL ELSE h.request_by END,
+        request_reason = CASE WHEN x.failed THEN NULL ELSE h.request_reason END,
+        requested_at = CASE WHEN x.failed THEN NULL ELSE h.requested_at END,
+        claim_by = CASE WHEN x.failed THEN NULL ELSE h.claim_by END,
+        claim_until = CASE WHEN x.failed THEN NULL ELSE h.claim_until END,
+        first_index = CASE WHEN x.failed AND x.handled_to > h.first_index THEN x.handled_to
                       ELSE h.first_index END,
-        next_index = greatest(h.next_index, coalesce(w.ev_next, 0),
-                       CASE WHEN w.failed THEN coalesce(w.handled_to, 0) ELSE 0 END),
-        event_count = h.event_count
-          + (SELECT count(*) FROM inserted i WHERE i.stream = w.stream)
-          - CASE WHEN w.failed AND w.handled_to > h.first_index
+        next_index = greatest(h.next_index, coalesce(x.ev_next, 0),
+                       CASE WHEN x.failed THEN coalesce(x.handled_to, 0) ELSE 0 END),
+        event_count = h.event_count + x.added
+          - CASE WHEN x.failed AND x.handled_to > h.first_index
               THEN (SELECT count(*) FROM ${T} d
-                     WHERE d.consumer_group = $1 AND d.stream = w.stream AND d.episode = h.episode
-                       AND d.idx >= 0 AND d.idx < w.handled_to)
+                     WHERE d.consumer_group = $1 AND d.stream = x.stream AND d.episode = h.episode
+                       AND d.idx >= 0 AND d.idx < x.handled_to)
               ELSE 0 END
-        FROM w, cur
-       WHERE cur.stream = w.stream AND h.consumer_group = $1 AND h.stream = w.stream
-         AND h.episode = cur.episode AND h.idx = -1
+        FROM x
+       WHERE h.consumer_group = $1 AND h.stream = ANY($2::text[]) AND h.idx = -1
+         AND h.state = 'parked' AND h.stream = x.stream AND h.episode = x.episode
       RETURNING h.stream
     ), dropped AS (
       DELETE FROM ${T} d USING cur JOIN w ON w.stream = cur.stream
        WHERE w.failed AND w.handled_to IS NOT NULL AND d.consumer_group = $1
-         AND d.stream = cur.stream AND d.episode = cur.episode AND d.idx >= 0
+         AND d.stream = ANY($2::text[]) AND d.stream = cur.stream AND d.episode = cur.episode
+         AND d.idx >= 0
          AND d.idx < w.handled_to
     )
     SELECT stream FROM target`;
