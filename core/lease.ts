@@ -36,6 +36,7 @@ import type { SourceProblem } from "./batch.ts";
 import type { CheckpointFence } from "./checkpoints.ts";
 import { checkInteger, describe, InvalidArgumentError } from "./errors.ts";
 import { errorText } from "./failure.ts";
+import { withTimeout } from "./timeout.ts";
 import { sleep } from "./tranches.ts";
 
 const log = getLogger(["impel", "leases"]);
@@ -282,6 +283,8 @@ export interface LeasePlanInput {
 export interface LeasePlan {
   /** Free or expired units to take. */
   readonly acquire: readonly string[];
+  /** Further free units, in order, to take instead of those of `acquire` another member got first. */
+  readonly alternatives: readonly string[];
   /** Units of members over their share to ask for. */
   readonly request: readonly string[];
   /** Held units that others asked for, to stop working on and release. */
@@ -369,7 +372,7 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
     }
   }
   if (foreign.length > 0) {
-    return { acquire: [], request: [], handOver, share, members, foreign };
+    return { acquire: [], alternatives: [], request: [], handOver, share, members, foreign };
   }
 
   let deficit = share - held.size;
@@ -377,6 +380,7 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
   // rarely race for the same unit.
   free.sort((a, b) => spread(member, a) - spread(member, b) || (a < b ? -1 : 1));
   const acquire = deficit > 0 ? free.slice(0, deficit) : [];
+  const alternatives = deficit > 0 ? free.slice(deficit) : [];
   deficit -= acquire.length;
 
   const request: string[] = [];
@@ -402,7 +406,7 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
       }
     }
   }
-  return { acquire, request, handOver, share, members, foreign };
+  return { acquire, alternatives, request, handOver, share, members, foreign };
 }
 
 /** A cheap, stable hash of (member, unit) for the order in which a member tries free units. */
@@ -649,6 +653,10 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
   const counts = { acquired: 0, handedOver: 0, lost: 0, released: 0, requested: 0, late: 0 };
 
   const deadline = (h: Held) => h.validUntil - s.handoverMs;
+  // A store that hangs must not hold up a heartbeat, and so a stop, for ever: past a lease's
+  // duration the answer is of no use anyway.
+  const bounded = <T>(p: Promise<T>, what: string) =>
+    withTimeout(p, s.durationMs, `${what} of ${member} in ${scope}`, "LeaseStoreTimeout");
 
   /** Stops the work of `h`, then releases it (best effort: an expired lease needs no release). */
   function letGo(h: Held, reason: string, kind: "handedOver" | "lost" | "released") {
@@ -686,7 +694,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         );
       }
       try {
-        await store.release(scope, lease, member);
+        await bounded(store.release(scope, lease, member), "releasing");
       } catch (error) {
         if (now() < h.validUntil) {
           log.warn("{member}: releasing {scope}/{unit} failed; it expires on its own: {error}", {
@@ -735,11 +743,14 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     const renewing = [...held.values()].filter((h) => h.validUntil > sentAt);
     let result: HeartbeatResult;
     try {
-      result = await store.heartbeat(
-        scope,
-        member,
-        s.durationMs,
-        renewing.map((h) => ({ unit: h.unit, generation: h.generation })),
+      result = await bounded(
+        store.heartbeat(
+          scope,
+          member,
+          s.durationMs,
+          renewing.map((h) => ({ unit: h.unit, generation: h.generation })),
+        ),
+        "a heartbeat",
       );
     } catch (error) {
       if (failures++ === 0) failingSince = Date.now();
@@ -785,11 +796,16 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         );
       }
     }
+    const alternatives = [...plan.alternatives];
+    // Members that wake together may go for the same units: whoever loses takes the next ones.
+    const acquireOrNext = async (unit: string | undefined) => {
+      while (unit !== undefined && !(await acquire(unit)) && !stopping) unit = alternatives.shift();
+    };
     await Promise.all([
-      ...plan.acquire.map(acquire),
+      ...plan.acquire.map(acquireOrNext),
       ...plan.request.map(async (unit) => {
         try {
-          await store.request(scope, unit, member);
+          await bounded(store.request(scope, unit, member), "a request");
           counts.requested++;
         } catch (error) {
           log.warn("{member}: requesting {scope}/{unit} failed: {error}", {
@@ -804,11 +820,12 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     arm();
   }
 
-  async function acquire(unit: string) {
+  /** Takes `unit`; false when another member holds it. */
+  async function acquire(unit: string): Promise<boolean> {
     const sentAt = now();
     let lease: Lease | undefined;
     try {
-      lease = await store.acquire(scope, unit, member, s.durationMs);
+      lease = await bounded(store.acquire(scope, unit, member, s.durationMs), "acquiring");
     } catch (error) {
       log.warn("{member}: acquiring {scope}/{unit} failed: {error}", {
         member,
@@ -816,9 +833,9 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         unit,
         error: errorText(error),
       });
-      return;
+      return true; // the store is in trouble: no more tries this heartbeat
     }
-    if (lease === undefined) return; // another member was quicker
+    if (lease === undefined) return false; // another member was quicker
     const h: Held = {
       unit,
       generation: lease.generation,
@@ -828,8 +845,8 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
       letting: undefined,
     };
     if (stopping || held.has(unit)) {
-      await store.release(scope, h, member).catch(() => {});
-      return;
+      await bounded(store.release(scope, h, member), "releasing").catch(() => {});
+      return true;
     }
     held.set(unit, h);
     counts.acquired++;
@@ -844,6 +861,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     } catch (error) {
       letGo(h, `starting its work failed: ${errorText(error)}`, "released");
     }
+    return true;
   }
 
   /** Ms from the last view until the first lease or heartbeat of another member lapses. */
@@ -909,7 +927,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         );
         timed = false;
         clearTimeout(timer);
-        await store.leave(scope, member).catch((error) =>
+        await bounded(store.leave(scope, member), "leaving").catch((error) =>
           log.warn("{member}: leaving {scope} failed: {error}", {
             member,
             scope,

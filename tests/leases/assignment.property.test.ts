@@ -236,7 +236,11 @@ Deno.test("leases: a plan never acquires beyond the share nor hands over below i
             Math.max(plan.share, held.length),
         );
         assert.ok(held.length - plan.handOver.length >= Math.min(plan.share, held.length));
-        for (const unit of plan.acquire) {
+        assert.equal(
+          new Set([...plan.acquire, ...plan.alternatives]).size,
+          plan.acquire.length + plan.alternatives.length,
+        );
+        for (const unit of [...plan.acquire, ...plan.alternatives]) {
           const l = view.leases.find((x) => x.unit === unit);
           assert.ok(
             l === undefined || l.owner === undefined || l.expiresAt <= now,

@@ -46,7 +46,7 @@ Deno.test("lease processes: 3 members on 1,000 streams, one member per stream at
     await Promise.all(["a", "b", "c"].map((n) => c.spawn(n)));
     await c.awaitHandled(60_000);
     const counts = await balanced(c.owners, 3);
-    await c.seed(1000, 1, 2); // once balanced, more for everyone
+    await c.seed(1000, 1); // once balanced, more for everyone
     await c.awaitHandled(60_000);
     for (const m of c.members) await c.stop(m);
     const f = await c.figures();
@@ -68,7 +68,7 @@ Deno.test("lease processes: SIGKILL a member mid-run, its slots taken over withi
     const [a] = await Promise.all(["a", "b", "c"].map((n) => c.spawn(n)));
     await balanced(c.owners, 3);
     // Killed while busy, so that it dies with calls in flight.
-    const burst = c.seed(1000, 4, 2);
+    const burst = c.seed(1000, 4);
     const stopWriting = c.write(1000, random);
     await sleep(300 + random() * 500);
     await c.kill(a);
@@ -109,7 +109,7 @@ function runPause(): Promise<LeaseFigures> {
       const [a] = await Promise.all(["a", "b"].map((n) => c.spawn(n)));
       await balanced(c.owners, 2);
       // Paused while busy, so that calls are in flight and batches unfinished.
-      const burst = c.seed(500, 4, 2);
+      const burst = c.seed(500, 4);
       const stopWriting = c.write(500, random);
       await sleep(300 + random() * 300);
       await c.pause(a, T.durationMs + 3 * T.heartbeatMs);

@@ -128,6 +128,10 @@ export function analyseLeases(
           });
           break;
         case "ready":
+        case "alive":
+        case "sigterm":
+        case "ran":
+        case "released":
         case "letgo":
         case "done":
           break;

@@ -13,7 +13,8 @@
 //   start stream from next t          end stream from next t
 //   acquired unit generation t        letgo unit generation why t
 //   commit tranche position generation started ended ok|refused|failed
-//   done t
+//   alive t (every 500 ms: a gap shows a blocked event loop)
+//   sigterm t, ran t (the pipeline stopped), released t (the slots released), done t
 // @ts-types="@types/pg"
 import pg from "pg";
 import { configure, type LogRecord } from "@logtape/logtape";
@@ -88,7 +89,10 @@ const checkpoints: CheckpointStore = {
 };
 
 const stop = new AbortController();
-Deno.addSignalListener("SIGTERM", () => stop.abort());
+Deno.addSignalListener("SIGTERM", () => {
+  log.write(`sigterm\t${now()}`);
+  stop.abort();
+});
 const source = messageDbSource({
   client: pool,
   categories: [category],
@@ -119,9 +123,13 @@ const sink = streamsSink({
   },
 });
 const running = run(source, sink, { signal: stop.signal });
+const alive = setInterval(() => log.write(`alive\t${now()}`), 500);
 log.write(`ready\t${member}\t${Deno.pid}\t${now()}`);
 await running;
+log.write(`ran\t${now()}`);
 await source.released;
+log.write(`released\t${now()}`);
+clearInterval(alive);
 log.write(`done\t${now()}`);
 log.close();
 await pool.end();
