@@ -109,6 +109,7 @@ test("health and metrics: a failing park store shows as parkStore and as a faili
   const p = await parkedPipeline({ failStore: () => down });
   try {
     await until("failures", () => p.sink.stats().counters.parkFailures >= 2);
+    await new Promise((r) => setTimeout(r, 10)); // failing for a measurable while
     const report = await checkHealth(p.metrics.pipelines());
     const kinds = report.reasons.map((r) => r.kind);
     assert.ok(kinds.includes("parkStore"), kinds.join());
