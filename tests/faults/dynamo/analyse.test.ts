@@ -25,6 +25,7 @@ Deno.test("fault analysis: indexer runs that resume, start over and redo", () =>
       resumed: figures.resumed,
       startedOver: figures.startedOver,
       startedOverAfterProgress: figures.startedOverAfterProgress,
+      progressed: figures.progressed,
       ingests: figures.ingests,
       events: figures.events,
       redone: figures.redone,
@@ -40,6 +41,7 @@ Deno.test("fault analysis: indexer runs that resume, start over and redo", () =>
       resumed: 1,
       startedOver: 4,
       startedOverAfterProgress: 2, // run 4, and the unparseable run 5 (no resume line)
+      progressed: 3,
       ingests: 4,
       events: 20,
       redone: 29,

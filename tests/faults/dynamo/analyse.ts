@@ -13,6 +13,8 @@ export interface IndexerFigures {
   readonly startedOver: number;
   /** Runs that started over although an earlier run had saved progress (ingested a batch). */
   readonly startedOverAfterProgress: number;
+  /** Runs that indexed (and recorded) at least one batch. */
+  readonly progressed: number;
   /** Batches of records ingested; events indexed; events seen again (already indexed). */
   readonly ingests: number;
   readonly events: number;
@@ -34,7 +36,7 @@ export interface IndexerFigures {
 export function indexerFigures(logs: readonly string[]): IndexerFigures {
   let resumed = 0, startedOver = 0, startedOverAfterProgress = 0, ingests = 0, events = 0;
   let redone = 0, maxRedoneInRun = 0, gaps = 0, parked = 0, dropped = 0, epochsClosed = 0;
-  let badLines = 0, progressSaved = false;
+  let badLines = 0, progressSaved = false, progressed = 0;
   const rejections: string[] = [];
   for (const text of logs) {
     let fresh = false, shards = 0, redoneInRun = 0, ingested = false;
@@ -78,6 +80,7 @@ export function indexerFigures(logs: readonly string[]): IndexerFigures {
       if (progressSaved) startedOverAfterProgress++;
     } else resumed++;
     maxRedoneInRun = Math.max(maxRedoneInRun, redoneInRun);
+    if (ingested) progressed++;
     progressSaved ||= ingested;
   }
   return {
@@ -85,6 +88,7 @@ export function indexerFigures(logs: readonly string[]): IndexerFigures {
     resumed,
     startedOver,
     startedOverAfterProgress,
+    progressed,
     ingests,
     events,
     redone,

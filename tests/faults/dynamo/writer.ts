@@ -19,7 +19,10 @@ export interface Writer {
   readonly retried: { attempts: number; committedUnseen: number };
   /** Appends `count` events to `stream` at its version, retrying through failures. */
   append(stream: string, count: number): Promise<void>;
-  /** Tops each of `streams` up to `perStream` events in one append, 8 streams at once. */
+  /**
+   * Tops each of `streams` up to `perStream` events in one append, 2 streams at once (DynamoDB
+   * Local's transactions slow each other down: more at once is slower in all).
+   */
   fill(streams: readonly string[], perStream: number): Promise<void>;
   /**
    * Appends 1–3 events at a time to streams drawn by `random` from `streams`, with `appenders`
@@ -73,7 +76,7 @@ export function writer(store: DynamoEventStore, random: () => number): Writer {
     append,
     async fill(streams, perStream) {
       const queue = [...streams];
-      await Promise.all(Array.from({ length: 8 }, async () => {
+      await Promise.all(Array.from({ length: 2 }, async () => {
         for (let stream; (stream = queue.shift()) !== undefined;) {
           const v = versions.get(stream) ?? 0;
           if (v < perStream) await append(stream, perStream - v);
