@@ -4,7 +4,9 @@
  * 1. The healthy path: 1M generated events over 10k streams (fresh stream names, as real sources
  *    decode them) through the scheduler with a no-op handler, with no failure policy against the
  *    same with a park policy configured (a memory park store, and a PostgreSQL one) and no
- *    failures. Each scenario in a process of its own, in alternating rounds; medians.
+ *    failures. Each scenario in a process of its own, in alternating rounds; medians of events
+ *    per second of wall time and of the process's CPU time (the CPU figure is the steadier on a
+ *    machine shared with other work).
  * 2. Parking: 10k poison streams of one event each, every handler call throwing, parked after
  *    one attempt in PostgreSQL (IMPEL_PG_URL, a schema of its own): streams parked per second,
  *    until every batch is complete (the checkpoint could pass them all).
@@ -14,6 +16,7 @@
  */
 // @ts-types="@types/pg"
 import pg from "pg";
+import process from "node:process";
 import { type Batch, type FailurePolicy, run, type StreamEvent, streamsSink } from "../mod.ts";
 import { memoryParkStore } from "../parked/memory.ts";
 import { initPostgresParkStore, postgresParkStore } from "../parked/postgres.ts";
@@ -25,6 +28,8 @@ interface Result {
   events: number;
   seconds: number;
   perSec: number;
+  /** Events per second of the process's CPU time (user + system). */
+  perCpuSec?: number;
 }
 
 /** Batches of `page` generated events with freshly built stream names. */
@@ -60,7 +65,7 @@ async function through(
   handler: (s: string, e: readonly StreamEvent[]) => Promise<void>,
   failure: FailurePolicy | undefined,
   maxConcurrentStreams: number,
-): Promise<number> {
+): Promise<{ seconds: number; cpu: number }> {
   const sink = streamsSink({
     group: "bench",
     handler,
@@ -70,13 +75,23 @@ async function through(
   });
   const ac = new AbortController();
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const running = run(generated(total, streams), sink, { signal: ac.signal });
   await sink.monitor.awaitCompletion({ tail: true });
   const seconds = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
   ac.abort();
   await running;
-  return seconds;
+  return { seconds, cpu: (c.user + c.system) / 1e6 };
 }
+
+const healthyResult = (scenario: string, r: { seconds: number; cpu: number }): Result => ({
+  scenario,
+  events: TOTAL,
+  seconds: r.seconds,
+  perSec: TOTAL / r.seconds,
+  perCpuSec: TOTAL / r.cpu,
+});
 
 async function withPg<T>(fn: (pool: pg.Pool, schema: string) => Promise<T>): Promise<T> {
   const pool = new pg.Pool({ connectionString: url, max: 4 });
@@ -94,14 +109,14 @@ const ok = () => Promise.resolve();
 const TOTAL = 1_000_000, STREAMS = 10_000, POISON = 10_000;
 
 const scenarios: Record<string, () => Promise<Result>> = {
-  "healthy": async () => {
-    const s = await through(TOTAL, STREAMS, ok, undefined, 64);
-    return { scenario: "no failure policy", events: TOTAL, seconds: s, perSec: TOTAL / s };
-  },
+  "healthy": async () =>
+    healthyResult("no failure policy", await through(TOTAL, STREAMS, ok, undefined, 64)),
   "healthy-park-memory": async () => {
     const failure = { kind: "park", maxAttempts: 3, store: memoryParkStore() } as const;
-    const s = await through(TOTAL, STREAMS, ok, failure, 64);
-    return { scenario: "park policy, memory store", events: TOTAL, seconds: s, perSec: TOTAL / s };
+    return healthyResult(
+      "park policy, memory store",
+      await through(TOTAL, STREAMS, ok, failure, 64),
+    );
   },
   "healthy-park-pg": () =>
     withPg(async (pool, schema) => {
@@ -110,13 +125,10 @@ const scenarios: Record<string, () => Promise<Result>> = {
         maxAttempts: 3,
         store: postgresParkStore(pool, { schema }),
       } as const;
-      const s = await through(TOTAL, STREAMS, ok, failure, 64);
-      return {
-        scenario: "park policy, PostgreSQL store",
-        events: TOTAL,
-        seconds: s,
-        perSec: TOTAL / s,
-      };
+      return healthyResult(
+        "park policy, PostgreSQL store",
+        await through(TOTAL, STREAMS, ok, failure, 64),
+      );
     }),
   ...Object.fromEntries([16, 64].map((slots) => [
     `park-pg-${slots}`,
@@ -125,7 +137,7 @@ const scenarios: Record<string, () => Promise<Result>> = {
         const store = postgresParkStore(pool, { schema });
         const failure = { kind: "park", maxAttempts: 1, store } as const;
         const poison = () => Promise.reject(new Error("poison"));
-        const s = await through(POISON, POISON, poison, failure, slots);
+        const { seconds: s } = await through(POISON, POISON, poison, failure, slots);
         const parked = (await store.list("bench")).length;
         if (parked !== POISON) throw new Error(`${parked} of ${POISON} streams parked`);
         return {
@@ -158,13 +170,19 @@ if (args.includes("--scenario")) {
   };
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const rates: Record<string, number[]> = {};
+  const cpuRates: Record<string, number[]> = {};
   const healthy = ["healthy", "healthy-park-memory", "healthy-park-pg"];
   for (let i = 0; i < rounds; i++) {
     // Alternating order, so that drift in the machine's load falls on each scenario alike.
     for (const name of i % 2 === 0 ? healthy : [...healthy].reverse()) {
       const r = await inProcess(name);
       (rates[name] ??= []).push(r.perSec);
-      console.error(`round ${i + 1} ${r.scenario}: ${Math.round(r.perSec)} events/s`);
+      (cpuRates[name] ??= []).push(r.perCpuSec!);
+      console.error(
+        `round ${i + 1} ${r.scenario}: ${Math.round(r.perSec)} events/s, ${
+          Math.round(r.perCpuSec!)
+        } per CPU second`,
+      );
     }
   }
   for (const name of ["park-pg-16", "park-pg-64"]) {
@@ -174,13 +192,22 @@ if (args.includes("--scenario")) {
       console.error(`${r.scenario}: ${Math.round(r.perSec)} streams/s (${r.seconds.toFixed(2)} s)`);
     }
   }
-  const base = median(rates.healthy);
+  const base = median(rates.healthy), cpuBase = median(cpuRates.healthy);
   console.log(JSON.stringify(
     Object.fromEntries(
       Object.entries(rates).map(([name, xs]) => [name, {
         median: Math.round(median(xs)),
         all: xs.map(Math.round),
-        ...(name.startsWith("healthy-") ? { ratio: +(median(xs) / base).toFixed(3) } : {}),
+        ...(cpuRates[name] === undefined ? {} : {
+          cpuMedian: Math.round(median(cpuRates[name])),
+          cpuAll: cpuRates[name].map(Math.round),
+        }),
+        ...(name.startsWith("healthy-")
+          ? {
+            ratio: +(median(xs) / base).toFixed(3),
+            cpuRatio: +(median(cpuRates[name]) / cpuBase).toFixed(3),
+          }
+          : {}),
       }]),
     ),
     null,
