@@ -451,7 +451,16 @@ export function checkParkStore(field: string, value: unknown): ParkStore {
 
 const MAX_NAME = 1_000;
 
-/** Throws {@linkcode InvalidArgumentError} unless `value` is a non-empty string of at most 1000 characters. */
+/**
+ * Throws {@linkcode InvalidArgumentError} unless `value` is a non-empty string of at most 1000
+ * characters.
+ *
+ * @example
+ * ```ts
+ * import { checkParkName } from "./park.ts";
+ * checkParkName("group", "billing"); // "billing"
+ * ```
+ */
 export function checkParkName(field: string, value: unknown): string {
   if (typeof value !== "string" || value.length === 0 || value.length > MAX_NAME) {
     throw new InvalidArgumentError(
@@ -500,7 +509,16 @@ export function checkParkRequest(
   return request;
 }
 
-/** Checks the arguments of {@linkcode ParkStore.park} at a store's boundary. */
+/**
+ * Checks the arguments of {@linkcode ParkStore.park} at a store's boundary: names, one write per
+ * stream, ascending event indexes, a well-formed failure.
+ *
+ * @example
+ * ```ts
+ * import { checkParkWrites } from "./park.ts";
+ * checkParkWrites("billing", [{ stream: "Payment-1", events: [] }]);
+ * ```
+ */
 export function checkParkWrites(group: string, writes: readonly ParkWrite[]): void {
   checkParkName("group", group);
   if (!Array.isArray(writes)) {
@@ -579,7 +597,16 @@ export function encodeParkedEvent(event: StreamEvent): string {
   );
 }
 
-/** The inverse of {@linkcode encodeParkedEvent}. */
+/**
+ * The inverse of {@linkcode encodeParkedEvent}.
+ *
+ * @example
+ * ```ts
+ * import { decodeParkedEvent } from "./park.ts";
+ * const e = decodeParkedEvent('{"index":0,"type":"T","data":{"$impel":"bigint","v":"7"},"meta":null,"id":"a","time":"1970-01-01T00:00:00.000Z","size":1}');
+ * console.log(e.data, e.time.getTime()); // 7n 0
+ * ```
+ */
 export function decodeParkedEvent(text: string): StreamEvent {
   const e = JSON.parse(text, (_key, value) => {
     if (value !== null && typeof value === "object" && typeof value[TAG] === "string") {
