@@ -4,8 +4,10 @@
 // store keeps the stream failing rather than dropping anything.
 import assert from "node:assert/strict";
 import {
+  createOwnership,
   type FailurePolicy,
   InvalidArgumentError,
+  type Ownership,
   type ParkStore,
   run,
   type StreamEvent,
@@ -16,7 +18,7 @@ import {
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { memoryParkStore } from "../../parked/memory.ts";
 import { createMemoryStore, memorySource, type MemoryStore } from "../../sources/memory.ts";
-import { batchBuilder, KEY, test } from "../support/core.ts";
+import { batchBuilder, ev, KEY, test } from "../support/core.ts";
 
 const quiet = { statsIntervalMs: 0, commitIntervalMs: 5, retry: { initialDelayMs: 1 } } as const;
 
@@ -508,5 +510,45 @@ test("arrivals during a release wait until the release is recorded, then follow 
     assert.deepEqual(log.calls.filter((c) => c.ok).map((c) => c.indexes), [[0, 1], [2]]);
   } finally {
     await r.stop();
+  }
+});
+
+test("a tranche newly owned reads the park store again: a stream another sink parked meanwhile stays parked", async () => {
+  const parked = memoryParkStore();
+  const handled: string[] = [];
+  const sink = streamsSink({
+    ...quiet,
+    group: "g",
+    handler: (stream, events) => void handled.push(...events.map((e) => `${stream}@${e.index}`)),
+    failure: parkAfter(parked, 3),
+  });
+  const writer = sink.writable.getWriter();
+  const at = (position: number, items: Array<[string, number]>, ownership: Ownership) => ({
+    ...batchBuilder({ isTail: true })(position, items),
+    ownership,
+  });
+  try {
+    const first = createOwnership("0");
+    await writer.write(at(1, [["Pay-Y", 0]], first.ownership));
+    await sink.monitor.awaitCompletion({ timeoutMs: 5_000 });
+    await first.revoke();
+    // While this sink did not own the tranche, another member parked Pay-Y from index 1.
+    await parked.park("g", [{
+      stream: "Pay-Y",
+      events: [{ ...ev(1) }],
+      failure: { error: "Error: elsewhere", attempts: 3, firstFailedAt: 1, lastFailedAt: 2 },
+    }]);
+    const second = createOwnership("0");
+    await writer.write(at(2, [["Pay-Y", 1], ["Pay-Y", 2], ["Order-1", 0]], second.ownership));
+    await sink.monitor.awaitCompletion({ timeoutMs: 5_000 });
+    assert.deepEqual(handled, ["Pay-Y@0", "Order-1@0"], "Pay-Y@1 and @2 are not handled");
+    const entry = (await parked.get("g", "Pay-Y"))!;
+    assert.deepEqual(
+      (await parked.events("g", "Pay-Y", entry.episode, 0, 10)).map((e) => e.index),
+      [1, 2],
+    );
+  } finally {
+    writer.releaseLock();
+    await sink.stop();
   }
 });
