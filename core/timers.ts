@@ -24,7 +24,7 @@
 import { getLogger } from "@logtape/logtape";
 import { createCodec } from "./codec.ts";
 import { createDecider, createStateCache } from "./decider.ts";
-import { checkInteger, checkNumber, describe, InvalidArgumentError } from "./errors.ts";
+import { checkInteger, checkNumber, describe, ImpelError, InvalidArgumentError } from "./errors.ts";
 import { backoff, errorText, type RetryOptions } from "./failure.ts";
 import type { EventStore } from "./store.ts";
 import { checkCategory, checkStreamName, type StreamName } from "./streamName.ts";
@@ -620,7 +620,9 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
   return {
     async schedule(timer) {
       const t = checkTimer(timer);
-      if (stopped) throw new InvalidArgumentError("schedule", "was called after stop()");
+      if (stopped) {
+        throw new ImpelError("TimersStopped", `timers of ${category}: schedule() after stop()`);
+      }
       if (!known.has(t.id) && !firing.has(t.id)) remember(t);
       if (durable.has(t.id)) return;
       await enqueue(shardOf(t.stream), { add: t });

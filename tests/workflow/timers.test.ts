@@ -1,7 +1,7 @@
 // Durable timers and the manual clock on the memory store: due times, restarts, failures,
 // batching of shard appends, snapshots, bad input.
 import assert from "node:assert/strict";
-import { InvalidArgumentError } from "../../core/errors.ts";
+import { ImpelError, InvalidArgumentError } from "../../core/errors.ts";
 import type { EventData, EventStore } from "../../core/store.ts";
 import { type DurableTimer, durableTimers, manualClock } from "../../core/workflow.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
@@ -186,5 +186,8 @@ Deno.test("timers: bad input is refused with the field named", async () => {
     /invalid stream name/,
   );
   await timers.stop();
-  await assert.rejects(timers.schedule(timer(1, 1)), /after stop/);
+  await assert.rejects(
+    timers.schedule(timer(1, 1)),
+    (e) => e instanceof ImpelError && e.code === "TimersStopped",
+  );
 });
