@@ -314,7 +314,9 @@ export interface ParkStore {
   get(group: string, stream: StreamName): Promise<ParkedStream | undefined>;
   /**
    * Up to `limit` events of an active episode from index `from` (or its `first`, if higher), in
-   * index order; none once the episode is resolved.
+   * index order; none once the episode is resolved. Exactly `limit` events unless the episode
+   * has no more: a shorter answer ends the episode for its reader (a store whose backend pages,
+   * such as DynamoDB's 1 MB Query pages, reads on until it has `limit` or the end).
    */
   events(
     group: string,

@@ -670,20 +670,29 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         if (item === undefined || str(item.ep) !== episode) return [];
         const start = Math.max(from, num(item.first));
         if (start >= num(item.next)) return [];
-        const { Items } = (await client.send(
-          new QueryCommand({
-            TableName,
-            KeyConditionExpression: "p = :p AND k BETWEEN :a AND :b",
-            ExpressionAttributeValues: {
-              ":p": S(eventsPartition(group, stream, episode)),
-              ":a": S(pad(start)),
-              ":b": S(pad(num(item.next) - 1)),
-            },
-            Limit: limit,
-            ConsistentRead: true,
-          }),
-        )) as QueryCommandOutput;
-        return (Items ?? []).map((i): StreamEvent => decodeParkedEvent(str(i.ev)!));
+        // A Query page stops at 1 MB: read on until `limit` events or the episode's end, since
+        // a short answer means the episode has no more.
+        const out: StreamEvent[] = [];
+        let startKey: Item | undefined;
+        do {
+          const page = (await client.send(
+            new QueryCommand({
+              TableName,
+              KeyConditionExpression: "p = :p AND k BETWEEN :a AND :b",
+              ExpressionAttributeValues: {
+                ":p": S(eventsPartition(group, stream, episode)),
+                ":a": S(pad(start)),
+                ":b": S(pad(num(item.next) - 1)),
+              },
+              Limit: limit - out.length,
+              ConsistentRead: true,
+              ExclusiveStartKey: startKey,
+            }),
+          )) as QueryCommandOutput;
+          for (const i of page.Items ?? []) out.push(decodeParkedEvent(str(i.ev)!));
+          startKey = page.LastEvaluatedKey;
+        } while (startKey !== undefined && out.length < limit);
+        return out;
       });
     },
 

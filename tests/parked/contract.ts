@@ -151,6 +151,21 @@ export function parkStoreContract(
     assert.deepEqual(await store.events("g", "A-1", "no-such-episode", 0, 10), []);
   });
 
+  test("a page is `limit` events unless the episode has no more, even past 1 MB of events", async (store) => {
+    const blob = "x".repeat(60_000); // 40 events of 60 KB: 2.4 MB, past a DynamoDB Query page
+    await store.park("g", [{
+      stream: "A-1",
+      events: range(0, 40).map((i) => event(i, { blob })),
+      failure: failure(),
+    }]);
+    const { episode } = (await store.get("g", "A-1"))!;
+    const first = await store.events("g", "A-1", episode, 0, 30);
+    assert.deepEqual(indexes(first), range(0, 30));
+    assert.equal((first[29].data as { blob: string }).blob.length, 60_000);
+    assert.deepEqual(indexes(await store.events("g", "A-1", episode, 30, 30)), range(30, 40));
+    assert.deepEqual(indexes(await store.events("g", "A-1", episode, 0, 100)), range(0, 40));
+  });
+
   test("requests: not parked is refused; the same request twice is one; a skip needs a reason", async (store) => {
     await assert.rejects(
       store.request("g", "A-1", { action: "release", by: "alice" }),
