@@ -10,7 +10,10 @@
  * idempotent by design (releasing a reservation twice releases it once).
  *
  * - A step with `timeoutMs` fails if no outcome arrives in time; its outcome is then unknown, so
- *   it is compensated too, first. `Cancel` does the same to the running step.
+ *   it is compensated too, first. `Cancel` does the same to the running step. Its action, if not
+ *   yet delivered, is withdrawn from the outbox in the same append (never delivered, also after
+ *   a crash); an action whose handler is already running finishes before the compensation is
+ *   sent. A compensation therefore never takes effect before its action, whatever the targets.
  * - An outcome that does not fit the state (a late reply, a repeat, another step's) is ignored.
  * - The instance ends `completed` (every step succeeded), `compensated` (a step failed and
  *   every compensation was confirmed) or `failed` (a compensation failed or was not confirmed
@@ -586,6 +589,13 @@ export function defineSaga<D, M extends TypedEvent>(
         } satisfies TimerRequest<SagaInput<D>>,
       ];
     const stop = { cancelTimers: [DEADLINE] };
+    // A step compensated without its outcome (timed out, cancelled): its action may still wait in
+    // the outbox; withdraw it, so the compensation never takes effect before it (an action whose
+    // handler is running finishes before the compensation is sent).
+    const withdrawable = first.type === "StepFailed" && first.data.compensate
+      ? (context.pending ?? []).map((p) => p.seq)
+      : [];
+    const withdraw = withdrawable.length > 0 ? { withdrawSends: withdrawable } : {};
     if (after.status === "running") {
       const step = after.step === undefined ? undefined : byName.get(after.step)!;
       if (step === undefined) {
@@ -606,10 +616,11 @@ export function defineSaga<D, M extends TypedEvent>(
           data: { reason: `${after.reason}; compensation failed: ${after.failures.join("; ")}` },
         }
         : { type: "Compensated", data: { reason: after.reason ?? "" } };
-      return { events: [...events, end], ...stop };
+      return { events: [...events, end], ...stop, ...withdraw };
     }
     return {
       events,
+      ...withdraw,
       sends: asList(step.compensation!(after.data as D, stepContext)),
       ...(step.compensationTimeoutMs === undefined ? stop : {}),
       timers: deadline(step.name, "compensation", step.compensationTimeoutMs),

@@ -155,6 +155,13 @@ export interface WorkflowDecision<
   readonly timers?: readonly TimerRequest<I>[];
   /** Names of pending timers to cancel (unknown names are ignored). */
   readonly cancelTimers?: readonly string[];
+  /**
+   * Outbox indexes (`seq`, see {@linkcode WorkflowContext.pending}) of pending sends to withdraw:
+   * recorded in the same append (`WorkflowWithdrawn`), so they are never delivered, also after a
+   * crash. A send whose handler is already running finishes first: what the same decision sends
+   * is delivered only after it (unknown or delivered indexes are ignored).
+   */
+  readonly withdrawSends?: readonly number[];
 }
 
 /**
@@ -209,6 +216,8 @@ export interface WorkflowContext {
   readonly version: number;
   /** The instance's pending timers. */
   readonly timers: readonly PendingTimer[];
+  /** The instance's sends not yet delivered (what `withdrawSends` names by `seq`). */
+  readonly pending?: readonly PendingSend[];
 }
 
 /**
@@ -326,7 +335,8 @@ export interface WorkflowDefinition<
 /**
  * The event types the runtime records in instance streams, next to the workflow's own: outbox
  * entries (`WorkflowSend`, `WorkflowTimerSet`) and their fate (`WorkflowDelivered`,
- * `WorkflowTimerCancelled`, `WorkflowTimerFired`). A workflow's codec must not use them.
+ * `WorkflowWithdrawn`, `WorkflowTimerCancelled`, `WorkflowTimerFired`). A workflow's codec must
+ * not use them.
  *
  * @example
  * ```ts
@@ -339,6 +349,7 @@ export interface WorkflowDefinition<
 export const WORKFLOW_EVENT_TYPES: readonly string[] = Object.freeze([
   "WorkflowSend",
   "WorkflowDelivered",
+  "WorkflowWithdrawn",
   "WorkflowTimerSet",
   "WorkflowTimerCancelled",
   "WorkflowTimerFired",
@@ -392,6 +403,7 @@ export interface PendingSend {
 export type WorkflowRuntimeEvent =
   | { readonly type: "WorkflowSend"; readonly data: PendingSend }
   | { readonly type: "WorkflowDelivered"; readonly data: { readonly seq: number } }
+  | { readonly type: "WorkflowWithdrawn"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowTimerSet"; readonly data: TimerRecord }
   | { readonly type: "WorkflowTimerCancelled"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowTimerFired"; readonly data: { readonly seq: number } };
@@ -881,6 +893,7 @@ const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
     },
   },
   WorkflowDelivered: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+  WorkflowWithdrawn: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
   WorkflowTimerSet: {
     parse: (d) => {
       const f = fieldsOf(d);
@@ -943,6 +956,7 @@ function internalFold<E extends TypedEvent, S>(
           correlationId ??= e.data.correlationId;
           break;
         case "WorkflowDelivered":
+        case "WorkflowWithdrawn":
           pending = pending.filter((p) => p.seq !== e.data.seq);
           break;
         case "WorkflowTimerSet":
@@ -1058,6 +1072,7 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
       correlationId: arrival.correlationId,
       version,
       timers: s.timers.map((t) => ({ name: t.name, due: t.due })),
+      pending: s.pending,
     });
     const refuse = (problem: string): never => {
       throw new InvalidWorkflowDecisionError(stream, problem);
@@ -1077,12 +1092,22 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
     const sends = list<Outgoing<M>>("sends");
     const timers = list<TimerRequest<I>>("timers");
     const cancels = list<string>("cancelTimers");
+    const withdrawals = list<number>("withdrawSends");
     const out: Stored<E>[] = [];
     events.forEach((e, i) => {
       if (typeof e?.type === "string" && RUNTIME_TYPES.has(e.type)) {
         refuse(`events[${i}] has the runtime's type ${e.type}`);
       }
       out.push(e);
+    });
+    const withdrawn = new Set<number>();
+    withdrawals.forEach((seq, i) => {
+      if (!Number.isSafeInteger(seq)) {
+        refuse(`withdrawSends[${i}] must be an outbox index, got ${describe(seq)}`);
+      }
+      if (withdrawn.has(seq) || !s.pending.some((p) => p.seq === seq)) return;
+      withdrawn.add(seq);
+      out.push({ type: "WorkflowWithdrawn", data: { seq } });
     });
     let next = s.next;
     const cancelled = new Set<number>();

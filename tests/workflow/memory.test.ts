@@ -8,6 +8,7 @@ import { createCodec } from "../../core/codec.ts";
 import { createDecider } from "../../core/decider.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import {
+  defineSaga,
   defineWorkflow,
   deliveryOptions,
   InvalidWorkflowDecisionError,
@@ -15,6 +16,8 @@ import {
   MissingSendHandlerError,
   type SendHandler,
   startWorkflow,
+  stepCompensated,
+  stepSucceeded,
   workflowCategories,
   workflowClient,
 } from "../../core/workflow.ts";
@@ -481,4 +484,90 @@ Deno.test("workflow: a route that returns garbage fails its stream, others carry
   assert.equal(failing?.stream, "Deposit-bad");
   assert.match(String(failing.error), /must return \{ id, input \} or undefined, got 42/);
   await runner.stop();
+});
+
+// ---- a compensation never takes effect before its action (review of issue 18, defect 1) -------
+
+type Checkout = { orderId: string };
+type CheckoutMessage = { type: "Charge"; data: Checkout } | { type: "Refund"; data: Checkout };
+const checkout = (timeoutMs?: number) =>
+  defineSaga<Checkout, CheckoutMessage>({
+    category: "Checkout",
+    steps: [{
+      name: "charge",
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      action: (o) => ({ to: `Card-${o.orderId}`, type: "Charge", data: o }),
+      compensation: (o) => ({ to: `Refund-${o.orderId}`, type: "Refund", data: o }),
+    }],
+  });
+
+Deno.test("workflow: a Cancel withdraws the undelivered action; its compensation (another target) never runs before it", async () => {
+  const saga = checkout();
+  const store = createMemoryStore();
+  const client = workflowClient(saga, { store });
+  await client.handle("o1", { type: "Start", data: { orderId: "o1" } }, { id: "start" });
+  await client.handle("o1", { type: "Cancel", data: { reason: "customer" } }, { id: "cancel" });
+  assert.deepEqual((await client.read("o1")).pending.map((p) => p.type), ["Refund"]);
+  const effects: string[] = [];
+  const runner = startWorkflow(saga, {
+    store,
+    source: memorySource({ store, categories: workflowCategories(saga) }),
+    handlers: {
+      Charge: async () => {
+        await new Promise((r) => setTimeout(r, 30));
+        effects.push("charged");
+        return stepSucceeded("charge");
+      },
+      Refund: () => {
+        effects.push("refunded");
+        return stepCompensated("charge");
+      },
+    },
+  });
+  try {
+    await runner.awaitIdle({ timeoutMs: 5_000 });
+    assert.deepEqual(effects, ["refunded"]);
+    assert.equal((await runner.read("o1")).state.status, "compensated");
+  } finally {
+    await runner.stop();
+  }
+});
+
+Deno.test("workflow: a deadline while the action's handler fails withdraws the action: no charge after the refund", async () => {
+  const saga = checkout(1_000);
+  const store = createMemoryStore();
+  const clock = manualClock(0);
+  const effects: string[] = [];
+  let down = true;
+  const runner = startWorkflow(saga, {
+    store,
+    clock,
+    source: memorySource({ store, categories: workflowCategories(saga) }),
+    handlers: {
+      Charge: () => {
+        if (down) throw new Error("card service down");
+        effects.push("charged");
+        return stepSucceeded("charge");
+      },
+      Refund: () => {
+        effects.push("refunded");
+        return stepCompensated("charge");
+      },
+    },
+    sink: { statsIntervalMs: 0, retry: { initialDelayMs: 20, maxDelayMs: 20 } },
+  });
+  try {
+    await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+    await new Promise((r) => setTimeout(r, 60));
+    clock.advance(1_500);
+    await new Promise((r) => setTimeout(r, 150));
+    down = false;
+    await new Promise((r) => setTimeout(r, 150));
+    const instance = await runner.read("o1");
+    assert.deepEqual(effects, ["refunded"]);
+    assert.equal(instance.state.status, "compensated");
+    assert.deepEqual(instance.pending, []);
+  } finally {
+    await runner.stop();
+  }
 });
