@@ -368,7 +368,7 @@ if (import.meta.main) {
       if (!(await main(settings))) Deno.exitCode = 1;
     } catch (error) {
       const hint = settings.store === "messagedb"
-        ? " (is PostgreSQL running with the MessageDB schema? tools/postgres.sh prepares one)"
+        ? " (is PostgreSQL running with the MessageDB schema? impel init messagedb --url … sets one up)"
         : settings.store === "dynamo"
         ? " (is DynamoDB reachable? tools/dynamodb.sh start runs DynamoDB Local on 127.0.0.1:8000)"
         : "";

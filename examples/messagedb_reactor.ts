@@ -10,7 +10,8 @@ import { messageDbSource } from "../sources/messagedb.ts";
 import { createMetrics } from "../observability/metrics.ts";
 import { createHttpHandler } from "../observability/http.ts";
 
-const url = process.env.IMPEL_PG_URL ?? "postgres://postgres@127.0.0.1:5432/impel_test";
+const url = process.env.IMPEL_PG_URL;
+if (!url) throw new Error("set IMPEL_PG_URL to the database, e.g. postgres://user@host:5432/app");
 const pool = new pg.Pool({ connectionString: url, options: "-c search_path=message_store,public" });
 const checkpoints = postgresCheckpoints(pool);
 const group = "order-printer";
@@ -32,7 +33,7 @@ type Serve = (o: { hostname: string; port: number; fetch: typeof handler }) => {
 const bun = (globalThis as { Bun?: { serve: Serve } }).Bun;
 const server = bun
   ? bun.serve({ hostname: "127.0.0.1", port, fetch: handler })
-  : Deno.serve({ hostname: "127.0.0.1", port }, handler);
+  : Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, handler);
 
 console.log(`reactor ${group} running; metrics and health on http://127.0.0.1:${port}`);
 await run(pipeline.observe(source), sink, { signal: stop.signal });

@@ -4,10 +4,15 @@ import assert from "node:assert/strict";
 import { endpoint } from "../support/dynamo.ts";
 
 const demo = new URL("../../examples/demo.ts", import.meta.url).pathname;
+const demoTask: string = JSON.parse(
+  await Deno.readTextFile(new URL("../../deno.json", import.meta.url)),
+).tasks.demo;
+const demoPermissions = demoTask.split(" ").filter((a) => a.startsWith("--allow-"));
 
 async function runDemo(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", demo, ...args],
+    // The permissions of `deno task demo`, so that a missing one fails here too.
+    args: ["run", ...demoPermissions, demo, ...args],
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
