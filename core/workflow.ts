@@ -14,8 +14,11 @@
  *   crash after that append loses nothing: the sends are in the stream.
  * - **Inputs once.** Every input has an id, recorded as the append's idempotency key: a command's
  *   id (the caller's, else a random one), `{stream}@{index}` for a routed event, the send's id for
- *   a reply, the timer's id for a timeout. A re-delivered input appends nothing. (A decision that
- *   records nothing leaves no key: a redelivery is decided again, on the state of that time.)
+ *   a reply, the timer's id for a timeout. A re-delivered input appends nothing, if it comes within the
+ *   instance's last `idempotencyWindow` keyed appends (default 100,
+ *   {@linkcode WorkflowClientOptions.idempotencyWindow}): past that it is decided again as a new
+ *   input. (A decision that records nothing leaves no key: a redelivery is decided again, on the
+ *   state of that time.)
  * - **Sends at least once, in order per target.** A dispatcher (the same pipeline, over the
  *   workflow's own category) reads each instance's pending sends, hands each to the handler for
  *   its type, and records it delivered, together with what the handler replied (an input decided
@@ -580,6 +583,14 @@ export interface WorkflowClientOptions {
   readonly cache?: StateCache;
   /** Decisions tried per input before a conflict fails it (default 10). */
   readonly maxAttempts?: number;
+  /**
+   * Input ids remembered per instance (default 100; the decider's `idempotencyWindow`): a
+   * re-delivered input is recognised only within the instance's last this many keyed appends.
+   * Past it, it is decided again as a new input (a command's decision is recorded a second time;
+   * a reply or a timer still records nothing, as its send or timer is no longer pending). Size it
+   * to the most inputs an instance records between a caller's first try and its last retry.
+   */
+  readonly idempotencyWindow?: number;
 }
 
 /**
@@ -1042,6 +1053,11 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
   }
   const clock = checkClock(options.clock ?? systemClock);
   const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 10, 1);
+  const idempotencyWindow = checkInteger(
+    "idempotencyWindow",
+    options.idempotencyWindow ?? 100,
+    1,
+  );
   const fold = internalFold<E, S>(def.fold);
   const initial: Internal<S> = { state: def.initial, next: 0, pending: [], timers: [] };
   const decider = createDecider<Stored<E>, Internal<S>>({
@@ -1051,6 +1067,7 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
     fold,
     cache: options.cache ?? createStateCache(),
     maxAttempts,
+    idempotencyWindow,
     // Inputs of one instance arrive from several streams at once: back off briefly.
     retry: { initialDelayMs: 5, maxDelayMs: 200 },
   });

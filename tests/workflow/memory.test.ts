@@ -571,3 +571,25 @@ Deno.test("workflow: a deadline while the action's handler fails withdraws the a
     await runner.stop();
   }
 });
+
+Deno.test("workflow: idempotencyWindow sets how many input ids an instance remembers", async () => {
+  type E = { type: "Added"; data: { n: number } };
+  type I = { type: "Add"; data: { n: number } };
+  const tally = defineWorkflow<E, number, I, never>({
+    category: "Tally",
+    codec: createCodec<E>({ Added: {} }),
+    initial: 0,
+    fold: (s, es) => es.reduce((a, e) => a + e.data.n, s),
+    decide: (_, i) => ({ events: [{ type: "Added", data: i.data }] }),
+  });
+  const add = { type: "Add", data: { n: 1 } } as const;
+  const client = workflowClient(tally, { store: createMemoryStore(), idempotencyWindow: 200 });
+  for (let k = 1; k <= 101; k++) await client.handle("t1", add, { id: `payment-${k}` });
+  const again = await client.handle("t1", add, { id: "payment-1" });
+  assert.equal(again.duplicate, true);
+  assert.equal(again.state, 101);
+  assert.throws(
+    () => workflowClient(tally, { store: createMemoryStore(), idempotencyWindow: 0 }),
+    InvalidArgumentError,
+  );
+});
