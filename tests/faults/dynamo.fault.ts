@@ -4,7 +4,7 @@
 // touched), fresh tables per scenario, deleted at the end.
 //
 // - indexer kills: the indexer (tests/faults/dynamo/indexer.ts: runStreamsIndexer, one index
-//   partition per category, epochs of 20 entries) SIGKILLed 0.3–3 s after its spawn, KILLS times,
+//   partition per category, epochs of 20 entries) SIGKILLed 0.3–3 s after it is ready, KILLS times,
 //   while this process appends to 200 streams through the DynamoDB store; then a last run indexes
 //   the rest and stops cleanly. The index, read back through a dynamoSource, must hold every event
 //   exactly once and in stream order with the types written, nothing parked; each restart must
@@ -25,6 +25,7 @@
 //   deno task faults tests/faults/dynamo.fault.ts                       # 50 + 50 kills, 3 restarts
 //   IMPEL_FAULTS_SHORT=1 deno task faults tests/faults/dynamo.fault.ts  # 6 + 6 kills, 1 restart
 //   FAULT_SCENARIOS=indexer,reactor,server ...                          # some scenarios only
+//   FAULT_KEEP_LOGS=1 ...                                               # keep the logs of a pass
 //   IMPEL_FAULTS_SEED=123 ...                                           # repeat the kill delays
 //
 // Needs Java 17 and the DynamoDB Local jars (tools/dynamodb.sh fetch); no other server.
@@ -49,6 +50,7 @@ import {
   seededRandom,
   spawnScript,
   stopWithin,
+  untilLine,
 } from "./support/process.ts";
 
 const SHORT = Deno.env.get("IMPEL_FAULTS_SHORT") === "1";
@@ -185,6 +187,11 @@ async function checkIndex(indexTable: string, written: ReadonlyMap<string, numbe
   return checker.figures();
 }
 
+/** Removes a scenario's logs once it has passed, unless FAULT_KEEP_LOGS=1. */
+async function removeLogs(dir: string): Promise<void> {
+  if (Deno.env.get("FAULT_KEEP_LOGS") !== "1") await Deno.remove(dir, { recursive: true });
+}
+
 async function readLog(path: string): Promise<string> {
   return await Deno.readTextFile(path).catch(() => "");
 }
@@ -312,7 +319,10 @@ async function indexerKills() {
   try {
     for (let i = 0; i < KILLS; i++) {
       const child = procs.indexer();
-      const ending = await killAfter(child, 300 + random() * 2700);
+      // From its ready line: a run needs 1–2 s to start here (Deno loading the AWS SDK), so that
+      // kills timed from the spawn would nearly all land before it reads a record.
+      await untilLine(child, child.log, "ready\t", 60_000);
+      const ending = await killIn(child, 300 + random() * 2700);
       await mustHaveBeenKilled(`indexer run ${i}`, child, ending);
       killedMs += ending.livedMs;
     }
@@ -358,7 +368,7 @@ async function indexerKills() {
   const redoBar = 50 * Math.max(3, FILL);
   assert.ok(figures.maxRedoneInRun <= redoBar, `a restart redid ${figures.maxRedoneInRun} events`);
   assert.ok(figures.epochsClosed > 0, "epochs closed under the kills too");
-  await Deno.remove(dir, { recursive: true });
+  await removeLogs(dir);
 }
 
 async function reactorKills() {
@@ -456,7 +466,7 @@ async function reactorKills() {
   assert.equal(index.missing + index.duplicates + index.reordered + index.unknown, 0);
   assert.equal(indexing.gaps + indexing.parked + indexing.dropped, 0, "no gap, park or drop");
   assert.equal(indexing.startedOverAfterProgress, 0, "each indexer restart resumed");
-  await Deno.remove(dir, { recursive: true });
+  await removeLogs(dir);
 }
 
 async function serverRestarts() {
@@ -583,5 +593,5 @@ async function serverRestarts() {
   assert.equal(figures.foreignLines, 0);
   assert.equal(index.missing + index.duplicates + index.reordered + index.unknown, 0);
   assert.equal(indexing.gaps + indexing.parked + indexing.dropped, 0, "no gap, park or drop");
-  await Deno.remove(dir, { recursive: true });
+  await removeLogs(dir);
 }

@@ -5,7 +5,7 @@ import type { Batch } from "../../../core/batch.ts";
 import { indexChecker, indexerFigures } from "./analyse.ts";
 
 const ingest = (events: number, redone: number, gaps = 0, parked = 0, closed = 0) =>
-  `ingest\tshard-1\t${events}\t${redone}\t${gaps}\t${parked}\t0\t${events}\t${closed}\t1.5`;
+  `ingest\tshard-1\t${events}\t${redone}\t${gaps}\t${parked}\t0\t${events}\t${closed}\t${events}\t1.5`;
 
 Deno.test("fault analysis: indexer runs that resume, start over and redo", () => {
   const figures = indexerFigures([
@@ -35,6 +35,8 @@ Deno.test("fault analysis: indexer runs that resume, start over and redo", () =>
       epochsClosed: figures.epochsClosed,
       rejections: figures.rejections,
       badLines: figures.badLines,
+      medianIngestGapMs: figures.medianIngestGapMs,
+      maxIngestGapMs: figures.maxIngestGapMs,
     },
     {
       runs: 5,
@@ -51,6 +53,8 @@ Deno.test("fault analysis: indexer runs that resume, start over and redo", () =>
       epochsClosed: 1,
       rejections: ["Boom it broke"],
       badLines: 1,
+      medianIngestGapMs: 5, // of 1, 4, 5 and 10
+      maxIngestGapMs: 10,
     },
   );
 });

@@ -30,6 +30,9 @@ export interface IndexerFigures {
   readonly rejections: readonly string[];
   /** Lines that do not parse. */
   readonly badLines: number;
+  /** Median and longest time between ingest lines of a run (or from ready to the first), ms. */
+  readonly medianIngestGapMs: number;
+  readonly maxIngestGapMs: number;
 }
 
 /** Sums the logs of the indexer runs, in the order they ran. */
@@ -38,6 +41,7 @@ export function indexerFigures(logs: readonly string[]): IndexerFigures {
   let redone = 0, maxRedoneInRun = 0, gaps = 0, parked = 0, dropped = 0, epochsClosed = 0;
   let badLines = 0, progressSaved = false, progressed = 0;
   const rejections: string[] = [];
+  const gapsMs: number[] = [];
   for (const text of logs) {
     let fresh = false, shards = 0, redoneInRun = 0, ingested = false;
     for (const line of text.split("\n")) {
@@ -49,8 +53,8 @@ export function indexerFigures(logs: readonly string[]): IndexerFigures {
           if (f[2] === "-" || f[2] === undefined) fresh = true;
           break;
         case "ingest": {
-          const n = f.slice(2, 9).map(Number);
-          if (f.length !== 10 || n.some((x) => !Number.isInteger(x) || x < 0)) {
+          const n = f.slice(2, 10).map(Number);
+          if (f.length !== 11 || n.some((x) => !Number.isInteger(x) || x < 0)) {
             badLines++;
             break;
           }
@@ -63,6 +67,7 @@ export function indexerFigures(logs: readonly string[]): IndexerFigures {
           parked += n[3];
           dropped += n[4];
           epochsClosed += n[6];
+          gapsMs.push(n[7]);
           break;
         }
         case "X":
@@ -99,6 +104,8 @@ export function indexerFigures(logs: readonly string[]): IndexerFigures {
     epochsClosed,
     rejections,
     badLines,
+    medianIngestGapMs: gapsMs.sort((a, b) => a - b)[Math.floor(gapsMs.length / 2)] ?? NaN,
+    maxIngestGapMs: gapsMs.at(-1) ?? NaN,
   };
 }
 

@@ -6,7 +6,8 @@
 //
 //   resume <shard> <sequence number or ->   progress found at start, per shard of the stream
 //   ready <pid> <ms>
-//   ingest <shard> <events> <duplicateEvents> <gaps> <parked> <dropped> <entries> <epochsClosed> <ms>
+//   ingest <shard> <events> <duplicateEvents> <gaps> <parked> <dropped> <entries> <epochsClosed>
+//          <ms since the last ingest line or ready> <ms>
 //   done <pid> <ms>                           SIGTERM: stopped cleanly (exit 0)
 //   X <ms> <code> <message>                   runStreamsIndexer rejected (exit 3)
 //
@@ -71,6 +72,9 @@ const indexer = dynamoIndexer(client, {
   maxEpochEntries: Number(env("MAX_EPOCH_ENTRIES", "20")),
 });
 log.write(`ready\t${Deno.pid}\t${now()}`);
+// Time since the last ingest (or since ready): what reading, indexing and recording one slice
+// took, when the indexer is behind.
+let since = performance.now();
 try {
   await runStreamsIndexer({
     client,
@@ -78,7 +82,9 @@ try {
     eventTable,
     indexer,
     signal: stop.signal,
-    onIngest: (r, shard) =>
+    onIngest: (r, shard) => {
+      const ms = (performance.now() - since).toFixed(0);
+      since = performance.now();
       log.write(
         [
           "ingest",
@@ -90,9 +96,11 @@ try {
           r.dropped,
           r.entries,
           r.epochsClosed,
+          ms,
           now(),
         ].join("\t"),
-      ),
+      );
+    },
   });
   log.write(`done\t${Deno.pid}\t${now()}`);
   Deno.exit(0);

@@ -167,3 +167,25 @@ export async function stopWithin(
   if (ending.killed) throw new Error(`${what} did not stop within ${ms} ms of ${signal} (killed)`);
   return ending.status;
 }
+
+/**
+ * Waits until the file at `path` (a child's log) holds a line starting with `prefix`: true, or
+ * false if `child` exits first; past `ms` the wait rejects. Polls every 20 ms.
+ */
+export async function untilLine(
+  child: Child,
+  path: string,
+  prefix: string,
+  ms: number,
+): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  let exited = false;
+  child.status.then(() => exited = true, () => exited = true);
+  for (;;) {
+    const text = await Deno.readTextFile(path).catch(() => "");
+    if (text.startsWith(prefix) || text.includes(`\n${prefix}`)) return true;
+    if (exited) return false;
+    if (performance.now() > deadline) throw new Error(`no "${prefix}" line in ${path} in ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
