@@ -28,8 +28,11 @@
  *   decider's idempotency key ({@linkcode deliveryOptions}), so the target appends once.
  * - **Timers fire once.** A timer is an outbox entry with a due time; the dispatcher registers it
  *   in {@linkcode durableTimers} (shard streams of their own category in the same store), which
- *   fire it when due, also after a restart. Firing records the timer fired together with the
- *   decision on its input, keyed by the timer's id, so a second firing records nothing. Setting
+ *   find it due, also after a restart, and record it due in the instance's stream
+ *   (`WorkflowTimerDue`); the dispatcher then fires it: it records the timer fired together with
+ *   the decision on its input, keyed by the timer's id, so a second firing records nothing. A
+ *   firing that fails (its decision is refused, the store fails) fails the instance's stream
+ *   like a send: it shows in the sink's stats (`failing`) and meets the sink's failure policy. Setting
  *   a timer under a name that is pending replaces it; `cancelTimers` cancels by name. A
  *   cancelled (or replaced) timer stays in its shard until due: its firing then finds it no
  *   longer pending, records nothing and removes it.
@@ -354,6 +357,7 @@ export const WORKFLOW_EVENT_TYPES: readonly string[] = Object.freeze([
   "WorkflowDelivered",
   "WorkflowWithdrawn",
   "WorkflowTimerSet",
+  "WorkflowTimerDue",
   "WorkflowTimerCancelled",
   "WorkflowTimerFired",
 ]);
@@ -408,6 +412,7 @@ export type WorkflowRuntimeEvent =
   | { readonly type: "WorkflowDelivered"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowWithdrawn"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowTimerSet"; readonly data: TimerRecord }
+  | { readonly type: "WorkflowTimerDue"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowTimerCancelled"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowTimerFired"; readonly data: { readonly seq: number } };
 
@@ -857,6 +862,8 @@ interface Internal<S> {
   readonly pending: readonly PendingSend[];
   /** Timers set, not fired or cancelled. */
   readonly timers: readonly TimerRecord[];
+  /** Pending timers found due (`WorkflowTimerDue`), waiting for the dispatcher to fire them. */
+  readonly due?: readonly number[];
   /** The correlation id of the instance's first outbox entry. */
   readonly correlationId?: string;
 }
@@ -921,6 +928,7 @@ const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
       };
     },
   },
+  WorkflowTimerDue: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
   WorkflowTimerCancelled: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
   WorkflowTimerFired: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
 });
@@ -949,6 +957,7 @@ function internalFold<E extends TypedEvent, S>(
 ): (s: Internal<S>, events: readonly Stored<E>[]) => Internal<S> {
   return (s, events) => {
     let { state, next, pending, timers, correlationId } = s;
+    let due = s.due ?? [];
     let own: E[] = [];
     const flush = () => {
       if (own.length > 0) state = fold(state, own);
@@ -975,16 +984,27 @@ function internalFold<E extends TypedEvent, S>(
           next = Math.max(next, e.data.seq + 1);
           correlationId ??= e.data.correlationId;
           break;
+        case "WorkflowTimerDue":
+          if (timers.some((t) => t.seq === e.data.seq) && !due.includes(e.data.seq)) {
+            due = [...due, e.data.seq];
+          }
+          break;
         case "WorkflowTimerCancelled":
         case "WorkflowTimerFired":
           timers = timers.filter((t) => t.seq !== e.data.seq);
+          due = due.filter((seq) => seq !== e.data.seq);
           break;
       }
     }
     flush();
-    return correlationId === undefined
-      ? { state, next, pending, timers }
-      : { state, next, pending, timers, correlationId };
+    const out = due.length === 0 ? { state, next, pending, timers } : {
+      state,
+      next,
+      pending,
+      timers,
+      due,
+    };
+    return correlationId === undefined ? out : { ...out, correlationId };
   };
 }
 
@@ -1499,6 +1519,25 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     });
   }
 
+  /**
+   * What the durable timers do when a timer is due: record it due in the instance's stream (an
+   * append that needs no decision), so the dispatcher fires it through the sink, where a firing
+   * that fails shows in the sink's stats and meets its failure policy.
+   */
+  async function markDue(stream: StreamName, seq: number, id: string): Promise<void> {
+    const timer = await decider.query(stream, (s) => s.timers.find((t) => t.seq === seq));
+    if (timer === undefined) {
+      log.debug("{stream}: timer {timer} was no longer pending", { stream, timer: id });
+      return;
+    }
+    const due: Stored<E>[] = [{ type: "WorkflowTimerDue", data: { seq } }];
+    await decider.transactEx(
+      stream,
+      (s) => s.timers.some((t) => t.seq === seq) && !(s.due ?? []).includes(seq) ? due : [],
+      { context: { correlationId: timer.correlationId, causationId: id } },
+    );
+  }
+
   /** Delivers `send` and records it delivered, with the decision on the handler's reply. */
   async function deliver(stream: StreamName, send: PendingSend, context: HandlerContext) {
     const handler = (handlers as unknown as Record<string, SendHandler<I, M>>)[send.type];
@@ -1541,6 +1580,16 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       version,
     }));
     for (;;) {
+      const due = s.due ?? [];
+      if (due.length > 0) {
+        // Timers found due: fire them here, so a firing that fails fails the stream.
+        for (const seq of due) await fireTimer(stream, seq, timerId(stream, seq));
+        ({ state: s, version } = await decider.query(stream, (state, { version }) => ({
+          state,
+          version,
+        })));
+        continue;
+      }
       await Promise.all(
         s.timers.map((t) => timers.schedule({ id: timerId(stream, t.seq), due: t.due, stream })),
       );
@@ -1617,7 +1666,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       shards: options.timers?.shards,
       maxConcurrentFires: options.timers?.maxConcurrentFires,
       fire: (timer) =>
-        fireTimer(timer.stream, Number(timer.id.slice(timer.id.lastIndexOf("#") + 1)), timer.id),
+        markDue(timer.stream, Number(timer.id.slice(timer.id.lastIndexOf("#") + 1)), timer.id),
     });
   } catch (error) {
     void sink.stop(); // it has started its commit timer

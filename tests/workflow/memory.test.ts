@@ -593,3 +593,52 @@ Deno.test("workflow: idempotencyWindow sets how many input ids an instance remem
     InvalidArgumentError,
   );
 });
+
+Deno.test("workflow: a timer whose firing keeps failing fails its stream: sink stats show it, a fault policy faults", async () => {
+  type E = { type: "Waiting"; data: Record<string, never> };
+  type I = { type: "Begin"; data: null } | { type: "Expired"; data: null };
+  type M = { type: "Notify"; data: null };
+  const hold = defineWorkflow<E, string, I, M>({
+    category: "Hold",
+    codec: createCodec<E>({ Waiting: {} }),
+    initial: "new",
+    fold: (s, es) => es.length ? "waiting" : s,
+    decide: (s, i) =>
+      i.type === "Begin" && s === "new"
+        ? {
+          events: [{ type: "Waiting", data: {} }],
+          timers: [{ name: "t", afterMs: 1_000, input: { type: "Expired", data: null } }],
+        }
+        // A typo: no handler delivers it, so the timer's decision is refused every time.
+        : i.type === "Expired"
+        ? { sends: [{ to: "X-1", type: "Nottify" as "Notify", data: null }] }
+        : {},
+  });
+  for (const failure of [undefined, { kind: "fault", maxAttempts: 1 } as const]) {
+    const store = createMemoryStore();
+    const clock = manualClock(0);
+    const runner = startWorkflow(hold, {
+      store,
+      clock,
+      source: memorySource({ store, categories: workflowCategories(hold) }),
+      handlers: { Notify: () => {} },
+      sink: { statsIntervalMs: 0, retry: { initialDelayMs: 10, maxDelayMs: 10 }, failure },
+    });
+    let faulted: unknown;
+    runner.running.catch((error) => faulted = error);
+    await runner.handle("h1", { type: "Begin", data: null });
+    await runner.awaitIdle({ timeoutMs: 5_000 });
+    clock.advance(2_000);
+    await new Promise((r) => setTimeout(r, 200));
+    if (failure === undefined) {
+      const failing = runner.sink.stats().failing;
+      assert.equal(failing.length, 1, JSON.stringify(failing));
+      assert.equal(failing[0].stream, "Hold-h1");
+      await runner.stop().catch(() => {});
+    } else {
+      assert.ok(faulted instanceof Error, "the runner faulted");
+      assert.match(String(faulted), /Nottify/);
+      await runner.stop().catch(() => {});
+    }
+  }
+});
