@@ -577,6 +577,7 @@ const TAG = "$impel";
  * ```
  */
 export function encodeParkedEvent(event: StreamEvent): string {
+  const bad = unreadable.get(event);
   return JSON.stringify(
     {
       index: event.index,
@@ -588,6 +589,7 @@ export function encodeParkedEvent(event: StreamEvent): string {
       ...(event.correlationId === undefined ? {} : { correlationId: event.correlationId }),
       ...(event.causationId === undefined ? {} : { causationId: event.causationId }),
       size: event.size,
+      ...(bad === undefined ? {} : { [INVALID]: { name: bad.name, message: bad.message } }),
     },
     function (this: Record<string, unknown>, key, value) {
       // The holder's own value: a Buffer has already been turned into { type, data } by toJSON.
@@ -617,8 +619,26 @@ export function decodeParkedEvent(text: string): StreamEvent {
     }
     return value;
   });
-  return { ...e, time: new Date(e.time) };
+  const bad = e[INVALID];
+  if (bad === undefined) return { ...e, time: new Date(e.time) };
+  delete e[INVALID];
+  const event = { ...e, time: new Date(e.time) };
+  const error = new Error(String(bad?.message ?? bad));
+  if (typeof bad?.name === "string") error.name = bad.name;
+  unreadable.set(event, error);
+  return event;
 }
+
+/** The key of the mark of an unreadable record in a parked event's JSON. */
+const INVALID = "$invalid";
+
+/**
+ * Records a source could not read (`BatchItem.invalid`), by event object: the scheduler marks
+ * them; {@linkcode encodeParkedEvent} keeps the mark in the park store and
+ * {@linkcode decodeParkedEvent} restores it, so that a released unreadable record goes to the
+ * failure policy again, never to the handler. Internal (not exported by the package).
+ */
+export const unreadable: WeakMap<StreamEvent, Error> = new WeakMap();
 
 function toBase64(bytes: Uint8Array): string {
   let s = "";

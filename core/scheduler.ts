@@ -32,6 +32,7 @@ import type {
   ParkWrite,
   ParkWriteOutcome,
 } from "./park.ts";
+import { unreadable } from "./park.ts";
 import type { StreamName } from "./streamName.ts";
 
 /** Busy runs measure handler latency on one call in this many (a power of two). */
@@ -776,7 +777,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   const idleQueue: StreamState[] = [];
   let idleHead = 0;
   // Records that could not be read as events, by the event object the scheduler buffers.
-  const invalid = new WeakMap<StreamEvent, Error>();
+  // Shared with the park stores' encoding, which keeps the mark of a parked one.
+  const invalid = unreadable;
   // Lookups in `invalid` cost a WeakMap probe per event: skipped until a source sends one.
   let anyInvalid = false;
   let seq = 0;
@@ -1011,8 +1013,16 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       let event = item.event;
       let index = event.index;
       if (item.invalid !== undefined) {
-        // An unreadable record is never dropped as a duplicate: it goes after what is known of
-        // its stream, so that it reaches the failure policy whatever index its source gave it.
+        // Of a parked stream, every index below the write position is handled or in the park
+        // store (which keeps an unreadable record too): one there again is a re-read (a
+        // restart before the checkpoint), not to be parked a second time under a later index.
+        if (s.park !== undefined && index < s.writePos) {
+          counters.duplicates++;
+          continue;
+        }
+        // Otherwise an unreadable record is never dropped as a duplicate: it goes after what is
+        // known of its stream, so that it reaches the failure policy whatever index its source
+        // gave it.
         let at = index < s.writePos ? s.writePos : index;
         const last = s.buffer.length > 0 ? s.buffer[s.buffer.length - 1].index : -1;
         if (last >= at) at = last + 1;
@@ -1636,6 +1646,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         const last = events[events.length - 1].index + 1;
         p.fetched = last;
         if (last > p.replayEnd) p.replayEnd = last; // added since the release began
+        // An unreadable record parked keeps its mark: it goes to the failure policy again.
+        if (!anyInvalid && events.some((e) => invalid.has(e))) anyInvalid = true;
         if (events.length < limit) p.fetched = Math.max(last, p.replayEnd);
         const merged = events.filter((e) => e.index >= s.writePos);
         for (const e of s.buffer) insertEvent(merged, e, s.writePos);
