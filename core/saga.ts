@@ -15,6 +15,9 @@
  *   a crash); an action whose handler is already running finishes before the compensation is
  *   sent. A compensation therefore never takes effect before its action, whatever the targets.
  * - An outcome that does not fit the state (a late reply, a repeat, another step's) is ignored.
+ *   An outcome naming a step the saga does not have (a typo) is refused with
+ *   {@linkcode UnknownStepError}: the caller's `handle` rejects, and a reply or routed event
+ *   fails its stream (sink stats, failure policy) instead of leaving the instance waiting.
  * - The instance ends `completed` (every step succeeded), `compensated` (a step failed and
  *   every compensation was confirmed) or `failed` (a compensation failed or was not confirmed
  *   within `compensationTimeoutMs`; the other compensations still ran), with the reason.
@@ -22,7 +25,7 @@
  * @module
  */
 import { createCodec, type TypedEvent } from "./codec.ts";
-import { checkNumber, describe, InvalidArgumentError } from "./errors.ts";
+import { checkNumber, describe, ImpelError, InvalidArgumentError } from "./errors.ts";
 import {
   defineWorkflow,
   type Outgoing,
@@ -263,8 +266,45 @@ export interface SagaOptions<D, M extends TypedEvent> {
   readonly parse?: (data: unknown) => D;
 }
 
+/**
+ * An outcome (`StepSucceeded`, `StepFailed`, `StepCompensated`, `CompensationFailed`) or a
+ * `Deadline` names a step the saga does not have; nothing is recorded. `code` is `"UnknownStep"`.
+ *
+ * @example
+ * ```ts
+ * import { UnknownStepError } from "@impel/impel/workflow";
+ * const e = new UnknownStepError("Delivery", "shipping", ["ship"]);
+ * console.log(e.code, e.step); // "UnknownStep" "shipping"
+ * ```
+ *
+ * @category Workflows
+ */
+export class UnknownStepError extends ImpelError {
+  /** The saga's category. */
+  readonly category: string;
+  /** The step named. */
+  readonly step: unknown;
+  /** Creates the error; `known` lists the saga's steps. */
+  constructor(category: string, step: unknown, known: readonly string[]) {
+    super(
+      "UnknownStep",
+      `saga ${category} has no step ${describe(step)} (steps: ${known.join(", ") || "none"})`,
+    );
+    this.category = category;
+    this.step = step;
+  }
+}
+
 /** The name of the one timer a saga keeps: the running step's or compensation's deadline. */
 const DEADLINE = "deadline";
+/** The inputs that name a step. */
+const NAMED = new Set([
+  "StepSucceeded",
+  "StepFailed",
+  "StepCompensated",
+  "CompensationFailed",
+  "Deadline",
+]);
 
 /**
  * The input reporting that `step` succeeded, with what it produced (kept in the state's
@@ -519,6 +559,13 @@ export function defineSaga<D, M extends TypedEvent>(
 
   /** The event an input records, if it fits the state. */
   function recorded(s: SagaState<D>, input: SagaInput<D>): SagaEvent<D> | undefined {
+    if (
+      input !== null && typeof input === "object" && input.type !== "Start" &&
+      input.type !== "Cancel" && NAMED.has(input.type) &&
+      !byName.has((input.data as { step?: unknown } | undefined)?.step as string)
+    ) {
+      throw new UnknownStepError(options.category, input.data?.step, [...byName.keys()]);
+    }
     const running = s.status === "running" ? s.step : undefined;
     const undoing = s.status === "compensating" ? s.step : undefined;
     switch (input?.type) {

@@ -18,6 +18,7 @@ import {
   startWorkflow,
   stepCompensated,
   stepSucceeded,
+  UnknownStepError,
   workflowCategories,
   workflowClient,
 } from "../../core/workflow.ts";
@@ -640,5 +641,37 @@ Deno.test("workflow: a timer whose firing keeps failing fails its stream: sink s
       assert.match(String(faulted), /Nottify/);
       await runner.stop().catch(() => {});
     }
+  }
+});
+
+Deno.test("workflow: an outcome naming a step the saga does not have is refused (UnknownStepError), and fails its stream", async () => {
+  type O = { id: string };
+  type M = { type: "Ship"; data: O };
+  const saga = defineSaga<O, M>({
+    category: "Deliv",
+    steps: [{ name: "ship", action: (o) => ({ to: `Ship-${o.id}`, type: "Ship", data: o }) }],
+  });
+  const client = workflowClient(saga, { store: createMemoryStore() });
+  await client.handle("o0", { type: "Start", data: { id: "o0" } });
+  await assert.rejects(
+    () => client.handle("o0", stepSucceeded("shipping")),
+    (e) => e instanceof UnknownStepError && e.step === "shipping" && e.code === "UnknownStep",
+  );
+  const store = createMemoryStore();
+  const runner = startWorkflow(saga, {
+    store,
+    source: memorySource({ store, categories: workflowCategories(saga) }),
+    handlers: { Ship: () => stepSucceeded("shipping") }, // a typo
+    sink: { statsIntervalMs: 0, retry: { initialDelayMs: 10, maxDelayMs: 10 } },
+  });
+  try {
+    await runner.handle("o1", { type: "Start", data: { id: "o1" } });
+    await new Promise((r) => setTimeout(r, 100));
+    const failing = runner.sink.stats().failing;
+    assert.equal(failing.length, 1);
+    assert.equal(failing[0].stream, "Deliv-o1");
+    assert.ok(failing[0].error instanceof UnknownStepError);
+  } finally {
+    await runner.stop().catch(() => {});
   }
 });
