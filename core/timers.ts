@@ -17,7 +17,10 @@
  *   `fire` that throws is logged and tried again after a backoff (`retry`), for as long as it
  *   takes; the failure shows in {@linkcode DurableTimers.stats}.
  * - **One process or several.** Every process running `durableTimers` over the same category
- *   fires every due timer; with an idempotent `fire` that only costs duplicate calls.
+ *   fires every due timer; with an idempotent `fire` that only costs duplicate calls. Timers
+ *   scheduled by another process are read from the shards at start and then every
+ *   `reloadIntervalMs` (default 5 s, real time; 0: only at start), so a timer another process
+ *   scheduled (and then, say, died) fires here at most that long after it is due.
  *
  * @module
  */
@@ -202,6 +205,11 @@ export interface DurableTimersOptions {
   readonly retry?: RetryOptions;
   /** Events between a shard's rolling snapshots (default 100). */
   readonly snapshotEvery?: number;
+  /**
+   * How often the shards are read again for timers other processes scheduled (default 5 000 ms
+   * of real time; 0: only at start, so such a timer fires here only after a restart).
+   */
+  readonly reloadIntervalMs?: number;
 }
 
 /**
@@ -414,6 +422,7 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
     1,
   );
   const every = checkInteger("snapshotEvery", options.snapshotEvery ?? 100, 1);
+  const reloadIntervalMs = checkNumber("reloadIntervalMs", options.reloadIntervalMs ?? 5_000, 0);
   const retry = backoff(options.retry);
   const log = getLogger(["impel", "timers", category]);
   const decider = createDecider<Shard, ShardState>({
@@ -525,18 +534,23 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
     if (heap[0].timer === timer) wake.abort();
   }
 
+  /** Reads every shard and remembers the timers this process does not know yet. */
+  async function readShards(): Promise<void> {
+    const all = await Promise.all(
+      Array.from({ length: shards }, (_, k) => decider.query(shardStream(k), (s) => s)),
+    );
+    for (const shard of all) {
+      for (const t of shard.values()) {
+        durable.add(t.id);
+        if (!known.has(t.id) && !firing.has(t.id)) remember(t);
+      }
+    }
+  }
+
   async function load(): Promise<void> {
     for (let attempt = 1; !stopped; attempt++) {
       try {
-        const all = await Promise.all(
-          Array.from({ length: shards }, (_, k) => decider.query(shardStream(k), (s) => s)),
-        );
-        for (const shard of all) {
-          for (const t of shard.values()) {
-            durable.add(t.id);
-            if (!known.has(t.id)) remember(t);
-          }
-        }
+        await readShards();
         loaded = true;
         return;
       } catch (error) {
@@ -617,6 +631,25 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
   })();
   loop.catch((error) => log.error("timers of {category} stopped: {error}", { category, error }));
 
+  // Timers other processes schedule after this one loaded reach it here.
+  const reloader = reloadIntervalMs === 0 ? Promise.resolve() : (async () => {
+    while (!stopped) {
+      await sleep(reloadIntervalMs, stopSignal.signal);
+      if (stopped) break;
+      if (!loaded) continue;
+      try {
+        await readShards();
+      } catch (error) {
+        lastError = error;
+        log.warn("reloading timers of {category} failed: {error}", {
+          category,
+          error: errorText(error),
+        });
+      }
+    }
+  })();
+  reloader.catch(() => {});
+
   return {
     async schedule(timer) {
       const t = checkTimer(timer);
@@ -651,6 +684,7 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
       stopped = true;
       stopSignal.abort();
       await loop.catch(() => {});
+      await reloader.catch(() => {});
       await Promise.all(inFlight);
       // The removals the last fires queued go out once; a timer whose removal fails fires again
       // after the next start, which its idempotent fire absorbs.

@@ -1371,6 +1371,11 @@ export interface WorkflowRunnerOptions<I extends TypedEvent, M extends TypedEven
     readonly shards?: number;
     /** Timers fired at once. */
     readonly maxConcurrentFires?: number;
+    /**
+     * How often the shards are read again for timers other runners scheduled (default 5 000 ms
+     * of real time; 0: only at start). See {@linkcode DurableTimersOptions.reloadIntervalMs}.
+     */
+    readonly reloadIntervalMs?: number;
   };
   /** The sink's settings (the handler is the runner's; the default group is the category). */
   readonly sink?: Omit<StreamsSinkOptions, "handler">;
@@ -1665,6 +1670,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       clock,
       shards: options.timers?.shards,
       maxConcurrentFires: options.timers?.maxConcurrentFires,
+      reloadIntervalMs: options.timers?.reloadIntervalMs,
       fire: (timer) =>
         markDue(timer.stream, Number(timer.id.slice(timer.id.lastIndexOf("#") + 1)), timer.id),
     });

@@ -191,3 +191,33 @@ Deno.test("timers: bad input is refused with the field named", async () => {
     (e) => e instanceof ImpelError && e.code === "TimersStopped",
   );
 });
+
+Deno.test("timers: a timer another process scheduled after this one loaded fires here (reloadIntervalMs)", async () => {
+  const store = createMemoryStore();
+  const clock = manualClock(0);
+  const fired: string[] = [];
+  const b = durableTimers({
+    store,
+    category: "Reload",
+    clock,
+    reloadIntervalMs: 20,
+    fire: (t) => void fired.push(t.id),
+  });
+  try {
+    await b.idle(); // loaded: the shards were empty
+    const a = durableTimers({ store, category: "Reload", clock, fire: () => {} });
+    await a.schedule({ id: "C:Order-o1#0", due: 1_000, stream: "Order-o1" });
+    await a.stop(); // it dies before the timer is due
+    clock.advance(2_000);
+    for (let i = 0; i < 100 && fired.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(fired, ["C:Order-o1#0"]);
+    assert.throws(
+      () => durableTimers({ store, category: "R2", fire: () => {}, reloadIntervalMs: -1 }),
+      InvalidArgumentError,
+    );
+  } finally {
+    await b.stop();
+  }
+});
