@@ -50,7 +50,9 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   const leaseMs = 10 * pollMs;
   const retry = backoff({ initialDelayMs: 100, maxDelayMs: 10_000 });
   let scheduler: Scheduler | undefined;
-  let trouble: { since: number; error: unknown } | undefined;
+  // Failures by operation and store (reading the parked streams, polling), each until that
+  // operation on that store succeeds: one store's success does not hide another's failure.
+  const troubles = new Map<string, { since: number; error: unknown }>();
   let timer: ReturnType<typeof setInterval> | undefined;
   let polling: Promise<void> | undefined;
   let loaded = false;
@@ -59,9 +61,18 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   const call = <T>(what: string, op: () => Promise<T>): Promise<T> =>
     withTimeout(Promise.resolve().then(op), STORE_TIMEOUT_MS, what, "ParkStoreTimeout");
 
-  const failed = (error: unknown) => {
-    trouble ??= { since: Date.now(), error };
-    trouble.error = error;
+  const failed = (key: string, error: unknown) => {
+    const trouble = troubles.get(key);
+    if (trouble === undefined) troubles.set(key, { since: Date.now(), error });
+    else trouble.error = error;
+  };
+  const keyOf = (what: string, store: ParkStore) => `${what}:${stores.indexOf(store)}`;
+  const oldest = () => {
+    let trouble: { since: number; error: unknown } | undefined;
+    for (const t of troubles.values()) {
+      if (trouble === undefined || t.since < trouble.since) trouble = t;
+    }
+    return trouble && { ...trouble };
   };
 
   /**
@@ -133,10 +144,10 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
             () => store.list(group),
           );
           scheduler?.markParked(store, entries);
-          trouble = undefined;
+          troubles.delete(keyOf("load", store));
           break;
         } catch (error) {
-          failed(error);
+          failed(keyOf("load", store), error);
           log.warn(
             "{group}: cannot read the parked streams (attempt {attempt}); nothing is handled until it can: {error}",
             { group, attempt, error: errorText(error) },
@@ -198,9 +209,9 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       for (const store of stores) {
         try {
           await pollStore(store);
-          trouble = undefined;
+          troubles.delete(keyOf("poll", store));
         } catch (error) {
-          failed(error);
+          failed(keyOf("poll", store), error);
           log.warn("{group}: polling the park store for requests failed: {error}", {
             group,
             error: errorText(error),
@@ -219,7 +230,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       scheduler = s;
       timer = setInterval(poll, pollMs);
     },
-    trouble: () => trouble && { ...trouble },
+    trouble: oldest,
     async stop() {
       stopped = true;
       clearInterval(timer);

@@ -762,8 +762,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   const streams = new Map<StreamName, StreamState>();
   // Parked streams: never purged, and not counted against maxIdleStreams.
   const parkedSet = new Set<StreamState>();
-  // The last park store operation's failure, until one succeeds.
-  let storeTrouble: { since: number; error: unknown } | undefined;
+  // Park store failures by stream, each until an operation of that stream succeeds (one
+  // stream's success says nothing of another's write).
+  const storeTroubles = new Map<StreamState, { since: number; error: unknown }>();
   const tranches = new Map<string, TrancheState>();
   const failing = new Set<StreamState>();
   const stalled = new Set<StreamState>();
@@ -1520,7 +1521,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     Promise.resolve().then(op).then(
       (value) =>
         after(() => {
-          storeTrouble = undefined;
+          storeTroubles.delete(s);
           ok(value, p);
         }),
       (error) => after(() => storeFailed(s, error)),
@@ -1529,8 +1530,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   function storeFailed(s: StreamState, error: unknown) {
     counters.parkFailures++;
-    storeTrouble ??= { since: Date.now(), error };
-    storeTrouble.error = error;
+    const trouble = storeTroubles.get(s);
+    if (trouble === undefined) storeTroubles.set(s, { since: Date.now(), error });
+    else trouble.error = error;
     const t = troubles.failed(s, error);
     hooks.onPark?.({ kind: "storeFailed", stream: s.name, error, attempts: t.attempts });
     delay(s, t.attempts);
@@ -2010,6 +2012,14 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       });
     }
     parked.sort(byAge);
+    // The oldest park store failure of a stream still known (a dropped stream's is forgotten).
+    let storeTrouble: { since: number; error: unknown } | undefined;
+    for (const [t, trouble] of storeTroubles) {
+      if (streams.get(t.name) !== t) storeTroubles.delete(t);
+      else if (storeTrouble === undefined || trouble.since < storeTrouble.since) {
+        storeTrouble = trouble;
+      }
+    }
     return {
       streams: streams.size,
       bufferedEvents,
