@@ -15,8 +15,8 @@
  * | `GET /pipelines/{group}/checkpoints` | token if `protectReads` | the stored checkpoints of the pipeline's source and group |
  * | `PUT /pipelines/{group}/checkpoints/{tranche}` | token | body `{ "position": "start" \| "tail" \| "<integer>", "force"?: true }` |
  * | `DELETE /pipelines/{group}/checkpoints/{tranche}` | token (+ `?force=true` while running) | forgets the checkpoint |
- * | `GET /pipelines/{group}/parked` | token if `protectReads` | the parked streams (`?resolved=true`: with the history) |
- * | `GET /pipelines/{group}/parked/{stream}` | token if `protectReads` | one, with up to `limit` (100) of its events from `from` |
+ * | `GET /pipelines/{group}/parked` | token | the parked streams (`?resolved=true`: with the history) |
+ * | `GET /pipelines/{group}/parked/{stream}` | token | one, with up to `limit` (100) of its events from `from` |
  * | `POST /pipelines/{group}/parked/{stream}/release` | token | body `{ "by"?: string }`: replay its events, then resume (202) |
  * | `POST /pipelines/{group}/parked/{stream}/skip` | token | body `{ "reason": string, "by"?: string }`: drop its events (202) |
  *
@@ -32,7 +32,7 @@
  * the sink's) and answered 202 Accepted: the running sink of the group applies it within its
  * park policy's `pollMs` (and a stopped one when it next starts). Both are idempotent; another
  * request while one is being applied is refused (409). Stream names are path segments: encode
- * them.
+ * them. Listing and showing parked streams needs the token too (they answer event data).
  *
  * @module
  */
@@ -93,11 +93,15 @@ export interface HttpHandlerOptions {
   /** The metrics and pipeline registry to serve. */
   readonly metrics: ImpelMetrics;
   /**
-   * The bearer token that checkpoint changes need (at least 16 characters). Without one, the
-   * management API is read-only.
+   * The bearer token that checkpoint changes and every route of parked streams need (at least
+   * 16 characters). Without one, the management API is read-only and parked streams are not
+   * served.
    */
   readonly token?: string;
-  /** Also require the token for the management API's reads (default false). */
+  /**
+   * Also require the token for the management API's other reads (default false; the reads of
+   * parked streams, which answer event data, always need it).
+   */
   readonly protectReads?: boolean;
   /** What makes `/health` degraded or failing. */
   readonly health?: HealthThresholds;
@@ -176,7 +180,7 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       throw new HttpError(
         403,
         "ManagementDisabled",
-        "changes (checkpoint resets, park requests) are disabled: the handler was created without a token",
+        "changes (checkpoint resets, park requests) and reads of parked streams are disabled: the handler was created without a token",
       );
     }
     const header = request.headers.get("authorization");
@@ -273,7 +277,7 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
     {
       path: ["pipelines", ":group", "parked"],
       methods: READ,
-      access: "read",
+      access: "data",
       answer: async ({ url, params: { group } }) => {
         const store = parkStoreOf(pipelineOf(group));
         const resolved = booleanQuery(url, "resolved");
@@ -287,7 +291,7 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
     {
       path: ["pipelines", ":group", "parked", ":stream"],
       methods: READ,
-      access: "read",
+      access: "data",
       answer: async ({ url, params: { group, stream } }) => {
         const store = parkStoreOf(pipelineOf(group));
         const from = integerQuery(url, "from", 0, 0);
@@ -371,7 +375,7 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       });
     }
     const { route, params } = found;
-    if (route.access === "change" || (route.access === "read" && protectReads)) {
+    if (route.access !== "open" && (route.access !== "read" || protectReads)) {
       await authorize(request);
     }
     for (const [name, value] of Object.entries(params)) {
@@ -410,8 +414,11 @@ function notFound(path: string) {
   return new HttpError(404, "NotFound", `no route for ${path}`);
 }
 
-/** What a route needs: nothing, the token if `protectReads`, or always the token. */
-type Access = "open" | "read" | "change";
+/**
+ * What a route needs: nothing, the token if `protectReads`, always the token (`data`: reads of
+ * parked streams, which answer event data), or always the token (`change`).
+ */
+type Access = "open" | "read" | "data" | "change";
 
 interface Route {
   /** Path segments under the base path; `:name` captures one segment (URL-decoded). */

@@ -148,13 +148,14 @@ test("http: list and show parked streams; release over HTTP replays them and is 
   const p = await parkedPipeline();
   const http = createHttpHandler({ metrics: p.metrics, token: TOKEN });
   try {
-    const list = await http(request("/pipelines/g/parked"));
+    const list = await http(request("/pipelines/g/parked", { token: TOKEN }));
     assert.equal(list.status, 200);
     const body = await list.json();
     assert.deepEqual(body.parked.map((e: { stream: string }) => e.stream), ["Pay-X"]);
     assert.equal(body.parked[0].events, 2);
     assert.equal(body.parked[0].error, "Error: declined");
-    const one = await (await http(request("/pipelines/g/parked/Pay-X?limit=1"))).json();
+    const one = await (await http(request("/pipelines/g/parked/Pay-X?limit=1", { token: TOKEN })))
+      .json();
     assert.equal(one.state, "parked");
     assert.deepEqual(one.eventsShown.map((e: { index: number }) => e.index), [0]);
     const detail = await (await http(request("/pipelines/g"))).json();
@@ -169,7 +170,8 @@ test("http: list and show parked streams; release over HTTP replays them and is 
     const again = await http(post("/pipelines/g/parked/Pay-X/release"));
     assert.equal(again.status, 200, "already released: nothing to do");
     assert.equal((await again.json()).state, "released");
-    const history = await (await http(request("/pipelines/g/parked?resolved=true"))).json();
+    const history =
+      await (await http(request("/pipelines/g/parked?resolved=true", { token: TOKEN }))).json();
     assert.equal(history.parked[0].resolution.by, "alice");
     assert.equal(history.parked[0].resolution.action, "release");
   } finally {
@@ -223,15 +225,27 @@ test("http: skip needs the token and a reason; bad input gets 4xx with a code", 
     await expect(post(skip, { reason: "x".repeat(5_000) }), 413, "BodyTooLarge");
     await expect(request(skip, { method: "GET", token: TOKEN }), 405, "MethodNotAllowed");
     await expect(post("/pipelines/g/parked/Order-9/skip", { reason: "x" }), 404, "StreamNotParked");
-    await expect(request("/pipelines/g/parked/Order-9"), 404, "StreamNotParked");
+    await expect(request("/pipelines/g/parked/Order-9", { token: TOKEN }), 404, "StreamNotParked");
     await expect(
       post("/pipelines/nope/parked/Pay-X/skip", { reason: "x" }),
       404,
       "UnknownPipeline",
     );
-    await expect(request("/pipelines/g/parked?resolved=maybe"), 400, "InvalidQuery");
-    await expect(request("/pipelines/g/parked/Pay-X?limit=0"), 400, "InvalidQuery");
-    await expect(request("/pipelines/g/parked/Pay-X?from=-1"), 400, "InvalidQuery");
+    await expect(
+      request("/pipelines/g/parked?resolved=maybe", { token: TOKEN }),
+      400,
+      "InvalidQuery",
+    );
+    await expect(
+      request("/pipelines/g/parked/Pay-X?limit=0", { token: TOKEN }),
+      400,
+      "InvalidQuery",
+    );
+    await expect(
+      request("/pipelines/g/parked/Pay-X?from=-1", { token: TOKEN }),
+      400,
+      "InvalidQuery",
+    );
     // A release claimed by the sink cannot be turned into a skip.
     const claimed = (await p.parked.get("g", "Pay-X"))!;
     await p.parked.request("g", "Pay-X", { action: "release", by: "alice" });
@@ -243,7 +257,7 @@ test("http: skip needs the token and a reason; bad input gets 4xx with a code", 
     // A pipeline without a park store.
     const plain = streamsSink({ group: "plain", handler: () => {}, statsIntervalMs: 0 });
     p.metrics.addPipeline({ group: "plain", source: "memory", sink: plain });
-    await expect(request("/pipelines/plain/parked"), 409, "NoParkStore");
+    await expect(request("/pipelines/plain/parked", { token: TOKEN }), 409, "NoParkStore");
     await plain.stop();
   } finally {
     await p.stop();
@@ -267,6 +281,34 @@ test("http: skip over HTTP drops the events and records who and why", async () =
     ]);
     assert.deepEqual(p.handled.filter((h) => h.startsWith("Pay-X")), []);
     assert.equal((await checkHealth(p.metrics.pipelines())).status, "ok");
+  } finally {
+    await p.stop();
+  }
+});
+
+test("http: list and show of parked streams need the token (they answer event data), even without protectReads", async () => {
+  const p = await parkedPipeline();
+  const http = createHttpHandler({ metrics: p.metrics, token: TOKEN });
+  const expect = async (req: Request, status: number, code: string) => {
+    const res = await http(req);
+    assert.equal(res.status, status);
+    assert.equal((await res.json()).error.code, code);
+  };
+  try {
+    await expect(request("/pipelines/g/parked"), 401, "MissingToken");
+    await expect(request("/pipelines/g/parked/Pay-X"), 401, "MissingToken");
+    await expect(
+      request("/pipelines/g/parked/Pay-X", { token: "not-the-token-at-all" }),
+      401,
+      "InvalidToken",
+    );
+    assert.equal((await http(request("/pipelines/g/parked", { token: TOKEN }))).status, 200);
+    assert.equal((await http(request("/pipelines/g/parked/Pay-X", { token: TOKEN }))).status, 200);
+    assert.equal((await http(request("/pipelines/g"))).status, 200); // other reads stay open
+    const tokenless = createHttpHandler({ metrics: p.metrics });
+    const refused = await tokenless(request("/pipelines/g/parked/Pay-X"));
+    assert.equal(refused.status, 403);
+    assert.equal((await refused.json()).error.code, "ManagementDisabled");
   } finally {
     await p.stop();
   }
