@@ -370,7 +370,16 @@ export function checkFailurePolicy(policy: FailurePolicy, field = "failure"): Fa
     case "park":
       checkInteger(`${field}.maxAttempts`, policy.maxAttempts, 1);
       checkParkStore(`${field}.store`, policy.store);
-      if (policy.pollMs !== undefined) checkNumber(`${field}.pollMs`, policy.pollMs, 1);
+      if (policy.pollMs !== undefined) {
+        checkNumber(`${field}.pollMs`, policy.pollMs, 1);
+        // Timers take at most 2^31 - 1 ms: above, setInterval fires about every millisecond.
+        if (policy.pollMs > MAX_TIMER_MS) {
+          throw new InvalidArgumentError(
+            `${field}.pollMs`,
+            `must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${policy.pollMs}`,
+          );
+        }
+      }
       return policy;
     case "byStream": {
       if (field !== "failure") {
@@ -436,8 +445,25 @@ function checkPattern(field: string, match: unknown): string {
       `must be a stream name pattern (1 to 1000 characters, * for any), got ${describe(match)}`,
     );
   }
+  if (match.trim() !== match) {
+    throw new InvalidArgumentError(
+      field,
+      `has leading or trailing spaces, so it never matches a stream name: ${describe(match)}`,
+    );
+  }
+  if (!match.includes("-") && !match.includes("*")) {
+    throw new InvalidArgumentError(
+      field,
+      `never matches a stream name (\`{category}-{id}\`: a name has a '-'; write ${
+        describe(`${match}-*`)
+      } for a category): ${describe(match)}`,
+    );
+  }
   return match;
 }
+
+/** The longest delay a timer takes (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The policy of each stream under a checked failure policy (never `byStream`). */
 export type StreamPolicyOf = (stream: StreamName) => Exclude<FailurePolicy, { kind: "byStream" }>;
