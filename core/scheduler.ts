@@ -587,6 +587,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   let stopping = false;
   let faulted = false;
   let dispatching = false;
+  let dispatchQueued = false;
   let progressed = false;
   // Expected handler time per event, from timed calls; 0 until measured.
   let msPerEvent = 0;
@@ -923,6 +924,20 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     }
   }
 
+  /**
+   * Dispatches once after the handler calls that end in this microtask run: calls resolved
+   * together then share one dispatch (one clock read, one progress report) instead of one each.
+   */
+  function dispatchSoon() {
+    if (dispatchQueued) return;
+    dispatchQueued = true;
+    queueMicrotask(queuedDispatch);
+  }
+  function queuedDispatch() {
+    dispatchQueued = false;
+    dispatch();
+  }
+
   function dispatch() {
     if (dispatching) return;
     dispatching = true;
@@ -1043,12 +1058,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         (next) => {
           finish(s, latency.ok, span.length);
           returned(s, span, next);
-          dispatch();
+          dispatchSoon();
         },
         (error) => {
           finish(s, latency.failed);
           failed(s, span, error);
-          dispatch();
+          dispatchSoon();
         },
       );
     } else {
