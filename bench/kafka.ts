@@ -6,7 +6,9 @@
  *   `kafkaSource` → `streamsSink` with a counting handler; timed from the consumer's group join
  *   (fetching starts right after it) to the last message handled, so joins are left out of both.
  *   The commit lag (messages handled but not yet accepted as committed by the broker) is sampled
- *   every 50 ms during the impel rounds.
+ *   every 50 ms during the impel rounds. A third path in each round, the floor, is raw
+ *   `eachBatch` plus the least per-key work (key decode, Map lookup, an event and a handler call
+ *   per message), to show how much of the gap any per-message handling costs.
  * - produce: the same messages sent by a raw producer (sequential `send`s of 1000) vs the ordered
  *   sink (`kafkaProducerHandler` behind `streamsSink`, one event per message so both send the
  *   same messages), plus the sink with its default packing of several events per message.
@@ -132,15 +134,42 @@ function summary(
 // ---------------------------------------------------------------------------------------------
 // Consume
 
-async function rawConsume(topic: string, total: number): Promise<Timing> {
-  const consumer = kafka.consumer(consumerConfig(unique("raw")));
+/**
+ * Raw `eachBatch` that counts messages; with `floor`, it also does the least any per-key
+ * processing does, as the floor of the impel path: per message the key decoded to its stream
+ * name, that stream's state looked up in a Map, an event built and a handler called with it.
+ */
+async function rawConsume(topic: string, total: number, floor = false): Promise<Timing> {
+  const consumer = kafka.consumer(consumerConfig(unique(floor ? "floor" : "raw")));
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
   let count = 0, elapsed = () => ({ ms: 0, cpuMs: 0 }), timing: Timing | undefined;
   consumer.on(consumer.events.GROUP_JOIN, () => (elapsed = stopwatch()));
+  const decoder = new TextDecoder();
+  const streams = new Map<string, { next: number }>();
+  let calls = 0;
+  const handler = (_stream: string, events: StreamEvent[]) => void (calls += events.length);
   await new Promise<void>((resolve) => {
     consumer.run({
       eachBatch: ({ batch }) => {
+        if (floor) {
+          const time = new Date(0);
+          for (const m of batch.messages) {
+            const stream = decoder.decode(m.key!);
+            let state = streams.get(stream);
+            if (state === undefined) streams.set(stream, state = { next: 0 });
+            const event = {
+              index: state.next++,
+              type: batch.topic,
+              data: m.value,
+              meta: null,
+              id: m.offset,
+              time,
+              size: m.value?.byteLength ?? 0,
+            };
+            handler(stream, [event]);
+          }
+        }
         count += batch.messages.length;
         if (count >= total && timing === undefined) {
           timing = elapsed();
@@ -220,16 +249,19 @@ async function benchConsume() {
       Math.round(fillMs)
     } ms`,
   );
-  const raws: Timing[] = [], impels: Timing[] = [];
+  const raws: Timing[] = [], floors: Timing[] = [], impels: Timing[] = [];
   const lags: number[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const raw = await rawConsume(topic, MESSAGES);
+    const floor = await rawConsume(topic, MESSAGES, true);
     const impel = await impelConsume(topic, MESSAGES);
     raws.push(raw);
+    floors.push(floor);
     impels.push(impel);
     lags.push(...impel.lag);
     console.log(
       `  round ${round}: raw eachBatch ${Math.round(raw.ms)} ms (${rate(MESSAGES, raw.ms)}), ` +
+        `floor ${Math.round(floor.ms)} ms (${rate(MESSAGES, floor.ms)}), ` +
         `kafkaSource → scheduler ${Math.round(impel.ms)} ms (${
           rate(MESSAGES, impel.ms)
         }, ${impel.calls} handler calls, commit lag median ${median(impel.lag)} max ${
@@ -245,9 +277,17 @@ async function benchConsume() {
     } messages`,
   );
   const rows = [
+    summary(
+      "consume",
+      "raw eachBatch",
+      raws,
+      "floor (decode, Map, a call per message)",
+      floors,
+      MESSAGES,
+    ),
     summary("consume", "raw eachBatch", raws, "kafkaSource → scheduler", impels, MESSAGES),
   ];
-  console.log(rows[0]);
+  for (const row of rows) console.log(row);
   await withAdmin((a) => a.deleteTopics({ topics: [topic] }));
   return rows;
 }

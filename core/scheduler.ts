@@ -791,6 +791,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   let stopping = false;
   let faulted = false;
   let dispatching = false;
+  let dispatchQueued = false;
   let progressed = false;
   // Expected handler time per event, from timed calls; 0 until measured.
   let msPerEvent = 0;
@@ -1160,6 +1161,20 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     }
   }
 
+  /**
+   * Dispatches once after the handler calls that end in this microtask run: calls resolved
+   * together then share one dispatch (one clock read, one progress report) instead of one each.
+   */
+  function dispatchSoon() {
+    if (dispatchQueued) return;
+    dispatchQueued = true;
+    queueMicrotask(queuedDispatch);
+  }
+  function queuedDispatch() {
+    dispatchQueued = false;
+    dispatch();
+  }
+
   function dispatch() {
     if (dispatching) return;
     dispatching = true;
@@ -1293,12 +1308,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         (next) => {
           finish(s, latency.ok, span.length);
           returned(s, span, next);
-          dispatch();
+          dispatchSoon();
         },
         (error) => {
           finish(s, latency.failed);
           failed(s, span, error);
-          dispatch();
+          dispatchSoon();
         },
       );
     } else {

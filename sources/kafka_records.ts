@@ -300,8 +300,9 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
       while (i < n && b[i] === bytes[i]) i++;
       if (i === n) return e.state;
     }
-    // A copy: the original is a view of the whole fetch response.
-    const copy = bytes.slice();
+    // A copy: the original is a view of the whole fetch response. Not `bytes.slice()`: on a
+    // Buffer (what kafkajs hands over) that is another view, which would keep the response.
+    const copy = Uint8Array.prototype.slice.call(bytes);
     const e: KeyEntry = { bytes: copy, state: stateOf(toStream(copy)), chain: head };
     keys.set(h, e);
     keyCount++;

@@ -1,5 +1,6 @@
 // How the Kafka source reads records: keys to streams, indexes, invalid records. Pure: no broker.
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import fc from "fast-check";
 import { renderSpanMessages, SPAN_HEADER } from "../sinks/kafka_span.ts";
 import {
@@ -208,4 +209,29 @@ Deno.test("kafka records: a user mapping of keys is used once per key", () => {
   const items = reader.items("t", 0, 1, [plain("abc"), plain("abc"), plain("de")]);
   assert.deepEqual(items.map((i) => i.stream), ["Mapped-3", "Mapped-3", "Mapped-2"]);
   assert.equal(calls, 2);
+});
+
+Deno.test("kafka records: a key is kept as a copy, not as a view of the fetch response", () => {
+  // kafkajs hands keys over as Buffer views of the whole response, and a Buffer's slice() is
+  // another view: a key kept that way would keep the response and change when it is reused.
+  const response = Buffer.from("....Order-1....");
+  const key = response.subarray(4, 11);
+  let kept: Uint8Array | undefined;
+  const reader = createRecordReader({
+    defaultCategory: "Kafka",
+    keyToStream: (k) => {
+      kept = k;
+      return new TextDecoder().decode(k);
+    },
+  });
+  const first = reader.items("t", 0, 1, [plain(key)]);
+  response.fill(0); // the response buffer reused for the next fetch
+  const second = reader.items("t", 0, 1, [plain(bytes("Order-1"))]);
+  assert.equal(kept!.buffer.byteLength, 7, "the key kept owns its own 7 bytes");
+  assert.ok(Buffer.isBuffer(kept), "a Buffer key stays a Buffer for keyToStream");
+  assert.deepEqual(
+    [...first, ...second].map((i) => `${i.stream}@${i.event.index}`),
+    ["Order-1@0", "Order-1@1"],
+    "the same key bytes find the same stream after the response changed",
+  );
 });

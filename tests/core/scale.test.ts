@@ -2,6 +2,7 @@
 // maxIdleStreams, and the oldest unfinished batch is dispatched first.
 import assert from "node:assert/strict";
 import { type Batch, streamsSink } from "../../mod.ts";
+import { createScheduler } from "../../core/scheduler.ts";
 import { ev, sleep, test } from "../support/core.ts";
 
 const batchOf = (position: number, items: Array<[string, number]>): Batch => ({
@@ -124,4 +125,33 @@ test("a fast handler still gets whole backlogs per call", async () => {
   await sleep(60);
   assert.deepEqual(spans, [1, 10]);
   await sink.stop();
+});
+
+test("calls that end together share one dispatch; quick calls never wait for a timer", async () => {
+  let running = 0, most = 0, calls = 0, progress = 0;
+  const scheduler = createScheduler({
+    maxConcurrentStreams: 64,
+    handler: async () => {
+      most = Math.max(most, ++running);
+      calls++;
+      await Promise.resolve();
+      running--;
+    },
+  }, {
+    onProgress: () => void progress++,
+    onFault: (error) => {
+      throw error;
+    },
+    onHandlerError() {},
+  });
+  scheduler.ingest(batchOf(1, Array.from({ length: 640 }, (_, i) => [`Quick-${i}`, 0])));
+  // A timer runs only once every microtask has: the calls must not have waited for one.
+  const before = await new Promise<number>((resolve) => setTimeout(() => resolve(calls), 0));
+  assert.equal(before, 640);
+  assert.equal(scheduler.uncompleted, 0);
+  assert.equal(most, 64, "never more calls at once than maxConcurrentStreams");
+  // One dispatch (and one progress report) per 64 calls that ended in the same microtask run,
+  // not one per call.
+  assert.ok(progress <= 640 / 64 + 1, `${progress} progress reports for 640 calls`);
+  scheduler.stop();
 });
