@@ -12,7 +12,7 @@
 // - reactor and indexer kills: a reactor (tests/faults/dynamo/reactor.ts: dynamoSource with event
 //   bodies, DynamoDB checkpoints, streamsSink, a handler logging each call's start and end) and
 //   the indexer, SIGKILLed in turn, KILLS kills in all (the reactor 3–8 s after its spawn, the
-//   indexer 0.3–3 s after the reactor's kill), while appends go on; then a last reactor run goes
+//   indexer 2–8 s after it is ready), while appends go on; then a last reactor run goes
 //   to the tail and stops cleanly. The bars of the MessageDB suite: 0 lost, 0 reordered or skipped
 //   within a run, 0 overlapping calls, at most 2× the events handled, the checkpoint advancing in
 //   most killed runs with work to do.
@@ -416,7 +416,11 @@ async function reactorKills() {
         await record(reactor, ending.livedMs);
         reactor = await spawnReactor();
       } else {
-        const ending = await killIn(indexer, 300 + random() * 2700);
+        // From its ready line, 2–8 s: under a reactor, a run's first read of the stream (1000
+        // records) and first slice take seconds on DynamoDB Local here, and a run killed
+        // sooner never records progress.
+        await untilLine(indexer, indexer.log, "ready\t", 60_000);
+        const ending = await killIn(indexer, 2000 + random() * 6000);
         await mustHaveBeenKilled(`indexer run ${procs.indexerLogs.length - 1}`, indexer, ending);
         indexer = procs.indexer();
       }
