@@ -81,6 +81,7 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
   await initPostgresLeases(pool, { schema });
   await initPostgresCheckpoints(pool, { schema });
   const members: Member[] = [];
+  const writers = new Set<() => Promise<void>>();
   const store = messageDbStore(pool);
   let count = 0;
 
@@ -189,7 +190,7 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
     },
     write(streams, random) {
       let writing = true;
-      const done = (async () => {
+      const done: Promise<void> = (async () => {
         for (let n = 0; writing; n++) {
           const s = Math.floor(random() * streams);
           const events = Array.from(
@@ -200,10 +201,12 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
           await sleep(5 + random() * 20);
         }
       })();
-      return async () => {
+      const stop = async () => {
         writing = false;
         await done;
       };
+      writers.add(stop);
+      return stop;
     },
     async awaitHandled(timeoutMs) {
       const deadline = performance.now() + timeoutMs;
@@ -232,6 +235,8 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
         if (m.killedAt === undefined && !m.stopped) m.child.kill("SIGKILL");
       }
       await Promise.all(members.map((m) => m.child.status));
+      // A test that failed midway left its writer running: stop it before the pool ends.
+      await Promise.all([...writers].map((stop) => stop().catch(() => {})));
       await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await pool.query(
         "DELETE FROM message_store.messages WHERE message_store.category(stream_name) = $1",
@@ -239,7 +244,11 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
       );
       await pool.end();
       if (keepLogs || Deno.env.get("IMPEL_FAULTS_KEEP") === "1") console.log(`logs kept in ${dir}`);
-      else await Deno.remove(dir, { recursive: true });
+      else {
+        await Deno.remove(dir, { recursive: true }).catch((e) => {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        });
+      }
     },
   };
   return cluster;
