@@ -1186,6 +1186,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         if (s === undefined) break;
         s.queued = false;
         if (s.busy || s.trouble?.retryTimer !== undefined || s.tranche.revoked) continue;
+        // Past a lease's deadline, before the source's revocation timer has run (a process that
+        // resumes runs its overdue timers in order): no new call on a tranche no longer held.
+        if (s.tranche.ownership?.held?.() === false) continue;
         if (s.park !== undefined && parkStep(s)) continue;
         if (s.buffer.length === 0) continue;
         if (s.writePos >= 0 && s.buffer[0].index !== s.writePos) {
