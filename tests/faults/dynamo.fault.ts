@@ -1,7 +1,7 @@
 // DynamoDB under faults (issue 21): real processes against a DynamoDB Local of the suite's own
 // (tests/faults/support/dynamodb.ts: tools/dynamodb.sh on 127.0.0.1:18000 with its tables in a
 // directory, so that they survive a restart of the server; the shared instance on 8000 is never
-// touched), fresh tables per scenario, deleted at the end.
+// touched), started empty for each scenario, with fresh tables deleted at the end.
 //
 // - indexer kills: the indexer (tests/faults/dynamo/indexer.ts: runStreamsIndexer, one index
 //   partition per category, epochs of 20 entries) SIGKILLed 0.3–3 s after it is ready, KILLS times,
@@ -18,8 +18,9 @@
 //   most killed runs with work to do.
 // - server restarts: DynamoDB Local stopped (SIGTERM) or SIGKILLed under a running indexer and
 //   reactor, and started again (RESTARTS); each time a probe event appended once the server is
-//   back must be indexed and handled without anyone's help (a process that exits is started
-//   again, as a supervisor would, and counted; it must have said why). Then the same checks.
+//   back must be indexed and handled without anyone's help: no process may exit (one that does
+//   is started again, as a supervisor would, so that the figures are complete, and the scenario
+//   fails). Then the same checks as above.
 // Figures are printed as `FIGURES {json}` lines for bench/RESULTS.md (FAULTS → DynamoDB).
 //
 //   deno task faults tests/faults/dynamo.fault.ts                       # 50 + 50 kills, 3 restarts
@@ -57,8 +58,8 @@ const SHORT = Deno.env.get("IMPEL_FAULTS_SHORT") === "1";
 const SEED = Number(Deno.env.get("IMPEL_FAULTS_SEED") ?? Date.now() % 1_000_000);
 const KILLS = SHORT ? 6 : 50;
 // How DynamoDB Local goes down (SIGTERM or SIGKILL) and for how long before it is started again
-// (which itself takes 5–20 s here). The long outage outlasts the indexer's retries (maxAttempts
-// 8, backoff to 30 s): it must exit with the error, not stall, and a restart must carry on.
+// (which itself takes 5–20 s here). The long one outlasted the indexer's retries when they
+// stopped after maxAttempts (about 30 s); now every process must carry on through it.
 const RESTARTS: { how: "stop" | "kill"; downMs: number }[] = SHORT
   ? [{ how: "kill", downMs: 2000 }]
   : [{ how: "stop", downMs: 5000 }, { how: "kill", downMs: 5000 }, { how: "kill", downMs: 45_000 }];
@@ -80,12 +81,22 @@ function report(scenario: string, figures: unknown) {
   );
 }
 
-/** Waits until `condition` resolves true, checking every 200 ms, or fails after `ms`. */
-async function until(what: string, condition: () => Promise<boolean>, ms: number): Promise<number> {
+/**
+ * Waits until `condition` resolves true, checking every `everyMs`, or fails after `ms`; returns
+ * how long it waited. Conditions that read the whole index poll every second: DynamoDB Local
+ * gains nothing from requests at once, and such a poll every 200 ms doubled the indexer's time
+ * per slice.
+ */
+async function until(
+  what: string,
+  condition: () => Promise<boolean>,
+  ms: number,
+  everyMs = 1000,
+): Promise<number> {
   const started = Date.now(), deadline = started + ms;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(200);
+    await sleep(everyMs);
   }
   return Date.now() - started;
 }
@@ -269,14 +280,14 @@ async function mustHaveBeenKilled(
   );
 }
 
-/** SIGTERM, and the clean exit that must follow within 30 s. */
+/** SIGTERM once it is ready (listening for it), and the clean exit that must follow in 30 s. */
 async function stopCleanly(what: string, child: Child & { log: string }) {
+  await untilLine(child, child.log, "ready\t", 60_000);
   const status = await stopWithin(child, 30_000, what);
   assert.equal(status.code, 0, `${what} stopped cleanly: ${await readLog(`${child.log}.err`)}`);
 }
 
 Deno.test(`faults: DynamoDB`, opts, async (t) => {
-  await dynamo.server("start");
   try {
     // FAULT_SCENARIOS=indexer,reactor,server runs some of them only (all by default).
     const only = Deno.env.get("FAULT_SCENARIOS")?.split(",");
@@ -286,6 +297,7 @@ Deno.test(`faults: DynamoDB`, opts, async (t) => {
         ignore: only !== undefined && !only.includes(key),
         fn: async () => {
           try {
+            await dynamo.server("reset");
             await fn();
           } finally {
             await killAll();
@@ -489,8 +501,8 @@ async function serverRestarts() {
   const started = Date.now();
   await w.fill(STREAMS, SHORT ? 2 : 5);
   let indexer = procs.indexer(), reactor = procs.reactor();
-  // A supervisor's part: a process that exits is counted and started again. It must have said
-  // why: the indexer's rejection in its log, the reactor's in its stderr.
+  // A supervisor's part: a process that exits is counted, with its reason (the indexer's
+  // rejection in its log, the reactor's in its stderr), and started again.
   const exits: { name: string; code: number; atMs: number; reason: string }[] = [];
   const supervise = async () => {
     for (const [name, child] of [["indexer", indexer], ["reactor", reactor]] as const) {
@@ -532,15 +544,25 @@ async function serverRestarts() {
       const probe = `Fault0-probe${k}`;
       await w.append(probe, 1);
       const appendedMs = Date.now() - back;
-      const indexedMs = appendedMs + await until(`${probe} to be indexed`, async () => {
-        await supervise();
-        return (await indexedVersions(tables.index, [probe])).get(probe) === 1;
-      }, 120_000);
+      const indexedMs = appendedMs + await until(
+        `${probe} to be indexed`,
+        async () => {
+          await supervise();
+          return (await indexedVersions(tables.index, [probe])).get(probe) === 1;
+        },
+        120_000,
+        200,
+      );
       const line = `end\t${probe}\t0\t1\t`;
-      const handledMs = indexedMs + await until(`${probe} to be handled`, async () => {
-        await supervise();
-        return (await Promise.all(procs.reactorLogs.map(readLog))).some((l) => l.includes(line));
-      }, 120_000);
+      const handledMs = indexedMs + await until(
+        `${probe} to be handled`,
+        async () => {
+          await supervise();
+          return (await Promise.all(procs.reactorLogs.map(readLog))).some((l) => l.includes(line));
+        },
+        120_000,
+        200,
+      );
       outcomes.push({
         how,
         waitedMs: downMs,
@@ -583,12 +605,8 @@ async function serverRestarts() {
     indexer: indexing,
     index,
   });
-  for (const exit of exits) {
-    assert.ok(
-      exit.code === 3 && exit.reason !== "",
-      `an exit without its reason: ${JSON.stringify(exit)}`,
-    );
-  }
+  // A supervisor kept the scenario going so that its figures are complete, but none is needed.
+  assert.deepEqual(exits, [], "the indexer and the reactor carried on through every outage");
   assert.equal(figures.lost, 0, "every event handled at least once");
   assert.equal(figures.unknown, 0);
   assert.equal(figures.reordered, 0);

@@ -3,7 +3,7 @@
 // server), clients for it, and throwaway tables. The shared instance on 8000 is never touched.
 //
 //   const dynamo = ownDynamo();   // 127.0.0.1:18000, files under /dev/shm/impel-dynamo-fault-18000
-//   await dynamo.server("start");          // fresh: the table directory is emptied first
+//   await dynamo.server("reset");          // started empty
 //   await using t = await dynamo.tables({ events: "events", index: "index" });
 //   await dynamo.server("kill"); await dynamo.server("start");   // a crash; the tables are kept
 import { DeleteTableCommand, DynamoDBClient } from "@aws-sdk/client-dynamodb";
@@ -30,8 +30,11 @@ const creators = {
   checkpoints: createCheckpointTable,
 };
 
-/** What `tools/dynamodb.sh` is asked to do with the suite's instance. */
-export type ServerCommand = "start" | "stop" | "kill";
+/**
+ * What is done to the suite's instance: `tools/dynamodb.sh start`, `stop` or `kill`, or `reset`:
+ * stopped, its tables removed, and started again.
+ */
+export type ServerCommand = "start" | "stop" | "kill" | "reset";
 
 /** A DynamoDB Local of the suite's own. */
 export interface OwnDynamo {
@@ -40,8 +43,8 @@ export interface OwnDynamo {
   readonly client: DynamoDBClient;
   readonly streamsClient: DynamoDBStreamsClient;
   /**
-   * Runs `tools/dynamodb.sh` on it; the first `start` empties the table directory, so that a run
-   * never inherits an earlier run's tables (DynamoDB Local slows as they accumulate).
+   * Runs `tools/dynamodb.sh` on it. `reset` starts it empty, with a fresh JVM: a scenario then
+   * neither inherits the last one's tables and streams nor a server slowed by its load.
    */
   server(command: ServerCommand): Promise<void>;
   /** Creates one table per field (named `fault-{kind}-{uuid}`); disposing deletes them. */
@@ -62,18 +65,15 @@ export function ownDynamo(
     credentials: { accessKeyId: "local", secretAccessKey: "local" },
   };
   const client = new DynamoDBClient(config);
-  let fresh = false;
   return {
     endpoint,
     client,
     streamsClient: new DynamoDBStreamsClient(config),
     async server(command) {
-      if (command === "start" && !fresh) {
-        await run("stop"); // one left over by an interrupted run
-        await Deno.remove(`${dir}/db`, { recursive: true }).catch(() => {});
-        fresh = true;
-      }
-      await run(command);
+      if (command !== "reset") return await run(command);
+      await run("stop");
+      await Deno.remove(`${dir}/db`, { recursive: true }).catch(() => {});
+      await run("start");
     },
     async tables<const T extends Record<string, keyof typeof creators>>(tables: T) {
       const id = crypto.randomUUID().slice(0, 8);
@@ -101,14 +101,13 @@ export function ownDynamo(
     },
   };
 
-  async function run(command: ServerCommand): Promise<void> {
+  async function run(command: "start" | "stop" | "kill"): Promise<void> {
     const { success, stderr } = await new Deno.Command("bash", {
       args: [`${root}tools/dynamodb.sh`, command],
       env: {
         DYNAMODB_PORT: String(port),
         DYNAMODB_RUN_DIR: `${dir}/run`,
         DYNAMODB_DB_PATH: `${dir}/db`,
-        DYNAMODB_JAVA_OPTS: "-Xmx512m",
       },
       stderr: "piped",
     }).output();
