@@ -158,6 +158,11 @@ export async function runStreamsIndexer(options: StreamsIndexerOptions): Promise
   const internal = new AbortController();
   const stop = () => internal.abort();
   signal?.addEventListener("abort", stop, { once: true });
+  // Aborted while the table was described: the listener came too late to hear it.
+  if (signal?.aborted) {
+    signal.removeEventListener("abort", stop);
+    return;
+  }
   let failure: unknown;
   const fail = (e: unknown) => {
     if (internal.signal.aborted && e === internal.signal.reason) return; // a retry cut by the stop

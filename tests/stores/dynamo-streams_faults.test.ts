@@ -7,11 +7,14 @@
 // - restarts: progress was recorded once a whole read (up to 1000 records) was indexed, so that
 //   an indexer killed more often than that takes (seconds on a loaded DynamoDB Local) started
 //   over every time. A read is now indexed and recorded `recordsPerIngest` records at a time.
+// - a stop during start-up: a signal aborted while the runner described the events table was
+//   missed, and the runner went on indexing until killed.
 import assert from "node:assert/strict";
 import type { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { dynamoStore } from "../../stores/dynamo.ts";
 import { type DynamoIndexer, dynamoIndexer } from "../../stores/dynamo-indexer.ts";
 import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
+import { withTimeout } from "../../core/timeout.ts";
 import { client, freshTables, opts, streamsClient } from "../support/dynamo.ts";
 
 /** A streams client whose calls fail with `error()` while `failing()` says so. */
@@ -152,3 +155,17 @@ Deno.test(
     assert.equal(events, 8, "the events of the records the first run did not get to");
   },
 );
+
+Deno.test("dynamo streams runner: a stop while it starts is not missed", opts, async () => {
+  await using t = await freshTables({ events: "events", index: "index" });
+  const stop = new AbortController();
+  const running = runStreamsIndexer({
+    client,
+    streamsClient,
+    eventTable: t.events,
+    indexer: dynamoIndexer(client, { indexTable: t.index }),
+    signal: stop.signal,
+  });
+  stop.abort(); // while the runner waits for the table's description
+  await withTimeout(running, 10_000, "the runner's stop");
+});
