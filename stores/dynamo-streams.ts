@@ -103,11 +103,11 @@ export interface StreamsIndexerOptions {
  * Tails every shard of the events table's DynamoDB Stream and feeds the records to the indexer:
  * the long-running alternative to a Lambda. Parent shards are read to their end before their
  * children; progress per shard is kept in the index table, every `recordsPerIngest` records, so
- * that a restart resumes (and replays are harmless anyway). Resolves when `signal` aborts; rejects with the error if a failure that
- * is not transient persists past `maxAttempts`, or with one of impel's errors (a bad argument,
- * an index that keeps being contended); an outage of DynamoDB is waited out. A record the index
- * cannot take (malformed, an index gap) is parked by the indexer and never stops the runner: see
- * `ParkedRecord` and `DynamoIndexerOptions.onGap`.
+ * that a restart resumes (and replays are harmless anyway). Resolves when `signal` aborts;
+ * rejects with the error if a failure that is not transient persists past `maxAttempts`, or with
+ * one of impel's errors (a bad argument, an index that keeps being contended); an outage of
+ * DynamoDB is waited out. A record the index cannot take (malformed, an index gap) is parked by
+ * the indexer and never stops the runner: see `ParkedRecord` and `DynamoIndexerOptions.onGap`.
  *
  * @example
  * ```ts

@@ -1186,7 +1186,8 @@ const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EAI_AGAIN|socket|networ
  *   code: "ECONNREFUSED",
  * });
  * isTransientDynamoError(refused); // true: the server is down, or restarting
- * isTransientDynamoError({ name: "ValidationException", $metadata: { httpStatusCode: 400 } }); // false
+ * const invalid = { name: "ValidationException", $metadata: { httpStatusCode: 400 } };
+ * isTransientDynamoError(invalid); // false: the same request fails again
  * ```
  */
 export function isTransientDynamoError(error: unknown): boolean {

@@ -7,7 +7,7 @@
 #   tools/dynamodb.sh status   exit 0 if it answers, 1 otherwise
 #   tools/dynamodb.sh restart  stop and start: a fresh, empty instance (DynamoDB Local slows down
 #                              as streams accumulate, even of deleted tables, over many test runs)
-#   tools/dynamodb.sh kill     SIGKILL the instance this script started (a crash; see DYNAMODB_DB_PATH)
+#   tools/dynamodb.sh kill     SIGKILL the instance this script started (a crash: DYNAMODB_DB_PATH)
 #   tools/dynamodb.sh fetch    only download the jars and native libraries
 #
 # Needs Java 17 (JDK: a small launcher is compiled once) and Maven. Environment:
