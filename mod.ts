@@ -83,6 +83,7 @@ export {
 export * from "./core/shutdown.ts";
 export * from "./core/sink.ts";
 export type { SinkStats, TrancheStats } from "./core/stats.ts";
+export { type JsonSafe, jsonSafe } from "./core/json.ts";
 export * from "./core/store.ts";
 export * from "./core/streamName.ts";
 export { VERSION } from "./version.ts";

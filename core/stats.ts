@@ -7,6 +7,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Position } from "./batch.ts";
 import { errorText } from "./failure.ts";
 import type { Percentiles } from "./histogram.ts";
+import { jsonSafe } from "./json.ts";
 import type { Scheduler, SchedulerCounters, SchedulerSnapshot } from "./scheduler.ts";
 
 /**
@@ -54,7 +55,8 @@ export interface TrancheStats {
 }
 
 /**
- * Everything a stats line, a metrics exporter or a health check needs.
+ * Everything a stats line, a metrics exporter or a health check needs. `JSON.stringify` renders
+ * it as {@linkcode jsonSafe} does: positions as decimal strings, errors as `{ name, message }`.
  *
  * @example
  * ```ts
@@ -135,7 +137,7 @@ export function sinkStats(
   const storeFailing = writes === undefined || (parkTrouble && parkTrouble.since < writes.since)
     ? parkTrouble
     : writes;
-  return {
+  const stats: SinkStats = {
     ...snapshot,
     parked: storeFailing === undefined ? snapshot.parked : { ...snapshot.parked, storeFailing },
     group,
@@ -147,6 +149,9 @@ export function sinkStats(
     tranches,
     maxReadAhead,
   };
+  // Not enumerable, so spreading or comparing stats sees only the data.
+  Object.defineProperty(stats, "toJSON", { value: () => jsonSafe(stats) });
+  return stats;
 }
 
 const fmt = (ms: number) => ms < 10 ? ms.toFixed(2) : ms.toFixed(0);

@@ -1,0 +1,68 @@
+/**
+ * A JSON-safe copy of plain data: what stats, snapshots and management answers hold.
+ *
+ * @module
+ */
+
+/** A value `JSON.stringify` renders without throwing or losing what it says. */
+export type JsonSafe =
+  | null
+  | boolean
+  | number
+  | string
+  | readonly JsonSafe[]
+  | { readonly [key: string]: JsonSafe };
+
+/**
+ * Copies `value` into what JSON can carry: a bigint becomes its decimal string (positions are
+ * bigints and may pass 2^53), an `Error` becomes `{ name, message }` (JSON renders one as `{}`),
+ * a `Date` its ISO text, `undefined` members are left out, and a cycle becomes `"[cycle]"`
+ * rather than a throw.
+ *
+ * @example
+ * ```ts
+ * import { jsonSafe } from "@impel/impel";
+ *
+ * const text = JSON.stringify(jsonSafe({ position: 12n, error: new RangeError("no") }));
+ * console.log(text); // {"position":"12","error":{"name":"RangeError","message":"no"}}
+ * ```
+ *
+ * @category Stats
+ */
+export function jsonSafe(value: unknown): JsonSafe {
+  return copy(value, new Set());
+}
+
+function copy(value: unknown, seen: Set<object>): JsonSafe {
+  switch (typeof value) {
+    case "bigint":
+      return value.toString();
+    case "number":
+      return Number.isFinite(value) ? value : String(value);
+    case "string":
+    case "boolean":
+      return value;
+    case "undefined":
+    case "function":
+    case "symbol":
+      return null;
+  }
+  if (value === null) return null;
+  const o = value as object;
+  if (seen.has(o)) return "[cycle]";
+  if (o instanceof Date) return Number.isNaN(o.getTime()) ? null : o.toISOString();
+  if (o instanceof Error) return { name: o.name, message: o.message };
+  seen.add(o);
+  try {
+    if (Array.isArray(o)) return o.map((v) => copy(v, seen));
+    if (o instanceof Map) return [...o].map(([k, v]) => [copy(k, seen), copy(v, seen)]);
+    if (o instanceof Set) return [...o].map((v) => copy(v, seen));
+    const out: Record<string, JsonSafe> = {};
+    for (const [k, v] of Object.entries(o)) {
+      if (v !== undefined && typeof v !== "function") out[k] = copy(v, seen);
+    }
+    return out;
+  } finally {
+    seen.delete(o);
+  }
+}
