@@ -84,6 +84,13 @@ export * from "./core/shutdown.ts";
 export * from "./core/sink.ts";
 export type { SinkStats, TrancheStats } from "./core/stats.ts";
 export { type JsonSafe, jsonSafe } from "./core/json.ts";
+export {
+  consoleLogSink,
+  type LogFormatter,
+  logFormatter,
+  type LogRecordFields,
+  type LogSink,
+} from "./core/logging.ts";
 export * from "./core/store.ts";
 export * from "./core/streamName.ts";
 export { VERSION } from "./version.ts";

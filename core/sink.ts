@@ -187,6 +187,13 @@ export function streamsSink(options: StreamsSinkOptions): StreamsSink {
         ? "{group}: a record of {stream} could not be read (attempt {attempts}): {error}"
         : "{group}: handler for {stream} failed (attempt {attempts}): {error}";
       log.warn(what, { group, stream: f.stream, attempts: f.attempts, error: errorText(f.error) });
+      if (f.error instanceof Error && f.error.stack && log.isEnabledFor("debug")) {
+        log.debug("{group}: {stream} failed at {stack}", {
+          group,
+          stream: f.stream,
+          stack: f.error.stack,
+        });
+      }
     },
     onGapSkipped(gap) {
       log.warn("{group}: skipped a permanent gap: {error}", { group, error: gap.message });

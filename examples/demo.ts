@@ -12,8 +12,9 @@
  *
  * @module
  */
-import { configure, getConsoleSink } from "@logtape/logtape";
+import { configure } from "@logtape/logtape";
 import { parseArgs } from "node:util";
+import { consoleLogSink } from "../core/logging.ts";
 import { createStateCache } from "../core/decider.ts";
 import type { EventStore } from "../core/store.ts";
 import { categoryOf } from "../core/streamName.ts";
@@ -348,7 +349,7 @@ async function main(settings: Settings): Promise<boolean> {
 
 if (import.meta.main) {
   await configure({
-    sinks: { console: getConsoleSink() },
+    sinks: { console: consoleLogSink() },
     loggers: [
       { category: ["impel"], lowestLevel: "warning", sinks: ["console"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["console"] },
