@@ -8,6 +8,7 @@ import {
   TransactionCanceledException,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { WrongExpectedVersionError } from "../../core/store.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import { categoryOf, InvalidStreamNameError } from "../../core/streamName.ts";
@@ -504,5 +505,125 @@ Deno.test(
     assert.equal((await store.readLastEvent("Grow-1", "Brand-New"))?.index, 440);
     const last = `${10}-${39}`.padStart(1000, "g");
     assert.equal((await store.readLastEvent("Grow-1", last))?.index, 439);
+  },
+);
+
+Deno.test(
+  "dynamo bad input: malformed append items are logged with their reason; the batch's good ones are indexed",
+  opts,
+  async () => {
+    await using t = await freshTables({ eventTable: "events", indexTable: "index" }, "ddbbad-");
+    const store = dynamoStore(client, { tableName: t.eventTable });
+    await store.append("Good-1", [{ type: "A", data: 1 }], 0);
+    const ts = { N: "0" };
+    await putRaw(t.eventTable, { p: { S: "NoEvents-1" }, i: { N: "0" }, n: { N: "1" }, ts });
+    await putRaw(t.eventTable, {
+      p: { S: "StringN-1" },
+      i: { N: "0" },
+      n: { S: "1" },
+      ts,
+      e: { L: [event("T")] },
+    });
+    await store.append("Good-2", [{ type: "B", data: 2 }], 0);
+    const records: LogRecord[] = [];
+    await configure({
+      reset: true,
+      sinks: { buffer: (r) => void records.push(r) },
+      loggers: [
+        { category: ["impel", "dynamo"], lowestLevel: "warning", sinks: ["buffer"] },
+        { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+      ],
+    });
+    try {
+      const indexer = dynamoIndexer(client, { indexTable: t.indexTable });
+      const r = await indexer.ingest(await allRecords(t.eventTable));
+      assert.deepEqual([r.events, r.malformed, r.parked], [2, 2, 2]);
+      const logged = records.filter((x) => x.level === "error").map((x) =>
+        `${x.properties.where}: ${x.properties.reason}`
+      ).sort();
+      assert.equal(logged.length, 2, `one error per malformed item: ${logged}`);
+      assert.match(logged[0], /^"NoEvents-1" at version 0: .*e is not a list/);
+      assert.match(logged[1], /^"StringN-1" at version 0: .*n is not a number/);
+    } finally {
+      await reset();
+    }
+  },
+);
+
+/** A client whose transactions DynamoDB cancels with `codes` (the tip first), `times` times. */
+function cancelling(codes: readonly string[], times = Infinity) {
+  let sent = 0;
+  return {
+    get cancelled() {
+      return sent;
+    },
+    async send(command: object, options?: object) {
+      if (command instanceof TransactWriteItemsCommand && sent < times) {
+        sent++;
+        throw new TransactionCanceledException({
+          message: `Transaction cancelled [${codes.join(", ")}]`,
+          $metadata: {},
+          CancellationReasons: codes.map((Code) => ({ Code })),
+        });
+      }
+      return await client.send(command as never, options);
+    },
+  };
+}
+
+Deno.test(
+  "dynamo bad input: every other cancellation reason is a typed error; the stream appends after",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store } = t;
+    await store.append("Cancel-1", [{ type: "T", data: 0 }], 0);
+    const refused = async (codes: string[], code: string, pattern: RegExp, tries: number) => {
+      const fake = cancelling(codes);
+      await assert.rejects(
+        () =>
+          dynamoStore(fake, { tableName: t.tableName }).append(
+            "Cancel-1",
+            [{ type: "T", data: 1 }],
+            1,
+          ),
+        (e: unknown) => {
+          assert.ok(e instanceof DynamoAppendError, String(e));
+          assert.equal(e.code, code);
+          assert.equal(e.stream, "Cancel-1");
+          assert.equal(e.expected, 1);
+          assert.match(e.message, pattern);
+          assert.ok(e.cause instanceof TransactionCanceledException);
+          return true;
+        },
+      );
+      assert.equal(fake.cancelled, tries, `${codes}: attempts`);
+    };
+    // Refusals of the event items: not retried, named.
+    await refused(
+      ["None", "ItemCollectionSizeLimitExceeded"],
+      "DynamoAppendRefused",
+      /ItemCollectionSizeLimitExceeded/,
+      1,
+    );
+    await refused(["None", "ValidationError"], "DynamoAppendRefused", /ValidationError/, 1);
+    await refused(["ThrottlingError", "None"], "DynamoAppendRefused", /ThrottlingError/, 1);
+    // Another transaction holding the stream: retried, then contention.
+    await refused(
+      ["TransactionConflict", "None"],
+      "DynamoAppendContention",
+      /other transactions kept holding the stream \(10 attempts\)/,
+      10,
+    );
+    // Contention that clears is retried through to a normal append.
+    const brief = cancelling(["TransactionConflict", "None"], 2);
+    const r = await dynamoStore(brief, { tableName: t.tableName }).append(
+      "Cancel-1",
+      [{ type: "T", data: 1 }],
+      1,
+    );
+    assert.deepEqual([r.nextIndex, brief.cancelled], [2, 2]);
+    // Nothing half-written by the refused attempts: the stream reads 0 and 1, once each.
+    assert.deepEqual((await store.readStream("Cancel-1")).map((e) => e.data), [0, 1]);
   },
 );

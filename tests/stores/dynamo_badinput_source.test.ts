@@ -176,6 +176,70 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "dynamo bad input: event attributes of the wrong type fail their stream, nothing made up",
+  opts,
+  async () => {
+    await using t = await tables();
+    const { store } = t;
+    await store.append("Good-1", [{ type: "T", data: 1 }], 0);
+    // Another writer's append: a numeric type, then a numeric body, then a good event.
+    await put(t.eventTable, {
+      p: { S: "Odd-1" },
+      i: { N: "0" },
+      n: { N: "3" },
+      ts: { N: "0" },
+      e: {
+        L: [
+          { M: { t: { N: "7" }, id: { S: "x0" }, d: { S: "1" } } },
+          { M: { t: { S: "T" }, id: { S: "x1" }, d: { N: "3" } } },
+          { M: { t: { S: "T" }, id: { S: "x2" }, d: { S: "4" } } },
+        ],
+      },
+    });
+    // A plain read names the first bad event; with onInvalid each bad one is handed over typed
+    // and only the good one is returned.
+    await assert.rejects(
+      () => store.readStream("Odd-1"),
+      (e: unknown) => e instanceof EventDecodeError && e.index === 0 && /no type/.test(e.message),
+    );
+    const invalid: [number, string][] = [];
+    const read = await store.readStream("Odd-1", {
+      onInvalid: (event, error) => invalid.push([event.index, error.message]),
+    });
+    assert.deepEqual(read.map((e) => [e.index, e.type, e.data]), [[2, "T", 4]]);
+    assert.deepEqual(invalid.map(([k]) => k), [0, 1]);
+    assert.match(invalid[0][1], /no type/);
+    assert.match(invalid[1][1], /data \(d\) is neither JSON text nor binary/);
+    await writeIndex(t.indexTable, [{
+      chunks: [{ start: 0, entries: [entry("Odd-1", 0, 3), entry("Good-1", 0, 1)] }],
+    }]);
+    const stop = new AbortController();
+    const source = dynamoSource({
+      client,
+      indexTable: t.indexTable,
+      eventTable: t.eventTable,
+      group: "reactor",
+      checkpoints: memoryCheckpoints(),
+      tailSleepMs: 20,
+      signal: stop.signal,
+    });
+    const { seen, parked } = await react(
+      source,
+      (seen, parked) => seen.length >= 2 && parked.length >= 2,
+      stop,
+    );
+    // The handler never sees a made-up event (type "" or data undefined): each bad one goes to
+    // the dead letter on its own, the good one after them is handled, and Good-1 carries on.
+    assert.deepEqual(seen.sort(), ["Good-1@0", "Odd-1@2"]);
+    assert.deepEqual(parked.map((f) => [f.stream, f.events.map((e) => e.index)]), [
+      ["Odd-1", [0]],
+      ["Odd-1", [1]],
+    ]);
+    assert.ok(parked.every((f) => f.error instanceof EventDecodeError));
+  },
+);
+
 /** Reads index-only batches until the source errors (within 10 s); returns the error and items. */
 async function readError(indexTable: string, chunksPerRead = 20, consistentRead = true) {
   const source = dynamoSource({
