@@ -82,7 +82,10 @@ export async function schemaSource(
 export async function fetchRelease(): Promise<SchemaSource> {
   let tarball: string, integrity: string, bytes: Uint8Array<ArrayBuffer>;
   try {
-    const meta = await fetchOk(`${REGISTRY}/${MESSAGEDB_RELEASE}`).then((r) => r.json());
+    type Meta = { dist?: { tarball?: unknown; integrity?: unknown } } | null;
+    const meta = await fetchOk(`${REGISTRY}/${MESSAGEDB_RELEASE}`).then((r) =>
+      r.json() as Promise<Meta>
+    );
     tarball = String(meta?.dist?.tarball);
     integrity = String(meta?.dist?.integrity);
     bytes = new Uint8Array(await (await fetchOk(tarball)).arrayBuffer());

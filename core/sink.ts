@@ -641,7 +641,8 @@ export async function run(
   try {
     if (signal?.aborted) onAbort();
     while (!signal?.aborted) {
-      let result: ReadableStreamReadResult<Batch>;
+      // Spelled through the reader so it type-checks under Bun's types too (they lack the DOM's name).
+      let result: Awaited<ReturnType<typeof reader.read>>;
       try {
         result = await reader.read();
       } catch (error) {
