@@ -289,9 +289,10 @@ export class DynamoTableError extends ImpelError {
  * DynamoDB cancelled an append for a reason other than a version conflict (which is a
  * `WrongExpectedVersionError`): `code` says which. `"DynamoStrayItem"`: an item the store did not
  * write occupies a key the append needs; `"DynamoAppendContention"`: other transactions kept
- * holding the stream; `"DynamoAppendRefused"`: any other cancellation reason (a validation
- * error, throttling, an item collection over its limit), named in the message, the SDK's error
- * as `cause`.
+ * holding the stream; `"DynamoAppendThrottled"`: DynamoDB kept throttling it (transient, see
+ * {@linkcode isTransientDynamoError}); `"DynamoAppendRefused"`: any other cancellation reason (a
+ * validation error, an item collection over its limit), named in the message. The SDK's error is
+ * the `cause`.
  *
  * @example
  * ```ts
@@ -307,7 +308,11 @@ export class DynamoAppendError extends ImpelError {
   readonly expected: number;
   /** Creates the error; `problem` says what DynamoDB refused. */
   constructor(
-    code: "DynamoStrayItem" | "DynamoAppendContention" | "DynamoAppendRefused",
+    code:
+      | "DynamoStrayItem"
+      | "DynamoAppendContention"
+      | "DynamoAppendThrottled"
+      | "DynamoAppendRefused",
     stream: StreamName,
     expected: number,
     problem: string,
@@ -576,16 +581,27 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
           );
         }
         // Another transaction held the tip: the outcome is unknown, so try again; the
-        // condition then decides between success and a version conflict.
+        // condition then decides between success and a version conflict. A throttled
+        // transaction wrote nothing and is tried again too (the SDK does not retry a
+        // cancellation).
         const conflict = reasons.some((r) => r.Code === "TransactionConflict");
-        if (!conflict || attempt >= CONFLICT_ATTEMPTS) {
+        const throttled = reasons.some((r) =>
+          r.Code === "ThrottlingError" || r.Code === "ProvisionedThroughputExceeded"
+        );
+        if (!(conflict || throttled) || attempt >= CONFLICT_ATTEMPTS) {
           const codes = reasons.map((r) => r.Code ?? "None").filter((c) => c !== "None");
           throw new DynamoAppendError(
-            conflict ? "DynamoAppendContention" : "DynamoAppendRefused",
+            conflict
+              ? "DynamoAppendContention"
+              : throttled
+              ? "DynamoAppendThrottled"
+              : "DynamoAppendRefused",
             stream,
             expected,
             conflict
               ? `other transactions kept holding the stream (${attempt} attempts)`
+              : throttled
+              ? `DynamoDB kept throttling it (${codes.join(", ")}; ${attempt} attempts)`
               : `DynamoDB cancelled the transaction: ${codes.join(", ") || e.message}`,
             e,
           );
@@ -1191,7 +1207,9 @@ const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EAI_AGAIN|socket|networ
  * ```
  */
 export function isTransientDynamoError(error: unknown): boolean {
-  // Our own errors are final, unless they only wrap a transient one (a checkpoint read).
+  // Our own errors are final, unless they only wrap a transient one (a checkpoint read) or are
+  // an append DynamoDB throttled (its cause, a cancellation, is not transient by itself).
+  if (error instanceof DynamoAppendError && error.code === "DynamoAppendThrottled") return true;
   if (error instanceof ImpelError) {
     return error.cause !== undefined && isTransientDynamoError(error.cause);
   }

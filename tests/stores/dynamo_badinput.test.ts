@@ -15,6 +15,7 @@ import { categoryOf, InvalidStreamNameError } from "../../core/streamName.ts";
 import {
   DynamoAppendError,
   dynamoStore,
+  isTransientDynamoError,
   MAX_EVENT_TYPE_BYTES,
   MAX_STREAM_NAME_BYTES,
 } from "../../stores/dynamo.ts";
@@ -607,7 +608,22 @@ Deno.test(
       1,
     );
     await refused(["None", "ValidationError"], "DynamoAppendRefused", /ValidationError/, 1);
-    await refused(["ThrottlingError", "None"], "DynamoAppendRefused", /ThrottlingError/, 1);
+    // Throttling: retried like contention (the SDK does not retry a cancellation), then a
+    // typed error that isTransientDynamoError calls transient, so callers' retries apply.
+    await refused(
+      ["ThrottlingError", "None"],
+      "DynamoAppendThrottled",
+      /kept throttling it \(ThrottlingError; 10 attempts\)/,
+      10,
+    );
+    assert.ok(
+      isTransientDynamoError(
+        new DynamoAppendError("DynamoAppendThrottled", "Cancel-1", 1, "throttled"),
+      ),
+    );
+    assert.ok(
+      !isTransientDynamoError(new DynamoAppendError("DynamoAppendRefused", "Cancel-1", 1, "no")),
+    );
     // Another transaction holding the stream: retried, then contention.
     await refused(
       ["TransactionConflict", "None"],
@@ -623,7 +639,14 @@ Deno.test(
       1,
     );
     assert.deepEqual([r.nextIndex, brief.cancelled], [2, 2]);
-    // Nothing half-written by the refused attempts: the stream reads 0 and 1, once each.
-    assert.deepEqual((await store.readStream("Cancel-1")).map((e) => e.data), [0, 1]);
+    const slowed = cancelling(["None", "ThrottlingError"], 3);
+    const s = await dynamoStore(slowed, { tableName: t.tableName }).append(
+      "Cancel-1",
+      [{ type: "T", data: 2 }],
+      2,
+    );
+    assert.deepEqual([s.nextIndex, slowed.cancelled], [3, 3]);
+    // Nothing half-written by the refused attempts: the stream reads 0, 1 and 2, once each.
+    assert.deepEqual((await store.readStream("Cancel-1")).map((e) => e.data), [0, 1, 2]);
   },
 );
