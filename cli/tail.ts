@@ -10,7 +10,6 @@ import type { CheckpointStore } from "../core/checkpoints.ts";
 import { errorText } from "../core/failure.ts";
 import { run, streamsSink } from "../core/sink.ts";
 import { memoryCheckpoints } from "../checkpoints/memory.ts";
-import { createMetrics } from "../observability/metrics.ts";
 import type { Args, Command, OptionSpec } from "./args.ts";
 import {
   DYNAMO,
@@ -72,6 +71,8 @@ async function tailLoop(args: Args, setup: TailSetup): Promise<number> {
   io.signal?.addEventListener("abort", stop, { once: true });
   const timer = duration === undefined ? undefined : setTimeout(stop, duration * 1000);
   const sink = streamsSink({ group: setup.group, handler: () => {}, statsIntervalMs: 0 });
+  // prom-client only for this command, not for every run of the CLI.
+  const { createMetrics } = await import("../observability/metrics.ts");
   const metrics = createMetrics({ defaultMetrics: false });
   const pipeline = metrics.addPipeline({
     group: setup.group,

@@ -139,3 +139,42 @@ Deno.test("cli --version agrees with deno.json and package.json; package.json na
   const head = (await Deno.readTextFile(new URL("cli.ts", root))).split("\n")[0];
   assert.equal(head, "#!/usr/bin/env bun");
 });
+
+Deno.test("cli: a backend's driver is fetched only when its command runs (lazy dynamic imports)", async () => {
+  const denoDir = await Deno.makeTempDir({ prefix: "impel_deno_dir_" });
+  // What a first run downloads, as Deno reports it: a fresh cache, no node_modules, no lockfile.
+  const firstRun = async (args: string[]) => {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-lazy-dynamic-imports",
+        "--node-modules-dir=none",
+        "--no-lock",
+        "cli.ts",
+        ...args,
+      ],
+      cwd: root,
+      env: { DENO_DIR: denoDir, NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const downloads = new TextDecoder().decode(stderr).split("\n").filter((l) =>
+      l.startsWith("Download")
+    );
+    return { code, downloads: downloads.join("\n") };
+  };
+  try {
+    const version = await firstRun(["--version"]);
+    assert.equal(version.code, EXIT.ok);
+    assert.match(version.downloads, /logtape/, "a first run does download (the check can fail)");
+    assert.doesNotMatch(version.downloads, /\/pg\b|@aws-sdk|kafkajs/);
+    const show = await firstRun(["checkpoints", "show", "--source", "messagedb", "--url", url]);
+    // Found or not, it connected: the driver loaded.
+    assert.ok(([EXIT.ok, EXIT.notFound] as number[]).includes(show.code), `exit ${show.code}`);
+    assert.match(show.downloads, /\/pg\b/, "PostgreSQL's driver, now that a command needs it");
+    assert.doesNotMatch(show.downloads, /@aws-sdk|kafkajs/);
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
+  }
+});
