@@ -14,10 +14,24 @@
  *   yet delivered, is withdrawn from the outbox in the same append (never delivered, also after
  *   a crash); an action whose handler is already running finishes before the compensation is
  *   sent. A compensation therefore never takes effect before its action, whatever the targets.
+ * - A compensation with `compensationTimeoutMs` that is not confirmed in time counts as failed
+ *   (`CompensationFailed`, "not confirmed within N ms") and the saga moves on to the next one.
+ *   Its send, if not yet delivered, is withdrawn in the same append (never delivered after its
+ *   deadline, also after a crash). A confirmation that comes once the deadline is due is late:
+ *   if it arrives before the deadline's firing, it takes the same timeout path (the reason says
+ *   "confirmed late"); after it, it is ignored. Either way the decision says so
+ *   (`ignored`), which the runner logs at warning and counts (`runner.stats().ignoredInputs`).
+ * - A step whose action returns no send (`[]`) has nothing to do: it succeeds at once (result
+ *   `null`), in the same decision, and the next step starts. A compensation that returns no send
+ *   has nothing to undo: it counts as confirmed at once.
  * - An outcome that does not fit the state (a late reply, a repeat, another step's) is ignored.
  *   An outcome naming a step the saga does not have (a typo) is refused with
  *   {@linkcode UnknownStepError}: the caller's `handle` rejects, and a reply or routed event
  *   fails its stream (sink stats, failure policy) instead of leaving the instance waiting.
+ * - Inputs are checked before anything is decided: a `Start` without data (or whose data
+ *   `parse` refuses), an outcome without its reason, an input type a saga does not take, are
+ *   refused with {@linkcode InvalidSagaInputError}; an action or compensation that throws or
+ *   returns something other than sends, with {@linkcode SagaStepError}. Nothing is recorded.
  * - The instance ends `completed` (every step succeeded), `compensated` (a step failed and
  *   every compensation was confirmed) or `failed` (a compensation failed or was not confirmed
  *   within `compensationTimeoutMs`; the other compensations still ran), with the reason.
@@ -26,6 +40,7 @@
  */
 import { createCodec, type TypedEvent } from "./codec.ts";
 import { checkNumber, describe, ImpelError, InvalidArgumentError } from "./errors.ts";
+import { errorText } from "./failure.ts";
 import {
   defineWorkflow,
   type Outgoing,
@@ -118,7 +133,8 @@ export type SagaEvent<D> =
   | { readonly type: "StepCompensated"; readonly data: { readonly step: string } }
   | {
     readonly type: "CompensationFailed";
-    readonly data: { readonly step: string; readonly reason: string };
+    /** `timedOut`: not confirmed within `compensationTimeoutMs` (a later confirmation is late). */
+    readonly data: { readonly step: string; readonly reason: string; readonly timedOut?: true };
   }
   | { readonly type: "Completed"; readonly data: Record<string, never> }
   | { readonly type: "Compensated"; readonly data: { readonly reason: string } }
@@ -180,6 +196,8 @@ export interface SagaState<D> {
   readonly reason?: string;
   /** Compensations that failed, as `step: reason`. */
   readonly failures: readonly string[];
+  /** Steps whose compensation missed its `compensationTimeoutMs` (their confirmations are late). */
+  readonly expired?: readonly string[];
 }
 
 /**
@@ -295,6 +313,85 @@ export class UnknownStepError extends ImpelError {
   }
 }
 
+/**
+ * An input a saga cannot take: a `Start` without data (or whose data the saga's `parse`
+ * refuses), an outcome or `Cancel` without its reason, a `Deadline` of no known phase, an input
+ * type no saga takes. Nothing is recorded; `step` is the step the input was for (for a `Start`,
+ * the first step, which its data would feed). `code` is `"InvalidSagaInput"`.
+ *
+ * @example
+ * ```ts
+ * import { InvalidSagaInputError } from "@impel/impel/workflow";
+ * const e = new InvalidSagaInputError("Fulfilment", "Start", "reserve", "data is missing");
+ * console.log(e.code, e.step); // "InvalidSagaInput" "reserve"
+ * ```
+ *
+ * @category Workflows
+ */
+export class InvalidSagaInputError extends ImpelError {
+  /** The saga's category. */
+  readonly category: string;
+  /** The input's type. */
+  readonly input: string;
+  /** The step it was for, if any. */
+  readonly step: string | undefined;
+  /** Creates the error; `problem` says what was wrong. */
+  constructor(
+    category: string,
+    input: string,
+    step: string | undefined,
+    problem: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      "InvalidSagaInput",
+      `saga ${category}: ${input} refused${
+        step === undefined ? "" : ` (step ${step})`
+      }: ${problem}`,
+      options,
+    );
+    this.category = category;
+    this.input = input;
+    this.step = step;
+  }
+}
+
+/**
+ * A step's action or compensation threw, or returned something other than a send or an array of
+ * sends; nothing is recorded (the caller's `handle` rejects; a reply, routed event or timer
+ * fails its stream). `cause` is what it threw. `code` is `"SagaStep"`.
+ *
+ * @example
+ * ```ts
+ * import { SagaStepError } from "@impel/impel/workflow";
+ * const e = new SagaStepError("Fulfilment", "pay", "action", "threw TypeError: no amount");
+ * console.log(e.code, e.step, e.phase); // "SagaStep" "pay" "action"
+ * ```
+ *
+ * @category Workflows
+ */
+export class SagaStepError extends ImpelError {
+  /** The saga's category. */
+  readonly category: string;
+  /** The step. */
+  readonly step: string;
+  /** Which of its functions failed. */
+  readonly phase: "action" | "compensation";
+  /** Creates the error; `problem` says what went wrong. */
+  constructor(
+    category: string,
+    step: string,
+    phase: "action" | "compensation",
+    problem: string,
+    options?: ErrorOptions,
+  ) {
+    super("SagaStep", `saga ${category}, step ${step}: the ${phase} ${problem}`, options);
+    this.category = category;
+    this.step = step;
+    this.phase = phase;
+  }
+}
+
 /** The name of the one timer a saga keeps: the running step's or compensation's deadline. */
 const DEADLINE = "deadline";
 /** The inputs that name a step. */
@@ -319,6 +416,7 @@ const NAMED = new Set([
  * @category Workflows
  */
 export function stepSucceeded(step: string, result?: unknown): SagaReply {
+  checkText("step", step);
   return { type: "StepSucceeded", data: result === undefined ? { step } : { step, result } };
 }
 
@@ -334,6 +432,8 @@ export function stepSucceeded(step: string, result?: unknown): SagaReply {
  * @category Workflows
  */
 export function stepFailed(step: string, reason: string): SagaReply {
+  checkText("step", step);
+  checkText("reason", reason);
   return { type: "StepFailed", data: { step, reason } };
 }
 
@@ -349,6 +449,7 @@ export function stepFailed(step: string, reason: string): SagaReply {
  * @category Workflows
  */
 export function stepCompensated(step: string): SagaReply {
+  checkText("step", step);
   return { type: "StepCompensated", data: { step } };
 }
 
@@ -364,6 +465,8 @@ export function stepCompensated(step: string): SagaReply {
  * @category Workflows
  */
 export function compensationFailed(step: string, reason: string): SagaReply {
+  checkText("step", step);
+  checkText("reason", reason);
   return { type: "CompensationFailed", data: { step, reason } };
 }
 
@@ -379,8 +482,17 @@ export function compensationFailed(step: string, reason: string): SagaReply {
  * @category Workflows
  */
 export function sagaEnded(state: SagaState<unknown>): boolean {
+  if (state === null || typeof state !== "object") {
+    throw new InvalidArgumentError("state", `must be a saga's state, got ${describe(state)}`);
+  }
   return state.status === "completed" || state.status === "compensated" ||
     state.status === "failed";
+}
+
+function checkText(field: string, value: unknown): void {
+  if (typeof value !== "string" || value.length === 0) {
+    throw new InvalidArgumentError(field, `must be a non-empty string, got ${describe(value)}`);
+  }
 }
 
 const fieldsOf = (data: unknown): Record<string, unknown> => {
@@ -498,7 +610,8 @@ export function defineSaga<D, M extends TypedEvent>(
     CompensationFailed: {
       parse: (d) => {
         const f = fieldsOf(d);
-        return { step: text(f, "step"), reason: text(f, "reason") };
+        const failed = { step: text(f, "step"), reason: text(f, "reason") };
+        return f.timedOut === true ? { ...failed, timedOut: true } : failed;
       },
     },
     Completed: { parse: () => ({}) },
@@ -540,6 +653,15 @@ export function defineSaga<D, M extends TypedEvent>(
         const failures = e.type === "CompensationFailed"
           ? [...s.failures, `${e.data.step}: ${e.data.reason}`]
           : s.failures;
+        if (e.type === "CompensationFailed" && e.data.timedOut) {
+          return {
+            ...s,
+            undo,
+            failures,
+            step: undo[0],
+            expired: [...s.expired ?? [], e.data.step],
+          };
+        }
         return { ...s, undo, failures, step: undo[0] };
       }
       case "Completed":
@@ -554,79 +676,192 @@ export function defineSaga<D, M extends TypedEvent>(
   const fold = (state: SagaState<D>, events: readonly SagaEvent<D>[]) =>
     events.reduce(evolve, state);
 
-  const asList = (sends: Outgoing<M> | readonly Outgoing<M>[]): readonly Outgoing<M>[] =>
-    Array.isArray(sends) ? sends : [sends as Outgoing<M>];
+  const category = options.category;
+  const firstStep = steps[0]?.name;
+  const refuse = (input: string, step: string | undefined, problem: string, cause?: unknown) => {
+    throw new InvalidSagaInputError(
+      category,
+      input,
+      step,
+      problem,
+      cause === undefined ? undefined : { cause },
+    );
+  };
+
+  /** Checks an input's shape at the boundary; a Start's data is parsed, as the fold would. */
+  function checked(input: SagaInput<D>): SagaInput<D> {
+    if (input === null || typeof input !== "object" || typeof input.type !== "string") {
+      return refuse(String(describe(input)), undefined, "an input must be a { type, data } object");
+    }
+    const data = (input as { data?: unknown }).data;
+    if (input.type === "Start") {
+      const what = firstStep === undefined ? "the saga" : `step ${firstStep}'s action`;
+      if (data === undefined) {
+        return refuse(
+          "Start",
+          firstStep,
+          `data is missing: a Start carries the saga's data (what ${what} is given), got ` +
+            describe(data),
+        );
+      }
+      if (parse === undefined) return input;
+      try {
+        return { type: "Start", data: parse(data) };
+      } catch (error) {
+        return refuse("Start", firstStep, `data refused by parse: ${errorText(error)}`, error);
+      }
+    }
+    if (!NAMED.has(input.type) && input.type !== "Cancel") {
+      return refuse(
+        input.type,
+        undefined,
+        "a saga takes Start, StepSucceeded, StepFailed, StepCompensated, CompensationFailed, " +
+          "Cancel and Deadline",
+      );
+    }
+    const f = data !== null && typeof data === "object" ? data as Record<string, unknown> : {};
+    if (input.type !== "Cancel" && !byName.has(f.step as string)) {
+      throw new UnknownStepError(category, f.step, [...byName.keys()]);
+    }
+    const step = f.step as string | undefined;
+    const needsReason = input.type === "StepFailed" || input.type === "CompensationFailed" ||
+      input.type === "Cancel";
+    if (needsReason && (typeof f.reason !== "string" || f.reason.length === 0)) {
+      return refuse(
+        input.type,
+        step,
+        `data.reason must be a non-empty string, got ${describe(f.reason)}`,
+      );
+    }
+    if (input.type === "Deadline" && f.phase !== "action" && f.phase !== "compensation") {
+      return refuse(
+        "Deadline",
+        step,
+        `data.phase must be "action" or "compensation", got ${describe(f.phase)}`,
+      );
+    }
+    return input;
+  }
+
+  const compensationDeadline = (step: string) =>
+    `compensation not confirmed within ${byName.get(step)?.compensationTimeoutMs} ms`;
 
   /** The event an input records, if it fits the state. */
-  function recorded(s: SagaState<D>, input: SagaInput<D>): SagaEvent<D> | undefined {
-    if (
-      input !== null && typeof input === "object" && input.type !== "Start" &&
-      input.type !== "Cancel" && NAMED.has(input.type) &&
-      !byName.has((input.data as { step?: unknown } | undefined)?.step as string)
-    ) {
-      throw new UnknownStepError(options.category, input.data?.step, [...byName.keys()]);
-    }
+  function recorded(
+    s: SagaState<D>,
+    input: SagaInput<D>,
+    context: WorkflowContext,
+  ): SagaEvent<D> | undefined {
     const running = s.status === "running" ? s.step : undefined;
     const undoing = s.status === "compensating" ? s.step : undefined;
-    switch (input?.type) {
+    switch (input.type) {
       case "Start":
         return s.status === "new" ? { type: "Started", data: input.data } : undefined;
       case "StepSucceeded":
-        return running !== undefined && running === input.data?.step
+        return running !== undefined && running === input.data.step
           ? { type: "StepSucceeded", data: { step: running, result: input.data.result ?? null } }
           : undefined;
       case "StepFailed":
-        return running !== undefined && running === input.data?.step
+        return running !== undefined && running === input.data.step
           ? {
             type: "StepFailed",
-            data: { step: running, reason: String(input.data.reason), compensate: false },
+            data: { step: running, reason: input.data.reason, compensate: false },
           }
           : undefined;
       case "Cancel":
         return running !== undefined
           ? {
             type: "StepFailed",
-            data: { step: running, reason: String(input.data?.reason), compensate: true },
+            data: { step: running, reason: input.data.reason, compensate: true },
           }
           : undefined;
       case "Deadline":
-        if (input.data?.phase === "action" && running === input.data.step) {
+        if (input.data.phase === "action" && running === input.data.step) {
           const ms = byName.get(running)?.timeoutMs;
           const reason = `no outcome within ${ms} ms`;
           return { type: "StepFailed", data: { step: running, reason, compensate: true } };
         }
-        if (input.data?.phase === "compensation" && undoing === input.data.step) {
-          const ms = byName.get(undoing)?.compensationTimeoutMs;
-          const reason = `compensation not confirmed within ${ms} ms`;
-          return { type: "CompensationFailed", data: { step: undoing, reason } };
+        if (input.data.phase === "compensation" && undoing === input.data.step) {
+          const reason = compensationDeadline(undoing);
+          return { type: "CompensationFailed", data: { step: undoing, reason, timedOut: true } };
         }
         return undefined;
       case "StepCompensated":
-        return undoing !== undefined && undoing === input.data?.step
+      case "CompensationFailed": {
+        if (undoing === undefined || undoing !== input.data.step) return undefined;
+        // Its deadline is due, its firing not yet decided: the confirmation is late all the same.
+        if (lateBy(context) !== undefined) {
+          const reason = `${compensationDeadline(undoing)} (confirmed late)`;
+          return { type: "CompensationFailed", data: { step: undoing, reason, timedOut: true } };
+        }
+        return input.type === "StepCompensated"
           ? { type: "StepCompensated", data: { step: undoing } }
-          : undefined;
-      case "CompensationFailed":
-        return undoing !== undefined && undoing === input.data?.step
-          ? {
-            type: "CompensationFailed",
-            data: { step: undoing, reason: String(input.data.reason) },
-          }
-          : undefined;
-      default:
-        return undefined;
+          : { type: "CompensationFailed", data: { step: undoing, reason: input.data.reason } };
+      }
     }
+  }
+
+  /** How long past the running compensation's deadline `context.now` is, if it is due. */
+  function lateBy(context: WorkflowContext): number | undefined {
+    const deadline = context.timers.find((t) => t.name === DEADLINE);
+    return deadline !== undefined && deadline.due <= context.now
+      ? context.now - deadline.due
+      : undefined;
+  }
+
+  /** Why a confirmation is ignored as late, if it is one. */
+  function late(s: SagaState<D>, input: SagaInput<D>, context: WorkflowContext) {
+    if (input.type !== "StepCompensated" && input.type !== "CompensationFailed") return undefined;
+    const step = input.data.step;
+    if (s.status === "compensating" && s.step === step && lateBy(context) !== undefined) {
+      return `${input.type} of ${step} came late (its deadline was due): counted as not confirmed`;
+    }
+    if ((s.expired ?? []).includes(step)) {
+      const ms = byName.get(step)?.compensationTimeoutMs;
+      return `${input.type} of ${step} came late (after its ${ms} ms deadline): it stays not confirmed`;
+    }
+    return undefined;
+  }
+
+  /** The sends of a step's action or compensation, checked. */
+  function sendsOf(
+    step: SagaStep<D, M>,
+    phase: "action" | "compensation",
+    data: D,
+    context: StepContext,
+  ): readonly Outgoing<M>[] {
+    const fn = phase === "action" ? step.action : step.compensation!;
+    let sends: unknown;
+    try {
+      sends = fn(data, context);
+    } catch (error) {
+      if (error instanceof ImpelError) throw error;
+      throw new SagaStepError(category, step.name, phase, `threw ${errorText(error)}`, {
+        cause: error,
+      });
+    }
+    if (Array.isArray(sends)) return sends;
+    if (sends !== null && typeof sends === "object") return [sends as Outgoing<M>];
+    throw new SagaStepError(
+      category,
+      step.name,
+      phase,
+      `must return a send or an array of sends, got ${describe(sends)}`,
+    );
   }
 
   function decide(
     s: SagaState<D>,
-    input: SagaInput<D>,
+    raw: SagaInput<D>,
     context: WorkflowContext,
   ): WorkflowDecision<SagaEvent<D>, SagaInput<D>, M> {
-    const first = recorded(s, input);
-    if (first === undefined) return {};
+    const input = checked(raw);
+    const ignored = late(s, input, context);
+    const note = ignored === undefined ? {} : { ignored };
+    const first = recorded(s, input, context);
+    if (first === undefined) return note;
     const events: SagaEvent<D>[] = [first];
-    const after = evolve(s, first);
-    const stepContext = { id: context.id, results: after.results };
+    let after = evolve(s, first);
     const deadline = (step: string, phase: "action" | "compensation", ms: number | undefined) =>
       ms === undefined ? [] : [
         {
@@ -636,42 +871,63 @@ export function defineSaga<D, M extends TypedEvent>(
         } satisfies TimerRequest<SagaInput<D>>,
       ];
     const stop = { cancelTimers: [DEADLINE] };
-    // A step compensated without its outcome (timed out, cancelled): its action may still wait in
-    // the outbox; withdraw it, so the compensation never takes effect before it (an action whose
-    // handler is running finishes before the compensation is sent).
-    const withdrawable = first.type === "StepFailed" && first.data.compensate
+    // A step compensated without its outcome (timed out, cancelled), or a compensation past its
+    // deadline: its sends may still wait in the outbox; withdraw them, so a compensation never
+    // takes effect before its action, nor a compensation after its deadline (a handler already
+    // running finishes first).
+    const withdrawable = (first.type === "StepFailed" && first.data.compensate) ||
+        (first.type === "CompensationFailed" && first.data.timedOut)
       ? (context.pending ?? []).map((p) => p.seq)
       : [];
     const withdraw = withdrawable.length > 0 ? { withdrawSends: withdrawable } : {};
-    if (after.status === "running") {
+    // Steps and compensations with nothing to send are done at once, in this same decision.
+    for (;;) {
+      const stepContext = { id: context.id, results: after.results };
       const step = after.step === undefined ? undefined : byName.get(after.step)!;
-      if (step === undefined) {
-        return { events: [...events, { type: "Completed", data: {} }], ...stop };
-      }
-      return {
-        events,
-        sends: asList(step.action(after.data as D, stepContext)),
-        ...(step.timeoutMs === undefined ? stop : {}),
-        timers: deadline(step.name, "action", step.timeoutMs),
-      };
-    }
-    const step = after.step === undefined ? undefined : byName.get(after.step)!;
-    if (step === undefined) {
-      const end: SagaEvent<D> = after.failures.length > 0
-        ? {
-          type: "Failed",
-          data: { reason: `${after.reason}; compensation failed: ${after.failures.join("; ")}` },
+      let done: SagaEvent<D>;
+      if (after.status === "running") {
+        if (step === undefined) {
+          return { events: [...events, { type: "Completed", data: {} }], ...stop, ...note };
         }
-        : { type: "Compensated", data: { reason: after.reason ?? "" } };
-      return { events: [...events, end], ...stop, ...withdraw };
+        const sends = sendsOf(step, "action", after.data as D, stepContext);
+        if (sends.length > 0) {
+          return {
+            events,
+            sends,
+            ...(step.timeoutMs === undefined ? stop : {}),
+            timers: deadline(step.name, "action", step.timeoutMs),
+            ...note,
+          };
+        }
+        done = { type: "StepSucceeded", data: { step: step.name, result: null } };
+      } else {
+        if (step === undefined) {
+          const end: SagaEvent<D> = after.failures.length > 0
+            ? {
+              type: "Failed",
+              data: {
+                reason: `${after.reason}; compensation failed: ${after.failures.join("; ")}`,
+              },
+            }
+            : { type: "Compensated", data: { reason: after.reason ?? "" } };
+          return { events: [...events, end], ...stop, ...withdraw, ...note };
+        }
+        const sends = sendsOf(step, "compensation", after.data as D, stepContext);
+        if (sends.length > 0) {
+          return {
+            events,
+            ...withdraw,
+            sends,
+            ...(step.compensationTimeoutMs === undefined ? stop : {}),
+            timers: deadline(step.name, "compensation", step.compensationTimeoutMs),
+            ...note,
+          };
+        }
+        done = { type: "StepCompensated", data: { step: step.name } };
+      }
+      events.push(done);
+      after = evolve(after, done);
     }
-    return {
-      events,
-      ...withdraw,
-      sends: asList(step.compensation!(after.data as D, stepContext)),
-      ...(step.compensationTimeoutMs === undefined ? stop : {}),
-      timers: deadline(step.name, "compensation", step.compensationTimeoutMs),
-    };
   }
 
   return defineWorkflow<SagaEvent<D>, SagaState<D>, SagaInput<D>, M>({

@@ -103,7 +103,9 @@ export type Outgoing<M extends TypedEvent> = M & { readonly to: string };
 
 /**
  * A timer a decision sets: deliver `input` to the instance after `afterMs` (or at `at`, ms since
- * the epoch). A pending timer of the same `name` is replaced.
+ * the epoch). A name holds one timer: setting it replaces the timer pending under that name (it
+ * never fires), and of two timers of one name in the same decision the last one is kept, as a
+ * Durable Functions or Temporal user re-arming a timer would expect.
  *
  * @example
  * ```ts
@@ -157,9 +159,9 @@ export interface WorkflowDecision<
   readonly events?: readonly E[];
   /** Messages for the outbox, each delivered by the handler for its type. */
   readonly sends?: readonly Outgoing<M>[];
-  /** Timers to set (replacing pending ones of the same name). */
+  /** Timers to set (each replacing the one pending, or set earlier here, under its name). */
   readonly timers?: readonly TimerRequest<I>[];
-  /** Names of pending timers to cancel (unknown names are ignored). */
+  /** Names of timers pending before the decision to cancel (unknown names are ignored). */
   readonly cancelTimers?: readonly string[];
   /**
    * Outbox indexes (`seq`, see {@linkcode WorkflowContext.pending}) of pending sends to withdraw:
@@ -168,6 +170,12 @@ export interface WorkflowDecision<
    * is delivered only after it (unknown or delivered indexes are ignored).
    */
   readonly withdrawSends?: readonly number[];
+  /**
+   * Why the input was (partly) ignored, when it deserves notice (a confirmation that came too
+   * late): the runner logs it at warning level with the input and counts it
+   * ({@linkcode WorkflowRunnerStats.ignoredInputs}). What the decision records still is.
+   */
+  readonly ignored?: string;
 }
 
 /**
@@ -654,6 +662,36 @@ export class MissingSendHandlerError extends ImpelError {
 }
 
 /**
+ * A workflow's `decide` threw (something other than an impel error, which passes as it is):
+ * nothing was appended; `cause` is what it threw. `code` is `"WorkflowDecide"`.
+ *
+ * @example
+ * ```ts
+ * import { WorkflowDecideError } from "@impel/impel/workflow";
+ * const e = new WorkflowDecideError("Notes-n1", "Note", new TypeError("no text"));
+ * console.log(e.code, e.stream, e.input); // "WorkflowDecide" "Notes-n1" "Note"
+ * ```
+ *
+ * @category Workflows
+ */
+export class WorkflowDecideError extends ImpelError {
+  /** The instance stream. */
+  readonly stream: StreamName;
+  /** The input's type. */
+  readonly input: string;
+  /** Creates the error; `cause` is what `decide` threw. */
+  constructor(stream: StreamName, input: string, cause: unknown) {
+    super(
+      "WorkflowDecide",
+      `decide of ${stream} threw on input ${JSON.stringify(input)}: ${errorText(cause)}`,
+      { cause },
+    );
+    this.stream = stream;
+    this.input = input;
+  }
+}
+
+/**
  * Checks a workflow's parts at the boundary and returns it (frozen); errors name the offending
  * field.
  *
@@ -737,6 +775,12 @@ export function workflowCategories(definition: {
   readonly category: string;
   readonly routes?: readonly { readonly category: string }[];
 }): string[] {
+  if (definition === null || typeof definition !== "object") {
+    throw new InvalidArgumentError(
+      "definition",
+      `must be a workflow definition, got ${describe(definition)}`,
+    );
+  }
   return [definition.category, ...(definition.routes ?? []).map((r) => r.category)];
 }
 
@@ -845,6 +889,10 @@ export type SendHandlers<I extends TypedEvent, M extends TypedEvent> = {
  * @category Workflows
  */
 export function deliveryOptions(send: Delivery<TypedEvent>): TransactOptions {
+  if (send === null || typeof send !== "object") {
+    throw new InvalidArgumentError("send", `must be a Delivery, got ${describe(send)}`);
+  }
+  checkId(send.id, "send.id");
   return {
     idempotencyKey: send.id,
     context: { correlationId: send.correlationId, causationId: send.id },
@@ -866,6 +914,8 @@ interface Internal<S> {
   readonly due?: readonly number[];
   /** The correlation id of the instance's first outbox entry. */
   readonly correlationId?: string;
+  /** Sends withdrawn (`WorkflowWithdrawn`): a reply to one is ignored, and noted. */
+  readonly withdrawn?: readonly number[];
 }
 
 type Stored<E> = E | WorkflowRuntimeEvent;
@@ -958,6 +1008,7 @@ function internalFold<E extends TypedEvent, S>(
   return (s, events) => {
     let { state, next, pending, timers, correlationId } = s;
     let due = s.due ?? [];
+    let withdrawn = s.withdrawn ?? [];
     let own: E[] = [];
     const flush = () => {
       if (own.length > 0) state = fold(state, own);
@@ -975,8 +1026,11 @@ function internalFold<E extends TypedEvent, S>(
           next = Math.max(next, e.data.seq + 1);
           correlationId ??= e.data.correlationId;
           break;
-        case "WorkflowDelivered":
         case "WorkflowWithdrawn":
+          if (pending.some((p) => p.seq === e.data.seq)) withdrawn = [...withdrawn, e.data.seq];
+          pending = pending.filter((p) => p.seq !== e.data.seq);
+          break;
+        case "WorkflowDelivered":
           pending = pending.filter((p) => p.seq !== e.data.seq);
           break;
         case "WorkflowTimerSet":
@@ -997,14 +1051,16 @@ function internalFold<E extends TypedEvent, S>(
       }
     }
     flush();
-    const out = due.length === 0 ? { state, next, pending, timers } : {
+    // Optional parts only when present: states stay small and compare equal to earlier ones.
+    return {
       state,
       next,
       pending,
       timers,
-      due,
+      ...(due.length === 0 ? {} : { due }),
+      ...(correlationId === undefined ? {} : { correlationId }),
+      ...(withdrawn.length === 0 ? {} : { withdrawn }),
     };
-    return correlationId === undefined ? out : { ...out, correlationId };
   };
 }
 
@@ -1055,7 +1111,17 @@ interface Runtime<E extends TypedEvent, S, I extends TypedEvent> extends Workflo
     s: Internal<S>,
     version: number,
     arrival: Arrival,
-  ): Stored<E>[];
+  ): Decided<E>;
+  /** Logs and counts an input ignored for `reason`. */
+  noteIgnored(stream: StreamName, arrival: Arrival, reason: string): void;
+  /** Inputs ignored so far (see {@linkcode WorkflowDecision.ignored}). */
+  ignoredInputs(): number;
+}
+
+/** What a decision records, and why its input was ignored, if it says. */
+interface Decided<E> {
+  readonly events: Stored<E>[];
+  readonly ignored?: string;
 }
 
 function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends TypedEvent>(
@@ -1099,18 +1165,24 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
     s: Internal<S>,
     version: number,
     arrival: Arrival,
-  ): Stored<E>[] {
+  ): Decided<E> {
     const now = clock.now();
-    const decision = def.decide(s.state, arrival.input as I, {
-      id: idOf(stream),
-      stream,
-      now,
-      inputId: arrival.id,
-      correlationId: arrival.correlationId,
-      version,
-      timers: s.timers.map((t) => ({ name: t.name, due: t.due })),
-      pending: s.pending,
-    });
+    let decision: WorkflowDecision<E, I, M>;
+    try {
+      decision = def.decide(s.state, arrival.input as I, {
+        id: idOf(stream),
+        stream,
+        now,
+        inputId: arrival.id,
+        correlationId: arrival.correlationId,
+        version,
+        timers: s.timers.map((t) => ({ name: t.name, due: t.due })),
+        pending: s.pending,
+      });
+    } catch (error) {
+      if (error instanceof ImpelError) throw error;
+      throw new WorkflowDecideError(stream, arrival.input.type, error);
+    }
     const refuse = (problem: string): never => {
       throw new InvalidWorkflowDecisionError(stream, problem);
     };
@@ -1130,6 +1202,10 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
     const timers = list<TimerRequest<I>>("timers");
     const cancels = list<string>("cancelTimers");
     const withdrawals = list<number>("withdrawSends");
+    const ignored = decision.ignored;
+    if (ignored !== undefined && (typeof ignored !== "string" || ignored.length === 0)) {
+      refuse(`ignored must be a non-empty string, got ${describe(ignored)}`);
+    }
     const out: Stored<E>[] = [];
     events.forEach((e, i) => {
       if (typeof e?.type === "string" && RUNTIME_TYPES.has(e.type)) {
@@ -1162,11 +1238,16 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
       }
       cancel(name);
     });
+    // A name holds one timer: of several set here under one name, the last is kept.
+    const lastOf = new Map<string, number>();
     timers.forEach((t, i) => {
       if (t === null || typeof t !== "object") refuse(`timers[${i}] must be an object`);
       if (typeof t.name !== "string" || t.name.length === 0) {
         refuse(`timers[${i}].name must be a non-empty string, got ${describe(t.name)}`);
       }
+      lastOf.set(t.name, i);
+    });
+    timers.forEach((t, i) => {
       const due = t.at ?? (typeof t.afterMs === "number" ? now + t.afterMs : undefined);
       if (
         typeof due !== "number" || !Number.isFinite(due) ||
@@ -1179,6 +1260,7 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
       } catch (error) {
         refuse((error as Error).message);
       }
+      if (lastOf.get(t.name) !== i) return;
       cancel(t.name);
       out.push({
         type: "WorkflowTimerSet",
@@ -1217,7 +1299,20 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
         },
       });
     });
-    return out;
+    return ignored === undefined ? { events: out } : { events: out, ignored };
+  }
+
+  let ignoredCount = 0;
+  function noteIgnored(stream: StreamName, arrival: Arrival, reason: string): void {
+    ignoredCount++;
+    log.warn("{stream}: input {input} ({inputId}) ignored: {reason}", {
+      stream,
+      input: arrival.input.type,
+      inputId: arrival.id,
+      reason,
+      correlationId: arrival.correlationId,
+      causationId: arrival.id,
+    });
   }
 
   async function handle(id: string, input: I, handleOptions: HandleOptions = {}) {
@@ -1241,12 +1336,18 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
       );
     }
     const arrival = { id: inputId, input, correlationId };
+    let ignored: string | undefined;
     const outcome = await decider.transactEx(
       stream,
-      (s, { version }) => decideOn(stream, s, version, arrival),
+      (s, { version }) => {
+        const decided = decideOn(stream, s, version, arrival);
+        ignored = decided.ignored;
+        return decided.events;
+      },
       { idempotencyKey: inputId, context: tracing(arrival) },
     );
     logDecision(stream, arrival, outcome.appended, outcome.duplicate);
+    if (ignored !== undefined && !outcome.duplicate) noteIgnored(stream, arrival, ignored);
     return {
       state: outcome.state.state,
       version: outcome.version,
@@ -1273,6 +1374,8 @@ function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M extends 
     clock,
     fold,
     decideOn,
+    noteIgnored,
+    ignoredInputs: () => ignoredCount,
     streamOf,
     handle,
     async read(id) {
@@ -1425,8 +1528,30 @@ export interface WorkflowRunner<S, I extends TypedEvent> extends WorkflowClient<
    * 30 s). A polling source needs its own check that it has read the store's head.
    */
   awaitIdle(options?: { readonly timeoutMs?: number }): Promise<void>;
+  /** What this runner counted since it started (the sink's and the timers' have their own). */
+  stats(): WorkflowRunnerStats;
   /** Stops the pipeline (drain, commit) and the timers. */
   stop(): Promise<void>;
+}
+
+/**
+ * What {@linkcode WorkflowRunner.stats} reports.
+ *
+ * @example
+ * ```ts
+ * import type { WorkflowRunnerStats } from "@impel/impel/workflow";
+ * const stats: WorkflowRunnerStats = { ignoredInputs: 0 };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface WorkflowRunnerStats {
+  /**
+   * Inputs ignored with notice: a decision that said why ({@linkcode WorkflowDecision.ignored},
+   * e.g. a saga's compensation confirmed after its deadline), or a reply to a send withdrawn
+   * while its handler ran. Each is also logged at warning level.
+   */
+  readonly ignoredInputs: number;
 }
 
 /**
@@ -1509,11 +1634,16 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       return;
     }
     const arrival = { id, input: timer.input, correlationId: timer.correlationId };
+    let ignored: string | undefined;
     const outcome = await decider.transactEx(stream, (s, { version }) => {
+      ignored = undefined;
       if (!s.timers.some((t) => t.seq === seq)) return [];
       const fired: Stored<E>[] = [{ type: "WorkflowTimerFired", data: { seq } }];
-      return [...fired, ...runtime.decideOn(stream, fold(s, fired), version, arrival)];
+      const decided = runtime.decideOn(stream, fold(s, fired), version, arrival);
+      ignored = decided.ignored;
+      return [...fired, ...decided.events];
     }, { idempotencyKey: id, context: tracing(arrival) });
+    if (ignored !== undefined && !outcome.duplicate) runtime.noteIgnored(stream, arrival, ignored);
     log.debug("{stream}: timer {timer} fired {input}: {outcome}", {
       stream,
       timer: id,
@@ -1556,12 +1686,25 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       input: reply as TypedEvent,
       correlationId: send.correlationId,
     };
+    let ignored: string | undefined;
     const outcome = await decider.transactEx(stream, (s, { version }) => {
-      if (!s.pending.some((p) => p.seq === send.seq)) return [];
+      ignored = undefined;
+      if (!s.pending.some((p) => p.seq === send.seq)) {
+        // Withdrawn while its handler ran (or recorded by another runner): the reply is moot.
+        if (arrival !== undefined && (s.withdrawn ?? []).includes(send.seq)) {
+          ignored = "its send was withdrawn while the handler ran";
+        }
+        return [];
+      }
       const delivered: Stored<E>[] = [{ type: "WorkflowDelivered", data: { seq: send.seq } }];
       if (arrival === undefined) return delivered;
-      return [...delivered, ...runtime.decideOn(stream, fold(s, delivered), version, arrival)];
+      const decided = runtime.decideOn(stream, fold(s, delivered), version, arrival);
+      ignored = decided.ignored;
+      return [...delivered, ...decided.events];
     }, { context: { correlationId: send.correlationId, causationId: id } });
+    if (ignored !== undefined && arrival !== undefined) {
+      runtime.noteIgnored(stream, arrival, ignored);
+    }
     log.debug("{stream}: sent {type} to {to} ({sendId}){reply}", {
       stream,
       type: send.type,
@@ -1699,7 +1842,14 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     sink,
     timers,
     running,
+    stats: () => ({ ignoredInputs: runtime.ignoredInputs() }),
     async awaitIdle(idleOptions = {}) {
+      if (idleOptions === null || typeof idleOptions !== "object") {
+        throw new InvalidArgumentError(
+          "options",
+          `must be an object ({ timeoutMs }), got ${describe(idleOptions)}`,
+        );
+      }
       const timeoutMs = checkNumber("timeoutMs", idleOptions.timeoutMs ?? 30_000, 0);
       const settle = async () => {
         for (;;) {
