@@ -61,6 +61,7 @@ export {
   type ParkStore,
   type ParkWrite,
   type ParkWriteOutcome,
+  ParkWritesError,
   StreamNotParkedError,
 } from "./core/park.ts";
 export * from "./core/ownership.ts";

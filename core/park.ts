@@ -137,12 +137,14 @@ export interface ParkRequest {
 
 /**
  * A sink's claim on a request: it alone applies it until `until`, and renews the claim while it
- * works.
+ * works. The store gives each claim a new `token`; renewing, giving up and resolving name it, and
+ * are refused once the claim has lapsed or been taken (a fenced claim), so a sink that was
+ * paused past `until` cannot go on with a request someone else may be applying now.
  *
  * @example
  * ```ts
  * import type { ParkClaim } from "@impel/impel";
- * const claim: ParkClaim = { by: "reactor-1f3a", until: Date.now() + 10_000 };
+ * const claim: ParkClaim = { by: "reactor-1f3a", until: Date.now() + 10_000, token: "b3c1…" };
  * ```
  *
  * @category Parked streams
@@ -152,6 +154,8 @@ export interface ParkClaim {
   readonly by: string;
   /** When it lapses unless renewed (ms since the epoch). */
   readonly until: number;
+  /** Identifies this claim (opaque; new for every claim taken, kept by renewals). */
+  readonly token: string;
 }
 
 /**
@@ -258,12 +262,18 @@ export interface ParkListOptions {
 }
 
 /**
- * A claim asked for with {@linkcode ParkStore.claim}.
+ * A claim asked for with {@linkcode ParkStore.claim}: a new one (no `token`), or a renewal or
+ * give-up of the claim `token` names.
  *
  * @example
  * ```ts
  * import type { ParkClaimRequest } from "@impel/impel";
- * const renew: ParkClaimRequest = { by: "reactor-1f3a", until: Date.now() + 10_000, handledTo: 7 };
+ * const renew: ParkClaimRequest = {
+ *   by: "reactor-1f3a",
+ *   token: "b3c1…", // from the claim taken
+ *   until: Date.now() + 10_000,
+ *   handledTo: 7,
+ * };
  * ```
  *
  * @category Parked streams
@@ -271,6 +281,11 @@ export interface ParkListOptions {
 export interface ParkClaimRequest {
   /** The claiming sink instance. */
   readonly by: string;
+  /**
+   * The claim renewed or given up; refused (`undefined`) unless it is still the episode's claim
+   * and has not lapsed. Without it, a new claim is taken (with a new token) if none is held.
+   */
+  readonly token?: string;
   /** Until when (ms since the epoch); a time in the past gives the claim up. */
   readonly until: number;
   /** Progress of a release: the events below this index are handled and leave the episode. */
@@ -338,9 +353,10 @@ export interface ParkStore {
     request: { readonly action: ParkAction; readonly by: string; readonly reason?: string },
   ): Promise<ParkedStream>;
   /**
-   * Claims (or renews, or with a past `until` gives up) the pending request of an active
-   * episode for one sink; answers the episode, or `undefined` if the episode is not active,
-   * has no request, or another sink's claim has not lapsed.
+   * Claims (or with `token` renews, or with a past `until` gives up) the pending request of an
+   * active episode for one sink; answers the episode, or `undefined` if the episode is not
+   * active, has no request, a claim is held and has not lapsed (a new claim), or the claim
+   * `token` names has lapsed or been replaced (a renewal: the sink must stop applying it).
    */
   claim(
     group: string,
@@ -352,14 +368,14 @@ export interface ParkStore {
    * Applies the claimed request: the episode becomes `released` or `skipped`, with the
    * requester, reason and `by` recorded, and its events are dropped. A release resolves only if
    * the episode's `next` is still `expectedNext` (no events were added since the caller read
-   * them). Answers the resolved episode, or `undefined` if nothing changed (not active, not
-   * claimed by `by`, or `next` moved).
+   * them). Answers the resolved episode, or `undefined` if nothing changed (not active, the
+   * claim `token` names has lapsed or is not the episode's any more, or `next` moved).
    */
   resolve(
     group: string,
     stream: StreamName,
     episode: string,
-    resolution: { readonly by: string; readonly expectedNext?: number },
+    resolution: { readonly by: string; readonly token: string; readonly expectedNext?: number },
   ): Promise<ParkedStream | undefined>;
 }
 
@@ -558,6 +574,67 @@ export function checkParkWrites(group: string, writes: readonly ParkWrite[]): vo
     }
     if (w.handledTo !== undefined) checkInteger(`writes[${i}].handledTo`, w.handledTo, 0);
   });
+}
+
+/**
+ * Some writes of one {@linkcode ParkStore.park} call failed and the others were done: `outcomes`
+ * holds the outcome of each write that was done and `errors` the error of each that was not (by
+ * index in the call), so that one write a store cannot take (an event too large, say) fails its
+ * own stream only. A sink retries the failed streams alone.
+ *
+ * @example
+ * ```ts
+ * import { ParkWritesError } from "@impel/impel";
+ * const e = new ParkWritesError(["parked", undefined], [undefined, new Error("too large")]);
+ * console.log(e.code, e.outcomes[0], String(e.errors[1])); // "ParkWrites" "parked" "Error: too large"
+ * ```
+ *
+ * @category Parked streams
+ */
+export class ParkWritesError extends ImpelError {
+  /** The outcome of each write done (`undefined` where it failed). */
+  readonly outcomes: readonly (ParkWriteOutcome | undefined)[];
+  /** The error of each write that failed (`undefined` where it was done). */
+  readonly errors: readonly unknown[];
+  /** Creates the error from the per-write results of one call. */
+  constructor(outcomes: readonly (ParkWriteOutcome | undefined)[], errors: readonly unknown[]) {
+    const failed = errors.filter((e) => e !== undefined);
+    super(
+      "ParkWrites",
+      `${failed.length} of ${outcomes.length} park writes failed; first: ${
+        (failed[0] as Error)?.message ?? failed[0]
+      }`,
+      { cause: failed[0] },
+    );
+    this.outcomes = outcomes;
+    this.errors = errors;
+  }
+}
+
+/** New claims' tokens: unguessable, so a sink cannot renew a claim it was not given. */
+export function newClaimToken(): string {
+  return crypto.randomUUID();
+}
+
+/**
+ * Cuts an error text to at most `maxBytes` bytes of UTF-8 (never inside a character), saying so
+ * at its end, so that a store with an item size limit keeps the start of the error rather than
+ * refusing the record.
+ *
+ * @example
+ * ```ts
+ * import { truncateParkError } from "./park.ts";
+ * console.log(truncateParkError("x".repeat(100), 60));
+ * // "xxxx… [error text truncated: 100 bytes]" (60 bytes at most)
+ * ```
+ */
+export function truncateParkError(text: string, maxBytes: number): string {
+  const bytes = new TextEncoder().encode(text);
+  if (bytes.length <= maxBytes) return text;
+  const note = `… [error text truncated: ${bytes.length} bytes]`;
+  let end = Math.max(0, maxBytes - new TextEncoder().encode(note).length);
+  while (end > 0 && (bytes[end] & 0xc0) === 0x80) end--; // not inside a character
+  return new TextDecoder().decode(bytes.subarray(0, end)) + note;
 }
 
 // Values JSON cannot hold are tagged so that they come back as they were.

@@ -53,6 +53,11 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   // Failures by operation and store (reading the parked streams, polling), each until that
   // operation on that store succeeds: one store's success does not hide another's failure.
   const troubles = new Map<string, { since: number; error: unknown }>();
+  // The claims this sink holds, by store and stream: the token that fences them and when they
+  // lapse unless renewed. A claim past its time is given up here at once: its request may be
+  // someone else's by now, so nothing more of it may be applied.
+  const claims = new Map<string, { token: string; until: number }>();
+  const claimKey = (store: ParkStore, stream: string) => `${stores.indexOf(store)}:${stream}`;
   let timer: ReturnType<typeof setInterval> | undefined;
   let polling: Promise<void> | undefined;
   let loaded = false;
@@ -117,14 +122,31 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
         () => store.events(group, stream, episode, from, limit),
       ),
     async resolve(store, stream, episode, expectedNext): Promise<ParkResolveResult> {
+      const key = claimKey(store, stream);
+      const held = claims.get(key);
+      if (held === undefined || held.until <= Date.now()) {
+        claims.delete(key);
+        return { kind: "lost" }; // lapsed here: the store would refuse it too
+      }
       const entry = await call(
         `resolving ${stream}`,
-        () => store.resolve(group, stream, episode, { by: instance, expectedNext }),
+        () =>
+          store.resolve(group, stream, episode, { by: instance, token: held.token, expectedNext }),
       );
-      if (entry !== undefined) return { kind: "resolved", entry };
+      if (entry !== undefined) {
+        claims.delete(key);
+        return { kind: "resolved", entry };
+      }
       const now = await call(`reading parked stream ${stream}`, () => store.get(group, stream));
-      if (now?.state !== "parked") return { kind: "gone" };
-      if (now.episode !== episode || now.request === undefined || now.claim?.by !== instance) {
+      if (now?.state !== "parked") {
+        claims.delete(key);
+        return { kind: "gone" };
+      }
+      if (
+        now.episode !== episode || now.request === undefined || now.claim?.token !== held.token ||
+        now.claim.until <= Date.now()
+      ) {
+        claims.delete(key);
         return { kind: "lost" };
       }
       if (expectedNext !== undefined && now.next === expectedNext) {
@@ -159,25 +181,54 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
     loaded = true; // requests are looked for once the parked streams are known
   }
 
+  /** Claims this sink can no longer rely on (not renewed in time) stop being applied now. */
+  function dropLapsed() {
+    if (scheduler === undefined) return;
+    const now = Date.now();
+    for (const a of scheduler.applying()) {
+      const key = claimKey(a.store, a.stream);
+      const held = claims.get(key);
+      if (held !== undefined && held.until > now) continue;
+      claims.delete(key);
+      lost(a.stream, "it lapsed before it could be renewed");
+    }
+  }
+
+  function lost(stream: string, why: string) {
+    log.warn("{group}: lost the claim on {stream} ({why}); its request is not applied here", {
+      group,
+      stream,
+      why,
+    });
+    scheduler!.claimLost(stream);
+  }
+
   async function pollStore(store: ParkStore) {
+    dropLapsed();
     const now = Date.now();
     const held = scheduler!.applying().filter((a) => a.store === store);
+    const live = new Set(held.map((a) => claimKey(store, a.stream)));
+    for (const key of claims.keys()) {
+      if (key.startsWith(`${stores.indexOf(store)}:`) && !live.has(key)) claims.delete(key);
+    }
     for (const a of held) {
-      const renewed = await call(
+      const key = claimKey(store, a.stream);
+      const token = claims.get(key)?.token;
+      const renewed = token === undefined ? undefined : await call(
         `renewing the claim on ${a.stream}`,
         () =>
           store.claim(group, a.stream, a.episode, {
             by: instance,
+            token,
             until: now + leaseMs,
             handledTo: a.handledTo,
           }),
       );
-      if (renewed === undefined) {
-        log.warn("{group}: lost the claim on {stream}; another sink applies its request", {
-          group,
-          stream: a.stream,
-        });
-        scheduler!.claimLost(a.stream);
+      if (token === undefined || renewed?.claim?.token !== token) {
+        claims.delete(key);
+        lost(a.stream, "it lapsed or was taken, or the request changed");
+      } else if (claims.has(key)) {
+        claims.set(key, { token, until: now + leaseMs });
       }
     }
     const mine = new Set(held.map((a) => a.stream));
@@ -187,12 +238,22 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
     );
     for (const e of requested) {
       if (stopped || mine.has(e.stream) || e.request === undefined) continue;
-      if (e.claim !== undefined && e.claim.by !== instance && e.claim.until > now) continue;
+      if (e.claim !== undefined && e.claim.until > now) continue;
       const claimed: ParkedStream | undefined = await call(
         `claiming the request on ${e.stream}`,
         () => store.claim(group, e.stream, e.episode, { by: instance, until: now + leaseMs }),
       );
-      if (claimed === undefined || stopped) continue;
+      if (claimed?.claim === undefined) continue;
+      const token = claimed.claim.token;
+      if (stopped) {
+        // Stopped while claiming: given up at once, so that another sink need not wait it out.
+        await call(
+          `giving up the claim on ${e.stream}`,
+          () => store.claim(group, e.stream, e.episode, { by: instance, token, until: 0 }),
+        );
+        continue;
+      }
+      claims.set(claimKey(store, e.stream), { token, until: now + leaseMs });
       log.info("{group}: applying the {action} of {stream} asked by {by}", {
         group,
         action: e.request.action,
@@ -228,7 +289,10 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
     load,
     start(s) {
       scheduler = s;
-      timer = setInterval(poll, pollMs);
+      timer = setInterval(() => {
+        dropLapsed(); // also while a poll waits on a slow store
+        poll();
+      }, pollMs);
     },
     trouble: oldest,
     async stop() {
@@ -237,13 +301,19 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       await polling;
       const held = scheduler?.applying() ?? [];
       // Given up with the progress made, so that the next sink resumes at once, not after the lease.
+      const given = held.flatMap((a) => {
+        const token = claims.get(claimKey(a.store, a.stream))?.token;
+        return token === undefined ? [] : [{ ...a, token }];
+      });
+      claims.clear();
       await Promise.all(
-        held.map((a) =>
+        given.map((a) =>
           call(
             `giving up the claim on ${a.stream}`,
             () =>
               a.store.claim(group, a.stream, a.episode, {
                 by: instance,
+                token: a.token,
                 until: 0,
                 handledTo: a.handledTo,
               }),

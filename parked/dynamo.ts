@@ -48,6 +48,7 @@ import {
   checkParkWrites,
   decodeParkedEvent,
   encodeParkedEvent,
+  newClaimToken,
   type ParkAction,
   type ParkedStream,
   ParkRequestConflictError,
@@ -332,7 +333,9 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         ...(request.rsn ? { reason: str(request.rsn)! } : {}),
         at: num(request.at),
       },
-      ...(request.cb ? { claim: { by: str(request.cb)!, until: num(request.cu) } } : {}),
+      ...(request.cb
+        ? { claim: { by: str(request.cb)!, until: num(request.cu), token: str(request.ct) ?? "" } }
+        : {}),
     };
   }
 
@@ -763,6 +766,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
       checkParkName("by", claim?.by);
       checkInteger("until", claim.until, 0);
       if (claim.handledTo !== undefined) checkInteger("handledTo", claim.handledTo, 0);
+      if (claim.token !== undefined) checkParkName("token", claim.token);
       return await guard("claim", `${group}/${stream}`, async () => {
         try {
           await client.send(
@@ -780,13 +784,16 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
                   Update: {
                     TableName,
                     Key: requestKey(group, stream),
-                    UpdateExpression: "SET cb = :by, cu = :until",
-                    ConditionExpression:
-                      "ep = :ep AND (attribute_not_exists(cb) OR cb = :by OR cu <= :now)",
+                    UpdateExpression: "SET cb = :by, cu = :until, ct = :ct",
+                    // A new claim only where none is held; a renewal only of its own live claim.
+                    ConditionExpression: claim.token === undefined
+                      ? "ep = :ep AND (attribute_not_exists(cb) OR cu <= :now)"
+                      : "ep = :ep AND ct = :ct AND cu > :now",
                     ExpressionAttributeValues: {
                       ":ep": S(episode),
                       ":by": S(claim.by),
                       ":until": N(claim.until),
+                      ":ct": S(claim.token ?? newClaimToken()),
                       ":now": N(Date.now()),
                     },
                   },
@@ -808,6 +815,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
 
     async resolve(group, stream, episode, resolution) {
       checkParkName("by", resolution?.by);
+      checkParkName("token", resolution.token);
       if (resolution.expectedNext !== undefined) {
         checkInteger("expectedNext", resolution.expectedNext, 0);
       }
@@ -818,7 +826,8 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         ]);
         if (item === undefined || str(item.ep) !== episode) return undefined;
         if (request === undefined || str(request.ep) !== episode) return undefined;
-        if (str(request.cb) !== resolution.by) return undefined;
+        const now = Date.now();
+        if (str(request.ct) !== resolution.token || num(request.cu) <= now) return undefined;
         const action = str(request.act) as ParkAction;
         const next = num(item.next);
         if (
@@ -854,8 +863,12 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
                   Delete: {
                     TableName,
                     Key: requestKey(group, stream),
-                    ConditionExpression: "ep = :ep AND cb = :by",
-                    ExpressionAttributeValues: { ":ep": S(episode), ":by": S(resolution.by) },
+                    ConditionExpression: "ep = :ep AND ct = :ct AND cu > :now",
+                    ExpressionAttributeValues: {
+                      ":ep": S(episode),
+                      ":ct": S(resolution.token),
+                      ":now": N(now),
+                    },
                   },
                 },
                 { Put: { TableName, Item: done, ConditionExpression: "attribute_not_exists(p)" } },

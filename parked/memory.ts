@@ -12,6 +12,7 @@ import {
   checkParkWrites,
   decodeParkedEvent,
   encodeParkedEvent,
+  newClaimToken,
   type ParkedStream,
   ParkRequestConflictError,
   type ParkStore,
@@ -239,13 +240,20 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
     claim(group, stream, episode, claim) {
       checkParkName("by", claim?.by);
       checkInteger("until", claim.until, 0);
+      if (claim.token !== undefined) checkParkName("token", claim.token);
       const e = episodeOf(group, stream, episode);
       if (e === undefined || e.entry.request === undefined) return undefined;
       const held = e.entry.claim;
-      if (held !== undefined && held.by !== claim.by && held.until > Date.now()) {
-        return undefined;
+      const now = Date.now();
+      if (claim.token === undefined) {
+        if (held !== undefined && held.until > now) return undefined;
+      } else if (held === undefined || held.token !== claim.token || held.until <= now) {
+        return undefined; // lapsed or taken: its holder must stop
       }
-      const changes: Partial<ParkedStream> = { claim: { by: claim.by, until: claim.until } };
+      const token = claim.token ?? newClaimToken();
+      const changes: Partial<ParkedStream> = {
+        claim: { by: claim.by, until: claim.until, token },
+      };
       if (claim.handledTo !== undefined && claim.handledTo > e.entry.first) {
         const handledTo = checkInteger("handledTo", claim.handledTo, 0);
         e.events = e.events.filter((x) => x.index >= handledTo);
@@ -260,11 +268,14 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
 
     resolve(group, stream, episode, resolution) {
       checkParkName("by", resolution?.by);
+      checkParkName("token", resolution.token);
       const e = episodeOf(group, stream, episode);
       const request = e?.entry.request;
-      if (e === undefined || request === undefined || e.entry.claim?.by !== resolution.by) {
-        return undefined;
-      }
+      const held = e?.entry.claim;
+      if (
+        e === undefined || request === undefined || held?.token !== resolution.token ||
+        held.until <= Date.now()
+      ) return undefined;
       if (
         request.action === "release" && resolution.expectedNext !== undefined &&
         e.entry.next !== resolution.expectedNext

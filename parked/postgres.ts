@@ -19,6 +19,7 @@ import {
   checkParkWrites,
   decodeParkedEvent,
   encodeParkedEvent,
+  newClaimToken,
   type ParkedStream,
   ParkRequestConflictError,
   type ParkStore,
@@ -140,6 +141,7 @@ export async function initPostgresParkStore(
        requested_at timestamptz,
        claim_by text,
        claim_until timestamptz,
+       claim_token text,
        resolved_at timestamptz,
        applied_by text,
        resolved_events bigint,
@@ -147,6 +149,8 @@ export async function initPostgresParkStore(
        CHECK ((idx = -1) = (state IS NOT NULL) AND (idx >= 0) = (event IS NOT NULL))
      )`,
   );
+  // Tables made before claims had tokens (fenced claims) get the column.
+  await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS claim_token text`);
   await client.query(
     `CREATE UNIQUE INDEX IF NOT EXISTS ${n.active} ON ${n.table} (consumer_group, stream)
       WHERE idx = -1 AND state = 'parked'`,
@@ -163,7 +167,7 @@ const COLUMNS = `consumer_group, stream, episode::text AS episode, state,
   error, attempts, ${ms("first_failed_at")} AS first_failed_at,
   ${ms("last_failed_at")} AS last_failed_at, ${ms("parked_at")} AS parked_at,
   request_action, request_by, request_reason, ${ms("requested_at")} AS requested_at,
-  claim_by, ${ms("claim_until")} AS claim_until, ${ms("resolved_at")} AS resolved_at,
+  claim_by, ${ms("claim_until")} AS claim_until, claim_token, ${ms("resolved_at")} AS resolved_at,
   applied_by, resolved_events::text AS resolved_events`;
 
 function entryOf(r: SqlRow): ParkedStream {
@@ -206,9 +210,13 @@ function entryOf(r: SqlRow): ParkedStream {
         at: Number(r.requested_at),
       },
     }),
-    ...(r.claim_by === null
-      ? {}
-      : { claim: { by: r.claim_by as string, until: Number(r.claim_until) } }),
+    ...(r.claim_by === null ? {} : {
+      claim: {
+        by: r.claim_by as string,
+        until: Number(r.claim_until),
+        token: (r.claim_token ?? "") as string,
+      },
+    }),
   };
 }
 
@@ -309,6 +317,7 @@ export function postgresParkStore(
         requested_at = CASE WHEN x.failed THEN NULL ELSE h.requested_at END,
         claim_by = CASE WHEN x.failed THEN NULL ELSE h.claim_by END,
         claim_until = CASE WHEN x.failed THEN NULL ELSE h.claim_until END,
+        claim_token = CASE WHEN x.failed THEN NULL ELSE h.claim_token END,
         first_index = CASE WHEN x.failed AND x.handled_to > h.first_index THEN x.handled_to
                       ELSE h.first_index END,
         next_index = greatest(h.next_index, coalesce(x.ev_next, 0),
@@ -425,7 +434,7 @@ export function postgresParkStore(
         const rows = await run(
           `UPDATE ${T} SET request_action = $4, request_by = $5, request_reason = $6,
                   requested_at = to_timestamp($7::float8 / 1000), claim_by = NULL,
-                  claim_until = NULL
+                  claim_until = NULL, claim_token = NULL
             WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
               AND state = 'parked' AND request_action IS NOT DISTINCT FROM $8::text
               AND claim_by IS NOT DISTINCT FROM $9::text
@@ -456,11 +465,14 @@ export function postgresParkStore(
       checkParkName("by", claim?.by);
       checkInteger("until", claim.until, 0);
       if (claim.handledTo !== undefined) checkInteger("handledTo", claim.handledTo, 0);
+      if (claim.token !== undefined) checkParkName("token", claim.token);
       const id = episodeId(episode);
       if (id === undefined) return undefined;
+      // A new claim ($8 NULL) only where none is held; a renewal only of its own live claim.
       const rows = await run(
         `WITH h AS (
            UPDATE ${T} SET claim_by = $4, claim_until = to_timestamp($5::float8 / 1000),
+                  claim_token = coalesce($8::text, $9::text),
                   first_index = greatest(first_index, coalesce($6::bigint, 0)),
                   next_index = greatest(next_index, coalesce($6::bigint, 0)),
                   event_count = event_count - (SELECT count(*) FROM ${T} d
@@ -468,8 +480,10 @@ export function postgresParkStore(
                       AND d.idx >= 0 AND d.idx < coalesce($6::bigint, 0))
             WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
               AND state = 'parked' AND request_action IS NOT NULL
-              AND (claim_by IS NULL OR claim_by = $4
-                   OR claim_until <= to_timestamp($7::float8 / 1000))
+              AND CASE WHEN $8::text IS NULL
+                   THEN claim_by IS NULL OR claim_until <= to_timestamp($7::float8 / 1000)
+                   ELSE claim_token = $8::text AND claim_until > to_timestamp($7::float8 / 1000)
+                   END
            RETURNING ${COLUMNS}
          ), d AS (
            DELETE FROM ${T} x USING h
@@ -477,13 +491,24 @@ export function postgresParkStore(
               AND x.idx >= 0 AND x.idx < coalesce($6::bigint, 0)
          )
          SELECT * FROM h`,
-        [group, stream, id, claim.by, claim.until, claim.handledTo ?? null, Date.now()],
+        [
+          group,
+          stream,
+          id,
+          claim.by,
+          claim.until,
+          claim.handledTo ?? null,
+          Date.now(),
+          claim.token ?? null,
+          newClaimToken(),
+        ],
       );
       return rows.length === 0 ? undefined : entryOf(rows[0]);
     },
 
     async resolve(group, stream, episode, resolution) {
       checkParkName("by", resolution?.by);
+      checkParkName("token", resolution.token);
       if (resolution.expectedNext !== undefined) {
         checkInteger("expectedNext", resolution.expectedNext, 0);
       }
@@ -495,9 +520,10 @@ export function postgresParkStore(
                                    ELSE 'skipped' END,
                   resolved_at = to_timestamp($6::float8 / 1000), applied_by = $4,
                   resolved_events = event_count, event_count = 0, claim_by = NULL,
-                  claim_until = NULL
+                  claim_until = NULL, claim_token = NULL
             WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
-              AND state = 'parked' AND request_action IS NOT NULL AND claim_by = $4
+              AND state = 'parked' AND request_action IS NOT NULL AND claim_token = $7::text
+              AND claim_until > to_timestamp($6::float8 / 1000)
               AND (request_action <> 'release' OR $5::bigint IS NULL OR next_index = $5::bigint)
            RETURNING ${COLUMNS}
          ), d AS (
@@ -506,7 +532,15 @@ export function postgresParkStore(
               AND x.idx >= 0
          )
          SELECT * FROM h`,
-        [group, stream, id, resolution.by, resolution.expectedNext ?? null, Date.now()],
+        [
+          group,
+          stream,
+          id,
+          resolution.by,
+          resolution.expectedNext ?? null,
+          Date.now(),
+          resolution.token,
+        ],
       );
       return rows.length === 0 ? undefined : entryOf(rows[0]);
     },

@@ -217,25 +217,80 @@ export function parkStoreContract(
     await store.request("g", "A-1", { action: "release", by: "alice" });
     assert.equal(await store.claim("g", "A-1", "other", { by: "s1", until }), undefined);
     const claimed = await store.claim("g", "A-1", episode, { by: "s1", until });
-    assert.deepEqual(claimed?.claim, { by: "s1", until });
+    const token = claimed?.claim?.token;
+    assert.ok(typeof token === "string" && token.length > 0, "a claim has a token");
+    assert.deepEqual(claimed?.claim, { by: "s1", until, token });
     assert.equal(await store.claim("g", "A-1", episode, { by: "s2", until }), undefined);
+    assert.equal(
+      await store.claim("g", "A-1", episode, { by: "s1", until }),
+      undefined,
+      "a new claim while one is held is refused, even to the same sink",
+    );
     await assert.rejects(
       store.request("g", "A-1", { action: "skip", by: "bob", reason: "too late" }),
       (e) => e instanceof ParkRequestConflictError && e.code === "ParkRequestConflict",
     );
     const renewed = await store.claim("g", "A-1", episode, {
       by: "s1",
+      token,
       until: until + 1,
       handledTo: 4,
     });
+    assert.equal(renewed?.claim?.token, token, "a renewal keeps the token");
     assert.equal(renewed?.first, 4);
     assert.equal(renewed?.events, 2);
     assert.deepEqual(indexes(await store.events("g", "A-1", episode, 0, 100)), [4, 5]);
     // Given up (a past until): another sink may take it.
-    await store.claim("g", "A-1", episode, { by: "s1", until: 0 });
+    await store.claim("g", "A-1", episode, { by: "s1", token, until: 0 });
     const taken = await store.claim("g", "A-1", episode, { by: "s2", until });
     assert.equal(taken?.claim?.by, "s2");
+    assert.notEqual(taken?.claim?.token, token, "a new claim, a new token");
     assert.equal(taken?.first, 4, "the progress stays");
+    assert.equal(
+      await store.claim("g", "A-1", episode, { by: "s1", token, until, handledTo: 5 }),
+      undefined,
+      "the old claim cannot be renewed once taken",
+    );
+    assert.equal((await store.get("g", "A-1"))?.first, 4, "nor record progress");
+  });
+
+  test("fenced claims: a lapsed or replaced claim can neither renew, skip nor complete", async (store) => {
+    await store.park("g", [{ stream: "A-1", events: [event(0), event(1)], failure: failure() }]);
+    const { episode } = (await store.get("g", "A-1"))!;
+    await store.request("g", "A-1", { action: "release", by: "alice" });
+    // s1 claims briefly, then is paused past its claim.
+    const c1 = await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 300 });
+    const t1 = c1!.claim!.token;
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(
+      await store.resolve("g", "A-1", episode, { by: "s1", token: t1, expectedNext: 2 }),
+      undefined,
+      "a lapsed claim cannot complete the release",
+    );
+    assert.equal(
+      await store.claim("g", "A-1", episode, { by: "s1", token: t1, until: Date.now() + 60_000 }),
+      undefined,
+      "nor be renewed",
+    );
+    // The operator changes their mind: a skip replaces the release (its claim lapsed).
+    const skipped = await store.request("g", "A-1", { action: "skip", by: "bob", reason: "bad" });
+    assert.equal(skipped.request?.action, "skip");
+    assert.equal(skipped.claim, undefined);
+    assert.equal(
+      await store.resolve("g", "A-1", episode, { by: "s1", token: t1 }),
+      undefined,
+      "the old claim cannot apply the skip either",
+    );
+    const c2 = await store.claim("g", "A-1", episode, { by: "s2", until: Date.now() + 60_000 });
+    assert.equal(
+      await store.resolve("g", "A-1", episode, { by: "s1", token: t1 }),
+      undefined,
+      "nor once another holds it",
+    );
+    assert.equal((await store.get("g", "A-1"))?.state, "parked");
+    const done = await store.resolve("g", "A-1", episode, { by: "s2", token: c2!.claim!.token });
+    assert.equal(done?.state, "skipped");
+    assert.equal(done?.resolution?.appliedBy, "s2");
   });
 
   test("a release resolves once claimed and caught up; the history keeps who and when", async (store) => {
@@ -243,18 +298,19 @@ export function parkStoreContract(
     const { episode } = (await store.get("g", "A-1"))!;
     await store.request("g", "A-1", { action: "release", by: "alice" });
     assert.equal(
-      await store.resolve("g", "A-1", episode, { by: "s1", expectedNext: 2 }),
+      await store.resolve("g", "A-1", episode, { by: "s1", token: "t", expectedNext: 2 }),
       undefined,
       "not claimed by s1",
     );
-    await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
+    const c = await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
+    const token = c!.claim!.token;
     await store.park("g", [{ stream: "A-1", events: [event(2)] }]);
     assert.equal(
-      await store.resolve("g", "A-1", episode, { by: "s1", expectedNext: 2 }),
+      await store.resolve("g", "A-1", episode, { by: "s1", token, expectedNext: 2 }),
       undefined,
       "an event came in since: not caught up",
     );
-    const done = await store.resolve("g", "A-1", episode, { by: "s1", expectedNext: 3 });
+    const done = await store.resolve("g", "A-1", episode, { by: "s1", token, expectedNext: 3 });
     assert.equal(done?.state, "released");
     assert.equal(done?.events, 0);
     assert.equal(done?.resolution?.action, "release");
@@ -291,9 +347,9 @@ export function parkStoreContract(
     await store.park("g", [{ stream: "A-1", events: [event(0), event(1)], failure: failure() }]);
     const { episode } = (await store.get("g", "A-1"))!;
     await store.request("g", "A-1", { action: "skip", by: "alice", reason: "test payment" });
-    await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
+    const c = await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
     await store.park("g", [{ stream: "A-1", events: [event(2)] }]);
-    const done = await store.resolve("g", "A-1", episode, { by: "s1" });
+    const done = await store.resolve("g", "A-1", episode, { by: "s1", token: c!.claim!.token });
     assert.equal(done?.state, "skipped");
     assert.deepEqual(
       [done?.resolution?.by, done?.resolution?.reason, done?.resolution?.events],

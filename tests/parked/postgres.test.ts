@@ -114,10 +114,11 @@ Deno.test({
       await f.store.park("g", [{ stream, events: [event(0)], failure: failure() }]);
       const { episode } = (await f.store.get("g", stream))!;
       await f.store.request("g", stream, { action: "skip", by: "t", reason: "race" });
-      await f.store.claim("g", stream, episode, { by: "s", until: Date.now() + 60_000 });
+      const c = await f.store.claim("g", stream, episode, { by: "s", until: Date.now() + 60_000 });
+      const token = c!.claim!.token;
       const [outcomes, resolved] = await Promise.all([
         f.store.park("g", [{ stream, events: [event(1)] }]),
-        f.store.resolve("g", stream, episode, { by: "s" }),
+        f.store.resolve("g", stream, episode, { by: "s", token }),
       ]);
       assert.ok(resolved);
       if (outcomes[0] === "parked") {

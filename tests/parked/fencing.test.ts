@@ -1,0 +1,91 @@
+// Fenced claims in the streams sink: a sink whose claim on a release lapses (its renewals do not
+// get through) stops replaying at once, and a skip asked then is applied, never overtaken by the
+// old replay.
+import assert from "node:assert/strict";
+import { type ParkStore, run, type StreamEvent, streamsSink } from "../../mod.ts";
+import { memoryCheckpoints } from "../../checkpoints/memory.ts";
+import { memoryParkStore } from "../../parked/memory.ts";
+import { createMemoryStore, memorySource } from "../../sources/memory.ts";
+import { test } from "../support/core.ts";
+
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5_000) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test("a release whose claim lapses stops replaying; a skip asked then is applied, the replay does not go on", async () => {
+  const store = createMemoryStore();
+  const checkpoints = memoryCheckpoints();
+  const inner = memoryParkStore();
+  // A deliberate fault: claims and renewals wait until the test lets them through, as if the
+  // sink were cut off from the store.
+  let blocked: Promise<void> | undefined;
+  let unblock = () => {};
+  const parked: ParkStore = {
+    ...inner,
+    async claim(group, stream, episode, claim) {
+      if (blocked !== undefined) await blocked;
+      return await inner.claim(group, stream, episode, claim);
+    },
+  };
+  await store.append("Pay-X", Array.from({ length: 300 }, (_, i) => ({ type: "T", data: i })), 0);
+  let broken = true;
+  const handled: number[] = [];
+  const handler = async (_stream: string, events: readonly StreamEvent[]) => {
+    if (broken) throw new Error("poison");
+    await new Promise((r) => setTimeout(r, 3));
+    handled.push(...events.map((e) => e.index));
+  };
+  const sink = streamsSink({
+    group: "g",
+    statsIntervalMs: 0,
+    commitIntervalMs: 5,
+    retry: { initialDelayMs: 1 },
+    maxEventsPerCall: 1,
+    handler,
+    failure: { kind: "park", maxAttempts: 1, store: parked, pollMs: 10 }, // claims last 100 ms
+  });
+  const ac = new AbortController();
+  const running = run(memorySource({ store, checkpoints, group: "g" }), sink, {
+    signal: ac.signal,
+  });
+  try {
+    await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
+    assert.equal((await inner.get("g", "Pay-X"))?.events, 300);
+    broken = false;
+    await inner.request("g", "Pay-X", { action: "release", by: "alice" });
+    await until("the replay to be under way", () => handled.length >= 20);
+    blocked = new Promise((resolve) => (unblock = resolve));
+    // The claim lapses 100 ms after its last renewal; the sink must stop by then (one call may
+    // still be running).
+    await until("the claim to lapse", async () => {
+      const e = await inner.get("g", "Pay-X");
+      return e?.claim !== undefined && e.claim.until <= Date.now();
+    });
+    await new Promise((r) => setTimeout(r, 30));
+    const atLapse = handled.length;
+    assert.ok(atLapse < 300, `the replay stopped before its end (handled ${atLapse})`);
+    const skip = await inner.request("g", "Pay-X", { action: "skip", by: "bob", reason: "bad" });
+    assert.equal(skip.request?.action, "skip", "a skip is taken once the claim lapsed");
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(
+      handled.length <= atLapse + 1,
+      `nothing more replayed with the claim gone (${atLapse} then ${handled.length})`,
+    );
+    unblock(); // the old renewal reaches the store: refused, its claim is gone
+    blocked = undefined;
+    await until("the skip", async () => (await inner.get("g", "Pay-X"))?.state === "skipped");
+    const done = (await inner.get("g", "Pay-X"))!;
+    assert.equal(done.resolution?.action, "skip");
+    assert.equal(done.resolution?.by, "bob");
+    assert.ok(handled.length <= atLapse + 1, "the skip was not overtaken by the old replay");
+    assert.deepEqual(handled, Array.from({ length: handled.length }, (_, i) => i), "in order");
+  } finally {
+    unblock();
+    ac.abort();
+    await running;
+  }
+});
