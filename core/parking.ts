@@ -8,7 +8,14 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { backoff, errorText, type ParkPolicy } from "./failure.ts";
-import type { ParkedStream, ParkStore, ParkWrite, ParkWriteOutcome } from "./park.ts";
+import type { ImpelError } from "./errors.ts";
+import {
+  type ParkedStream,
+  type ParkStore,
+  type ParkWrite,
+  type ParkWriteOutcome,
+  ParkWritesError,
+} from "./park.ts";
 import type { ParkIo, ParkResolveResult, Scheduler } from "./scheduler.ts";
 import { withTimeout } from "./timeout.ts";
 import { sleep } from "./tranches.ts";
@@ -101,7 +108,16 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
         () => store.park(group, batch.map((b) => b.write)),
       ).then(
         (outcomes) => batch.forEach((b, i) => b.resolve(outcomes[i] ?? "notParked")),
-        (error) => batch.forEach((b) => b.reject(error)),
+        (error) => {
+          // Some streams written, some not: only those not written fail (and are retried).
+          if (error instanceof ParkWritesError) {
+            batch.forEach((b, i) => {
+              const outcome = error.outcomes[i];
+              if (outcome !== undefined) b.resolve(outcome);
+              else refused(b.write, error.errors[i] ?? error, b.reject);
+            });
+          } else batch.forEach((b) => refused(b.write, error, b.reject));
+        },
       ).finally(() => {
         running--;
         flush();
@@ -113,6 +129,21 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
         queueMicrotask(flush);
       })] as const;
   }));
+
+  // Streams whose events the store cannot take as they are (an event too large): logged once
+  // each as an error; they stay failing (retried, visible in stats and health), never dropped.
+  const unparkable = new Set<string>();
+  const refused = (write: ParkWrite, error: unknown, reject: (e: unknown) => void) => {
+    if ((error as ImpelError)?.code === "ParkEventTooLarge" && !unparkable.has(write.stream)) {
+      unparkable.add(write.stream);
+      log.error("{group}: {stream} cannot be parked and stays failing: {error}", {
+        group,
+        stream: write.stream,
+        error: errorText(error),
+      });
+    }
+    reject(error);
+  };
 
   const io: ParkIo = {
     write: (store, write) => writers.get(store)!(write),

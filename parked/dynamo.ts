@@ -10,14 +10,18 @@
  * | resolved episode | `["r", group]` | `[stream, episode]` | the episode as it ended, with its resolution |
  * | event | `["e", group, stream, episode]` | index, zero-padded | the event as JSON |
  *
- * (keys are JSON texts). A write adds event items first and then moves the episode's `next`
+ * (keys are JSON texts; a group or stream name over 400 bytes of UTF-8 is keyed by `#` and its
+ * SHA-256, since DynamoDB keys are bounded, and kept whole in the item). A write adds event items first and then moves the episode's `next`
  * on with a condition on its old value; a resolution deletes the active episode in a
  * transaction conditioned on `next` (for a release) and on the claim: an event written while an
  * episode is resolved is either counted in it, or its writer is told the stream is not parked
  * any more and handles the event itself. Event items of a resolved episode are deleted after
  * the transaction; a crash in between leaves items no read reaches (episode ids are unique).
  * One event item holds at most about 390 KB of event JSON; a larger event is refused with a
- * {@linkcode ParkEventTooLargeError} (its stream stays failing, visibly). Listing every group
+ * {@linkcode ParkEventTooLargeError} (its stream stays failing, visibly; the other streams of
+ * the call are written: a call with some writes failed throws `ParkWritesError` with each
+ * write's outcome or error). Error text over 16 KB is cut, ending with a note of its full size.
+ * Listing every group
  * (no `group` given) scans the table.
  *
  * @module
@@ -39,6 +43,7 @@ import {
   UpdateItemCommand,
   type UpdateItemCommandOutput,
 } from "@aws-sdk/client-dynamodb";
+import { createHash } from "node:crypto";
 import { checkInteger, ImpelError } from "../core/errors.ts";
 import { type StreamEvent, utf8Length } from "../core/event.ts";
 import { backoff } from "../core/failure.ts";
@@ -55,7 +60,9 @@ import {
   type ParkStore,
   type ParkWrite,
   type ParkWriteOutcome,
+  ParkWritesError,
   StreamNotParkedError,
+  truncateParkError,
 } from "../core/park.ts";
 import { sleep } from "../core/tranches.ts";
 import { checkTableName, type DynamoClient, ensureTable } from "../stores/dynamo.ts";
@@ -139,6 +146,19 @@ export class DynamoParkStoreError extends ImpelError {
 }
 
 const MAX_EVENT_BYTES = 390_000;
+/** Error text kept in an episode item; longer text is cut, saying so (items hold 400 KB). */
+const MAX_ERROR_BYTES = 16_000;
+/**
+ * Names longer than this (UTF-8 bytes) are keyed by their SHA-256 instead: a sort key holds at
+ * most 1024 bytes, a partition key 2048. Items keep the names themselves (`g`, `s`).
+ */
+const MAX_KEY_NAME_BYTES = 400;
+
+/** The key form of a group or stream name: itself, or `#` and its SHA-256 when long. */
+function keyPart(name: string): string {
+  if (utf8Length(name) <= MAX_KEY_NAME_BYTES) return name;
+  return "#" + createHash("sha256").update(name).digest("hex");
+}
 /** Events per transaction, with the episode's update: DynamoDB Local takes at most 25 items. */
 const TRANSACT_EVENTS = 24;
 
@@ -205,15 +225,16 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
   const retry = backoff({ initialDelayMs: 20, maxDelayMs: 1_000 });
 
   const activeKey = (group: string, stream: string): Item => ({
-    p: S(JSON.stringify(["a", group])),
-    k: S(stream),
+    p: S(JSON.stringify(["a", keyPart(group)])),
+    k: S(keyPart(stream)),
   });
   const requestKey = (group: string, stream: string): Item => ({
-    p: S(JSON.stringify(["q", group])),
-    k: S(stream),
+    p: S(JSON.stringify(["q", keyPart(group)])),
+    k: S(keyPart(stream)),
   });
+  const resolvedPartition = (group: string) => JSON.stringify(["r", keyPart(group)]);
   const eventsPartition = (group: string, stream: string, episode: string) =>
-    JSON.stringify(["e", group, stream, episode]);
+    JSON.stringify(["e", keyPart(group), keyPart(stream), episode]);
 
   /** Runs `fn`, wrapping what DynamoDB throws (except conditions) in a typed error. */
   async function guard<T>(what: string, where: string, fn: () => Promise<T>): Promise<T> {
@@ -355,8 +376,8 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         TableName,
         KeyConditionExpression: "p = :p AND begins_with(k, :k)",
         ExpressionAttributeValues: {
-          ":p": S(JSON.stringify(["r", group])),
-          ":k": S(JSON.stringify([stream]).slice(0, -1) + ","),
+          ":p": S(resolvedPartition(group)),
+          ":k": S(JSON.stringify([keyPart(stream)]).slice(0, -1) + ","),
         },
         ScanIndexForward: false,
         Limit: 1,
@@ -433,7 +454,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
           ExpressionAttributeValues: {
             ":g": S(group),
             ":s": S(w.stream),
-            ":err": S(f.error),
+            ":err": S(truncateParkError(f.error, MAX_ERROR_BYTES)),
             ":att": N(f.attempts),
             ":lf": N(f.lastFailedAt),
             ":ff": N(f.firstFailedAt),
@@ -475,18 +496,20 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     }
     const episode = str(header.ep)!;
     const partition = eventsPartition(group, w.stream, episode);
-    const encoded = w.events.map((e) => ({ index: e.index, text: encodeParkedEvent(e) }));
+    const encoded = w.events.map((e) => {
+      const text = encodeParkedEvent(e);
+      return { index: e.index, text, bytes: utf8Length(text) };
+    });
     for (const e of encoded) {
-      const bytes = utf8Length(e.text);
-      if (bytes > MAX_EVENT_BYTES) throw new ParkEventTooLargeError(w.stream, e.index, bytes);
+      if (e.bytes > MAX_EVENT_BYTES) throw new ParkEventTooLargeError(w.stream, e.index, e.bytes);
     }
     let pending = encoded.filter((e) => e.index >= num(header!.first));
     while (pending.length > 0) {
       // Each chunk in one transaction with the episode's next and count: all or nothing.
       let size = 0;
       let n = 0;
-      while (n < pending.length && n < TRANSACT_EVENTS && size + pending[n].text.length < 3e6) {
-        size += pending[n].text.length;
+      while (n < pending.length && n < TRANSACT_EVENTS && size + pending[n].bytes < 3e6) {
+        size += pending[n].bytes;
         n++;
       }
       let chunk = pending.slice(0, n);
@@ -553,26 +576,29 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
   async function listGroup(group: string, resolved: boolean, requested: boolean) {
     const requests = await queryAll({
       KeyConditionExpression: "p = :p",
-      ExpressionAttributeValues: { ":p": S(JSON.stringify(["q", group])) },
+      ExpressionAttributeValues: { ":p": S(JSON.stringify(["q", keyPart(group)])) },
     });
+    // By sort key (the stream, or its hash when long): what active episodes are keyed by too.
     const byStream = new Map(requests.map((r) => [str(r.k)!, r]));
     if (requested) {
-      const items = await Promise.all(requests.map((r) => getItem(activeKey(group, str(r.k)!))));
+      const items = await Promise.all(
+        requests.map((r) => getItem({ p: S(JSON.stringify(["a", keyPart(group)])), k: r.k })),
+      );
       return items.flatMap((item) => {
         if (item === undefined) return [];
-        const e = entryOf(item, byStream.get(str(item.s)!));
+        const e = entryOf(item, byStream.get(str(item.k)!));
         return e.request === undefined ? [] : [e];
       });
     }
     const actives = await queryAll({
       KeyConditionExpression: "p = :p",
-      ExpressionAttributeValues: { ":p": S(JSON.stringify(["a", group])) },
+      ExpressionAttributeValues: { ":p": S(JSON.stringify(["a", keyPart(group)])) },
     });
-    const out = actives.map((item) => entryOf(item, byStream.get(str(item.s)!)));
+    const out = actives.map((item) => entryOf(item, byStream.get(str(item.k)!)));
     if (resolved) {
       const history = await queryAll({
         KeyConditionExpression: "p = :p",
-        ExpressionAttributeValues: { ":p": S(JSON.stringify(["r", group])) },
+        ExpressionAttributeValues: { ":p": S(resolvedPartition(group)) },
       });
       out.push(...history.map((item) => entryOf(item)));
     }
@@ -594,21 +620,31 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
   return {
     async park(group, writes) {
       checkParkWrites(group, writes);
-      const outcomes: ParkWriteOutcome[] = new Array(writes.length);
+      const outcomes: Array<ParkWriteOutcome | undefined> = writes.map(() => undefined);
+      const errors: unknown[] = writes.map(() => undefined);
       let next = 0;
-      // A few writes at a time: each is a handful of requests.
+      let failed = 0;
+      // A few writes at a time: each is a handful of requests. Each stream's write stands alone,
+      // so that one the table cannot take fails its own stream only.
       const worker = async () => {
         while (next < writes.length) {
           const i = next++;
-          outcomes[i] = await parkOne(group, writes[i]);
+          try {
+            outcomes[i] = await guard(
+              "write",
+              `${group}/${writes[i].stream}`,
+              () => parkOne(group, writes[i]),
+            );
+          } catch (e) {
+            errors[i] = e;
+            failed++;
+          }
         }
       };
-      await guard(
-        "write",
-        group,
-        () => Promise.all(Array.from({ length: Math.min(16, writes.length) }, worker)),
-      );
-      return outcomes;
+      await Promise.all(Array.from({ length: Math.min(16, writes.length) }, worker));
+      if (failed === writes.length) throw errors[0];
+      if (failed > 0) throw new ParkWritesError(outcomes, errors);
+      return outcomes as ParkWriteOutcome[];
     },
 
     async list(group, options = {}) {
@@ -836,8 +872,8 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         ) return undefined;
         const done: Item = {
           ...item,
-          p: S(JSON.stringify(["r", group])),
-          k: S(JSON.stringify([stream, episode])),
+          p: S(resolvedPartition(group)),
+          k: S(JSON.stringify([keyPart(stream), episode])),
           st: S(action === "release" ? "released" : "skipped"),
           by: request.by,
           ...(request.rsn ? { rsn: request.rsn } : {}),

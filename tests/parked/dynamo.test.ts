@@ -9,7 +9,9 @@ import {
   DynamoParkStoreError,
   ParkEventTooLargeError,
 } from "../../parked/dynamo.ts";
-import { InvalidArgumentError } from "../../mod.ts";
+import { InvalidArgumentError, ParkWritesError, run, streamsSink } from "../../mod.ts";
+import { memoryCheckpoints } from "../../checkpoints/memory.ts";
+import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 import { client, endpoint, opts } from "../support/dynamo.ts";
 import { event, failure, parkStoreContract } from "./contract.ts";
 
@@ -107,5 +109,140 @@ Deno.test({
       () => dynamoParkStore(client, { tableName: "x" }),
       (e) => e instanceof InvalidArgumentError && e.field === "tableName",
     );
+  },
+});
+
+Deno.test({
+  name: "dynamo park store: stream and group names beyond DynamoDB's key limits work throughout",
+  ...t,
+  async fn() {
+    await using f = await freshTable();
+    const stream = "Pay-" + "€".repeat(990); // 2974 bytes of UTF-8: over the 1024 of a sort key
+    const group = "g".repeat(1000); // with the stream, over the 2048 of a partition key
+    await f.store.park(group, [
+      { stream, events: [event(0), event(1)], failure: failure() },
+      { stream: "Short-1", events: [event(0)], failure: failure() },
+    ]);
+    const entry = (await f.store.get(group, stream))!;
+    assert.equal(entry.stream, stream, "the name is kept whole");
+    assert.equal(entry.group, group);
+    assert.deepEqual(
+      (await f.store.list(group)).map((e) => e.stream).sort(),
+      [
+        "Short-1",
+        stream,
+      ].sort(),
+    );
+    assert.deepEqual(
+      (await f.store.events(group, stream, entry.episode, 0, 10)).map((e) => e.index),
+      [0, 1],
+    );
+    await f.store.request(group, stream, { action: "skip", by: "alice", reason: "long" });
+    const [pending] = await f.store.list(group, { requested: true });
+    assert.equal(pending.stream, stream);
+    const c = await f.store.claim(group, stream, entry.episode, {
+      by: "s",
+      until: Date.now() + 60_000,
+    });
+    const done = await f.store.resolve(group, stream, entry.episode, {
+      by: "s",
+      token: c!.claim!.token,
+    });
+    assert.equal(done?.state, "skipped");
+    assert.equal((await f.store.get(group, stream))?.state, "skipped", "the history finds it");
+    assert.deepEqual(
+      (await f.store.list(group, { resolved: true })).map((e) => [e.stream, e.state]).sort(),
+      [["Short-1", "parked"], [stream, "skipped"]].sort(),
+    );
+  },
+});
+
+Deno.test({
+  name: "dynamo park store: error text over an item's size is cut, saying so",
+  ...t,
+  async fn() {
+    await using f = await freshTable();
+    const error = "Error: " + "é".repeat(300_000); // 600 KB of UTF-8
+    await f.store.park("g", [{
+      stream: "A-1",
+      events: [event(0)],
+      failure: { ...failure(), error },
+    }]);
+    const entry = (await f.store.get("g", "A-1"))!;
+    assert.ok(new TextEncoder().encode(entry.error).length <= 16_000, "cut to 16 KB");
+    assert.ok(entry.error.startsWith("Error: éé"), "the start is kept");
+    assert.match(entry.error, /\[error text truncated: 600007 bytes\]$/);
+    assert.equal(entry.events, 1);
+  },
+});
+
+Deno.test({
+  name:
+    "dynamo park store: a write the table cannot take fails alone; the others of the call are stored",
+  ...t,
+  async fn() {
+    await using f = await freshTable();
+    const error = await f.store.park("g", [
+      { stream: "A-1", events: [event(0)], failure: failure() },
+      { stream: "Big-1", events: [event(0, "€".repeat(140_000))], failure: failure() }, // 420 KB
+      { stream: "A-2", events: [event(0), event(1)], failure: failure() },
+    ]).then(() => undefined, (e) => e);
+    assert.ok(error instanceof ParkWritesError, `a ParkWritesError, got ${error}`);
+    assert.deepEqual(error.outcomes, ["parked", undefined, "parked"]);
+    assert.ok(error.errors[1] instanceof ParkEventTooLargeError);
+    assert.match(String(error.errors[1]), /event 0 of Big-1 is 420\d{3} bytes/);
+    assert.equal((await f.store.get("g", "A-1"))?.events, 1);
+    assert.equal((await f.store.get("g", "A-2"))?.events, 2);
+    assert.equal((await f.store.get("g", "Big-1"))?.events ?? 0, 0, "nothing of it stored");
+  },
+});
+
+Deno.test({
+  name:
+    "dynamo park store in a sink: an event too large to park keeps its stream failing; the others park and flow",
+  ...t,
+  async fn() {
+    await using f = await freshTable();
+    const store = createMemoryStore();
+    const checkpoints = memoryCheckpoints();
+    await store.append("Big-1", [{ type: "T", data: "€".repeat(140_000) }], 0);
+    await store.append("Pay-1", [{ type: "T", data: 1 }], 0);
+    for (let i = 0; i < 20; i++) await store.append(`Order-${i}`, [{ type: "T", data: i }], 0);
+    const handled = new Set<string>();
+    const sink = streamsSink({
+      group: "g",
+      statsIntervalMs: 0,
+      commitIntervalMs: 5,
+      retry: { initialDelayMs: 1, maxDelayMs: 20 },
+      handler: (stream) => {
+        if (stream !== "Big-1" && stream !== "Pay-1") return void handled.add(stream);
+        throw new Error(`poison ${stream}`);
+      },
+      failure: { kind: "park", maxAttempts: 1, store: f.store, pollMs: 50 },
+    });
+    const ac = new AbortController();
+    const running = run(memorySource({ store, checkpoints, group: "g" }), sink, {
+      signal: ac.signal,
+    });
+    try {
+      const deadline = Date.now() + 10_000;
+      while ((await f.store.get("g", "Pay-1"))?.events !== 1 || handled.size < 20) {
+        if (Date.now() > deadline) assert.fail("Pay-1 was not parked beside Big-1");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      const stats = sink.stats();
+      const failing = stats.failing.find((x) => x.stream === "Big-1");
+      assert.ok(failing, "Big-1 stays failing, visibly");
+      assert.ok(
+        failing.error instanceof ParkEventTooLargeError,
+        `with the typed error, got ${failing.error}`,
+      );
+      assert.ok(stats.parked.storeFailing !== undefined, "and the store trouble shows");
+      assert.equal((await f.store.get("g", "Big-1"))?.events ?? 0, 0, "nothing of it parked");
+    } finally {
+      ac.abort();
+      await running;
+    }
   },
 });
