@@ -66,7 +66,7 @@ export {
 } from "./core/park.ts";
 export * from "./core/ownership.ts";
 export * from "./core/lease.ts";
-export type { Percentiles } from "./core/histogram.ts";
+export type { LatencyTotals, Percentiles } from "./core/histogram.ts";
 export type { AwaitCompletionOptions, Monitor } from "./core/monitor.ts";
 export {
   type Handler,

@@ -44,15 +44,62 @@ export interface Percentiles {
   readonly max: number;
 }
 
+/**
+ * Every sample since start, counted in fixed buckets: what a Prometheus histogram exports
+ * (`_bucket`, `_sum`, `_count`), which adds up across replicas and never restarts.
+ *
+ * @example
+ * ```ts
+ * import type { LatencyTotals } from "@impel/impel";
+ * // The share of calls under 10 ms, from the cumulative buckets.
+ * const under10ms = (t: LatencyTotals) =>
+ *   t.counts.slice(0, t.boundsMs.indexOf(10) + 1).reduce((a, b) => a + b, 0) / (t.count || 1);
+ * ```
+ *
+ * @category Stats
+ */
+export interface LatencyTotals {
+  /** Samples since start. */
+  readonly count: number;
+  /** Their sum, ms. */
+  readonly sumMs: number;
+  /** The buckets' upper bounds, ms, ascending (a sample equal to a bound is in its bucket). */
+  readonly boundsMs: readonly number[];
+  /** Samples per bucket (not cumulative); one more entry than bounds: those above the last. */
+  readonly counts: readonly number[];
+}
+
 /** A latency histogram; `record` takes milliseconds. */
 export interface Histogram {
   /** Records one sample, in milliseconds. */
   record(ms: number): void;
   /** The percentiles of the samples recorded since the last `reset`. */
   percentiles(): Percentiles;
-  /** Forgets every sample. */
+  /** Every sample since the histogram was made, `reset` or not. */
+  totals(): LatencyTotals;
+  /** Forgets the samples `percentiles` covers (an interval ends); the totals stay. */
   reset(): void;
 }
+
+/** Prometheus-style bounds, ms: 0.5 ms to 60 s. */
+const TOTAL_BOUNDS_MS: readonly number[] = [
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  25,
+  50,
+  100,
+  250,
+  500,
+  1000,
+  2500,
+  5000,
+  10000,
+  30000,
+  60000,
+];
 
 /**
  * Creates an empty {@linkcode Histogram}.
@@ -79,8 +126,16 @@ export function createHistogram(): Histogram {
     }
     return max;
   };
+  const totalCounts = new Array<number>(TOTAL_BOUNDS_MS.length + 1).fill(0);
+  let totalCount = 0;
+  let totalMs = 0;
   return {
     record(ms) {
+      let b = 0;
+      while (b < TOTAL_BOUNDS_MS.length && ms > TOTAL_BOUNDS_MS[b]) b++;
+      totalCounts[b]++;
+      totalCount++;
+      totalMs += ms;
       const us = ms * 1000;
       const i = us <= MIN_US
         ? 0
@@ -92,6 +147,14 @@ export function createHistogram(): Histogram {
     percentiles() {
       if (count === 0) return { count: 0, p50: 0, p95: 0, p99: 0, max: 0 };
       return { count, p50: at(0.5), p95: at(0.95), p99: at(0.99), max };
+    },
+    totals() {
+      return {
+        count: totalCount,
+        sumMs: totalMs,
+        boundsMs: TOTAL_BOUNDS_MS,
+        counts: totalCounts.slice(),
+      };
     },
     reset() {
       counts.fill(0);

@@ -6,7 +6,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { Position } from "./batch.ts";
 import { errorText } from "./failure.ts";
-import type { Percentiles } from "./histogram.ts";
+import type { LatencyTotals, Percentiles } from "./histogram.ts";
 import { jsonSafe } from "./json.ts";
 import type { Scheduler, SchedulerCounters, SchedulerSnapshot } from "./scheduler.ts";
 
@@ -89,6 +89,8 @@ export interface SinkStats extends SchedulerSnapshot {
   readonly counters: Readonly<SchedulerCounters>;
   /** Handler latency since the last stats interval, by outcome (sampled when calls are frequent). */
   readonly latency: { readonly ok: Percentiles; readonly failed: Percentiles };
+  /** The same samples since start, in fixed buckets (the metrics' histogram), by outcome. */
+  readonly latencyTotals: { readonly ok: LatencyTotals; readonly failed: LatencyTotals };
   /** Per tranche progress. */
   readonly tranches: readonly TrancheStats[];
   /** The read-ahead limit. */
@@ -145,6 +147,10 @@ export function sinkStats(
     latency: {
       ok: scheduler.latency.ok.percentiles(),
       failed: scheduler.latency.failed.percentiles(),
+    },
+    latencyTotals: {
+      ok: scheduler.latency.ok.totals(),
+      failed: scheduler.latency.failed.totals(),
     },
     tranches,
     maxReadAhead,

@@ -38,8 +38,7 @@
  * | `impel_parked_store_failing_seconds` | gauge | group | how long the park store has been failing (0 while it works) |
  * | `impel_parked_total` | counter | group, outcome | streams `parked`, `released` and `skipped`, and park store operations that `failed` |
  * | `impel_handler_calls_total` | counter | group, outcome | handler calls that returned (`ok`) or threw (`failed`) |
- * | `impel_handler_latency_seconds` | gauge | group, outcome, quantile | handler latency quantiles (0.5, 0.95, 0.99, 1) of the current stats interval |
- * | `impel_handler_latency_samples` | gauge | group, outcome | calls the quantiles are computed from |
+ * | `impel_handler_duration_seconds` | histogram | group, outcome | handler call durations (`_bucket`, `_sum`, `_count`; 0.5 ms to 60 s) of the calls the scheduler timed |
  * | `impel_source_batches_total` | counter | group, source, tranche | pages (batches) read |
  * | `impel_source_items_total` | counter | group, source, tranche | items read |
  * | `impel_source_position` | gauge | group, source, tranche | position of the latest batch read |
@@ -60,9 +59,11 @@
  * attempt threw), `active` (a handler call is running), `ready` (waiting for a free slot),
  * `buffered` (events waiting for a gap to fill or a backoff to pass).
  *
- * Handler latency is a summary-style gauge of quantiles computed by the scheduler's own
- * histogram, which samples calls when they are frequent and restarts at each stats interval
- * (`statsIntervalMs`; with 0 it never restarts). Rates and averages come from the counters.
+ * Handler latency is a Prometheus histogram, so quantiles aggregate across replicas
+ * (`histogram_quantile(0.99, sum by (le) (rate(impel_handler_duration_seconds_bucket[5m])))`).
+ * It holds the calls the scheduler timed: every call while calls are sparse, one in 64 of a busy
+ * run, so that timing stays cheap; its `_count` is that sample, and the call rate comes from
+ * `impel_handler_calls_total`.
  *
  * Positions are exported as float64: exact up to 2^53.
  *
@@ -71,6 +72,7 @@
 import { getLogger } from "@logtape/logtape";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Batch, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
+import type { LatencyTotals } from "../core/histogram.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { checkParkStore, type ParkStore } from "../core/park.ts";
@@ -472,7 +474,6 @@ export interface ImpelMetrics {
 }
 
 const PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/;
-const QUANTILES = [["0.5", "p50"], ["0.95", "p95"], ["0.99", "p99"], ["1", "max"]] as const;
 const AGED_STATES = ["active", "failing", "stuck"] as const;
 
 /**
@@ -599,19 +600,6 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       ["group", "outcome"],
     ),
     calls: counter("handler_calls_total", "Handler calls by outcome", ["group", "outcome"]),
-    latency: gauge(
-      "handler_latency_seconds",
-      "Handler latency quantiles of the current stats interval, by outcome",
-      ["group", "outcome", "quantile"],
-    ),
-    latencySamples: gauge(
-      "handler_latency_samples",
-      "Handler calls the latency quantiles are computed from",
-      [
-        "group",
-        "outcome",
-      ],
-    ),
     sourceBatches: counter("source_batches_total", "Batches (pages) read", GST),
     sourceItems: counter("source_items_total", "Items read", GST),
     position: gauge("source_position", "Position of the latest batch read", GST),
@@ -667,8 +655,56 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     registers: [registry],
   });
 
+  // The scheduler keeps the buckets (its own sampled histogram, cumulative since start), so the
+  // histogram is rendered from them at each scrape rather than observed here.
+  const durationName = prefix + "handler_duration_seconds";
+  const durationHelp =
+    "Handler call duration by outcome (calls the scheduler timed: every call when sparse, one in 64 of a busy run)";
+  let durations: Array<{ group: string; outcome: string; t: LatencyTotals }> = [];
+  registry.registerMetric({
+    name: durationName,
+    help: durationHelp,
+    type: "histogram",
+    aggregator: "sum",
+    reset() {},
+    async get() {
+      await collect();
+      const values: Array<
+        { labels: Record<string, string | number>; value: number; metricName: string }
+      > = [];
+      for (const { group, outcome, t } of durations) {
+        let cumulative = 0;
+        t.boundsMs.forEach((bound, i) => {
+          cumulative += t.counts[i];
+          values.push({
+            labels: { le: bound / 1000, group, outcome },
+            value: cumulative,
+            metricName: `${durationName}_bucket`,
+          });
+        });
+        values.push(
+          {
+            labels: { le: "+Inf", group, outcome },
+            value: t.count,
+            metricName: `${durationName}_bucket`,
+          },
+          { labels: { group, outcome }, value: t.sumMs / 1000, metricName: `${durationName}_sum` },
+          { labels: { group, outcome }, value: t.count, metricName: `${durationName}_count` },
+        );
+      }
+      return {
+        name: durationName,
+        help: durationHelp,
+        type: "histogram",
+        aggregator: "sum",
+        values,
+      };
+    },
+  } as unknown as Gauge<string>);
+
   async function update(): Promise<void> {
     for (const metric of owned) metric.reset();
+    durations = [];
     const lagging: Promise<void>[] = [];
     for (const p of pipelines.values()) {
       let stats: SinkStats;
@@ -734,11 +770,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     m.calls.inc({ group, outcome: "ok" }, c.calls);
     m.calls.inc({ group, outcome: "failed" }, c.failures);
     for (const outcome of ["ok", "failed"] as const) {
-      const pct = s.latency[outcome];
-      for (const [quantile, field] of QUANTILES) {
-        m.latency.set({ group, outcome, quantile }, pct[field] / 1000);
-      }
-      m.latencySamples.set({ group, outcome }, pct.count);
+      durations.push({ group, outcome, t: s.latencyTotals[outcome] });
     }
   }
 

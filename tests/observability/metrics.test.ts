@@ -58,8 +58,7 @@ const EXPORTED = [
   "impel_parked_store_failing_seconds",
   "impel_parked_total",
   "impel_handler_calls_total",
-  "impel_handler_latency_seconds",
-  "impel_handler_latency_samples",
+  "impel_handler_duration_seconds",
   "impel_source_batches_total",
   "impel_source_items_total",
   "impel_source_position",
@@ -153,9 +152,20 @@ Deno.test("metrics: names, types and values after a known run of two pipelines",
   assert.equal(get(`impel_scheduler_events_total{group="b"}`), 12);
   assert.equal(get(`impel_handler_calls_total{${A},outcome="failed"}`), 1);
   assert.ok(get(`impel_handler_calls_total{${A},outcome="ok"}`) >= 3);
-  assert.ok(get(`impel_handler_latency_samples{${A},outcome="failed"}`) <= 1, "sampled");
-  assert.ok(get(`impel_handler_latency_samples{${A},outcome="ok"}`) >= 1);
-  assert.ok(get(`impel_handler_latency_seconds{${A},outcome="ok",quantile="0.99"}`) >= 0);
+  assert.equal(types.get("impel_handler_duration_seconds"), "histogram");
+  // Timed calls only (sampled), so at most the calls made; buckets are cumulative up to +Inf.
+  const okCalls = get(`impel_handler_calls_total{${A},outcome="ok"}`);
+  const okTimed = get(`impel_handler_duration_seconds_count{${A},outcome="ok"}`);
+  assert.ok(okTimed >= 1 && okTimed <= okCalls, `${okTimed} of ${okCalls} ok calls timed`);
+  assert.ok(get(`impel_handler_duration_seconds_count{${A},outcome="failed"}`) <= 1);
+  assert.equal(get(`impel_handler_duration_seconds_bucket{le="+Inf",${A},outcome="ok"}`), okTimed);
+  assert.ok(get(`impel_handler_duration_seconds_sum{${A},outcome="ok"}`) >= 0);
+  let below = 0;
+  for (const le of ["0.0005", "0.001", "0.0025", "0.005", "0.01", "60"]) {
+    const n = get(`impel_handler_duration_seconds_bucket{le="${le}",${A},outcome="ok"}`);
+    assert.ok(n >= below && n <= okTimed, `bucket le=${le}: ${n}`);
+    below = n;
+  }
   // 3 pages with items, then an empty one saying "at the tail".
   assert.equal(get(`impel_source_batches_total{${srcA}}`), 3);
   assert.equal(get(`impel_source_items_total{${srcA}}`), 12);
