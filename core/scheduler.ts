@@ -550,6 +550,17 @@ interface Trouble {
   retryTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
+/** A handler call awaiting its promise; reused from call to call (see `newSlot`). */
+interface CallSlot {
+  s: StreamState | undefined;
+  span: StreamEvent[];
+  readonly ok: (next: unknown) => void;
+  readonly err: (error: unknown) => void;
+}
+
+// The intrinsic `then`: a promise using it calls back at most once.
+const promiseThen = Promise.prototype.then;
+
 // Shared by every stream with nothing buffered, so that an idle stream costs no array.
 const NO_EVENTS: StreamEvent[] = [];
 Object.freeze(NO_EVENTS);
@@ -1303,26 +1314,50 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       failed(s, span, error);
       return;
     }
-    if (
-      result !== null && typeof result === "object" &&
-      typeof (result as Promise<unknown>).then === "function"
-    ) {
-      (result as Promise<number | void>).then(
-        (next) => {
-          finish(s, latency.ok, span.length);
-          returned(s, span, next);
-          dispatchSoon();
-        },
-        (error) => {
-          finish(s, latency.failed);
-          failed(s, span, error);
-          dispatchSoon();
-        },
-      );
+    const then = result !== null && typeof result === "object"
+      ? (result as Promise<unknown>).then
+      : undefined;
+    if (typeof then === "function") {
+      const slot = freeSlots.pop() ?? newSlot();
+      slot.s = s;
+      slot.span = span;
+      // A native promise's own `then` calls back once, so the callbacks can be a reused slot's.
+      // Any other thenable is adopted by a promise first: it might call back twice, or both.
+      if (then === promiseThen && result instanceof Promise) result.then(slot.ok, slot.err);
+      else Promise.resolve(result).then(slot.ok, slot.err);
     } else {
       finish(s, latency.ok, span.length);
       returned(s, span, result as number | void);
     }
+  }
+
+  // Slots of calls awaiting their promise, free for reuse: at most as many exist as calls ever
+  // ran at once, and a call allocates no closures of its own.
+  const freeSlots: CallSlot[] = [];
+  function newSlot(): CallSlot {
+    const slot: CallSlot = {
+      s: undefined,
+      span: NO_EVENTS,
+      ok(next) {
+        const s = slot.s!, span = slot.span;
+        slot.s = undefined;
+        slot.span = NO_EVENTS;
+        freeSlots.push(slot);
+        finish(s, latency.ok, span.length);
+        returned(s, span, next as number | void);
+        dispatchSoon();
+      },
+      err(error) {
+        const s = slot.s!, span = slot.span;
+        slot.s = undefined;
+        slot.span = NO_EVENTS;
+        freeSlots.push(slot);
+        finish(s, latency.failed);
+        failed(s, span, error);
+        dispatchSoon();
+      },
+    };
+    return slot;
   }
 
   function finish(s: StreamState, histogram: Histogram, events = 0) {
