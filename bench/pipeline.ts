@@ -5,10 +5,12 @@
  *
  *   deno task bench                 # every scenario, Deno and Bun, as a table
  *   deno run -A bench/pipeline.ts --scenario spread   # one scenario, JSON on stdout
+ *   deno run -A bench/pipeline.ts --pairs 5 deno bun [--only fresh,single]   # vs the floors
  */
 import { type Batch, run, type StreamEvent, streamsSink } from "../mod.ts";
 import { createMemoryStore, memorySource } from "../sources/memory.ts";
 import { feedSource } from "../sources/feed.ts";
+import process from "node:process";
 
 interface Result {
   scenario: string;
@@ -16,6 +18,8 @@ interface Result {
   events: number;
   seconds: number;
   eventsPerSec: number;
+  /** CPU time of the process (every thread, GC included) during the measurement, µs per event. */
+  cpuUsPerEvent: number;
   calls: number;
   peakRssMb: number;
 }
@@ -60,15 +64,18 @@ async function measure(
 ): Promise<Result> {
   const peak = sampler();
   calls = 0;
+  const cpu = process.cpuUsage();
   const t0 = performance.now();
   await body();
   const seconds = (performance.now() - t0) / 1000;
+  const used = process.cpuUsage(cpu);
   return {
     scenario,
     runtime,
     events,
     seconds,
     eventsPerSec: events / seconds,
+    cpuUsPerEvent: (used.user + used.system) / events,
     calls,
     peakRssMb: peak(),
   };
@@ -271,14 +278,19 @@ if (args.includes("--scenario")) {
   // Alternating rounds of each pipeline scenario and its floor, medians and their ratio.
   const rounds = Number(args[args.indexOf("--pairs") + 1] ?? 5);
   const runtimes = args.filter((a) => a === "deno" || a === "bun");
+  // `--only fresh,single`: just those pipeline scenarios' pairs.
+  const only = args.includes("--only") ? args[args.indexOf("--only") + 1].split(",") : undefined;
   const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const summary = [];
   for (const r of runtimes.length ? runtimes : ["deno", "bun"]) {
-    for (const [a, b] of pairs) {
+    for (const [a, b] of pairs.filter(([a]) => only === undefined || only.includes(a))) {
       const rates: Record<string, number[]> = { [a]: [], [b]: [] };
+      const cpu: Record<string, number[]> = { [a]: [], [b]: [] };
       for (let i = 0; i < rounds; i++) {
         for (const name of i % 2 === 0 ? [a, b] : [b, a]) {
-          rates[name].push((await inProcess(r, name)).eventsPerSec);
+          const result = await inProcess(r, name);
+          rates[name].push(result.eventsPerSec);
+          cpu[name].push(result.cpuUsPerEvent);
         }
       }
       const row = {
@@ -288,6 +300,10 @@ if (args.includes("--scenario")) {
         pipelineMedian: Math.round(median(rates[a])),
         floorMedian: Math.round(median(rates[b])),
         ratio: +(median(rates[a]) / median(rates[b])).toFixed(2),
+        // CPU per event (all threads, GC included): less disturbed by other jobs than wall time.
+        pipelineCpuUs: +median(cpu[a]).toFixed(3),
+        floorCpuUs: +median(cpu[b]).toFixed(3),
+        cpuRatio: +(median(cpu[b]) / median(cpu[a])).toFixed(2),
       };
       console.error(JSON.stringify(row));
       summary.push(row);
