@@ -49,7 +49,7 @@ import {
   type WorkflowDecision,
   type WorkflowDefinition,
   type WorkflowRoute,
-} from "./workflow.ts";
+} from "./workflow/definition.ts";
 
 /**
  * A step's outcome, or a compensation's, as a saga input: build them with

@@ -693,7 +693,15 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
   };
 }
 
-/** Throws {@linkcode InvalidArgumentError} unless `clock` has `now` and `sleep`. */
+/**
+ * Returns `clock` if it has `now` and `sleep`; else throws {@linkcode InvalidArgumentError}.
+ *
+ * @example
+ * ```ts
+ * import { checkClock, systemClock } from "./timers.ts";
+ * console.log(checkClock(systemClock) === systemClock); // true
+ * ```
+ */
 export function checkClock(clock: Clock): Clock {
   if (typeof clock?.now !== "function" || typeof clock.sleep !== "function") {
     throw new InvalidArgumentError("clock", "must be a Clock ({ now(), sleep(ms, signal) })");

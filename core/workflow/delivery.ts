@@ -1,0 +1,127 @@
+/**
+ * Sends as their handlers receive them, the handlers' types, and the options a handler gives
+ * the target's decider so a re-send appends once.
+ *
+ * @module
+ */
+import type { TypedEvent } from "../codec.ts";
+import type { TransactOptions } from "../decider.ts";
+import { describe, InvalidArgumentError } from "../errors.ts";
+import type { HandlerContext } from "../scheduler.ts";
+import type { StreamName } from "../streamName.ts";
+import { checkId, type Outgoing } from "./definition.ts";
+
+/**
+ * A send as its handler receives it: the message, plus its id (pass it on as the target's
+ * idempotency key), the instance, and the tracing ids.
+ *
+ * @example
+ * ```ts
+ * import type { Delivery } from "@impel/impel/workflow";
+ * type Reserve = { type: "Reserve"; data: { orderId: string } };
+ * const delivery: Delivery<Reserve> = {
+ *   id: "Fulfilment-o1#0",
+ *   seq: 0,
+ *   workflow: "Fulfilment-o1",
+ *   to: "Stock-sku1",
+ *   type: "Reserve",
+ *   data: { orderId: "o1" },
+ *   correlationId: "req-17",
+ *   causationId: "cmd-1",
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export type Delivery<M extends TypedEvent> = Outgoing<M> & {
+  /** The send's deterministic id: `{workflow}#{seq}`. */
+  readonly id: string;
+  /** Its outbox index. */
+  readonly seq: number;
+  /** The instance stream that sent it. */
+  readonly workflow: StreamName;
+  /** The correlation id to record on what it causes. */
+  readonly correlationId: string;
+  /** The id of the input whose decision sent it. */
+  readonly causationId: string;
+};
+
+/**
+ * Delivers sends of type `K`; may return an input for the sending instance (a reply), which is
+ * decided in the same append that records the send delivered. Called at least once per send:
+ * make its effect idempotent by `send.id` (see {@linkcode deliveryOptions}). A handler that
+ * throws is retried by the sink's failure policy; report a permanent failure as a reply.
+ *
+ * @example
+ * ```ts
+ * import type { SendHandler } from "@impel/impel/workflow";
+ * type Ship = { type: "Ship"; data: { orderId: string } };
+ * type Input = { type: "Shipped"; data: { trackingId: string } };
+ * const ship: SendHandler<Input, Ship> = async (send) => {
+ *   // ... call the shipping service with send.id as its idempotency key
+ *   return { type: "Shipped", data: { trackingId: `T-${send.data.orderId}` } };
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export type SendHandler<I extends TypedEvent, M extends TypedEvent> = (
+  send: Delivery<M>,
+  context: HandlerContext,
+) => Promise<I | void> | I | void;
+
+/**
+ * One handler per message type of the union `M`.
+ *
+ * @example
+ * ```ts
+ * import type { SendHandlers } from "@impel/impel/workflow";
+ * type Message = { type: "Email"; data: { to: string } } | { type: "Sms"; data: { to: string } };
+ * const handlers: SendHandlers<never, Message> = {
+ *   Email: (send) => console.log("email", send.data.to),
+ *   Sms: (send) => console.log("sms", send.data.to),
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export type SendHandlers<I extends TypedEvent, M extends TypedEvent> = {
+  readonly [K in M["type"]]: SendHandler<I, Extract<M, { type: K }>>;
+};
+
+/**
+ * The transact options a send handler gives the target's decider: the send's id as idempotency
+ * key, so a re-send after a crash appends nothing, and the send's correlation id with the send's
+ * id as causation id on what the target records.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, createDecider } from "@impel/impel";
+ * import { deliveryOptions, type SendHandler } from "@impel/impel/workflow";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Reserved"; data: { orderId: string } };
+ * type Reserve = { type: "Reserve"; data: { orderId: string } };
+ * const stock = createDecider<Event, number>({
+ *   store: createMemoryStore(),
+ *   codec: createCodec<Event>({ Reserved: {} }),
+ *   initial: 0,
+ *   fold: (n, events) => n + events.length,
+ * });
+ * const reserve: SendHandler<never, Reserve> = async (send) => {
+ *   await stock.transact(send.to, () => [{ type: "Reserved", data: send.data }], deliveryOptions(send));
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export function deliveryOptions(send: Delivery<TypedEvent>): TransactOptions {
+  if (send === null || typeof send !== "object") {
+    throw new InvalidArgumentError("send", `must be a Delivery, got ${describe(send)}`);
+  }
+  checkId(send.id, "send.id");
+  return {
+    idempotencyKey: send.id,
+    context: { correlationId: send.correlationId, causationId: send.id },
+  };
+}

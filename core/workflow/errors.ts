@@ -1,0 +1,94 @@
+/**
+ * The errors of the workflow runtime: a decision refused, a send no handler delivers, a
+ * `decide` that threw.
+ *
+ * @module
+ */
+import { ImpelError } from "../errors.ts";
+import { errorText } from "../failure.ts";
+import type { StreamName } from "../streamName.ts";
+
+/**
+ * A decision broke the workflow contract (an event of a reserved type, a send without a target
+ * or without a handler, a timer without a due time); nothing was appended. (Data that is not
+ * JSON is refused by the codec, with `EventEncodeError`.) `code` is `"InvalidWorkflowDecision"`.
+ *
+ * @example
+ * ```ts
+ * import { InvalidWorkflowDecisionError } from "@impel/impel/workflow";
+ * const e = new InvalidWorkflowDecisionError("Fulfilment-o1", "sends[0].to must be a non-empty string");
+ * console.log(e.code, e.stream); // "InvalidWorkflowDecision" "Fulfilment-o1"
+ * ```
+ *
+ * @category Workflows
+ */
+export class InvalidWorkflowDecisionError extends ImpelError {
+  /** The instance stream. */
+  readonly stream: StreamName;
+  /** Creates the error; `problem` says what was wrong. */
+  constructor(stream: StreamName, problem: string, options?: ErrorOptions) {
+    super("InvalidWorkflowDecision", `decision for ${stream} refused: ${problem}`, options);
+    this.stream = stream;
+  }
+}
+
+/**
+ * A pending send has a type no handler delivers (it was recorded by a client or runner with
+ * other handlers); the dispatcher fails the instance's stream with it until a runner with the
+ * handler takes over. `code` is `"MissingSendHandler"`.
+ *
+ * @example
+ * ```ts
+ * import { MissingSendHandlerError } from "@impel/impel/workflow";
+ * const e = new MissingSendHandlerError("Fulfilment-o1", "Reserve", ["Ship"]);
+ * console.log(e.code, e.type); // "MissingSendHandler" "Reserve"
+ * ```
+ *
+ * @category Workflows
+ */
+export class MissingSendHandlerError extends ImpelError {
+  /** The instance stream. */
+  readonly stream: StreamName;
+  /** The send's type. */
+  readonly type: string;
+  /** Creates the error; `known` lists the types that have handlers. */
+  constructor(stream: StreamName, type: string, known: readonly string[]) {
+    super(
+      "MissingSendHandler",
+      `${stream} has a pending send of type ${JSON.stringify(type)} but no handler delivers it ` +
+        `(handlers: ${known.length === 0 ? "none" : known.join(", ")})`,
+    );
+    this.stream = stream;
+    this.type = type;
+  }
+}
+
+/**
+ * A workflow's `decide` threw (something other than an impel error, which passes as it is):
+ * nothing was appended; `cause` is what it threw. `code` is `"WorkflowDecide"`.
+ *
+ * @example
+ * ```ts
+ * import { WorkflowDecideError } from "@impel/impel/workflow";
+ * const e = new WorkflowDecideError("Notes-n1", "Note", new TypeError("no text"));
+ * console.log(e.code, e.stream, e.input); // "WorkflowDecide" "Notes-n1" "Note"
+ * ```
+ *
+ * @category Workflows
+ */
+export class WorkflowDecideError extends ImpelError {
+  /** The instance stream. */
+  readonly stream: StreamName;
+  /** The input's type. */
+  readonly input: string;
+  /** Creates the error; `cause` is what `decide` threw. */
+  constructor(stream: StreamName, input: string, cause: unknown) {
+    super(
+      "WorkflowDecide",
+      `decide of ${stream} threw on input ${JSON.stringify(input)}: ${errorText(cause)}`,
+      { cause },
+    );
+    this.stream = stream;
+    this.input = input;
+  }
+}

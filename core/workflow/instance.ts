@@ -1,0 +1,333 @@
+/**
+ * An instance's stream: the runtime's events next to the workflow's (outbox entries, their
+ * fate, timers), their codec, and the fold of both into the instance's state.
+ *
+ * @module
+ */
+import { type Codec, createCodec, type TypedEvent } from "../codec.ts";
+import { describe } from "../errors.ts";
+
+/**
+ * The event types the runtime records in instance streams, next to the workflow's own: outbox
+ * entries (`WorkflowSend`, `WorkflowTimerSet`) and their fate (`WorkflowDelivered`,
+ * `WorkflowWithdrawn`, `WorkflowTimerCancelled`, `WorkflowTimerFired`). A workflow's codec must
+ * not use them.
+ *
+ * @example
+ * ```ts
+ * import { WORKFLOW_EVENT_TYPES } from "@impel/impel/workflow";
+ * console.log(WORKFLOW_EVENT_TYPES.includes("WorkflowSend")); // true
+ * ```
+ *
+ * @category Workflows
+ */
+export const WORKFLOW_EVENT_TYPES: readonly string[] = Object.freeze([
+  "WorkflowSend",
+  "WorkflowDelivered",
+  "WorkflowWithdrawn",
+  "WorkflowTimerSet",
+  "WorkflowTimerDue",
+  "WorkflowTimerCancelled",
+  "WorkflowTimerFired",
+]);
+const RUNTIME_TYPES = new Set(WORKFLOW_EVENT_TYPES);
+
+/**
+ * Whether `type` is one of the runtime's ({@linkcode WORKFLOW_EVENT_TYPES}).
+ *
+ * @example
+ * ```ts
+ * import { isRuntimeType } from "./instance.ts";
+ * console.log(isRuntimeType("WorkflowSend"), isRuntimeType("Placed")); // true false
+ * ```
+ */
+export function isRuntimeType(type: string): boolean {
+  return RUNTIME_TYPES.has(type);
+}
+
+/**
+ * An outbox entry not yet delivered, as an instance's state lists it.
+ *
+ * @example
+ * ```ts
+ * import type { PendingSend } from "@impel/impel/workflow";
+ * const send: PendingSend = {
+ *   seq: 0,
+ *   to: "Stock-sku1",
+ *   type: "Reserve",
+ *   data: { orderId: "o1", quantity: 2 },
+ *   correlationId: "req-17",
+ *   causationId: "cmd-1",
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface PendingSend {
+  /** Its outbox index in the instance (sends and timers share the count). */
+  readonly seq: number;
+  /** The target. */
+  readonly to: string;
+  /** The message type. */
+  readonly type: string;
+  /** The message body. */
+  readonly data: unknown;
+  /** The correlation id it carries. */
+  readonly correlationId: string;
+  /** The id of the input whose decision sent it. */
+  readonly causationId: string;
+}
+
+/**
+ * The runtime's events in an instance stream. See {@linkcode WORKFLOW_EVENT_TYPES}.
+ *
+ * @example
+ * ```ts
+ * import type { WorkflowRuntimeEvent } from "@impel/impel/workflow";
+ * const delivered: WorkflowRuntimeEvent = { type: "WorkflowDelivered", data: { seq: 0 } };
+ * ```
+ *
+ * @category Workflows
+ */
+export type WorkflowRuntimeEvent =
+  | { readonly type: "WorkflowSend"; readonly data: PendingSend }
+  | { readonly type: "WorkflowDelivered"; readonly data: { readonly seq: number } }
+  | { readonly type: "WorkflowWithdrawn"; readonly data: { readonly seq: number } }
+  | { readonly type: "WorkflowTimerSet"; readonly data: TimerRecord }
+  | { readonly type: "WorkflowTimerDue"; readonly data: { readonly seq: number } }
+  | { readonly type: "WorkflowTimerCancelled"; readonly data: { readonly seq: number } }
+  | { readonly type: "WorkflowTimerFired"; readonly data: { readonly seq: number } };
+
+/**
+ * A timer as recorded in an instance stream.
+ *
+ * @example
+ * ```ts
+ * import type { TimerRecord } from "@impel/impel/workflow";
+ * const timer: TimerRecord = {
+ *   seq: 1,
+ *   name: "payment",
+ *   due: 900_000,
+ *   input: { type: "Overdue", data: {} },
+ *   correlationId: "req-17",
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface TimerRecord {
+  /** Its outbox index. */
+  readonly seq: number;
+  /** Its name. */
+  readonly name: string;
+  /** When it is due, ms since the epoch. */
+  readonly due: number;
+  /** The input it delivers. */
+  readonly input: TypedEvent;
+  /** The correlation id its firing carries. */
+  readonly correlationId: string;
+}
+
+/**
+ * An instance's folded state: the workflow's, plus its outbox.
+ *
+ * @example
+ * ```ts
+ * import type { Internal } from "./instance.ts";
+ * const fresh: Internal<number> = { state: 0, next: 0, pending: [], timers: [] };
+ * ```
+ */
+export interface Internal<S> {
+  readonly state: S;
+  /** The next outbox index. */
+  readonly next: number;
+  /** Sends recorded and not delivered, by index. */
+  readonly pending: readonly PendingSend[];
+  /** Timers set, not fired or cancelled. */
+  readonly timers: readonly TimerRecord[];
+  /** Pending timers found due (`WorkflowTimerDue`), waiting for the dispatcher to fire them. */
+  readonly due?: readonly number[];
+  /** The correlation id of the instance's first outbox entry. */
+  readonly correlationId?: string;
+  /** Sends withdrawn (`WorkflowWithdrawn`): a reply to one is ignored, and noted. */
+  readonly withdrawn?: readonly number[];
+}
+
+/**
+ * What an instance stream holds: the workflow's own events and the runtime's.
+ *
+ * @example
+ * ```ts
+ * import type { Stored } from "./instance.ts";
+ * const events: Stored<{ type: "Noted"; data: null }>[] = [
+ *   { type: "Noted", data: null },
+ *   { type: "WorkflowDelivered", data: { seq: 0 } },
+ * ];
+ * ```
+ */
+export type Stored<E> = E | WorkflowRuntimeEvent;
+
+const fieldsOf = (data: unknown): Record<string, unknown> => {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    throw new TypeError(`expected an object, got ${describe(data)}`);
+  }
+  return data as Record<string, unknown>;
+};
+const text = (f: Record<string, unknown>, key: string): string => {
+  const v = f[key];
+  if (typeof v !== "string" || v.length === 0) {
+    throw new TypeError(`${key} must be a non-empty string`);
+  }
+  return v;
+};
+const index = (f: Record<string, unknown>, key: string): number => {
+  const v = f[key];
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new TypeError(`${key} must be an index`);
+  return v as number;
+};
+const typed = (value: unknown, key: string): TypedEvent => {
+  const f = fieldsOf(value);
+  if (typeof f.type !== "string" || f.type.length === 0) {
+    throw new TypeError(`${key}.type must be a non-empty string`);
+  }
+  return { type: f.type, data: f.data ?? null };
+};
+
+const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
+  WorkflowSend: {
+    parse: (d) => {
+      const f = fieldsOf(d);
+      return {
+        seq: index(f, "seq"),
+        to: text(f, "to"),
+        type: text(f, "type"),
+        data: f.data ?? null,
+        correlationId: text(f, "correlationId"),
+        causationId: text(f, "causationId"),
+      };
+    },
+  },
+  WorkflowDelivered: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+  WorkflowWithdrawn: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+  WorkflowTimerSet: {
+    parse: (d) => {
+      const f = fieldsOf(d);
+      const due = f.due;
+      if (typeof due !== "number" || !Number.isFinite(due)) {
+        throw new TypeError("due must be a number");
+      }
+      return {
+        seq: index(f, "seq"),
+        name: text(f, "name"),
+        due,
+        input: typed(f.input, "input"),
+        correlationId: text(f, "correlationId"),
+      };
+    },
+  },
+  WorkflowTimerDue: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+  WorkflowTimerCancelled: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+  WorkflowTimerFired: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+});
+
+/**
+ * The workflow's codec and the runtime's, as one: runtime types go to the runtime's.
+ *
+ * @example
+ * ```ts
+ * import { createCodec } from "../codec.ts";
+ * import { storedCodec } from "./instance.ts";
+ * const codec = storedCodec(createCodec<{ type: "Noted"; data: null }>({ Noted: {} }));
+ * ```
+ */
+export function storedCodec<E extends TypedEvent>(codec: Codec<E>): Codec<Stored<E>> {
+  const runtime = runtimeCodec as unknown as Codec<Stored<E>>;
+  const own = codec as unknown as Codec<Stored<E>>;
+  const pick = (type: string) => RUNTIME_TYPES.has(type) ? runtime : own;
+  return {
+    encode: (event, context) => pick(event.type).encode(event, context),
+    roundTrip: (event, context) => pick(event.type).roundTrip(event, context),
+    decode: (event) => pick(event.type).decode(event),
+    get skipped() {
+      return codec.skipped;
+    },
+  };
+}
+
+function isRuntime<E extends TypedEvent>(e: Stored<E>): e is WorkflowRuntimeEvent {
+  return RUNTIME_TYPES.has(e.type);
+}
+
+/**
+ * The fold of an instance's stream: the workflow's events through its own `fold` (in runs, so
+ * it sees them together), the runtime's into the outbox and timers.
+ *
+ * @example
+ * ```ts
+ * import { internalFold } from "./instance.ts";
+ * const fold = internalFold<{ type: "Noted"; data: null }, number>((n, es) => n + es.length);
+ * const s = fold({ state: 0, next: 0, pending: [], timers: [] }, [{ type: "Noted", data: null }]);
+ * console.log(s.state); // 1
+ * ```
+ */
+export function internalFold<E extends TypedEvent, S>(
+  fold: (state: S, events: readonly E[]) => S,
+): (s: Internal<S>, events: readonly Stored<E>[]) => Internal<S> {
+  return (s, events) => {
+    let { state, next, pending, timers, correlationId } = s;
+    let due = s.due ?? [];
+    let withdrawn = s.withdrawn ?? [];
+    let own: E[] = [];
+    const flush = () => {
+      if (own.length > 0) state = fold(state, own);
+      own = [];
+    };
+    for (const e of events) {
+      if (!isRuntime(e)) {
+        own.push(e as E);
+        continue;
+      }
+      flush();
+      switch (e.type) {
+        case "WorkflowSend":
+          pending = [...pending, e.data];
+          next = Math.max(next, e.data.seq + 1);
+          correlationId ??= e.data.correlationId;
+          break;
+        case "WorkflowWithdrawn":
+          if (pending.some((p) => p.seq === e.data.seq)) withdrawn = [...withdrawn, e.data.seq];
+          pending = pending.filter((p) => p.seq !== e.data.seq);
+          break;
+        case "WorkflowDelivered":
+          pending = pending.filter((p) => p.seq !== e.data.seq);
+          break;
+        case "WorkflowTimerSet":
+          timers = [...timers, e.data];
+          next = Math.max(next, e.data.seq + 1);
+          correlationId ??= e.data.correlationId;
+          break;
+        case "WorkflowTimerDue":
+          if (timers.some((t) => t.seq === e.data.seq) && !due.includes(e.data.seq)) {
+            due = [...due, e.data.seq];
+          }
+          break;
+        case "WorkflowTimerCancelled":
+        case "WorkflowTimerFired":
+          timers = timers.filter((t) => t.seq !== e.data.seq);
+          due = due.filter((seq) => seq !== e.data.seq);
+          break;
+      }
+    }
+    flush();
+    // Optional parts only when present: states stay small and compare equal to earlier ones.
+    return {
+      state,
+      next,
+      pending,
+      timers,
+      ...(due.length === 0 ? {} : { due }),
+      ...(correlationId === undefined ? {} : { correlationId }),
+      ...(withdrawn.length === 0 ? {} : { withdrawn }),
+    };
+  };
+}

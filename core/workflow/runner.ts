@@ -1,0 +1,467 @@
+/**
+ * Running a workflow: one streams sink over the instances' category and the routes' that
+ * delivers outboxes, turns routed events into inputs and fires timers; see
+ * {@linkcode startWorkflow}.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Batch } from "../batch.ts";
+import type { TypedEvent } from "../codec.ts";
+import { checkInteger, checkNumber, describe, InvalidArgumentError } from "../errors.ts";
+import type { StreamEvent } from "../event.ts";
+import { errorText } from "../failure.ts";
+import type { HandlerContext } from "../scheduler.ts";
+import { run, type StreamsSink, streamsSink, type StreamsSinkOptions } from "../sink.ts";
+import { categoryOf, type StreamName } from "../streamName.ts";
+import { withTimeout } from "../timeout.ts";
+import { type DurableTimers, durableTimers } from "../timers.ts";
+import { createRuntime, type WorkflowClient, type WorkflowClientOptions } from "./client.ts";
+import { tracing } from "./decision.ts";
+import type { Delivery, SendHandler, SendHandlers } from "./delivery.ts";
+import { checkFunction, checkInput, type WorkflowDefinition } from "./definition.ts";
+import { MissingSendHandlerError } from "./errors.ts";
+import type { PendingSend, Stored } from "./instance.ts";
+
+/**
+ * Options of {@linkcode startWorkflow}.
+ *
+ * @example
+ * ```ts
+ * import { createStateCache } from "@impel/impel";
+ * import { manualClock, type WorkflowRunnerOptions } from "@impel/impel/workflow";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * type Message = { type: "Email"; data: { to: string } };
+ * const store = createMemoryStore();
+ * const options: WorkflowRunnerOptions<never, Message> = {
+ *   store,
+ *   source: memorySource({ store, categories: ["Signup"] }),
+ *   handlers: { Email: (send) => console.log("email", send.data.to) },
+ *   clock: manualClock(),
+ *   cache: createStateCache(),
+ *   maxConcurrentSends: 4,
+ *   timers: { category: "SignupTimers", shards: 4 },
+ *   sink: { maxConcurrentStreams: 32, statsIntervalMs: 0 },
+ * };
+ * await options.source.cancel();
+ * ```
+ *
+ * @category Workflows
+ */
+export interface WorkflowRunnerOptions<I extends TypedEvent, M extends TypedEvent>
+  extends WorkflowClientOptions {
+  /**
+   * Batches of the workflow's categories ({@linkcode workflowCategories}) from `store`, with the
+   * runner's checkpoints; streams of other categories are ignored.
+   */
+  readonly source: ReadableStream<Batch>;
+  /** The handler of each message type the workflow sends. */
+  readonly handlers: SendHandlers<I, M>;
+  /** Sends in flight at once per instance (default 8; one at a time per target). */
+  readonly maxConcurrentSends?: number;
+  /** Where and how timers are kept (default category `{category}Timers`, 16 shards). */
+  readonly timers?: {
+    /** The shard streams' category. */
+    readonly category?: string;
+    /** Shard streams (fixed for the life of the category). */
+    readonly shards?: number;
+    /** Timers fired at once. */
+    readonly maxConcurrentFires?: number;
+    /**
+     * How often the shards are read again for timers other runners scheduled (default 5 000 ms
+     * of real time; 0: only at start). See {@linkcode DurableTimersOptions.reloadIntervalMs}.
+     */
+    readonly reloadIntervalMs?: number;
+  };
+  /** The sink's settings (the handler is the runner's; the default group is the category). */
+  readonly sink?: Omit<StreamsSinkOptions, "handler">;
+  /** Aborting it stops the runner (as {@linkcode WorkflowRunner.stop} does). */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * A running workflow: the client, the pipeline's sink, the timers.
+ *
+ * @example
+ * ```ts
+ * import { defineSaga, startWorkflow, stepSucceeded, workflowCategories } from "@impel/impel/workflow";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * type Order = { orderId: string };
+ * type Message = { type: "Ship"; data: Order };
+ * const delivery = defineSaga<Order, Message>({
+ *   category: "Delivery",
+ *   steps: [{ name: "ship", action: (o) => ({ to: `Shipment-${o.orderId}`, type: "Ship", data: o }) }],
+ * });
+ * const store = createMemoryStore();
+ * const runner = startWorkflow(delivery, {
+ *   store,
+ *   source: memorySource({ store, categories: workflowCategories(delivery) }),
+ *   handlers: { Ship: (send) => stepSucceeded("ship", { trackingId: `T-${send.data.orderId}` }) },
+ * });
+ * await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+ * await runner.awaitIdle();
+ * console.log((await runner.read("o1")).state.status); // "completed"
+ * await runner.stop();
+ * ```
+ *
+ * @category Workflows
+ */
+export interface WorkflowRunner<S, I extends TypedEvent> extends WorkflowClient<S, I> {
+  /** The pipeline's sink: monitor, stats. */
+  readonly sink: StreamsSink;
+  /** The durable timers. */
+  readonly timers: DurableTimers;
+  /** Resolves once stopped; rejects if the pipeline faulted. */
+  readonly running: Promise<void>;
+  /**
+   * For in-process sources (memory), where an append reaches the source at once: resolves once
+   * every event read so far is handled, the source is at its tail and no timer is due or firing
+   * on the clock now, with nothing new arriving meanwhile. Rejects after `timeoutMs` (default
+   * 30 s). A polling source needs its own check that it has read the store's head.
+   */
+  awaitIdle(options?: { readonly timeoutMs?: number }): Promise<void>;
+  /** What this runner counted since it started (the sink's and the timers' have their own). */
+  stats(): WorkflowRunnerStats;
+  /** Stops the pipeline (drain, commit) and the timers. */
+  stop(): Promise<void>;
+}
+
+/**
+ * What {@linkcode WorkflowRunner.stats} reports.
+ *
+ * @example
+ * ```ts
+ * import type { WorkflowRunnerStats } from "@impel/impel/workflow";
+ * const stats: WorkflowRunnerStats = { ignoredInputs: 0 };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface WorkflowRunnerStats {
+  /**
+   * Inputs ignored with notice: a decision that said why ({@linkcode WorkflowDecision.ignored},
+   * e.g. a saga's compensation confirmed after its deadline), or a reply to a send withdrawn
+   * while its handler ran. Each is also logged at warning level.
+   */
+  readonly ignoredInputs: number;
+}
+
+/**
+ * Runs `definition`: one streams sink over `options.source` dispatches the instances' outboxes
+ * (streams of the workflow's category) and turns events of the routes' categories into inputs;
+ * durable timers fire timeouts. See the module documentation for the guarantees.
+ *
+ * @example
+ * ```ts
+ * import { createCodec } from "@impel/impel";
+ * import { defineWorkflow, startWorkflow, workflowCategories } from "@impel/impel/workflow";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ *
+ * type Event = { type: "Greeted"; data: { name: string } };
+ * type Input = { type: "Greet"; data: { name: string } };
+ * type Message = { type: "Print"; data: { line: string } };
+ * const greeter = defineWorkflow<Event, number, Input, Message>({
+ *   category: "Greeter",
+ *   codec: createCodec<Event>({ Greeted: {} }),
+ *   initial: 0,
+ *   fold: (n, events) => n + events.length,
+ *   decide: (_, input) => ({
+ *     events: [{ type: "Greeted", data: input.data }],
+ *     sends: [{ to: "Console-1", type: "Print", data: { line: `hello ${input.data.name}` } }],
+ *   }),
+ * });
+ * const store = createMemoryStore();
+ * const lines: string[] = [];
+ * const runner = startWorkflow(greeter, {
+ *   store,
+ *   source: memorySource({ store, categories: workflowCategories(greeter) }),
+ *   handlers: { Print: (send) => void lines.push(send.data.line) },
+ * });
+ * await runner.handle("g1", { type: "Greet", data: { name: "Ann" } });
+ * await runner.awaitIdle();
+ * console.log(lines); // ["hello Ann"]
+ * await runner.stop();
+ * ```
+ *
+ * @category Workflows
+ */
+export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M extends TypedEvent>(
+  definition: WorkflowDefinition<E, S, I, M>,
+  options: WorkflowRunnerOptions<I, M>,
+): WorkflowRunner<S, I> {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError("options", "must be an object with store, source and handlers");
+  }
+  const { handlers, source } = options;
+  if (handlers === null || typeof handlers !== "object") {
+    throw new InvalidArgumentError(
+      "handlers",
+      `must be an object of send handlers, got ${describe(handlers)}`,
+    );
+  }
+  for (const [type, h] of Object.entries(handlers)) checkFunction(`handlers.${type}`, h);
+  if (typeof source?.getReader !== "function") {
+    throw new InvalidArgumentError("source", "must be a ReadableStream of batches");
+  }
+  const maxConcurrentSends = checkInteger("maxConcurrentSends", options.maxConcurrentSends ?? 8, 1);
+  const sendTypes = new Set(Object.keys(handlers));
+  const runtime = createRuntime(definition, options, sendTypes);
+  const { decider, clock, fold, category } = runtime;
+  const routes = new Map(runtime.routes.map((r) => [r.category, r]));
+  const log = getLogger(["impel", "workflow", category]);
+  const timerCategory = options.timers?.category ?? `${category}Timers`;
+  if (timerCategory === category || routes.has(timerCategory)) {
+    throw new InvalidArgumentError(
+      "timers.category",
+      `must differ from the workflow's categories, got ${JSON.stringify(timerCategory)}`,
+    );
+  }
+  const timerId = (stream: StreamName, seq: number) => `${stream}#${seq}`;
+
+  /** Records timer `seq` fired, with the decision on its input, unless it is no longer pending. */
+  async function fireTimer(stream: StreamName, seq: number, id: string): Promise<void> {
+    const timer = await decider.query(stream, (s) => s.timers.find((t) => t.seq === seq));
+    if (timer === undefined) {
+      log.debug("{stream}: timer {timer} was no longer pending", { stream, timer: id });
+      return;
+    }
+    const arrival = { id, input: timer.input, correlationId: timer.correlationId };
+    let ignored: string | undefined;
+    const outcome = await decider.transactEx(stream, (s, { version }) => {
+      ignored = undefined;
+      if (!s.timers.some((t) => t.seq === seq)) return [];
+      const fired: Stored<E>[] = [{ type: "WorkflowTimerFired", data: { seq } }];
+      const decided = runtime.decideOn(stream, fold(s, fired), version, arrival);
+      ignored = decided.ignored;
+      return [...fired, ...decided.events];
+    }, { idempotencyKey: id, context: tracing(arrival) });
+    if (ignored !== undefined && !outcome.duplicate) runtime.noteIgnored(stream, arrival, ignored);
+    log.debug("{stream}: timer {timer} fired {input}: {outcome}", {
+      stream,
+      timer: id,
+      input: timer.input.type,
+      outcome: outcome.appended === 0 ? "already fired" : `recorded ${outcome.appended} events`,
+      correlationId: timer.correlationId,
+      causationId: id,
+    });
+  }
+
+  /**
+   * What the durable timers do when a timer is due: record it due in the instance's stream (an
+   * append that needs no decision), so the dispatcher fires it through the sink, where a firing
+   * that fails shows in the sink's stats and meets its failure policy.
+   */
+  async function markDue(stream: StreamName, seq: number, id: string): Promise<void> {
+    const timer = await decider.query(stream, (s) => s.timers.find((t) => t.seq === seq));
+    if (timer === undefined) {
+      log.debug("{stream}: timer {timer} was no longer pending", { stream, timer: id });
+      return;
+    }
+    const due: Stored<E>[] = [{ type: "WorkflowTimerDue", data: { seq } }];
+    await decider.transactEx(
+      stream,
+      (s) => s.timers.some((t) => t.seq === seq) && !(s.due ?? []).includes(seq) ? due : [],
+      { context: { correlationId: timer.correlationId, causationId: id } },
+    );
+  }
+
+  /** Delivers `send` and records it delivered, with the decision on the handler's reply. */
+  async function deliver(stream: StreamName, send: PendingSend, context: HandlerContext) {
+    const handler = (handlers as unknown as Record<string, SendHandler<I, M>>)[send.type];
+    if (handler === undefined) throw new MissingSendHandlerError(stream, send.type, [...sendTypes]);
+    const id = `${stream}#${send.seq}`;
+    const delivery = { ...send, id, workflow: stream } as unknown as Delivery<M>;
+    const reply = await handler(delivery, context);
+    if (reply !== undefined) checkInput(reply, `the reply of handlers.${send.type}`);
+    const arrival = reply === undefined ? undefined : {
+      id,
+      input: reply as TypedEvent,
+      correlationId: send.correlationId,
+    };
+    let ignored: string | undefined;
+    const outcome = await decider.transactEx(stream, (s, { version }) => {
+      ignored = undefined;
+      if (!s.pending.some((p) => p.seq === send.seq)) {
+        // Withdrawn while its handler ran (or recorded by another runner): the reply is moot.
+        if (arrival !== undefined && (s.withdrawn ?? []).includes(send.seq)) {
+          ignored = "its send was withdrawn while the handler ran";
+        }
+        return [];
+      }
+      const delivered: Stored<E>[] = [{ type: "WorkflowDelivered", data: { seq: send.seq } }];
+      if (arrival === undefined) return delivered;
+      const decided = runtime.decideOn(stream, fold(s, delivered), version, arrival);
+      ignored = decided.ignored;
+      return [...delivered, ...decided.events];
+    }, { context: { correlationId: send.correlationId, causationId: id } });
+    if (ignored !== undefined && arrival !== undefined) {
+      runtime.noteIgnored(stream, arrival, ignored);
+    }
+    log.debug("{stream}: sent {type} to {to} ({sendId}){reply}", {
+      stream,
+      type: send.type,
+      to: send.to,
+      sendId: id,
+      reply: arrival === undefined ? "" : `, reply ${arrival.input.type}`,
+      recorded: outcome.appended,
+      correlationId: send.correlationId,
+      causationId: send.causationId,
+    });
+    return outcome;
+  }
+
+  /**
+   * The handler for an instance stream: registers its pending timers, delivers its pending sends
+   * until none is left, and reports the version it has accounted for.
+   */
+  async function dispatch(stream: StreamName, context: HandlerContext): Promise<number> {
+    let { state: s, version } = await decider.query(stream, (state, { version }) => ({
+      state,
+      version,
+    }));
+    for (;;) {
+      const due = s.due ?? [];
+      if (due.length > 0) {
+        // Timers found due: fire them here, so a firing that fails fails the stream.
+        for (const seq of due) await fireTimer(stream, seq, timerId(stream, seq));
+        ({ state: s, version } = await decider.query(stream, (state, { version }) => ({
+          state,
+          version,
+        })));
+        continue;
+      }
+      await Promise.all(
+        s.timers.map((t) => timers.schedule({ id: timerId(stream, t.seq), due: t.due, stream })),
+      );
+      if (s.pending.length === 0) return version;
+      const byTarget = new Map<string, PendingSend[]>();
+      for (const p of s.pending) {
+        const list = byTarget.get(p.to);
+        if (list === undefined) byTarget.set(p.to, [p]);
+        else list.push(p);
+      }
+      const queues = [...byTarget.values()];
+      // The latest record made: its state includes every earlier one, and what they decided.
+      let latest = { state: s, version };
+      const results = await Promise.allSettled(
+        Array.from({ length: Math.min(maxConcurrentSends, queues.length) }, async () => {
+          for (let q = queues.shift(); q !== undefined; q = queues.shift()) {
+            for (const send of q) {
+              const outcome = await deliver(stream, send, context);
+              if (outcome.version >= latest.version) latest = outcome;
+            }
+          }
+        }),
+      );
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+      ({ state: s, version } = latest);
+    }
+  }
+
+  /** The handler for a stream of a route's category: its events become inputs, in order. */
+  async function routeEvents(stream: StreamName, events: readonly StreamEvent[]): Promise<void> {
+    const route = routes.get(categoryOf(stream));
+    if (route === undefined) return;
+    for (const event of events) {
+      const routed = route.route(stream, event);
+      if (routed === undefined) continue;
+      if (routed === null || typeof routed !== "object") {
+        throw new InvalidArgumentError(
+          `the route of ${route.category}`,
+          `must return { id, input } or undefined, got ${describe(routed)}`,
+        );
+      }
+      await runtime.handle(routed.id, routed.input, {
+        id: `${stream}@${event.index}`,
+        correlationId: event.correlationId,
+      });
+    }
+  }
+
+  const signal = options.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError("signal", "must be an AbortSignal");
+  }
+  const sink = streamsSink({
+    group: category,
+    statsIntervalMs: 0,
+    ...options.sink,
+    handler: (stream, events, context) => {
+      let of: string;
+      try {
+        of = categoryOf(stream);
+      } catch {
+        return; // not a workflow stream, nor a route's
+      }
+      return of === category ? dispatch(stream, context) : routeEvents(stream, events);
+    },
+  });
+  let timers: DurableTimers;
+  try {
+    timers = durableTimers({
+      store: options.store,
+      category: timerCategory,
+      clock,
+      shards: options.timers?.shards,
+      maxConcurrentFires: options.timers?.maxConcurrentFires,
+      reloadIntervalMs: options.timers?.reloadIntervalMs,
+      fire: (timer) =>
+        markDue(timer.stream, Number(timer.id.slice(timer.id.lastIndexOf("#") + 1)), timer.id),
+    });
+  } catch (error) {
+    void sink.stop(); // it has started its commit timer
+    throw error;
+  }
+
+  const controller = new AbortController();
+  const onAbort = () => controller.abort();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted) controller.abort();
+  const piped = run(source, sink, { signal: controller.signal });
+  const running = piped.finally(async () => {
+    signal?.removeEventListener("abort", onAbort);
+    await timers.stop();
+  });
+  running.catch((error) =>
+    log.error("{category} runner stopped: {error}", { category, error: errorText(error) })
+  );
+
+  return {
+    streamOf: runtime.streamOf,
+    handle: runtime.handle,
+    read: runtime.read,
+    sink,
+    timers,
+    running,
+    stats: () => ({ ignoredInputs: runtime.ignoredInputs() }),
+    async awaitIdle(idleOptions = {}) {
+      if (idleOptions === null || typeof idleOptions !== "object") {
+        throw new InvalidArgumentError(
+          "options",
+          `must be an object ({ timeoutMs }), got ${describe(idleOptions)}`,
+        );
+      }
+      const timeoutMs = checkNumber("timeoutMs", idleOptions.timeoutMs ?? 30_000, 0);
+      const settle = async () => {
+        for (;;) {
+          await sink.monitor.awaitCompletion({ tail: true });
+          const seen = sink.stats().counters.batches;
+          await timers.idle();
+          // A macrotask lets what the last fires appended reach the source.
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          if (
+            sink.stats().counters.batches === seen &&
+            sink.stats().counters.batchesCompleted === seen
+          ) return;
+        }
+      };
+      await withTimeout(settle(), timeoutMs, "awaitIdle");
+    },
+    stop() {
+      controller.abort();
+      return running;
+    },
+  };
+}
