@@ -34,6 +34,12 @@
  * request while one is being applied is refused (409). Stream names are path segments: encode
  * them. Listing and showing parked streams needs the token too (they answer event data).
  *
+ * A pipeline may have several park stores (a `byStream` policy naming more than one), numbered
+ * from 0 in the policy's order. Every parked route takes `?store=N` to address one; without it,
+ * the list merges every store's entries and show, release and skip find the store where the
+ * stream is parked (409 `AmbiguousParkStore` if two hold it parked at once). Each entry answered
+ * names its `store`, and the list says how many `stores` there are.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -279,13 +285,18 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       methods: READ,
       access: "data",
       answer: async ({ url, params: { group } }) => {
-        const store = parkStoreOf(pipelineOf(group));
+        const p = pipelineOf(group);
         const resolved = booleanQuery(url, "resolved");
-        const list = await parkCall(
-          "listing parked streams",
-          () => store.list(group, { resolved }),
-        );
-        return json({ group, parked: list.map(describeParked) });
+        const parked = [];
+        // Every store of the pipeline, each entry naming its store, unless `store` picks one.
+        for (const [store, at] of storesOf(p, url)) {
+          const list = await parkCall(
+            "listing parked streams",
+            () => store.list(group, { resolved }),
+          );
+          parked.push(...list.map((e) => describeParked(e, at)));
+        }
+        return json({ group, stores: p.parkStores.length, parked });
       },
     },
     {
@@ -293,23 +304,24 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       methods: READ,
       access: "data",
       answer: async ({ url, params: { group, stream } }) => {
-        const store = parkStoreOf(pipelineOf(group));
+        const p = pipelineOf(group);
         const from = integerQuery(url, "from", 0, 0);
         const limit = integerQuery(url, "limit", 100, 1, 1000);
-        const entry = await parkCall("reading the parked stream", () => store.get(group, stream));
-        if (entry === undefined) {
+        const found = await findParked(p, url, group, stream);
+        if (found === undefined) {
           throw new HttpError(
             404,
             "StreamNotParked",
             `stream ${stream} has never been parked in group ${group}`,
           );
         }
+        const [entry, store, at] = found;
         const events = entry.state !== "parked" ? [] : await parkCall(
           "reading parked events",
           () => store.events(group, stream, entry.episode, from, limit),
         );
         return json({
-          ...describeParked(entry),
+          ...describeParked(entry, at),
           eventsShown: events.map((e) => JSON.parse(encodeParkedEvent(e))),
         });
       },
@@ -318,9 +330,13 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       path: ["pipelines", ":group", "parked", ":stream", action],
       methods: ["POST"],
       access: "change",
-      answer: async ({ request, params: { group, stream } }) => {
-        const store = parkStoreOf(pipelineOf(group));
+      answer: async ({ request, url, params: { group, stream } }) => {
+        const p = pipelineOf(group);
         const body = await readParkBody(request, action);
+        // The store where the stream is parked now (or the one named), else where it last was,
+        // so that asking again for what was done answers it (idempotent).
+        const found = await findParked(p, url, group, stream);
+        const [store, at] = found === undefined ? storesOf(p, url)[0] : [found[1], found[2]];
         const entry = await parkCall(
           `recording the ${action}`,
           () => store.request(group, stream, { action, ...body }),
@@ -332,7 +348,9 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
           by: body.by,
           reason: body.reason === undefined ? "" : `: ${body.reason}`,
         });
-        return json(describeParked(entry), entry.state === "parked" ? 202 : 200);
+        // Accepted: the running sink applies it within its poll interval. 200 only when it was
+        // applied already (the same request again).
+        return json(describeParked(entry, at), entry.state === "parked" ? 202 : 200);
       },
     })),
     {
@@ -538,15 +556,69 @@ async function describePipeline(p: MeteredPipeline, detailed: boolean) {
   };
 }
 
-function parkStoreOf(p: MeteredPipeline): ParkStore {
-  if (p.parked === undefined) {
+/**
+ * The park stores a request addresses, with their numbers: the one `?store=N` names, else every
+ * one of the pipeline (a `byStream` policy may use several).
+ */
+function storesOf(p: MeteredPipeline, url: URL): Array<[ParkStore, number]> {
+  const stores = p.parkStores.length > 0 ? p.parkStores : p.parked ? [p.parked] : [];
+  if (stores.length === 0) {
     throw new HttpError(
       409,
       "NoParkStore",
       `pipeline ${p.group} has no park store: its failure policy does not park, and none was registered`,
     );
   }
-  return p.parked;
+  if (url.searchParams.get("store") === null) return stores.map((s, i) => [s, i]);
+  const at = integerQuery(url, "store", 0, 0);
+  if (at >= stores.length) {
+    throw new HttpError(
+      404,
+      "UnknownParkStore",
+      `pipeline ${p.group} has ${stores.length} park store(s), numbered from 0; got store=${at}`,
+    );
+  }
+  return [[stores[at], at]];
+}
+
+/**
+ * The stream's entry and its store: the store where it is parked now, else the one with its
+ * latest episode. Two stores with it parked at once (a policy changed while it was parked) need
+ * `?store=N`.
+ */
+async function findParked(
+  p: MeteredPipeline,
+  url: URL,
+  group: string,
+  stream: string,
+): Promise<[ParkedStream, ParkStore, number] | undefined> {
+  const found: Array<[ParkedStream, ParkStore, number]> = [];
+  for (const [store, at] of storesOf(p, url)) {
+    const entry = await parkCall("reading the parked stream", () => store.get(group, stream));
+    if (entry !== undefined) found.push([entry, store, at]);
+  }
+  const active = found.filter(([e]) => e.state === "parked");
+  if (active.length > 1) {
+    throw new HttpError(
+      409,
+      "AmbiguousParkStore",
+      `stream ${stream} of group ${group} is parked in stores ${
+        active.map(([, , at]) => at).join(" and ")
+      }: name one with ?store=N`,
+    );
+  }
+  return active[0] ?? latestOf(found);
+}
+
+function latestOf(
+  found: Array<[ParkedStream, ParkStore, number]>,
+): [ParkedStream, ParkStore, number] | undefined {
+  let latest = found[0];
+  for (const f of found) {
+    const at = f[0].resolution?.at ?? f[0].parkedAt;
+    if (at > (latest[0].resolution?.at ?? latest[0].parkedAt)) latest = f;
+  }
+  return latest;
 }
 
 /** Runs a park store call, mapping its typed errors to statuses. */
@@ -567,8 +639,8 @@ async function parkCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function describeParked(e: ParkedStream) {
-  return { ...e, ageMs: Math.max(0, Date.now() - e.parkedAt) };
+function describeParked(e: ParkedStream, store: number) {
+  return { ...e, store, ageMs: Math.max(0, Date.now() - e.parkedAt) };
 }
 
 function booleanQuery(url: URL, name: string): boolean {

@@ -348,6 +348,11 @@ export interface MeteredPipeline {
   readonly checkpoints: CheckpointStore | undefined;
   /** The park store, if given or the sink has exactly one. */
   readonly parked: ParkStore | undefined;
+  /**
+   * Every park store of the pipeline, numbered by position for the management API: the
+   * registration's `parked`, else the sink's, in the order of its failure policy.
+   */
+  readonly parkStores: readonly ParkStore[];
   /** Head and start positions, if given. */
   readonly positions: SourcePositions | undefined;
   /** `running` until the sink's `done` settles: `stopped` if it resolved, `faulted` if not. */
@@ -1043,6 +1048,7 @@ function createPipelineState(
     source: r.source,
     checkpoints: r.checkpoints,
     parked: r.parked ?? (sinkStores?.length === 1 ? sinkStores[0] : undefined),
+    parkStores: r.parked !== undefined ? [r.parked] : [...(sinkStores ?? [])],
     positions: r.positions,
     get state() {
       return state;

@@ -313,3 +313,77 @@ test("http: list and show of parked streams need the token (they answer event da
     await p.stop();
   }
 });
+
+test("two park stores in one byStream policy: the list names each entry's store; show, release and skip find it", async () => {
+  const store = createMemoryStore();
+  const payments = memoryParkStore();
+  const orders = memoryParkStore();
+  let poison = true;
+  const handled: string[] = [];
+  const sink = streamsSink({
+    group: "g",
+    statsIntervalMs: 0,
+    commitIntervalMs: 5,
+    retry: { initialDelayMs: 1 },
+    failure: {
+      kind: "byStream",
+      rules: [
+        { match: "Pay-*", policy: { kind: "park", maxAttempts: 1, store: payments, pollMs: 10 } },
+        { match: "Order-*", policy: { kind: "park", maxAttempts: 1, store: orders, pollMs: 10 } },
+      ],
+    },
+    handler: (stream, events) => {
+      if (poison) throw new Error(`declined ${stream}`);
+      handled.push(...events.map((e) => `${stream}@${e.index}`));
+    },
+  });
+  const metrics = createMetrics({ defaultMetrics: false });
+  const pipeline = metrics.addPipeline({ group: "g", source: "memory", sink });
+  await store.append("Pay-1", [{ type: "T", data: 0 }], 0);
+  await store.append("Order-1", [{ type: "T", data: 0 }], 0);
+  await store.append("Order-2", [{ type: "T", data: 0 }], 0);
+  const ac = new AbortController();
+  const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+  const http = createHttpHandler({ metrics, token: TOKEN });
+  try {
+    await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
+    const list = await (await http(request("/pipelines/g/parked", { token: TOKEN }))).json();
+    assert.equal(list.stores, 2);
+    assert.deepEqual(
+      list.parked.map((e: { stream: string; store: number }) => [e.stream, e.store]),
+      [["Pay-1", 0], ["Order-1", 1], ["Order-2", 1]],
+    );
+    const only = await (await http(request("/pipelines/g/parked?store=1", { token: TOKEN })))
+      .json();
+    assert.deepEqual(only.parked.map((e: { stream: string }) => e.stream), ["Order-1", "Order-2"]);
+    const bad = await http(request("/pipelines/g/parked?store=2", { token: TOKEN }));
+    assert.equal(bad.status, 404);
+    assert.equal((await bad.json()).error.code, "UnknownParkStore");
+    const one = await (await http(request("/pipelines/g/parked/Order-2", { token: TOKEN })))
+      .json();
+    assert.equal(one.store, 1);
+    assert.equal(one.eventsShown.length, 1, "its events, from the store that has them");
+    poison = false;
+    const released = await http(post("/pipelines/g/parked/Order-2/release", { by: "alice" }));
+    assert.equal(released.status, 202, "accepted: applied asynchronously");
+    assert.equal((await released.json()).store, 1);
+    const skipped = await http(post("/pipelines/g/parked/Pay-1/skip", { reason: "refunded" }));
+    assert.equal(skipped.status, 202);
+    await until("both applied", () => {
+      const c = sink.stats().counters;
+      return c.released === 1 && c.skipped === 1;
+    });
+    assert.equal((await orders.get("g", "Order-2"))?.state, "released");
+    assert.equal((await payments.get("g", "Pay-1"))?.state, "skipped");
+    assert.deepEqual(handled, ["Order-2@0"]);
+    // The same release again: applied already, answered 200 with the resolved episode.
+    const again = await http(post("/pipelines/g/parked/Order-2/release", { by: "alice" }));
+    assert.equal(again.status, 200);
+    assert.equal((await again.json()).state, "released");
+    const none = await http(post("/pipelines/g/parked/Order-9/release", { by: "alice" }));
+    assert.equal(none.status, 404);
+  } finally {
+    ac.abort();
+    await running;
+  }
+});
