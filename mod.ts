@@ -83,6 +83,7 @@ export {
 } from "./core/scheduler.ts";
 export * from "./core/shutdown.ts";
 export * from "./core/sink.ts";
+export * from "./core/typed.ts";
 export type { SinkStats, TrancheStats } from "./core/stats.ts";
 export { type JsonSafe, jsonSafe } from "./core/json.ts";
 export {

@@ -16,6 +16,8 @@ import { createParking } from "./parking.ts";
 import { createScheduler, type SchedulerOptions } from "./scheduler.ts";
 import { withTimeout } from "./timeout.ts";
 import { type CommitTrouble, type SinkStats, sinkStats, statsLogger } from "./stats.ts";
+import type { Codec, TypedEvent } from "./codec.ts";
+import { decodingHandler, type TypedHandler } from "./typed.ts";
 
 /**
  * Options of {@linkcode streamsSink}.
@@ -57,6 +59,35 @@ export interface StreamsSinkOptions extends SchedulerOptions {
   readonly stopTimeoutMs?: number;
   /** How often a stats line is logged (default 60 s; 0 turns it off). */
   readonly statsIntervalMs?: number;
+}
+
+/**
+ * Options of a sink whose handler gets decoded, typed events: `codec` decodes each span first;
+ * an event it cannot read fails its stream with `EventDecodeError` under the failure policy.
+ *
+ * @example
+ * ```ts
+ * import { createCodec, streamsSink } from "@impel/impel";
+ * type Event = { type: "Charged"; data: { amount: number } } | { type: "Refunded"; data: {} };
+ * const codec = createCodec<Event>({ Charged: {}, Refunded: {} });
+ * const sink = streamsSink({
+ *   codec,
+ *   handler: (stream, events) => {
+ *     for (const e of events) if (e.type === "Charged") console.log(stream, e.data.amount);
+ *   },
+ *   statsIntervalMs: 0,
+ * });
+ * await sink.stop();
+ * ```
+ *
+ * @category Pipeline
+ */
+export interface TypedStreamsSinkOptions<E extends TypedEvent>
+  extends Omit<StreamsSinkOptions, "handler"> {
+  /** Decodes each event before the handler sees it. */
+  readonly codec: Codec<E>;
+  /** The application handler, of decoded events. */
+  readonly handler: TypedHandler<E>;
 }
 
 /**
@@ -145,10 +176,17 @@ export class PipelineStoppedError extends ImpelError {
  *
  * @category Pipeline
  */
-export function streamsSink(options: StreamsSinkOptions): StreamsSink {
-  if (options === null || typeof options !== "object") {
+export function streamsSink<E extends TypedEvent>(options: TypedStreamsSinkOptions<E>): StreamsSink;
+export function streamsSink(options: StreamsSinkOptions): StreamsSink;
+export function streamsSink(
+  given: StreamsSinkOptions | TypedStreamsSinkOptions<TypedEvent>,
+): StreamsSink {
+  if (given === null || typeof given !== "object") {
     throw new InvalidArgumentError("options", "must be an object with a handler");
   }
+  const options: StreamsSinkOptions = "codec" in given && given.codec !== undefined
+    ? { ...given, handler: decodingHandler(given.codec, given.handler) }
+    : given as StreamsSinkOptions;
   const group = options.group ?? "default";
   const maxReadAhead = checkInteger("maxReadAhead", options.maxReadAhead ?? 16, 1);
   const commitIntervalMs = checkNumber("commitIntervalMs", options.commitIntervalMs ?? 1000, 1);
