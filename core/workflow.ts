@@ -119,7 +119,7 @@ export type {
   StreamPolicy,
   StreamRule,
 } from "./failure.ts";
-export type { Percentiles } from "./histogram.ts";
+export type { LatencyTotals, Percentiles } from "./histogram.ts";
 export type { AwaitCompletionOptions, Monitor } from "./monitor.ts";
 export type { Ownership, RevocationOutcome } from "./ownership.ts";
 export type {
