@@ -32,8 +32,9 @@
  *   (`WorkflowTimerDue`); the dispatcher then fires it: it records the timer fired together with
  *   the decision on its input, keyed by the timer's id, so a second firing records nothing. A
  *   firing that fails (its decision is refused, the store fails) fails the instance's stream
- *   like a send: it shows in the sink's stats (`failing`) and meets the sink's failure policy. Setting
- *   a timer under a name that is pending replaces it; `cancelTimers` cancels by name. A
+ *   like a send: it shows in the sink's stats (`failing`) and meets the sink's failure policy.
+ *   A name holds one timer: setting one under a name that is pending replaces it, and of two set
+ *   under one name in one decision the last is kept; `cancelTimers` cancels by name. A
  *   cancelled (or replaced) timer stays in its shard until due: its firing then finds it no
  *   longer pending, records nothing and removes it.
  * - **Correlation.** Everything a decision records and sends carries the input's correlation id
@@ -42,8 +43,20 @@
  *   id; a send handler gives the target's events the send's id as causation id. Decisions, sends
  *   and timers are logged (category `["impel", "workflow", <category>]`, debug) with both.
  *
+ * - **Bad input, typed errors.** Ids, inputs and options are checked at the boundary
+ *   (`InvalidArgumentError` naming the field); a decision that breaks the contract is refused
+ *   ({@linkcode InvalidWorkflowDecisionError}), a `decide` that throws is wrapped
+ *   ({@linkcode WorkflowDecideError}); nothing is appended. An input a decision ignores with
+ *   notice ({@linkcode WorkflowDecision.ignored}) is logged at warning and counted
+ *   ({@linkcode WorkflowRunner.stats}).
+ *
  * Sends and inputs are plain `{ type, data }` objects; what a decision keeps (timer inputs,
  * sends) must survive JSON, and is checked before anything is appended.
+ *
+ * The parts, one module each under `core/workflow/`: `definition.ts` (a workflow and the boundary
+ * checks), `instance.ts` (the runtime's events, their codec, the instance's fold), `decision.ts`,
+ * `client.ts`, `delivery.ts`, `runner.ts`, `errors.ts`; sagas are in `core/saga.ts`, timers in
+ * `core/timers.ts`.
  *
  * @module
  */
