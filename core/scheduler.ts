@@ -471,7 +471,8 @@ interface Tracker {
 }
 
 interface StreamState {
-  readonly name: StreamName;
+  /** Set anew when a purged state is reused for another stream (see `spare`). */
+  name: StreamName;
   /** The tranche its events were last read from. */
   tranche: TrancheState;
   /** Next index to handle; -1 while unknown (first event seen starts the stream). */
@@ -571,6 +572,9 @@ Object.freeze(NO_EVENTS);
  * crashes); fast ones still get whole backlogs per call.
  */
 const REACH_MS = 100;
+
+/** Most purged stream states kept for reuse (a batch's worth of new streams, and more). */
+const MAX_SPARE = 4096;
 
 /** The scheduler engine used by the streams sink. */
 export interface Scheduler {
@@ -787,6 +791,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   const loose: StreamState[] = [];
   // Streams that went idle, oldest first: the candidates for purging.
   const idleQueue: StreamState[] = [];
+  // Purged states, reused for new streams: with many streams, a state allocated afresh outlives
+  // a young-generation collection (it waits behind read-ahead and the idle bound), and copying
+  // it there cost more than all of the scheduler's own work on it. A purged state is referenced
+  // from nowhere (not busy, queued, buffered, awaited, troubled or parked; its idle entry is
+  // consumed), so it can be another stream's.
+  const spare: StreamState[] = [];
   let idleHead = 0;
   // Records that could not be read as events, by the event object the scheduler buffers.
   // Shared with the park stores' encoding, which keeps the mark of a parked one.
@@ -893,6 +903,13 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function stateOf(name: StreamName, tranche: TrancheState): StreamState {
     let s = streams.get(name);
     if (s === undefined) {
+      s = spare.pop();
+      if (s !== undefined) {
+        s.name = name;
+        s.tranche = tranche;
+        streams.set(name, s);
+        return s;
+      }
       s = {
         name,
         tranche,
@@ -1162,6 +1179,17 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       ) continue; // busy again (or parked since); filed anew when it next goes idle
       streams.delete(s.name);
       counters.purgedStreams++;
+      if (spare.length < MAX_SPARE) {
+        // Everything else is at its initial value already: that is what made it purgeable.
+        s.writePos = -1;
+        s.finalGaps = false;
+        s.mark = undefined;
+        s.markRequired = 0;
+        s.startedAt = 0;
+        s.timedAt = -1;
+        if (storeTroubles.size > 0) storeTroubles.delete(s);
+        spare.push(s);
+      }
     }
     if (idleHead === idleQueue.length) {
       idleQueue.length = 0;
