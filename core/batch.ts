@@ -129,8 +129,8 @@ export interface SourceProblem {
 }
 
 /**
- * A source stream that can say what is wrong with it: health checks call `problems()` when it
- * is there.
+ * A source stream that can say what is wrong with it (health checks call `problems()` when it
+ * is there) and how far its tranches go (`heads()`).
  *
  * @example
  * ```ts
@@ -146,4 +146,10 @@ export interface SourceProblem {
 export type ObservableSource = ReadableStream<Batch> & {
   /** The source's current problems; empty when all is well. */
   readonly problems?: () => readonly SourceProblem[];
+  /**
+   * Where each tranche it reads will be once everything written to it so far is handled: the
+   * position its checkpoint then holds (MessageDB: the highest global position of the tranche's
+   * messages + 1). Lag, `/health` and an exact `awaitCompletion({ tail: true })` use it.
+   */
+  readonly heads?: () => Promise<ReadonlyMap<string, Position>>;
 };

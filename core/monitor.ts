@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { Position } from "./batch.ts";
 import { ImpelError, InvalidArgumentError } from "./errors.ts";
 
 /**
@@ -29,7 +30,11 @@ import { ImpelError, InvalidArgumentError } from "./errors.ts";
  * @category Pipeline
  */
 export interface AwaitCompletionOptions {
-  /** Also wait until the latest batch of every tranche seen so far reached the tail. */
+  /**
+   * Also wait until the latest batch of every tranche seen so far reached the tail; with a
+   * source that knows its heads (MessageDB), until every tranche it reads has handled everything
+   * up to the head it has when this is called, which makes the wait exact for I/O sources.
+   */
   readonly tail?: boolean;
   /** Reject with a `Timeout` error after this long (default: wait as long as it takes). */
   readonly timeoutMs?: number;
@@ -50,7 +55,7 @@ export interface Monitor {
    * Resolves once every batch ingested so far is complete (and, with `tail`, every tranche's
    * latest batch is at its tail) and the condition has held across a macrotask with nothing new
    * arriving, so that batches an in-process source has already produced are seen first. Rejects
-   * if the pipeline faults or stops first, or on timeout.
+   * if the pipeline faults or stops first, if the source cannot tell its heads, or on timeout.
    */
   awaitCompletion(options?: AwaitCompletionOptions): Promise<void>;
 }
@@ -61,6 +66,8 @@ export interface MonitorProbe {
   isComplete(tail: boolean): boolean;
   /** A counter that changes whenever a batch is ingested. */
   ingested(): number;
+  /** The position up to which a tranche's batches are complete. */
+  completed?(tranche: string): Position | undefined;
 }
 
 /** The monitor plus the calls the sink makes into it. */
@@ -69,12 +76,16 @@ export interface MonitorControl {
   readonly monitor: Monitor;
   /** Re-evaluates the waiters; call after ingestion or progress. */
   check(): void;
+  /** Where the source's tranches will be once caught up (the source's `heads`), if it knows. */
+  watchHeads(heads: () => Promise<ReadonlyMap<string, Position>>): void;
   /** On stop or fault: resolves the waiters whose condition holds, rejects the others and any later call. */
   close(error: Error): void;
 }
 
 interface Waiter {
   readonly tail: boolean;
+  /** The heads to reach, once read; `null` while they are being read. */
+  heads?: ReadonlyMap<string, Position> | null;
   readonly resolve: () => void;
   readonly reject: (e: Error) => void;
   timer?: ReturnType<typeof setTimeout>;
@@ -96,12 +107,23 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
   const waiters = new Set<Waiter>();
   let settle: ReturnType<typeof setTimeout> | undefined;
   let closed: Error | undefined;
+  let heads: (() => Promise<ReadonlyMap<string, Position>>) | undefined;
+
+  function holds(w: Waiter): boolean {
+    if (w.heads === null || !probe.isComplete(w.tail)) return false;
+    if (w.heads === undefined) return true;
+    for (const [tranche, head] of w.heads) {
+      const done = probe.completed?.(tranche);
+      if (done === undefined || done < head) return false;
+    }
+    return true;
+  }
 
   function settled(seen: number) {
     settle = undefined;
     if (probe.ingested() !== seen) return check();
     for (const w of waiters) {
-      if (probe.isComplete(w.tail)) {
+      if (holds(w)) {
         waiters.delete(w);
         clearTimeout(w.timer);
         w.resolve();
@@ -112,7 +134,7 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
   function check() {
     if (settle !== undefined || waiters.size === 0) return;
     for (const w of waiters) {
-      if (probe.isComplete(w.tail)) {
+      if (holds(w)) {
         const seen = probe.ingested();
         settle = setTimeout(() => settled(seen), 0);
         return;
@@ -147,11 +169,37 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
             }, options.timeoutMs);
           }
           waiters.add(w);
+          if (w.tail && heads !== undefined) {
+            w.heads = null;
+            heads().then(
+              (positions) => {
+                if (!waiters.has(w)) return;
+                w.heads = positions;
+                check();
+              },
+              (error) => {
+                if (!waiters.delete(w)) return;
+                clearTimeout(w.timer);
+                reject(
+                  new ImpelError(
+                    "HeadUnknown",
+                    `awaitCompletion: the source could not tell its heads: ${
+                      error instanceof Error ? error.message : String(error)
+                    }`,
+                    { cause: error },
+                  ),
+                );
+              },
+            );
+          }
           check();
         });
       },
     },
     check,
+    watchHeads(fn) {
+      heads = fn;
+    },
     close(error) {
       closed ??= error;
       clearTimeout(settle);
@@ -159,7 +207,7 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
       // Nothing more can arrive: a waiter whose condition holds now is satisfied.
       for (const w of waiters) {
         clearTimeout(w.timer);
-        if (probe.isComplete(w.tail)) w.resolve();
+        if (holds(w)) w.resolve();
         else w.reject(error);
       }
       waiters.clear();

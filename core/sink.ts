@@ -120,9 +120,13 @@ export interface StreamsSink {
   stats(): SinkStats;
   /**
    * Lets the failure policy see what the source reports (`ObservableSource.problems`), for
-   * `maxSourceFailureMs`; {@linkcode run} calls it with the source it pipes in.
+   * `maxSourceFailureMs`, and the monitor its heads (`ObservableSource.heads`), for an exact
+   * `awaitCompletion`; {@linkcode run} calls it with the source it pipes in.
    */
-  watchSource(problems: () => readonly SourceProblem[]): void;
+  watchSource(
+    problems: () => readonly SourceProblem[],
+    heads?: () => Promise<ReadonlyMap<string, Position>>,
+  ): void;
   /** The park stores of its failure policy (for the management API); empty without `park`. */
   readonly parkStores: readonly ParkStore[];
 }
@@ -284,6 +288,7 @@ export function streamsSink(
       return true;
     },
     ingested: () => scheduler.counters.batches,
+    completed: (tranche) => scheduler.tranches.get(tranche)?.completed,
   });
 
   // Per tranche: the last position committed, and the commit in flight (commits of one
@@ -588,8 +593,9 @@ export function streamsSink(
     done,
     flush,
     stats,
-    watchSource(problems) {
+    watchSource(problems, heads) {
       if (typeof problems === "function") sourceProblems = problems;
+      if (typeof heads === "function") control.watchHeads(heads);
     },
     parkStores: parking?.stores ?? [],
   };
@@ -648,8 +654,13 @@ export async function run(
   if (!(sink?.writable instanceof WritableStream) || typeof sink.stop !== "function") {
     throw new InvalidArgumentError("sink", "must be a streams sink (from streamsSink())");
   }
-  const problems = (source as ObservableSource).problems;
-  if (typeof problems === "function") sink.watchSource?.(() => problems.call(source));
+  const { problems, heads } = source as ObservableSource;
+  if (typeof problems === "function" || typeof heads === "function") {
+    sink.watchSource?.(
+      typeof problems === "function" ? () => problems.call(source) : () => [],
+      typeof heads === "function" ? () => heads.call(source) : undefined,
+    );
+  }
   const { signal } = options;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidArgumentError("signal", "must be an AbortSignal");

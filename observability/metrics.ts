@@ -50,7 +50,7 @@
  * | `impel_source_commit_failures` | gauge | group, source, tranche | consecutive failed checkpoint commits (0 after a success) |
  * | `impel_source_commit_failing_seconds` | gauge | group, source, tranche | how long commits have been failing (0 while they succeed) |
  * | `impel_source_problems` | gauge | group, source, severity | problems the source reports (`ObservableSource.problems()`), `degraded` / `failing` |
- * | `impel_source_head_position` | gauge | group, source, tranche | the backend's head (needs `positions.head`) |
+ * | `impel_source_head_position` | gauge | group, source, tranche | the backend's head (`positions.head`, or the observed source's `heads`) |
  * | `impel_source_lag` | gauge | group, source, tranche | head − completed position (see {@linkcode TrancheLag}), in the source's position units |
  * | `impel_source_read_duration_seconds` | histogram | group, source, tranche | time a read took, for sources whose batches report `readMs` |
  *
@@ -353,7 +353,7 @@ export interface MeteredPipeline {
    * registration's `parked`, else the sink's, in the order of its failure policy.
    */
   readonly parkStores: readonly ParkStore[];
-  /** Head and start positions, if given. */
+  /** Head and start positions: as registered, else the head the observed source reports (`heads`). */
   readonly positions: SourcePositions | undefined;
   /** `running` until the sink's `done` settles: `stopped` if it resolved, `faulted` if not. */
   readonly state: "running" | "stopped" | "faulted";
@@ -937,6 +937,17 @@ function shown(value: unknown): string {
   }
 }
 
+/** One tranche's head from a source's `heads()`, asked once for all tranches of a scrape. */
+function headOfSource(
+  heads: () => Promise<ReadonlyMap<string, Position>>,
+): (tranche: string) => Promise<Position | undefined> {
+  let last: { at: number; value: Promise<ReadonlyMap<string, Position>> } | undefined;
+  return async (tranche) => {
+    if (last === undefined || Date.now() - last.at > 100) last = { at: Date.now(), value: heads() };
+    return (await last.value).get(tranche);
+  };
+}
+
 function createPipelineState(
   r: PipelineRegistration,
   onRemove: (p: PipelineState) => void,
@@ -959,6 +970,8 @@ function createPipelineState(
     },
   );
   let cached: { at: number; key: string; value: Promise<Heads> } | undefined;
+  // The registration's, else the head the observed source reports of its tranches.
+  let positions = r.positions;
   // Where each tranche began, for lag before anything completes; fixed once known.
   const starts = new Map<string, Promise<Position | undefined>>();
 
@@ -1003,7 +1016,7 @@ function createPipelineState(
     if (start === undefined) {
       start = (async () => {
         const stored = await r.checkpoints?.load({ source: r.source, tranche, group: r.group });
-        return stored ?? await r.positions?.start?.(tranche) ?? 0n;
+        return stored ?? await positions?.start?.(tranche) ?? 0n;
       })().catch((error) => {
         starts.delete(tranche); // ask again next time
         log.warn("start position of {group}/{tranche} is unknown: {error}", {
@@ -1019,7 +1032,7 @@ function createPipelineState(
   }
 
   async function askHeads(tranches: readonly string[]): Promise<Heads> {
-    const head = r.positions?.head;
+    const head = positions?.head;
     if (!head || tranches.length === 0) return { positions: new Map() };
     try {
       const values = await withTimeout(
@@ -1049,7 +1062,9 @@ function createPipelineState(
     checkpoints: r.checkpoints,
     parked: r.parked ?? (sinkStores?.length === 1 ? sinkStores[0] : undefined),
     parkStores: r.parked !== undefined ? [r.parked] : [...(sinkStores ?? [])],
-    positions: r.positions,
+    get positions() {
+      return positions;
+    },
     get state() {
       return state;
     },
@@ -1064,6 +1079,9 @@ function createPipelineState(
       for (const w of observed) if (w.failed) observed.delete(w);
       const watched: Watched = { source };
       observed.add(watched);
+      if (r.positions?.head === undefined && typeof source.heads === "function") {
+        positions = { ...r.positions, head: headOfSource(source.heads.bind(source)) };
+      }
       const forget = () => void observed.delete(watched);
       const stream = new ReadableStream<Batch>({
         start(controller) {
@@ -1093,7 +1111,10 @@ function createPipelineState(
           return reader.cancel(reason);
         },
       }, { highWaterMark: 0 });
-      return Object.assign(stream, { problems: () => problemsOf(source) });
+      return Object.assign(stream, {
+        problems: () => problemsOf(source),
+        heads: source.heads?.bind(source),
+      });
     },
     problems: () => [
       ...[...observed].flatMap((w) => w.failed ?? problemsOf(w.source)),

@@ -270,6 +270,12 @@ export type MessageDbSource = ObservableSource & {
    * (await it before exiting, so that the others take over at once); at once without leases.
    */
   readonly released: Promise<void>;
+  /**
+   * The head of each tranche it reads (with leases: each slot it holds): its newest message's
+   * global position + 1, what its checkpoint holds once caught up. Metrics, health and
+   * `awaitCompletion({ tail: true })` use it without being told.
+   */
+  heads(): Promise<ReadonlyMap<string, Position>>;
 };
 
 /**
@@ -466,6 +472,25 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
     return { items, positions, next, isTail: rows.length < settings.batchSize };
   };
 
+  // The newest message of each tranche, through the category index read backwards.
+  const headText = `SELECT global_position FROM message_store.messages
+                     WHERE message_store.category(stream_name) = $1 AND ($2::bigint IS NULL OR
+                       MOD(@message_store.hash_64(message_store.cardinal_id(stream_name)), $3) = $2)
+                     ORDER BY global_position DESC LIMIT 1`;
+  const heads = async (tranches: readonly string[]): Promise<ReadonlyMap<string, Position>> => {
+    const positions = new Map<string, Position>();
+    for (const tranche of tranches) {
+      const part = parts.get(tranche)!;
+      const rows = await query(client, headText, [
+        part.category,
+        part.member ?? null,
+        part.size ?? null,
+      ]);
+      positions.set(tranche, rows.length === 0 ? 1n : toBigInt(rows[0].global_position) + 1n);
+    }
+    return positions;
+  };
+
   const reading = (
     tranches: readonly string[],
     checkpoints: CheckpointStore,
@@ -507,10 +532,12 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
     return Object.assign(source, {
       leases: () => undefined,
       released: Promise.resolve(),
+      heads: () => heads([...parts.keys()]),
     });
   }
   return leasedSource(options, settings, [...parts.keys()], {
     reading,
+    heads,
     checkpoints,
     listen: options.notifications === undefined
       ? undefined
@@ -534,6 +561,7 @@ interface LeasedParts {
     signal: AbortSignal,
     notify: boolean,
   ) => ObservableSource;
+  readonly heads: (tranches: readonly string[]) => Promise<ReadonlyMap<string, Position>>;
   readonly checkpoints: CheckpointStore;
   readonly listen: (() => Promise<(() => Promise<void>) | undefined>) | undefined;
 }
@@ -643,6 +671,7 @@ function leasedSource(
     ],
     leases: (): LeaseSnapshot => member.snapshot(),
     released: done,
+    heads: () => parts.heads([...slots.keys()]),
   });
 }
 
