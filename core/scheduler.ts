@@ -480,8 +480,15 @@ interface StreamState {
   /** Buffered events at or above writePos, sorted, no duplicates; NO_EVENTS when empty. */
   buffer: StreamEvent[];
   /**
-   * Batches waiting on this stream as pairs (tracker, index it needs the stream to reach),
-   * sorted by that index; undefined when none.
+   * The batch waiting on this stream that needs the lowest index of it, and that index;
+   * undefined when none. Most streams have one batch waiting at a time: kept here, it costs no
+   * array.
+   */
+  wait: Tracker | undefined;
+  waitTo: number;
+  /**
+   * The other batches waiting on it, as pairs (tracker, index it needs the stream to reach),
+   * sorted by that index (none below `waitTo`); undefined when none. Set only while `wait` is.
    */
   waits: Array<Tracker | number> | undefined;
   busy: boolean;
@@ -915,6 +922,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         tranche,
         writePos: -1,
         buffer: NO_EVENTS,
+        wait: undefined,
+        waitTo: 0,
         waits: undefined,
         busy: false,
         queued: false,
@@ -936,7 +945,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function enqueue(s: StreamState) {
     if (s.queued || s.busy || s.trouble?.retryTimer !== undefined || s.tranche.revoked) return;
     s.queued = true;
-    const oldest = s.waits?.[0] as Tracker | undefined;
+    const oldest = s.wait;
     if (oldest === undefined) {
       loose.push(s);
       return;
@@ -1101,6 +1110,20 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function addWaiter(s: StreamState, tracker: Tracker, required: number) {
+    if (s.wait === undefined) {
+      s.wait = tracker;
+      s.waitTo = required;
+      return;
+    }
+    if (required < s.waitTo) {
+      // The new batch needs less of the stream: it goes first, the former first to the others.
+      const first = s.wait, to = s.waitTo;
+      s.wait = tracker;
+      s.waitTo = required;
+      if (s.waits === undefined) s.waits = [first, to];
+      else s.waits.unshift(first, to);
+      return;
+    }
     const waits = s.waits;
     if (waits === undefined) {
       s.waits = [tracker, required];
@@ -1132,27 +1155,46 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   /** Releases the batches that needed `s` to reach at most its write position. */
   function release(s: StreamState) {
+    const first = s.wait;
+    if (first === undefined || s.waitTo > s.writePos) return;
+    done(first);
     const waits = s.waits;
-    if (waits === undefined) return;
+    if (waits === undefined) {
+      s.wait = undefined;
+      return;
+    }
     let n = 0;
     while (n < waits.length && (waits[n + 1] as number) <= s.writePos) {
-      const tracker = waits[n] as Tracker;
-      if (--tracker.pending === 0) {
-        uncompleted--;
-        counters.batchesCompleted++;
-        advance(tracker.tranche);
-        progressed = true;
-      }
+      done(waits[n] as Tracker);
       n += 2;
     }
+    if (n === waits.length) {
+      s.wait = undefined;
+      s.waits = undefined;
+      return;
+    }
+    // The lowest still waiting moves up into `wait`.
+    s.wait = waits[n] as Tracker;
+    s.waitTo = waits[n + 1] as number;
+    n += 2;
     if (n === waits.length) s.waits = undefined;
-    else if (n > 0) waits.splice(0, n);
+    else waits.splice(0, n);
+  }
+
+  /** One stream fewer short of a batch's events. */
+  function done(tracker: Tracker) {
+    if (--tracker.pending === 0) {
+      uncompleted--;
+      counters.batchesCompleted++;
+      advance(tracker.tranche);
+      progressed = true;
+    }
   }
 
   /** After a call: queue the stream again, or file it as idle when nothing waits on it. */
   function settle(s: StreamState) {
     const p = s.park;
-    if (s.buffer.length > 0 || s.waits !== undefined || s.trouble !== undefined) {
+    if (s.buffer.length > 0 || s.wait !== undefined || s.trouble !== undefined) {
       enqueue(s);
     } else if (p !== undefined) {
       // A parked stream is never purged; it only has work when a request or a failure waits.
@@ -1174,7 +1216,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       if (!s.idle) continue; // forgotten by a revocation
       s.idle = false;
       if (
-        s.busy || s.queued || s.buffer.length > 0 || s.waits !== undefined ||
+        s.busy || s.queued || s.buffer.length > 0 || s.wait !== undefined ||
         s.trouble !== undefined || s.park !== undefined
       ) continue; // busy again (or parked since); filed anew when it next goes idle
       streams.delete(s.name);
@@ -1283,8 +1325,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     let bytes = buf[0].size || 0;
     let n = 1;
     let limit = Math.min(buf.length, maxEventsPerCall);
-    if (msPerEvent > 0 && s.waits !== undefined) {
-      const needed = (s.waits[1] as number) - first;
+    if (msPerEvent > 0 && s.wait !== undefined) {
+      const needed = s.waitTo - first;
       limit = Math.min(limit, Math.max(needed, 1) + Math.floor(REACH_MS / msPerEvent));
     }
     // A replay ends where the parked events do: arrivals behind it wait for the release to be
@@ -1904,6 +1946,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function awaitedElsewhere(s: StreamState, t: TrancheState): boolean {
+    if (s.wait === undefined) return false;
+    if (s.wait.tranche !== t) return true;
     const waits = s.waits;
     if (waits === undefined) return false;
     for (let i = 0; i < waits.length; i += 2) if ((waits[i] as Tracker).tranche !== t) return true;
@@ -1912,12 +1956,20 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   /** Drops `t`'s batches from the ones waiting on `s`. */
   function dropWaits(s: StreamState, t: TrancheState) {
+    if (s.wait === undefined) return;
     const waits = s.waits ?? [];
-    const kept: Array<Tracker | number> = [];
+    const kept: Array<Tracker | number> = s.wait.tranche !== t ? [s.wait, s.waitTo] : [];
     for (let i = 0; i < waits.length; i += 2) {
       if ((waits[i] as Tracker).tranche !== t) kept.push(waits[i], waits[i + 1]);
     }
-    s.waits = kept.length > 0 ? kept : undefined;
+    if (kept.length === 0) {
+      s.wait = undefined;
+      s.waits = undefined;
+      return;
+    }
+    s.wait = kept[0] as Tracker;
+    s.waitTo = kept[1] as number;
+    s.waits = kept.length > 2 ? kept.slice(2) : undefined;
   }
 
   /** After a call that ran on a revoked tranche: a stream whose tranche was forgotten goes too. */
@@ -1975,22 +2027,24 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     for (const s of streams.values()) {
       if (s.tranche !== t) {
         // Read from another tranche since: only this tranche's waits go.
-        if (s.waits !== undefined) dropWaits(s, t);
+        if (s.wait !== undefined) dropWaits(s, t);
       } else if (awaitedElsewhere(s, t)) {
         dropWaits(s, t);
-        s.tranche = (s.waits![0] as Tracker).tranche;
+        s.tranche = s.wait!.tranche;
         kept.push(s);
       } else if (s.busy) {
         // A call abandoned after the revocation timed out still runs: the state stays, reset,
         // so that a new period of the tranche waits for that call instead of starting another.
         troubles.clear(s);
         unpark(s); // a new owner of the tranche reads the park store again
+        s.wait = undefined;
         s.waits = undefined;
         s.buffer = NO_EVENTS;
         s.writePos = -1;
       } else {
         troubles.clear(s);
         unpark(s);
+        s.wait = undefined;
         s.waits = undefined;
         s.idle = false;
         streams.delete(s.name);
