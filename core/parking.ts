@@ -24,6 +24,8 @@ import { sleep } from "./tranches.ts";
 const STORE_TIMEOUT_MS = 30_000;
 /** Most streams written in one park call. */
 const MAX_WRITES = 500;
+/** The shortest a claim lasts unless renewed, ms. */
+const MIN_CLAIM_MS = 1_000;
 /** Park calls in flight per store: writes are bound by the store's latency, not its work. */
 const MAX_CALLS = 4;
 
@@ -54,7 +56,9 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   const instance = `${group}/${crypto.randomUUID().slice(0, 8)}`;
   const stores = policies.map((p) => p.store);
   const pollMs = Math.min(...policies.map((p) => p.pollMs ?? 1000));
-  const leaseMs = 10 * pollMs;
+  // A claim lasts ten polls, and at least a second: a sink starved of CPU for a few polls would
+  // otherwise lose (fenced) claims it still works on, and replay their events again.
+  const leaseMs = Math.max(10 * pollMs, MIN_CLAIM_MS);
   const retry = backoff({ initialDelayMs: 100, maxDelayMs: 10_000 });
   let scheduler: Scheduler | undefined;
   // Failures by operation and store (reading the parked streams, polling), each until that
@@ -63,8 +67,24 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   // The claims this sink holds, by store and stream: the token that fences them and when they
   // lapse unless renewed. A claim past its time is given up here at once: its request may be
   // someone else's by now, so nothing more of it may be applied.
-  const claims = new Map<string, { token: string; until: number }>();
+  const claims = new Map<
+    string,
+    { store: ParkStore; stream: string; episode: string; token: string; until: number }
+  >();
   const claimKey = (store: ParkStore, stream: string) => `${stores.indexOf(store)}:${stream}`;
+  // Streams whose claim this sink gave up because the scheduler let go of them (their tranche was
+  // revoked): not claimed again here until a tranche is newly owned (`load`), so that the new
+  // owner applies the request, not this sink.
+  const disowned = new Set<string>();
+  // How far a replay got when this sink lost its claim on it, by store and stream: the events
+  // below were handled here, so a new claim of the same episode records that progress rather
+  // than replaying them again.
+  const progress = new Map<string, { episode: string; handledTo: number }>();
+  const remember = (key: string, a: { episode: string; handledTo?: number }) => {
+    if (a.handledTo !== undefined) {
+      progress.set(key, { episode: a.episode, handledTo: a.handledTo });
+    }
+  };
   let timer: ReturnType<typeof setInterval> | undefined;
   let polling: Promise<void> | undefined;
   let loaded = false;
@@ -189,6 +209,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   };
 
   async function load(signal: AbortSignal) {
+    disowned.clear(); // a tranche newly owned may hold them again
     for (const store of stores) {
       for (let attempt = 1;; attempt++) {
         try {
@@ -221,6 +242,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       const held = claims.get(key);
       if (held !== undefined && held.until > now) continue;
       claims.delete(key);
+      remember(key, a);
       lost(a.stream, "it lapsed before it could be renewed");
     }
   }
@@ -239,8 +261,21 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
     const now = Date.now();
     const held = scheduler!.applying().filter((a) => a.store === store);
     const live = new Set(held.map((a) => claimKey(store, a.stream)));
-    for (const key of claims.keys()) {
-      if (key.startsWith(`${stores.indexOf(store)}:`) && !live.has(key)) claims.delete(key);
+    for (const [key, c] of claims) {
+      if (c.store !== store || live.has(key)) continue;
+      // No longer applied here (its tranche was revoked and forgotten): given up now, so that
+      // the new owner need not wait for it to lapse. Its progress is unknown here: the new
+      // owner replays from the last progress recorded.
+      claims.delete(key);
+      disowned.add(key);
+      await call(
+        `giving up the claim on ${c.stream}`,
+        () => store.claim(group, c.stream, c.episode, { by: instance, token: c.token, until: 0 }),
+      );
+      log.info("{group}: gave up the claim on {stream}: it is no longer applied here", {
+        group,
+        stream: c.stream,
+      });
     }
     for (const a of held) {
       const key = claimKey(store, a.stream);
@@ -257,9 +292,11 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       );
       if (token === undefined || renewed?.claim?.token !== token) {
         claims.delete(key);
+        remember(key, a);
         lost(a.stream, "it lapsed or was taken, or the request changed");
-      } else if (claims.has(key)) {
-        claims.set(key, { token, until: now + leaseMs });
+      } else {
+        const c = claims.get(key);
+        if (c !== undefined) c.until = now + leaseMs;
       }
     }
     const mine = new Set(held.map((a) => a.stream));
@@ -269,10 +306,22 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
     );
     for (const e of requested) {
       if (stopped || mine.has(e.stream) || e.request === undefined) continue;
+      if (disowned.has(claimKey(store, e.stream))) continue;
       if (e.claim !== undefined && e.claim.until > now) continue;
+      const key = claimKey(store, e.stream);
+      const done = progress.get(key);
+      progress.delete(key);
+      const handledTo = done?.episode === e.episode && e.request.action === "release"
+        ? { handledTo: done.handledTo }
+        : {};
       const claimed: ParkedStream | undefined = await call(
         `claiming the request on ${e.stream}`,
-        () => store.claim(group, e.stream, e.episode, { by: instance, until: now + leaseMs }),
+        () =>
+          store.claim(group, e.stream, e.episode, {
+            by: instance,
+            until: now + leaseMs,
+            ...handledTo,
+          }),
       );
       if (claimed?.claim === undefined) continue;
       const token = claimed.claim.token;
@@ -284,7 +333,13 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
         );
         continue;
       }
-      claims.set(claimKey(store, e.stream), { token, until: now + leaseMs });
+      claims.set(claimKey(store, e.stream), {
+        store,
+        stream: e.stream,
+        episode: e.episode,
+        token,
+        until: now + leaseMs,
+      });
       log.info("{group}: applying the {action} of {stream} asked by {by}", {
         group,
         action: e.request.action,

@@ -2,11 +2,18 @@
 // get through) stops replaying at once, and a skip asked then is applied, never overtaken by the
 // old replay.
 import assert from "node:assert/strict";
-import { type ParkStore, run, type StreamEvent, streamsSink } from "../../mod.ts";
+import {
+  createOwnership,
+  type Ownership,
+  type ParkStore,
+  run,
+  type StreamEvent,
+  streamsSink,
+} from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { memoryParkStore } from "../../parked/memory.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
-import { test } from "../support/core.ts";
+import { batchBuilder, test } from "../support/core.ts";
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5_000) {
   const deadline = Date.now() + ms;
@@ -46,7 +53,7 @@ test("a release whose claim lapses stops replaying; a skip asked then is applied
     retry: { initialDelayMs: 1 },
     maxEventsPerCall: 1,
     handler,
-    failure: { kind: "park", maxAttempts: 1, store: parked, pollMs: 10 }, // claims last 100 ms
+    failure: { kind: "park", maxAttempts: 1, store: parked, pollMs: 20 }, // claims last 1 s
   });
   const ac = new AbortController();
   const running = run(memorySource({ store, checkpoints, group: "g" }), sink, {
@@ -59,7 +66,7 @@ test("a release whose claim lapses stops replaying; a skip asked then is applied
     await inner.request("g", "Pay-X", { action: "release", by: "alice" });
     await until("the replay to be under way", () => handled.length >= 20);
     blocked = new Promise((resolve) => (unblock = resolve));
-    // The claim lapses 100 ms after its last renewal; the sink must stop by then (one call may
+    // The claim lapses 1 s after its last renewal; the sink must stop by then (one call may
     // still be running).
     await until("the claim to lapse", async () => {
       const e = await inner.get("g", "Pay-X");
@@ -87,5 +94,68 @@ test("a release whose claim lapses stops replaying; a skip asked then is applied
     unblock();
     ac.abort();
     await running;
+  }
+});
+
+test("a tranche revoked while one of its streams is released: the replay stops, the claim is given up at once, the new owner releases it", async () => {
+  const parked = memoryParkStore();
+  let broken = true;
+  const handledA: number[] = [];
+  const handledB: number[] = [];
+  const slow = (log: number[]) => async (_s: string, events: readonly StreamEvent[]) => {
+    if (broken) throw new Error("poison");
+    await new Promise((r) => setTimeout(r, 3));
+    log.push(...events.map((e) => e.index));
+  };
+  const options = {
+    group: "g",
+    statsIntervalMs: 0,
+    commitIntervalMs: 5,
+    retry: { initialDelayMs: 1 },
+    maxEventsPerCall: 1,
+    // Claims last 10 × pollMs = 2 s: a claim given up only by lapsing would show.
+    failure: { kind: "park", maxAttempts: 1, store: parked, pollMs: 200 },
+  } as const;
+  const a = streamsSink({ ...options, handler: slow(handledA) });
+  const writer = a.writable.getWriter();
+  const batch = (ownership: Ownership) => ({
+    ...batchBuilder({ isTail: true })(200, Array.from({ length: 200 }, (_, i) => ["Pay-X", i])),
+    ownership,
+  });
+  let b: ReturnType<typeof streamsSink> | undefined;
+  try {
+    const first = createOwnership("0");
+    await writer.write(batch(first.ownership));
+    await a.monitor.awaitCompletion({ timeoutMs: 5_000 });
+    assert.equal((await parked.get("g", "Pay-X"))?.events, 200);
+    broken = false;
+    await parked.request("g", "Pay-X", { action: "release", by: "alice" });
+    await until("the replay to be under way", () => handledA.length >= 10);
+    const revoked = Date.now();
+    await first.revoke();
+    const atRevoke = handledA.length;
+    await until("the claim to be given up", async () => {
+      const claim = (await parked.get("g", "Pay-X"))?.claim;
+      return claim === undefined || claim.until <= Date.now();
+    }, 1_500);
+    assert.ok(Date.now() - revoked < 1_500, "given up, not left to lapse");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(handledA.length <= atRevoke + 1, "the old owner replays nothing more");
+    // The new owner of the tranche releases it.
+    b = streamsSink({ ...options, handler: slow(handledB) });
+    await until("the new owner's release", async () => {
+      return (await parked.get("g", "Pay-X"))?.state === "released";
+    }, 5_000);
+    // From the progress last recorded (at or before where the old owner stopped) to the end.
+    assert.ok(handledB[0] <= atRevoke, `nothing skipped: B began at ${handledB[0]}`);
+    assert.deepEqual(
+      handledB,
+      Array.from({ length: 200 - handledB[0] }, (_, i) => handledB[0] + i),
+      "in order, to the end",
+    );
+  } finally {
+    writer.releaseLock();
+    await a.stop();
+    await b?.stop();
   }
 });
