@@ -25,9 +25,10 @@
  *   write still in flight when the source starts may hold a position below it, and is not
  *   read: it began before the start). Without the privilege to read the sequence, the head is
  *   the last row's position + 1.
- * - Consumer groups use MessageDB's own `consumer_group_member` / `consumer_group_size`, which
- *   split a category by a hash of each stream's cardinal id, so N instances share a category
- *   and every stream is handled by exactly one of them.
+ * - A static split (`split: { member, size }`) uses MessageDB's own `consumer_group_member` /
+ *   `consumer_group_size`, which split a category by a hash of each stream's cardinal id, so N
+ *   instances share a category and every stream is handled by exactly one of them. (`group` is
+ *   the consumer's name, the same for all N; the split says which share this instance reads.)
  * - Batches are marked `gapsAreFinal`: a category is read in global-position order, so a stream's
  *   message can never arrive after a later one of the same stream; a gap in a stream's positions
  *   (a deleted message) is permanent and goes to the scheduler's gap policy at once.
@@ -156,28 +157,29 @@ export const DEFAULT_NOTIFY_CHANNEL = "impel_messagedb";
 export type MessageDbStart = "checkpoint" | "start" | "tail";
 
 /**
- * One member of a consumer group: `member` in `[0, size)`.
+ * A static split of the categories among `size` instances of one consumer: this instance reads
+ * the share of member `member` in `[0, size)` (MessageDB's consumer group member and size).
  *
  * @example
  * ```ts
  * import pg from "pg";
- * import { type ConsumerGroupMember, messageDbSource } from "@impel/impel/sources/messagedb";
+ * import { type StaticSplit, messageDbSource } from "@impel/impel/sources/messagedb";
  * import { postgresCheckpoints } from "@impel/impel/checkpoints/postgres";
  * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
  * // Instance 1 of 3 sharing the category: each stream is handled by exactly one of them.
- * const consumerGroup: ConsumerGroupMember = { member: 1, size: 3 };
+ * const split: StaticSplit = { member: 1, size: 3 };
  * const batches = messageDbSource({
  *   client: pool,
  *   categories: ["GuestStay"],
  *   group: "reactor",
  *   checkpoints: postgresCheckpoints(pool), // kept under tranche "GuestStay-1/3"
- *   consumerGroup,
+ *   split,
  * });
  * await batches.cancel();
  * await pool.end();
  * ```
  */
-export interface ConsumerGroupMember {
+export interface StaticSplit {
   /** This instance's 0-based member number. */
   readonly member: number;
   /** How many instances share the categories. */
@@ -340,11 +342,15 @@ export interface MessageDbSourceOptions {
    * commit) sooner under a slow handler; the cost is a few microseconds per batch.
    */
   readonly maxBatchItems?: number;
-  /** Read only this member's share of each category (a static group; or see `leases`). */
-  readonly consumerGroup?: ConsumerGroupMember;
+  /**
+   * Read only this instance's share of each category, of a fixed number of instances (or see
+   * `leases`). Called `consumerGroup` in 0.1, a name too close to `group`: that name is
+   * refused, naming this one.
+   */
+  readonly split?: StaticSplit;
   /**
    * Share the categories with whichever members of `group` are running, through leases on hash
-   * slots (instead of `consumerGroup`); needs a `fenced` checkpoint store. See
+   * slots (instead of `split`); needs a `fenced` checkpoint store. See
    * {@linkcode MessageDbLeaseOptions}.
    */
   readonly leases?: MessageDbLeaseOptions;
@@ -419,13 +425,13 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
   for (const category of settings.categories) {
     if (leased) {
       for (let slot = 0; slot < settings.slots!; slot++) {
-        const consumerGroup = { member: slot, size: settings.slots! };
-        const key = messageDbCheckpointKey(category, { ...options, consumerGroup });
-        parts.set(key.tranche, { category, ...consumerGroup, key });
+        const split = { member: slot, size: settings.slots! };
+        const key = messageDbCheckpointKey(category, { ...options, split });
+        parts.set(key.tranche, { category, ...split, key });
       }
     } else {
       const key = messageDbCheckpointKey(category, options);
-      parts.set(key.tranche, { category, ...options.consumerGroup, key });
+      parts.set(key.tranche, { category, ...options.split, key });
     }
   }
 
@@ -524,7 +530,7 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
       signal,
     });
 
-  const checkpoints = options.consumerGroup === undefined && !leased
+  const checkpoints = options.split === undefined && !leased
     ? options.checkpoints
     : refusingLegacyKeys(options.checkpoints, settings);
   if (!leased) {
@@ -742,10 +748,17 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
   if (new Set(options.categories).size !== options.categories.length) {
     throw new InvalidArgumentError("categories", "must not repeat a category");
   }
-  const cg = options.consumerGroup;
+  if ("consumerGroup" in options) {
+    throw new InvalidArgumentError(
+      "consumerGroup",
+      "is now split: { member, size } (group names the consumer; split says which share of " +
+        "the categories this instance reads)",
+    );
+  }
+  const cg = options.split;
   if (cg !== undefined) {
-    checkInteger("consumerGroup.size", cg.size, 1, 32767);
-    checkInteger("consumerGroup.member", cg.member, 0, cg.size - 1);
+    checkInteger("split.size", cg.size, 1, 32767);
+    checkInteger("split.member", cg.member, 0, cg.size - 1);
   }
   const startFrom = options.startFrom ?? "checkpoint";
   if (!["checkpoint", "start", "tail"].includes(startFrom)) {
@@ -761,7 +774,7 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
       throw new InvalidArgumentError("leases", "must be an object with a lease store");
     }
     if (cg !== undefined) {
-      throw new InvalidArgumentError("leases", "and consumerGroup cannot both be given");
+      throw new InvalidArgumentError("leases", "and split cannot both be given");
     }
     if (typeof leases.store?.heartbeat !== "function") {
       throw new InvalidArgumentError("leases.store", "must be a LeaseStore (postgresLeases(pool))");
@@ -811,15 +824,15 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
  * @example
  * ```ts
  * import { messageDbCheckpointKey } from "@impel/impel/sources/messagedb";
- * messageDbCheckpointKey("GuestStay", { group: "reactor", consumerGroup: { member: 1, size: 3 } });
+ * messageDbCheckpointKey("GuestStay", { group: "reactor", split: { member: 1, size: 3 } });
  * // { source: "messagedb", tranche: "GuestStay-1/3", group: "reactor" }
  * ```
  */
 export function messageDbCheckpointKey(
   category: string,
-  options: Pick<MessageDbSourceOptions, "group" | "consumerGroup" | "sourceName">,
+  options: Pick<MessageDbSourceOptions, "group" | "split" | "sourceName">,
 ): CheckpointKey {
-  const cg = options.consumerGroup;
+  const cg = options.split;
   return {
     source: options.sourceName ?? MESSAGEDB_SOURCE,
     tranche: cg === undefined ? category : `${category}-${cg.member}/${cg.size}`,

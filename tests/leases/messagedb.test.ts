@@ -158,7 +158,7 @@ Deno.test("messagedb leases: bad options are refused, naming the option", () => 
       {
         checkpoints: memoryCheckpoints({ leases: store }),
         leases: { store },
-        consumerGroup: { member: 0, size: 2 },
+        split: { member: 0, size: 2 },
       },
       "leases",
     ],

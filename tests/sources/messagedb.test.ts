@@ -197,7 +197,7 @@ Deno.test("messagedb source: two consumer-group members split a category, each s
     const checkpoints = memoryCheckpoints();
     const member = (m: number) =>
       source(pool, category, {
-        consumerGroup: { member: m, size: 2 },
+        split: { member: m, size: 2 },
         checkpoints,
         group: "g",
         batchSize: 64,
@@ -305,12 +305,17 @@ Deno.test("messagedb source: invalid options are rejected with clear errors", ()
       (e) => e instanceof InvalidArgumentError && e.field === "categories",
     );
     fails(
-      { consumerGroup: { member: 2, size: 2 } },
-      (e) => e instanceof InvalidArgumentError && e.field === "consumerGroup.member",
+      { split: { member: 2, size: 2 } },
+      (e) => e instanceof InvalidArgumentError && e.field === "split.member",
     );
     fails(
-      { consumerGroup: { member: 0, size: 0 } },
-      (e) => e instanceof InvalidArgumentError && e.field === "consumerGroup.size",
+      { split: { member: 0, size: 0 } },
+      (e) => e instanceof InvalidArgumentError && e.field === "split.size",
+    );
+    fails(
+      { consumerGroup: { member: 0, size: 2 } } as never, // the 0.1 name, easy to mistake for group
+      (e) =>
+        e instanceof InvalidArgumentError && e.field === "consumerGroup" && /split/.test(e.message),
     );
     fails({ batchSize: 0 }, (e) => e instanceof InvalidArgumentError && e.field === "batchSize");
     fails(

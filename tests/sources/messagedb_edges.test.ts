@@ -47,13 +47,13 @@ Deno.test("messagedb edges: a category named like a member's old key cannot take
     const lookalikeKey = messageDbCheckpointKey(lookalike, { group: "g" });
     const memberKey = messageDbCheckpointKey(base, {
       group: "g",
-      consumerGroup: { member: 0, size: 2 },
+      split: { member: 0, size: 2 },
     });
     assert.notEqual(memberKey.tranche, lookalikeKey.tranche);
     assert.equal(memberKey.tranche, `${base}-0/2`);
     // That checkpoint sits where impel 0.1 kept member 0/2's: not taken over silently.
     const member = (m: number, extra: Partial<MessageDbSourceOptions> = {}) =>
-      source(pool, base, { checkpoints, consumerGroup: { member: m, size: 2 }, ...extra });
+      source(pool, base, { checkpoints, split: { member: m, size: 2 }, ...extra });
     await assert.rejects(readBatches(member(0), atTail, { commit: true }), (e: unknown) => {
       assert.ok(e instanceof LegacyCheckpointKeyError, String(e));
       assert.equal(e.legacy.tranche, lookalike);

@@ -74,7 +74,7 @@ Deno.test("messagedb source: each static member's head is its own share's newest
         client: pool,
         categories: [category],
         group: "g",
-        consumerGroup: { member, size: 2 },
+        split: { member, size: 2 },
         checkpoints: memoryCheckpoints(),
       })
     );

@@ -179,7 +179,7 @@ Deno.test("messagedb pipeline: two consumer-group members handle every stream, e
           ...options,
           categories: [category],
           group: "members",
-          consumerGroup: { member, size: 2 },
+          split: { member, size: 2 },
           notifications,
           tailSleepMs: 10_000,
           batchSize: 100,
