@@ -1,0 +1,513 @@
+/**
+ * Event stream storage in local files: the embedded default that persists, for development and
+ * single-process use. A directory holds append-only segment files named by the sequence number
+ * of their first event (`00000000000000000001.seg`), each a concatenation of frames
+ * (`eventstream/frame.ts`), and a `LOCK` file naming the process that writes.
+ *
+ * - One writer: opening a directory whose lock is held by a live process rejects with
+ *   {@linkcode StorageLockedError}; a lock left by a process that died (SIGKILL) is taken over.
+ *   Readers (`readOnly`) take no lock and see what the writer appended on each `last()`/`read`.
+ * - Durability: with `fsync: "always"` (default) an append resolves only after its bytes (and a
+ *   new segment's directory entry) are fsynced, so it survives a power loss; with `"never"` it
+ *   resolves once the bytes are written to the OS, which survives the process being killed but
+ *   not the machine going down.
+ * - Crash safety: an append is written as one positional write after the last whole frame. A
+ *   process killed during it leaves at most one partial append at the end of the last segment;
+ *   opening for writing detects it (a frame or an append that is not wholly present, or bytes of
+ *   a last frame that never reached the disk: zeros, a bad checksum ending at the end of file)
+ *   and truncates it, logging a warning. It never was acknowledged, and it is never read as an
+ *   event. Anything else that does not verify is {@linkcode CorruptFrameError} at its position.
+ *
+ * @module
+ */
+import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { hostname } from "node:os";
+import process from "node:process";
+import { getLogger } from "@logtape/logtape";
+import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import {
+  CorruptFrameError,
+  decodeFrames,
+  DEFAULT_MAX_PAYLOAD,
+  encodeFrames,
+  FRAME_OVERHEAD,
+  type StoredEvent,
+} from "./frame.ts";
+import { AppendConflictError, type EventStorage, StorageClosedError } from "./storage.ts";
+
+const log = getLogger(["impel", "eventstream", "file"]);
+
+/**
+ * Options of {@linkcode fileStorage}.
+ *
+ * @example
+ * ```ts
+ * import { fileStorage, type FileStorageOptions } from "@impel/impel/eventstream";
+ * const options: FileStorageOptions = { fsync: "always", segmentBytes: 64 * 1024 * 1024 };
+ * const storage = await fileStorage(await Deno.makeTempDir(), options);
+ * await storage.close();
+ * ```
+ */
+export interface FileStorageOptions {
+  /** Named in logs and errors (default: the directory). */
+  readonly name?: string;
+  /**
+   * `"always"` (default): an append resolves after fsync (survives power loss); `"never"`:
+   * after the write reaches the OS (survives the process, not the machine).
+   */
+  readonly fsync?: "always" | "never";
+  /** A new segment file is started before an append that would take one past this (64 MiB). */
+  readonly segmentBytes?: number;
+  /** The largest event payload in bytes (default 4 MiB). */
+  readonly maxPayload?: number;
+  /** Open to read only: no lock, no appends, no truncation; sees the writer's appends. */
+  readonly readOnly?: boolean;
+}
+
+/**
+ * Another live process holds the directory's lock (or one on another host, whose liveness
+ * cannot be checked). The lock file names it; remove it only if that process is gone.
+ *
+ * @example
+ * ```ts
+ * import { fileStorage, StorageLockedError } from "@impel/impel/eventstream";
+ * const dir = await Deno.makeTempDir();
+ * const first = await fileStorage(dir);
+ * await fileStorage(dir).catch((e) => console.log(e instanceof StorageLockedError)); // true
+ * await first.close();
+ * ```
+ */
+export class StorageLockedError extends ImpelError {
+  /** The lock file. */
+  readonly path: string;
+  /** The process holding it, as the lock file says. */
+  readonly pid: number | undefined;
+  /** Creates the error. */
+  constructor(path: string, holder: { pid?: number; host?: string }) {
+    super(
+      "StorageLocked",
+      `${path} is held by process ${holder.pid ?? "?"} on ${holder.host ?? "?"}: ` +
+        `one writer at a time (open with readOnly to read)`,
+    );
+    this.path = path;
+    this.pid = holder.pid;
+  }
+}
+
+/**
+ * Appends to read-only storage.
+ *
+ * @example
+ * ```ts
+ * import { fileStorage, ReadOnlyStorageError } from "@impel/impel/eventstream";
+ * const storage = await fileStorage(await Deno.makeTempDir(), { readOnly: true });
+ * await storage.append(0, [1]).catch((e) => console.log(e instanceof ReadOnlyStorageError)); // true
+ * ```
+ */
+export class ReadOnlyStorageError extends ImpelError {
+  /** Creates the error. */
+  constructor(storage: string) {
+    super("ReadOnlyStorage", `${storage} was opened read-only: it cannot be appended to`);
+  }
+}
+
+/**
+ * File storage: the contract plus where it lives.
+ *
+ * @example
+ * ```ts
+ * import { fileStorage, type FileStorage } from "@impel/impel/eventstream";
+ * const storage: FileStorage = await fileStorage(await Deno.makeTempDir());
+ * console.log(storage.segments().length); // 0 until the first append
+ * await storage.close();
+ * ```
+ */
+export interface FileStorage extends EventStorage {
+  /** The directory. */
+  readonly dir: string;
+  /** The segment files, oldest first, with the sequence number of their first event. */
+  segments(): { path: string; first: number }[];
+}
+
+interface Segment {
+  readonly first: number;
+  readonly path: string;
+  /** Known (seq, offset) frame starts, ascending, so that a read need not scan from 0. */
+  readonly marks: { seq: number; offset: number }[];
+}
+
+const SEGMENT = /^(\d{20})\.seg$/;
+const MARK_EVERY = 256 * 1024;
+
+/**
+ * Opens (creating it if needed) file storage in `dir`: takes the lock, finds the segments and
+ * checks the last one, truncating a torn tail left by a crash.
+ *
+ * @example
+ * ```ts
+ * import { fileStorage } from "@impel/impel/eventstream";
+ * const dir = await Deno.makeTempDir();
+ * const storage = await fileStorage(dir, { fsync: "never" });
+ * await storage.append(0, [{ word: "a" }, { word: "b" }]);
+ * await storage.close();
+ * const again = await fileStorage(dir);
+ * console.log(await again.last()); // 2
+ * await again.close();
+ * ```
+ */
+export async function fileStorage(
+  dir: string,
+  options: FileStorageOptions = {},
+): Promise<FileStorage> {
+  if (typeof dir !== "string" || dir.length === 0) {
+    throw new InvalidArgumentError("dir", "must be a non-empty path");
+  }
+  const fsync = options.fsync ?? "always";
+  if (fsync !== "always" && fsync !== "never") {
+    throw new InvalidArgumentError("fsync", `must be "always" or "never", got ${String(fsync)}`);
+  }
+  const segmentBytes = checkInteger("segmentBytes", options.segmentBytes ?? 64 * 1024 * 1024, 1);
+  const maxPayload = checkInteger("maxPayload", options.maxPayload ?? DEFAULT_MAX_PAYLOAD, 1);
+  const readOnly = options.readOnly ?? false;
+  const name = options.name ?? dir;
+  if (!readOnly) await mkdir(dir, { recursive: true });
+  const lockPath = `${dir}/LOCK`;
+  if (!readOnly) await takeLock(lockPath);
+
+  let segments: Segment[] = [];
+  // The last segment's whole frames end at `end`; `last` is the last sequence number.
+  let end = 0;
+  let last = 0;
+  let writer: FileHandle | undefined;
+  let closed = false;
+  let broken: unknown;
+  let queue: Promise<unknown> = Promise.resolve();
+
+  const list = async () => {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (error) {
+      if ((error as { code?: string }).code === "ENOENT" && readOnly) names = [];
+      else throw error;
+    }
+    const found = names.flatMap((n) => {
+      const m = SEGMENT.exec(n);
+      return m ? [{ first: Number(m[1]), path: `${dir}/${n}` }] : [];
+    }).sort((a, b) => a.first - b.first);
+    // Keep what is known of segments already seen (their marks).
+    const known = new Map(segments.map((s) => [s.first, s]));
+    segments = found.map((f) => known.get(f.first) ?? { ...f, marks: [] });
+  };
+
+  /** Reads the last segment on from `end`, moving `end` and `last` past whole appends. */
+  const scanTail = async (repair: boolean) => {
+    const seg = segments.at(-1);
+    if (seg === undefined) return;
+    if (end === 0 && last < seg.first - 1) last = seg.first - 1;
+    const fh = await open(seg.path, readOnly ? "r" : "r+");
+    try {
+      const size = (await fh.stat()).size;
+      let chunk = Math.max(1024 * 1024, maxPayload + FRAME_OVERHEAD);
+      while (end < size) {
+        const bytes = await readAt(fh, end, Math.min(chunk, size - end));
+        let decoded;
+        try {
+          decoded = decodeFrames(bytes, {
+            where: seg.path,
+            expectedSeq: last + 1,
+            offset: end,
+            maxPayload,
+          });
+        } catch (error) {
+          if (!(error instanceof CorruptFrameError) || !repair) throw error;
+          if (!(await tornTail(fh, error, size))) throw error;
+          decoded = { events: [], end: 0, incomplete: true, torn: error.message };
+        }
+        if (decoded.events.length > 0) {
+          last = decoded.events.at(-1)!.seq;
+          end += decoded.end;
+          continue;
+        }
+        if (end + bytes.length < size && !("torn" in decoded)) {
+          chunk *= 2; // one append larger than the chunk
+          continue;
+        }
+        // A partial append at the end of the file: a crash while appending.
+        if (repair) {
+          log.warn(
+            "{storage}: truncating {bytes} bytes of a torn append at byte {at} of {path}",
+            { storage: name, bytes: size - end, at: end, path: seg.path },
+          );
+          await fh.truncate(end);
+          await fh.sync();
+        }
+        break;
+      }
+    } finally {
+      await fh.close();
+    }
+  };
+
+  /** A corrupt frame that is the end of the file, bytes of a crash rather than damage. */
+  const tornTail = async (fh: FileHandle, error: CorruptFrameError, size: number) => {
+    const at = error.position;
+    const rest = await readAt(fh, at, size - at);
+    if (rest.every((b) => b === 0)) return true;
+    if (error.reason !== "checksum" || rest.length < 4) return false;
+    const n = new DataView(rest.buffer, rest.byteOffset).getUint32(0, true);
+    return at + FRAME_OVERHEAD + n === size;
+  };
+
+  await list();
+  await scanTail(!readOnly);
+
+  const ready = () => {
+    if (closed) throw new StorageClosedError(name);
+    if (broken !== undefined) {
+      throw new ImpelError("StorageBroken", `${name} failed an append it could not undo`, {
+        cause: broken,
+      });
+    }
+  };
+  const refresh = async () => {
+    if (!readOnly) return;
+    const before = segments.length;
+    await list();
+    // A segment started after the one we had: finish the old one by its successor's first seq.
+    if (segments.length > before && before > 0) end = 0;
+    await scanTail(false);
+  };
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = queue.then(fn, fn);
+    queue = next.catch(() => {});
+    return next;
+  };
+
+  const mark = (seg: Segment, seq: number, offset: number) => {
+    const prev = seg.marks.at(-1);
+    if (prev === undefined ? offset >= MARK_EVERY : offset - prev.offset >= MARK_EVERY) {
+      if (prev === undefined || seq > prev.seq) seg.marks.push({ seq, offset });
+    }
+  };
+
+  const read = async (after: number, maxCount: number): Promise<StoredEvent[]> => {
+    const out: StoredEvent[] = [];
+    if (after >= last) return out;
+    const target = after + 1;
+    let i = segments.length - 1;
+    while (i > 0 && segments[i].first > target) i--;
+    for (; i < segments.length && out.length < maxCount; i++) {
+      const seg = segments[i];
+      const isLast = i === segments.length - 1;
+      let seq = seg.first;
+      let pos = 0;
+      for (const m of seg.marks) if (m.seq <= target) seq = m.seq, pos = m.offset;
+      const fh = await open(seg.path, "r");
+      try {
+        const segEnd = isLast ? end : (await fh.stat()).size;
+        let chunk = 256 * 1024;
+        while (pos < segEnd && out.length < maxCount) {
+          const bytes = await readAt(fh, pos, Math.min(chunk, segEnd - pos));
+          const decoded = decodeFrames(bytes, {
+            where: seg.path,
+            expectedSeq: seq,
+            offset: pos,
+            maxPayload,
+            maxCount: maxCount - out.length + Math.max(0, target - seq),
+          });
+          if (decoded.events.length === 0) {
+            if (pos + bytes.length >= segEnd) {
+              throw new CorruptFrameError(
+                seg.path,
+                pos,
+                "truncated",
+                `the segment ends inside a frame (event ${seq})`,
+              );
+            }
+            chunk *= 2;
+            continue;
+          }
+          for (const e of decoded.events) if (e.seq >= target) out.push(e);
+          seq = decoded.events.at(-1)!.seq + 1;
+          pos += decoded.end;
+          mark(seg, seq, pos);
+        }
+        const next = segments[i + 1];
+        if (next !== undefined && pos >= segEnd && seq !== next.first) {
+          throw new CorruptFrameError(
+            next.path,
+            0,
+            "sequence",
+            `the previous segment ends at event ${seq - 1}, this one starts at ${next.first}`,
+          );
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    return out;
+  };
+
+  const append = async (after: number, events: readonly unknown[]): Promise<number> => {
+    ready();
+    if (readOnly) throw new ReadOnlyStorageError(name);
+    if (after !== last) throw new AppendConflictError(name, after, last);
+    if (events.length === 0) return last;
+    const bytes = encodeFrames(last + 1, events, maxPayload);
+    let seg = segments.at(-1);
+    if (seg === undefined || (end > 0 && end + bytes.length > segmentBytes)) {
+      await writer?.close();
+      writer = undefined;
+      const path = `${dir}/${String(last + 1).padStart(20, "0")}.seg`;
+      const fh = await open(path, "wx+");
+      if (fsync === "always") {
+        await fh.sync();
+        await syncDir(dir);
+      }
+      seg = { first: last + 1, path, marks: [] };
+      segments.push(seg);
+      writer = fh;
+      end = 0;
+    }
+    writer ??= await open(seg.path, "r+");
+    try {
+      let done = 0;
+      while (done < bytes.length) {
+        const { bytesWritten } = await writer.write(bytes, done, bytes.length - done, end + done);
+        done += bytesWritten;
+      }
+      if (fsync === "always") await writer.sync();
+    } catch (error) {
+      // Undo a partial write so that the next append starts at a frame boundary.
+      try {
+        await writer.truncate(end);
+      } catch (undo) {
+        broken = undo;
+      }
+      throw error;
+    }
+    mark(seg, last + 1, end);
+    end += bytes.length;
+    last += events.length;
+    return last;
+  };
+
+  return {
+    name,
+    dir,
+    segments: () => segments.map(({ path, first }) => ({ path, first })),
+    read(after, maxCount = 1000) {
+      return serial(async () => {
+        ready();
+        checkInteger("after", after, 0);
+        checkInteger("maxCount", maxCount, 1);
+        await refresh();
+        return read(after, maxCount);
+      });
+    },
+    last() {
+      return serial(async () => {
+        ready();
+        await refresh();
+        return last;
+      });
+    },
+    append(after, events) {
+      return serial(() => {
+        checkInteger("after", after, 0);
+        if (!Array.isArray(events)) throw new InvalidArgumentError("events", "must be an array");
+        return append(after, events);
+      });
+    },
+    close() {
+      return serial(async () => {
+        if (closed) return;
+        closed = true;
+        await writer?.close();
+        writer = undefined;
+        if (!readOnly) await unlink(lockPath).catch(() => {});
+      });
+    },
+  };
+}
+
+async function readAt(fh: FileHandle, position: number, length: number): Promise<Uint8Array> {
+  const bytes = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(bytes, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done === length ? bytes : bytes.subarray(0, done);
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, "r");
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+interface Holder {
+  pid?: number;
+  host?: string;
+}
+
+function alive(holder: Holder): boolean {
+  if (holder.host !== hostname() || typeof holder.pid !== "number") return true;
+  try {
+    process.kill(holder.pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === "EPERM";
+  }
+}
+
+async function readHolder(path: string): Promise<Holder | undefined> {
+  try {
+    return JSON.parse(await readFile(path, "utf8"));
+  } catch (error) {
+    if ((error as { code?: string }).code === "ENOENT") return undefined;
+    return {}; // unreadable: held, by whom we cannot tell
+  }
+}
+
+/**
+ * Creates the lock file exclusively; a lock of a dead process on this host is moved aside and
+ * checked again after the move, so that two processes taking over the same stale lock cannot
+ * both succeed.
+ */
+async function takeLock(path: string): Promise<void> {
+  const me = JSON.stringify({ pid: process.pid, host: hostname(), since: new Date() });
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await writeFile(path, me, { flag: "wx" });
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== "EEXIST") throw error;
+    }
+    const holder = await readHolder(path);
+    if (holder === undefined) continue;
+    if (alive(holder)) throw new StorageLockedError(path, holder);
+    const aside = `${path}.stale-${crypto.randomUUID()}`;
+    try {
+      await rename(path, aside);
+    } catch {
+      continue; // another process moved it first
+    }
+    const moved = await readHolder(aside);
+    if (moved?.pid !== holder.pid || moved?.host !== holder.host) {
+      // We moved a fresh lock of the process that took over first: give it back.
+      await rename(aside, path).catch(() => {});
+      throw new StorageLockedError(path, moved ?? {});
+    }
+    log.warn("taking over {path} from process {pid}, which is gone", { path, pid: holder.pid });
+    await unlink(aside).catch(() => {});
+  }
+  throw new StorageLockedError(path, (await readHolder(path)) ?? {});
+}
