@@ -69,13 +69,35 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   // someone else's by now, so nothing more of it may be applied.
   const claims = new Map<
     string,
-    { store: ParkStore; stream: string; episode: string; token: string; until: number }
+    {
+      store: ParkStore;
+      stream: string;
+      episode: string;
+      token: string;
+      until: number;
+      /** Revocations seen when it was taken. */
+      revocations: number;
+    }
   >();
   const claimKey = (store: ParkStore, stream: string) => `${stores.indexOf(store)}:${stream}`;
   // Streams whose claim this sink gave up because the scheduler let go of them (their tranche was
   // revoked): not claimed again here until a tranche is newly owned (`load`), so that the new
   // owner applies the request, not this sink.
   const disowned = new Set<string>();
+  // Tranche revocations seen, counted from the ownerships of the scheduler's tranches: a claim
+  // the scheduler dropped after one was let go with its tranche, not parked again after a
+  // failure (a re-park clears the claim in the store, so giving it up finds nothing either).
+  let revocations = 0;
+  const watched = new WeakSet<AbortSignal>();
+  const watchRevocations = () => {
+    for (const t of scheduler?.tranches.values() ?? []) {
+      const signal = t.ownership?.signal;
+      if (signal === undefined || watched.has(signal)) continue;
+      watched.add(signal);
+      if (signal.aborted) revocations++;
+      else signal.addEventListener("abort", () => revocations++, { once: true });
+    }
+  };
   // How far a replay got when this sink lost its claim on it, by store and stream: the events
   // below were handled here, so a new claim of the same episode records that progress rather
   // than replaying them again.
@@ -258,6 +280,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
 
   async function pollStore(store: ParkStore) {
     dropLapsed();
+    watchRevocations();
     const now = Date.now();
     const held = scheduler!.applying().filter((a) => a.store === store);
     const live = new Set(held.map((a) => claimKey(store, a.stream)));
@@ -267,15 +290,18 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       // the new owner need not wait for it to lapse. Its progress is unknown here: the new
       // owner replays from the last progress recorded.
       claims.delete(key);
-      disowned.add(key);
-      await call(
+      watchRevocations();
+      const given = await call(
         `giving up the claim on ${c.stream}`,
         () => store.claim(group, c.stream, c.episode, { by: instance, token: c.token, until: 0 }),
       );
-      log.info("{group}: gave up the claim on {stream}: it is no longer applied here", {
-        group,
-        stream: c.stream,
-      });
+      if (given !== undefined && revocations > c.revocations) {
+        disowned.add(key);
+        log.info("{group}: gave up the claim on {stream}: its tranche was revoked", {
+          group,
+          stream: c.stream,
+        });
+      }
     }
     for (const a of held) {
       const key = claimKey(store, a.stream);
@@ -339,6 +365,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
         episode: e.episode,
         token,
         until: now + leaseMs,
+        revocations,
       });
       log.info("{group}: applying the {action} of {stream} asked by {by}", {
         group,
