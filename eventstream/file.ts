@@ -223,12 +223,19 @@ export async function fileStorage(
         } catch (error) {
           if (!(error instanceof CorruptFrameError) || !repair) throw error;
           if (!(await tornTail(fh, error, size))) throw error;
-          decoded = { events: [], end: 0, incomplete: true, torn: error.message };
+          // The whole appends before the bad frame stand; the rest is what a crash left.
+          const before = decodeFrames(bytes.subarray(0, error.position - end), {
+            where: seg.path,
+            expectedSeq: last + 1,
+            offset: end,
+            maxPayload,
+          });
+          decoded = { ...before, torn: true };
         }
         if (decoded.events.length > 0) {
           last = decoded.events.at(-1)!.seq;
           end += decoded.end;
-          continue;
+          if (!("torn" in decoded)) continue;
         }
         if (end + bytes.length < size && !("torn" in decoded)) {
           chunk *= 2; // one append larger than the chunk
