@@ -38,7 +38,9 @@ test("a release whose claim lapses stops replaying; a skip asked then is applied
       return await inner.claim(group, stream, episode, claim);
     },
   };
-  await store.append("Pay-X", Array.from({ length: 300 }, (_, i) => ({ type: "T", data: i })), 0);
+  // Long enough that the replay cannot end before the claim lapses (about 6 s of calls).
+  const N = 2_000;
+  await store.append("Pay-X", Array.from({ length: N }, (_, i) => ({ type: "T", data: i })), 0);
   let broken = true;
   const handled: number[] = [];
   const handler = async (_stream: string, events: readonly StreamEvent[]) => {
@@ -61,7 +63,7 @@ test("a release whose claim lapses stops replaying; a skip asked then is applied
   });
   try {
     await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
-    assert.equal((await inner.get("g", "Pay-X"))?.events, 300);
+    assert.equal((await inner.get("g", "Pay-X"))?.events, N);
     broken = false;
     await inner.request("g", "Pay-X", { action: "release", by: "alice" });
     await until("the replay to be under way", () => handled.length >= 20);
@@ -74,7 +76,7 @@ test("a release whose claim lapses stops replaying; a skip asked then is applied
     });
     await new Promise((r) => setTimeout(r, 30));
     const atLapse = handled.length;
-    assert.ok(atLapse < 300, `the replay stopped before its end (handled ${atLapse})`);
+    assert.ok(atLapse < N, `the replay stopped before its end (handled ${atLapse})`);
     const skip = await inner.request("g", "Pay-X", { action: "skip", by: "bob", reason: "bad" });
     assert.equal(skip.request?.action, "skip", "a skip is taken once the claim lapsed");
     await new Promise((r) => setTimeout(r, 200));
