@@ -26,3 +26,4 @@ export * from "./memory.ts";
 export * from "./file.ts";
 export * from "./snapshots.ts";
 export * from "./service.ts";
+export * from "./source.ts";
