@@ -84,6 +84,7 @@ export {
 export * from "./core/shutdown.ts";
 export * from "./core/sink.ts";
 export * from "./core/typed.ts";
+export * from "./core/pipeline.ts";
 export type { SinkStats, TrancheStats } from "./core/stats.ts";
 export { type JsonSafe, jsonSafe } from "./core/json.ts";
 export {

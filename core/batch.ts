@@ -152,4 +152,8 @@ export type ObservableSource = ReadableStream<Batch> & {
    * messages + 1). Lag, `/health` and an exact `awaitCompletion({ tail: true })` use it.
    */
   readonly heads?: () => Promise<ReadonlyMap<string, Position>>;
+  /** The consumer group it reads as (its checkpoints' `group`), so a pipeline can check it. */
+  readonly group?: string;
+  /** Its checkpoint keys' `source` (`"messagedb"`, `"memory"`, ...), its label in metrics. */
+  readonly sourceName?: string;
 };

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Batch, BatchItem, Position } from "../core/batch.ts";
+import type { Batch, BatchItem, ObservableSource, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { LastEventReader } from "../core/decider.ts";
@@ -315,7 +315,7 @@ export const MEMORY_TRANCHE = "all";
  * await source.cancel();
  * ```
  */
-export function memorySource(options: MemorySourceOptions): ReadableStream<Batch> {
+export function memorySource(options: MemorySourceOptions): ObservableSource {
   if (options === null || typeof options !== "object") {
     throw new InvalidArgumentError("options", "must be an object with a store");
   }
@@ -353,7 +353,7 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
   let cancelled = false;
   let unsubscribe: (() => void) | undefined;
 
-  return new ReadableStream<Batch>({
+  const stream = new ReadableStream<Batch>({
     async start() {
       if (startFrom === "tail") position = store.head;
       else if (startFrom === "checkpoint" && checkpoints) {
@@ -415,4 +415,5 @@ export function memorySource(options: MemorySourceOptions): ReadableStream<Batch
       wake?.();
     },
   }, { highWaterMark: 1 });
+  return Object.assign(stream, { group: key.group, sourceName: key.source });
 }

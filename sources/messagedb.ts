@@ -539,6 +539,8 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
       leases: () => undefined,
       released: Promise.resolve(),
       heads: () => heads([...parts.keys()]),
+      group: options.group,
+      sourceName: settings.sourceName,
     });
   }
   return leasedSource(options, settings, [...parts.keys()], {
@@ -678,6 +680,8 @@ function leasedSource(
     leases: (): LeaseSnapshot => member.snapshot(),
     released: done,
     heads: () => parts.heads([...slots.keys()]),
+    group: options.group,
+    sourceName: settings.sourceName,
   });
 }
 

@@ -1,0 +1,77 @@
+// One name wires everything: checkpoints, sink, stats, metrics. Disagreements are refused.
+import assert from "node:assert/strict";
+import { createCodec, InvalidArgumentError, pipeline } from "../../mod.ts";
+import { createMemoryStore, memorySource } from "../../sources/memory.ts";
+import { memoryCheckpoints } from "../../checkpoints/memory.ts";
+import { createMetrics } from "../../observability/metrics.ts";
+import { test } from "../support/core.ts";
+
+type Event = { type: "CheckedIn"; data: { room: number } };
+
+test("pipeline: the name is the group of checkpoints, stats and metrics; a codec types the handler", async () => {
+  const store = createMemoryStore();
+  const checkpoints = memoryCheckpoints();
+  const metrics = createMetrics({ defaultMetrics: false });
+  const rooms: number[] = [];
+  const greeter = pipeline({
+    name: "greeter",
+    source: ({ group }) => memorySource({ store, checkpoints, group }),
+    checkpoints,
+    metrics,
+    codec: createCodec<Event>({ CheckedIn: {} }),
+    handler: (_stream, events) => void rooms.push(...events.map((e) => e.data.room)),
+    statsIntervalMs: 0,
+    commitIntervalMs: 10,
+  });
+  assert.equal(greeter.sink.stats().group, "greeter");
+  const ac = new AbortController();
+  const running = greeter.run({ signal: ac.signal });
+  await store.append("Guest-ana", [{ type: "CheckedIn", data: { room: 12 } }], 0);
+  await greeter.sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
+  ac.abort();
+  await running;
+  assert.deepEqual(rooms, [12]);
+  const saved = await checkpoints.list("memory");
+  assert.deepEqual(saved.map((c) => [c.group, c.position]), [["greeter", 1n]]);
+  const text = await metrics.metrics();
+  assert.match(text, /impel_scheduler_events_handled_total\{group="greeter"\} 1/);
+  assert.match(text, /impel_source_items_total\{group="greeter",source="memory",tranche="all"\} 1/);
+  await assert.rejects(greeter.run(), InvalidArgumentError, "a pipeline runs once");
+});
+
+test("pipeline: a group given twice, a source of another group, an unnamed source with metrics are refused", async () => {
+  const store = createMemoryStore();
+  const handler = () => {};
+  assert.throws(
+    () =>
+      pipeline({ name: "a", group: "b", source: () => memorySource({ store }), handler } as never),
+    (e) => e instanceof InvalidArgumentError && e.field === "group",
+  );
+  assert.throws(
+    () => pipeline({ name: "", source: () => memorySource({ store }), handler }),
+    (e) => e instanceof InvalidArgumentError && e.field === "name",
+  );
+  const other = pipeline({
+    name: "billing",
+    source: () => memorySource({ store, group: "billing-old" }),
+    handler,
+    statsIntervalMs: 0,
+  });
+  await assert.rejects(
+    other.run(),
+    (e) => e instanceof InvalidArgumentError && /billing-old/.test(e.message),
+  );
+  await other.sink.done; // stopped, not left running
+  const unnamed = pipeline({
+    name: "plain",
+    source: ({ signal }) =>
+      new ReadableStream({ pull: () => new Promise(() => {}) }, { signal } as never),
+    metrics: createMetrics({ defaultMetrics: false }),
+    handler,
+    statsIntervalMs: 0,
+  });
+  await assert.rejects(
+    unnamed.run(),
+    (e) => e instanceof InvalidArgumentError && e.field === "sourceName",
+  );
+});
