@@ -24,6 +24,12 @@ import { sleep } from "./tranches.ts";
 const STORE_TIMEOUT_MS = 30_000;
 /** Most streams written in one park call. */
 const MAX_WRITES = 500;
+/**
+ * Requests applied at once by one sink: each release holds a page of parked events in memory
+ * (up to `max(maxEventsPerCall, 100)`), so this bounds what releases buffer however many streams
+ * are released together; the others wait for the next polls.
+ */
+const MAX_APPLYING = 8;
 /** The shortest a claim lasts unless renewed, ms. */
 const MIN_CLAIM_MS = 1_000;
 /** Park calls in flight per store: writes are bound by the store's latency, not its work. */
@@ -331,6 +337,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       () => store.list(group, { requested: true }),
     );
     for (const e of requested) {
+      if (scheduler!.applying().length >= MAX_APPLYING) break;
       if (stopped || mine.has(e.stream) || e.request === undefined) continue;
       if (disowned.has(claimKey(store, e.stream))) continue;
       if (e.claim !== undefined && e.claim.until > now) continue;

@@ -161,3 +161,55 @@ test("a tranche revoked while one of its streams is released: the replay stops, 
     await b?.stop();
   }
 });
+
+test("releasing many streams at once buffers a bounded number of pages, not every backlog", async () => {
+  const store = createMemoryStore();
+  const checkpoints = memoryCheckpoints();
+  const parked = memoryParkStore();
+  const names = Array.from({ length: 30 }, (_, i) => `Pay-${i}`);
+  for (const name of names) {
+    await store.append(name, Array.from({ length: 300 }, (_, i) => ({ type: "T", data: i })), 0);
+  }
+  let broken = true;
+  const handled = new Map<string, number[]>();
+  const sink = streamsSink({
+    group: "g",
+    statsIntervalMs: 0,
+    commitIntervalMs: 5,
+    retry: { initialDelayMs: 1 },
+    maxEventsPerCall: 10, // pages of 100 events
+    handler: async (stream, events) => {
+      if (broken) throw new Error("poison");
+      await new Promise((r) => setTimeout(r, 1));
+      handled.set(stream, [...(handled.get(stream) ?? []), ...events.map((e) => e.index)]);
+    },
+    failure: { kind: "park", maxAttempts: 1, store: parked, pollMs: 10 },
+  });
+  const ac = new AbortController();
+  const running = run(memorySource({ store, checkpoints, group: "g" }), sink, {
+    signal: ac.signal,
+  });
+  try {
+    await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 10_000 });
+    assert.equal((await parked.list("g")).length, 30);
+    broken = false;
+    for (const name of names) await parked.request("g", name, { action: "release", by: "a" });
+    let maxBuffered = 0;
+    let maxClaimed = 0;
+    await until("every release", async () => {
+      maxBuffered = Math.max(maxBuffered, sink.stats().bufferedEvents);
+      const now = Date.now();
+      const claimed = (await parked.list("g")).filter((e) => (e.claim?.until ?? 0) > now);
+      maxClaimed = Math.max(maxClaimed, claimed.length);
+      return sink.stats().counters.released === 30;
+    }, 30_000);
+    assert.ok(maxClaimed <= 8, `at most 8 releases at once, saw ${maxClaimed}`);
+    assert.ok(maxBuffered <= 8 * 100, `at most 8 pages buffered, saw ${maxBuffered} events`);
+    for (const name of names) {
+      assert.deepEqual(handled.get(name), Array.from({ length: 300 }, (_, i) => i), name);
+    }
+  } finally {
+    ac.abort();
+    await running;
+  }
+});
