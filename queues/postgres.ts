@@ -365,7 +365,7 @@ export function postgresQueues(
            RETURNING id
          )
          SELECT id::text, (SELECT pg_notify($4, $1) WHERE $3::integer = 0) AS notified
-           FROM ins ORDER BY id`,
+           FROM ins ORDER BY ins.id`,
         [queue, texts, delayMs, channel],
         via as SqlClient | undefined,
       );

@@ -53,6 +53,15 @@ export function queueStoreContract(
     assert.deepEqual(await q.enqueue("jobs", []), [], "an empty enqueue is nothing");
   });
 
+  test("a large enqueue's ids match its bodies in order (ids of several digit counts)", async (q) => {
+    const bodies = Array.from({ length: 1_200 }, (_, i) => i);
+    const ids = await q.enqueue("jobs", bodies);
+    assert.deepEqual(ids.map(Number), [...ids.map(Number)].sort((a, b) => a - b));
+    const got = [];
+    for (let m; (m = await q.dequeue("jobs", { ...V, max: 1000 })).length > 0;) got.push(...m);
+    assert.deepEqual(got.map((m) => [m.id, m.body]), ids.map((id, i) => [id, bodies[i]]));
+  });
+
   test("a delivered message is hidden until settled; ack deletes it once", async (q) => {
     await q.enqueue("jobs", [{ a: 1 }, { a: 2 }]);
     const [first] = await q.dequeue("jobs", V);

@@ -2,7 +2,8 @@
 // handler logs each call's start and end, and whose acks are logged with their outcome, one line
 // per event appended synchronously to LOG so that a SIGKILL loses nothing written.
 //
-//   LOG lines: `start <id> <delivery> <t>`, `end <id> <t> ok|fail`, `ack <id> <t> true|false`
+//   LOG lines: `start <id> <delivery> <t>`, `end <id> <t> ok|fail`, `ack <id> <t> true|false`,
+//   `nack <id> <t> true|false`
 //   (t: ms since the epoch, sub-millisecond, comparable across processes).
 //
 // Env: IMPEL_PG_URL, QUEUE_SCHEMA, QUEUE_NAME, LOG, CONCURRENCY (8), VISIBILITY_MS (2000),
@@ -40,6 +41,11 @@ const logged: QueueStore = {
   async ack(message) {
     const ok = await store.ack(message);
     write(`ack ${message.id} ${now()} ${ok}`);
+    return ok;
+  },
+  async nack(message, options) {
+    const ok = await store.nack(message, options);
+    write(`nack ${message.id} ${now()} ${ok}`);
     return ok;
   },
 };
