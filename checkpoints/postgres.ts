@@ -170,7 +170,7 @@ export function postgresCheckpoints(
     WITH lease AS (
       SELECT 1 FROM ${leases}
        WHERE scope = $5 AND kind = 'unit' AND name = $6 AND owner = $7
-         AND generation = $8::bigint AND expires_at > now()
+         AND generation = $8::bigint AND expires_at > clock_timestamp()
        FOR SHARE),
     up AS (
       INSERT INTO ${table} AS t (source, tranche, consumer_group, position)
@@ -182,6 +182,13 @@ export function postgresCheckpoints(
     SELECT count(*)::int AS held FROM lease`;
   const commitFenced = async (key: CheckpointKey, position: Position, fence: CheckpointFence) => {
     checkFence(fence);
+    // A fence is the lease of the tranche committed: another unit's lease proves nothing.
+    if (fence.unit !== key.tranche) {
+      throw new InvalidArgumentError(
+        "fence.unit",
+        `must be the tranche committed (${key.tranche}), got ${fence.unit}`,
+      );
+    }
     const params = [key.source, key.tranche, key.group, checkStorable(position)];
     const rows = await run(fencedSql, [
       ...params,

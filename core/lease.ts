@@ -25,9 +25,20 @@
  *
  * The timing rule: `heartbeatMs ≤ (durationMs − handoverMs) / 2` (a member survives one failed
  * renewal), and `handoverMs` must cover what a revocation waits for — with the streams sink, its
- * `stopTimeoutMs` for calls in flight plus the final commit, so `handoverMs ≥ 2 × stopTimeoutMs`.
+ * `stopTimeoutMs` for calls in flight plus the final commit, so `handoverMs ≥ 2 × stopTimeoutMs`
+ * (given `stopTimeoutMs`, {@linkcode checkLeaseTiming} refuses less with a
+ * {@linkcode LeaseTimingError}). Every store call is bounded by `(durationMs − handoverMs) / 2`,
+ * the time a member can afford to lose on one renewal, and acquisitions run beside the heartbeat
+ * loop: a slow store call never holds up the renewals, nor the deadline of a lease just taken.
  * A revocation that ends after the lease's expiry is counted and logged as an error
  * (`lateRevocations`): the fence may have been crossed, though the checkpoint fence still holds.
+ * A revocation that reports handler calls abandoned still running keeps its lease until it
+ * expires instead of releasing it, so that nobody starts on the unit while they may still run.
+ *
+ * Members advertise a fingerprint of their units ({@linkcode unitsFingerprint}) with each
+ * heartbeat. Members configured with other units do not count toward fair shares (so no unit is
+ * left unowned for their sake), and every member that sees one reports a failing problem naming
+ * it. A member that holds nothing while units stay unowned for `durationMs` says so too.
  *
  * @module
  */
@@ -93,6 +104,8 @@ export interface LeaseMemberBeat {
   readonly renewedAt: number;
   /** When it first joined (since its last clean leave). */
   readonly joinedAt?: number;
+  /** The fingerprint of the units it works on ({@linkcode unitsFingerprint}), if it says. */
+  readonly units?: string;
 }
 
 /**
@@ -184,15 +197,16 @@ export interface ScopedLeaseView extends LeaseView {
  */
 export interface LeaseStore {
   /**
-   * Records `member` as live for `durationMs` and renews, for as long again, each lease of
-   * `held` that is still this member's with that generation and not expired; returns the units
-   * renewed and the scope's view.
+   * Records `member` as live for `durationMs` (with the fingerprint of its `units`, when given)
+   * and renews, for as long again, each lease of `held` that is still this member's with that
+   * generation and not expired; returns the units renewed and the scope's view.
    */
   heartbeat(
     scope: string,
     member: string,
     durationMs: number,
     held: readonly HeldLease[],
+    units?: string,
   ): Promise<HeartbeatResult>;
   /**
    * Takes `unit` for `member` for `durationMs` if it is free or expired (creating it if it was
@@ -261,6 +275,11 @@ export interface LeasePlanInput {
   readonly units: readonly string[];
   /** The units this member holds and works on (not those it is letting go). */
   readonly held: Iterable<string>;
+  /**
+   * The fingerprint of `units` ({@linkcode unitsFingerprint}); when given, live members that
+   * advertise another one are left out of the shares (see {@linkcode LeasePlan.mismatched}).
+   */
+  readonly fingerprint?: string;
 }
 
 /**
@@ -295,6 +314,11 @@ export interface LeasePlan {
   readonly members: readonly string[];
   /** Held leases on units that are not among `units`: members disagree on the units. */
   readonly foreign: readonly string[];
+  /**
+   * Live members that advertise other units than this one's: not counted in the shares (they
+   * do not work on these units), so that no unit is left unowned for their sake.
+   */
+  readonly mismatched: readonly LeaseMemberBeat[];
 }
 
 /**
@@ -303,7 +327,8 @@ export interface LeasePlan {
  * requests go to members over their share; requested units are handed over only while this
  * member is over its own share, so differing views cannot make units go round in circles. While
  * another member holds a unit that is not among `units` (members configured differently), the
- * plan acquires and requests nothing.
+ * plan acquires and requests nothing. Given `fingerprint`, live members advertising other units
+ * are left out of the shares.
  *
  * @example
  * ```ts
@@ -331,7 +356,13 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
   const { view, member, units } = input;
   const now = view.now;
   const live = new Set<string>([member]);
-  for (const m of view.members) if (m.expiresAt > now) live.add(m.member);
+  const mismatched: LeaseMemberBeat[] = [];
+  for (const m of view.members) {
+    if (m.expiresAt <= now || m.member === member) continue;
+    if (input.fingerprint !== undefined && m.units !== undefined && m.units !== input.fingerprint) {
+      mismatched.push(m);
+    } else live.add(m.member);
+  }
   const shares = fairShares(live, units.length);
   const share = shares.get(member)!;
   const held = new Set(input.held);
@@ -372,7 +403,16 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
     }
   }
   if (foreign.length > 0) {
-    return { acquire: [], alternatives: [], request: [], handOver, share, members, foreign };
+    return {
+      acquire: [],
+      alternatives: [],
+      request: [],
+      handOver,
+      share,
+      members,
+      foreign,
+      mismatched,
+    };
   }
 
   let deficit = share - held.size;
@@ -406,7 +446,30 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
       }
     }
   }
-  return { acquire, alternatives, request, handOver, share, members, foreign };
+  return { acquire, alternatives, request, handOver, share, members, foreign, mismatched };
+}
+
+/**
+ * A short fingerprint of a set of units, `<count>:<hash>`, that members advertise with their
+ * heartbeats so that members configured with other units (another `slots`, other categories) are
+ * noticed. The order of the units does not matter.
+ *
+ * @example
+ * ```ts
+ * import { unitsFingerprint } from "@impel/impel";
+ * console.log(unitsFingerprint(["u1", "u0"]) === unitsFingerprint(["u0", "u1"])); // true
+ * console.log(unitsFingerprint(["u0", "u1"]).startsWith("2:")); // true
+ * ```
+ *
+ * @category Leases
+ */
+export function unitsFingerprint(units: readonly string[]): string {
+  let h = 2166136261;
+  for (const unit of [...new Set(units)].sort()) {
+    for (let i = 0; i < unit.length; i++) h = Math.imul(h ^ unit.charCodeAt(i), 16777619);
+    h = Math.imul(h ^ 0, 16777619);
+  }
+  return `${new Set(units).size}:${(h >>> 0).toString(16).padStart(8, "0")}`;
 }
 
 /** A cheap, stable hash of (member, unit) for the order in which a member tries free units. */
@@ -453,18 +516,43 @@ export interface LeaseMemberOptions {
   readonly heartbeatMs?: number;
   /**
    * How long before a lease's expiry its work must have stopped if renewals fail (default
-   * `durationMs / 2`): the time a revocation may take. See the module documentation.
+   * `durationMs / 2`, and at least `2 × stopTimeoutMs`): the time a revocation may take. See the
+   * module documentation.
    */
   readonly handoverMs?: number;
+  /**
+   * The longest a revocation waits for work in flight (a streams sink's `stopTimeoutMs`); when
+   * given, `handoverMs` must be at least twice it (the wait, then the final commit), and the
+   * defaults grow to satisfy that.
+   */
+  readonly stopTimeoutMs?: number;
   /** Starts the work of a lease just acquired. */
   readonly onAcquired: (lease: HeldLease) => void;
   /**
    * Stops the work of a lease: resolves once nothing of it runs any more and nothing more will
-   * be committed under it. Called once per acquisition.
+   * be committed under it, or once it gave up waiting — then with how many calls it abandoned
+   * still running, and the lease is kept until it expires rather than released. Called once per
+   * acquisition.
    */
-  readonly onRevoked: (lease: HeldLease, reason: string) => Promise<void>;
+  readonly onRevoked: (lease: HeldLease, reason: string) => Promise<RevokedWork | void>;
   /** The member's monotonic clock in ms (default `performance.now`); for tests. */
   readonly now?: () => number;
+}
+
+/**
+ * What {@linkcode LeaseMemberOptions.onRevoked} may report: calls it stopped waiting for.
+ *
+ * @example
+ * ```ts
+ * import type { RevokedWork } from "@impel/impel";
+ * const outcome: RevokedWork = { abandoned: 2 }; // two calls still run: keep the lease to expiry
+ * ```
+ *
+ * @category Leases
+ */
+export interface RevokedWork {
+  /** Handler calls still running when the revocation stopped waiting for them. */
+  readonly abandoned: number;
 }
 
 /**
@@ -530,10 +618,20 @@ export interface LeaseSnapshot {
   readonly share: number;
   /** Every unit's owner at the last heartbeat (absent: free or expired). */
   readonly owners: Readonly<Record<string, string | undefined>>;
+  /** Units without an owner at the last heartbeat. */
+  readonly unowned: number;
+  /** Live members advertising other units than this one's (see {@linkcode unitsFingerprint}). */
+  readonly mismatched: readonly string[];
   /** Since the last successful heartbeat, ms (undefined before the first). */
   readonly heartbeatAgoMs: number | undefined;
   /** Heartbeats failed in a row. */
   readonly heartbeatFailures: number;
+  /** Heartbeats failed in all. */
+  readonly failedHeartbeats: number;
+  /** Acquisitions failed in a row (the store answered with an error or not in time). */
+  readonly acquireFailures: number;
+  /** Acquisitions failed in all. */
+  readonly failedAcquisitions: number;
   /** Leases acquired. */
   readonly acquired: number;
   /** Leases handed over to members that asked for them. */
@@ -546,6 +644,8 @@ export interface LeaseSnapshot {
   readonly requested: number;
   /** Revocations that ended after the lease's expiry (should stay 0; see the module). */
   readonly lateRevocations: number;
+  /** Leases left to expire instead of released, because calls were abandoned still running. */
+  readonly kept: number;
 }
 
 /**
@@ -590,7 +690,10 @@ export interface LeaseMember {
   stop(): Promise<void>;
   /** A plain view for metrics and health. */
   snapshot(): LeaseSnapshot;
-  /** What is wrong: failing heartbeats, lost leases, disagreeing members. */
+  /**
+   * What is wrong: failing heartbeats or acquisitions, lost leases, members with other units,
+   * and holding nothing while units are unowned.
+   */
   problems(): readonly SourceProblem[];
 }
 
@@ -606,6 +709,10 @@ interface Held {
 
 /** A lease was lost (not renewed in time) within this long: it shows in problems. */
 const LOST_PROBLEM_MS = 60_000;
+/** Acquisitions failed this many times in a row: failing, not just degraded. */
+const ACQUIRE_FAILING_AFTER = 3;
+/** The longest timer delay (setTimeout fires at once beyond it). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Creates a member of `options.scope` (see the module documentation for the assignment and the
@@ -635,6 +742,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
   const { store, scope, units, onAcquired, onRevoked } = options;
   const now = options.now ?? (() => performance.now());
   const member = s.member;
+  const fingerprint = unitsFingerprint(units);
   const held = new Map<string, Held>();
   const stopper = new AbortController();
   let view: LeaseView | undefined;
@@ -645,18 +753,37 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
   let failures = 0;
   let failingSince = 0;
   let lastError: unknown;
+  let acquireFailures = 0;
+  let acquireFailingSince = 0;
+  let lastAcquireError: unknown;
+  /** Since when this member holds nothing while units are unowned: its clock, and the epoch's. */
+  let idleAt: number | undefined;
+  let idleSince = 0;
   let stopping: Promise<void> | undefined;
-  let ticking: Promise<void> | undefined;
+  let renewing: Promise<void> | undefined;
+  /** The acquisitions and requests of the last plan, run beside the heartbeats. */
+  let acting: Promise<void> | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timed = false;
   let lostAt: number | undefined;
-  const counts = { acquired: 0, handedOver: 0, lost: 0, released: 0, requested: 0, late: 0 };
+  const counts = {
+    acquired: 0,
+    handedOver: 0,
+    lost: 0,
+    released: 0,
+    requested: 0,
+    late: 0,
+    kept: 0,
+    failedHeartbeats: 0,
+    failedAcquisitions: 0,
+  };
 
   const deadline = (h: Held) => h.validUntil - s.handoverMs;
-  // A store that hangs must not hold up a heartbeat, and so a stop, for ever: past a lease's
-  // duration the answer is of no use anyway.
+  // Past (durationMs − handoverMs) / 2 a member that waits any longer for one store call could
+  // not renew in time after it: give up on the call and try again at the next heartbeat.
+  const callTimeoutMs = Math.max(1, Math.floor((s.durationMs - s.handoverMs) / 2));
   const bounded = <T>(p: Promise<T>, what: string) =>
-    withTimeout(p, s.durationMs, `${what} of ${member} in ${scope}`, "LeaseStoreTimeout");
+    withTimeout(p, callTimeoutMs, `${what} of ${member} in ${scope}`, "LeaseStoreTimeout");
 
   /** Stops the work of `h`, then releases it (best effort: an expired lease needs no release). */
   function letGo(h: Held, reason: string, kind: "handedOver" | "lost" | "released") {
@@ -675,8 +802,10 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
       });
     }
     h.letting = (async () => {
+      let abandoned = 0;
       try {
-        await onRevoked(lease, reason);
+        const outcome = await onRevoked(lease, reason);
+        abandoned = typeof outcome?.abandoned === "number" ? outcome.abandoned : 0;
       } catch (error) {
         log.error("{member}: revoking {scope}/{unit} failed: {error}", {
           member,
@@ -693,16 +822,33 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           { member, scope, unit: h.unit, ms: Math.round(now() - h.validUntil) },
         );
       }
-      try {
-        await bounded(store.release(scope, lease, member), "releasing");
-      } catch (error) {
-        if (now() < h.validUntil) {
-          log.warn("{member}: releasing {scope}/{unit} failed; it expires on its own: {error}", {
+      if (abandoned > 0) {
+        // Released now, the unit could be taken while those calls still run; left to expire,
+        // nobody starts on it before the time the fencing rule promised.
+        counts.kept++;
+        log.warn(
+          "{member}: {abandoned} calls on {scope}/{unit} still run after the revocation; " +
+            "its lease is kept until it expires in {ms} ms instead of released",
+          {
             member,
             scope,
             unit: h.unit,
-            error: errorText(error),
-          });
+            abandoned,
+            ms: Math.max(0, Math.round(h.validUntil - now())),
+          },
+        );
+      } else {
+        try {
+          await bounded(store.release(scope, lease, member), "releasing");
+        } catch (error) {
+          if (now() < h.validUntil) {
+            log.warn("{member}: releasing {scope}/{unit} failed; it expires on its own: {error}", {
+              member,
+              scope,
+              unit: h.unit,
+              error: errorText(error),
+            });
+          }
         }
       }
       if (kind !== "lost") counts[kind]++;
@@ -738,7 +884,8 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     timer = setTimeout(sweep, Math.max(0, next - now()));
   }
 
-  async function beat() {
+  /** Renews, plans, lets go of what others asked for, and starts the plan's acquisitions. */
+  async function renew() {
     const sentAt = now();
     const renewing = [...held.values()].filter((h) => h.validUntil > sentAt);
     let result: HeartbeatResult;
@@ -749,11 +896,13 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           member,
           s.durationMs,
           renewing.map((h) => ({ unit: h.unit, generation: h.generation })),
+          fingerprint,
         ),
         "a heartbeat",
       );
     } catch (error) {
       if (failures++ === 0) failingSince = Date.now();
+      counts.failedHeartbeats++;
       lastError = error;
       log.warn("{member}: heartbeat of {scope} failed ({failures} in a row): {error}", {
         member,
@@ -785,7 +934,9 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
       member,
       units,
       held: [...held.values()].filter((h) => h.letting === undefined).map((h) => h.unit),
+      fingerprint,
     });
+    noteIdle();
     for (const unit of plan.handOver) {
       const h = held.get(unit);
       if (h) {
@@ -796,12 +947,20 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         );
       }
     }
+    // The last plan's calls still running (a slow store): plan again once they are done, rather
+    // than racing them for the same units; the renewals go on meanwhile.
+    if (acting === undefined) {
+      acting = act(plan).finally(() => (acting = undefined));
+    }
+  }
+
+  function act(plan: LeasePlan): Promise<void> {
     const alternatives = [...plan.alternatives];
     // Members that wake together may go for the same units: whoever loses takes the next ones.
     const acquireOrNext = async (unit: string | undefined) => {
       while (unit !== undefined && !(await acquire(unit)) && !stopping) unit = alternatives.shift();
     };
-    await Promise.all([
+    return Promise.all([
       ...plan.acquire.map(acquireOrNext),
       ...plan.request.map(async (unit) => {
         try {
@@ -816,8 +975,17 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           });
         }
       }),
-    ]);
-    arm();
+    ]).then(() => {});
+  }
+
+  /** Keeps `idleSince`: holding nothing while units are unowned is worth a problem if it lasts. */
+  function noteIdle() {
+    const working = [...held.values()].some((h) => h.letting === undefined);
+    if (working || unownedUnits() === 0) idleAt = undefined;
+    else if (idleAt === undefined) {
+      idleAt = now();
+      idleSince = Date.now();
+    }
   }
 
   /** Takes `unit`; false when another member holds it. */
@@ -827,14 +995,19 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     try {
       lease = await bounded(store.acquire(scope, unit, member, s.durationMs), "acquiring");
     } catch (error) {
-      log.warn("{member}: acquiring {scope}/{unit} failed: {error}", {
+      if (acquireFailures++ === 0) acquireFailingSince = Date.now();
+      counts.failedAcquisitions++;
+      lastAcquireError = error;
+      log.warn("{member}: acquiring {scope}/{unit} failed ({failures} in a row): {error}", {
         member,
         scope,
         unit,
+        failures: acquireFailures,
         error: errorText(error),
       });
       return true; // the store is in trouble: no more tries this heartbeat
     }
+    acquireFailures = 0;
     if (lease === undefined) return false; // another member was quicker
     const h: Held = {
       unit,
@@ -849,6 +1022,9 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
       return true;
     }
     held.set(unit, h);
+    // Its deadline counts from now, whatever else of this heartbeat is still under way.
+    arm();
+    idleAt = undefined;
     counts.acquired++;
     log.info("{member} acquired {scope}/{unit} (generation {generation})", {
       member,
@@ -880,10 +1056,32 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     return first - view.now + 5;
   }
 
-  function tick(): Promise<void> {
+  /** Every unit's owner as far as this member knows: the last view, and its own leases. */
+  function ownersOf(): Record<string, string | undefined> {
+    const owners: Record<string, string | undefined> = {};
+    for (const unit of units) owners[unit] = undefined;
+    for (const l of view?.leases ?? []) {
+      if (l.unit in owners && l.owner !== undefined && l.expiresAt > view!.now) {
+        owners[l.unit] = l.owner;
+      }
+    }
+    for (const unit of units) {
+      if (held.has(unit)) owners[unit] = member;
+      else if (owners[unit] === member) owners[unit] = undefined;
+    }
+    return owners;
+  }
+
+  function unownedUnits(): number {
+    if (view === undefined) return 0;
+    return Object.values(ownersOf()).filter((o) => o === undefined).length;
+  }
+
+  /** One heartbeat's renewal and planning; the loop waits for this, not for the acquisitions. */
+  function beat(): Promise<void> {
     if (stopping) return Promise.resolve();
-    ticking ??= beat().finally(() => (ticking = undefined));
-    return ticking;
+    renewing ??= renew().finally(() => (renewing = undefined));
+    return renewing;
   }
 
   function holds(unit: string): boolean {
@@ -898,9 +1096,10 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     member,
     async start() {
       timed = true;
+      arm();
       while (!stopper.signal.aborted) {
         const began = now();
-        await tick();
+        await beat();
         // Heartbeats start heartbeatMs apart, however long one takes; and the one after a lease
         // or member of another runs out comes right after it, so a dead member's slots are
         // taken as soon as they lapse rather than up to a heartbeat later.
@@ -909,7 +1108,10 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
       }
       await stopping;
     },
-    tick,
+    async tick() {
+      await beat();
+      await acting;
+    },
     sweep,
     holds,
     fence(unit) {
@@ -919,7 +1121,8 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     stop() {
       stopping ??= (async () => {
         stopper.abort();
-        await ticking;
+        await renewing;
+        await acting;
         await Promise.all(
           [...held.values()].map((h) =>
             h.letting ?? letGo(h, "the member is stopping", "released")
@@ -939,18 +1142,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     },
     snapshot() {
       const t = now();
-      const owners: Record<string, string | undefined> = {};
-      for (const unit of units) owners[unit] = undefined;
-      for (const l of view?.leases ?? []) {
-        if (l.unit in owners && l.owner !== undefined && l.expiresAt > view!.now) {
-          owners[l.unit] = l.owner;
-        }
-      }
-      // Its own leases it knows better than the last view.
-      for (const unit of units) {
-        if (held.has(unit)) owners[unit] = member;
-        else if (owners[unit] === member) owners[unit] = undefined;
-      }
+      const owners = ownersOf();
       return {
         member,
         scope,
@@ -968,14 +1160,20 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         members: plan?.members ?? [member],
         share: plan?.share ?? units.length,
         owners,
+        unowned: view === undefined ? 0 : Object.values(owners).filter((o) => !o).length,
+        mismatched: (plan?.mismatched ?? []).map((m) => m.member),
         heartbeatAgoMs: beatAt === undefined ? undefined : t - beatAt,
         heartbeatFailures: failures,
+        failedHeartbeats: counts.failedHeartbeats,
+        acquireFailures,
+        failedAcquisitions: counts.failedAcquisitions,
         acquired: counts.acquired,
         handedOver: counts.handedOver,
         lost: counts.lost,
         released: counts.released,
         requested: counts.requested,
         lateRevocations: counts.late,
+        kept: counts.kept,
       };
     },
     problems() {
@@ -989,6 +1187,14 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           since: failingSince,
         });
       }
+      if (acquireFailures > 0) {
+        out.push({
+          severity: acquireFailures >= ACQUIRE_FAILING_AFTER ? "failing" : "degraded",
+          reason: `lease acquisitions of ${member} in ${scope} failing (${acquireFailures} ` +
+            `in a row): ${errorText(lastAcquireError)}`,
+          since: acquireFailingSince,
+        });
+      }
       if (plan !== undefined && plan.foreign.length > 0) {
         out.push({
           severity: "failing",
@@ -998,6 +1204,25 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
             }${plan.foreign.length > 3 ? ", ..." : ""}, which ${member} does not have; it takes ` +
             `nothing until they are released`,
           since: Date.now(),
+        });
+      }
+      if (plan !== undefined && plan.mismatched.length > 0) {
+        const others = plan.mismatched.slice(0, 3).map((m) =>
+          `${m.member} (${m.units!.split(":")[0]} units)`
+        ).join(", ") + (plan.mismatched.length > 3 ? ", ..." : "");
+        out.push({
+          severity: "failing",
+          reason: `members of ${scope} are configured with other units: ${others}, while ` +
+            `${member} has ${units.length}; they are left out of the fair shares`,
+          since: Date.now(),
+        });
+      }
+      if (idleAt !== undefined && now() - idleAt >= s.durationMs) {
+        out.push({
+          severity: "failing",
+          reason: `${member} holds no lease of ${scope} while ${unownedUnits()} of its ` +
+            `${units.length} units are unowned`,
+          since: idleSince,
         });
       }
       if (lostAt !== undefined && Date.now() - lostAt < LOST_PROBLEM_MS) {
@@ -1046,37 +1271,143 @@ function checkLeaseMemberOptions(options: LeaseMemberOptions): Settings {
 }
 
 /**
- * Checks lease timing options at a public boundary and fills in the defaults: `durationMs`
- * (10 000), `heartbeatMs` (a fifth of it), `handoverMs` (half of it), such that a member renews
- * at least twice before it would have to let go: `heartbeatMs ≤ (durationMs − handoverMs) / 2`.
+ * Lease timing, as {@linkcode checkLeaseTiming} takes it.
+ *
+ * @example
+ * ```ts
+ * import { checkLeaseTiming, type LeaseTimingOptions } from "@impel/impel";
+ * const timing: LeaseTimingOptions = { durationMs: 30_000, stopTimeoutMs: 10_000 };
+ * console.log(checkLeaseTiming(timing).handoverMs); // 20000
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseTimingOptions {
+  /** How long a lease lasts unless renewed. */
+  readonly durationMs?: number;
+  /** How often leases are renewed. */
+  readonly heartbeatMs?: number;
+  /** How long before expiry work must have stopped when renewals fail. */
+  readonly handoverMs?: number;
+  /** The longest a revocation waits for calls in flight (the sink's `stopTimeoutMs`). */
+  readonly stopTimeoutMs?: number;
+}
+
+/**
+ * Lease timing checked, with the defaults filled in.
+ *
+ * @example
+ * ```ts
+ * import { checkLeaseTiming, type LeaseTiming } from "@impel/impel";
+ * const timing: LeaseTiming = checkLeaseTiming({});
+ * console.log(timing.durationMs, timing.heartbeatMs, timing.handoverMs); // 10000 2000 5000
+ * ```
+ *
+ * @category Leases
+ */
+export interface LeaseTiming {
+  /** How long a lease lasts unless renewed, ms. */
+  readonly durationMs: number;
+  /** How often leases are renewed, ms. */
+  readonly heartbeatMs: number;
+  /** How long before expiry work stops when renewals fail, ms. */
+  readonly handoverMs: number;
+  /** The revocation's wait for calls in flight, ms; only when it was given. */
+  readonly stopTimeoutMs?: number;
+}
+
+/**
+ * `handoverMs` is shorter than twice `stopTimeoutMs`: a revocation may wait `stopTimeoutMs` for
+ * calls in flight and as long again for the final commit, so the lease could expire, and
+ * another member start on the unit, while its calls still run.
+ *
+ * @example
+ * ```ts
+ * import { checkLeaseTiming, LeaseTimingError } from "@impel/impel";
+ * try {
+ *   checkLeaseTiming({ durationMs: 10_000, handoverMs: 5_000, stopTimeoutMs: 10_000 });
+ * } catch (e) {
+ *   console.log(e instanceof LeaseTimingError && e.handoverMs, e instanceof LeaseTimingError && e.stopTimeoutMs); // 5000 10000
+ * }
+ * ```
+ *
+ * @category Errors
+ */
+export class LeaseTimingError extends InvalidArgumentError {
+  /** The `handoverMs` given or defaulted. */
+  readonly handoverMs: number;
+  /** The `stopTimeoutMs` given or defaulted. */
+  readonly stopTimeoutMs: number;
+  /** Creates the error; `prefix` is how the options are named (e.g. `leases.`). */
+  constructor(handoverMs: number, stopTimeoutMs: number, prefix = "") {
+    super(
+      `${prefix}handoverMs`,
+      `(${handoverMs} ms) must be at least 2 × ${prefix}stopTimeoutMs (${stopTimeoutMs} ms): a ` +
+        `revocation waits up to stopTimeoutMs for calls in flight and as long again for the ` +
+        `final commit, and the lease must not expire meanwhile`,
+    );
+    this.handoverMs = handoverMs;
+    this.stopTimeoutMs = stopTimeoutMs;
+  }
+}
+
+/**
+ * Checks lease timing options at a public boundary and fills in the defaults, such that a member
+ * renews at least twice before it would have to let go: `heartbeatMs ≤ (durationMs −
+ * handoverMs) / 2`. Without `stopTimeoutMs`: `durationMs` 10 000, `handoverMs` half of it,
+ * `heartbeatMs` a fifth of it. With it, `handoverMs` must be at least `2 × stopTimeoutMs`
+ * ({@linkcode LeaseTimingError} otherwise) and the defaults make room: `durationMs` at least
+ * `3 × stopTimeoutMs`, `handoverMs` at least `2 × stopTimeoutMs` (so 30 000 / 20 000 / 5 000
+ * for a streams sink's default 10 s). Every duration must be below 2^31 ms (a timer's limit).
+ * `prefix` names the options in errors (`leases.` for a source's).
  *
  * @example
  * ```ts
  * import { checkLeaseTiming } from "@impel/impel";
  * console.log(checkLeaseTiming({ durationMs: 2_000 })); // { durationMs: 2000, heartbeatMs: 400, handoverMs: 1000 }
+ * console.log(checkLeaseTiming({ stopTimeoutMs: 10_000 }));
+ * // { durationMs: 30000, heartbeatMs: 5000, handoverMs: 20000, stopTimeoutMs: 10000 }
  * checkLeaseTiming({ durationMs: 2_000, heartbeatMs: 900 }); // throws InvalidArgumentError
  * ```
  *
  * @category Leases
  */
-export function checkLeaseTiming(
-  options: { durationMs?: number; heartbeatMs?: number; handoverMs?: number },
-): { durationMs: number; heartbeatMs: number; handoverMs: number } {
-  const durationMs = checkInteger("durationMs", options.durationMs ?? 10_000, 100);
-  const handoverMs = checkInteger(
-    "handoverMs",
-    options.handoverMs ?? Math.floor(durationMs / 2),
-    1,
-    durationMs - 2,
+export function checkLeaseTiming(options: LeaseTimingOptions, prefix = ""): LeaseTiming {
+  const stop = options.stopTimeoutMs === undefined
+    ? undefined
+    : checkInteger(`${prefix}stopTimeoutMs`, options.stopTimeoutMs, 0, MAX_TIMER_MS);
+  const durationMs = checkInteger(
+    `${prefix}durationMs`,
+    options.durationMs ?? Math.max(10_000, 3 * (stop ?? 0)),
+    100,
+    MAX_TIMER_MS,
   );
+  const handoverMs = options.handoverMs ?? Math.max(Math.floor(durationMs / 2), 2 * (stop ?? 0));
+  if (stop !== undefined && options.handoverMs !== undefined) {
+    checkInteger(`${prefix}handoverMs`, handoverMs, 1, MAX_TIMER_MS);
+  }
+  if (stop !== undefined && handoverMs < 2 * stop) {
+    throw new LeaseTimingError(handoverMs, stop, prefix);
+  }
+  if (options.handoverMs === undefined && handoverMs > durationMs - 2) {
+    throw new InvalidArgumentError(
+      `${prefix}durationMs`,
+      `(${durationMs} ms) leaves no room for handoverMs, which defaults to 2 × ` +
+        `${prefix}stopTimeoutMs = ${handoverMs} ms: give a longer durationMs (at least ` +
+        `${3 * stop!} ms) or a shorter stopTimeoutMs`,
+    );
+  }
+  checkInteger(`${prefix}handoverMs`, handoverMs, 1, durationMs - 2);
   const room = Math.floor((durationMs - handoverMs) / 2);
   const heartbeatMs = checkInteger(
-    "heartbeatMs",
+    `${prefix}heartbeatMs`,
     options.heartbeatMs ?? Math.min(room, Math.max(1, Math.floor(durationMs / 5))),
     1,
     room,
   );
-  return { durationMs, heartbeatMs, handoverMs };
+  return stop === undefined
+    ? { durationMs, heartbeatMs, handoverMs }
+    : { durationMs, heartbeatMs, handoverMs, stopTimeoutMs: stop };
 }
 
 function checkName(field: string, value: unknown): string {

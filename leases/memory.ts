@@ -51,6 +51,9 @@ export interface MemoryLeaseStore extends LeaseStore {
   holds(fence: CheckpointFence): boolean;
 }
 
+/** The longest lease: members time its deadline with setTimeout. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 interface Scope {
   readonly leases: Map<string, Lease>;
   readonly members: Map<string, LeaseMemberBeat>;
@@ -87,10 +90,11 @@ export function memoryLeases(options: MemoryLeaseOptions = {}): MemoryLeaseStore
     members: [...s.members.values()],
   });
   return {
-    heartbeat(scope, member, durationMs, held) {
+    heartbeat(scope, member, durationMs, held, units) {
       const s = scopeOf(scope);
       checkText("member", member);
-      checkInteger("durationMs", durationMs, 1);
+      checkInteger("durationMs", durationMs, 1, MAX_TIMER_MS);
+      if (units !== undefined) checkText("units", units);
       const t = now();
       const prior = s.members.get(member);
       s.members.set(member, {
@@ -98,6 +102,7 @@ export function memoryLeases(options: MemoryLeaseOptions = {}): MemoryLeaseStore
         expiresAt: t + durationMs,
         renewedAt: t,
         joinedAt: prior?.joinedAt ?? t,
+        ...(units === undefined ? {} : { units }),
       });
       const renewed: string[] = [];
       for (const h of checkHeld(held)) {
@@ -113,7 +118,7 @@ export function memoryLeases(options: MemoryLeaseOptions = {}): MemoryLeaseStore
       const s = scopeOf(scope);
       checkText("unit", unit);
       checkText("member", member);
-      checkInteger("durationMs", durationMs, 1);
+      checkInteger("durationMs", durationMs, 1, MAX_TIMER_MS);
       const t = now();
       const l = s.leases.get(unit);
       if (l?.owner !== undefined && l.expiresAt > t) return Promise.resolve(undefined);

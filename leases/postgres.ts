@@ -1,9 +1,12 @@
 /**
  * A {@linkcode LeaseStore} in one PostgreSQL table, for `pg.Pool` or PGlite clients, so that
  * MessageDB reactors need nothing but the database they already use. Each operation is one
- * conditional statement, and every time is the database's (`now()`), so members' clocks need not
- * agree. The table holds two kinds of rows per scope: `unit` (a lease: owner, generation,
- * expiry, a hand-over request) and `member` (a heartbeat).
+ * conditional statement, and every time is the database's, so members' clocks need not agree:
+ * whether a lease is still valid (to renew it) is decided on `clock_timestamp()`, the time the
+ * row is looked at, after any wait for its lock; new expiries and "has it lapsed" are decided on
+ * the statement's start (`now()`), the earlier of the two, so that both err on the safe side.
+ * The table holds two kinds of rows per scope: `unit` (a lease: owner, generation, expiry, a
+ * hand-over request) and `member` (a heartbeat, with the fingerprint of the member's units).
  *
  * Commits are fenced by `postgresCheckpoints` (checkpoints/postgres.ts) in the same database: the
  * checkpoint upsert and a `FOR SHARE` check of the lease row are one statement, so a commit is
@@ -118,15 +121,20 @@ export async function initPostgresLeases(
        acquired_at timestamptz,
        renewed_at timestamptz,
        requested_by text,
+       units text,
        PRIMARY KEY (scope, kind, name)
      )`,
   );
+  // Tables made before members advertised their units.
+  await client.query(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS units text`);
 }
 
 const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::float8`;
 const COLUMNS = `t.kind, t.name, t.owner, t.generation::text AS generation,
   ${ms("t.expires_at")} AS expires_ms, ${ms("t.acquired_at")} AS acquired_ms,
-  ${ms("t.renewed_at")} AS renewed_ms, t.requested_by`;
+  ${ms("t.renewed_at")} AS renewed_ms, t.requested_by, t.units`;
+/** The longest lease: members time its deadline with setTimeout. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const DURATION = (p: string) => `now() + ${p}::float8 * interval '1 millisecond'`;
 
 /**
@@ -161,7 +169,8 @@ export function postgresLeases(
     try {
       return (await client.query(text, params)).rows;
     } catch (error) {
-      if (sqlState(error) === "42P01" || sqlState(error) === "3F000") {
+      // 42703: a table from before the units column; initPostgresLeases adds it.
+      if (["42P01", "3F000", "42703"].includes(sqlState(error) ?? "")) {
         throw new LeaseTableMissingError(table, { cause: error });
       }
       throw error;
@@ -170,17 +179,18 @@ export function postgresLeases(
 
   const heartbeatSql = `
     WITH beat AS (
-      INSERT INTO ${table} AS t (scope, kind, name, owner, expires_at, acquired_at, renewed_at)
-      VALUES ($1, 'member', $2, $2, ${DURATION("$3")}, now(), now())
+      INSERT INTO ${table} AS t
+        (scope, kind, name, owner, expires_at, acquired_at, renewed_at, units)
+      VALUES ($1, 'member', $2, $2, ${DURATION("$3")}, now(), now(), $6)
       ON CONFLICT (scope, kind, name) DO UPDATE
-        SET expires_at = EXCLUDED.expires_at, renewed_at = now(),
+        SET expires_at = EXCLUDED.expires_at, renewed_at = now(), units = EXCLUDED.units,
             acquired_at = CASE WHEN t.expires_at <= now() THEN now() ELSE t.acquired_at END
       RETURNING 1),
     renewed AS (
       UPDATE ${table} AS t SET expires_at = ${DURATION("$3")}, renewed_at = now()
         FROM unnest($4::text[], $5::bigint[]) AS h(unit, generation)
        WHERE t.scope = $1 AND t.kind = 'unit' AND t.name = h.unit AND t.owner = $2
-         AND t.generation = h.generation AND t.expires_at > now()
+         AND t.generation = h.generation AND t.expires_at > clock_timestamp()
       RETURNING t.name)
     SELECT ${ms("now()")} AS now_ms,
            (SELECT coalesce(array_agg(name), '{}') FROM renewed) AS renewed, ${COLUMNS}
@@ -197,17 +207,19 @@ export function postgresLeases(
     RETURNING ${COLUMNS}`;
 
   return {
-    async heartbeat(scope, member, durationMs, held): Promise<HeartbeatResult> {
+    async heartbeat(scope, member, durationMs, held, units): Promise<HeartbeatResult> {
       checkText("scope", scope);
       checkText("member", member);
-      checkInteger("durationMs", durationMs, 1);
+      checkInteger("durationMs", durationMs, 1, MAX_TIMER_MS);
       checkHeld(held);
+      if (units !== undefined) checkText("units", units);
       const rows = await run(heartbeatSql, [
         scope,
         member,
         durationMs,
         held.map((h) => h.unit),
         held.map((h) => h.generation.toString()),
+        units ?? null,
       ]);
       return { renewed: rows[0].renewed as string[], view: toView(scope, rows) };
     },
@@ -215,7 +227,7 @@ export function postgresLeases(
       checkText("scope", scope);
       checkText("unit", unit);
       checkText("member", member);
-      checkInteger("durationMs", durationMs, 1);
+      checkInteger("durationMs", durationMs, 1, MAX_TIMER_MS);
       const rows = await run(acquireSql, [scope, unit, member, durationMs]);
       return rows.length === 0 ? undefined : toLease(rows[0]);
     },
@@ -282,6 +294,7 @@ function toView(scope: string, rows: SqlRow[]): ScopedLeaseView {
         expiresAt: Number(r.expires_ms),
         renewedAt: Number(r.renewed_ms),
         ...(r.acquired_ms == null ? {} : { joinedAt: Number(r.acquired_ms) }),
+        ...(r.units == null ? {} : { units: r.units as string }),
       });
     }
   }

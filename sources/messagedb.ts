@@ -94,6 +94,8 @@ export {
 } from "../stores/sql.ts";
 
 const log = getLogger(["impel", "messagedb"]);
+/** The streams sink's default stopTimeoutMs, which lease timing must leave room for. */
+const SINK_STOP_TIMEOUT_MS = 10_000;
 
 /**
  * The checkpoint key's `source` unless overridden with `sourceName`.
@@ -199,8 +201,10 @@ export interface StaticSplit {
  * Timing (see `core/lease.ts`): a member that has not renewed a lease for
  * `durationMs − handoverMs` stops starting calls on the slot and revokes it, leaving
  * `handoverMs` for the calls in flight and the final commit — so `handoverMs` must be at least
- * twice the sink's `stopTimeoutMs`. A dead member's slots are taken over within
- * `durationMs + heartbeatMs`; a stopped member's, within a heartbeat.
+ * twice the sink's `stopTimeoutMs`, which the source is told as `stopTimeoutMs` (default: the
+ * sink's default, 10 s; the defaults are then 30 s / 5 s / 20 s). A dead member's slots are taken
+ * over within `durationMs + heartbeatMs`; a stopped member's, within a heartbeat. A revocation
+ * that abandoned calls still running keeps the slot's lease until it expires.
  *
  * @example
  * ```ts
@@ -212,7 +216,7 @@ export interface StaticSplit {
  * const pool = new pg.Pool({ connectionString: "postgres://postgres@127.0.0.1/impel_test" });
  * await initPostgresCheckpoints(pool);
  * await initPostgresLeases(pool);
- * const leases: MessageDbLeaseOptions = { store: postgresLeases(pool), slots: 12 };
+ * const leases: MessageDbLeaseOptions = { store: postgresLeases(pool), slots: 12, stopTimeoutMs: 2_000 };
  * const stop = new AbortController();
  * const source = messageDbSource({
  *   client: pool,
@@ -238,12 +242,22 @@ export interface MessageDbLeaseOptions {
   readonly slots?: number;
   /** This member's id (default: a random UUID per start). */
   readonly member?: string;
-  /** How long a lease lasts unless renewed (default 10 000 ms). */
+  /** How long a lease lasts unless renewed (default 30 000 ms: `3 × stopTimeoutMs`, at least 10 000). */
   readonly durationMs?: number;
-  /** How often leases are renewed (default `durationMs / 5`). */
+  /** How often leases are renewed (default `durationMs / 5`, at most `(durationMs − handoverMs) / 2`). */
   readonly heartbeatMs?: number;
-  /** How long before expiry a member that cannot renew must have let go (default `durationMs / 2`). */
+  /**
+   * How long before expiry a member that cannot renew must have let go (default the larger of
+   * `durationMs / 2` and `2 × stopTimeoutMs`); less than `2 × stopTimeoutMs` is refused with a
+   * `LeaseTimingError`.
+   */
   readonly handoverMs?: number;
+  /**
+   * The `stopTimeoutMs` of the streams sink this source feeds (default 10 000, the sink's
+   * default): a revocation waits that long for calls in flight and as long again for the final
+   * commit, so `handoverMs` must be at least twice it.
+   */
+  readonly stopTimeoutMs?: number;
 }
 
 /**
@@ -607,6 +621,7 @@ function leasedSource(
     durationMs: lease.durationMs,
     heartbeatMs: lease.heartbeatMs,
     handoverMs: lease.handoverMs,
+    stopTimeoutMs: lease.stopTimeoutMs ?? SINK_STOP_TIMEOUT_MS,
     onAcquired({ unit, generation }) {
       const { signal, enqueue, spawn } = context!;
       const fence = { scope, unit, owner: member.member, generation };
@@ -638,7 +653,7 @@ function leasedSource(
     },
     async onRevoked({ unit }, reason) {
       const slot = slots.get(unit);
-      if (slot === undefined) return;
+      if (slot === undefined) return { abandoned: 0 };
       slot.stop.abort();
       const outcome = await slot.control.revoke(reason);
       if (slots.get(unit) === slot) slots.delete(unit);
@@ -653,6 +668,8 @@ function leasedSource(
           },
         );
       }
+      // Calls still running: the member keeps the lease until it expires instead of releasing it.
+      return { abandoned: outcome.abandoned };
     },
   });
 
@@ -794,7 +811,10 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
       throw new InvalidArgumentError("startFrom", `must be "checkpoint" with leases`);
     }
     slots = checkInteger("leases.slots", leases.slots ?? 12, 1, 32767);
-    checkLeaseTiming(leases);
+    checkLeaseTiming(
+      { ...leases, stopTimeoutMs: leases.stopTimeoutMs ?? SINK_STOP_TIMEOUT_MS },
+      "leases.",
+    );
   }
   const sourceName = options.sourceName ?? MESSAGEDB_SOURCE;
   if (typeof sourceName !== "string" || sourceName.length === 0) {

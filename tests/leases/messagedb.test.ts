@@ -14,7 +14,7 @@ import { InvalidArgumentError } from "../../core/errors.ts";
 import { type MessageDbSource, messageDbSource } from "../../sources/messagedb.ts";
 import { seed, unique, withSchema } from "../support/postgres.ts";
 
-const LEASE = { durationMs: 1500, heartbeatMs: 250, handoverMs: 700 };
+const LEASE = { durationMs: 1500, heartbeatMs: 250, handoverMs: 700, stopTimeoutMs: 300 };
 
 interface Member {
   readonly name: string;
@@ -173,7 +173,7 @@ Deno.test("messagedb leases: bad options are refused, naming the option", () => 
     ],
     [
       { checkpoints: memoryCheckpoints({ leases: store }), leases: { store, durationMs: 50 } },
-      "durationMs",
+      "leases.durationMs",
     ],
   ];
   for (const [options, field] of cases) {

@@ -105,6 +105,7 @@ const source = messageDbSource({
     durationMs: Number(env("LEASE_DURATION_MS", "2000")),
     heartbeatMs: Number(env("LEASE_HEARTBEAT_MS", "300")),
     handoverMs: Number(env("LEASE_HANDOVER_MS", "1000")),
+    stopTimeoutMs: Number(env("STOP_TIMEOUT_MS", "400")),
   },
   tailSleepMs: 100,
   signal: stop.signal,
