@@ -91,6 +91,12 @@ export interface ParkWrite {
    * again, and leave the episode.
    */
   readonly handledTo?: number;
+  /**
+   * The tranche the stream was read from (as its batches name it), recorded on the episode so
+   * that, with several members, only the member owning that tranche claims its requests. A
+   * write without it keeps what the episode has.
+   */
+  readonly tranche?: string;
 }
 
 /**
@@ -215,6 +221,8 @@ export interface ParkedStream {
   readonly group: string;
   /** The stream. */
   readonly stream: StreamName;
+  /** The tranche the stream was last parked from, when the writer said (see `ParkWrite`). */
+  readonly tranche?: string;
   /** Identifies the episode among the stream's episodes (opaque). */
   readonly episode: string;
   /** `parked` while active; `released` or `skipped` once resolved. */
@@ -573,6 +581,7 @@ export function checkParkWrites(group: string, writes: readonly ParkWrite[]): vo
       checkInteger(`writes[${i}].failure.lastFailedAt`, f.lastFailedAt, 0);
     }
     if (w.handledTo !== undefined) checkInteger(`writes[${i}].handledTo`, w.handledTo, 0);
+    if (w.tranche !== undefined) checkParkName(`writes[${i}].tranche`, w.tranche);
   });
 }
 

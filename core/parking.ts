@@ -83,6 +83,8 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       until: number;
       /** Revocations seen when it was taken. */
       revocations: number;
+      /** The tranche the episode names, if any. */
+      tranche: string | undefined;
     }
   >();
   const claimKey = (store: ParkStore, stream: string) => `${stores.indexOf(store)}:${stream}`;
@@ -94,16 +96,62 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
   // the scheduler dropped after one was let go with its tranche, not parked again after a
   // failure (a re-park clears the claim in the store, so giving it up finds nothing either).
   let revocations = 0;
+  // Set once a tranche with an ownership was seen: the source can lose tranches, so requests are
+  // claimed only by the member owning the episode's tranche.
+  let owned = false;
   const watched = new WeakSet<AbortSignal>();
   const watchRevocations = () => {
     for (const t of scheduler?.tranches.values() ?? []) {
       const signal = t.ownership?.signal;
       if (signal === undefined || watched.has(signal)) continue;
+      owned = true;
       watched.add(signal);
-      if (signal.aborted) revocations++;
-      else signal.addEventListener("abort", () => revocations++, { once: true });
+      if (signal.aborted) revoked(t.name);
+      else signal.addEventListener("abort", () => revoked(t.name), { once: true });
     }
   };
+
+  /**
+   * Whether this sink may claim the episode's request: always for an episode that names no
+   * tranche or a source that owns no tranches; else only while it holds the episode's tranche.
+   */
+  const mayClaim = (e: ParkedStream): boolean => {
+    if (e.tranche === undefined || !owned) return true;
+    const ownership = scheduler?.tranches.get(e.tranche)?.ownership;
+    if (ownership === undefined) return scheduler?.tranches.has(e.tranche) === true;
+    return !ownership.signal.aborted && (ownership.held?.() ?? true);
+  };
+
+  /** A tranche was revoked: the requests of its episodes are stopped and given up at once. */
+  function revoked(tranche: string) {
+    revocations++;
+    const progressOf = new Map(
+      (scheduler?.applying() ?? []).map((a) => [claimKey(a.store, a.stream), a.handledTo]),
+    );
+    for (const [key, c] of claims) {
+      if (c.tranche !== tranche) continue;
+      claims.delete(key);
+      disowned.add(key);
+      lost(c.stream, `tranche ${tranche} was revoked`);
+      const handledTo = progressOf.get(key);
+      call(
+        `giving up the claim on ${c.stream}`,
+        () =>
+          c.store.claim(group, c.stream, c.episode, {
+            by: instance,
+            token: c.token,
+            until: 0,
+            ...(handledTo === undefined ? {} : { handledTo }),
+          }),
+      ).catch((error) =>
+        log.warn("{group}: could not give up the claim on {stream}: {error}", {
+          group,
+          stream: c.stream,
+          error: errorText(error),
+        })
+      );
+    }
+  }
   // How far a replay got when this sink lost its claim on it, by store and stream: the events
   // below were handled here, so a new claim of the same episode records that progress rather
   // than replaying them again.
@@ -340,6 +388,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       if (scheduler!.applying().length >= MAX_APPLYING) break;
       if (stopped || mine.has(e.stream) || e.request === undefined) continue;
       if (disowned.has(claimKey(store, e.stream))) continue;
+      if (!mayClaim(e)) continue; // another member owns its tranche
       if (e.claim !== undefined && e.claim.until > now) continue;
       const key = claimKey(store, e.stream);
       const done = progress.get(key);
@@ -373,6 +422,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
         token,
         until: now + leaseMs,
         revocations,
+        tranche: claimed.tranche,
       });
       log.info("{group}: applying the {action} of {stream} asked by {by}", {
         group,

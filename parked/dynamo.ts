@@ -320,6 +320,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     const base = {
       group: str(item.g)!,
       stream: str(item.s)!,
+      ...(item.tr?.S === undefined ? {} : { tranche: item.tr.S }),
       episode: str(item.ep)!,
       state: (str(item.st) ?? "parked") as ParkedStream["state"],
       first: num(item.first),
@@ -495,6 +496,19 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
       if (header === undefined) return "notParked";
     }
     const episode = str(header.ep)!;
+    if (w.tranche !== undefined && str(header.tr) !== w.tranche) {
+      await client.send(
+        new UpdateItemCommand({
+          TableName,
+          Key: key,
+          UpdateExpression: "SET tr = :tr",
+          ConditionExpression: "ep = :ep",
+          ExpressionAttributeValues: { ":tr": S(w.tranche), ":ep": S(episode) },
+        }),
+      ).catch((e) => {
+        if (!(e instanceof ConditionalCheckFailedException)) throw e; // resolved meanwhile
+      });
+    }
     const partition = eventsPartition(group, w.stream, episode);
     const encoded = w.events.map((e) => {
       const text = encodeParkedEvent(e);

@@ -127,6 +127,7 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
                 firstFailedAt: f.firstFailedAt,
                 lastFailedAt: f.lastFailedAt,
                 parkedAt: Date.now(),
+                ...(w.tranche === undefined ? {} : { tranche: w.tranche }),
               },
               events: [],
             };
@@ -146,6 +147,9 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
             });
           }
         } else if (e === undefined) return "notParked";
+        if (w.tranche !== undefined && e.entry.tranche !== w.tranche) {
+          update(e, { tranche: w.tranche });
+        }
         // Added: what is not stored yet, at or above the first event still parked.
         const have = new Set(e.events.map((x) => x.index));
         const added = w.events.filter((x) => x.index >= e!.entry.first && !have.has(x.index));

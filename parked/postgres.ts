@@ -142,6 +142,7 @@ export async function initPostgresParkStore(
        claim_by text,
        claim_until timestamptz,
        claim_token text,
+       tranche text,
        resolved_at timestamptz,
        applied_by text,
        resolved_events bigint,
@@ -151,6 +152,7 @@ export async function initPostgresParkStore(
   );
   // Tables made before claims had tokens (fenced claims) get the column.
   await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS claim_token text`);
+  await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS tranche text`);
   await client.query(
     `CREATE UNIQUE INDEX IF NOT EXISTS ${n.active} ON ${n.table} (consumer_group, stream)
       WHERE idx = -1 AND state = 'parked'`,
@@ -167,7 +169,9 @@ const COLUMNS = `consumer_group, stream, episode::text AS episode, state,
   error, attempts, ${ms("first_failed_at")} AS first_failed_at,
   ${ms("last_failed_at")} AS last_failed_at, ${ms("parked_at")} AS parked_at,
   request_action, request_by, request_reason, ${ms("requested_at")} AS requested_at,
-  claim_by, ${ms("claim_until")} AS claim_until, claim_token, ${ms("resolved_at")} AS resolved_at,
+  claim_by, ${ms("claim_until")} AS claim_until, claim_token, tranche, ${
+  ms("resolved_at")
+} AS resolved_at,
   applied_by, resolved_events::text AS resolved_events`;
 
 function entryOf(r: SqlRow): ParkedStream {
@@ -176,6 +180,7 @@ function entryOf(r: SqlRow): ParkedStream {
   const base = {
     group: r.consumer_group as string,
     stream: r.stream as string,
+    ...(r.tranche === null || r.tranche === undefined ? {} : { tranche: r.tranche as string }),
     episode: r.episode as string,
     state,
     first: Number(r.first_index),
@@ -260,8 +265,9 @@ export function postgresParkStore(
   const parkSql = `
     WITH w AS (
       SELECT * FROM unnest($2::text[], $3::bool[], $4::text[], $5::int[], $6::float8[],
-        $7::float8[], $8::bigint[], $9::bigint[], $10::bigint[])
-        AS w(stream, failed, error, attempts, first_failed, last_failed, handled_to, ev_first, ev_next)
+        $7::float8[], $8::bigint[], $9::bigint[], $10::bigint[], $15::text[])
+        AS w(stream, failed, error, attempts, first_failed, last_failed, handled_to, ev_first, ev_next,
+             tranche)
     ), e AS (
       SELECT * FROM unnest($11::text[], $12::bigint[], $13::text[]) AS e(stream, idx, event)
     ), cur AS (
@@ -274,7 +280,7 @@ export function postgresParkStore(
          FOR UPDATE OF h
     ), created AS (
       INSERT INTO ${T} (consumer_group, stream, episode, idx, state, first_index, next_index,
-        event_count, error, attempts, first_failed_at, last_failed_at, parked_at)
+        event_count, error, attempts, first_failed_at, last_failed_at, parked_at, tranche)
       SELECT $1, w.stream,
         coalesce((SELECT max(p.episode) FROM ${T} p
                    WHERE p.consumer_group = $1 AND p.stream = w.stream AND p.idx = -1), 0) + 1,
@@ -282,7 +288,7 @@ export function postgresParkStore(
         coalesce(w.ev_next, w.handled_to, 0),
         (SELECT count(*) FROM e WHERE e.stream = w.stream), w.error, w.attempts,
         to_timestamp(w.first_failed / 1000), to_timestamp(w.last_failed / 1000),
-        to_timestamp($14::float8 / 1000)
+        to_timestamp($14::float8 / 1000), w.tranche
         FROM w WHERE w.failed AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.stream = w.stream)
       RETURNING stream, episode, first_index
     ), target AS (
@@ -303,10 +309,11 @@ export function postgresParkStore(
     ), x AS MATERIALIZED (
       -- One row per episode to update, with what was added: scanned once per updated row.
       SELECT cur.stream, cur.episode, coalesce(added.n, 0) AS added, w.failed, w.error,
-             w.attempts, w.last_failed, w.handled_to, w.ev_next
+             w.attempts, w.last_failed, w.handled_to, w.ev_next, w.tranche
         FROM cur JOIN w ON w.stream = cur.stream LEFT JOIN added ON added.stream = cur.stream
     ), updated AS (
       UPDATE ${T} h SET
+        tranche = coalesce(x.tranche, h.tranche),
         error = CASE WHEN x.failed THEN x.error ELSE h.error END,
         attempts = CASE WHEN x.failed THEN x.attempts ELSE h.attempts END,
         last_failed_at = CASE WHEN x.failed THEN to_timestamp(x.last_failed / 1000)
@@ -371,6 +378,7 @@ export function postgresParkStore(
         events.map((x) => x.e.index),
         events.map((x) => encodeParkedEvent(x.e)),
         Date.now(),
+        writes.map((w) => nullable(w.tranche)),
       ]);
       const parked = new Set(rows.map((r) => r.stream as string));
       return writes.map((w): ParkWriteOutcome => parked.has(w.stream) ? "parked" : "notParked");

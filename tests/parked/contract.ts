@@ -254,6 +254,22 @@ export function parkStoreContract(
     assert.equal((await store.get("g", "A-1"))?.first, 4, "nor record progress");
   });
 
+  test("an episode records the tranche its writes name, the latest kept", async (store) => {
+    await store.park("g", [
+      { stream: "A-1", events: [event(0)], failure: failure(), tranche: "Pay-0/2" },
+      { stream: "A-2", events: [event(0)], failure: failure() },
+    ]);
+    assert.equal((await store.get("g", "A-1"))?.tranche, "Pay-0/2");
+    assert.equal((await store.get("g", "A-2"))?.tranche, undefined, "none said: none recorded");
+    await store.park("g", [{ stream: "A-1", events: [event(1)] }]);
+    assert.equal((await store.get("g", "A-1"))?.tranche, "Pay-0/2", "a write without one keeps it");
+    await store.park("g", [{ stream: "A-1", events: [event(2)], tranche: "Pay-1/2" }]);
+    const entry = (await store.get("g", "A-1"))!;
+    assert.equal(entry.tranche, "Pay-1/2", "moved with a rebalance");
+    assert.equal(entry.events, 3);
+    assert.equal((await store.list("g")).find((e) => e.stream === "A-1")?.tranche, "Pay-1/2");
+  });
+
   test("fenced claims: a lapsed or replaced claim can neither renew, skip nor complete", async (store) => {
     await store.park("g", [{ stream: "A-1", events: [event(0), event(1)], failure: failure() }]);
     const { episode } = (await store.get("g", "A-1"))!;
