@@ -172,7 +172,7 @@ Deno.test({
         },
       });
       const ac = new AbortController();
-      const running = run(memorySource({ store: events }), sink, { signal: ac.signal });
+      const running = run(memorySource({ store: events, group: "g" }), sink, { signal: ac.signal });
       try {
         await events.append("Pay-X", [{ type: "T", data: 0 }, { type: "T", data: 1 }], 0);
         await events.append("Pay-Y", [{ type: "T", data: 0 }], 0);

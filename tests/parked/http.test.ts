@@ -45,7 +45,9 @@ async function parkedPipeline(options: { failStore?: () => boolean } = {}) {
   await store.append("Pay-X", [{ type: "T", data: 0 }, { type: "T", data: 1 }], 0);
   await store.append("Order-1", [{ type: "T", data: 0 }], 0);
   const ac = new AbortController();
-  const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+  const running = run(pipeline.observe(memorySource({ store, group: "g" })), sink, {
+    signal: ac.signal,
+  });
   if (!options.failStore) await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
   return {
     store,
@@ -343,7 +345,9 @@ test("two park stores in one byStream policy: the list names each entry's store;
   await store.append("Order-1", [{ type: "T", data: 0 }], 0);
   await store.append("Order-2", [{ type: "T", data: 0 }], 0);
   const ac = new AbortController();
-  const running = run(pipeline.observe(memorySource({ store })), sink, { signal: ac.signal });
+  const running = run(pipeline.observe(memorySource({ store, group: "g" })), sink, {
+    signal: ac.signal,
+  });
   const http = createHttpHandler({ metrics, token: TOKEN });
   try {
     await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
