@@ -16,6 +16,13 @@
  * | `lag` | a tranche behind its head, in position units | not checked (needs `positions.head`) |
  * | `lagUnknown` | asking for the heads failed | degraded |
  *
+ * A source with leases (a MessageDB consumer group with `leases`) reports its lease trouble as
+ * `source` reasons: heartbeats failing (failing while it holds leases, or from the third in a
+ * row), acquisitions failing (failing from the third in a row), members configured with other
+ * units, holding no lease while units are unowned for a lease's duration (failing), leases lost
+ * in the last minute (degraded). Each pipeline's report also carries its members' lease state
+ * ({@linkcode LeaseHealth}).
+ *
  * @module
  */
 import type { SourceProblem } from "../core/batch.ts";
@@ -24,6 +31,7 @@ import { errorText, PipelineFaultError } from "../core/failure.ts";
 import type { StreamStatus } from "../core/scheduler.ts";
 import type { ParkedSnapshot } from "../core/scheduler.ts";
 import type { SinkStats, TrancheStats } from "../core/stats.ts";
+import type { LeaseSnapshot } from "../core/lease.ts";
 import type { MeteredPipeline } from "./metrics.ts";
 
 /**
@@ -207,6 +215,72 @@ export interface PipelineHealth {
   readonly status: HealthStatus;
   /** Why it is not ok. */
   readonly reasons: readonly HealthReason[];
+  /** With leases: each member's lease state (absent without leases). */
+  readonly leases?: readonly LeaseHealth[];
+}
+
+/**
+ * One lease member's state in a {@linkcode PipelineHealth}: what it holds against its share,
+ * the group it sees, and how its store calls fare.
+ *
+ * @example
+ * ```ts
+ * import type { LeaseHealth } from "@impel/impel/http";
+ * const lease: LeaseHealth = {
+ *   scope: "messagedb/reactor", member: "a", held: 4, share: 4, members: 3, unowned: 0,
+ *   mismatched: [], heartbeatFailures: 0, acquireFailures: 0, heartbeatAgoMs: 800,
+ *   acquired: 4, handedOver: 0, lost: 0, lateRevocations: 0,
+ * };
+ * ```
+ */
+export interface LeaseHealth {
+  /** The scope: `<source>/<group>`. */
+  readonly scope: string;
+  /** This member's id. */
+  readonly member: string;
+  /** Leases held and worked on. */
+  readonly held: number;
+  /** Its fair share. */
+  readonly share: number;
+  /** Live members with the same units, this one included. */
+  readonly members: number;
+  /** Units without an owner at the last heartbeat. */
+  readonly unowned: number;
+  /** Live members configured with other units. */
+  readonly mismatched: readonly string[];
+  /** Heartbeats failed in a row. */
+  readonly heartbeatFailures: number;
+  /** Acquisitions failed in a row. */
+  readonly acquireFailures: number;
+  /** Since the last successful heartbeat, ms (undefined before the first). */
+  readonly heartbeatAgoMs: number | undefined;
+  /** Leases acquired. */
+  readonly acquired: number;
+  /** Leases handed over on request. */
+  readonly handedOver: number;
+  /** Leases lost (not renewed in time). */
+  readonly lost: number;
+  /** Revocations that ended after their lease could expire. */
+  readonly lateRevocations: number;
+}
+
+function leaseHealth(l: LeaseSnapshot): LeaseHealth {
+  return {
+    scope: l.scope,
+    member: l.member,
+    held: l.held.filter((h) => h.state === "working").length,
+    share: l.share,
+    members: l.members.length,
+    unowned: l.unowned,
+    mismatched: l.mismatched,
+    heartbeatFailures: l.heartbeatFailures,
+    acquireFailures: l.acquireFailures,
+    heartbeatAgoMs: l.heartbeatAgoMs,
+    acquired: l.acquired,
+    handedOver: l.handedOver,
+    lost: l.lost,
+    lateRevocations: l.lateRevocations,
+  };
 }
 
 /**
@@ -508,10 +582,13 @@ async function pipelineHealth(
       }
     }
   }
-  return {
+  // A hand-made pipeline may lack leases().
+  const leases = (p as Partial<MeteredPipeline>).leases?.() ?? [];
+  const health = {
     group,
     source: p.source,
     status: reasons.reduce<HealthStatus>((s, r) => worst(s, r.status), "ok"),
     reasons,
   };
+  return leases.length === 0 ? health : { ...health, leases: leases.map(leaseHealth) };
 }

@@ -64,6 +64,7 @@ export {
   type HealthReport,
   type HealthStatus,
   type HealthThresholds,
+  type LeaseHealth,
   type PipelineHealth,
   type Thresholds,
 } from "./health.ts";

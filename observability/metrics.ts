@@ -53,6 +53,16 @@
  * | `impel_source_head_position` | gauge | group, source, tranche | the backend's head (`positions.head`, or the observed source's `heads`) |
  * | `impel_source_lag` | gauge | group, source, tranche | head − completed position (see {@linkcode TrancheLag}), in the source's position units |
  * | `impel_source_read_duration_seconds` | histogram | group, source, tranche | time a read took, for sources whose batches report `readMs` |
+ * | `impel_lease_held` | gauge | group, source, scope | leases this member holds and works on |
+ * | `impel_lease_share` | gauge | group, source, scope | this member's fair share of the units |
+ * | `impel_lease_members` | gauge | group, source, scope | live members with the same units, this one included |
+ * | `impel_lease_units_unowned` | gauge | group, source, scope | units without an owner at the last heartbeat |
+ * | `impel_lease_mismatched_members` | gauge | group, source, scope | live members configured with other units |
+ * | `impel_lease_heartbeat_failures` | gauge | group, source, scope | heartbeats failed in a row (0 after a success) |
+ * | `impel_lease_acquire_failures` | gauge | group, source, scope | acquisitions failed in a row (0 after a success) |
+ * | `impel_lease_heartbeat_age_seconds` | gauge | group, source, scope | time since the last successful heartbeat |
+ * | `impel_lease_oldest_seconds` | gauge | group, source, scope | age of the oldest lease held |
+ * | `impel_lease_events_total` | counter | group, source, scope, event | `acquired`, `handed_over`, `lost`, `released`, `requested`, `kept` (left to expire: calls abandoned), `late_revocation`, `heartbeat_failed`, `acquire_failed` |
  *
  * States of `impel_scheduler_streams|events|bytes`, each stream in one state, the first that
  * applies: `stuck` (no progress for `stuckAfterMs`, running or stalled), `failing` (its last
@@ -65,6 +75,9 @@
  * run, so that timing stays cheap; its `_count` is that sample, and the call rate comes from
  * `impel_handler_calls_total`.
  *
+ * Lease series come from the `leases()` snapshot ({@linkcode LeaseSnapshot}) of each observed
+ * source that has one (a MessageDB source with leases), or from `PipelineRegistration.leases`.
+ *
  * Positions are exported as float64: exact up to 2^53.
  *
  * @module
@@ -74,6 +87,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { Batch, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
 import type { LatencyTotals } from "../core/histogram.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
+import type { LeaseSnapshot } from "../core/lease.ts";
 import { checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { checkParkStore, type ParkStore } from "../core/park.ts";
 import { errorText } from "../core/failure.ts";
@@ -196,6 +210,11 @@ export interface PipelineRegistration {
    * indexer's `problems()`, which lists the records it had to park).
    */
   readonly problems?: () => readonly SourceProblem[];
+  /**
+   * This member's leases, when the pipeline's source shares its units through leases and is
+   * not observed (an observed source's own `leases()` is read without it).
+   */
+  readonly leases?: () => LeaseSnapshot | undefined;
 }
 
 /**
@@ -372,6 +391,12 @@ export interface MeteredPipeline {
    * next `observe()`.
    */
   problems(): readonly SourceProblem[];
+  /**
+   * The lease snapshots of the observed sources that have a `leases()` (see
+   * {@linkcode LeaseSnapshot}) and of `PipelineRegistration.leases`; a snapshot that throws is
+   * left out (and logged).
+   */
+  leases(): readonly LeaseSnapshot[];
   /** The sink's stats. */
   stats(): SinkStats;
   /** Reading progress per tranche. */
@@ -555,6 +580,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     return c;
   };
   const G = ["group"], GS = ["group", "state"], GST = ["group", "source", "tranche"];
+  const GSC = ["group", "source", "scope"];
 
   const m = {
     up: gauge("pipeline_up", "1 while the pipeline runs, 0 once it stopped or faulted", G),
@@ -650,6 +676,41 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       "Head position minus completed position, in the source's position units",
       GST,
     ),
+    leaseHeld: gauge("lease_held", "Leases this member holds and works on", GSC),
+    leaseShare: gauge("lease_share", "This member's fair share of the units", GSC),
+    leaseMembers: gauge(
+      "lease_members",
+      "Live members with the same units, this one included",
+      GSC,
+    ),
+    leaseUnowned: gauge("lease_units_unowned", "Units without an owner at the last heartbeat", GSC),
+    leaseMismatched: gauge(
+      "lease_mismatched_members",
+      "Live members configured with other units than this one",
+      GSC,
+    ),
+    leaseHeartbeatFailures: gauge(
+      "lease_heartbeat_failures",
+      "Lease heartbeats failed in a row (0 after a success)",
+      GSC,
+    ),
+    leaseAcquireFailures: gauge(
+      "lease_acquire_failures",
+      "Lease acquisitions failed in a row (0 after a success)",
+      GSC,
+    ),
+    leaseHeartbeatAge: gauge(
+      "lease_heartbeat_age_seconds",
+      "Time since the last successful lease heartbeat",
+      GSC,
+    ),
+    leaseOldest: gauge("lease_oldest_seconds", "Age of the oldest lease held", GSC),
+    leaseEvents: counter(
+      "lease_events_total",
+      "Lease acquisitions, hand-overs, losses, releases, requests, leases kept to expiry, late " +
+        "revocations, failed heartbeats and failed acquisitions",
+      [...GSC, "event"],
+    ),
   };
   // Observed per batch (when sources report read times), so never reset at scrape time.
   const readDuration = new Histogram({
@@ -721,6 +782,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       }
       fillScheduler(p, stats);
       fillSource(p, stats);
+      fillLeases(p);
       if (p.positions?.head) lagging.push(p.lags(stats).then((lags) => fillLag(p, lags)));
     }
     await Promise.all(lagging);
@@ -804,6 +866,33 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     for (const [severity, n] of Object.entries(problems)) m.problems.set({ ...base, severity }, n);
   }
 
+  function fillLeases(p: PipelineState) {
+    for (const l of p.leases()) {
+      const labels = { group: p.group, source: p.source, scope: l.scope };
+      m.leaseHeld.set(labels, l.held.filter((h) => h.state === "working").length);
+      m.leaseShare.set(labels, l.share);
+      m.leaseMembers.set(labels, l.members.length);
+      m.leaseUnowned.set(labels, l.unowned);
+      m.leaseMismatched.set(labels, l.mismatched.length);
+      m.leaseHeartbeatFailures.set(labels, l.heartbeatFailures);
+      m.leaseAcquireFailures.set(labels, l.acquireFailures);
+      if (l.heartbeatAgoMs !== undefined) m.leaseHeartbeatAge.set(labels, l.heartbeatAgoMs / 1000);
+      m.leaseOldest.set(labels, Math.max(0, ...l.held.map((h) => h.ageMs)) / 1000);
+      const events: Array<[string, number]> = [
+        ["acquired", l.acquired],
+        ["handed_over", l.handedOver],
+        ["lost", l.lost],
+        ["released", l.released],
+        ["requested", l.requested],
+        ["kept", l.kept],
+        ["late_revocation", l.lateRevocations],
+        ["heartbeat_failed", l.failedHeartbeats],
+        ["acquire_failed", l.failedAcquisitions],
+      ];
+      for (const [event, n] of events) m.leaseEvents.inc({ ...labels, event }, n);
+    }
+  }
+
   function fillLag(p: PipelineState, lags: Lags) {
     const base = { group: p.group, source: p.source };
     for (const [tranche, t] of lags.tranches) {
@@ -870,6 +959,9 @@ function checkRegistration(r: PipelineRegistration) {
   }
   if (r.problems !== undefined && typeof r.problems !== "function") {
     throw new InvalidArgumentError("problems", `must be a function, got ${describe(r.problems)}`);
+  }
+  if (r.leases !== undefined && typeof r.leases !== "function") {
+    throw new InvalidArgumentError("leases", `must be a function, got ${describe(r.leases)}`);
   }
   if (r.checkpoints !== undefined && typeof r.checkpoints.list !== "function") {
     throw new InvalidArgumentError("checkpoints", "must be a CheckpointStore");
@@ -1120,6 +1212,25 @@ function createPipelineState(
       ...[...observed].flatMap((w) => w.failed ?? problemsOf(w.source)),
       ...(r.problems ? problemsOf({ problems: r.problems } as ObservableSource) : []),
     ],
+    leases() {
+      const out: LeaseSnapshot[] = [];
+      // A source with leases (messageDbSource) says so with a leases() method of its own.
+      const sources = [...observed].map((w) => w.source as { leases?: unknown });
+      if (r.leases) sources.push({ leases: r.leases });
+      for (const source of sources) {
+        if (typeof source.leases !== "function") continue;
+        try {
+          const snapshot = source.leases() as LeaseSnapshot | undefined;
+          if (snapshot !== undefined && snapshot !== null) out.push(snapshot);
+        } catch (error) {
+          log.warn("lease snapshot of {group} failed: {error}", {
+            group: r.group,
+            error: errorText(error),
+          });
+        }
+      }
+      return out;
+    },
     stats: () => r.sink.stats(),
     reads: () => [...reads.values()].map((t) => ({ ...t })),
     tranches(stats) {
