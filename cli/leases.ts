@@ -13,6 +13,9 @@ import { table } from "./table.ts";
 
 const seconds = (ms: number) => (ms / 1000).toFixed(1);
 
+// Slots in their numeric order (Order-2/12 before Order-10/12), as a reader counts them.
+const collator = new Intl.Collator("en", { numeric: true });
+
 /** `impel leases list`: the leases and members of every scope, or of one. */
 export const leasesList: Command = {
   path: ["leases", "list"],
@@ -20,6 +23,8 @@ export const leasesList: Command = {
   usage: "leases list [--scope NAME] [--schema NAME] [--table NAME] [--json]",
   details: "A scope is <source>/<group>, e.g. messagedb/reactor. Times are the database's. " +
     "A lease whose expiry has passed is free: its former owner shows in brackets. " +
+    "Units sort numerically; UNITS is how many units each member says it works on " +
+    "(members of one scope must agree). " +
     "Exits 4 when there is no lease table or nothing in it.",
   options: [
     { name: "scope", kind: "string", arg: "NAME", help: "only this scope" },
@@ -66,9 +71,10 @@ export const leasesList: Command = {
           "EXPIRES IN",
           "ASKED BY",
         ]];
-        const members = [["SCOPE", "MEMBER", "STATE", "LAST HEARTBEAT", "JOINED"]];
+        const members = [["SCOPE", "MEMBER", "STATE", "LAST HEARTBEAT", "JOINED", "UNITS"]];
         for (const v of views) {
-          for (const l of v.leases) {
+          const sorted = [...v.leases].sort((a, b) => collator.compare(a.unit, b.unit));
+          for (const l of sorted) {
             const live = l.owner !== undefined && l.expiresAt > v.now;
             leases.push([
               v.scope,
@@ -87,6 +93,7 @@ export const leasesList: Command = {
               b.expiresAt > v.now ? "live" : "gone",
               `${seconds(v.now - b.renewedAt)} s ago`,
               b.joinedAt === undefined ? "-" : `${seconds(v.now - b.joinedAt)} s ago`,
+              b.units?.split(":")[0] ?? "-",
             ]);
           }
         }

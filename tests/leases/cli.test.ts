@@ -35,10 +35,12 @@ Deno.test("cli leases list: owners, generations, ages and members; JSON; exit 4 
     await initPostgresLeases(pool, { schema });
     assert.equal((await list(["--schema", schema])).code, EXIT.notFound, "empty table");
     const store = postgresLeases(pool, { schema });
+    await store.acquire("messagedb/g", "Order-10/12", "a", 60_000);
     await store.acquire("messagedb/g", "Order-0/2", "a", 60_000);
+    await store.acquire("messagedb/g", "Order-2/12", "a", 60_000);
     await store.acquire("messagedb/g", "Order-1/2", "b", 60_000);
     await store.request("messagedb/g", "Order-1/2", "a");
-    await store.heartbeat("messagedb/g", "a", 60_000, []);
+    await store.heartbeat("messagedb/g", "a", 60_000, [], "12:0badf00d");
     await store.acquire("other/h", "x", "c", 1);
     await new Promise((r) => setTimeout(r, 20));
     const shown = await list(["--schema", schema]);
@@ -50,7 +52,9 @@ Deno.test("cli leases list: owners, generations, ages and members; JSON; exit 4 
     assert.match(shown.out, /^messagedb\/g\s+Order-0\/2\s+a\s+1\s+\d+\.\d s\s+\d+\.\d s\s+-$/m);
     assert.match(shown.out, /^messagedb\/g\s+Order-1\/2\s+b\s+1\s.*\s+a$/m);
     assert.match(shown.out, /^other\/h\s+x\s+\(c\)\s+1\s+-\s+free\s+-$/m, "lapsed: free");
-    assert.match(shown.out, /^messagedb\/g\s+a\s+live\s+\d+\.\d s ago/m);
+    assert.match(shown.out, /^messagedb\/g\s+a\s+live\s+\d+\.\d s ago\s+\d+\.\d s ago\s+12$/m);
+    const units = [...shown.out.matchAll(/^messagedb\/g\s+(Order-\S+)/gm)].map((m) => m[1]);
+    assert.deepEqual(units, ["Order-0/2", "Order-1/2", "Order-2/12", "Order-10/12"], "numeric");
     const one = await list(["--schema", schema, "--scope", "other/h", "--json"]);
     assert.equal(one.code, EXIT.ok);
     const [view] = JSON.parse(one.out);
