@@ -5,7 +5,8 @@
  * - While a handler runs, the message's visibility is extended every third of
  *   `visibilityTimeoutMs`, so a slow handler keeps it; a consumer that dies stops extending, and
  *   the message is delivered again once its visibility lapses.
- * - A handler that resolves acks its message; one that throws nacks it with a backoff delay by
+ * - A handler that resolves acks its message (acks that come while one is in flight go together
+ *   in one `ackMany`); one that throws nacks it with a backoff delay by
  *   its delivery count (`retry`), recording the error, so after `maxDeliveries` the store moves
  *   it to the dead letters with that error.
  * - If the consumer loses a message (an extension finds that the visibility lapsed and it was
@@ -231,7 +232,7 @@ export function queueConsumer<T = unknown>(options: QueueConsumerOptions<T>): Qu
       return;
     }
     try {
-      const settled = ok ? await store.ack(message) : await store.nack(message, {
+      const settled = ok ? await ack(message) : await store.nack(message, {
         delayMs: Math.round(delays.delay(message.deliveries)),
         error: errorText(error),
       });
@@ -245,6 +246,35 @@ export function queueConsumer<T = unknown>(options: QueueConsumerOptions<T>): Qu
     }
   };
 
+  // Acks are grouped: one ackMany in flight at a time, taking every ack that came meanwhile, so
+  // a lone ack goes at once and a busy consumer pays one round trip for many.
+  let pending: { message: QueueMessage; done: PromiseWithResolvers<boolean> }[] = [];
+  let flushing = false;
+  const ack = (message: QueueMessage): Promise<boolean> => {
+    const done = Promise.withResolvers<boolean>();
+    pending.push({ message, done });
+    if (!flushing) {
+      flushing = true;
+      // Alone, it goes at once; with others in flight, after the handlers ending in this turn.
+      if (running.size > 1) setTimeout(flush, 0);
+      else void flush();
+    }
+    return done.promise;
+  };
+  const flush = async () => {
+    while (pending.length > 0) {
+      const batch = pending.slice(0, MAX_DEQUEUE);
+      pending = pending.slice(batch.length);
+      try {
+        const results = await store.ackMany(batch.map((p) => p.message));
+        batch.forEach((p, i) => p.done.resolve(results[i] === true));
+      } catch (error) {
+        for (const p of batch) p.done.reject(error);
+      }
+    }
+    flushing = false;
+  };
+
   const start = (message: QueueMessage<T>) => {
     const task: Promise<void> = handle(message).finally(() => {
       running.delete(task);
@@ -255,7 +285,8 @@ export function queueConsumer<T = unknown>(options: QueueConsumerOptions<T>): Qu
 
   const loop = async () => {
     while (!signal.aborted) {
-      if (running.size >= concurrency) {
+      // Refill once half the slots are free (or all are), not slot by slot: fewer, fuller dequeues.
+      if (running.size > 0 && concurrency - running.size < Math.ceil(concurrency / 2)) {
         const stopped = new AbortController();
         await new Promise<void>((resolve) => {
           slotFreed = resolve;

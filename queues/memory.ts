@@ -7,6 +7,7 @@
 import { InvalidArgumentError } from "../core/errors.ts";
 import { sleep } from "../core/tranches.ts";
 import {
+  checkDeliveries,
   checkDelivery,
   checkDequeue,
   checkLimit,
@@ -207,6 +208,19 @@ export function memoryQueues(options: MemoryQueuesOptions = {}): QueueStore {
         if (row === undefined) return Promise.resolve(false);
         queues.get(row.queue)!.delete(row.id);
         return Promise.resolve(true);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
+    ackMany(messages: readonly QueueMessage[]) {
+      try {
+        return Promise.resolve(
+          checkDeliveries(messages).map((m) => {
+            const row = held(m);
+            if (row !== undefined) queues.get(row.queue)!.delete(row.id);
+            return row !== undefined;
+          }),
+        );
       } catch (error) {
         return Promise.reject(error);
       }

@@ -33,6 +33,7 @@ import {
   sqlState,
 } from "../stores/sql.ts";
 import {
+  checkDeliveries,
   checkDelivery,
   checkDequeue,
   checkLimit,
@@ -408,6 +409,18 @@ export function postgresQueues(
         [message.id, checkReceipt(message.receipt)],
       );
       return rows.length > 0;
+    },
+    async ackMany(list: readonly QueueMessage[]) {
+      checkDeliveries(list);
+      if (list.length === 0) return [];
+      const rows = await run(
+        `DELETE FROM ${messages} m USING unnest($1::bigint[], $2::uuid[]) AS t(id, receipt)
+          WHERE m.id = t.id AND m.receipt = t.receipt RETURNING m.id::text`,
+        [list.map((m) => m.id), list.map((m) => checkReceipt(m.receipt))],
+      );
+      const acked = new Set(rows.map((r) => String(r.id)));
+      // A message listed twice is acked by its first entry only, as in memory.
+      return list.map((m) => acked.delete(m.id));
     },
     async nack(message: QueueMessage, opts?: NackOptions) {
       checkDelivery(message);

@@ -202,6 +202,11 @@ export interface QueueStore {
   dequeue(queue: string, options: DequeueOptions): Promise<QueueMessage[]>;
   /** Deletes a delivered message; `false` if this delivery no longer holds it. */
   ack(message: QueueMessage): Promise<boolean>;
+  /**
+   * Deletes several delivered messages in one round trip; each result says whether that
+   * delivery still held its message (as {@linkcode QueueStore.ack}). At most 1000.
+   */
+  ackMany(messages: readonly QueueMessage[]): Promise<boolean[]>;
   /** Gives a delivered message back, visible after `delayMs`; `false` if this delivery no longer holds it. */
   nack(message: QueueMessage, options?: NackOptions): Promise<boolean>;
   /** Hides a delivered message for `visibilityTimeoutMs` from now; `false` if this delivery no longer holds it. */
@@ -319,6 +324,27 @@ export function checkDelivery(message: QueueMessage): QueueMessage {
     );
   }
   return message;
+}
+
+/** Checks the messages of `ackMany`. */
+export function checkDeliveries(messages: readonly QueueMessage[]): readonly QueueMessage[] {
+  if (!Array.isArray(messages) || messages.length > MAX_DEQUEUE) {
+    throw new InvalidArgumentError(
+      "messages",
+      `must be an array of at most ${MAX_DEQUEUE} delivered messages, got ${describe(messages)}`,
+    );
+  }
+  messages.forEach((m, i) => {
+    try {
+      checkDelivery(m);
+    } catch {
+      throw new InvalidArgumentError(
+        `messages[${i}]`,
+        `must be a message returned by dequeue, got ${describe(m)}`,
+      );
+    }
+  });
+  return messages;
 }
 
 /** Checks the `limit` of `deadLetters`. */

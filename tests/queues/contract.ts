@@ -78,6 +78,23 @@ export function queueStoreContract(
     assert.deepEqual(await q.stats("jobs"), { ready: 0, inFlight: 0, delayed: 0, dead: 0 });
   });
 
+  test("ackMany acks the deliveries still held, each once, in one call", async (q) => {
+    await q.enqueue("jobs", [1, 2, 3]);
+    const [a, b, c] = await q.dequeue("jobs", { ...V, max: 3 });
+    assert.equal(await q.ack(b), true);
+    assert.deepEqual(await q.ackMany([a, b, c, a]), [true, false, true, false]);
+    assert.deepEqual(await q.ackMany([]), []);
+    assert.deepEqual(await q.stats("jobs"), { ready: 0, inFlight: 0, delayed: 0, dead: 0 });
+    await assert.rejects(
+      q.ackMany([a, { id: "x" } as never]),
+      (e) => e instanceof InvalidArgumentError && e.field === "messages[1]",
+    );
+    await assert.rejects(
+      q.ackMany("a" as never),
+      (e) => e instanceof InvalidArgumentError && e.field === "messages",
+    );
+  });
+
   test("queues are separate", async (q) => {
     await q.enqueue("a", ["for a"]);
     await q.enqueue("b", ["for b"]);

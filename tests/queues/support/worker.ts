@@ -43,6 +43,12 @@ const logged: QueueStore = {
     write(`ack ${message.id} ${now()} ${ok}`);
     return ok;
   },
+  async ackMany(messages) {
+    const oks = await store.ackMany(messages);
+    const t = now();
+    messages.forEach((m, i) => write(`ack ${m.id} ${t} ${oks[i]}`));
+    return oks;
+  },
   async nack(message, options) {
     const ok = await store.nack(message, options);
     write(`nack ${message.id} ${now()} ${ok}`);
