@@ -36,6 +36,8 @@ export type {
   QueueStore,
 } from "./queue.ts";
 export { queueConsumer } from "./consumer.ts";
+export { ImpelError, InvalidArgumentError } from "../core/errors.ts";
+export type { RetryOptions } from "../core/failure.ts";
 export type { QueueConsumer, QueueConsumerOptions, QueueConsumerStats } from "./consumer.ts";
 
 /**

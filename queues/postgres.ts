@@ -63,7 +63,18 @@ export type {
 } from "./queue.ts";
 export { queueConsumer } from "./consumer.ts";
 export type { QueueConsumer, QueueConsumerOptions, QueueConsumerStats } from "./consumer.ts";
-export { type NotificationSource, poolNotifications, type SqlClient } from "../stores/sql.ts";
+export {
+  type ListeningClient,
+  type ListeningPool,
+  type NotificationSource,
+  type PoolNotificationOptions,
+  type PoolNotifications,
+  poolNotifications,
+  type SqlClient,
+  type SqlRow,
+} from "../stores/sql.ts";
+export { ImpelError, InvalidArgumentError } from "../core/errors.ts";
+export type { RetryOptions } from "../core/failure.ts";
 
 const log = getLogger(["impel", "queues"]);
 
