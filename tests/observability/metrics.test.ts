@@ -73,6 +73,16 @@ const EXPORTED = [
   "impel_source_head_position",
   "impel_source_lag",
   "impel_source_read_duration_seconds",
+  "impel_lease_held",
+  "impel_lease_share",
+  "impel_lease_members",
+  "impel_lease_units_unowned",
+  "impel_lease_mismatched_members",
+  "impel_lease_heartbeat_failures",
+  "impel_lease_acquire_failures",
+  "impel_lease_heartbeat_age_seconds",
+  "impel_lease_oldest_seconds",
+  "impel_lease_events_total",
 ];
 
 Deno.test("metrics: names, types and values after a known run of two pipelines", async () => {
