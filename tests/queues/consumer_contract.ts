@@ -148,6 +148,57 @@ export function consumerContract(
     assert.deepEqual(stats, { ready: 7, inFlight: 0, delayed: 0, dead: 0 }, "the rest untouched");
   });
 
+  test("a lost delivery aborts its handler's signal and is not acked", async ({ store }) => {
+    await store.enqueue("jobs", ["x"]);
+    const ac = new AbortController();
+    let aborted = false;
+    // A deliberate fault: the store says the delivery is no longer held at the first extension.
+    const losing = { ...store, extend: () => Promise.resolve(false) };
+    let acks = 0;
+    const consumer = queueConsumer({
+      store: { ...losing, ackMany: (ms) => (acks++, store.ackMany(ms)) },
+      queue: "jobs",
+      visibilityTimeoutMs: 60,
+      signal: ac.signal,
+      handler: async (_body, _m, { signal }) => {
+        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+        aborted = true;
+      },
+    });
+    await until("the loss", () => consumer.stats().lost === 1);
+    ac.abort();
+    await consumer.done;
+    assert.equal(aborted, true);
+    assert.equal(acks, 0, "not acked");
+    assert.equal(consumer.stats().acked, 0);
+  });
+
+  test("store failures are retried and shown as the problem until they pass", async ({ store }) => {
+    await store.enqueue("jobs", ["x"]);
+    const ac = new AbortController();
+    let failures = 3;
+    const flaky = {
+      ...store,
+      dequeue: (queue: string, o: Parameters<typeof store.dequeue>[1]) =>
+        failures-- > 0 ? Promise.reject(new Error("connection reset")) : store.dequeue(queue, o),
+    };
+    const consumer = queueConsumer({
+      store: flaky,
+      queue: "jobs",
+      retry: { initialDelayMs: 40, jitter: 0 },
+      signal: ac.signal,
+      handler: () => {},
+    });
+    await until("a problem", () => consumer.stats().problem !== undefined);
+    const problem = consumer.stats().problem!;
+    assert.equal(problem.what, "dequeue");
+    assert.equal(problem.error, "Error: connection reset");
+    await until("the ack", () => consumer.stats().acked === 1);
+    assert.equal(consumer.stats().problem, undefined, "cleared once a dequeue succeeded");
+    ac.abort();
+    await consumer.done;
+  });
+
   test("bad options are typed errors naming the field", ({ store }) => {
     const field = (f: string) => (e: unknown) => e instanceof InvalidArgumentError && e.field === f;
     const ok = { store, queue: "jobs", handler: () => {} };
