@@ -11,13 +11,16 @@ import {
   type LeaseMemberOptions,
   type LeaseStore,
   LeaseTimingError,
+  run,
+  streamsSink,
   unitsFingerprint,
 } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
+import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
 import { memoryLeases } from "../../leases/memory.ts";
 import { initPostgresLeases, postgresLeases } from "../../leases/postgres.ts";
 import { messageDbSource } from "../../sources/messagedb.ts";
-import { withSchema } from "../support/postgres.ts";
+import { seed, unique, withSchema } from "../support/postgres.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const never = <T>() => new Promise<T>(() => {});
@@ -286,3 +289,61 @@ Deno.test("lease review: a member refuses durations of 2^31 ms or more, naming t
     );
   }
 });
+
+Deno.test("lease review (postgres): a MessageDB slot whose revocation abandoned calls keeps its lease until it expires", () =>
+  withSchema(async (pool, schema) => {
+    await initPostgresCheckpoints(pool, { schema });
+    await initPostgresLeases(pool, { schema });
+    const category = unique("LeaseKept");
+    await seed(pool, category, 20, 1);
+    const store = postgresLeases(pool, { schema });
+    const timing = { durationMs: 1500, heartbeatMs: 250, handoverMs: 700, stopTimeoutMs: 300 };
+    let hanging = 0;
+    const release = Promise.withResolvers<void>();
+    const start = (name: string, handler: () => Promise<void> | void) => {
+      const stop = new AbortController();
+      const source = messageDbSource({
+        client: pool,
+        categories: [category],
+        group: "g",
+        checkpoints: postgresCheckpoints(pool, { schema, leases: { schema } }),
+        leases: { store, slots: 2, member: name, ...timing },
+        tailSleepMs: 50,
+        signal: stop.signal,
+      });
+      const sink = streamsSink({ group: "g", handler, statsIntervalMs: 0, stopTimeoutMs: 300 });
+      return { source, stop, running: run(source, sink, { signal: stop.signal }) };
+    };
+    // a's calls never end, whatever their signal says: a revocation must give up on them.
+    const a = start("a", () => (hanging++, release.promise));
+    let b: ReturnType<typeof start> | undefined;
+    try {
+      await until(
+        "a busy on both slots",
+        10_000,
+        () => a.source.leases()!.held.length === 2 && hanging >= 2,
+      );
+      b = start("b", () => {});
+      await until("a hand-over given up on", 10_000, () => a.source.leases()!.kept === 1);
+      const [view] = await store.list("messagedb/g");
+      const kept = view.leases.filter((l) => l.owner === "a" && l.expiresAt > view.now);
+      assert.equal(kept.length, 2, "the slot handed over is still a's in the table");
+      assert.equal(b.source.leases()!.held.length, 0, "b waits for it to expire");
+      await until("b takes it once it lapsed", 10_000, () => b!.source.leases()!.held.length === 1);
+      assert.ok(a.source.leases()!.held.length === 1);
+    } finally {
+      release.resolve();
+      a.stop.abort();
+      b?.stop.abort();
+      await Promise.all([a.running, b?.running].map((r) => r?.catch(() => {})));
+      await Promise.all([a.source.released, b?.source.released]);
+    }
+  }));
+
+async function until(what: string, ms: number, ok: () => boolean): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!ok()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
