@@ -371,11 +371,20 @@ export function eventStream<E, S extends Record<string, unknown>>(
     view = undefined;
   };
 
-  /** Reads until a page comes back empty: the stream's end as of now. */
+  /**
+   * Reads up to the stream's end as of now (not until a read comes back empty, which another
+   * writer that keeps appending could put off for ever).
+   */
   const catchUp = async () => {
-    for (;;) {
+    const end = await storage.last();
+    while (sequence < end) {
       const page = await storage.read(sequence, pageSize);
-      if (page.length === 0) return;
+      if (page.length === 0) {
+        throw new ImpelError(
+          "StreamShrank",
+          `${storage.name} ended at ${sequence} after saying its last event is ${end}`,
+        );
+      }
       applyAll(page);
     }
   };

@@ -1,6 +1,7 @@
 /**
  * The test task: starts the servers the backend tests use (PostgreSQL with the MessageDB schema,
- * a Kafka broker, DynamoDB Local), runs the Deno test suite, and stops the servers it started.
+ * a Kafka broker, DynamoDB Local, Azurite), runs the Deno test suite, and stops the servers it
+ * started.
  *
  *   deno task test                    # everything
  *   deno task test tests/core         # a subset (servers are still prepared)
@@ -14,9 +15,10 @@
  *   deno task test:bun tests/core     # a subset (Bun's path filters)
  */
 const root = new URL("..", import.meta.url).pathname;
-const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb").split(",").filter((
-  s,
-) => s && s !== "none");
+const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb,azurite").split(",")
+  .filter((
+    s,
+  ) => s && s !== "none");
 
 async function sh(script: string, ...args: string[]): Promise<boolean> {
   const { success } = await new Deno.Command("bash", {

@@ -1,6 +1,9 @@
 // The local-file backend beyond the contract: its lock, torn tails, corruption at the right byte,
 // read-only readers, segments.
 import assert from "node:assert/strict";
+import { appendFile, readFile, truncate, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import process from "node:process";
 import {
   CorruptFrameError,
   crc32,
@@ -72,7 +75,7 @@ Deno.test("file: a second writer gets StorageLockedError; readers are not locked
   const writer = await fileStorage(dir);
   await assert.rejects(fileStorage(dir), (e: unknown) => {
     assert.ok(e instanceof StorageLockedError);
-    assert.equal(e.pid, Deno.pid);
+    assert.equal(e.pid, process.pid);
     assert.match(e.message, /LOCK is held by process/);
     return true;
   });
@@ -96,10 +99,10 @@ Deno.test("file: a lock left by a dead process is taken over", async () => {
   await child.status;
   await Deno.writeTextFile(
     `${dir}/LOCK`,
-    JSON.stringify({ pid: child.pid, host: Deno.hostname() }),
+    JSON.stringify({ pid: child.pid, host: hostname() }),
   );
   const storage = await fileStorage(dir);
-  assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/LOCK`)).pid, Deno.pid);
+  assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/LOCK`)).pid, process.pid);
   await storage.close();
   await Deno.remove(dir, { recursive: true });
 });
@@ -114,17 +117,17 @@ Deno.test("file: a torn last append is truncated on open, never read", async () 
   const good = (await Deno.stat(path)).size;
   const torn = encodeFrames(3, ["c", "d", "e"]);
   for (const cut of [1, 15, 16, torn.length - FRAME_OVERHEAD, torn.length - 1]) {
-    await Deno.writeFile(path, torn.subarray(0, cut), { append: true });
+    await appendFile(path, torn.subarray(0, cut));
     const again = await fileStorage(dir);
     assert.equal(await again.last(), 2, `cut ${cut}`);
     assert.equal((await Deno.stat(path)).size, good, `cut ${cut}`);
     assert.equal(await again.append(2, ["c"]), 3);
     assert.deepEqual((await again.read(0)).map((e) => e.event), ["a", "b", "c"]);
     await again.close();
-    await Deno.truncate(path, good);
+    await truncate(path, good);
   }
   // Zeros where the last frame should be (the size grew, the data never reached the disk).
-  await Deno.writeFile(path, new Uint8Array(40), { append: true });
+  await appendFile(path, new Uint8Array(40));
   const zeros = await fileStorage(dir);
   assert.equal(await zeros.last(), 2);
   await zeros.close();
@@ -141,11 +144,11 @@ Deno.test("file: corrupt bytes give CorruptFrameError at the frame's position", 
   await storage.close();
   // Frame k of a segment starts at k * (FRAME_OVERHEAD + payload); {"i":N} is 7 or 8 bytes.
   const middle = segments[1];
-  const bytes = await Deno.readFile(middle.path);
+  const bytes = await readFile(middle.path);
   const first = decodeFrames(bytes, { where: "x", expectedSeq: middle.first }).events;
   const size1 = FRAME_OVERHEAD + JSON.stringify(first[0].event).length;
   bytes[size1 + 18] ^= 1; // inside the second frame's payload
-  await Deno.writeFile(middle.path, bytes);
+  await writeFile(middle.path, bytes);
   const again = await fileStorage(dir); // the damage is not in the last segment: opens
   await assert.rejects(again.read(0, 1000), (e: unknown) => {
     assert.ok(e instanceof CorruptFrameError);
@@ -159,11 +162,11 @@ Deno.test("file: corrupt bytes give CorruptFrameError at the frame's position", 
   await again.close();
   // Damage in the middle of the last segment is not a torn tail: opening refuses it.
   const tail = segments.at(-1)!;
-  const tailBytes = await Deno.readFile(tail.path);
+  const tailBytes = await readFile(tail.path);
   const frames = decodeFrames(tailBytes, { where: "x", expectedSeq: tail.first }).events.length;
   assert.ok(frames >= 2);
   tailBytes[17] ^= 1;
-  await Deno.writeFile(tail.path, tailBytes);
+  await writeFile(tail.path, tailBytes);
   await assert.rejects(
     fileStorage(dir),
     (e: unknown) => e instanceof CorruptFrameError && e.position === 0 && e.where === tail.path,

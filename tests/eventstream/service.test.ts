@@ -1,5 +1,6 @@
 // The service: catch-up, state access, appends retried on conflict, snapshots.
 import assert from "node:assert/strict";
+import { readFile, writeFile } from "node:fs/promises";
 import {
   AppendAttemptsExhaustedError,
   type EventStorage,
@@ -85,9 +86,9 @@ Deno.test("service: a catch-up that fails rejects ready and names the cause", as
   const first =
     (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).filter((n) => n.endsWith(".seg"))
       .sort()[0];
-  const bytes = await Deno.readFile(`${dir}/${first}`);
+  const bytes = await readFile(`${dir}/${first}`);
   bytes[20] ^= 1;
-  await Deno.writeFile(`${dir}/${first}`, bytes);
+  await writeFile(`${dir}/${first}`, bytes);
   const service = start(await fileStorage(dir));
   await assert.rejects(service.ready, /corrupt frame .* at byte 0 \(checksum\)/);
   assert.throws(

@@ -1,3 +1,4 @@
+import { rmSync } from "node:fs";
 import { fileStorage, memoryStorage } from "../../eventstream/mod.ts";
 import { contract } from "./contract.ts";
 
@@ -28,5 +29,5 @@ contract({
 });
 
 globalThis.addEventListener("unload", () => {
-  for (const d of dirs) Deno.removeSync(d, { recursive: true });
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });

@@ -1,0 +1,411 @@
+/**
+ * Event stream storage in Azure append blobs (Lokad's production backend), through
+ * `@azure/storage-blob`; tested against Azurite. The stream is a series of append blobs
+ * `<prefix>events.00000`, `events.00001`, ... in one container, each a concatenation of frames
+ * (`eventstream/frame.ts`); each append is one block, so it lands whole or not at all.
+ *
+ * - Optimistic concurrency: a block is appended only at the blob length the writer last saw
+ *   (the append-position condition); the service answers 412 `AppendPositionConditionNotMet`
+ *   when another writer got there first, which is {@linkcode AppendConflictError}.
+ * - Rollover: a blob takes at most `maxBlocks` blocks (Azure's limit is 50,000); the append
+ *   after that goes to a new blob, created only if it does not exist, with the sequence number
+ *   of its first event in its metadata (`firstseq`), so that a reader finds where an event is
+ *   from the listing. Every writer of a stream must use the same `maxBlocks`.
+ * - Readers need only list and read: a container client made from a SAS URL with those
+ *   permissions, and `readOnly: true`.
+ *
+ * @module
+ */
+import type { ContainerClient } from "@azure/storage-blob";
+import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import {
+  CorruptFrameError,
+  decodeFrames,
+  DEFAULT_MAX_PAYLOAD,
+  encodeFrames,
+  type StoredEvent,
+} from "./frame.ts";
+import { AppendConflictError, type EventStorage, StorageClosedError } from "./storage.ts";
+
+/** The largest block Azure appends in one request that every service version accepts. */
+const MAX_BLOCK_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Options of {@linkcode blobStorage}.
+ *
+ * @example
+ * ```ts ignore
+ * import { BlobServiceClient } from "@azure/storage-blob";
+ * import { blobStorage, type BlobStorageOptions } from "@impel/impel/eventstream/blob";
+ * const service = BlobServiceClient.fromConnectionString("UseDevelopmentStorage=true");
+ * const options: BlobStorageOptions = {
+ *   container: service.getContainerClient("events"),
+ *   prefix: "words/",
+ *   maxBlocks: 50_000,
+ * };
+ * const storage = await blobStorage(options);
+ * ```
+ */
+export interface BlobStorageOptions {
+  /** The container (created if missing, unless `readOnly`). */
+  readonly container: ContainerClient;
+  /** Blob names start with this (default none). */
+  readonly prefix?: string;
+  /** Blocks per blob before rolling over to the next (default 50,000, Azure's limit). */
+  readonly maxBlocks?: number;
+  /** The largest event payload in bytes (default 4 MiB); an append is at most 4 MiB. */
+  readonly maxPayload?: number;
+  /** Read only (a SAS with list and read permissions is enough): appends reject. */
+  readonly readOnly?: boolean;
+  /** Named in errors (default: the container URL and prefix). */
+  readonly name?: string;
+}
+
+/**
+ * Blob storage: the contract plus its blobs.
+ *
+ * @example
+ * ```ts ignore
+ * import { BlobServiceClient } from "@azure/storage-blob";
+ * import { blobStorage, type BlobStorage } from "@impel/impel/eventstream/blob";
+ * const container = BlobServiceClient.fromConnectionString("UseDevelopmentStorage=true")
+ *   .getContainerClient("events");
+ * const storage: BlobStorage = await blobStorage({ container });
+ * console.log(storage.blobs());
+ * ```
+ */
+export interface BlobStorage extends EventStorage {
+  /** The blobs found so far, oldest first, with the sequence number of their first event. */
+  blobs(): { name: string; first: number }[];
+}
+
+/**
+ * An append to storage opened read-only (or refused by the service for lack of permission).
+ *
+ * @example
+ * ```ts
+ * import { ReadOnlyBlobStorageError } from "@impel/impel/eventstream/blob";
+ * console.log(new ReadOnlyBlobStorageError("events").code); // "ReadOnlyStorage"
+ * ```
+ */
+export class ReadOnlyBlobStorageError extends ImpelError {
+  /** Creates the error. */
+  constructor(storage: string, cause?: unknown) {
+    super("ReadOnlyStorage", `${storage} is read-only: it cannot be appended to`, { cause });
+  }
+}
+
+interface BlobState {
+  readonly name: string;
+  readonly first: number;
+  /** Bytes known to hold whole frames. */
+  length: number;
+  /** Committed blocks, as of the last look. */
+  blocks: number;
+  /** Known (seq, offset) frame starts, ascending. */
+  readonly marks: { seq: number; offset: number }[];
+}
+
+const pad = (n: number) => String(n).padStart(5, "0");
+
+async function bodyBytes(
+  response: { readableStreamBody?: AsyncIterable<Uint8Array | string>; blobBody?: Promise<Blob> },
+): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  if (response.readableStreamBody) {
+    for await (const c of response.readableStreamBody) {
+      // Bytes unless an encoding was set on the stream, which nothing here does.
+      if (typeof c === "string") throw new ImpelError("BlobBody", "a blob body came as text");
+      chunks.push(c);
+    }
+  } else if (response.blobBody) {
+    chunks.push(new Uint8Array(await (await response.blobBody).arrayBuffer()));
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) out.set(c, at), at += c.length;
+  return out;
+}
+
+function statusOf(error: unknown): { status?: number; code?: string } {
+  const e = error as { statusCode?: number; code?: string; details?: { errorCode?: string } };
+  return { status: e?.statusCode, code: e?.details?.errorCode ?? e?.code };
+}
+
+/**
+ * Opens the stream in `options.container`: lists its blobs and finds the last event.
+ *
+ * @example
+ * ```ts ignore
+ * import { BlobServiceClient } from "@azure/storage-blob";
+ * import { blobStorage } from "@impel/impel/eventstream/blob";
+ * import { eventStream } from "@impel/impel/eventstream";
+ * const container = BlobServiceClient.fromConnectionString("UseDevelopmentStorage=true")
+ *   .getContainerClient("words");
+ * const service = eventStream({
+ *   storage: await blobStorage({ container }),
+ *   projections: { count: { name: "Count-1", initial: 0, apply: (n: number) => n + 1 } },
+ * });
+ * await service.ready;
+ * ```
+ */
+export async function blobStorage(options: BlobStorageOptions): Promise<BlobStorage> {
+  const container = options?.container;
+  if (typeof container?.getAppendBlobClient !== "function") {
+    throw new InvalidArgumentError("container", "must be a ContainerClient of @azure/storage-blob");
+  }
+  const prefix = options.prefix ?? "";
+  if (typeof prefix !== "string") throw new InvalidArgumentError("prefix", "must be a string");
+  const maxBlocks = checkInteger("maxBlocks", options.maxBlocks ?? 50_000, 1, 50_000);
+  const maxPayload = checkInteger("maxPayload", options.maxPayload ?? DEFAULT_MAX_PAYLOAD, 1);
+  const readOnly = options.readOnly ?? false;
+  const name = options.name ?? `${container.url}/${prefix}`;
+  if (!readOnly) await container.createIfNotExists();
+
+  let blobs: BlobState[] = [];
+  let last = 0;
+  let closed = false;
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = queue.then(fn, fn);
+    queue = next.catch(() => {});
+    return next;
+  };
+
+  const blobName = (i: number) => `${prefix}events.${pad(i)}`;
+  const list = async () => {
+    const found: { name: string; first: number; length: number; blocks: number }[] = [];
+    for await (
+      const item of container.listBlobsFlat({ prefix: `${prefix}events.`, includeMetadata: true })
+    ) {
+      const first = Number(item.metadata?.firstseq);
+      if (!/^\d{5}$/.test(item.name.slice(prefix.length + 7))) continue;
+      if (!Number.isSafeInteger(first) || first < 1) {
+        throw new CorruptFrameError(item.name, 0, "sequence", "no firstseq metadata");
+      }
+      found.push({ name: item.name, first, length: 0, blocks: 0 });
+    }
+    found.sort((a, b) => a.name.localeCompare(b.name));
+    const known = new Map(blobs.map((b) => [b.name, b]));
+    blobs = found.map((f, i) => {
+      if (f.name !== blobName(i)) {
+        throw new CorruptFrameError(f.name, 0, "sequence", `blob ${blobName(i)} is missing`);
+      }
+      return known.get(f.name) ?? { ...f, marks: [] };
+    });
+  };
+
+  /**
+   * Finds the stream's end as of now: downloads the last blob from what is known of it (one
+   * request, which also tells the block count). A writer lists the blobs only when the last one
+   * is full, since every writer rolls over at the same `maxBlocks`; a reader, which does not
+   * know the writers' limit, lists them every time.
+   */
+  const refresh = async () => {
+    if (readOnly || blobs.length === 0 || blobs.at(-1)!.blocks >= maxBlocks) await list();
+    for (;;) {
+      const tail = blobs.at(-1);
+      if (tail === undefined) return;
+      if (last < tail.first - 1) last = tail.first - 1;
+      await readTail(tail);
+      if (readOnly || tail.blocks < maxBlocks) return;
+      const count = blobs.length;
+      await list();
+      if (blobs.length === count) return;
+    }
+  };
+
+  const readTail = async (tail: BlobState) => {
+    let bytes: Uint8Array;
+    try {
+      const response = await container.getBlobClient(tail.name).download(tail.length);
+      tail.blocks = response.blobCommittedBlockCount ?? tail.blocks;
+      bytes = await bodyBytes(response);
+    } catch (error) {
+      // 416: nothing after the offset (the service answers so rather than with no bytes).
+      if (statusOf(error).status === 416) return;
+      throw error;
+    }
+    const decoded = decodeFrames(bytes, {
+      where: tail.name,
+      expectedSeq: last + 1,
+      offset: tail.length,
+      maxPayload,
+    });
+    if (decoded.incomplete || decoded.end !== bytes.length) {
+      throw new CorruptFrameError(
+        tail.name,
+        tail.length + decoded.end,
+        "truncated",
+        "a block ends inside a frame",
+      );
+    }
+    if (decoded.events.length) last = decoded.events.at(-1)!.seq;
+    tail.length += bytes.length;
+  };
+
+  /** The events after `after` that are known; looks for more first only when there are none. */
+  const read = async (after: number, maxCount: number): Promise<StoredEvent[]> => {
+    if (after >= last) await refresh();
+    return await readKnown(after, maxCount);
+  };
+
+  const readKnown = async (after: number, maxCount: number): Promise<StoredEvent[]> => {
+    const out: StoredEvent[] = [];
+    if (after >= last) return out;
+    const target = after + 1;
+    let i = blobs.length - 1;
+    while (i > 0 && blobs[i].first > target) i--;
+    for (; i < blobs.length && out.length < maxCount; i++) {
+      const blob = blobs[i];
+      const client = container.getBlobClient(blob.name);
+      let size = blob.length;
+      if (i < blobs.length - 1) {
+        // A full blob no longer grows: its size is final once seen.
+        size = (await client.getProperties()).contentLength ?? 0;
+        blob.length = size;
+      }
+      let seq = blob.first;
+      let pos = 0;
+      for (const m of blob.marks) if (m.seq <= target) seq = m.seq, pos = m.offset;
+      let chunk = 1024 * 1024;
+      while (pos < size && out.length < maxCount) {
+        const bytes = await client.downloadToBuffer(pos, Math.min(chunk, size - pos));
+        const decoded = decodeFrames(bytes, {
+          where: blob.name,
+          expectedSeq: seq,
+          offset: pos,
+          maxPayload,
+          maxCount: maxCount - out.length + Math.max(0, target - seq),
+        });
+        if (decoded.events.length === 0) {
+          if (pos + bytes.length >= size) {
+            throw new CorruptFrameError(
+              blob.name,
+              pos,
+              "truncated",
+              "the blob ends inside a frame",
+            );
+          }
+          chunk *= 2;
+          continue;
+        }
+        for (const e of decoded.events) if (e.seq >= target) out.push(e);
+        seq = decoded.events.at(-1)!.seq + 1;
+        pos += decoded.end;
+        const prev = blob.marks.at(-1);
+        if (prev === undefined || pos - prev.offset >= 256 * 1024) {
+          blob.marks.push({ seq, offset: pos });
+        }
+      }
+      const next = blobs[i + 1];
+      if (next !== undefined && pos >= size && seq !== next.first) {
+        throw new CorruptFrameError(
+          next.name,
+          0,
+          "sequence",
+          `the previous blob ends at event ${seq - 1}, this one starts at ${next.first}`,
+        );
+      }
+    }
+    return out;
+  };
+
+  /** Creates the next blob, or finds the one another writer created for the same event. */
+  const roll = async (): Promise<BlobState> => {
+    const index = blobs.length;
+    const next = blobName(index);
+    const client = container.getAppendBlobClient(next);
+    try {
+      await client.create({
+        conditions: { ifNoneMatch: "*" },
+        metadata: { firstseq: String(last + 1) },
+      });
+    } catch (error) {
+      const { status } = statusOf(error);
+      if (status !== 409 && status !== 412) throw error;
+      const props = await client.getProperties();
+      if (Number(props.metadata?.firstseq) !== last + 1) {
+        throw new AppendConflictError(name, last, undefined);
+      }
+    }
+    const blob: BlobState = { name: next, first: last + 1, length: 0, blocks: 0, marks: [] };
+    blobs.push(blob);
+    return blob;
+  };
+
+  const append = async (after: number, events: readonly unknown[]): Promise<number> => {
+    if (closed) throw new StorageClosedError(name);
+    if (readOnly) throw new ReadOnlyBlobStorageError(name);
+    if (after > last) await refresh();
+    if (after !== last) throw new AppendConflictError(name, after, last);
+    if (events.length === 0) return last;
+    const bytes = encodeFrames(last + 1, events, maxPayload);
+    if (bytes.length > MAX_BLOCK_BYTES) {
+      throw new InvalidArgumentError(
+        "events",
+        `make ${bytes.length} bytes of frames, above the ${MAX_BLOCK_BYTES} bytes of one block`,
+      );
+    }
+    let blob = blobs.at(-1);
+    if (blob === undefined || blob.blocks >= maxBlocks) blob = await roll();
+    try {
+      const response = await container.getAppendBlobClient(blob.name).appendBlock(
+        bytes,
+        bytes.length,
+        { conditions: { appendPosition: blob.length } },
+      );
+      blob.blocks = response.blobCommittedBlockCount ?? blob.blocks + 1;
+    } catch (error) {
+      const { status, code } = statusOf(error);
+      if (status === 412 && code === "AppendPositionConditionNotMet") {
+        throw new AppendConflictError(name, after, undefined);
+      }
+      if (status === 409 && code === "BlockCountExceedsLimit") {
+        blob.blocks = maxBlocks; // the next attempt rolls over
+        throw new AppendConflictError(name, after, undefined);
+      }
+      if (status === 403) throw new ReadOnlyBlobStorageError(name, error);
+      throw error;
+    }
+    blob.marks.length === 0 && blob.length >= 256 * 1024 &&
+      blob.marks.push({ seq: last + 1, offset: blob.length });
+    blob.length += bytes.length;
+    last += events.length;
+    return last;
+  };
+
+  await serial(refresh);
+
+  return {
+    name,
+    blobs: () => blobs.map(({ name, first }) => ({ name, first })),
+    read(after, maxCount = 1000) {
+      return serial(() => {
+        if (closed) throw new StorageClosedError(name);
+        checkInteger("after", after, 0);
+        checkInteger("maxCount", maxCount, 1);
+        return read(after, maxCount);
+      });
+    },
+    last() {
+      return serial(async () => {
+        if (closed) throw new StorageClosedError(name);
+        await refresh();
+        return last;
+      });
+    },
+    append(after, events) {
+      return serial(() => {
+        checkInteger("after", after, 0);
+        if (!Array.isArray(events)) throw new InvalidArgumentError("events", "must be an array");
+        return append(after, events);
+      });
+    },
+    close() {
+      closed = true;
+      return Promise.resolve();
+    },
+  };
+}
