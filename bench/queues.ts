@@ -1,6 +1,7 @@
 /**
  * Queue benchmark: impel's PostgreSQL queues (`queues/postgres.ts` with `queueConsumer`) next to
- * pg-boss on the same database, in alternating rounds, each system in a schema of its own.
+ * pg-boss on the same database, in alternating rounds, each system in a schema of its own; impel
+ * with `prepare: true` (named statements, planned once per connection).
  *
  * 1. Throughput: `--messages` (default 10k) enqueued in batches of 1000, then drained by 4
  *    consumers with a no-op handler: enqueues/s, and dequeue+ack/s until the last is handled.
@@ -112,7 +113,7 @@ async function impel(pool: pg.Pool, round: number) {
   const schema = `bench_q_${round}_${Date.now() % 100_000}`;
   await initPostgresQueues(pool, { schema });
   const notifications = poolNotifications(pool);
-  const store = postgresQueues(pool, { schema, notifications });
+  const store = postgresQueues(pool, { schema, notifications, prepare: true });
   const consume = (queue: string, concurrency: number, fn: (body: unknown) => void) => {
     const ac = new AbortController();
     const consumers = Array.from({ length: CONSUMERS }, () =>

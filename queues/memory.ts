@@ -286,6 +286,29 @@ export function memoryQueues(options: MemoryQueuesOptions = {}): QueueStore {
         return Promise.reject(error);
       }
     },
+    requeueDead(queue: string, limit = 1000) {
+      try {
+        checkQueueName(queue);
+        checkLimit(limit);
+        const list = dead.get(queue) ?? [];
+        const moved = list.splice(0, limit);
+        const rows = rowsOf(queue);
+        const at = now();
+        for (const { row, lastError } of moved) {
+          rows.set(row.id, {
+            ...row,
+            visibleAt: at,
+            deliveries: 0,
+            receipt: undefined,
+            lastError,
+          });
+        }
+        if (moved.length > 0) wake(queue);
+        return Promise.resolve(moved.length);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
     async wait(queue: string, timeoutMs: number, signal?: AbortSignal) {
       checkQueueName(queue);
       checkMs("timeoutMs", timeoutMs, 0);

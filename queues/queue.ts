@@ -216,6 +216,12 @@ export interface QueueStore {
   /** The oldest dead letters of `queue` (at most `limit`, default 100). */
   deadLetters(queue: string, limit?: number): Promise<DeadLetter[]>;
   /**
+   * Moves the oldest dead letters of `queue` (at most `limit`, default 1000) back into it, visible
+   * at once with their delivery count reset to 0 and their last error kept; resolves with how
+   * many moved. For after the cause was fixed.
+   */
+  requeueDead(queue: string, limit?: number): Promise<number>;
+  /**
    * Resolves when a message may have become visible in `queue` (an enqueue or a nack without
    * delay, as far as the store can tell), after `timeoutMs` otherwise, or at once when `signal`
    * aborts. A consumer calls it when a dequeue came back empty; spurious wake-ups are allowed.

@@ -190,6 +190,34 @@ export function queueStoreContract(
   );
 
   test(
+    "requeueDead moves dead letters back, deliveries reset, last error kept",
+    async (q) => {
+      await q.enqueue("jobs", ["a", "b", "c"]);
+      for (const m of await q.dequeue("jobs", { ...V, max: 3 })) {
+        await q.nack(m, { error: `failed ${m.body}` });
+      }
+      assert.deepEqual(await q.dequeue("jobs", V), [], "all three moved on this dequeue");
+      assert.equal((await q.stats("jobs")).dead, 3);
+      assert.equal(await q.requeueDead("jobs", 2), 2);
+      assert.equal(await q.requeueDead("other"), 0);
+      assert.deepEqual(await q.stats("jobs"), { ready: 2, inFlight: 0, delayed: 0, dead: 1 });
+      const back = await q.dequeue("jobs", { ...V, max: 5 });
+      assert.deepEqual(back.map((m) => [m.body, m.deliveries, m.lastError]), [
+        ["a", 1, "failed a"],
+        ["b", 1, "failed b"],
+      ]);
+      assert.deepEqual(await q.ackMany(back), [true, true]);
+      assert.equal(await q.requeueDead("jobs"), 1);
+      assert.equal((await q.dequeue("jobs", V))[0].body, "c");
+      await assert.rejects(
+        q.requeueDead("jobs", 0),
+        (e) => e instanceof InvalidArgumentError && e.field === "limit",
+      );
+    },
+    { maxDeliveries: 1 },
+  );
+
+  test(
     "an expired last delivery is dead-lettered with the expiry as its error",
     async (q) => {
       await q.enqueue("jobs", ["slow"]);

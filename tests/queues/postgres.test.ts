@@ -23,7 +23,9 @@ const available = await pool.query("SELECT 1").then(() => true, () => false);
 if (!available) console.warn(`PostgreSQL is not reachable at ${url}: its queue tests are ignored`);
 const notifications = poolNotifications(pool);
 
-async function fresh(options: { maxDeliveries?: number; maxMessageBytes?: number } = {}) {
+async function fresh(
+  options: { maxDeliveries?: number; maxMessageBytes?: number; prepare?: boolean } = {},
+) {
   const schema = unique("q_");
   await initPostgresQueues(pool, { schema });
   const channel = unique("qch_");
@@ -39,6 +41,11 @@ async function fresh(options: { maxDeliveries?: number; maxMessageBytes?: number
 }
 
 queueStoreContract("postgres queues", fresh, { ignore: !available });
+queueStoreContract(
+  "postgres queues (prepared statements)",
+  (options) => fresh({ ...options, prepare: true }),
+  { ignore: !available },
+);
 consumerContract("postgres queues", fresh, { ignore: !available });
 
 const test = (name: string, fn: () => Promise<void>) =>
@@ -179,6 +186,7 @@ test("postgres queues: bad store options and receipts are typed errors", async (
   assert.throws(() => postgresQueues(pool, { maxDeliveries: 0 }), field("maxDeliveries"));
   assert.throws(() => postgresQueues(pool, { maxMessageBytes: 1 }), field("maxMessageBytes"));
   assert.throws(() => postgresQueues(pool, { notifications: {} as never }), field("notifications"));
+  assert.throws(() => postgresQueues(pool, { prepare: "yes" as never }), field("prepare"));
   await assert.rejects(initPostgresQueues(pool, { schema: "x;drop" }), field("schema"));
   await using f = await fresh();
   await assert.rejects(
