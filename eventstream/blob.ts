@@ -16,7 +16,6 @@
  *
  * @module
  */
-import type { ContainerClient } from "@azure/storage-blob";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import {
   CorruptFrameError,
@@ -26,6 +25,84 @@ import {
   type StoredEvent,
 } from "./frame.ts";
 import { AppendConflictError, type EventStorage, StorageClosedError } from "./storage.ts";
+
+/**
+ * What the storage uses of a container: `ContainerClient` of `@azure/storage-blob` has it (the
+ * module takes the client from the caller and does not import the SDK itself).
+ *
+ * @example
+ * ```ts ignore
+ * import { BlobServiceClient } from "@azure/storage-blob";
+ * import type { BlobContainer } from "@impel/impel/eventstream/blob";
+ * const container: BlobContainer = BlobServiceClient
+ *   .fromConnectionString("UseDevelopmentStorage=true")
+ *   .getContainerClient("events");
+ * ```
+ */
+export interface BlobContainer {
+  /** The container's URL, in names and errors. */
+  readonly url: string;
+  /** Creates the container unless it exists. */
+  createIfNotExists(): Promise<unknown>;
+  /** Lists blobs. */
+  listBlobsFlat(
+    options: { prefix?: string; includeMetadata?: boolean },
+  ): AsyncIterable<{ name: string; metadata?: Record<string, string> }>;
+  /** An append blob. */
+  getAppendBlobClient(name: string): AppendBlobHandle;
+  /** A blob, to read. */
+  getBlobClient(name: string): BlobHandle;
+}
+
+/**
+ * What the storage uses of an append blob client.
+ *
+ * @example
+ * ```ts ignore
+ * import type { AppendBlobHandle, BlobContainer } from "@impel/impel/eventstream/blob";
+ * declare const container: BlobContainer;
+ * const blob: AppendBlobHandle = container.getAppendBlobClient("events.00000");
+ * ```
+ */
+export interface AppendBlobHandle {
+  /** Creates the blob (with `ifNoneMatch: "*"`: only if it does not exist). */
+  create(
+    options: { conditions?: { ifNoneMatch?: string }; metadata?: Record<string, string> },
+  ): Promise<unknown>;
+  /** Its size, block count and metadata. */
+  getProperties(): Promise<
+    { contentLength?: number; blobCommittedBlockCount?: number; metadata?: Record<string, string> }
+  >;
+  /** Appends a block at `appendPosition` (else 412 AppendPositionConditionNotMet). */
+  appendBlock(
+    body: Uint8Array,
+    length: number,
+    options: { conditions?: { appendPosition?: number } },
+  ): Promise<{ blobCommittedBlockCount?: number }>;
+}
+
+/**
+ * What the storage uses of a blob client to read.
+ *
+ * @example
+ * ```ts ignore
+ * import type { BlobContainer, BlobHandle } from "@impel/impel/eventstream/blob";
+ * declare const container: BlobContainer;
+ * const blob: BlobHandle = container.getBlobClient("events.00000");
+ * ```
+ */
+export interface BlobHandle {
+  /** Downloads from `offset` to the end; the response tells the block count. */
+  download(offset?: number): Promise<{
+    blobCommittedBlockCount?: number;
+    readableStreamBody?: AsyncIterable<Uint8Array | string>;
+    blobBody?: Promise<Blob>;
+  }>;
+  /** Downloads `count` bytes from `offset`. */
+  downloadToBuffer(offset?: number, count?: number): Promise<Uint8Array>;
+  /** Its size. */
+  getProperties(): Promise<{ contentLength?: number }>;
+}
 
 /** The largest block Azure appends in one request that every service version accepts. */
 const MAX_BLOCK_BYTES = 4 * 1024 * 1024;
@@ -47,8 +124,8 @@ const MAX_BLOCK_BYTES = 4 * 1024 * 1024;
  * ```
  */
 export interface BlobStorageOptions {
-  /** The container (created if missing, unless `readOnly`). */
-  readonly container: ContainerClient;
+  /** The container (created if missing, unless `readOnly`): a `ContainerClient`. */
+  readonly container: BlobContainer;
   /** Blob names start with this (default none). */
   readonly prefix?: string;
   /** Blocks per blob before rolling over to the next (default 50,000, Azure's limit). */

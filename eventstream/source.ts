@@ -9,7 +9,8 @@
 import type { BatchItem, ObservableSource } from "../core/batch.ts";
 import { checkInteger, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
-import { pagedSource, type PagedSourceOptions } from "../core/reader.ts";
+import { pagedSource } from "../core/reader.ts";
+import type { FeedSourceOptions } from "../sources/feed.ts";
 import { checkStreamName, type StreamName } from "../core/streamName.ts";
 import type { StoredEvent } from "./frame.ts";
 import type { EventStorage } from "./storage.ts";
@@ -36,7 +37,7 @@ export const EVENT_STREAM_TRANCHE = "all";
  * ```
  */
 export interface EventStreamSourceOptions<E = unknown>
-  extends Omit<PagedSourceOptions, "name" | "tranches" | "readTranches" | "readPage" | "readTail"> {
+  extends Omit<FeedSourceOptions, "name" | "tranches" | "readTranches" | "readPage" | "readTail"> {
   /** The stream to read. */
   readonly storage: EventStorage;
   /** The checkpoint key's `source` (default `eventstream:<storage name>`). */
