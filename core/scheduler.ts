@@ -1665,11 +1665,13 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function writePark(s: StreamState, span: StreamEvent[], now: number) {
     const p = s.park!;
     const { failure, handledTo } = p;
+    // The tranche it was read from, so that with several members only its owner claims it.
+    const from = s.tranche === detached ? {} : { tranche: s.tranche.name };
     const write: ParkWrite = failure === undefined
-      ? { stream: s.name, events: span }
+      ? { stream: s.name, events: span, ...from }
       : handledTo === undefined
-      ? { stream: s.name, events: span, failure }
-      : { stream: s.name, events: span, failure, handledTo };
+      ? { stream: s.name, events: span, failure, ...from }
+      : { stream: s.name, events: span, failure, handledTo, ...from };
     s.startedAt = now;
     parkOp(s, () =>
       io!.write(p.store, write).catch((error) => {
@@ -1820,7 +1822,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       if (e?.state !== "parked") continue;
       let s = streams.get(e.stream);
       if (s === undefined) {
-        s = stateOf(e.stream, detached);
+        // In its tranche when that is read here, so that revoking the tranche reaches it.
+        const t = e.tranche === undefined ? undefined : tranches.get(e.tranche);
+        s = stateOf(e.stream, t ?? detached);
         s.writePos = e.next;
       }
       const p = s.park;

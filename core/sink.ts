@@ -586,7 +586,7 @@ export function streamsSink(
     },
   });
 
-  return {
+  const sink: StreamsSink = {
     writable,
     monitor: control.monitor,
     stop: () => stop(),
@@ -599,7 +599,12 @@ export function streamsSink(
     },
     parkStores: parking?.stores ?? [],
   };
+  if (options.group === undefined) defaultGroup.add(sink);
+  return sink;
 }
+
+// Sinks whose group was left to the default: run() only warns when their source names a group.
+const defaultGroup = new WeakSet<object>();
 
 /**
  * Options of {@linkcode run}.
@@ -654,7 +659,15 @@ export async function run(
   if (!(sink?.writable instanceof WritableStream) || typeof sink.stop !== "function") {
     throw new InvalidArgumentError("sink", "must be a streams sink (from streamsSink())");
   }
-  const { problems, heads } = source as ObservableSource;
+  const { problems, heads, group } = source as ObservableSource;
+  const sinkGroup = (sink as Partial<StreamsSink>).stats?.().group;
+  if (group !== undefined && sinkGroup !== undefined && group !== sinkGroup) {
+    // Checkpoints under one group and parked streams and logs under another.
+    const what = `the sink's group is "${sinkGroup}" but the source reads as group "${group}": ` +
+      "give both the same group, or wire them with pipeline()";
+    if (!defaultGroup.has(sink)) throw new InvalidArgumentError("sink", what);
+    getLogger(["impel", "sink"]).warn("{what}", { what: `${what} (the sink's was the default)` });
+  }
   if (typeof problems === "function" || typeof heads === "function") {
     sink.watchSource?.(
       typeof problems === "function" ? () => problems.call(source) : () => [],

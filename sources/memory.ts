@@ -415,5 +415,6 @@ export function memorySource(options: MemorySourceOptions): ObservableSource {
       wake?.();
     },
   }, { highWaterMark: 1 });
-  return Object.assign(stream, { group: key.group, sourceName: key.source });
+  // Without a group given it reads as no group in particular: nothing of it is kept per group.
+  return Object.assign(stream, { group: options.group, sourceName: key.source });
 }

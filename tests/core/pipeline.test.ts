@@ -1,6 +1,6 @@
 // One name wires everything: checkpoints, sink, stats, metrics. Disagreements are refused.
 import assert from "node:assert/strict";
-import { createCodec, InvalidArgumentError, pipeline } from "../../mod.ts";
+import { createCodec, InvalidArgumentError, pipeline, run, streamsSink } from "../../mod.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMetrics } from "../../observability/metrics.ts";
@@ -74,4 +74,30 @@ test("pipeline: a group given twice, a source of another group, an unnamed sourc
     unnamed.run(),
     (e) => e instanceof InvalidArgumentError && e.field === "sourceName",
   );
+});
+
+test("run: a sink and a source of different groups are refused; a defaulted sink group only warns", async () => {
+  const store = createMemoryStore();
+  const sink = streamsSink({ group: "billing", handler: () => {}, statsIntervalMs: 0 });
+  await assert.rejects(
+    run(memorySource({ store, group: "shipping" }), sink),
+    (e) =>
+      e instanceof InvalidArgumentError && /"billing"/.test(e.message) &&
+      /"shipping"/.test(e.message),
+  );
+  await sink.stop();
+  // The sink's group left to the default: it runs (as before), with a warning.
+  const loose = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
+  const ac = new AbortController();
+  const running = run(memorySource({ store, group: "shipping" }), loose, { signal: ac.signal });
+  await loose.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
+  ac.abort();
+  await running;
+  // A source that names no group runs with any sink.
+  const any = streamsSink({ group: "x", handler: () => {}, statsIntervalMs: 0 });
+  const ac2 = new AbortController();
+  const running2 = run(memorySource({ store }), any, { signal: ac2.signal });
+  await any.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
+  ac2.abort();
+  await running2;
 });
