@@ -152,6 +152,20 @@ export interface Pipeline {
 export function pipeline<E extends TypedEvent>(
   options: PipelineWiring & Omit<TypedStreamsSinkOptions<E>, "group">,
 ): Pipeline;
+/**
+ * Wires a pipeline whose handler gets the stored events as they are.
+ *
+ * @example
+ * ```ts
+ * import { pipeline } from "@impel/impel";
+ * import { createMemoryStore, memorySource } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * const p = pipeline({ name: "g", source: ({ group }) => memorySource({ store, group }), handler: () => {} });
+ * await p.sink.stop();
+ * ```
+ *
+ * @category Pipeline
+ */
 export function pipeline(options: PipelineWiring & Omit<StreamsSinkOptions, "group">): Pipeline;
 export function pipeline(
   options: PipelineWiring & Omit<StreamsSinkOptions | TypedStreamsSinkOptions<TypedEvent>, "group">,

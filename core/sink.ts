@@ -181,6 +181,18 @@ export class PipelineStoppedError extends ImpelError {
  * @category Pipeline
  */
 export function streamsSink<E extends TypedEvent>(options: TypedStreamsSinkOptions<E>): StreamsSink;
+/**
+ * Creates a streams sink whose handler gets the stored events as they are.
+ *
+ * @example
+ * ```ts
+ * import { streamsSink } from "@impel/impel";
+ * const sink = streamsSink({ group: "billing", handler: () => {}, statsIntervalMs: 0 });
+ * await sink.stop();
+ * ```
+ *
+ * @category Pipeline
+ */
 export function streamsSink(options: StreamsSinkOptions): StreamsSink;
 export function streamsSink(
   given: StreamsSinkOptions | TypedStreamsSinkOptions<TypedEvent>,
