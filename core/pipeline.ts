@@ -9,6 +9,7 @@ import type { ObservableSource } from "./batch.ts";
 import type { CheckpointStore } from "./checkpoints.ts";
 import type { TypedEvent } from "./codec.ts";
 import { InvalidArgumentError } from "./errors.ts";
+import { LeaseTimingError } from "./lease.ts";
 import {
   run,
   type RunOptions,
@@ -200,7 +201,7 @@ export function pipeline(
       const signal = runOptions.signal === undefined
         ? stop.signal
         : AbortSignal.any([runOptions.signal, stop.signal]);
-      let made: ObservableSource;
+      let made: ObservableSource | undefined;
       try {
         made = source({ group: name, signal });
         const said = (made as { readonly group?: unknown }).group;
@@ -211,7 +212,15 @@ export function pipeline(
               "give it the group of its context",
           );
         }
+        // A leased source checks its hand-over against the stop timeout it was told; this is the
+        // sink's real one.
+        const leases = (made as { leases?: () => { handoverMs: number } | undefined }).leases?.();
+        const stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
+        if (leases !== undefined && leases.handoverMs < 2 * stopTimeoutMs) {
+          throw new LeaseTimingError(leases.handoverMs, stopTimeoutMs, "leases.");
+        }
       } catch (error) {
+        await made?.cancel().catch(() => {});
         await sink.stop();
         throw error;
       }

@@ -1,6 +1,13 @@
 // One name wires everything: checkpoints, sink, stats, metrics. Disagreements are refused.
 import assert from "node:assert/strict";
-import { createCodec, InvalidArgumentError, pipeline, run, streamsSink } from "../../mod.ts";
+import {
+  createCodec,
+  InvalidArgumentError,
+  LeaseTimingError,
+  pipeline,
+  run,
+  streamsSink,
+} from "../../mod.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMetrics } from "../../observability/metrics.ts";
@@ -100,4 +107,22 @@ test("run: a sink and a source of different groups are refused; a defaulted sink
   await any.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
   ac2.abort();
   await running2;
+});
+
+test("pipeline: a leased source whose hand-over is shorter than twice the sink's stop timeout is refused", async () => {
+  const store = createMemoryStore();
+  // What a leased source's leases() reports (messageDbSource({ leases })): its hand-over time.
+  const leased = () =>
+    Object.assign(memorySource({ store }), { leases: () => ({ handoverMs: 20_000 }) });
+  const tight = pipeline({ name: "g", source: leased, handler: () => {}, stopTimeoutMs: 15_000 });
+  await assert.rejects(
+    tight.run(),
+    (e) => e instanceof LeaseTimingError && e.stopTimeoutMs === 15_000 && e.handoverMs === 20_000,
+  );
+  const ok = pipeline({ name: "g", source: leased, handler: () => {}, statsIntervalMs: 0 });
+  const ac = new AbortController();
+  const running = ok.run({ signal: ac.signal });
+  await ok.sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 });
+  ac.abort();
+  await running;
 });
