@@ -879,7 +879,14 @@ export function defineSaga<D, M extends TypedEvent>(
         (first.type === "CompensationFailed" && first.data.timedOut)
       ? (context.pending ?? []).map((p) => p.seq)
       : [];
-    const withdraw = withdrawable.length > 0 ? { withdrawSends: withdrawable } : {};
+    // A compensation past its deadline is abandoned: the next one starts even while its handler
+    // hangs (a late reply is ignored). An action is only withdrawn: its compensation waits for a
+    // handler of it still running.
+    const withdraw = withdrawable.length === 0
+      ? {}
+      : first.type === "CompensationFailed"
+      ? { abandonSends: withdrawable }
+      : { withdrawSends: withdrawable };
     // Steps and compensations with nothing to send are done at once, in this same decision.
     for (;;) {
       const stepContext = { id: context.id, results: after.results };

@@ -132,25 +132,38 @@ export function createDecide<E extends TypedEvent, S, I extends TypedEvent, M ex
     const timers = list<TimerRequest<I>>("timers");
     const cancels = list<string>("cancelTimers");
     const withdrawals = list<number>("withdrawSends");
+    const abandons = list<number>("abandonSends");
     const ignored = decision.ignored;
     if (ignored !== undefined && (typeof ignored !== "string" || ignored.length === 0)) {
       refuse(`ignored must be a non-empty string, got ${describe(ignored)}`);
     }
     const out: Stored<E>[] = [];
     events.forEach((e, i) => {
-      if (typeof e?.type === "string" && isRuntimeType(e.type)) {
-        refuse(`events[${i}] has the runtime's type ${e.type}`);
+      if (e === null || typeof e !== "object" || Array.isArray(e)) {
+        refuse(`events[${i}] must be an event { type, data }, got ${describe(e)}`);
       }
+      if (typeof e.type !== "string" || e.type.length === 0) {
+        refuse(`events[${i}].type must be a non-empty string, got ${describe(e.type)}`);
+      }
+      if (isRuntimeType(e.type)) refuse(`events[${i}] has the runtime's type ${e.type}`);
       out.push(e);
     });
     const withdrawn = new Set<number>();
     withdrawals.forEach((seq, i) => {
-      if (!Number.isSafeInteger(seq)) {
-        refuse(`withdrawSends[${i}] must be an outbox index, got ${describe(seq)}`);
+      if (!Number.isSafeInteger(seq) || seq < 0) {
+        refuse(`withdrawSends[${i}] must be an outbox index (>= 0), got ${describe(seq)}`);
       }
       if (withdrawn.has(seq) || !s.pending.some((p) => p.seq === seq)) return;
       withdrawn.add(seq);
       out.push({ type: "WorkflowWithdrawn", data: { seq } });
+    });
+    abandons.forEach((seq, i) => {
+      if (!Number.isSafeInteger(seq)) {
+        refuse(`abandonSends[${i}] must be an outbox index, got ${describe(seq)}`);
+      }
+      if (withdrawn.has(seq) || !s.pending.some((p) => p.seq === seq)) return;
+      withdrawn.add(seq);
+      out.push({ type: "WorkflowWithdrawn", data: { seq, abandoned: true } });
     });
     let next = s.next;
     const cancelled = new Set<number>();
@@ -178,13 +191,7 @@ export function createDecide<E extends TypedEvent, S, I extends TypedEvent, M ex
       lastOf.set(t.name, i);
     });
     timers.forEach((t, i) => {
-      const due = t.at ?? (typeof t.afterMs === "number" ? now + t.afterMs : undefined);
-      if (
-        typeof due !== "number" || !Number.isFinite(due) ||
-        (t.afterMs !== undefined && t.afterMs < 0)
-      ) {
-        refuse(`timers[${i}] needs afterMs (>= 0) or at (ms since the epoch)`);
-      }
+      const due = dueOf(t, i, now, refuse);
       try {
         checkInput(t.input, `timers[${i}].input`);
       } catch (error) {
@@ -197,7 +204,7 @@ export function createDecide<E extends TypedEvent, S, I extends TypedEvent, M ex
         data: {
           seq: next++,
           name: t.name,
-          due: due!,
+          due,
           input: { type: t.input.type, data: t.input.data ?? null },
           correlationId: arrival.correlationId,
         },
@@ -233,6 +240,44 @@ export function createDecide<E extends TypedEvent, S, I extends TypedEvent, M ex
   }
 
   return decideOn;
+}
+
+/**
+ * When timer request `t` (`timers[i]` of a decision made at `now`) is due: exactly one of `at`
+ * (ms since the epoch, >= 0: the durable timers refuse earlier ones, which would fail the
+ * instance's stream on every dispatch) and `afterMs` (>= 0), each a finite number; else `refuse`
+ * says which is wrong.
+ */
+function dueOf(
+  t: TimerRequest<TypedEvent>,
+  i: number,
+  now: number,
+  refuse: (problem: string) => never,
+): number {
+  const { at, afterMs } = t as { at?: unknown; afterMs?: unknown };
+  if (at !== undefined && afterMs !== undefined) {
+    refuse(
+      `timers[${i}] has both at (${describe(at)}) and afterMs (${describe(afterMs)}): give one`,
+    );
+  }
+  const valid = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0;
+  if (at !== undefined) {
+    if (!valid(at)) {
+      refuse(
+        `timers[${i}].at must be ms since the epoch (a finite number >= 0), got ${describe(at)}`,
+      );
+    }
+    return at as number;
+  }
+  if (afterMs !== undefined) {
+    if (!valid(afterMs)) {
+      refuse(`timers[${i}].afterMs must be a finite number >= 0, got ${describe(afterMs)}`);
+    }
+    const due = now + (afterMs as number);
+    if (!Number.isFinite(due)) refuse(`timers[${i}].afterMs ${afterMs} is too far ahead`);
+    return due;
+  }
+  return refuse(`timers[${i}] needs afterMs (>= 0) or at (ms since the epoch)`);
 }
 
 /**

@@ -95,6 +95,13 @@ export interface WorkflowDecision<
    */
   readonly withdrawSends?: readonly number[];
   /**
+   * Outbox indexes of pending sends to withdraw as `withdrawSends` does, except that what the
+   * same decision sends does not wait for a handler of these still running: its call's signal
+   * is aborted and its reply, if any, ignored (e.g. a compensation past its deadline, so the
+   * next one starts even while that handler hangs).
+   */
+  readonly abandonSends?: readonly number[];
+  /**
    * Why the input was (partly) ignored, when it deserves notice (a confirmation that came too
    * late): the runner logs it at warning level with the input and counts it
    * ({@linkcode WorkflowRunnerStats.ignoredInputs}). What the decision records still is.

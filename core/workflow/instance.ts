@@ -92,7 +92,11 @@ export interface PendingSend {
 export type WorkflowRuntimeEvent =
   | { readonly type: "WorkflowSend"; readonly data: PendingSend }
   | { readonly type: "WorkflowDelivered"; readonly data: { readonly seq: number } }
-  | { readonly type: "WorkflowWithdrawn"; readonly data: { readonly seq: number } }
+  | {
+    readonly type: "WorkflowWithdrawn";
+    /** `abandoned`: what the same decision sent does not wait for its handler, if running. */
+    readonly data: { readonly seq: number; readonly abandoned?: true };
+  }
   | { readonly type: "WorkflowTimerSet"; readonly data: TimerRecord }
   | { readonly type: "WorkflowTimerDue"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowTimerCancelled"; readonly data: { readonly seq: number } }
@@ -151,6 +155,8 @@ export interface Internal<S> {
   readonly correlationId?: string;
   /** Sends withdrawn (`WorkflowWithdrawn`): a reply to one is ignored, and noted. */
   readonly withdrawn?: readonly number[];
+  /** Those of `withdrawn` that were abandoned: a running handler of one is not waited for. */
+  readonly abandoned?: readonly number[];
 }
 
 /**
@@ -208,7 +214,14 @@ const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
     },
   },
   WorkflowDelivered: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
-  WorkflowWithdrawn: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+  WorkflowWithdrawn: {
+    parse: (d) => {
+      const f = fieldsOf(d);
+      return f.abandoned === true
+        ? { seq: index(f, "seq"), abandoned: true }
+        : { seq: index(f, "seq") };
+    },
+  },
   WorkflowTimerSet: {
     parse: (d) => {
       const f = fieldsOf(d);
@@ -277,6 +290,7 @@ export function internalFold<E extends TypedEvent, S>(
     let { state, next, pending, timers, correlationId } = s;
     let due = s.due ?? [];
     let withdrawn = s.withdrawn ?? [];
+    let abandoned = s.abandoned ?? [];
     let own: E[] = [];
     const flush = () => {
       if (own.length > 0) state = fold(state, own);
@@ -295,7 +309,10 @@ export function internalFold<E extends TypedEvent, S>(
           correlationId ??= e.data.correlationId;
           break;
         case "WorkflowWithdrawn":
-          if (pending.some((p) => p.seq === e.data.seq)) withdrawn = [...withdrawn, e.data.seq];
+          if (pending.some((p) => p.seq === e.data.seq)) {
+            withdrawn = [...withdrawn, e.data.seq];
+            if (e.data.abandoned) abandoned = [...abandoned, e.data.seq];
+          }
           pending = pending.filter((p) => p.seq !== e.data.seq);
           break;
         case "WorkflowDelivered":
@@ -328,6 +345,7 @@ export function internalFold<E extends TypedEvent, S>(
       ...(due.length === 0 ? {} : { due }),
       ...(correlationId === undefined ? {} : { correlationId }),
       ...(withdrawn.length === 0 ? {} : { withdrawn }),
+      ...(abandoned.length === 0 ? {} : { abandoned }),
     };
   };
 }

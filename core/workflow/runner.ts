@@ -6,7 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Batch } from "../batch.ts";
+import type { Batch, ObservableSource } from "../batch.ts";
 import type { TypedEvent } from "../codec.ts";
 import { checkInteger, checkNumber, describe, InvalidArgumentError } from "../errors.ts";
 import type { StreamEvent } from "../event.ts";
@@ -14,14 +14,17 @@ import { errorText } from "../failure.ts";
 import type { HandlerContext } from "../scheduler.ts";
 import { run, type StreamsSink, streamsSink, type StreamsSinkOptions } from "../sink.ts";
 import { categoryOf, type StreamName } from "../streamName.ts";
-import { withTimeout } from "../timeout.ts";
+import { TimeoutError, withTimeout } from "../timeout.ts";
 import { type DurableTimers, durableTimers } from "../timers.ts";
 import { createRuntime, type WorkflowClient, type WorkflowClientOptions } from "./client.ts";
 import { tracing } from "./decision.ts";
 import type { Delivery, SendHandler, SendHandlers } from "./delivery.ts";
 import { checkFunction, checkInput, type WorkflowDefinition } from "./definition.ts";
-import { MissingSendHandlerError } from "./errors.ts";
+import { AwaitIdleTimeoutError, MissingSendHandlerError } from "./errors.ts";
 import type { PendingSend, Stored } from "./instance.ts";
+
+/** How often a dispatch with sends in flight reads its stream again for timers found due. */
+const DUE_POLL_MS = 1_000;
 
 /**
  * Options of {@linkcode startWorkflow}.
@@ -73,7 +76,10 @@ export interface WorkflowRunnerOptions<I extends TypedEvent, M extends TypedEven
      */
     readonly reloadIntervalMs?: number;
   };
-  /** The sink's settings (the handler is the runner's; the default group is the category). */
+  /**
+   * The sink's settings (the handler is the runner's; the default group is the source's group,
+   * else the category).
+   */
   readonly sink?: Omit<StreamsSinkOptions, "handler">;
   /** Aborting it stops the runner (as {@linkcode WorkflowRunner.stop} does). */
   readonly signal?: AbortSignal;
@@ -117,8 +123,10 @@ export interface WorkflowRunner<S, I extends TypedEvent> extends WorkflowClient<
   /**
    * For in-process sources (memory), where an append reaches the source at once: resolves once
    * every event read so far is handled, the source is at its tail and no timer is due or firing
-   * on the clock now, with nothing new arriving meanwhile. Rejects after `timeoutMs` (default
-   * 30 s). A polling source needs its own check that it has read the store's head.
+   * on the clock now, with nothing new arriving meanwhile. Rejects at once with the runner's
+   * failure if `running` rejects, and after `timeoutMs` (default 30 s) with an
+   * {@linkcode AwaitIdleTimeoutError} naming the streams failing (attempts, last error) and busy.
+   * A polling source needs its own check that it has read the store's head.
    */
   awaitIdle(options?: { readonly timeoutMs?: number }): Promise<void>;
   /** What this runner counted since it started (the sink's and the timers' have their own). */
@@ -264,6 +272,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       (s) => s.timers.some((t) => t.seq === seq) && !(s.due ?? []).includes(seq) ? due : [],
       { context: { correlationId: timer.correlationId, causationId: id } },
     );
+    // A dispatch with sends in flight would see it only once they are done: wake it.
+    wakers.get(stream)?.();
   }
 
   /** Delivers `send` and records it delivered, with the decision on the handler's reply. */
@@ -311,52 +321,104 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     return outcome;
   }
 
+  /** Wakes the dispatch of a stream (a timer of it found due meanwhile), by stream. */
+  const wakers = new Map<StreamName, () => void>();
+
   /**
-   * The handler for an instance stream: registers its pending timers, delivers its pending sends
-   * until none is left, and reports the version it has accounted for.
+   * The handler for an instance stream: fires its due timers, registers its pending timers,
+   * delivers its pending sends (several targets at once, one send at a time per target) until
+   * none is left, and reports the version it has accounted for. While sends are in flight it
+   * keeps firing timers found due, so a deadline is decided even while a handler hangs: a send
+   * the decision abandons ({@linkcode WorkflowDecision.abandonSends}) is no longer waited for
+   * (its call's signal is aborted); one it withdraws still holds back what was sent after it.
    */
   async function dispatch(stream: StreamName, context: HandlerContext): Promise<number> {
-    let { state: s, version } = await decider.query(stream, (state, { version }) => ({
-      state,
-      version,
-    }));
-    for (;;) {
-      const due = s.due ?? [];
-      if (due.length > 0) {
-        // Timers found due: fire them here, so a firing that fails fails the stream.
-        for (const seq of due) await fireTimer(stream, seq, timerId(stream, seq));
-        ({ state: s, version } = await decider.query(stream, (state, { version }) => ({
+    type Flight = { readonly send: PendingSend; readonly abort: AbortController };
+    const flights = new Map<number, Flight>();
+    let failure: { error: unknown } | undefined;
+    let wake: () => void = () => {};
+    let woken = false;
+    const notify = () => {
+      woken = true;
+      wake();
+    };
+    wakers.set(stream, notify);
+    const start = (send: PendingSend) => {
+      const abort = new AbortController();
+      const onStop = () => abort.abort(context.signal.reason);
+      context.signal.addEventListener("abort", onStop, { once: true });
+      if (context.signal.aborted) abort.abort(context.signal.reason);
+      const flight = { send, abort };
+      flights.set(send.seq, flight);
+      deliver(stream, send, { ...context, signal: abort.signal }).then(
+        () => {},
+        (error) => {
+          // An abandoned call's failure is moot: its send is no longer pending.
+          if (flights.get(send.seq) === flight) failure ??= { error };
+        },
+      ).finally(() => {
+        context.signal.removeEventListener("abort", onStop);
+        if (flights.get(send.seq) === flight) flights.delete(send.seq);
+        notify();
+      });
+    };
+    try {
+      for (;;) {
+        woken = false;
+        const { state: s, version } = await decider.query(stream, (state, { version }) => ({
           state,
           version,
-        })));
-        continue;
-      }
-      await Promise.all(
-        s.timers.map((t) => timers.schedule({ id: timerId(stream, t.seq), due: t.due, stream })),
-      );
-      if (s.pending.length === 0) return version;
-      const byTarget = new Map<string, PendingSend[]>();
-      for (const p of s.pending) {
-        const list = byTarget.get(p.to);
-        if (list === undefined) byTarget.set(p.to, [p]);
-        else list.push(p);
-      }
-      const queues = [...byTarget.values()];
-      // The latest record made: its state includes every earlier one, and what they decided.
-      let latest = { state: s, version };
-      const results = await Promise.allSettled(
-        Array.from({ length: Math.min(maxConcurrentSends, queues.length) }, async () => {
-          for (let q = queues.shift(); q !== undefined; q = queues.shift()) {
-            for (const send of q) {
-              const outcome = await deliver(stream, send, context);
-              if (outcome.version >= latest.version) latest = outcome;
+        }));
+        const due = s.due ?? [];
+        if (due.length > 0) {
+          // Timers found due: fire them here, so a firing that fails fails the stream.
+          for (const seq of due) await fireTimer(stream, seq, timerId(stream, seq));
+          continue;
+        }
+        await Promise.all(
+          s.timers.map((t) => timers.schedule({ id: timerId(stream, t.seq), due: t.due, stream })),
+        );
+        const pending = new Set(s.pending.map((p) => p.seq));
+        // A withdrawn send whose handler runs holds back what was sent after it (a compensation
+        // never takes effect before its action); an abandoned one is let go.
+        let holdFrom = Infinity;
+        for (const [seq, flight] of flights) {
+          if (pending.has(seq)) continue;
+          if ((s.abandoned ?? []).includes(seq)) {
+            flight.abort.abort(new Error(`${stream}#${seq} was abandoned: its reply is ignored`));
+            flights.delete(seq);
+          } else if ((s.withdrawn ?? []).includes(seq)) holdFrom = Math.min(holdFrom, seq);
+        }
+        const busy = new Set([...flights.values()].map((f) => f.send.to));
+        if (failure === undefined) {
+          for (const send of s.pending) {
+            if (flights.size >= maxConcurrentSends || send.seq > holdFrom) break;
+            if (flights.has(send.seq) || busy.has(send.to)) {
+              busy.add(send.to);
+              continue;
             }
+            busy.add(send.to);
+            start(send);
           }
-        }),
-      );
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed !== undefined) throw failed.reason;
-      ({ state: s, version } = latest);
+        }
+        if (flights.size === 0) {
+          if (failure !== undefined) throw failure.error;
+          if (s.pending.length === 0) return version;
+          continue;
+        }
+        if (woken) continue;
+        // Another runner may find a timer due: look again now and then while sends are in flight.
+        await new Promise<void>((resolve) => {
+          const poll = s.timers.length > 0 ? setTimeout(resolve, DUE_POLL_MS) : undefined;
+          wake = () => {
+            clearTimeout(poll);
+            resolve();
+          };
+        });
+        wake = () => {};
+      }
+    } finally {
+      wakers.delete(stream);
     }
   }
 
@@ -385,7 +447,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     throw new InvalidArgumentError("signal", "must be an AbortSignal");
   }
   const sink = streamsSink({
-    group: category,
+    // The source's consumer group when it has one (its checkpoints are kept under it).
+    group: (source as ObservableSource).group ?? category,
     statsIntervalMs: 0,
     ...options.sink,
     handler: (stream, events, context) => {
@@ -457,7 +520,18 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
           ) return;
         }
       };
-      await withTimeout(settle(), timeoutMs, "awaitIdle");
+      // A runner that faulted never gets idle: say why at once, not after the timeout.
+      const faulted = running.then(
+        () => new Promise<never>(() => {}),
+        (error) => Promise.reject(error),
+      );
+      try {
+        await withTimeout(Promise.race([settle(), faulted]), timeoutMs, "awaitIdle");
+      } catch (error) {
+        if (!(error instanceof TimeoutError) || error instanceof AwaitIdleTimeoutError) throw error;
+        const { failing, busy } = sink.stats();
+        throw new AwaitIdleTimeoutError(timeoutMs, failing, busy);
+      }
     },
     stop() {
       controller.abort();

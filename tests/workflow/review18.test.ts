@@ -1,0 +1,208 @@
+// Findings of a new user's trial (issue 18), each on the memory store and on MessageDB (IMPEL_PG_URL):
+// a compensation whose handler hangs past its deadline, a runner over a source with its own
+// consumer group, bad steps in the background made visible, and awaitIdle saying why.
+// @ts-types="@types/pg"
+import pg from "pg";
+import assert from "node:assert/strict";
+import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
+import type { Batch } from "../../core/batch.ts";
+import type { StreamStatus } from "../../core/scheduler.ts";
+import type { EventStore } from "../../core/store.ts";
+import {
+  defineSaga,
+  manualClock,
+  type SendHandlers,
+  startWorkflow,
+  stepCompensated,
+  stepFailed,
+  stepSucceeded,
+  workflowCategories,
+  type WorkflowRunner,
+} from "../../core/workflow.ts";
+import type { SagaInput, SagaState } from "../../core/saga.ts";
+import { messageDbSource } from "../../sources/messagedb.ts";
+import { createMemoryStore, memorySource } from "../../sources/memory.ts";
+import { messageDbStore } from "../../stores/messagedb.ts";
+import { url } from "../support/postgres.ts";
+
+type Order = { orderId: string };
+type Message =
+  | { type: "Reserve"; data: Order }
+  | { type: "Release"; data: Order }
+  | { type: "Charge"; data: Order }
+  | { type: "Refund"; data: Order }
+  | { type: "Ship"; data: Order };
+
+/** A store and sources over it; `pool` when it is MessageDB. */
+interface Backend {
+  readonly name: string;
+  readonly store: EventStore;
+  source(categories: readonly string[], group?: string): ReadableStream<Batch>;
+  readonly pool?: pg.Pool;
+}
+
+const unique = () => crypto.randomUUID().replaceAll("-", "").slice(0, 10);
+
+function orders(category: string, compensationTimeoutMs = 500) {
+  return defineSaga<Order, Message>({
+    category,
+    steps: [
+      {
+        name: "reserve",
+        action: (o) => ({ to: `Inventory-${o.orderId}`, type: "Reserve", data: o }),
+        compensation: (o) => ({ to: `Inventory-${o.orderId}`, type: "Release", data: o }),
+      },
+      {
+        name: "pay",
+        action: (o) => ({ to: `Payment-${o.orderId}`, type: "Charge", data: o }),
+        compensation: (o) => ({ to: `Payment-${o.orderId}`, type: "Refund", data: o }),
+        compensationTimeoutMs,
+      },
+      { name: "ship", action: (o) => ({ to: `Shipping-${o.orderId}`, type: "Ship", data: o }) },
+    ],
+  });
+}
+
+/** Resolves once `check` holds, polling; rejects naming `what` after `ms`. */
+async function eventually(what: string, check: () => Promise<boolean>, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function withBackend(kind: "memory" | "messagedb", fn: (b: Backend) => Promise<void>) {
+  if (kind === "memory") {
+    const store = createMemoryStore();
+    return await fn({
+      name: "memory",
+      store,
+      source: (categories, group) => memorySource({ store, categories: [...categories], group }),
+    });
+  }
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 8,
+    options: "-c search_path=message_store,public",
+  });
+  pool.on("error", () => {});
+  try {
+    await initPostgresCheckpoints(pool);
+    const checkpoints = postgresCheckpoints(pool);
+    await fn({
+      name: "MessageDB",
+      store: messageDbStore(pool),
+      pool,
+      source: (categories, group) =>
+        messageDbSource({
+          client: pool,
+          categories: [...categories],
+          group: group ?? `g${unique()}`,
+          checkpoints,
+          tailSleepMs: 20,
+        }),
+    });
+  } finally {
+    await pool.end();
+  }
+}
+
+// pg keeps sockets and timers of its pool until `end`, which each test awaits.
+const both = (name: string, fn: (b: Backend) => Promise<void>) => {
+  for (const kind of ["memory", "messagedb"] as const) {
+    Deno.test({
+      name: `${name} (${kind})`,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      fn: () => withBackend(kind, fn),
+    });
+  }
+};
+
+const status = async (runner: WorkflowRunner<SagaState<Order>, SagaInput<Order>>, id: string) =>
+  (await runner.read(id)).state;
+
+both(
+  "a compensation whose handler hangs past its deadline counts as failed; the next one runs, stop is prompt",
+  async (b) => {
+    const saga = orders(`Hang${unique()}`);
+    const clock = manualClock(0);
+    const calls: string[] = [];
+    let refundSignal: AbortSignal | undefined;
+    const handlers: SendHandlers<SagaInput<Order>, Message> = {
+      Reserve: () => stepSucceeded("reserve"),
+      Release: () => {
+        calls.push("Release");
+        return stepCompensated("reserve");
+      },
+      Charge: () => stepSucceeded("pay"),
+      Refund: (_send, context) => {
+        calls.push("Refund");
+        refundSignal = context.signal;
+        return new Promise(() => {}); // never settles, whatever its signal says
+      },
+      Ship: () => stepFailed("ship", "no address"),
+    };
+    const runner = startWorkflow(saga, {
+      store: b.store,
+      clock,
+      source: b.source(workflowCategories(saga)),
+      handlers,
+    });
+    try {
+      await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+      await eventually("the Refund handler is called", async () => calls.includes("Refund"));
+      assert.equal((await status(runner, "o1")).status, "compensating");
+      clock.advance(600);
+      await eventually(
+        "the saga ends after the Refund's deadline",
+        async () => (await status(runner, "o1")).status === "failed",
+      );
+      const state = await status(runner, "o1");
+      assert.match(state.reason ?? "", /pay: compensation not confirmed within 500 ms/);
+      assert.deepEqual(calls, ["Refund", "Release"]);
+      assert.equal(refundSignal?.aborted, true, "the abandoned call's signal is aborted");
+      assert.deepEqual((await runner.read("o1")).pending, []);
+    } finally {
+      const started = Date.now();
+      await runner.stop();
+      assert.ok(Date.now() - started < 3_000, `stop took ${Date.now() - started} ms`);
+    }
+  },
+);
+
+both(
+  "a runner over a source with its own consumer group reads and commits as that group",
+  async (b) => {
+    const saga = orders(`Grp${unique()}`);
+    const group = `order-saga-${unique()}`;
+    const runner = startWorkflow(saga, {
+      store: b.store,
+      source: b.source(workflowCategories(saga), group),
+      handlers: {
+        Reserve: () => stepSucceeded("reserve"),
+        Release: () => stepCompensated("reserve"),
+        Charge: () => stepSucceeded("pay"),
+        Refund: () => stepCompensated("pay"),
+        Ship: () => stepSucceeded("ship"),
+      },
+    });
+    try {
+      await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+      await eventually(
+        "the order completes",
+        async () => (await status(runner, "o1")).status === "completed",
+      );
+    } finally {
+      await runner.stop();
+    }
+    if (b.pool !== undefined) {
+      const { rows } = await b.pool.query(
+        "SELECT count(*)::int AS n FROM impel.checkpoints WHERE consumer_group = $1",
+        [group],
+      );
+      assert.ok(rows[0].n > 0, `checkpoints kept under ${group}`);
+    }
+  },
+);
