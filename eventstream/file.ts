@@ -28,6 +28,7 @@ import { getLogger } from "@logtape/logtape";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import {
   CorruptFrameError,
+  crc32,
   decodeFrames,
   DEFAULT_MAX_PAYLOAD,
   encodeFrames,
@@ -135,6 +136,8 @@ interface Segment {
   readonly path: string;
   /** Known (seq, offset) frame starts, ascending, so that a read need not scan from 0. */
   readonly marks: { seq: number; offset: number }[];
+  /** Where the last read of this segment ended: the next sequential read starts there. */
+  cursor?: { seq: number; offset: number };
 }
 
 const SEGMENT = /^(\d{20})\.seg$/;
@@ -209,6 +212,7 @@ export async function fileStorage(
     const fh = await open(seg.path, readOnly ? "r" : "r+");
     try {
       const size = (await fh.stat()).size;
+      if (await walkHeaders(fh, seg, size)) return;
       let chunk = Math.max(1024 * 1024, maxPayload + FRAME_OVERHEAD);
       while (end < size) {
         const bytes = await readAt(fh, end, Math.min(chunk, size - end));
@@ -241,8 +245,21 @@ export async function fileStorage(
           chunk *= 2; // one append larger than the chunk
           continue;
         }
-        // A partial append at the end of the file: a crash while appending.
+        // A partial append at the end of the file: a crash while appending. Unless a whole,
+        // valid frame of a later event lies beyond it: then a damaged length made a frame look
+        // cut short, and truncating would drop acknowledged events.
         if (repair) {
+          const rest = await readAt(fh, end, size - end);
+          const later = laterFrame(rest, last);
+          if (later !== undefined) {
+            throw new CorruptFrameError(
+              seg.path,
+              end,
+              "length",
+              `the frame of event ${last + 1} does not fit in the file, yet event ${later.seq} ` +
+                `follows at byte ${end + later.offset}: damage, not a torn append`,
+            );
+          }
           log.warn(
             "{storage}: truncating {bytes} bytes of a torn append at byte {at} of {path}",
             { storage: name, bytes: size - end, at: end, path: seg.path },
@@ -257,12 +274,69 @@ export async function fileStorage(
     }
   };
 
+  /**
+   * The quick way through a segment that ends cleanly: follows the frame headers (lengths and
+   * sequence numbers) from `end` without checksums or JSON, then verifies the last append in
+   * full. True when that found whole appends up to the end of the file; anything unusual (a bad
+   * header, a partial append, a bad last append) returns false and the segment is decoded frame
+   * by frame instead, which tells a torn tail from damage. Frames before the last append are
+   * verified when they are read, like every frame.
+   */
+  const walkHeaders = async (fh: FileHandle, seg: Segment, size: number): Promise<boolean> => {
+    let at = end;
+    let seq = last + 1;
+    let appendStart = end;
+    let appendSeq = seq;
+    let lastAppend: { offset: number; seq: number } | undefined;
+    let buf: Uint8Array = new Uint8Array(0);
+    let bufAt = end;
+    let view: DataView = new DataView(buf.buffer);
+    while (at < size) {
+      if (at + 16 > bufAt + buf.length) {
+        if (at + 16 > size) return false;
+        buf = await readAt(fh, at, Math.min(1024 * 1024, size - at));
+        bufAt = at;
+        view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+        if (buf.length < 16) return false;
+      }
+      const h = at - bufAt;
+      const n = view.getUint32(h, true);
+      const got = view.getUint32(h + 4, true) + view.getUint32(h + 8, true) * 0x1_0000_0000;
+      const rest = view.getUint32(h + 12, true);
+      if (n > maxPayload || got !== seq || at + FRAME_OVERHEAD + n > size) return false;
+      at += FRAME_OVERHEAD + n;
+      seq++;
+      if (rest === 0) {
+        lastAppend = { offset: appendStart, seq: appendSeq };
+        appendStart = at;
+        appendSeq = seq;
+      }
+    }
+    if (appendStart !== size || lastAppend === undefined) return at === end;
+    try {
+      const bytes = await readAt(fh, lastAppend.offset, size - lastAppend.offset);
+      const d = decodeFrames(bytes, {
+        where: seg.path,
+        expectedSeq: lastAppend.seq,
+        offset: lastAppend.offset,
+        maxPayload,
+      });
+      if (d.incomplete || d.end !== bytes.length) return false;
+    } catch {
+      return false;
+    }
+    end = size;
+    last = seq - 1;
+    return true;
+  };
+
   /** A corrupt frame that is the end of the file, bytes of a crash rather than damage. */
   const tornTail = async (fh: FileHandle, error: CorruptFrameError, size: number) => {
     const at = error.position;
     const rest = await readAt(fh, at, size - at);
     if (rest.every((b) => b === 0)) return true;
     if (error.reason !== "checksum" || rest.length < 4) return false;
+    if (laterFrame(rest, last) !== undefined) return false;
     const n = new DataView(rest.buffer, rest.byteOffset).getUint32(0, true);
     return at + FRAME_OVERHEAD + n === size;
   };
@@ -311,6 +385,8 @@ export async function fileStorage(
       let seq = seg.first;
       let pos = 0;
       for (const m of seg.marks) if (m.seq <= target) seq = m.seq, pos = m.offset;
+      const c = seg.cursor;
+      if (c !== undefined && c.seq <= target && c.seq > seq) seq = c.seq, pos = c.offset;
       const fh = await open(seg.path, "r");
       try {
         const segEnd = isLast ? end : (await fh.stat()).size;
@@ -340,6 +416,7 @@ export async function fileStorage(
           seq = decoded.events.at(-1)!.seq + 1;
           pos += decoded.end;
           mark(seg, seq, pos);
+          seg.cursor = { seq, offset: pos };
         }
         const next = segments[i + 1];
         if (next !== undefined && pos >= segEnd && seq !== next.first) {
@@ -438,6 +515,40 @@ export async function fileStorage(
       });
     },
   };
+}
+
+/**
+ * The first whole frame in `bytes` (after its first byte) that verifies and carries a sequence
+ * number after `last`, if any: evidence that what precedes it is damage rather than the end of
+ * the stream. Only run when opening finds a tail that does not decode.
+ */
+function laterFrame(bytes: Uint8Array, last: number): { offset: number; seq: number } | undefined {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const seqAt = (at: number) =>
+    view.getUint32(at + 4, true) + view.getUint32(at + 8, true) * 0x1_0000_0000;
+  const valid = (at: number) => {
+    const n = view.getUint32(at, true);
+    return at + FRAME_OVERHEAD + n <= bytes.length &&
+      view.getUint32(at + 16 + n, true) === crc32(bytes, at, at + 16 + n);
+  };
+  // The whole frames of the torn append itself come first: they belong to it, not after it.
+  let start = 0;
+  let next = last + 1;
+  while (start + FRAME_OVERHEAD <= bytes.length && seqAt(start) === next && valid(start)) {
+    start += FRAME_OVERHEAD + view.getUint32(start, true);
+    next++;
+  }
+  const most = next + Math.ceil(bytes.length / FRAME_OVERHEAD);
+  for (let at = start + 1; at + FRAME_OVERHEAD <= bytes.length; at++) {
+    const seq = seqAt(at);
+    if (seq < next || seq > most) continue;
+    const n = view.getUint32(at, true);
+    if (at + FRAME_OVERHEAD + n > bytes.length) continue;
+    if (view.getUint32(at + 16 + n, true) === crc32(bytes, at, at + 16 + n)) {
+      return { offset: at, seq };
+    }
+  }
+  return undefined;
 }
 
 async function readAt(fh: FileHandle, position: number, length: number): Promise<Uint8Array> {

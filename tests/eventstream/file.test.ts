@@ -160,16 +160,30 @@ Deno.test("file: corrupt bytes give CorruptFrameError at the frame's position", 
   // What comes before the damage still reads.
   assert.equal((await again.read(0, middle.first)).length, middle.first);
   await again.close();
-  // Damage in the middle of the last segment is not a torn tail: opening refuses it.
+  // Damage in the middle of the last segment is not a torn tail: nothing is truncated. A bad
+  // payload byte is found when it is read (open checks the headers and the last append); a bad
+  // header is found at open.
   const tail = segments.at(-1)!;
   const tailBytes = await readFile(tail.path);
   const frames = decodeFrames(tailBytes, { where: "x", expectedSeq: tail.first }).events.length;
   assert.ok(frames >= 2);
   tailBytes[17] ^= 1;
   await writeFile(tail.path, tailBytes);
+  const opened = await fileStorage(dir);
+  assert.equal(await opened.last(), 40);
+  await assert.rejects(
+    opened.read(tail.first - 1),
+    (e: unknown) => e instanceof CorruptFrameError && e.position === 0 && e.where === tail.path,
+  );
+  await opened.close();
+  assert.equal((await readFile(tail.path)).length, tailBytes.length, "nothing was truncated");
+  tailBytes[17] ^= 1;
+  tailBytes[1] ^= 1; // the first frame's length
+  await writeFile(tail.path, tailBytes);
   await assert.rejects(
     fileStorage(dir),
     (e: unknown) => e instanceof CorruptFrameError && e.position === 0 && e.where === tail.path,
   );
+  assert.equal((await readFile(tail.path)).length, tailBytes.length, "nothing was truncated");
   await Deno.remove(dir, { recursive: true });
 });
