@@ -87,6 +87,7 @@ export {
   type WorkflowInstance,
 } from "./workflow/client.ts";
 export {
+  AwaitIdleTimeoutError,
   InvalidWorkflowDecisionError,
   MissingSendHandlerError,
   WorkflowDecideError,
@@ -122,6 +123,7 @@ export type { Batch, BatchItem, Position, SourceProblem } from "./batch.ts";
 export type { Codec, CodecCounters, EncodeContext, RoundTrip, TypedEvent } from "./codec.ts";
 export type { CachedState, LoadOption, StateCache, TransactOptions } from "./decider.ts";
 export { ImpelError } from "./errors.ts";
+export { TimeoutError } from "./timeout.ts";
 export type { StreamEvent } from "./event.ts";
 export type {
   DeadLetterPolicy,

@@ -6,7 +6,9 @@
  */
 import { ImpelError } from "../errors.ts";
 import { errorText } from "../failure.ts";
+import type { StreamStatus } from "../scheduler.ts";
 import type { StreamName } from "../streamName.ts";
+import { TimeoutError } from "../timeout.ts";
 
 /**
  * A decision broke the workflow contract (an event of a reserved type, a send without a target
@@ -90,5 +92,49 @@ export class WorkflowDecideError extends ImpelError {
     );
     this.stream = stream;
     this.input = input;
+  }
+}
+
+/**
+ * {@linkcode WorkflowRunner.awaitIdle} timed out: the message names the streams failing (with
+ * their attempts and last error) and those whose handler is still running, which are also in
+ * `failing` and `busy`. `code` is `"Timeout"`.
+ *
+ * @example
+ * ```ts
+ * import { AwaitIdleTimeoutError } from "@impel/impel/workflow";
+ * const e = new AwaitIdleTimeoutError(2_000, [
+ *   { stream: "Order-o1", ageMs: 900, attempts: 5, error: new Error("no gateway") },
+ * ], []);
+ * console.log(e.message); // awaitIdle took over 2000 ms; failing: Order-o1 (5 attempts): Error: no gateway
+ * ```
+ *
+ * @category Workflows
+ */
+export class AwaitIdleTimeoutError extends TimeoutError {
+  /** Streams whose last attempt threw, as the sink's stats showed them at the timeout. */
+  readonly failing: readonly StreamStatus[];
+  /** Streams whose handler was still running. */
+  readonly busy: readonly StreamStatus[];
+  /** Creates the error from the sink's `failing` and `busy` streams at the timeout. */
+  constructor(ms: number, failing: readonly StreamStatus[], busy: readonly StreamStatus[]) {
+    super("awaitIdle", ms);
+    const parts = [
+      failing.length === 0
+        ? ""
+        : `failing: ${
+          failing.map((f) =>
+            `${f.stream} (${f.attempts} attempt${f.attempts === 1 ? "" : "s"}): ${
+              errorText(f.error)
+            }`
+          ).join("; ")
+        }`,
+      busy.length === 0
+        ? ""
+        : `busy: ${busy.map((f) => `${f.stream} (handler running for ${f.ageMs} ms)`).join("; ")}`,
+    ].filter((p) => p.length > 0);
+    if (parts.length > 0) this.message += `; ${parts.join("; ")}`;
+    this.failing = failing;
+    this.busy = busy;
   }
 }

@@ -6,9 +6,9 @@ import pg from "pg";
 import assert from "node:assert/strict";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
 import type { Batch } from "../../core/batch.ts";
-import type { StreamStatus } from "../../core/scheduler.ts";
 import type { EventStore } from "../../core/store.ts";
 import {
+  AwaitIdleTimeoutError,
   defineSaga,
   manualClock,
   type SendHandlers,
@@ -64,7 +64,11 @@ function orders(category: string, compensationTimeoutMs = 500) {
 }
 
 /** Resolves once `check` holds, polling; rejects naming `what` after `ms`. */
-async function eventually(what: string, check: () => Promise<boolean>, ms = 10_000) {
+async function eventually(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  ms = 10_000,
+) {
   const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
@@ -152,7 +156,7 @@ both(
     });
     try {
       await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
-      await eventually("the Refund handler is called", async () => calls.includes("Refund"));
+      await eventually("the Refund handler is called", () => calls.includes("Refund"));
       assert.equal((await status(runner, "o1")).status, "compensating");
       clock.advance(600);
       await eventually(
@@ -206,3 +210,63 @@ both(
     }
   },
 );
+
+Deno.test("awaitIdle names the failing stream, its attempts and its error when it times out", async () => {
+  const saga = orders("Idle");
+  const store = createMemoryStore();
+  const runner = startWorkflow(saga, {
+    store,
+    source: memorySource({ store, categories: workflowCategories(saga) }),
+    handlers: {
+      Reserve: () => stepSucceeded("reserve"),
+      Release: () => stepCompensated("reserve"),
+      Charge: () => stepSucceeded("reserv"), // a typo: the stream fails with UnknownStepError
+      Refund: () => stepCompensated("pay"),
+      Ship: () => stepSucceeded("ship"),
+    },
+    sink: { statsIntervalMs: 0, retry: { initialDelayMs: 10, maxDelayMs: 50 } },
+  });
+  try {
+    await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+    await assert.rejects(runner.awaitIdle({ timeoutMs: 500 }), (e) => {
+      assert.ok(e instanceof AwaitIdleTimeoutError, String(e));
+      assert.equal(e.code, "Timeout");
+      assert.match(e.message, /awaitIdle took over 500 ms; failing: Idle-o1 \(\d+ attempts?\)/);
+      assert.match(e.message, /UnknownStepError: saga Idle has no step "reserv"/);
+      assert.equal(e.failing[0]?.stream, "Idle-o1");
+      return true;
+    });
+  } finally {
+    await runner.stop();
+  }
+});
+
+Deno.test("awaitIdle rejects at once with the runner's failure when running has rejected", async () => {
+  const saga = orders("Fault");
+  const store = createMemoryStore();
+  const runner = startWorkflow(saga, {
+    store,
+    source: memorySource({ store, categories: workflowCategories(saga) }),
+    handlers: {
+      Reserve: () => {
+        throw new Error("inventory down");
+      },
+      Release: () => stepCompensated("reserve"),
+      Charge: () => stepSucceeded("pay"),
+      Refund: () => stepCompensated("pay"),
+      Ship: () => stepSucceeded("ship"),
+    },
+    sink: { statsIntervalMs: 0, failure: { kind: "fault", maxAttempts: 1 } },
+  });
+  const ran = runner.running.then(() => undefined, (e) => e);
+  await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+  const started = Date.now();
+  await assert.rejects(runner.awaitIdle({ timeoutMs: 20_000 }), (e: Error) => {
+    assert.ok(!(e instanceof AwaitIdleTimeoutError), `rejected with ${e}`);
+    assert.match(String(e), /inventory down/);
+    return true;
+  });
+  assert.ok(Date.now() - started < 5_000, `awaitIdle took ${Date.now() - started} ms`);
+  assert.match(String(await ran), /inventory down/);
+  await runner.stop().catch(() => {});
+});
