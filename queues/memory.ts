@@ -13,6 +13,7 @@ import {
   checkLimit,
   checkMs,
   checkNack,
+  checkPurge,
   checkQueueName,
   checkStoreOptions,
   type DeadLetter,
@@ -21,6 +22,7 @@ import {
   type EnqueueOptions,
   expiredError,
   type NackOptions,
+  type PurgeDeadOptions,
   type QueueMessage,
   type QueueStats,
   type QueueStore,
@@ -31,6 +33,7 @@ export type {
   DequeueOptions,
   EnqueueOptions,
   NackOptions,
+  PurgeDeadOptions,
   QueueMessage,
   QueueStats,
   QueueStore,
@@ -305,6 +308,21 @@ export function memoryQueues(options: MemoryQueuesOptions = {}): QueueStore {
         }
         if (moved.length > 0) wake(queue);
         return Promise.resolve(moved.length);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
+    purgeDead(queue: string, opts: PurgeDeadOptions) {
+      try {
+        checkQueueName(queue);
+        const { olderThanMs, limit } = checkPurge(opts);
+        const list = dead.get(queue) ?? [];
+        const before = now() - olderThanMs;
+        // Dead letters are kept in the order they died: the old ones are a prefix.
+        let n = 0;
+        while (n < list.length && n < limit && list[n].deadAt <= before) n++;
+        list.splice(0, n);
+        return Promise.resolve(n);
       } catch (error) {
         return Promise.reject(error);
       }

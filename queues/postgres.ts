@@ -39,6 +39,7 @@ import {
   checkLimit,
   checkMs,
   checkNack,
+  checkPurge,
   checkQueueName,
   checkStoreOptions,
   type DeadLetter,
@@ -47,6 +48,7 @@ import {
   type EnqueueOptions,
   EXPIRED_ERROR,
   type NackOptions,
+  type PurgeDeadOptions,
   type QueueMessage,
   type QueueStats,
   type QueueStore,
@@ -57,6 +59,7 @@ export type {
   DequeueOptions,
   EnqueueOptions,
   NackOptions,
+  PurgeDeadOptions,
   QueueMessage,
   QueueStats,
   QueueStore,
@@ -538,6 +541,22 @@ export function postgresQueues(
          SELECT count(*)::integer AS n, CASE WHEN count(*) > 0 THEN pg_notify($3, $1) END AS woken
            FROM back`,
         [queue, limit, channel],
+      );
+      return Number(rows[0].n);
+    },
+    async purgeDead(queue: string, opts: PurgeDeadOptions) {
+      checkQueueName(queue);
+      const { olderThanMs, limit } = checkPurge(opts);
+      const rows = await run(
+        `WITH gone AS (
+           DELETE FROM ${deadTable} WHERE id IN (
+             SELECT id FROM ${deadTable}
+              WHERE queue = $1 AND dead_at <= now() - $2::bigint * interval '1 millisecond'
+              ORDER BY dead_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+           RETURNING id
+         )
+         SELECT count(*)::integer AS n FROM gone`,
+        [queue, olderThanMs, limit],
       );
       return Number(rows[0].n);
     },

@@ -148,6 +148,38 @@ export interface NackOptions {
 }
 
 /**
+ * Options of {@linkcode QueueStore.purgeDead}.
+ *
+ * @example
+ * ```ts
+ * import type { PurgeDeadOptions } from "@impel/impel/queues/postgres";
+ * const weekOld: PurgeDeadOptions = { olderThanMs: 7 * 24 * 3600_000, limit: 500 };
+ * ```
+ *
+ * @category Queues
+ */
+export interface PurgeDeadOptions {
+  /** Only dead letters dead for at least this long, ms (0 to ten years). */
+  readonly olderThanMs: number;
+  /** At most this many (default 1000, at most 10,000). */
+  readonly limit?: number;
+}
+
+/** Checks purgeDead options. */
+export function checkPurge(options: PurgeDeadOptions): { olderThanMs: number; limit: number } {
+  if (options === null || typeof options !== "object") {
+    throw new InvalidArgumentError(
+      "options",
+      `must be { olderThanMs, limit? }, got ${describe(options)}`,
+    );
+  }
+  return {
+    olderThanMs: checkInteger("olderThanMs", options.olderThanMs, 0, 10 * 366 * 86_400_000),
+    limit: checkLimit(options.limit ?? 1000),
+  };
+}
+
+/**
  * What a queue holds now.
  *
  * @example
@@ -221,6 +253,12 @@ export interface QueueStore {
    * many moved. For after the cause was fixed.
    */
   requeueDead(queue: string, limit?: number): Promise<number>;
+  /**
+   * Deletes dead letters of `queue` that have been dead for at least `olderThanMs` (0: all), the
+   * oldest first, at most `limit` (default 1000) in one statement so no lock is held long; resolves
+   * with how many went. A retention job calls it until it returns less than `limit`.
+   */
+  purgeDead(queue: string, options: PurgeDeadOptions): Promise<number>;
   /**
    * Resolves when a message may have become visible in `queue` (an enqueue or a nack without
    * delay, as far as the store can tell), after `timeoutMs` otherwise, or at once when `signal`

@@ -218,6 +218,32 @@ export function queueStoreContract(
   );
 
   test(
+    "purgeDead deletes dead letters past an age, oldest first, in bounded batches",
+    async (q) => {
+      await q.enqueue("jobs", ["old1", "old2", "old3"]);
+      for (const m of await q.dequeue("jobs", { ...V, max: 3 })) await q.nack(m);
+      await q.dequeue("jobs", V); // all three dead now
+      await sleep(150);
+      await q.enqueue("jobs", ["new"]);
+      await q.nack((await q.dequeue("jobs", V))[0]);
+      await q.dequeue("jobs", V);
+      assert.equal((await q.stats("jobs")).dead, 4);
+      assert.equal(await q.purgeDead("jobs", { olderThanMs: 100, limit: 2 }), 2, "bounded");
+      assert.equal(await q.purgeDead("jobs", { olderThanMs: 100, limit: 2 }), 1, "the rest");
+      assert.equal(await q.purgeDead("jobs", { olderThanMs: 100 }), 0, "the new one is kept");
+      assert.deepEqual((await q.deadLetters("jobs")).map((d) => d.body), ["new"]);
+      assert.equal(await q.purgeDead("other", { olderThanMs: 0 }), 0);
+      assert.equal(await q.purgeDead("jobs", { olderThanMs: 0 }), 1);
+      const field = (f: string) => (e: unknown) =>
+        e instanceof InvalidArgumentError && e.field === f;
+      await assert.rejects(q.purgeDead("jobs", { olderThanMs: -1 }), field("olderThanMs"));
+      await assert.rejects(q.purgeDead("jobs", { olderThanMs: 0, limit: 0 }), field("limit"));
+      await assert.rejects(q.purgeDead("jobs", undefined as never), field("options"));
+    },
+    { maxDeliveries: 1 },
+  );
+
+  test(
     "an expired last delivery is dead-lettered with the expiry as its error",
     async (q) => {
       await q.enqueue("jobs", ["slow"]);
