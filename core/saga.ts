@@ -280,8 +280,16 @@ export interface SagaOptions<D, M extends TypedEvent> {
   readonly steps: readonly SagaStep<D, M>[];
   /** Events of other categories that report outcomes (or start or cancel instances). */
   readonly routes?: readonly WorkflowRoute<SagaInput<D>>[];
-  /** Checks the data of a stored `Started` event (default: taken as it is). */
+  /**
+   * Checks a `Start`'s data before anything is recorded, and a stored `Started` event's (default:
+   * taken as it is). Throwing refuses it ({@linkcode InvalidSagaInputError}).
+   */
   readonly parse?: (data: unknown) => D;
+  /**
+   * The message types the steps' actions and compensations send: when given, a runner without a
+   * handler for one is refused at start, and a step sending another type fails its decision.
+   */
+  readonly sends?: readonly M["type"][];
 }
 
 /**
@@ -417,6 +425,7 @@ const NAMED = new Set([
  */
 export function stepSucceeded(step: string, result?: unknown): SagaReply {
   checkText("step", step);
+  if (result !== undefined) checkJson("result", result, new Set());
   return { type: "StepSucceeded", data: result === undefined ? { step } : { step, result } };
 }
 
@@ -487,6 +496,40 @@ export function sagaEnded(state: SagaState<unknown>): boolean {
   }
   return state.status === "completed" || state.status === "compensated" ||
     state.status === "failed";
+}
+
+/** Refuses what JSON would drop or cannot hold, so a result fails here, not at the append. */
+function checkJson(path: string, value: unknown, seen: Set<object>): void {
+  const bad = (what: string): never => {
+    throw new InvalidArgumentError(path, `must be JSON data (it is stored), got ${what}`);
+  };
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return;
+    case "number":
+      if (!Number.isFinite(value)) bad(String(value));
+      return;
+    case "object":
+      break;
+    default:
+      return bad(typeof value === "bigint" ? `the bigint ${value}n` : `a ${typeof value}`);
+  }
+  if (value === null) return;
+  if (seen.has(value)) bad("a cycle");
+  seen.add(value);
+  if (Array.isArray(value)) {
+    value.forEach((v, i) => checkJson(`${path}[${i}]`, v, seen));
+  } else {
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) {
+      bad(`a ${(value as object).constructor?.name ?? "class instance"}`);
+    }
+    for (const [k, v] of Object.entries(value)) {
+      if (v !== undefined) checkJson(`${path}.${k}`, v, seen);
+    }
+  }
+  seen.delete(value);
 }
 
 function checkText(field: string, value: unknown): void {
@@ -944,5 +987,6 @@ export function defineSaga<D, M extends TypedEvent>(
     fold,
     decide,
     routes: options.routes,
+    ...(options.sends === undefined ? {} : { sends: options.sends }),
   });
 }

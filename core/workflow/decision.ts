@@ -218,6 +218,14 @@ export function createDecide<E extends TypedEvent, S, I extends TypedEvent, M ex
       if (typeof m.type !== "string" || m.type.length === 0) {
         refuse(`sends[${i}].type must be a non-empty string, got ${describe(m.type)}`);
       }
+      if (def.sends !== undefined && !def.sends.includes(m.type)) {
+        refuse(
+          `sends[${i}] has type ${
+            JSON.stringify(m.type)
+          }, which ${def.category} does not declare ` +
+            `(sends: ${def.sends.join(", ") || "none"})`,
+        );
+      }
       if (sendTypes !== undefined && !sendTypes.has(m.type)) {
         refuse(
           `sends[${i}] has type ${JSON.stringify(m.type)}, which no handler delivers ` +

@@ -275,6 +275,12 @@ export interface WorkflowDefinition<
   readonly decide: (state: S, input: I, context: WorkflowContext) => WorkflowDecision<E, I, M>;
   /** Events of other categories that are inputs. */
   readonly routes?: readonly WorkflowRoute<I>[];
+  /**
+   * The message types its decisions may send. When given, {@linkcode startWorkflow} refuses
+   * handlers that miss one of them (at start, not when an instance first reaches the send), and
+   * a decision sending another type is refused ({@linkcode InvalidWorkflowDecisionError}).
+   */
+  readonly sends?: readonly M["type"][];
 }
 
 /**
@@ -334,7 +340,25 @@ export function defineWorkflow<
     }
     seen.add(r.category);
   });
-  return Object.freeze({ ...definition, routes: Object.freeze([...routes]) });
+  const sends = definition.sends;
+  if (sends !== undefined) {
+    if (!Array.isArray(sends)) {
+      throw new InvalidArgumentError("sends", `must be an array of types, got ${describe(sends)}`);
+    }
+    sends.forEach((type, i) => {
+      if (typeof type !== "string" || type.length === 0) {
+        throw new InvalidArgumentError(
+          `sends[${i}]`,
+          `must be a non-empty string, got ${describe(type)}`,
+        );
+      }
+    });
+  }
+  return Object.freeze({
+    ...definition,
+    routes: Object.freeze([...routes]),
+    ...(sends === undefined ? {} : { sends: Object.freeze([...sends]) }),
+  });
 }
 
 /**

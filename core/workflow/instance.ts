@@ -153,8 +153,17 @@ export interface Internal<S> {
   readonly due?: readonly number[];
   /** The correlation id of the instance's first outbox entry. */
   readonly correlationId?: string;
-  /** Sends withdrawn (`WorkflowWithdrawn`): a reply to one is ignored, and noted. */
+  /**
+   * Sends withdrawn (`WorkflowWithdrawn`) whose handler may still be running: a reply to one is
+   * ignored, and noted. One is dropped once a send recorded after its withdrawal is delivered
+   * (see `withdrawnAt`), so the list stays short.
+   */
   readonly withdrawn?: readonly number[];
+  /**
+   * For each of `withdrawn`, the outbox's next index when it was withdrawn: the dispatcher
+   * delivers no send from there on while the withdrawn send's handler runs.
+   */
+  readonly withdrawnAt?: readonly number[];
   /** Those of `withdrawn` that were abandoned: a running handler of one is not waited for. */
   readonly abandoned?: readonly number[];
 }
@@ -232,7 +241,9 @@ const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
       return {
         seq: index(f, "seq"),
         name: text(f, "name"),
-        due,
+        // Decisions once accepted a due before the epoch, which the durable timers refuse (the
+        // stream failed on every dispatch): it is as past as the epoch, so it reads as that.
+        due: Math.max(0, due),
         input: typed(f.input, "input"),
         correlationId: text(f, "correlationId"),
       };
@@ -287,10 +298,33 @@ export function internalFold<E extends TypedEvent, S>(
   fold: (state: S, events: readonly E[]) => S,
 ): (s: Internal<S>, events: readonly Stored<E>[]) => Internal<S> {
   return (s, events) => {
-    let { state, next, pending, timers, correlationId } = s;
-    let due = s.due ?? [];
-    let withdrawn = s.withdrawn ?? [];
-    let abandoned = s.abandoned ?? [];
+    let { state, next, correlationId } = s;
+    let pending = s.pending, timers = s.timers, due = s.due ?? [];
+    let withdrawn = s.withdrawn ?? [], abandoned = s.abandoned ?? [];
+    // A state folded before `withdrawnAt` existed: its outbox's next index bounds them all.
+    let withdrawnAt = s.withdrawnAt?.length === withdrawn.length
+      ? s.withdrawnAt
+      : withdrawn.map(() => s.next);
+    // A list is copied the first time this call changes it, not on every event: a long stream
+    // folds in linear time, and the state passed in (maybe cached) is never changed.
+    const copies = new Set<readonly unknown[]>();
+    const mutable = <T>(list: readonly T[]): T[] => {
+      if (copies.has(list)) return list as T[];
+      const copy = [...list];
+      copies.add(copy);
+      return copy;
+    };
+    const push = <T>(list: readonly T[], item: T): readonly T[] => {
+      const copy = mutable(list);
+      copy.push(item);
+      return copy;
+    };
+    const without = <T>(list: readonly T[], at: number): readonly T[] => {
+      if (at < 0) return list;
+      const copy = mutable(list);
+      copy.splice(at, 1);
+      return copy;
+    };
     let own: E[] = [];
     const flush = () => {
       if (own.length > 0) state = fold(state, own);
@@ -304,35 +338,52 @@ export function internalFold<E extends TypedEvent, S>(
       flush();
       switch (e.type) {
         case "WorkflowSend":
-          pending = [...pending, e.data];
+          pending = push(pending, e.data);
           next = Math.max(next, e.data.seq + 1);
           correlationId ??= e.data.correlationId;
           break;
-        case "WorkflowWithdrawn":
-          if (pending.some((p) => p.seq === e.data.seq)) {
-            withdrawn = [...withdrawn, e.data.seq];
+        case "WorkflowWithdrawn": {
+          const at = pending.findIndex((p) => p.seq === e.data.seq);
+          if (at >= 0) {
+            withdrawn = push(withdrawn, e.data.seq);
+            withdrawnAt = push(withdrawnAt, next);
             if (e.data.abandoned) abandoned = [...abandoned, e.data.seq];
           }
-          pending = pending.filter((p) => p.seq !== e.data.seq);
+          pending = without(pending, at);
           break;
-        case "WorkflowDelivered":
-          pending = pending.filter((p) => p.seq !== e.data.seq);
+        }
+        case "WorkflowDelivered": {
+          const seq = e.data.seq;
+          pending = without(pending, pending.findIndex((p) => p.seq === seq));
+          // A send recorded after a withdrawal waits for the withdrawn send's handler (the
+          // dispatcher holds it back, as it holds back every later send): once one is delivered,
+          // that handler has returned and its reply can no longer come. An abandoned one is not
+          // waited for, so it stays.
+          if (withdrawnAt.length > 0 && withdrawnAt[0] <= seq) {
+            const keep = withdrawn.map((w, i) => withdrawnAt[i] > seq || abandoned.includes(w));
+            withdrawn = withdrawn.filter((_, i) => keep[i]);
+            withdrawnAt = withdrawnAt.filter((_, i) => keep[i]);
+            copies.add(withdrawn).add(withdrawnAt);
+          }
           break;
+        }
         case "WorkflowTimerSet":
-          timers = [...timers, e.data];
+          timers = push(timers, e.data);
           next = Math.max(next, e.data.seq + 1);
           correlationId ??= e.data.correlationId;
           break;
         case "WorkflowTimerDue":
           if (timers.some((t) => t.seq === e.data.seq) && !due.includes(e.data.seq)) {
-            due = [...due, e.data.seq];
+            due = push(due, e.data.seq);
           }
           break;
         case "WorkflowTimerCancelled":
-        case "WorkflowTimerFired":
-          timers = timers.filter((t) => t.seq !== e.data.seq);
-          due = due.filter((seq) => seq !== e.data.seq);
+        case "WorkflowTimerFired": {
+          const seq = e.data.seq;
+          timers = without(timers, timers.findIndex((t) => t.seq === seq));
+          due = without(due, due.indexOf(seq));
           break;
+        }
       }
     }
     flush();
@@ -344,7 +395,7 @@ export function internalFold<E extends TypedEvent, S>(
       timers,
       ...(due.length === 0 ? {} : { due }),
       ...(correlationId === undefined ? {} : { correlationId }),
-      ...(withdrawn.length === 0 ? {} : { withdrawn }),
+      ...(withdrawn.length === 0 ? {} : { withdrawn, withdrawnAt }),
       ...(abandoned.length === 0 ? {} : { abandoned }),
     };
   };

@@ -215,6 +215,16 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
   const maxConcurrentSends = checkInteger("maxConcurrentSends", options.maxConcurrentSends ?? 8, 1);
   const sendTypes = new Set(Object.keys(handlers));
   const runtime = createRuntime(definition, options, sendTypes);
+  // Declared sends without a handler are a wiring mistake: say so now, not when an instance
+  // first reaches one.
+  const unhandled = (definition.sends ?? []).filter((type) => !sendTypes.has(type));
+  if (unhandled.length > 0) {
+    throw new InvalidArgumentError(
+      "handlers",
+      `has no handler for ${unhandled.map((t) => JSON.stringify(t)).join(", ")}, which ` +
+        `${runtime.category} declares in sends (handlers: ${[...sendTypes].join(", ") || "none"})`,
+    );
+  }
   const { decider, clock, fold, category } = runtime;
   const routes = new Map(runtime.routes.map((r) => [r.category, r]));
   const log = getLogger(["impel", "workflow", category]);

@@ -7,10 +7,13 @@ import assert from "node:assert/strict";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
 import type { Batch } from "../../core/batch.ts";
 import type { EventStore } from "../../core/store.ts";
+import { InvalidArgumentError } from "../../core/errors.ts";
 import {
   AwaitIdleTimeoutError,
   defineSaga,
+  InvalidWorkflowDecisionError,
   manualClock,
+  SagaStepError,
   type SendHandlers,
   startWorkflow,
   stepCompensated,
@@ -19,7 +22,7 @@ import {
   workflowCategories,
   type WorkflowRunner,
 } from "../../core/workflow.ts";
-import type { SagaInput, SagaState } from "../../core/saga.ts";
+import type { SagaInput, SagaState, SagaStep } from "../../core/saga.ts";
 import { messageDbSource } from "../../sources/messagedb.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 import { messageDbStore } from "../../stores/messagedb.ts";
@@ -43,25 +46,24 @@ interface Backend {
 
 const unique = () => crypto.randomUUID().replaceAll("-", "").slice(0, 10);
 
-function orders(category: string, compensationTimeoutMs = 500) {
-  return defineSaga<Order, Message>({
-    category,
-    steps: [
-      {
-        name: "reserve",
-        action: (o) => ({ to: `Inventory-${o.orderId}`, type: "Reserve", data: o }),
-        compensation: (o) => ({ to: `Inventory-${o.orderId}`, type: "Release", data: o }),
-      },
-      {
-        name: "pay",
-        action: (o) => ({ to: `Payment-${o.orderId}`, type: "Charge", data: o }),
-        compensation: (o) => ({ to: `Payment-${o.orderId}`, type: "Refund", data: o }),
-        compensationTimeoutMs,
-      },
-      { name: "ship", action: (o) => ({ to: `Shipping-${o.orderId}`, type: "Ship", data: o }) },
-    ],
-  });
+function orderSteps(compensationTimeoutMs = 500): SagaStep<Order, Message>[] {
+  return [
+    {
+      name: "reserve",
+      action: (o) => ({ to: `Inventory-${o.orderId}`, type: "Reserve", data: o }),
+      compensation: (o) => ({ to: `Inventory-${o.orderId}`, type: "Release", data: o }),
+    },
+    {
+      name: "pay",
+      action: (o) => ({ to: `Payment-${o.orderId}`, type: "Charge", data: o }),
+      compensation: (o) => ({ to: `Payment-${o.orderId}`, type: "Refund", data: o }),
+      compensationTimeoutMs,
+    },
+    { name: "ship", action: (o) => ({ to: `Shipping-${o.orderId}`, type: "Ship", data: o }) },
+  ];
 }
+
+const orders = (category: string) => defineSaga<Order, Message>({ category, steps: orderSteps() });
 
 /** Resolves once `check` holds, polling; rejects naming `what` after `ms`. */
 async function eventually(
@@ -269,4 +271,119 @@ Deno.test("awaitIdle rejects at once with the runner's failure when running has 
   assert.ok(Date.now() - started < 5_000, `awaitIdle took ${Date.now() - started} ms`);
   assert.match(String(await ran), /inventory down/);
   await runner.stop().catch(() => {});
+});
+
+Deno.test("a saga declaring its sends is refused at start when a handler is missing; an undeclared send fails its decision", async () => {
+  const declared = defineSaga<Order, Message>({
+    category: "Decl",
+    sends: ["Reserve", "Release", "Charge", "Refund"], // Ship forgotten
+    steps: orderSteps(),
+  });
+  const store = createMemoryStore();
+  assert.throws(
+    () =>
+      startWorkflow(declared, {
+        store,
+        source: memorySource({ store, categories: ["Decl"] }),
+        handlers: {
+          Reserve: () => stepSucceeded("reserve"),
+          Charge: () => stepSucceeded("pay"),
+        } as unknown as SendHandlers<SagaInput<Order>, Message>,
+      }),
+    (e: Error) =>
+      e instanceof InvalidArgumentError &&
+      /handlers has no handler for "Release", "Refund", which Decl declares in sends/.test(
+        e.message,
+      ),
+  );
+  const runner = startWorkflow(declared, {
+    store,
+    source: memorySource({ store, categories: ["Decl"] }),
+    handlers: {
+      Reserve: () => stepSucceeded("reserve"),
+      Release: () => stepCompensated("reserve"),
+      Charge: () => stepSucceeded("pay"),
+      Refund: () => stepCompensated("pay"),
+      Ship: () => stepSucceeded("ship"),
+    },
+    sink: { statsIntervalMs: 0, retry: { initialDelayMs: 10, maxDelayMs: 50 } },
+  });
+  try {
+    await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+    await assert.rejects(
+      runner.awaitIdle({ timeoutMs: 500 }),
+      (e: Error) =>
+        e instanceof AwaitIdleTimeoutError &&
+        e.failing[0]?.error instanceof InvalidWorkflowDecisionError &&
+        /"Ship", which Decl does not declare/.test(e.message),
+    );
+    // The reply to Charge, whose decision would send Ship, is refused: nothing is recorded.
+    const instance = await runner.read("o1");
+    assert.equal(instance.state.step, "pay");
+    assert.deepEqual(instance.pending.map((p) => p.type), ["Charge"]);
+  } finally {
+    await runner.stop();
+  }
+});
+
+Deno.test("bad steps in the background fail their stream, visibly: a later action that throws, a reply that is no input", async () => {
+  const base = orderSteps();
+  const saga = defineSaga<Order, Message>({
+    category: "Bg",
+    steps: [base[0], {
+      ...base[1],
+      action: () => {
+        throw new Error("no gateway configured");
+      },
+    }, base[2]],
+  });
+  const store = createMemoryStore();
+  const runner = startWorkflow(saga, {
+    store,
+    source: memorySource({ store, categories: ["Bg"] }),
+    handlers: {
+      Reserve: (send) =>
+        send.data.orderId === "o2" ? "ok" as unknown as SagaInput<Order> : stepSucceeded("reserve"),
+      Release: () => stepCompensated("reserve"),
+      Charge: () => stepSucceeded("pay"),
+      Refund: () => stepCompensated("pay"),
+      Ship: () => stepSucceeded("ship"),
+    },
+    sink: { statsIntervalMs: 0, retry: { initialDelayMs: 10, maxDelayMs: 50 } },
+  });
+  try {
+    await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+    await runner.handle("o2", { type: "Start", data: { orderId: "o2" } });
+    await assert.rejects(runner.awaitIdle({ timeoutMs: 500 }), (e: Error) => {
+      assert.ok(e instanceof AwaitIdleTimeoutError, String(e));
+      const byStream = new Map(e.failing.map((f) => [f.stream, f.error]));
+      assert.ok(byStream.get("Bg-o1") instanceof SagaStepError, String(byStream.get("Bg-o1")));
+      assert.match(String(byStream.get("Bg-o2")), /the reply of handlers.Reserve must be a/);
+      assert.match(e.message, /no gateway configured/);
+      return true;
+    });
+  } finally {
+    await runner.stop();
+  }
+});
+
+Deno.test("stepSucceeded refuses a result JSON cannot store, naming where", () => {
+  assert.throws(
+    () => stepSucceeded("pay", { n: 1n }),
+    (e: Error) =>
+      e instanceof InvalidArgumentError && /result.n must be JSON data.*1n/.test(e.message),
+  );
+  assert.throws(() => stepSucceeded("pay", { at: [1, NaN] }), /result.at\[1\] must be JSON data/);
+  assert.throws(
+    () => stepSucceeded("pay", { f: () => 1 }),
+    /result.f must be JSON data .*, got a function/,
+  );
+  assert.throws(() => stepSucceeded("pay", new Date(0)), /result must be JSON data .*, got a Date/);
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  assert.throws(() => stepSucceeded("pay", cyclic), /result.self must be JSON data .*, got a cycle/);
+  assert.deepEqual(stepSucceeded("pay", { id: "p1", n: [1, null], skip: undefined }).data, {
+    step: "pay",
+    result: { id: "p1", n: [1, null], skip: undefined },
+  });
 });
