@@ -89,10 +89,18 @@ export type SendHandlers<I extends TypedEvent, M extends TypedEvent> = {
   readonly [K in M["type"]]: SendHandler<I, Extract<M, { type: K }>>;
 };
 
+/** How many keys each delivery has handed out: the n-th append of a delivery gets key n. */
+const keysGiven = new WeakMap<object, number>();
+
 /**
- * The transact options a send handler gives the target's decider: the send's id as idempotency
- * key, so a re-send after a crash appends nothing, and the send's correlation id with the send's
- * id as causation id on what the target records.
+ * The transact options a send handler gives the target's decider: an idempotency key made from
+ * the send's id, so a re-send after a crash appends nothing, and the send's correlation id with
+ * the send's id as causation id on what the target records.
+ *
+ * Each call for one delivery gives the next key (the send's id, then `{id}/2`, `{id}/3`...), so
+ * a handler that appends twice calls it once per append, in the same order on every delivery;
+ * reusing one options object for two appends would drop the second as a duplicate. `part` names
+ * the key instead (`{id}/{part}`), for appends whose order or number varies between deliveries.
  *
  * @example
  * ```ts
@@ -115,13 +123,22 @@ export type SendHandlers<I extends TypedEvent, M extends TypedEvent> = {
  *
  * @category Workflows
  */
-export function deliveryOptions(send: Delivery<TypedEvent>): TransactOptions {
+export function deliveryOptions(send: Delivery<TypedEvent>, part?: string): TransactOptions {
   if (send === null || typeof send !== "object") {
     throw new InvalidArgumentError("send", `must be a Delivery, got ${describe(send)}`);
   }
   checkId(send.id, "send.id");
+  let key: string;
+  if (part !== undefined) {
+    key = `${send.id}/${checkId(part, "part")}`;
+  } else {
+    const n = (keysGiven.get(send) ?? 0) + 1;
+    keysGiven.set(send, n);
+    // The first key is the send's id as it is: keys recorded before there were several match.
+    key = n === 1 ? send.id : `${send.id}/${n}`;
+  }
   return {
-    idempotencyKey: send.id,
+    idempotencyKey: key,
     context: { correlationId: send.correlationId, causationId: send.id },
   };
 }

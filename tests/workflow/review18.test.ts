@@ -7,10 +7,14 @@ import assert from "node:assert/strict";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
 import type { Batch } from "../../core/batch.ts";
 import type { EventStore } from "../../core/store.ts";
+import { createCodec } from "../../core/codec.ts";
+import { createDecider } from "../../core/decider.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import {
   AwaitIdleTimeoutError,
   defineSaga,
+  type Delivery,
+  deliveryOptions,
   InvalidWorkflowDecisionError,
   manualClock,
   SagaStepError,
@@ -381,9 +385,58 @@ Deno.test("stepSucceeded refuses a result JSON cannot store, naming where", () =
   assert.throws(() => stepSucceeded("pay", new Date(0)), /result must be JSON data .*, got a Date/);
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
-  assert.throws(() => stepSucceeded("pay", cyclic), /result.self must be JSON data .*, got a cycle/);
+  assert.throws(
+    () => stepSucceeded("pay", cyclic),
+    /result.self must be JSON data .*, got a cycle/,
+  );
   assert.deepEqual(stepSucceeded("pay", { id: "p1", n: [1, null], skip: undefined }).data, {
     step: "pay",
     result: { id: "p1", n: [1, null], skip: undefined },
   });
 });
+
+both(
+  "deliveryOptions gives each append of a delivery its own key: a second write is kept, a re-send appends nothing",
+  async (b) => {
+    type Ledger = { type: "ChargeTried" | "Charged"; data: { orderId: string } };
+    const ledger = createDecider<Ledger, string[]>({
+      store: b.store,
+      codec: createCodec<Ledger>({ ChargeTried: {}, Charged: {} }),
+      initial: [],
+      fold: (s, es) => [...s, ...es.map((e) => e.type)],
+    });
+    const target = `Ledger-${unique()}`;
+    const charge = async (send: Delivery<Message>) => {
+      await ledger.transact(
+        target,
+        () => [{ type: "ChargeTried", data: send.data }],
+        deliveryOptions(send),
+      );
+      await ledger.transact(
+        target,
+        () => [{ type: "Charged", data: send.data }],
+        deliveryOptions(send),
+      );
+      await ledger.transact(
+        target,
+        () => [{ type: "Charged", data: send.data }],
+        deliveryOptions(send, "audit"),
+      );
+    };
+    const delivery = (): Delivery<Message> => ({
+      id: "Orders-o1#1",
+      seq: 1,
+      workflow: "Orders-o1",
+      to: target,
+      type: "Charge",
+      data: { orderId: "o1" },
+      correlationId: "c1",
+      causationId: "i1",
+    });
+    await charge(delivery());
+    await charge(delivery()); // delivered again after a crash: a new Delivery, the same keys
+    const state = await ledger.query(target, (s) => s);
+    assert.deepEqual(state, ["ChargeTried", "Charged", "Charged"]);
+    assert.throws(() => deliveryOptions(delivery(), ""), /part must be a non-empty string/);
+  },
+);
