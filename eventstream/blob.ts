@@ -181,6 +181,8 @@ interface BlobState {
   blocks: number;
   /** Known (seq, offset) frame starts, ascending. */
   readonly marks: { seq: number; offset: number }[];
+  /** Where the last read of this blob ended. */
+  cursor?: { seq: number; offset: number };
 }
 
 const pad = (n: number) => String(n).padStart(5, "0");
@@ -241,6 +243,8 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
   if (!readOnly) await container.createIfNotExists();
 
   let blobs: BlobState[] = [];
+  /** The last downloaded range of a blob. */
+  let cache: { name: string; offset: number; bytes: Uint8Array } | undefined;
   let last = 0;
   let closed = false;
   let queue: Promise<unknown> = Promise.resolve();
@@ -346,9 +350,25 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
       let seq = blob.first;
       let pos = 0;
       for (const m of blob.marks) if (m.seq <= target) seq = m.seq, pos = m.offset;
+      const c = blob.cursor;
+      if (c !== undefined && c.seq <= target && c.seq > seq) seq = c.seq, pos = c.offset;
       let chunk = 1024 * 1024;
       while (pos < size && out.length < maxCount) {
-        const bytes = await client.downloadToBuffer(pos, Math.min(chunk, size - pos));
+        // A catch-up reads on where the last page ended: serve it from the bytes already
+        // downloaded rather than asking again for a megabyte to use a page of it.
+        let bytes: Uint8Array;
+        // Blocks never change once appended, so cached bytes stay true.
+        const cached = cache?.name === blob.name && pos >= cache.offset &&
+          pos < cache.offset + cache.bytes.length;
+        if (cached && cache !== undefined) {
+          bytes = cache.bytes.subarray(
+            pos - cache.offset,
+            Math.min(cache.bytes.length, size - cache.offset),
+          );
+        } else {
+          bytes = await client.downloadToBuffer(pos, Math.min(chunk, size - pos));
+          cache = { name: blob.name, offset: pos, bytes };
+        }
         const decoded = decodeFrames(bytes, {
           where: blob.name,
           expectedSeq: seq,
@@ -366,6 +386,7 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
             );
           }
           chunk *= 2;
+          cache = undefined;
           continue;
         }
         for (const e of decoded.events) if (e.seq >= target) out.push(e);
@@ -375,6 +396,7 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
         if (prev === undefined || pos - prev.offset >= 256 * 1024) {
           blob.marks.push({ seq, offset: pos });
         }
+        blob.cursor = { seq, offset: pos };
       }
       const next = blobs[i + 1];
       if (next !== undefined && pos >= size && seq !== next.first) {
