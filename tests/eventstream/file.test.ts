@@ -187,3 +187,27 @@ Deno.test("file: corrupt bytes give CorruptFrameError at the frame's position", 
   assert.equal((await readFile(tail.path)).length, tailBytes.length, "nothing was truncated");
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("file: a read-only reader follows the writer across new segments", async () => {
+  const dir = await temp();
+  const writer = await fileStorage(dir, { segmentBytes: 100, fsync: "never" });
+  const reader = await fileStorage(dir, { readOnly: true });
+  let last = 0;
+  for (let i = 0; i < 30; i++) {
+    last = await writer.append(last, [{ i }, { j: i }]);
+    if (i % 7 === 0) assert.equal(await reader.last(), last);
+  }
+  assert.ok(writer.segments().length > 5);
+  assert.equal(await reader.last(), 60);
+  const seen: number[] = [];
+  for (let after = 0;;) {
+    const page = await reader.read(after, 13);
+    if (page.length === 0) break;
+    seen.push(...page.map((e) => e.seq));
+    after = page.at(-1)!.seq;
+  }
+  assert.deepEqual(seen, Array.from({ length: 60 }, (_, i) => i + 1));
+  await writer.close();
+  await reader.close();
+  await Deno.remove(dir, { recursive: true });
+});
