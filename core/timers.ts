@@ -189,8 +189,12 @@ export interface DurableTimersOptions {
   readonly store: EventStore;
   /** The shard streams' category (no `-`). */
   readonly category: string;
-  /** Called with each due timer; must be idempotent by `timer.id`. */
-  readonly fire: (timer: DurableTimer) => Promise<void> | void;
+  /**
+   * Called with each due timer; must be idempotent by `timer.id`. Returning `false` says the
+   * timer was no longer wanted (cancelled or replaced meanwhile): it is counted as `stale`, not
+   * `fired`.
+   */
+  readonly fire: (timer: DurableTimer) => Promise<void | boolean> | void | boolean;
   /** The clock due times are read on (default {@linkcode systemClock}). */
   readonly clock?: Clock;
   /**
@@ -232,8 +236,10 @@ export interface TimerStats {
   readonly pending: number;
   /** Fires in flight. */
   readonly firing: number;
-  /** Fires that completed since the start. */
+  /** Fires that completed since the start (not counting `stale` ones). */
   readonly fired: number;
+  /** Fires whose callback said the timer was no longer wanted (cancelled or replaced). */
+  readonly stale?: number;
   /** Timers whose last fire failed and waits to be tried again. */
   readonly failing: number;
   /** The last error of a fire, shard append or load, if any failed. */
@@ -274,6 +280,14 @@ export interface DurableTimers {
    * that is durable; it fires when due. Rejects if the shard append fails.
    */
   schedule(timer: DurableTimer): Promise<void>;
+  /**
+   * Forgets `timer` (by its `id`; its `stream` picks the shard) and removes it from its shard, so
+   * a timer cancelled or replaced long before it is due holds no memory or shard space until
+   * then; resolves once the removal is durable. Rejects if the shard append fails (the removal
+   * is then tried again after a backoff). A fire already in flight is not stopped, so `fire`
+   * must still tolerate a timer its owner no longer holds. Nothing for an unknown id.
+   */
+  cancel(timer: Pick<DurableTimer, "id" | "stream">): Promise<void>;
   /**
    * Resolves once the shards are loaded and no timer that is due on the clock now is waiting or
    * being fired (a timer whose fire failed is due again after its backoff).
@@ -446,9 +460,12 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
   const known = new Map<string, DurableTimer>(); // pending: scheduled or loaded, not yet fired
   const durable = new Set<string>(); // in their shard, as far as this process knows
   const firing = new Set<string>();
+  const removing = new Set<string>(); // cancelled, their removal not yet appended
+  let stale = 0; // heap entries of timers cancelled meanwhile
   const attempts = new Map<string, number>(); // failed fires per timer id
   const inFlight = new Set<Promise<void>>();
   let fired = 0;
+  let staleFires = 0;
   let lastError: unknown;
   let loaded = false;
   let stopped = false;
@@ -470,8 +487,15 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
     if (q === undefined) {
       queues.set(k, q = { adds: new Map(), removes: new Set(), waiters: [], failures: 0 });
     }
-    if (op.add) q.adds.set(op.add.id, op.add);
-    if (op.remove !== undefined) q.removes.add(op.remove);
+    // The later of an add and a removal of one id wins.
+    if (op.add) {
+      q.adds.set(op.add.id, op.add);
+      q.removes.delete(op.add.id);
+    }
+    if (op.remove !== undefined) {
+      q.removes.add(op.remove);
+      q.adds.delete(op.remove);
+    }
     const queue = q;
     const done = new Promise<void>((resolve, reject) => queue.waiters.push({ resolve, reject }));
     queue.running ??= drain(k, queue);
@@ -499,11 +523,13 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
           });
           q.failures = 0;
           for (const t of adds) durable.add(t.id);
+          for (const id of removes) removing.delete(id);
           for (const t of added) {
             log.debug("timer {id} of {stream} scheduled, due {due}", {
               id: t.id,
               stream: t.stream,
-              due: t.due,
+              due: dueText(t.due),
+              dueMs: t.due,
             });
           }
           for (const w of waiters) w.resolve();
@@ -542,9 +568,24 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
     for (const shard of all) {
       for (const t of shard.values()) {
         durable.add(t.id);
-        if (!known.has(t.id) && !firing.has(t.id)) remember(t);
+        if (!known.has(t.id) && !firing.has(t.id) && !removing.has(t.id)) remember(t);
       }
     }
+  }
+
+  /** Pops the top entry, of a timer no longer pending. */
+  function drop(): void {
+    pop(heap);
+    if (stale > 0) stale--;
+  }
+
+  /** Rebuilds the heap without the entries of timers no longer pending, once they are many. */
+  function compact(): void {
+    if (stale < 64 || stale * 2 < heap.length) return;
+    const live = heap.filter((e) => known.get(e.timer.id) === e.timer);
+    heap.length = 0;
+    for (const e of live) push(heap, e);
+    stale = 0;
   }
 
   async function load(): Promise<void> {
@@ -570,8 +611,8 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
     firing.add(timer.id);
     const p = (async () => {
       try {
-        await fire(timer);
-        fired++;
+        if ((await fire(timer)) === false) staleFires++;
+        else fired++;
         attempts.delete(timer.id);
         if (known.get(timer.id) === timer) known.delete(timer.id);
         durable.delete(timer.id);
@@ -602,7 +643,7 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
     if (!loaded || firing.size > 0) return false;
     const now = clock.now();
     // Entries of timers fired or superseded meanwhile are left in the heap until they surface.
-    while (heap.length > 0 && known.get(heap[0].timer.id) !== heap[0].timer) pop(heap);
+    while (heap.length > 0 && known.get(heap[0].timer.id) !== heap[0].timer) drop();
     return heap.length === 0 || heap[0].at > now;
   }
 
@@ -617,8 +658,12 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
     while (!stopped) {
       const now = clock.now();
       while (heap.length > 0 && heap[0].at <= now && firing.size < maxConcurrentFires) {
+        if (known.get(heap[0].timer.id) !== heap[0].timer) {
+          drop();
+          continue;
+        }
         const entry = pop(heap)!;
-        if (known.get(entry.timer.id) !== entry.timer || firing.has(entry.timer.id)) continue;
+        if (firing.has(entry.timer.id)) continue;
         start(entry);
       }
       notifyIdle();
@@ -660,6 +705,30 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
       if (durable.has(t.id)) return;
       await enqueue(shardOf(t.stream), { add: t });
     },
+    async cancel(timer) {
+      if (timer === null || typeof timer !== "object") {
+        throw new InvalidArgumentError("timer", `must be { id, stream }, got ${describe(timer)}`);
+      }
+      if (typeof timer.id !== "string" || timer.id.length === 0) {
+        throw new InvalidArgumentError(
+          "timer.id",
+          `must be a non-empty string, got ${describe(timer.id)}`,
+        );
+      }
+      const stream = checkStreamName(timer.stream);
+      if (stopped) {
+        throw new ImpelError("TimersStopped", `timers of ${category}: cancel() after stop()`);
+      }
+      if (known.delete(timer.id)) {
+        stale++;
+        compact();
+      }
+      attempts.delete(timer.id);
+      durable.delete(timer.id);
+      removing.add(timer.id);
+      wake.abort(); // the loop's next wait may now be later
+      await enqueue(shardOf(stream), { remove: timer.id });
+    },
     idle() {
       if (isIdle()) return Promise.resolve();
       return new Promise<void>((resolve) => {
@@ -673,6 +742,7 @@ export function durableTimers(options: DurableTimersOptions): DurableTimers {
         pending: known.size,
         firing: firing.size,
         fired,
+        ...(staleFires === 0 ? {} : { stale: staleFires }),
         failing: attempts.size,
         ...(lastError === undefined ? {} : { lastError }),
         loaded,
@@ -722,4 +792,10 @@ function checkTimer(timer: DurableTimer): DurableTimer {
   checkNumber("timer.due", timer.due, 0);
   checkStreamName(timer.stream);
   return { id: timer.id, due: timer.due, stream: timer.stream };
+}
+
+/** A due time for logs: ISO 8601 when it is a date, else the number (a manual clock's). */
+function dueText(due: number): string {
+  const date = new Date(due);
+  return Number.isNaN(date.getTime()) ? String(due) : date.toISOString();
 }
