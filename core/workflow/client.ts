@@ -98,7 +98,9 @@ export interface HandleOutcome<S> {
 export interface HandleOptions {
   /**
    * The input's id: a retry with the same id is recorded once (default: a random UUID, so
-   * retries are not recognised).
+   * retries are not recognised). The runner's own forms are refused with
+   * `InvalidArgumentError`: `{instance stream}#{index}` (its timers' firings) and, from
+   * {@linkcode workflowClient}, `{stream of a route's category}@{index}` (routed events).
    */
   readonly id?: string;
   /**
@@ -204,6 +206,11 @@ export interface Runtime<E extends TypedEvent, S, I extends TypedEvent>
   noteIgnored(stream: StreamName, arrival: Arrival, reason: string): void;
   /** Inputs ignored so far (see {@linkcode WorkflowDecision.ignored}). */
   ignoredInputs(): number;
+  /**
+   * {@linkcode WorkflowClient.handle} for callers: also refuses the ids the runner gives routed
+   * events (`{route stream}@{index}`), which `handle` must take from the runner itself.
+   */
+  handleCommand(id: string, input: I, options?: HandleOptions): Promise<HandleOutcome<S>>;
 }
 
 /**
@@ -284,6 +291,15 @@ export function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M e
       );
     }
     const inputId = checkId(handleOptions.id ?? crypto.randomUUID(), "options.id");
+    // A timer's firing is recorded under its id, `{stream}#{index}`: an input with that id would
+    // make the firing a duplicate while the timer stays pending and due.
+    if (isIndexed(inputId, `${stream}#`)) {
+      throw new InvalidArgumentError(
+        "options.id",
+        `${JSON.stringify(inputId)} has the form of the ids of ${stream}'s timers ` +
+          "({stream}#{index}), which the runner records their firings under: choose another id",
+      );
+    }
     // An input without one joins the instance's correlation (a service that dropped it must not
     // cut the chain), or starts one named after the instance.
     const correlationId = handleOptions.correlationId ??
@@ -315,6 +331,23 @@ export function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M e
     };
   }
 
+  async function handleCommand(id: string, input: I, handleOptions: HandleOptions = {}) {
+    const inputId = handleOptions?.id;
+    const route = typeof inputId === "string"
+      ? (def.routes ?? []).find((r) => inputId.startsWith(`${r.category}-`))
+      : undefined;
+    // A routed event's input is recorded under `{its stream}@{its index}`.
+    if (route !== undefined && /@\d+$/.test(inputId!)) {
+      throw new InvalidArgumentError(
+        "options.id",
+        `${JSON.stringify(inputId)} has the form of the ids of events routed from ` +
+          `${route.category} ({stream}@{index}), which the runner records them under: ` +
+          "choose another id",
+      );
+    }
+    return await handle(id, input, handleOptions);
+  }
+
   function logDecision(stream: StreamName, arrival: Arrival, appended: number, duplicate: boolean) {
     log.debug("{stream}: input {input} ({inputId}) {outcome}", {
       stream,
@@ -337,6 +370,7 @@ export function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M e
     ignoredInputs: () => ignoredCount,
     streamOf,
     handle,
+    handleCommand,
     async read(id) {
       const stream = streamOf(id);
       return await decider.query(stream, (s, { version }) => ({
@@ -349,6 +383,12 @@ export function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M e
       }));
     },
   };
+}
+
+/** Whether `id` is `prefix` followed by a decimal index. */
+function isIndexed(id: string, prefix: string): boolean {
+  return id.length > prefix.length && id.startsWith(prefix) &&
+    /^\d+$/.test(id.slice(prefix.length));
 }
 
 /**
@@ -380,6 +420,6 @@ export function workflowClient<E extends TypedEvent, S, I extends TypedEvent, M 
   definition: WorkflowDefinition<E, S, I, M>,
   options: WorkflowClientOptions,
 ): WorkflowClient<S, I> {
-  const { streamOf, handle, read } = createRuntime(definition, options);
-  return { streamOf, handle, read };
+  const { streamOf, handleCommand, read } = createRuntime(definition, options);
+  return { streamOf, handle: handleCommand, read };
 }
