@@ -17,7 +17,12 @@
  *
  * @module
  */
-import { defineWorkflow, type SendHandlers, type WorkflowDefinition } from "../../core/workflow.ts";
+import {
+  defineWorkflow,
+  deliveryOptions,
+  type SendHandlers,
+  type WorkflowDefinition,
+} from "../../core/workflow.ts";
 import {
   confirm,
   foldGroup,
@@ -97,7 +102,9 @@ export const groupCheckoutWorkflow: WorkflowDefinition<
 });
 
 /**
- * Delivers the transfers to the GuestStay service and reports each result back.
+ * Delivers the transfers to the GuestStay service and reports each result back. The transfer
+ * is appended with the send's delivery options: its events carry the group's correlation id and
+ * the send's id as causation id, and a re-send after a crash appends nothing.
  *
  * @example
  * ```ts
@@ -113,7 +120,7 @@ export function groupCheckoutHandlers(
   return {
     TransferToGroup: async (send) => {
       const { stayId, groupId, at } = send.data;
-      const result = await stays.transferToGroup(stayId, groupId, at);
+      const result = await stays.transferToGroup(stayId, groupId, at, deliveryOptions(send));
       return { type: "TransferReported", data: { stayId, result } };
     },
   };

@@ -9,7 +9,7 @@
  * @module
  */
 import { createCodec } from "../../core/codec.ts";
-import { createDecider, type StateCache } from "../../core/decider.ts";
+import { createDecider, type StateCache, type TransactOptions } from "../../core/decider.ts";
 import type { EventStore } from "../../core/store.ts";
 import { streamName } from "../../core/streamName.ts";
 import { fieldsOf, integer, text } from "./fields.ts";
@@ -280,8 +280,16 @@ export interface GuestStayService {
   pay(stayId: string, paymentId: string, amount: number, at: string): Promise<PostingResult>;
   /** Checks the guest out. */
   checkOut(stayId: string, at: string): Promise<CheckOutResult>;
-  /** Transfers the stay to a group checkout. */
-  transferToGroup(stayId: string, groupId: string, at: string): Promise<TransferResult>;
+  /**
+   * Transfers the stay to a group checkout; `options` (e.g. a workflow send's
+   * `deliveryOptions`) carry the caller's idempotency key and tracing ids to the stay's events.
+   */
+  transferToGroup(
+    stayId: string,
+    groupId: string,
+    at: string,
+    options?: TransactOptions,
+  ): Promise<TransferResult>;
   /** The stay's current state. */
   read(stayId: string): Promise<GuestStay>;
 }
@@ -317,8 +325,8 @@ export function guestStayService(
     pay: (stayId, paymentId, amount, at) =>
       decider.transact(stayStream(stayId), pay(paymentId, amount, at)),
     checkOut: (stayId, at) => decider.transact(stayStream(stayId), checkOut(at)),
-    transferToGroup: (stayId, groupId, at) =>
-      decider.transact(stayStream(stayId), transferToGroup(groupId, at)),
+    transferToGroup: (stayId, groupId, at, options) =>
+      decider.transact(stayStream(stayId), transferToGroup(groupId, at), options),
     read: (stayId) => decider.query(stayStream(stayId), (s) => s),
   };
 }
