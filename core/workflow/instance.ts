@@ -299,32 +299,13 @@ export function internalFold<E extends TypedEvent, S>(
 ): (s: Internal<S>, events: readonly Stored<E>[]) => Internal<S> {
   return (s, events) => {
     let { state, next, correlationId } = s;
-    let pending = s.pending, timers = s.timers, due = s.due ?? [];
+    const pending = bySeq(s.pending), timers = bySeq(s.timers);
+    let due = s.due ?? [];
     let withdrawn = s.withdrawn ?? [], abandoned = s.abandoned ?? [];
     // A state folded before `withdrawnAt` existed: its outbox's next index bounds them all.
     let withdrawnAt = s.withdrawnAt?.length === withdrawn.length
       ? s.withdrawnAt
       : withdrawn.map(() => s.next);
-    // A list is copied the first time this call changes it, not on every event: a long stream
-    // folds in linear time, and the state passed in (maybe cached) is never changed.
-    const copies = new Set<readonly unknown[]>();
-    const mutable = <T>(list: readonly T[]): T[] => {
-      if (copies.has(list)) return list as T[];
-      const copy = [...list];
-      copies.add(copy);
-      return copy;
-    };
-    const push = <T>(list: readonly T[], item: T): readonly T[] => {
-      const copy = mutable(list);
-      copy.push(item);
-      return copy;
-    };
-    const without = <T>(list: readonly T[], at: number): readonly T[] => {
-      if (at < 0) return list;
-      const copy = mutable(list);
-      copy.splice(at, 1);
-      return copy;
-    };
     let own: E[] = [];
     const flush = () => {
       if (own.length > 0) state = fold(state, own);
@@ -338,23 +319,20 @@ export function internalFold<E extends TypedEvent, S>(
       flush();
       switch (e.type) {
         case "WorkflowSend":
-          pending = push(pending, e.data);
+          pending.add(e.data);
           next = Math.max(next, e.data.seq + 1);
           correlationId ??= e.data.correlationId;
           break;
-        case "WorkflowWithdrawn": {
-          const at = pending.findIndex((p) => p.seq === e.data.seq);
-          if (at >= 0) {
-            withdrawn = push(withdrawn, e.data.seq);
-            withdrawnAt = push(withdrawnAt, next);
+        case "WorkflowWithdrawn":
+          if (pending.remove(e.data.seq)) {
+            withdrawn = [...withdrawn, e.data.seq];
+            withdrawnAt = [...withdrawnAt, next];
             if (e.data.abandoned) abandoned = [...abandoned, e.data.seq];
           }
-          pending = without(pending, at);
           break;
-        }
         case "WorkflowDelivered": {
           const seq = e.data.seq;
-          pending = without(pending, pending.findIndex((p) => p.seq === seq));
+          pending.remove(seq);
           // A send recorded after a withdrawal waits for the withdrawn send's handler (the
           // dispatcher holds it back, as it holds back every later send): once one is delivered,
           // that handler has returned and its reply can no longer come. An abandoned one is not
@@ -363,27 +341,22 @@ export function internalFold<E extends TypedEvent, S>(
             const keep = withdrawn.map((w, i) => withdrawnAt[i] > seq || abandoned.includes(w));
             withdrawn = withdrawn.filter((_, i) => keep[i]);
             withdrawnAt = withdrawnAt.filter((_, i) => keep[i]);
-            copies.add(withdrawn).add(withdrawnAt);
           }
           break;
         }
         case "WorkflowTimerSet":
-          timers = push(timers, e.data);
+          timers.add(e.data);
           next = Math.max(next, e.data.seq + 1);
           correlationId ??= e.data.correlationId;
           break;
         case "WorkflowTimerDue":
-          if (timers.some((t) => t.seq === e.data.seq) && !due.includes(e.data.seq)) {
-            due = push(due, e.data.seq);
-          }
+          if (timers.has(e.data.seq) && !due.includes(e.data.seq)) due = [...due, e.data.seq];
           break;
         case "WorkflowTimerCancelled":
-        case "WorkflowTimerFired": {
-          const seq = e.data.seq;
-          timers = without(timers, timers.findIndex((t) => t.seq === seq));
-          due = without(due, due.indexOf(seq));
+        case "WorkflowTimerFired":
+          timers.remove(e.data.seq);
+          if (due.includes(e.data.seq)) due = due.filter((seq) => seq !== e.data.seq);
           break;
-        }
       }
     }
     flush();
@@ -391,12 +364,45 @@ export function internalFold<E extends TypedEvent, S>(
     return {
       state,
       next,
-      pending,
-      timers,
+      pending: pending.list(),
+      timers: timers.list(),
       ...(due.length === 0 ? {} : { due }),
       ...(correlationId === undefined ? {} : { correlationId }),
       ...(withdrawn.length === 0 ? {} : { withdrawn, withdrawnAt }),
       ...(abandoned.length === 0 ? {} : { abandoned }),
     };
+  };
+}
+
+/**
+ * Outbox entries by index, for one fold call: the list is copied once, when first changed, and
+ * removals are swept once at the end, so a long stream folds in linear time (not a copy per
+ * event), and the list passed in (of a cached state) is never changed. The few lists that stay
+ * short (`due`, `withdrawn`) are copied as they change.
+ */
+function bySeq<T extends { readonly seq: number }>(original: readonly T[]) {
+  let items: T[] | undefined;
+  let seqs: Set<number> | undefined;
+  const gone = new Set<number>();
+  const present = () => seqs ??= new Set(original.map((e) => e.seq));
+  return {
+    has: (seq: number): boolean => present().has(seq),
+    add(entry: T): void {
+      items ??= [...original];
+      if (gone.delete(entry.seq)) items = items.filter((e) => e.seq !== entry.seq);
+      present().add(entry.seq);
+      items.push(entry);
+    },
+    /** Whether `seq` was there. */
+    remove(seq: number): boolean {
+      if (!present().delete(seq)) return false;
+      items ??= [...original];
+      gone.add(seq);
+      return true;
+    },
+    list(): readonly T[] {
+      if (items === undefined) return original;
+      return gone.size === 0 ? items : items.filter((e) => !gone.has(e.seq));
+    },
   };
 }
