@@ -25,10 +25,13 @@
  *   `null`), in the same decision, and the next step starts. A compensation that returns no send
  *   has nothing to undo: it counts as confirmed at once.
  * - An outcome that does not fit the state (a late reply, a repeat, another step's) is ignored.
+ *   A `Start` of an instance already started (under a new input id) and a `Cancel` with no step
+ *   running are ignored with notice (`ignored`: logged and counted by the runner).
  *   An outcome naming a step the saga does not have (a typo) is refused with
  *   {@linkcode UnknownStepError}: the caller's `handle` rejects, and a reply or routed event
  *   fails its stream (sink stats, failure policy) instead of leaving the instance waiting.
- * - Inputs are checked before anything is decided: a `Start` without data (or whose data
+ * - Inputs are checked before anything is decided: a `Start` without data (`null` counts as
+ *   none when there is no `parse`), or whose data
  *   `parse` refuses), an outcome without its reason, an input type a saga does not take, are
  *   refused with {@linkcode InvalidSagaInputError}; an action or compensation that throws or
  *   returns something other than sends, with {@linkcode SagaStepError}. Nothing is recorded.
@@ -739,7 +742,8 @@ export function defineSaga<D, M extends TypedEvent>(
     const data = (input as { data?: unknown }).data;
     if (input.type === "Start") {
       const what = firstStep === undefined ? "the saga" : `step ${firstStep}'s action`;
-      if (data === undefined) {
+      // null too: a saga's data is what its steps read fields of (parse may accept it).
+      if (data === undefined || (data === null && parse === undefined && firstStep !== undefined)) {
         return refuse(
           "Start",
           firstStep,
@@ -902,7 +906,16 @@ export function defineSaga<D, M extends TypedEvent>(
     const ignored = late(s, input, context);
     const note = ignored === undefined ? {} : { ignored };
     const first = recorded(s, input, context);
-    if (first === undefined) return note;
+    if (first === undefined) {
+      // A command that does not fit deserves notice (a reply that does not is routine).
+      if (input.type === "Start" && s.status !== "new") {
+        return { ignored: `Start ignored: the instance has already started (${s.status})` };
+      }
+      if (input.type === "Cancel") {
+        return { ignored: `Cancel ignored: no step is running (${s.status})` };
+      }
+      return note;
+    }
     const events: SagaEvent<D>[] = [first];
     let after = evolve(s, first);
     const deadline = (step: string, phase: "action" | "compensation", ms: number | undefined) =>

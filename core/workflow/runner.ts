@@ -270,11 +270,11 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
    * append that needs no decision), so the dispatcher fires it through the sink, where a firing
    * that fails shows in the sink's stats and meets its failure policy.
    */
-  async function markDue(stream: StreamName, seq: number, id: string): Promise<void> {
+  async function markDue(stream: StreamName, seq: number, id: string): Promise<boolean> {
     const timer = await decider.query(stream, (s) => s.timers.find((t) => t.seq === seq));
     if (timer === undefined) {
       log.debug("{stream}: timer {timer} was no longer pending", { stream, timer: id });
-      return;
+      return false; // cancelled or replaced: the timers count it stale, not fired
     }
     const due: Stored<E>[] = [{ type: "WorkflowTimerDue", data: { seq } }];
     await decider.transactEx(
@@ -284,6 +284,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     );
     // A dispatch with sends in flight would see it only once they are done: wake it.
     wakers.get(stream)?.();
+    return true;
   }
 
   /** Delivers `send` and records it delivered, with the decision on the handler's reply. */

@@ -182,7 +182,10 @@ Deno.test("fulfilment: a refused shipment refunds the payment, then releases (re
 });
 
 Deno.test("fulfilment: late, repeated and foreign outcomes are ignored", () => {
-  assert.deepEqual(given([started]).when({ type: "Start", data: order }), {});
+  // A second Start is noted (counted by the runner as ignored), not silently dropped.
+  assert.deepEqual(given([started]).when({ type: "Start", data: order }), {
+    ignored: "Start ignored: the instance has already started (running)",
+  });
   assert.deepEqual(given([started, succeeded("reserve")]).when(stepSucceeded("reserve")), {});
   assert.deepEqual(given([started]).when(stepSucceeded("pay")), {});
   assert.deepEqual(given([]).when(stepSucceeded("reserve")), {});

@@ -15,6 +15,7 @@ import {
   defineSaga,
   type Delivery,
   deliveryOptions,
+  InvalidSagaInputError,
   InvalidWorkflowDecisionError,
   manualClock,
   SagaStepError,
@@ -440,3 +441,42 @@ both(
     assert.throws(() => deliveryOptions(delivery(), ""), /part must be a non-empty string/);
   },
 );
+
+Deno.test("small things: a Start with null data is refused; a second Start or a Cancel after the end is counted as ignored; stale timer fires are not counted fired", async () => {
+  const saga = orders("Small");
+  const store = createMemoryStore();
+  const clock = manualClock(0);
+  const runner = startWorkflow(saga, {
+    store,
+    clock,
+    source: memorySource({ store, categories: ["Small"] }),
+    handlers: {
+      Reserve: () => stepSucceeded("reserve"),
+      Release: () => stepCompensated("reserve"),
+      Charge: () => stepSucceeded("pay"),
+      Refund: () => stepCompensated("pay"),
+      Ship: () => stepFailed("ship", "no address"),
+    },
+  });
+  try {
+    await assert.rejects(
+      runner.handle("n", { type: "Start", data: null as unknown as Order }),
+      (e: Error) => e instanceof InvalidSagaInputError && /data is missing/.test(e.message),
+    );
+    await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+    await runner.awaitIdle({ timeoutMs: 5_000 });
+    assert.equal((await status(runner, "o1")).status, "compensated");
+    // pay's compensation deadline was set and cancelled by the confirmation: its fire is stale.
+    clock.advance(1_000);
+    await runner.awaitIdle({ timeoutMs: 5_000 });
+    assert.equal(runner.timers.stats().fired, 0);
+    assert.equal(runner.timers.stats().stale, 1);
+    const again = await runner.handle("o1", { type: "Start", data: { orderId: "other" } });
+    assert.equal(again.appended, 0);
+    const cancel = await runner.handle("o1", { type: "Cancel", data: { reason: "late" } });
+    assert.equal(cancel.appended, 0);
+    assert.equal(runner.stats().ignoredInputs, 2);
+  } finally {
+    await runner.stop();
+  }
+});
