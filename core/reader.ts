@@ -156,7 +156,10 @@ export interface PagedSourceOptions {
   readonly tranchesRefreshMs?: number;
   /** Reads a page. */
   readonly readPage: ReadPage;
-  /** The position after the last item of a tranche now; needed to start from the tail. */
+  /**
+   * The position after the last item of a tranche now; needed to start from the tail, and the
+   * source's `heads()` when given.
+   */
   readonly readTail?: (tranche: string, signal: AbortSignal) => Promise<Position>;
   /** Where to load and commit checkpoints (none: start from the beginning, commit nothing). */
   readonly checkpoints?: CheckpointStore;
@@ -598,6 +601,7 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     }
   }
 
+  const launched = new Set<string>();
   const stream = trancheStream(async ({ signal, enqueue, spawn }) => {
     const close = await options.open?.(signal);
     const started = new Map<string, Promise<void>>();
@@ -606,6 +610,7 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     const launch = (tranche: string) => {
       if (started.has(tranche)) return;
       const found = listed;
+      launched.add(tranche);
       started.set(tranche, spawn(() => readTranche(tranche, signal, enqueue, found)));
     };
     try {
@@ -656,7 +661,21 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     }
     return out;
   };
-  return Object.assign(stream, { problems });
+  // Every tranche there is now (listed afresh, so that one made since is waited for too).
+  const heads = async (): Promise<ReadonlyMap<string, Position>> => {
+    const signal = options.signal ?? new AbortController().signal;
+    const names = new Set([...settings.tranches, ...launched]);
+    if (options.readTranches) { for (const t of await options.readTranches(signal)) names.add(t); }
+    const positions = new Map<string, Position>();
+    for (const tranche of names) positions.set(tranche, await readTail!(tranche, signal));
+    return positions;
+  };
+  return Object.assign(stream, {
+    problems,
+    ...(readTail === undefined ? {} : { heads }),
+    ...(options.group === undefined ? {} : { group: options.group }),
+    sourceName: name,
+  });
 }
 
 function checkOptions(options: PagedSourceOptions): Settings {

@@ -675,10 +675,10 @@ export async function run(
   const sinkGroup = (sink as Partial<StreamsSink>).stats?.().group;
   if (group !== undefined && sinkGroup !== undefined && group !== sinkGroup) {
     // Checkpoints under one group and parked streams and logs under another.
-    const what = `the sink's group is "${sinkGroup}" but the source reads as group "${group}": ` +
+    const what = `has group "${sinkGroup}" but the source reads as group "${group}": ` +
       "give both the same group, or wire them with pipeline()";
     if (!defaultGroup.has(sink)) throw new InvalidArgumentError("sink", what);
-    getLogger(["impel", "sink"]).warn("{what}", { what: `${what} (the sink's was the default)` });
+    getLogger(["impel", "sink"]).warn("the sink {what} (the sink's was the default)", { what });
   }
   if (typeof problems === "function" || typeof heads === "function") {
     sink.watchSource?.(

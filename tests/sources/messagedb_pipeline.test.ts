@@ -172,7 +172,7 @@ Deno.test("messagedb pipeline: two consumer-group members handle every stream, e
       const sink = streamsSink({
         handler: seen.handler,
         statsIntervalMs: 0,
-        group: `member${member}`,
+        group: "members",
       });
       const running = run(
         messageDbSource({
