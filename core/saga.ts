@@ -13,11 +13,15 @@
  *   it is compensated too, first. `Cancel` does the same to the running step. Its action, if not
  *   yet delivered, is withdrawn from the outbox in the same append (never delivered, also after
  *   a crash); an action whose handler is already running finishes before the compensation is
- *   sent. A compensation therefore never takes effect before its action, whatever the targets.
+ *   sent. A compensation therefore never takes effect before its action, whatever the targets
+ *   (so a send handler should bound its calls with a timeout: a hung action holds its
+ *   compensation back).
  * - A compensation with `compensationTimeoutMs` that is not confirmed in time counts as failed
  *   (`CompensationFailed`, "not confirmed within N ms") and the saga moves on to the next one.
  *   Its send, if not yet delivered, is withdrawn in the same append (never delivered after its
- *   deadline, also after a crash). A confirmation that comes once the deadline is due is late:
+ *   deadline, also after a crash); if its handler is running (or hangs), the send is abandoned:
+ *   its call's signal is aborted, its reply ignored, and the next compensation does not wait
+ *   for it. A confirmation that comes once the deadline is due is late:
  *   if it arrives before the deadline's firing, it takes the same timeout path (the reason says
  *   "confirmed late"); after it, it is ignored. Either way the decision says so
  *   (`ignored`), which the runner logs at warning and counts (`runner.stats().ignoredInputs`).
