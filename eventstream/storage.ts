@@ -25,8 +25,10 @@ export interface EventStorage {
   readonly name: string;
   /**
    * The events after sequence number `after` (0 for all), at most `maxCount` (default 1000),
-   * in order. Every frame's checksum is verified: a corrupt one rejects with
-   * `CorruptFrameError`, never yields a misread event.
+   * in order: those this storage knows of (its own appends, what it saw at the last `last()`),
+   * looking for more first when it knows of none after `after`. So a read can end short of what
+   * another writer appended meanwhile; `last()` then a read sees it. Every frame's checksum is
+   * verified: a corrupt one rejects with `CorruptFrameError`, never yields a misread event.
    */
   read(after: number, maxCount?: number): Promise<StoredEvent[]>;
   /** The sequence number of the last event now (0 when empty), as other writers left it. */
