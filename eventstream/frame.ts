@@ -19,10 +19,27 @@
  */
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 
-/** Bytes of a frame besides its payload: the 16-byte header and the 4-byte checksum. */
+/**
+ * Bytes of a frame besides its payload: the 16-byte header and the 4-byte checksum.
+ *
+ * @example
+ * ```ts
+ * import { encodeFrames, FRAME_OVERHEAD } from "@impel/impel/eventstream";
+ * console.log(encodeFrames(1, [1, 2]).length === 2 * (FRAME_OVERHEAD + 1)); // true
+ * ```
+ */
 export const FRAME_OVERHEAD = 20;
 
-/** The default largest payload (4 MiB); a length above it is read as corruption. */
+/**
+ * The default largest payload (4 MiB); a length above it is read as corruption.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_PAYLOAD, memoryStorage } from "@impel/impel/eventstream";
+ * const storage = memoryStorage({ maxPayload: DEFAULT_MAX_PAYLOAD / 4 }); // 1 MiB per event
+ * await storage.close();
+ * ```
+ */
 export const DEFAULT_MAX_PAYLOAD = 4 * 1024 * 1024;
 
 /**

@@ -15,7 +15,18 @@ import { checkStreamName, type StreamName } from "../core/streamName.ts";
 import type { StoredEvent } from "./frame.ts";
 import type { EventStorage } from "./storage.ts";
 
-/** The source's one tranche. */
+/**
+ * The source's one tranche: its batches' `tranche` and its checkpoints' key.
+ *
+ * @example
+ * ```ts
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * import { EVENT_STREAM_TRANCHE } from "@impel/impel/eventstream";
+ * const checkpoints = memoryCheckpoints();
+ * const key = { source: "eventstream:memory", tranche: EVENT_STREAM_TRANCHE, group: "printer" };
+ * await checkpoints.reset(key, 0n); // the next run of "printer" replays the stream
+ * ```
+ */
 export const EVENT_STREAM_TRANCHE = "all";
 
 /**
