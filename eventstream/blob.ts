@@ -240,7 +240,15 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
   const maxPayload = checkInteger("maxPayload", options.maxPayload ?? DEFAULT_MAX_PAYLOAD, 1);
   const readOnly = options.readOnly ?? false;
   const name = options.name ?? `${container.url}/${prefix}`;
-  if (!readOnly) await container.createIfNotExists();
+  if (!readOnly) {
+    try {
+      await container.createIfNotExists();
+    } catch (error) {
+      // A SAS without write permissions: say what to do rather than hand on a bare 403.
+      if (statusOf(error).status === 403) throw new ReadOnlyBlobStorageError(name, error);
+      throw error;
+    }
+  }
 
   let blobs: BlobState[] = [];
   /** The last downloaded range of a blob. */

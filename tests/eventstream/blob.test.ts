@@ -105,9 +105,8 @@ Deno.test("blob storage: a reader with a list+read SAS reads; appends are refuse
   await writer.append(2, ["c"]);
   assert.equal(await reader.last(), 3);
   await assert.rejects(reader.append(3, ["d"]), ReadOnlyBlobStorageError);
-  // Without readOnly, the service itself refuses the write the SAS does not permit.
-  const pretending = await blobStorage({ container: readOnly, readOnly: true });
-  assert.equal(await pretending.last(), 3);
+  // Without readOnly, opening needs a write the SAS does not permit: a typed error, not a 403.
+  await assert.rejects(blobStorage({ container: readOnly }), ReadOnlyBlobStorageError);
 });
 
 Deno.test(
