@@ -258,7 +258,7 @@ function requestCommand(action: ParkAction): Command {
       ? "Asks for a parked stream's events to be dropped, with the reason recorded."
       : "Asks for a parked stream's events to be replayed through the handler, in order, then handled as usual.",
     usage: `parked ${action} --group NAME --stream NAME${
-      skip ? " --reason TEXT" : ""
+      skip ? " --reason TEXT" : " [--reason TEXT]"
     } [--by NAME] [--store postgres|dynamo]`,
     details: `
 The request is recorded in the park store and applied by the running sink of the group within its
@@ -269,21 +269,22 @@ again is harmless (the same request stands). Exits 4 when the stream is not park
     options: [
       GROUP,
       STREAM,
-      ...(skip
-        ? [{
-          name: "reason",
-          kind: "string",
-          arg: "TEXT",
-          help: "why the events may be dropped (recorded)",
-        } as OptionSpec]
-        : []),
+      {
+        name: "reason",
+        kind: "string",
+        arg: "TEXT",
+        help: skip
+          ? "why the events may be dropped (recorded)"
+          : "why they may be replayed now (recorded; optional)",
+      } as OptionSpec,
       BY,
       ...STORE,
     ],
     async run(args) {
       const group = args.required("group");
       const stream = args.required("stream");
-      const reason = skip ? args.required("reason", ": a skip records why") : undefined;
+      // The store records who asked and why for a release too; only a skip must say why.
+      const reason = skip ? args.required("reason", ": a skip records why") : args.string("reason");
       const by = args.string("by") ?? "cli";
       return await withStore(args, async (store) => {
         const entry = await store.request(group, stream, {

@@ -294,6 +294,22 @@ Deno.test({
         /cannot connect to PostgreSQL/,
         EXIT.connection,
       );
+      // A release records why too (issue 12: --reason was refused with exit 2).
+      await store.park("g", [{ stream: "Pay-Z", events: [event(0)], failure: failure() }]);
+      const why = await cli([
+        "parked",
+        "release",
+        ...s,
+        "--group",
+        "g",
+        "--stream",
+        "Pay-Z",
+        "--reason",
+        "bug 42 fixed",
+      ]);
+      assert.equal(why.code, EXIT.ok, why.err);
+      assert.equal((await store.get("g", "Pay-Z"))?.request?.reason, "bug 42 fixed");
+      assert.match((await cli(["parked", "release", "--help"])).out, /--reason TEXT/);
       const help = await cli(["parked", "skip", "--help"]);
       assert.equal(help.code, EXIT.ok);
       assert.match(help.out, /--reason TEXT/);
