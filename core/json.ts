@@ -1,8 +1,10 @@
 /**
- * A JSON-safe copy of plain data: what stats, snapshots and management answers hold.
+ * A JSON-safe copy of plain data (what stats, snapshots and management answers hold), and the
+ * JSON text of what a store keeps.
  *
  * @module
  */
+import { InvalidArgumentError } from "./errors.ts";
 
 /** A value `JSON.stringify` renders without throwing or losing what it says. */
 export type JsonSafe =
@@ -64,5 +66,27 @@ function copy(value: unknown, seen: Set<object>): JsonSafe {
     return out;
   } finally {
     seen.delete(o);
+  }
+}
+
+/**
+ * `JSON.stringify(value)` for what a store keeps, with what it cannot take (a bigint, a cycle)
+ * refused as an {@linkcode InvalidArgumentError} naming `field` rather than a raw `TypeError`.
+ * `undefined` stays `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { storedJson } from "./json.ts";
+ * console.log(storedJson("events[0].data", { n: 1 })); // {"n":1}
+ * ```
+ */
+export function storedJson(field: string, value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    throw new InvalidArgumentError(
+      field,
+      `must be JSON-serialisable: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
 }

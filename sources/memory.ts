@@ -15,6 +15,7 @@ import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { LastEventReader } from "../core/decider.ts";
 import type { StreamEvent } from "../core/event.ts";
+import { storedJson } from "../core/json.ts";
 import {
   type AppendResult,
   type EventData,
@@ -78,14 +79,7 @@ function checkEventData(stream: string, e: EventData, i: number) {
 
 /** `value` as JSON text, as the real stores keep it (`null` for nothing). */
 function jsonOf(field: string, value: unknown): string {
-  try {
-    return JSON.stringify(value ?? null) ?? "null";
-  } catch (error) {
-    throw new InvalidArgumentError(
-      field,
-      `must be JSON-serialisable: ${error instanceof Error ? error.message : String(error)}`,
-    );
-  }
+  return storedJson(field, value ?? null) ?? "null";
 }
 
 /** A stored event whose data and metadata are parsed afresh from the JSON text kept. */

@@ -42,6 +42,7 @@ import type { LastEventReader, SnapshotReader } from "../core/decider.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { backoff } from "../core/failure.ts";
 import type { StreamEvent } from "../core/event.ts";
+import { storedJson } from "../core/json.ts";
 import {
   type AppendResult,
   type EventData,
@@ -1065,9 +1066,9 @@ function encodeAppend(
       t: { S: event.type },
       id: { S: event.id ?? crypto.randomUUID() },
     };
-    const d = encodeValue(event.data);
+    const d = encodeValue(`events[${k}].data`, event.data);
     if (d) m.d = d;
-    const meta = encodeValue(event.meta);
+    const meta = encodeValue(`events[${k}].meta`, event.meta);
     if (meta) m.m = meta;
     if (event.correlationId !== undefined) m.c = { S: event.correlationId };
     if (event.causationId !== undefined) m.z = { S: event.causationId };
@@ -1096,10 +1097,10 @@ function encodeAppend(
 }
 
 // Bodies are JSON text, except byte arrays which are stored as binary so they round-trip.
-function encodeValue(value: unknown): AttributeValue | undefined {
+function encodeValue(field: string, value: unknown): AttributeValue | undefined {
   if (value === undefined) return undefined;
   if (value instanceof Uint8Array) return { B: value };
-  const json = JSON.stringify(value);
+  const json = storedJson(field, value);
   return json === undefined ? undefined : { S: json };
 }
 

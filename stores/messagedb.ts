@@ -18,6 +18,7 @@
 import type { LastEventReader } from "../core/decider.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type StreamEvent, utf8Length } from "../core/event.ts";
+import { storedJson } from "../core/json.ts";
 import {
   type AppendResult,
   type EventData,
@@ -283,7 +284,7 @@ export function messageDbStore(
         }
         ids.push(id);
         types.push(e.type);
-        data.push(JSON.stringify(e.data ?? null));
+        data.push(storedJson(`events[${i}].data`, e.data ?? null)!);
         metas.push(metadataJson(e, i));
       }
       // MessageDB counts versions from -1 (empty); impel counts events. With "any", every call
@@ -319,14 +320,14 @@ function metadataJson(e: EventData, i: number): string | null {
   if (e.causationId !== undefined) ids.causationId = e.causationId;
   const hasIds = Object.keys(ids).length > 0;
   if (e.meta === undefined || e.meta === null) return hasIds ? JSON.stringify(ids) : null;
-  if (!hasIds) return JSON.stringify(e.meta);
+  if (!hasIds) return storedJson(`events[${i}].meta`, e.meta) ?? null;
   if (typeof e.meta !== "object" || Array.isArray(e.meta)) {
     throw new InvalidArgumentError(
       `events[${i}].meta`,
       "must be an object when correlationId or causationId is given (they are stored in it)",
     );
   }
-  return JSON.stringify({ ...e.meta, ...ids });
+  return storedJson(`events[${i}].meta`, { ...e.meta, ...ids })!;
 }
 
 /**
