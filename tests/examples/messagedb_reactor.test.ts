@@ -7,6 +7,7 @@ import pg from "pg";
 import { postgresCheckpoints } from "../../checkpoints/postgres.ts";
 import { messageDbStore } from "../../stores/messagedb.ts";
 import { url } from "../support/postgres.ts";
+import { readmeForm, readmeShows } from "../support/readme.ts";
 
 const root = new URL("../..", import.meta.url).pathname;
 const file = `${root}examples/messagedb_reactor.ts`;
@@ -16,15 +17,8 @@ const bun = await Deno.stat(`${root}node_modules/.bin/bun`).then(
 );
 
 Deno.test("README: the MessageDB reactor is examples/messagedb_reactor.ts with the package's names", async () => {
-  const readme = await Deno.readTextFile(`${root}README.md`);
-  const exports: Record<string, string> = JSON.parse(
-    await Deno.readTextFile(`${root}deno.json`),
-  ).exports;
-  const byFile = new Map(Object.entries(exports).map(([name, path]) => [path.slice(2), name]));
-  const code = (await Deno.readTextFile(file))
-    .split("\n").filter((l) => !l.startsWith("//")).join("\n").trim()
-    .replace(/"\.\.\/([^"]+)"/g, (_, path) => `"@impel/impel${byFile.get(path)!.slice(1)}"`);
-  assert.ok(readme.includes("```ts\n" + code + "\n```"), "README shows the example as it is");
+  const code = await readmeForm("examples/messagedb_reactor.ts");
+  assert.ok(await readmeShows(code), "README shows the example as it is");
 });
 
 for (const runtime of ["deno", "bun"] as const) {
