@@ -580,6 +580,9 @@ Object.freeze(NO_EVENTS);
  */
 const REACH_MS = 100;
 
+/** Most events in one handler call of a release's replay (see `take`). */
+const REPLAY_CALL = 100;
+
 /** Most purged stream states kept for reuse (a batch's worth of new streams, and more). */
 const MAX_SPARE = 4096;
 
@@ -1330,9 +1333,11 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       limit = Math.min(limit, Math.max(needed, 1) + Math.floor(REACH_MS / msPerEvent));
     }
     // A replay ends where the parked events do: arrivals behind it wait for the release to be
-    // recorded.
+    // recorded. Its calls are short (REPLAY_CALL events, about REACH_MS of handler time), since
+    // its progress is recorded between calls (with each claim renewal): a restart resumes there.
     if (s.park !== undefined && s.park.mode === "release" && first < s.park.replayEnd) {
-      limit = Math.min(limit, s.park.replayEnd - first);
+      limit = Math.min(limit, s.park.replayEnd - first, REPLAY_CALL);
+      if (msPerEvent > 0) limit = Math.min(limit, Math.max(1, Math.floor(REACH_MS / msPerEvent)));
     }
     while (n < limit && buf[n].index === first + n && !(anyInvalid && invalid.has(buf[n]))) {
       const b = bytes + (buf[n].size || 0);
@@ -2021,10 +2026,20 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   function forget(name: string) {
     const t = tranches.get(name);
     if (t === undefined) return;
+    const unqueued: StreamState[] = [];
     for (let i = t.head; i < t.queue.length; i++) {
       const tracker = t.queue[i];
       if (tracker.pending > 0) uncompleted--;
       counters.revokedBatches++;
+      // Streams queued under this batch lose their place with it: queued again below if another
+      // tranche's batch still waits on them.
+      const ready = tracker.ready;
+      if (ready !== undefined) {
+        for (let j = tracker.readyHead; j < ready.length; j++) {
+          ready[j].queued = false;
+          unqueued.push(ready[j]);
+        }
+      }
       tracker.ready = undefined;
     }
     const kept: StreamState[] = [];
@@ -2061,6 +2076,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     revoking.delete(t);
     tranches.delete(name);
     for (const s of kept) settle(s);
+    for (const s of unqueued) {
+      if (streams.get(s.name) === s && !s.busy && !s.tranche.revoked) settle(s);
+    }
     progressed = true;
     dispatch();
   }
