@@ -224,6 +224,13 @@ export const parkedShow: Command = {
         );
       }
       if (entry.request?.reason) lines.push(`reason      ${entry.request.reason}`);
+      if (entry.request?.action === "release" && entry.claim !== undefined) {
+        // The sink records how far its replay got with each claim renewal (every pollMs).
+        lines.push(
+          `progress    being replayed by ${entry.claim.by}: handled below index ${entry.first}, ` +
+            `${entry.events} left (as of its last renewal; claim until ${iso(entry.claim.until)})`,
+        );
+      }
       args.io.out(lines.join("\n") + "\n");
       if (events.length > 0) {
         args.io.out(

@@ -7,7 +7,13 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { backoff, errorText, type ParkPolicy } from "./failure.ts";
+import {
+  backoff,
+  errorText,
+  type FailurePolicy,
+  type ParkPolicy,
+  streamPolicies,
+} from "./failure.ts";
 import type { ImpelError } from "./errors.ts";
 import {
   type ParkedStream,
@@ -56,9 +62,19 @@ export interface Parking {
   stop(): Promise<void>;
 }
 
-/** Creates the parking of the sink of `group` for `policies` (one per store). */
-export function createParking(group: string, policies: readonly ParkPolicy[]): Parking {
+/**
+ * Creates the parking of the sink of `group` for `policies` (one per store); `failure` is the
+ * sink's whole (checked) failure policy, to tell which streams it parks in which store.
+ */
+export function createParking(
+  group: string,
+  policies: readonly ParkPolicy[],
+  failure?: FailurePolicy,
+): Parking {
   const log = getLogger(["impel", "parked"]);
+  const policyOf = failure === undefined ? undefined : streamPolicies(failure);
+  // Streams already warned about (loaded parked in a store their policy no longer parks in).
+  const orphans = new Set<string>();
   const instance = `${group}/${crypto.randomUUID().slice(0, 8)}`;
   const stores = policies.map((p) => p.store);
   const pollMs = Math.min(...policies.map((p) => p.pollMs ?? 1000));
@@ -295,6 +311,7 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
           );
           scheduler?.markParked(store, entries);
           troubles.delete(keyOf("load", store));
+          warnOrphans(store, entries);
           break;
         } catch (error) {
           failed(keyOf("load", store), error);
@@ -307,6 +324,34 @@ export function createParking(group: string, policies: readonly ParkPolicy[]): P
       }
     }
     loaded = true; // requests are looked for once the parked streams are known
+  }
+
+  /**
+   * A configuration change removed or changed the rule a stream was parked under: it is still
+   * parked in the store (and stays parked here until released or skipped), but nothing in the
+   * policy says so any more, so it is said here, once per stream and store.
+   */
+  function warnOrphans(store: ParkStore, entries: readonly ParkedStream[]) {
+    if (policyOf === undefined) return;
+    for (const e of entries) {
+      if (e?.state !== "parked") continue;
+      const policy = policyOf(e.stream);
+      if (policy.kind === "park" && policy.store === store) continue;
+      const key = claimKey(store, e.stream);
+      if (orphans.has(key)) continue;
+      orphans.add(key);
+      log.warn(
+        "{group}: {stream} is parked in park store {store} ({events} events since {since}) but its failure policy ({policy}) no longer parks it there: it stays parked until released or skipped; a release replays it under the current policy",
+        {
+          group,
+          stream: e.stream,
+          store: stores.indexOf(store),
+          events: e.events,
+          since: new Date(e.parkedAt).toISOString(),
+          policy: policy.kind === "park" ? "park, in another store" : policy.kind,
+        },
+      );
+    }
   }
 
   /** Claims this sink can no longer rely on (not renewed in time) stop being applied now. */

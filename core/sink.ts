@@ -210,7 +210,9 @@ export function streamsSink(
   const statsIntervalMs = checkNumber("statsIntervalMs", options.statsIntervalMs ?? 60_000, 0);
   const log = getLogger(["impel", "sink"]);
   const parks = parkPolicies(checkFailurePolicy(options.failure ?? { kind: "retry" }));
-  const parking = parks.length > 0 ? createParking(group, parks) : undefined;
+  const parking = parks.length > 0
+    ? createParking(group, parks, options.failure ?? { kind: "retry" })
+    : undefined;
   // Aborted on stop: ends a park store read that waits for the store to come back.
   const stopSignal = new AbortController();
 

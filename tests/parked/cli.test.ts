@@ -271,6 +271,14 @@ Deno.test({
       assert.match(conflict.err, /being released/);
       const listed = await cli(["parked", "list", ...s]);
       assert.match(listed.out, /release asked by alice \(applying: sink-1\)/);
+      await store.claim("g", "Pay-X", episode, {
+        by: "sink-1",
+        token: (await store.get("g", "Pay-X"))!.claim!.token,
+        until: Date.now() + 60_000,
+        handledTo: 1,
+      });
+      const shown = await cli(["parked", "show", ...s, "--group", "g", "--stream", "Pay-X"]);
+      assert.match(shown.out, /progress +being replayed by sink-1: handled below index 1, 0 left/);
 
       const bad = async (argv: string[], pattern: RegExp, code: number = EXIT.usage) => {
         const r = await cli(argv);
