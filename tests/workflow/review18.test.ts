@@ -4,6 +4,7 @@
 // @ts-types="@types/pg"
 import pg from "pg";
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
 import type { Batch } from "../../core/batch.ts";
 import type { EventStore } from "../../core/store.ts";
@@ -478,5 +479,46 @@ Deno.test("small things: a Start with null data is refused; a second Start or a 
     assert.equal(runner.stats().ignoredInputs, 2);
   } finally {
     await runner.stop();
+  }
+});
+
+Deno.test("a scheduled timer's debug log gives its due time as an ISO date, and the number apart", async () => {
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { buffer: (r) => void records.push(r) },
+    loggers: [
+      { category: ["impel", "timers"], lowestLevel: "debug", sinks: ["buffer"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  try {
+    const saga = defineSaga<Order, Message>({
+      category: "Logged",
+      steps: [{ ...orderSteps()[0], timeoutMs: 1_000 }],
+    });
+    const store = createMemoryStore();
+    const runner = startWorkflow(saga, {
+      store,
+      clock: manualClock(Date.UTC(2026, 11, 2)),
+      source: memorySource({ store, categories: ["Logged"] }),
+      handlers: {
+        Reserve: () => undefined, // no answer: the step's deadline stays set
+        Release: () => stepCompensated("reserve"),
+        Charge: () => stepSucceeded("pay"),
+        Refund: () => stepCompensated("pay"),
+        Ship: () => stepSucceeded("ship"),
+      },
+    });
+    await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+    await runner.awaitIdle({ timeoutMs: 5_000 });
+    await runner.stop();
+    const scheduled = records.find((r) =>
+      r.properties.stream === "Logged-o1" && "dueMs" in r.properties
+    );
+    assert.equal(scheduled?.properties.due, "2026-12-02T00:00:01.000Z");
+    assert.equal(scheduled?.properties.dueMs, Date.UTC(2026, 11, 2) + 1_000);
+  } finally {
+    await reset();
   }
 });
