@@ -120,6 +120,8 @@ export function paymentOutcome(
 export const fulfilment = defineSaga<Order, FulfilmentMessage>({
   category: FULFILMENT,
   parse: parseOrder,
+  // A runner missing one of these handlers is refused at start, not when an order reaches it.
+  sends: ["Reserve", "Release", "RequestPayment", "CancelPayment", "Ship"],
   steps: [
     {
       name: "reserve",
