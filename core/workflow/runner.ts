@@ -62,6 +62,13 @@ export interface WorkflowRunnerOptions<I extends TypedEvent, M extends TypedEven
   readonly handlers: SendHandlers<I, M>;
   /** Sends in flight at once per instance (default 8; one at a time per target). */
   readonly maxConcurrentSends?: number;
+  /**
+   * How long one handler call may take (default: no limit). Past it the call's signal is
+   * aborted and the delivery fails with a `TimeoutError`, retried by the sink's failure policy:
+   * a hung action then no longer holds back its compensation for good (a handler that ignores
+   * its signal still runs on, unawaited).
+   */
+  readonly sendTimeoutMs?: number;
   /** Where and how timers are kept (default category `{category}Timers`, 16 shards). */
   readonly timers?: {
     /** The shard streams' category. */
@@ -213,6 +220,9 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     throw new InvalidArgumentError("source", "must be a ReadableStream of batches");
   }
   const maxConcurrentSends = checkInteger("maxConcurrentSends", options.maxConcurrentSends ?? 8, 1);
+  const sendTimeoutMs = options.sendTimeoutMs === undefined
+    ? undefined
+    : checkNumber("sendTimeoutMs", options.sendTimeoutMs, 1);
   const sendTypes = new Set(Object.keys(handlers));
   const runtime = createRuntime(definition, options, sendTypes);
   // Declared sends without a handler are a wiring mistake: say so now, not when an instance
@@ -361,7 +371,15 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       if (context.signal.aborted) abort.abort(context.signal.reason);
       const flight = { send, abort };
       flights.set(send.seq, flight);
-      deliver(stream, send, { ...context, signal: abort.signal }).then(
+      let delivered = deliver(stream, send, { ...context, signal: abort.signal });
+      if (sendTimeoutMs !== undefined) {
+        const what = `handlers.${send.type} for ${stream}#${send.seq}`;
+        delivered = withTimeout(delivered, sendTimeoutMs, what).catch((error) => {
+          if (error instanceof TimeoutError) abort.abort(error);
+          throw error;
+        });
+      }
+      delivered.then(
         () => {},
         (error) => {
           // An abandoned call's failure is moot: its send is no longer pending.

@@ -522,3 +522,51 @@ Deno.test("a scheduled timer's debug log gives its due time as an ISO date, and 
     await reset();
   }
 });
+
+both(
+  "sendTimeoutMs: a hung action's call times out (its signal aborted), so after its deadline the step is compensated",
+  async (b) => {
+    const saga = defineSaga<Order, Message>({
+      category: `Slow${unique()}`,
+      steps: [{ ...orderSteps()[1], timeoutMs: 1_000 }],
+    });
+    const clock = manualClock(0);
+    const calls: string[] = [];
+    let chargeSignal: AbortSignal | undefined;
+    const runner = startWorkflow(saga, {
+      store: b.store,
+      clock,
+      source: b.source(workflowCategories(saga)),
+      sendTimeoutMs: 300,
+      sink: { statsIntervalMs: 0, retry: { initialDelayMs: 10, maxDelayMs: 50 } },
+      handlers: {
+        Reserve: () => stepSucceeded("reserve"),
+        Release: () => stepCompensated("reserve"),
+        Charge: (_send, context) => {
+          calls.push("Charge");
+          chargeSignal = context.signal;
+          return new Promise(() => {}); // the gateway never answers, whatever the signal says
+        },
+        Refund: () => {
+          calls.push("Refund");
+          return stepCompensated("pay");
+        },
+        Ship: () => stepSucceeded("ship"),
+      },
+    });
+    try {
+      await runner.handle("o1", { type: "Start", data: { orderId: "o1" } });
+      await eventually("the Charge handler is called", () => calls.includes("Charge"));
+      clock.advance(1_500);
+      await eventually(
+        "the pay step is compensated",
+        async () => (await status(runner, "o1")).status === "compensated",
+      );
+      assert.equal(chargeSignal?.aborted, true, "the timed-out call's signal is aborted");
+      assert.match(String(chargeSignal?.reason), /handlers.Charge for .*#\d+ took over 300 ms/);
+      assert.equal(calls.filter((c) => c === "Refund").length, 1);
+    } finally {
+      await runner.stop();
+    }
+  },
+);
