@@ -29,6 +29,7 @@ export type { Batch, BatchItem, ObservableSource, Position, SourceProblem } from
 export {
   type CheckpointFence,
   type CheckpointKey,
+  type CheckpointScope,
   type CheckpointStore,
   StaleCommitError,
 } from "./core/checkpoints.ts";

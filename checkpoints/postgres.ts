@@ -20,6 +20,7 @@ import {
   checkFence,
   type CheckpointFence,
   type CheckpointKey,
+  type CheckpointScope,
   type CheckpointStore,
   checkPosition,
   StaleCommitError,
@@ -207,8 +208,47 @@ export function postgresCheckpoints(
     if (rows[0].held === 0) throw new StaleCommitError(key, position, fence);
   };
 
+  // A running pipeline holds a shared session lock per scope on a connection of its own; a reset
+  // by hand asks for the lock exclusively, which it gets only when none is held.
+  const lockName = (scope: CheckpointScope) => `impel ${table} ${scope.source}/${scope.group}`;
+  const session = async (): Promise<{ client: SqlClient; release: () => void }> => {
+    const pool = client as SqlClient & { connect?: () => Promise<SqlClient & { release(): void }> };
+    if (typeof pool.connect !== "function") return { client, release: () => {} };
+    const c = await pool.connect();
+    return { client: c, release: () => c.release() };
+  };
   return {
     fenced: true,
+    async hold(scope: CheckpointScope): Promise<() => Promise<void>> {
+      const s = await session();
+      try {
+        await s.client.query("SELECT pg_advisory_lock_shared(hashtext($1))", [lockName(scope)]);
+      } catch (error) {
+        s.release();
+        throw error;
+      }
+      return async () => {
+        try {
+          await s.client.query("SELECT pg_advisory_unlock_shared(hashtext($1))", [lockName(scope)]);
+        } finally {
+          s.release();
+        }
+      };
+    },
+    async running(scope: CheckpointScope): Promise<boolean> {
+      const s = await session();
+      try {
+        const { rows } = await s.client.query(
+          "SELECT pg_try_advisory_lock(hashtext($1)) AS free",
+          [lockName(scope)],
+        );
+        if (rows[0].free !== true) return true;
+        await s.client.query("SELECT pg_advisory_unlock(hashtext($1))", [lockName(scope)]);
+        return false;
+      } finally {
+        s.release();
+      }
+    },
     async load(key: CheckpointKey): Promise<Position | undefined> {
       checkCheckpointKey(key);
       const rows = await run(

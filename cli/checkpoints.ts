@@ -181,7 +181,7 @@ async function unknownTranche(
 export const checkpointsSet: Command = {
   path: ["checkpoints", "set"],
   summary:
-    "Sets one checkpoint (backwards too), or deletes it. Stop the pipeline first: its own commits would move it on.",
+    "Sets one checkpoint (backwards too), or deletes it; refused while the pipeline runs (its own commits would move it on).",
   usage:
     "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail [--force] [--create] | --delete)",
   details: `
@@ -222,7 +222,8 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
     {
       name: "force",
       kind: "boolean",
-      help: "set a MessageDB position past the store's head anyway (with a warning)",
+      help:
+        "set anyway, with a warning: while the pipeline runs, or a MessageDB position past the store's head",
     },
     {
       name: "create",
@@ -287,6 +288,18 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
             args.io.err(pastCategory(key.tranche, position, categoryTail, head));
           }
         }
+      }
+      // A running pipeline would commit over the change (the HTTP API refuses it too).
+      if (await store.running?.({ source: key.source, group: key.group })) {
+        if (!args.flag("force")) {
+          throw new CliError(
+            EXIT.failed,
+            "PipelineRunning",
+            `${key.source}/${key.group} is running (a process holds its checkpoints): stop it ` +
+              "first, or give --force",
+          );
+        }
+        args.io.err(`warning: --force: ${key.source}/${key.group} is running\n`);
       }
       await store.reset(key, position).catch(mapCheckpointError);
       args.io.out(

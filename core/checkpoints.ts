@@ -63,6 +63,32 @@ export interface CheckpointStore {
   list(source: string, group?: string): Promise<Array<CheckpointKey & { position: Position }>>;
   /** True when `commit` honours a {@linkcode CheckpointFence} (consumer groups with leases). */
   readonly fenced?: boolean;
+  /**
+   * Marks a source's consumer group as running here until the returned function is called, so
+   * that {@linkcode CheckpointStore.running} elsewhere sees it. Sources that commit to the store
+   * hold it while they run.
+   */
+  hold?(scope: CheckpointScope): Promise<() => Promise<void>>;
+  /** Whether any process holds `scope` now (then a reset by hand would be overwritten). */
+  running?(scope: CheckpointScope): Promise<boolean>;
+}
+
+/**
+ * A source and consumer group: what a running pipeline holds in its checkpoint store.
+ *
+ * @example
+ * ```ts
+ * import type { CheckpointScope } from "@impel/impel";
+ * const scope: CheckpointScope = { source: "messagedb", group: "order-printer" };
+ * ```
+ *
+ * @category Checkpoints
+ */
+export interface CheckpointScope {
+  /** The checkpoint keys' `source`. */
+  readonly source: string;
+  /** The consumer group. */
+  readonly group: string;
 }
 
 /**

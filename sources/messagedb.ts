@@ -462,6 +462,10 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
       if (payload === "" || payload === part.category) wake(tranche);
     }
   };
+  const openListen = options.notifications === undefined
+    ? undefined
+    : () => listen(options.notifications!, settings.notifyChannel, onPayload);
+  const scope = { source: settings.sourceName, group: options.group };
   const wakeup = (tranche: string, signal: AbortSignal) =>
     new Promise<void>((resolve) => {
       if (pending.has(tranche)) return resolve();
@@ -538,9 +542,7 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
       prefetch: true,
       maxBatchItems: settings.maxBatchItems,
       gapsAreFinal: true,
-      open: options.notifications === undefined || !notify
-        ? undefined
-        : () => listen(options.notifications!, settings.notifyChannel, onPayload),
+      open: notify ? () => holding(checkpoints, scope, openListen) : undefined,
       signal,
     });
 
@@ -561,10 +563,35 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
     reading,
     heads,
     checkpoints,
-    listen: options.notifications === undefined
-      ? undefined
-      : () => listen(options.notifications!, settings.notifyChannel, onPayload),
+    listen: () => holding(checkpoints, scope, openListen),
   });
+}
+
+/**
+ * While a source runs it holds its scope in the checkpoint store (so `impel checkpoints set`
+ * knows it runs), and listens when it was given notifications; returns what ends both.
+ */
+async function holding(
+  checkpoints: CheckpointStore,
+  scope: { readonly source: string; readonly group: string },
+  open: (() => Promise<(() => Promise<void>) | undefined>) | undefined,
+): Promise<() => Promise<void>> {
+  const unhold = await checkpoints.hold?.(scope);
+  let close: (() => Promise<void>) | undefined;
+  try {
+    close = await open?.();
+  } catch (error) {
+    await unhold?.().catch(() => {});
+    throw error;
+  }
+  return async () => {
+    try {
+      await close?.();
+    } finally {
+      // A lost connection has let go of the hold with its session already.
+      await unhold?.().catch(() => {});
+    }
+  };
 }
 
 /** One tranche of a MessageDB source: a category, or one member's (or slot's) share of it. */

@@ -8,6 +8,8 @@ import { type CliIo, EXIT, main } from "../cli.ts";
 import { postgresCheckpoints } from "../checkpoints/postgres.ts";
 import { messageDbStore } from "../stores/messagedb.ts";
 import { dynamoIndexer } from "../stores/dynamo-indexer.ts";
+import { run, streamsSink } from "../core/sink.ts";
+import { messageDbSource } from "../sources/messagedb.ts";
 import { config as dynamoConfig, endpoint as dynamoEndpoint } from "./support/dynamo.ts";
 import { poolFixture, unique as uniqueName, url } from "./support/postgres.ts";
 
@@ -202,12 +204,14 @@ Deno.test("cli: a missing module is reported as not available", async () => {
       await Deno.mkdir(`${dir}/${f.split("/").slice(0, -1).join("/")}`, { recursive: true });
       await Deno.copyFile(`${root}${f}`, `${dir}/${f}`);
     }
-    for (const d of ["core", "cli"]) {
+    const copyDir = async (d: string) => {
       await Deno.mkdir(`${dir}/${d}`);
       for await (const e of Deno.readDir(`${root}${d}`)) {
-        await Deno.copyFile(`${root}${d}/${e.name}`, `${dir}/${d}/${e.name}`);
+        if (e.isDirectory) await copyDir(`${d}/${e.name}`);
+        else await Deno.copyFile(`${root}${d}/${e.name}`, `${dir}/${d}/${e.name}`);
       }
-    }
+    };
+    for (const d of ["core", "cli"]) await copyDir(d);
     await Deno.symlink(`${root}node_modules`, `${dir}/node_modules`);
     const r = await spawn(
       "deno",
@@ -869,3 +873,51 @@ Deno.test("cli: check messagedb and init messagedb find rows not written through
     }, { connectionString: url.replace(/\/[^/]*$/, "/postgres") });
   }
 });
+
+Deno.test("cli checkpoints set: refused while a pipeline holds the group's checkpoints, unless --force", () =>
+  withPool(async (pool) => {
+    const schema = uniqueName("cp_run_");
+    const category = uniqueName("Run");
+    assert.equal((await cli(["init", "postgres", "--schema", schema])).code, EXIT.ok);
+    const checkpoints = postgresCheckpoints(pool, { schema });
+    await messageDbStore(pool).append(`${category}-1`, [{ type: "T", data: {} }], 0);
+    const set = (...more: string[]) =>
+      cli([
+        "checkpoints",
+        "set",
+        "--source",
+        "messagedb",
+        "--group",
+        "g",
+        "--tranche",
+        category,
+        "--position",
+        "start",
+        "--schema",
+        schema,
+        ...more,
+      ]);
+    const sink = streamsSink({ group: "g", handler: () => {}, statsIntervalMs: 0 });
+    const ac = new AbortController();
+    const running = run(
+      messageDbSource({ client: pool, categories: [category], group: "g", checkpoints }),
+      sink,
+      { signal: ac.signal },
+    );
+    try {
+      await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 10_000 });
+      await sink.flush();
+      const refused = await set();
+      assert.equal(refused.code, EXIT.failed, refused.err);
+      assert.match(refused.err, /messagedb\/g is running/);
+      const forced = await set("--force");
+      assert.equal(forced.code, EXIT.ok, forced.err);
+      assert.match(forced.err, /warning: --force: messagedb\/g is running/);
+    } finally {
+      ac.abort();
+      await running;
+    }
+    const stopped = await set();
+    assert.equal(stopped.code, EXIT.ok, `a stopped pipeline holds nothing: ${stopped.err}`);
+    await pool.query(`DROP SCHEMA "${schema}" CASCADE`);
+  }));

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { Batch } from "../../core/batch.ts";
+import type { Batch, ObservableSource } from "../../core/batch.ts";
 import type { Handler } from "../../core/scheduler.ts";
 import { run, type StreamsSink, streamsSink, type StreamsSinkOptions } from "../../core/sink.ts";
 import { idOf } from "../../core/streamName.ts";
@@ -147,7 +147,8 @@ export interface Reactor {
  */
 export function startReactor(options: ReactorOptions): Reactor {
   const sink = streamsSink({
-    group: REACTOR_GROUP,
+    // The source's consumer group, so that checkpoints, logs and parked streams agree.
+    group: (options.source as ObservableSource).group ?? REACTOR_GROUP,
     maxConcurrentStreams: 16,
     statsIntervalMs: 0,
     ...options.sink,

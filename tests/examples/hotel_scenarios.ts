@@ -2,6 +2,7 @@
 // hotel_messagedb.test.ts (a real PostgreSQL server). Every id is fresh, so scenarios can share a
 // database with earlier runs.
 import assert from "node:assert/strict";
+import type { ObservableSource } from "../../core/batch.ts";
 import { createDecider, createStateCache } from "../../core/decider.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import { run, type StreamsSink, streamsSink } from "../../core/sink.ts";
@@ -51,8 +52,10 @@ export async function withReactor(
   const groups = groupCheckoutService(backend.store, { cache });
   const calls: HotelEnv["calls"] = [];
   const handler = groupCheckoutHandler({ stays, groups, now: () => T });
+  const controller = new AbortController();
+  const source = backend.source(controller.signal);
   const sink = streamsSink({
-    group: REACTOR_GROUP,
+    group: (source as ObservableSource).group ?? REACTOR_GROUP,
     maxConcurrentStreams: 8,
     statsIntervalMs: 0,
     handler: (stream: string, events: readonly StreamEvent[], ctx) => {
@@ -60,8 +63,7 @@ export async function withReactor(
       return handler(stream, events, ctx);
     },
   });
-  const controller = new AbortController();
-  const running = run(backend.source(controller.signal), sink, { signal: controller.signal });
+  const running = run(source, sink, { signal: controller.signal });
   try {
     await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 30_000 });
     await scenario({
