@@ -109,7 +109,9 @@ const ago = (ms: number) => {
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
 };
 const stateOf = (e: ParkedStream) =>
-  e.state !== "parked"
+  e.state === "failed"
+    ? `release failed (asked by ${e.resolution?.by}, applied by ${e.resolution?.appliedBy})`
+    : e.state !== "parked"
     ? `${e.state} by ${e.resolution?.by}`
     : e.request === undefined
     ? "parked"
@@ -137,7 +139,11 @@ export const parkedList: Command = {
     "Exits 4 when nothing is parked. Without --group it lists every group (DynamoDB: a scan).",
   options: [
     { ...GROUP, help: "only this consumer group" },
-    { name: "resolved", kind: "boolean", help: "also list released and skipped episodes" },
+    {
+      name: "resolved",
+      kind: "boolean",
+      help: "also list the history: released and skipped episodes, and releases that failed",
+    },
     ...STORE,
     JSON_OUT,
   ],
@@ -220,7 +226,9 @@ export const parkedShow: Command = {
       if (r !== undefined) {
         lines.push(
           `resolved    ${r.action} asked by ${r.by}, applied by ${r.appliedBy} at ${iso(r.at)} ` +
-            `(${r.events} events)${r.reason ? `: ${r.reason}` : ""}`,
+            `(${r.events} events${entry.state === "failed" ? " handled, then it failed" : ""})${
+              r.reason ? `: ${r.reason}` : ""
+            }`,
         );
       }
       if (entry.request?.reason) lines.push(`reason      ${entry.request.reason}`);

@@ -82,7 +82,8 @@ export interface ParkWrite {
   /**
    * Set when the stream parks because it failed: starts an episode when none is active, or
    * (a release that failed again) updates the active one's error, attempts and last failure
-   * time and clears its request and claim. Without it, the write only adds events to the
+   * time and clears its request and claim, recording a release being applied as a `failed`
+   * entry of the history. Without it, the write only adds events to the
    * active episode.
    */
   readonly failure?: ParkedFailure;
@@ -193,7 +194,10 @@ export interface ParkResolution {
   readonly at: number;
   /** The sink instance that applied it. */
   readonly appliedBy: string;
-  /** How many events were still parked when it was applied. */
+  /**
+   * How many events were still parked when it was applied; for a `failed` release, how many it
+   * handled before it failed.
+   */
   readonly events: number;
 }
 
@@ -225,8 +229,14 @@ export interface ParkedStream {
   readonly tranche?: string;
   /** Identifies the episode among the stream's episodes (opaque). */
   readonly episode: string;
-  /** `parked` while active; `released` or `skipped` once resolved. */
-  readonly state: "parked" | "released" | "skipped";
+  /**
+   * `parked` while active; `released` or `skipped` once resolved. `failed` is the record (in the
+   * history, never active) of a release that failed again: the stream parked again in the same
+   * episode, which stays active with the events the release did not handle; the record keeps
+   * who asked, why, which sink applied it, how many events it handled (`resolution.events`) and
+   * the error it failed with (`error`, `attempts`, `lastFailedAt`).
+   */
+  readonly state: "parked" | "released" | "skipped" | "failed";
   /** The lowest index still parked (where a release starts). */
   readonly first: number;
   /** One past the highest index parked. */

@@ -1603,6 +1603,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       p.attempts = failure.attempts;
       p.first = p.handledTo;
       toParked(s, p);
+      counters.parked++; // it parked again: counted as each parking is (the store records why)
     }
     enqueue(s);
   }

@@ -337,7 +337,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         ...base,
         events: 0,
         resolution: {
-          action: base.state === "released" ? "release" : "skip",
+          action: base.state === "skipped" ? "skip" : "release",
           by: str(item.by)!,
           ...(item.rsn ? { reason: str(item.rsn)! } : {}),
           at: num(item.ra),
@@ -471,16 +471,50 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
       const episode = str(header.ep)!;
       // Parked again after a release: its request and claim are over (a new episode has none).
       if (episode !== candidate) {
+        const request = await getItem(requestKey(group, w.stream));
+        const applied = request !== undefined && str(request.ep) === episode &&
+          str(request.act) === "release" && request.cb !== undefined;
+        // A release being applied failed again: recorded in the history with the request's
+        // removal, so that the record is written once (a repeated write finds no request).
+        const record: Item | undefined = applied
+          ? {
+            ...header,
+            p: S(resolvedPartition(group)),
+            k: S(JSON.stringify([keyPart(w.stream), episode, `f${Date.now()}`])),
+            ep: S(`${episode}.f${Date.now().toString(36)}`),
+            st: S("failed"),
+            by: request.by,
+            ...(request.rsn ? { rsn: request.rsn } : {}),
+            ra: N(Date.now()),
+            ab: request.cb,
+            re: N(
+              await countEvents(
+                eventsPartition(group, w.stream, episode),
+                num(header.first),
+                Math.max(num(header.first), w.handledTo ?? 0),
+              ),
+            ),
+            events: N(0),
+          }
+          : undefined;
         await client.send(
           new TransactWriteItemsCommand({
-            TransactItems: [{
-              Delete: {
-                TableName,
-                Key: requestKey(group, w.stream),
-                ConditionExpression: "attribute_not_exists(p) OR ep = :ep",
-                ExpressionAttributeValues: { ":ep": S(episode) },
+            TransactItems: [
+              {
+                Delete: {
+                  TableName,
+                  Key: requestKey(group, w.stream),
+                  ConditionExpression: applied
+                    ? "ep = :ep AND ct = :ct"
+                    : "attribute_not_exists(p) OR ep = :ep",
+                  ExpressionAttributeValues: {
+                    ":ep": S(episode),
+                    ...(applied ? { ":ct": request.ct ?? S("") } : {}),
+                  },
+                },
               },
-            }],
+              ...(record === undefined ? [] : [{ Put: { TableName, Item: record } }]),
+            ],
           }),
         ).catch((e) => {
           if (!(e instanceof TransactionCanceledException)) throw e;
@@ -629,6 +663,9 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
       : a.stream > b.stream
       ? 1
       : (a.state === "parked" ? 0 : 1) - (b.state === "parked" ? 0 : 1) ||
+        // The history newest first; a failed release before the resolution of its episode.
+        (b.resolution?.at ?? 0) - (a.resolution?.at ?? 0) ||
+        (a.state === "failed" ? 1 : 0) - (b.state === "failed" ? 1 : 0) ||
         (a.episode < b.episode ? 1 : a.episode > b.episode ? -1 : 0);
 
   return {

@@ -134,6 +134,33 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
             episodesOf(group, w.stream, true).push(e);
           } else {
             const handledTo = Math.max(e.entry.first, w.handledTo ?? 0);
+            const request = e.entry.request;
+            if (request?.action === "release" && e.entry.claim !== undefined) {
+              // The release being applied failed again: recorded in the history, before the
+              // episode (which stays active, the newest of the stream's list).
+              const { request: _r, claim, ...rest } = e.entry;
+              const list = episodesOf(group, w.stream);
+              list.splice(list.length - 1, 0, {
+                entry: {
+                  ...rest,
+                  episode: `${e.entry.episode}.${++episodes}`,
+                  state: "failed",
+                  events: 0,
+                  error: f.error,
+                  attempts: f.attempts,
+                  lastFailedAt: f.lastFailedAt,
+                  resolution: {
+                    action: "release",
+                    by: request.by,
+                    ...(request.reason === undefined ? {} : { reason: request.reason }),
+                    at: Date.now(),
+                    appliedBy: claim.by,
+                    events: e.events.filter((x) => x.index < handledTo).length,
+                  },
+                },
+                events: [],
+              });
+            }
             e.events = e.events.filter((x) => x.index >= handledTo);
             update(e, {
               error: f.error,
@@ -192,7 +219,9 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
     get(group, stream) {
       checkParkName("group", group);
       checkParkName("stream", stream);
-      const list = episodesOf(group, stream);
+      // The active episode, else the latest resolved one (a failed release's record never: the
+      // episode it failed in is newer).
+      const list = episodesOf(group, stream).filter((e) => e.entry.state !== "failed");
       return list[list.length - 1]?.entry;
     },
 

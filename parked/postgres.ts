@@ -96,8 +96,13 @@ function names(options: PostgresParkStoreOptions) {
     table: `${schema}.${table}`,
     active: sqlIdentifier("table", `${bare}_active`),
     requested: sqlIdentifier("table", `${bare}_requested`),
+    // The name PostgreSQL gave the column's check when the table was made without one.
+    stateCheck: sqlIdentifier("table", `${bare}_state_check`),
+    stateCheckName: `${bare}_state_check`,
   };
 }
+
+const STATES = "('parked', 'released', 'skipped', 'failed')";
 
 /**
  * Creates the schema, the park table and its indexes if they do not exist. Safe to call on every
@@ -126,7 +131,7 @@ export async function initPostgresParkStore(
        episode bigint NOT NULL,
        idx bigint NOT NULL CHECK (idx >= -1),
        event text,
-       state text CHECK (state IN ('parked', 'released', 'skipped')),
+       state text CONSTRAINT ${n.stateCheck} CHECK (state IN ${STATES}),
        first_index bigint,
        next_index bigint,
        event_count bigint,
@@ -153,6 +158,19 @@ export async function initPostgresParkStore(
   // Tables made before claims had tokens (fenced claims) get the column.
   await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS claim_token text`);
   await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS tranche text`);
+  // Tables made before failed releases were recorded (state 'failed') take the new state, once:
+  // the check is replaced unvalidated (the rows are valid), so it costs no scan.
+  const regclass = n.table.replace(/'/g, "''");
+  await client.query(
+    `DO $$ BEGIN
+       IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '${regclass}'::regclass
+                   AND contype = 'c' AND conname = '${n.stateCheckName}'
+                   AND pg_get_constraintdef(oid) NOT LIKE '%failed%') THEN
+         ALTER TABLE ${n.table} DROP CONSTRAINT IF EXISTS ${n.stateCheck},
+           ADD CONSTRAINT ${n.stateCheck} CHECK (state IN ${STATES}) NOT VALID;
+       END IF;
+     END $$`,
+  );
   await client.query(
     `CREATE UNIQUE INDEX IF NOT EXISTS ${n.active} ON ${n.table} (consumer_group, stream)
       WHERE idx = -1 AND state = 'parked'`,
@@ -196,7 +214,7 @@ function entryOf(r: SqlRow): ParkedStream {
     return {
       ...base,
       resolution: {
-        action: state === "released" ? "release" : "skip",
+        action: state === "skipped" ? "skip" : "release",
         by: r.request_by as string,
         ...reason,
         at: Number(r.resolved_at),
@@ -274,7 +292,10 @@ export function postgresParkStore(
       -- The active episodes written to, locked. Rows are looked up by stream = ANY($2) here and
       -- below, so that no plan scans a whole group however stale the table's statistics are (a
       -- table that grows fast from empty).
-      SELECT h.stream, h.episode, h.first_index FROM ${T} h JOIN w ON w.stream = h.stream
+      SELECT h.stream, h.episode, h.first_index, h.next_index, h.request_action, h.request_by,
+             h.request_reason, h.requested_at, h.claim_by, h.parked_at, h.first_failed_at,
+             h.tranche
+        FROM ${T} h JOIN w ON w.stream = h.stream
        WHERE h.consumer_group = $1 AND h.stream = ANY($2::text[]) AND h.idx = -1
          AND h.state = 'parked'
          FOR UPDATE OF h
@@ -339,6 +360,23 @@ export function postgresParkStore(
        WHERE h.consumer_group = $1 AND h.stream = ANY($2::text[]) AND h.idx = -1
          AND h.state = 'parked' AND h.stream = x.stream AND h.episode = x.episode
       RETURNING h.stream
+    ), failed_release AS (
+      -- A release being applied failed again: recorded in the history as a row of its own.
+      INSERT INTO ${T} (consumer_group, stream, episode, idx, state, first_index, next_index,
+        event_count, error, attempts, first_failed_at, last_failed_at, parked_at, request_by,
+        request_reason, requested_at, tranche, resolved_at, applied_by, resolved_events)
+      SELECT $1, cur.stream,
+        (SELECT max(p.episode) FROM ${T} p
+          WHERE p.consumer_group = $1 AND p.stream = cur.stream AND p.idx = -1) + 1,
+        -1, 'failed', cur.first_index, cur.next_index, 0, w.error, w.attempts,
+        cur.first_failed_at, to_timestamp(w.last_failed / 1000), cur.parked_at, cur.request_by,
+        cur.request_reason, cur.requested_at, cur.tranche, to_timestamp($14::float8 / 1000),
+        cur.claim_by,
+        (SELECT count(*) FROM ${T} d
+          WHERE d.consumer_group = $1 AND d.stream = cur.stream AND d.episode = cur.episode
+            AND d.idx >= 0 AND d.idx < coalesce(w.handled_to, 0))
+        FROM cur JOIN w ON w.stream = cur.stream
+       WHERE w.failed AND cur.request_action = 'release' AND cur.claim_by IS NOT NULL
     ), dropped AS (
       DELETE FROM ${T} d USING cur JOIN w ON w.stream = cur.stream
        WHERE w.failed AND w.handled_to IS NOT NULL AND d.consumer_group = $1
@@ -350,7 +388,7 @@ export function postgresParkStore(
 
   const getSql = `SELECT ${COLUMNS} FROM ${T}
     WHERE consumer_group = $1 AND stream = $2 AND idx = -1
-    ORDER BY (state = 'parked') DESC, episode DESC LIMIT 1`;
+    ORDER BY (state = 'parked') DESC, (state = 'failed'), episode DESC LIMIT 1`;
 
   async function get(group: string, stream: string): Promise<ParkedStream | undefined> {
     const rows = await run(getSql, [group, stream]);
@@ -391,7 +429,8 @@ export function postgresParkStore(
           WHERE idx = -1 AND ($1::text IS NULL OR consumer_group = $1::text)
             AND (state = 'parked' OR ($2::bool AND NOT $3::bool))
             AND (NOT $3::bool OR request_action IS NOT NULL)
-          ORDER BY consumer_group, stream, (state = 'parked') DESC, episode DESC`,
+          ORDER BY consumer_group, stream, (state = 'parked') DESC,
+            coalesce(resolved_at, parked_at) DESC, (state = 'failed'), episode DESC`,
         [group ?? null, options.resolved === true, options.requested === true],
       );
       return rows.map(entryOf);

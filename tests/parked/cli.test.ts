@@ -279,6 +279,10 @@ Deno.test({
       });
       const shown = await cli(["parked", "show", ...s, "--group", "g", "--stream", "Pay-X"]);
       assert.match(shown.out, /progress +being replayed by sink-1: handled below index 1, 0 left/);
+      // The release fails again: the history shows it (issue 12: it left no record).
+      await store.park("g", [{ stream: "Pay-X", events: [], failure: failure(5), handledTo: 1 }]);
+      const history = await cli(["parked", "list", ...s, "--group", "g", "--resolved"]);
+      assert.match(history.out, /Pay-X .*release failed \(asked by alice, applied by sink-1\)/);
 
       const bad = async (argv: string[], pattern: RegExp, code: number = EXIT.usage) => {
         const r = await cli(argv);

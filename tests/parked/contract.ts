@@ -383,7 +383,7 @@ export function parkStoreContract(
       failure: failure(),
     }]);
     const { episode } = (await store.get("g", "A-1"))!;
-    await store.request("g", "A-1", { action: "release", by: "alice" });
+    await store.request("g", "A-1", { action: "release", by: "alice", reason: "bug fixed" });
     await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
     const outcomes = await store.park("g", [{
       stream: "A-1",
@@ -404,6 +404,37 @@ export function parkStoreContract(
     assert.equal(entry.next, 6);
     assert.equal(entry.events, 4);
     assert.deepEqual(indexes(await store.events("g", "A-1", episode, 0, 100)), [2, 3, 4, 5]);
+    // The failed release is kept in the history (issue 12: it left no record but the log).
+    const history = await store.list("g", { resolved: true });
+    assert.deepEqual(history.map((e) => e.state), ["parked", "failed"]);
+    const failed = history[1];
+    assert.deepEqual(
+      [failed.error, failed.attempts, failed.lastFailedAt, failed.events, failed.resolution],
+      ["Error: still broken", 2, 6, 0, {
+        action: "release",
+        by: "alice",
+        reason: "bug fixed",
+        at: failed.resolution!.at,
+        appliedBy: "s1",
+        events: 2,
+      }],
+    );
+    assert.ok(Math.abs(failed.resolution!.at - Date.now()) < 60_000);
+    assert.notEqual(failed.episode, episode, "a record of its own");
+    assert.deepEqual(await store.list("g"), [entry], "not active");
+    // A failure write with no release being applied records nothing.
+    await store.park("g", [{ stream: "A-1", events: [], failure: failure(4) }]);
+    assert.equal((await store.list("g", { resolved: true })).length, 2);
+    // Skipped at last: get answers the skip, the history keeps both, newest first.
+    await store.request("g", "A-1", { action: "skip", by: "bob", reason: "give up" });
+    const { claim } =
+      (await store.claim("g", "A-1", episode, { by: "s2", until: Date.now() + 60_000 }))!;
+    await store.resolve("g", "A-1", episode, { by: "s2", token: claim!.token });
+    assert.equal((await store.get("g", "A-1"))?.state, "skipped");
+    assert.deepEqual(
+      (await store.list("g", { resolved: true })).map((e) => e.state),
+      ["skipped", "failed"],
+    );
   });
 
   test("bad input is refused with typed errors naming it", async (store) => {

@@ -111,3 +111,45 @@ Deno.test("parked: a stream parked under a rule since removed is logged when the
     await reset();
   }
 });
+
+Deno.test("parked: a release that fails again is in the history as failed and counted as a parking", async () => {
+  const events = createMemoryStore();
+  const park = memoryParkStore();
+  let badFrom = 0; // the first index that fails
+  const sink = streamsSink({
+    group: "g",
+    statsIntervalMs: 0,
+    commitIntervalMs: 5,
+    retry: { initialDelayMs: 1 },
+    failure: { kind: "park", maxAttempts: 2, store: park, pollMs: 20 },
+    handler: (_stream: string, evs: readonly StreamEvent[]) => {
+      const bad = evs.findIndex((e) => e.index >= badFrom);
+      if (bad === 0) throw new Error(`bug at ${evs[0].index}`);
+      return bad < 0 ? undefined : evs[bad].index;
+    },
+  });
+  const ac = new AbortController();
+  const running = run(memorySource({ store: events, group: "g" }), sink, { signal: ac.signal });
+  try {
+    await events.append("Pay-1", Array.from({ length: 5 }, (_, i) => ({ type: "T", data: i })), 0);
+    await until("parked", async () => (await park.get("g", "Pay-1"))?.events === 5);
+    assert.equal(sink.stats().counters.parked, 1);
+    badFrom = 3; // the release handles 0..2, then fails again at 3
+    await park.request("g", "Pay-1", { action: "release", by: "alice", reason: "fixed?" });
+    await until("parked again", async () => {
+      const e = await park.get("g", "Pay-1");
+      return e?.state === "parked" && e.request === undefined && e.first === 3;
+    });
+    const [active, failed] = await park.list("g", { resolved: true });
+    assert.deepEqual([active.state, active.events, failed?.state], ["parked", 2, "failed"]);
+    assert.deepEqual(
+      [failed.resolution?.by, failed.resolution?.reason, failed.resolution?.events, failed.error],
+      ["alice", "fixed?", 3, "Error: bug at 3"],
+    );
+    assert.equal(sink.stats().counters.parked, 2, "the second parking is counted");
+    assert.equal(sink.stats().counters.released, 0);
+  } finally {
+    ac.abort();
+    await running;
+  }
+});
