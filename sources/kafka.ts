@@ -185,6 +185,29 @@ export interface KafkaSourceOptions {
   readonly maxTailHoldMs?: number;
   /** Stops consumption: the stream closes and the sink drains; the group is not left. */
   readonly signal?: AbortSignal;
+  /**
+   * A kafkajs admin client (`kafka.admin()`, connected), for the source's `heads()`: the high
+   * watermark of each partition it is assigned, read when asked. Without it the source reports
+   * no heads (lag needs `positions.head`, and `awaitCompletion` waits for the tail only).
+   */
+  readonly admin?: KafkaAdmin;
+}
+
+/**
+ * What the source uses of a kafkajs admin client.
+ *
+ * @example
+ * ```ts
+ * import type { KafkaAdmin } from "@impel/impel/sources/kafka";
+ * const highest = async (admin: KafkaAdmin) =>
+ *   (await admin.fetchTopicOffsets("orders")).map((p) => `${p.partition}: ${p.high}`);
+ * ```
+ */
+export interface KafkaAdmin {
+  /** Each partition's offsets: `high` is the offset the next message gets. */
+  fetchTopicOffsets(
+    topic: string,
+  ): Promise<Array<{ partition: number; high: string; low: string; offset?: string }>>;
 }
 
 /**
@@ -328,6 +351,9 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
     topics.some((t) => typeof t !== "string" || t === "")
   ) {
     throw new InvalidArgumentError("topics", "must be a non-empty array of topic names");
+  }
+  if (options.admin !== undefined && typeof options.admin?.fetchTopicOffsets !== "function") {
+    throw new InvalidArgumentError("admin", "must be a kafkajs Admin (kafka.admin())");
   }
   const defaultCategory = options.defaultCategory ?? "Kafka";
   try {
@@ -827,5 +853,18 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
       stop();
     },
   }, { highWaterMark: 0 });
-  return Object.assign(stream, { problems });
+  const admin = options.admin;
+  // The high watermark of every partition assigned now: the position its checkpoint then holds.
+  const heads = async (): Promise<ReadonlyMap<string, Position>> => {
+    const topics = new Set([...current.values()].map((a) => a.topic));
+    const positions = new Map<string, Position>();
+    for (const topic of topics) {
+      for (const p of await admin!.fetchTopicOffsets(topic)) {
+        const tranche = `${topic}/${p.partition}`;
+        if (current.has(tranche)) positions.set(tranche, BigInt(p.high));
+      }
+    }
+    return positions;
+  };
+  return Object.assign(stream, { problems, ...(admin === undefined ? {} : { heads }) });
 }
