@@ -17,8 +17,8 @@
  * | `DELETE /pipelines/{group}/checkpoints/{tranche}` | token (+ `?force=true` while running) | forgets the checkpoint |
  * | `GET /pipelines/{group}/parked` | token | the parked streams (`?resolved=true`: with the history) |
  * | `GET /pipelines/{group}/parked/{stream}` | token | one, with up to `limit` (100) of its events from `from` |
- * | `POST /pipelines/{group}/parked/{stream}/release` | token | body `{ "by"?: string }`: replay its events, then resume (202) |
- * | `POST /pipelines/{group}/parked/{stream}/skip` | token | body `{ "reason": string, "by"?: string }`: drop its events (202) |
+ * | `POST /pipelines/{group}/parked/{stream}/release` | token | body `{ "by"?: string, "reason"?: string }` (JSON; may be left out): replay its events, then resume (202; 200 if already released) |
+ * | `POST /pipelines/{group}/parked/{stream}/skip` | token | JSON body `{ "reason": string, "by"?: string }`: drop its events (202; 200 if already skipped) |
  *
  * Changing a checkpoint always needs `Authorization: Bearer <token>`; a handler created without
  * a token refuses every change (403). A reset takes effect when the pipeline next starts, so it
@@ -716,7 +716,7 @@ async function readParkBody(
 ): Promise<{ by: string; reason?: string }> {
   const fields = action === "skip"
     ? await readJsonObject(request, ["reason", "by"], '{ "reason": "...", "by"?: "..." }')
-    : await readJsonObject(request, ["by", "reason"], '{ "by"?: "..." }', true);
+    : await readJsonObject(request, ["by", "reason"], '{ "by"?: "...", "reason"?: "..." }', true);
   const by = fields.by ?? "http";
   if (typeof by !== "string" || by.trim() === "" || by.length > 200) {
     throw new HttpError(
