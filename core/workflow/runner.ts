@@ -8,7 +8,13 @@
 import { getLogger } from "@logtape/logtape";
 import type { Batch, ObservableSource } from "../batch.ts";
 import type { TypedEvent } from "../codec.ts";
-import { checkInteger, checkNumber, describe, InvalidArgumentError } from "../errors.ts";
+import {
+  checkInteger,
+  checkNumber,
+  describe,
+  ImpelError,
+  InvalidArgumentError,
+} from "../errors.ts";
 import type { StreamEvent } from "../event.ts";
 import { errorText } from "../failure.ts";
 import type { HandlerContext } from "../scheduler.ts";
@@ -264,6 +270,14 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       ignored = decided.ignored;
       return [...fired, ...decided.events];
     }, { idempotencyKey: id, context: tracing(arrival) });
+    if (outcome.duplicate && outcome.state.timers.some((t) => t.seq === seq)) {
+      // Another input was recorded under the timer's id (a stream written before such ids were
+      // refused): the firing can never be recorded, so fail the stream rather than spin on it.
+      throw new ImpelError(
+        "TimerIdTaken",
+        `${stream}: timer ${id} is due, but an input was already recorded under its id`,
+      );
+    }
     if (ignored !== undefined && !outcome.duplicate) runtime.noteIgnored(stream, arrival, ignored);
     log.debug("{stream}: timer {timer} fired {input}: {outcome}", {
       stream,
@@ -353,7 +367,20 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
    * the decision abandons ({@linkcode WorkflowDecision.abandonSends}) is no longer waited for
    * (its call's signal is aborted); one it withdraws still holds back what was sent after it.
    */
-  async function dispatch(stream: StreamName, context: HandlerContext): Promise<number> {
+  async function dispatch(
+    stream: StreamName,
+    events: readonly StreamEvent[],
+    context: HandlerContext,
+  ): Promise<number> {
+    // A timer cancelled or replaced leaves its shard now, not when it would have been due (a
+    // re-armed deadline would otherwise hold one timer per re-arm); a removal that fails is
+    // tried again in the background, and one that never lands is dropped when it comes due.
+    for (const e of events) {
+      const seq = (e.data as { seq?: unknown } | null)?.seq;
+      if (e.type === "WorkflowTimerCancelled" && Number.isSafeInteger(seq)) {
+        timers.cancel({ id: timerId(stream, seq as number), stream }).catch(() => {});
+      }
+    }
     type Flight = { readonly send: PendingSend; readonly abort: AbortController };
     const flights = new Map<number, Flight>();
     let failure: { error: unknown } | undefined;
@@ -487,7 +514,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       } catch {
         return; // not a workflow stream, nor a route's
       }
-      return of === category ? dispatch(stream, context) : routeEvents(stream, events);
+      return of === category ? dispatch(stream, events, context) : routeEvents(stream, events);
     },
   });
   let timers: DurableTimers;
@@ -522,7 +549,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
 
   return {
     streamOf: runtime.streamOf,
-    handle: runtime.handle,
+    // Callers' ids of a routed event's form are refused; the routes' own go through handle.
+    handle: runtime.handleCommand,
     read: runtime.read,
     sink,
     timers,
