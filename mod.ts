@@ -58,6 +58,7 @@ export {
   type ParkListOptions,
   type ParkRequest,
   ParkRequestConflictError,
+  type ParkRequestInput,
   type ParkResolution,
   type ParkStore,
   type ParkWrite,

@@ -140,6 +140,13 @@ export interface ParkRequest {
   readonly reason?: string;
   /** When (ms since the epoch). */
   readonly at: number;
+  /**
+   * A skip's bound: only the events below this index are dropped (the episode's `next` when it
+   * was asked, unless the operator named one), so that events parked after the operator looked
+   * are never dropped unseen; they stay parked, in the same episode. Absent on requests recorded
+   * before skips were bounded: such a skip drops the whole episode.
+   */
+  readonly upTo?: number;
 }
 
 /**
@@ -195,10 +202,12 @@ export interface ParkResolution {
   /** The sink instance that applied it. */
   readonly appliedBy: string;
   /**
-   * How many events were still parked when it was applied; for a `failed` release, how many it
-   * handled before it failed.
+   * How many events were still parked when it was applied (for a bounded skip, how many it
+   * dropped); for a `failed` release, how many it handled before it failed.
    */
   readonly events: number;
+  /** A skip's bound (see {@linkcode ParkRequest.upTo}), when it had one. */
+  readonly upTo?: number;
 }
 
 /**
@@ -257,7 +266,11 @@ export interface ParkedStream {
   readonly request?: ParkRequest;
   /** The sink applying the request, while it does. */
   readonly claim?: ParkClaim;
-  /** How the episode ended, once resolved. */
+  /**
+   * How the episode ended, once resolved. Also set on the still active episode that
+   * {@linkcode ParkStore.resolve} answers for a bounded skip that left events at or above its
+   * bound parked: what that skip dropped (the history keeps it as a `skipped` entry).
+   */
   readonly resolution?: ParkResolution;
 }
 
@@ -361,14 +374,16 @@ export interface ParkStore {
   /**
    * Records a release or skip of the stream's active episode; idempotent: the same action again
    * (pending, or already applied and no new episode since) changes nothing and answers the
-   * episode. Another action replaces a pending one that no sink has claimed. Throws
-   * {@linkcode StreamNotParkedError} when the stream is not parked, and
-   * {@linkcode ParkRequestConflictError} when another action is being applied.
+   * episode. Another action replaces a pending one that no sink has claimed. A skip records its
+   * bound (`upTo`, default the episode's `next` now; see {@linkcode ParkRequest.upTo}). Throws
+   * {@linkcode StreamNotParkedError} when the stream is not parked,
+   * {@linkcode ParkRequestConflictError} when another action is being applied, and
+   * `InvalidArgumentError` for an `upTo` not above the episode's `first` or above its `next`.
    */
   request(
     group: string,
     stream: StreamName,
-    request: { readonly action: ParkAction; readonly by: string; readonly reason?: string },
+    request: ParkRequestInput,
   ): Promise<ParkedStream>;
   /**
    * Claims (or with `token` renews, or with a past `until` gives up) the pending request of an
@@ -386,8 +401,12 @@ export interface ParkStore {
    * Applies the claimed request: the episode becomes `released` or `skipped`, with the
    * requester, reason and `by` recorded, and its events are dropped. A release resolves only if
    * the episode's `next` is still `expectedNext` (no events were added since the caller read
-   * them). Answers the resolved episode, or `undefined` if nothing changed (not active, the
-   * claim `token` names has lapsed or is not the episode's any more, or `next` moved).
+   * them). A skip with a bound (`request.upTo`) drops only the events below it: if the episode
+   * has events at or above it, it stays active (its `first` the bound, request and claim
+   * cleared), the skip is recorded in the history as a `skipped` entry, and the answer is the
+   * active episode with `resolution` saying what was dropped. Answers the resolved episode, or
+   * `undefined` if nothing changed (not active, the claim `token` names has lapsed or is not the
+   * episode's any more, or `next` moved).
    */
   resolve(
     group: string,
@@ -395,6 +414,79 @@ export interface ParkStore {
     episode: string,
     resolution: { readonly by: string; readonly token: string; readonly expectedNext?: number },
   ): Promise<ParkedStream | undefined>;
+}
+
+/**
+ * What an operator asks with {@linkcode ParkStore.request}: the action, who, why (required for a
+ * skip) and, for a skip, optionally the bound (`upTo`: drop the events below this index only).
+ *
+ * @example
+ * ```ts
+ * import type { ParkRequestInput } from "@impel/impel";
+ * const ask: ParkRequestInput = { action: "skip", by: "alice", reason: "refunded", upTo: 2 };
+ * ```
+ *
+ * @category Parked streams
+ */
+export interface ParkRequestInput {
+  /** What is asked for. */
+  readonly action: ParkAction;
+  /** Who asks. */
+  readonly by: string;
+  /** Why (required for a skip). */
+  readonly reason?: string;
+  /** A skip's bound; default: the episode's `next` when asked. Refused for a release. */
+  readonly upTo?: number;
+}
+
+/**
+ * Whether `request` asks the same as the standing request `pending`: same action, requester,
+ * reason and (when `upTo` is given) bound. The same request again changes nothing; a different
+ * one of the same action is refused by the HTTP and CLI front ends rather than dropped silently.
+ *
+ * @example
+ * ```ts
+ * import { sameParkRequest } from "./park.ts";
+ * const pending = { action: "skip" as const, by: "alice", reason: "r", at: 0, upTo: 2 };
+ * console.log(sameParkRequest(pending, { action: "skip", by: "alice", reason: "r" })); // true
+ * ```
+ */
+export function sameParkRequest(pending: ParkRequest, request: ParkRequestInput): boolean {
+  return pending.action === request.action && pending.by === request.by &&
+    (pending.reason ?? undefined) === (request.reason ?? undefined) &&
+    (request.upTo === undefined || pending.upTo === request.upTo);
+}
+
+/**
+ * The bound a skip of `entry` records: the operator's `upTo`, checked against the episode, or the
+ * episode's `next` now. Throws {@linkcode InvalidArgumentError} naming `upTo` when it is not an
+ * integer above `first` and at most `next`, or is given for a release.
+ *
+ * @example
+ * ```ts
+ * import { skipBound } from "./park.ts";
+ * console.log(skipBound({ first: 0, next: 5 }, { action: "skip", by: "a", reason: "r" })); // 5
+ * ```
+ */
+export function skipBound(
+  entry: { readonly first: number; readonly next: number },
+  request: ParkRequestInput,
+): number | undefined {
+  if (request.action !== "skip") {
+    if (request.upTo !== undefined) {
+      throw new InvalidArgumentError("upTo", "is for a skip only (a release replays every event)");
+    }
+    return undefined;
+  }
+  if (request.upTo === undefined) return entry.next;
+  const upTo = checkInteger("upTo", request.upTo, 0);
+  if (upTo <= entry.first || upTo > entry.next) {
+    throw new InvalidArgumentError(
+      "upTo",
+      `must be above the episode's first parked index (${entry.first}) and at most its next (${entry.next}), got ${upTo}`,
+    );
+  }
+  return upTo;
 }
 
 /**
@@ -516,9 +608,7 @@ export function checkParkName(field: string, value: unknown): string {
  * checkParkRequest({ action: "skip", by: "alice", reason: "refunded by hand" });
  * ```
  */
-export function checkParkRequest(
-  request: { readonly action: ParkAction; readonly by: string; readonly reason?: string },
-): { readonly action: ParkAction; readonly by: string; readonly reason?: string } {
+export function checkParkRequest(request: ParkRequestInput): ParkRequestInput {
   if (request === null || typeof request !== "object") {
     throw new InvalidArgumentError("request", `must be an object, got ${describe(request)}`);
   }
@@ -542,6 +632,7 @@ export function checkParkRequest(
       throw new InvalidArgumentError("reason", "must be at most 2000 characters");
     }
   }
+  if (request.upTo !== undefined) checkInteger("upTo", request.upTo, 0);
   return request;
 }
 

@@ -1806,6 +1806,18 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         settle(s);
         return;
       }
+      if (result.kind === "resolved" && result.entry.state === "parked") {
+        // A bounded skip: the events parked since it was asked stay parked, for the operator.
+        counters.skipped++;
+        hooks.onPark?.({ kind: "resolved", entry: { ...result.entry, state: "skipped" } });
+        toParked(s, p);
+        p.first = result.entry.first;
+        if (result.entry.next > p.next) p.next = result.entry.next;
+        p.events = result.entry.events;
+        if (s.writePos < p.next) s.writePos = p.next;
+        settle(s);
+        return;
+      }
       if (result.kind === "resolved") {
         if (result.entry.state === "released") counters.released++;
         else counters.skipped++;

@@ -61,6 +61,7 @@ import {
   type ParkWrite,
   type ParkWriteOutcome,
   ParkWritesError,
+  skipBound,
   StreamNotParkedError,
   truncateParkError,
 } from "../core/park.ts";
@@ -343,6 +344,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
           at: num(item.ra),
           appliedBy: str(item.ab)!,
           events: num(item.re),
+          ...(base.state === "skipped" && item.to?.N !== undefined ? { upTo: num(item.to) } : {}),
         },
       };
     }
@@ -354,6 +356,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         by: str(request.by)!,
         ...(request.rsn ? { reason: str(request.rsn)! } : {}),
         at: num(request.at),
+        ...(request.to?.N === undefined ? {} : { upTo: num(request.to) }),
       },
       ...(request.cb
         ? { claim: { by: str(request.cb)!, until: num(request.cu), token: str(request.ct) ?? "" } }
@@ -386,6 +389,68 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
       }),
     )) as QueryCommandOutput;
     return Items?.[0] === undefined ? undefined : entryOf(Items[0]);
+  }
+
+  /**
+   * A bounded skip of an episode with events at or above its bound: the skip is recorded in the
+   * history with the request's removal (fenced by the claim), then the events below the bound
+   * leave the episode, which stays active from the bound on.
+   */
+  async function skipBelow(
+    group: string,
+    stream: string,
+    episode: string,
+    item: Item,
+    request: Item,
+    upTo: number,
+    by: string,
+    now: number,
+  ): Promise<ParkedStream | undefined> {
+    const first = num(item.first);
+    const dropped = await countEvents(eventsPartition(group, stream, episode), first, upTo);
+    const record: Item = {
+      ...item,
+      p: S(resolvedPartition(group)),
+      k: S(JSON.stringify([keyPart(stream), episode, `s${now}`])),
+      ep: S(`${episode}.s${now.toString(36)}`),
+      st: S("skipped"),
+      next: N(upTo),
+      by: request.by,
+      ...(request.rsn ? { rsn: request.rsn } : {}),
+      ra: N(now),
+      ab: S(by),
+      re: N(dropped),
+      to: N(upTo),
+      events: N(0),
+    };
+    try {
+      await client.send(
+        new TransactWriteItemsCommand({
+          TransactItems: [
+            {
+              Delete: {
+                TableName,
+                Key: requestKey(group, stream),
+                ConditionExpression: "ep = :ep AND ct = :ct AND cu > :now",
+                ExpressionAttributeValues: {
+                  ":ep": S(episode),
+                  ":ct": request.ct ?? S(""),
+                  ":now": N(now),
+                },
+              },
+            },
+            { Put: { TableName, Item: record, ConditionExpression: "attribute_not_exists(p)" } },
+          ],
+        }),
+      );
+    } catch (e) {
+      if (e instanceof TransactionCanceledException) return undefined;
+      throw e;
+    }
+    await advanceFirst(group, stream, episode, upTo);
+    const after = await active(group, stream);
+    if (after === undefined || after.episode !== episode) return undefined;
+    return { ...after, resolution: entryOf(record).resolution };
   }
 
   /** Moves the episode's `first` up to `handledTo`, dropping the events below it. */
@@ -803,6 +868,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
           if (pending !== undefined && current.claim !== undefined && current.claim.until > now) {
             throw new ParkRequestConflictError(group, stream, pending.action, request.action);
           }
+          const upTo = skipBound(current, request);
           const item: Item = {
             ...requestKey(group, stream),
             ep: S(current.episode),
@@ -810,6 +876,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
             by: S(request.by),
             at: N(now),
             ...(request.reason === undefined ? {} : { rsn: S(request.reason) }),
+            ...(upTo === undefined ? {} : { to: N(upTo) }),
           };
           const input: TransactWriteItemsCommandInput = {
             TransactItems: [
@@ -921,6 +988,10 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
           action === "release" && resolution.expectedNext !== undefined &&
           next !== resolution.expectedNext
         ) return undefined;
+        const upTo = action === "skip" && request.to?.N !== undefined ? num(request.to) : undefined;
+        if (upTo !== undefined && next > upTo) {
+          return await skipBelow(group, stream, episode, item, request, upTo, resolution.by, now);
+        }
         const done: Item = {
           ...item,
           p: S(resolvedPartition(group)),
@@ -932,6 +1003,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
           ab: S(resolution.by),
           re: item.events,
           events: N(0),
+          ...(upTo === undefined ? {} : { to: N(upTo) }),
         };
         try {
           await client.send(

@@ -17,6 +17,7 @@ import {
   ParkRequestConflictError,
   type ParkStore,
   type ParkWriteOutcome,
+  skipBound,
   StreamNotParkedError,
 } from "../core/park.ts";
 import { checkInteger } from "../core/errors.ts";
@@ -259,12 +260,14 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
       if (pending !== undefined && e.entry.claim !== undefined && e.entry.claim.until > now) {
         throw new ParkRequestConflictError(group, stream, pending.action, request.action);
       }
+      const upTo = skipBound(e.entry, request);
       return update(e, {
         request: {
           action: request.action,
           by: request.by,
           ...(request.reason === undefined ? {} : { reason: request.reason }),
           at: now,
+          ...(upTo === undefined ? {} : { upTo }),
         },
         claim: undefined,
       });
@@ -313,6 +316,40 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
         request.action === "release" && resolution.expectedNext !== undefined &&
         e.entry.next !== resolution.expectedNext
       ) return undefined;
+      const upTo = request.action === "skip" ? request.upTo : undefined;
+      const resolved = {
+        action: request.action,
+        by: request.by,
+        ...(request.reason === undefined ? {} : { reason: request.reason }),
+        at: Date.now(),
+        appliedBy: resolution.by,
+        ...(upTo === undefined ? {} : { upTo }),
+      };
+      if (upTo !== undefined && e.entry.next > upTo) {
+        // Events parked after the operator asked stay parked; the skip goes to the history.
+        const dropped = e.events.filter((x) => x.index < upTo).length;
+        e.events = e.events.filter((x) => x.index >= upTo);
+        const list = episodesOf(group, stream);
+        const { request: _r, claim: _c, ...rest } = e.entry;
+        list.splice(list.length - 1, 0, {
+          entry: {
+            ...rest,
+            episode: `${e.entry.episode}.${++episodes}`,
+            state: "skipped",
+            next: upTo,
+            events: 0,
+            resolution: { ...resolved, events: dropped },
+          },
+          events: [],
+        });
+        const now = update(e, {
+          first: Math.max(e.entry.first, upTo),
+          events: e.events.length,
+          request: undefined,
+          claim: undefined,
+        });
+        return { ...now, resolution: { ...resolved, events: dropped } };
+      }
       const count = e.events.length;
       e.events = [];
       return update(e, {
@@ -320,14 +357,7 @@ export function memoryParkStore(options: MemoryParkStoreOptions = {}): ParkStore
         events: 0,
         request: undefined,
         claim: undefined,
-        resolution: {
-          action: request.action,
-          by: request.by,
-          ...(request.reason === undefined ? {} : { reason: request.reason }),
-          at: Date.now(),
-          appliedBy: resolution.by,
-          events: count,
-        },
+        resolution: { ...resolved, events: count },
       });
     },
   };

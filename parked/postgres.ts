@@ -24,6 +24,7 @@ import {
   ParkRequestConflictError,
   type ParkStore,
   type ParkWriteOutcome,
+  skipBound,
   StreamNotParkedError,
 } from "../core/park.ts";
 import { type SqlClient, sqlIdentifier, type SqlRow, sqlState } from "../stores/sql.ts";
@@ -148,6 +149,7 @@ export async function initPostgresParkStore(
        claim_until timestamptz,
        claim_token text,
        tranche text,
+       request_to bigint,
        resolved_at timestamptz,
        applied_by text,
        resolved_events bigint,
@@ -158,6 +160,8 @@ export async function initPostgresParkStore(
   // Tables made before claims had tokens (fenced claims) get the column.
   await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS claim_token text`);
   await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS tranche text`);
+  // A skip's bound (ParkRequest.upTo), on the request and on the skip's history row.
+  await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS request_to bigint`);
   // Tables made before failed releases were recorded (state 'failed') take the new state, once:
   // the check is replaced unvalidated (the rows are valid), so it costs no scan.
   const regclass = n.table.replace(/'/g, "''");
@@ -190,11 +194,14 @@ const COLUMNS = `consumer_group, stream, episode::text AS episode, state,
   claim_by, ${ms("claim_until")} AS claim_until, claim_token, tranche, ${
   ms("resolved_at")
 } AS resolved_at,
-  applied_by, resolved_events::text AS resolved_events`;
+  applied_by, resolved_events::text AS resolved_events, request_to::text AS request_to`;
 
 function entryOf(r: SqlRow): ParkedStream {
   const state = r.state as ParkedStream["state"];
   const reason = r.request_reason === null ? {} : { reason: r.request_reason as string };
+  const upTo = r.request_to === null || r.request_to === undefined
+    ? {}
+    : { upTo: Number(r.request_to) };
   const base = {
     group: r.consumer_group as string,
     stream: r.stream as string,
@@ -220,6 +227,7 @@ function entryOf(r: SqlRow): ParkedStream {
         at: Number(r.resolved_at),
         appliedBy: r.applied_by as string,
         events: Number(r.resolved_events),
+        ...(state === "skipped" ? upTo : {}),
       },
     };
   }
@@ -231,6 +239,7 @@ function entryOf(r: SqlRow): ParkedStream {
         by: r.request_by as string,
         ...reason,
         at: Number(r.requested_at),
+        ...(r.request_action === "skip" ? upTo : {}),
       },
     }),
     ...(r.claim_by === null ? {} : {
@@ -390,6 +399,68 @@ export function postgresParkStore(
     WHERE consumer_group = $1 AND stream = $2 AND idx = -1
     ORDER BY (state = 'parked') DESC, (state = 'failed'), episode DESC LIMIT 1`;
 
+  // A bounded skip of an episode with events at or above its bound: the events below it leave,
+  // the episode stays active from the bound on, and the skip gets a history row of its own.
+  const partialSkipSql = `
+    WITH old AS (
+      SELECT request_to AS o_to, first_index AS o_first, error AS o_error,
+             attempts AS o_attempts, first_failed_at AS o_ff, last_failed_at AS o_lf,
+             parked_at AS o_pa, request_by AS o_by, request_reason AS o_reason,
+             requested_at AS o_at, tranche AS o_tranche
+        FROM ${T}
+       WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
+         AND state = 'parked' AND request_action = 'skip' AND request_to IS NOT NULL
+         AND next_index > request_to AND claim_token = $6::text
+         AND claim_until > to_timestamp($5::float8 / 1000)
+       FOR UPDATE
+    ), n AS (
+      SELECT count(*) AS dropped FROM ${T} d, old
+       WHERE d.consumer_group = $1 AND d.stream = $2 AND d.episode = $3::bigint AND d.idx >= 0
+         AND d.idx < old.o_to
+    ), h AS (
+      UPDATE ${T} SET first_index = greatest(first_index, old.o_to),
+             event_count = event_count - n.dropped, request_action = NULL, request_by = NULL,
+             request_reason = NULL, requested_at = NULL, request_to = NULL, claim_by = NULL,
+             claim_until = NULL, claim_token = NULL
+        FROM old, n
+       WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
+      RETURNING ${COLUMNS}
+    ), rec AS (
+      INSERT INTO ${T} (consumer_group, stream, episode, idx, state, first_index, next_index,
+        event_count, error, attempts, first_failed_at, last_failed_at, parked_at, request_by,
+        request_reason, requested_at, request_to, tranche, resolved_at, applied_by,
+        resolved_events)
+      SELECT $1, $2,
+        (SELECT max(p.episode) FROM ${T} p
+          WHERE p.consumer_group = $1 AND p.stream = $2 AND p.idx = -1) + 1,
+        -1, 'skipped', old.o_first, old.o_to, 0, old.o_error, old.o_attempts, old.o_ff,
+        old.o_lf, old.o_pa, old.o_by, old.o_reason, old.o_at, old.o_to, old.o_tranche,
+        to_timestamp($5::float8 / 1000), $4, n.dropped
+        FROM old, n
+    ), gone AS (
+      DELETE FROM ${T} x USING old
+       WHERE x.consumer_group = $1 AND x.stream = $2 AND x.episode = $3::bigint AND x.idx >= 0
+         AND x.idx < old.o_to
+    )
+    SELECT h.*, n.dropped::text AS dropped, old.o_by AS old_by, old.o_reason AS old_reason,
+           old.o_to::text AS old_to
+      FROM h, n, old`;
+
+  /**
+   * Deletes the event rows an episode no longer holds (resolved, or below its first). A separate
+   * statement, so that it sees rows a park write committed while the resolution or claim waited
+   * for the episode's lock (a statement's own DELETE runs on its snapshot and would miss them).
+   */
+  async function sweep(group: string, stream: string, id: string) {
+    await run(
+      `DELETE FROM ${T} x USING ${T} h
+        WHERE h.consumer_group = $1 AND h.stream = $2 AND h.episode = $3::bigint AND h.idx = -1
+          AND x.consumer_group = $1 AND x.stream = $2 AND x.episode = $3::bigint AND x.idx >= 0
+          AND (h.state <> 'parked' OR x.idx < h.first_index)`,
+      [group, stream, id],
+    );
+  }
+
   async function get(group: string, stream: string): Promise<ParkedStream | undefined> {
     const rows = await run(getSql, [group, stream]);
     return rows.length === 0 ? undefined : entryOf(rows[0]);
@@ -478,13 +549,15 @@ export function postgresParkStore(
         if (pending !== undefined && current.claim !== undefined && current.claim.until > now) {
           throw new ParkRequestConflictError(group, stream, pending.action, request.action);
         }
+        const upTo = skipBound(current, request);
         const rows = await run(
           `UPDATE ${T} SET request_action = $4, request_by = $5, request_reason = $6,
                   requested_at = to_timestamp($7::float8 / 1000), claim_by = NULL,
-                  claim_until = NULL, claim_token = NULL
+                  claim_until = NULL, claim_token = NULL, request_to = $10::bigint
             WHERE consumer_group = $1 AND stream = $2 AND episode = $3::bigint AND idx = -1
               AND state = 'parked' AND request_action IS NOT DISTINCT FROM $8::text
               AND claim_by IS NOT DISTINCT FROM $9::text
+              AND ($10::bigint IS NULL OR next_index >= $10::bigint)
           RETURNING ${COLUMNS}`,
           [
             group,
@@ -496,6 +569,7 @@ export function postgresParkStore(
             now,
             pending?.action ?? null,
             current.claim?.by ?? null,
+            upTo ?? null,
           ],
         );
         if (rows.length > 0) return entryOf(rows[0]);
@@ -550,6 +624,7 @@ export function postgresParkStore(
           newClaimToken(),
         ],
       );
+      if (rows.length > 0 && claim.handledTo !== undefined) await sweep(group, stream, id);
       return rows.length === 0 ? undefined : entryOf(rows[0]);
     },
 
@@ -561,6 +636,31 @@ export function postgresParkStore(
       }
       const id = episodeId(episode);
       if (id === undefined) return undefined;
+      const partial = await run(partialSkipSql, [
+        group,
+        stream,
+        id,
+        resolution.by,
+        Date.now(),
+        resolution.token,
+      ]);
+      if (partial.length > 0) {
+        await sweep(group, stream, id);
+        const r = partial[0];
+        const entry = entryOf(r);
+        return {
+          ...entry,
+          resolution: {
+            action: "skip",
+            by: r.old_by as string,
+            ...(r.old_reason === null ? {} : { reason: r.old_reason as string }),
+            at: Date.now(),
+            appliedBy: resolution.by,
+            events: Number(r.dropped),
+            upTo: Number(r.old_to),
+          },
+        };
+      }
       const rows = await run(
         `WITH h AS (
            UPDATE ${T} SET state = CASE WHEN request_action = 'release' THEN 'released'
@@ -572,6 +672,7 @@ export function postgresParkStore(
               AND state = 'parked' AND request_action IS NOT NULL AND claim_token = $7::text
               AND claim_until > to_timestamp($6::float8 / 1000)
               AND (request_action <> 'release' OR $5::bigint IS NULL OR next_index = $5::bigint)
+              AND (request_action <> 'skip' OR request_to IS NULL OR next_index <= request_to)
            RETURNING ${COLUMNS}
          ), d AS (
            DELETE FROM ${T} x USING h
@@ -589,6 +690,7 @@ export function postgresParkStore(
           resolution.token,
         ],
       );
+      if (rows.length > 0) await sweep(group, stream, id);
       return rows.length === 0 ? undefined : entryOf(rows[0]);
     },
   };

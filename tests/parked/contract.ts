@@ -362,18 +362,68 @@ export function parkStoreContract(
   test("a skip drops every parked event and records the reason", async (store) => {
     await store.park("g", [{ stream: "A-1", events: [event(0), event(1)], failure: failure() }]);
     const { episode } = (await store.get("g", "A-1"))!;
-    await store.request("g", "A-1", { action: "skip", by: "alice", reason: "test payment" });
+    const asked = await store.request("g", "A-1", {
+      action: "skip",
+      by: "alice",
+      reason: "test payment",
+    });
+    assert.equal(asked.request?.upTo, 2, "the bound is the episode's next when asked");
     const c = await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
-    await store.park("g", [{ stream: "A-1", events: [event(2)] }]);
     const done = await store.resolve("g", "A-1", episode, { by: "s1", token: c!.claim!.token });
     assert.equal(done?.state, "skipped");
     assert.deepEqual(
       [done?.resolution?.by, done?.resolution?.reason, done?.resolution?.events],
-      ["alice", "test payment", 3],
+      ["alice", "test payment", 2],
     );
-    assert.equal(done?.next, 3);
+    assert.equal(done?.next, 2);
     const again = await store.request("g", "A-1", { action: "skip", by: "x", reason: "again" });
     assert.equal(again.resolution?.reason, "test payment", "idempotent: the first skip stands");
+  });
+
+  test("a skip drops only the events below its bound: events parked since stay parked", async (store) => {
+    await store.park("g", [{ stream: "A-1", events: [event(0), event(1)], failure: failure() }]);
+    const { episode } = (await store.get("g", "A-1"))!;
+    await store.request("g", "A-1", { action: "skip", by: "alice", reason: "the 2 bad ones" });
+    // Parked after the operator looked: not theirs to drop.
+    await store.park("g", [{ stream: "A-1", events: [event(2), event(3), event(4)] }]);
+    const c = await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
+    const done = await store.resolve("g", "A-1", episode, { by: "s1", token: c!.claim!.token });
+    assert.equal(done?.state, "parked", "the episode stays active with what was not seen");
+    assert.deepEqual(
+      [done?.resolution?.action, done?.resolution?.events, done?.resolution?.upTo],
+      ["skip", 2, 2],
+    );
+    const now = (await store.get("g", "A-1"))!;
+    assert.deepEqual(
+      [now.state, now.episode, now.first, now.next, now.events, now.request, now.claim],
+      ["parked", episode, 2, 5, 3, undefined, undefined],
+    );
+    assert.deepEqual(indexes(await store.events("g", "A-1", episode, 0, 100)), [2, 3, 4]);
+    const history = (await store.list("g", { resolved: true })).filter((e) => e.state !== "parked");
+    assert.deepEqual(
+      history.map((e) => [e.state, e.resolution?.events, e.resolution?.reason, e.resolution?.upTo]),
+      [["skipped", 2, "the 2 bad ones", 2]],
+    );
+    // An explicit bound: checked against the episode.
+    await assert.rejects(
+      store.request("g", "A-1", { action: "skip", by: "bob", reason: "r", upTo: 9 }),
+      (e) => e instanceof InvalidArgumentError && e.field === "upTo",
+    );
+    await assert.rejects(
+      store.request("g", "A-1", { action: "release", by: "bob", upTo: 3 }),
+      (e) => e instanceof InvalidArgumentError && e.field === "upTo",
+    );
+    const bounded = await store.request("g", "A-1", {
+      action: "skip",
+      by: "bob",
+      reason: "just one",
+      upTo: 3,
+    });
+    assert.equal(bounded.request?.upTo, 3);
+    const c2 = await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
+    const second = await store.resolve("g", "A-1", episode, { by: "s1", token: c2!.claim!.token });
+    assert.deepEqual([second?.state, second?.first, second?.events], ["parked", 3, 2]);
+    assert.deepEqual(indexes(await store.events("g", "A-1", episode, 0, 100)), [3, 4]);
   });
 
   test("a release that fails again: the failure is recorded, the request cleared, handled events dropped", async (store) => {
