@@ -63,6 +63,15 @@ export function memoryCheckpoints(options: MemoryCheckpointOptions = {}): Checkp
         if (leases === undefined) {
           throw new InvalidArgumentError("fence", "needs memoryCheckpoints({ leases })");
         }
+        // A fence is the lease of the tranche committed: another unit's lease proves nothing.
+        if (fence.unit !== key.tranche) {
+          return Promise.reject(
+            new InvalidArgumentError(
+              "fence.unit",
+              `must be the tranche committed (${key.tranche}), got ${fence.unit}`,
+            ),
+          );
+        }
         if (!leases.holds(fence)) return Promise.reject(new StaleCommitError(key, position, fence));
       }
       const current = positions.get(id(key));

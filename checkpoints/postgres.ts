@@ -28,6 +28,7 @@ import {
 import { leaseTable, type PostgresLeaseOptions } from "../leases/postgres.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";
+import { runDdl } from "../leases/ddl.ts";
 
 export type { SqlClient } from "../stores/sql.ts";
 
@@ -91,7 +92,8 @@ function qualifiedTable(options: PostgresCheckpointOptions): string {
 }
 
 /**
- * Creates the schema and checkpoint table if they do not exist. Safe to call on every start.
+ * Creates the schema and checkpoint table if they do not exist. Safe to call on every start, and
+ * from every member at once.
  *
  * @example
  * ```ts ignore
@@ -107,8 +109,9 @@ export async function initPostgresCheckpoints(
 ): Promise<void> {
   const schema = sqlIdentifier("schema", options.schema ?? "impel");
   const table = qualifiedTable(options);
-  await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-  await client.query(
+  // Members start together: runDdl survives a concurrent creator of the same schema or table.
+  await runDdl(client, [
+    `CREATE SCHEMA IF NOT EXISTS ${schema}`,
     `CREATE TABLE IF NOT EXISTS ${table} (
        source text NOT NULL,
        tranche text NOT NULL,
@@ -117,7 +120,7 @@ export async function initPostgresCheckpoints(
        updated_at timestamptz NOT NULL DEFAULT now(),
        PRIMARY KEY (source, tranche, consumer_group)
      )`,
-  );
+  ]);
 }
 
 /**

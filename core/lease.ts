@@ -23,8 +23,9 @@
  *   ({@linkcode CheckpointFence}) and a fencing store refuses them once it is not the current,
  *   unexpired lease — a paused process that wakes up late cannot move a checkpoint.
  *
- * The timing rule: `heartbeatMs ≤ (durationMs − handoverMs) / 2` (a member survives one failed
- * renewal), and `handoverMs` must cover what a revocation waits for — with the streams sink, its
+ * The timing rule: `heartbeatMs ≤ (durationMs − handoverMs) / 3` (a member survives one failed
+ * or hung renewal: it tries again soon after one fails, and a hung one is given up on after
+ * `(durationMs − handoverMs) / 2`), and `handoverMs` must cover what a revocation waits for — with the streams sink, its
  * `stopTimeoutMs` for calls in flight plus the final commit, so `handoverMs ≥ 2 × stopTimeoutMs`
  * (given `stopTimeoutMs`, {@linkcode checkLeaseTiming} refuses less with a
  * {@linkcode LeaseTimingError}). Every store call is bounded by `(durationMs − handoverMs) / 2`,
@@ -32,8 +33,11 @@
  * loop: a slow store call never holds up the renewals, nor the deadline of a lease just taken.
  * A revocation that ends after the lease's expiry is counted and logged as an error
  * (`lateRevocations`): the fence may have been crossed, though the checkpoint fence still holds.
- * A revocation that reports handler calls abandoned still running keeps its lease until it
- * expires instead of releasing it, so that nobody starts on the unit while they may still run.
+ * A revocation that reports handler calls abandoned still running (a handler that ignores its
+ * signal) goes on renewing the lease until they have ended, and only then releases it, so that
+ * nobody starts on the unit while they still run; a problem says so meanwhile. Only a member
+ * that stops (its heartbeats end) leaves such a lease to expire instead. Expiry is decided on
+ * the store's clock: it must not step forward by more than the `handoverMs` margin.
  *
  * Members advertise a fingerprint of their units ({@linkcode unitsFingerprint}) with each
  * heartbeat. Members configured with other units do not count toward fair shares (so no unit is
@@ -512,7 +516,11 @@ export interface LeaseMemberOptions {
   readonly member?: string;
   /** How long a lease lasts unless renewed (default 10 000 ms). */
   readonly durationMs?: number;
-  /** How often leases are renewed and the assignment re-planned (default `durationMs / 5`). */
+  /**
+   * How often leases are renewed and the assignment re-planned (default `durationMs / 5`, and at
+   * most `(durationMs − handoverMs) / 3`, the longest allowed). A failed heartbeat is retried
+   * after a quarter of it.
+   */
   readonly heartbeatMs?: number;
   /**
    * How long before a lease's expiry its work must have stopped if renewals fail (default
@@ -531,8 +539,9 @@ export interface LeaseMemberOptions {
   /**
    * Stops the work of a lease: resolves once nothing of it runs any more and nothing more will
    * be committed under it, or once it gave up waiting — then with how many calls it abandoned
-   * still running, and the lease is kept until it expires rather than released. Called once per
-   * acquisition.
+   * still running and, if it can tell, a promise of their end ({@linkcode RevokedWork}): the
+   * lease is renewed until then, and released after (without the promise, it is left to expire
+   * rather than released). Called once per acquisition.
    */
   readonly onRevoked: (lease: HeldLease, reason: string) => Promise<RevokedWork | void>;
   /** The member's monotonic clock in ms (default `performance.now`); for tests. */
@@ -553,6 +562,12 @@ export interface LeaseMemberOptions {
 export interface RevokedWork {
   /** Handler calls still running when the revocation stopped waiting for them. */
   readonly abandoned: number;
+  /**
+   * Resolves once the abandoned calls have ended. Given, the member keeps renewing the lease
+   * until then and releases it after; without it, a lease whose calls were abandoned is left to
+   * expire instead of released.
+   */
+  readonly settled?: Promise<void>;
 }
 
 /**
@@ -644,7 +659,10 @@ export interface LeaseSnapshot {
   readonly requested: number;
   /** Revocations that ended after the lease's expiry (should stay 0; see the module). */
   readonly lateRevocations: number;
-  /** Leases left to expire instead of released, because calls were abandoned still running. */
+  /**
+   * Leases kept after their revocation because calls were abandoned still running: renewed
+   * until the calls ended (or left to expire, without a way to tell or on stop).
+   */
   readonly kept: number;
 }
 
@@ -705,10 +723,16 @@ interface Held {
   /** The latest the store can expire it, on this member's clock. */
   validUntil: number;
   letting: Promise<void> | undefined;
+  /** Calls abandoned by its revocation that still run: the lease is renewed until they end. */
+  running?: number;
+  /** Since when they run past the revocation (ms since the epoch). */
+  runningSince?: number;
 }
 
 /** A lease was lost (not renewed in time) within this long: it shows in problems. */
 const LOST_PROBLEM_MS = 60_000;
+/** Heartbeats failed this many times in a row are retried soon; after that, every heartbeatMs. */
+const RETRIES_SOON = 3;
 /** Acquisitions failed this many times in a row: failing, not just degraded. */
 const ACQUIRE_FAILING_AFTER = 3;
 /** The longest timer delay (setTimeout fires at once beyond it). */
@@ -803,9 +827,11 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     }
     h.letting = (async () => {
       let abandoned = 0;
+      let settled: Promise<void> | undefined;
       try {
         const outcome = await onRevoked(lease, reason);
         abandoned = typeof outcome?.abandoned === "number" ? outcome.abandoned : 0;
+        if (outcome?.settled instanceof Promise) settled = outcome.settled;
       } catch (error) {
         log.error("{member}: revoking {scope}/{unit} failed: {error}", {
           member,
@@ -822,20 +848,42 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           { member, scope, unit: h.unit, ms: Math.round(now() - h.validUntil) },
         );
       }
-      if (abandoned > 0) {
-        // Released now, the unit could be taken while those calls still run; left to expire,
-        // nobody starts on it before the time the fencing rule promised.
+      if (abandoned > 0 && settled !== undefined && !stopper.signal.aborted) {
+        // Released (or left to lapse) now, the unit could be taken while those calls still run:
+        // the heartbeats go on renewing it until they have ended.
         counts.kept++;
+        h.running = abandoned;
+        h.runningSince = Date.now();
         log.warn(
           "{member}: {abandoned} calls on {scope}/{unit} still run after the revocation; " +
-            "its lease is kept until it expires in {ms} ms instead of released",
-          {
+            "its lease is renewed until they end",
+          { member, scope, unit: h.unit, abandoned },
+        );
+        const stopped = new Promise<void>((resolve) =>
+          stopper.signal.addEventListener("abort", () => resolve(), { once: true })
+        );
+        await Promise.race([settled.catch(() => {}), stopped]);
+        h.running = undefined;
+        if (stopper.signal.aborted) {
+          abandoned = Number.MAX_SAFE_INTEGER; // still running, maybe: left to expire below
+        } else {
+          abandoned = 0;
+          log.info("{member}: the abandoned calls on {scope}/{unit} have ended", {
             member,
             scope,
             unit: h.unit,
-            abandoned,
-            ms: Math.max(0, Math.round(h.validUntil - now())),
-          },
+          });
+        }
+      }
+      if (abandoned > 0) {
+        // The member is stopping (its heartbeats have ended) or could not know when the calls
+        // end: released now, the unit could be taken while they still run; left to expire,
+        // nobody starts on it before the time the fencing rule promised.
+        if (h.runningSince === undefined) counts.kept++;
+        log.warn(
+          "{member}: calls on {scope}/{unit} may still run after the revocation; " +
+            "its lease is kept until it expires in {ms} ms instead of released",
+          { member, scope, unit: h.unit, ms: Math.max(0, Math.round(h.validUntil - now())) },
         );
       } else {
         try {
@@ -925,6 +973,12 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         h.validUntil = Math.max(h.validUntil, sentAt + s.durationMs);
       } else if (h.letting === undefined) {
         letGo(h, "the store no longer has it as this member's", "lost");
+      } else if (h.running !== undefined) {
+        log.error(
+          "{member}: the lease on {scope}/{unit} could not be renewed while {running} calls " +
+            "abandoned by its revocation still run; another member may start on it",
+          { member, scope, unit: h.unit, running: h.running },
+        );
       }
     }
     sweep();
@@ -1102,8 +1156,13 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         await beat();
         // Heartbeats start heartbeatMs apart, however long one takes; and the one after a lease
         // or member of another runs out comes right after it, so a dead member's slots are
-        // taken as soon as they lapse rather than up to a heartbeat later.
-        const next = Math.min(began + s.heartbeatMs, viewAt + nextExpiry());
+        // taken as soon as they lapse rather than up to a heartbeat later. After a failed one,
+        // the next comes a quarter of that later (at once after a hung one): the timing rule
+        // leaves room for it before the deadline.
+        const every = failures > 0 && failures <= RETRIES_SOON
+          ? Math.max(1, Math.floor(s.heartbeatMs / 4))
+          : s.heartbeatMs;
+        const next = Math.min(began + every, viewAt + nextExpiry());
         await sleep(Math.max(0, next - now()), stopper.signal);
       }
       await stopping;
@@ -1225,6 +1284,20 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           since: idleSince,
         });
       }
+      const running = [...held.values()].filter((h) => h.running !== undefined);
+      if (running.length > 0) {
+        const calls = running.reduce((n, h) => n + h.running!, 0);
+        out.push({
+          severity: "degraded",
+          reason: `${calls} calls on ${
+            running.map((h) => h.unit).slice(0, 3).join(", ")
+          }${
+            running.length > 3 ? ", ..." : ""
+          } of ${scope} still run past their revocation (they ignore their signal); ${member} ` +
+            `keeps renewing ${running.length === 1 ? "its lease" : "their leases"} until they end`,
+          since: Math.min(...running.map((h) => h.runningSince!)),
+        });
+      }
       if (lostAt !== undefined && Date.now() - lostAt < LOST_PROBLEM_MS) {
         out.push({
           severity: "degraded",
@@ -1300,7 +1373,7 @@ export interface LeaseTimingOptions {
  * ```ts
  * import { checkLeaseTiming, type LeaseTiming } from "@impel/impel";
  * const timing: LeaseTiming = checkLeaseTiming({});
- * console.log(timing.durationMs, timing.heartbeatMs, timing.handoverMs); // 10000 2000 5000
+ * console.log(timing.durationMs, timing.heartbeatMs, timing.handoverMs); // 10000 1666 5000
  * ```
  *
  * @category Leases
@@ -1352,22 +1425,53 @@ export class LeaseTimingError extends InvalidArgumentError {
 }
 
 /**
+ * Checks a leased source's hand-over against the stop timeout of the sink it feeds (its real
+ * one: the source was only told one): throws {@linkcode LeaseTimingError} when `handoverMs <
+ * 2 × stopTimeoutMs`. A source without leases (no `leases()`, or it returns nothing) passes.
+ * `run` and `pipeline` call it before anything is read.
+ *
+ * @example
+ * ```ts
+ * import { checkLeasedSource, LeaseTimingError } from "@impel/impel";
+ * const source = { leases: () => ({ handoverMs: 5_000 }) };
+ * checkLeasedSource(source, 2_000); // fine: 5 000 ≥ 2 × 2 000
+ * try {
+ *   checkLeasedSource(source, 10_000);
+ * } catch (e) {
+ *   console.log(e instanceof LeaseTimingError); // true
+ * }
+ * ```
+ *
+ * @category Leases
+ */
+export function checkLeasedSource(source: unknown, stopTimeoutMs: number): void {
+  const leases = (source as { leases?: () => { handoverMs: number } | undefined } | undefined)
+    ?.leases;
+  if (typeof leases !== "function") return;
+  const timing = leases.call(source);
+  if (timing !== undefined && timing.handoverMs < 2 * stopTimeoutMs) {
+    throw new LeaseTimingError(timing.handoverMs, stopTimeoutMs, "leases.");
+  }
+}
+
+/**
  * Checks lease timing options at a public boundary and fills in the defaults, such that a member
- * renews at least twice before it would have to let go: `heartbeatMs ≤ (durationMs −
- * handoverMs) / 2`. Without `stopTimeoutMs`: `durationMs` 10 000, `handoverMs` half of it,
- * `heartbeatMs` a fifth of it. With it, `handoverMs` must be at least `2 × stopTimeoutMs`
+ * renews at least three times before it would have to let go: `heartbeatMs ≤ (durationMs −
+ * handoverMs) / 3`, so that one failed or hung heartbeat (bounded by `(durationMs − handoverMs) /
+ * 2`) still leaves time for a retry. Without `stopTimeoutMs`: `durationMs` 10 000, `handoverMs`
+ * half of it, `heartbeatMs` a fifth of it or that third, whichever is less. With it, `handoverMs` must be at least `2 × stopTimeoutMs`
  * ({@linkcode LeaseTimingError} otherwise) and the defaults make room: `durationMs` at least
- * `3 × stopTimeoutMs`, `handoverMs` at least `2 × stopTimeoutMs` (so 30 000 / 20 000 / 5 000
+ * `3 × stopTimeoutMs`, `handoverMs` at least `2 × stopTimeoutMs` (so 30 000 / 20 000 / 3 333
  * for a streams sink's default 10 s). Every duration must be below 2^31 ms (a timer's limit).
  * `prefix` names the options in errors (`leases.` for a source's).
  *
  * @example
  * ```ts
  * import { checkLeaseTiming } from "@impel/impel";
- * console.log(checkLeaseTiming({ durationMs: 2_000 })); // { durationMs: 2000, heartbeatMs: 400, handoverMs: 1000 }
+ * console.log(checkLeaseTiming({ durationMs: 2_000 })); // { durationMs: 2000, heartbeatMs: 333, handoverMs: 1000 }
  * console.log(checkLeaseTiming({ stopTimeoutMs: 10_000 }));
- * // { durationMs: 30000, heartbeatMs: 5000, handoverMs: 20000, stopTimeoutMs: 10000 }
- * checkLeaseTiming({ durationMs: 2_000, heartbeatMs: 900 }); // throws InvalidArgumentError
+ * // { durationMs: 30000, heartbeatMs: 3333, handoverMs: 20000, stopTimeoutMs: 10000 }
+ * checkLeaseTiming({ durationMs: 2_000, heartbeatMs: 400 }); // throws InvalidArgumentError
  * ```
  *
  * @category Leases
@@ -1398,13 +1502,21 @@ export function checkLeaseTiming(options: LeaseTimingOptions, prefix = ""): Leas
     );
   }
   checkInteger(`${prefix}handoverMs`, handoverMs, 1, durationMs - 2);
-  const room = Math.floor((durationMs - handoverMs) / 2);
+  // A third: a heartbeat that fails, or hangs for a whole store call bound ((d − h) / 2), still
+  // leaves time for a retry before the deadline at d − h.
+  const room = Math.floor((durationMs - handoverMs) / 3);
   const heartbeatMs = checkInteger(
     `${prefix}heartbeatMs`,
     options.heartbeatMs ?? Math.min(room, Math.max(1, Math.floor(durationMs / 5))),
     1,
-    room,
   );
+  if (heartbeatMs > room) {
+    throw new InvalidArgumentError(
+      `${prefix}heartbeatMs`,
+      `(${heartbeatMs} ms) must be at most (${prefix}durationMs − ${prefix}handoverMs) / 3 = ` +
+        `${room} ms, so that a member survives one failed or hung heartbeat`,
+    );
+  }
   return stop === undefined
     ? { durationMs, heartbeatMs, handoverMs }
     : { durationMs, heartbeatMs, handoverMs, stopTimeoutMs: stop };

@@ -34,6 +34,12 @@ export interface RevocationOutcome {
   readonly abandoned: number;
   /** Why the final commit of the revoked tranche failed, if it did. */
   readonly commitError?: unknown;
+  /**
+   * With `abandoned > 0`: resolves once those calls have really ended (a handler that ignores
+   * its signal runs on). A source that shares the tranche with other processes (a lease) keeps
+   * its claim until then, so that nobody starts on the tranche while they run.
+   */
+  readonly settled?: Promise<void>;
 }
 
 /**
@@ -143,16 +149,21 @@ export function createOwnership(
     let committed: Position | undefined;
     let abandoned = 0;
     let commitError: unknown;
+    const settled: Promise<void>[] = [];
     for (const o of outcomes) {
       if (o.committed !== undefined && (committed === undefined || o.committed > committed)) {
         committed = o.committed;
       }
       abandoned += o.abandoned;
       commitError ??= o.commitError;
+      if (o.settled !== undefined) settled.push(o.settled);
     }
-    return commitError === undefined
-      ? { committed, abandoned }
-      : { committed, abandoned, commitError };
+    return {
+      committed,
+      abandoned,
+      ...(settled.length === 0 ? {} : { settled: Promise.all(settled).then(() => {}) }),
+      ...(commitError === undefined ? {} : { commitError }),
+    };
   };
 
   const ownership: Ownership = {

@@ -38,6 +38,8 @@ const MAX_WRITES = 500;
 const MAX_APPLYING = 8;
 /** The shortest a claim lasts unless renewed, ms. */
 const MIN_CLAIM_MS = 1_000;
+/** Polls between two full reads of a store's parked streams (to forget those resolved elsewhere). */
+const RECONCILE_POLLS = 10;
 /** Park calls in flight per store: writes are bound by the store's latency, not its work. */
 const MAX_CALLS = 4;
 
@@ -112,15 +114,11 @@ export function createParking(
   // the scheduler dropped after one was let go with its tranche, not parked again after a
   // failure (a re-park clears the claim in the store, so giving it up finds nothing either).
   let revocations = 0;
-  // Set once a tranche with an ownership was seen: the source can lose tranches, so requests are
-  // claimed only by the member owning the episode's tranche.
-  let owned = false;
   const watched = new WeakSet<AbortSignal>();
   const watchRevocations = () => {
     for (const t of scheduler?.tranches.values() ?? []) {
       const signal = t.ownership?.signal;
       if (signal === undefined || watched.has(signal)) continue;
-      owned = true;
       watched.add(signal);
       if (signal.aborted) revoked(t.name);
       else signal.addEventListener("abort", () => revoked(t.name), { once: true });
@@ -129,13 +127,42 @@ export function createParking(
 
   /**
    * Whether this sink may claim the episode's request: always for an episode that names no
-   * tranche or a source that owns no tranches; else only while it holds the episode's tranche.
+   * tranche; else only while this sink reads the episode's tranche (and, when the source gives
+   * ownerships, holds it), so that a member that owns nothing yet, or another tranche, leaves it
+   * to the owner. Decided by what this sink holds now, never by what it has seen before.
    */
   const mayClaim = (e: ParkedStream): boolean => {
-    if (e.tranche === undefined || !owned) return true;
-    const ownership = scheduler?.tranches.get(e.tranche)?.ownership;
-    if (ownership === undefined) return scheduler?.tranches.has(e.tranche) === true;
+    if (e.tranche === undefined) return true;
+    const t = scheduler?.tranches.get(e.tranche);
+    if (t === undefined) return false;
+    const ownership = t.ownership;
+    if (ownership === undefined) return true;
     return !ownership.signal.aborted && (ownership.held?.() ?? true);
+  };
+
+  // Requests no member claimed for longer than a claim lasts although they name a tranche: no
+  // member may own that tranche any more (renamed, say, when a group moves to leases). Any member
+  // then claims them, rather than let them wait for good; said once per episode.
+  const unowned = new Set<string>();
+  const ownerless = (store: ParkStore, e: ParkedStream, now: number): boolean => {
+    const since = Math.max(e.request?.at ?? now, e.claim === undefined ? 0 : e.claim.until);
+    if (now - since <= leaseMs) return false;
+    const key = `${claimKey(store, e.stream)}:${e.episode}`;
+    if (!unowned.has(key)) {
+      unowned.add(key);
+      log.warn(
+        "{group}: the {action} of {stream} names tranche {tranche}, which no member has claimed for {ms} ms; applied here ({instance}) instead",
+        {
+          group,
+          action: e.request?.action,
+          stream: e.stream,
+          tranche: e.tranche,
+          ms: now - since,
+          instance,
+        },
+      );
+    }
+    return true;
   };
 
   /** A tranche was revoked: the requests of its episodes are stopped and given up at once. */
@@ -177,6 +204,7 @@ export function createParking(
       progress.set(key, { episode: a.episode, handledTo: a.handledTo });
     }
   };
+  const polls = new Map<ParkStore, number>();
   let timer: ReturnType<typeof setInterval> | undefined;
   let polling: Promise<void> | undefined;
   let loaded = false;
@@ -379,6 +407,14 @@ export function createParking(
 
   async function pollStore(store: ParkStore) {
     dropLapsed();
+    // Every few polls the whole list, so that streams another member resolved stop being shown
+    // parked here (stats, health, gauges) and their state is freed.
+    const n = (polls.get(store) ?? 0) + 1;
+    polls.set(store, n);
+    if (n % RECONCILE_POLLS === 0) {
+      const entries = await call(`reading the parked streams of ${group}`, () => store.list(group));
+      scheduler!.markParked(store, entries);
+    }
     watchRevocations();
     const now = Date.now();
     const held = scheduler!.applying().filter((a) => a.store === store);
@@ -433,8 +469,8 @@ export function createParking(
       if (scheduler!.applying().length >= MAX_APPLYING) break;
       if (stopped || mine.has(e.stream) || e.request === undefined) continue;
       if (disowned.has(claimKey(store, e.stream))) continue;
-      if (!mayClaim(e)) continue; // another member owns its tranche
       if (e.claim !== undefined && e.claim.until > now) continue;
+      if (!mayClaim(e) && !ownerless(store, e, now)) continue; // another member owns its tranche
       const key = claimKey(store, e.stream);
       const done = progress.get(key);
       progress.delete(key);
@@ -452,8 +488,9 @@ export function createParking(
       );
       if (claimed?.claim === undefined) continue;
       const token = claimed.claim.token;
-      if (stopped) {
-        // Stopped while claiming: given up at once, so that another sink need not wait it out.
+      if (stopped || (!mayClaim(claimed) && !ownerless(store, e, now))) {
+        // Stopped, or the tranche was lost, while claiming: given up at once, so that another
+        // sink (the owner) need not wait it out.
         await call(
           `giving up the claim on ${e.stream}`,
           () => store.claim(group, e.stream, e.episode, { by: instance, token, until: 0 }),

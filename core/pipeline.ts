@@ -9,7 +9,7 @@ import type { ObservableSource } from "./batch.ts";
 import type { CheckpointStore } from "./checkpoints.ts";
 import type { TypedEvent } from "./codec.ts";
 import { InvalidArgumentError } from "./errors.ts";
-import { LeaseTimingError } from "./lease.ts";
+import { checkLeasedSource } from "./lease.ts";
 import {
   run,
   type RunOptions,
@@ -214,11 +214,7 @@ export function pipeline(
         }
         // A leased source checks its hand-over against the stop timeout it was told; this is the
         // sink's real one.
-        const leases = (made as { leases?: () => { handoverMs: number } | undefined }).leases?.();
-        const stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
-        if (leases !== undefined && leases.handoverMs < 2 * stopTimeoutMs) {
-          throw new LeaseTimingError(leases.handoverMs, stopTimeoutMs, "leases.");
-        }
+        checkLeasedSource(made, sink.stopTimeoutMs);
       } catch (error) {
         await made?.cancel().catch(() => {});
         await sink.stop();

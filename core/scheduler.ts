@@ -623,9 +623,11 @@ export interface Scheduler {
   /** Drops a revoked tranche's batches and streams; its read-ahead is released. */
   forget(tranche: string): void;
   /**
-   * Takes the store's active episodes as parked (at start, before anything is handled, and when
-   * a tranche is newly owned); idle parked streams of `store` that are not among them were
-   * resolved elsewhere and resume.
+   * Takes the store's active episodes as parked (at start, before anything is handled, when a
+   * tranche is newly owned, and every few polls); idle parked streams of `store` this sink does
+   * not read (loaded only: their tranche is another member's) that are not among them were
+   * resolved elsewhere and are forgotten. Streams this sink reads are never un-parked by a list:
+   * one read before this sink's own write would miss an episode that exists.
    */
   markParked(store: ParkStore, entries: readonly ParkedStream[]): void;
   /** Starts applying a request this sink has claimed. */
@@ -1836,6 +1838,17 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
   }
 
   function markParked(store: ParkStore, entries: readonly ParkedStream[]) {
+    const listed = new Set<string>();
+    for (const e of entries) if (e?.state === "parked") listed.add(e.stream);
+    for (const s of [...parkedSet]) {
+      const p = s.park!;
+      if (s.tranche !== detached || p.store !== store || listed.has(s.name)) continue;
+      if (s.busy || p.mode !== "parked" || p.starting !== undefined || p.failure !== undefined) {
+        continue;
+      }
+      unpark(s); // resolved by the member that reads it
+      settle(s);
+    }
     for (const e of entries) {
       if (e?.state !== "parked") continue;
       let s = streams.get(e.stream);

@@ -18,6 +18,7 @@ import { withTimeout } from "./timeout.ts";
 import { type CommitTrouble, type SinkStats, sinkStats, statsLogger } from "./stats.ts";
 import type { Codec, TypedEvent } from "./codec.ts";
 import { decodingHandler, type TypedHandler } from "./typed.ts";
+import { checkLeasedSource } from "./lease.ts";
 
 /**
  * Options of {@linkcode streamsSink}.
@@ -129,6 +130,11 @@ export interface StreamsSink {
   ): void;
   /** The park stores of its failure policy (for the management API); empty without `park`. */
   readonly parkStores: readonly ParkStore[];
+  /**
+   * The longest it waits for calls in flight (on stop and on a revocation), ms: what a leased
+   * source's `handoverMs` must cover twice ({@linkcode run} checks it).
+   */
+  readonly stopTimeoutMs: number;
 }
 
 /**
@@ -358,10 +364,14 @@ export function streamsSink(
   ) {
     const done = (async () => {
       let abandoned = 0;
+      let settled: Promise<void> | undefined;
       try {
         await withTimeout(scheduler.revoke(name), stopTimeoutMs, `calls on revoked ${name}`);
       } catch {
         abandoned = scheduler.abandon(name);
+        // Asked before `forget`, which drops the tranche: the source may hold on to its claim
+        // (a lease) until these calls have really ended.
+        if (abandoned > 0) settled = scheduler.ended(name);
         log.warn(
           "{group}: {abandoned} calls on revoked tranche {tranche} still running after {ms} ms; aborted their signal",
           {
@@ -392,11 +402,12 @@ export function streamsSink(
       committed.delete(name);
       commitTrouble.delete(name);
       revocations.delete(name);
-      release(
-        commitError === undefined
-          ? { committed: position, abandoned }
-          : { committed: position, abandoned, commitError },
-      );
+      release({
+        committed: position,
+        abandoned,
+        ...(settled === undefined ? {} : { settled }),
+        ...(commitError === undefined ? {} : { commitError }),
+      });
     })();
     revocations.set(name, { ownership, done });
   }
@@ -612,6 +623,7 @@ export function streamsSink(
       if (typeof heads === "function") control.watchHeads(heads);
     },
     parkStores: parking?.stores ?? [],
+    stopTimeoutMs,
   };
   if (options.group === undefined) defaultGroup.add(sink);
   return sink;
@@ -672,6 +684,17 @@ export async function run(
   }
   if (!(sink?.writable instanceof WritableStream) || typeof sink.stop !== "function") {
     throw new InvalidArgumentError("sink", "must be a streams sink (from streamsSink())");
+  }
+  const stopTimeoutMs = (sink as Partial<StreamsSink>).stopTimeoutMs;
+  if (typeof stopTimeoutMs === "number") {
+    try {
+      // The source was told a stop timeout for its lease timing; this is the sink's real one.
+      checkLeasedSource(source, stopTimeoutMs);
+    } catch (error) {
+      await source.cancel(error).catch(() => {});
+      await sink.stop();
+      throw error;
+    }
   }
   const { problems, heads, group } = source as ObservableSource;
   const sinkGroup = (sink as Partial<StreamsSink>).stats?.().group;

@@ -16,6 +16,9 @@ import type {
 
 export type * from "../core/lease.ts";
 
+/** A member expired for this many lease durations (of the member beating) is forgotten. */
+const DEAD_MEMBER_DURATIONS = 10;
+
 /**
  * Options of {@linkcode memoryLeases}.
  *
@@ -96,6 +99,13 @@ export function memoryLeases(options: MemoryLeaseOptions = {}): MemoryLeaseStore
       checkInteger("durationMs", durationMs, 1, MAX_TIMER_MS);
       if (units !== undefined) checkText("units", units);
       const t = now();
+      // Members that died without leaving (a crash) go once long expired, as in the PostgreSQL
+      // store: a crashed start with a random id must not stay in every view.
+      for (const [name, m] of s.members) {
+        if (name !== member && m.expiresAt < t - DEAD_MEMBER_DURATIONS * durationMs) {
+          s.members.delete(name);
+        }
+      }
       const prior = s.members.get(member);
       s.members.set(member, {
         member,

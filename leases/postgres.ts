@@ -26,6 +26,7 @@ import type {
 } from "../core/lease.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";
+import { runDdl } from "./ddl.ts";
 
 export type { SqlClient } from "../stores/sql.ts";
 export type * from "../core/lease.ts";
@@ -93,7 +94,8 @@ export function leaseTable(options: PostgresLeaseOptions = {}): string {
 }
 
 /**
- * Creates the schema and lease table if they do not exist. Safe to call on every start.
+ * Creates the schema and lease table if they do not exist. Safe to call on every start, and from
+ * every member at once.
  *
  * @example
  * ```ts ignore
@@ -109,8 +111,9 @@ export async function initPostgresLeases(
 ): Promise<void> {
   const schema = sqlIdentifier("schema", options.schema ?? "impel");
   const table = leaseTable(options);
-  await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-  await client.query(
+  // Members start together: runDdl survives a concurrent creator of the same schema or table.
+  await runDdl(client, [
+    `CREATE SCHEMA IF NOT EXISTS ${schema}`,
     `CREATE TABLE IF NOT EXISTS ${table} (
        scope text NOT NULL,
        kind text NOT NULL CHECK (kind IN ('unit', 'member')),
@@ -124,9 +127,9 @@ export async function initPostgresLeases(
        units text,
        PRIMARY KEY (scope, kind, name)
      )`,
-  );
-  // Tables made before members advertised their units.
-  await client.query(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS units text`);
+    // Tables made before members advertised their units.
+    `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS units text`,
+  ]);
 }
 
 const ms = (column: string) => `(extract(epoch FROM ${column}) * 1000)::float8`;
@@ -136,6 +139,11 @@ const COLUMNS = `t.kind, t.name, t.owner, t.generation::text AS generation,
 /** The longest lease: members time its deadline with setTimeout. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const DURATION = (p: string) => `now() + ${p}::float8 * interval '1 millisecond'`;
+/**
+ * A member row expired for this many lease durations (of the member beating) is deleted by the
+ * next heartbeat: long dead, it counts for nothing, and would only grow every view.
+ */
+const DEAD_MEMBER_DURATIONS = 10;
 
 /**
  * A {@linkcode LeaseStore} over a table created by {@linkcode initPostgresLeases}.
@@ -185,6 +193,17 @@ export function postgresLeases(
       ON CONFLICT (scope, kind, name) DO UPDATE
         SET expires_at = EXCLUDED.expires_at, renewed_at = now(), units = EXCLUDED.units,
             acquired_at = CASE WHEN t.expires_at <= now() THEN now() ELSE t.acquired_at END
+      RETURNING 1),
+    gone AS (
+      -- Rows of members that died without leaving (a crash, SIGKILL): deleted once long expired,
+      -- or every crashed start with a random id would stay in every view. SKIP LOCKED: members
+      -- deleting the same rows at once neither wait for nor deadlock with each other.
+      DELETE FROM ${table} AS t
+       WHERE (t.scope, t.kind, t.name) IN (
+         SELECT d.scope, d.kind, d.name FROM ${table} AS d
+          WHERE d.scope = $1 AND d.kind = 'member' AND d.name <> $2
+            AND d.expires_at < now() - ${DEAD_MEMBER_DURATIONS} * $3::float8 * interval '1 millisecond'
+            FOR UPDATE SKIP LOCKED)
       RETURNING 1),
     renewed AS (
       UPDATE ${table} AS t SET expires_at = ${DURATION("$3")}, renewed_at = now()

@@ -204,7 +204,8 @@ export interface StaticSplit {
  * twice the sink's `stopTimeoutMs`, which the source is told as `stopTimeoutMs` (default: the
  * sink's default, 10 s; the defaults are then 30 s / 5 s / 20 s). A dead member's slots are taken
  * over within `durationMs + heartbeatMs`; a stopped member's, within a heartbeat. A revocation
- * that abandoned calls still running keeps the slot's lease until it expires.
+ * that abandoned calls still running keeps renewing the slot's lease until they end, then
+ * releases it.
  *
  * @example
  * ```ts
@@ -695,8 +696,10 @@ function leasedSource(
           },
         );
       }
-      // Calls still running: the member keeps the lease until it expires instead of releasing it.
-      return { abandoned: outcome.abandoned };
+      // Calls still running: the member keeps renewing the lease until they end, then releases it.
+      return outcome.settled === undefined
+        ? { abandoned: outcome.abandoned }
+        : { abandoned: outcome.abandoned, settled: outcome.settled };
     },
   });
 

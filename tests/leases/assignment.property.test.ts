@@ -18,7 +18,7 @@ import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { memoryLeases } from "../../leases/memory.ts";
 
 const RUNS = Number(Deno.env.get("RUNS") ?? 300);
-const TIMING = { durationMs: 1000, heartbeatMs: 200, handoverMs: 500 };
+const TIMING = { durationMs: 1000, heartbeatMs: 200, handoverMs: 400 };
 
 type Op =
   | { readonly op: "advance"; readonly ms: number }

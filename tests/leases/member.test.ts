@@ -12,7 +12,7 @@ import {
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { memoryLeases } from "../../leases/memory.ts";
 
-const TIMING = { durationMs: 1000, heartbeatMs: 200, handoverMs: 500 };
+const TIMING = { durationMs: 1000, heartbeatMs: 200, handoverMs: 400 };
 const units = ["u0", "u1", "u2", "u3", "u4", "u5"];
 
 function cluster() {
@@ -182,7 +182,7 @@ Deno.test("leases: bad options are refused with InvalidArgumentError naming the 
   }
   assert.deepEqual(checkLeaseTiming({ durationMs: 2000 }), {
     durationMs: 2000,
-    heartbeatMs: 400,
+    heartbeatMs: 333,
     handoverMs: 1000,
   });
 });

@@ -113,7 +113,7 @@ Deno.test("lease observability: a member that holds nothing while units are unow
     member: "a",
     durationMs: 1000,
     heartbeatMs: 200,
-    handoverMs: 500,
+    handoverMs: 400,
     now: () => clock,
     onAcquired() {},
     onRevoked: () => Promise.resolve(),

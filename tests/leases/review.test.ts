@@ -148,6 +148,69 @@ for (const [name, withStore] of STORES) {
       await b.stop();
     }));
 
+  Deno.test(`lease review (${name}): a hand-over whose calls were abandoned renews the lease until they end`, () =>
+    withStore(async (store) => {
+      const ended = Promise.withResolvers<void>();
+      const a = member(store, {
+        onRevoked: () => Promise.resolve({ abandoned: 1, settled: ended.promise }),
+      });
+      const b = member(store, { member: "b" });
+      const runningA = a.start();
+      let runningB: Promise<void> | undefined;
+      try {
+        await until("a holds both", 5_000, () => a.snapshot().held.length === 2);
+        runningB = b.start();
+        await until("a gives one up", 5_000, () => a.snapshot().kept === 1);
+        assert.ok(a.problems().some((p) => /still run past their revocation/.test(p.reason)));
+        // Left to expire, the lease would lapse within durationMs: three of them pass.
+        await sleep(3 * T.durationMs);
+        assert.equal(b.snapshot().held.length, 0, "b does not start while the calls run");
+        assert.equal(a.snapshot().held.length, 2, "a still renews the one it lets go of");
+        assert.equal(a.snapshot().lost, 0);
+        ended.resolve();
+        await until("b takes it once they ended", 5_000, () => b.snapshot().held.length === 1);
+        assert.equal(a.snapshot().held.length, 1);
+        assert.ok(!a.problems().some((p) => /past their revocation/.test(p.reason)));
+      } finally {
+        ended.resolve();
+        await Promise.all([a.stop(), b.stop()]);
+        await Promise.all([runningA, runningB]);
+      }
+    }));
+
+  Deno.test(`lease review (${name}): with default timing one failed or hung heartbeat loses nothing, and is retried soon`, () =>
+    withStore(async (base) => {
+      for (const fault of ["fail", "hang"] as const) {
+        const at: number[] = [];
+        const store = faulty(base, {
+          heartbeat: (n) => (at.push(performance.now()), n === 3 ? fault : undefined),
+        });
+        // heartbeatMs defaults to (durationMs − handoverMs) / 3 = 166 here.
+        const m = member(store, {
+          member: `a-${fault}`,
+          durationMs: 1500,
+          heartbeatMs: undefined,
+          handoverMs: undefined,
+          stopTimeoutMs: 500,
+        });
+        assert.equal(m.snapshot().heartbeatMs, 166);
+        const running = m.start();
+        try {
+          await sleep(1300);
+          assert.equal(m.snapshot().lost, 0, `${fault}: nothing lost`);
+          assert.ok(m.holds("u0") && m.holds("u1"), fault);
+          // The beat after the failed one: at once after a hang's bound (250 ms), a quarter
+          // heartbeat after a failure.
+          const gap = at[3] - at[2];
+          const expected = fault === "fail" ? 41 : 250;
+          assert.ok(gap < expected + 40, `${fault}: retried ${Math.round(gap)} ms after`);
+        } finally {
+          await m.stop();
+          await running;
+        }
+      }
+    }));
+
   Deno.test(`lease review (${name}): a live member with other units is left out of the shares, loudly`, () =>
     withStore(async (store) => {
       // b advertises three units of its own and holds none of a's: a must not leave half of
@@ -213,13 +276,13 @@ for (const [name, withStore] of STORES) {
 Deno.test("lease review: defaults satisfy handoverMs ≥ 2 × stopTimeoutMs; less is a LeaseTimingError", () => {
   assert.deepEqual(checkLeaseTiming({ stopTimeoutMs: 10_000 }), {
     durationMs: 30_000,
-    heartbeatMs: 5_000,
+    heartbeatMs: 3_333,
     handoverMs: 20_000,
     stopTimeoutMs: 10_000,
   });
   assert.deepEqual(checkLeaseTiming({ durationMs: 10_000, stopTimeoutMs: 2_000 }), {
     durationMs: 10_000,
-    heartbeatMs: 2_000,
+    heartbeatMs: 1_666,
     handoverMs: 5_000,
     stopTimeoutMs: 2_000,
   });
@@ -229,6 +292,12 @@ Deno.test("lease review: defaults satisfy handoverMs ≥ 2 × stopTimeoutMs; les
       e instanceof LeaseTimingError && e.field === "handoverMs" && e.handoverMs === 5_000 &&
       e.stopTimeoutMs === 10_000 && /5000 ms.*stopTimeoutMs \(10000 ms\)/.test(e.message),
   );
+  // heartbeatMs ≤ (durationMs − handoverMs) / 3: 333 here; (d − h) / 2 is refused.
+  assert.throws(
+    () => checkLeaseTiming({ durationMs: 3_000, handoverMs: 2_000, heartbeatMs: 500 }),
+    (e) => e instanceof InvalidArgumentError && e.field === "heartbeatMs" && /333/.test(e.message),
+  );
+  assert.equal(checkLeaseTiming({ durationMs: 3_000, handoverMs: 2_000 }).heartbeatMs, 333);
   assert.throws(
     () => member(memoryLeases(), { durationMs: 2_000, handoverMs: 700, stopTimeoutMs: 400 }),
     (e) => e instanceof LeaseTimingError && e.handoverMs === 700 && e.stopTimeoutMs === 400,
@@ -290,7 +359,7 @@ Deno.test("lease review: a member refuses durations of 2^31 ms or more, naming t
   }
 });
 
-Deno.test("lease review (postgres): a MessageDB slot whose revocation abandoned calls keeps its lease until it expires", () =>
+Deno.test("lease review (postgres): a MessageDB slot whose revocation abandoned calls keeps its lease, renewed, until they end", () =>
   withSchema(async (pool, schema) => {
     await initPostgresCheckpoints(pool, { schema });
     await initPostgresLeases(pool, { schema });
@@ -317,20 +386,34 @@ Deno.test("lease review (postgres): a MessageDB slot whose revocation abandoned 
     // a's calls never end, whatever their signal says: a revocation must give up on them.
     const a = start("a", () => (hanging++, release.promise));
     let b: ReturnType<typeof start> | undefined;
+    let bCalls = 0;
     try {
       await until(
         "a busy on both slots",
         10_000,
         () => a.source.leases()!.held.length === 2 && hanging >= 2,
       );
-      b = start("b", () => {});
+      b = start("b", () => void bCalls++);
       await until("a hand-over given up on", 10_000, () => a.source.leases()!.kept === 1);
+      assert.ok(
+        a.source.problems!().some((p) => /still run past their revocation/.test(p.reason)),
+        "a says its abandoned calls still run",
+      );
+      // Past two lease durations the handed-over slot would have lapsed had a stopped renewing.
+      await sleep(2 * timing.durationMs + 200);
       const [view] = await store.list("messagedb/g");
       const kept = view.leases.filter((l) => l.owner === "a" && l.expiresAt > view.now);
-      assert.equal(kept.length, 2, "the slot handed over is still a's in the table");
-      assert.equal(b.source.leases()!.held.length, 0, "b waits for it to expire");
-      await until("b takes it once it lapsed", 10_000, () => b!.source.leases()!.held.length === 1);
+      assert.equal(kept.length, 2, "the slot handed over is still a's in the table, renewed");
+      assert.equal(b.source.leases()!.held.length, 0, "b waits while a's calls run");
+      assert.equal(bCalls, 0, "b started nothing");
+      release.resolve(); // a's calls end: a releases the slot
+      await until(
+        "b takes it once a's calls ended",
+        10_000,
+        () => b!.source.leases()!.held.length === 1,
+      );
       assert.ok(a.source.leases()!.held.length === 1);
+      assert.ok(!a.source.problems!().some((p) => /past their revocation/.test(p.reason)));
     } finally {
       release.resolve();
       a.stop.abort();

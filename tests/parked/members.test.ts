@@ -12,6 +12,8 @@ import {
   type StreamEvent,
   streamsSink,
 } from "../../mod.ts";
+import type { ParkStore } from "../../mod.ts";
+import { memoryParkStore } from "../../parked/memory.ts";
 import { initPostgresParkStore, postgresParkStore } from "../../parked/postgres.ts";
 import { unique, url } from "../support/postgres.ts";
 import { ev } from "../support/core.ts";
@@ -113,5 +115,158 @@ Deno.test({
     }
   },
 });
+
+// A member that owns no tranche (a standby, or one still waiting for its lease) and one that owns
+// the episode's tranche; or, with `tranche` nobody reads, two members neither of which owns it.
+async function standby(
+  kind: "memory" | "postgres",
+  fn: (store: ParkStore) => Promise<void>,
+) {
+  if (kind === "memory") return await fn(memoryParkStore());
+  const schema = unique("standby_");
+  await initPostgresParkStore(pool, { schema });
+  try {
+    await fn(postgresParkStore(pool, { schema }));
+  } finally {
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  }
+}
+
+for (const kind of ["memory", "postgres"] as const) {
+  const member = (store: ParkStore, handled: string[], pollMs: number) =>
+    streamsSink({
+      group: "g",
+      statsIntervalMs: 0,
+      commitIntervalMs: 5,
+      handler: (stream: string, events: readonly StreamEvent[]) => {
+        handled.push(...events.map((e) => `${stream}@${e.index}`));
+      },
+      failure: { kind: "park", maxAttempts: 1, store, pollMs },
+    });
+
+  Deno.test({
+    name: `${kind}: a member that owns no tranche never claims a release of another's tranche`,
+    ignore: kind === "postgres" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: () =>
+      standby(kind, async (store) => {
+        await store.park("g", [{
+          stream: "Pay-X",
+          tranche: "Pay-0/1",
+          events: [ev(0), ev(1), ev(2)],
+          failure: failure(),
+        }]);
+        const owner: string[] = [];
+        const idle: string[] = [];
+        const o = member(store, owner, 100); // polls slowly: the standby would win every race
+        const sb = member(store, idle, 10);
+        const wo = o.writable.getWriter();
+        try {
+          const t0 = createOwnership("Pay-0/1");
+          await wo.write(batchOf("Pay-0/1", t0.ownership, "Order-1"));
+          await until("the owner reads its tranche", () => owner.length === 1);
+          await store.request("g", "Pay-X", { action: "release", by: "alice" });
+          await until(
+            "released",
+            async () => (await store.get("g", "Pay-X"))?.state === "released",
+          );
+          assert.deepEqual(idle, [], "the standby replayed nothing");
+          assert.deepEqual(owner, ["Order-1@0", "Pay-X@0", "Pay-X@1", "Pay-X@2"]);
+          assert.equal(
+            (await store.get("g", "Pay-X"))?.resolution?.appliedBy.startsWith("g/"),
+            true,
+          );
+        } finally {
+          wo.releaseLock();
+          await o.stop();
+          await sb.stop();
+        }
+      }),
+  });
+
+  Deno.test({
+    name:
+      `${kind}: a request naming a tranche no member owns is claimed by a member once a claim's lease has passed`,
+    ignore: kind === "postgres" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: () =>
+      standby(kind, async (store) => {
+        // Parked under a tranche name the group no longer uses (it moved to leases).
+        await store.park("g", [{
+          stream: "Pay-X",
+          tranche: "Pay",
+          events: [ev(0), ev(1)],
+          failure: failure(),
+        }]);
+        const handled: string[] = [];
+        const m = member(store, handled, 10); // a claim lasts 1 s here
+        const w = m.writable.getWriter();
+        try {
+          const t0 = createOwnership("Pay-0/1");
+          await w.write(batchOf("Pay-0/1", t0.ownership, "Order-1"));
+          await until("the member reads its tranche", () => handled.length === 1);
+          const asked = Date.now();
+          await store.request("g", "Pay-X", { action: "release", by: "alice" });
+          await until(
+            "released",
+            async () => (await store.get("g", "Pay-X"))?.state === "released",
+            5_000,
+          );
+          assert.ok(Date.now() - asked >= 1_000, "not before a claim's lease: an owner may come");
+          assert.deepEqual(handled, ["Order-1@0", "Pay-X@0", "Pay-X@1"]);
+        } finally {
+          w.releaseLock();
+          await m.stop();
+        }
+      }),
+  });
+  Deno.test({
+    name: `${kind}: streams another member released stop being parked on this one (stats, health)`,
+    ignore: kind === "postgres" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: () =>
+      standby(kind, async (store) => {
+        for (let i = 0; i < 5; i++) {
+          await store.park("g", [{
+            stream: `Pay-${i}`,
+            tranche: "Pay-1/2",
+            events: [ev(0)],
+            failure: failure(),
+          }]);
+        }
+        const a: string[] = [];
+        const b: string[] = [];
+        const ma = member(store, a, 10);
+        const mb = member(store, b, 10);
+        const wa = ma.writable.getWriter();
+        const wb = mb.writable.getWriter();
+        try {
+          await wa.write(batchOf("Pay-0/2", createOwnership("Pay-0/2").ownership, "Order-a"));
+          await wb.write(batchOf("Pay-1/2", createOwnership("Pay-1/2").ownership, "Order-b"));
+          await until("both read their tranche", () => a.length === 1 && b.length === 1);
+          assert.equal(ma.stats().parked.streams, 5, "loaded: the group's parked streams");
+          for (let i = 0; i < 5; i++) {
+            await store.request("g", `Pay-${i}`, { action: "release", by: "alice" });
+          }
+          await until("released by B", async () => (await store.list("g")).length === 0);
+          assert.deepEqual(a, ["Order-a@0"], "A replayed none of them");
+          await until(
+            "A no longer shows them parked",
+            () => ma.stats().parked.streams === 0,
+            3_000,
+          );
+          assert.equal(mb.stats().parked.streams, 0);
+        } finally {
+          wa.releaseLock();
+          wb.releaseLock();
+          await ma.stop();
+          await mb.stop();
+        }
+      }),
+  });
+}
 
 addEventListener("unload", () => pool.end());
