@@ -620,6 +620,11 @@ export interface Scheduler {
   revoke(tranche: string): Promise<void>;
   /** Aborts the handler signal of calls still running on a revoked tranche; returns how many. */
   abandon(tranche: string): number;
+  /**
+   * Resolves once no call on the tranche's streams runs any more, abandoned ones included (it
+   * still resolves after `forget`, when the last of them ends). Ask before `forget`.
+   */
+  ended(tranche: string): Promise<void>;
   /** Drops a revoked tranche's batches and streams; its read-ahead is released. */
   forget(tranche: string): void;
   /**
@@ -1439,6 +1444,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   function finish(s: StreamState, histogram: Histogram, events = 0) {
     s.busy = false;
+    callEnded(s);
     active--;
     if (s.timedAt >= 0) {
       const ms = performance.now() - s.timedAt;
@@ -1538,6 +1544,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     s.startedAt = Date.now();
     const done = (ok: boolean, error?: unknown) => {
       s.busy = false;
+      callEnded(s);
       active--;
       if (s.tranche.revoked) {
         revoking.get(s.tranche)?.();
@@ -1641,6 +1648,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     s.timedAt = -1;
     const after = (then: () => void) => {
       s.busy = false;
+      callEnded(s);
       parkOps--;
       progressed = true;
       if (s.tranche.revoked) {
@@ -2049,6 +2057,34 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     return busy;
   }
 
+  // Who waits for a call on a revoked tranche to end (`ended`), by stream.
+  const endWaiters = new Map<StreamState, Array<() => void>>();
+
+  /** A call (or park store operation) of `s` ended: whoever waits for it through `ended` is told. */
+  function callEnded(s: StreamState) {
+    const waiters = endWaiters.get(s);
+    if (waiters === undefined) return;
+    endWaiters.delete(s);
+    for (const w of waiters) w();
+  }
+
+  function ended(name: string): Promise<void> {
+    const t = tranches.get(name);
+    if (t === undefined) return Promise.resolve();
+    const running: Promise<void>[] = [];
+    for (const s of streamsOf(t)) {
+      if (!s.busy) continue;
+      running.push(
+        new Promise<void>((resolve) => {
+          const waiters = endWaiters.get(s);
+          if (waiters) waiters.push(resolve);
+          else endWaiters.set(s, [resolve]);
+        }),
+      );
+    }
+    return Promise.all(running).then(() => {});
+  }
+
   function forget(name: string) {
     const t = tranches.get(name);
     if (t === undefined) return;
@@ -2252,6 +2288,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     fault,
     revoke,
     abandon,
+    ended,
     forget,
     markParked,
     apply,
