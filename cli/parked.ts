@@ -11,6 +11,7 @@
  */
 import { InvalidArgumentError } from "../core/errors.ts";
 import type { ParkAction, ParkedStream, ParkStore } from "../core/park.ts";
+import { sameParkRequest } from "../core/park.ts";
 import { type Args, type Command, JSON_OUT, type OptionSpec } from "./args.ts";
 import { DYNAMO, load, PG, withDynamo, withPostgres } from "./backends.ts";
 import { CliError, EXIT, notFound, usage } from "./exit.ts";
@@ -232,6 +233,11 @@ export const parkedShow: Command = {
         );
       }
       if (entry.request?.reason) lines.push(`reason      ${entry.request.reason}`);
+      if (entry.request?.upTo !== undefined) {
+        lines.push(
+          `bound       the skip drops indexes below ${entry.request.upTo}; later ones stay parked`,
+        );
+      }
       if (entry.request?.action === "release" && entry.claim !== undefined) {
         // The sink records how far its replay got with each claim renewal (every pollMs).
         lines.push(
@@ -274,11 +280,16 @@ function requestCommand(action: ParkAction): Command {
       : "Asks for a parked stream's events to be replayed through the handler, in order, then handled as usual.",
     usage: `parked ${action} --group NAME --stream NAME${
       skip ? " --reason TEXT" : " [--reason TEXT]"
-    } [--by NAME] [--store postgres|dynamo]`,
+    }${skip ? " [--to INDEX]" : ""} [--by NAME] [--store postgres|dynamo]`,
     details: `
 The request is recorded in the park store and applied by the running sink of the group within its
 park policy's pollMs (by a stopped one when it next starts): watch it with impel parked show. Asking
-again is harmless (the same request stands). Exits 4 when the stream is not parked, 1 when ${
+again is harmless (the same request stands); asking it again by someone else or for another reason
+is refused (exit 1) while the first stands.${
+      skip
+        ? " A skip drops only the events parked when it is asked (below --to INDEX if given): those parked since stay parked."
+        : ""
+    } Exits 4 when the stream is not parked, 1 when ${
       skip ? "a release" : "a skip"
     } of it is being applied.`,
     options: [
@@ -292,6 +303,14 @@ again is harmless (the same request stands). Exits 4 when the stream is not park
           ? "why the events may be dropped (recorded)"
           : "why they may be replayed now (recorded; optional)",
       } as OptionSpec,
+      ...(skip
+        ? [{
+          name: "to",
+          kind: "string",
+          arg: "INDEX",
+          help: "drop only the events below this index (default: every event parked now)",
+        } as OptionSpec]
+        : []),
       BY,
       ...STORE,
     ],
@@ -301,12 +320,32 @@ again is harmless (the same request stands). Exits 4 when the stream is not park
       // The store records who asked and why for a release too; only a skip must say why.
       const reason = skip ? args.required("reason", ": a skip records why") : args.string("reason");
       const by = args.string("by") ?? "cli";
+      const to = skip && args.string("to") !== undefined ? args.integer("to", 0, 0) : undefined;
+      const asked = {
+        action,
+        by,
+        ...(reason === undefined ? {} : { reason }),
+        ...(to === undefined ? {} : { upTo: to }),
+      };
       return await withStore(args, async (store) => {
-        const entry = await store.request(group, stream, {
-          action,
-          by,
-          ...(reason === undefined ? {} : { reason }),
-        });
+        const before = await store.get(group, stream);
+        const standing = before?.state === "parked" ? before.request : undefined;
+        if (standing?.action === action) {
+          if (!sameParkRequest(standing, asked)) {
+            throw new CliError(
+              EXIT.failed,
+              "ParkRequestDiffers",
+              `a ${action} of ${stream} asked by ${standing.by}${
+                standing.reason === undefined ? "" : ` (${JSON.stringify(standing.reason)})`
+              } stands; it is applied as asked (ask again once it is done)`,
+            );
+          }
+          args.io.out(
+            `${action} of ${stream} (group ${group}) already asked by ${standing.by}; nothing to do\n`,
+          );
+          return EXIT.ok;
+        }
+        const entry = await store.request(group, stream, asked);
         if (entry.state !== "parked") {
           args.io.out(
             `stream ${stream} of group ${group} was already ${entry.state} (by ${entry.resolution?.by} at ${
@@ -315,8 +354,11 @@ again is harmless (the same request stands). Exits 4 when the stream is not park
           );
           return EXIT.ok;
         }
+        const bound = entry.request?.upTo === undefined
+          ? ""
+          : `, dropping indexes below ${entry.request.upTo}`;
         args.io.out(
-          `${action} of ${stream} (group ${group}, ${entry.events} events) recorded, asked by ${entry.request?.by}; ` +
+          `${action} of ${stream} (group ${group}, ${entry.events} events${bound}) recorded, asked by ${entry.request?.by}; ` +
             `the running sink of the group applies it (impel parked show to follow)\n`,
         );
         return EXIT.ok;

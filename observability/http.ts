@@ -17,8 +17,8 @@
  * | `DELETE /pipelines/{group}/checkpoints/{tranche}` | token (+ `?force=true` while running) | forgets the checkpoint |
  * | `GET /pipelines/{group}/parked` | token | the parked streams (`?resolved=true`: with the history) |
  * | `GET /pipelines/{group}/parked/{stream}` | token | one, with up to `limit` (100) of its events from `from` |
- * | `POST /pipelines/{group}/parked/{stream}/release` | token | body `{ "by"?: string, "reason"?: string }` (JSON; may be left out): replay its events, then resume (202; 200 if already released) |
- * | `POST /pipelines/{group}/parked/{stream}/skip` | token | JSON body `{ "reason": string, "by"?: string }`: drop its events (202; 200 if already skipped) |
+ * | `POST /pipelines/{group}/parked/{stream}/release` | token | body `{ "by"?: string, "reason"?: string }` (JSON; may be left out): replay its events, then resume (202; 200 if already released or the same release already asked; 409 `ParkRequestDiffers` if a release by someone else or for another reason stands) |
+ * | `POST /pipelines/{group}/parked/{stream}/skip` | token | JSON body `{ "reason": string, "by"?: string, "upTo"?: integer }`: drop its events below `upTo` (default: its `next` now; the request records the bound) (202; 200 if already skipped or the same skip already asked; 409 `ParkRequestDiffers` if a different skip stands) |
  *
  * Changing a checkpoint always needs `Authorization: Bearer <token>`; a handler created without
  * a token refuses every change (403). A reset takes effect when the pipeline next starts, so it
@@ -52,6 +52,7 @@ import {
   type ParkedStream,
   ParkRequestConflictError,
   type ParkStore,
+  sameParkRequest,
   StreamNotParkedError,
 } from "../core/park.ts";
 import type { StreamStatus } from "../core/scheduler.ts";
@@ -338,6 +339,23 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
         // so that asking again for what was done answers it (idempotent).
         const found = await findParked(p, url, group, stream);
         const [store, at] = found === undefined ? storesOf(p, url)[0] : [found[1], found[2]];
+        const standing = found?.[0].state === "parked" ? found[0].request : undefined;
+        if (standing?.action === action) {
+          // Asked already: the same request again changes nothing; a different one is refused
+          // rather than dropped silently (the first stands until applied).
+          if (!sameParkRequest(standing, { action, ...body })) {
+            throw new HttpError(
+              409,
+              "ParkRequestDiffers",
+              `a ${action} of ${stream} asked by ${standing.by}${
+                standing.reason === undefined ? "" : ` (${JSON.stringify(standing.reason)})`
+              }${
+                standing.upTo === undefined ? "" : ` below index ${standing.upTo}`
+              } stands; it is applied as asked (ask again once it is done)`,
+            );
+          }
+          return json({ ...describeParked(found![0], at), alreadyRequested: true }, 200);
+        }
         const entry = await parkCall(
           `recording the ${action}`,
           () => store.request(group, stream, { action, ...body }),
@@ -713,9 +731,13 @@ async function readJsonObject(
 async function readParkBody(
   request: Request,
   action: "release" | "skip",
-): Promise<{ by: string; reason?: string }> {
+): Promise<{ by: string; reason?: string; upTo?: number }> {
   const fields = action === "skip"
-    ? await readJsonObject(request, ["reason", "by"], '{ "reason": "...", "by"?: "..." }')
+    ? await readJsonObject(
+      request,
+      ["reason", "by", "upTo"],
+      '{ "reason": "...", "by"?: "...", "upTo"?: integer }',
+    )
     : await readJsonObject(request, ["by", "reason"], '{ "by"?: "...", "reason"?: "..." }', true);
   const by = fields.by ?? "http";
   if (typeof by !== "string" || by.trim() === "" || by.length > 200) {
@@ -736,7 +758,19 @@ async function readParkBody(
   if (reason !== undefined && typeof reason !== "string") {
     throw new HttpError(400, "InvalidBody", `reason must be a string, got ${describe(reason)}`);
   }
-  return reason === undefined ? { by } : { by, reason };
+  const upTo = fields.upTo;
+  if (upTo !== undefined && (!Number.isSafeInteger(upTo) || (upTo as number) < 0)) {
+    throw new HttpError(
+      400,
+      "InvalidBody",
+      `upTo must be an integer >= 0 (drop the events below it), got ${describe(upTo)}`,
+    );
+  }
+  return {
+    by,
+    ...(reason === undefined ? {} : { reason: reason as string }),
+    ...(upTo === undefined ? {} : { upTo: upTo as number }),
+  };
 }
 
 interface ResetRequest {

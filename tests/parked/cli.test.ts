@@ -367,3 +367,53 @@ Deno.test({
 });
 
 globalThis.addEventListener("unload", () => void pool.end());
+
+Deno.test({
+  name:
+    "cli parked: skip --to bounds the skip; the same skip again is a no-op, a different one exit 1",
+  ...pgOpts,
+  async fn() {
+    await withSchema(async (schema) => {
+      const s = ["--schema", schema];
+      assert.equal((await cli(["parked", "init", ...s])).code, EXIT.ok);
+      const parked = postgresParkStore(pool, { schema });
+      const f = { error: "Error: e", attempts: 1, firstFailedAt: 1, lastFailedAt: 1 };
+      const ev = (index: number) => ({
+        index,
+        type: "T",
+        data: index,
+        meta: null,
+        id: `e${index}`,
+        time: new Date(0),
+        size: 1,
+      });
+      await parked.park("g", [{ stream: "Pay-X", events: [ev(0), ev(1), ev(2)], failure: f }]);
+      const at = ["--group", "g", "--stream", "Pay-X"];
+      const beyond = await cli(["parked", "skip", ...s, ...at, "--reason", "r", "--to", "7"]);
+      assert.equal(beyond.code, EXIT.usage);
+      assert.match(beyond.err, /upTo/);
+      const skip = await cli(["parked", "skip", ...s, ...at, "--reason", "first two", "--to", "2"]);
+      assert.equal(skip.code, EXIT.ok, skip.err);
+      assert.match(skip.out, /dropping indexes below 2/);
+      assert.equal((await parked.get("g", "Pay-X"))?.request?.upTo, 2);
+      const show = await cli(["parked", "show", ...s, ...at]);
+      assert.match(show.out, /bound +the skip drops indexes below 2/);
+      const again = await cli([
+        "parked",
+        "skip",
+        ...s,
+        ...at,
+        "--reason",
+        "first two",
+        "--to",
+        "2",
+      ]);
+      assert.equal(again.code, EXIT.ok);
+      assert.match(again.out, /already asked by tester; nothing to do/);
+      const other = await cli(["parked", "skip", ...s, ...at, "--reason", "all", "--by", "bob"]);
+      assert.equal(other.code, EXIT.failed);
+      assert.match(other.err, /asked by tester .* stands/);
+      assert.equal((await parked.get("g", "Pay-X"))?.request?.reason, "first two");
+    });
+  },
+});

@@ -391,3 +391,36 @@ test("two park stores in one byStream policy: the list names each entry's store;
     await running;
   }
 });
+
+test("http: a skip records its bound; the same skip again answers 200, a different one 409", async () => {
+  const p = await parkedPipeline();
+  await p.stop(); // the requests stay pending
+  const http = createHttpHandler({ metrics: p.metrics, token: TOKEN });
+  const beyond = await http(
+    post("/pipelines/g/parked/Pay-X/skip", { reason: "r", by: "alice", upTo: 9 }),
+  );
+  assert.equal(beyond.status, 400, "a bound above the episode's next");
+  assert.match((await beyond.json()).error.message, /upTo/);
+  const bad = await http(post("/pipelines/g/parked/Pay-X/skip", { reason: "r", upTo: "all" }));
+  assert.equal(bad.status, 400);
+  const asked = await http(
+    post("/pipelines/g/parked/Pay-X/skip", { reason: "duplicate of #12", by: "alice" }),
+  );
+  assert.equal(asked.status, 202);
+  assert.equal((await asked.json()).request.upTo, 2, "the bound: what the operator saw");
+  const again = await http(
+    post("/pipelines/g/parked/Pay-X/skip", { reason: "duplicate of #12", by: "alice" }),
+  );
+  assert.equal(again.status, 200);
+  const body = await again.json();
+  assert.equal(body.alreadyRequested, true);
+  assert.equal(body.request.by, "alice");
+  const other = await http(
+    post("/pipelines/g/parked/Pay-X/skip", { reason: "another reason", by: "bob" }),
+  );
+  assert.equal(other.status, 409, "not dropped silently");
+  const error = (await other.json()).error;
+  assert.equal(error.code, "ParkRequestDiffers");
+  assert.match(error.message, /alice/);
+  assert.equal((await p.parked.get("g", "Pay-X"))?.request?.by, "alice", "the first stands");
+});
