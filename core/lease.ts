@@ -25,8 +25,9 @@
  *
  * The timing rule: `heartbeatMs ≤ (durationMs − handoverMs) / 3` (a member survives one failed
  * or hung renewal: it tries again soon after one fails, and a hung one is given up on after
- * `(durationMs − handoverMs) / 2`), and `handoverMs` must cover what a revocation waits for — with the streams sink, its
- * `stopTimeoutMs` for calls in flight plus the final commit, so `handoverMs ≥ 2 × stopTimeoutMs`
+ * `(durationMs − handoverMs) / 2`), and `handoverMs` must cover what a revocation waits for —
+ * with the streams sink, its `stopTimeoutMs` for calls in flight plus the final commit, so
+ * `handoverMs ≥ 2 × stopTimeoutMs`
  * (given `stopTimeoutMs`, {@linkcode checkLeaseTiming} refuses less with a
  * {@linkcode LeaseTimingError}). Every store call is bounded by `(durationMs − handoverMs) / 2`,
  * the time a member can afford to lose on one renewal, and acquisitions run beside the heartbeat

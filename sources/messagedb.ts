@@ -202,7 +202,7 @@ export interface StaticSplit {
  * `durationMs − handoverMs` stops starting calls on the slot and revokes it, leaving
  * `handoverMs` for the calls in flight and the final commit — so `handoverMs` must be at least
  * twice the sink's `stopTimeoutMs`, which the source is told as `stopTimeoutMs` (default: the
- * sink's default, 10 s; the defaults are then 30 s / 5 s / 20 s). A dead member's slots are taken
+ * sink's default, 10 s; the defaults are then 30 s / 3.3 s / 20 s). A dead member's slots are taken
  * over within `durationMs + heartbeatMs`; a stopped member's, within a heartbeat. A revocation
  * that abandoned calls still running keeps renewing the slot's lease until they end, then
  * releases it.
@@ -245,7 +245,10 @@ export interface MessageDbLeaseOptions {
   readonly member?: string;
   /** How long a lease lasts unless renewed (default 30 000 ms: `3 × stopTimeoutMs`, at least 10 000). */
   readonly durationMs?: number;
-  /** How often leases are renewed (default `durationMs / 5`, at most `(durationMs − handoverMs) / 2`). */
+  /**
+   * How often leases are renewed (default `durationMs / 5`, at most `(durationMs − handoverMs) /
+   * 3`, so that one failed or hung heartbeat loses nothing).
+   */
   readonly heartbeatMs?: number;
   /**
    * How long before expiry a member that cannot renew must have let go (default the larger of
