@@ -395,9 +395,12 @@ export function postgresParkStore(
     )
     SELECT stream FROM target`;
 
+  // The latest resolution by time: a bounded skip's history row has a higher episode number than
+  // the episode it came from, which may be resolved later.
   const getSql = `SELECT ${COLUMNS} FROM ${T}
     WHERE consumer_group = $1 AND stream = $2 AND idx = -1
-    ORDER BY (state = 'parked') DESC, (state = 'failed'), episode DESC LIMIT 1`;
+    ORDER BY (state = 'parked') DESC, (state = 'failed'), resolved_at DESC NULLS LAST, episode DESC
+    LIMIT 1`;
 
   // A bounded skip of an episode with events at or above its bound: the events below it leave,
   // the episode stays active from the bound on, and the skip gets a history row of its own.

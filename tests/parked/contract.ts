@@ -424,6 +424,17 @@ export function parkStoreContract(
     const second = await store.resolve("g", "A-1", episode, { by: "s1", token: c2!.claim!.token });
     assert.deepEqual([second?.state, second?.first, second?.events], ["parked", 3, 2]);
     assert.deepEqual(indexes(await store.events("g", "A-1", episode, 0, 100)), [3, 4]);
+    // The rest, all seen now: the episode ends, and is what `get` answers.
+    await new Promise((r) => setTimeout(r, 2)); // a later resolution time than the skips before
+    await store.request("g", "A-1", { action: "skip", by: "carol", reason: "the rest" });
+    const c3 = await store.claim("g", "A-1", episode, { by: "s1", until: Date.now() + 60_000 });
+    const last = await store.resolve("g", "A-1", episode, { by: "s1", token: c3!.claim!.token });
+    assert.deepEqual([last?.state, last?.resolution?.events], ["skipped", 2]);
+    const got = await store.get("g", "A-1");
+    assert.deepEqual(
+      [got?.state, got?.episode, got?.resolution?.by, got?.resolution?.events],
+      ["skipped", episode, "carol", 2],
+    );
   });
 
   test("a release that fails again: the failure is recorded, the request cleared, handled events dropped", async (store) => {
