@@ -437,8 +437,12 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
         const open: string[] = [];
         for (const unit of list) {
           const by = byUnit.get(unit)!.requestedBy;
-          if (by === member) deficit--, spare--;
-          else if (by !== undefined && live.has(by)) spare--;
+          if (by === member) {
+            // Asked before, when this owner was over its share: only then will it hand the unit
+            // over. Counted as coming otherwise, a stale request would keep this member from
+            // asking the owner that is over its share now.
+            if (spare > 0) deficit--, spare--;
+          } else if (by !== undefined && live.has(by)) spare--;
           else open.push(unit);
         }
         return { owner, spare, open };

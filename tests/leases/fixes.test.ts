@@ -7,6 +7,7 @@ import {
   checkLeasedSource,
   InvalidArgumentError,
   LeaseTimingError,
+  planLeases,
   run,
   StaleCommitError,
   streamsSink,
@@ -154,3 +155,40 @@ Deno.test("lease fixes: run() refuses a leased source whose handoverMs does not 
     checkLeasedSource(source, 1_000);
     checkLeasedSource({}, 1_000_000); // not leased: nothing to check
   }));
+
+Deno.test("lease fixes: a request made of an owner no longer over its share does not stop asking the one that is", () => {
+  // Found by the assignment property (seed 1396794681): m5 had asked m0 for u3 while m0 was over
+  // its share; m0 is at its share now (it will not hand u3 over), m1 is over its own, and m5,
+  // counting its old request as coming, asked nobody else: 2,2,1,1,1,0 for good.
+  const now = 1_000_000;
+  const live = (member: string) => ({ member, expiresAt: now + 1_000, renewedAt: now });
+  const lease = (unit: string, owner: string, requestedBy?: string) => ({
+    unit,
+    owner,
+    generation: 1n,
+    expiresAt: now + 1_000,
+    ...(requestedBy === undefined ? {} : { requestedBy }),
+  });
+  const units = ["u0", "u1", "u2", "u3", "u4", "u5", "u6"];
+  const plan = planLeases({
+    view: {
+      now,
+      members: ["m0", "m1", "m2", "m3", "m4", "m5"].map(live),
+      leases: [
+        lease("u0", "m1"),
+        lease("u1", "m0", "m1"),
+        lease("u2", "m3"),
+        lease("u3", "m0", "m5"),
+        lease("u4", "m1"),
+        lease("u5", "m2"),
+        lease("u6", "m4"),
+      ],
+    },
+    member: "m5",
+    units,
+    held: [],
+  });
+  assert.equal(plan.share, 1);
+  assert.equal(plan.request.length, 1, "m5 asks again");
+  assert.ok(["u0", "u4"].includes(plan.request[0]), `of m1, over its share: ${plan.request}`);
+});
