@@ -144,8 +144,15 @@ export function createParking(
   // member may own that tranche any more (renamed, say, when a group moves to leases). Any member
   // then claims them, rather than let them wait for good; said once per episode.
   const unowned = new Set<string>();
+  // When a live claim on an episode of each tranche was last seen: a tranche whose owner is busy
+  // with other requests (a backlog, at most 8 at once) has an owner, and is left to it.
+  const claimedSeen = new Map<string, number>();
   const ownerless = (store: ParkStore, e: ParkedStream, now: number): boolean => {
-    const since = Math.max(e.request?.at ?? now, e.claim === undefined ? 0 : e.claim.until);
+    const since = Math.max(
+      e.request?.at ?? now,
+      e.claim === undefined ? 0 : e.claim.until,
+      e.tranche === undefined ? 0 : claimedSeen.get(e.tranche) ?? 0,
+    );
     if (now - since <= leaseMs) return false;
     const key = `${claimKey(store, e.stream)}:${e.episode}`;
     if (!unowned.has(key)) {
@@ -465,6 +472,11 @@ export function createParking(
       `polling ${group} for park requests`,
       () => store.list(group, { requested: true }),
     );
+    for (const e of requested) {
+      if (e.tranche !== undefined && e.claim !== undefined && e.claim.until > now) {
+        claimedSeen.set(e.tranche, now);
+      }
+    }
     for (const e of requested) {
       if (scheduler!.applying().length >= MAX_APPLYING) break;
       if (stopped || mine.has(e.stream) || e.request === undefined) continue;

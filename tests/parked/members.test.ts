@@ -267,6 +267,55 @@ for (const kind of ["memory", "postgres"] as const) {
         }
       }),
   });
+  Deno.test({
+    name:
+      `${kind}: an owner with a backlog of releases keeps them: no other member takes one over after a lease`,
+    ignore: kind === "postgres" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: () =>
+      standby(kind, async (store) => {
+        const streams = Array.from({ length: 48 }, (_, i) => `Pay-${i}`);
+        for (const stream of streams) {
+          const events = Array.from({ length: 15 }, (_, i) => ev(i));
+          await store.park("g", [{ stream, tranche: "Pay-1/2", events, failure: failure() }]);
+        }
+        const a: string[] = [];
+        const b: string[] = [];
+        const ma = member(store, a, 10);
+        const slow = streamsSink({
+          group: "g",
+          statsIntervalMs: 0,
+          commitIntervalMs: 5,
+          maxEventsPerCall: 1,
+          handler: async (stream: string, events: readonly StreamEvent[]) => {
+            if (stream.startsWith("Pay-")) await new Promise((r) => setTimeout(r, 30));
+            b.push(...events.map((e) => `${stream}@${e.index}`));
+          },
+          failure: { kind: "park", maxAttempts: 1, store, pollMs: 10 },
+        });
+        const wa = ma.writable.getWriter();
+        const wb = slow.writable.getWriter();
+        try {
+          await wa.write(batchOf("Pay-0/2", createOwnership("Pay-0/2").ownership, "Order-a"));
+          await wb.write(batchOf("Pay-1/2", createOwnership("Pay-1/2").ownership, "Order-b"));
+          await until("both read their tranche", () => a.length === 1 && b.length === 1);
+          const asked = Date.now();
+          for (const stream of streams) {
+            await store.request("g", stream, { action: "release", by: "alice" });
+          }
+          await until("all released", async () => (await store.list("g")).length === 0, 30_000);
+          assert.ok(Date.now() - asked > 1_500, "the backlog outlasted a claim's lease");
+          assert.deepEqual(a, ["Order-a@0"], "A took none of B's releases");
+          assert.equal(b.length, 1 + 48 * 15);
+        } finally {
+          wa.releaseLock();
+          wb.releaseLock();
+          await ma.stop();
+          await slow.stop();
+        }
+      }),
+  });
 }
 
 addEventListener("unload", () => pool.end());
