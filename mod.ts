@@ -31,6 +31,7 @@ export {
   type CheckpointKey,
   type CheckpointScope,
   type CheckpointStore,
+  PipelineRunningError,
   StaleCommitError,
 } from "./core/checkpoints.ts";
 export * from "./core/codec.ts";

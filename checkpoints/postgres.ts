@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Position } from "../core/batch.ts";
 import {
   checkCheckpointKey,
@@ -23,15 +24,18 @@ import {
   type CheckpointScope,
   type CheckpointStore,
   checkPosition,
+  PipelineRunningError,
   StaleCommitError,
 } from "../core/checkpoints.ts";
 import { leaseTable, type PostgresLeaseOptions } from "../leases/postgres.ts";
-import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
-import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";
 import { runDdl } from "../leases/ddl.ts";
+import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { errorText } from "../core/failure.ts";
+import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";
 
 export type { SqlClient } from "../stores/sql.ts";
 
+const log = getLogger(["impel", "checkpoints", "postgres"]);
 /**
  * Where the checkpoint table lives.
  *
@@ -211,45 +215,97 @@ export function postgresCheckpoints(
     if (rows[0].held === 0) throw new StaleCommitError(key, position, fence);
   };
 
-  // A running pipeline holds a shared session lock per scope on a connection of its own; a reset
-  // by hand asks for the lock exclusively, which it gets only when none is held.
+  // A running pipeline holds a shared session lock per scope on a connection of its own (one
+  // more connection of the pool while it runs); a reset by hand takes the lock exclusively in
+  // its own transaction, which it gets only when none is held, so no pipeline starts meanwhile.
   const lockName = (scope: CheckpointScope) => `impel ${table} ${scope.source}/${scope.group}`;
-  const session = async (): Promise<{ client: SqlClient; release: () => void }> => {
-    const pool = client as SqlClient & { connect?: () => Promise<SqlClient & { release(): void }> };
-    if (typeof pool.connect !== "function") return { client, release: () => {} };
-    const c = await pool.connect();
-    return { client: c, release: () => c.release() };
+  type Session = SqlClient & {
+    release(error?: Error): void;
+    on?(event: "error", listener: (error: Error) => void): unknown;
+  };
+  // A pool (pg.Pool) lends a connection; anything else (a pg.Client, PGlite) is one session.
+  const session = async (): Promise<{ client: Session; pooled: boolean }> => {
+    const pool = client as SqlClient & { connect?: () => Promise<Session>; totalCount?: unknown };
+    if (typeof pool.connect !== "function" || typeof pool.totalCount !== "number") {
+      return {
+        client: { query: (text, params) => client.query(text, params), release() {} },
+        pooled: false,
+      };
+    }
+    return { client: await pool.connect(), pooled: true };
   };
   return {
     fenced: true,
     async hold(scope: CheckpointScope): Promise<() => Promise<void>> {
       const s = await session();
+      let lost = false;
+      // An idle held connection can be cut (a restart, a timeout): the hold is gone with it, and
+      // an unhandled error event would end the process.
+      s.client.on?.("error", (error) => {
+        lost = true;
+        log.warn("lost the running mark of {scope} (checkpoints set will not see it): {error}", {
+          scope: `${scope.source}/${scope.group}`,
+          error: errorText(error),
+        });
+        if (s.pooled) s.client.release(error);
+      });
       try {
         await s.client.query("SELECT pg_advisory_lock_shared(hashtext($1))", [lockName(scope)]);
       } catch (error) {
-        s.release();
+        if (!lost) s.client.release(error as Error);
         throw error;
       }
       return async () => {
+        if (lost) return;
         try {
           await s.client.query("SELECT pg_advisory_unlock_shared(hashtext($1))", [lockName(scope)]);
         } finally {
-          s.release();
+          s.client.release();
         }
       };
     },
-    async running(scope: CheckpointScope): Promise<boolean> {
+    async resetUnlessRunning(
+      scope: CheckpointScope,
+      key: CheckpointKey,
+      position: Position | undefined,
+    ) {
+      checkCheckpointKey(key);
       const s = await session();
+      let failed: Error | undefined;
       try {
-        const { rows } = await s.client.query(
-          "SELECT pg_try_advisory_lock(hashtext($1)) AS free",
-          [lockName(scope)],
-        );
-        if (rows[0].free !== true) return true;
-        await s.client.query("SELECT pg_advisory_unlock(hashtext($1))", [lockName(scope)]);
-        return false;
+        await s.client.query("BEGIN");
+        try {
+          const { rows } = await s.client.query(
+            "SELECT pg_try_advisory_xact_lock(hashtext($1)) AS free",
+            [lockName(scope)],
+          );
+          if (rows[0].free !== true) throw new PipelineRunningError(scope);
+          if (position === undefined) {
+            await s.client.query(
+              `DELETE FROM ${table} WHERE source = $1 AND tranche = $2 AND consumer_group = $3`,
+              [key.source, key.tranche, key.group],
+            );
+          } else {
+            await s.client.query(resetSql, [
+              key.source,
+              key.tranche,
+              key.group,
+              checkStorable(position),
+            ]);
+          }
+          await s.client.query("COMMIT");
+        } catch (error) {
+          await s.client.query("ROLLBACK").catch(() => {});
+          if (sqlState(error) === "42P01" || sqlState(error) === "3F000") {
+            throw new CheckpointTableMissingError(table, { cause: error });
+          }
+          throw error;
+        }
+      } catch (error) {
+        failed = error as Error;
+        throw error;
       } finally {
-        s.release();
+        s.client.release(failed instanceof PipelineRunningError ? undefined : failed);
       }
     },
     async load(key: CheckpointKey): Promise<Position | undefined> {

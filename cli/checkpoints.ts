@@ -7,7 +7,11 @@
 import { describe } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
 import type { Position } from "../core/batch.ts";
-import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
+import {
+  type CheckpointKey,
+  type CheckpointStore,
+  PipelineRunningError,
+} from "../core/checkpoints.ts";
 import { CheckpointPastTailError } from "../core/reader.ts";
 import { type Args, type Command, JSON_OUT, type OptionSpec } from "./args.ts";
 import {
@@ -289,19 +293,22 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
           }
         }
       }
-      // A running pipeline would commit over the change (the HTTP API refuses it too).
-      if (await store.running?.({ source: key.source, group: key.group })) {
-        if (!args.flag("force")) {
+      // A running pipeline would commit over the change (the HTTP API refuses it too): checked
+      // and reset in one step where the store can tell.
+      const scope = { source: key.source, group: key.group };
+      if (store.resetUnlessRunning === undefined || args.flag("force")) {
+        await store.reset(key, position).catch(mapCheckpointError);
+      } else {
+        await store.resetUnlessRunning(scope, key, position).catch((error) => {
+          if (!(error instanceof PipelineRunningError)) return mapCheckpointError(error);
           throw new CliError(
             EXIT.failed,
             "PipelineRunning",
-            `${key.source}/${key.group} is running (a process holds its checkpoints): stop it ` +
-              "first, or give --force",
+            `${error.message}, or give --force`,
+            { cause: error },
           );
-        }
-        args.io.err(`warning: --force: ${key.source}/${key.group} is running\n`);
+        });
       }
-      await store.reset(key, position).catch(mapCheckpointError);
       args.io.out(
         `checkpoint ${key.source}/${key.tranche}/${key.group}: ${previous ?? "none"} -> ${
           position ?? "deleted"

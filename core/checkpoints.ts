@@ -69,8 +69,41 @@ export interface CheckpointStore {
    * hold it while they run.
    */
   hold?(scope: CheckpointScope): Promise<() => Promise<void>>;
-  /** Whether any process holds `scope` now (then a reset by hand would be overwritten). */
-  running?(scope: CheckpointScope): Promise<boolean>;
+  /**
+   * {@linkcode CheckpointStore.reset}, refused with {@linkcode PipelineRunningError} while any
+   * process holds `scope` (its commits would overwrite the change); checked and done in one
+   * step, so that no pipeline starts in between.
+   */
+  resetUnlessRunning?(
+    scope: CheckpointScope,
+    key: CheckpointKey,
+    position: Position | undefined,
+  ): Promise<void>;
+}
+
+/**
+ * A checkpoint reset refused because a pipeline of that source and group runs.
+ *
+ * @example
+ * ```ts
+ * import { PipelineRunningError } from "@impel/impel";
+ * const e = new PipelineRunningError({ source: "messagedb", group: "printer" });
+ * console.log(e.code, e.scope.group); // PipelineRunning printer
+ * ```
+ *
+ * @category Checkpoints
+ */
+export class PipelineRunningError extends ImpelError {
+  /** The running source and group. */
+  readonly scope: CheckpointScope;
+  /** Creates the error. */
+  constructor(scope: CheckpointScope) {
+    super(
+      "PipelineRunning",
+      `${scope.source}/${scope.group} is running (a process holds its checkpoints): stop it first`,
+    );
+    this.scope = scope;
+  }
 }
 
 /**

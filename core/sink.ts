@@ -702,7 +702,13 @@ export async function run(
     // Checkpoints under one group and parked streams and logs under another.
     const what = `has group "${sinkGroup}" but the source reads as group "${group}": ` +
       "give both the same group, or wire them with pipeline()";
-    if (!defaultGroup.has(sink)) throw new InvalidArgumentError("sink", what);
+    if (!defaultGroup.has(sink)) {
+      // Refused before it ran: leave nothing running (a source may hold connections).
+      const error = new InvalidArgumentError("sink", what);
+      await source.cancel(error).catch(() => {});
+      await sink.stop();
+      throw error;
+    }
     getLogger(["impel", "sink"]).warn("the sink {what} (the sink's was the default)", { what });
   }
   if (typeof problems === "function" || typeof heads === "function") {

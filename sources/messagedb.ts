@@ -580,7 +580,14 @@ async function holding(
   scope: { readonly source: string; readonly group: string },
   open: (() => Promise<(() => Promise<void>) | undefined>) | undefined,
 ): Promise<() => Promise<void>> {
-  const unhold = await checkpoints.hold?.(scope);
+  // Best effort: a database down at start is the reader's to retry, not a reason to fail here.
+  const unhold = await checkpoints.hold?.(scope).catch((error) => {
+    log.warn("{scope} runs without its running mark (checkpoints set will not see it): {error}", {
+      scope: `${scope.source}/${scope.group}`,
+      error: errorText(error),
+    });
+    return undefined;
+  });
   let close: (() => Promise<void>) | undefined;
   try {
     close = await open?.();

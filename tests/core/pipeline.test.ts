@@ -11,7 +11,7 @@ import {
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMetrics } from "../../observability/metrics.ts";
-import { test } from "../support/core.ts";
+import { test, within } from "../support/core.ts";
 
 type Event = { type: "CheckedIn"; data: { room: number } };
 
@@ -92,7 +92,8 @@ test("run: a sink and a source of different groups are refused; a defaulted sink
       e instanceof InvalidArgumentError && /"billing"/.test(e.message) &&
       /"shipping"/.test(e.message),
   );
-  await sink.stop();
+  const stopped = await within(sink.done, 2000);
+  assert.equal(stopped.timedOut, undefined, "a refused run leaves its sink stopped");
   // The sink's group left to the default: it runs (as before), with a warning.
   const loose = streamsSink({ handler: () => {}, statsIntervalMs: 0 });
   const ac = new AbortController();
