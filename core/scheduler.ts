@@ -1229,6 +1229,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         s.busy || s.queued || s.buffer.length > 0 || s.wait !== undefined ||
         s.trouble !== undefined || s.park !== undefined
       ) continue; // busy again (or parked since); filed anew when it next goes idle
+      // A state left behind by a revocation may have been replaced for its name since.
+      if (streams.get(s.name) !== s) continue;
       streams.delete(s.name);
       counters.purgedStreams++;
       if (spare.length < MAX_SPARE) {
@@ -1396,17 +1398,27 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       failed(s, span, error);
       return;
     }
-    const then = result !== null && typeof result === "object"
-      ? (result as Promise<unknown>).then
-      : undefined;
-    if (typeof then === "function") {
+    let then: unknown;
+    let adopted: Promise<unknown> | undefined;
+    try {
+      then = result !== null && typeof result === "object"
+        ? (result as Promise<unknown>).then
+        : undefined;
+      // A native promise is itself (no copy); anything else that has a `then` is adopted.
+      if (typeof then === "function") adopted = Promise.resolve(result);
+    } catch (error) {
+      // A `then` getter that throws is the handler's failure, not the scheduler's.
+      finish(s, latency.failed);
+      failed(s, span, error);
+      return;
+    }
+    if (adopted !== undefined) {
       const slot = freeSlots.pop() ?? newSlot();
       slot.s = s;
       slot.span = span;
-      // A native promise's own `then` calls back once, so the callbacks can be a reused slot's.
-      // Any other thenable is adopted by a promise first: it might call back twice, or both.
-      if (then === promiseThen && result instanceof Promise) result.then(slot.ok, slot.err);
-      else Promise.resolve(result).then(slot.ok, slot.err);
+      // Through the intrinsic `then`, so that each callback runs once, whatever a `then` of the
+      // object's own would do (call back twice, or both): the slot is then freed exactly once.
+      promiseThen.call(adopted, slot.ok, slot.err);
     } else {
       finish(s, latency.ok, span.length);
       returned(s, span, result as number | void);
@@ -2017,6 +2029,8 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   /** After a call that ran on a revoked tranche: a stream whose tranche was forgotten goes too. */
   function leftBehind(s: StreamState) {
+    // No longer idle either: an idle queue entry of it must not purge the stream's next state.
+    s.idle = false;
     if (tranches.get(s.tranche.name) !== s.tranche && streams.get(s.name) === s) {
       streams.delete(s.name);
       parkedSet.delete(s);
