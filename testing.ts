@@ -355,15 +355,20 @@ export function reactorSpec(options: ReactorSpecOptions): ReactorSpec {
             }
             const handled = store.head; // what the handler appends comes after this
             const failing = () => sink.stats().failing;
-            await Promise.race([
-              sink.monitor.awaitCompletion({ tail: true, timeoutMs }),
-              // A stream that keeps failing never completes: stop waiting once it has retried.
-              (async () => {
-                while (!failing().some((f) => f.attempts >= 3)) {
-                  await new Promise((r) => setTimeout(r, 5));
-                }
-              })(),
-            ]);
+            let settled = false;
+            try {
+              await Promise.race([
+                sink.monitor.awaitCompletion({ tail: true, timeoutMs }),
+                // A stream that keeps failing never completes: stop waiting once it has retried.
+                (async () => {
+                  while (!settled && !failing().some((f) => f.attempts >= 3)) {
+                    await new Promise((r) => setTimeout(r, 5));
+                  }
+                })(),
+              ]);
+            } finally {
+              settled = true; // the other one stops polling, so nothing keeps the process alive
+            }
             const appended: Record<string, EventData[]> = {};
             for (const { stream, event } of store.readLog(handled, store.head)) {
               (appended[stream] ??= []).push({ type: event.type, data: event.data });

@@ -134,3 +134,30 @@ Deno.test("reactorSpec: thenNothing, thenStore, thenFails, and a spec that does 
     /the handler kept failing on Order-1: Error: no such customer/,
   );
 });
+
+Deno.test("reactorSpec: a script that runs a spec exits when it is done (nothing left polling)", async () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const script = await Deno.makeTempFile({ dir: root, prefix: ".spec_exit_", suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      script,
+      `import { reactorSpec } from "./testing.ts";
+await reactorSpec({ handler: () => () => {} }).given({}).when({ "Order-1": [{ type: "Placed", data: {} }] }).thenNothing();
+console.log("done");
+`,
+    );
+    const started = performance.now();
+    const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script],
+      cwd: root,
+      stdout: "piped",
+      stderr: "inherit",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    assert.equal(code, 0);
+    assert.equal(new TextDecoder().decode(stdout), "done\n");
+    assert.ok(performance.now() - started < 25_000, "it exited by itself");
+  } finally {
+    await Deno.remove(script);
+  }
+});
