@@ -62,6 +62,8 @@ const lastOfType = (type: string): string => `l:${type}`;
 // At most this many distinct types per append get a mark on the tip: more would overflow the
 // 4 KB limit of the tip's UpdateExpression (about 280 marks).
 const MAX_TYPE_MARKS = 100;
+// Pages of 10 items read down from an index for the item holding it, past foreign items.
+const HOLDER_PAGES = 5;
 
 // DynamoDB's item limit is 400 KB (409 600 bytes), counted as the UTF-8 bytes of attribute
 // names and values; sizes here are computed the same way and keep a margin below it.
@@ -669,13 +671,29 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     }
     const out: StreamEvent[] = [];
     if (maxCount === 0) return out;
-    // Reading from where an append began (the usual case: a known version, an index entry)
-    // takes one query. Otherwise the append holding `fromIndex` starts before it and is
-    // fetched separately.
+    // Real append items chain: each starts where the one before ended, and none ends past the
+    // stream's version. Items written around the store break the chain and are skipped, so that
+    // they are never read as the stream's events. The version is read once, after the first
+    // page (so it covers every real item that page holds), and again only for an item ending
+    // past it.
+    let known: number | undefined;
+    const pastVersion = async (n: number): Promise<boolean> => {
+      if (known === undefined || n > known) known = await version(stream);
+      return n > known;
+    };
+    let expected = fromIndex;
+    const emit = (item: Record<string, AttributeValue>, from: number): boolean => {
+      for (const event of decodeEvents(item, onInvalid)) {
+        if (event.index < from) continue;
+        out.push(event);
+        if (out.length >= maxCount) return true;
+      }
+      return false;
+    };
     let exclusiveStartKey: Record<string, AttributeValue> | undefined;
     let first = true;
     do {
-      const page: QueryCommandOutput = await client.send(
+      const query = client.send(
         new QueryCommand({
           TableName: tableName,
           KeyConditionExpression: "p = :p AND i >= :i",
@@ -686,23 +704,42 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
           Limit: Number.isFinite(maxCount) ? Math.min(maxCount, 1000) : undefined,
         }),
       );
-      const items = page.Items ?? [];
-      if (first && fromIndex > 0 && (items.length === 0 || Number(items[0].i.N) > fromIndex)) {
-        const holder = await containing(stream, fromIndex);
-        if (holder) {
-          for (const event of decodeEvents(holder, onInvalid)) {
-            if (event.index < fromIndex) continue;
-            out.push(event);
-            if (out.length >= maxCount) return out;
-          }
-        }
+      // The append holding `fromIndex` may start before it, even when an item starts there.
+      const [page, holder]: [QueryCommandOutput, Record<string, AttributeValue> | undefined] =
+        await Promise.all([
+          query,
+          first && fromIndex > 0
+            ? holderOf(stream, fromIndex, consistentRead, pastVersion)
+            : undefined,
+        ]);
+      if (holder !== undefined && Number(holder.i.N) < fromIndex) {
+        if (emit(holder, fromIndex)) return out;
+        expected = Number(holder.n.N);
       }
       first = false;
-      for (const item of items) {
-        for (const event of decodeEvents(item, onInvalid)) {
-          out.push(event);
-          if (out.length >= maxCount) return out;
+      for (const item of page.Items ?? []) {
+        const i = Number(item.i?.N);
+        const n = Number(item.n?.N);
+        if (!(n > i) || i < expected || await pastVersion(n)) {
+          foreign(
+            stream,
+            item,
+            i < expected
+              ? `it starts inside the events before ${expected}`
+              : `it ends past the stream's version ${known}`,
+            onInvalid,
+          );
+          continue;
         }
+        if (i > expected) {
+          log.warn("{stream} has no append item for events {from} to {to}", {
+            stream,
+            from: expected,
+            to: i - 1,
+          });
+        }
+        if (emit(item, fromIndex)) return out;
+        expected = n;
       }
       exclusiveStartKey = page.LastEvaluatedKey;
     } while (exclusiveStartKey);
@@ -728,10 +765,49 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     return res.Items?.[0];
   }
 
-  // The append item whose events include `index` but that starts before it, if any.
-  async function containing(stream: StreamName, index: number) {
-    const item = await itemAtOrBefore(stream, index - 1, consistentRead);
-    return item !== undefined && Number(item.n?.N ?? 0) > index ? item : undefined;
+  // The append item holding event `index` (i <= index < n), looked for from `index` down. An
+  // item starting at `index` loses to one starting before it whose range covers it (the one at
+  // `index` is then foreign); an item ending past the version (`pastVersion`) is foreign.
+  async function holderOf(
+    stream: StreamName,
+    index: number,
+    consistent: boolean,
+    pastVersion: (n: number) => Promise<boolean>,
+  ): Promise<Record<string, AttributeValue> | undefined> {
+    let startingThere: Record<string, AttributeValue> | undefined;
+    let exclusiveStartKey: Record<string, AttributeValue> | undefined;
+    for (let pages = 0; pages < HOLDER_PAGES; pages++) {
+      const res: QueryCommandOutput = await client.send(
+        new QueryCommand({
+          TableName: tableName,
+          KeyConditionExpression: "p = :p AND i BETWEEN :lo AND :hi",
+          ExpressionAttributeValues: {
+            ":p": { S: stream },
+            ":lo": { N: "0" },
+            ":hi": { N: String(index) },
+          },
+          ScanIndexForward: false,
+          Limit: 10,
+          ConsistentRead: consistent,
+          ExclusiveStartKey: exclusiveStartKey,
+        }),
+      );
+      for (const item of res.Items ?? []) {
+        const i = Number(item.i?.N);
+        const n = Number(item.n?.N);
+        if (!(n > i) || await pastVersion(n)) continue;
+        if (i === index) {
+          startingThere = item;
+          continue;
+        }
+        if (n > index) return item;
+        // An item ending before `index` is below any holder: none starts before `index`.
+        if (n < index) return startingThere;
+      }
+      exclusiveStartKey = res.LastEvaluatedKey;
+      if (exclusiveStartKey === undefined) break;
+    }
+    return startingThere;
   }
 
   async function readLastEvent(
@@ -746,7 +822,7 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
       new GetItemCommand({
         TableName: tableName,
         Key: { p: { S: stream }, i: { N: String(TIP_INDEX) } },
-        ProjectionExpression: type === undefined ? "n" : "#l, x",
+        ProjectionExpression: type === undefined ? "n" : "#l, x, n",
         ExpressionAttributeNames: type === undefined ? undefined : { "#l": lastOfType(type) },
         ConsistentRead: true,
       }),
@@ -762,8 +838,15 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     if (mark === undefined) return undefined;
     const index = type === undefined ? Number(mark) - 1 : Number(mark);
     if (index < 0) return undefined;
-    // The append item holding `index` is the last one starting at or before it.
-    const item = await itemAtOrBefore(stream, index, true);
+    // The append item holding `index` is usually the last one starting at or before it; when
+    // that one does not hold it (an item written around the store), it is looked for.
+    const last = await itemAtOrBefore(stream, index, true);
+    const holds = (item: Record<string, AttributeValue> | undefined) =>
+      item !== undefined && Number(item.i?.N) <= index && Number(item.n?.N) > index;
+    const tipVersion = Item?.n?.N === undefined ? 0 : Number(Item.n.N);
+    const item = holds(last) && Number(last!.n.N) <= tipVersion
+      ? last
+      : await holderOf(stream, index, true, (n) => Promise.resolve(n > tipVersion));
     return item === undefined ? undefined : decodeEvents(item).find((e) => e.index === index);
   }
 
@@ -773,6 +856,9 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
       throw new InvalidArgumentError("type", `must be a non-empty string, got ${String(type)}`);
     }
     // Newest append first; appends only ever land after what was read, so the pages join up.
+    // Walking down, each real item ends where the one after it starts (the newest at the
+    // version): one ending past that was written around the store and is skipped.
+    let end = await version(stream);
     const newestFirst: StreamEvent[][] = [];
     let exclusiveStartKey: Record<string, AttributeValue> | undefined;
     do {
@@ -787,7 +873,18 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
           Limit: 20,
         }),
       );
-      for (const item of page.Items ?? []) {
+      const items = page.Items ?? [];
+      for (const [k, item] of items.entries()) {
+        const i = Number(item.i?.N);
+        const n = Number(item.n?.N);
+        // One ending short of `end` is a gap (a lost item) unless a lower item of the page ends
+        // at `end`: then this one lies inside that item's range.
+        const inside = n < end && items.slice(k + 1).some((o) => Number(o.n?.N) === end);
+        if (!(n > i) || n > end || inside) {
+          foreign(stream, item, `it does not end at ${end}, where the item after it starts`);
+          continue;
+        }
+        end = i;
         const events = decodeEvents(item);
         const at = events.findLastIndex((e) => e.type === type);
         newestFirst.push(at < 0 ? events : events.slice(at));
@@ -954,6 +1051,32 @@ export function summarizeAppend(
 ): AppendSummary | undefined {
   const image = inspectAppend(record);
   return image.kind === "append" ? image.append : undefined;
+}
+
+// An append item outside the stream's chain (written around the store): its events are not
+// the stream's. They go to `onInvalid` when given, so that a reader sees what was skipped.
+function foreign(
+  stream: StreamName,
+  item: Record<string, AttributeValue>,
+  why: string,
+  onInvalid?: (event: StreamEvent, error: EventDecodeError) => void,
+): void {
+  log.warn("skipped the item {i} of {stream}, not an append of the store: {why}", {
+    stream,
+    i: item.i?.N,
+    why,
+  });
+  if (onInvalid === undefined) return;
+  for (const event of decodeEvents(item, () => {})) {
+    onInvalid(
+      event,
+      new EventDecodeError(
+        "MalformedEvent",
+        event,
+        `in ${JSON.stringify(stream.slice(0, 200))}: not an append of the store (${why})`,
+      ),
+    );
+  }
 }
 
 /**
