@@ -187,7 +187,7 @@ export const checkpointsSet: Command = {
   summary:
     "Sets one checkpoint (backwards too), or deletes it; refused while the pipeline runs (its own commits would move it on).",
   usage:
-    "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail [--force] [--create] | --delete)",
+    "checkpoints set --source NAME --group NAME --tranche NAME (--position N|start|tail [--force] [--create] | --delete) [--while-running]",
   details: `
 --position start sets 0, before the first item of every built-in source. --position tail asks the
 backend for its head: with --store postgres the MessageDB category of the tranche in the same
@@ -226,8 +226,12 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
     {
       name: "force",
       kind: "boolean",
-      help:
-        "set anyway, with a warning: while the pipeline runs, or a MessageDB position past the store's head",
+      help: "set a MessageDB position past the store's head anyway (with a warning)",
+    },
+    {
+      name: "while-running",
+      kind: "boolean",
+      help: "set it although the pipeline runs (its next commit replaces it; with a warning)",
     },
     {
       name: "create",
@@ -296,7 +300,12 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
       // A running pipeline would commit over the change (the HTTP API refuses it too): checked
       // and reset in one step where the store can tell.
       const scope = { source: key.source, group: key.group };
-      if (store.resetUnlessRunning === undefined || args.flag("force")) {
+      if (store.resetUnlessRunning === undefined || args.flag("while-running")) {
+        if (args.flag("while-running")) {
+          args.io.err(
+            "warning: --while-running: if the pipeline runs, its next commit replaces this one\n",
+          );
+        }
         await store.reset(key, position).catch(mapCheckpointError);
       } else {
         await store.resetUnlessRunning(scope, key, position).catch((error) => {
@@ -304,7 +313,7 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
           throw new CliError(
             EXIT.failed,
             "PipelineRunning",
-            `${error.message}, or give --force`,
+            `${error.message}, or give --while-running`,
             { cause: error },
           );
         });

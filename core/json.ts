@@ -18,8 +18,9 @@ export type JsonSafe =
 /**
  * Copies `value` into what JSON can carry: a bigint becomes its decimal string (positions are
  * bigints and may pass 2^53), an `Error` becomes `{ name, message }` (JSON renders one as `{}`),
- * a `Date` its ISO text, `undefined` members are left out, and a cycle becomes `"[cycle]"`
- * rather than a throw.
+ * a `Date` its ISO text, NaN and infinities `null` (as in JSON), an object with `toJSON` what
+ * that returns, a `Map` with string keys an object; `undefined` members are left out, and a
+ * cycle becomes `"[cycle]"` rather than a throw.
  *
  * @example
  * ```ts
@@ -40,7 +41,7 @@ function copy(value: unknown, seen: Set<object>): JsonSafe {
     case "bigint":
       return value.toString();
     case "number":
-      return Number.isFinite(value) ? value : String(value);
+      return Number.isFinite(value) ? value : null; // as JSON.stringify has it
     case "string":
     case "boolean":
       return value;
@@ -54,10 +55,27 @@ function copy(value: unknown, seen: Set<object>): JsonSafe {
   if (seen.has(o)) return "[cycle]";
   if (o instanceof Date) return Number.isNaN(o.getTime()) ? null : o.toISOString();
   if (o instanceof Error) return { name: o.name, message: o.message };
+  const toJSON = (o as { toJSON?: unknown }).toJSON;
+  if (typeof toJSON === "function") {
+    // What the object says it is in JSON (a URL's text, stats' own view), made safe in turn.
+    seen.add(o);
+    try {
+      return copy(toJSON.call(o), seen);
+    } finally {
+      seen.delete(o);
+    }
+  }
   seen.add(o);
   try {
     if (Array.isArray(o)) return o.map((v) => copy(v, seen));
-    if (o instanceof Map) return [...o].map(([k, v]) => [copy(k, seen), copy(v, seen)]);
+    if (o instanceof Map) {
+      const entries = [...o];
+      // String keys read best as an object (tranche -> position); others as pairs.
+      if (entries.every(([k]) => typeof k === "string")) {
+        return Object.fromEntries(entries.map(([k, v]) => [k, copy(v, seen)]));
+      }
+      return entries.map(([k, v]) => [copy(k, seen), copy(v, seen)]);
+    }
     if (o instanceof Set) return [...o].map((v) => copy(v, seen));
     const out: Record<string, JsonSafe> = {};
     for (const [k, v] of Object.entries(o)) {

@@ -8,6 +8,7 @@
  */
 import { getConsoleSink, getTextFormatter, type LogRecord } from "@logtape/logtape";
 import { errorText } from "./failure.ts";
+import { jsonSafe } from "./json.ts";
 
 /**
  * What impel's formatter reads of a LogTape `LogRecord` (any LogTape record is one).
@@ -61,17 +62,39 @@ export type LogFormatter = (record: LogRecordFields) => string;
  */
 export type LogSink = (record: LogRecordFields) => void;
 
+// Control characters (a newline in a stream name) would forge lines of their own.
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/g;
+const escape = (text: string) =>
+  text.replace(
+    CONTROL,
+    (c) =>
+      c === "\n"
+        ? "\\n"
+        : c === "\t"
+        ? "\\t"
+        : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+
 function render(value: unknown, inspect: (value: unknown) => string): string {
-  if (typeof value === "string") return value;
+  if (typeof value === "string") return escape(value);
   if (typeof value === "bigint") return value.toString();
-  if (value instanceof Error) return errorText(value);
+  if (value instanceof Error) {
+    const cause = value.cause === undefined ? "" : ` (cause: ${render(value.cause, inspect)})`;
+    return escape(errorText(value)) + cause;
+  }
   if (Array.isArray(value)) return value.map((v) => render(v, inspect)).join(", ");
+  if (value !== null && typeof value === "object") {
+    // JSON reads the same on every runtime; the runtimes' inspect does not.
+    return escape(JSON.stringify(jsonSafe(value)));
+  }
   return inspect(value);
 }
 
 /**
- * A LogTape text formatter that renders strings bare, bigints as digits, errors as
- * `Name: message` and lists as comma-separated items, on every runtime.
+ * A LogTape text formatter that renders strings bare (control characters escaped, so a value
+ * cannot forge a line), bigints as digits, errors as `Name: message (cause: ...)`, lists as
+ * comma-separated items and other objects as JSON, the same on every runtime.
  *
  * @example
  * ```ts

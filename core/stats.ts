@@ -122,7 +122,7 @@ export function sinkStats(
   const tranches: TrancheStats[] = [];
   for (const t of scheduler.tranches.values()) {
     const trouble = commitTrouble.get(t.name);
-    tranches.push({
+    const stats: TrancheStats = {
       tranche: t.name,
       isTail: t.isTail,
       completed: t.completed,
@@ -131,7 +131,10 @@ export function sinkStats(
       commitFailures: trouble?.failures ?? 0,
       commitFailingSince: trouble?.since,
       commitError: trouble?.error,
-    });
+    };
+    // Each part of the stats stringifies on its own too (a tranche list, a spread copy).
+    Object.defineProperty(stats, "toJSON", { value: () => jsonSafe({ ...stats }) });
+    tranches.push(stats);
   }
   const snapshot = scheduler.snapshot();
   const writes = snapshot.parked.storeFailing;
@@ -156,7 +159,7 @@ export function sinkStats(
     maxReadAhead,
   };
   // Not enumerable, so spreading or comparing stats sees only the data.
-  Object.defineProperty(stats, "toJSON", { value: () => jsonSafe(stats) });
+  Object.defineProperty(stats, "toJSON", { value: () => jsonSafe({ ...stats }) });
   return stats;
 }
 

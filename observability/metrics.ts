@@ -71,9 +71,9 @@
  *
  * Handler latency is a Prometheus histogram, so quantiles aggregate across replicas
  * (`histogram_quantile(0.99, sum by (le) (rate(impel_handler_duration_seconds_bucket[5m])))`).
- * It holds the calls the scheduler timed: every call while calls are sparse, one in 64 of a busy
- * run, so that timing stays cheap; its `_count` is that sample, and the call rate comes from
- * `impel_handler_calls_total`.
+ * It holds the calls the scheduler timed (the first call to start in each millisecond, and one in
+ * 64 of the others), so that timing stays cheap; its `_count` is that sample, not the number of
+ * calls, which `impel_handler_calls_total` counts.
  *
  * Lease series come from the `leases()` snapshot ({@linkcode LeaseSnapshot}) of each observed
  * source that has one (a MessageDB source with leases), or from `PipelineRegistration.leases`.
@@ -725,7 +725,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
   // histogram is rendered from them at each scrape rather than observed here.
   const durationName = prefix + "handler_duration_seconds";
   const durationHelp =
-    "Handler call duration by outcome (calls the scheduler timed: every call when sparse, one in 64 of a busy run)";
+    "Handler call duration by outcome, of the calls the scheduler timed (the first call to start in each millisecond, and one in 64 of the others)";
   let durations: Array<{ group: string; outcome: string; t: LatencyTotals }> = [];
   registry.registerMetric({
     name: durationName,

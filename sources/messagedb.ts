@@ -799,6 +799,13 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
   if (typeof options.checkpoints?.load !== "function") {
     throw new InvalidArgumentError("checkpoints", "must be a CheckpointStore");
   }
+  if ("consumerGroup" in options) {
+    throw new InvalidArgumentError(
+      "consumerGroup",
+      "is now split: { member, size } (group names the consumer; split says which share of " +
+        "the categories this instance reads)",
+    );
+  }
   if (typeof options.group !== "string" || options.group.length === 0) {
     throw new InvalidArgumentError("group", "must be a non-empty string");
   }
@@ -808,13 +815,6 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
   for (const category of options.categories) checkCategory(category);
   if (new Set(options.categories).size !== options.categories.length) {
     throw new InvalidArgumentError("categories", "must not repeat a category");
-  }
-  if ("consumerGroup" in options) {
-    throw new InvalidArgumentError(
-      "consumerGroup",
-      "is now split: { member, size } (group names the consumer; split says which share of " +
-        "the categories this instance reads)",
-    );
   }
   const cg = options.split;
   if (cg !== undefined) {

@@ -910,8 +910,9 @@ Deno.test("cli checkpoints set: refused while a pipeline holds the group's check
       const refused = await set();
       assert.equal(refused.code, EXIT.failed, refused.err);
       assert.match(refused.err, /messagedb\/g is running/);
-      const forced = await set("--force");
+      const forced = await set("--while-running");
       assert.equal(forced.code, EXIT.ok, forced.err);
+      assert.match(forced.err, /its next commit replaces this one/);
     } finally {
       ac.abort();
       await running;

@@ -19,15 +19,19 @@ test("jsonSafe: bigints as decimal text, errors by name and message, cycles and 
       nan: NaN,
       list: [1n, undefined, shared, shared],
       map: new Map([["k", 3n]]),
+      pairs: new Map([[1, "one"]]),
+      url: new URL("http://127.0.0.1:9464/metrics"),
       cyclic,
     }),
     {
       big: "1180591620717411303424",
       error: { name: "TypeError", message: "bad" },
       when: "1970-01-01T00:00:00.000Z",
-      nan: "NaN",
+      nan: null,
       list: ["1", null, { n: "1" }, { n: "1" }], // the same object twice is not a cycle
-      map: [["k", "3"]],
+      map: { k: "3" },
+      pairs: [[1, "one"]],
+      url: "http://127.0.0.1:9464/metrics",
       cyclic: { a: 1, self: "[cycle]" },
     },
   );
@@ -67,6 +71,8 @@ test("sink.stats(): JSON.stringify works and keeps positions and the commit erro
   assert.equal(parsed.group, "g");
   assert.equal(parsed.counters.handled, 1);
   assert.equal(Object.keys(sink.stats()).includes("toJSON"), false, "spreads see only the data");
+  // The parts stringify on their own too.
+  assert.equal(JSON.parse(JSON.stringify(sink.stats().tranches))[0].completed, "1");
   ac.abort();
   await running;
 });

@@ -66,6 +66,27 @@ test("logFormatter: strings bare, bigints as digits, errors by name, lists joine
     ],
   });
   assert.match(line, /\[INF\] impel·t: billing at 12 \[\] \[a, b\] TypeError: x\n$/);
+  const tricky = format({
+    category: ["impel", "t"],
+    level: "info",
+    timestamp: 0,
+    rawMessage: "",
+    properties: {},
+    message: [
+      "",
+      "Order-1\n2026 [ERR] forged",
+      " ",
+      { a: "x", n: 1n },
+      " ",
+      new Error("outer", { cause: new Error("inner") }),
+      "",
+    ],
+  });
+  assert.equal(tricky.split("\n").length, 2, "one line: the newline in the value is escaped");
+  assert.match(
+    tricky,
+    /Order-1\\n2026 \[ERR\] forged \{"a":"x","n":"1"\} Error: outer \(cause: Error: inner\)\n$/,
+  );
 });
 
 test("a handler failure logs its message at warning and its stack only at debug", async () => {
