@@ -10,12 +10,14 @@
  * idempotent by design (releasing a reservation twice releases it once).
  *
  * - A step with `timeoutMs` fails if no outcome arrives in time; its outcome is then unknown, so
- *   it is compensated too, first. `Cancel` does the same to the running step. Its action, if not
- *   yet delivered, is withdrawn from the outbox in the same append (never delivered, also after
- *   a crash); an action whose handler is already running finishes before the compensation is
- *   sent. A compensation therefore never takes effect before its action, whatever the targets
- *   (so a send handler should bound its calls with a timeout: a hung action holds its
- *   compensation back).
+ *   it is compensated too, first. An outcome that comes once the deadline is due is late: before
+ *   the deadline's firing it takes the same path (the reason says "outcome late"), after it it is
+ *   ignored; either way the decision says so (`ignored`). `Cancel` fails the running step too.
+ *   Its action, if not yet delivered, is withdrawn from the outbox in the same append (never
+ *   delivered, also after a crash); an action whose handler is already running finishes (or
+ *   times out, the runner's `sendTimeoutMs`) before the compensation is sent. A compensation
+ *   therefore never takes effect before its action, whatever the targets, given one runner per
+ *   instance stream.
  * - A compensation with `compensationTimeoutMs` that is not confirmed in time counts as failed
  *   (`CompensationFailed`, "not confirmed within N ms") and the saga moves on to the next one.
  *   Its send, if not yet delivered, is withdrawn in the same append (never delivered after its
@@ -135,7 +137,13 @@ export type SagaEvent<D> =
   }
   | {
     readonly type: "StepFailed";
-    readonly data: { readonly step: string; readonly reason: string; readonly compensate: boolean };
+    /** `timedOut`: no outcome within the step's `timeoutMs` (a later outcome is late). */
+    readonly data: {
+      readonly step: string;
+      readonly reason: string;
+      readonly compensate: boolean;
+      readonly timedOut?: true;
+    };
   }
   | { readonly type: "StepCompensated"; readonly data: { readonly step: string } }
   | {
@@ -205,6 +213,8 @@ export interface SagaState<D> {
   readonly failures: readonly string[];
   /** Steps whose compensation missed its `compensationTimeoutMs` (their confirmations are late). */
   readonly expired?: readonly string[];
+  /** The step whose action had no outcome within its `timeoutMs` (a later outcome is late). */
+  readonly timedOut?: string;
 }
 
 /**
@@ -653,7 +663,12 @@ export function defineSaga<D, M extends TypedEvent>(
       parse: (d) => {
         const f = fieldsOf(d);
         if (typeof f.compensate !== "boolean") throw new TypeError("compensate must be a boolean");
-        return { step: text(f, "step"), reason: text(f, "reason"), compensate: f.compensate };
+        const failed = {
+          step: text(f, "step"),
+          reason: text(f, "reason"),
+          compensate: f.compensate,
+        };
+        return f.timedOut === true ? { ...failed, timedOut: true } : failed;
       },
     },
     StepCompensated: { parse: (d) => ({ step: text(fieldsOf(d), "step") }) },
@@ -695,6 +710,7 @@ export function defineSaga<D, M extends TypedEvent>(
           reason: `${e.data.step}: ${e.data.reason}`,
           undo,
           step: undo[0],
+          ...(e.data.timedOut ? { timedOut: e.data.step } : {}),
         };
       }
       case "StepCompensated":
@@ -794,6 +810,7 @@ export function defineSaga<D, M extends TypedEvent>(
     return input;
   }
 
+  const actionDeadline = (step: string) => `no outcome within ${byName.get(step)?.timeoutMs} ms`;
   const compensationDeadline = (step: string) =>
     `compensation not confirmed within ${byName.get(step)?.compensationTimeoutMs} ms`;
 
@@ -809,16 +826,23 @@ export function defineSaga<D, M extends TypedEvent>(
       case "Start":
         return s.status === "new" ? { type: "Started", data: input.data } : undefined;
       case "StepSucceeded":
-        return running !== undefined && running === input.data.step
-          ? { type: "StepSucceeded", data: { step: running, result: input.data.result ?? null } }
-          : undefined;
       case "StepFailed":
-        return running !== undefined && running === input.data.step
-          ? {
+        if (running === undefined || running !== input.data.step) return undefined;
+        // Its deadline is due, its firing not yet decided: the outcome is late all the same, so
+        // the step takes the deadline's path (a success an hour late does not complete it).
+        if (lateBy(context) !== undefined) {
+          const reason = `${actionDeadline(running)} (outcome late)`;
+          return {
+            type: "StepFailed",
+            data: { step: running, reason, compensate: true, timedOut: true },
+          };
+        }
+        return input.type === "StepSucceeded"
+          ? { type: "StepSucceeded", data: { step: running, result: input.data.result ?? null } }
+          : {
             type: "StepFailed",
             data: { step: running, reason: input.data.reason, compensate: false },
-          }
-          : undefined;
+          };
       case "Cancel":
         return running !== undefined
           ? {
@@ -828,9 +852,11 @@ export function defineSaga<D, M extends TypedEvent>(
           : undefined;
       case "Deadline":
         if (input.data.phase === "action" && running === input.data.step) {
-          const ms = byName.get(running)?.timeoutMs;
-          const reason = `no outcome within ${ms} ms`;
-          return { type: "StepFailed", data: { step: running, reason, compensate: true } };
+          const reason = actionDeadline(running);
+          return {
+            type: "StepFailed",
+            data: { step: running, reason, compensate: true, timedOut: true },
+          };
         }
         if (input.data.phase === "compensation" && undoing === input.data.step) {
           const reason = compensationDeadline(undoing);
@@ -852,7 +878,7 @@ export function defineSaga<D, M extends TypedEvent>(
     }
   }
 
-  /** How long past the running compensation's deadline `context.now` is, if it is due. */
+  /** How long past the running action's or compensation's deadline `context.now` is, if due. */
   function lateBy(context: WorkflowContext): number | undefined {
     const deadline = context.timers.find((t) => t.name === DEADLINE);
     return deadline !== undefined && deadline.due <= context.now
@@ -860,8 +886,20 @@ export function defineSaga<D, M extends TypedEvent>(
       : undefined;
   }
 
-  /** Why a confirmation is ignored as late, if it is one. */
+  /** Why an outcome or a confirmation is ignored as late, if it is one. */
   function late(s: SagaState<D>, input: SagaInput<D>, context: WorkflowContext) {
+    if (input.type === "StepSucceeded" || input.type === "StepFailed") {
+      const step = input.data.step;
+      if (s.status === "running" && s.step === step && lateBy(context) !== undefined) {
+        return `${input.type} of ${step} came late (its deadline was due): counted as no outcome`;
+      }
+      if (s.timedOut === step) {
+        const ms = byName.get(step)?.timeoutMs;
+        return `${input.type} of ${step} came late (after its ${ms} ms deadline): the step stays ` +
+          "failed and compensated";
+      }
+      return undefined;
+    }
     if (input.type !== "StepCompensated" && input.type !== "CompensationFailed") return undefined;
     const step = input.data.step;
     if (s.status === "compensating" && s.step === step && lateBy(context) !== undefined) {

@@ -25,7 +25,15 @@
  *   in that same append). Sends to one target go one at a time in outbox order; different
  *   targets in parallel. A crash between a handler and the record re-sends: each send has a
  *   deterministic id, `{instance stream}#{outbox index}`, that a handler passes on as the target
- *   decider's idempotency key ({@linkcode deliveryOptions}), so the target appends once.
+ *   decider's idempotency key ({@linkcode deliveryOptions}), so the target appends once, if the
+ *   re-send comes within the target's idempotency window (the last keyed appends of the target
+ *   stream, by every sender): the key is a best effort, a target must be idempotent by its state.
+ *   A send withdrawn before its handler is called is not delivered. Each handler call is bounded
+ *   by `sendTimeoutMs` (default 60 s).
+ * - **One runner per instance stream.** What an action's handler still runs is known only to
+ *   its runner: a second runner of the same streams could deliver the compensation first. Run one
+ *   process per category, or members of a leased consumer group; a second runner of a category
+ *   over the same store in one process is refused ({@linkcode DuplicateWorkflowRunnerError}).
  * - **Timers fire once.** A timer is an outbox entry with a due time; the dispatcher registers it
  *   in {@linkcode durableTimers} (shard streams of their own category in the same store), which
  *   find it due, also after a restart, and record it due in the instance's stream
@@ -35,8 +43,8 @@
  *   like a send: it shows in the sink's stats (`failing`) and meets the sink's failure policy.
  *   A name holds one timer: setting one under a name that is pending replaces it, and of two set
  *   under one name in one decision the last is kept; `cancelTimers` cancels by name. A
- *   cancelled (or replaced) timer stays in its shard until due: its firing then finds it no
- *   longer pending, records nothing and removes it.
+ *   cancelled (or replaced) timer leaves its shard when the dispatcher reads the cancel; one
+ *   whose removal never landed finds itself no longer pending when due, and records nothing.
  * - **Correlation.** Everything a decision records and sends carries the input's correlation id
  *   (when the input has none, the instance's: that of its first outbox entry, else its stream
  *   name) and, as causation id, the input's
@@ -88,6 +96,7 @@ export {
 } from "./workflow/client.ts";
 export {
   AwaitIdleTimeoutError,
+  DuplicateWorkflowRunnerError,
   InvalidWorkflowDecisionError,
   MissingSendHandlerError,
   WorkflowDecideError,

@@ -138,3 +138,33 @@ export class AwaitIdleTimeoutError extends TimeoutError {
     this.busy = busy;
   }
 }
+
+/**
+ * {@linkcode startWorkflow} was asked for a second runner of a category whose runner over the
+ * same store already runs in this process. Two runners both dispatching an instance stream can
+ * deliver a compensation before the action the other is still delivering; only members of a
+ * leased consumer group (which hand a stream over only once its calls have ended) may share a
+ * category. `code` is `"DuplicateWorkflowRunner"`.
+ *
+ * @example
+ * ```ts
+ * import { DuplicateWorkflowRunnerError } from "@impel/impel/workflow";
+ * const e = new DuplicateWorkflowRunnerError("Fulfilment");
+ * console.log(e.code, e.category); // "DuplicateWorkflowRunner" "Fulfilment"
+ * ```
+ *
+ * @category Workflows
+ */
+export class DuplicateWorkflowRunnerError extends ImpelError {
+  /** The workflow's category. */
+  readonly category: string;
+  /** Creates the error for `category`. */
+  constructor(category: string) {
+    super(
+      "DuplicateWorkflowRunner",
+      `a runner of ${category} over this store already runs in this process: stop it first ` +
+        "(two runners of one category must be members of a leased consumer group)",
+    );
+    this.category = category;
+  }
+}

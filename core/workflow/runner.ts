@@ -16,6 +16,7 @@ import {
   InvalidArgumentError,
 } from "../errors.ts";
 import type { StreamEvent } from "../event.ts";
+import type { EventStore } from "../store.ts";
 import { errorText } from "../failure.ts";
 import type { HandlerContext } from "../scheduler.ts";
 import { run, type StreamsSink, streamsSink, type StreamsSinkOptions } from "../sink.ts";
@@ -26,11 +27,50 @@ import { createRuntime, type WorkflowClient, type WorkflowClientOptions } from "
 import { tracing } from "./decision.ts";
 import type { Delivery, SendHandler, SendHandlers } from "./delivery.ts";
 import { checkFunction, checkInput, type WorkflowDefinition } from "./definition.ts";
-import { AwaitIdleTimeoutError, MissingSendHandlerError } from "./errors.ts";
+import {
+  AwaitIdleTimeoutError,
+  DuplicateWorkflowRunnerError,
+  MissingSendHandlerError,
+} from "./errors.ts";
 import type { PendingSend, Stored } from "./instance.ts";
 
 /** How often a dispatch with sends in flight reads its stream again for timers found due. */
 const DUE_POLL_MS = 1_000;
+
+/** The default bound of one handler call: a hung call must not hold its stream for good. */
+const SEND_TIMEOUT_MS = 60_000;
+
+/** The longest delay a timer can be set for (setTimeout's limit); longer would fire at once. */
+const MAX_TIMEOUT_MS = 2_147_483_647;
+
+/**
+ * The runners running in this process, by store, then category: whether each reads a leased
+ * consumer group's share. A second runner of a category over the same store is refused unless
+ * both are leased members.
+ */
+const runnersOf = new WeakMap<EventStore, Map<string, Set<{ readonly leased: boolean }>>>();
+
+/**
+ * Records a runner of `category` over `store` in this process, or refuses it; returns what
+ * takes it off again.
+ */
+function register(store: EventStore, category: string, source: unknown): () => void {
+  const leases = (source as { leases?: unknown }).leases;
+  // A member of a leased group holds a stream only once its previous holder's calls ended.
+  const leased = typeof leases === "function" && leases.call(source) !== undefined;
+  let byCategory = runnersOf.get(store);
+  if (byCategory === undefined) runnersOf.set(store, byCategory = new Map());
+  const running = byCategory.get(category) ?? new Set();
+  if ([...running].some((r) => !r.leased || !leased)) {
+    throw new DuplicateWorkflowRunnerError(category);
+  }
+  const entry = { leased };
+  byCategory.set(category, running.add(entry));
+  return () => {
+    running.delete(entry);
+    if (running.size === 0 && byCategory.get(category) === running) byCategory.delete(category);
+  };
+}
 
 /**
  * Options of {@linkcode startWorkflow}.
@@ -69,10 +109,12 @@ export interface WorkflowRunnerOptions<I extends TypedEvent, M extends TypedEven
   /** Sends in flight at once per instance (default 8; one at a time per target). */
   readonly maxConcurrentSends?: number;
   /**
-   * How long one handler call may take (default: no limit). Past it the call's signal is
-   * aborted and the delivery fails with a `TimeoutError`, retried by the sink's failure policy:
-   * a hung action then no longer holds back its compensation for good (a handler that ignores
-   * its signal still runs on, unawaited).
+   * How long one handler call may take (default 60 000 ms; `Infinity`: no limit). Past it the
+   * call's signal is aborted and the delivery fails with a `TimeoutError`, retried by the sink's
+   * failure policy: a hung action then no longer holds back its compensation, nor (once the
+   * sink's read-ahead fills behind its stream) the runner's other instances, for good (a handler
+   * that ignores its signal still runs on, unawaited). Size it above the slowest legitimate
+   * call: a call that always takes longer is retried for ever.
    */
   readonly sendTimeoutMs?: number;
   /** Where and how timers are kept (default category `{category}Timers`, 16 shards). */
@@ -226,9 +268,16 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     throw new InvalidArgumentError("source", "must be a ReadableStream of batches");
   }
   const maxConcurrentSends = checkInteger("maxConcurrentSends", options.maxConcurrentSends ?? 8, 1);
-  const sendTimeoutMs = options.sendTimeoutMs === undefined
+  const sendTimeoutMs = options.sendTimeoutMs === Infinity
     ? undefined
-    : checkNumber("sendTimeoutMs", options.sendTimeoutMs, 1);
+    : checkNumber("sendTimeoutMs", options.sendTimeoutMs ?? SEND_TIMEOUT_MS, 1);
+  if (sendTimeoutMs !== undefined && sendTimeoutMs > MAX_TIMEOUT_MS) {
+    throw new InvalidArgumentError(
+      "sendTimeoutMs",
+      `must be at most ${MAX_TIMEOUT_MS} ms (about 24.8 days), or Infinity for no limit, got ` +
+        sendTimeoutMs,
+    );
+  }
   const sendTypes = new Set(Object.keys(handlers));
   const runtime = createRuntime(definition, options, sendTypes);
   // Declared sends without a handler are a wiring mistake: say so now, not when an instance
@@ -316,6 +365,16 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     const handler = (handlers as unknown as Record<string, SendHandler<I, M>>)[send.type];
     if (handler === undefined) throw new MissingSendHandlerError(stream, send.type, [...sendTypes]);
     const id = `${stream}#${send.seq}`;
+    // The dispatch's read may predate a withdrawal recorded since (a command, another process's
+    // decision): read once more right before the call, so a withdrawn send is not delivered.
+    const pending = await decider.query(stream, (s) => s.pending.some((p) => p.seq === send.seq));
+    if (!pending) {
+      log.debug("{stream}: {sendId} was withdrawn before its handler was called", {
+        stream,
+        sendId: id,
+      });
+      return;
+    }
     const delivery = { ...send, id, workflow: stream } as unknown as Delivery<M>;
     const reply = await handler(delivery, context);
     if (reply !== undefined) checkInput(reply, `the reply of handlers.${send.type}`);
@@ -502,21 +561,37 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidArgumentError("signal", "must be an AbortSignal");
   }
-  const sink = streamsSink({
-    // The source's consumer group when it has one (its checkpoints are kept under it).
-    group: (source as ObservableSource).group ?? category,
-    statsIntervalMs: 0,
-    ...options.sink,
-    handler: (stream, events, context) => {
-      let of: string;
-      try {
-        of = categoryOf(stream);
-      } catch {
-        return; // not a workflow stream, nor a route's
-      }
-      return of === category ? dispatch(stream, events, context) : routeEvents(stream, events);
-    },
-  });
+  // Two runners of one instance stream could deliver a compensation before the action the other
+  // still delivers: refuse the second one this process can see.
+  let unregister: () => void;
+  try {
+    unregister = register(options.store, category, source);
+  } catch (error) {
+    // The source was handed over to be read: let it go (a MessageDB source holds a connection).
+    source.cancel(error).catch(() => {});
+    throw error;
+  }
+  let sink: StreamsSink;
+  try {
+    sink = streamsSink({
+      // The source's consumer group when it has one (its checkpoints are kept under it).
+      group: (source as ObservableSource).group ?? category,
+      statsIntervalMs: 0,
+      ...options.sink,
+      handler: (stream, events, context) => {
+        let of: string;
+        try {
+          of = categoryOf(stream);
+        } catch {
+          return; // not a workflow stream, nor a route's
+        }
+        return of === category ? dispatch(stream, events, context) : routeEvents(stream, events);
+      },
+    });
+  } catch (error) {
+    unregister();
+    throw error;
+  }
   let timers: DurableTimers;
   try {
     timers = durableTimers({
@@ -531,6 +606,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     });
   } catch (error) {
     void sink.stop(); // it has started its commit timer
+    unregister();
     throw error;
   }
 
@@ -541,7 +617,11 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
   const piped = run(source, sink, { signal: controller.signal });
   const running = piped.finally(async () => {
     signal?.removeEventListener("abort", onAbort);
-    await timers.stop();
+    try {
+      await timers.stop();
+    } finally {
+      unregister();
+    }
   });
   running.catch((error) =>
     log.error("{category} runner stopped: {error}", { category, error: errorText(error) })

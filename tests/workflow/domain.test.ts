@@ -150,7 +150,12 @@ Deno.test("fulfilment: no answer in time cancels the payment first, then release
   const deadline: SagaInput<Order> = { type: "Deadline", data: { step: "pay", phase: "action" } };
   const timedOut: SagaEvent<Order> = {
     type: "StepFailed",
-    data: { step: "pay", reason: `no outcome within ${PAYMENT_TIMEOUT_MS} ms`, compensate: true },
+    data: {
+      step: "pay",
+      reason: `no outcome within ${PAYMENT_TIMEOUT_MS} ms`,
+      compensate: true,
+      timedOut: true,
+    },
   };
   assert.deepEqual(given(history).when(deadline), {
     events: [timedOut],

@@ -272,9 +272,18 @@ Deno.test("workflow: two runners over one store (duplicate dispatch, duplicate t
   const clock = manualClock(0);
   const services = fulfilmentServices(store);
   await services.stock.restock("tea", 100);
+  // As two processes would: each its own store object over the same data (one process refuses
+  // a second runner of a category over one store object).
+  const connection = (): MemoryStore =>
+    new Proxy(store, {
+      get: (target, key) => {
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
   const runners = [1, 2].map(() =>
     startWorkflow(fulfilment, {
-      store,
+      store: connection(),
       clock,
       source: memorySource({ store, categories: workflowCategories(fulfilment) }),
       handlers: fulfilmentHandlers(services),
