@@ -250,6 +250,11 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     tableName: options.eventTable,
     consistentRead: settings.consistentRead,
   });
+  // Reads again, consistently, a stream some of whose indexed events an eventually
+  // consistent read did not return (the item may not have reached that replica yet).
+  const recheck = options.eventTable === undefined || settings.consistentRead
+    ? undefined
+    : dynamoStore(options.client, { tableName: options.eventTable, consistentRead: true });
   // Per partition, the position the last read ended at: a read from anywhere else (a checkpoint,
   // a batch cut inside a chunk) first finds the chunk that holds its offset.
   // With it, the start of the chunk that position is in: a read that continues from there
@@ -430,19 +435,19 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
       // An event that does not decode fails its stream through the failure policy.
       const onInvalid = (event: StreamEvent, invalid: Error) =>
         byIndex.set(event.index, { stream, event, invalid });
-      const read = () =>
-        (store as DynamoEventStore).readStream(stream, {
-          fromIndex: from,
-          maxCount: to - from,
-          onInvalid,
-        });
+      const read = (from_: DynamoEventStore) => () =>
+        from_.readStream(stream, { fromIndex: from, maxCount: to - from, onInvalid });
       // Retried by the reader's policy (logged, and in problems() under the partition), alone:
       // the index and the other streams' reads are not repeated. Without the reader's context
       // (readPage called directly) a failure fails the page, which the caller retries.
-      const events = context === undefined
-        ? await read()
-        : await context.retry(`reading the events of ${stream}`, read);
-      for (const event of events) byIndex.set(event.index, { stream, event });
+      const load = async (from_: DynamoEventStore) => {
+        const events = context === undefined
+          ? await read(from_)()
+          : await context.retry(`reading the events of ${stream}`, read(from_));
+        for (const event of events) byIndex.set(event.index, { stream, event });
+      };
+      await load(store as DynamoEventStore);
+      if (recheck !== undefined && byIndex.size < to - from) await load(recheck);
       loaded.set(stream, byIndex);
     });
     const items: BatchItem[] = [];
@@ -453,10 +458,17 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
         continue;
       }
       const byIndex = loaded.get(e.stream)!;
+      // An indexed event the table no longer holds (deleted, overwritten) fails its stream
+      // through the failure policy; the other streams carry on.
+      const missing = indexOnly([e]);
       for (let k = e.index; k < e.next; k++) {
         const item = byIndex.get(k);
-        if (item === undefined) throw new DynamoIndexMismatchError(e.stream, e.next, k);
-        items.push(item);
+        items.push(
+          item ?? {
+            ...missing[k - e.index],
+            invalid: new DynamoIndexMismatchError(e.stream, e.next, k),
+          },
+        );
       }
     }
     return items;

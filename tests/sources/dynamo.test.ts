@@ -384,26 +384,44 @@ Deno.test(
   },
 );
 
-Deno.test(
-  "dynamo source: an index entry without events in the table errors the stream",
-  opts,
-  async () => {
-    await using t = await tables();
-    await t.store.append("A-1", [{ type: "T", data: 1 }], 0);
-    await dynamoIndexer(client, { indexTable: t.indexTable }).ingestAppends([summary("A-1", 0, 3)]);
-    const reader = dynamoSource({
-      client,
-      indexTable: t.indexTable,
-      eventTable: t.eventTable,
-      group: "g",
-      checkpoints: memoryCheckpoints(),
-    }).getReader();
-    await assert.rejects(
-      () => readUntilError(reader),
-      (e) => e instanceof DynamoIndexMismatchError && e.stream === "A-1",
-    );
-  },
-);
+for (const consistentRead of [true, false]) {
+  Deno.test(
+    `dynamo source: indexed events missing from the table fail their stream only (consistentRead ${consistentRead})`,
+    opts,
+    async () => {
+      await using t = await tables();
+      await t.store.append("A-1", [{ type: "T", data: 1 }], 0);
+      await t.store.append("B-1", [{ type: "T", data: 2 }], 0);
+      await dynamoIndexer(client, { indexTable: t.indexTable }).ingestAppends([
+        summary("A-1", 0, 3),
+        summary("B-1", 0, 1),
+      ]);
+      const batches = await collect(
+        dynamoSource({
+          client,
+          indexTable: t.indexTable,
+          eventTable: t.eventTable,
+          group: "g",
+          checkpoints: memoryCheckpoints(),
+          consistentRead,
+        }),
+        lastIsTail,
+      );
+      const items = reads(batches).flatMap((b) => b.items);
+      assert.deepEqual(
+        items.map((i) => [`${i.stream}@${i.event.index}`, i.invalid?.constructor.name]),
+        [
+          ["A-1@0", undefined],
+          ["A-1@1", "DynamoIndexMismatchError"],
+          ["A-1@2", "DynamoIndexMismatchError"],
+          ["B-1@0", undefined],
+        ],
+      );
+      assert.equal((items[1].invalid as DynamoIndexMismatchError).stream, "A-1");
+      assert.equal(items[3].event.data, 2);
+    },
+  );
+}
 
 Deno.test(
   "dynamo source: retries transient read failures, errors on permanent ones",
