@@ -21,6 +21,7 @@ import {
   type QueryCommandOutput,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
+import { createHash } from "node:crypto";
 import type { Position } from "../core/batch.ts";
 import {
   checkCheckpointKey,
@@ -112,7 +113,7 @@ export function dynamoCheckpoints(
   const tableName = checkTableName("tableName", options?.tableName);
   const itemKey = (key: CheckpointKey): Record<string, AttributeValue> => ({
     p: { S: key.source },
-    k: { S: JSON.stringify([key.group, key.tranche]) },
+    k: { S: sortKey(key.group, key.tranche) },
   });
   const fail = (what: string, key: CheckpointKey | string, e: unknown): never => {
     const where = typeof key === "string" ? key : `${key.source}/${key.tranche}/${key.group}`;
@@ -190,10 +191,20 @@ export function dynamoCheckpoints(
     async list(source, group) {
       checkCheckpointKey({ source, tranche: "any", group: group ?? "any" });
       const out: Array<CheckpointKey & { position: Position }> = [];
-      // JSON of [group, tranche] begins with this prefix exactly for the given group.
-      const prefix = group === undefined ? undefined : `[${JSON.stringify(group)},`;
-      let start: Record<string, AttributeValue> | undefined;
+      // JSON of [group, tranche] begins with this prefix exactly for the given group; a long
+      // pair's key begins with its group's digest.
+      const prefixes = group === undefined
+        ? [undefined]
+        : [`[${JSON.stringify(group)},`, `#${sha256(group)}`].filter((p) => fitsSortKey(p));
       try {
+        for (const prefix of prefixes) await listFrom(prefix);
+      } catch (e) {
+        fail("list", source, e);
+      }
+      return out;
+
+      async function listFrom(prefix: string | undefined): Promise<void> {
+        let start: Record<string, AttributeValue> | undefined;
         do {
           const page: QueryCommandOutput = await client.send(
             new QueryCommand({
@@ -210,15 +221,34 @@ export function dynamoCheckpoints(
             }),
           );
           for (const item of page.Items ?? []) {
-            const [g, t] = JSON.parse(item.k.S!) as [string, string];
+            const [g, t] = item.k.S!.startsWith("#")
+              ? [item.g?.S ?? "", item.t?.S ?? ""]
+              : JSON.parse(item.k.S!) as [string, string];
             out.push({ source, tranche: t, group: g, position: BigInt(item.pos.N!) });
           }
           start = page.LastEvaluatedKey;
         } while (start);
-      } catch (e) {
-        fail("list", source, e);
       }
-      return out;
     },
   };
+}
+
+// DynamoDB's sort key holds at most 1 024 bytes. A longer [group, tranche] (a partition id near
+// the indexer's 1 024-byte limit) is keyed by digests instead, its names kept in `g` and `t`;
+// the group's digest leads so that list(source, group) finds it by prefix. Shorter keys keep
+// their JSON form, so checkpoints written before stay where they are.
+const MAX_SORT_KEY_BYTES = 1024;
+
+function sortKey(group: string, tranche: string): string {
+  const json = JSON.stringify([group, tranche]);
+  if (fitsSortKey(json)) return json;
+  return `#${sha256(group)}${sha256(json)}`;
+}
+
+function fitsSortKey(key: string): boolean {
+  return new TextEncoder().encode(key).length <= MAX_SORT_KEY_BYTES;
+}
+
+function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
 }

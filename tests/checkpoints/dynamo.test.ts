@@ -80,3 +80,39 @@ Deno.test(
     );
   },
 );
+
+Deno.test(
+  "dynamo checkpoints: a [group, tranche] over the 1 024-byte sort key is keyed by digest",
+  opts,
+  async () => {
+    await using t = await table();
+    const { store } = t;
+    // A partition id the indexer accepts (1 020 bytes), and a long group.
+    const tranche = "Tenant".padEnd(1020, "t");
+    const group = "g".repeat(1100);
+    const keys = [
+      { source: "s", tranche, group: "g" },
+      { source: "s", tranche: "0", group },
+      { source: "s", tranche, group },
+      { source: "s", tranche: "0", group: "g" },
+    ];
+    for (const [k, key] of keys.entries()) await store.commit(key, BigInt(k + 1));
+    for (const [k, key] of keys.entries()) assert.equal(await store.load(key), BigInt(k + 1));
+    await store.commit(keys[0], 0n);
+    assert.equal(await store.load(keys[0]), 1n, "never backwards");
+    const pairs = (list: Array<{ group: string; tranche: string; position: bigint }>) =>
+      list.map((c) => `${c.group.length}/${c.tranche.length}=${c.position}`).sort();
+    assert.deepEqual(pairs(await store.list("s")), [
+      "1/1020=1",
+      "1/1=4",
+      "1100/1020=3",
+      "1100/1=2",
+    ]);
+    assert.deepEqual(pairs(await store.list("s", group)), ["1100/1020=3", "1100/1=2"]);
+    assert.deepEqual(pairs(await store.list("s", "g")), ["1/1020=1", "1/1=4"]);
+    await store.reset(keys[2], 9n);
+    assert.equal(await store.load(keys[2]), 9n);
+    await store.reset(keys[2], undefined);
+    assert.equal(await store.load(keys[2]), undefined);
+  },
+);
