@@ -1099,9 +1099,33 @@ export function decodeEvents(
   const item = record as Record<string, AttributeValue>;
   const first = Number(item.i?.N ?? Number.NaN);
   const list = item.e?.L;
-  if (!(first >= 0) || list === undefined) return [];
   const time = new Date(Number(item.ts?.N ?? 0));
   const stream = item.p?.S ?? "";
+  if (!(first >= 0)) return [];
+  if (list === undefined) {
+    // Its events cannot be read, yet its range says which are lost: each is reported.
+    const next = Number(item.n?.N ?? Number.NaN);
+    const count = Number.isInteger(next) && next > first ? Math.min(next - first, 10_000) : 1;
+    for (let k = 0; k < count; k++) {
+      const event = {
+        index: first + k,
+        type: "",
+        data: undefined,
+        meta: undefined,
+        id: "",
+        time,
+        size: 0,
+      };
+      const error = new EventDecodeError(
+        "MalformedEvent",
+        event,
+        `in ${JSON.stringify(stream.slice(0, 200))}: the item's e is not a list of events`,
+      );
+      if (onInvalid === undefined) throw error;
+      onInvalid(event, error);
+    }
+    return [];
+  }
   const out: StreamEvent[] = [];
   for (const [k, value] of list.entries()) {
     const m = value.M ?? {};
@@ -1185,6 +1209,21 @@ function encodeAppend(
         `is ${typeBytes} bytes in UTF-8, over the limit of ${MAX_EVENT_TYPE_BYTES}`,
       );
     }
+    // DynamoDB would store a number or object here as "" (the SDK drops what is not a string).
+    if (event.id !== undefined && (typeof event.id !== "string" || event.id.length === 0)) {
+      throw new InvalidArgumentError(
+        `events[${k}].id`,
+        `must be a non-empty string when given, got ${describeValue(event.id)}`,
+      );
+    }
+    for (const field of ["correlationId", "causationId"] as const) {
+      if (event[field] !== undefined && typeof event[field] !== "string") {
+        throw new InvalidArgumentError(
+          `events[${k}].${field}`,
+          `must be a string when given, got ${describeValue(event[field])}`,
+        );
+      }
+    }
     const m: Record<string, AttributeValue> = {
       t: { S: event.type },
       id: { S: event.id ?? crypto.randomUUID() },
@@ -1220,6 +1259,13 @@ function encodeAppend(
 }
 
 // Bodies are JSON text, except byte arrays which are stored as binary so they round-trip.
+// How an error message names a refused id: by its type (an empty string by what it is).
+function describeValue(value: unknown): string {
+  if (typeof value === "string") return "an empty string";
+  if (value === null) return "null";
+  return /^[aeiou]/.test(typeof value) ? `an ${typeof value}` : `a ${typeof value}`;
+}
+
 function encodeValue(field: string, value: unknown): AttributeValue | undefined {
   if (value === undefined) return undefined;
   if (value instanceof Uint8Array) return { B: value };

@@ -120,6 +120,8 @@ Deno.test(
         ],
       },
     });
+    // ... which moved the tip as the store does, so that the item is the stream's.
+    await put(t.eventTable, { p: { S: "Bad-1" }, i: { N: "-1" }, n: { N: "3" } });
     await store.append("Good-2", [{ type: "T", data: 1 }], 0);
     // A plain read of the stream names the bad event with a typed error, not a SyntaxError.
     await assert.rejects(
@@ -197,6 +199,7 @@ Deno.test(
         ],
       },
     });
+    await put(t.eventTable, { p: { S: "Odd-1" }, i: { N: "-1" }, n: { N: "3" } });
     // A plain read names the first bad event; with onInvalid each bad one is handed over typed
     // and only the good one is returned.
     await assert.rejects(

@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { type AttributeValue, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import type { StreamEvent } from "../../core/event.ts";
+import { EventDecodeError } from "../../core/codec.ts";
+import { InvalidArgumentError } from "../../core/errors.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
 import { client, freshTables, opts } from "../support/dynamo.ts";
 
@@ -55,5 +57,64 @@ Deno.test(
     const skipped: number[] = [];
     await store.readStream("Order-1", { onInvalid: (e) => skipped.push(e.index) });
     assert.deepEqual(skipped.sort((a, b) => a - b), [2, 4, 9]);
+  },
+);
+
+Deno.test(
+  "dynamo foreign items: an item whose e is not a list reports each of its events",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store, tableName } = t;
+    await store.append("NoList-1", [{ type: "A", data: 0 }], 0);
+    await store.append("NoList-1", [{ type: "B", data: 1 }, { type: "C", data: 2 }], 1);
+    // Overwritten around the store without its events.
+    await client.send(
+      new PutItemCommand({
+        TableName: tableName,
+        Item: { p: { S: "NoList-1" }, i: { N: "1" }, n: { N: "3" }, ts: { N: "0" } },
+      }),
+    );
+    const reported: string[] = [];
+    const events = await store.readStream("NoList-1", {
+      onInvalid: (e, error) => reported.push(`${e.index}: ${error.message}`),
+    });
+    assert.equal(show(events), "0:A");
+    assert.equal(reported.length, 2);
+    assert.match(reported[0], /^1: .*e is not a list/);
+    assert.match(reported[1], /^2: /);
+    await assert.rejects(
+      () => store.readStream("NoList-1"),
+      (e) => e instanceof EventDecodeError && e.index === 1,
+    );
+  },
+);
+
+Deno.test(
+  "dynamo bad input: an id, correlationId or causationId that is not a string is refused",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store } = t;
+    const cases: Array<[string, unknown, RegExp]> = [
+      ["id", 42, /^events\[0\]\.id .*non-empty string.*a number/],
+      ["id", "", /^events\[0\]\.id .*an empty string/],
+      ["correlationId", 7, /^events\[0\]\.correlationId .*a number/],
+      ["causationId", { a: 1 }, /^events\[0\]\.causationId .*an object/],
+    ];
+    for (const [field, value, message] of cases) {
+      await assert.rejects(
+        () => store.append("Ids-1", [{ type: "T", data: {}, [field]: value } as never], 0),
+        (e: unknown) =>
+          e instanceof InvalidArgumentError && e.field === `events[0].${field}` &&
+          message.test(e.message),
+        `${field} ${JSON.stringify(value)}`,
+      );
+    }
+    assert.equal(await store.version("Ids-1"), 0, "nothing was written");
+    // Strings still pass, an empty correlationId included.
+    await store.append("Ids-1", [{ type: "T", data: {}, id: "a", correlationId: "" }], 0);
+    const [event] = await store.readStream("Ids-1");
+    assert.deepEqual([event.id, event.correlationId], ["a", ""]);
   },
 );
