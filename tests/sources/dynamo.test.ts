@@ -417,7 +417,8 @@ for (const consistentRead of [true, false]) {
           ["B-1@0", undefined],
         ],
       );
-      assert.equal((items[1].invalid as DynamoIndexMismatchError).stream, "A-1");
+      const invalid = items[1].invalid;
+      assert.ok(invalid instanceof DynamoIndexMismatchError && invalid.stream === "A-1");
       assert.equal(items[3].event.data, 2);
     },
   );
