@@ -25,11 +25,18 @@ type Message =
 type StockEvent = { type: "Reserved" | "Released"; data: { orderId: string } };
 
 const store = createMemoryStore();
-const stock = createDecider<StockEvent, number>({
+const stock = createDecider<StockEvent, readonly string[]>({ // the orders holding stock
   store,
   codec: createCodec<StockEvent>({ Reserved: {}, Released: {} }),
-  initial: 0,
-  fold: (held, events) => events.reduce((n, e) => e.type === "Reserved" ? n + 1 : n - 1, held),
+  initial: [],
+  fold: (held, events) =>
+    events.reduce(
+      (ids, e) =>
+        e.type === "Reserved"
+          ? [...ids, e.data.orderId]
+          : ids.filter((id) => id !== e.data.orderId),
+      held,
+    ),
 });
 
 const fulfilment = defineSaga<Order, Message>({
@@ -56,14 +63,24 @@ const runner = startWorkflow(fulfilment, {
   clock,
   source: memorySource({ store, categories: workflowCategories(fulfilment) }),
   handlers: {
+    // Idempotent by the stock's state, not only by the keys: a send may come twice (after the
+    // target's idempotency window), a Release for a Reserve never delivered (it timed out).
     Reserve: async (send) => {
-      const reserved: StockEvent = { type: "Reserved", data: { orderId: send.data.orderId } };
-      await stock.transact(send.to, () => [reserved], deliveryOptions(send));
+      const { orderId } = send.data;
+      await stock.transact(
+        send.to,
+        (held) => held.includes(orderId) ? [] : [{ type: "Reserved", data: { orderId } }],
+        deliveryOptions(send),
+      );
       return stepSucceeded("reserve");
     },
     Release: async (send) => {
-      const released: StockEvent = { type: "Released", data: { orderId: send.data.orderId } };
-      await stock.transact(send.to, () => [released], deliveryOptions(send));
+      const { orderId } = send.data;
+      await stock.transact(
+        send.to,
+        (held) => held.includes(orderId) ? [{ type: "Released", data: { orderId } }] : [],
+        deliveryOptions(send),
+      );
       return stepCompensated("reserve");
     },
     Charge: (send) => {
@@ -99,5 +116,5 @@ for (const { orderId } of orders) {
     `${orderId}: ${state.status}${why}; ${pending.length} sends, ${timers.length} timers left`,
   );
 }
-console.log(`Stock-tea: ${await stock.query("Stock-tea", (held) => held)} reserved`);
+console.log(`Stock-tea: ${await stock.query("Stock-tea", (held) => held.length)} reserved`);
 await runner.stop();

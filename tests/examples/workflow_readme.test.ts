@@ -87,3 +87,39 @@ for (const runtime of ["deno", "bun"] as const) {
     },
   });
 }
+
+Deno.test("examples/workflow_readme.ts: Reserve and Release are idempotent by the stock's state", async () => {
+  // The example's own code, with an order cancelled before any runner delivered its Reserve
+  // (withdrawn, never delivered): the Release still comes, as the step's outcome is unknown to
+  // the saga, and must change nothing.
+  const source = (await Deno.readTextFile(file)).replaceAll('"../', `"file://${root}`);
+  const at = (text: string) => source.indexOf(text);
+  const script = `import { workflowClient } from "file://${root}core/workflow.ts";
+${source.slice(0, at("const clock = manualClock"))}
+const client = workflowClient(fulfilment, { store });
+await client.handle("o9", { type: "Start", data: { orderId: "o9", sku: "tea", amount: 10 } });
+await client.handle("o9", { type: "Cancel", data: { reason: "changed mind" } });
+${source.slice(at("const clock = manualClock"), at("const orders: Order[]"))}
+await runner.awaitIdle();
+const types = (await store.readStream("Stock-tea")).map((e) => e.type);
+console.log((await runner.read("o9")).state.status, types.join(",") || "none");
+console.log(JSON.stringify(await stock.query("Stock-tea", (held) => held)));
+await runner.stop();
+`;
+  const path = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(path, script);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", `${root}deno.json`, path],
+      cwd: root,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    assert.equal(code, 0, `${out}\n${new TextDecoder().decode(stderr)}`);
+    assert.deepEqual(out.trim().split("\n"), ["compensated none", "[]"]);
+  } finally {
+    await Deno.remove(path);
+  }
+});
