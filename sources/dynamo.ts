@@ -341,7 +341,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
   // An idle epoch without an end marker must be the tip's: one the tip has moved past has lost
   // its marker, and waiting in it would report the tail forever while later epochs fill up.
   // Checked at most every partitionRefreshMs, since it costs a read.
-  async function checkNotPastEpoch(tranche: string, epoch: number): Promise<void> {
+  async function checkNotPastEpoch(tranche: string, epoch: number, next: number): Promise<void> {
     const now = Date.now();
     if (now - (tipChecked.get(tranche) ?? 0) < settings.partitionRefreshMs) return;
     tipChecked.set(tranche, now);
@@ -353,7 +353,21 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
       }),
     );
     const tipEpoch = Number(tip?.ep?.N ?? 0);
-    if (tipEpoch <= epoch) return;
+    if (tipEpoch === epoch) {
+      // The tip says the epoch goes on past `next`: chunks there are only not visible yet, or
+      // gone (deleted), which a consistent read tells apart.
+      const end = Number(tip?.o?.N ?? 0);
+      if (end <= next) return;
+      const again = await readChunks(tranche, epoch, next, false, undefined, true);
+      if (again.chunks.length > 0) return;
+      throw new DynamoIndexCorruptError(
+        tranche,
+        epoch,
+        undefined,
+        `entries ${next} to ${end - 1} are missing (the partition's tip is at ${end})`,
+      );
+    }
+    if (tipEpoch < epoch) return;
     const { Item: marker } = await client.send(
       new GetItemCommand({
         TableName: settings.indexTable,
@@ -555,7 +569,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
         continue;
       }
       if (entries.length === 0 && !page.more && page.closedAt === undefined) {
-        await checkNotPastEpoch(tranche, epoch);
+        await checkNotPastEpoch(tranche, epoch, next);
       }
       const items = store ? await withBodies(entries, context) : indexOnly(entries);
       const positions: Position[] = [];

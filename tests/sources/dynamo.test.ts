@@ -1,6 +1,6 @@
 // The DynamoDB source against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
-import { type DynamoDBClient, QueryCommand } from "@aws-sdk/client-dynamodb";
+import { DeleteItemCommand, type DynamoDBClient, QueryCommand } from "@aws-sdk/client-dynamodb";
 import type { Batch, Position } from "../../core/batch.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import { run, streamsSink } from "../../core/sink.ts";
@@ -8,7 +8,8 @@ import { InvalidArgumentError } from "../../core/errors.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
-import { dynamoIndexer } from "../../stores/dynamo-indexer.ts";
+import { dynamoIndexer, epochKey } from "../../stores/dynamo-indexer.ts";
+import { DynamoIndexCorruptError } from "../../stores/dynamo-index.ts";
 import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
 import {
   CheckpointPastTailError,
@@ -423,6 +424,46 @@ for (const consistentRead of [true, false]) {
     },
   );
 }
+
+Deno.test(
+  "dynamo source: the open epoch's last chunk deleted is an error, not a tail",
+  opts,
+  async () => {
+    await using t = await tables();
+    const indexer = dynamoIndexer(client, { indexTable: t.indexTable });
+    for (const s of ["A-1", "B-1"]) {
+      await t.store.append(s, [{ type: "T", data: 1 }], 0);
+      await indexer.ingestAppends([summary(s, 0, 1)]);
+    }
+    assert.equal((await indexer.tip("0")).offset, 2);
+    await client.send(
+      new DeleteItemCommand({
+        TableName: t.indexTable,
+        Key: { p: { S: epochKey("0", 0) }, i: { N: "1" } },
+      }),
+    );
+    const reader = dynamoSource({
+      client,
+      indexTable: t.indexTable,
+      eventTable: t.eventTable,
+      group: "g",
+      checkpoints: memoryCheckpoints(),
+      tailSleepMs: 20,
+    }).getReader();
+    const seen: string[] = [];
+    await assert.rejects(
+      async () => {
+        for (;;) {
+          const { value, done } = await reader.read();
+          assert.ok(!done, "the stream errors rather than ends");
+          seen.push(...value.items.map((i) => `${i.stream}@${i.event.index}`));
+        }
+      },
+      (e) => e instanceof DynamoIndexCorruptError && /entries 1 to 1 are missing/.test(e.message),
+    );
+    assert.deepEqual(seen, ["A-1@0"]);
+  },
+);
 
 Deno.test(
   "dynamo source: retries transient read failures, errors on permanent ones",
