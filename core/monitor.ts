@@ -33,7 +33,9 @@ export interface AwaitCompletionOptions {
   /**
    * Also wait until the latest batch of every tranche seen so far reached the tail; with a
    * source that knows its heads (MessageDB), until every tranche it reads has handled everything
-   * up to the head it has when this is called, which makes the wait exact for I/O sources.
+   * up to the head it has when this is called, which makes the wait exact for I/O sources. With
+   * a source that shares its tranches among members (leases, Kafka), that is the tranches this
+   * member holds at the call; one revoked meanwhile is no longer waited for.
    */
   readonly tail?: boolean;
   /** Reject with a `Timeout` error after this long (default: wait as long as it takes). */
@@ -68,6 +70,8 @@ export interface MonitorProbe {
   ingested(): number;
   /** The position up to which a tranche's batches are complete. */
   completed?(tranche: string): Position | undefined;
+  /** Whether a tranche was revoked and let go (a wait for its head no longer applies here). */
+  gone?(tranche: string): boolean;
 }
 
 /** The monitor plus the calls the sink makes into it. */
@@ -113,6 +117,7 @@ export function createMonitor(probe: MonitorProbe): MonitorControl {
     if (w.heads === null || !probe.isComplete(w.tail)) return false;
     if (w.heads === undefined) return true;
     for (const [tranche, head] of w.heads) {
+      if (probe.gone?.(tranche)) continue;
       const done = probe.completed?.(tranche);
       if (done === undefined || done < head) return false;
     }

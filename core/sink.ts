@@ -303,12 +303,14 @@ export function streamsSink(
     isComplete: (tail) => {
       if (scheduler.uncompleted > 0) return false;
       if (!tail) return true;
-      if (scheduler.tranches.size === 0) return false;
+      // Nothing read yet is not "complete"; everything let go to other members is.
+      if (scheduler.tranches.size === 0) return letGo.size > 0;
       for (const t of scheduler.tranches.values()) if (!t.isTail) return false;
       return true;
     },
     ingested: () => scheduler.counters.batches,
     completed: (tranche) => scheduler.tranches.get(tranche)?.completed,
+    gone: (tranche) => letGo.has(tranche) && !scheduler.tranches.has(tranche),
   });
 
   // Per tranche: the last position committed, and the commit in flight (commits of one
@@ -357,6 +359,8 @@ export function streamsSink(
    * stopTimeoutMs), what was complete is committed once more, then the tranche is forgotten and
    * the source is told.
    */
+  // Tranches revoked and let go (names only, as many as the source has).
+  const letGo = new Set<string>();
   function revokeTranche(
     name: string,
     ownership: Ownership,
@@ -399,6 +403,9 @@ export function streamsSink(
       }
       const position = committed.get(name);
       scheduler.forget(name);
+      // Another member has it now: a wait for its head is no longer this sink's to satisfy.
+      letGo.add(name);
+      control.check();
       committed.delete(name);
       commitTrouble.delete(name);
       revocations.delete(name);

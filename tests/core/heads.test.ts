@@ -1,9 +1,9 @@
 // awaitCompletion with a source that knows its heads: it waits for them, and says so loudly when
 // the source cannot tell them.
 import assert from "node:assert/strict";
-import { ImpelError, run, streamsSink } from "../../mod.ts";
+import { createOwnership, ImpelError, run, streamsSink } from "../../mod.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
-import { test } from "../support/core.ts";
+import { ev, test } from "../support/core.ts";
 
 test("awaitCompletion({ tail: true }) waits until every tranche reaches the head the source names", async () => {
   const store = createMemoryStore();
@@ -49,4 +49,28 @@ test("awaitCompletion({ tail: true }) rejects with HeadUnknown when the source c
   );
   ac.abort();
   await running;
+});
+
+test("awaitCompletion({ tail: true }) stops waiting for a tranche's head once the tranche is revoked", async () => {
+  const sink = streamsSink({ statsIntervalMs: 0, handler: () => {} });
+  const owned = createOwnership("p0");
+  const writer = sink.writable.getWriter();
+  // A source that says p0 goes to 10 while this member has read it to 1 only.
+  sink.watchSource(() => [], () => Promise.resolve(new Map([["p0", 10n]])));
+  await writer.write({
+    tranche: "p0",
+    position: 1n,
+    isTail: true,
+    items: [{ stream: "A-1", event: ev(0) }],
+    ownership: owned.ownership,
+  });
+  let resolved = false;
+  const waiting = sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5000 }).then(() =>
+    resolved = true
+  );
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(resolved, false, "short of p0's head");
+  await owned.revoke(); // another member has p0 now
+  await waiting;
+  await sink.stop();
 });
