@@ -488,6 +488,34 @@ export function dynamoIndexer(
           dropped: parks.length - kept.length,
         };
       } catch (e) {
+        if (e instanceof RefusedWrite) {
+          // Parked rather than thrown: a refusal would stop the runner for every partition.
+          // What was indexed before the refused write stays; the rest is parked with why.
+          const reasons = (e.cause as TransactionCanceledException).CancellationReasons ?? [];
+          const why = reasons.find((r) => r.Code === "ValidationError")?.Message ?? e.message;
+          for (const a of appends) {
+            if (a.next <= (streams.get(a.stream)?.version ?? 0)) continue;
+            if (parks.some((r) => r.stream === a.stream && r.index === a.index)) continue;
+            parks.push({
+              stream: a.stream,
+              index: a.index,
+              next: a.next,
+              partition,
+              reason: `DynamoDB refused the index write of partition ${
+                JSON.stringify(partition.slice(0, 200))
+              }: ${why}`,
+            });
+          }
+          const kept = await park(parks);
+          return {
+            ...written,
+            gaps: plan.gapped.length,
+            duplicateEvents: plan.duplicateEvents - (written.events - plan.events),
+            parked: kept.length,
+            malformed: 0,
+            dropped: parks.length - kept.length,
+          };
+        }
         if (!(e instanceof LostRace)) throw e;
         if (attempt >= CONTENTION_ATTEMPTS) {
           throw new IndexContentionError(partition, attempt, { cause: e.cause });
@@ -619,6 +647,10 @@ export function dynamoIndexer(
         e instanceof TransactionCanceledException &&
         (e.CancellationReasons ?? []).every((r) => races.includes(r.Code ?? "None"))
       ) throw new LostRace(e);
+      if (
+        e instanceof TransactionCanceledException &&
+        (e.CancellationReasons ?? []).some((r) => r.Code === "ValidationError")
+      ) throw new RefusedWrite(e);
       throw e;
     }
   }
@@ -983,6 +1015,14 @@ interface StreamState {
 class LostRace extends Error {
   constructor(cause: unknown) {
     super("index write lost a race", { cause });
+  }
+}
+
+// DynamoDB refused an index write as invalid (a ValidationError among the cancellation reasons,
+// such as the partition set outgrowing 400 KB): retrying would refuse it again.
+class RefusedWrite extends Error {
+  constructor(cause: TransactionCanceledException) {
+    super(cause.message, { cause });
   }
 }
 
