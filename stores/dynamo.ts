@@ -673,12 +673,14 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     if (maxCount === 0) return out;
     // Real append items chain: each starts where the one before ended, and none ends past the
     // stream's version. Items written around the store break the chain and are skipped, so that
-    // they are never read as the stream's events. The version is read once, after the first
-    // page (so it covers every real item that page holds), and again only for an item ending
-    // past it.
+    // they are never read as the stream's events. The version is read alongside the first
+    // page, and again for an item ending past it (an append may have landed in between).
+    const tip = version(stream);
+    tip.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
     let known: number | undefined;
     const pastVersion = async (n: number): Promise<boolean> => {
-      if (known === undefined || n > known) known = await version(stream);
+      if (known === undefined) known = await tip;
+      if (n > known) known = await version(stream);
       return n > known;
     };
     let expected = fromIndex;
