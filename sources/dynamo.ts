@@ -461,7 +461,11 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
         for (const event of events) byIndex.set(event.index, { stream, event });
       };
       await load(store as DynamoEventStore);
-      if (recheck !== undefined && byIndex.size < to - from) await load(recheck);
+      const short = () => {
+        for (let k = from; k < to; k++) if (!byIndex.has(k)) return true;
+        return false;
+      };
+      if (recheck !== undefined && short()) await load(recheck);
       loaded.set(stream, byIndex);
     });
     const items: BatchItem[] = [];
