@@ -237,6 +237,15 @@ export function postgresCheckpoints(
   return {
     fenced: true,
     async hold(scope: CheckpointScope): Promise<() => Promise<void>> {
+      // The hold keeps one connection for the run: a pool of one would have none left to read.
+      const max = (client as { options?: { max?: unknown } }).options?.max;
+      if (typeof max === "number" && max < 2) {
+        log.warn(
+          "{scope} runs without its running mark: the pool has {max} connection (it needs 2)",
+          { scope: `${scope.source}/${scope.group}`, max },
+        );
+        return () => Promise.resolve();
+      }
       const s = await session();
       let lost = false;
       // An idle held connection can be cut (a restart, a timeout): the hold is gone with it, and

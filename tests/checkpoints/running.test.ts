@@ -71,3 +71,16 @@ Deno.test("postgres checkpoints: a single pg.Client holds and resets on its own 
     await client.end();
   }
 });
+
+Deno.test("postgres checkpoints: a pool of one connection is not pinned by the hold", async () => {
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  try {
+    const store = postgresCheckpoints(pool);
+    const release = await store.hold!(scope);
+    const { rows } = await pool.query("SELECT 1 AS one"); // would wait for ever if pinned
+    assert.equal(rows[0].one, 1);
+    await release();
+  } finally {
+    await pool.end();
+  }
+});
