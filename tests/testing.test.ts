@@ -137,7 +137,7 @@ Deno.test("reactorSpec: thenNothing, thenStore, thenFails, and a spec that does 
 
 Deno.test("reactorSpec: a script that runs a spec exits when it is done (nothing left polling)", async () => {
   const root = new URL("..", import.meta.url).pathname;
-  const script = await Deno.makeTempFile({ dir: root, prefix: ".spec_exit_", suffix: ".ts" });
+  const script = `${root}.spec_exit_${crypto.randomUUID().slice(0, 8)}.ts`;
   try {
     await Deno.writeTextFile(
       script,

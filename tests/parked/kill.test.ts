@@ -152,7 +152,10 @@ Deno.test({
       assert.deepEqual(await handledIn(2, X), [1, 2, 3, 4, 5, 6], "in order, once each");
       const released = (await parked.get(group, X))!;
       assert.equal(released.resolution?.by, "ops");
-      assert.ok([5, 6].includes(released.resolution!.events));
+      assert.ok(
+        [5, 6].includes(released.resolution!.events),
+        `released ${released.resolution!.events} events`,
+      );
       await append(X, 1);
       await until("X handled as usual", async () => (await handledIn(2, X)).includes(7));
       await until("the checkpoint at the head", async () => await committed() === await head());
