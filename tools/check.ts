@@ -20,6 +20,8 @@ const steps: string[][] = [
   ["lint"],
   ["check", "--doc", ...published],
   ["check", "tests/", "bench/", "examples/", "tools/"],
+  // The README's code blocks type-check as a reader would paste them (fragments say `ignore`).
+  ["check", "--doc-only", "README.md"],
   ["doc", "--lint", ...entries],
   ["publish", "--dry-run", "--allow-dirty"],
 ];
