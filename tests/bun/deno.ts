@@ -259,6 +259,16 @@ export const Deno = {
   writeTextFile: (p: Path, data: string): Promise<void> => fs.writeFile(p, data),
   makeTempDir: (o: { prefix?: string } = {}): Promise<string> =>
     fs.mkdtemp(join(tmpdir(), o.prefix ?? "")),
+  makeTempFile: async (
+    o: { dir?: string; prefix?: string; suffix?: string } = {},
+  ): Promise<string> => {
+    const path = join(
+      o.dir ?? tmpdir(),
+      `${o.prefix ?? ""}${crypto.randomUUID()}${o.suffix ?? ""}`,
+    );
+    await fs.writeFile(path, "", { flag: "wx" });
+    return path;
+  },
   mkdir: async (p: Path, o: { recursive?: boolean } = {}): Promise<void> =>
     void await fs.mkdir(p, o),
   remove: (p: Path, o: { recursive?: boolean } = {}): Promise<void> =>

@@ -63,6 +63,8 @@ export async function twoWriters(APPENDS: number): Promise<void> {
     `${2 * APPENDS} appends, ${conflicts} conflicts retried, ${switches} changes of writer, ` +
       `${storage.blobs().length} blobs`,
   );
-  assert.ok(switches > 1, "the writers did not append at the same time");
+  // They raced: appends interleaved, or one lost races to the other until it was done (seen
+  // under load: the conflicts show both were appending at once).
+  assert.ok(switches > 1 || conflicts > 0, "the writers did not append at the same time");
   assert.ok(storage.blobs().length >= (2 * APPENDS) / 200, "rolled over at 200 blocks");
 }
