@@ -24,6 +24,7 @@ import {
   encodeFrames,
   type StoredEvent,
 } from "./frame.ts";
+import { checkNextSegment, readSegment } from "./segment.ts";
 import { AppendConflictError, type EventStorage, StorageClosedError } from "./storage.ts";
 
 /**
@@ -360,61 +361,44 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
       for (const m of blob.marks) if (m.seq <= target) seq = m.seq, pos = m.offset;
       const c = blob.cursor;
       if (c !== undefined && c.seq <= target && c.seq > seq) seq = c.seq, pos = c.offset;
-      let chunk = 1024 * 1024;
-      while (pos < size && out.length < maxCount) {
-        // A catch-up reads on where the last page ended: serve it from the bytes already
-        // downloaded rather than asking again for a megabyte to use a page of it.
-        let bytes: Uint8Array;
-        // Blocks never change once appended, so cached bytes stay true.
-        const cached = cache?.name === blob.name && pos >= cache.offset &&
-          pos < cache.offset + cache.bytes.length;
-        if (cached && cache !== undefined) {
-          bytes = cache.bytes.subarray(
-            pos - cache.offset,
-            Math.min(cache.bytes.length, size - cache.offset),
-          );
-        } else {
-          bytes = await client.downloadToBuffer(pos, Math.min(chunk, size - pos));
-          cache = { name: blob.name, offset: pos, bytes };
-        }
-        const decoded = decodeFrames(bytes, {
-          where: blob.name,
-          expectedSeq: seq,
-          offset: pos,
-          maxPayload,
-          maxCount: maxCount - out.length + Math.max(0, target - seq),
-        });
-        if (decoded.events.length === 0) {
-          if (pos + bytes.length >= size) {
-            throw new CorruptFrameError(
-              blob.name,
-              pos,
-              "truncated",
-              "the blob ends inside a frame",
+      const read = await readSegment({
+        where: blob.name,
+        noun: "blob",
+        seq,
+        pos,
+        size,
+        target,
+        out,
+        maxCount,
+        maxPayload,
+        chunk: 1024 * 1024,
+        fetch: async (at, length) => {
+          // A catch-up reads on where the last page ended: serve it from the bytes already
+          // downloaded (blocks never change once appended) rather than ask for a megabyte again.
+          if (
+            cache?.name === blob.name && at >= cache.offset &&
+            at < cache.offset + cache.bytes.length
+          ) {
+            return cache.bytes.subarray(
+              at - cache.offset,
+              Math.min(cache.bytes.length, size - cache.offset),
             );
           }
-          chunk *= 2;
-          cache = undefined;
-          continue;
-        }
-        for (const e of decoded.events) if (e.seq >= target) out.push(e);
-        seq = decoded.events.at(-1)!.seq + 1;
-        pos += decoded.end;
-        const prev = blob.marks.at(-1);
-        if (prev === undefined || pos - prev.offset >= 256 * 1024) {
-          blob.marks.push({ seq, offset: pos });
-        }
-        blob.cursor = { seq, offset: pos };
-      }
+          const bytes = await client.downloadToBuffer(at, length);
+          cache = { name: blob.name, offset: at, bytes };
+          return bytes;
+        },
+        grown: () => void (cache = undefined),
+        advanced: (next, at) => {
+          const prev = blob.marks.at(-1);
+          if (prev === undefined || at - prev.offset >= 256 * 1024) {
+            blob.marks.push({ seq: next, offset: at });
+          }
+          blob.cursor = { seq: next, offset: at };
+        },
+      });
       const next = blobs[i + 1];
-      if (next !== undefined && pos >= size && seq !== next.first) {
-        throw new CorruptFrameError(
-          next.name,
-          0,
-          "sequence",
-          `the previous blob ends at event ${seq - 1}, this one starts at ${next.first}`,
-        );
-      }
+      checkNextSegment("blob", next && { where: next.name, first: next.first }, read, size);
     }
     return out;
   };

@@ -25,6 +25,7 @@ import type { FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import process from "node:process";
 import { getLogger } from "@logtape/logtape";
+import { checkNextSegment, readSegment } from "./segment.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import {
   CorruptFrameError,
@@ -390,43 +391,25 @@ export async function fileStorage(
       const fh = await open(seg.path, "r");
       try {
         const segEnd = isLast ? end : (await fh.stat()).size;
-        let chunk = 256 * 1024;
-        while (pos < segEnd && out.length < maxCount) {
-          const bytes = await readAt(fh, pos, Math.min(chunk, segEnd - pos));
-          const decoded = decodeFrames(bytes, {
-            where: seg.path,
-            expectedSeq: seq,
-            offset: pos,
-            maxPayload,
-            maxCount: maxCount - out.length + Math.max(0, target - seq),
-          });
-          if (decoded.events.length === 0) {
-            if (pos + bytes.length >= segEnd) {
-              throw new CorruptFrameError(
-                seg.path,
-                pos,
-                "truncated",
-                `the segment ends inside a frame (event ${seq})`,
-              );
-            }
-            chunk *= 2;
-            continue;
-          }
-          for (const e of decoded.events) if (e.seq >= target) out.push(e);
-          seq = decoded.events.at(-1)!.seq + 1;
-          pos += decoded.end;
-          mark(seg, seq, pos);
-          seg.cursor = { seq, offset: pos };
-        }
+        const read = await readSegment({
+          where: seg.path,
+          noun: "segment",
+          seq,
+          pos,
+          size: segEnd,
+          target,
+          out,
+          maxCount,
+          maxPayload,
+          chunk: 256 * 1024,
+          fetch: (at, length) => readAt(fh, at, length),
+          advanced: (next, at) => {
+            mark(seg, next, at);
+            seg.cursor = { seq: next, offset: at };
+          },
+        });
         const next = segments[i + 1];
-        if (next !== undefined && pos >= segEnd && seq !== next.first) {
-          throw new CorruptFrameError(
-            next.path,
-            0,
-            "sequence",
-            `the previous segment ends at event ${seq - 1}, this one starts at ${next.first}`,
-          );
-        }
+        checkNextSegment("segment", next && { where: next.path, first: next.first }, read, segEnd);
       } finally {
         await fh.close();
       }
