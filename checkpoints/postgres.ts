@@ -28,7 +28,7 @@ import {
   StaleCommitError,
 } from "../core/checkpoints.ts";
 import { leaseTable, type PostgresLeaseOptions } from "../leases/postgres.ts";
-import { runDdl } from "../leases/ddl.ts";
+import { runDdl } from "../stores/ddl.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
 import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";

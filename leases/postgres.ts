@@ -26,7 +26,7 @@ import type {
 } from "../core/lease.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type SqlClient, sqlIdentifier, type SqlRow, sqlState, toBigInt } from "../stores/sql.ts";
-import { runDdl } from "./ddl.ts";
+import { runDdl } from "../stores/ddl.ts";
 
 export type { SqlClient } from "../stores/sql.ts";
 export type * from "../core/lease.ts";

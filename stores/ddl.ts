@@ -6,11 +6,12 @@
  * One statement at a time (no explicit transaction), so that it works on a `pg.Pool`, whose
  * queries may each take another connection, and on PGlite alike.
  *
- * Internal (not an entry point): used by `initPostgresLeases` and `initPostgresCheckpoints`.
+ * Internal (not an entry point): used by `initPostgresLeases`, `initPostgresCheckpoints` and
+ * `initPostgresParkStore`.
  *
  * @module
  */
-import { type SqlClient, sqlState } from "../stores/sql.ts";
+import { type SqlClient, sqlState } from "./sql.ts";
 
 /** Catalog races of concurrent `IF NOT EXISTS` DDL: unique violation, duplicate schema/table. */
 const RACES = new Set(["23505", "42P06", "42P07", "42710"]);
