@@ -1,7 +1,7 @@
 /**
  * The test task: starts the servers the backend tests use (PostgreSQL with the MessageDB schema,
- * a Kafka broker, DynamoDB Local, Azurite), runs the Deno test suite, and stops the servers it
- * started.
+ * a Kafka broker, DynamoDB Local, Azurite, a local Cosmos DB), runs the Deno test suite, and stops
+ * the servers it started.
  *
  *   deno task test                    # everything
  *   deno task test tests/core         # a subset (servers are still prepared)
@@ -15,7 +15,9 @@
  *   deno task test:bun tests/core     # a subset (Bun's path filters)
  */
 const root = new URL("..", import.meta.url).pathname;
-const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb,azurite").split(",")
+const servers = (Deno.env.get("IMPEL_SERVERS") ?? "postgres,kafka,dynamodb,azurite,cosmos").split(
+  ",",
+)
   .filter((
     s,
   ) => s && s !== "none");
