@@ -27,6 +27,7 @@ import {
   skipBound,
   StreamNotParkedError,
 } from "../core/park.ts";
+import { runDdl } from "../stores/ddl.ts";
 import { type SqlClient, sqlIdentifier, type SqlRow, sqlState } from "../stores/sql.ts";
 
 export type { SqlClient } from "../stores/sql.ts";
@@ -124,8 +125,11 @@ export async function initPostgresParkStore(
   options: PostgresParkStoreOptions = {},
 ): Promise<void> {
   const n = names(options);
-  await client.query(`CREATE SCHEMA IF NOT EXISTS ${n.schema}`);
-  await client.query(
+  const regclass = n.table.replace(/'/g, "''");
+  // Members start together: each statement is retried while it loses a race with a concurrent
+  // creator (runDdl), one at a time so that it works on a pool.
+  await runDdl(client, [
+    `CREATE SCHEMA IF NOT EXISTS ${n.schema}`,
     `CREATE TABLE IF NOT EXISTS ${n.table} (
        consumer_group text NOT NULL,
        stream text NOT NULL,
@@ -156,16 +160,13 @@ export async function initPostgresParkStore(
        PRIMARY KEY (consumer_group, stream, episode, idx),
        CHECK ((idx = -1) = (state IS NOT NULL) AND (idx >= 0) = (event IS NOT NULL))
      )`,
-  );
-  // Tables made before claims had tokens (fenced claims) get the column.
-  await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS claim_token text`);
-  await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS tranche text`);
-  // A skip's bound (ParkRequest.upTo), on the request and on the skip's history row.
-  await client.query(`ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS request_to bigint`);
-  // Tables made before failed releases were recorded (state 'failed') take the new state, once:
-  // the check is replaced unvalidated (the rows are valid), so it costs no scan.
-  const regclass = n.table.replace(/'/g, "''");
-  await client.query(
+    // Tables made before claims had tokens (fenced claims) get the column.
+    `ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS claim_token text`,
+    `ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS tranche text`,
+    // A skip's bound (ParkRequest.upTo), on the request and on the skip's history row.
+    `ALTER TABLE ${n.table} ADD COLUMN IF NOT EXISTS request_to bigint`,
+    // Tables made before failed releases were recorded (state 'failed') take the new state, once:
+    // the check is replaced unvalidated (the rows are valid), so it costs no scan.
     `DO $$ BEGIN
        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '${regclass}'::regclass
                    AND contype = 'c' AND conname = '${n.stateCheckName}'
@@ -174,15 +175,11 @@ export async function initPostgresParkStore(
            ADD CONSTRAINT ${n.stateCheck} CHECK (state IN ${STATES}) NOT VALID;
        END IF;
      END $$`,
-  );
-  await client.query(
     `CREATE UNIQUE INDEX IF NOT EXISTS ${n.active} ON ${n.table} (consumer_group, stream)
       WHERE idx = -1 AND state = 'parked'`,
-  );
-  await client.query(
     `CREATE INDEX IF NOT EXISTS ${n.requested} ON ${n.table} (consumer_group)
       WHERE idx = -1 AND state = 'parked' AND request_action IS NOT NULL`,
-  );
+  ]);
 }
 
 const ms = (column: string) => `round(extract(epoch FROM ${column}) * 1000)::float8`;

@@ -63,6 +63,67 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "postgres park store: 24 members initialising at once all succeed, on a new schema and on a table of an older version",
+  ...opts,
+  async fn() {
+    // One connection per member, all connected before any starts, so that the statements really
+    // race (a pool would queue them on its few connections).
+    const members = await Promise.all(Array.from({ length: 24 }, async () => {
+      const c = new pg.Client({ connectionString: url });
+      c.on("error", () => {});
+      await c.connect();
+      return c;
+    }));
+    const schemas: string[] = [];
+    try {
+      const initAll = async (schema: string) => {
+        const results = await Promise.allSettled(
+          members.map((c) => initPostgresParkStore(c, { schema })),
+        );
+        const failed = results.flatMap((r) => r.status === "rejected" ? [String(r.reason)] : []);
+        assert.deepEqual(failed, [], `${failed.length} of ${members.length} inits failed`);
+        const store = postgresParkStore(pool, { schema });
+        await store.park("g", [{ stream: "A-1", events: [event(0)], failure: failure() }]);
+        assert.equal((await store.get("g", "A-1"))?.state, "parked");
+      };
+      for (let round = 0; round < 3; round++) {
+        const schema = unique("park_");
+        schemas.push(schema);
+        await initAll(schema); // schema, table and indexes created at once by all
+      }
+      // A table of the first version (no claim tokens, tranches or skip bounds; no 'failed'
+      // state): every member upgrades it at once.
+      const schema = unique("park_");
+      schemas.push(schema);
+      await pool.query(`CREATE SCHEMA "${schema}"`);
+      await pool.query(
+        `CREATE TABLE "${schema}".parked (
+           consumer_group text NOT NULL, stream text NOT NULL, episode bigint NOT NULL,
+           idx bigint NOT NULL CHECK (idx >= -1), event text,
+           state text CHECK (state IN ('parked', 'released', 'skipped')),
+           first_index bigint, next_index bigint, event_count bigint, error text,
+           attempts integer, first_failed_at timestamptz, last_failed_at timestamptz,
+           parked_at timestamptz, request_action text CHECK (request_action IN ('release', 'skip')),
+           request_by text, request_reason text, requested_at timestamptz, claim_by text,
+           claim_until timestamptz, resolved_at timestamptz, applied_by text,
+           resolved_events bigint, PRIMARY KEY (consumer_group, stream, episode, idx),
+           CHECK ((idx = -1) = (state IS NOT NULL) AND (idx >= 0) = (event IS NOT NULL)))`,
+      );
+      await initAll(schema);
+      const { rows } = await pool.query(
+        `SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint
+          WHERE conrelid = '"${schema}".parked'::regclass AND conname = 'parked_state_check'`,
+      );
+      assert.match(String(rows[0]?.def), /failed/, "the upgraded table takes the failed state");
+    } finally {
+      await Promise.all(members.map((c) => c.end()));
+      for (const schema of schemas) await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  },
+});
+
+Deno.test({
   name: "postgres park store: schema and table names are validated identifiers",
   ...opts,
   fn() {
