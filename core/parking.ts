@@ -22,7 +22,7 @@ import {
   type ParkWriteOutcome,
   ParkWritesError,
 } from "./park.ts";
-import type { ParkIo, ParkResolveResult, Scheduler } from "./scheduler.ts";
+import type { ParkedSnapshot, ParkIo, ParkResolveResult, Scheduler } from "./scheduler.ts";
 import { withTimeout } from "./timeout.ts";
 import { sleep } from "./tranches.ts";
 
@@ -60,6 +60,8 @@ export interface Parking {
   start(scheduler: Scheduler): void;
   /** Since when, and why, the stores cannot be read, if so. */
   trouble(): { readonly since: number; readonly error: unknown } | undefined;
+  /** Requests its polls found waiting unclaimed for longer than a claim lasts, if any. */
+  unclaimed(): ParkedSnapshot["unclaimed"];
   /** Stops polling and gives up the claims held, recording the progress of releases. */
   stop(): Promise<void>;
 }
@@ -212,6 +214,11 @@ export function createParking(
     }
   };
   const polls = new Map<ParkStore, number>();
+  // Requests that could be claimed (none held, or the claim lapsed) when each store was last
+  // polled, and not claimed here then: since when each can be claimed. Reported once they have
+  // waited longer than a claim lasts, since by then a member that may apply them should have.
+  type Waiting = NonNullable<ParkedSnapshot["unclaimed"]>["oldest"];
+  const waiting = new Map<ParkStore, readonly Waiting[]>();
   let timer: ReturnType<typeof setInterval> | undefined;
   let polling: Promise<void> | undefined;
   let loaded = false;
@@ -477,6 +484,39 @@ export function createParking(
         claimedSeen.set(e.tranche, now);
       }
     }
+    // Streams claimed during this poll (here or, first, by another sink): not waiting.
+    const claimedNow = new Set<string>();
+    try {
+      await claimRequests(store, requested, mine, now, claimedNow);
+    } finally {
+      // Also when a claim failed: what the poll saw stays the best knowledge of what waits.
+      waiting.set(
+        store,
+        requested.flatMap((e) => {
+          const r = e.request;
+          if (r === undefined || claimedNow.has(e.stream)) return [];
+          if (e.claim !== undefined && e.claim.until > now) return [];
+          return [{
+            stream: e.stream,
+            action: r.action,
+            by: r.by,
+            at: r.at,
+            since: Math.max(r.at, e.claim?.until ?? 0),
+            ...(e.tranche === undefined ? {} : { tranche: e.tranche }),
+          }];
+        }),
+      );
+    }
+  }
+
+  /** Claims, for this sink, the requests of `requested` it may apply, up to MAX_APPLYING. */
+  async function claimRequests(
+    store: ParkStore,
+    requested: readonly ParkedStream[],
+    mine: ReadonlySet<string>,
+    now: number,
+    claimedNow: Set<string>,
+  ) {
     for (const e of requested) {
       if (scheduler!.applying().length >= MAX_APPLYING) break;
       if (stopped || mine.has(e.stream) || e.request === undefined) continue;
@@ -498,7 +538,10 @@ export function createParking(
             ...handledTo,
           }),
       );
-      if (claimed?.claim === undefined) continue;
+      if (claimed?.claim === undefined) {
+        claimedNow.add(e.stream); // claimed by another sink first, or resolved meanwhile
+        continue;
+      }
       const token = claimed.claim.token;
       if (stopped || (!mayClaim(claimed) && !ownerless(store, e, now))) {
         // Stopped, or the tranche was lost, while claiming: given up at once, so that another
@@ -509,6 +552,7 @@ export function createParking(
         );
         continue;
       }
+      claimedNow.add(e.stream);
       claims.set(claimKey(store, e.stream), {
         store,
         stream: e.stream,
@@ -559,6 +603,20 @@ export function createParking(
       }, pollMs);
     },
     trouble: oldest,
+    unclaimed() {
+      if (stopped) return undefined;
+      const now = Date.now();
+      let requests = 0;
+      let first: Waiting | undefined;
+      for (const list of waiting.values()) {
+        for (const w of list) {
+          if (now - w.since <= leaseMs) continue;
+          requests++;
+          if (first === undefined || w.since < first.since) first = w;
+        }
+      }
+      return first === undefined ? undefined : { requests, oldest: first };
+    },
     async stop() {
       stopped = true;
       clearInterval(timer);

@@ -361,6 +361,25 @@ export interface ParkedSnapshot {
    * written: since when, and the last error.
    */
   readonly storeFailing?: { readonly since: number; readonly error: unknown };
+  /**
+   * Set while release or skip requests of the group have waited unclaimed (no claim, or one
+   * that lapsed) for longer than a claim lasts (ten polls, at least 1 s), as this sink's last
+   * poll of each park store saw them: no member that may apply them has (every member owning
+   * the tranche busy with others, or none running, or claims failing). How many, and the one
+   * waiting longest: what was asked, by whom and when (`at`), and since when it can be claimed
+   * (`since`: when it was asked, or when the last claim on it lapsed).
+   */
+  readonly unclaimed?: {
+    readonly requests: number;
+    readonly oldest: {
+      readonly stream: string;
+      readonly action: ParkAction;
+      readonly by: string;
+      readonly at: number;
+      readonly since: number;
+      readonly tranche?: string;
+    };
+  };
 }
 
 /**
@@ -414,6 +433,11 @@ export interface SchedulerCounters {
   skipped: number;
   /** Park store operations that failed (and were retried). */
   parkFailures: number;
+  /**
+   * Releases that failed again: the stream's policy gave up on an event of the replay and the
+   * stream parked again (also counted in `parked`; the store's history keeps a `failed` entry).
+   */
+  releaseFailures: number;
   /** Batches dropped because the source lost their tranche (revocation). */
   revokedBatches: number;
   /** Idle stream states forgotten to keep memory flat (`maxIdleStreams`). */
@@ -848,6 +872,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     released: 0,
     skipped: 0,
     parkFailures: 0,
+    releaseFailures: 0,
     revokedBatches: 0,
     purgedStreams: 0,
     gapsSkipped: 0,
@@ -1625,6 +1650,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       p.first = p.handledTo;
       toParked(s, p);
       counters.parked++; // it parked again: counted as each parking is (the store records why)
+      counters.releaseFailures++;
     }
     enqueue(s);
   }

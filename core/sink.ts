@@ -508,7 +508,15 @@ export function streamsSink(
   }, commitIntervalMs);
 
   const stats = () =>
-    sinkStats(group, scheduler, committed, commitTrouble, maxReadAhead, parking?.trouble());
+    sinkStats(
+      group,
+      scheduler,
+      committed,
+      commitTrouble,
+      maxReadAhead,
+      parking?.trouble(),
+      parking?.unclaimed(),
+    );
   const logStats = statsLogger(group, stats, () => {
     scheduler.latency.ok.reset();
     scheduler.latency.failed.reset();

@@ -8,7 +8,12 @@ import type { Position } from "./batch.ts";
 import { errorText } from "./failure.ts";
 import type { LatencyTotals, Percentiles } from "./histogram.ts";
 import { jsonSafe } from "./json.ts";
-import type { Scheduler, SchedulerCounters, SchedulerSnapshot } from "./scheduler.ts";
+import type {
+  ParkedSnapshot,
+  Scheduler,
+  SchedulerCounters,
+  SchedulerSnapshot,
+} from "./scheduler.ts";
 
 /**
  * Progress of one tranche as the sink sees it.
@@ -109,7 +114,8 @@ export interface CommitTrouble {
 
 /**
  * Builds the stats view of a sink from its scheduler and committed positions; `parkTrouble` is
- * the sink's own trouble reading its park stores (at start, polling for requests).
+ * the sink's own trouble reading its park stores (at start, polling for requests), `unclaimed`
+ * the park requests its polls found waiting unclaimed past a claim's lease.
  */
 export function sinkStats(
   group: string,
@@ -118,6 +124,7 @@ export function sinkStats(
   commitTrouble: ReadonlyMap<string, CommitTrouble>,
   maxReadAhead: number,
   parkTrouble?: { readonly since: number; readonly error: unknown },
+  unclaimed?: ParkedSnapshot["unclaimed"],
 ): SinkStats {
   const tranches: TrancheStats[] = [];
   for (const t of scheduler.tranches.values()) {
@@ -144,7 +151,11 @@ export function sinkStats(
     : writes;
   const stats: SinkStats = {
     ...snapshot,
-    parked: storeFailing === undefined ? snapshot.parked : { ...snapshot.parked, storeFailing },
+    parked: storeFailing === undefined && unclaimed === undefined ? snapshot.parked : {
+      ...snapshot.parked,
+      ...(storeFailing === undefined ? {} : { storeFailing }),
+      ...(unclaimed === undefined ? {} : { unclaimed }),
+    },
     group,
     counters: { ...scheduler.counters },
     latency: {

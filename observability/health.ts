@@ -13,6 +13,7 @@
  * | `source` | a problem the source reports (`ObservableSource.problems()`) | the source's severity |
  * | `parked` | parked streams, by count and by the age of the oldest | degraded from 1 stream; age not checked |
  * | `parkStore` | the park store cannot be read or written, by age | degraded at once, failing from 1 min |
+ * | `parkRequestUnclaimed` | release or skip requests no sink claimed for longer than a claim lasts, by how long they can be claimed | degraded at once, failing from 5 min |
  * | `lag` | a tranche behind its head, in position units | not checked (needs `positions.head`) |
  * | `lagUnknown` | asking for the heads failed | degraded |
  *
@@ -133,6 +134,15 @@ export interface HealthThresholds {
    * (default: degraded from 0, failing from 60 000): parked streams are not in hand meanwhile.
    */
   readonly parkStoreFailingMs?: Thresholds;
+  /**
+   * How long a release or skip request has waited for a sink to claim it, in ms, counted from
+   * when it could be claimed (asked, or its last claim lapsed); reported only once it has waited
+   * longer than a claim lasts (ten polls, at least 1 s), since a sink that may apply it claims
+   * it at its next poll (default: degraded from 0, failing from 300 000). An operator asked for
+   * it and nothing is done: the members owning its tranche are busy with other requests, not
+   * running, or failing to claim.
+   */
+  readonly parkRequestUnclaimedMs?: Thresholds;
 }
 
 /**
@@ -167,21 +177,25 @@ export interface HealthReason {
     | "source"
     | "parked"
     | "parkStore"
+    | "parkRequestUnclaimed"
     | "faulted"
     | "stopped";
   /** A sentence for people. */
   readonly message: string;
   /** The tranche concerned: for lag, failing commits, and source problems that name one. */
   readonly tranche?: string;
-  /** The oldest stream concerned, for stuck, failing and parked streams. */
+  /** The oldest stream concerned, for stuck, failing and parked streams and unclaimed requests. */
   readonly stream?: string;
   /**
    * The measured value: lag in position units, or an age in ms (of the oldest stuck, failing or
    * parked stream, of the current run of failed commits or park store failures, of a source
-   * problem).
+   * problem, of the longest wait of an unclaimed park request).
    */
   readonly value?: number;
-  /** Since when (ms since the epoch), for failing commits, source problems and park store failures. */
+  /**
+   * Since when (ms since the epoch), for failing commits, source problems, park store failures
+   * and unclaimed park requests.
+   */
   readonly since?: number;
 }
 
@@ -366,6 +380,11 @@ export function resolveHealthThresholds(t: HealthThresholds = {}): Required<Heal
       degraded: 0,
       failing: 60_000,
     }),
+    parkRequestUnclaimedMs: checkThresholds(
+      "health.parkRequestUnclaimedMs",
+      t.parkRequestUnclaimedMs,
+      { degraded: 0, failing: 300_000 },
+    ),
   };
 }
 
@@ -445,6 +464,30 @@ function parkedReasons(
         value: ageMs,
         since: failing.since,
         message: `the park store has been failing for ${secs(ageMs)}: ${errorText(failing.error)}`,
+      });
+    }
+  }
+  const unclaimed = parked.unclaimed;
+  if (unclaimed !== undefined) {
+    const ageMs = Math.max(0, Date.now() - unclaimed.oldest.since);
+    const status = levelOf(ageMs, t.parkRequestUnclaimedMs);
+    if (status !== undefined) {
+      const o = unclaimed.oldest;
+      const what = unclaimed.requests === 1
+        ? "1 park request"
+        : `${unclaimed.requests} park requests`;
+      reasons.push({
+        status,
+        group,
+        kind: "parkRequestUnclaimed",
+        stream: o.stream,
+        value: ageMs,
+        since: o.since,
+        message: `${what} unclaimed past the claim lease; oldest: the ${o.action} of ${o.stream}${
+          o.tranche === undefined ? "" : ` (tranche ${o.tranche})`
+        }, asked by ${o.by}, claimable for ${
+          secs(ageMs)
+        } and not claimed by a member that may apply it (those owning its tranche are busy with other requests, not running, or failing to claim)`,
       });
     }
   }

@@ -148,6 +148,8 @@ Deno.test("parked: a release that fails again is in the history as failed and co
     );
     assert.equal(sink.stats().counters.parked, 2, "the second parking is counted");
     assert.equal(sink.stats().counters.released, 0);
+    assert.equal(sink.stats().counters.releaseFailures, 1, "counted as a failed release");
+    assert.equal(sink.stats().counters.parkFailures, 0, "not as a park store failure");
   } finally {
     ac.abort();
     await running;
