@@ -53,6 +53,7 @@ import {
 } from "../core/store.ts";
 import { checkStreamName, InvalidStreamNameError, type StreamName } from "../core/streamName.ts";
 import { sleep } from "../core/tranches.ts";
+import { actionBytes, MAX_TRANSACTION_BYTES, utf8Length } from "./dynamo-size.ts";
 
 // The sort key of a stream's tip item; event items use their first index (>= 0).
 const TIP_INDEX = -1;
@@ -70,9 +71,9 @@ const HOLDER_PAGES = 5;
 const MAX_ITEM_BYTES = 400_000;
 // DynamoDB's upper bound on a number attribute's size, used for the keys and counters.
 const NUMBER_BYTES = 21;
-// TransactWriteItems takes at most 100 actions (one is the tip) and 4 MB in total.
+// TransactWriteItems takes at most 100 actions (one is the tip) and 4 MiB in total, counted by
+// actionBytes (the tip's update and each item's own attributes included).
 const MAX_TRANSACTION_ITEMS = 99;
-const MAX_TRANSACTION_BYTES = 3_900_000;
 const ANY_VERSION_ATTEMPTS = 10;
 
 /**
@@ -541,6 +542,21 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     const puts: TransactWriteItem[] = items.map((Item) => ({
       Put: { TableName: tableName, Item, ConditionExpression: "attribute_not_exists(p)" },
     }));
+    // DynamoDB refuses a transaction over 4 MiB with a bare ValidationException: counted here,
+    // the tip's update and every item's own attributes included, so that it never gets that far.
+    // An append that fits only without the tip's type marks goes unmarked.
+    const itemsBytes = puts.reduce((sum, put) => sum + actionBytes(put), 0);
+    if (marked && itemsBytes + actionBytes(tipUpdate(true)) > MAX_TRANSACTION_BYTES) {
+      marked = false;
+    }
+    const bytes = itemsBytes + actionBytes(tipUpdate(marked));
+    if (bytes > MAX_TRANSACTION_BYTES) {
+      throw new InvalidArgumentError(
+        "events",
+        `take ${bytes} bytes in one DynamoDB transaction with the stream's tip, over the ` +
+          `${MAX_TRANSACTION_BYTES} it allows: append them in smaller groups`,
+      );
+    }
     for (let attempt = 1;; attempt++) {
       try {
         await client.send(
@@ -548,7 +564,20 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
         );
         return next;
       } catch (e) {
-        if (!(e instanceof TransactionCanceledException)) throw e;
+        if (!(e instanceof TransactionCanceledException)) {
+          // A request DynamoDB refuses outright (a limit counted differently from ours): typed,
+          // with DynamoDB's words, rather than the SDK's bare error.
+          if ((e as Error)?.name === "ValidationException") {
+            throw new DynamoAppendError(
+              "DynamoAppendRefused",
+              stream,
+              expected,
+              `DynamoDB refused the transaction: ${(e as Error).message}`,
+              e,
+            );
+          }
+          throw e;
+        }
         const reasons = e.CancellationReasons ?? [];
         const reason = reasons[0];
         // The tip would outgrow DynamoDB's item limit with this append's new marks: append
@@ -1251,10 +1280,11 @@ function encodeAppend(
     total += bytes;
   }
   flush();
-  if (items.length > MAX_TRANSACTION_ITEMS || total > MAX_TRANSACTION_BYTES) {
+  if (items.length > MAX_TRANSACTION_ITEMS) {
     throw new InvalidArgumentError(
       "events",
-      `(about ${total} bytes) exceed what one DynamoDB transaction can write`,
+      `(${total} bytes) need ${items.length} items, over the ${MAX_TRANSACTION_ITEMS} one ` +
+        `DynamoDB transaction can write with the tip: append them in smaller groups`,
     );
   }
   return items;
@@ -1306,21 +1336,6 @@ function valueSize(value: AttributeValue | undefined): number {
   if (typeof b === "string") return Math.floor((b.length * 3) / 4);
   if (b !== undefined) return b.byteLength;
   return 0;
-}
-
-// The UTF-8 byte length of `s`, without allocating.
-function utf8Length(s: string): number {
-  let bytes = 0;
-  for (let k = 0; k < s.length; k++) {
-    const c = s.charCodeAt(k);
-    if (c < 0x80) bytes += 1;
-    else if (c < 0x800) bytes += 2;
-    else if (c >= 0xd800 && c <= 0xdbff) {
-      bytes += 4;
-      k++;
-    } else bytes += 3;
-  }
-  return bytes;
 }
 
 // Views a DynamoClient as the SDK client it stands for, so that `send` is typed per command
