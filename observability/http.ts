@@ -8,6 +8,9 @@
  *
  * | route | auth | answer |
  * | --- | --- | --- |
+ * | `GET /` | none | the status page: one self-contained HTML page (no data in it; it reads the two routes below) |
+ * | `GET /status` | token if `protectReads` | every pipeline's live status ({@linkcode StatusSnapshot}); `?since=<ms>`: history after it |
+ * | `GET /status/events` | token if `protectReads` | Server-Sent Events: a `snapshot` event now and one per `status.intervalMs` (503 past `status.maxClients`) |
  * | `GET /metrics` | none | the Prometheus exposition of the metrics registry |
  * | `GET /health` | none | `{ status: "ok" \| "degraded" \| "failing", checkedAt, reasons, pipelines }` (see `checkHealth`); 503 when failing |
  * | `GET /pipelines` | token if `protectReads` | every pipeline: group, source, state, tranches, checkpoints |
@@ -40,6 +43,16 @@
  * stream is parked (409 `AmbiguousParkStore` if two hold it parked at once). Each entry answered
  * names its `store`, and the list says how many `stores` there are.
  *
+ * The status page shows, live, every pipeline of the registry: throughput and handler latency
+ * over the last minutes, per tranche the positions, committed checkpoint, lag and read-ahead,
+ * the busy, failing, stuck and parked streams with ages, attempts and errors, and health with
+ * its reasons. It follows `status/events` (Server-Sent Events; with `protectReads`, the same
+ * stream read with the token) and falls back to polling `status` when that fails. Its actions
+ * (reset a checkpoint, release a parked stream) call the management routes above with the
+ * token the page asks for and keeps in memory only, each after a confirmation; without the
+ * token they are refused (401). One snapshot per interval is built and shared by every page; a
+ * page that does not keep up skips snapshots and is dropped after `status.dropAfterMs`.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -47,6 +60,7 @@ import type { Position } from "../core/batch.ts";
 import type { CheckpointKey } from "../core/checkpoints.ts";
 import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
+import { jsonSafe } from "../core/json.ts";
 import {
   encodeParkedEvent,
   type ParkedStream,
@@ -55,9 +69,24 @@ import {
   sameParkRequest,
   StreamNotParkedError,
 } from "../core/park.ts";
-import type { StreamStatus } from "../core/scheduler.ts";
 import { checkHealth, type HealthThresholds, resolveHealthThresholds } from "./health.ts";
 import type { ImpelMetrics, MeteredPipeline } from "./metrics.ts";
+import {
+  createStatusFeed,
+  describeTranches,
+  resolveStatusOptions,
+  type StatusOptions,
+  streamRows,
+} from "./status.ts";
+import { statusPage } from "./status_page.ts";
+
+export type {
+  PipelineStatus,
+  StatusOptions,
+  StatusSnapshot,
+  StreamRow,
+  TrancheRow,
+} from "./status.ts";
 
 export {
   checkHealth,
@@ -115,6 +144,8 @@ export interface HttpHandlerOptions {
   readonly health?: HealthThresholds;
   /** A path prefix the routes live under, e.g. `/impel` (default: none). */
   readonly basePath?: string;
+  /** The status page's feed: its interval and how many pages at once. */
+  readonly status?: StatusOptions;
 }
 
 /**
@@ -182,6 +213,11 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
   const thresholds = options.health ?? {};
   resolveHealthThresholds(thresholds); // fail at construction, not on the first request
   const protectReads = options.protectReads ?? false;
+  const feed = createStatusFeed(metrics, thresholds, {
+    ...resolveStatusOptions(options.status),
+    actions: token !== undefined,
+    protectReads,
+  });
 
   async function authorize(request: Request) {
     if (token === undefined) {
@@ -230,7 +266,55 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
   const READ = ["GET", "HEAD"] as const;
   // Matched in order; a path that matches with another method answers 405 with every method
   // the path has.
+  const page: Route["answer"] = () => {
+    const nonce = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+    return Promise.resolve(
+      new Response(statusPage(nonce), {
+        headers: {
+          "content-type": "text/html; charset=utf-8",
+          "cache-control": "no-store",
+          "content-security-policy": `default-src 'none'; script-src 'nonce-${nonce}'; ` +
+            `style-src 'nonce-${nonce}'; connect-src 'self'; base-uri 'none'; ` +
+            `form-action 'none'; frame-ancestors 'none'`,
+          "x-content-type-options": "nosniff",
+          "referrer-policy": "no-referrer",
+        },
+      }),
+    );
+  };
   const routes: readonly Route[] = [
+    // The page holds no data (it reads /status), so it is open even with protectReads.
+    { path: [""], methods: READ, access: "open", answer: page },
+    { path: [], methods: READ, access: "open", answer: page },
+    {
+      path: ["status"],
+      methods: READ,
+      access: "read",
+      answer: async ({ url }) => {
+        const since = url.searchParams.get("since") === null
+          ? undefined
+          : integerQuery(url, "since", 0, 0);
+        return json(jsonSafe(await feed.snapshot(since)));
+      },
+    },
+    {
+      // GET only: a HEAD would open a feed whose body nobody reads.
+      path: ["status", "events"],
+      methods: ["GET"],
+      access: "read",
+      answer: async () => {
+        const response = await feed.events();
+        if (response === undefined) {
+          throw new HttpError(
+            503,
+            "TooManyClients",
+            `${feed.clients()} status pages are connected (status.maxClients); close one, or poll GET /status`,
+            { "retry-after": "10" },
+          );
+        }
+        return response;
+      },
+    },
     {
       path: ["metrics"],
       methods: READ,
@@ -522,34 +606,9 @@ async function storedCheckpoints(p: MeteredPipeline) {
   }
 }
 
-const ages = (list: readonly StreamStatus[]) =>
-  list.slice(0, 20).map((s) => ({
-    stream: s.stream,
-    ageMs: Math.round(s.ageMs),
-    attempts: s.attempts,
-    ...(s.error === undefined ? {} : { error: errorText(s.error) }),
-  }));
-
 async function describePipeline(p: MeteredPipeline, detailed: boolean) {
   const stats = p.stats();
-  const reads = new Map(p.reads().map((r) => [r.tranche, r]));
-  const names = p.tranches(stats);
-  const lags = await p.lags(stats);
-  const tranches = names.map((tranche) => {
-    const t = stats.tranches.find((x) => x.tranche === tranche);
-    const r = reads.get(tranche);
-    const lag = lags.tranches.get(tranche);
-    return {
-      tranche,
-      readPosition: r?.position ?? null,
-      isTail: t?.isTail ?? r?.isTail ?? false,
-      completed: t?.completed ?? null,
-      committed: t?.committed ?? null,
-      readAhead: t?.readAhead ?? 0,
-      head: lag?.head ?? null,
-      lag: lag?.lag ?? null,
-    };
-  });
+  const tranches = (await describeTranches(p, stats)).map(({ trouble: _, ...t }) => t);
   const summary = {
     group: p.group,
     source: p.source,
@@ -567,9 +626,9 @@ async function describePipeline(p: MeteredPipeline, detailed: boolean) {
       uncompletedBatches: stats.uncompletedBatches,
       maxReadAhead: stats.maxReadAhead,
       counters: stats.counters,
-      active: ages(stats.busy),
-      failing: ages(stats.failing),
-      stuck: ages(stats.stuck),
+      active: streamRows(stats.busy),
+      failing: streamRows(stats.failing),
+      stuck: streamRows(stats.stuck),
       ...(stats.parked === undefined ? {} : { parked: stats.parked }),
     },
   };

@@ -94,6 +94,14 @@ import { errorText } from "../core/failure.ts";
 import type { SinkStats } from "../core/stats.ts";
 import { STREAM_STATES } from "../core/scheduler.ts";
 import { withTimeout } from "../core/timeout.ts";
+import {
+  createThroughputHistory,
+  type HistoryOptions,
+  type ThroughputHistory,
+  type ThroughputSample,
+} from "./history.ts";
+
+export type { HistoryOptions, ThroughputSample } from "./history.ts";
 
 const log = getLogger(["impel", "metrics"]);
 
@@ -405,6 +413,12 @@ export interface MeteredPipeline {
   tranches(stats: SinkStats): string[];
   /** Head and lag per tranche (none without `positions.head`); heads are cached for `headCacheMs`. */
   lags(stats: SinkStats): Promise<Lags>;
+  /**
+   * What the sink did in each interval of the last minutes, oldest first (see
+   * `MetricsOptions.history`); with `since` (ms since the epoch), only the intervals ending after
+   * it. Sampled by a timer that stops when the sink's `done` settles or the pipeline is removed.
+   */
+  history(since?: number): readonly ThroughputSample[];
   /** Removes the pipeline and its series from the registry. */
   remove(): void;
 }
@@ -467,6 +481,8 @@ export interface MetricsOptions {
    * provide; where they fail to register they are left out with a warning.
    */
   readonly defaultMetrics?: boolean;
+  /** How much throughput history each pipeline keeps for the status page (default: 1 s samples for 10 min). */
+  readonly history?: HistoryOptions;
 }
 
 /**
@@ -552,6 +568,12 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     }
   }
 
+  const history = options.history ?? {};
+  if (history === null || typeof history !== "object") {
+    throw new InvalidArgumentError("history", `must be an object, got ${describe(history)}`);
+  }
+  const historyIntervalMs = checkNumber("history.intervalMs", history.intervalMs ?? 1000, 100);
+  const historyKeepMs = checkNumber("history.keepMs", history.keepMs ?? 600_000, historyIntervalMs);
   const pipelines = new Map<string, PipelineState>();
   // All collect callbacks of one scrape share one pass over the pipelines.
   let scrape: Promise<void> | undefined;
@@ -905,13 +927,20 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
   return {
     registry,
     addPipeline(registration) {
-      const p = createPipelineState(registration, (state) => {
-        pipelines.delete(state.group);
-        for (const tranche of state.trancheNames()) {
-          readDuration.remove({ group: state.group, source: state.source, tranche });
-        }
-      }, readDuration);
+      const p = createPipelineState(
+        registration,
+        (state) => {
+          pipelines.delete(state.group);
+          for (const tranche of state.trancheNames()) {
+            readDuration.remove({ group: state.group, source: state.source, tranche });
+          }
+        },
+        readDuration,
+        historyIntervalMs,
+        historyKeepMs,
+      );
       if (pipelines.has(p.group)) {
+        p.stopHistory();
         throw new InvalidArgumentError(
           "group",
           `${describe(p.group)} is already registered; groups label the series and must be unique`,
@@ -931,6 +960,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
 
 interface PipelineState extends MeteredPipeline {
   trancheNames(): string[];
+  stopHistory(): void;
 }
 
 interface ReadState {
@@ -1044,6 +1074,8 @@ function createPipelineState(
   r: PipelineRegistration,
   onRemove: (p: PipelineState) => void,
   readDuration: Histogram<string>,
+  historyIntervalMs: number,
+  historyKeepMs: number,
 ): PipelineState {
   checkRegistration(r);
   const headCacheMs = checkNumber("headCacheMs", r.headCacheMs ?? 1000, 0);
@@ -1054,11 +1086,20 @@ function createPipelineState(
   const observed = new Set<Watched>();
   let state: MeteredPipeline["state"] = "running";
   let fault: unknown;
+  const history: ThroughputHistory = createThroughputHistory(
+    () => r.sink.stats(),
+    historyIntervalMs,
+    historyKeepMs,
+  );
   r.sink.done?.then(
-    () => void (state = "stopped"),
+    () => {
+      state = "stopped";
+      history.stop();
+    },
     (error) => {
       state = "faulted";
       fault = error;
+      history.stop();
     },
   );
   let cached: { at: number; key: string; value: Promise<Heads> } | undefined;
@@ -1249,10 +1290,16 @@ function createPipelineState(
       }
       return heads.error === undefined ? { tranches } : { tranches, error: heads.error };
     },
+    history(since) {
+      if (state === "running") history.sample();
+      return history.samples(since);
+    },
     remove() {
+      history.stop();
       onRemove(self);
     },
     trancheNames: () => [...reads.keys()],
+    stopHistory: () => history.stop(),
   };
   return self;
 }
