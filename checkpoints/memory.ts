@@ -27,8 +27,11 @@ import { InvalidArgumentError } from "../core/errors.ts";
  * ```
  */
 export interface MemoryCheckpointOptions {
-  /** Checks the fences of fenced commits: the memory lease store the members use. */
-  readonly leases?: { holds(fence: CheckpointFence): boolean };
+  /**
+   * Checks the fences of fenced commits: the memory lease store the members use (its
+   * `location` becomes the store's `fenceLocation`).
+   */
+  readonly leases?: { holds(fence: CheckpointFence): boolean; readonly location?: string };
 }
 
 /**
@@ -51,6 +54,7 @@ export function memoryCheckpoints(options: MemoryCheckpointOptions = {}): Checkp
   }
   return {
     fenced: leases !== undefined,
+    ...(typeof leases?.location === "string" ? { fenceLocation: leases.location } : {}),
     load(key) {
       checkCheckpointKey(key);
       return Promise.resolve(positions.get(id(key))?.position);

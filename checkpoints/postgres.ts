@@ -236,6 +236,8 @@ export function postgresCheckpoints(
   };
   return {
     fenced: true,
+    // As postgresLeases names its table: a leased source refuses a pair that differ.
+    fenceLocation: `postgresql ${leases}`,
     async hold(scope: CheckpointScope): Promise<() => Promise<void>> {
       // The hold keeps one connection for the run: a pool of one would have none left to read.
       const max = (client as { options?: { max?: unknown } }).options?.max;

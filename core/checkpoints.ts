@@ -64,6 +64,12 @@ export interface CheckpointStore {
   /** True when `commit` honours a {@linkcode CheckpointFence} (consumer groups with leases). */
   readonly fenced?: boolean;
   /**
+   * With `fenced`: where the leases that fences are checked against are kept, named as the
+   * lease store names it (`LeaseStore.location`), so that a source can refuse a checkpoint store
+   * that checks other leases than its lease store keeps (`checkLeaseFence`). Optional.
+   */
+  readonly fenceLocation?: string;
+  /**
    * Marks a source's consumer group as running here until the returned function is called, so
    * that {@linkcode CheckpointStore.running} elsewhere sees it. Sources that commit to the store
    * hold it while they run.

@@ -12,7 +12,11 @@
  *   over their share to hand units over (a request, since a unit cannot be taken from a live
  *   owner without breaking the rule below). An owner over its share hands requested units over:
  *   it stops the work, waits for it to end, and releases the lease. A clean stop releases every
- *   lease. {@linkcode planLeases} is this assignment, as a pure function.
+ *   lease. A unit whose lease lapsed a heartbeat ago and that nobody took since is *stranded*:
+ *   the members whose shares it belongs to are dead too (a member that dies counts as live until
+ *   its own heartbeat lapses) or too slow, and any member takes it beyond its share, so that a
+ *   dead member's units are taken within `durationMs + heartbeatMs` of its death however many
+ *   die one after another. {@linkcode planLeases} is this assignment, as a pure function.
  * - **Fencing.** A new owner starts only after the lease expired or was released. The old owner
  *   must therefore have stopped before expiry, without being told: a member that has not renewed a
  *   lease for `durationMs − handoverMs` stops handing out work on it ({@linkcode LeaseMember.holds}
@@ -38,7 +42,11 @@
  * signal) goes on renewing the lease until they have ended, and only then releases it, so that
  * nobody starts on the unit while they still run; a problem says so meanwhile. Only a member
  * that stops (its heartbeats end) leaves such a lease to expire instead. Expiry is decided on
- * the store's clock: it must not step forward by more than the `handoverMs` margin.
+ * the store's clock: a step of it by `S` moves the lapse of every lease renewed before the step by
+ * `S` in real time. Backwards, takeovers come `S` later. Forwards, nothing happens while renewals
+ * are on time and `S < durationMs − heartbeatMs`; while they fail, a step of up to `handoverMs`
+ * less the revocation's time is absorbed; beyond, a unit can move while its owner still works on
+ * it (its commits are refused: the fence is checked on the same clock).
  *
  * Members advertise a fingerprint of their units ({@linkcode unitsFingerprint}) with each
  * heartbeat. Members configured with other units do not count toward fair shares (so no unit is
@@ -49,7 +57,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { SourceProblem } from "./batch.ts";
-import type { CheckpointFence } from "./checkpoints.ts";
+import type { CheckpointFence, CheckpointStore } from "./checkpoints.ts";
 import { checkInteger, describe, InvalidArgumentError } from "./errors.ts";
 import { errorText } from "./failure.ts";
 import { withTimeout } from "./timeout.ts";
@@ -231,6 +239,13 @@ export interface LeaseStore {
   leave(scope: string, member: string): Promise<void>;
   /** Every scope's view, or one scope's. */
   list(scope?: string): Promise<readonly ScopedLeaseView[]>;
+  /**
+   * Where the leases are kept (`postgresql "impel"."leases"`, a memory store's own name), as a
+   * fenced checkpoint store names the leases it checks fences against
+   * ({@linkcode CheckpointStore.fenceLocation}): a source given both refuses a pair that name
+   * different ones ({@linkcode checkLeaseFence}). Optional: a store that cannot say is not checked.
+   */
+  readonly location?: string;
 }
 
 /**
@@ -285,6 +300,12 @@ export interface LeasePlanInput {
    * advertise another one are left out of the shares (see {@linkcode LeasePlan.mismatched}).
    */
   readonly fingerprint?: string;
+  /**
+   * The heartbeat interval, ms. When given, a unit whose lease lapsed (its owner stopped
+   * renewing it) at least this long ago, and that no member has taken since, is acquired
+   * beyond the share (see {@linkcode LeasePlan.stranded}).
+   */
+  readonly heartbeatMs?: number;
 }
 
 /**
@@ -305,7 +326,7 @@ export interface LeasePlanInput {
  * @category Leases
  */
 export interface LeasePlan {
-  /** Free or expired units to take. */
+  /** Free or expired units to take: up to the share, and every stranded unit. */
   readonly acquire: readonly string[];
   /** Further free units, in order, to take instead of those of `acquire` another member got first. */
   readonly alternatives: readonly string[];
@@ -324,12 +345,29 @@ export interface LeasePlan {
    * do not work on these units), so that no unit is left unowned for their sake.
    */
   readonly mismatched: readonly LeaseMemberBeat[];
+  /**
+   * Units of `acquire` taken beyond the share: their leases lapsed at least
+   * {@linkcode LeasePlanInput.heartbeatMs} ago and nobody took them. The members whose shares
+   * they were are dead (a member that died after the unit's owner still counts as live until its
+   * own heartbeat lapses) or too slow to take them; waiting for the shares to be right would
+   * leave them unowned for up to another lease duration. The fair shares are restored later by
+   * requests.
+   */
+  readonly stranded: readonly string[];
+  /**
+   * When, on the store's clock, the plan may next change: the first lease or heartbeat of another
+   * member to lapse, or a lapsed unit to become stranded (a few ms past either, so that the
+   * store's clock has passed it too); `Infinity` when nothing is due. A member plans again then
+   * rather than at its next heartbeat, so that a dead member's units are taken as they lapse.
+   */
+  readonly wakeAt: number;
 }
 
 /**
  * Plans one member's next steps (see the module documentation). Live members are those whose
- * heartbeat has not expired, plus the member planning. Acquisitions never exceed the share;
- * requests go to members over their share; requested units are handed over only while this
+ * heartbeat has not expired, plus the member planning. Acquisitions never exceed the share,
+ * except for stranded units (given `heartbeatMs`: lapsed a heartbeat ago and still free, which
+ * anyone takes); requests go to members over their share; requested units are handed over only while this
  * member is over its own share, so differing views cannot make units go round in circles. While
  * another member holds a unit that is not among `units` (members configured differently), the
  * plan acquires and requests nothing. Given `fingerprint`, live members advertising other units
@@ -384,11 +422,21 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
   // Held units of other live owners, and requests already made of them.
   const owned = new Map<string, string[]>();
   const free: string[] = [];
+  const grace = input.heartbeatMs;
+  const stranding = new Set<string>();
+  let wakeAt = Infinity;
   for (const unit of units) {
     if (held.has(unit)) continue;
     const l = byUnit.get(unit);
-    if (l === undefined || l.owner === undefined || l.expiresAt <= now) free.push(unit);
-    else if (l.owner !== member && live.has(l.owner)) {
+    if (l === undefined || l.owner === undefined || l.expiresAt <= now) {
+      free.push(unit);
+      // Lapsed rather than released (the owner is still on the row): its owner died or lost
+      // it. Released units are being handed to the member that asked for them: not stranded.
+      if (grace !== undefined && l?.owner !== undefined) {
+        if (now - l.expiresAt >= grace) stranding.add(unit);
+        else wakeAt = Math.min(wakeAt, l.expiresAt + grace);
+      }
+    } else if (l.owner !== member && live.has(l.owner)) {
       const list = owned.get(l.owner);
       if (list) list.push(unit);
       else owned.set(l.owner, [unit]);
@@ -396,6 +444,17 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
     // Else: this member's own lease that it no longer works on (letting go, or a previous run
     // under the same id), or a dead member's that has not expired yet: wait for it.
   }
+
+  for (const l of view.leases) {
+    if (l.owner !== undefined && l.owner !== member && l.expiresAt > now) {
+      wakeAt = Math.min(wakeAt, l.expiresAt);
+    }
+  }
+  for (const m of view.members) {
+    if (m.member !== member && m.expiresAt > now) wakeAt = Math.min(wakeAt, m.expiresAt);
+  }
+  // A few ms past it, so that the store's clock has passed it too.
+  wakeAt += WAKE_MARGIN_MS;
 
   const handOver: string[] = [];
   let surplus = held.size - share;
@@ -417,6 +476,8 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
       members,
       foreign,
       mismatched,
+      stranded: [],
+      wakeAt,
     };
   }
 
@@ -425,8 +486,11 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
   // rarely race for the same unit.
   free.sort((a, b) => spread(member, a) - spread(member, b) || (a < b ? -1 : 1));
   const acquire = deficit > 0 ? free.slice(0, deficit) : [];
-  const alternatives = deficit > 0 ? free.slice(deficit) : [];
+  const rest = free.slice(acquire.length);
+  const alternatives = deficit > 0 ? rest.filter((unit) => !stranding.has(unit)) : [];
   deficit -= acquire.length;
+  const stranded = rest.filter((unit) => stranding.has(unit));
+  acquire.push(...stranded);
 
   const request: string[] = [];
   if (deficit > 0) {
@@ -455,7 +519,18 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
       }
     }
   }
-  return { acquire, alternatives, request, handOver, share, members, foreign, mismatched };
+  return {
+    acquire,
+    alternatives,
+    request,
+    handOver,
+    share,
+    members,
+    foreign,
+    mismatched,
+    stranded,
+    wakeAt,
+  };
 }
 
 /**
@@ -736,6 +811,8 @@ interface Held {
 
 /** A lease was lost (not renewed in time) within this long: it shows in problems. */
 const LOST_PROBLEM_MS = 60_000;
+/** How far past a lapse a member plans again, so that the store's clock has passed it too. */
+const WAKE_MARGIN_MS = 5;
 /** Heartbeats failed this many times in a row are retried soon; after that, every heartbeatMs. */
 const RETRIES_SOON = 3;
 /** Acquisitions failed this many times in a row: failing, not just degraded. */
@@ -994,6 +1071,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
       units,
       held: [...held.values()].filter((h) => h.letting === undefined).map((h) => h.unit),
       fingerprint,
+      heartbeatMs: s.heartbeatMs,
     });
     noteIdle();
     for (const unit of plan.handOver) {
@@ -1019,8 +1097,10 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     const acquireOrNext = async (unit: string | undefined) => {
       while (unit !== undefined && !(await acquire(unit)) && !stopping) unit = alternatives.shift();
     };
+    // A stranded unit another member got first is not replaced: it was beyond the share.
+    const stranded = new Set(plan.stranded);
     return Promise.all([
-      ...plan.acquire.map(acquireOrNext),
+      ...plan.acquire.map((unit) => stranded.has(unit) ? acquire(unit) : acquireOrNext(unit)),
       ...plan.request.map(async (unit) => {
         try {
           await bounded(store.request(scope, unit, member), "a request");
@@ -1099,20 +1179,10 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     return true;
   }
 
-  /** Ms from the last view until the first lease or heartbeat of another member lapses. */
-  function nextExpiry(): number {
-    if (view === undefined) return Infinity;
-    let first = Infinity;
-    for (const l of view.leases) {
-      if (l.owner !== undefined && l.owner !== member && l.expiresAt > view.now) {
-        first = Math.min(first, l.expiresAt);
-      }
-    }
-    for (const m of view.members) {
-      if (m.member !== member && m.expiresAt > view.now) first = Math.min(first, m.expiresAt);
-    }
-    // A few ms past it, so that the store's clock has passed it too.
-    return first - view.now + 5;
+  /** When the last plan is due to change ({@linkcode LeasePlan.wakeAt}), on this member's clock. */
+  function wakeAt(): number {
+    if (plan === undefined || view === undefined) return Infinity;
+    return viewAt + (plan.wakeAt - view.now);
   }
 
   /** Every unit's owner as far as this member knows: the last view, and its own leases. */
@@ -1160,14 +1230,19 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         const began = now();
         await beat();
         // Heartbeats start heartbeatMs apart, however long one takes; and the one after a lease
-        // or member of another runs out comes right after it, so a dead member's slots are
-        // taken as soon as they lapse rather than up to a heartbeat later. After a failed one,
+        // or member of another runs out, or a lapsed unit becomes stranded, comes right after
+        // it, so a dead member's slots are taken as soon as they lapse rather than up to a
+        // heartbeat later. After a failed one,
         // the next comes a quarter of that later (at once after a hung one): the timing rule
         // leaves room for it before the deadline.
         const every = failures > 0 && failures <= RETRIES_SOON
           ? Math.max(1, Math.floor(s.heartbeatMs / 4))
           : s.heartbeatMs;
-        const next = Math.min(began + every, viewAt + nextExpiry());
+        // A wake-up already due when this heartbeat began was this one's to act on: after a
+        // failed heartbeat (its view stale) it must not make the next start at once, again and
+        // again, against a failing store.
+        const wake = wakeAt();
+        const next = wake > began ? Math.min(began + every, wake) : began + every;
         await sleep(Math.max(0, next - now()), stopper.signal);
       }
       await stopping;
@@ -1525,6 +1600,76 @@ export function checkLeaseTiming(options: LeaseTimingOptions, prefix = ""): Leas
   return stop === undefined
     ? { durationMs, heartbeatMs, handoverMs }
     : { durationMs, heartbeatMs, handoverMs, stopTimeoutMs: stop };
+}
+
+/**
+ * The checkpoint store checks fences against other leases than the lease store keeps: every
+ * fenced commit would be refused with {@linkcode StaleCommitError} (the lease is not there), so
+ * the source refuses the pair when it is created. Names both locations.
+ *
+ * @example
+ * ```ts
+ * import { checkLeaseFence, LeaseFenceMismatchError } from "@impel/impel";
+ * try {
+ *   checkLeaseFence(
+ *     { location: 'postgresql "reactor"."leases"' },
+ *     { fenceLocation: 'postgresql "impel"."leases"' },
+ *   );
+ * } catch (e) {
+ *   console.log(e instanceof LeaseFenceMismatchError && e.fenceLocation); // postgresql "impel"."leases"
+ * }
+ * ```
+ *
+ * @category Errors
+ */
+export class LeaseFenceMismatchError extends InvalidArgumentError {
+  /** Where the lease store keeps its leases. */
+  readonly leaseLocation: string;
+  /** Where the checkpoint store looks for them. */
+  readonly fenceLocation: string;
+  /** Creates the error; `prefix` is how the options are named (e.g. `leases.`). */
+  constructor(leaseLocation: string, fenceLocation: string, prefix = "") {
+    super(
+      "checkpoints",
+      `check fences against the leases in ${fenceLocation}, but ${prefix}store keeps them in ` +
+        `${leaseLocation}: every commit would be refused as stale. Point both at the same ` +
+        `leases (postgresCheckpoints(pool, { leases: { schema, table } }) with the schema and ` +
+        `table of postgresLeases, or memoryCheckpoints({ leases }) with the same memoryLeases())`,
+    );
+    this.leaseLocation = leaseLocation;
+    this.fenceLocation = fenceLocation;
+  }
+}
+
+/**
+ * Checks that a fenced checkpoint store checks fences against the leases `store` keeps: throws
+ * {@linkcode LeaseFenceMismatchError} when both say where ({@linkcode LeaseStore.location},
+ * {@linkcode CheckpointStore.fenceLocation}) and the places differ. Stores that do not say pass
+ * (a commit they refuse is a {@linkcode StaleCommitError}). Leased sources call it when created.
+ * It compares names only: two pools on different databases with the same table name pass.
+ *
+ * @example
+ * ```ts
+ * import { checkLeaseFence } from "@impel/impel";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * import { memoryLeases } from "@impel/impel/leases/memory";
+ * const leases = memoryLeases();
+ * checkLeaseFence(leases, memoryCheckpoints({ leases })); // fine
+ * checkLeaseFence(memoryLeases(), memoryCheckpoints({ leases })); // throws LeaseFenceMismatchError
+ * ```
+ *
+ * @category Leases
+ */
+export function checkLeaseFence(
+  store: Pick<LeaseStore, "location">,
+  checkpoints: Pick<CheckpointStore, "fenceLocation">,
+  prefix = "",
+): void {
+  const leaseLocation = store.location, fenceLocation = checkpoints.fenceLocation;
+  if (typeof leaseLocation !== "string" || typeof fenceLocation !== "string") return;
+  if (leaseLocation !== fenceLocation) {
+    throw new LeaseFenceMismatchError(leaseLocation, fenceLocation, prefix);
+  }
 }
 
 function checkName(field: string, value: unknown): string {

@@ -56,6 +56,8 @@ export interface MemoryLeaseStore extends LeaseStore {
 
 /** The longest lease: members time its deadline with setTimeout. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Numbers the stores of a process, so that each names its own location. */
+let stores = 0;
 
 interface Scope {
   readonly leases: Map<string, Lease>;
@@ -93,6 +95,8 @@ export function memoryLeases(options: MemoryLeaseOptions = {}): MemoryLeaseStore
     members: [...s.members.values()],
   });
   return {
+    // Fenced memory checkpoints name it too: a source refuses checkpoints of another store.
+    location: `memory lease store #${++stores}`,
     heartbeat(scope, member, durationMs, held, units) {
       const s = scopeOf(scope);
       checkText("member", member);

@@ -226,6 +226,8 @@ export function postgresLeases(
     RETURNING ${COLUMNS}`;
 
   return {
+    // As postgresCheckpoints names the table it checks fences against: a source compares them.
+    location: `postgresql ${table}`,
     async heartbeat(scope, member, durationMs, held, units): Promise<HeartbeatResult> {
       checkText("scope", scope);
       checkText("member", member);

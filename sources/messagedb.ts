@@ -58,6 +58,7 @@ import { getLogger } from "@logtape/logtape";
 import type { BatchItem, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
 import { type CheckpointKey, type CheckpointStore, StaleCommitError } from "../core/checkpoints.ts";
 import {
+  checkLeaseFence,
   checkLeaseTiming,
   createLeaseMember,
   type LeaseMember,
@@ -846,6 +847,8 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
         "must be a fenced store with leases (postgresCheckpoints in the lease table's database)",
       );
     }
+    // Fences checked against other leases than the store keeps: every commit would be stale.
+    checkLeaseFence(leases.store, options.checkpoints, "leases.");
     // A slot taken over must resume where its last owner committed, never restart or skip.
     if (startFrom !== "checkpoint") {
       throw new InvalidArgumentError("startFrom", `must be "checkpoint" with leases`);

@@ -209,7 +209,8 @@ Deno.test("leases: a plan never acquires beyond the share nor hands over below i
         },
       ),
       fc.array(fc.boolean(), { minLength: 5, maxLength: 5 }),
-      (unitCount, rows, liveFlags) => {
+      fc.option(fc.integer({ min: 1, max: 300 }), { nil: undefined }),
+      (unitCount, rows, liveFlags, heartbeatMs) => {
         const now = 1000;
         const units = Array.from({ length: unitCount }, (_, i) => `u${i}`);
         const view: LeaseView = {
@@ -222,7 +223,7 @@ Deno.test("leases: a plan never acquires beyond the share nor hands over below i
           leases: rows.slice(0, unitCount).map((r, i) => ({
             unit: `u${i}`,
             generation: 1n,
-            expiresAt: r.expired ? now : now + 1,
+            expiresAt: r.expired ? now - 200 * (i % 3) : now + 1,
             ...(r.owner === null ? {} : { owner: `m${r.owner}` }),
             ...(r.by === null ? {} : { requestedBy: `m${r.by}` }),
           })),
@@ -230,11 +231,20 @@ Deno.test("leases: a plan never acquires beyond the share nor hands over below i
         const held = view.leases.filter((l) => l.owner === "m0" && l.expiresAt > now).map((l) =>
           l.unit
         );
-        const plan = planLeases({ view, member: "m0", units, held });
+        const plan = planLeases({ view, member: "m0", units, held, heartbeatMs });
+        // Beyond the share only units lapsed a heartbeat ago (stranded), never released ones.
         assert.ok(
-          held.length + plan.acquire.length + plan.request.length <=
+          held.length + plan.acquire.length - plan.stranded.length + plan.request.length <=
             Math.max(plan.share, held.length),
         );
+        for (const unit of plan.stranded) {
+          const l = view.leases.find((x) => x.unit === unit);
+          assert.ok(plan.acquire.includes(unit) && !plan.alternatives.includes(unit));
+          assert.ok(heartbeatMs !== undefined && l?.owner !== undefined);
+          assert.ok(now - l.expiresAt >= heartbeatMs, "lapsed a heartbeat ago");
+        }
+        if (heartbeatMs === undefined) assert.deepEqual(plan.stranded, []);
+        assert.ok(plan.wakeAt > now, "a wake-up is always ahead");
         assert.ok(held.length - plan.handOver.length >= Math.min(plan.share, held.length));
         assert.equal(
           new Set([...plan.acquire, ...plan.alternatives]).size,
