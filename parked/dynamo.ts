@@ -9,14 +9,24 @@
  * | request | `["q", group]` | stream | the pending release or skip, and the claim on it |
  * | resolved episode | `["r", group]` | `[stream, episode]` | the episode as it ended, with its resolution |
  * | event | `["e", group, stream, episode]` | index, zero-padded | the event as JSON |
+ * | counter | `["n", group]` | stream | the stream's last number given out |
  *
  * (keys are JSON texts; a group or stream name over 400 bytes of UTF-8 is keyed by `#` and its
- * SHA-256, since DynamoDB keys are bounded, and kept whole in the item). A write adds event items first and then moves the episode's `next`
- * on with a condition on its old value; a resolution deletes the active episode in a
+ * SHA-256, since DynamoDB keys are bounded, and kept whole in the item). Episode ids, and the
+ * keys of history records within an episode, are numbers from the stream's counter item (an
+ * atomic `ADD`), never clock readings: members whose clocks disagree still order a stream's
+ * episodes as they happened (tables written before carry time-based ids, which sort before
+ * every numbered one). A write adds event items and moves the episode's `next` on in one
+ * transaction conditioned on its old value; a resolution deletes the active episode in a
  * transaction conditioned on `next` (for a release) and on the claim: an event written while an
  * episode is resolved is either counted in it, or its writer is told the stream is not parked
- * any more and handles the event itself. Event items of a resolved episode are deleted after
- * the transaction; a crash in between leaves items no read reaches (episode ids are unique).
+ * any more and handles the event itself. Whatever else changes an episode is one transaction
+ * too: parking it again (its new error, the events a failed release handled leaving it, its
+ * request removed and the failed release recorded), a claim's renewal with a release's progress
+ * (under the claim's condition, so a sink whose claim lapsed records nothing), a bounded skip.
+ * Event items that leave an episode are deleted after the transaction; a crash in between
+ * leaves items no read reaches (below the episode's `first`, or of an episode resolved; episode
+ * ids are never reused).
  * One event item holds at most about 390 KB of event JSON; a larger event is refused with a
  * {@linkcode ParkEventTooLargeError} (its stream stays failing, visibly; the other streams of
  * the call are written: a call with some writes failed throws `ParkWritesError` with each
@@ -55,6 +65,7 @@ import {
   encodeParkedEvent,
   newClaimToken,
   type ParkAction,
+  type ParkedFailure,
   type ParkedStream,
   ParkRequestConflictError,
   type ParkStore,
@@ -185,15 +196,21 @@ export async function createParkTable(client: DynamoClient, tableName: string): 
 }
 
 type Item = Record<string, AttributeValue>;
+type TransactItem = NonNullable<TransactWriteItemsCommandInput["TransactItems"]>[number];
 const S = (s: string): AttributeValue => ({ S: s });
 const N = (n: number): AttributeValue => ({ N: String(n) });
 const num = (v: AttributeValue | undefined) => Number(v?.N);
 const str = (v: AttributeValue | undefined) => v?.S;
 const pad = (index: number) => String(index).padStart(16, "0");
 
-/** Episode ids sort by time: the latest resolved episode of a stream comes last. */
-const newEpisode = () =>
-  Date.now().toString(36).padStart(10, "0") + crypto.randomUUID().slice(0, 8);
+/**
+ * An episode id from the stream's counter: `n` and the number, zero-padded, so that ids sort as
+ * the episodes began (the latest resolved episode of a stream comes last) and after the
+ * time-based ids of earlier versions (which start with `0`).
+ */
+const episodeId = (n: number) => "n" + String(n).padStart(15, "0");
+/** The suffix of a history record within an episode (a failed release, a bounded skip). */
+const recordId = (n: number) => "x" + String(n).padStart(15, "0");
 
 /**
  * A {@linkcode ParkStore} in DynamoDB. The client is the caller's.
@@ -231,6 +248,10 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
   });
   const requestKey = (group: string, stream: string): Item => ({
     p: S(JSON.stringify(["q", keyPart(group)])),
+    k: S(keyPart(stream)),
+  });
+  const counterKey = (group: string, stream: string): Item => ({
+    p: S(JSON.stringify(["n", keyPart(group)])),
     k: S(keyPart(stream)),
   });
   const resolvedPartition = (group: string) => JSON.stringify(["r", keyPart(group)]);
@@ -391,10 +412,86 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     return Items?.[0] === undefined ? undefined : entryOf(Items[0]);
   }
 
+  /** The stream's next number (episode ids, history records): its counter, added to atomically. */
+  async function nextNumber(group: string, stream: string): Promise<number> {
+    const { Attributes } = (await client.send(
+      new UpdateItemCommand({
+        TableName,
+        Key: counterKey(group, stream),
+        UpdateExpression: "SET g = :g, s = :s ADD #n :one",
+        ExpressionAttributeNames: { "#n": "n" },
+        ExpressionAttributeValues: { ":g": S(group), ":s": S(stream), ":one": N(1) },
+        ReturnValues: "UPDATED_NEW",
+      }),
+    )) as UpdateItemCommandOutput;
+    return num(Attributes?.n);
+  }
+
   /**
-   * A bounded skip of an episode with events at or above its bound: the skip is recorded in the
-   * history with the request's removal (fenced by the claim), then the events below the bound
-   * leave the episode, which stays active from the bound on.
+   * The update of an active episode, for a transaction that also holds a fence or removes its
+   * request: sets `set`, and with `to` moves `first` up to it (the events below leave the
+   * episode: handled by a release, or dropped by a bounded skip; `dropped` counts them).
+   * Conditioned on the episode being as `item` shows it, so a transaction cancelled on it is
+   * decided again on a fresh read. `undefined` when there is nothing to change.
+   */
+  async function episodeUpdate(
+    group: string,
+    stream: string,
+    episode: string,
+    item: Item,
+    changes: { readonly to?: number; readonly set?: Item },
+  ): Promise<{ update: TransactItem; dropped: number } | undefined> {
+    const first = num(item.first);
+    const next = num(item.next);
+    const to = changes.to !== undefined && changes.to > first ? changes.to : undefined;
+    const set = Object.entries(changes.set ?? {});
+    if (to === undefined && set.length === 0) return undefined;
+    const dropped = to === undefined
+      ? 0
+      : await countEvents(eventsPartition(group, stream, episode), first, to);
+    const names: Record<string, string> = { "#first": "first", "#next": "next" };
+    const values: Item = { ":ep": S(episode), ":first": N(first), ":next": N(next) };
+    const clauses = set.map(([name, value], i) => {
+      names[`#a${i}`] = name;
+      values[`:a${i}`] = value;
+      return `#a${i} = :a${i}`;
+    });
+    if (to !== undefined) {
+      names["#events"] = "events";
+      values[":to"] = N(to);
+      values[":nx"] = N(Math.max(next, to));
+      values[":d"] = N(dropped);
+      clauses.push("#first = :to", "#next = :nx", "#events = #events - :d");
+    }
+    return {
+      dropped,
+      update: {
+        Update: {
+          TableName,
+          Key: activeKey(group, stream),
+          UpdateExpression: `SET ${clauses.join(", ")}`,
+          ConditionExpression: "ep = :ep AND #first = :first AND #next = :next",
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+        },
+      },
+    };
+  }
+
+  /** A check that the stream's active episode is `episode`, for a transaction. */
+  const episodeCheck = (group: string, stream: string, episode: string): TransactItem => ({
+    ConditionCheck: {
+      TableName,
+      Key: activeKey(group, stream),
+      ConditionExpression: "ep = :ep",
+      ExpressionAttributeValues: { ":ep": S(episode) },
+    },
+  });
+
+  /**
+   * A bounded skip of an episode with events at or above its bound, in one transaction fenced
+   * by the claim: the request's removal, the skip's record in the history, and the events below
+   * the bound leaving the episode, which stays active from the bound on.
    */
   async function skipBelow(
     group: string,
@@ -406,20 +503,20 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     by: string,
     now: number,
   ): Promise<ParkedStream | undefined> {
-    const first = num(item.first);
-    const dropped = await countEvents(eventsPartition(group, stream, episode), first, upTo);
+    const moved = await episodeUpdate(group, stream, episode, item, { to: upTo });
+    const n = await nextNumber(group, stream);
     const record: Item = {
       ...item,
       p: S(resolvedPartition(group)),
-      k: S(JSON.stringify([keyPart(stream), episode, `s${now}`])),
-      ep: S(`${episode}.s${now.toString(36)}`),
+      k: S(JSON.stringify([keyPart(stream), episode, recordId(n)])),
+      ep: S(`${episode}.${recordId(n)}`),
       st: S("skipped"),
       next: N(upTo),
       by: request.by,
       ...(request.rsn ? { rsn: request.rsn } : {}),
       ra: N(now),
       ab: S(by),
-      re: N(dropped),
+      re: N(moved?.dropped ?? 0),
       to: N(upTo),
       events: N(0),
     };
@@ -440,64 +537,167 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
               },
             },
             { Put: { TableName, Item: record, ConditionExpression: "attribute_not_exists(p)" } },
+            moved?.update ?? episodeCheck(group, stream, episode),
           ],
         }),
       );
     } catch (e) {
+      // The claim lapsed, or events were added meanwhile (the sink asks again).
       if (e instanceof TransactionCanceledException) return undefined;
       throw e;
     }
-    await advanceFirst(group, stream, episode, upTo);
+    if (moved !== undefined) await deleteEvents(eventsPartition(group, stream, episode), upTo);
     const after = await active(group, stream);
     if (after === undefined || after.episode !== episode) return undefined;
     return { ...after, resolution: entryOf(record).resolution };
   }
 
-  /** Moves the episode's `first` up to `handledTo`, dropping the events below it. */
-  async function advanceFirst(group: string, stream: string, episode: string, handledTo: number) {
-    const partition = eventsPartition(group, stream, episode);
+  /**
+   * The condition under which a re-park removes `request`, the stream's request as read: that
+   * it is still that one (same episode, action, time and claim), or still absent.
+   */
+  function requestUnchanged(request: Item | undefined): {
+    ConditionExpression: string;
+    ExpressionAttributeNames?: Record<string, string>;
+    ExpressionAttributeValues?: Item;
+  } {
+    if (request === undefined) return { ConditionExpression: "attribute_not_exists(p)" };
+    const claim = request.cb === undefined
+      ? "attribute_not_exists(cb)"
+      : request.ct === undefined
+      ? "cb = :cb AND attribute_not_exists(ct)"
+      : "cb = :cb AND ct = :ct";
+    return {
+      ConditionExpression: `ep = :ep AND act = :act AND #at = :at AND ${claim}`,
+      ExpressionAttributeNames: { "#at": "at" },
+      ExpressionAttributeValues: {
+        ":ep": request.ep,
+        ":act": request.act,
+        ":at": request.at,
+        ...(request.cb === undefined ? {} : { ":cb": request.cb }),
+        ...(request.ct === undefined ? {} : { ":ct": request.ct }),
+      },
+    };
+  }
+
+  /**
+   * Stores a write with a failure: a new episode, numbered by the stream's counter, or (a
+   * release that failed again) the active one parked again in one transaction: its error,
+   * attempts and tranche, the events the release handled leaving it, its request removed and, if
+   * the release was being applied, the failure recorded in the history. A crash never leaves
+   * part of it done. Answers the episode item after it.
+   */
+  async function parkFailure(
+    group: string,
+    w: ParkWrite,
+    f: ParkedFailure,
+  ): Promise<Item | "gone"> {
+    const key = activeKey(group, w.stream);
+    const failed: Item = {
+      g: S(group),
+      s: S(w.stream),
+      err: S(truncateParkError(f.error, MAX_ERROR_BYTES)),
+      att: N(f.attempts),
+      lf: N(f.lastFailedAt),
+      ...(w.tranche === undefined ? {} : { tr: S(w.tranche) }),
+    };
     for (let attempt = 1;; attempt++) {
-      const item = await getItem(activeKey(group, stream));
-      if (item === undefined || str(item.ep) !== episode || num(item.first) >= handledTo) return;
-      const first = num(item.first);
-      const dropped = await countEvents(partition, first, handledTo);
-      try {
-        await client.send(
-          new UpdateItemCommand({
-            TableName,
-            Key: activeKey(group, stream),
-            UpdateExpression:
-              "SET #first = :h, #next = if_not_exists(#next, :h), #events = #events - :d",
-            ConditionExpression: "ep = :ep AND #first = :first",
-            ExpressionAttributeNames: { "#first": "first", "#next": "next", "#events": "events" },
-            ExpressionAttributeValues: {
-              ":h": N(handledTo),
-              ":d": N(dropped),
-              ":ep": S(episode),
-              ":first": N(first),
-            },
-          }),
-        );
-        if (num(item.next) < handledTo) {
-          await client.send(
+      const [item, request] = await Promise.all([
+        getItem(key),
+        getItem(requestKey(group, w.stream)),
+      ]);
+      if (item === undefined) {
+        const first = w.events[0]?.index ?? w.handledTo ?? 0;
+        const episode = episodeId(await nextNumber(group, w.stream));
+        try {
+          const { Attributes } = (await client.send(
             new UpdateItemCommand({
               TableName,
-              Key: activeKey(group, stream),
-              UpdateExpression: "SET #next = :h",
-              ConditionExpression: "ep = :ep AND #next < :h",
-              ExpressionAttributeNames: { "#next": "next" },
-              ExpressionAttributeValues: { ":h": N(handledTo), ":ep": S(episode) },
+              Key: key,
+              UpdateExpression: "SET g = :g, s = :s, err = :err, att = :att, lf = :lf, " +
+                "ff = :ff, ep = :ep, pa = :now, #first = :first, #next = :first, " +
+                `#events = :zero${w.tranche === undefined ? "" : ", tr = :tr"}`,
+              ConditionExpression: "attribute_not_exists(p)",
+              ExpressionAttributeNames: { "#first": "first", "#next": "next", "#events": "events" },
+              ExpressionAttributeValues: {
+                ":g": failed.g,
+                ":s": failed.s,
+                ":err": failed.err,
+                ":att": failed.att,
+                ":lf": failed.lf,
+                ":ff": N(f.firstFailedAt),
+                ":ep": S(episode),
+                ":now": N(Date.now()),
+                ":first": N(first),
+                ":zero": N(0),
+                ...(w.tranche === undefined ? {} : { ":tr": S(w.tranche) }),
+              },
+              ReturnValues: "ALL_NEW",
             }),
-          ).catch((e) => {
-            if (!(e instanceof ConditionalCheckFailedException)) throw e;
-          });
+          )) as UpdateItemCommandOutput;
+          return Attributes!;
+        } catch (e) {
+          if (!(e instanceof ConditionalCheckFailedException)) throw e;
+          continue; // another writer began one meanwhile: this write parks it again
         }
-        await deleteEvents(partition, handledTo);
-        return;
-      } catch (e) {
-        if (!(e instanceof ConditionalCheckFailedException)) throw e;
-        await sleep(retry.delay(attempt)); // moved meanwhile: look again
       }
+      const episode = str(item.ep)!;
+      const pending = request !== undefined && str(request.ep) === episode ? request : undefined;
+      // A release being applied failed again: recorded with the request's removal, so that the
+      // record is written once (a repeated write finds no request).
+      const applied = pending !== undefined && str(pending.act) === "release" &&
+        pending.cb !== undefined;
+      const change = (await episodeUpdate(group, w.stream, episode, item, {
+        set: failed,
+        ...(w.handledTo === undefined ? {} : { to: w.handledTo }),
+      }))!;
+      const n = applied ? await nextNumber(group, w.stream) : 0;
+      const now = Date.now();
+      const record: Item | undefined = applied
+        ? {
+          ...item,
+          ...failed,
+          p: S(resolvedPartition(group)),
+          k: S(JSON.stringify([keyPart(w.stream), episode, recordId(n)])),
+          ep: S(`${episode}.${recordId(n)}`),
+          st: S("failed"),
+          by: pending.by,
+          ...(pending.rsn ? { rsn: pending.rsn } : {}),
+          ra: N(now),
+          ab: pending.cb,
+          re: N(change.dropped),
+          events: N(0),
+        }
+        : undefined;
+      try {
+        await client.send(
+          new TransactWriteItemsCommand({
+            TransactItems: [
+              change.update,
+              // A request of an older episode (left by a crash) is not this episode's to clear.
+              ...(request !== undefined && pending === undefined ? [] : [{
+                Delete: {
+                  TableName,
+                  Key: requestKey(group, w.stream),
+                  ...requestUnchanged(pending),
+                },
+              }]),
+              ...(record === undefined ? [] : [{
+                Put: { TableName, Item: record, ConditionExpression: "attribute_not_exists(p)" },
+              }]),
+            ],
+          }),
+        );
+      } catch (e) {
+        if (!(e instanceof TransactionCanceledException) || attempt >= 20) throw e;
+        await sleep(retry.delay(attempt)); // changed meanwhile (events, a claim): decide again
+        continue;
+      }
+      if (w.handledTo !== undefined && w.handledTo > num(item.first)) {
+        await deleteEvents(eventsPartition(group, w.stream, episode), w.handledTo);
+      }
+      const header = await getItem(key);
+      return header !== undefined && str(header.ep) === episode ? header : "gone";
     }
   }
 
@@ -505,91 +705,9 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     const key = activeKey(group, w.stream);
     let header: Item | undefined;
     if (w.failure !== undefined) {
-      const f = w.failure;
-      const first = w.events[0]?.index ?? w.handledTo ?? 0;
-      const candidate = newEpisode();
-      const { Attributes } = (await client.send(
-        new UpdateItemCommand({
-          TableName,
-          Key: key,
-          UpdateExpression: "SET g = :g, s = :s, err = :err, att = :att, lf = :lf, " +
-            "ff = if_not_exists(ff, :ff), ep = if_not_exists(ep, :ep), " +
-            "pa = if_not_exists(pa, :now), #first = if_not_exists(#first, :first), " +
-            "#next = if_not_exists(#next, :first), #events = if_not_exists(#events, :zero)",
-          ExpressionAttributeNames: { "#first": "first", "#next": "next", "#events": "events" },
-          ExpressionAttributeValues: {
-            ":g": S(group),
-            ":s": S(w.stream),
-            ":err": S(truncateParkError(f.error, MAX_ERROR_BYTES)),
-            ":att": N(f.attempts),
-            ":lf": N(f.lastFailedAt),
-            ":ff": N(f.firstFailedAt),
-            ":ep": S(candidate),
-            ":now": N(Date.now()),
-            ":first": N(first),
-            ":zero": N(0),
-          },
-          ReturnValues: "ALL_NEW",
-        }),
-      )) as UpdateItemCommandOutput;
-      header = Attributes!;
-      const episode = str(header.ep)!;
-      // Parked again after a release: its request and claim are over (a new episode has none).
-      if (episode !== candidate) {
-        const request = await getItem(requestKey(group, w.stream));
-        const applied = request !== undefined && str(request.ep) === episode &&
-          str(request.act) === "release" && request.cb !== undefined;
-        // A release being applied failed again: recorded in the history with the request's
-        // removal, so that the record is written once (a repeated write finds no request).
-        const record: Item | undefined = applied
-          ? {
-            ...header,
-            p: S(resolvedPartition(group)),
-            k: S(JSON.stringify([keyPart(w.stream), episode, `f${Date.now()}`])),
-            ep: S(`${episode}.f${Date.now().toString(36)}`),
-            st: S("failed"),
-            by: request.by,
-            ...(request.rsn ? { rsn: request.rsn } : {}),
-            ra: N(Date.now()),
-            ab: request.cb,
-            re: N(
-              await countEvents(
-                eventsPartition(group, w.stream, episode),
-                num(header.first),
-                Math.max(num(header.first), w.handledTo ?? 0),
-              ),
-            ),
-            events: N(0),
-          }
-          : undefined;
-        await client.send(
-          new TransactWriteItemsCommand({
-            TransactItems: [
-              {
-                Delete: {
-                  TableName,
-                  Key: requestKey(group, w.stream),
-                  ConditionExpression: applied
-                    ? "ep = :ep AND ct = :ct"
-                    : "attribute_not_exists(p) OR ep = :ep",
-                  ExpressionAttributeValues: {
-                    ":ep": S(episode),
-                    ...(applied ? { ":ct": request.ct ?? S("") } : {}),
-                  },
-                },
-              },
-              ...(record === undefined ? [] : [{ Put: { TableName, Item: record } }]),
-            ],
-          }),
-        ).catch((e) => {
-          if (!(e instanceof TransactionCanceledException)) throw e;
-        });
-      }
-      if (w.handledTo !== undefined && w.handledTo > num(header.first)) {
-        await advanceFirst(group, w.stream, episode, w.handledTo);
-        header = await getItem(key);
-        if (header === undefined || str(header.ep) !== episode) return "notParked";
-      }
+      const parked = await parkFailure(group, w, w.failure);
+      if (parked === "gone") return "notParked";
+      header = parked;
     } else {
       header = await getItem(key);
       if (header === undefined) return "notParked";
@@ -718,20 +836,20 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     return out;
   }
 
-  const order = (a: ParkedStream, b: ParkedStream) =>
-    a.group < b.group
-      ? -1
-      : a.group > b.group
-      ? 1
-      : a.stream < b.stream
-      ? -1
-      : a.stream > b.stream
-      ? 1
-      : (a.state === "parked" ? 0 : 1) - (b.state === "parked" ? 0 : 1) ||
-        // The history newest first; a failed release before the resolution of its episode.
-        (b.resolution?.at ?? 0) - (a.resolution?.at ?? 0) ||
-        (a.state === "failed" ? 1 : 0) - (b.state === "failed" ? 1 : 0) ||
-        (a.episode < b.episode ? 1 : a.episode > b.episode ? -1 : 0);
+  // By group and stream, the active episode first, then the history newest first by episode
+  // (ids from the stream's counter, not from clocks); within an episode its resolution, then the
+  // records of failed releases and bounded skips in it, newest first (by their numbers too).
+  const order = (a: ParkedStream, b: ParkedStream) => {
+    if (a.group !== b.group) return a.group < b.group ? -1 : 1;
+    if (a.stream !== b.stream) return a.stream < b.stream ? -1 : 1;
+    const active = (a.state === "parked" ? 0 : 1) - (b.state === "parked" ? 0 : 1);
+    if (active !== 0) return active;
+    const [ea, ra = ""] = a.episode.split(".");
+    const [eb, rb = ""] = b.episode.split(".");
+    if (ea !== eb) return ea < eb ? 1 : -1;
+    if (ra === rb) return 0;
+    return ra === "" ? -1 : rb === "" ? 1 : ra < rb ? 1 : -1;
+  };
 
   return {
     async park(group, writes) {
@@ -922,45 +1040,56 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
       if (claim.handledTo !== undefined) checkInteger("handledTo", claim.handledTo, 0);
       if (claim.token !== undefined) checkParkName("token", claim.token);
       return await guard("claim", `${group}/${stream}`, async () => {
-        try {
-          await client.send(
-            new TransactWriteItemsCommand({
-              TransactItems: [
-                {
-                  ConditionCheck: {
-                    TableName,
-                    Key: activeKey(group, stream),
-                    ConditionExpression: "ep = :ep",
-                    ExpressionAttributeValues: { ":ep": S(episode) },
-                  },
-                },
-                {
-                  Update: {
-                    TableName,
-                    Key: requestKey(group, stream),
-                    UpdateExpression: "SET cb = :by, cu = :until, ct = :ct",
-                    // A new claim only where none is held; a renewal only of its own live claim.
-                    ConditionExpression: claim.token === undefined
-                      ? "ep = :ep AND (attribute_not_exists(cb) OR cu <= :now)"
-                      : "ep = :ep AND ct = :ct AND cu > :now",
-                    ExpressionAttributeValues: {
-                      ":ep": S(episode),
-                      ":by": S(claim.by),
-                      ":until": N(claim.until),
-                      ":ct": S(claim.token ?? newClaimToken()),
-                      ":now": N(Date.now()),
+        const token = claim.token ?? newClaimToken();
+        const partition = eventsPartition(group, stream, episode);
+        for (let attempt = 1;; attempt++) {
+          // A release's progress goes in the claim's own transaction: recorded only while the
+          // claim holds, so a sink whose claim lapsed (or was taken) changes nothing.
+          let progress: { update: TransactItem; dropped: number } | undefined;
+          if (claim.handledTo !== undefined) {
+            const item = await getItem(activeKey(group, stream));
+            if (item === undefined || str(item.ep) !== episode) return undefined;
+            progress = await episodeUpdate(group, stream, episode, item, { to: claim.handledTo });
+          }
+          try {
+            await client.send(
+              new TransactWriteItemsCommand({
+                TransactItems: [
+                  progress?.update ?? episodeCheck(group, stream, episode),
+                  {
+                    Update: {
+                      TableName,
+                      Key: requestKey(group, stream),
+                      UpdateExpression: "SET cb = :by, cu = :until, ct = :ct",
+                      // A new claim only where none is held; a renewal only of its own live claim.
+                      ConditionExpression: claim.token === undefined
+                        ? "ep = :ep AND (attribute_not_exists(cb) OR cu <= :now)"
+                        : "ep = :ep AND ct = :ct AND cu > :now",
+                      ExpressionAttributeValues: {
+                        ":ep": S(episode),
+                        ":by": S(claim.by),
+                        ":until": N(claim.until),
+                        ":ct": S(token),
+                        ":now": N(Date.now()),
+                      },
                     },
                   },
-                },
-              ],
-            }),
-          );
-        } catch (e) {
-          if (e instanceof TransactionCanceledException) return undefined;
-          throw e;
-        }
-        if (claim.handledTo !== undefined) {
-          await advanceFirst(group, stream, episode, claim.handledTo);
+                ],
+              }),
+            );
+          } catch (e) {
+            if (!(e instanceof TransactionCanceledException)) throw e;
+            const [onEpisode, onClaim] = (e.CancellationReasons ?? []).map((r) => r?.Code);
+            // Refused by the fence, or the episode is gone: nothing of it was applied.
+            if (onClaim === "ConditionalCheckFailed") return undefined;
+            if (onEpisode === "ConditionalCheckFailed" && progress === undefined) return undefined;
+            if (attempt >= 20) throw e;
+            // Events added meanwhile (the progress is decided again), or a conflicting write.
+            await sleep(retry.delay(attempt));
+            continue;
+          }
+          if (progress !== undefined) await deleteEvents(partition, claim.handledTo!);
+          break;
         }
         const now = await active(group, stream);
         return now?.episode === episode ? now : undefined;
