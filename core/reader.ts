@@ -29,7 +29,10 @@
  *   retriable way (and of parts of a read, through the `retry` of {@linkcode ReadContext}); a
  *   tranche whose reads keep failing shows in `problems()`, `"degraded"` from the first failure
  *   and `"failing"` after a minute, with `since` the time of the first failure of the run of
- *   failures (reset only by a success).
+ *   failures (reset only by a success);
+ * - isolation: a failure that is not retried fails the source, unless `isTrancheFailure` says it
+ *   is the tranche's own (damaged data of that tranche): then only that tranche stops, shown in
+ *   `problems()` as failing, and the others carry on.
  *
  * @module
  */
@@ -188,6 +191,14 @@ export interface PagedSourceOptions {
   readonly retry?: RetryOptions;
   /** Which failures are retried (default: all); others fail the source. */
   readonly isRetriable?: (error: unknown) => boolean;
+  /**
+   * Which failures that are not retried end only their tranche (a damaged tranche, such as a
+   * corrupt index partition), not the source: that tranche stops being read, is logged as an
+   * error and shows in `problems()` as `"failing"` with the error until the source stops, and
+   * the other tranches carry on (a fault policy's `maxSourceFailureMs` can act on it). Default:
+   * none; every such failure fails the source.
+   */
+  readonly isTrancheFailure?: (error: unknown) => boolean;
   /** Turns a failure that is not retried into the error the source fails with. */
   readonly finalError?: (error: unknown, tranche: string) => unknown;
   /**
@@ -359,6 +370,8 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     ((tranche: string) => ({ source: name, tranche, group: settings.group }));
   const gapsAreFinal = options.gapsAreFinal === true ? { gapsAreFinal: true } : {};
   const troubles = new Map<string, Trouble>();
+  // Tranches stopped by a failure of their own (isTrancheFailure), with it and since when.
+  const stopped = new Map<string, { error: unknown; since: number }>();
   let nothingToRead: number | undefined;
 
   /**
@@ -484,6 +497,14 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
       await readFrom(tranche, signal, enqueue, found);
     } catch (error) {
       if (signal.aborted) return; // stopping: whatever was in flight does not matter
+      if (options.isTrancheFailure?.(error) === true) {
+        stopped.set(tranche, { error, since: Date.now() });
+        log.error(
+          "{source}/{tranche} stopped reading, the other tranches carry on: {error}",
+          { source: name, tranche, error: errorText(error) },
+        );
+        return;
+      }
       throw finalError(error, tranche);
     }
   }
@@ -652,6 +673,14 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
         ...(tranche === "*" ? {} : { tranche }),
       });
     }
+    for (const [tranche, { error, since }] of stopped) {
+      out.push({
+        severity: "failing",
+        reason: `${name}/${tranche} stopped reading: ${errorText(error)}`,
+        since,
+        tranche,
+      });
+    }
     if (nothingToRead !== undefined) {
       out.push({
         severity: "degraded",
@@ -724,7 +753,15 @@ function checkOptions(options: PagedSourceOptions): Settings {
     );
   }
   for (
-    const f of ["readTail", "isRetriable", "finalError", "wakeup", "open", "checkpointKey"] as const
+    const f of [
+      "readTail",
+      "isRetriable",
+      "isTrancheFailure",
+      "finalError",
+      "wakeup",
+      "open",
+      "checkpointKey",
+    ] as const
   ) {
     if (options[f] !== undefined && typeof options[f] !== "function") {
       throw new InvalidArgumentError(f, "must be a function");

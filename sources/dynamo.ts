@@ -31,6 +31,11 @@
  *   failures (a `TypeError` other than fetch's "fetch failed" is a bug) error the stream. Every
  *   retried failure is logged, and a partition whose reads keep failing shows in the stream's
  *   `problems()`, degraded and then failing, since the first failure.
+ * - A damaged index partition ({@linkcode DynamoIndexCorruptError}: a chunk that does not decode,
+ *   a hole, an overlap, a wrong end marker) stops that partition only: it is logged as an error
+ *   and shows in `problems()` as failing (so `/health` and a fault policy's `maxSourceFailureMs`
+ *   see it), its checkpoint stays before the damage, and the other partitions carry on. Repair
+ *   the partition, then restart the source.
  *
  * @module
  */
@@ -612,6 +617,8 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
     tailSleepMs: settings.tailSleepMs,
     retry: settings.retry,
     isRetriable: isTransientDynamoError,
+    // A damaged index partition stops that tranche only: the other partitions carry on.
+    isTrancheFailure: (error) => error instanceof DynamoIndexCorruptError,
     maxBatchItems: options.maxBatchItems,
     signal: options.signal,
   });

@@ -8,6 +8,7 @@ import { EventDecodeError } from "../../core/codec.ts";
 import type { StreamFailure } from "../../core/failure.ts";
 import { run, streamsSink } from "../../core/sink.ts";
 import { InvalidStreamNameError } from "../../core/streamName.ts";
+import { sleep } from "../../core/tranches.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
 import {
@@ -18,7 +19,7 @@ import {
   PARTITIONS_KEY,
   tipKey,
 } from "../../stores/dynamo-index.ts";
-import { DynamoIndexCorruptError, dynamoSource, encodePosition } from "../../sources/dynamo.ts";
+import { dynamoSource, encodePosition } from "../../sources/dynamo.ts";
 import { client, freshTables, opts } from "../support/dynamo.ts";
 
 const put = (TableName: string, Item: Record<string, AttributeValue>) =>
@@ -243,7 +244,10 @@ Deno.test(
   },
 );
 
-/** Reads index-only batches until the source errors (within 10 s); returns the error and items. */
+/**
+ * Reads index-only batches until partition "0" stops as damaged (within 10 s): the source goes
+ * on, the partition shows in problems() as failing. Returns that problem's reason and the items.
+ */
 async function readError(indexTable: string, chunksPerRead = 20, consistentRead = true) {
   const source = dynamoSource({
     client,
@@ -259,25 +263,35 @@ async function readError(indexTable: string, chunksPerRead = 20, consistentRead 
   const items: string[] = [];
   const sizes: number[] = [];
   const deadline = Date.now() + 10_000;
+  let pending = reader.read();
+  const next = () => Promise.race([pending, sleep(50).then(() => undefined)]);
+  const take = (r: ReadableStreamReadResult<Batch>) => {
+    assert.ok(!r.done, "the source goes on; only the partition stops");
+    items.push(...r.value.items.map((i) => `${i.stream}@${i.event.index}`));
+    sizes.push(...r.value.items.map((i) => i.event.size));
+    pending = reader.read();
+  };
   try {
     while (Date.now() < deadline) {
-      const { value, done } = await reader.read();
-      assert.ok(!done, "the source errors rather than ending");
-      items.push(...value.items.map((i) => `${i.stream}@${i.event.index}`));
-      sizes.push(...value.items.map((i) => i.event.size));
+      const stopped = source.problems!().find((p) => p.tranche === "0");
+      if (stopped !== undefined) {
+        assert.equal(stopped.severity, "failing");
+        // What was read before the damage is handed on, then nothing more.
+        for (let r = await next(); r !== undefined; r = await next()) take(r);
+        return { reason: stopped.reason, items, sizes };
+      }
+      const r = await next();
+      if (r !== undefined) take(r);
     }
-  } catch (e) {
-    return { error: e, items, sizes };
   } finally {
     await reader.cancel().catch(() => {});
   }
-  assert.fail(`the source raised no error; it read ${items}`);
+  assert.fail(`the partition was not stopped; it read ${items}`);
 }
 
-const corrupt = (error: unknown, pattern: RegExp) => {
-  assert.ok(error instanceof DynamoIndexCorruptError, `a DynamoIndexCorruptError: ${error}`);
-  assert.equal(error.partition, "0");
-  assert.match(error.message, pattern);
+const corrupt = (reason: string, pattern: RegExp) => {
+  assert.match(reason, /stopped reading: DynamoIndexCorruptError: index partition 0, /);
+  assert.match(reason, pattern);
 };
 
 Deno.test(
@@ -292,8 +306,8 @@ Deno.test(
           { start: 2, entries: [entry("C-1", 0, 1)] },
         ],
       }]);
-      const { error, items } = await readError(t.indexTable, chunksPerRead);
-      corrupt(error, /overlaps the one before, which ends at 3/);
+      const { reason, items } = await readError(t.indexTable, chunksPerRead);
+      corrupt(reason, /overlaps the one before, which ends at 3/);
       assert.ok(!items.includes("C-1@0"), "nothing after the damage is delivered as if whole");
     }
   },
@@ -309,8 +323,8 @@ Deno.test(
         { chunks: [{ start: 0, entries: [entry("A-1", 0, 1), entry("B-1", 0, 1)] }], closedAt: 3 },
         { chunks: [{ start: 0, entries: [entry("C-1", 0, 1)] }] },
       ]);
-      const { error } = await readError(t.indexTable);
-      corrupt(error, /end marker counts 3 entries but the chunks end at 2/);
+      const { reason } = await readError(t.indexTable);
+      corrupt(reason, /end marker counts 3 entries but the chunks end at 2/);
     }
     {
       await using t = await tables();
@@ -326,8 +340,8 @@ Deno.test(
         b: { N: "0" },
         s: { N: "1" },
       });
-      const { error, items } = await readError(t.indexTable);
-      corrupt(error, /no end marker but the partition's tip is at epoch 1/);
+      const { reason, items } = await readError(t.indexTable);
+      corrupt(reason, /no end marker but the partition's tip is at epoch 1/);
       assert.deepEqual(items, ["A-1@0", "B-1@0"], "epoch 0 is read before the damage shows");
     }
   },
@@ -343,7 +357,7 @@ Deno.test(
       await writeIndex(t.indexTable, [{
         chunks: [{ start: 0, entries: [entry("A-1", 0, 1)], count: 2 }],
       }]);
-      corrupt((await readError(t.indexTable)).error, /holds 1 entries but its count says 2/);
+      corrupt((await readError(t.indexTable)).reason, /holds 1 entries but its count says 2/);
     }
     {
       // Count edited too: the hole shows against the next chunk.
@@ -354,7 +368,7 @@ Deno.test(
           { start: 2, entries: [entry("C-1", 0, 1)] },
         ],
       }]);
-      corrupt((await readError(t.indexTable)).error, /entries 1 to 1 are missing/);
+      corrupt((await readError(t.indexTable)).reason, /entries 1 to 1 are missing/);
     }
   },
 );
@@ -374,8 +388,8 @@ Deno.test(
         closedAt: 3,
       }, { chunks: [{ start: 0, entries: [entry("D-1", 0, 1)] }] }]);
       // One chunk per read: A-1 is delivered before the hole is met.
-      const { error, items, sizes } = await readError(t.indexTable, 1, false);
-      corrupt(error, /entries 1 to 1 are missing \(the epoch is complete\)/);
+      const { reason, items, sizes } = await readError(t.indexTable, 1, false);
+      corrupt(reason, /entries 1 to 1 are missing \(the epoch is complete\)/);
       assert.deepEqual(items, ["A-1@0"]);
       // Index-only events are sized in UTF-8 bytes, like bodies.
       assert.deepEqual(sizes, [9]);
@@ -397,7 +411,7 @@ Deno.test(
         b: { N: "0" },
         s: { N: "1" },
       });
-      corrupt((await readError(t.indexTable, 20, false)).error, /entries 1 to 1 are missing/);
+      corrupt((await readError(t.indexTable, 20, false)).reason, /entries 1 to 1 are missing/);
     }
   },
 );
@@ -409,14 +423,91 @@ Deno.test(
     {
       await using t = await tables();
       await writeIndex(t.indexTable, [{ chunks: [{ start: 0, json: '[["A-1",0,1,', count: 1 }] }]);
-      corrupt((await readError(t.indexTable)).error, /does not parse/);
+      corrupt((await readError(t.indexTable)).reason, /does not parse/);
     }
     {
       await using t = await tables();
       await writeIndex(t.indexTable, [{
         chunks: [{ start: 0, json: '[["A-1",0,3,["T"],5]]', count: 1 }],
       }]);
-      corrupt((await readError(t.indexTable)).error, /entry 0 is not \[stream, index, next/);
+      corrupt((await readError(t.indexTable)).reason, /entry 0 is not \[stream, index, next/);
+    }
+  },
+);
+
+Deno.test(
+  "dynamo bad input: a damaged partition stops alone; the other partitions carry on",
+  opts,
+  async () => {
+    await using t = await tables();
+    // Partition 0 has a hole after its first entry; partition 1 is whole.
+    await writeIndex(t.indexTable, [{
+      chunks: [
+        { start: 0, entries: [entry("A-1", 0, 1)] },
+        { start: 2, entries: [entry("C-1", 0, 1)] },
+      ],
+    }]);
+    await put(t.indexTable, { p: { S: PARTITIONS_KEY }, i: { N: "0" }, ps: { SS: ["0", "1"] } });
+    const chunk = (start: number, entries: IndexEntry[]) =>
+      put(t.indexTable, {
+        p: { S: epochKey("1", 0) },
+        i: { N: String(start) },
+        j: { S: encodeEntries(entries) },
+        c: { N: String(entries.length) },
+      });
+    await chunk(0, [entry("P-1", 0, 1), entry("P-2", 0, 1)]);
+    const checkpoints = memoryCheckpoints();
+    const stop = new AbortController();
+    const source = dynamoSource({
+      client,
+      indexTable: t.indexTable,
+      group: "reactor",
+      checkpoints,
+      tailSleepMs: 20,
+      chunksPerRead: 1, // A-1 is read (and committed) before the hole is met
+      signal: stop.signal,
+    });
+    const seen = new Set<string>();
+    const sink = streamsSink({
+      statsIntervalMs: 0,
+      commitIntervalMs: 20,
+      handler: (stream, events) => events.forEach((e) => seen.add(`${stream}@${e.index}`)),
+    });
+    let ended: unknown = "running";
+    const running = run(source, sink, { signal: stop.signal }).then(
+      () => ended = "resolved",
+      (e) => ended = e,
+    );
+    const until = async (what: string, cond: () => boolean) => {
+      const deadline = Date.now() + 10_000;
+      while (!cond()) {
+        assert.ok(Date.now() < deadline, `${what}; saw ${[...seen]}`);
+        await sleep(20);
+      }
+    };
+    try {
+      await until("both partitions read", () => seen.has("A-1@0") && seen.has("P-2@0"));
+      await until("partition 0 stopped", () => source.problems!().some((p) => p.tranche === "0"));
+      const [problem] = source.problems!();
+      assert.equal(problem.severity, "failing");
+      assert.match(problem.reason, /DynamoIndexCorruptError: .*entries 1 to 1 are missing/);
+      // Partition 1 goes on reading what is indexed after the damage was found.
+      await chunk(2, [entry("P-3", 0, 1)]);
+      await until("partition 1 carries on", () => seen.has("P-3@0"));
+      assert.equal(ended, "running", "the pipeline is not failed by one partition");
+      assert.ok(!seen.has("C-1@0"), "nothing past the damage is delivered");
+      const key = (tranche: string) => ({
+        source: `dynamo:${t.indexTable}`,
+        tranche,
+        group: "reactor",
+      });
+      await until("checkpoints", () => sink.stats().tranches.length === 2);
+      await sleep(100);
+      assert.equal(await checkpoints.load(key("0")), encodePosition(0, 1), "before the damage");
+      assert.equal(await checkpoints.load(key("1")), encodePosition(0, 3));
+    } finally {
+      stop.abort();
+      await running;
     }
   },
 );
