@@ -78,8 +78,6 @@ export interface HistoryOptions {
 export interface ThroughputHistory {
   /** The samples, oldest first; with `since`, only those that end after it. */
   samples(since?: number): ThroughputSample[];
-  /** Takes a sample now if an interval has passed (the timer does it too). */
-  sample(): void;
   /** Stops the timer; the samples stay readable. */
   stop(): void;
 }
@@ -101,9 +99,10 @@ export function createThroughputHistory(
   let last = totalsOf(read());
   let timer: ReturnType<typeof setInterval> | undefined;
 
-  function sample(force = false) {
+  // Only the timer samples, so that every interval has about the same length (a sample taken
+  // between two ticks would make a short interval whose rate spikes).
+  function sample() {
     const now = Date.now();
-    if (!force && now - last.at < intervalMs * 0.9) return;
     let stats: SinkStats;
     try {
       stats = read();
@@ -129,7 +128,7 @@ export function createThroughputHistory(
     }
   }
 
-  timer = setInterval(() => sample(true), intervalMs);
+  timer = setInterval(sample, intervalMs);
   unrefTimer(timer);
   return {
     samples(since) {
@@ -140,7 +139,6 @@ export function createThroughputHistory(
       const oldest = Date.now() - keepMs;
       return ordered.filter((s) => s.at > oldest && (since === undefined || s.at > since));
     },
-    sample: () => sample(false),
     stop() {
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;

@@ -63,6 +63,9 @@
  * | `impel_lease_heartbeat_age_seconds` | gauge | group, source, scope | time since the last successful heartbeat |
  * | `impel_lease_oldest_seconds` | gauge | group, source, scope | age of the oldest lease held |
  * | `impel_lease_events_total` | counter | group, source, scope, event | `acquired`, `handed_over`, `lost`, `released`, `requested`, `kept` (left to expire: calls abandoned), `late_revocation`, `heartbeat_failed`, `acquire_failed` |
+ * | `impel_store_writer_spans_total` | counter | group, outcome | store-writer calls ({@linkcode ImpelMetrics.addStoreWriter}) by outcome: `written`, `duplicate`, `partial`, `behind`, `filtered` |
+ * | `impel_store_writer_events_total` | counter | group, outcome | their events: `written`, `duplicate` (already in the target), `behind` (a prefix missing), `filtered` |
+ * | `impel_store_writer_conflicts_total` | counter | group | store-writer appends that met another version and were classified again |
  *
  * States of `impel_scheduler_streams|events|bytes`, each stream in one state, the first that
  * applies: `stuck` (no progress for `stuckAfterMs`, running or stalled), `failing` (its last
@@ -94,6 +97,7 @@ import { errorText } from "../core/failure.ts";
 import type { SinkStats } from "../core/stats.ts";
 import { STREAM_STATES } from "../core/scheduler.ts";
 import { withTimeout } from "../core/timeout.ts";
+import type { StoreWriterStats } from "../sinks/store-writer.ts";
 import {
   createThroughputHistory,
   type HistoryOptions,
@@ -515,8 +519,35 @@ export interface ImpelMetrics {
   pipeline(group: string): MeteredPipeline | undefined;
   /** The exposition text of the whole registry. */
   metrics(): Promise<string>;
+  /**
+   * Counts a store writer's outcomes under `group` (the `impel_store_writer_*` series), read from
+   * its `stats()` at each scrape; `remove` drops them.
+   */
+  addStoreWriter(group: string, writer: MeteredStoreWriter): { remove(): void };
   /** The content type of {@linkcode ImpelMetrics.metrics}. */
   readonly contentType: string;
+}
+
+/**
+ * What {@linkcode ImpelMetrics.addStoreWriter} reads: a store writer of
+ * `@impel/impel/sinks/store-writer`.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * import { storeWriter } from "@impel/impel/sinks/store-writer";
+ * import { createMetrics, type MeteredStoreWriter } from "@impel/impel/metrics";
+ * const writer: MeteredStoreWriter = storeWriter({ target: createMemoryStore() });
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * metrics.addStoreWriter("replicator", writer);
+ * const text = await metrics.metrics();
+ * console.log(text.includes('impel_store_writer_spans_total{group="replicator",outcome="written"} 0'));
+ * // true
+ * ```
+ */
+export interface MeteredStoreWriter {
+  /** The writer's totals by outcome. */
+  stats(): StoreWriterStats;
 }
 
 const PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/;
@@ -575,6 +606,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
   const historyIntervalMs = checkNumber("history.intervalMs", history.intervalMs ?? 1000, 100);
   const historyKeepMs = checkNumber("history.keepMs", history.keepMs ?? 600_000, historyIntervalMs);
   const pipelines = new Map<string, PipelineState>();
+  const writers = new Map<string, MeteredStoreWriter>();
   // All collect callbacks of one scrape share one pass over the pipelines.
   let scrape: Promise<void> | undefined;
   const collect = (): Promise<void> => {
@@ -733,6 +765,21 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
         "revocations, failed heartbeats and failed acquisitions",
       [...GSC, "event"],
     ),
+    writerSpans: counter(
+      "store_writer_spans_total",
+      "Store-writer calls by outcome (written, duplicate, partial, behind, filtered)",
+      ["group", "outcome"],
+    ),
+    writerEvents: counter(
+      "store_writer_events_total",
+      "Store-writer events by outcome (written, duplicate, behind, filtered)",
+      ["group", "outcome"],
+    ),
+    writerConflicts: counter(
+      "store_writer_conflicts_total",
+      "Store-writer appends that met another version and were classified again",
+      G,
+    ),
   };
   // Observed per batch (when sources report read times), so never reset at scrape time.
   const readDuration = new Histogram({
@@ -807,6 +854,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       fillLeases(p);
       if (p.positions?.head) lagging.push(p.lags(stats).then((lags) => fillLag(p, lags)));
     }
+    for (const [group, writer] of writers) fillStoreWriter(group, writer);
     await Promise.all(lagging);
   }
 
@@ -915,6 +963,22 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     }
   }
 
+  function fillStoreWriter(group: string, writer: MeteredStoreWriter) {
+    let s: StoreWriterStats;
+    try {
+      s = writer.stats();
+    } catch (error) {
+      log.warn("store writer stats of {group} failed: {error}", {
+        group,
+        error: errorText(error),
+      });
+      return;
+    }
+    for (const [outcome, n] of Object.entries(s.spans)) m.writerSpans.inc({ group, outcome }, n);
+    for (const [outcome, n] of Object.entries(s.events)) m.writerEvents.inc({ group, outcome }, n);
+    m.writerConflicts.inc({ group }, s.conflicts);
+  }
+
   function fillLag(p: PipelineState, lags: Lags) {
     const base = { group: p.group, source: p.source };
     for (const [tranche, t] of lags.tranches) {
@@ -948,6 +1012,27 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       }
       pipelines.set(p.group, p);
       return p;
+    },
+    addStoreWriter(group, writer) {
+      if (typeof group !== "string" || group.length === 0) {
+        throw new InvalidArgumentError(
+          "group",
+          `must be a non-empty string, got ${describe(group)}`,
+        );
+      }
+      if (typeof writer?.stats !== "function") {
+        throw new InvalidArgumentError("writer", "must have a stats() method (a StoreWriter)");
+      }
+      if (writers.has(group)) {
+        throw new InvalidArgumentError(
+          "group",
+          `${
+            describe(group)
+          } already has a store writer; groups label the series and must be unique`,
+        );
+      }
+      writers.set(group, writer);
+      return { remove: () => void writers.delete(group) };
     },
     pipelines: () => [...pipelines.values()],
     pipeline: (group) => pipelines.get(group),
@@ -1290,10 +1375,7 @@ function createPipelineState(
       }
       return heads.error === undefined ? { tranches } : { tranches, error: heads.error };
     },
-    history(since) {
-      if (state === "running") history.sample();
-      return history.samples(since);
-    },
+    history: (since) => history.samples(since),
     remove() {
       history.stop();
       onRemove(self);

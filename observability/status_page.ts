@@ -3,6 +3,10 @@
  * (inline CSS and script, no external resource, no build step) that reads `status` and
  * `status/events` relative to its own address, so it works under any base path or proxy prefix.
  *
+ * The page's source is ASCII (entities in the markup, `\u` escapes in the script): a transpiler
+ * may rewrite other characters of a template literal as `\u` escapes, which String.raw would
+ * then keep as text.
+ *
  * Everything it shows is put in with `textContent`, never as markup, so stream names and error
  * messages cannot inject anything; the handler serves it with a Content-Security-Policy that
  * allows only its own nonce'd script and style and requests to its own origin.
@@ -68,11 +72,11 @@ h3 { font-size: 13px; margin: 10px 0 0; }
 <body>
 <header>
   <h1>impel</h1>
-  <span id="health" class="badge" data-field="health">…</span>
-  <span id="conn" class="muted" data-field="connection">connecting…</span>
+  <span id="health" class="badge" data-field="health">&#x2026;</span>
+  <span id="conn" class="muted" data-field="connection">connecting&#x2026;</span>
   <span id="updated" class="muted" data-field="updated"></span>
   <span class="spacer"></span>
-  <button id="token-button" type="button">Token…</button>
+  <button id="token-button" type="button">Token&#x2026;</button>
 </header>
 <div id="token-form" hidden>
   <form id="token-entry">
@@ -83,7 +87,7 @@ h3 { font-size: 13px; margin: 10px 0 0; }
   </form>
 </div>
 <div id="notice" role="status" data-field="notice"></div>
-<main id="pipelines"><p class="empty">Loading…</p></main>
+<main id="pipelines"><p class="empty">Loading&#x2026;</p></main>
 <script nonce="${nonce}">
 "use strict";
 (function () {
@@ -108,10 +112,10 @@ h3 { font-size: 13px; margin: 10px 0 0; }
     if (children) children.forEach(function (c) { if (c) e.appendChild(c); });
     return e;
   }
-  function num(n) { return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"); }
-  function pos(p) { return p === null || p === undefined ? "–" : String(p); }
+  function num(n) { return n === null || n === undefined ? "\u2013" : Number(n).toLocaleString("en-US"); }
+  function pos(p) { return p === null || p === undefined ? "\u2013" : String(p); }
   function ms(v) {
-    if (v === null || v === undefined) return "–";
+    if (v === null || v === undefined) return "\u2013";
     if (v < 10) return v.toFixed(2) + " ms";
     if (v < 1000) return Math.round(v) + " ms";
     var s = v / 1000;
@@ -164,7 +168,7 @@ h3 { font-size: 13px; margin: 10px 0 0; }
       });
     }).catch(function (e) {
       if (mine !== generation) return;
-      setConnection("offline (" + e.message + "), retrying…");
+      setConnection("offline (" + e.message + "), retrying\u2026");
       var t = setTimeout(start, 3000);
       stopTransport = function () { clearTimeout(t); };
     });
@@ -184,7 +188,7 @@ h3 { font-size: 13px; margin: 10px 0 0; }
     es.onerror = function () {
       if (mine !== generation) return;
       if (!received || es.readyState === 2) { es.close(); poll(mine, " (Server-Sent Events unavailable)"); }
-      else setConnection("reconnecting…");
+      else setConnection("reconnecting\u2026");
     };
   }
 
@@ -258,14 +262,14 @@ h3 { font-size: 13px; margin: 10px 0 0; }
     byId("token-input").value = "";
     token = value || null;
     byId("token-form").hidden = true;
-    byId("token-button").textContent = token ? "Token ✓" : "Token…";
+    byId("token-button").textContent = token ? "Token \u2713" : "Token\u2026";
     notice(token ? "Token set (in memory only)." : "", "info");
     start();
   });
   byId("token-forget").addEventListener("click", function () {
     token = null;
     byId("token-form").hidden = true;
-    byId("token-button").textContent = "Token…";
+    byId("token-button").textContent = "Token\u2026";
     notice("Token forgotten.", "info");
     start();
   });
@@ -344,7 +348,7 @@ h3 { font-size: 13px; margin: 10px 0 0; }
       swatch.style.background = s.color; // through the CSSOM: the CSP refuses style attributes
       return el("span", null, [swatch, document.createTextNode(s.label)]);
     });
-    var minutes = samples.length > 1 ? ms(end - startAt) : "–";
+    var minutes = samples.length > 1 ? ms(end - startAt) : "\u2013";
     return el("div", { cls: "chart" }, [
       el("div", { cls: "title" }, [el("strong", { text: title })].concat(legend).concat([
         el("span", { cls: "muted", text: "max " + format(max) + " over " + minutes }),
@@ -383,8 +387,12 @@ h3 { font-size: 13px; margin: 10px 0 0; }
     var usedReadAhead = p.tranches.reduce(function (n, t) { return n + t.readAhead; }, 0);
 
     var streamRows = [];
+    var shown = {};
+    // A stream retried while failing is busy too: shown once, in its most urgent state.
     [["stuck", p.stuck], ["failing", p.failing], ["busy", p.busy]].forEach(function (pair) {
       pair[1].forEach(function (s) {
+        if (shown[s.stream]) return;
+        shown[s.stream] = true;
         streamRows.push(el("tr", { "data-state": pair[0], "data-stream": s.stream }, [
           td(pair[0]), td(s.stream), td(ms(s.ageMs), "num"), td(num(s.attempts), "num"), td(s.error || "", "err"),
         ]));
@@ -394,14 +402,14 @@ h3 { font-size: 13px; margin: 10px 0 0; }
       return el("tr", { "data-tranche": t.tranche }, [
         td(t.tranche), td(pos(t.readPosition), "num"), td(pos(t.completed), "num"), td(pos(t.committed), "num"),
         td(pos(t.head), "num"), td(num(t.lag), "num"), td(num(t.readAhead) + " / " + num(p.maxReadAhead), "num"),
-        td(t.isTail ? "yes" : "no"), td(t.commitFailures ? t.commitFailures + " × " + (t.commitError || "") : "", "err"),
-        el("td", null, [p.checkpoints ? actionButton("Reset…", actions, noToken, function () { resetCheckpoint(p.group, t.tranche); }) : null]),
+        td(t.isTail ? "yes" : "no"), td(t.commitFailures ? t.commitFailures + " \u00d7 " + (t.commitError || "") : "", "err"),
+        el("td", null, [p.checkpoints ? actionButton("Reset\u2026", actions, noToken, function () { resetCheckpoint(p.group, t.tranche); }) : null]),
       ]);
     });
     var parkedRows = p.parked.oldest.map(function (x) {
       return el("tr", { "data-stream": x.stream }, [
         td(x.stream), td(num(x.events), "num"), td(ms(x.ageMs), "num"), td(num(x.attempts), "num"), td(x.state), td(x.error, "err"),
-        el("td", null, [p.parkStores > 0 && x.state === "parked" ? actionButton("Release…", actions, noToken, function () { release(p.group, x); }) : null]),
+        el("td", null, [p.parkStores > 0 && x.state === "parked" ? actionButton("Release\u2026", actions, noToken, function () { release(p.group, x); }) : null]),
       ]);
     });
 
@@ -416,11 +424,11 @@ h3 { font-size: 13px; margin: 10px 0 0; }
       p.error ? el("p", { cls: "err", text: p.error }) : null,
       reasons.length ? el("ul", { cls: "reasons", "data-field": "reasons" }, reasons) : null,
       el("div", { cls: "kpis" }, [
-        kpi("handled / s", last ? rateText(perSecond(last, "handled")) : "–", "handled-rate"),
-        kpi("events in / s", last ? rateText(perSecond(last, "events")) : "–", "events-rate"),
-        kpi("failed calls / s", last ? rateText(perSecond(last, "failures")) : "–", "failures-rate"),
-        kpi("latency p50", last && last.latency ? ms(last.latency.p50) : "–", "p50"),
-        kpi("latency p99", last && last.latency ? ms(last.latency.p99) : "–", "p99"),
+        kpi("handled / s", last ? rateText(perSecond(last, "handled")) : "\u2013", "handled-rate"),
+        kpi("events in / s", last ? rateText(perSecond(last, "events")) : "\u2013", "events-rate"),
+        kpi("failed calls / s", last ? rateText(perSecond(last, "failures")) : "\u2013", "failures-rate"),
+        kpi("latency p50", last && last.latency ? ms(last.latency.p50) : "\u2013", "p50"),
+        kpi("latency p99", last && last.latency ? ms(last.latency.p99) : "\u2013", "p99"),
         kpi("handled", num(c.handled), "handled"),
         kpi("events in", num(c.events), "events"),
         kpi("failed calls", num(c.failures), "failures"),

@@ -425,6 +425,12 @@ Deno.test("http: routes answer 404, 405 with the path's methods, and 400 for an 
     code: "NotFound",
   });
   assert.equal((await call("GET", "/pipelines/nobody")).code, "UnknownPipeline");
-  assert.equal((await call("GET", "/")).code, "NotFound");
+  assert.equal((await call("GET", "/nothing")).code, "NotFound");
+  // "/" is the status page (tests/observability/status.test.ts); it has no other method.
+  assert.deepEqual(await call("POST", "/"), {
+    status: 405,
+    allow: "GET, HEAD",
+    code: "MethodNotAllowed",
+  });
   await sink.stop();
 });
