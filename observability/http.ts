@@ -146,6 +146,12 @@ export interface HttpHandlerOptions {
   readonly basePath?: string;
   /** The status page's feed: its interval and how many pages at once. */
   readonly status?: StatusOptions;
+  /**
+   * Once aborted, the status feed ends every page's stream and refuses new ones (503). Abort it
+   * before a server's graceful shutdown (`server.shutdown()` waits for open responses, and an
+   * event stream stays open).
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -218,6 +224,16 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
     actions: token !== undefined,
     protectReads,
   });
+  if (options.signal !== undefined) {
+    if (typeof options.signal?.addEventListener !== "function") {
+      throw new InvalidArgumentError(
+        "signal",
+        `must be an AbortSignal, got ${describe(options.signal)}`,
+      );
+    }
+    if (options.signal.aborted) feed.close();
+    else options.signal.addEventListener("abort", () => feed.close(), { once: true });
+  }
 
   async function authorize(request: Request) {
     if (token === undefined) {
@@ -304,6 +320,13 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       access: "read",
       answer: async () => {
         const response = await feed.events();
+        if (response === undefined && feed.closed) {
+          throw new HttpError(
+            503,
+            "ShuttingDown",
+            "the status feed is closed: the server is stopping",
+          );
+        }
         if (response === undefined) {
           throw new HttpError(
             503,

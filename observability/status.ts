@@ -334,11 +334,15 @@ export interface StatusFeed {
   snapshot(since?: number): Promise<StatusSnapshot>;
   /**
    * A `text/event-stream` response: a full snapshot now, then one per interval; undefined when
-   * `maxClients` pages are connected already.
+   * `maxClients` pages are connected already, or once closed.
    */
   events(): Promise<Response | undefined>;
   /** Pages connected now. */
   clients(): number;
+  /** Whether {@linkcode StatusFeed.close} was called. */
+  readonly closed: boolean;
+  /** Ends every page's stream and refuses new ones (a server's graceful shutdown waits for them). */
+  close(): void;
 }
 
 interface Client {
@@ -366,6 +370,7 @@ export function createStatusFeed(
   let loop: AbortController | undefined;
   let seq = 0;
   let connecting = 0;
+  let closed = false;
 
   async function snapshot(since?: number): Promise<StatusSnapshot> {
     const pipelines = metrics.pipelines();
@@ -441,7 +446,22 @@ export function createStatusFeed(
   return {
     snapshot,
     clients: () => clients.size,
+    get closed() {
+      return closed;
+    },
+    close() {
+      closed = true;
+      for (const client of [...clients]) {
+        drop(client);
+        try {
+          client.controller.close();
+        } catch {
+          // already errored
+        }
+      }
+    },
     async events() {
+      if (closed) return undefined;
       // A slot is taken before the first snapshot is built, so pages connecting at once cannot
       // pass the limit together.
       if (clients.size + connecting >= maxClients) return undefined;
@@ -458,6 +478,7 @@ export function createStatusFeed(
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
           client = { controller, behindSince: 0 };
+          if (closed) return controller.close();
           // Reconnect after 2 s if the connection drops; then the full snapshot.
           controller.enqueue(encoder.encode("retry: 2000\n\n"));
           controller.enqueue(first);

@@ -382,3 +382,35 @@ Deno.test("status: mounted in a Hono app under /impel, the same over HTTP", asyn
     await world.stop();
   }
 });
+
+Deno.test("status: aborting the handler's signal ends every page's stream, so a graceful shutdown completes", async () => {
+  const world = await statusWorld({ perTick: 0 });
+  const stop = new AbortController();
+  const handler = createHttpHandler({
+    metrics: world.metrics,
+    signal: stop.signal,
+    status: { intervalMs: 100 },
+  });
+  const server = serve(handler);
+  try {
+    const res = await fetch(`${server.url}/status/events`);
+    const feed = sseEvents(res.body!);
+    assert.equal((await feed.next()).value!.event, "snapshot");
+    stop.abort();
+    // The stream ends (its remaining events, then done) rather than staying open.
+    for (let e = await feed.next(); !e.done; e = await feed.next()) {
+      assert.equal(e.value.event, "snapshot");
+    }
+    const refused = await fetch(`${server.url}/status/events`);
+    assert.equal(refused.status, 503);
+    assert.equal((await refused.json()).error.code, "ShuttingDown");
+    const closing = server.close();
+    const late = new Promise((_, reject) =>
+      setTimeout(() => reject(new Error("shutdown still waiting after 5 s")), 5000)
+    );
+    await Promise.race([closing, late]);
+  } finally {
+    await server.close().catch(() => {});
+    await world.stop();
+  }
+});
