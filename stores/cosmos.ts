@@ -211,6 +211,30 @@ export function checkCosmosId(field: string, value: unknown): string {
 }
 
 /**
+ * A Cosmos document id for a key made of `parts`: `{prefix}-` and the parts (joined by `|`, each
+ * URI-encoded, so that none of `/ \ ? #` remains) when that is at most 200 characters, else
+ * `{prefix}h-` and the SHA-256 of the parts in hex. Leases and checkpoints name their documents
+ * with it.
+ *
+ * @example
+ * ```ts
+ * import { documentId } from "@impel/impel/stores/cosmos";
+ * console.log(await documentId("cp", ["cosmos:events", "0", "reactor"])); // "cp-cosmos%3Aevents|0|reactor"
+ * console.log((await documentId("cp", ["x".repeat(300)])).length); // 67
+ * ```
+ */
+export async function documentId(prefix: string, parts: readonly string[]): Promise<string> {
+  const plain = parts.map(encodeURIComponent).join("|");
+  if (plain.length <= 200) return `${prefix}-${plain}`;
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(JSON.stringify(parts)),
+  );
+  const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${prefix}h-${hex}`;
+}
+
+/**
  * Creates a container partitioned by `/p` (large partition keys) in `database` unless it exists,
  * and checks that an existing one has that partition key. The event store, the checkpoint store
  * and the lease store create theirs with it.

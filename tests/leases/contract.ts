@@ -11,8 +11,18 @@ export interface StoreFixture {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Registers the contract tests for the store `make` creates (a fresh, empty one each time). */
-export function leaseStoreContract(name: string, make: () => Promise<StoreFixture>): void {
+/**
+ * Registers the contract tests for the store `make` creates (a fresh, empty one each time).
+ * `timeScale` stretches the leases and waits (300 ms leases by default) for stores whose calls
+ * take tens of ms, where a round trip could eat the default margins (Cosmos over HTTP).
+ */
+export function leaseStoreContract(
+  name: string,
+  make: () => Promise<StoreFixture>,
+  options: { readonly timeScale?: number } = {},
+): void {
+  const scale = options.timeScale ?? 1;
+  const ms = (n: number) => n * scale;
   const test = (title: string, fn: (store: LeaseStore) => Promise<void>) =>
     Deno.test(`lease store contract (${name}): ${title}`, async () => {
       const { store, close } = await make();
@@ -24,37 +34,37 @@ export function leaseStoreContract(name: string, make: () => Promise<StoreFixtur
     });
 
   test("acquire takes a free unit once; each acquisition raises the generation", async (s) => {
-    const a = await s.acquire("g", "u", "a", 300);
+    const a = await s.acquire("g", "u", "a", ms(300));
     assert.equal(a?.owner, "a");
     assert.equal(a?.generation, 1n);
-    assert.equal(await s.acquire("g", "u", "b", 300), undefined, "held");
-    assert.equal(await s.acquire("g", "u", "a", 300), undefined, "not even by its owner");
-    assert.equal((await s.acquire("other", "u", "b", 300))?.owner, "b", "scopes are apart");
-    await sleep(350);
-    const b = await s.acquire("g", "u", "b", 300);
+    assert.equal(await s.acquire("g", "u", "b", ms(300)), undefined, "held");
+    assert.equal(await s.acquire("g", "u", "a", ms(300)), undefined, "not even by its owner");
+    assert.equal((await s.acquire("other", "u", "b", ms(300)))?.owner, "b", "scopes are apart");
+    await sleep(ms(350));
+    const b = await s.acquire("g", "u", "b", ms(300));
     assert.equal(b?.generation, 2n, "expired: taken, next generation");
   });
 
   test("heartbeat renews held leases of the right generation only, and lists members", async (s) => {
-    const a = await s.acquire("g", "u0", "a", 300);
-    await s.acquire("g", "u1", "a", 300);
-    const { renewed, view } = await s.heartbeat("g", "a", 300, [
+    const a = await s.acquire("g", "u0", "a", ms(300));
+    await s.acquire("g", "u1", "a", ms(300));
+    const { renewed, view } = await s.heartbeat("g", "a", ms(300), [
       { unit: "u0", generation: a!.generation },
       { unit: "u1", generation: 99n },
       { unit: "u2", generation: 1n },
     ]);
     assert.deepEqual([...renewed], ["u0"]);
     assert.ok(Math.abs(view.now - Date.now()) < 5000, "the store's clock");
-    await sleep(200);
-    await s.heartbeat("g", "a", 300, [{ unit: "u0", generation: a!.generation }]);
-    await sleep(200); // u0 renewed, u1 not: only u1 lapsed
-    assert.equal(await s.acquire("g", "u0", "b", 300), undefined);
-    assert.equal((await s.acquire("g", "u1", "b", 300))?.owner, "b");
+    await sleep(ms(200));
+    await s.heartbeat("g", "a", ms(300), [{ unit: "u0", generation: a!.generation }]);
+    await sleep(ms(200)); // u0 renewed, u1 not: only u1 lapsed
+    assert.equal(await s.acquire("g", "u0", "b", ms(300)), undefined);
+    assert.equal((await s.acquire("g", "u1", "b", ms(300)))?.owner, "b");
     const [{ members }] = await s.list("g");
     assert.deepEqual(members.map((m) => m.member), ["a"]);
     // An expired lease is not renewed even by its owner: it must be acquired again.
-    await sleep(350);
-    const late = await s.heartbeat("g", "a", 300, [{ unit: "u0", generation: a!.generation }]);
+    await sleep(ms(350));
+    const late = await s.heartbeat("g", "a", ms(300), [{ unit: "u0", generation: a!.generation }]);
     assert.deepEqual([...late.renewed], []);
   });
 

@@ -41,7 +41,9 @@ export function testDatabase(): Promise<Database> {
 /** A fresh container partitioned by /p (`${prefix}-${uuid}`); disposing it deletes it. */
 export async function freshContainer(
   prefix = "t",
-): Promise<{ readonly container: Container; readonly id: string } & AsyncDisposable> {
+): Promise<
+  { readonly container: Container; readonly id: string; [Symbol.asyncDispose](): Promise<void> }
+> {
   const db = await testDatabase();
   const id = `${prefix}-${crypto.randomUUID()}`;
   const container = await ensureCosmosContainer(db, id);
