@@ -8,13 +8,17 @@
  *   deno task demo --store dynamo --endpoint http://127.0.0.1:8000   # DynamoDB (Local)
  *
  * Options: `--groups N` (default 2000 in memory, 30 on DynamoDB, 100 on PostgreSQL), `--seed N` (the workload
- * is reproducible), `--help`.
+ * is reproducible), `--serve HOST:PORT` (the status page, /metrics and /health while the workload
+ * runs; `--linger S` keeps them up S seconds after the summary), `--help`.
  *
  * @module
  */
 import { configure } from "@logtape/logtape";
 import { parseArgs } from "node:util";
 import { consoleLogSink } from "../core/logging.ts";
+import { sleep } from "../core/tranches.ts";
+import { createHttpHandler } from "../observability/http.ts";
+import { createMetrics, type ImpelMetrics } from "../observability/metrics.ts";
 import { createStateCache } from "../core/decider.ts";
 import type { EventStore } from "../core/store.ts";
 import { categoryOf } from "../core/streamName.ts";
@@ -25,7 +29,7 @@ import { type HotelBackend, memoryBackend } from "./hotel/wiring.ts";
 
 const USAGE =
   `usage: deno task demo [--store memory|pglite|messagedb|dynamo] [--dir PATH] [--url URL]
-                      [--endpoint URL] [--groups N] [--seed N]
+                      [--endpoint URL] [--groups N] [--seed N] [--serve HOST:PORT [--linger S]]
 
   --store   memory (default): everything in process, no server
             pglite: embedded PostgreSQL with MessageDB (in memory, or in --dir)
@@ -39,7 +43,11 @@ const USAGE =
             http://127.0.0.1:8000 for DynamoDB Local, which takes any credentials)
   --groups  group checkouts to generate (default 2000 in memory, 30 on DynamoDB,
             100 on PostgreSQL)
-  --seed    workload seed (default 42)`;
+  --seed    workload seed (default 42)
+  --serve   serve the status page (and /metrics, /health) on HOST:PORT while the workload
+            runs, e.g. 127.0.0.1:9464; actions need $IMPEL_ADMIN_TOKEN (else a token is
+            made up and printed)
+  --linger  with --serve: keep serving S seconds after the summary (default 0)`;
 
 type StoreKind = "memory" | "pglite" | "messagedb" | "dynamo";
 
@@ -50,6 +58,8 @@ interface Settings {
   readonly endpoint?: string;
   readonly groups: number;
   readonly seed: number;
+  readonly serve?: { readonly hostname: string; readonly port: number };
+  readonly lingerS: number;
 }
 
 class UsageError extends Error {}
@@ -64,6 +74,8 @@ function parse(args: string[]): Settings | undefined {
       endpoint: { type: "string" },
       groups: { type: "string" },
       seed: { type: "string", default: "42" },
+      serve: { type: "string" },
+      linger: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -90,7 +102,24 @@ function parse(args: string[]): Settings | undefined {
     }
     return n;
   };
+  let serve: Settings["serve"];
+  if (values.serve !== undefined) {
+    const m = /^(.+):(\d{1,5})$/.exec(values.serve);
+    if (!m || Number(m[2]) > 65535) {
+      throw new UsageError(`--serve must be HOST:PORT, e.g. 127.0.0.1:9464, got ${values.serve}`);
+    }
+    serve = { hostname: m[1].replace(/^\[(.*)\]$/, "$1"), port: Number(m[2]) };
+  }
+  if (values.linger !== undefined && serve === undefined) {
+    throw new UsageError("--linger applies to --serve");
+  }
+  const lingerS = Number(values.linger ?? "0");
+  if (!Number.isFinite(lingerS) || lingerS < 0) {
+    throw new UsageError(`--linger must be a number of seconds >= 0, got ${values.linger}`);
+  }
   return {
+    serve,
+    lingerS,
     store,
     dir: values.dir,
     // Read only when needed, so that the other stores need no environment permission.
@@ -219,8 +248,42 @@ function counting(store: EventStore) {
 const n = (x: number) => x.toLocaleString("en-US");
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
+/** Serves the status page, /metrics and /health on `settings.serve`; stop() ends them. */
+async function serveStatus(settings: NonNullable<Settings["serve"]>, metrics: ImpelMetrics) {
+  const given = Deno.env.get("IMPEL_ADMIN_TOKEN");
+  const token = given ?? crypto.randomUUID();
+  const stopping = new AbortController();
+  const handler = createHttpHandler({ metrics, token, signal: stopping.signal });
+  const listening = Promise.withResolvers<string>();
+  const server = Deno.serve({
+    hostname: settings.hostname,
+    port: settings.port,
+    onListen: ({ hostname, port }) => {
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      listening.resolve(`http://${host}:${port}/`);
+    },
+  }, handler);
+  const url = await listening.promise;
+  console.log(
+    `status page: ${url} (also /metrics and /health); actions need the token ` +
+      (given === undefined
+        ? `${token} (set IMPEL_ADMIN_TOKEN to choose one)`
+        : "$IMPEL_ADMIN_TOKEN"),
+  );
+  return {
+    async stop() {
+      stopping.abort(); // ends the pages' event streams, which a graceful shutdown waits for
+      await server.shutdown();
+    },
+  };
+}
+
 async function main(settings: Settings): Promise<boolean> {
   const started = performance.now();
+  const metrics = settings.serve ? createMetrics() : undefined;
+  const serving = settings.serve && metrics
+    ? await serveStatus(settings.serve, metrics)
+    : undefined;
   const backend = await openBackend(settings);
   const { store, written } = counting(backend.store);
   const cache = createStateCache({ maxEntries: 100_000 });
@@ -234,6 +297,7 @@ async function main(settings: Settings): Promise<boolean> {
     counters,
     source: backend.source(controller.signal),
     sink: { maxConcurrentStreams: 32, commitIntervalMs: 500 },
+    metrics,
   });
   const work = plan(settings.groups, settings.seed);
   const totalWritten = () => [...written.values()].reduce((a, b) => a + b, 0);
@@ -263,9 +327,14 @@ async function main(settings: Settings): Promise<boolean> {
 
   const closing = async () => {
     clearInterval(progress);
+    if (serving && settings.lingerS > 0) {
+      console.log(`serving the status page for ${settings.lingerS} s more`);
+      await sleep(settings.lingerS * 1000);
+    }
     controller.abort();
     await reactor.stop();
     await backend.close();
+    await serving?.stop();
   };
   try {
     const t = () => new Date().toISOString();

@@ -15,6 +15,7 @@ import type { Batch, ObservableSource } from "../../core/batch.ts";
 import type { Handler } from "../../core/scheduler.ts";
 import { run, type StreamsSink, streamsSink, type StreamsSinkOptions } from "../../core/sink.ts";
 import { idOf } from "../../core/streamName.ts";
+import type { ImpelMetrics } from "../../observability/metrics.ts";
 import { type GroupCheckoutService, type MergeOutcome, nextAction } from "./groupCheckout.ts";
 import type { GuestStayService } from "./guestStay.ts";
 
@@ -113,6 +114,8 @@ export interface ReactorOptions extends GroupCheckoutHandlerOptions {
   readonly source: ReadableStream<Batch>;
   /** Scheduler and sink settings (the handler is the reactor's). */
   readonly sink?: Omit<StreamsSinkOptions, "handler">;
+  /** Registers the reactor there (metrics, health, the status page), its source observed. */
+  readonly metrics?: ImpelMetrics;
 }
 
 /** A running reactor. */
@@ -146,16 +149,24 @@ export interface Reactor {
  * ```
  */
 export function startReactor(options: ReactorOptions): Reactor {
+  const observable = options.source as ObservableSource;
+  // The source's consumer group, so that checkpoints, logs and parked streams agree.
+  const group = observable.group ?? REACTOR_GROUP;
   const sink = streamsSink({
-    // The source's consumer group, so that checkpoints, logs and parked streams agree.
-    group: (options.source as ObservableSource).group ?? REACTOR_GROUP,
+    group,
     maxConcurrentStreams: 16,
     statsIntervalMs: 0,
     ...options.sink,
     handler: groupCheckoutHandler(options),
   });
   const controller = new AbortController();
-  const running = run(options.source, sink, { signal: controller.signal });
+  const pipeline = options.metrics?.addPipeline({
+    group,
+    source: observable.sourceName ?? "hotel",
+    sink,
+  });
+  const source = pipeline ? pipeline.observe(observable) : options.source;
+  const running = run(source, sink, { signal: controller.signal });
   running.catch(() => {}); // observed through `running` or `stop`
   return {
     sink,
