@@ -62,7 +62,7 @@ export const indexCommand: Command = {
         );
         return EXIT.ok;
       }
-      const all = [...((await get(idx.PARTITIONS_KEY, 0))?.ps?.SS ?? [])].sort();
+      const all = await idx.listPartitions(client, indexTable);
       const only = args.string("partition");
       const partitions = only === undefined ? all : all.filter((p) => p === only);
       if (partitions.length === 0) {

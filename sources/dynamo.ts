@@ -65,7 +65,7 @@ import {
   EPOCH_FACTOR,
   epochKey,
   type IndexEntry,
-  PARTITIONS_KEY,
+  listPartitions,
   tipKey,
 } from "../stores/dynamo-index.ts";
 
@@ -269,16 +269,11 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
   // Per partition, when the tip was last compared with an idle epoch (see readPage).
   const tipChecked = new Map<string, number>();
 
-  async function partitions(): Promise<string[]> {
-    const { Item } = await client.send(
-      new GetItemCommand({
-        TableName: settings.indexTable,
-        Key: { p: { S: PARTITIONS_KEY }, i: { N: "0" } },
-        ConsistentRead: settings.consistentRead,
-      }),
-    );
-    return [...(Item?.ps?.SS ?? [])].sort();
-  }
+  const partitions = (signal: AbortSignal): Promise<string[]> =>
+    listPartitions(client, settings.indexTable, {
+      consistentRead: settings.consistentRead,
+      signal,
+    });
 
   // The chunks of an epoch from `offset` (including the chunk that holds it), and whether the
   // epoch is closed and at which count.
@@ -595,7 +590,7 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
   return pagedSource({
     name: settings.sourceName,
     tranches: settings.tranches ?? [],
-    readTranches: settings.tranches ? undefined : () => partitions(),
+    readTranches: settings.tranches ? undefined : partitions,
     tranchesRefreshMs: settings.partitionRefreshMs,
     readPage,
     checkpoints: options.checkpoints,

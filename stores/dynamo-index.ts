@@ -5,7 +5,11 @@
  * indexer's code nor the DynamoDB Streams client.
  *
  * Index table layout (partition key `p`, number sort key `i`):
- * - `$partitions` / 0: the set `ps` of partition ids in use;
+ * - `$partitions` / slot: one item per partition in use, its id in `pt`; the slot is a 48-bit
+ *   hash of the id plus one ({@linkcode partitionSlot}), the next one up on a collision. (Indexes
+ *   written before this layout hold every id in one string set `ps` at `$partitions` / 0, which
+ *   400 KB bounds to about 400 ids of 1 000 bytes: readers still read it, with the items, and
+ *   nothing writes it any more. {@linkcode listPartitions} reads both.)
  * - `$tip#{partition}` / 0: the open epoch `ep`, its entry count `o`, bytes `b` and streams `s`;
  * - `$epoch#{partition}#{epoch}` / offset: a chunk of entries (JSON `j`, count `c`) starting at
  *   that offset; `/ 1e6` ({@linkcode EPOCH_FACTOR}): the end marker, written when the epoch
@@ -17,6 +21,12 @@
  *
  * @module
  */
+import {
+  type AttributeValue,
+  type DynamoDBClient,
+  QueryCommand,
+  type QueryCommandOutput,
+} from "@aws-sdk/client-dynamodb";
 import { ImpelError } from "../core/errors.ts";
 import { type DynamoClient, ensureTable } from "./dynamo.ts";
 import type { StreamName } from "../core/streamName.ts";
@@ -90,27 +100,95 @@ export function tipKey(partition: string): string {
 }
 
 /**
- * The index table's partition-key value of the set of partitions in use.
+ * The index table's partition-key value of the items that list the partitions in use (one per
+ * partition; see {@linkcode listPartitions}).
  *
  * @example
  * ```ts
- * import { DynamoDBClient, GetItemCommand } from "@aws-sdk/client-dynamodb";
+ * import { DynamoDBClient, QueryCommand } from "@aws-sdk/client-dynamodb";
  * import { PARTITIONS_KEY } from "@impel/impel/stores/dynamo-index";
  * const client = new DynamoDBClient({
  *   endpoint: "http://127.0.0.1:8000",
  *   region: "local",
  *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
  * });
- * const { Item } = await client.send(
- *   new GetItemCommand({
+ * const { Items } = await client.send(
+ *   new QueryCommand({
  *     TableName: "events-index",
- *     Key: { p: { S: PARTITIONS_KEY }, i: { N: "0" } },
+ *     KeyConditionExpression: "p = :p",
+ *     ExpressionAttributeValues: { ":p": { S: PARTITIONS_KEY } },
  *   }),
  * );
- * const partitions = Item?.ps?.SS ?? []; // e.g. ["0"]: the tranches a dynamoSource reads
+ * console.log(Items?.map((item) => item.pt?.S)); // e.g. ["0"]: the first page of partitions
  * ```
  */
 export const PARTITIONS_KEY = "$partitions";
+
+/**
+ * The sort key under {@linkcode PARTITIONS_KEY} where a partition is first looked for: one plus
+ * 48 bits of the SHA-256 of its id (never 0, where the old set lives). Two ids with the same
+ * slot are told apart by `pt`: the second takes the next free slot up.
+ *
+ * @example
+ * ```ts
+ * import { partitionSlot } from "@impel/impel/stores/dynamo-index";
+ * const slot = await partitionSlot("Order");
+ * console.log(slot >= 1 && slot <= 2 ** 48); // true
+ * ```
+ */
+export async function partitionSlot(partition: string): Promise<number> {
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(partition)),
+  );
+  return digest.slice(0, 6).reduce((n, b) => n * 256 + b, 0) + 1;
+}
+
+/**
+ * Every partition the index lists, sorted: one item per partition under
+ * {@linkcode PARTITIONS_KEY}, read page by page, and the string set of indexes written before
+ * that layout (read, never written).
+ *
+ * @example
+ * ```ts
+ * import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+ * import { listPartitions } from "@impel/impel/stores/dynamo-index";
+ * const client = new DynamoDBClient({
+ *   endpoint: "http://127.0.0.1:8000",
+ *   region: "local",
+ *   credentials: { accessKeyId: "local", secretAccessKey: "local" }, // DynamoDB Local takes any
+ * });
+ * const partitions = await listPartitions(client, "events-index");
+ * console.log(partitions); // e.g. ["0"]: the tranches a dynamoSource reads
+ * ```
+ */
+export async function listPartitions(
+  dynamo: DynamoClient,
+  indexTable: string,
+  options: { readonly consistentRead?: boolean; readonly signal?: AbortSignal } = {},
+): Promise<string[]> {
+  // The one cast at this boundary: DynamoClient only narrows the SDK client callers pass.
+  const client = dynamo as DynamoDBClient;
+  const found = new Set<string>();
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const page: QueryCommandOutput = await client.send(
+      new QueryCommand({
+        TableName: indexTable,
+        KeyConditionExpression: "p = :p",
+        ExpressionAttributeValues: { ":p": { S: PARTITIONS_KEY } },
+        ConsistentRead: options.consistentRead ?? true,
+        ExclusiveStartKey: start,
+      }),
+      { abortSignal: options.signal },
+    );
+    for (const item of page.Items ?? []) {
+      if (item.pt?.S !== undefined) found.add(item.pt.S);
+      for (const id of item.ps?.SS ?? []) found.add(id);
+    }
+    start = page.LastEvaluatedKey;
+  } while (start);
+  return [...found].sort();
+}
 
 /**
  * Creates the index table unless it exists (on-demand billing); waits until it is active.

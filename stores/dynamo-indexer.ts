@@ -49,6 +49,7 @@ import {
   epochKey,
   type IndexEntry,
   PARTITIONS_KEY,
+  partitionSlot,
   tipKey,
 } from "./dynamo-index.ts";
 
@@ -59,8 +60,8 @@ export * from "./dynamo-index.ts";
 
 const log = getLogger(["impel", "dynamo", "indexer"]);
 
-// A transaction takes at most 100 actions: a chunk, a header, the tip, the partition set and
-// one per stream; chunks stay well below the 400 KB item limit.
+// A transaction takes at most 100 actions: a chunk, a header, the tip, the partition's listing
+// and one per stream; chunks stay well below the 400 KB item limit.
 const MAX_STREAMS_PER_WRITE = 90;
 const MAX_CHUNK_BYTES = 300_000;
 const CONTENTION_ATTEMPTS = 12;
@@ -562,7 +563,7 @@ export function dynamoIndexer(
   }
 
   // One transaction: the chunk, the end marker if the epoch closes, the tip (conditional on the
-  // tip read), the partition set for a new partition, and each stream's indexed version.
+  // tip read), the listing of a new partition, and each stream's indexed version.
   async function transact(partition: string, tip: TipState, packed: Packed): Promise<void> {
     const { chunk, close, next, touched } = packed;
     const actions: TransactWriteItem[] = [];
@@ -610,12 +611,13 @@ export function dynamoIndexer(
       },
     });
     if (!tip.exists) {
+      // A new partition is listed by an item of its own, so that there can be any number.
       actions.push({
-        Update: {
+        Put: {
           TableName: indexTable,
-          Key: key(PARTITIONS_KEY, 0),
-          UpdateExpression: "ADD ps :ps",
-          ExpressionAttributeValues: { ":ps": { SS: [partition] } },
+          Item: { ...key(PARTITIONS_KEY, await freeSlot(partition)), pt: { S: partition } },
+          ConditionExpression: "attribute_not_exists(p) OR pt = :pt",
+          ExpressionAttributeValues: { ":pt": { S: partition } },
         },
       });
     }
@@ -652,6 +654,22 @@ export function dynamoIndexer(
         (e.CancellationReasons ?? []).some((r) => r.Code === "ValidationError")
       ) throw new RefusedWrite(e);
       throw e;
+    }
+  }
+
+  // The slot under PARTITIONS_KEY for a partition: its hash's, or the next one up not held by
+  // another partition (a collision). A writer taking the same slot meanwhile for another
+  // partition fails the transaction's condition, which is retried from a fresh read.
+  async function freeSlot(partition: string): Promise<number> {
+    for (let slot = await partitionSlot(partition);; slot++) {
+      const { Item } = await client.send(
+        new GetItemCommand({
+          TableName: indexTable,
+          Key: key(PARTITIONS_KEY, slot),
+          ConsistentRead: true,
+        }),
+      );
+      if (Item === undefined || Item.pt?.S === partition) return slot;
     }
   }
 
@@ -1019,7 +1037,7 @@ class LostRace extends Error {
 }
 
 // DynamoDB refused an index write as invalid (a ValidationError among the cancellation reasons,
-// such as the partition set outgrowing 400 KB): retrying would refuse it again.
+// such as an item of the index grown past 400 KB by another writer): retrying would refuse it.
 class RefusedWrite extends Error {
   constructor(cause: TransactionCanceledException) {
     super(cause.message, { cause });

@@ -38,7 +38,7 @@ import type { Batch } from "../../core/batch.ts";
 import type { CheckpointStore } from "../../core/checkpoints.ts";
 import { dynamoSource, encodePosition } from "../../sources/dynamo.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
-import { dynamoIndexer, PARTITIONS_KEY, tipKey } from "../../stores/dynamo-indexer.ts";
+import { dynamoIndexer, listPartitions, tipKey } from "../../stores/dynamo-indexer.ts";
 import { analyse, type RunLog } from "./messagedb/analyse.ts";
 import { indexChecker, indexerFigures } from "./dynamo/analyse.ts";
 import { typeAt, writer } from "./dynamo/writer.ts";
@@ -144,7 +144,7 @@ async function tips(indexTable: string): Promise<Map<string, bigint>> {
       }),
     )).Item;
   const out = new Map<string, bigint>();
-  for (const partition of (await get(PARTITIONS_KEY))?.ps?.SS ?? []) {
+  for (const partition of await listPartitions(client, indexTable)) {
     const tip = await get(tipKey(partition));
     out.set(partition, encodePosition(Number(tip?.ep?.N ?? 0), Number(tip?.o?.N ?? 0)));
   }

@@ -15,6 +15,8 @@ import {
   epochKey,
   type IndexEntry,
   type IngestResult,
+  listPartitions,
+  partitionSlot,
 } from "../../stores/dynamo-indexer.ts";
 import { runStreamsIndexer } from "../../stores/dynamo-streams.ts";
 import {
@@ -328,13 +330,15 @@ Deno.test(
       (await readIndex(t.indexTable, "b")).flatMap((e) => e.entries.map((x) => x.stream)),
       ["B-1"],
     );
+    assert.deepEqual(await listPartitions(client, t.indexTable), ["a", "b"]);
+    // One item per partition, at its slot: no set to outgrow.
     const { Item } = await client.send(
       new GetItemCommand({
         TableName: t.indexTable,
-        Key: { p: { S: "$partitions" }, i: { N: "0" } },
+        Key: { p: { S: "$partitions" }, i: { N: String(await partitionSlot("a")) } },
       }),
     );
-    assert.deepEqual(Item?.ps?.SS?.sort(), ["a", "b"]);
+    assert.equal(Item?.pt?.S, "a");
     assert.throws(
       () => dynamoIndexer(client, { indexTable: t.indexTable, maxEpochEntries: 0 }),
       InvalidArgumentError,
