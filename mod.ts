@@ -27,6 +27,7 @@
  */
 export type { Batch, BatchItem, ObservableSource, Position, SourceProblem } from "./core/batch.ts";
 export {
+  type Checkpoint,
   type CheckpointFence,
   type CheckpointKey,
   type CheckpointScope,

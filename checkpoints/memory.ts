@@ -5,8 +5,10 @@
  */
 import type { Position } from "../core/batch.ts";
 import {
+  checkCheckpoint,
   checkCheckpointKey,
   checkFence,
+  type Checkpoint,
   type CheckpointFence,
   type CheckpointKey,
   type CheckpointStore,
@@ -46,44 +48,67 @@ export interface MemoryCheckpointOptions {
  * ```
  */
 export function memoryCheckpoints(options: MemoryCheckpointOptions = {}): CheckpointStore {
-  const positions = new Map<string, { key: CheckpointKey; position: Position }>();
+  const positions = new Map<string, { key: CheckpointKey; position: Position; token?: string }>();
   const id = (k: CheckpointKey) => JSON.stringify([k.source, k.tranche, k.group]);
   const leases = options.leases;
   if (leases !== undefined && typeof leases.holds !== "function") {
     throw new InvalidArgumentError("leases", "must have a holds(fence) method (memoryLeases())");
   }
+  function commitCheckpoint(
+    key: CheckpointKey,
+    checkpoint: Checkpoint,
+    fence?: CheckpointFence,
+  ): Promise<void> {
+    checkCheckpointKey(key);
+    checkCheckpoint(checkpoint);
+    const { position, token } = checkpoint;
+    if (fence !== undefined) {
+      checkFence(fence);
+      if (leases === undefined) {
+        throw new InvalidArgumentError("fence", "needs memoryCheckpoints({ leases })");
+      }
+      // A fence is the lease of the tranche committed: another unit's lease proves nothing.
+      if (fence.unit !== key.tranche) {
+        return Promise.reject(
+          new InvalidArgumentError(
+            "fence.unit",
+            `must be the tranche committed (${key.tranche}), got ${fence.unit}`,
+          ),
+        );
+      }
+      if (!leases.holds(fence)) return Promise.reject(new StaleCommitError(key, position, fence));
+    }
+    const current = positions.get(id(key));
+    if (current === undefined || current.position < position) {
+      positions.set(id(key), {
+        key: { ...key },
+        position,
+        ...(token === undefined ? {} : { token }),
+      });
+    }
+    return Promise.resolve();
+  }
   return {
     fenced: leases !== undefined,
     ...(typeof leases?.location === "string" ? { fenceLocation: leases.location } : {}),
+    tokens: true,
     load(key) {
       checkCheckpointKey(key);
       return Promise.resolve(positions.get(id(key))?.position);
     },
-    commit(key, position, fence) {
+    loadCheckpoint(key) {
       checkCheckpointKey(key);
-      checkPosition(position);
-      if (fence !== undefined) {
-        checkFence(fence);
-        if (leases === undefined) {
-          throw new InvalidArgumentError("fence", "needs memoryCheckpoints({ leases })");
-        }
-        // A fence is the lease of the tranche committed: another unit's lease proves nothing.
-        if (fence.unit !== key.tranche) {
-          return Promise.reject(
-            new InvalidArgumentError(
-              "fence.unit",
-              `must be the tranche committed (${key.tranche}), got ${fence.unit}`,
-            ),
-          );
-        }
-        if (!leases.holds(fence)) return Promise.reject(new StaleCommitError(key, position, fence));
-      }
-      const current = positions.get(id(key));
-      if (current === undefined || current.position < position) {
-        positions.set(id(key), { key: { ...key }, position });
-      }
-      return Promise.resolve();
+      const kept = positions.get(id(key));
+      return Promise.resolve(
+        kept === undefined
+          ? undefined
+          : { position: kept.position, ...(kept.token === undefined ? {} : { token: kept.token }) },
+      );
     },
+    commit(key, position, fence) {
+      return commitCheckpoint(key, { position }, fence);
+    },
+    commitCheckpoint,
     reset(key, position) {
       checkCheckpointKey(key);
       if (position === undefined) positions.delete(id(key));

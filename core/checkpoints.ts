@@ -70,6 +70,24 @@ export interface CheckpointStore {
    */
   readonly fenceLocation?: string;
   /**
+   * True when the store keeps an opaque resume token with each position
+   * ({@linkcode CheckpointStore.loadCheckpoint}, {@linkcode CheckpointStore.commitCheckpoint}):
+   * sources whose resume point is not a number (a Cosmos change-feed continuation) need one.
+   */
+  readonly tokens?: boolean;
+  /** With `tokens`: the committed position and its token, or `undefined` if none is recorded. */
+  loadCheckpoint?(key: CheckpointKey): Promise<Checkpoint | undefined>;
+  /**
+   * With `tokens`: records the position and the token together, on the same terms as
+   * {@linkcode CheckpointStore.commit} (unless a higher position is recorded; `fence` as there).
+   * `commit` and `reset` record a position without a token.
+   */
+  commitCheckpoint?(
+    key: CheckpointKey,
+    checkpoint: Checkpoint,
+    fence?: CheckpointFence,
+  ): Promise<void>;
+  /**
    * Marks a source's consumer group as running here until the returned function is called, so
    * that {@linkcode CheckpointStore.running} elsewhere sees it. Sources that commit to the store
    * hold it while they run.
@@ -85,6 +103,65 @@ export interface CheckpointStore {
     key: CheckpointKey,
     position: Position | undefined,
   ): Promise<void>;
+}
+
+/**
+ * A checkpoint with an opaque resume token, for sources whose resume point cannot be held as a
+ * number without losing information (a Cosmos change-feed continuation names an LSN per
+ * physical partition of the range, which splits change). `position` orders checkpoints (never
+ * backwards, as for every checkpoint) and counts what was read; `token` is where the source
+ * resumes. Stores with `tokens` keep both in one record.
+ *
+ * @example
+ * ```ts
+ * import type { Checkpoint } from "@impel/impel";
+ * import { memoryCheckpoints } from "@impel/impel/checkpoints/memory";
+ * const store = memoryCheckpoints();
+ * const key = { source: "cosmos:events", tranche: "0", group: "g" };
+ * const checkpoint: Checkpoint = { position: 120n, token: '{"Continuation":[]}' };
+ * await store.commitCheckpoint?.(key, checkpoint);
+ * console.log((await store.loadCheckpoint?.(key))?.token); // {"Continuation":[]}
+ * ```
+ *
+ * @category Checkpoints
+ */
+export interface Checkpoint {
+  /** The position: orders checkpoints and says how far the tranche was read. */
+  readonly position: Position;
+  /** The source's opaque resume token at that position, if it has one. */
+  readonly token?: string;
+}
+
+/** The longest token a checkpoint may carry, in characters. */
+export const MAX_CHECKPOINT_TOKEN_LENGTH = 65_536;
+
+/**
+ * Checks a {@linkcode Checkpoint} at a store's public boundary: a valid position and, if given, a
+ * non-empty token of at most {@linkcode MAX_CHECKPOINT_TOKEN_LENGTH} characters.
+ *
+ * @category Checkpoints
+ */
+export function checkCheckpoint(checkpoint: Checkpoint): Checkpoint {
+  if (checkpoint === null || typeof checkpoint !== "object") {
+    throw new ImpelError(
+      "InvalidCheckpoint",
+      `a checkpoint must be an object with a position, got ${String(checkpoint)}`,
+    );
+  }
+  checkPosition(checkpoint.position);
+  const token = checkpoint.token;
+  if (
+    token !== undefined &&
+    (typeof token !== "string" || token.length === 0 || token.length > MAX_CHECKPOINT_TOKEN_LENGTH)
+  ) {
+    throw new ImpelError(
+      "InvalidCheckpoint",
+      `a checkpoint token must be a string of 1 to ${MAX_CHECKPOINT_TOKEN_LENGTH} characters, got ${
+        typeof token === "string" ? `${token.length} characters` : typeof token
+      }`,
+    );
+  }
+  return checkpoint;
 }
 
 /**
