@@ -32,7 +32,7 @@ import type {
   ParkWrite,
   ParkWriteOutcome,
 } from "./park.ts";
-import { unreadable } from "./park.ts";
+import { truncateParkError, unreadable } from "./park.ts";
 import type { StreamName } from "./streamName.ts";
 
 /** Busy runs measure handler latency on one call in this many (a power of two). */
@@ -327,7 +327,10 @@ export interface ParkedStatus {
   readonly ageMs: number;
   /** Attempts before it parked. */
   readonly attempts: number;
-  /** The error that parked it, as text. */
+  /**
+   * The error that parked it, as text: at most its first 256 bytes (cut saying so), since every
+   * member holds every parked stream of its group; the park store keeps it whole.
+   */
   readonly error: string;
   /** `parked`, or the request being applied. */
   readonly state: "parked" | "releasing" | "skipping";
@@ -533,6 +536,13 @@ interface StreamState {
   /** Set while the stream is parked. */
   park: ParkState | undefined;
 }
+
+/**
+ * Bytes of a parked stream's error text kept in memory (stats, health): every member holds every
+ * parked stream of its group, and errors with stacks run to kilobytes each; the store keeps the
+ * whole text (`impel parked show`).
+ */
+const PARKED_ERROR_BYTES = 256;
 
 /**
  * A parked stream's state. While `parked`, its events go to the store instead of the handler
@@ -1629,7 +1639,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         next: first,
         events: 0,
         since: failure.lastFailedAt,
-        error: failure.error,
+        error: truncateParkError(failure.error, PARKED_ERROR_BYTES),
         attempts: failure.attempts,
         failure,
         handledTo: undefined,
@@ -1645,7 +1655,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       // is dropped from the buffer: it is stored), arrivals behind it are parked after it.
       p.failure = failure;
       p.handledTo = Math.max(0, s.writePos);
-      p.error = failure.error;
+      p.error = truncateParkError(failure.error, PARKED_ERROR_BYTES);
       p.attempts = failure.attempts;
       p.first = p.handledTo;
       toParked(s, p);
@@ -1914,7 +1924,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
           next: e.next,
           events: e.events,
           since: e.parkedAt,
-          error: e.error,
+          error: truncateParkError(e.error, PARKED_ERROR_BYTES),
           attempts: e.attempts,
           failure: undefined,
           handledTo: undefined,
