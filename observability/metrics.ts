@@ -36,7 +36,7 @@
  * | `impel_parked_events` | gauge | group | events parked in them |
  * | `impel_parked_oldest_seconds` | gauge | group | age of the oldest parked stream |
  * | `impel_parked_store_failing_seconds` | gauge | group | how long the park store has been failing (0 while it works) |
- * | `impel_parked_total` | counter | group, outcome | streams `parked`, `released` and `skipped`, and park store operations that `failed` |
+ * | `impel_parked_total` | counter | group, outcome | streams `parked`, `released` and `skipped`, releases that failed again (`releaseFailed`; the stream parked again, also counted as `parked`), and park store operations that failed (`storeFailed`) |
  * | `impel_handler_calls_total` | counter | group, outcome | handler calls that returned (`ok`) or threw (`failed`) |
  * | `impel_handler_duration_seconds` | histogram | group, outcome | handler call durations (`_bucket`, `_sum`, `_count`; 0.5 ms to 60 s) of the calls the scheduler timed |
  * | `impel_source_batches_total` | counter | group, source, tranche | pages (batches) read |
@@ -681,7 +681,7 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     ),
     parkedTotal: counter(
       "parked_total",
-      "Streams parked, released and skipped, and park store operations that failed",
+      "Streams parked, released and skipped, releases that failed again (releaseFailed), and park store operations that failed (storeFailed)",
       ["group", "outcome"],
     ),
     calls: counter("handler_calls_total", "Handler calls by outcome", ["group", "outcome"]),
@@ -902,7 +902,8 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       m.parkedTotal.inc({ group, outcome: "parked" }, c.parked ?? 0);
       m.parkedTotal.inc({ group, outcome: "released" }, c.released ?? 0);
       m.parkedTotal.inc({ group, outcome: "skipped" }, c.skipped ?? 0);
-      m.parkedTotal.inc({ group, outcome: "failed" }, c.parkFailures ?? 0);
+      m.parkedTotal.inc({ group, outcome: "releaseFailed" }, c.releaseFailures ?? 0);
+      m.parkedTotal.inc({ group, outcome: "storeFailed" }, c.parkFailures ?? 0);
     }
     m.calls.inc({ group, outcome: "ok" }, c.calls);
     m.calls.inc({ group, outcome: "failed" }, c.failures);

@@ -123,7 +123,8 @@ test("health and metrics: a failing park store shows as parkStore and as a faili
     const text = await p.metrics.metrics();
     assert.match(text, /impel_parked_store_failing_seconds\{group="g"\} [0-9.]+/);
     assert.doesNotMatch(text, /impel_parked_store_failing_seconds\{group="g"\} 0\n/);
-    assert.match(text, /impel_parked_total\{group="g",outcome="failed"\} [1-9]/);
+    assert.match(text, /impel_parked_total\{group="g",outcome="storeFailed"\} [1-9]/);
+    assert.match(text, /impel_parked_total\{group="g",outcome="releaseFailed"\} 0\n/);
     down = false;
     await p.sink.monitor.awaitCompletion({ tail: true, timeoutMs: 5_000 });
     const after = await checkHealth(p.metrics.pipelines());

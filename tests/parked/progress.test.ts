@@ -7,6 +7,7 @@ import { run, type StreamEvent, streamsSink } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { memoryParkStore } from "../../parked/memory.ts";
 import { createMemoryStore, memorySource } from "../../sources/memory.ts";
+import { createMetrics } from "../../observability/metrics.ts";
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 10_000) {
   const deadline = Date.now() + ms;
@@ -150,6 +151,12 @@ Deno.test("parked: a release that fails again is in the history as failed and co
     assert.equal(sink.stats().counters.released, 0);
     assert.equal(sink.stats().counters.releaseFailures, 1, "counted as a failed release");
     assert.equal(sink.stats().counters.parkFailures, 0, "not as a park store failure");
+    const metrics = createMetrics({ defaultMetrics: false });
+    metrics.addPipeline({ group: "g", source: "memory", sink });
+    const text = await metrics.metrics();
+    assert.match(text, /impel_parked_total\{group="g",outcome="releaseFailed"\} 1\n/);
+    assert.match(text, /impel_parked_total\{group="g",outcome="storeFailed"\} 0\n/);
+    assert.match(text, /impel_parked_total\{group="g",outcome="parked"\} 2\n/);
   } finally {
     ac.abort();
     await running;
