@@ -60,7 +60,6 @@ import type { Position } from "../core/batch.ts";
 import type { CheckpointKey } from "../core/checkpoints.ts";
 import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
-import { jsonSafe } from "../core/json.ts";
 import {
   encodeParkedEvent,
   type ParkedStream,
@@ -310,7 +309,9 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
         const since = url.searchParams.get("since") === null
           ? undefined
           : integerQuery(url, "since", 0, 0);
-        return json(jsonSafe(await feed.snapshot(since)));
+        // JSON-safe by construction: stringified as is, without json()'s replacer (several
+        // times faster on a snapshot with ten minutes of history).
+        return new Response(JSON.stringify(await feed.snapshot(since)), { headers: JSON_HEADERS });
       },
     },
     {

@@ -13,7 +13,6 @@
  */
 import { checkInteger, checkNumber, describe, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
-import { jsonSafe } from "../core/json.ts";
 import type { ParkedStatus, StreamStatus } from "../core/scheduler.ts";
 import type { SinkStats } from "../core/stats.ts";
 import { sleep } from "../core/tranches.ts";
@@ -392,9 +391,8 @@ export function createStatusFeed(
 
   function frame(body: unknown): Uint8Array {
     seq++;
-    return encoder.encode(
-      `id: ${seq}\nevent: snapshot\ndata: ${JSON.stringify(jsonSafe(body))}\n\n`,
-    );
+    // JSON-safe by construction (positions are strings already): no copy before stringifying.
+    return encoder.encode(`id: ${seq}\nevent: snapshot\ndata: ${JSON.stringify(body)}\n\n`);
   }
 
   function failureFrame(error: unknown): Uint8Array {
