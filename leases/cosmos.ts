@@ -30,10 +30,9 @@ import type {
 } from "../core/lease.ts";
 import { checkInteger, describe, InvalidArgumentError } from "../core/errors.ts";
 import { documentId, ensureCosmosContainer, statusOf } from "../stores/cosmos.ts";
-import type { Database } from "../stores/cosmos.ts";
+import type { CosmosContainer, CosmosDatabase } from "../stores/cosmos.ts";
 
 export type * from "../core/lease.ts";
-export type { Container, Database } from "../stores/cosmos.ts";
 
 /** A member expired for this many lease durations (of the member beating) is forgotten. */
 const DEAD_MEMBER_DURATIONS = 10;
@@ -108,7 +107,7 @@ export function leaseDocumentId(unit: string): Promise<string> {
  */
 export interface CosmosLeaseStore extends LeaseStore {
   /** The container the leases are kept in. */
-  readonly container: Container;
+  readonly container: CosmosContainer;
   /** `cosmos {database}/{container}`. */
   readonly location: string;
 }
@@ -126,7 +125,10 @@ export interface CosmosLeaseStore extends LeaseStore {
  * const leases = cosmosLeases(await initCosmosLeases(database, "aux"));
  * ```
  */
-export function initCosmosLeases(database: Database, containerId: string): Promise<Container> {
+export function initCosmosLeases(
+  database: CosmosDatabase,
+  containerId: string,
+): Promise<CosmosContainer> {
   return ensureCosmosContainer(database, containerId);
 }
 
@@ -143,10 +145,12 @@ export function initCosmosLeases(database: Database, containerId: string): Promi
  * console.log(lease?.generation); // 1n the first time
  * ```
  */
-export function cosmosLeases(container: Container): CosmosLeaseStore {
-  if (container === null || typeof container !== "object" || typeof container.item !== "function") {
+export function cosmosLeases(kept: CosmosContainer): CosmosLeaseStore {
+  if (kept === null || typeof kept !== "object" || typeof kept.item !== "function") {
     throw new InvalidArgumentError("container", "must be a Container of @azure/cosmos");
   }
+  // The interface only narrows the SDK's Container, which callers are documented to pass.
+  const container = kept as unknown as Container;
   const now = () => Date.now();
 
   async function readLease(scope: string, unit: string): Promise<CosmosLeaseDocument | undefined> {
@@ -237,7 +241,7 @@ export function cosmosLeases(container: Container): CosmosLeaseStore {
   });
 
   return {
-    container,
+    container: kept,
     location: `cosmos ${container.database.id}/${container.id}`,
     async heartbeat(scope, member, durationMs, held, units): Promise<HeartbeatResult> {
       checkText("scope", scope);

@@ -53,8 +53,6 @@ import {
 } from "../core/store.ts";
 import { checkStreamName, InvalidStreamNameError, type StreamName } from "../core/streamName.ts";
 
-export type { Container, Database } from "@azure/cosmos";
-
 const log = getLogger(["impel", "cosmos", "store"]);
 
 /** The id of a stream's tip document. */
@@ -105,6 +103,60 @@ const ANY_VERSION_ATTEMPTS = 10;
 const TIP_RACE_ATTEMPTS = 5;
 // Documents per page of a read.
 const PAGE_DOCUMENTS = 100;
+
+/**
+ * The part of `@azure/cosmos`'s `Container` that impel's signatures name: pass a `Container`
+ * (`client.database(id).container(id)`), which impel never disposes. Declared here rather than
+ * taken from the SDK so that impel's API does not pull the SDK's types into its own; impel uses
+ * the container's documents, queries, batches and change feed.
+ *
+ * @example
+ * ```ts
+ * import { CosmosClient } from "@azure/cosmos";
+ * import { type CosmosContainer, cosmosStore } from "@impel/impel/stores/cosmos";
+ * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "bG9jYWw=" });
+ * const container: CosmosContainer = client.database("app").container("events");
+ * const store = cosmosStore(container);
+ * ```
+ */
+export interface CosmosContainer {
+  /** The container's id. */
+  readonly id: string;
+  /** Its database. */
+  readonly database: { readonly id: string };
+  /** A document by id and partition key value. */
+  item(id: string, partitionKey: string): object;
+  /** The container's documents. */
+  readonly items: object;
+}
+
+/**
+ * The part of `@azure/cosmos`'s `Database` that impel's signatures name: pass a `Database`
+ * (`client.database(id)`, or from `client.databases.createIfNotExists`). See
+ * {@linkcode CosmosContainer}.
+ *
+ * @example
+ * ```ts
+ * import { CosmosClient } from "@azure/cosmos";
+ * import type { CosmosDatabase } from "@impel/impel/stores/cosmos";
+ * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "bG9jYWw=" });
+ * const database: CosmosDatabase = client.database("app");
+ * console.log(database.id); // "app"
+ * ```
+ */
+export interface CosmosDatabase {
+  /** The database's id. */
+  readonly id: string;
+  /** Its containers. */
+  readonly containers: object;
+}
+
+// Views a CosmosContainer as the SDK's Container it stands for: the interface only narrows it and
+// callers are documented to pass one, so this is the one cast at the boundary (sibling modules
+// have their own, likewise).
+function sdkContainer(container: CosmosContainer): Container {
+  return container as unknown as Container;
+}
 
 /**
  * A Cosmos container set-up went wrong: creation failed, or an existing container has another
@@ -249,12 +301,15 @@ export async function documentId(prefix: string, parts: readonly string[]): Prom
  * console.log(container.id); // "aux"
  * ```
  */
-export async function ensureCosmosContainer(database: Database, id: string): Promise<Container> {
+export async function ensureCosmosContainer(
+  database: CosmosDatabase,
+  id: string,
+): Promise<CosmosContainer> {
   checkCosmosId("containerId", id);
   let resource: { partitionKey?: { paths?: string[] } } | undefined;
   let container: Container;
   try {
-    const response = await database.containers.createIfNotExists({
+    const response = await (database as unknown as Database).containers.createIfNotExists({
       id,
       partitionKey: { paths: ["/p"], version: 2 },
     });
@@ -283,7 +338,10 @@ export async function ensureCosmosContainer(database: Database, id: string): Pro
  * const store = cosmosStore(await createCosmosEventContainer(database, "events"));
  * ```
  */
-export function createCosmosEventContainer(database: Database, id: string): Promise<Container> {
+export function createCosmosEventContainer(
+  database: CosmosDatabase,
+  id: string,
+): Promise<CosmosContainer> {
   return ensureCosmosContainer(database, id);
 }
 
@@ -344,7 +402,7 @@ export interface CosmosReadStreamOptions extends ReadStreamOptions {
  */
 export interface CosmosEventStore extends EventStore, LastEventReader, SnapshotReader {
   /** The container the events are kept in. */
-  readonly container: Container;
+  readonly container: CosmosContainer;
   /** The stream's version (its event count), 0 if it does not exist. */
   version(stream: StreamName): Promise<number>;
   /** Reads events forwards from `fromIndex`; see {@linkcode CosmosReadStreamOptions}. */
@@ -425,10 +483,8 @@ interface Tip {
  * const events = await store.readStream("Order-1"); // [{ index: 0, type: "Placed", ... }]
  * ```
  */
-export function cosmosStore(container: Container): CosmosEventStore {
-  if (container === null || typeof container !== "object" || typeof container.item !== "function") {
-    throw new InvalidArgumentError("container", "must be a Container of @azure/cosmos");
-  }
+export function cosmosStore(events: CosmosContainer): CosmosEventStore {
+  const container = checkContainer(events);
   const tips = new Map<StreamName, Tip>();
   const remember = (stream: StreamName, tip: Tip) => {
     tips.delete(stream);
@@ -753,7 +809,29 @@ export function cosmosStore(container: Container): CosmosEventStore {
     return newestFirst.reverse().flat();
   }
 
-  return { container, version, append, readStream, readBackwards, readLastEvent, readFromLast };
+  return {
+    container: events,
+    version,
+    append,
+    readStream,
+    readBackwards,
+    readLastEvent,
+    readFromLast,
+  };
+}
+
+/**
+ * Throws {@linkcode InvalidArgumentError} unless `container` looks like an `@azure/cosmos`
+ * `Container`; returns it as the SDK's type.
+ */
+function checkContainer(container: CosmosContainer): Container {
+  if (
+    container === null || typeof container !== "object" || typeof container.item !== "function" ||
+    typeof container.items !== "object"
+  ) {
+    throw new InvalidArgumentError("container", "must be a Container of @azure/cosmos");
+  }
+  return sdkContainer(container);
 }
 
 function checkType(type: unknown): void {

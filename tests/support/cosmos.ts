@@ -46,7 +46,8 @@ export async function freshContainer(
 > {
   const db = await testDatabase();
   const id = `${prefix}-${crypto.randomUUID()}`;
-  const container = await ensureCosmosContainer(db, id);
+  await ensureCosmosContainer(db, id);
+  const container = db.container(id);
   return {
     container,
     id,
