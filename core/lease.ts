@@ -12,11 +12,12 @@
  *   over their share to hand units over (a request, since a unit cannot be taken from a live
  *   owner without breaking the rule below). An owner over its share hands requested units over:
  *   it stops the work, waits for it to end, and releases the lease. A clean stop releases every
- *   lease. A unit whose lease lapsed a heartbeat ago and that nobody took since is *stranded*:
- *   the members whose shares it belongs to are dead too (a member that dies counts as live until
- *   its own heartbeat lapses) or too slow, and any member takes it beyond its share, so that a
- *   dead member's units are taken within `durationMs + heartbeatMs` of its death however many
- *   die one after another. {@linkcode planLeases} is this assignment, as a pure function.
+ *   lease. A unit whose lease lapsed half a heartbeat ago and that nobody took since is
+ *   *stranded*: the members whose shares it belongs to are dead too (a member that dies counts as
+ *   live until its own heartbeat lapses) or too slow, and any member takes it beyond its share,
+ *   so that a dead member's units are taken within `durationMs + heartbeatMs` of its death
+ *   however many die one after another (the other half heartbeat is for the store's round
+ *   trips). {@linkcode planLeases} is this assignment, as a pure function.
  * - **Fencing.** A new owner starts only after the lease expired or was released. The old owner
  *   must therefore have stopped before expiry, without being told: a member that has not renewed a
  *   lease for `durationMs − handoverMs` stops handing out work on it ({@linkcode LeaseMember.holds}
@@ -302,7 +303,7 @@ export interface LeasePlanInput {
   readonly fingerprint?: string;
   /**
    * The heartbeat interval, ms. When given, a unit whose lease lapsed (its owner stopped
-   * renewing it) at least this long ago, and that no member has taken since, is acquired
+   * renewing it) at least half this long ago, and that no member has taken since, is acquired
    * beyond the share (see {@linkcode LeasePlan.stranded}).
    */
   readonly heartbeatMs?: number;
@@ -346,8 +347,9 @@ export interface LeasePlan {
    */
   readonly mismatched: readonly LeaseMemberBeat[];
   /**
-   * Units of `acquire` taken beyond the share: their leases lapsed at least
-   * {@linkcode LeasePlanInput.heartbeatMs} ago and nobody took them. The members whose shares
+   * Units of `acquire` taken beyond the share: their leases lapsed at least half of
+   * {@linkcode LeasePlanInput.heartbeatMs} ago and nobody took them (the members whose shares
+   * they are wake up as a lease lapses, and take them at once if they can). The members whose shares
    * they were are dead (a member that died after the unit's owner still counts as live until its
    * own heartbeat lapses) or too slow to take them; waiting for the shares to be right would
    * leave them unowned for up to another lease duration. The fair shares are restored later by
@@ -366,7 +368,7 @@ export interface LeasePlan {
 /**
  * Plans one member's next steps (see the module documentation). Live members are those whose
  * heartbeat has not expired, plus the member planning. Acquisitions never exceed the share,
- * except for stranded units (given `heartbeatMs`: lapsed a heartbeat ago and still free, which
+ * except for stranded units (given `heartbeatMs`: lapsed half a heartbeat ago and still free, which
  * anyone takes); requests go to members over their share; requested units are handed over only while this
  * member is over its own share, so differing views cannot make units go round in circles. While
  * another member holds a unit that is not among `units` (members configured differently), the
@@ -422,7 +424,10 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
   // Held units of other live owners, and requests already made of them.
   const owned = new Map<string, string[]>();
   const free: string[] = [];
-  const grace = input.heartbeatMs;
+  // Half a heartbeat: the members whose share a lapsed unit is wake for the lapse and take it
+  // within the store's round trips; the other half keeps the bound of durationMs + heartbeatMs
+  // from the death of its owner.
+  const grace = input.heartbeatMs === undefined ? undefined : input.heartbeatMs / 2;
   const stranding = new Set<string>();
   let wakeAt = Infinity;
   for (const unit of units) {

@@ -1,8 +1,8 @@
 // A dead member's units are taken within durationMs + heartbeatMs of its death, also when another
 // member dies shortly after it (review of issue 14, finding 6): the second one still counts as
 // live until its own heartbeat lapses, so the survivors' fair shares left part of the first one's
-// units unowned until then. Now a unit lapsed for a heartbeat and still free is "stranded" and
-// taken beyond the share. A property over the memory store and a fake clock (members driven as
+// units unowned until then. Now a unit lapsed for half a heartbeat and still free is "stranded"
+// and taken beyond the share. A property over the memory store and a fake clock (members driven as
 // their loop drives them: every heartbeatMs, and at the plan's wakeAt), then the same over the
 // real PostgreSQL lease store with the members' own loops.
 import assert from "node:assert/strict";
@@ -119,13 +119,13 @@ Deno.test("lease takeover: every unit of a dead member is taken within durationM
         assert.ok(orphaned.size > 0 || unitCount < count, "the dead owned units");
         for (const [unit, diedAt] of orphaned) {
           // Its last renewal was before its death: lapsed by diedAt + durationMs, taken within a
-          // heartbeat more (and the few ms a member waits past a lapse).
+          // heartbeat more.
           const at = taken.get(unit);
           assert.ok(
-            at !== undefined && at <= diedAt + T.durationMs + T.heartbeatMs + 5,
+            at !== undefined && at <= diedAt + T.durationMs + T.heartbeatMs,
             `${unit}, of a member dead at +${diedAt - start}, taken at ${
               at === undefined ? "never" : `+${at - start}`
-            } (bound +${diedAt + T.durationMs + T.heartbeatMs + 5 - start})`,
+            } (bound +${diedAt + T.durationMs + T.heartbeatMs - start})`,
           );
         }
         assert.equal(taken.size, orphaned.size, "every orphaned unit taken in the end");
@@ -158,7 +158,7 @@ Deno.test("lease takeover: planLeases takes stranded units beyond the share, nev
         mine("u0"),
         mine("u1"),
         mine("u2"),
-        lapsed("u3", 250), // lapsed more than a heartbeat ago: stranded
+        lapsed("u3", 150), // lapsed more than half a heartbeat ago: stranded
         lapsed("u4", 50), // lapsed just now: wait for its share's member a while
         { unit: "u5", generation: 2n, expiresAt: now - 500 }, // released: being handed over
       ],
@@ -172,8 +172,8 @@ Deno.test("lease takeover: planLeases takes stranded units beyond the share, nev
   assert.deepEqual(plan.stranded, ["u3"]);
   assert.deepEqual(plan.acquire, ["u3"], "beyond the share of 3");
   assert.deepEqual(plan.alternatives, []);
-  // u4 strands 200 ms after it lapsed; b's heartbeat lapses later.
-  assert.equal(plan.wakeAt, now - 50 + 200 + 5);
+  // u4 strands 100 ms after it lapsed; b's heartbeat lapses later.
+  assert.equal(plan.wakeAt, now - 50 + 100 + 5);
   // Without heartbeatMs, the plan keeps to the share.
   const strict = planLeases({
     view: { now, members: [live("b"), live("c")], leases: [lapsed("u3", 250)] },

@@ -6,7 +6,7 @@
 // @ts-types="@types/pg"
 import pg from "pg";
 import { initPostgresCheckpoints } from "../../../checkpoints/postgres.ts";
-import { initPostgresLeases, postgresLeases } from "../../../leases/postgres.ts";
+import { initPostgresLeases, type LeaseView, postgresLeases } from "../../../leases/postgres.ts";
 import { messageDbStore } from "../../../stores/messagedb.ts";
 import { unique, url } from "../../support/postgres.ts";
 import { type Child, exitWithin, spawnScript } from "../support/process.ts";
@@ -46,8 +46,11 @@ export interface Cluster {
   readonly schema: string;
   readonly dir: string;
   readonly members: Member[];
-  /** Spawns a member; resolves once it logged `ready`. */
-  spawn(name?: string): Promise<Member>;
+  /**
+   * Spawns a member; resolves once it logged `ready`. `handlerMs` overrides the cluster's for
+   * this member.
+   */
+  spawn(name?: string, handlerMs?: number): Promise<Member>;
   /** SIGKILL. */
   kill(m: Member): Promise<void>;
   /** SIGTERM and wait for a clean exit. */
@@ -62,6 +65,10 @@ export interface Cluster {
   awaitHandled(timeoutMs: number): Promise<void>;
   /** Live slot owners now: owner → number of slots. */
   owners(): Promise<Map<string, number>>;
+  /** The lease table of the group now, times on the database's clock. */
+  leases(): Promise<LeaseView>;
+  /** From `m`'s log: its calls that handle index `from` or later, and those not ended yet. */
+  calls(m: Member, from?: number): Promise<{ started: number; open: number }>;
   /** The figures from the logs so far. */
   figures(): Promise<LeaseFigures>;
   /** Stops the live members, then drops the schema and the category. */
@@ -69,6 +76,8 @@ export interface Cluster {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The lease scope of the members (member.ts: group "leased" of the MessageDB source). */
+const SCOPE = "messagedb/leased";
 const epoch = () => performance.timeOrigin + performance.now();
 
 /** Creates the tables and category of a cluster (no members yet). */
@@ -118,7 +127,7 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
     schema,
     dir,
     members,
-    async spawn(name = `m${count}`) {
+    async spawn(name = `m${count}`, handlerMs = options.handlerMs ?? 10) {
       count++;
       const log = `${dir}/${name}.log`;
       const child = spawnScript("tests/faults/leases/member.ts", {
@@ -132,7 +141,7 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
           LEASE_DURATION_MS: String(options.timing.durationMs),
           LEASE_HEARTBEAT_MS: String(options.timing.heartbeatMs),
           LEASE_HANDOVER_MS: String(options.timing.handoverMs),
-          HANDLER_MS: String(options.handlerMs ?? 10),
+          HANDLER_MS: String(handlerMs),
         },
         stderrPath: `${dir}/${name}.err`,
       });
@@ -220,7 +229,7 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
       }
     },
     async owners() {
-      const [view] = await postgresLeases(pool, { schema }).list("messagedb/leased");
+      const [view] = await postgresLeases(pool, { schema }).list(SCOPE);
       const out = new Map<string, number>();
       for (const l of view.leases) {
         if (l.owner !== undefined && l.expiresAt > view.now) {
@@ -228,6 +237,21 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
         }
       }
       return out;
+    },
+    async leases() {
+      return (await postgresLeases(pool, { schema }).list(SCOPE))[0];
+    },
+    async calls(m, from = 0) {
+      const open = new Set<string>();
+      let started = 0;
+      for (const line of (await Deno.readTextFile(m.log).catch(() => "")).split("\n")) {
+        const f = line.split("\t");
+        if (f[0] === "start") {
+          open.add(`${f[1]}:${f[2]}`);
+          if (Number(f[3]) > from) started++;
+        } else if (f[0] === "end") open.delete(`${f[1]}:${f[2]}`);
+      }
+      return { started, open: open.size };
     },
     figures,
     async close(keepLogs = false) {
