@@ -55,18 +55,15 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { BatchItem, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
-import { type CheckpointKey, type CheckpointStore, StaleCommitError } from "../core/checkpoints.ts";
+import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
+import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import {
   checkLeaseFence,
   checkLeaseTiming,
-  createLeaseMember,
-  type LeaseMember,
   type LeaseSnapshot,
   type LeaseStore,
 } from "../core/lease.ts";
-import { createOwnership, type OwnershipControl } from "../core/ownership.ts";
-import { type TrancheContext, trancheStream } from "../core/tranches.ts";
+import { leasedSource } from "../core/leased.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type StreamEvent, utf8Length } from "../core/event.ts";
 import { errorText, type RetryOptions } from "../core/failure.ts";
@@ -564,12 +561,20 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
       sourceName: settings.sourceName,
     });
   }
-  return leasedSource(options, settings, [...parts.keys()], {
-    reading,
-    heads,
+  const source = leasedSource({
+    scope: `${settings.sourceName}/${options.group}`,
+    units: [...parts.keys()],
+    leases: options.leases!,
+    stopTimeoutMs: SINK_STOP_TIMEOUT_MS,
     checkpoints,
-    listen: () => holding(checkpoints, scope, openListen),
+    reading: (tranche, fenced, signal) => reading([tranche], fenced, signal, false),
+    heads,
+    open: () => holding(checkpoints, scope, openListen),
+    group: options.group,
+    sourceName: settings.sourceName,
+    signal: options.signal,
   });
+  return Object.assign(source, { heads: source.heads! });
 }
 
 /**
@@ -612,135 +617,6 @@ interface Part {
   readonly member?: number;
   readonly size?: number;
   readonly key: CheckpointKey;
-}
-
-/** What {@linkcode leasedSource} needs of the source it shares out. */
-interface LeasedParts {
-  readonly reading: (
-    tranches: readonly string[],
-    checkpoints: CheckpointStore,
-    signal: AbortSignal,
-    notify: boolean,
-  ) => ObservableSource;
-  readonly heads: (tranches: readonly string[]) => Promise<ReadonlyMap<string, Position>>;
-  readonly checkpoints: CheckpointStore;
-  readonly listen: (() => Promise<(() => Promise<void>) | undefined>) | undefined;
-}
-
-/** A held slot: its reader and the ownership its batches carry. */
-interface Slot {
-  readonly control: OwnershipControl;
-  readonly stop: AbortController;
-  readonly source: ObservableSource;
-}
-
-/**
- * The source of a consumer group with leases: a member of `<sourceName>/<group>` whose units are
- * the slots; each slot it holds is read by a paged reader of its own, under an ownership that
- * is revoked before the lease can lapse, and committed with the lease as fence.
- */
-function leasedSource(
-  options: MessageDbSourceOptions,
-  settings: Settings,
-  units: readonly string[],
-  parts: LeasedParts,
-): MessageDbSource {
-  const lease = options.leases!;
-  const scope = `${settings.sourceName}/${options.group}`;
-  const slots = new Map<string, Slot>();
-  let released!: () => void;
-  const done = new Promise<void>((resolve) => (released = resolve));
-  let context: TrancheContext | undefined;
-
-  const member: LeaseMember = createLeaseMember({
-    store: lease.store,
-    scope,
-    units,
-    member: lease.member,
-    durationMs: lease.durationMs,
-    heartbeatMs: lease.heartbeatMs,
-    handoverMs: lease.handoverMs,
-    stopTimeoutMs: lease.stopTimeoutMs ?? SINK_STOP_TIMEOUT_MS,
-    onAcquired({ unit, generation }) {
-      const { signal, enqueue, spawn } = context!;
-      const fence = { scope, unit, owner: member.member, generation };
-      const control = createOwnership(unit, { held: () => member.holds(unit) });
-      const stop = new AbortController();
-      const checkpoints: CheckpointStore = {
-        ...parts.checkpoints,
-        commit(key, position) {
-          // Let go of already: refused here, without asking the database.
-          if (member.fence(unit)?.generation !== generation) {
-            return Promise.reject(new StaleCommitError(key, position, fence));
-          }
-          return parts.checkpoints.commit(key, position, fence);
-        },
-      };
-      const source = parts.reading(
-        [unit],
-        checkpoints,
-        AbortSignal.any([signal, stop.signal]),
-        false,
-      );
-      slots.set(unit, { control, stop, source });
-      spawn(async () => {
-        for await (const batch of source) {
-          if (control.revoked) break;
-          await enqueue({ ...batch, ownership: control.ownership });
-        }
-      });
-    },
-    async onRevoked({ unit }, reason) {
-      const slot = slots.get(unit);
-      if (slot === undefined) return { abandoned: 0 };
-      slot.stop.abort();
-      const outcome = await slot.control.revoke(reason);
-      if (slots.get(unit) === slot) slots.delete(unit);
-      if (outcome.abandoned > 0 || outcome.commitError !== undefined) {
-        log.warn(
-          "{scope}: letting go of {unit}: {abandoned} calls abandoned, final commit: {commit}",
-          {
-            scope,
-            unit,
-            abandoned: outcome.abandoned,
-            commit: outcome.commitError === undefined ? "ok" : errorText(outcome.commitError),
-          },
-        );
-      }
-      // Calls still running: the member keeps renewing the lease until they end, then releases it.
-      return outcome.settled === undefined
-        ? { abandoned: outcome.abandoned }
-        : { abandoned: outcome.abandoned, settled: outcome.settled };
-    },
-  });
-
-  const stream = trancheStream(async (c) => {
-    context = c;
-    const close = await parts.listen?.();
-    const running = member.start();
-    try {
-      if (!c.signal.aborted) {
-        await new Promise((resolve) => c.signal.addEventListener("abort", resolve, { once: true }));
-      }
-    } finally {
-      await member.stop();
-      await running;
-      await close?.().catch(() => {});
-      released();
-    }
-  }, { signal: options.signal });
-
-  return Object.assign(stream, {
-    problems: (): readonly SourceProblem[] => [
-      ...member.problems(),
-      ...[...slots.values()].flatMap((slot) => slot.source.problems?.() ?? []),
-    ],
-    leases: (): LeaseSnapshot => member.snapshot(),
-    released: done,
-    heads: () => parts.heads([...slots.keys()]),
-    group: options.group,
-    sourceName: settings.sourceName,
-  });
 }
 
 /** A message as a batch item; one that is not a valid event of a valid stream is marked invalid. */
