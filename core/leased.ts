@@ -64,6 +64,8 @@ export interface LeasedSourceLeases {
  *   leases: { store: leases },
  *   stopTimeoutMs: 10_000,
  *   checkpoints: memoryCheckpoints({ leases }),
+ *   group: "g",
+ *   sourceName: "numbers",
  *   reading: (tranche, checkpoints, signal) =>
  *     pagedSource({
  *       name: "numbers",
