@@ -9,7 +9,8 @@
  *    minutes at the default 1 s), `/status?since=` 10 s ago (what a polling page asks), next to
  *    `/health` and `/metrics` (the named baselines), in an order that turns by round.
  * 2. Fan-out: 20 pages on `/status/events` at `intervalMs` 1 000 and 100: snapshots delivered
- *    per second, bytes per snapshot, and the server's CPU against no page, alternating.
+ *    per second and the server's CPU against no page, alternating; measured once every page is
+ *    connected and has its first (full-history) snapshot, so it is the steady state.
  * 3. The pipeline with and without 5 pages attached (default interval 1 s): the server
  *    process's CPU per second of the same workload, alternating by round; medians.
  *
@@ -22,6 +23,7 @@ import process from "node:process";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createHttpHandler } from "../observability/http.ts";
+import { createStatusFeed } from "../observability/status.ts";
 import { serve, sseEvents, statusWorld } from "../tests/observability/status_fixture.ts";
 
 const args = process.argv.slice(2);
@@ -53,11 +55,21 @@ if (args[0] === "--client") {
     }));
     console.log(JSON.stringify({ requests: done, bytes }));
   } else {
-    const until = Date.now() + Number(b) * 1000;
+    // Every page connected and past its first (full) snapshot, then "ready", then SECONDS of
+    // steady state counted.
     let events = 0, bytes = 0;
-    const pages = Array.from({ length: Number(a) }, async () => {
+    const readers = await Promise.all(Array.from({ length: Number(a) }, async () => {
       const res = await fetch(url);
       const reader = res.body!.getReader();
+      let seen = "";
+      while (!seen.includes("event: snapshot")) {
+        seen += new TextDecoder().decode((await reader.read()).value);
+      }
+      return reader;
+    }));
+    console.log("ready");
+    const until = Date.now() + Number(b) * 1000;
+    await Promise.all(readers.map(async (reader) => {
       while (Date.now() < until) {
         const { done, value } = await reader.read();
         if (done) break;
@@ -65,21 +77,27 @@ if (args[0] === "--client") {
         events += new TextDecoder().decode(value).split("event: snapshot").length - 1;
       }
       await reader.cancel();
-    });
-    await Promise.all(pages);
+    }));
     console.log(JSON.stringify({ events, bytes }));
   }
   process.exit(0);
 }
 
-/** Runs the client process and answers what it printed. */
-function client(...rest: string[]): Promise<Record<string, number>> {
+/**
+ * Runs the client process and answers what it printed last; `onReady` runs when it prints
+ * "ready" (its pages connected).
+ */
+function client(rest: string[], onReady?: () => void): Promise<Record<string, number>> {
   const self = new URL(import.meta.url).pathname;
   const argv = isBun ? [self, "--client", ...rest] : ["run", "-A", self, "--client", ...rest];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
-    child.stdout!.on("data", (d) => (out += d));
+    child.stdout!.on("data", (d) => {
+      const before = out.includes("ready\n");
+      out += d;
+      if (!before && out.includes("ready\n")) onReady?.();
+    });
     child.on("exit", (code) => {
       if (code === 0) resolve(JSON.parse(out.trim().split("\n").pop()!));
       else reject(new Error(`client ${rest.join(" ")} exited ${code}`));
@@ -115,20 +133,48 @@ await probe.return(undefined);
 const results: Record<string, number[]> = {};
 const add = (key: string, value: number) => (results[key] ??= []).push(value);
 
-/** CPU ms per second of this process while `during` runs. */
-async function cpuWhile(during: () => Promise<unknown>) {
-  const c0 = cpuMs(), t0 = performance.now();
-  const out = await during();
-  return { cpu: (cpuMs() - c0) / ((performance.now() - t0) / 1000), out };
+/** Wall time of one snapshot built and serialised, ms (median of 50): a feed tick's work. */
+async function tickMs(since: () => number | undefined) {
+  const feed = createStatusFeed(world.metrics, {}, {
+    intervalMs: 1000,
+    maxClients: 1,
+    dropAfterMs: 30_000,
+    actions: false,
+    protectReads: false,
+  });
+  const times: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const t0 = performance.now();
+    new TextEncoder().encode(JSON.stringify(await feed.snapshot(since())));
+    times.push(performance.now() - t0);
+  }
+  return median(times);
 }
 
+/** CPU ms per second of this process from `start()` until `during` settles. */
+async function cpuWhile(during: (start: () => void) => Promise<unknown>) {
+  let c0 = cpuMs(), t0 = performance.now(), h0 = handledNow();
+  const start = () => {
+    c0 = cpuMs();
+    t0 = performance.now();
+    h0 = handledNow();
+  };
+  const out = await during(start);
+  const seconds = (performance.now() - t0) / 1000;
+  return { cpu: (cpuMs() - c0) / seconds, seconds, handled: handledNow() - h0, out };
+}
+const handledNow = () =>
+  world.metrics.pipelines().reduce((n, p) => n + p.stats().counters.handled, 0);
+
 for (let round = 0; round < ROUNDS; round++) {
+  add("tick ms (10 s of history)", await tickMs(() => Date.now() - 10_000));
+  add("tick ms (full history)", await tickMs(() => undefined));
   // 1. Requests/s, the three routes in an order that turns each round.
   const since = Date.now() - 10_000; // what a polling page asks for
   const routes = ["/status", `/status?since=${since}`, "/health", "/metrics"];
   for (let k = 0; k < routes.length; k++) {
     const route = routes[(k + round) % routes.length];
-    const r = await client("load", `${servers[1000].url}${route}`, String(SECONDS));
+    const r = await client(["load", `${servers[1000].url}${route}`, String(SECONDS)]);
     add(`rps ${route.replace(/=\d+/, "=-10s")}`, r.requests / SECONDS);
   }
   // 2. and 3. No page, 5 pages, 20 pages at 1 s and at 100 ms, alternating.
@@ -140,22 +186,17 @@ for (let round = 0; round < ROUNDS; round++) {
   ];
   for (let k = 0; k < shapes.length; k++) {
     const [name, pages, interval] = shapes[(k + round) % shapes.length];
-    const handled0 = world.metrics.pipelines().reduce((n, p) => n + p.stats().counters.handled, 0);
-    const { cpu, out } = await cpuWhile(() =>
+    const { cpu, seconds, handled, out } = await cpuWhile((start) =>
       pages === 0 ? sleep(SECONDS * 1000).then(() => ({ events: 0 })) : client(
-        "pages",
-        `${servers[interval].url}/status/events`,
-        String(pages),
-        String(SECONDS),
+        ["pages", `${servers[interval].url}/status/events`, String(pages), String(SECONDS)],
+        start,
       )
     );
-    const handled = world.metrics.pipelines().reduce((n, p) => n + p.stats().counters.handled, 0) -
-      handled0;
     add(`cpu ${name}`, cpu);
     // The producer's pace wanders with the machine's load: CPU per event handled compares fairly.
-    add(`cpu ms/1k handled ${name}`, (cpu * SECONDS) / (handled / 1000));
-    add(`handled/s ${name}`, handled / SECONDS);
-    add(`snapshots/s ${name}`, (out as { events: number }).events / SECONDS);
+    add(`cpu ms/1k handled ${name}`, (cpu * seconds) / (handled / 1000));
+    add(`handled/s ${name}`, handled / seconds);
+    add(`snapshots/s ${name}`, (out as { events: number }).events / seconds);
   }
   console.log(
     JSON.stringify({
@@ -173,8 +214,10 @@ console.error(
 for (const [k, v] of Object.entries(results)) {
   console.error(
     `${k.padEnd(32)} ${
-      median(v).toFixed(k.startsWith("cpu ms") ? 2 : k.startsWith("cpu") ? 0 : 1).padStart(9)
-    }   [${v.map((x) => x.toFixed(0)).join(", ")}]`,
+      median(v).toFixed(
+        k.startsWith("cpu ms") || k.startsWith("tick") ? 2 : k.startsWith("cpu") ? 0 : 1,
+      ).padStart(9)
+    }   [${v.map((x) => x.toFixed(k.startsWith("tick") ? 2 : 0)).join(", ")}]`,
   );
 }
 for (const s of Object.values(servers)) await s.close().catch(() => {});
