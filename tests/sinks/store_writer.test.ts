@@ -1,6 +1,7 @@
 // The store writer's classification (written, duplicate, partial, behind, filtered) and its
-// idempotency, against the memory store and the real stores: MessageDB (IMPEL_PG_URL) and
-// DynamoDB Local (`tools/dynamodb.sh start`). Each case runs on every store.
+// idempotency, against the memory store and the real stores: MessageDB (IMPEL_PG_URL), DynamoDB
+// Local (`tools/dynamodb.sh start`) and the local Cosmos server (`tools/cosmos.sh start`). Each
+// case runs on every store.
 import assert from "node:assert/strict";
 // @ts-types="@types/pg"
 import pg from "pg";
@@ -10,6 +11,7 @@ import { InvalidArgumentError } from "../../core/errors.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
 import { messageDbStore } from "../../stores/messagedb.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
+import { cosmosStore } from "../../stores/cosmos.ts";
 import {
   PrefixMissingError,
   renameCategory,
@@ -19,6 +21,7 @@ import {
 } from "../../sinks/store-writer.ts";
 import { unique, url } from "../support/postgres.ts";
 import { client, freshTables } from "../support/dynamo.ts";
+import { freshContainer } from "../support/cosmos.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -31,6 +34,10 @@ const pgUp = await pool.query("SELECT 1 FROM message_store.messages LIMIT 1").th
 if (!pgUp) console.warn(`MessageDB is not reachable at ${url}: its store-writer cases are ignored`);
 const tables = await freshTables({ events: "events" }, "swriter-").catch(() => undefined);
 if (!tables) console.warn("DynamoDB Local is not reachable: its store-writer cases are ignored");
+const container = await freshContainer("swriter").catch(() => undefined);
+if (!container) {
+  console.warn("no Cosmos server (tools/cosmos.sh): its store-writer cases are ignored");
+}
 
 /** Each store under test: a store, and whether it can run here. */
 const stores: Array<{ name: string; up: boolean; store: () => EventStore }> = [
@@ -41,6 +48,7 @@ const stores: Array<{ name: string; up: boolean; store: () => EventStore }> = [
     up: tables !== undefined,
     store: () => dynamoStore(client, { tableName: tables!.events }),
   },
+  { name: "cosmos", up: container !== undefined, store: () => cosmosStore(container!.container) },
 ];
 
 /** `n` source events of a stream from `from`, with UUID ids (MessageDB takes only those). */
@@ -372,5 +380,6 @@ Deno.test({
   async fn() {
     await pool.end();
     await tables?.[Symbol.asyncDispose]();
+    await container?.[Symbol.asyncDispose]();
   },
 });

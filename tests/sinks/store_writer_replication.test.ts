@@ -1,7 +1,8 @@
 // Replication through the store writer between real servers, in a real process that is
 // SIGKILLed and restarted midway (tests/sinks/support/replicator.ts): MessageDB → DynamoDB
-// (DynamoDB Local), and MessageDB → MessageDB (another database when IMPEL_PG_TARGET_URL is
-// set, else the same one under another category with ids of its own). Each ends with identical
+// (DynamoDB Local), MessageDB → Cosmos (the local server, tools/cosmos.sh), and MessageDB →
+// MessageDB (another database when IMPEL_PG_TARGET_URL is set, else the same one under another
+// category with ids of its own). Each ends with identical
 // streams and no duplicates; the restart classifies exactly what the killed process had written
 // past its checkpoint as duplicates; a replay from a reset checkpoint writes nothing.
 import assert from "node:assert/strict";
@@ -12,10 +13,12 @@ import type { EventStore } from "../../core/store.ts";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
 import { messageDbStore, streamVersion } from "../../stores/messagedb.ts";
 import { dynamoStore } from "../../stores/dynamo.ts";
+import { cosmosStore } from "../../stores/cosmos.ts";
 import type { StoreWriterStats } from "../../sinks/store-writer.ts";
 import { type Child, spawnScript, stopWithin } from "../faults/support/process.ts";
 import { unique, url } from "../support/postgres.ts";
 import { client, endpoint, freshTables } from "../support/dynamo.ts";
+import { endpoint as cosmosEndpoint, freshContainer, testDatabase } from "../support/cosmos.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const targetUrl = Deno.env.get("IMPEL_PG_TARGET_URL");
@@ -33,6 +36,8 @@ const dynamoUp = await freshTables({ events: "events" }, "swriter-probe-").then(
   () => false,
 );
 if (!dynamoUp) console.warn("DynamoDB Local is not reachable: MessageDB → DynamoDB is ignored");
+const cosmosUp = await testDatabase().then(() => true, () => false);
+if (!cosmosUp) console.warn("no Cosmos server (tools/cosmos.sh): MessageDB → Cosmos is ignored");
 
 const STREAMS = 30, PER_STREAM = 60;
 
@@ -86,7 +91,8 @@ async function lastStats(
   return line === undefined ? undefined : JSON.parse(line.slice(kind.length + 1));
 }
 
-async function until(what: string, cond: () => Promise<boolean>, ms = 60_000) {
+// Generous: DynamoDB Local on a loaded 2-core machine was seen at 0.5 s per append.
+async function until(what: string, cond: () => Promise<boolean>, ms = 180_000) {
   const deadline = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -239,6 +245,29 @@ Deno.test({
       id: (id) => id,
       version: (s) => store.version(s),
       close: async () => await tables[Symbol.asyncDispose](),
+    });
+  },
+});
+
+Deno.test({
+  name: "store writer replication MessageDB → Cosmos: killed, restarted, identical, no duplicates",
+  ignore: !pgUp || !cosmosUp,
+  ...opts,
+  async fn() {
+    const t = await freshContainer("swriter");
+    const store = cosmosStore(t.container);
+    await replicate(unique("Repl"), {
+      env: {
+        TARGET: "cosmos",
+        TARGET_CONTAINER: t.id,
+        COSMOS_ENDPOINT: cosmosEndpoint,
+        COSMOS_DATABASE: (await testDatabase()).id,
+      },
+      store,
+      name: (s) => s,
+      id: (id) => id,
+      version: (s) => store.version(s),
+      close: async () => await t[Symbol.asyncDispose](),
     });
   },
 });

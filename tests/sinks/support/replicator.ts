@@ -1,9 +1,11 @@
 // A replicator process for tests/sinks/store_writer_replication.test.ts: a pipeline reading a
 // MessageDB category (checkpoints in the same database) through the store writer into a target
-// store, MessageDB in another database or a DynamoDB table. Killed and restarted by the test.
+// store: MessageDB (another database, or another category), a DynamoDB table or a Cosmos
+// container. Killed and restarted by the test.
 //
-// Environment: IMPEL_PG_URL (source), CATEGORY, GROUP, TARGET ("messagedb" or "dynamo"),
-// TARGET_PG_URL or TARGET_TABLE (+ DYNAMODB_ENDPOINT), RENAME (see below), LOG (a file: a `stats {json}` line every
+// Environment: IMPEL_PG_URL (source), CATEGORY, GROUP, TARGET ("messagedb", "dynamo" or
+// "cosmos"), TARGET_PG_URL, TARGET_TABLE (+ DYNAMODB_ENDPOINT) or TARGET_CONTAINER (+
+// COSMOS_ENDPOINT, COSMOS_DATABASE), RENAME (see below), LOG (a file: a `stats {json}` line every
 // 50 ms and `done {json}` after a clean stop), DELAY_MS (per call, a slow target), COMMIT_MS.
 // @ts-types="@types/pg"
 import pg from "pg";
@@ -14,6 +16,8 @@ import { postgresCheckpoints } from "../../../checkpoints/postgres.ts";
 import { messageDbSource } from "../../../sources/messagedb.ts";
 import { messageDbStore } from "../../../stores/messagedb.ts";
 import { dynamoStore } from "../../../stores/dynamo.ts";
+import { CosmosClient } from "@azure/cosmos";
+import { cosmosStore } from "../../../stores/cosmos.ts";
 import { copyEvent, renameCategory, storeWriter } from "../../../sinks/store-writer.ts";
 import { lineWriter } from "../../faults/support/process.ts";
 
@@ -28,7 +32,15 @@ const delayMs = Number(env("DELAY_MS", "0"));
 let target: EventStore;
 let targetPool: pg.Pool | undefined;
 let dynamo: DynamoDBClient | undefined;
-if (env("TARGET") === "dynamo") {
+let cosmos: CosmosClient | undefined;
+if (env("TARGET") === "cosmos") {
+  cosmos = new CosmosClient({
+    endpoint: env("COSMOS_ENDPOINT"),
+    key: "bG9jYWw=",
+    connectionPolicy: { enableEndpointDiscovery: false },
+  });
+  target = cosmosStore(cosmos.database(env("COSMOS_DATABASE")).container(env("TARGET_CONTAINER")));
+} else if (env("TARGET") === "dynamo") {
   dynamo = new DynamoDBClient({
     endpoint: env("DYNAMODB_ENDPOINT", "http://127.0.0.1:8000"),
     region: "local",
@@ -91,3 +103,4 @@ log.close();
 await pool.end();
 await targetPool?.end();
 dynamo?.destroy();
+cosmos?.dispose();
