@@ -62,6 +62,7 @@ import {
 import {
   decodeEntries,
   DynamoIndexCorruptError,
+  DynamoIndexOrderError,
   EPOCH_FACTOR,
   epochKey,
   type IndexEntry,
@@ -70,7 +71,7 @@ import {
 } from "../stores/dynamo-index.ts";
 
 export { CheckpointPastTailError } from "../core/reader.ts";
-export { DynamoIndexCorruptError } from "../stores/dynamo-index.ts";
+export { DynamoIndexCorruptError, DynamoIndexOrderError } from "../stores/dynamo-index.ts";
 
 // Re-exported so that this entry point's documentation can show the client type it takes.
 export type { DynamoClient } from "../stores/dynamo.ts";
@@ -156,6 +157,14 @@ export interface DynamoSourceOptions {
   readonly consistentRead?: boolean;
   /** Largest batch handed on, in events (default: one batch per read). */
   readonly maxBatchItems?: number;
+  /**
+   * How many streams per partition the source remembers the indexed version of, to notice an
+   * index whose entries skip or repeat a stream's versions ({@linkcode DynamoIndexOrderError}):
+   * default 50 000; past it the stream indexed least recently is forgotten, and a forgotten (or
+   * first seen) stream's next entry is taken as it comes. A stream whose `partitionOf` changes
+   * while the source runs looks like such damage when it comes back to a partition.
+   */
+  readonly trackedStreams?: number;
   /** Backoff between retries of a failed read (default 100 ms doubling to 5 s). */
   readonly retry?: RetryOptions;
   /** @deprecated Use `retry.initialDelayMs`; read only when `retry` is not given. */
@@ -268,6 +277,8 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
   const readTo = new Map<string, { at: Position; chunkStart: number }>();
   // Per partition, when the tip was last compared with an idle epoch (see readPage).
   const tipChecked = new Map<string, number>();
+  // Per partition, each stream's next version as the entries read so far leave it.
+  const order = streamOrder(settings.trackedStreams);
 
   const partitions = (signal: AbortSignal): Promise<string[]> =>
     listPartitions(client, settings.indexTable, {
@@ -520,6 +531,8 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
   const readPage: ReadPage = async (tranche, position, _signal, context) => {
     let { epoch, offset } = decodePosition(position ?? 0n);
     const last = readTo.get(tranche);
+    // Whether this read goes on from where the last one ended (or starts anew: a checkpoint).
+    let continues = last !== undefined && last.at === position;
     let probe = offset > 0 && last?.at !== position;
     let after = offset > 0 && !probe ? last?.chunkStart : undefined;
     for (;;) {
@@ -575,12 +588,31 @@ export function dynamoSource(options: DynamoSourceOptions): ObservableSource {
       if (entries.length === 0 && !page.more && page.closedAt === undefined) {
         await checkNotPastEpoch(tranche, epoch, next);
       }
-      const items = store ? await withBodies(entries, context) : indexOnly(entries);
+      // Each stream's entries must follow on from the last one read in the partition.
+      const checked = order.check(tranche, epoch, entries, ends, continues);
+      continues = true;
+      const spans = checked.spans.map((s) => s.entry);
+      const read = store ? await withBodies(spans, context) : indexOnly(spans);
+      const items: BatchItem[] = [];
       const positions: Position[] = [];
-      entries.forEach((e, k) => {
-        const start = encodePosition(epoch, ends[k] - 1), end = encodePosition(epoch, ends[k]);
-        for (let i = e.index; i < e.next; i++) positions.push(i === e.next - 1 ? end : start);
-      });
+      let from = 0;
+      for (const span of checked.spans) {
+        const e = span.entry;
+        const start = encodePosition(epoch, span.end - 1), end = encodePosition(epoch, span.end);
+        for (const missing of span.missing) {
+          items.push(missing);
+          positions.push(start);
+        }
+        for (let i = e.index; i < e.next; i++, from++) {
+          items.push(
+            i === e.index && span.invalid !== undefined
+              ? { ...read[from], invalid: span.invalid }
+              : read[from],
+          );
+          positions.push(i === e.next - 1 ? end : start);
+        }
+      }
+      checked.commit();
       const at = encodePosition(epoch, next);
       readTo.set(tranche, { at, chunkStart });
       return { items, positions, next: at, isTail: !page.more && !epochDone };
@@ -629,6 +661,7 @@ interface Settings {
   readonly partitionRefreshMs: number;
   readonly consistentRead: boolean;
   readonly retry: RetryOptions;
+  readonly trackedStreams: number;
 }
 
 function checkOptions(options: DynamoSourceOptions): Settings {
@@ -683,6 +716,7 @@ function checkOptions(options: DynamoSourceOptions): Settings {
     tailSleepMs: checkInteger("tailSleepMs", options.tailSleepMs ?? 500, 0),
     partitionRefreshMs: checkInteger("partitionRefreshMs", options.partitionRefreshMs ?? 10_000, 1),
     consistentRead: options.consistentRead ?? true,
+    trackedStreams: checkInteger("trackedStreams", options.trackedStreams ?? 50_000, 0),
     retry: options.retry ?? {
       initialDelayMs: retryMinMs,
       maxDelayMs: checkInteger("retryMaxMs", options.retryMaxMs ?? 5000, retryMinMs),
@@ -712,4 +746,123 @@ async function mapLimit<T>(
     while (next < items.length) await f(items[next++]);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+// Placeholders for a gap of more versions than this would be a batch of their own: a gap that
+// long stops the partition (DynamoIndexCorruptError) instead.
+const MAX_GAP_EVENTS = 10_000;
+
+/** What the order check makes of one entry. */
+interface Span {
+  /** The entry, trimmed to the versions not read before (possibly none). */
+  readonly entry: IndexEntry;
+  /** The offset just after the entry. */
+  readonly end: number;
+  /** Invalid records for versions the index skipped before the entry, one per version. */
+  readonly missing: readonly BatchItem[];
+  /** Set on the entry's first event: the stream's versions were repeated before it. */
+  readonly invalid?: DynamoIndexOrderError;
+}
+
+/**
+ * Tracks, per partition, each stream's next version (at most `limit` streams per partition, the
+ * least recently indexed forgotten first), so that an entry that skips versions or repeats them
+ * fails its stream ({@linkcode DynamoIndexOrderError}) rather than being followed. A gap's
+ * missing versions become invalid records at the stream's next version, so that they reach the
+ * stream's failure policy in order; a repeat is dropped and the stream's next event carries the
+ * error (an invalid record at a version already read would take the place of the event that
+ * comes next). `check` changes nothing until its `commit` is called, after the read succeeded.
+ */
+function streamOrder(limit: number) {
+  const next = new Map<string, Map<string, number>>();
+  // Per partition, streams whose repeat is to be reported on their next event.
+  const repeated = new Map<string, Map<string, DynamoIndexOrderError>>();
+  return {
+    check(
+      tranche: string,
+      epoch: number,
+      entries: readonly IndexEntry[],
+      ends: readonly number[],
+      continues: boolean,
+    ): { spans: Span[]; commit: () => void } {
+      if (!continues) {
+        next.delete(tranche);
+        repeated.delete(tranche);
+      }
+      const known = next.get(tranche);
+      const pending = repeated.get(tranche);
+      const reached = new Map<string, number>();
+      const reports = new Map<string, DynamoIndexOrderError | undefined>();
+      const spans: Span[] = [];
+      for (const [k, e] of entries.entries()) {
+        const where = { partition: tranche, epoch, offset: ends[k] - 1 };
+        const expected = reached.get(e.stream) ?? known?.get(e.stream);
+        let entry = e;
+        const missing: BatchItem[] = [];
+        let invalid = reports.has(e.stream) ? reports.get(e.stream) : pending?.get(e.stream);
+        if (expected !== undefined && e.index > expected) {
+          if (e.index - expected > MAX_GAP_EVENTS) {
+            throw new DynamoIndexCorruptError(
+              tranche,
+              epoch,
+              where.offset,
+              new DynamoIndexOrderError("gap", e.stream, expected, e.index, where).message +
+                ` (over ${MAX_GAP_EVENTS} versions)`,
+            );
+          }
+          const error = new DynamoIndexOrderError("gap", e.stream, expected, e.index, where);
+          const time = new Date(e.time);
+          invalid = undefined; // the missing versions fail the stream first
+          for (let i = expected; i < e.index; i++) {
+            missing.push({
+              stream: e.stream,
+              invalid: error,
+              event: {
+                index: i,
+                type: "",
+                data: undefined,
+                meta: undefined,
+                id: `${e.stream}@${i}`,
+                time,
+                size: 0,
+              },
+            });
+          }
+        } else if (expected !== undefined && e.index < expected) {
+          const error = new DynamoIndexOrderError("repeat", e.stream, expected, e.index, where);
+          const from = Math.min(expected, e.next);
+          entry = { ...e, index: from, types: e.types.slice(from - e.index) };
+          invalid = error;
+        }
+        if (entry.index < entry.next) {
+          // Reported now: by the missing versions, or on the entry's first event.
+          spans.push({ entry, end: ends[k], missing, invalid });
+          reports.set(e.stream, undefined);
+        } else reports.set(e.stream, invalid); // all repeated: the stream's next event reports it
+        reached.set(e.stream, Math.max(expected ?? 0, e.next));
+      }
+      const commit = () => {
+        if (limit === 0) return;
+        let streams = next.get(tranche);
+        if (streams === undefined) next.set(tranche, streams = new Map());
+        let errors = repeated.get(tranche);
+        for (const [stream, to] of reached) {
+          streams.delete(stream);
+          streams.set(stream, to);
+          const report = reports.get(stream);
+          if (report === undefined) errors?.delete(stream);
+          else {
+            if (errors === undefined) repeated.set(tranche, errors = new Map());
+            errors.set(stream, report);
+          }
+        }
+        while (streams.size > limit) {
+          const oldest = streams.keys().next().value as string;
+          streams.delete(oldest);
+          errors?.delete(oldest);
+        }
+      };
+      return { spans, commit };
+    },
+  };
 }

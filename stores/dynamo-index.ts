@@ -259,6 +259,64 @@ export class DynamoIndexCorruptError extends ImpelError {
 }
 
 /**
+ * An index partition's entries skip or repeat versions of a stream: the entry at `offset` starts
+ * at `actual` where the partition's earlier entries for the stream had reached `expected`
+ * (`"gap"`: versions `expected` to `actual - 1` were never indexed; `"repeat"`: versions from
+ * `actual` were indexed before). The indexer never writes either, so the index is damaged (or
+ * the stream's partition changed while the source ran). The source hands it to the failure
+ * policy of that stream alone, as an invalid record (for a gap, one for each missing version;
+ * for a repeat, the stream's next event after it), and the other streams carry on.
+ *
+ * @example
+ * ```ts
+ * import { DynamoIndexOrderError } from "@impel/impel/stores/dynamo-index";
+ * const e = new DynamoIndexOrderError("gap", "Order-1", 2, 5, { partition: "0", epoch: 3, offset: 40 });
+ * console.log(e.code, e.kind, e.expected, e.actual); // "DynamoIndexOrder" "gap" 2 5
+ * ```
+ */
+export class DynamoIndexOrderError extends ImpelError {
+  /** Whether versions were skipped or indexed again. */
+  readonly kind: "gap" | "repeat";
+  /** The stream concerned. */
+  readonly stream: StreamName;
+  /** The version the stream's earlier entries in the partition had reached. */
+  readonly expected: number;
+  /** Where the entry starts. */
+  readonly actual: number;
+  /** The index partition. */
+  readonly partition: string;
+  /** The epoch of the entry. */
+  readonly epoch: number;
+  /** The entry's offset in its epoch. */
+  readonly offset: number;
+  /** Creates the error for the entry at `where`. */
+  constructor(
+    kind: "gap" | "repeat",
+    stream: StreamName,
+    expected: number,
+    actual: number,
+    where: { readonly partition: string; readonly epoch: number; readonly offset: number },
+  ) {
+    super(
+      "DynamoIndexOrder",
+      `index partition ${where.partition}, epoch ${where.epoch}, offset ${where.offset}: the ` +
+        `entry of ${JSON.stringify(stream.slice(0, 200))} starts at version ${actual} where the ` +
+        `partition's entries had reached ${expected}: ` +
+        (kind === "gap"
+          ? `versions ${expected} to ${actual - 1} are missing from the index`
+          : `versions from ${actual} are indexed again`),
+    );
+    this.kind = kind;
+    this.stream = stream;
+    this.expected = expected;
+    this.actual = actual;
+    this.partition = where.partition;
+    this.epoch = where.epoch;
+    this.offset = where.offset;
+  }
+}
+
+/**
  * Decodes a chunk's entries; the inverse of {@linkcode encodeEntries}. Anything but a list of
  * well-formed entries (one type per event) throws {@linkcode DynamoIndexCorruptError}, located
  * by `where` when given.

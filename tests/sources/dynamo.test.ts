@@ -500,11 +500,14 @@ Deno.test(
   async () => {
     await using t = await tables();
     await dynamoIndexer(client, { indexTable: t.indexTable }).ingestAppends([summary("A-1", 0, 2)]);
-    // A deliberate fault: the first two index queries fail as a dropped connection would.
+    // A deliberate fault: the first two chunk queries fail as a dropped connection would.
     let failures = 2;
+    const chunkQuery = (command: unknown) =>
+      command instanceof QueryCommand &&
+      command.input.ExpressionAttributeValues?.[":p"]?.S?.startsWith("$epoch#") === true;
     const flaky = {
       send: (command: unknown) => {
-        if (command instanceof QueryCommand && failures-- > 0) {
+        if (chunkQuery(command) && failures-- > 0) {
           return Promise.reject(
             new TypeError("fetch failed"),
           );

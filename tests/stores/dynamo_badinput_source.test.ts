@@ -19,7 +19,7 @@ import {
   PARTITIONS_KEY,
   tipKey,
 } from "../../stores/dynamo-index.ts";
-import { dynamoSource, encodePosition } from "../../sources/dynamo.ts";
+import { DynamoIndexOrderError, dynamoSource, encodePosition } from "../../sources/dynamo.ts";
 import { client, freshTables, opts } from "../support/dynamo.ts";
 
 const put = (TableName: string, Item: Record<string, AttributeValue>) =>
@@ -508,6 +508,85 @@ Deno.test(
     } finally {
       stop.abort();
       await running;
+    }
+  },
+);
+
+Deno.test(
+  "dynamo bad input: an index that skips or repeats a stream's versions fails that stream only",
+  opts,
+  async () => {
+    for (const bodies of [false, true]) {
+      await using t = await tables();
+      if (bodies) {
+        const data = (s: string, n: number) =>
+          Array.from({ length: n }, (_, k) => ({ type: "T", data: `${s}${k}` }));
+        await t.store.append("A-1", data("a", 6), 0);
+        await t.store.append("B-1", data("b", 3), 0);
+        await t.store.append("C-1", data("c", 4), 0);
+      }
+      // A-1 skips version 2, then repeats 1 to 2 (nothing new: its next event reports it);
+      // C-1's second entry overlaps its first by one; B-1 is whole.
+      await writeIndex(t.indexTable, [{
+        chunks: [
+          { start: 0, entries: [entry("A-1", 0, 2), entry("B-1", 0, 1), entry("C-1", 0, 2)] },
+          { start: 3, entries: [entry("A-1", 3, 4), entry("B-1", 1, 2), entry("C-1", 1, 4)] },
+          { start: 6, entries: [entry("A-1", 1, 3), entry("B-1", 2, 3)] },
+          { start: 8, entries: [entry("A-1", 4, 6)] },
+        ],
+      }]);
+      const stop = new AbortController();
+      const checkpoints = memoryCheckpoints();
+      const source = dynamoSource({
+        client,
+        indexTable: t.indexTable,
+        eventTable: bodies ? t.eventTable : undefined,
+        group: "reactor",
+        checkpoints,
+        tailSleepMs: 20,
+        chunksPerRead: 1, // A-1's repeat, then its next entry in a later read
+        signal: stop.signal,
+      });
+      const { seen, parked } = await react(
+        source,
+        (seen, parked) => seen.length >= 10 && parked.length >= 3,
+        stop,
+      );
+      // Each damaged place goes to the dead letter of its stream, in the stream's order; every
+      // other event is handled once; B-1 never notices.
+      assert.deepEqual(seen.sort(), [
+        "A-1@0",
+        "A-1@1",
+        "A-1@3",
+        "A-1@5",
+        "B-1@0",
+        "B-1@1",
+        "B-1@2",
+        "C-1@0",
+        "C-1@1",
+        "C-1@3",
+      ]);
+      const failures = parked.map((f) => {
+        assert.ok(f.error instanceof DynamoIndexOrderError, String(f.error));
+        return [f.stream, f.events.map((e) => e.index), f.error.kind, f.error.expected];
+      });
+      assert.deepEqual(failures.sort(), [
+        ["A-1", [2], "gap", 2],
+        ["A-1", [4], "repeat", 4],
+        ["C-1", [2], "repeat", 2],
+      ]);
+      const at = (stream: string, index: number) =>
+        parked.find((f) => f.stream === stream && f.events[0].index === index)!;
+      const skipped = at("A-1", 2).error as DynamoIndexOrderError;
+      assert.match(
+        skipped.message,
+        /offset 3: .*"A-1" starts at version 3 .* versions 2 to 2 are missing/,
+      );
+      if (bodies) {
+        // The repeat is reported on a real event, which the dead letter receives whole.
+        assert.equal(at("A-1", 4).events[0].data, "a4");
+        assert.equal(at("C-1", 2).events[0].data, "c2");
+      }
     }
   },
 );
