@@ -19,6 +19,7 @@ import {
   type AttributeValue,
   BatchGetItemCommand,
   ConditionalCheckFailedException,
+  DeleteItemCommand,
   type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
@@ -102,17 +103,28 @@ export interface DynamoIndexerOptions {
   readonly maxEpochStreams?: number;
   /**
    * What to do with an append that starts beyond the next version expected for its stream
-   * (records missing or out of order, or an item another writer put ahead of the stream). It is
+   * (records missing or out of order, or an item another writer put ahead of the stream).
+   * Appends are taken in the order they are given (a stream's records come in write order), so
+   * one given before the appends that fill its hole is a gap, even in the same call. A gap is
    * never indexed across the hole, and it never stops the other streams: it is parked (kept under
    * `$parked`, counted in `gaps` and `parked`) and the appends that fill the hole are still
    * indexed. `"error"` (default) also parks its stream from the gapped version on, as for any
    * record the index cannot hold (see {@linkcode ParkedRecord}): its later appends are parked too
-   * until it is released by hand. `"warn"` logs a warning and leaves the stream unparked: once
-   * the hole has been filled, feeding the parked record again (a replay of the shard, a Lambda
-   * retry, or `ingestAppends`) indexes it; until then every later append of the stream is a gap
-   * too and is parked likewise.
+   * until it is released by hand. `"warn"` (which needs `eventTable`) logs a warning and leaves
+   * the stream unparked: an append at a version where a gap is parked is indexed only once the
+   * events table confirms it (the item at that version is that append and the stream's tip
+   * covers it), so that feeding the parked record again once the hole is filled (a replay of the
+   * shard, a Lambda retry, or `ingestAppends`) indexes it, while a replay of another writer's
+   * item, or of one replaced since, stays parked and never takes the place of the real append.
+   * Until the hole is filled every later append of the stream is a gap too and is parked
+   * likewise; past 100 gaps waiting in one stream, the stream is parked as under `"error"`.
    */
   readonly onGap?: "error" | "warn";
+  /**
+   * The events table the records come from; needed by `onGap: "warn"`, which reads it to
+   * confirm a gapped append before indexing it.
+   */
+  readonly eventTable?: string;
 }
 
 /**
@@ -271,7 +283,9 @@ export interface DynamoIndexer {
   /** The records this indexer parked since it was created (the latest 100), for health checks. */
   problems(): readonly SourceProblem[];
   /** The options in force. */
-  readonly options: Required<DynamoIndexerOptions>;
+  readonly options: Required<Omit<DynamoIndexerOptions, "eventTable">> & {
+    readonly eventTable: string | undefined;
+  };
 }
 
 /**
@@ -375,13 +389,24 @@ export function dynamoIndexer(
       `must be "error" or "warn", got ${JSON.stringify(onGap)}`,
     );
   }
-  const resolved: Required<DynamoIndexerOptions> = {
+  const eventTable = options.eventTable === undefined
+    ? undefined
+    : checkTableName("eventTable", options.eventTable);
+  if (onGap === "warn" && eventTable === undefined) {
+    // Without the table a replayed record cannot be told from the real append at its version.
+    throw new InvalidArgumentError(
+      "eventTable",
+      'is needed with onGap "warn", to confirm a gapped append before it is indexed',
+    );
+  }
+  const resolved: DynamoIndexer["options"] = {
     indexTable,
     partitionOf,
     maxEpochEntries,
     maxEpochBytes,
     maxEpochStreams,
     onGap,
+    eventTable,
   };
 
   async function tip(partition: string): Promise<TipState> {
@@ -419,6 +444,7 @@ export function dynamoIndexer(
             version: num(item.n),
             indexed: item.n?.N !== undefined,
             parkedAt: item.pk?.N === undefined ? undefined : Number(item.pk.N),
+            gapsWaiting: (item.gw?.NS ?? []).map(Number),
             partition: item.pt?.S,
             epoch: num(item.ep),
           });
@@ -440,10 +466,31 @@ export function dynamoIndexer(
     for (let attempt = 1;; attempt++) {
       const state = await tip(partition);
       const streams = await streamStates([...new Set(all.map((a) => a.stream))]);
+      // Under "warn", an append at a version where a gap is parked is taken only as the events
+      // table confirms it: otherwise a replay of another writer's item would be indexed there.
+      const unconfirmed = new Set<AppendSummary>();
+      await Promise.all(
+        all.filter((a) => streams.get(a.stream)?.gapsWaiting?.includes(a.index)).map(async (a) => {
+          if (!(await confirmed(a))) unconfirmed.add(a);
+        }),
+      );
       // A parked stream's later appends are parked too: indexing them would leave a hole.
       const appends: AppendSummary[] = [];
       const parks: Park[] = [];
       for (const a of all) {
+        if (unconfirmed.has(a)) {
+          parks.push({
+            stream: a.stream,
+            index: a.index,
+            next: a.next,
+            partition,
+            reason: `index gap: a replay at version ${a.index} that the events table does not ` +
+              `confirm (another writer's item, or one replaced since)`,
+            key: GAP_KEY,
+            mark: false,
+          });
+          continue;
+        }
         const marks = [streams.get(a.stream)?.parkedAt, parkedFrom.get(a.stream)];
         const at = Math.min(...marks.filter((m) => m !== undefined));
         if (a.next > at && a.next > (streams.get(a.stream)?.version ?? 0)) {
@@ -459,9 +506,14 @@ export function dynamoIndexer(
       // Re-classifying after a lost race drops whatever was indexed meanwhile, by us or others.
       const plan = classify(appends, streams);
       // A gapped append is parked, never indexed across the hole (see onGap).
+      const waiting = new Map<string, number>();
       for (const { append: a, expected } of plan.gapped) {
         const where = `expected an append at version ${expected}, got one at ${a.index}`;
-        if (onGap === "warn") {
+        // Under "warn" a stream holds at most MAX_GAPS_WAITING gaps; past them it is parked.
+        const held = waiting.get(a.stream) ?? streams.get(a.stream)?.gapsWaiting?.length ?? 0;
+        const lenient = onGap === "warn" && held < MAX_GAPS_WAITING;
+        if (lenient) {
+          waiting.set(a.stream, held + 1);
           log.warn("index gap in {stream}: {where}; parked until the hole is filled", {
             stream: a.stream,
             where,
@@ -472,13 +524,18 @@ export function dynamoIndexer(
           index: a.index,
           next: a.next,
           partition,
-          reason: `index gap: ${where} (records missing, out of order, or another writer's item)`,
-          mark: onGap === "error",
+          reason: `index gap: ${where} (records missing, out of order, or another writer's item)` +
+            (onGap === "warn" && !lenient
+              ? `; the stream holds ${MAX_GAPS_WAITING} gaps already and is parked`
+              : ""),
+          key: onGap === "warn" ? GAP_KEY : undefined,
+          mark: !lenient,
         });
       }
       try {
         await writeEntries(partition, state, streams, plan.entries, written);
         const kept = await park(parks);
+        await resolveGaps(all, streams);
         // Events we wrote in earlier attempts show up as duplicates in the last classification.
         return {
           ...written,
@@ -544,8 +601,15 @@ export function dynamoIndexer(
       const packed = packChunk(partition, tip, streams, entries, k, resolved);
       await transact(partition, tip, packed);
       for (const [stream, { to }] of packed.touched) {
-        const parkedAt = streams.get(stream)?.parkedAt;
-        streams.set(stream, { version: to, indexed: true, parkedAt, partition, epoch: tip.epoch });
+        const { parkedAt, gapsWaiting } = streams.get(stream) ?? {};
+        streams.set(stream, {
+          version: to,
+          indexed: true,
+          parkedAt,
+          gapsWaiting,
+          partition,
+          epoch: tip.epoch,
+        });
       }
       for (const entry of packed.chunk) done.events += entry.next - entry.index;
       done.entries += packed.chunk.length;
@@ -673,6 +737,67 @@ export function dynamoIndexer(
     }
   }
 
+  // Whether the events table holds `a` as the append at its version: the item there has its
+  // range, time and types, and the stream's tip covers it (an item past the tip is another
+  // writer's).
+  async function confirmed(a: AppendSummary): Promise<boolean> {
+    const get = async (i: number) =>
+      (await client.send(
+        new GetItemCommand({
+          TableName: eventTable!,
+          Key: { p: { S: a.stream }, i: { N: String(i) } },
+          ConsistentRead: true,
+        }),
+      )).Item;
+    const [item, streamTip] = await Promise.all([get(a.index), get(-1)]);
+    const image = inspectAppend(item);
+    const version = Number(streamTip?.n?.N ?? Number.NaN);
+    const ok = image.kind === "append" && image.append.next === a.next &&
+      image.append.time === a.time && image.append.types.length === a.types.length &&
+      image.append.types.every((t, k) => t === a.types[k]) && version >= a.next;
+    if (!ok) {
+      log.warn(
+        "the events table does not confirm the append of {stream} at version {index}: " +
+          "not indexed, it stays parked",
+        { stream: a.stream, index: a.index },
+      );
+    }
+    return ok;
+  }
+
+  // A gap parked under "warn" is resolved once its stream's indexed version covers it (its own
+  // record, confirmed, or others' filled it): its $parked item and its mark in `gw` go.
+  async function resolveGaps(
+    appends: readonly AppendSummary[],
+    streams: ReadonlyMap<string, StreamState>,
+  ): Promise<void> {
+    for (const stream of new Set(appends.map((a) => a.stream))) {
+      const state = streams.get(stream);
+      for (const at of state?.gapsWaiting ?? []) {
+        if (state === undefined || at >= state.version) continue;
+        const parkedKey = key(PARKED_KEY, await parkedSortKey({ stream, index: at, key: GAP_KEY }));
+        const { Item } = await client.send(
+          new GetItemCommand({ TableName: indexTable, Key: parkedKey, ConsistentRead: true }),
+        );
+        if (Item?.n?.N !== undefined && Number(Item.n.N) > state.version) continue;
+        await client.send(new DeleteItemCommand({ TableName: indexTable, Key: parkedKey }));
+        await client.send(
+          new UpdateItemCommand({
+            TableName: indexTable,
+            Key: key(`$stream#${stream}`, 0),
+            UpdateExpression: "DELETE gw :at",
+            ExpressionAttributeValues: { ":at": { NS: [String(at)] } },
+          }),
+        );
+        log.info("index gap of {stream} at version {index} resolved: indexed to {version}", {
+          stream,
+          index: at,
+          version: state.version,
+        });
+      }
+    }
+  }
+
   // Records set aside since creation, newest last, for problems().
   const recent: SourceProblem[] = [];
 
@@ -721,6 +846,20 @@ export function dynamoIndexer(
       if (r.next !== undefined) item.n = { N: String(r.next) };
       if (r.partition !== undefined) item.pt = { S: r.partition };
       await client.send(new PutItemCommand({ TableName: indexTable, Item: item }));
+      if (
+        r.mark === false && r.key === GAP_KEY && r.stream !== undefined &&
+        r.index !== undefined && indexable(r.stream)
+      ) {
+        // A gap parked without parking its stream: appends at this version are confirmed first.
+        await client.send(
+          new UpdateItemCommand({
+            TableName: indexTable,
+            Key: key(`$stream#${r.stream}`, 0),
+            UpdateExpression: "ADD gw :at",
+            ExpressionAttributeValues: { ":at": { NS: [String(r.index)] } },
+          }),
+        );
+      }
       if (
         r.mark !== false && r.stream !== undefined && r.index !== undefined && indexable(r.stream)
       ) {
@@ -893,6 +1032,11 @@ interface Park {
   readonly next?: number;
   readonly partition?: string;
   readonly reason: string;
+  /**
+   * What keys its `$parked` item with the stream and index (default: the reason), so that the
+   * same record parked again lands on the same item.
+   */
+  readonly key?: string;
   /** Whether to park the stream from `index` on (default true; false for gaps under "warn"). */
   readonly mark?: boolean;
   /** The record could not be read as an append at all. */
@@ -901,13 +1045,20 @@ interface Park {
 
 // The index table's partition-key value of the parked records.
 const PARKED_KEY = "$parked";
+// The key of a gap parked under onGap "warn" (whatever its reason's wording): one item per
+// stream and version, found again when the gap is resolved.
+const GAP_KEY = "index gap";
+// Gaps one stream may hold under onGap "warn" (kept in the `gw` set of its item).
+const MAX_GAPS_WAITING = 100;
 // A partition id goes into epoch and tip keys: keep them well below DynamoDB's 2 048 bytes.
 const MAX_PARTITION_BYTES = 1_024;
 
 // A parked record's sort key: 48 bits of a hash of its stream and index (a number key, since
 // the index table's sort key is one), so that parking the same record again overwrites it.
-async function parkedSortKey(r: Park): Promise<number> {
-  const text = `${r.stream ?? ""}\u0000${r.index ?? ""}\u0000${r.reason}`;
+async function parkedSortKey(
+  r: Pick<Park, "stream" | "index" | "key"> & { readonly reason?: string },
+): Promise<number> {
+  const text = `${r.stream ?? ""}\u0000${r.index ?? ""}\u0000${r.key ?? r.reason}`;
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8.encode(text)));
   return digest.slice(0, 6).reduce((n, b) => n * 256 + b, 0);
 }
@@ -980,7 +1131,7 @@ function packChunk(
   streams: ReadonlyMap<string, StreamState>,
   entries: readonly PlannedEntry[],
   k: number,
-  limits: Required<DynamoIndexerOptions>,
+  limits: Pick<DynamoIndexer["options"], "maxEpochEntries" | "maxEpochBytes" | "maxEpochStreams">,
 ): Packed {
   const chunk: PlannedEntry[] = [];
   const touched = new Map<string, { from: StreamState | undefined; to: number }>();
@@ -1026,6 +1177,8 @@ interface StreamState {
   readonly indexed: boolean;
   /** The stream is parked from this index on (see ParkedRecord). */
   readonly parkedAt?: number;
+  /** Under onGap "warn": the versions where a gapped append of the stream is parked (`gw`). */
+  readonly gapsWaiting?: readonly number[];
   readonly partition: string | undefined;
   readonly epoch: number;
 }
@@ -1066,8 +1219,11 @@ function classify(
   duplicateEvents: number;
   gapped: { append: AppendSummary; expected: number }[];
 } {
+  // By stream, and within a stream in the order given (the sort is stable): an append given
+  // before the ones that fill its hole stays a gap, so that it cannot be indexed in the place
+  // of an append written after it.
   const sorted = [...appends].sort((a, b) =>
-    a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : a.index - b.index
+    a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : 0
   );
   const version = new Map<string, number>();
   type Building = {

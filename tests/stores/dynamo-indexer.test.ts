@@ -1,6 +1,7 @@
 // The DynamoDB indexer against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
 import {
+  DeleteItemCommand,
   DescribeTableCommand,
   GetItemCommand,
   PutItemCommand,
@@ -204,18 +205,100 @@ Deno.test(
     // A gap at the very start of a stream is a gap too.
     assert.equal((await strict.ingestAppends([summary("C-1", 3, 1)])).gaps, 1);
 
-    // onGap "warn": the forged append is parked without parking its stream, so the real appends
-    // that fill the hole are indexed (they used to be dropped as duplicates), and feeding the
-    // parked record again once the hole is filled indexes it.
-    const lenient = dynamoIndexer(client, { indexTable: t.indexTable, onGap: "warn" });
-    await lenient.ingestAppends([summary("D-1", 0, 1)]);
-    const w = await lenient.ingestAppends([summary("D-1", 3, 1), summary("D-1", 4, 1)]);
+    // Appends are taken in the order given: one given before the append that fills its hole
+    // stays a gap (it used to be sorted into place and indexed).
+    const order = await strict.ingestAppends([summary("E-1", 1, 1), summary("E-1", 0, 1)]);
+    assert.deepEqual([order.events, order.gaps, order.parked], [1, 1, 1]);
+
+    // onGap "warn" needs the events table, to confirm a gapped append before indexing it.
+    assert.throws(
+      () => dynamoIndexer(client, { indexTable: t.indexTable, onGap: "warn" }),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "eventTable",
+    );
+    // The gapped appends are parked without parking their stream, so the real appends that
+    // fill the hole are indexed (they used to be dropped as duplicates), and feeding the parked
+    // records again once the hole is filled indexes them: the events table confirms them.
+    const lenient = dynamoIndexer(client, {
+      indexTable: t.indexTable,
+      eventTable: t.eventTable,
+      onGap: "warn",
+    });
+    for (const [at, n] of [[0, 1], [1, 2], [3, 1], [4, 1]]) {
+      await t.store.append("D-1", Array.from({ length: n }, () => ({ type: "T", data: 1 })), at);
+    }
+    const records = (await allRecords(t.eventTable)).filter((r) =>
+      r.dynamodb?.NewImage?.p?.S === "D-1" && r.dynamodb.NewImage.i?.N !== "-1"
+    );
+    const at = (i: number) => records.filter((r) => r.dynamodb?.NewImage?.i?.N === String(i));
+    await lenient.ingest(at(0));
+    const w = await lenient.ingest([...at(3), ...at(4)]);
     assert.deepEqual([w.events, w.gaps, w.parked], [0, 2, 2]);
-    const real = await lenient.ingestAppends([summary("D-1", 1, 2)]);
+    const real = await lenient.ingest(at(1));
     assert.deepEqual([real.events, real.duplicateEvents], [2, 0]);
-    const again = await lenient.ingestAppends([summary("D-1", 3, 1), summary("D-1", 4, 1)]);
+    const again = await lenient.ingest([...at(3), ...at(4)]);
     assert.deepEqual([again.events, again.gaps, again.parked], [2, 0, 0]);
     assert.deepEqual(spansByStream(await readIndex(t.indexTable)).get("D-1")?.next, 5);
+    // Indexed now: their parked records are gone.
+    assert.ok(!(await lenient.parked()).some((p) => p.stream === "D-1"));
+  },
+);
+
+Deno.test(
+  'dynamo indexer: under onGap "warn" a replayed forged item never takes the real append\'s place',
+  opts,
+  async () => {
+    await using t = await tables();
+    const ix = dynamoIndexer(client, {
+      indexTable: t.indexTable,
+      eventTable: t.eventTable,
+      onGap: "warn",
+    });
+    const item = (i: number, n: number, type: string, ts: string) => ({
+      p: { S: "F-1" },
+      i: { N: String(i) },
+      n: { N: String(n) },
+      ts: { N: ts },
+      e: { L: Array.from({ length: n - i }, () => ({ M: { t: { S: type }, id: { S: "f" } } })) },
+    });
+    const record = (image: Record<string, unknown>) => ({
+      eventName: "INSERT",
+      dynamodb: { NewImage: image },
+    });
+    await t.store.append("F-1", [{ type: "Real", data: 0 }, { type: "Real", data: 1 }], 0);
+    await ix.ingest(
+      (await allRecords(t.eventTable)).filter((r) => r.dynamodb?.NewImage?.i?.N === "0"),
+    );
+    // Another writer's item at version 3, past the stream's tip (2): a gap, parked.
+    const forged = item(3, 4, "Forged", "5");
+    await client.send(new PutItemCommand({ TableName: t.eventTable, Item: forged }));
+    assert.deepEqual((await ix.ingest([record(forged)])).gaps, 1);
+    // The real append at 2 fills the hole; the replayed forged record would now follow on, but
+    // the events table does not confirm it (it ends past the tip): it stays parked.
+    await t.store.append("F-1", [{ type: "Real", data: 2 }], 2);
+    const real2 = (await allRecords(t.eventTable)).filter((r) =>
+      r.dynamodb?.NewImage?.i?.N === "2"
+    );
+    assert.equal((await ix.ingest(real2)).events, 1);
+    const replay = await ix.ingest([record(forged)]);
+    assert.deepEqual([replay.events, replay.parked], [0, 1]);
+    // The operator removes the forged item; the real append at 3 is written and indexed.
+    await client.send(
+      new DeleteItemCommand({
+        TableName: t.eventTable,
+        Key: { p: { S: "F-1" }, i: { N: "3" } },
+      }),
+    );
+    await t.store.append("F-1", [{ type: "Real", data: 3 }, { type: "Real", data: 4 }], 3);
+    const real3 = (await allRecords(t.eventTable)).filter((r) =>
+      r.eventName === "INSERT" && r.dynamodb?.NewImage?.i?.N === "3" &&
+      r.dynamodb.NewImage.n?.N === "5"
+    );
+    assert.equal((await ix.ingest(real3)).events, 2, "the real append is indexed whole");
+    // Another replay of the forged record changes nothing.
+    assert.deepEqual((await ix.ingest([record(forged)])).events, 0);
+    const spans = spansByStream(await readIndex(t.indexTable)).get("F-1");
+    assert.deepEqual(spans, { next: 5, types: ["Real", "Real", "Real", "Real", "Real"] });
+    assert.deepEqual(await ix.parked(), [], "the gap is resolved");
   },
 );
 
