@@ -304,7 +304,7 @@ export class TargetDivergedError extends ImpelError {
  * const store = createMemoryStore();
  * await store.append("Order-1", [{ type: "Placed", data: { total: 5 }, correlationId: "r1" }], 0);
  * const [placed] = await store.readStream("Order-1");
- * console.log(copyEvent(placed)); // { type: "Placed", data: { total: 5 }, meta: undefined, id: "…", correlationId: "r1" }
+ * console.log(copyEvent(placed)); // { type: "Placed", data: { total: 5 }, meta: null, id: "…", correlationId: "r1" }
  * ```
  *
  * @category Store writer
