@@ -1264,8 +1264,9 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
         s.busy || s.queued || s.buffer.length > 0 || s.wait !== undefined ||
         s.trouble !== undefined || s.park !== undefined
       ) continue; // busy again (or parked since); filed anew when it next goes idle
-      // A state left behind by a revocation may have been replaced for its name since.
-      if (streams.get(s.name) !== s) continue;
+      // A state left behind by a revocation may have been replaced for its name since. Every
+      // other way out of `streams` goes with a revoked tranche, which costs no second lookup.
+      if (s.tranche.revoked) continue;
       streams.delete(s.name);
       counters.purgedStreams++;
       if (spare.length < MAX_SPARE) {
@@ -1365,6 +1366,12 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   function take(s: StreamState): StreamEvent[] {
     const buf = s.buffer;
+    if (buf.length === 1) {
+      // One event always goes, readable or not, whatever the limits (a replay ends past it):
+      // without reading it, since it was last touched a whole read-ahead ago.
+      s.buffer = NO_EVENTS;
+      return buf;
+    }
     if (anyInvalid && invalid.has(buf[0])) {
       return buf.length === 1 ? (s.buffer = NO_EVENTS, buf) : buf.splice(0, 1);
     }
@@ -2112,6 +2119,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
 
   /** A call (or park store operation) of `s` ended: whoever waits for it through `ended` is told. */
   function callEnded(s: StreamState) {
+    if (endWaiters.size === 0) return;
     const waiters = endWaiters.get(s);
     if (waiters === undefined) return;
     endWaiters.delete(s);
