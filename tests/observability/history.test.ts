@@ -34,8 +34,9 @@ test("history: intervals count what the sink did, the ring keeps keepMs, the tim
   await new Promise((r) => setTimeout(r, 900));
   const h = pipeline.history();
   // 500 ms at 100 ms: at most 5 intervals, however long it ran.
-  assert.ok(h.length >= 3 && h.length <= 5, `${h.length} samples`);
-  for (const s of h) assert.ok(s.ms >= 50 && s.ms < 400, `interval of ${s.ms} ms`);
+  assert.ok(h.length >= 2 && h.length <= 5, `${h.length} samples`);
+  // About 100 ms each (a loaded machine delays timers, hence the wide bound).
+  for (const s of h) assert.ok(s.ms >= 50 && s.ms < 1000, `interval of ${s.ms} ms`);
   ac.abort();
   await running;
   const after = pipeline.history();
