@@ -219,8 +219,8 @@ export interface IngestResult {
  * hole), so that readers see the stream stop where it broke, never skip.
  *
  * The events stay in the events table. To release a stream: repair or remove the bad item, delete
- * the stream's `$parked` items and the `pk` attribute of its `$stream#{stream}` item in the index
- * table, and feed its records to the indexer again (e.g. `ingestAppends` of summaries read back
+ * the stream's `$parked` items and the `pk` and `gw` attributes of its `$stream#{stream}` item in
+ * the index table, and feed its records to the indexer again (e.g. `ingestAppends` of summaries read back
  * from the events table).
  *
  * @example
