@@ -53,10 +53,10 @@ const RACE_ATTEMPTS = 10;
  * A Cosmos checkpoint store: `fenced` against the leases of its own container, keeping tokens.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { type CosmosCheckpointStore, cosmosCheckpoints } from "@impel/impel/checkpoints/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const checkpoints: CosmosCheckpointStore = cosmosCheckpoints(client.database("app").container("aux"));
  * console.log(checkpoints.fenced, checkpoints.tokens, checkpoints.fenceLocation); // true true "cosmos app/aux"
  * ```
@@ -110,10 +110,10 @@ export class CosmosCheckpointError extends ImpelError {
  * can be fenced) unless it exists; partition key `/p`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { cosmosCheckpoints, initCosmosCheckpoints } from "@impel/impel/checkpoints/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const { database } = await client.databases.createIfNotExists({ id: "app" });
  * const checkpoints = cosmosCheckpoints(await initCosmosCheckpoints(database, "aux"));
  * ```
@@ -156,10 +156,10 @@ interface CheckpointDocument {
  * The checkpoint store over `container` (made by {@linkcode initCosmosCheckpoints}).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { cosmosCheckpoints } from "@impel/impel/checkpoints/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const checkpoints = cosmosCheckpoints(client.database("app").container("aux"));
  * const key = { source: "cosmos:events", tranche: "0", group: "reactor" };
  * await checkpoints.commit(key, 10n);

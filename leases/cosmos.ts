@@ -97,10 +97,10 @@ export function leaseDocumentId(unit: string): Promise<string> {
  * container names the leases it fences commits with.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { type CosmosLeaseStore, cosmosLeases } from "@impel/impel/leases/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const store: CosmosLeaseStore = cosmosLeases(client.database("app").container("aux"));
  * console.log(store.location); // "cosmos app/aux"
  * ```
@@ -117,10 +117,10 @@ export interface CosmosLeaseStore extends LeaseStore {
  * can be fenced) unless it exists; partition key `/p`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { cosmosLeases, initCosmosLeases } from "@impel/impel/leases/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const { database } = await client.databases.createIfNotExists({ id: "app" });
  * const leases = cosmosLeases(await initCosmosLeases(database, "aux"));
  * ```
@@ -136,10 +136,10 @@ export function initCosmosLeases(
  * The lease store over `container` (made by {@linkcode initCosmosLeases}).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { cosmosLeases } from "@impel/impel/leases/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const leases = cosmosLeases(client.database("app").container("aux"));
  * const lease = await leases.acquire("cosmos:events/reactor", "0", "member-a", 30_000);
  * console.log(lease?.generation); // 1n the first time

@@ -114,7 +114,7 @@ const PAGE_DOCUMENTS = 100;
  * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { type CosmosContainer, cosmosStore } from "@impel/impel/stores/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "bG9jYWw=" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const container: CosmosContainer = client.database("app").container("events");
  * const store = cosmosStore(container);
  * ```
@@ -139,7 +139,7 @@ export interface CosmosContainer {
  * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import type { CosmosDatabase } from "@impel/impel/stores/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "bG9jYWw=" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const database: CosmosDatabase = client.database("app");
  * console.log(database.id); // "app"
  * ```
@@ -292,10 +292,10 @@ export async function documentId(prefix: string, parts: readonly string[]): Prom
  * and the lease store create theirs with it.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { ensureCosmosContainer } from "@impel/impel/stores/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const { database } = await client.databases.createIfNotExists({ id: "app" });
  * const container = await ensureCosmosContainer(database, "aux");
  * console.log(container.id); // "aux"
@@ -330,10 +330,10 @@ export async function ensureCosmosContainer(
  * {@linkcode ensureCosmosContainer}.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { cosmosStore, createCosmosEventContainer } from "@impel/impel/stores/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const { database } = await client.databases.createIfNotExists({ id: "app" });
  * const store = cosmosStore(await createCosmosEventContainer(database, "events"));
  * ```
@@ -389,10 +389,10 @@ export interface CosmosReadStreamOptions extends ReadStreamOptions {
  * (`readLastEvent`, `readFromLast`), the stream's version and backward reads.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { type CosmosEventStore, cosmosStore } from "@impel/impel/stores/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const store: CosmosEventStore = cosmosStore(client.database("app").container("events"));
  * const version = await store.version("Order-1"); // 0 if the stream does not exist
  * await store.append("Order-1", [{ type: "Shipped", data: {} }], version);
@@ -473,10 +473,10 @@ interface Tip {
  * `/p`). The container's client is the caller's; the store never disposes it.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { CosmosClient } from "@azure/cosmos";
  * import { cosmosStore, createCosmosEventContainer } from "@impel/impel/stores/cosmos";
- * const client = new CosmosClient({ endpoint: "http://127.0.0.1:8081", key: "local" });
+ * const client = new CosmosClient({ endpoint: "https://my-account.documents.azure.com", key: "<account key>" });
  * const { database } = await client.databases.createIfNotExists({ id: "app" });
  * const store = cosmosStore(await createCosmosEventContainer(database, "events"));
  * await store.append("Order-1", [{ type: "Placed", data: { total: 3 } }], 0);

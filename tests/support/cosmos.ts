@@ -1,6 +1,7 @@
 // Local Cosmos DB fixtures for the tests (`tools/cosmos.sh start`): a client and throwaway
 // containers. COSMOS_ENDPOINT overrides the endpoint (default the local server on 8081).
 import { type Container, CosmosClient, type Database } from "@azure/cosmos";
+import type { EventStore } from "../../core/store.ts";
 import { ensureCosmosContainer } from "../../stores/cosmos.ts";
 
 /** The local server's URL. */
@@ -55,4 +56,32 @@ export async function freshContainer(
       await container.delete().catch(() => {});
     },
   };
+}
+
+/** Appends `perStream` events to each of `streams` streams, `perAppend` at a time, interleaved. */
+export async function seed(
+  store: EventStore,
+  streams: number,
+  perStream: number,
+  perAppend: number,
+): Promise<string[]> {
+  const names = Array.from({ length: streams }, (_, k) => `Order-${k}`);
+  for (let at = 0; at < perStream; at += perAppend) {
+    // Ten streams at a time: the appends of a round interleave in the feed.
+    for (let k = 0; k < names.length; k += 10) {
+      await Promise.all(
+        names.slice(k, k + 10).map((s) =>
+          store.append(
+            s,
+            Array.from({ length: Math.min(perAppend, perStream - at) }, (_, j) => ({
+              type: "Step",
+              data: { n: at + j },
+            })),
+            at,
+          )
+        ),
+      );
+    }
+  }
+  return names;
 }
