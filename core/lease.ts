@@ -358,7 +358,8 @@ export interface LeasePlan {
   readonly stranded: readonly string[];
   /**
    * When, on the store's clock, the plan may next change: the first lease or heartbeat of another
-   * member to lapse, or a lapsed unit to become stranded (a few ms past either, so that the
+   * member to lapse (or a lease of this member's id it does not hold: a previous run's, or one
+   * it lets go of), or a lapsed unit to become stranded (a few ms past either, so that the
    * store's clock has passed it too); `Infinity` when nothing is due. A member plans again then
    * rather than at its next heartbeat, so that a dead member's units are taken as they lapse.
    */
@@ -451,7 +452,13 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
   }
 
   for (const l of view.leases) {
-    if (l.owner !== undefined && l.owner !== member && l.expiresAt > now) {
+    // Its own leases it does not hold count too: a run restarted under the same id must take
+    // its previous run's units as they lapse (they are in its share), not at its next
+    // heartbeat, by when the others would see them stranded and take them. Taken before they
+    // lapse, they could still be worked on by that run if it is not dead but cut off.
+    if (
+      l.owner !== undefined && l.expiresAt > now && (l.owner !== member || !held.has(l.unit))
+    ) {
       wakeAt = Math.min(wakeAt, l.expiresAt);
     }
   }
