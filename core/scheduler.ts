@@ -1372,9 +1372,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       s.buffer = NO_EVENTS;
       return buf;
     }
-    if (anyInvalid && invalid.has(buf[0])) {
-      return buf.length === 1 ? (s.buffer = NO_EVENTS, buf) : buf.splice(0, 1);
-    }
+    if (anyInvalid && invalid.has(buf[0])) return buf.splice(0, 1);
     const first = buf[0].index;
     let bytes = buf[0].size || 0;
     let n = 1;
