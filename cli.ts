@@ -12,9 +12,10 @@
  * | `init postgres` | creates the PostgreSQL checkpoint table |
  * | `init messagedb` | installs (or with `--uninstall` removes) the MessageDB NOTIFY trigger; warns about rows above the global-position sequence |
  * | `init dynamo` | creates DynamoDB event, index and checkpoint tables |
+ * | `init cosmos` | creates the Cosmos DB database, events container and container of checkpoints and leases |
  * | `checkpoints show` | lists the checkpoints of a source (and group) |
  * | `checkpoints set` | sets a checkpoint to a position, the start or the tail, or deletes it; refuses a MessageDB position past its category's tail unless `--force`, and a tranche it holds no checkpoint for unless `--create` |
- * | `tail messagedb\|dynamo` | runs a source into a stats-only sink, printing throughput and lag (`tail kafka`: not available, exit 3) |
+ * | `tail messagedb\|dynamo\|cosmos` | runs a source into a stats-only sink, printing throughput and lag (Cosmos: throughput only; `tail kafka`: not available, exit 3) |
  * | `index` | shows the DynamoDB index: partitions, open epochs, a stream's entry |
  * | `check messagedb` | looks for rows not written through `write_message` (above the sequence, gaps and disorder in stream indexes) |
  * | `leases list` | the consumer-group leases in PostgreSQL: who holds which slot, generations, expiries, hand-over requests, live members |
@@ -22,7 +23,8 @@
  *
  * Every command takes `--help`. Connections: `--url` or `IMPEL_PG_URL` for PostgreSQL (else
  * libpq's `PG*` variables); `--endpoint` or `IMPEL_DYNAMO_ENDPOINT` and `--region` or
- * `AWS_REGION` for DynamoDB, with credentials from the AWS SDK's usual chain.
+ * `AWS_REGION` for DynamoDB, with credentials from the AWS SDK's usual chain; `--endpoint` or
+ * `IMPEL_COSMOS_ENDPOINT`, `--key` or `IMPEL_COSMOS_KEY` and `--database` for Cosmos DB.
  *
  * Exit codes ({@linkcode EXIT}): 0 done; 1 the operation failed; 2 usage error; 3 not available
  * (an impel module or the backend's schema is missing); 4 not found (no checkpoints, no such
@@ -35,9 +37,9 @@ import { errorText } from "./core/failure.ts";
 import { Args, type Command, EXIT_HELP, HELP, helpText, parse } from "./cli/args.ts";
 import { CliError, EXIT, isConnectionError, usage } from "./cli/exit.ts";
 import { type CliIo, exitProcess, processArgs, processIo } from "./cli/io.ts";
-import { initDynamo, initMessageDb, initPostgres } from "./cli/init.ts";
+import { initCosmos, initDynamo, initMessageDb, initPostgres } from "./cli/init.ts";
 import { checkpointsSet, checkpointsShow } from "./cli/checkpoints.ts";
-import { tailDynamo, tailKafka, tailMessageDb } from "./cli/tail.ts";
+import { tailCosmos, tailDynamo, tailKafka, tailMessageDb } from "./cli/tail.ts";
 import { indexCommand } from "./cli/index_command.ts";
 import { checkMessageDb } from "./cli/check.ts";
 import { leasesList } from "./cli/leases.ts";
@@ -51,10 +53,12 @@ const COMMANDS: readonly Command[] = [
   initPostgres,
   initMessageDb,
   initDynamo,
+  initCosmos,
   checkpointsShow,
   checkpointsSet,
   tailMessageDb,
   tailDynamo,
+  tailCosmos,
   tailKafka,
   indexCommand,
   checkMessageDb,

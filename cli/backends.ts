@@ -1,5 +1,5 @@
 /**
- * Connections to the backends (PostgreSQL, MessageDB, DynamoDB) and their options, with each
+ * Connections to the backends (PostgreSQL, MessageDB, DynamoDB, Cosmos DB) and their options, with each
  * backend's failures mapped to exit codes. `pg`, the AWS SDK and impel's backend modules are
  * imported only when a command calls for them. Internal to the `impel` command line.
  *
@@ -44,6 +44,25 @@ export const DYNAMO: OptionSpec[] = [
     help: "DynamoDB endpoint (e.g. DynamoDB Local)",
   },
   { name: "region", kind: "string", arg: "REGION", env: "AWS_REGION", help: "AWS region" },
+];
+
+/** The Cosmos DB connection options. */
+export const COSMOS: OptionSpec[] = [
+  {
+    name: "endpoint",
+    kind: "string",
+    arg: "URL",
+    env: "IMPEL_COSMOS_ENDPOINT",
+    help: "Cosmos DB account endpoint (plain http: a local test server)",
+  },
+  { name: "key", kind: "string", arg: "KEY", env: "IMPEL_COSMOS_KEY", help: "account key" },
+  {
+    name: "database",
+    kind: "string",
+    arg: "NAME",
+    fallback: "impel",
+    help: "the database",
+  },
 ];
 
 /** Imports a module on demand; a missing module is "not available" (exit 3), naming `what`. */
@@ -147,6 +166,50 @@ export async function withDynamo<T>(
     throw error;
   } finally {
     client.destroy();
+  }
+}
+
+/**
+ * Runs `fn` with a Cosmos client per `--endpoint`, `--key` and `--database` (created when
+ * `create`); an unreachable endpoint exits 5, a missing database or container 4.
+ */
+export async function withCosmos<T>(
+  args: Args,
+  fn: (database: import("@azure/cosmos").Database) => Promise<T>,
+  create = false,
+): Promise<T> {
+  const sdk = await load("the @azure/cosmos package", () => import("@azure/cosmos"));
+  const endpoint = args.string("endpoint");
+  if (endpoint === undefined) throw usage("--endpoint (or IMPEL_COSMOS_ENDPOINT) is required");
+  const key = args.string("key");
+  if (key === undefined) throw usage("--key (or IMPEL_COSMOS_KEY) is required");
+  // A plain-HTTP endpoint is a local server, whose account lists endpoints it does not serve.
+  const client = new sdk.CosmosClient({
+    endpoint,
+    key,
+    connectionPolicy: { enableEndpointDiscovery: !endpoint.startsWith("http://") },
+  });
+  const id = args.string("database")!;
+  try {
+    const database = create
+      ? (await client.databases.createIfNotExists({ id })).database
+      : client.database(id);
+    return await fn(database);
+  } catch (error) {
+    if (error instanceof CliError) throw error;
+    const status = (error as { code?: unknown })?.code;
+    if (status === 404) throw notFound(`Cosmos DB: ${errorText(error)}`);
+    if (isConnectionError(error) || status === "ECONNREFUSED") {
+      throw new CliError(
+        EXIT.connection,
+        "ConnectionFailed",
+        `cannot connect to Cosmos DB at ${endpoint}: ${errorText(error)}`,
+        { cause: error },
+      );
+    }
+    throw error;
+  } finally {
+    client.dispose();
   }
 }
 

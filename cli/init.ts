@@ -7,12 +7,14 @@
 import { errorText } from "../core/failure.ts";
 import type { Args, Command } from "./args.ts";
 import {
+  COSMOS,
   DYNAMO,
   load,
   messageDb,
   PG,
   PG_TABLE,
   type Pool,
+  withCosmos,
   withDynamo,
   withPostgres,
 } from "./backends.ts";
@@ -208,5 +210,40 @@ export const initDynamo: Command = {
       }
       return EXIT.ok;
     });
+  },
+};
+
+/** `impel init cosmos`: creates the events container and the container of leases and checkpoints. */
+export const initCosmos: Command = {
+  path: ["init", "cosmos"],
+  summary:
+    "Creates the Cosmos DB database and containers impel uses (partition key /p), unless they exist.",
+  usage:
+    "init cosmos --endpoint URL --key KEY [--database NAME] [--events-container C] [--aux-container C]",
+  details:
+    "The events container holds the store's tips and batch documents; the aux container holds the " +
+    "source's checkpoints and leases (one container, so that commits can be fenced by leases).",
+  options: [
+    ...COSMOS,
+    { name: "events-container", kind: "string", arg: "NAME", help: "events container" },
+    {
+      name: "aux-container",
+      kind: "string",
+      arg: "NAME",
+      help: "container of checkpoints and leases",
+    },
+  ],
+  async run(args) {
+    const events = args.string("events-container"), aux = args.string("aux-container");
+    if (!events && !aux) throw usage("name at least one of --events-container, --aux-container");
+    return await withCosmos(args, async (database) => {
+      const m = await load("stores/cosmos.ts", () => import("../stores/cosmos.ts"));
+      for (const [id, what] of [[events, "events"], [aux, "checkpoints and leases"]] as const) {
+        if (!id) continue;
+        await m.ensureCosmosContainer(database, id);
+        args.io.out(`container ${id} (${what}) is ready in database ${database.id}\n`);
+      }
+      return EXIT.ok;
+    }, true);
   },
 };

@@ -12,6 +12,7 @@ import { run, streamsSink } from "../core/sink.ts";
 import { memoryCheckpoints } from "../checkpoints/memory.ts";
 import type { Args, Command, OptionSpec } from "./args.ts";
 import {
+  COSMOS,
   DYNAMO,
   load,
   mapCheckpointError,
@@ -20,6 +21,7 @@ import {
   PG,
   PG_TABLE,
   postgresStore,
+  withCosmos,
   withDynamo,
   withPostgres,
 } from "./backends.ts";
@@ -52,6 +54,14 @@ function readOnly(store: CheckpointStore): CheckpointStore {
     commit: () => Promise.resolve(),
     reset: () => Promise.reject(new ImpelError("ReadOnly", "tail never changes checkpoints")),
     list: (source, group) => store.list(source, group),
+    // Tokens (Cosmos continuations) are read too, and never written either.
+    ...(store.tokens === true
+      ? {
+        tokens: true,
+        loadCheckpoint: (key) => store.loadCheckpoint!(key),
+        commitCheckpoint: () => Promise.resolve(),
+      }
+      : {}),
   };
 }
 
@@ -242,6 +252,73 @@ export const tailDynamo: Command = {
             group: group ?? "impel-tail",
             checkpoints,
             startFrom: from,
+            tailSleepMs: 200,
+            signal,
+          }),
+      });
+    });
+  },
+};
+
+/** `impel tail cosmos`: watches the change feed of a Cosmos events container. */
+export const tailCosmos: Command = {
+  path: ["tail", "cosmos"],
+  summary:
+    "Reads the change feed of a Cosmos DB events container into a stats-only sink, printing throughput (no lag: a range's end is not a position).",
+  usage:
+    "tail cosmos --endpoint URL --key KEY [--database NAME] --container NAME [--group NAME --aux-container NAME] [--page-size N]",
+  options: [
+    ...COSMOS,
+    { name: "container", kind: "string", arg: "NAME", help: "the events container" },
+    {
+      name: "aux-container",
+      kind: "string",
+      arg: "NAME",
+      help: "container of the group's checkpoints, with --group",
+    },
+    {
+      name: "page-size",
+      kind: "string",
+      arg: "N",
+      fallback: "1000",
+      help: "documents per change-feed read",
+    },
+    ...TAIL_COMMON,
+  ],
+  async run(args) {
+    const id = args.required("container");
+    const group = args.string("group");
+    const from = args.choice(
+      "from",
+      ["checkpoint", "start", "tail"] as const,
+      group ? "checkpoint" : "start",
+    );
+    if (from === "checkpoint" && !group) throw usage("--from checkpoint needs --group");
+    const aux = group ? args.required("aux-container", " with --group") : undefined;
+    const pageSize = Number(args.string("page-size"));
+    if (!Number.isInteger(pageSize) || pageSize < 1) {
+      throw usage(`--page-size must be a positive integer, got ${args.string("page-size")}`);
+    }
+    return await withCosmos(args, async (database) => {
+      const src = await load("sources/cosmos.ts", () => import("../sources/cosmos.ts"));
+      const container = database.container(id);
+      await container.read(); // a missing container is "not found" (exit 4) here
+      let checkpoints: CheckpointStore = memoryCheckpoints();
+      if (aux) {
+        const cps = await load("checkpoints/cosmos.ts", () => import("../checkpoints/cosmos.ts"));
+        checkpoints = readOnly(cps.cosmosCheckpoints(database.container(aux)));
+      }
+      return await tailLoop(args, {
+        sourceName: `cosmos:${id}`,
+        group: group ?? "impel-tail",
+        head: () => Promise.resolve(undefined),
+        source: (signal) =>
+          src.cosmosSource({
+            container,
+            group: group ?? "impel-tail",
+            checkpoints,
+            startFrom: from,
+            pageSize,
             tailSleepMs: 200,
             signal,
           }),
