@@ -11,8 +11,9 @@
  *   more), takes free or expired units up to its share, and, when none are free, asks members
  *   over their share to hand units over (a request, since a unit cannot be taken from a live
  *   owner without breaking the rule below). An owner over its share hands requested units over:
- *   it stops the work, waits for it to end, and releases the lease. A clean stop releases every
- *   lease. A unit whose lease lapsed half a heartbeat ago and that nobody took since is
+ *   it stops the work, waits for it to end, and releases the lease. A clean stop leaves the scope
+ *   first (the others' shares leave the member out) and releases each lease as its work ends. A
+ *   unit whose lease lapsed half a heartbeat ago and that nobody took since is
  *   *stranded*: the members whose shares it belongs to are dead too (a member that dies counts as
  *   live until its own heartbeat lapses) or too slow, and any member takes it beyond its share,
  *   so that a dead member's units are taken within `durationMs + heartbeatMs` of its death
@@ -236,7 +237,10 @@ export interface LeaseStore {
   request(scope: string, unit: string, member: string): Promise<void>;
   /** Frees `held` if `member` still holds it with that generation. */
   release(scope: string, held: HeldLease, member: string): Promise<void>;
-  /** Removes `member`'s heartbeat (a clean stop, after releasing its leases). */
+  /**
+   * Removes `member`'s heartbeat (a clean stop: first, so that the others' shares leave it out
+   * and they take each lease as soon as it is released).
+   */
   leave(scope: string, member: string): Promise<void>;
   /** Every scope's view, or one scope's. */
   list(scope?: string): Promise<readonly ScopedLeaseView[]>;
@@ -796,7 +800,11 @@ export interface LeaseMember {
   holds(unit: string): boolean;
   /** The fence for commits under `unit`'s lease, while it is held. */
   fence(unit: string): CheckpointFence | undefined;
-  /** Revokes every lease, releases them, leaves the scope; ends the loop. Idempotent. */
+  /**
+   * Leaves the scope, revokes every lease and releases each once its work has ended (after the
+   * leave, so that the others take it at once, whatever the others' revocations take); ends the
+   * loop. Idempotent.
+   */
   stop(): Promise<void>;
   /** A plain view for metrics and health. */
   snapshot(): LeaseSnapshot;
@@ -878,6 +886,8 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
   let idleAt: number | undefined;
   let idleSince = 0;
   let stopping: Promise<void> | undefined;
+  /** The leave of a clean stop: releases wait for it. */
+  let leaving: Promise<void> | undefined;
   let renewing: Promise<void> | undefined;
   /** The acquisitions and requests of the last plan, run beside the heartbeats. */
   let acting: Promise<void> | undefined;
@@ -980,6 +990,9 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
           { member, scope, unit: h.unit, ms: Math.max(0, Math.round(h.validUntil - now())) },
         );
       } else {
+        // Released while this member still counts as live, a unit is in nobody else's share
+        // (and not stranded: released, not lapsed) until the stop's leave.
+        await leaving;
         try {
           await bounded(store.release(scope, lease, member), "releasing");
         } catch (error) {
@@ -1272,8 +1285,19 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     stop() {
       stopping ??= (async () => {
         stopper.abort();
+        // No heartbeat after the leave (it would count this member again).
         await renewing;
         await acting;
+        // Leave first, beside the revocations: the others' shares leave this member out from
+        // then on, so each slot is taken as soon as its release comes, not once the slowest
+        // revocation has ended.
+        leaving = bounded(store.leave(scope, member), "leaving").catch((error) =>
+          log.warn("{member}: leaving {scope} failed: {error}", {
+            member,
+            scope,
+            error: errorText(error),
+          })
+        );
         await Promise.all(
           [...held.values()].map((h) =>
             h.letting ?? letGo(h, "the member is stopping", "released")
@@ -1281,13 +1305,7 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
         );
         timed = false;
         clearTimeout(timer);
-        await bounded(store.leave(scope, member), "leaving").catch((error) =>
-          log.warn("{member}: leaving {scope} failed: {error}", {
-            member,
-            scope,
-            error: errorText(error),
-          })
-        );
+        await leaving;
       })();
       return stopping;
     },
