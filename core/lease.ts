@@ -378,7 +378,9 @@ export interface LeasePlan {
  * member is over its own share, so differing views cannot make units go round in circles. While
  * another member holds a unit that is not among `units` (members configured differently), the
  * plan acquires and requests nothing. Given `fingerprint`, live members advertising other units
- * are left out of the shares.
+ * are left out of the shares. Input not of the documented shape (a `heartbeatMs` that is not a
+ * positive integer, a view without its arrays, units that are not distinct names) throws
+ * {@linkcode InvalidArgumentError} naming the field.
  *
  * @example
  * ```ts
@@ -403,6 +405,7 @@ export interface LeasePlan {
  * @category Leases
  */
 export function planLeases(input: LeasePlanInput): LeasePlan {
+  checkPlanInput(input);
   const { view, member, units } = input;
   const now = view.now;
   const live = new Set<string>([member]);
@@ -547,6 +550,80 @@ export function planLeases(input: LeasePlanInput): LeasePlan {
     stranded,
     wakeAt,
   };
+}
+
+/** The boundary checks of {@linkcode planLeases}: linear in the view, as the plan itself. */
+function checkPlanInput(input: LeasePlanInput): void {
+  if (input === null || typeof input !== "object") {
+    throw new InvalidArgumentError("input", `must be an object, got ${describe(input)}`);
+  }
+  const { view } = input;
+  if (view === null || typeof view !== "object") {
+    throw new InvalidArgumentError("view", `must be a LeaseView, got ${describe(view)}`);
+  }
+  if (typeof view.now !== "number" || !Number.isFinite(view.now)) {
+    throw new InvalidArgumentError(
+      "view.now",
+      `must be a finite number, got ${describe(view.now)}`,
+    );
+  }
+  for (const field of ["leases", "members"] as const) {
+    if (!Array.isArray(view[field])) {
+      throw new InvalidArgumentError(
+        `view.${field}`,
+        `must be an array, got ${describe(view[field])}`,
+      );
+    }
+  }
+  // Rows of the store: their types only (not the length limit of configured names), so that a
+  // row another tool wrote cannot stop a member's loop.
+  view.leases.forEach((l, i) => {
+    checkString(`view.leases[${i}].unit`, l?.unit);
+    if (l.owner !== undefined) checkString(`view.leases[${i}].owner`, l.owner);
+    checkTime(`view.leases[${i}].expiresAt`, l.expiresAt);
+  });
+  view.members.forEach((m, i) => {
+    checkString(`view.members[${i}].member`, m?.member);
+    checkTime(`view.members[${i}].expiresAt`, m.expiresAt);
+  });
+  checkName("member", input.member);
+  if (!Array.isArray(input.units)) {
+    throw new InvalidArgumentError(
+      "units",
+      `must be an array of unit names, got ${describe(input.units)}`,
+    );
+  }
+  for (const unit of input.units) checkName("units", unit);
+  if (new Set(input.units).size !== input.units.length) {
+    throw new InvalidArgumentError("units", "must not repeat a unit");
+  }
+  const held = input.held as unknown;
+  if (
+    held === null || typeof held !== "object" ||
+    typeof (held as Iterable<unknown>)[Symbol.iterator] !== "function"
+  ) {
+    throw new InvalidArgumentError(
+      "held",
+      `must be an iterable of unit names, got ${describe(held)}`,
+    );
+  }
+  if (input.fingerprint !== undefined) checkName("fingerprint", input.fingerprint);
+  if (input.heartbeatMs !== undefined) {
+    checkInteger("heartbeatMs", input.heartbeatMs, 1, MAX_TIMER_MS);
+  }
+}
+
+function checkString(field: string, value: unknown): void {
+  if (typeof value !== "string") {
+    throw new InvalidArgumentError(field, `must be a string, got ${describe(value)}`);
+  }
+}
+
+/** A store time: a number (a lapsed lease may be far in the past, never NaN). */
+function checkTime(field: string, value: unknown): void {
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new InvalidArgumentError(field, `must be a number (ms), got ${describe(value)}`);
+  }
 }
 
 /**
