@@ -50,7 +50,13 @@ Deno.test("demo: bad options exit 2 with the usage", async () => {
 
 Deno.test("demo: --serve keeps the status page up while the workload runs, then stops cleanly", async () => {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...demoPermissions, demo, "--groups", "300", "--serve", "127.0.0.1:0"],
+    // --linger: a loaded machine may finish the workload before this side connects.
+    args: [
+      "run",
+      ...demoPermissions,
+      demo,
+      ...["--groups", "300", "--serve", "127.0.0.1:0", "--linger", "3"],
+    ],
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
@@ -85,6 +91,7 @@ Deno.test("demo: --serve keeps the status page up while the workload runs, then 
   const { code } = await child.status;
   assert.equal(code, 0, await errText);
   assert.match(out, /groups {6}300 of 300 confirmed/);
+  assert.match(out, /serving the status page for 3 s more/);
   // Ended by the demo's shutdown, not by this side.
   for (let e = await feed.next(); !e.done; e = await feed.next()) {
     assert.equal(e.value.event, "snapshot");
