@@ -968,6 +968,8 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
   let renewing: Promise<void> | undefined;
   /** The acquisitions and requests of the last plan, run beside the heartbeats. */
   let acting: Promise<void> | undefined;
+  /** A plan was made while `acting` ran, and dropped: plan again when it ends. */
+  let replan = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timed = false;
   let lostAt: number | undefined;
@@ -1188,9 +1190,26 @@ export function createLeaseMember(options: LeaseMemberOptions): LeaseMember {
     }
     // The last plan's calls still running (a slow store): plan again once they are done, rather
     // than racing them for the same units; the renewals go on meanwhile.
-    if (acting === undefined) {
-      acting = act(plan).finally(() => (acting = undefined));
-    }
+    if (acting === undefined) startActing(plan);
+    else replan = true;
+  }
+
+  function startActing(plan: LeasePlan) {
+    acting = act(plan).finally(() => {
+      acting = undefined;
+      // A plan was dropped meanwhile (a wake-up for a lapse, say): plan again now, from a fresh
+      // view, rather than at the next heartbeat, by when others may have taken the units.
+      if (replan && !stopping) {
+        replan = false;
+        beat().catch((error) =>
+          log.error("{member}: planning {scope} again failed: {error}", {
+            member,
+            scope,
+            error: errorText(error),
+          })
+        );
+      }
+    });
   }
 
   function act(plan: LeasePlan): Promise<void> {
