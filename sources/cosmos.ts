@@ -474,19 +474,18 @@ function deferred(
     throw e;
   });
   ready.catch(() => {});
-  let reader: ReadableStreamDefaultReader<Batch> | undefined;
+  // The real source's reader, taken once it exists (its type inferred: Bun's and Deno's differ).
+  const reading = ready.then((source) => source.getReader());
+  reading.catch(() => {});
   const stream = new ReadableStream<Batch>({
     async pull(controller) {
-      const source = await ready;
-      reader ??= source.getReader();
-      const { done, value } = await reader.read();
+      const { done, value } = await (await reading).read();
       if (done) controller.close();
       else controller.enqueue(value);
     },
     async cancel(reason) {
-      const source = await ready.catch(() => undefined);
-      if (source === undefined) return;
-      await (reader ?? source).cancel(reason);
+      const reader = await reading.catch(() => undefined);
+      await reader?.cancel(reason);
     },
   }, { highWaterMark: 0 });
   return Object.assign(stream, {
