@@ -9,8 +9,9 @@
  * **Checkpoints are continuations.** A range's change-feed continuation names where to resume in
  * every physical partition the range covers (an LSN each, more after a split), which no single
  * number can hold. The source therefore commits a {@linkcode Checkpoint} of both: `position`,
- * the number of documents read from the range since its beginning (it orders checkpoints and
- * shows progress), and `token`, the continuation. The checkpoint store must keep tokens
+ * the number of documents read from the range since the group first read it (from its beginning,
+ * or from its end with a tail start; it orders checkpoints and shows progress), and `token`, the
+ * continuation. The checkpoint store must keep tokens
  * (`cosmosCheckpoints`, `memoryCheckpoints`); a stored position without a token (set by hand)
  * cannot be resumed from and fails the tranche with {@linkcode CosmosTokenMissingError}, except
  * position 0, which reads from the beginning.
