@@ -85,6 +85,13 @@ export function createParking(
   // A claim lasts ten polls, and at least a second: a sink starved of CPU for a few polls would
   // otherwise lose (fenced) claims it still works on, and replay their events again.
   const leaseMs = Math.max(10 * pollMs, MIN_CLAIM_MS);
+  // How long the last round of polls took: a claim is renewed once a round, so on a store slow
+  // enough that a round takes longer than a claim lasts (DynamoDB Local under load took over 1 s
+  // against the 1 s of a 50 ms pollMs) claims would lapse between renewals, each request being
+  // claimed and lost again for good. Claims are taken and renewed for three rounds at least, of
+  // the slowest round lately (rounds vary: every 10th reads every parked stream).
+  let roundMs = 0;
+  const claimMs = () => Math.max(leaseMs, 3 * roundMs);
   const retry = backoff({ initialDelayMs: 100, maxDelayMs: 10_000 });
   let scheduler: Scheduler | undefined;
   // Failures by operation and store (reading the parked streams, polling), each until that
@@ -404,8 +411,12 @@ export function createParking(
       const key = claimKey(a.store, a.stream);
       const held = claims.get(key);
       if (held !== undefined && held.until > now) continue;
-      claims.delete(key);
       remember(key, a);
+      if (held === undefined) {
+        scheduler.claimLost(a.stream); // said already; the scheduler has yet to let it go
+        continue;
+      }
+      claims.delete(key);
       lost(a.stream, "it lapsed before it could be renewed");
     }
   }
@@ -455,23 +466,28 @@ export function createParking(
     for (const a of held) {
       const key = claimKey(store, a.stream);
       const token = claims.get(key)?.token;
+      // From now, not from the poll's start: the store calls before it may have taken a while.
+      const until = Date.now() + claimMs();
       const renewed = token === undefined ? undefined : await call(
         `renewing the claim on ${a.stream}`,
         () =>
           store.claim(group, a.stream, a.episode, {
             by: instance,
             token,
-            until: now + leaseMs,
+            until,
             handledTo: a.handledTo,
           }),
       );
-      if (token === undefined || renewed?.claim?.token !== token) {
+      if (token === undefined) {
+        remember(key, a);
+        scheduler!.claimLost(a.stream); // said already; the scheduler has yet to let it go
+      } else if (renewed?.claim?.token !== token) {
         claims.delete(key);
         remember(key, a);
         lost(a.stream, "it lapsed or was taken, or the request changed");
       } else {
         const c = claims.get(key);
-        if (c !== undefined) c.until = now + leaseMs;
+        if (c !== undefined) c.until = until;
       }
     }
     const mine = new Set(held.map((a) => a.stream));
@@ -529,14 +545,13 @@ export function createParking(
       const handledTo = done?.episode === e.episode && e.request.action === "release"
         ? { handledTo: done.handledTo }
         : {};
+      // From now, not from the poll's start: on a slow store, the list and the claims before
+      // this one can take longer than a claim lasts, and a claim would be born lapsed (it was, on
+      // DynamoDB Local under load: every claim dropped at once, the request never applied).
+      const until = Date.now() + claimMs();
       const claimed: ParkedStream | undefined = await call(
         `claiming the request on ${e.stream}`,
-        () =>
-          store.claim(group, e.stream, e.episode, {
-            by: instance,
-            until: now + leaseMs,
-            ...handledTo,
-          }),
+        () => store.claim(group, e.stream, e.episode, { by: instance, until, ...handledTo }),
       );
       if (claimed?.claim === undefined) {
         claimedNow.add(e.stream); // claimed by another sink first, or resolved meanwhile
@@ -558,7 +573,7 @@ export function createParking(
         stream: e.stream,
         episode: e.episode,
         token,
-        until: now + leaseMs,
+        until,
         revocations,
         tranche: claimed.tranche,
       });
@@ -574,6 +589,7 @@ export function createParking(
 
   function poll() {
     if (polling !== undefined || stopped || !loaded || scheduler === undefined) return;
+    const started = Date.now();
     polling = (async () => {
       for (const store of stores) {
         try {
@@ -587,7 +603,10 @@ export function createParking(
           });
         }
       }
-    })().finally(() => (polling = undefined));
+    })().finally(() => {
+      roundMs = Math.max(Date.now() - started, Math.floor(roundMs * 0.9));
+      polling = undefined;
+    });
   }
 
   return {
