@@ -277,9 +277,14 @@ Deno.test("status: protectReads needs the token for the snapshot and the feed", 
     assert.equal(((await snap.json()) as StatusSnapshot).protectReads, true);
     const events = await world.handler(new Request(`${local}/status/events`, { headers: auth }));
     assert.equal(events.status, 200);
-    const first = await sseEvents(events.body!).next();
-    assert.equal(first.value!.event, "snapshot");
-    await events.body?.cancel().catch(() => {});
+    const feed = sseEvents(events.body!);
+    assert.equal((await feed.next()).value!.event, "snapshot");
+    await feed.return(undefined); // cancels the body: the page is gone
+    assert.equal(
+      (await (await world.handler(new Request(`${local}/status`, { headers: auth }))).json())
+        .feed.clients,
+      0,
+    );
   } finally {
     await world.stop();
   }
