@@ -83,6 +83,9 @@ const EXPORTED = [
   "impel_lease_heartbeat_age_seconds",
   "impel_lease_oldest_seconds",
   "impel_lease_events_total",
+  "impel_store_writer_spans_total",
+  "impel_store_writer_events_total",
+  "impel_store_writer_conflicts_total",
 ];
 
 Deno.test("metrics: names, types and values after a known run of two pipelines", async () => {
