@@ -1,12 +1,13 @@
 // A reactor with parked streams, run as a real process by the kill tests
 // (tests/parked/kill.test.ts, tests/faults/parked.fault.ts): a messageDbSource over a pg.Pool
 // with PostgreSQL checkpoints, into a streamsSink whose park policy parks a stream after 3 failed
-// attempts in a PostgreSQL park store. The handler fails on events whose data has `poison: true`
+// attempts in a PostgreSQL park store (or, with PARK_STORE=dynamo, a DynamoDB one). The handler fails on events whose data has `poison: true`
 // unless PARK_FIXED=1 (the fix is deployed), and logs each call's start and end, one unbuffered
 // line each, so that the log holds everything that happened before a SIGKILL.
 //
 // Environment: IMPEL_PG_URL, PARK_CATEGORY, PARK_GROUP, PARK_SCHEMA (checkpoint and park tables),
-// PARK_LOG (the log file), PARK_FIXED=1, PARK_HANDLER_MS (per event, default 2).
+// PARK_LOG (the log file), PARK_FIXED=1, PARK_HANDLER_MS (per event, default 2); PARK_STORE=dynamo
+// and PARK_TABLE (with DYNAMODB_ENDPOINT, default http://127.0.0.1:8000) for a DynamoDB park store.
 //
 // Log lines, tab-separated: `ready pid time`, `start stream from next pid time`,
 // `end stream from next pid time` (next: the index the call reached), `fail stream from pid time`.
@@ -17,6 +18,8 @@ import { run, streamsSink } from "../../../mod.ts";
 import { messageDbSource } from "../../../sources/messagedb.ts";
 import { postgresCheckpoints } from "../../../checkpoints/postgres.ts";
 import { postgresParkStore } from "../../../parked/postgres.ts";
+import { dynamoParkStore } from "../../../parked/dynamo.ts";
+import { client as dynamo } from "../../support/dynamo.ts";
 import { lineWriter } from "../../faults/support/process.ts";
 
 const env = (name: string): string => {
@@ -53,7 +56,14 @@ const sink = streamsSink({
   statsIntervalMs: 0,
   commitIntervalMs: 100,
   retry: { initialDelayMs: 5, maxDelayMs: 50 },
-  failure: { kind: "park", maxAttempts: 3, store: postgresParkStore(pool, { schema }), pollMs: 50 },
+  failure: {
+    kind: "park",
+    maxAttempts: 3,
+    store: Deno.env.get("PARK_STORE") === "dynamo"
+      ? dynamoParkStore(dynamo, { tableName: env("PARK_TABLE") })
+      : postgresParkStore(pool, { schema }),
+    pollMs: 50,
+  },
   handler: async (stream, events) => {
     const from = events[0].index;
     log.write(`start\t${stream}\t${from}\t${from + events.length}\t${pid}\t${now()}`);
