@@ -14,8 +14,13 @@
  *   same messages), plus the sink with its default packing of several events per message.
  *
  *   deno run -A bench/kafka.ts [--messages 500000] [--partitions 8] [--keys 10000]
- *     [--produce 200000] [--rounds 5] [--skip produce|consume]
+ *     [--produce 200000] [--rounds 5] [--skip produce|consume] [--floor 0] [--topic filled]
+ *     [--variants path/a.ts,path/b.ts]
  *   bun bench/kafka.ts [same options]
+ *
+ * With `--variants`, each round runs every given copy of sources/kafka.ts (a module exporting
+ * `kafkaSource`, e.g. the code before a change) after the raw path, in an order rotated each
+ * round, so that two versions of the source are compared in one process on one topic.
  */
 import { loadavg } from "node:os";
 import process from "node:process";
@@ -36,6 +41,14 @@ const KEYS = num("keys", 10_000);
 const PRODUCE = num("produce", 200_000);
 const ROUNDS = num("rounds", 5);
 const skip = args.get("skip");
+const withFloor = num("floor", 1) !== 0;
+type SourceFactory = typeof kafkaSource;
+const variants: Array<{ name: string; kafkaSource: SourceFactory }> = [];
+for (const v of args.get("variants")?.split(",") ?? []) {
+  const url = new URL(v, `file://${process.cwd()}/`).href;
+  variants.push({ name: v, kafkaSource: (await import(url)).kafkaSource });
+}
+if (variants.length === 0) variants.push({ name: "kafkaSource → scheduler", kafkaSource });
 
 const kafka = new Kafka({
   clientId: "impel-bench",
@@ -189,7 +202,11 @@ interface ImpelRound extends Timing {
   lag: number[];
 }
 
-async function impelConsume(topic: string, total: number): Promise<ImpelRound> {
+async function impelConsume(
+  topic: string,
+  total: number,
+  source: SourceFactory = kafkaSource,
+): Promise<ImpelRound> {
   const consumer = kafka.consumer(consumerConfig(unique("impel")));
   let count = 0, calls = 0, elapsed = () => ({ ms: 0, cpuMs: 0 }), timing: Timing | undefined;
   consumer.on(consumer.events.GROUP_JOIN, () => (elapsed = stopwatch()));
@@ -223,7 +240,7 @@ async function impelConsume(topic: string, total: number): Promise<ImpelRound> {
     statsIntervalMs: 0,
   });
   const ac = new AbortController();
-  const running = run(kafkaSource({ consumer, topics: [topic], signal: ac.signal }), sink, {
+  const running = run(source({ consumer, topics: [topic], signal: ac.signal }), sink, {
     signal: ac.signal,
   });
   await finished;
@@ -235,39 +252,50 @@ async function impelConsume(topic: string, total: number): Promise<ImpelRound> {
 }
 
 async function benchConsume() {
-  const topic = await createTopic(PARTITIONS);
-  const messages: Message[] = Array.from({ length: MESSAGES }, (_, i) => ({
-    key: `Item-${i % KEYS}`,
-    value: `{"n":${i},"pad":"${pad}"}`,
-  }));
-  const producer = newProducer();
-  await producer.connect();
-  const fillMs = (await rawProduce(producer, topic, messages, 5000)).ms;
-  await producer.disconnect();
-  console.log(
-    `consume: filled ${topic} with ${MESSAGES} messages (${PARTITIONS} partitions) in ${
-      Math.round(fillMs)
-    } ms`,
-  );
-  const raws: Timing[] = [], floors: Timing[] = [], impels: Timing[] = [];
+  // A topic filled by an earlier run (`--topic`, kept afterwards) saves the fill.
+  const given = args.get("topic");
+  const topic = given ?? await createTopic(PARTITIONS);
+  if (given === undefined) {
+    const messages: Message[] = Array.from({ length: MESSAGES }, (_, i) => ({
+      key: `Item-${i % KEYS}`,
+      value: `{"n":${i},"pad":"${pad}"}`,
+    }));
+    const producer = newProducer();
+    await producer.connect();
+    const fillMs = (await rawProduce(producer, topic, messages, 5000)).ms;
+    await producer.disconnect();
+    console.log(
+      `consume: filled ${topic} with ${MESSAGES} messages (${PARTITIONS} partitions) in ${
+        Math.round(fillMs)
+      } ms`,
+    );
+  }
+  const raws: Timing[] = [], floors: Timing[] = [];
+  const impels: ImpelRound[][] = variants.map(() => []);
   const lags: number[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const raw = await rawConsume(topic, MESSAGES);
-    const floor = await rawConsume(topic, MESSAGES, true);
-    const impel = await impelConsume(topic, MESSAGES);
     raws.push(raw);
-    floors.push(floor);
-    impels.push(impel);
-    lags.push(...impel.lag);
-    console.log(
-      `  round ${round}: raw eachBatch ${Math.round(raw.ms)} ms (${rate(MESSAGES, raw.ms)}), ` +
-        `floor ${Math.round(floor.ms)} ms (${rate(MESSAGES, floor.ms)}), ` +
-        `kafkaSource → scheduler ${Math.round(impel.ms)} ms (${
+    const parts = [`raw eachBatch ${Math.round(raw.ms)} ms (${rate(MESSAGES, raw.ms)})`];
+    if (withFloor) {
+      const floor = await rawConsume(topic, MESSAGES, true);
+      floors.push(floor);
+      parts.push(`floor ${Math.round(floor.ms)} ms (${rate(MESSAGES, floor.ms)})`);
+    }
+    for (let k = 0; k < variants.length; k++) {
+      const v = (k + round - 1) % variants.length;
+      const impel = await impelConsume(topic, MESSAGES, variants[v].kafkaSource);
+      impels[v][round - 1] = impel;
+      lags.push(...impel.lag);
+      parts.push(
+        `${variants[v].name} ${Math.round(impel.ms)} ms (${
           rate(MESSAGES, impel.ms)
         }, ${impel.calls} handler calls, commit lag median ${median(impel.lag)} max ${
           Math.max(...impel.lag)
         })`,
-    );
+      );
+    }
+    console.log(`  round ${round}: ${parts.join(", ")}`);
   }
   console.log(
     `consume: commit lag (handled, not yet committed) over ${lags.length} samples: median ${
@@ -277,18 +305,22 @@ async function benchConsume() {
     } messages`,
   );
   const rows = [
-    summary(
-      "consume",
-      "raw eachBatch",
-      raws,
-      "floor (decode, Map, a call per message)",
-      floors,
-      MESSAGES,
+    ...(withFloor
+      ? [summary(
+        "consume",
+        "raw eachBatch",
+        raws,
+        "floor (decode, Map, a call per message)",
+        floors,
+        MESSAGES,
+      )]
+      : []),
+    ...variants.map((v, k) =>
+      summary("consume", "raw eachBatch", raws, v.name, impels[k], MESSAGES)
     ),
-    summary("consume", "raw eachBatch", raws, "kafkaSource → scheduler", impels, MESSAGES),
   ];
   for (const row of rows) console.log(row);
-  await withAdmin((a) => a.deleteTopics({ topics: [topic] }));
+  if (given === undefined) await withAdmin((a) => a.deleteTopics({ topics: [topic] }));
   return rows;
 }
 

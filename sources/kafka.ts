@@ -415,6 +415,7 @@ export function kafkaSource(options: KafkaSourceOptions): ObservableSource {
   };
 
   const notify = () => {
+    if (waiters.size === 0) return; // the common case: called for every batch the sink takes
     for (const w of [...waiters]) w();
   };
   // Resolves after `ms`, or sooner on a change: the sink took batches, a commit was accepted, a

@@ -36,6 +36,7 @@ import { ImpelError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
 import type { StreamName } from "../core/streamName.ts";
 import { isSpanMessage, parseSpanMessage } from "../sinks/kafka_span.ts";
+import { addKey, createKeyTable, findKey } from "./kafka_keys.ts";
 
 /**
  * A consumed message: the shape of a kafkajs `KafkaMessage`.
@@ -193,14 +194,6 @@ interface StreamState {
   brokenAt: string | undefined;
 }
 
-/** A key seen before, interned by its bytes. */
-interface KeyEntry {
-  readonly bytes: Uint8Array;
-  readonly state: StreamState;
-  /** The next entry whose bytes hash alike. */
-  readonly chain: KeyEntry | undefined;
-}
-
 /**
  * Turns the messages of one partition into batch items; see {@linkcode createRecordReader}.
  *
@@ -259,10 +252,10 @@ export interface RecordReaderOptions {
  */
 export function createRecordReader(options: RecordReaderOptions): RecordReader {
   const { defaultCategory } = options;
-  const toStream = options.keyToStream ?? ((key: Uint8Array) => keyStream(key, defaultCategory));
+  const { keyToStream } = options;
   const log = getLogger(["impel", "kafka", "source"]);
   let states = new Map<StreamName, StreamState>();
-  let keys = new Map<number, KeyEntry>();
+  let keys = createKeyTable<StreamState>();
   let keyless = new Map<string, StreamState>();
   let keyCount = 0;
   let invalidCount = 0;
@@ -277,11 +270,10 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
     return s;
   };
 
-  // Decoding each key and looking the string up costs about three times as much as hashing the
-  // bytes and comparing them with the entry found, so keys are interned by their bytes.
+  // Decoding each key and looking the string up costs several times as much as finding its bytes
+  // in a table of their own (./kafka_keys.ts), so keys are interned by their bytes.
   const keyState = (bytes: Uint8Array | null, topic: string, partition: number): StreamState => {
-    const n = bytes === null ? 0 : bytes.length;
-    if (bytes === null || n === 0) {
+    if (bytes === null || bytes.length === 0) {
       const tranche = `${topic}/${partition}`;
       let s = keyless.get(tranche);
       if (s === undefined) {
@@ -290,26 +282,18 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
       }
       return s;
     }
-    let h = 0x811c9dc5 ^ n;
-    for (let i = 0; i < n; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
-    // 30 bits: a small integer to V8 (pointer compression), where a wider one would be a heap
-    // number, allocated for each lookup.
-    h &= 0x3fffffff;
-    const head = keys.get(h);
-    for (let e = head; e !== undefined; e = e.chain) {
-      const b = e.bytes;
-      if (b.length !== n) continue;
-      let i = 0;
-      while (i < n && b[i] === bytes[i]) i++;
-      if (i === n) return e.state;
+    let s = findKey(keys, bytes);
+    if (s === undefined) {
+      // A user's mapping is given a copy, which it may keep; the default only reads the bytes.
+      s = stateOf(
+        keyToStream === undefined
+          ? keyStream(bytes, defaultCategory)
+          : keyToStream(Uint8Array.prototype.slice.call(bytes)),
+      );
+      addKey(keys, bytes, s);
+      keyCount++;
     }
-    // A copy: the original is a view of the whole fetch response. Not `bytes.slice()`: on a
-    // Buffer (what kafkajs hands over) that is another view, which would keep the response.
-    const copy = Uint8Array.prototype.slice.call(bytes);
-    const e: KeyEntry = { bytes: copy, state: stateOf(toStream(copy)), chain: head };
-    keys.set(h, e);
-    keyCount++;
-    return e.state;
+    return s;
   };
 
   return {
@@ -324,7 +308,7 @@ export function createRecordReader(options: RecordReaderOptions): RecordReader {
         // A new assignment: the sink forgot every stream of the previous one (see above).
         assignment = period;
         states = new Map();
-        keys = new Map();
+        keys = createKeyTable();
         keyless = new Map();
         keyCount = 0;
       }
