@@ -592,6 +592,7 @@ Deno.test("dynamo source: rejects bad options with typed errors", () => {
   assert.throws(() => dynamoSource({ ...base, tranches: [] }), InvalidArgumentError);
   assert.throws(() => dynamoSource({ ...base, tranches: [""] }), InvalidArgumentError);
   assert.throws(() => dynamoSource({ ...base, chunksPerRead: 0 }), InvalidArgumentError);
+  assert.throws(() => dynamoSource({ ...base, trackedStreams: -1 }), InvalidArgumentError);
   assert.throws(() => dynamoSource({ ...base, checkpoints: {} as never }), InvalidArgumentError);
 });
 
