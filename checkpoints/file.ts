@@ -1,13 +1,12 @@
 /**
  * A checkpoint store in one local JSON file, for local runs of any source: each change is
- * written to a temporary file, fsynced and renamed over the store, so that a crash leaves the
+ * written to a temporary file, fsynced and renamed over the store (the directory fsynced too), so that a crash leaves the
  * old checkpoints or the new ones, never half of a file. A commit never moves a checkpoint
  * backwards; only `reset` does. One process at a time (commits are serialised in-process).
  *
  * @module
  */
-import { mkdir, open, readFile, rename } from "node:fs/promises";
-import { dirname } from "node:path";
+import { readFile } from "node:fs/promises";
 import type { Position } from "../core/batch.ts";
 import {
   checkCheckpointKey,
@@ -16,6 +15,7 @@ import {
   checkPosition,
 } from "../core/checkpoints.ts";
 import { ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { writeFileAtomic } from "../core/localfile.ts";
 
 /**
  * The checkpoint file could not be read as one this store wrote.
@@ -102,18 +102,8 @@ export function fileCheckpoints(path: string): CheckpointStore {
     return out;
   };
 
-  const writeAll = async (entries: Map<string, Entry>) => {
-    await mkdir(dirname(path), { recursive: true });
-    const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-    const fh = await open(tmp, "wx");
-    try {
-      await fh.writeFile(JSON.stringify({ checkpoints: [...entries.values()] }, null, 1));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  };
+  const writeAll = (entries: Map<string, Entry>) =>
+    writeFileAtomic(path, JSON.stringify({ checkpoints: [...entries.values()] }, null, 1));
 
   const set = (entries: Map<string, Entry>, key: CheckpointKey, position: Position) =>
     entries.set(id(key), {

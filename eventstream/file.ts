@@ -20,10 +20,9 @@
  *
  * @module
  */
-import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, unlink } from "node:fs/promises";
+import { syncDir, takeLock } from "../core/localfile.ts";
 import type { FileHandle } from "node:fs/promises";
-import { hostname } from "node:os";
-import process from "node:process";
 import { getLogger } from "@logtape/logtape";
 import { checkNextSegment, readSegment } from "./segment.ts";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
@@ -177,7 +176,7 @@ export async function fileStorage(
   const name = options.name ?? dir;
   if (!readOnly) await mkdir(dir, { recursive: true });
   const lockPath = `${dir}/LOCK`;
-  if (!readOnly) await takeLock(lockPath);
+  if (!readOnly) await takeLock(lockPath, (holder) => new StorageLockedError(lockPath, holder));
 
   let segments: Segment[] = [];
   // The last segment's whole frames end at `end`; `last` is the last sequence number.
@@ -543,72 +542,4 @@ async function readAt(fh: FileHandle, position: number, length: number): Promise
     done += bytesRead;
   }
   return done === length ? bytes : bytes.subarray(0, done);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const d = await open(dir, "r");
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
-}
-
-interface Holder {
-  pid?: number;
-  host?: string;
-}
-
-function alive(holder: Holder): boolean {
-  if (holder.host !== hostname() || typeof holder.pid !== "number") return true;
-  try {
-    process.kill(holder.pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === "EPERM";
-  }
-}
-
-async function readHolder(path: string): Promise<Holder | undefined> {
-  try {
-    return JSON.parse(await readFile(path, "utf8"));
-  } catch (error) {
-    if ((error as { code?: string }).code === "ENOENT") return undefined;
-    return {}; // unreadable: held, by whom we cannot tell
-  }
-}
-
-/**
- * Creates the lock file exclusively; a lock of a dead process on this host is moved aside and
- * checked again after the move, so that two processes taking over the same stale lock cannot
- * both succeed.
- */
-async function takeLock(path: string): Promise<void> {
-  const me = JSON.stringify({ pid: process.pid, host: hostname(), since: new Date() });
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      await writeFile(path, me, { flag: "wx" });
-      return;
-    } catch (error) {
-      if ((error as { code?: string }).code !== "EEXIST") throw error;
-    }
-    const holder = await readHolder(path);
-    if (holder === undefined) continue;
-    if (alive(holder)) throw new StorageLockedError(path, holder);
-    const aside = `${path}.stale-${crypto.randomUUID()}`;
-    try {
-      await rename(path, aside);
-    } catch {
-      continue; // another process moved it first
-    }
-    const moved = await readHolder(aside);
-    if (moved?.pid !== holder.pid || moved?.host !== holder.host) {
-      // We moved a fresh lock of the process that took over first: give it back.
-      await rename(aside, path).catch(() => {});
-      throw new StorageLockedError(path, moved ?? {});
-    }
-    log.warn("taking over {path} from process {pid}, which is gone", { path, pid: holder.pid });
-    await unlink(aside).catch(() => {});
-  }
-  throw new StorageLockedError(path, (await readHolder(path)) ?? {});
 }
