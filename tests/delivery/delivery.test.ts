@@ -6,15 +6,11 @@ import { run, streamsSink } from "../../mod.ts";
 import { memoryCheckpoints } from "../../checkpoints/memory.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
 import { memoryQueues } from "../../queues/memory.ts";
-import {
-  createDeliveryHandler,
-  type DeliveryHandler,
-  memoryFeed,
-  messageDbFeed,
-} from "../../delivery/server.ts";
+import { createDeliveryHandler, memoryFeed, messageDbFeed } from "../../delivery/server.ts";
 import { subscribe, SubscriptionRefusedError } from "../../delivery/client.ts";
 import { remoteSource } from "../../delivery/remote.ts";
 import { poolFixture, unique } from "../support/postgres.ts";
+import { serve } from "./serve.ts";
 import { messageDbStore } from "../../stores/messagedb.ts";
 
 const TOKEN = "reader-token-0123456789";
@@ -34,38 +30,6 @@ async function seeded(n: number) {
     await store.append("Invoice-1", [{ type: "Raised", data: { n: i } }], "any");
   }
   return store;
-}
-
-/** Serves `handler` on a free loopback port; `cut()` breaks every open response body. */
-function serve(handler: DeliveryHandler) {
-  const open = new Set<AbortController>();
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    async (request) => {
-      const response = await handler(request);
-      if (response.body === null || !response.headers.get("content-type")?.includes("ndjson")) {
-        return response;
-      }
-      const ac = new AbortController();
-      open.add(ac);
-      const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-      response.body.pipeTo(writable, { signal: ac.signal }).catch(() => {}).finally(() =>
-        open.delete(ac)
-      );
-      return new Response(readable, { headers: response.headers });
-    },
-  );
-  return {
-    url: `http://127.0.0.1:${server.addr.port}`,
-    cut: () => [...open].forEach((ac) => ac.abort(new Error("forced disconnect"))),
-    get open() {
-      return open.size;
-    },
-    close: async () => {
-      [...open].forEach((ac) => ac.abort());
-      await server.shutdown();
-    },
-  };
 }
 
 Deno.test("delivery: no token, unknown token, wrong scope and bad positions are refused with a reason", async () => {
