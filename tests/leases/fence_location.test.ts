@@ -35,6 +35,9 @@ Deno.test("lease fence location: postgresCheckpoints checking another lease tabl
       await assert.rejects(checkpoints.commit(key, 5n, fence), StaleCommitError);
 
       // What it does now: the source refuses the pair before anything runs.
+      // A source starts its member when created: stopped before the pool ends (its running mark
+      // holds a connection, which pool.end() would wait for).
+      const stop = new AbortController();
       const make = (cp: typeof checkpoints) =>
         messageDbSource({
           client: pool,
@@ -42,6 +45,7 @@ Deno.test("lease fence location: postgresCheckpoints checking another lease tabl
           group: "g",
           checkpoints: cp,
           leases: { store: leases, slots: 4, stopTimeoutMs: 1_000 },
+          signal: stop.signal,
         });
       assert.throws(
         () => make(checkpoints),
@@ -63,14 +67,17 @@ Deno.test("lease fence location: postgresCheckpoints checking another lease tabl
       assert.equal(source.group, "g");
       await same.commit(key, 5n, fence);
       assert.equal(await same.load(key), 5n);
+      stop.abort();
+      await source.released;
     } finally {
       await pool.query(`DROP SCHEMA IF EXISTS "${other}" CASCADE`);
     }
   });
 });
 
-Deno.test("lease fence location: memory checkpoints fenced by another memory lease store are refused", () => {
+Deno.test("lease fence location: memory checkpoints fenced by another memory lease store are refused", async () => {
   const fake = { query: () => Promise.resolve({ rows: [] }) };
+  const stop = new AbortController();
   const store = memoryLeases(), another = memoryLeases();
   assert.notEqual(store.location, another.location);
   const make = (leases: typeof store) =>
@@ -80,6 +87,7 @@ Deno.test("lease fence location: memory checkpoints fenced by another memory lea
       group: "g",
       checkpoints: memoryCheckpoints({ leases }),
       leases: { store, stopTimeoutMs: 1_000 },
+      signal: stop.signal,
     } as never);
   assert.throws(
     () => make(another),
@@ -87,7 +95,9 @@ Deno.test("lease fence location: memory checkpoints fenced by another memory lea
       e instanceof LeaseFenceMismatchError && e.leaseLocation === store.location &&
       e.fenceLocation === another.location,
   );
-  make(store); // the same store: fine
+  const source = make(store); // the same store: fine
+  stop.abort();
+  await source.released;
 });
 
 Deno.test("lease fence location: stores that do not say where are not checked", () => {
