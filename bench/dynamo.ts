@@ -3,6 +3,13 @@
 //      scheduler (after building the index with the indexer, which is timed too);
 //   2. end-to-end latency from append to handler with the streams indexer running.
 // deno run --allow-all bench/dynamo.ts [--events 100000] [--per-append 5] [--seconds 20] [--rate 50]
+//
+//   3. with --read-stream: `readStream(stream, { fromIndex, maxCount })` of the store, as the
+//      source calls it for an index entry, from an append's start (> 0), from inside an append
+//      and from 0: requests per call, sequential latency and throughput at 16 at a time. With
+//      --baseline PATH[,PATH] (a stores/dynamo.ts of other code, e.g. extracted with
+//      `git archive REV | tar -x -C DIR`) the same reads go through each, alternating rounds.
+// deno run --allow-all bench/dynamo.ts --read-stream [--rounds 5] [--baseline DIR/stores/dynamo.ts]
 import { DeleteTableCommand, DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import type { Batch } from "../core/batch.ts";
@@ -14,8 +21,15 @@ import { runStreamsIndexer } from "../stores/dynamo-streams.ts";
 import { dynamoSource } from "../sources/dynamo.ts";
 
 const args = new Map<string, string>();
-for (let k = 0; k < Deno.args.length; k += 2) {
-  args.set(Deno.args[k].replace(/^--/, ""), Deno.args[k + 1]);
+for (let k = 0; k < Deno.args.length; k++) {
+  const name = Deno.args[k].replace(/^--/, "");
+  // A flag without a value (--read-stream) is followed by another flag or nothing.
+  const value = Deno.args[k + 1];
+  if (value === undefined || value.startsWith("--")) args.set(name, "");
+  else {
+    args.set(name, value);
+    k++;
+  }
 }
 const totalEvents = Number(args.get("events") ?? 100_000);
 const latencySeconds = Number(args.get("seconds") ?? 20);
@@ -192,11 +206,130 @@ async function endToEndLatency(pollIntervalMs: number, tailSleepMs: number) {
   );
 }
 
+type StoreModule = { dynamoStore: typeof dynamoStore };
+
+async function readStreamLatency() {
+  const rounds = Number(args.get("rounds") ?? 5);
+  const modules: [string, StoreModule][] = [["this code", { dynamoStore }]];
+  for (const path of (args.get("baseline") ?? "").split(",").filter((p) => p !== "")) {
+    modules.push([path, await import(new URL(path, `file://${Deno.cwd()}/`).href)]);
+  }
+  const eventTable = `dyn-bench-events-${crypto.randomUUID()}`;
+  dropTables.push(eventTable);
+  await createEventTable(client, eventTable);
+  const streams = 50, appends = 10, per = 5;
+  const writer = dynamoStore(client, { tableName: eventTable });
+  // Seeded 8 streams at a time: DynamoDB Local times out transactions waiting on its lock beyond.
+  let seeded = 0;
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    for (let s = seeded++; s < streams; s = seeded++) {
+      for (let a = 0; a < appends; a++) {
+        const events = Array.from({ length: per }, (_, k) => ({
+          type: "Happened",
+          data: { a, k, pad: "x".repeat(80) },
+        }));
+        await writer.append(`Read-${s}`, events, a * per);
+      }
+    }
+  }));
+  // Counts requests by command, so that a call's round trips show.
+  let requests = 0;
+  const counting = {
+    send: (command: object, options?: object) => {
+      requests++;
+      return client.send(command as never, options);
+    },
+  };
+  console.log(`seeded ${streams} streams × ${appends} appends of ${per} events`);
+  const cases: [string, (a: number) => number][] = [
+    ["from an append's start", (a) => a * per],
+    ["from inside an append", (a) => a * per + 2],
+    ["from 0", () => 0],
+  ];
+  let seed = 1;
+  const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+  const pick = () => ({
+    stream: `Read-${Math.floor(random() * streams)}`,
+    a: 1 + Math.floor(random() * (appends - 1)),
+  });
+  const results = new Map<
+    string,
+    { perCall: number[]; p50: number[]; p95: number[]; rate: number[] }
+  >();
+  // A warm-up pass through every version, not recorded (the JIT, DynamoDB Local's caches).
+  for (const [, module] of modules) {
+    const store = module.dynamoStore(client, { tableName: eventTable });
+    for (let k = 0; k < 100; k++) {
+      const { stream, a } = pick();
+      await store.readStream(stream, { fromIndex: a * per, maxCount: per });
+    }
+  }
+  for (let round = 0; round < rounds; round++) {
+    // Alternating: this round's order of the versions is rotated.
+    const order = modules.map((_, k) => modules[(k + round) % modules.length]);
+    for (const [name, module] of order) {
+      const store = module.dynamoStore(counting, { tableName: eventTable });
+      for (const [label, from] of cases) {
+        const key = `${label}\u0000${name}`;
+        const r = results.get(key) ?? { perCall: [], p50: [], p95: [], rate: [] };
+        results.set(key, r);
+        const sequential = 100;
+        const times: number[] = [];
+        const before = requests;
+        for (let k = 0; k < sequential; k++) {
+          const { stream, a } = pick();
+          const t0 = performance.now();
+          const events = await store.readStream(stream, { fromIndex: from(a), maxCount: per });
+          times.push(performance.now() - t0);
+          const want = Math.min(per, appends * per - from(a));
+          if (events.length !== want) throw new Error(`read ${events.length} of ${want} events`);
+        }
+        r.perCall.push((requests - before) / sequential);
+        r.p50.push(pct(times, 50));
+        r.p95.push(pct(times, 95));
+        const concurrent = 800;
+        let next = 0;
+        const t1 = performance.now();
+        await Promise.all(Array.from({ length: 16 }, async () => {
+          while (next++ < concurrent) {
+            const { stream, a } = pick();
+            await store.readStream(stream, { fromIndex: from(a), maxCount: per });
+          }
+        }));
+        r.rate.push(concurrent / ((performance.now() - t1) / 1000));
+        console.log(
+          `  round ${round + 1}, ${label}, ${name}: p50 ${pct(times, 50).toFixed(2)} ms, ${
+            fmt(r.rate[r.rate.length - 1])
+          } reads/s`,
+        );
+      }
+    }
+  }
+  const med = (xs: number[]) => pct(xs, 50);
+  console.log(`readStream, ${rounds} alternating rounds (medians; ranges over rounds):`);
+  for (const [label] of cases) {
+    for (const [name] of modules) {
+      const r = results.get(`${label}\u0000${name}`)!;
+      console.log(
+        `  ${label}, ${name}: ${med(r.perCall).toFixed(2)} requests/call; ` +
+          `p50 ${med(r.p50).toFixed(2)} ms (${Math.min(...r.p50).toFixed(2)}–${
+            Math.max(...r.p50).toFixed(2)
+          }), p95 ${med(r.p95).toFixed(2)} ms; ${fmt(med(r.rate))} reads/s at 16 at a time (${
+            fmt(Math.min(...r.rate))
+          }–${fmt(Math.max(...r.rate))})`,
+      );
+    }
+  }
+}
+
 try {
-  await indexOnlyThroughput();
-  await endToEndLatency(50, 50);
-  // The defaults: streams poll 200 ms, source tail sleep 500 ms.
-  await endToEndLatency(200, 500);
+  if (args.has("read-stream")) await readStreamLatency();
+  else {
+    await indexOnlyThroughput();
+    await endToEndLatency(50, 50);
+    // The defaults: streams poll 200 ms, source tail sleep 500 ms.
+    await endToEndLatency(200, 500);
+  }
 } finally {
   for (const TableName of dropTables) {
     await client.send(new DeleteTableCommand({ TableName })).catch(() => {});
