@@ -151,7 +151,8 @@ export function subscribe(
       await response.body?.cancel();
       throw new ImpelError("SubscriptionFailed", `the server answered ${response.status}`);
     }
-    reader = response.body.getReader();
+    // Bun's types give fetch bodies a reader of their own; the web one is what is used.
+    reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
   };
 
   // One chunk of the connection, or a timeout when nothing came for idleTimeoutMs.

@@ -103,7 +103,10 @@ export function remoteSource(options: RemoteSourceOptions): ObservableSource {
     const headers: Record<string, string> = { accept: "application/json" };
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
     const response = await fetching(target, { headers, signal });
-    const body = await response.json().catch(() => ({}));
+    const body = await response.json().catch(() => ({})) as {
+      error?: string;
+      message?: string;
+    };
     if (response.status >= 400 && response.status < 500) {
       throw new SubscriptionRefusedError(
         response.status,
@@ -114,7 +117,7 @@ export function remoteSource(options: RemoteSourceOptions): ObservableSource {
     if (!response.ok) {
       throw new ImpelError("RemoteReadFailed", `the server answered ${response.status}`);
     }
-    return body as { events: DeliveredEvent[]; next: string; tail: boolean };
+    return body as unknown as { events: DeliveredEvent[]; next: string; tail: boolean };
   };
 
   return pagedSource({
