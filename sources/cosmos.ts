@@ -46,6 +46,7 @@ import {
   checkCosmosStreamName,
   type CosmosContainer,
   decodeBatch,
+  isStoreBatch,
   isTransientCosmosError,
 } from "../stores/cosmos.ts";
 
@@ -434,13 +435,13 @@ export function cosmosSource(options: CosmosSourceOptions): CosmosSource {
 
 /**
  * Adds the events of one change-feed document to `items`: a batch document is a span of its
- * stream; anything else (the stream's tip, foreign documents) is skipped. Events that do not
+ * stream ({@linkcode isStoreBatch}, the rule the store's reads apply); anything else (the stream's
+ * tip, foreign documents) is skipped. Events that do not
  * decode, or a stream name the store would refuse, become invalid items of their stream.
  */
 function spanOf(doc: Record<string, unknown>, items: BatchItem[]): void {
-  const i = doc.i;
-  if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || typeof doc.p !== "string") return;
-  const stream = doc.p;
+  if (!isStoreBatch(doc)) return;
+  const stream = doc.p as string;
   let badName: Error | undefined;
   try {
     checkCosmosStreamName(stream);

@@ -18,6 +18,22 @@
  * so the change feed (`sources/cosmos.ts`) sees each exactly once, in append order per stream.
  * Reads query the batch documents of the partition by `i` (forwards or backwards).
  *
+ * A batch document is the store's only when its `id` is its `i` as text ({@linkcode isStoreBatch});
+ * anything else in the partition (imported, restored, written by another tool) is never one of
+ * the stream's events, for the reads and for the change feed alike.
+ *
+ * Stranded tips. The tip also holds `l`, the first index of the batch document written with it.
+ * A server without atomic batches (the local test server) can write the tip and refuse the batch
+ * document; the store then puts the tip back, retrying transient failures for up to
+ * {@linkcode PUT_BACK_TIMEOUT_MS}, and when that fails the append rejects with
+ * {@linkcode CosmosAppendError} `"CosmosTipStranded"`. Whatever happened, a tip this process did
+ * not itself write is checked when read (`version`, an append's read): the batch document `l` must
+ * exist and end at the tip's version. When it does not, the tip is ahead of the events and is
+ * repaired (replaced, under `If-Match`, by the version the newest batch document ends at) before
+ * anything is appended or answered, so no append lands after a gap and the version counts the
+ * events there are. (On a server without atomic batches a tip read between the two operations of
+ * another writer's batch looks stranded too; such servers are for tests only.)
+ *
  * Etags of tips this process wrote or read are kept (a bounded map), so an append at the version
  * the process last saw is one round trip; otherwise the tip is read first.
  *
@@ -39,6 +55,8 @@ import {
 } from "@azure/cosmos";
 import { getLogger } from "@logtape/logtape";
 import { EventDecodeError } from "../core/codec.ts";
+import { backoff } from "../core/failure.ts";
+import { retrying } from "../core/reader.ts";
 import type { LastEventReader, SnapshotReader } from "../core/decider.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { StreamEvent } from "../core/event.ts";
@@ -103,6 +121,37 @@ const ANY_VERSION_ATTEMPTS = 10;
 const TIP_RACE_ATTEMPTS = 5;
 // Documents per page of a read.
 const PAGE_DOCUMENTS = 100;
+
+/**
+ * How long the store keeps trying to put back a tip whose batch document was refused (transient
+ * failures only) before rejecting with `"CosmosTipStranded"`.
+ *
+ * @example
+ * ```ts
+ * import { PUT_BACK_TIMEOUT_MS } from "@impel/impel/stores/cosmos";
+ * console.log(PUT_BACK_TIMEOUT_MS); // 3000
+ * ```
+ */
+export const PUT_BACK_TIMEOUT_MS = 3_000;
+
+/**
+ * Whether `doc` is a batch document the store wrote: its `id` is its first index `i` as text,
+ * `n` is after `i`, and it names its stream (`p`). Reads and the change-feed source keep only
+ * these, so that a foreign document never replaces or adds to a stream's events.
+ *
+ * @example
+ * ```ts
+ * import { isStoreBatch } from "@impel/impel/stores/cosmos";
+ * console.log(isStoreBatch({ id: "4", p: "Order-1", i: 4, n: 5 })); // true
+ * console.log(isStoreBatch({ id: "imported", p: "Order-1", i: 4, n: 5 })); // false
+ * ```
+ */
+export function isStoreBatch(doc: Record<string, unknown>): boolean {
+  const i = doc.i;
+  const n = doc.n;
+  return typeof i === "number" && Number.isInteger(i) && i >= 0 && doc.id === String(i) &&
+    typeof n === "number" && Number.isInteger(n) && n > i && typeof doc.p === "string";
+}
 
 /**
  * The part of `@azure/cosmos`'s `Container` that impel's signatures name: pass a `Container`
@@ -183,8 +232,10 @@ export class CosmosContainerError extends ImpelError {
  * Cosmos refused an append for a reason other than a version conflict (which is a
  * `WrongExpectedVersionError`): `code` says which. `"CosmosStrayDocument"`: a document the store
  * did not write holds the id the append's batch document needs; `"CosmosAppendContention"`: the
- * tip kept changing without its version moving; `"CosmosAppendRefused"`: any other refusal (the
- * status is in the message; Cosmos's error is the `cause`).
+ * tip kept changing without its version moving; `"CosmosTipStranded"`: the tip was written, the
+ * batch document was not, and putting the tip back failed (the next read of the tip repairs it);
+ * `"CosmosAppendRefused"`: any other refusal (the status is in the message; Cosmos's error is the
+ * `cause`).
  *
  * @example
  * ```ts
@@ -200,7 +251,11 @@ export class CosmosAppendError extends ImpelError {
   readonly expected: number;
   /** Creates the error; `problem` says what Cosmos refused. */
   constructor(
-    code: "CosmosStrayDocument" | "CosmosAppendContention" | "CosmosAppendRefused",
+    code:
+      | "CosmosStrayDocument"
+      | "CosmosAppendContention"
+      | "CosmosTipStranded"
+      | "CosmosAppendRefused",
     stream: StreamName,
     expected: number,
     problem: string,
@@ -466,6 +521,8 @@ interface Tip {
   readonly n: number;
   /** Absent when the stream has no tip yet. */
   readonly etag?: string;
+  /** Whether the batch document ending at `n` is known to exist (this process wrote or checked it). */
+  readonly checked: boolean;
 }
 
 /**
@@ -492,19 +549,84 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
     if (tips.size > MAX_CACHED_TIPS) tips.delete(tips.keys().next().value!);
   };
 
-  async function readTip(stream: StreamName): Promise<Tip> {
-    const { resource, etag } = await container.item(TIP_ID, stream).read<{ n?: unknown }>();
-    const tip: Tip = resource === undefined ? { n: 0 } : { n: Number(resource.n), etag };
-    if (!Number.isInteger(tip.n) || tip.n < 0) {
+  /** Reads the tip; one this process did not write is checked, and repaired when stranded. */
+  async function readTip(stream: StreamName, repairs = 0): Promise<Tip> {
+    const { resource, etag } = await container.item(TIP_ID, stream).read<
+      { n?: unknown; l?: unknown }
+    >();
+    if (resource === undefined) {
+      const none: Tip = { n: 0, checked: true };
+      remember(stream, none);
+      return none;
+    }
+    const n = Number(resource.n);
+    if (!Number.isInteger(n) || n < 0) {
       throw new CosmosAppendError(
         "CosmosAppendRefused",
         stream,
         0,
-        `its tip holds ${describe(resource?.n)} as the version, not a count`,
+        `its tip holds ${describe(resource.n)} as the version, not a count`,
       );
     }
+    const known = tips.get(stream);
+    let tip: Tip = { n, etag, checked: known?.checked === true && known.etag === etag };
+    if (!tip.checked && n > 0) {
+      const last = resource.l;
+      const doc = typeof last === "number" && Number.isInteger(last) && last >= 0
+        ? (await container.item(String(last), stream).read<Record<string, unknown>>()).resource
+        : await newestBatch(stream);
+      if (doc === undefined || !isStoreBatch(doc) || doc.n !== n) {
+        if (repairs >= TIP_RACE_ATTEMPTS) {
+          throw new CosmosAppendError(
+            "CosmosAppendContention",
+            stream,
+            n,
+            `its tip is ahead of its batch documents and kept changing while being repaired`,
+          );
+        }
+        await repairTip(stream, n, etag);
+        return readTip(stream, repairs + 1);
+      }
+    }
+    tip = { n, etag, checked: true };
     remember(stream, tip);
     return tip;
+  }
+
+  /** The stream's newest batch document written by the store. */
+  async function newestBatch(stream: StreamName): Promise<Record<string, unknown> | undefined> {
+    for await (const page of documents(stream, "true", [], "DESC", 20)) {
+      const doc = page.find(isStoreBatch);
+      if (doc !== undefined) return doc;
+    }
+    return undefined;
+  }
+
+  /** Puts a stranded tip (`n` ahead of the events) back where the newest batch document ends. */
+  async function repairTip(stream: StreamName, n: number, etag: string | undefined) {
+    const last = await newestBatch(stream);
+    const to = last === undefined ? 0 : Number(last.n);
+    log.warn("the tip of {stream} says {n} but its batch documents end at {to}: tip repaired", {
+      stream,
+      n,
+      to,
+    });
+    try {
+      await container.item(TIP_ID, stream).replace(
+        {
+          id: TIP_ID,
+          p: stream,
+          i: -1,
+          n: to,
+          l: last === undefined ? -1 : Number(last.i),
+          ts: Date.now(),
+        },
+        etag === undefined ? undefined : { accessCondition: { type: "IfMatch", condition: etag } },
+      );
+    } catch (e) {
+      // Another writer changed the tip meanwhile: the caller reads it again.
+      if (statusOf(e) !== 412) throw e;
+    }
   }
 
   async function version(stream: StreamName): Promise<number> {
@@ -523,7 +645,7 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
       const expected = tip.n;
       const next = expected + events.length;
       const now = Date.now();
-      const tipBody = { id: TIP_ID, p: stream, i: -1, n: next, ts: now };
+      const tipBody = { id: TIP_ID, p: stream, i: -1, n: next, l: expected, ts: now };
       // The tip first: a server that applies a batch's operations one by one (the local test
       // server) then writes nothing when the condition fails.
       const operations: OperationInput[] = [
@@ -563,7 +685,7 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
       }
       const [tipResult, docResult] = results ?? [];
       if (results !== undefined && ok(tipResult) && ok(docResult)) {
-        remember(stream, { n: next, etag: tipResult.eTag });
+        remember(stream, { n: next, etag: tipResult.eTag, checked: true });
         return next;
       }
       if (results !== undefined && ok(tipResult)) {
@@ -600,39 +722,56 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
     }
   }
 
-  /** Restores a tip written by a batch whose batch document was refused. */
+  /**
+   * Restores a tip written by a batch whose batch document was refused, retrying transient
+   * failures; rejects with "CosmosTipStranded" when it cannot.
+   */
   async function undoTip(stream: StreamName, before: Tip, written: string | undefined) {
+    tips.delete(stream);
+    const condition = written === undefined
+      ? undefined
+      : { accessCondition: { type: "IfMatch", condition: written } };
+    let lastError: unknown;
     try {
-      if (before.etag === undefined) {
-        await container.item(TIP_ID, stream).delete({
-          accessCondition: written === undefined
-            ? undefined
-            : { type: "IfMatch", condition: written },
-        });
-      } else {
-        await container.item(TIP_ID, stream).replace(
-          { id: TIP_ID, p: stream, i: -1, n: before.n, ts: Date.now() },
-          {
-            accessCondition: written === undefined
-              ? undefined
-              : { type: "IfMatch", condition: written },
-          },
-        );
-      }
+      await retrying(async () => {
+        try {
+          if (before.etag === undefined) await container.item(TIP_ID, stream).delete(condition);
+          else {
+            await container.item(TIP_ID, stream).replace(
+              { id: TIP_ID, p: stream, i: -1, n: before.n, l: -1, ts: Date.now() },
+              condition,
+            );
+          }
+        } catch (e) {
+          lastError = e;
+          throw e;
+        }
+      }, {
+        backoff: backoff({ initialDelayMs: 50, maxDelayMs: 500 }),
+        signal: AbortSignal.timeout(PUT_BACK_TIMEOUT_MS),
+        isRetriable: isTransientCosmosError,
+      });
       log.warn(
         "a batch on {stream} wrote its tip but not its document (no atomic batches?): tip restored",
         { stream },
       );
     } catch (error) {
-      log.error(
-        "a batch on {stream} wrote its tip but not its document, and restoring the tip failed: {error}",
-        {
-          stream,
-          error: errorText(error),
-        },
+      // Another writer changed the tip since: its read of the tip checked (and repaired) it.
+      if (statusOf(lastError) === 412 || statusOf(lastError) === 404) return;
+      const cause = lastError ?? error;
+      log.error("a batch on {stream} wrote its tip but not its document, and restoring it failed", {
+        stream,
+        error: errorText(cause),
+      });
+      throw new CosmosAppendError(
+        "CosmosTipStranded",
+        stream,
+        before.n,
+        `the tip was written but the batch document was not, and putting the tip back failed ` +
+          `(${errorText(cause)}); the next read of the tip repairs it`,
+        cause,
       );
     }
-    tips.delete(stream);
   }
 
   async function append(
@@ -683,7 +822,7 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
   async function* documents(
     stream: StreamName,
     where: string,
-    parameters: { name: string; value: number }[],
+    parameters: { name: string; value: number | string }[],
     order: "ASC" | "DESC",
     pageSize = PAGE_DOCUMENTS,
   ): AsyncGenerator<Record<string, unknown>[]> {
@@ -723,7 +862,11 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
       for (const doc of page) {
         const i = Number(doc.i);
         const n = Number(doc.n);
-        if (!(n > i) || (!first && i < expected)) {
+        if (!isStoreBatch(doc)) {
+          foreign(stream, doc, `its id is not its first index ${describe(doc.i)}`, onInvalid);
+          continue;
+        }
+        if (!first && i < expected) {
           foreign(stream, doc, `it starts inside the events before ${expected}`, onInvalid);
           continue;
         }
@@ -763,6 +906,7 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
       const page of documents(stream, "c.i <= @from", [{ name: "@from", value: from }], "DESC")
     ) {
       for (const doc of page) {
+        if (!isStoreBatch(doc)) continue;
         const events = decodeBatch(doc);
         for (let k = events.length - 1; k >= 0; k--) {
           if (events[k].index > from) continue;
@@ -781,16 +925,12 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
     checkCosmosStreamName(stream);
     if (type === undefined) return (await readBackwards(stream, { maxCount: 1 }))[0];
     checkType(type);
-    const { resources } = await container.items.query<Record<string, unknown>>(
-      {
-        query: "SELECT TOP 1 * FROM c WHERE c.p = @p AND c.i >= 0 AND ARRAY_CONTAINS(c.ty, @t) " +
-          "ORDER BY c.i DESC",
-        parameters: [{ name: "@p", value: stream }, { name: "@t", value: type }],
-      },
-      { partitionKey: stream },
-    ).fetchAll();
-    if (resources.length === 0) return undefined;
-    return decodeBatch(resources[0]).findLast((e) => e.type === type);
+    const typed = [{ name: "@t", value: type }];
+    for await (const page of documents(stream, "ARRAY_CONTAINS(c.ty, @t)", typed, "DESC", 5)) {
+      const doc = page.find(isStoreBatch);
+      if (doc !== undefined) return decodeBatch(doc).findLast((e) => e.type === type);
+    }
+    return undefined;
   }
 
   async function readFromLast(stream: StreamName, type: string): Promise<StreamEvent[]> {
@@ -800,6 +940,7 @@ export function cosmosStore(events: CosmosContainer): CosmosEventStore {
     const newestFirst: StreamEvent[][] = [];
     for await (const page of documents(stream, "c.i >= 0", [], "DESC", 20)) {
       for (const doc of page) {
+        if (!isStoreBatch(doc)) continue;
         const events = decodeBatch(doc);
         const at = events.findLastIndex((e) => e.type === type);
         newestFirst.push(at < 0 ? events : events.slice(at));
