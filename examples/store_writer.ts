@@ -6,7 +6,7 @@
 import pg from "pg";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { pipeline, stopOnSignals } from "../mod.ts";
-import { postgresCheckpoints } from "../checkpoints/postgres.ts";
+import { initPostgresCheckpoints, postgresCheckpoints } from "../checkpoints/postgres.ts";
 import { messageDbSource } from "../sources/messagedb.ts";
 import { createEventTable, dynamoStore } from "../stores/dynamo.ts";
 import { storeWriter } from "../sinks/store-writer.ts";
@@ -21,6 +21,7 @@ const client = new DynamoDBClient(
     : {},
 );
 await createEventTable(client, "customers-replica"); // a no-op when the table exists
+await initPostgresCheckpoints(pool); // the checkpoint table, unless it exists
 const checkpoints = postgresCheckpoints(pool);
 
 // Each span is appended at its own index: a span the replica already has is skipped, one it
