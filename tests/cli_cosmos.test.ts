@@ -141,6 +141,36 @@ Deno.test({
         "--until-tail",
       ]);
       assert.equal(missing.code, EXIT.notFound, missing.err);
+      assert.match(
+        missing.err,
+        new RegExp(`Cosmos container nope does not exist in database ${database}`),
+      );
+      const noDatabase = await cli([
+        "tail",
+        "cosmos",
+        "--database",
+        `${database}_nope`,
+        "--container",
+        "events",
+        "--until-tail",
+      ]);
+      assert.equal(noDatabase.code, EXIT.notFound, noDatabase.err);
+      assert.match(noDatabase.err, new RegExp(`Cosmos database ${database}_nope does not exist`));
+      const noAux = await cli([
+        "tail",
+        "cosmos",
+        "--database",
+        database,
+        "--container",
+        "events",
+        "--group",
+        "g",
+        "--aux-container",
+        "nope-aux",
+        "--until-tail",
+      ]);
+      assert.equal(noAux.code, EXIT.notFound, noAux.err);
+      assert.match(noAux.err, /Cosmos container nope-aux does not exist/);
       const help = await cli(["tail", "cosmos", "--help"]);
       assert.match(help.out, /Usage: impel tail cosmos/);
     } finally {
