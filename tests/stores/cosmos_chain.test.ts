@@ -104,6 +104,11 @@ Deno.test({
     assert.deepEqual(fwd, ["0:A", "1:B", "2:C"]);
     assert.equal(last?.type, "C");
     assert.equal(lastEvil, undefined, "the foreign document's type is no event of the stream");
+    assert.deepEqual(
+      (await store.readFromLast(S, "Evil")).map((e) => `${e.index}:${e.type}`),
+      ["0:A", "1:B", "2:C"],
+      "no event of the type: the whole stream, without the foreign one",
+    );
   },
 });
 
@@ -513,5 +518,31 @@ Deno.test({
     const { resource } = await real.item("-1", S).read<{ n: number }>();
     assert.equal(resource?.n, 1, "the tip itself was put back, not repaired by a reader");
     assert.equal(await b.version(S), 1);
+  },
+});
+
+Deno.test({
+  name:
+    "cosmos store: a tip left ahead of its events (a crashed put-back): reads repair it, a store writer completes the span",
+  ...opts,
+  fn: async () => {
+    await using t = await freshContainer("chain");
+    const S = "Order-5";
+    const store = cosmosStore(t.container);
+    await store.append(S, [{ type: "E0", data: 0 }], 0);
+    // What a process that died between its batch and its put-back leaves: the tip says 3, with a
+    // last batch at 1 that does not exist.
+    await t.container.item("-1", S).replace({ id: "-1", p: S, i: -1, n: 3, l: 1, ts: 0 });
+    const src = createMemoryStore();
+    await src.append(S, [0, 1, 2].map((k) => ({ type: `E${k}`, data: k })), 0);
+    const outcome = await storeWriter({ target: cosmosStore(t.container) }).write(
+      S,
+      await src.readStream(S),
+    );
+    // The store makes "duplicate" over missing events impossible: the writer's read of the
+    // target's version checked the tip and put it back at 1.
+    assert.equal(outcome.kind, "partial");
+    assert.deepEqual((await store.readStream(S)).map((e) => e.type), ["E0", "E1", "E2"]);
+    assert.equal(await store.version(S), 3);
   },
 });
