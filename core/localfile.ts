@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { link, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { dirname } from "node:path";
 import { hostname } from "node:os";
 import process from "node:process";
@@ -18,6 +18,22 @@ export interface LockHolder {
   pid?: number;
   /** Its host. */
   host?: string;
+  /** The host's boot (Linux's boot_id), so that a lock from before a reboot is known stale. */
+  boot?: string;
+  /** When the process started (Linux's /proc/<pid>/stat), so that a reused pid is known. */
+  start?: string;
+}
+
+// Linux only; elsewhere these stay undefined and only the pid is checked.
+const bootId: Promise<string | undefined> = readFile("/proc/sys/kernel/random/boot_id", "utf8")
+  .then((s) => s.trim(), () => undefined);
+
+/** A process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat). */
+function startOf(pid: number): Promise<string | undefined> {
+  return readFile(`/proc/${pid}/stat`, "utf8").then(
+    (s) => s.slice(s.lastIndexOf(")") + 2).split(" ")[19],
+    () => undefined,
+  );
 }
 
 /** Fsyncs a directory, so that entries created or renamed in it survive a power loss. */
@@ -39,14 +55,8 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  const fh = await open(tmp, "wx");
   try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
+    await writeSynced(tmp, text);
     await rename(tmp, path);
   } catch (error) {
     await unlink(tmp).catch(() => {});
@@ -55,22 +65,47 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
   await syncDir(dir);
 }
 
-function alive(holder: LockHolder): boolean {
-  if (holder.host !== hostname() || typeof holder.pid !== "number") return true;
+async function writeSynced(path: string, text: string): Promise<void> {
+  const fh = await open(path, "wx");
   try {
-    process.kill(holder.pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === "EPERM";
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 
-async function readHolder(path: string): Promise<LockHolder | undefined> {
+// Lock files this process took: a lock naming this pid that is not among them was left by an
+// earlier process that had the same pid (a container restarted after a kill).
+const taken = new Set<string>();
+
+async function alive(path: string, holder: LockHolder & { stale?: true }): Promise<boolean> {
+  if (holder.stale) return false;
+  if (holder.host !== hostname() || typeof holder.pid !== "number") return true;
+  if (holder.boot !== undefined && holder.boot !== await bootId) return false;
+  if (holder.pid === process.pid) return taken.has(path);
   try {
-    return JSON.parse(await readFile(path, "utf8"));
+    process.kill(holder.pid, 0);
+  } catch (error) {
+    return (error as { code?: string }).code === "EPERM";
+  }
+  return holder.start === undefined || holder.start === await startOf(holder.pid);
+}
+
+async function readHolder(path: string): Promise<(LockHolder & { stale?: true }) | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
   } catch (error) {
     if ((error as { code?: string }).code === "ENOENT") return undefined;
     return {}; // unreadable: held, by whom we cannot tell
+  }
+  // Locks are linked into place whole, so an empty one is a crash of an older writer's create.
+  if (text === "") return { stale: true };
+  try {
+    return JSON.parse(text);
+  } catch {
+    return {};
   }
 }
 
@@ -84,17 +119,29 @@ export async function takeLock(
   path: string,
   held: (holder: LockHolder) => Error,
 ): Promise<void> {
-  const me = JSON.stringify({ pid: process.pid, host: hostname(), since: new Date() });
+  const me = JSON.stringify({
+    pid: process.pid,
+    host: hostname(),
+    boot: await bootId,
+    start: await startOf(process.pid),
+    since: new Date(),
+  });
   for (let attempt = 0; attempt < 3; attempt++) {
+    // Written whole to a file of its own, then linked into place: never seen half-written.
+    const tmp = `${path}.${crypto.randomUUID()}.tmp`;
     try {
-      await writeFile(path, me, { flag: "wx" });
+      await writeSynced(tmp, me);
+      await link(tmp, path);
+      taken.add(path);
       return;
     } catch (error) {
       if ((error as { code?: string }).code !== "EEXIST") throw error;
+    } finally {
+      await unlink(tmp).catch(() => {});
     }
     const holder = await readHolder(path);
     if (holder === undefined) continue;
-    if (alive(holder)) throw held(holder);
+    if (await alive(path, holder)) throw held(holder);
     const aside = `${path}.stale-${crypto.randomUUID()}`;
     try {
       await rename(path, aside);
