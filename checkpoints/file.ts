@@ -44,6 +44,10 @@ interface Entry {
   position: string;
 }
 
+// Stores over one path in this process share one queue: two of them must not interleave a read
+// and a replace, or one's commit is lost.
+const queues = new Map<string, Promise<unknown>>();
+
 /**
  * Creates a {@linkcode CheckpointStore} kept in the file `path` (created on the first commit).
  * It is not `fenced`: a commit with a fence is an {@linkcode InvalidArgumentError}.
@@ -64,10 +68,9 @@ export function fileCheckpoints(path: string): CheckpointStore {
     throw new InvalidArgumentError("path", "must be a non-empty file path");
   }
   const id = (k: CheckpointKey) => JSON.stringify([k.source, k.tranche, k.group]);
-  let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-    const next = queue.then(fn, fn);
-    queue = next.catch(() => {});
+    const next = (queues.get(path) ?? Promise.resolve()).then(fn, fn);
+    queues.set(path, next.catch(() => {}));
     return next;
   };
 

@@ -73,3 +73,15 @@ Deno.test("file checkpoints: bad input and a damaged file are typed errors", asy
   await assert.rejects(store.commit(key(), 2n), CorruptCheckpointFileError);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("file checkpoints: two stores over one path in one process keep both commits", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/checkpoints.json`;
+  const [a, b] = [fileCheckpoints(path), fileCheckpoints(path)];
+  await Promise.all([a.commit(key("all", "a"), 5n), b.commit(key("all", "b"), 7n)]);
+  assert.deepEqual(
+    [await fileCheckpoints(path).load(key("all", "a")), await b.load(key("all", "b"))],
+    [5n, 7n],
+  );
+  await Deno.remove(dir, { recursive: true });
+});
