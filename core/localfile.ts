@@ -62,7 +62,11 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
     await unlink(tmp).catch(() => {});
     throw error;
   }
-  await syncDir(dir);
+  // The new content is in place: failing now would tell the caller it is not, and a restart would
+  // find it. Only its survival of a power loss is unconfirmed, which is worth a warning.
+  await syncDir(dir).catch((error) =>
+    log.warn("{path} replaced, but its directory could not be fsynced: {error}", { path, error })
+  );
 }
 
 async function writeSynced(path: string, text: string): Promise<void> {
