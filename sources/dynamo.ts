@@ -36,6 +36,9 @@
  *   and shows in `problems()` as failing (so `/health` and a fault policy's `maxSourceFailureMs`
  *   see it), its checkpoint stays before the damage, and the other partitions carry on. Repair
  *   the partition, then restart the source.
+ * - Within a partition each stream's entries must follow on (`trackedStreams`): an entry that
+ *   skips a stream's versions or repeats them fails that stream alone with
+ *   {@linkcode DynamoIndexOrderError}, through its failure policy, and the others carry on.
  *
  * @module
  */
