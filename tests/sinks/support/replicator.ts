@@ -6,7 +6,9 @@
 // Environment: IMPEL_PG_URL (source), CATEGORY, GROUP, TARGET ("messagedb", "dynamo" or
 // "cosmos"), TARGET_PG_URL, TARGET_TABLE (+ DYNAMODB_ENDPOINT) or TARGET_CONTAINER (+
 // COSMOS_ENDPOINT, COSMOS_DATABASE), RENAME (see below), LOG (a file: a `stats {json}` line every
-// 50 ms and `done {json}` after a clean stop), DELAY_MS (per call, a slow target), COMMIT_MS.
+// 50 ms and `done {json}` after a clean stop), HANG_AFTER (once this many events are written,
+// calls hang: the process stops midway, wherever the machine's speed, to be killed there),
+// COMMIT_MS.
 // @ts-types="@types/pg"
 import pg from "pg";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
@@ -28,7 +30,7 @@ const env = (name: string, fallback?: string): string => {
 };
 const pool = new pg.Pool({ connectionString: env("IMPEL_PG_URL"), max: 6 });
 const category = env("CATEGORY");
-const delayMs = Number(env("DELAY_MS", "0"));
+const hangAfter = Number(env("HANG_AFTER", "Infinity"));
 let target: EventStore;
 let targetPool: pg.Pool | undefined;
 let dynamo: DynamoDBClient | undefined;
@@ -79,11 +81,11 @@ const replicator = pipeline({
       maxBatchItems: 50,
     }),
   handler: async (stream, events, context) => {
-    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    if (writer.stats().events.written >= hangAfter) await new Promise(() => {});
     return await writer.handler(stream, events, context);
   },
   maxConcurrentStreams: 4,
-  maxEventsPerCall: 10,
+  maxEventsPerCall: 20,
   commitIntervalMs: Number(env("COMMIT_MS", "300")),
   retry: { initialDelayMs: 20, maxDelayMs: 500 },
   failure: { kind: "fault", maxAttempts: 20 },
