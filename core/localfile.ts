@@ -24,9 +24,14 @@ export interface LockHolder {
   start?: string;
 }
 
-// Linux only; elsewhere these stay undefined and only the pid is checked.
-const bootId: Promise<string | undefined> = readFile("/proc/sys/kernel/random/boot_id", "utf8")
-  .then((s) => s.trim(), () => undefined);
+// Linux only; elsewhere these stay undefined and only the pid is checked. Read when first needed,
+// not at import: a module that starts I/O when loaded leaks it into whatever runs next.
+let boot: Promise<string | undefined> | undefined;
+const bootId = (): Promise<string | undefined> =>
+  boot ??= readFile("/proc/sys/kernel/random/boot_id", "utf8").then(
+    (s) => s.trim(),
+    () => undefined,
+  );
 
 /** A process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat). */
 function startOf(pid: number): Promise<string | undefined> {
@@ -86,7 +91,7 @@ const taken = new Set<string>();
 async function alive(path: string, holder: LockHolder & { stale?: true }): Promise<boolean> {
   if (holder.stale) return false;
   if (holder.host !== hostname() || typeof holder.pid !== "number") return true;
-  if (holder.boot !== undefined && holder.boot !== await bootId) return false;
+  if (holder.boot !== undefined && holder.boot !== await bootId()) return false;
   if (holder.pid === process.pid) return taken.has(path);
   try {
     process.kill(holder.pid, 0);
@@ -126,7 +131,7 @@ export async function takeLock(
   const me = JSON.stringify({
     pid: process.pid,
     host: hostname(),
-    boot: await bootId,
+    boot: await bootId(),
     start: await startOf(process.pid),
     since: new Date(),
   });
