@@ -298,7 +298,8 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
     const fromText = url.searchParams.get("from");
     let from: Position;
     if (lastId !== null && lastId !== "") {
-      from = position("Last-Event-ID", lastId) + 1n;
+      // "-1" is what an SSE stream that opened before position 0 names (see the opening chunk).
+      from = lastId === "-1" ? 0n : position("Last-Event-ID", lastId) + 1n;
       if (from < first) {
         fail(400, "BadPosition", `Last-Event-ID ${lastId} is before the first position ${first}`);
       }
@@ -349,12 +350,13 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
     let next = from;
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
-        // NDJSON opens with where it starts, so that a client that started "now" and loses the
-        // connection before any event resumes from there, not from a later "now".
+        // Both open with where they start, so that a client that started "now" and loses the
+        // connection before any event resumes from there, not from a later "now": an SSE `id`
+        // with no data sets the browser's Last-Event-ID without dispatching an event.
         controller.enqueue(
           encoder.encode(
             sse
-              ? `retry: ${retryMs}\n\n`
+              ? `retry: ${retryMs}\nid: ${from - 1n}\n\n`
               : `{"heartbeat":"${new Date().toISOString()}","next":"${from}"}\n`,
           ),
         );
@@ -503,7 +505,13 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
       if (!url.pathname.startsWith(basePath + "/")) {
         fail(404, "NotFound", `no route ${url.pathname}`);
       }
-      const parts = url.pathname.slice(basePath.length + 1).split("/").map(decodeURIComponent);
+      const parts = url.pathname.slice(basePath.length + 1).split("/").map((part) => {
+        try {
+          return decodeURIComponent(part);
+        } catch {
+          return fail(400, "BadPath", `${url.pathname} is not a valid percent-encoded path`);
+        }
+      });
       if (parts[0] === "streams" && parts.length === 2) {
         if (request.method !== "GET") fail(405, "MethodNotAllowed", "subscriptions are GET");
         return await subscription(request, url, parts[1]);

@@ -140,7 +140,7 @@ Deno.test("delivery: NDJSON and SSE subscriptions follow appends, resume after L
     while (!text.includes(needle)) text += (await reader.read()).value;
   };
   await until('"n":1');
-  assert.ok(text.startsWith("retry: 1000\n\n"));
+  assert.ok(text.startsWith("retry: 1000\nid: 0\n\n"));
   assert.ok(!text.includes('"n":0'), "resumed after Last-Event-ID 0");
   assert.ok(text.includes("id: 2\ndata: {"));
   await until(": heartbeat");
@@ -353,4 +353,41 @@ Deno.test("delivery: MessageDB category and stream feeds", async () => {
       await s.close();
     }
   });
+});
+
+Deno.test("delivery: an SSE stream from now names where it starts, so a reconnect before any event loses nothing", async () => {
+  const store = await seeded(2);
+  const handler = createDeliveryHandler({ feed: memoryFeed(store), tokens, heartbeatMs: 50 });
+  const open = async (url: string, headers: Record<string, string> = {}) => {
+    const response = await handler(new Request(url, { headers: { ...auth, ...headers } }));
+    return response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  };
+  const first = await open("http://x/streams/Order?format=sse&from=now");
+  const opening = (await first.read()).value!;
+  const id = /^retry: \d+\nid: (-?\d+)\n\n/.exec(opening)?.[1];
+  assert.equal(id, "3", opening); // the head is 4: the stream starts after position 3
+  await first.cancel();
+  // Appended while the browser is disconnected; it reconnects with the id it was given.
+  await store.append("Order-7", [{ type: "Placed", data: { n: 77 } }], "any");
+  const again = await open("http://x/streams/Order?format=sse&from=now", { "last-event-id": id! });
+  let text = "";
+  while (!text.includes('"n":77')) text += (await again.read()).value;
+  await again.cancel();
+
+  const empty = createDeliveryHandler({ feed: memoryFeed(createMemoryStore()), tokens });
+  const response = await empty(
+    new Request("http://x/streams/Order?format=sse&from=now", {
+      headers: { ...auth, "last-event-id": "-1" },
+    }),
+  );
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  assert.ok((await reader.read()).value!.includes("id: -1\n"));
+  await reader.cancel();
+});
+
+Deno.test("delivery: a path that is not valid percent-encoding is a 400 naming it", async () => {
+  const handler = createDeliveryHandler({ feed: memoryFeed(createMemoryStore()), tokens });
+  const response = await handler(new Request("http://x/streams/%E0%A4%A", { headers: auth }));
+  assert.equal(response.status, 400);
+  assert.equal((await response.json()).error, "BadPath");
 });
