@@ -9,7 +9,7 @@ import { contract } from "./contract.ts";
 import { credential, service, uniqueContainer } from "./azurite.ts";
 import { twoWriters } from "./writers.ts";
 
-const APPENDS = Number(Deno.env.get("IMPEL_ES_WRITER_APPENDS") ?? 1000);
+const APPENDS = Number(Deno.env.get("IMPEL_ES_WRITER_APPENDS") ?? 300);
 
 contract({
   name: "blob",

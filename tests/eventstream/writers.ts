@@ -1,7 +1,7 @@
 // Two writer processes (blob_writer.ts) appending to one stream on Azurite through the service,
 // then the checks: every event exactly once, in one order both see, each decided on the state of
-// every event before it. Run with 1,000 appends each by blob.test.ts and 5,000 by the fault suite
-// tests/faults/eventstream_writers.fault.ts.
+// every event before it. Run with 300 appends each by blob.test.ts (a few seconds, in the default
+// suite) and 5,000 by the fault suite tests/faults/eventstream_writers.fault.ts.
 import assert from "node:assert/strict";
 import { blobStorage } from "../../eventstream/blob.ts";
 import { service, uniqueContainer } from "./azurite.ts";

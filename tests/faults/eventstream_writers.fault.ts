@@ -1,6 +1,6 @@
 // Two writer processes appending 5,000 times each to one event stream on Azurite
 // (tools/azurite.sh): every event exactly once, in one order both see, each decided on the full
-// state before it. The default suite runs the same with 1,000 (tests/eventstream/blob.test.ts).
+// state before it. The default suite runs the same with 300 (tests/eventstream/blob.test.ts).
 //
 //   deno task faults tests/faults/eventstream_writers.fault.ts
 import { twoWriters } from "../eventstream/writers.ts";
