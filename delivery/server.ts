@@ -14,6 +14,7 @@
 import type { Position } from "../core/batch.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
+import { readBodyText } from "../core/http.ts";
 import type { QueueMessage, QueueStore } from "../queues/queue.ts";
 import type { DeliveryFeed, FeedEvent, FeedScope } from "./feeds.ts";
 
@@ -402,10 +403,11 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
   };
 
   const readBody = async (request: Request): Promise<Record<string, unknown>> => {
-    const text = await request.text();
-    if (text.length > MAX_BODY) {
-      fail(413, "BodyTooLarge", `the body must be at most ${MAX_BODY} bytes`);
-    }
+    // Bytes, not characters, and no further than the limit: a large body is never held whole.
+    const text = await readBodyText(request, MAX_BODY, fail, {
+      tooLarge: "BodyTooLarge",
+      notText: "BadBody",
+    });
     if (text === "") return {};
     let value: unknown;
     try {

@@ -57,6 +57,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Position } from "../core/batch.ts";
+import { readBodyText, sameSecret } from "../core/http.ts";
 import type { CheckpointKey } from "../core/checkpoints.ts";
 import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
@@ -601,19 +602,6 @@ function json(body: unknown, status = 200, headers: Record<string, string> = {})
   return new Response(text, { status, headers: { ...JSON_HEADERS, ...headers } });
 }
 
-/** Compares a presented secret with the expected one without leaking where they differ. */
-async function sameSecret(presented: string, expected: string): Promise<boolean> {
-  const enc = new TextEncoder();
-  const [a, b] = await Promise.all([
-    crypto.subtle.digest("SHA-256", enc.encode(presented)),
-    crypto.subtle.digest("SHA-256", enc.encode(expected)),
-  ]);
-  const x = new Uint8Array(a), y = new Uint8Array(b);
-  let diff = 0;
-  for (let i = 0; i < x.length; i++) diff |= x[i] ^ y[i];
-  return diff === 0;
-}
-
 const storeError = (what: string, error: unknown) =>
   error instanceof InvalidArgumentError ||
     (error instanceof ImpelError && error.code === "InvalidPosition")
@@ -861,36 +849,10 @@ interface ResetRequest {
   readonly force: boolean;
 }
 
-async function readBody(request: Request): Promise<string> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > MAX_BODY) {
-    throw new HttpError(413, "BodyTooLarge", `the body must be at most ${MAX_BODY} bytes`);
-  }
-  if (!request.body) return "";
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > MAX_BODY) {
-      await reader.cancel();
-      throw new HttpError(413, "BodyTooLarge", `the body must be at most ${MAX_BODY} bytes`);
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(all);
-  } catch {
-    throw new HttpError(400, "InvalidBody", "the body is not valid UTF-8");
-  }
+function readBody(request: Request): Promise<string> {
+  return readBodyText(request, MAX_BODY, (status, code, message) => {
+    throw new HttpError(status, code, message);
+  }, { tooLarge: "BodyTooLarge", notText: "InvalidBody" });
 }
 
 const MAX_POSITION = (1n << 63n) - 1n;
