@@ -14,7 +14,7 @@
 import type { Position } from "../core/batch.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
-import { readBodyText } from "../core/http.ts";
+import { readBodyText, sameSecret } from "../core/http.ts";
 import type { QueueMessage, QueueStore } from "../queues/queue.ts";
 import type { DeliveryFeed, FeedEvent, FeedScope } from "./feeds.ts";
 
@@ -208,7 +208,7 @@ function position(field: string, text: string): Position {
  * @category Delivery
  */
 export function createDeliveryHandler(options: DeliveryHandlerOptions): DeliveryHandler {
-  const tokens = new Map<string, readonly string[]>();
+  const tokens: Array<readonly [string, readonly string[]]> = [];
   if (options.tokens === null || typeof options.tokens !== "object") {
     throw new InvalidArgumentError(
       "tokens",
@@ -225,7 +225,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
         `must be arrays of "read:<category>" or "consume:<queue>", got ${describe(scopes)}`,
       );
     }
-    tokens.set(token, scopes);
+    tokens.push([token, scopes]);
   }
   const basePath = options.basePath ?? "";
   if (typeof basePath !== "string" || !/^(\/[^/]+)*$/.test(basePath)) {
@@ -239,7 +239,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
   const retryMs = checkInteger("retryMs", options.retryMs ?? 1_000, 0, 2 ** 31 - 1);
   const encoder = new TextEncoder();
 
-  const authorize = (request: Request, url: URL, scope: string) => {
+  const authorize = async (request: Request, url: URL, scope: string) => {
     const header = request.headers.get("authorization");
     let token: string | null = null;
     if (header !== null) {
@@ -254,7 +254,12 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
         `no token: send Authorization: Bearer <token> or ?token= (scope ${scope})`,
       );
     }
-    const scopes = tokens.get(token);
+    // Compared as secrets, against every token (no early exit), as the management handler
+    // does: how long a refusal takes says nothing about how close the token was.
+    let scopes: readonly string[] | undefined;
+    for (const [known, granted] of tokens) {
+      if (await sameSecret(token, known)) scopes = granted;
+    }
     if (scopes === undefined) fail(401, "UnknownToken", "the token is not known");
     const [kind] = scope.split(":");
     if (!scopes.includes(scope) && !scopes.includes(`${kind}:*`)) {
@@ -269,7 +274,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
       fail(400, "BadStreamName", `${JSON.stringify(name)} is neither a category nor a stream name`);
     }
     const scope: FeedScope = dash < 0 ? { kind: "category", name } : { kind: "stream", name };
-    authorize(request, url, `read:${dash < 0 ? name : name.slice(0, dash)}`);
+    await authorize(request, url, `read:${dash < 0 ? name : name.slice(0, dash)}`);
     const accept = request.headers.get("accept") ?? "";
     const format = url.searchParams.get("format") ??
       (accept.includes("text/event-stream")
@@ -446,7 +451,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
   ): Promise<Response> => {
     const queues = options.queues ?? fail(404, "NotFound", "no queues are served here");
     if (request.method !== "POST") fail(405, "MethodNotAllowed", "queue calls are POST");
-    authorize(request, url, `consume:${queue}`);
+    await authorize(request, url, `consume:${queue}`);
     const body = await readBody(request);
     const ok = (value: unknown) => new Response(JSON.stringify(value), { headers: JSON_HEADERS });
     try {

@@ -4,7 +4,8 @@
 // client's retries and line bound, remoteSource's options and checkpoint keys, one error shape.
 import assert from "node:assert/strict";
 import { memoryQueues } from "../../queues/memory.ts";
-import { createDeliveryHandler } from "../../delivery/server.ts";
+import { createMemoryStore } from "../../sources/memory.ts";
+import { createDeliveryHandler, memoryFeed } from "../../delivery/server.ts";
 
 const TOKEN = "reader-token-0123456789";
 const QTOKEN = "queue-token-0123456789";
@@ -52,4 +53,31 @@ Deno.test("delivery review (C): the body limit counts bytes and stops reading on
   r = await post(JSON.stringify({ id: "a", receipt: "b" }));
   assert.equal(r.status, 400);
   assert.match(await r.text(), /InvalidArgument/);
+});
+
+Deno.test("delivery review (F): tokens are compared as secrets (hashed, in full), not looked up", async () => {
+  const handler = createDeliveryHandler({ feed: memoryFeed(createMemoryStore()), tokens });
+  // A Map lookup's time depends on the presented string; the management handler's sameSecret
+  // hashes it and compares every byte. Seen from outside: SHA-256 digests while authorizing.
+  const subtle = crypto.subtle as { digest: SubtleCrypto["digest"] };
+  const digest = subtle.digest;
+  let digests = 0;
+  subtle.digest = function (this: SubtleCrypto, ...args: Parameters<SubtleCrypto["digest"]>) {
+    digests++;
+    return digest.apply(this, args);
+  } as SubtleCrypto["digest"];
+  try {
+    for (const token of [TOKEN, "reader-token-0123456780", "x".repeat(40)]) {
+      const r = await handler(
+        new Request("http://x/streams/Order?format=json", {
+          headers: { authorization: `Bearer ${token}` },
+        }),
+      );
+      assert.equal(r.status, token === TOKEN ? 200 : 401);
+      await r.body?.cancel();
+    }
+  } finally {
+    subtle.digest = digest;
+  }
+  assert.ok(digests >= 3, `${digests} digests for 3 authorizations`);
 });
