@@ -1,11 +1,13 @@
 /**
  * The event stream service (Lokad's `EventStreamService`): projections of one stream kept in
- * memory, caught up at start (from snapshots when there are valid ones), refreshed on demand,
- * and appends decided by a builder on the current state and retried on conflict.
+ * memory, caught up at start (from snapshots when there are valid ones), refreshed on demand
+ * and, with `refreshMs`, in the background, and appends decided by a builder on the current
+ * state and retried on conflict.
  *
- * Calls are serialised: a catch-up, a `currentState()` and an `append` never interleave, so a
- * builder always sees a state that includes every event before the ones it returns (it is
- * called again on a newer state when another writer got there first).
+ * Calls are serialised: a catch-up, a background refresh, a `currentState()` and an `append`
+ * never interleave (one reader of the storage), so a builder always sees a state that includes
+ * every event before the ones it returns (it is called again on a newer state when another
+ * writer got there first).
  *
  * @module
  */
@@ -149,6 +151,15 @@ export interface EventStreamOptions<E, S> {
   readonly pageSize?: number;
   /** Told of each warning (an ignored snapshot), besides the log. */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Reads what other writers appended every `refreshMs` milliseconds once ready, so that
+   * `localState` follows them without a `currentState()` call (Lokad's background refresh).
+   * Each refresh waits for the previous one and for any append (one reader); `close()` stops it.
+   * A refresh that fails makes `localState` throw {@linkcode StreamRefreshError} (and sets
+   * `refreshError`) until a later refresh, `currentState()` or append reads the stream again.
+   * Default: no background refresh.
+   */
+  readonly refreshMs?: number;
 }
 
 /**
@@ -182,6 +193,11 @@ export interface EventStreamService<E, S> {
   saveSnapshots(): Promise<void>;
   /** How many events the projections were given since the start (the tail after snapshots). */
   readonly applied: number;
+  /**
+   * Why the last background refresh (`refreshMs`) failed, while no read since succeeded;
+   * `undefined` when it is fine.
+   */
+  readonly refreshError: unknown;
   /** Stops the service and closes the storage. */
   close(): Promise<void>;
 }
@@ -212,6 +228,29 @@ export class StreamNotReadyError extends ImpelError {
       cause === undefined
         ? `the event stream ${storage} is still catching up: await service.ready first`
         : `the event stream ${storage} failed to catch up: ${cause}`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * `localState` while the last background refresh failed: the state may lag behind the stream.
+ * `cause` is the storage's error; `currentState()` tries the read again.
+ *
+ * @example
+ * ```ts
+ * import { StreamRefreshError } from "@impel/impel/eventstream";
+ * const e = new StreamRefreshError("memory", new Error("disk gone"));
+ * console.log(e.code); // StreamRefresh
+ * ```
+ */
+export class StreamRefreshError extends ImpelError {
+  /** Creates the error. */
+  constructor(storage: string, cause: unknown) {
+    super(
+      "StreamRefresh",
+      `the event stream ${storage} failed to refresh in the background (its state may be behind ` +
+        `the stream): ${cause}`,
       { cause },
     );
   }
@@ -289,6 +328,9 @@ export function eventStream<E, S extends Record<string, unknown>>(
   }
   const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 10, 1);
   const pageSize = checkInteger("pageSize", options.pageSize ?? 1000, 1);
+  const refreshMs = options.refreshMs === undefined
+    ? undefined
+    : checkInteger("refreshMs", options.refreshMs, 1);
   if (options.projections === null || typeof options.projections !== "object") {
     throw new InvalidArgumentError("projections", "must be an object of projections");
   }
@@ -316,6 +358,8 @@ export function eventStream<E, S extends Record<string, unknown>>(
   let failed: unknown;
   let closed = false;
   let applied = 0;
+  let refreshError: unknown;
+  let refreshTimer: ReturnType<typeof setTimeout> | undefined;
   let view: S | undefined;
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
@@ -387,6 +431,26 @@ export function eventStream<E, S extends Record<string, unknown>>(
       }
       applyAll(page);
     }
+    refreshError = undefined;
+  };
+
+  // The next refresh is timed from the end of the last one, and goes through `serial` like every
+  // other read, so refreshes never pile up nor overlap an append's catch-up.
+  const scheduleRefresh = () => {
+    if (refreshMs === undefined || closed) return;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = undefined;
+      serial(async () => {
+        if (!closed) await catchUp();
+      }).catch((error) => {
+        if (closed) return;
+        refreshError = error;
+        log.error("{storage}: background refresh failed: {error}", {
+          storage: storage.name,
+          error,
+        });
+      }).finally(scheduleRefresh);
+    }, refreshMs);
   };
 
   const ready = serial(async () => {
@@ -395,6 +459,7 @@ export function eventStream<E, S extends Record<string, unknown>>(
     sequence = Math.min(...reified.map((r) => r.seq));
     await catchUp();
     isReady = true;
+    scheduleRefresh();
   });
   ready.catch((error) => {
     failed = error;
@@ -416,7 +481,12 @@ export function eventStream<E, S extends Record<string, unknown>>(
       return isReady;
     },
     get localState() {
-      return state();
+      const current = state();
+      if (refreshError !== undefined) throw new StreamRefreshError(storage.name, refreshError);
+      return current;
+    },
+    get refreshError() {
+      return refreshError;
     },
     get sequence() {
       return sequence;
@@ -466,6 +536,8 @@ export function eventStream<E, S extends Record<string, unknown>>(
             const last = await storage.append(sequence, events);
             const first = sequence + 1;
             applyAll(copies.map((event, i) => ({ seq: first + i, event })));
+            // Appended right after `sequence`: the state is the stream's, whatever a refresh said.
+            refreshError = undefined;
             return { result, first, last, attempts: attempt };
           } catch (error) {
             if (!(error instanceof AppendConflictError)) throw error;
@@ -499,6 +571,7 @@ export function eventStream<E, S extends Record<string, unknown>>(
       return serial(async () => {
         if (closed) return;
         closed = true;
+        clearTimeout(refreshTimer);
         await storage.close();
       });
     },
