@@ -10,6 +10,7 @@ import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { backoff, type RetryOptions } from "../core/failure.ts";
 import { sleep } from "../core/tranches.ts";
 import type { DeliveredEvent } from "./server.ts";
+import { refusalOf } from "./wire.ts";
 
 export type { DeliveredEvent } from "./server.ts";
 export type { RetryOptions } from "../core/failure.ts";
@@ -140,11 +141,11 @@ export function subscribe(
     const signal = AbortSignal.any([connection.signal, stop.signal]);
     const response = await fetching(target, { headers, signal });
     if (response.status >= 400 && response.status < 500) {
-      const body = await response.json().catch(() => ({})) as { error?: string; message?: string };
+      const { code, message } = refusalOf(await response.json().catch(() => ({})));
       throw new SubscriptionRefusedError(
         response.status,
-        body.error ?? "Refused",
-        body.message ?? response.statusText,
+        code ?? "Refused",
+        message ?? response.statusText,
       );
     }
     if (!response.ok || response.body === null) {
@@ -183,8 +184,7 @@ export function subscribe(
             if (line === "") continue;
             const parsed = JSON.parse(line) as DeliveredEvent & {
               heartbeat?: string;
-              error?: string;
-              message?: string;
+              error?: unknown;
             };
             if (parsed.heartbeat !== undefined) {
               const next = (parsed as { next?: unknown }).next;
@@ -192,9 +192,10 @@ export function subscribe(
               continue;
             }
             if (parsed.error !== undefined) {
+              const { code, message } = refusalOf(parsed);
               throw new ImpelError(
-                parsed.error,
-                parsed.message ?? "the server failed the subscription",
+                code ?? "SubscriptionFailed",
+                message ?? "the server failed the subscription",
               );
             }
             last = parsed.position;

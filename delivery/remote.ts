@@ -12,6 +12,7 @@ import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { RetryOptions } from "../core/failure.ts";
 import { pagedSource, type StartFrom } from "../core/reader.ts";
 import { SubscriptionRefusedError } from "./client.ts";
+import { refusalOf } from "./wire.ts";
 import type { DeliveredEvent } from "./server.ts";
 
 export type { Batch, BatchItem, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
@@ -103,16 +104,10 @@ export function remoteSource(options: RemoteSourceOptions): ObservableSource {
     const headers: Record<string, string> = { accept: "application/json" };
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
     const response = await fetching(target, { headers, signal });
-    const body = await response.json().catch(() => ({})) as {
-      error?: string;
-      message?: string;
-    };
+    const body = await response.json().catch(() => ({}));
     if (response.status >= 400 && response.status < 500) {
-      throw new SubscriptionRefusedError(
-        response.status,
-        body.error ?? "Refused",
-        body.message ?? "",
-      );
+      const { code, message } = refusalOf(body);
+      throw new SubscriptionRefusedError(response.status, code ?? "Refused", message ?? "");
     }
     if (!response.ok) {
       throw new ImpelError("RemoteReadFailed", `the server answered ${response.status}`);

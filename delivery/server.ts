@@ -100,8 +100,8 @@ export interface DeliveredEvent {
 }
 
 /**
- * A request the delivery handler refused: `status` is the HTTP status and `code` the `error`
- * field of the JSON body.
+ * A request the delivery handler refused: `status` is the HTTP status, `code` and `message`
+ * the JSON body's `error.code` and `error.message`.
  *
  * @example
  * ```ts
@@ -182,8 +182,10 @@ function position(field: string, text: string): Position {
  * (default `start`) or `Last-Event-ID` (resumes after it); `?types=A,B` keeps those event types;
  * `?limit=N` (json only) the most events of the page. The token comes as
  * `Authorization: Bearer <token>` or `?token=` (for `EventSource`, which cannot set headers).
- * Refusals are JSON `{ error, message }`: 400 bad position or parameter, 401 no or unknown
- * token, 403 a token without the scope, 404 unknown route.
+ * Refusals are JSON `{ error: { code, message } }`, the management handler's shape: 400 bad
+ * position or parameter, 401 no or unknown token, 403 a token without the scope, 404 unknown
+ * route, 413 a body past 256 KiB. A read failing mid-subscription ends it with the same object
+ * as its last line (NDJSON) or an `event: error` (SSE).
  *
  * @example
  * ```ts
@@ -385,7 +387,9 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
         } catch (error) {
           if (ac.signal.aborted) return;
           // The client resumes from the last position it has; the reason goes with the close.
-          const reason = JSON.stringify({ error: "ReadFailed", message: errorText(error) });
+          const reason = JSON.stringify({
+            error: { code: "ReadFailed", message: errorText(error) },
+          });
           controller.enqueue(
             encoder.encode(sse ? `event: error\ndata: ${reason}\n\n` : reason + "\n"),
           );
@@ -528,14 +532,14 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
       }
       fail(404, "NotFound", `no route ${url.pathname}`);
     } catch (error) {
-      const status = error instanceof DeliveryRequestError ? error.status : 500;
-      const code = error instanceof ImpelError ? error.code : "Internal";
+      // The management handler's shape, { error: { code, message } }: one parser for both.
+      const refused = error instanceof DeliveryRequestError;
+      const status = refused ? error.status : 500;
+      const code = refused ? error.code : "InternalError";
+      const message = refused ? error.message : errorText(error);
       const headers: Record<string, string> = { ...JSON_HEADERS };
       if (status === 401) headers["www-authenticate"] = 'Bearer realm="impel"';
-      return new Response(JSON.stringify({ error: code, message: errorText(error) }), {
-        status,
-        headers,
-      });
+      return new Response(JSON.stringify({ error: { code, message } }), { status, headers });
     }
   };
 }

@@ -40,27 +40,27 @@ Deno.test("delivery: no token, unknown token, wrong scope and bad positions are 
     return { status: response.status, body: await response.json() };
   };
   let r = await call("/streams/Order", {});
-  assert.deepEqual([r.status, r.body.error], [401, "NoToken"]);
-  assert.ok(r.body.message.includes("Bearer"));
+  assert.deepEqual([r.status, r.body.error.code], [401, "NoToken"]);
+  assert.ok(r.body.error.message.includes("Bearer"));
   r = await call("/streams/Order", { authorization: "Bearer not-a-token-at-all" });
-  assert.deepEqual([r.status, r.body.error], [401, "UnknownToken"]);
+  assert.deepEqual([r.status, r.body.error.code], [401, "UnknownToken"]);
   r = await call("/streams/Order", { authorization: "Basic abc" });
-  assert.deepEqual([r.status, r.body.error], [401, "BadToken"]);
+  assert.deepEqual([r.status, r.body.error.code], [401, "BadToken"]);
   r = await call("/streams/Invoice-1");
-  assert.deepEqual([r.status, r.body.error], [403, "NotInScope"]);
-  assert.ok(r.body.message.includes("read:Invoice"));
+  assert.deepEqual([r.status, r.body.error.code], [403, "NotInScope"]);
+  assert.ok(r.body.error.message.includes("read:Invoice"));
   r = await call("/streams/Order?from=-1");
-  assert.deepEqual([r.status, r.body.error], [400, "BadPosition"]);
+  assert.deepEqual([r.status, r.body.error.code], [400, "BadPosition"]);
   r = await call("/streams/Order?from=abc");
-  assert.deepEqual([r.status, r.body.error], [400, "BadPosition"]);
+  assert.deepEqual([r.status, r.body.error.code], [400, "BadPosition"]);
   r = await call("/streams/Order?from=7");
-  assert.deepEqual([r.status, r.body.error], [400, "PositionPastHead"]);
-  assert.ok(r.body.message.includes("(6)"), r.body.message);
+  assert.deepEqual([r.status, r.body.error.code], [400, "PositionPastHead"]);
+  assert.ok(r.body.error.message.includes("(6)"), r.body.error.message);
   r = await call("/streams/Order", { ...auth, "last-event-id": "x1" });
-  assert.deepEqual([r.status, r.body.error], [400, "BadPosition"]);
-  assert.ok(r.body.message.includes("Last-Event-ID"));
+  assert.deepEqual([r.status, r.body.error.code], [400, "BadPosition"]);
+  assert.ok(r.body.error.message.includes("Last-Event-ID"));
   r = await call("/streams/Order?format=xml");
-  assert.deepEqual([r.status, r.body.error], [400, "BadFormat"]);
+  assert.deepEqual([r.status, r.body.error.code], [400, "BadFormat"]);
   r = await call(`/streams/Order?token=${TOKEN}&format=json`, {});
   assert.deepEqual(r.status, 200);
   assert.deepEqual(r.body.events.length, 3);
@@ -256,7 +256,7 @@ Deno.test("delivery: queue subscriptions receive with a visibility timeout, ack 
     return { status: response.status, body: await response.json() };
   };
   assert.deepEqual((await post("/queues/jobs/receive", {}, TOKEN)).status, 403);
-  assert.deepEqual((await post("/queues/other/receive", {})).body.error, "NotInScope");
+  assert.deepEqual((await post("/queues/other/receive", {})).body.error.code, "NotInScope");
   const got = await post("/queues/jobs/receive", { max: 2, visibilityTimeoutMs: 100 });
   assert.deepEqual(got.body.messages.map((m: { body: { job: number } }) => m.body.job), [1, 2]);
   const [a, b] = got.body.messages;
@@ -287,9 +287,9 @@ Deno.test("delivery: queue subscriptions receive with a visibility timeout, ack 
     [false],
   );
   const bad = await post("/queues/jobs/ack", { messages: [{ id: 1 }] });
-  assert.deepEqual([bad.status, bad.body.error], [400, "BadDelivery"]);
+  assert.deepEqual([bad.status, bad.body.error.code], [400, "BadDelivery"]);
   const badVisibility = await post("/queues/jobs/receive", { visibilityTimeoutMs: -1 });
-  assert.deepEqual([badVisibility.status, badVisibility.body.error], [400, "InvalidArgument"]);
+  assert.deepEqual([badVisibility.status, badVisibility.body.error.code], [400, "InvalidArgument"]);
   // Long polling: an enqueue during the wait is received.
   const waiting = post("/queues/jobs/receive", { waitMs: 5_000, visibilityTimeoutMs: 1_000 });
   await queues.enqueue("jobs", [{ job: 4 }]);
@@ -389,5 +389,5 @@ Deno.test("delivery: a path that is not valid percent-encoding is a 400 naming i
   const handler = createDeliveryHandler({ feed: memoryFeed(createMemoryStore()), tokens });
   const response = await handler(new Request("http://x/streams/%E0%A4%A", { headers: auth }));
   assert.equal(response.status, 400);
-  assert.equal((await response.json()).error, "BadPath");
+  assert.equal((await response.json()).error.code, "BadPath");
 });

@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { memoryQueues } from "../../queues/memory.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
 import { createDeliveryHandler, memoryFeed } from "../../delivery/server.ts";
+import { subscribe, SubscriptionRefusedError } from "../../delivery/client.ts";
+import { serve } from "./serve.ts";
 
 const TOKEN = "reader-token-0123456789";
 const QTOKEN = "queue-token-0123456789";
@@ -80,4 +82,62 @@ Deno.test("delivery review (F): tokens are compared as secrets (hashed, in full)
     subtle.digest = digest;
   }
   assert.ok(digests >= 3, `${digests} digests for 3 authorizations`);
+});
+
+Deno.test("delivery review (I): refusals have the management handler's shape, with no class-name prefix", async () => {
+  const store = createMemoryStore();
+  await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+  const handler = createDeliveryHandler({
+    feed: memoryFeed(store),
+    queues: memoryQueues(),
+    tokens,
+  });
+  const call = async (path: string, init: RequestInit = {}) => {
+    const r = await handler(new Request(`http://x${path}`, init));
+    return { status: r.status, body: await r.json() };
+  };
+  const refusals = [
+    await call("/streams/Order"),
+    await call("/streams/Order?from=x", { headers: { authorization: `Bearer ${TOKEN}` } }),
+    await call("/queues/jobs/nack", {
+      method: "POST",
+      headers: { authorization: `Bearer ${QTOKEN}` },
+      body: JSON.stringify({ id: "a", receipt: "b" }),
+    }),
+    await call("/nowhere"),
+  ];
+  assert.deepEqual(refusals.map((r) => [r.status, r.body.error?.code]), [
+    [401, "NoToken"],
+    [400, "BadPosition"],
+    [400, "InvalidArgument"],
+    [404, "NotFound"],
+  ]);
+  for (const { body } of refusals) {
+    assert.deepEqual(Object.keys(body), ["error"]);
+    assert.deepEqual(Object.keys(body.error), ["code", "message"]);
+    assert.doesNotMatch(body.error.message, /Error: /, body.error.message);
+  }
+  // A read that fails mid-subscription ends it with the same shape, in the stream.
+  const failing = createDeliveryHandler({
+    feed: { ...memoryFeed(store), read: () => Promise.reject(new Error("the disk is gone")) },
+    tokens,
+  });
+  const r = await failing(
+    new Request("http://x/streams/Order", { headers: { authorization: `Bearer ${TOKEN}` } }),
+  );
+  const lines = (await r.text()).trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines.at(-1), {
+    error: { code: "ReadFailed", message: "Error: the disk is gone" },
+  });
+  // The client's typed refusal carries the server's message once.
+  const s = serve(handler);
+  try {
+    const events = subscribe(`${s.url}/streams/Order`, { token: "wrong-token-0123456789" });
+    const error = await events.getReader().read().then(() => undefined, (e) => e);
+    assert.ok(error instanceof SubscriptionRefusedError, String(error));
+    assert.equal(error.code, "UnknownToken");
+    assert.equal(error.message, "subscription refused (401 UnknownToken): the token is not known");
+  } finally {
+    await s.close();
+  }
 });
