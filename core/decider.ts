@@ -34,7 +34,10 @@
  *   stream (snapshots carry them), so a retry must come within that many keyed appends. A
  *   snapshot also records its window, and a decider that loads it keeps the larger of its own
  *   and that one, so deciders with a smaller window never trim the keys a larger one needs
- *   (once a snapshot with the larger window exists).
+ *   (once a snapshot with the larger window exists). A transact that may repeat one from longer
+ *   ago (`mayRepeat: true`, as a workflow's re-send after a crash passes, whatever the traffic of
+ *   other senders in between) searches the whole stream for its key when the recent keys are
+ *   full.
  * - **Rolling snapshots.** With `snapshot`, an append that leaves `every` or more events after
  *   the latest snapshot also appends a snapshot event (the folded state, as an event of the
  *   stream's own union) in the same atomic write. A store that can find the last event of a
@@ -84,6 +87,8 @@ export const IDEMPOTENCY_KEY = "idempotencyKey";
 // many of them the stream's deciders keep (the largest window that wrote a snapshot).
 const IDEMPOTENCY_KEYS = "idempotencyKeys";
 const IDEMPOTENCY_WINDOW = "idempotencyWindow";
+// Events read per page when a transact that may repeat searches its stream for its key.
+const SEARCH_PAGE = 1_000;
 
 /**
  * A store capability used by rolling snapshots: the last event of a stream, optionally only
@@ -573,6 +578,14 @@ export interface TransactOptions {
    * A decision that appends nothing records nothing.
    */
   readonly idempotencyKey?: string;
+  /**
+   * The command may repeat one applied earlier than the stream's recent keys reach (a re-send
+   * after a crash, while other writers kept appending): when `idempotencyKey` is not among them
+   * and the stream has had at least `idempotencyWindow` keyed appends, the stream is read from
+   * its start (in pages) for the key before deciding, so the repeat appends nothing however
+   * many appends came between. A cost paid only by transacts that set it; default false.
+   */
+  readonly mayRepeat?: boolean;
   /** Metadata and tracing ids recorded on every appended event. */
   readonly context?: EncodeContext;
 }
@@ -1034,6 +1047,30 @@ export function createDecider<E extends TypedEvent, S>(
     return { loaded: await readForward(stream, empty), fresh: true };
   }
 
+  /**
+   * Whether an event of `stream` in [from, to) records idempotency key `key`: read in pages, so
+   * a long stream is not held in memory at once.
+   */
+  async function keyedBefore(
+    stream: StreamName,
+    key: string,
+    from: number,
+    to: number,
+  ): Promise<boolean> {
+    for (let index = from; index < to;) {
+      const page = await store.readStream(stream, {
+        fromIndex: index,
+        maxCount: Math.min(SEARCH_PAGE, to - index),
+      });
+      if (page.length === 0) return false;
+      for (const e of page) {
+        if (e.index < to && metaField(e.meta, IDEMPOTENCY_KEY) === key) return true;
+      }
+      index = page[page.length - 1].index + 1;
+    }
+    return false;
+  }
+
   function decisionOf<R>(decision: Decision<E, R>): { events: readonly E[]; result: R } {
     const events = Array.isArray(decision)
       ? decision as readonly E[]
@@ -1057,8 +1094,18 @@ export function createDecider<E extends TypedEvent, S>(
     const key = transactOptions.idempotencyKey;
     const context = transactOptions.context;
     let { loaded: current, fresh } = await load(stream, option);
+    // The key was found beyond the recent keys, or searched for up to this version.
+    let found = false;
+    let searchedTo = transactOptions.mayRepeat === true ? 0 : Infinity;
     for (let attempt = 1;; attempt++) {
-      const duplicate = key !== undefined && current.keys.includes(key);
+      if (
+        key !== undefined && !found && searchedTo < current.version &&
+        current.keys.length >= current.window && !current.keys.includes(key)
+      ) {
+        found = await keyedBefore(stream, key, searchedTo, current.version);
+        searchedTo = current.version;
+      }
+      const duplicate = key !== undefined && (found || current.keys.includes(key));
       const { events, result } = decisionOf(
         await decide(current.state, { stream, version: current.version, attempt }),
       );

@@ -25,9 +25,10 @@
  *   in that same append). Sends to one target go one at a time in outbox order; different
  *   targets in parallel. A crash between a handler and the record re-sends: each send has a
  *   deterministic id, `{instance stream}#{outbox index}`, that a handler passes on as the target
- *   decider's idempotency key ({@linkcode deliveryOptions}), so the target appends once, if the
- *   re-send comes within the target's idempotency window (the last keyed appends of the target
- *   stream, by every sender): the key is a best effort, a target must be idempotent by its state.
+ *   decider's idempotency key ({@linkcode deliveryOptions}), so the target appends once,
+ *   however many other senders appended to it in between: a possible re-send
+ *   ({@linkcode Delivery.redelivery}) has the target's decider search its whole stream for the
+ *   key once its recent keys are full.
  *   A send withdrawn before its handler is called is not delivered. Each handler call is bounded
  *   by `sendTimeoutMs` (default 60 s).
  * - **One runner per instance stream.** What an action's handler still runs is known only to

@@ -44,6 +44,14 @@ export type Delivery<M extends TypedEvent> = Outgoing<M> & {
   readonly correlationId: string;
   /** The id of the input whose decision sent it. */
   readonly causationId: string;
+  /**
+   * The send may have been delivered before (this runner called a handler for it already, or it
+   * was recorded before this runner first read its instance, so a runner before it may have):
+   * {@linkcode deliveryOptions} then has the target's decider search its whole stream for the
+   * key when its recent keys are full (`mayRepeat`), so the re-send appends once however many
+   * other senders appended in between. `false` for a first delivery.
+   */
+  readonly redelivery?: boolean;
 };
 
 /**
@@ -94,8 +102,10 @@ const keysGiven = new WeakMap<object, number>();
 
 /**
  * The transact options a send handler gives the target's decider: an idempotency key made from
- * the send's id, so a re-send after a crash appends nothing, and the send's correlation id with
- * the send's id as causation id on what the target records.
+ * the send's id, so a re-send after a crash appends nothing (for a possible re-send,
+ * {@linkcode Delivery.redelivery}, also when the key has left the target's recent keys:
+ * `mayRepeat`), and the send's correlation id with the send's id as causation id on what the
+ * target records.
  *
  * Each call for one delivery gives the next key (the send's id, then `{id}/2`, `{id}/3`...), so
  * a handler that appends twice calls it once per append, in the same order on every delivery;
@@ -139,6 +149,9 @@ export function deliveryOptions(send: Delivery<TypedEvent>, part?: string): Tran
   }
   return {
     idempotencyKey: key,
+    // A possible re-send is searched for beyond the target's recent keys (other senders'
+    // appends may have pushed it out of them); a first delivery cannot have been applied.
+    ...(send.redelivery === false ? {} : { mayRepeat: true }),
     context: { correlationId: send.correlationId, causationId: send.id },
   };
 }

@@ -40,6 +40,9 @@ const DUE_POLL_MS = 1_000;
 /** The default bound of one handler call: a hung call must not hold its stream for good. */
 const SEND_TIMEOUT_MS = 60_000;
 
+/** Instance streams whose first-read outbox index a runner keeps (see `firstSeen`). */
+const FIRST_SEEN_KEPT = 100_000;
+
 /** The longest delay a timer can be set for (setTimeout's limit); longer would fire at once. */
 const MAX_TIMEOUT_MS = 2_147_483_647;
 
@@ -375,7 +378,11 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       });
       return;
     }
-    const delivery = { ...send, id, workflow: stream } as unknown as Delivery<M>;
+    // A send this runner called a handler for, or one recorded before it first read the
+    // instance (a runner before it may have called one), may be a re-send.
+    const redelivery = attempted.has(id) || send.seq < (firstSeen.get(stream) ?? Infinity);
+    const delivery = { ...send, id, workflow: stream, redelivery } as unknown as Delivery<M>;
+    attempted.add(id);
     const reply = await handler(delivery, context);
     if (reply !== undefined) checkInput(reply, `the reply of handlers.${send.type}`);
     const arrival = reply === undefined ? undefined : {
@@ -399,6 +406,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       ignored = decided.ignored;
       return [...delivered, ...decided.events];
     }, { context: { correlationId: send.correlationId, causationId: id } });
+    // Delivered, or no longer pending: it is never sent again.
+    attempted.delete(id);
     if (ignored !== undefined && arrival !== undefined) {
       runtime.noteIgnored(stream, arrival, ignored);
     }
@@ -414,6 +423,26 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     });
     return outcome;
   }
+
+  /**
+   * Ids of sends whose handler this runner called and whose delivery it has not recorded yet (a
+   * handler or its record failed, the call timed out): a retry of one is a possible re-send. As
+   * long as the sends failing at once.
+   */
+  const attempted = new Set<string>();
+  /**
+   * Per instance stream this runner dispatched, its outbox's next index when first read: sends
+   * below it were recorded before, so a runner before this one may have delivered them. The
+   * least recently dispatched go beyond `FIRST_SEEN_KEPT`; a stream forgotten counts all its
+   * sends as possible re-sends again (a search on the target, never a double effect).
+   */
+  const firstSeen = new Map<StreamName, number>();
+  const noteSeen = (stream: StreamName, next: number) => {
+    const known = firstSeen.get(stream);
+    firstSeen.delete(stream);
+    firstSeen.set(stream, known ?? next);
+    if (firstSeen.size > FIRST_SEEN_KEPT) firstSeen.delete(firstSeen.keys().next().value!);
+  };
 
   /** Wakes the dispatch of a stream (a timer of it found due meanwhile), by stream. */
   const wakers = new Map<StreamName, () => void>();
@@ -484,6 +513,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
           state,
           version,
         }));
+        noteSeen(stream, s.next);
         const due = s.due ?? [];
         if (due.length > 0) {
           // Timers found due: fire them here, so a firing that fails fails the stream.
