@@ -141,3 +141,53 @@ Deno.test("delivery review (I): refusals have the management handler's shape, wi
     await s.close();
   }
 });
+
+Deno.test("delivery review (D): catching up through a sparse category yields to the event loop between pages", async () => {
+  const store = createMemoryStore();
+  // 300 000 events of another category, then one of Order: 30 pages of the feed's scan.
+  for (let i = 0; i < 300; i++) {
+    await store.append(
+      `Invoice-${i}`,
+      Array.from({ length: 1_000 }, () => ({ type: "Raised", data: null })),
+      "any",
+    );
+  }
+  await store.append("Order-1", [{ type: "Placed", data: { n: 1 } }], 0);
+  // Count the feed's reads per event-loop turn (a timer callback marks each new turn).
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setTimeout(tick, 0);
+  };
+  setTimeout(tick, 0);
+  const feed = memoryFeed(store);
+  const readsPerTurn = new Map<number, number>();
+  const handler = createDeliveryHandler({
+    feed: {
+      ...feed,
+      read: (scope, from, max) => {
+        readsPerTurn.set(turn, (readsPerTurn.get(turn) ?? 0) + 1);
+        return feed.read(scope, from, max);
+      },
+    },
+    tokens,
+  });
+  const r = await handler(
+    new Request("http://x/streams/Order", { headers: { authorization: `Bearer ${TOKEN}` } }),
+  );
+  const reader = r.body!.getReader();
+  let text = "";
+  try {
+    while (!text.includes('"Placed"')) {
+      text += new TextDecoder().decode((await reader.read()).value);
+    }
+  } finally {
+    ticking = false;
+    await reader.cancel();
+  }
+  const most = Math.max(...readsPerTurn.values());
+  const total = [...readsPerTurn.values()].reduce((a, b) => a + b, 0);
+  assert.ok(total >= 30, `${total} reads`);
+  assert.ok(most <= 2, `${most} of ${total} page reads in one event-loop turn`);
+});
