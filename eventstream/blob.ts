@@ -13,6 +13,8 @@
  *   from the listing. Every writer of a stream must use the same `maxBlocks`.
  * - Readers need only list and read: a container client made from a SAS URL with those
  *   permissions, and `readOnly: true`.
+ * - Snapshots of the service can live beside the stream (`storage.snapshots`,
+ *   {@linkcode blobSnapshots}): a block blob `<prefix>snapshots/<Name>.json` per projection.
  *
  * @module
  */
@@ -26,6 +28,7 @@ import {
 } from "./frame.ts";
 import { checkNextSegment, readSegment } from "./segment.ts";
 import { AppendConflictError, type EventStorage, StorageClosedError } from "./storage.ts";
+import { checkSnapshotKey, type SnapshotStore } from "./snapshots.ts";
 
 /**
  * What the storage uses of a container: `ContainerClient` of `@azure/storage-blob` has it (the
@@ -53,6 +56,35 @@ export interface BlobContainer {
   getAppendBlobClient(name: string): AppendBlobHandle;
   /** A blob, to read. */
   getBlobClient(name: string): BlobHandle;
+  /** A block blob: the snapshots. */
+  getBlockBlobClient(name: string): BlockBlobHandle;
+}
+
+/**
+ * What {@linkcode blobSnapshots} uses of a block blob (`BlockBlobClient` has it).
+ *
+ * @example
+ * ```ts ignore
+ * import { BlobServiceClient } from "@azure/storage-blob";
+ * import type { BlockBlobHandle } from "@impel/impel/eventstream/blob";
+ * const blob: BlockBlobHandle = BlobServiceClient
+ *   .fromConnectionString("UseDevelopmentStorage=true")
+ *   .getContainerClient("events").getBlockBlobClient("snapshots/Words.json");
+ * ```
+ */
+export interface BlockBlobHandle {
+  /** Downloads the blob, with its ETag. */
+  download(): Promise<{
+    etag?: string;
+    readableStreamBody?: AsyncIterable<Uint8Array | string>;
+    blobBody?: Promise<Blob>;
+  }>;
+  /** Replaces the blob whole, if `conditions` hold (else 412, or 409 when it exists). */
+  upload(
+    body: Uint8Array,
+    length: number,
+    options: { conditions?: { ifMatch?: string; ifNoneMatch?: string } },
+  ): Promise<unknown>;
 }
 
 /**
@@ -155,6 +187,81 @@ export interface BlobStorageOptions {
 export interface BlobStorage extends EventStorage {
   /** The blobs found so far, oldest first, with the sequence number of their first event. */
   blobs(): { name: string; first: number }[];
+  /**
+   * Snapshots beside the stream, {@linkcode blobSnapshots} with the same container and prefix;
+   * read-only storage loads them, and a save rejects with {@linkcode ReadOnlyBlobStorageError}.
+   */
+  readonly snapshots: SnapshotStore;
+}
+
+/**
+ * Snapshots as block blobs `<prefix>snapshots/<key>.json` in `container` (the stream's storage
+ * offers this as `snapshots`). An upload replaces a blob whole, so a reader sees the old snapshot
+ * or the new one. Several writers of one stream may save at once: each save is conditional on
+ * the blob it found (`If-Match` its ETag, `If-None-Match: *` when there was none) and is not
+ * made when the stored snapshot is of the same projection version at the same or a later
+ * sequence number, so a slower writer never replaces a newer snapshot with an older one.
+ *
+ * @example
+ * ```ts ignore
+ * import { BlobServiceClient } from "@azure/storage-blob";
+ * import { blobSnapshots } from "@impel/impel/eventstream/blob";
+ * const container = BlobServiceClient.fromConnectionString("UseDevelopmentStorage=true")
+ *   .getContainerClient("events");
+ * const snapshots = blobSnapshots(container, "words/");
+ * await snapshots.save("Words", JSON.stringify({ name: "Words-1", seq: 10, state: {} }));
+ * ```
+ */
+export function blobSnapshots(container: BlobContainer, prefix = ""): SnapshotStore {
+  if (typeof container?.getBlockBlobClient !== "function") {
+    throw new InvalidArgumentError("container", "must be a ContainerClient of @azure/storage-blob");
+  }
+  if (typeof prefix !== "string") throw new InvalidArgumentError("prefix", "must be a string");
+  const blobOf = (key: string) =>
+    container.getBlockBlobClient(`${prefix}snapshots/${checkSnapshotKey(key)}.json`);
+  const get = async (blob: BlockBlobHandle) => {
+    try {
+      const response = await blob.download();
+      return { etag: response.etag, text: new TextDecoder().decode(await bodyBytes(response)) };
+    } catch (error) {
+      if (statusOf(error).status === 404) return undefined;
+      throw error;
+    }
+  };
+  /** The projection version and sequence number of a snapshot's text, if it has them. */
+  const position = (text: string) => {
+    try {
+      const { name, seq } = JSON.parse(text);
+      return typeof name === "string" && typeof seq === "number" ? { name, seq } : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    async load(key) {
+      return (await get(blobOf(key)))?.text;
+    },
+    async save(key, text) {
+      const blob = blobOf(key);
+      const body = new TextEncoder().encode(text);
+      const ours = position(text);
+      for (let attempt = 1;; attempt++) {
+        const found = await get(blob);
+        const theirs = found && position(found.text);
+        if (ours && theirs && theirs.name === ours.name && theirs.seq >= ours.seq) return;
+        try {
+          await blob.upload(body, body.length, {
+            conditions: found?.etag ? { ifMatch: found.etag } : { ifNoneMatch: "*" },
+          });
+          return;
+        } catch (error) {
+          const { status } = statusOf(error);
+          // Another writer saved in between: look again (a handful of times; saves are rare).
+          if ((status !== 412 && status !== 409) || attempt >= 5) throw error;
+        }
+      }
+    },
+  };
 }
 
 /**
@@ -251,6 +358,7 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
     }
   }
 
+  const snapshots = blobSnapshots(container, prefix);
   let blobs: BlobState[] = [];
   /** The last downloaded range of a blob. */
   let cache: { name: string; offset: number; bytes: Uint8Array } | undefined;
@@ -472,6 +580,13 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
   return {
     name,
     blobs: () => blobs.map(({ name, first }) => ({ name, first })),
+    snapshots: {
+      load: (key) => snapshots.load(key),
+      save: (key, text) => {
+        if (readOnly) return Promise.reject(new ReadOnlyBlobStorageError(name));
+        return snapshots.save(key, text);
+      },
+    },
     read(after, maxCount = 1000) {
       return serial(() => {
         if (closed) throw new StorageClosedError(name);

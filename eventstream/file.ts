@@ -2,7 +2,8 @@
  * Event stream storage in local files: the embedded default that persists, for development and
  * single-process use. A directory holds append-only segment files named by the sequence number
  * of their first event (`00000000000000000001.seg`), each a concatenation of frames
- * (`eventstream/frame.ts`), and a `LOCK` file naming the process that writes.
+ * (`eventstream/frame.ts`), a `LOCK` file naming the process that writes, and the service's
+ * snapshots when kept here (`snapshots`: `<Name>.snapshot.json`, each replaced atomically).
  *
  * - One writer: opening a directory whose lock is held by a live process rejects with
  *   {@linkcode StorageLockedError}; a lock left by a process that died (SIGKILL) is taken over.
@@ -36,6 +37,7 @@ import {
   type StoredEvent,
 } from "./frame.ts";
 import { AppendConflictError, type EventStorage, StorageClosedError } from "./storage.ts";
+import { fileSnapshots, type SnapshotStore } from "./snapshots.ts";
 
 const log = getLogger(["impel", "eventstream", "file"]);
 
@@ -129,6 +131,11 @@ export interface FileStorage extends EventStorage {
   readonly dir: string;
   /** The segment files, oldest first, with the sequence number of their first event. */
   segments(): { path: string; first: number }[];
+  /**
+   * Snapshots beside the segments, `<dir>/<Name>.snapshot.json` (see {@linkcode fileSnapshots});
+   * read-only storage loads them, and a save rejects with {@linkcode ReadOnlyStorageError}.
+   */
+  readonly snapshots: SnapshotStore;
 }
 
 interface Segment {
@@ -343,6 +350,7 @@ export async function fileStorage(
 
   await list();
   await scanTail(!readOnly);
+  const snapshots = fileSnapshots(dir);
 
   const ready = () => {
     if (closed) throw new StorageClosedError(name);
@@ -486,6 +494,13 @@ export async function fileStorage(
         if (!Array.isArray(events)) throw new InvalidArgumentError("events", "must be an array");
         return append(after, events);
       });
+    },
+    snapshots: {
+      load: (key) => snapshots.load(key),
+      save: (key, text) => {
+        if (readOnly) return Promise.reject(new ReadOnlyStorageError(name));
+        return snapshots.save(key, text);
+      },
     },
     close() {
       return serial(async () => {

@@ -7,6 +7,7 @@
 import { checkInteger, InvalidArgumentError } from "../core/errors.ts";
 import { decodeFrames, DEFAULT_MAX_PAYLOAD, encodeFrames, type StoredEvent } from "./frame.ts";
 import { AppendConflictError, type EventStorage, StorageClosedError } from "./storage.ts";
+import { memorySnapshots, type SnapshotStore } from "./snapshots.ts";
 
 /**
  * Options of {@linkcode memoryStorage}.
@@ -43,6 +44,8 @@ export interface MemoryStorage extends EventStorage {
   events(): unknown[];
   /** The stream's bytes: the frames of every append, concatenated (a backup's content). */
   bytes(): Uint8Array;
+  /** Snapshots kept with the stream, in memory (`texts` holds them by key). */
+  readonly snapshots: SnapshotStore & { readonly texts: Map<string, string> };
 }
 
 /**
@@ -130,6 +133,7 @@ export function memoryStorage(options: MemoryStorageOptions = {}): MemoryStorage
       closed = true;
       return Promise.resolve();
     },
+    snapshots: memorySnapshots(),
     events() {
       return read(0, Infinity).map((e) => e.event);
     },

@@ -143,8 +143,12 @@ export interface EventStreamOptions<E, S> {
   readonly storage: EventStorage;
   /** The projections, one per key of the state. */
   readonly projections: Projections<E, S>;
-  /** Where snapshots are loaded from at start and saved by `saveSnapshots()`. */
-  readonly snapshots?: SnapshotStore;
+  /**
+   * Where snapshots are loaded from at start and saved by `saveSnapshots()`: a store of your
+   * own (`fileSnapshots(dir)`, ...) or `"storage"`, the stream's own storage (`storage.snapshots`:
+   * files beside the segments, block blobs beside the stream's blobs).
+   */
+  readonly snapshots?: SnapshotStore | "storage";
   /** Most builder calls per `append` (default 10). */
   readonly maxAttempts?: number;
   /** Events per read (default 1000). */
@@ -322,9 +326,22 @@ export function eventStream<E, S extends Record<string, unknown>>(
   if (options === null || typeof options !== "object") {
     throw new InvalidArgumentError("options", "must be an object with storage and projections");
   }
-  const { storage, snapshots } = options;
+  const { storage } = options;
   if (typeof storage?.read !== "function" || typeof storage.append !== "function") {
     throw new InvalidArgumentError("storage", "must be EventStorage (memoryStorage, fileStorage)");
+  }
+  const snapshots = options.snapshots === "storage" ? storage.snapshots : options.snapshots;
+  if (options.snapshots === "storage" && snapshots === undefined) {
+    throw new InvalidArgumentError(
+      "snapshots",
+      `is "storage", but ${storage.name} keeps no snapshots (it has no snapshots store)`,
+    );
+  }
+  if (
+    snapshots !== undefined &&
+    (typeof snapshots?.load !== "function" || typeof snapshots.save !== "function")
+  ) {
+    throw new InvalidArgumentError("snapshots", 'must be "storage" or { load, save }');
   }
   const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 10, 1);
   const pageSize = checkInteger("pageSize", options.pageSize ?? 1000, 1);

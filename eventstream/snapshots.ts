@@ -1,11 +1,14 @@
 /**
  * Where the event stream service keeps snapshots of projection state: one text per projection
- * (keyed by the projection's name without its version), in memory or in files.
+ * (keyed by the projection's name without its version), in memory or in files; the stream's own
+ * storage offers one too (`storage.snapshots`: files beside the segments, blobs beside the
+ * stream's blobs).
  *
  * @module
  */
-import { mkdir, open, readFile, rename } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { InvalidArgumentError } from "../core/errors.ts";
+import { writeFileAtomic } from "../core/localfile.ts";
 
 /**
  * A place for snapshots. `save` replaces the text of `key` whole (a reader never sees half of
@@ -51,8 +54,26 @@ export function memorySnapshots(): SnapshotStore & { readonly texts: Map<string,
 const KEY = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
 
 /**
- * Snapshots as files `<dir>/<key>.snapshot.json`, each written to a temporary file, fsynced and
- * renamed over the old one, so that a crash leaves the old snapshot or the new one.
+ * Checks a snapshot key (a projection's name without its version: letters, digits and `-`), so
+ * that it is safe in a file or blob name; throws {@linkcode InvalidArgumentError} otherwise.
+ *
+ * @example
+ * ```ts
+ * import { checkSnapshotKey } from "@impel/impel/eventstream";
+ * console.log(checkSnapshotKey("Words")); // Words
+ * ```
+ */
+export function checkSnapshotKey(key: string): string {
+  if (typeof key !== "string" || !KEY.test(key)) {
+    throw new InvalidArgumentError("key", `must be letters, digits and -, got ${String(key)}`);
+  }
+  return key;
+}
+
+/**
+ * Snapshots as files `<dir>/<key>.snapshot.json`, each replaced atomically (a temporary file,
+ * fsynced, renamed over the old one), so that a crash leaves the old snapshot or the new one.
+ * `fileStorage(dir).snapshots` keeps them beside the stream's segments.
  *
  * @example
  * ```ts
@@ -66,12 +87,7 @@ export function fileSnapshots(dir: string): SnapshotStore {
   if (typeof dir !== "string" || dir.length === 0) {
     throw new InvalidArgumentError("dir", "must be a non-empty path");
   }
-  const pathOf = (key: string) => {
-    if (typeof key !== "string" || !KEY.test(key)) {
-      throw new InvalidArgumentError("key", `must be letters, digits and -, got ${String(key)}`);
-    }
-    return `${dir}/${key}.snapshot.json`;
-  };
+  const pathOf = (key: string) => `${dir}/${checkSnapshotKey(key)}.snapshot.json`;
   return {
     async load(key) {
       try {
@@ -81,18 +97,6 @@ export function fileSnapshots(dir: string): SnapshotStore {
         throw error;
       }
     },
-    async save(key, text) {
-      const path = pathOf(key);
-      await mkdir(dir, { recursive: true });
-      const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-      const fh = await open(tmp, "wx");
-      try {
-        await fh.writeFile(text);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, path);
-    },
+    save: (key, text) => writeFileAtomic(pathOf(key), text),
   };
 }

@@ -6,6 +6,7 @@
  */
 import { ImpelError } from "../core/errors.ts";
 import type { StoredEvent } from "./frame.ts";
+import type { SnapshotStore } from "./snapshots.ts";
 
 /**
  * Append-only storage of one stream of events. Sequence numbers start at 1 and have no gaps;
@@ -42,6 +43,12 @@ export interface EventStorage {
   append(after: number, events: readonly unknown[]): Promise<number>;
   /** Releases what the storage holds (file handles, the lock). Later calls reject. */
   close(): Promise<void>;
+  /**
+   * A place for the service's snapshots in the stream's own storage (files beside the segments,
+   * block blobs beside the append blobs, memory), used with `eventStream({ snapshots:
+   * "storage" })`. Absent when the backend has none.
+   */
+  readonly snapshots?: SnapshotStore;
 }
 
 /**
