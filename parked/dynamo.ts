@@ -197,6 +197,8 @@ export async function createParkTable(client: DynamoClient, tableName: string): 
 
 type Item = Record<string, AttributeValue>;
 type TransactItem = NonNullable<TransactWriteItemsCommandInput["TransactItems"]>[number];
+/** A parked event as the table stores it, with its size in bytes. */
+type EncodedEvent = { readonly index: number; readonly text: string; readonly bytes: number };
 const S = (s: string): AttributeValue => ({ S: s });
 const N = (n: number): AttributeValue => ({ N: String(n) });
 const num = (v: AttributeValue | undefined) => Number(v?.N);
@@ -580,6 +582,27 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     };
   }
 
+  /** How many of `events` go in one transaction: at most TRANSACT_EVENTS, under 3 MB. */
+  function chunkLength(events: readonly EncodedEvent[]): number {
+    let size = 0;
+    let n = 0;
+    while (n < events.length && n < TRANSACT_EVENTS && size + events[n].bytes < 3e6) {
+      size += events[n].bytes;
+      n++;
+    }
+    return n;
+  }
+
+  /** The puts of `events` into an episode's partition, each refused if stored already. */
+  const eventPuts = (partition: string, events: readonly EncodedEvent[]): TransactItem[] =>
+    events.map((e) => ({
+      Put: {
+        TableName,
+        Item: { p: S(partition), k: S(pad(e.index)), ev: S(e.text) },
+        ConditionExpression: "attribute_not_exists(k)",
+      },
+    }));
+
   /**
    * Stores a write with a failure: a new episode, numbered by the stream's counter, or (a
    * release that failed again) the active one parked again in one transaction: its error,
@@ -591,7 +614,8 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
     group: string,
     w: ParkWrite,
     f: ParkedFailure,
-  ): Promise<Item | "gone"> {
+    events: readonly EncodedEvent[],
+  ): Promise<{ header: Item; stored: number } | "gone"> {
     const key = activeKey(group, w.stream);
     const failed: Item = {
       g: S(group),
@@ -607,38 +631,41 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         getItem(requestKey(group, w.stream)),
       ]);
       if (item === undefined) {
+        // A new episode is written with its first events in one transaction: an operator never
+        // sees it parked without the events that failed, so a skip asked at once (bounded by the
+        // episode's `next`) drops them rather than nothing.
         const first = w.events[0]?.index ?? w.handledTo ?? 0;
         const episode = episodeId(await nextNumber(group, w.stream));
+        const chunk = events.slice(0, chunkLength(events));
+        const header: Item = {
+          ...key,
+          ...failed,
+          ff: N(f.firstFailedAt),
+          ep: S(episode),
+          pa: N(Date.now()),
+          first: N(first),
+          next: N(chunk.length === 0 ? first : Math.max(first, chunk[chunk.length - 1].index + 1)),
+          events: N(chunk.length),
+        };
         try {
-          const { Attributes } = (await client.send(
-            new UpdateItemCommand({
-              TableName,
-              Key: key,
-              UpdateExpression: "SET g = :g, s = :s, err = :err, att = :att, lf = :lf, " +
-                "ff = :ff, ep = :ep, pa = :now, #first = :first, #next = :first, " +
-                `#events = :zero${w.tranche === undefined ? "" : ", tr = :tr"}`,
-              ConditionExpression: "attribute_not_exists(p)",
-              ExpressionAttributeNames: { "#first": "first", "#next": "next", "#events": "events" },
-              ExpressionAttributeValues: {
-                ":g": failed.g,
-                ":s": failed.s,
-                ":err": failed.err,
-                ":att": failed.att,
-                ":lf": failed.lf,
-                ":ff": N(f.firstFailedAt),
-                ":ep": S(episode),
-                ":now": N(Date.now()),
-                ":first": N(first),
-                ":zero": N(0),
-                ...(w.tranche === undefined ? {} : { ":tr": S(w.tranche) }),
-              },
-              ReturnValues: "ALL_NEW",
+          await client.send(
+            new TransactWriteItemsCommand({
+              TransactItems: [
+                {
+                  Put: { TableName, Item: header, ConditionExpression: "attribute_not_exists(p)" },
+                },
+                ...eventPuts(eventsPartition(group, w.stream, episode), chunk),
+              ],
             }),
-          )) as UpdateItemCommandOutput;
-          return Attributes!;
+          );
+          return { header, stored: chunk.length };
         } catch (e) {
-          if (!(e instanceof ConditionalCheckFailedException)) throw e;
-          continue; // another writer began one meanwhile: this write parks it again
+          if (!(e instanceof TransactionCanceledException) || attempt >= 20) throw e;
+          // Another writer began one meanwhile (this write parks it again), or a conflict.
+          if (e.CancellationReasons?.[0]?.Code !== "ConditionalCheckFailed") {
+            await sleep(retry.delay(attempt));
+          }
+          continue;
         }
       }
       const episode = str(item.ep)!;
@@ -697,17 +724,25 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
         await deleteEvents(eventsPartition(group, w.stream, episode), w.handledTo);
       }
       const header = await getItem(key);
-      return header !== undefined && str(header.ep) === episode ? header : "gone";
+      return header !== undefined && str(header.ep) === episode ? { header, stored: 0 } : "gone";
     }
   }
 
   async function parkOne(group: string, w: ParkWrite): Promise<ParkWriteOutcome> {
     const key = activeKey(group, w.stream);
+    const encoded = w.events.map((e): EncodedEvent => {
+      const text = encodeParkedEvent(e);
+      return { index: e.index, text, bytes: utf8Length(text) };
+    });
+    for (const e of encoded) {
+      if (e.bytes > MAX_EVENT_BYTES) throw new ParkEventTooLargeError(w.stream, e.index, e.bytes);
+    }
     let header: Item | undefined;
+    let stored = 0;
     if (w.failure !== undefined) {
-      const parked = await parkFailure(group, w, w.failure);
+      const parked = await parkFailure(group, w, w.failure, encoded);
       if (parked === "gone") return "notParked";
-      header = parked;
+      ({ header, stored } = parked);
     } else {
       header = await getItem(key);
       if (header === undefined) return "notParked";
@@ -727,22 +762,10 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
       });
     }
     const partition = eventsPartition(group, w.stream, episode);
-    const encoded = w.events.map((e) => {
-      const text = encodeParkedEvent(e);
-      return { index: e.index, text, bytes: utf8Length(text) };
-    });
-    for (const e of encoded) {
-      if (e.bytes > MAX_EVENT_BYTES) throw new ParkEventTooLargeError(w.stream, e.index, e.bytes);
-    }
-    let pending = encoded.filter((e) => e.index >= num(header!.first));
+    let pending = encoded.slice(stored).filter((e) => e.index >= num(header!.first));
     while (pending.length > 0) {
       // Each chunk in one transaction with the episode's next and count: all or nothing.
-      let size = 0;
-      let n = 0;
-      while (n < pending.length && n < TRANSACT_EVENTS && size + pending[n].bytes < 3e6) {
-        size += pending[n].bytes;
-        n++;
-      }
+      const n = chunkLength(pending);
       let chunk = pending.slice(0, n);
       pending = pending.slice(n);
       for (let attempt = 1; chunk.length > 0; attempt++) {
@@ -772,13 +795,7 @@ export function dynamoParkStore(dynamo: DynamoClient, options: DynamoParkStoreOp
                     },
                   },
                 },
-                ...chunk.map((e) => ({
-                  Put: {
-                    TableName,
-                    Item: { p: S(partition), k: S(pad(e.index)), ev: S(e.text) },
-                    ConditionExpression: "attribute_not_exists(k)",
-                  },
-                })),
+                ...eventPuts(partition, chunk),
               ],
             }),
           );
