@@ -700,10 +700,11 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     }
     const out: StreamEvent[] = [];
     if (maxCount === 0) return out;
-    // Real append items chain: each starts where the one before ended, and none ends past the
-    // stream's version. Items written around the store break the chain and are skipped, so that
-    // they are never read as the stream's events. The version is read alongside the first
-    // page, and again for an item ending past it (an append may have landed in between).
+    // The chain rule: real append items chain, each starting where the one before ended, and
+    // none ends past the stream's version. Items written around the store break the chain and
+    // are skipped, so that they are never read as the stream's events. The version is read
+    // alongside the first page, and again for an item ending past it (an append may have
+    // landed in between).
     const tip = version(stream);
     tip.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
     let known: number | undefined;
@@ -712,102 +713,113 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
       if (n > known) known = await version(stream);
       return n > known;
     };
-    let expected = fromIndex;
-    const emit = (item: Record<string, AttributeValue>, from: number): boolean => {
-      for (const event of decodeEvents(item, onInvalid)) {
-        if (event.index < from) continue;
-        out.push(event);
-        if (out.length >= maxCount) return true;
+    let expected = 0;
+    const walk = async (items: readonly Item[]): Promise<boolean> => {
+      for (const item of items) {
+        const i = Number(item.i?.N);
+        const n = Number(item.n?.N);
+        const fault = await chainFault(item, expected, Number.POSITIVE_INFINITY, pastVersion);
+        if (fault !== undefined) {
+          // Below `fromIndex` the item is none of this read's business.
+          if (i >= fromIndex) foreign(stream, item, fault, onInvalid);
+          continue;
+        }
+        if (i > expected && i > fromIndex) {
+          log.warn("{stream} has no append item for events {from} to {to}", {
+            stream,
+            from: Math.max(expected, fromIndex),
+            to: i - 1,
+          });
+        }
+        expected = n;
+        if (n > fromIndex) {
+          for (const event of decodeEvents(item, onInvalid)) {
+            if (event.index < fromIndex) continue;
+            out.push(event);
+            if (out.length >= maxCount) return true;
+          }
+        }
       }
       return false;
     };
-    let exclusiveStartKey: Record<string, AttributeValue> | undefined;
-    let first = true;
-    do {
-      const query = client.send(
+    const forward = async (from: number, first?: Promise<QueryCommandOutput>) => {
+      let exclusiveStartKey: Record<string, AttributeValue> | undefined;
+      let next = first;
+      do {
+        const page: QueryCommandOutput = await (next ?? client.send(
+          new QueryCommand({
+            TableName: tableName,
+            KeyConditionExpression: "p = :p AND i >= :i",
+            ExpressionAttributeValues: { ":p": { S: stream }, ":i": { N: String(from) } },
+            ConsistentRead: consistentRead,
+            ExclusiveStartKey: exclusiveStartKey,
+            // Each item holds at least one event, so this many items are always enough.
+            Limit: Number.isFinite(maxCount) ? Math.min(maxCount, 1000) : undefined,
+          }),
+        ));
+        next = undefined;
+        if (await walk(page.Items ?? [])) return;
+        exclusiveStartKey = page.LastEvaluatedKey;
+      } while (exclusiveStartKey);
+    };
+    if (fromIndex === 0) {
+      await forward(0);
+    } else if (Number.isFinite(maxCount)) {
+      // A bounded read is one query down from its last index: the items of the range, then
+      // those below it that the chain rule needs to tell which item holds `fromIndex`.
+      const top = fromIndex + maxCount - 1;
+      const below = await chainWindow(stream, fromIndex, top, consistentRead, pastVersion);
+      expected = below.start;
+      if (await walk(below.items)) return out;
+      // Short of maxCount with events past the range: items are missing inside it (warned),
+      // and the read goes on past them, as a read with no bound does.
+      if (known === undefined) known = await tip;
+      if (top + 1 < known) await forward(top + 1);
+    } else {
+      const first = client.send(
         new QueryCommand({
           TableName: tableName,
           KeyConditionExpression: "p = :p AND i >= :i",
           ExpressionAttributeValues: { ":p": { S: stream }, ":i": { N: String(fromIndex) } },
           ConsistentRead: consistentRead,
-          ExclusiveStartKey: exclusiveStartKey,
-          // Each item holds at least one event, so this many items are always enough.
-          Limit: Number.isFinite(maxCount) ? Math.min(maxCount, 1000) : undefined,
         }),
       );
-      // The append holding `fromIndex` may start before it, even when an item starts there.
-      const [page, holder]: [QueryCommandOutput, Record<string, AttributeValue> | undefined] =
-        await Promise.all([
-          query,
-          first && fromIndex > 0
-            ? holderOf(stream, fromIndex, consistentRead, pastVersion)
-            : undefined,
-        ]);
-      if (holder !== undefined && Number(holder.i.N) < fromIndex) {
-        if (emit(holder, fromIndex)) return out;
-        expected = Number(holder.n.N);
-      }
-      first = false;
-      for (const item of page.Items ?? []) {
-        const i = Number(item.i?.N);
-        const n = Number(item.n?.N);
-        if (!(n > i) || i < expected || await pastVersion(n)) {
-          foreign(
-            stream,
-            item,
-            i < expected
-              ? `it starts inside the events before ${expected}`
-              : `it ends past the stream's version ${known}`,
-            onInvalid,
-          );
-          continue;
-        }
-        if (i > expected) {
-          log.warn("{stream} has no append item for events {from} to {to}", {
-            stream,
-            from: expected,
-            to: i - 1,
-          });
-        }
-        if (emit(item, fromIndex)) return out;
-        expected = n;
-      }
-      exclusiveStartKey = page.LastEvaluatedKey;
-    } while (exclusiveStartKey);
+      first.catch(() => {}); // awaited in forward()
+      const below = await chainWindow(
+        stream,
+        fromIndex,
+        fromIndex - 1,
+        consistentRead,
+        pastVersion,
+      );
+      expected = below.start;
+      await walk(below.items);
+      await forward(fromIndex, first);
+    }
     return out;
   }
 
-  // The last append item that starts at or before `index`, if any.
-  async function itemAtOrBefore(stream: StreamName, index: number, consistent: boolean) {
-    const res = await client.send(
-      new QueryCommand({
-        TableName: tableName,
-        KeyConditionExpression: "p = :p AND i BETWEEN :lo AND :hi",
-        ExpressionAttributeValues: {
-          ":p": { S: stream },
-          ":lo": { N: "0" },
-          ":hi": { N: String(index) },
-        },
-        ScanIndexForward: false,
-        Limit: 1,
-        ConsistentRead: consistent,
-      }),
-    );
-    return res.Items?.[0];
-  }
-
-  // The append item holding event `index` (i <= index < n), looked for from `index` down. An
-  // item starting at `index` loses to one starting before it whose range covers it (the one at
-  // `index` is then foreign); an item ending past the version (`pastVersion`) is foreign.
-  async function holderOf(
+  // The items the chain rule needs to tell which append item holds `index`, ascending: those
+  // from `index` up to `top` (none when `top` < `index`), then, read down from `index`, those
+  // below it down to an item that ends at or before every item above it starts and that the
+  // item below it ends where it starts (so the chain passes through it), the stream's first
+  // item, or HOLDER_PAGES pages.
+  // `start` is where the walk starts: the lowest item read (0 at the stream's first item).
+  async function chainWindow(
     stream: StreamName,
     index: number,
+    top: number,
     consistent: boolean,
     pastVersion: (n: number) => Promise<boolean>,
-  ): Promise<Record<string, AttributeValue> | undefined> {
-    let startingThere: Record<string, AttributeValue> | undefined;
+  ): Promise<{ items: Item[]; start: number }> {
+    const down: Item[] = [];
+    let lowest = Number.POSITIVE_INFINITY;
+    // An item that ends at or before every item above it starts, taken as where the walk
+    // starts once the next item below ends where it starts (a foreign item's start is inside
+    // a real item, where no real item ends).
+    let pending: Item | undefined;
     let exclusiveStartKey: Record<string, AttributeValue> | undefined;
-    for (let pages = 0; pages < HOLDER_PAGES; pages++) {
+    for (let pagesBelow = 0; pagesBelow < HOLDER_PAGES;) {
       const res: QueryCommandOutput = await client.send(
         new QueryCommand({
           TableName: tableName,
@@ -815,30 +827,56 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
           ExpressionAttributeValues: {
             ":p": { S: stream },
             ":lo": { N: "0" },
-            ":hi": { N: String(index) },
+            ":hi": { N: String(Math.max(top, index - 1)) },
           },
           ScanIndexForward: false,
-          Limit: 10,
+          Limit: Math.min(Math.max(top - index + 1, 0) + 10, 1000),
           ConsistentRead: consistent,
           ExclusiveStartKey: exclusiveStartKey,
         }),
       );
+      let reachedBelow = false;
       for (const item of res.Items ?? []) {
+        down.push(item);
         const i = Number(item.i?.N);
         const n = Number(item.n?.N);
+        if (i < index) reachedBelow = true;
         if (!(n > i) || await pastVersion(n)) continue;
-        if (i === index) {
-          startingThere = item;
-          continue;
+        if (pending !== undefined) {
+          const at = Number(pending.i.N);
+          if (n === at) return { items: down.reverse(), start: at };
+          lowest = Math.min(lowest, at);
+          pending = undefined;
         }
-        if (n > index) return item;
-        // An item ending before `index` is below any holder: none starts before `index`.
-        if (n < index) return startingThere;
+        if (i < index && n <= Math.min(lowest, index)) {
+          if (i === 0) return { items: down.reverse(), start: 0 };
+          pending = item;
+        } else lowest = Math.min(lowest, i);
       }
+      if (reachedBelow) pagesBelow++;
       exclusiveStartKey = res.LastEvaluatedKey;
-      if (exclusiveStartKey === undefined) break;
+      if (exclusiveStartKey === undefined) return { items: down.reverse(), start: 0 };
     }
-    return startingThere;
+    const start = down.length === 0 ? 0 : Number(down[down.length - 1].i?.N);
+    return { items: down.reverse(), start: Number.isFinite(start) ? start : 0 };
+  }
+
+  // The append item holding event `index` (i <= index < n), as the chain rule decides it.
+  async function holderOf(
+    stream: StreamName,
+    index: number,
+    consistent: boolean,
+    pastVersion: (n: number) => Promise<boolean>,
+  ): Promise<Item | undefined> {
+    const { items, start } = await chainWindow(stream, index, index, consistent, pastVersion);
+    let expected = start;
+    let holder: Item | undefined;
+    for (const item of items) {
+      if (await chainFault(item, expected, Number.POSITIVE_INFINITY, pastVersion)) continue;
+      expected = Number(item.n.N);
+      if (Number(item.i.N) <= index && expected > index) holder = item;
+    }
+    return holder;
   }
 
   async function readLastEvent(
@@ -869,15 +907,8 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
     if (mark === undefined) return undefined;
     const index = type === undefined ? Number(mark) - 1 : Number(mark);
     if (index < 0) return undefined;
-    // The append item holding `index` is usually the last one starting at or before it; when
-    // that one does not hold it (an item written around the store), it is looked for.
-    const last = await itemAtOrBefore(stream, index, true);
-    const holds = (item: Record<string, AttributeValue> | undefined) =>
-      item !== undefined && Number(item.i?.N) <= index && Number(item.n?.N) > index;
     const tipVersion = Item?.n?.N === undefined ? 0 : Number(Item.n.N);
-    const item = holds(last) && Number(last!.n.N) <= tipVersion
-      ? last
-      : await holderOf(stream, index, true, (n) => Promise.resolve(n > tipVersion));
+    const item = await holderOf(stream, index, true, (n) => Promise.resolve(n > tipVersion));
     return item === undefined ? undefined : decodeEvents(item).find((e) => e.index === index);
   }
 
@@ -887,10 +918,39 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
       throw new InvalidArgumentError("type", `must be a non-empty string, got ${String(type)}`);
     }
     // Newest append first; appends only ever land after what was read, so the pages join up.
-    // Walking down, each real item ends where the one after it starts (the newest at the
-    // version): one ending past that was written around the store and is skipped.
-    let end = await version(stream);
+    // Read down, the items are cut at each item that ends at or before every item above it
+    // starts (see chainWindow): the chain rule walks each run up from that item, no item
+    // ending past where the run above starts (or the version, for the newest run).
+    const version_ = await version(stream);
+    const pastVersion = (n: number) => Promise.resolve(n > version_);
+    let end = version_;
+    let lowest = Number.POSITIVE_INFINITY;
+    let run: Item[] = [];
+    let pending: Item | undefined; // as in chainWindow
     const newestFirst: StreamEvent[][] = [];
+    // Walks one run (newest first in `run`) from its lowest item; true once `type` is found.
+    const walkRun = async (start: number): Promise<boolean> => {
+      let expected = start;
+      const chain: Item[] = [];
+      for (const item of run.reverse()) {
+        const fault = await chainFault(item, expected, end, pastVersion);
+        if (fault !== undefined) {
+          foreign(stream, item, fault);
+          continue;
+        }
+        expected = Number(item.n.N);
+        chain.push(item);
+      }
+      run = [];
+      end = start;
+      for (const item of chain.reverse()) {
+        const events = decodeEvents(item);
+        const at = events.findLastIndex((e) => e.type === type);
+        newestFirst.push(at < 0 ? events : events.slice(at));
+        if (at >= 0) return true;
+      }
+      return false;
+    };
     let exclusiveStartKey: Record<string, AttributeValue> | undefined;
     do {
       const page: QueryCommandOutput = await client.send(
@@ -904,25 +964,28 @@ export function dynamoStore(dynamo: DynamoClient, options: DynamoStoreOptions): 
           Limit: 20,
         }),
       );
-      const items = page.Items ?? [];
-      for (const [k, item] of items.entries()) {
+      for (const item of page.Items ?? []) {
         const i = Number(item.i?.N);
         const n = Number(item.n?.N);
-        // One ending short of `end` is a gap (a lost item) unless a lower item of the page ends
-        // at `end`: then this one lies inside that item's range.
-        const inside = n < end && items.slice(k + 1).some((o) => Number(o.n?.N) === end);
-        if (!(n > i) || n > end || inside) {
-          foreign(stream, item, `it does not end at ${end}, where the item after it starts`);
-          continue;
+        const fits = n > i && n <= end;
+        if (fits && pending !== undefined) {
+          const at = Number(pending.i.N);
+          if (n === at) {
+            if (await walkRun(at)) return newestFirst.reverse().flat();
+            lowest = at;
+          } else lowest = Math.min(lowest, at);
+          pending = undefined;
         }
-        end = i;
-        const events = decodeEvents(item);
-        const at = events.findLastIndex((e) => e.type === type);
-        newestFirst.push(at < 0 ? events : events.slice(at));
-        if (at >= 0) return newestFirst.reverse().flat();
+        run.push(item);
+        if (!fits) continue;
+        if (n <= lowest) {
+          if (i !== 0) pending = item;
+          else if (await walkRun(0)) return newestFirst.reverse().flat();
+        } else lowest = Math.min(lowest, i);
       }
       exclusiveStartKey = page.LastEvaluatedKey;
     } while (exclusiveStartKey);
+    if (run.length > 0) await walkRun(0);
     return newestFirst.reverse().flat();
   }
 
@@ -1082,6 +1145,26 @@ export function summarizeAppend(
 ): AppendSummary | undefined {
   const image = inspectAppend(record);
   return image.kind === "append" ? image.append : undefined;
+}
+
+type Item = Record<string, AttributeValue>;
+
+// Why an append item is not the chain's next one after `expected` (undefined when it is): its
+// range is empty, it starts inside the events before `expected`, or it ends past `end` (where
+// the items read above it start) or past the stream's version.
+async function chainFault(
+  item: Item,
+  expected: number,
+  end: number,
+  pastVersion: (n: number) => Promise<boolean>,
+): Promise<string | undefined> {
+  const i = Number(item.i?.N);
+  const n = Number(item.n?.N);
+  if (!(n > i)) return "its n is not a number above its i";
+  if (i < expected) return `it starts inside the events before ${expected}`;
+  if (n > end) return `it ends past ${end}, where the item after it starts`;
+  if (await pastVersion(n)) return "it ends past the stream's version";
+  return undefined;
 }
 
 // An append item outside the stream's chain (written around the store): its events are not

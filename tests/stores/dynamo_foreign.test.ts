@@ -118,3 +118,34 @@ Deno.test(
     assert.deepEqual([event.id, event.correlationId], ["a", ""]);
   },
 );
+
+Deno.test(
+  "dynamo foreign items: one starting inside an append and ending past the next one's start is not its holder",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store, tableName } = t;
+    const events = (...types: string[]) => types.map((type) => ({ type, data: type }));
+    await store.append("Span-1", events("A", "B", "C"), 0); // item [0, 3)
+    await store.append("Span-1", events("D", "E"), 3); // item [3, 5)
+    await store.append("Span-1", events("F"), 5); // item [5, 6)
+    await forge(tableName, "Span-1", 2, 4); // starts inside [0, 3), covers index 3
+    await forge(tableName, "Span-1", 4, 5); // starts inside [3, 5), ends at its end
+    const skipped: number[] = [];
+    const onInvalid = (e: StreamEvent) => skipped.push(e.index);
+    // From an append's start (as the index source reads) and from inside it.
+    assert.equal(
+      show(await store.readStream("Span-1", { fromIndex: 3, onInvalid })),
+      "3:D 4:E 5:F",
+    );
+    assert.equal(show(await store.readStream("Span-1", { fromIndex: 3, maxCount: 2 })), "3:D 4:E");
+    assert.equal(show(await store.readStream("Span-1", { fromIndex: 4, maxCount: 1 })), "4:E");
+    assert.equal(show(await store.readStream("Span-1", { fromIndex: 4 })), "4:E 5:F");
+    assert.equal(show(await store.readStream("Span-1")), "0:A 1:B 2:C 3:D 4:E 5:F");
+    assert.deepEqual(skipped, [4], "the foreign item inside the read range is reported");
+    const last = await store.readLastEvent("Span-1", "E");
+    assert.equal(`${last?.index}:${last?.type}`, "4:E");
+    assert.equal(show(await store.readFromLast("Span-1", "D")), "3:D 4:E 5:F");
+    assert.equal(show(await store.readFromLast("Span-1", "E")), "4:E 5:F");
+  },
+);
