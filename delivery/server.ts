@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Position } from "../core/batch.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { errorText } from "../core/failure.ts";
@@ -18,6 +19,8 @@ import { readBodyText, sameSecret } from "../core/http.ts";
 import { sleep } from "../core/tranches.ts";
 import type { QueueMessage, QueueStore } from "../queues/queue.ts";
 import type { DeliveryFeed, FeedEvent, FeedScope } from "./feeds.ts";
+
+const log = getLogger(["impel", "delivery"]);
 
 export * from "./feeds.ts";
 export type { QueueMessage, QueueStore } from "../queues/queue.ts";
@@ -61,6 +64,18 @@ export interface DeliveryHandlerOptions {
   readonly pageSize?: number;
   /** The SSE `retry:` a browser waits before reconnecting (default 1 000 ms). */
   readonly retryMs?: number;
+  /**
+   * Subscriptions (SSE and NDJSON) open at once (default 1 000); past it a new one is refused
+   * with 503 `TooManyClients` and `Retry-After: 10`. JSON pages do not count.
+   */
+  readonly maxClients?: number;
+  /**
+   * A subscriber that has not taken anything the server sent for this long is dropped (default
+   * 60 000 ms): its store reads stop, a warning names it, and it is sent a `ClientTooSlow` error
+   * (an SSE `event: error` or an NDJSON line) before the close if it reads again within a second;
+   * else the connection is cut. A client that resumes later reconnects from its last position.
+   */
+  readonly stallTimeoutMs?: number;
 }
 
 /**
@@ -116,10 +131,13 @@ export interface DeliveredEvent {
 export class DeliveryRequestError extends ImpelError {
   /** The HTTP status. */
   readonly status: number;
+  /** Headers the refusal carries (`Retry-After` of a 503). */
+  readonly headers: Readonly<Record<string, string>>;
   /** Creates the error. */
-  constructor(status: number, code: string, message: string) {
+  constructor(status: number, code: string, message: string, headers: Record<string, string> = {}) {
     super(code, message);
     this.status = status;
+    this.headers = headers;
   }
 }
 
@@ -159,8 +177,13 @@ export function deliveredEvent(e: FeedEvent): DeliveredEvent {
   };
 }
 
-function fail(status: number, code: string, message: string): never {
-  throw new DeliveryRequestError(status, code, message);
+function fail(
+  status: number,
+  code: string,
+  message: string,
+  headers?: Record<string, string>,
+): never {
+  throw new DeliveryRequestError(status, code, message, headers);
 }
 
 function position(field: string, text: string): Position {
@@ -240,6 +263,16 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
   const heartbeatMs = checkInteger("heartbeatMs", options.heartbeatMs ?? 15_000, 1, 2 ** 31 - 1);
   const pageSize = checkInteger("pageSize", options.pageSize ?? 500, 1, 10_000);
   const retryMs = checkInteger("retryMs", options.retryMs ?? 1_000, 0, 2 ** 31 - 1);
+  const maxClients = checkInteger("maxClients", options.maxClients ?? 1_000, 1, 1_000_000);
+  const stallTimeoutMs = checkInteger(
+    "stallTimeoutMs",
+    options.stallTimeoutMs ?? 60_000,
+    1,
+    2 ** 31 - 1,
+  );
+  // Open subscriptions: a slot is taken before the first await, so that subscribers arriving
+  // together cannot pass maxClients together.
+  let clients = 0;
   const encoder = new TextEncoder();
 
   const authorize = async (request: Request, url: URL, scope: string) => {
@@ -271,7 +304,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
   };
 
   const subscription = async (request: Request, url: URL, name: string): Promise<Response> => {
-    const feed = options.feed ?? fail(404, "NotFound", "no feed is served here");
+    if (options.feed === undefined) fail(404, "NotFound", "no feed is served here");
     const dash = name.indexOf("-");
     if (name === "" || dash === 0 || dash === name.length - 1) {
       fail(400, "BadStreamName", `${JSON.stringify(name)} is neither a category nor a stream name`);
@@ -301,6 +334,32 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
       fail(400, "BadLimit", `limit must be in [1, 10000], got ${limit}`);
     }
 
+    if (format === "json") return await page(scope, url, request, limit, types);
+    if (clients >= maxClients) {
+      fail(
+        503,
+        "TooManyClients",
+        `${clients} subscriptions are open (maxClients ${maxClients}); retry later, or read JSON pages`,
+        { "retry-after": "10" },
+      );
+    }
+    clients++;
+    let released = false;
+    const release = () => {
+      if (!released) clients--;
+      released = true;
+    };
+    try {
+      return await stream(scope, url, request, format === "sse", types, release);
+    } catch (error) {
+      release();
+      throw error;
+    }
+  };
+
+  /** Where a request starts reading: `Last-Event-ID`, `from`, or the first position. */
+  const start = async (scope: FeedScope, url: URL, request: Request) => {
+    const feed = options.feed!;
     const head = await feed.head(scope);
     const first = feed.first(scope);
     const lastId = request.headers.get("last-event-id") ?? url.searchParams.get("lastEventId");
@@ -328,21 +387,43 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
         `position ${from} is past the head of ${scope.name} (${head}): nothing is there yet`,
       );
     }
-    const keep = (e: FeedEvent) => types === undefined || types.has(e.event.type);
+    return { from, head };
+  };
 
-    if (format === "json") {
-      const page = await feed.read(scope, from, limit);
-      return new Response(
-        JSON.stringify({
-          events: page.events.filter(keep).map(deliveredEvent),
-          next: page.next.toString(),
-          tail: page.next >= head && page.events.length < limit,
-        }),
-        { headers: JSON_HEADERS },
-      );
-    }
+  const keeper = (types: ReadonlySet<string> | undefined) => (e: FeedEvent) =>
+    types === undefined || types.has(e.event.type);
 
-    const sse = format === "sse";
+  const page = async (
+    scope: FeedScope,
+    url: URL,
+    request: Request,
+    limit: number,
+    types: ReadonlySet<string> | undefined,
+  ): Promise<Response> => {
+    const feed = options.feed!;
+    const { from, head } = await start(scope, url, request);
+    const read = await feed.read(scope, from, limit);
+    return new Response(
+      JSON.stringify({
+        events: read.events.filter(keeper(types)).map(deliveredEvent),
+        next: read.next.toString(),
+        tail: read.next >= head && read.events.length < limit,
+      }),
+      { headers: JSON_HEADERS },
+    );
+  };
+
+  const stream = async (
+    scope: FeedScope,
+    url: URL,
+    request: Request,
+    sse: boolean,
+    types: ReadonlySet<string> | undefined,
+    release: () => void,
+  ): Promise<Response> => {
+    const feed = options.feed!;
+    const { from } = await start(scope, url, request);
+    const keep = keeper(types);
     const encode = (events: readonly FeedEvent[]) => {
       let text = "";
       for (const e of events) {
@@ -353,16 +434,54 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
     };
     const heartbeat = () =>
       encoder.encode(sse ? ": heartbeat\n\n" : `{"heartbeat":"${new Date().toISOString()}"}\n`);
+    const frame = (code: string, message: string) => {
+      const reason = JSON.stringify({ error: { code, message } });
+      return encoder.encode(sse ? `event: error\ndata: ${reason}\n\n` : reason + "\n");
+    };
     // Only a cancel of the body ends the reads: Deno aborts request.signal once the response is
     // returned (its legacy behaviour), long before a subscription ends.
     const ac = new AbortController();
     let next = from;
+    // Armed whenever something is queued for the server to take; the server takes a chunk only
+    // as the socket drains, so a client that stops reading leaves it there until this fires.
+    let stall: ReturnType<typeof setTimeout> | undefined;
+    let dropping: ReturnType<typeof setTimeout> | undefined;
+    const end = () => {
+      clearTimeout(stall);
+      clearTimeout(dropping);
+      ac.abort();
+      release();
+    };
+    const send = (controller: ReadableStreamDefaultController<Uint8Array>, chunk: Uint8Array) => {
+      controller.enqueue(chunk);
+      stall = setTimeout(() => drop(controller), stallTimeoutMs);
+    };
+    const drop = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+      const message = `the client read nothing for ${stallTimeoutMs} ms (stallTimeoutMs): ` +
+        `dropped at position ${next}; reconnect to resume`;
+      log.warning(
+        "dropped a subscriber of {kind} {name} ({format}) that read nothing for {ms} ms, at position {next}",
+        {
+          kind: scope.kind,
+          name: scope.name,
+          format: sse ? "sse" : "ndjson",
+          ms: stallTimeoutMs,
+          next,
+        },
+      );
+      end();
+      // The reason reaches a client that reads again within a second (the server then asks for
+      // more: see pull); otherwise erroring the body drops what it queues and cuts the socket.
+      controller.enqueue(frame("ClientTooSlow", message));
+      dropping = setTimeout(() => controller.error(new Error(message)), 1_000);
+    };
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         // Both open with where they start, so that a client that started "now" and loses the
         // connection before any event resumes from there, not from a later "now": an SSE `id`
         // with no data sets the browser's Last-Event-ID without dispatching an event.
-        controller.enqueue(
+        send(
+          controller,
           encoder.encode(
             sse
               ? `retry: ${retryMs}\nid: ${from - 1n}\n\n`
@@ -373,6 +492,12 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
       // Called only when the body's queue is empty: the read of the next page waits for the
       // server to have taken the last one.
       async pull(controller) {
+        clearTimeout(stall);
+        if (dropping !== undefined) {
+          // Dropped, and the reason has been taken: close after it.
+          clearTimeout(dropping);
+          return controller.close();
+        }
         const deadline = Date.now() + heartbeatMs;
         try {
           while (!ac.signal.aborted) {
@@ -380,9 +505,9 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
             const moved = page.next !== next;
             next = page.next;
             const kept = page.events.filter(keep);
-            if (kept.length > 0) return controller.enqueue(encode(kept));
+            if (kept.length > 0) return send(controller, encode(kept));
             const left = deadline - Date.now();
-            if (left <= 0) return controller.enqueue(heartbeat());
+            if (left <= 0) return send(controller, heartbeat());
             if (!moved) await feed.changed(left, ac.signal);
             // A page that moved past events of other categories (or types) only: yield before
             // the next, so catching up through a sparse category costs one page per turn of
@@ -393,17 +518,13 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
         } catch (error) {
           if (ac.signal.aborted) return;
           // The client resumes from the last position it has; the reason goes with the close.
-          const reason = JSON.stringify({
-            error: { code: "ReadFailed", message: errorText(error) },
-          });
-          controller.enqueue(
-            encoder.encode(sse ? `event: error\ndata: ${reason}\n\n` : reason + "\n"),
-          );
+          end();
+          controller.enqueue(frame("ReadFailed", errorText(error)));
           controller.close();
         }
       },
       cancel() {
-        ac.abort();
+        end();
       },
     }, { highWaterMark: 1 });
     return new Response(body, {
@@ -543,7 +664,10 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
       const status = refused ? error.status : 500;
       const code = refused ? error.code : "InternalError";
       const message = refused ? error.message : errorText(error);
-      const headers: Record<string, string> = { ...JSON_HEADERS };
+      const headers: Record<string, string> = {
+        ...JSON_HEADERS,
+        ...(refused ? error.headers : {}),
+      };
       if (status === 401) headers["www-authenticate"] = 'Bearer realm="impel"';
       return new Response(JSON.stringify({ error: { code, message } }), { status, headers });
     }

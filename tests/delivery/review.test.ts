@@ -3,6 +3,8 @@
 // subscriptions and slow clients dropped with a reason, tokens compared as secrets, the
 // client's retries and line bound, remoteSource's options and checkpoint keys, one error shape.
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { InvalidArgumentError } from "../../core/errors.ts";
 import { memoryQueues } from "../../queues/memory.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
 import { createDeliveryHandler, memoryFeed } from "../../delivery/server.ts";
@@ -190,4 +192,104 @@ Deno.test("delivery review (D): catching up through a sparse category yields to 
   const total = [...readsPerTurn.values()].reduce((a, b) => a + b, 0);
   assert.ok(total >= 30, `${total} reads`);
   assert.ok(most <= 2, `${most} of ${total} page reads in one event-loop turn`);
+});
+
+Deno.test("delivery review (E): past maxClients a subscription is refused with 503 and a reason; a closed one frees its slot", async () => {
+  const store = createMemoryStore();
+  await store.append("Order-1", [{ type: "Placed", data: {} }], 0);
+  const handler = createDeliveryHandler({ feed: memoryFeed(store), tokens, maxClients: 2 });
+  const open = (query = "") =>
+    handler(
+      new Request(`http://x/streams/Order${query}`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      }),
+    );
+  const a = await open();
+  const b = await open("?format=sse");
+  assert.deepEqual([a.status, b.status], [200, 200]);
+  const c = await open();
+  assert.equal(c.status, 503);
+  assert.equal(c.headers.get("retry-after"), "10");
+  const body = await c.json();
+  assert.equal(body.error.code, "TooManyClients");
+  assert.match(body.error.message, /2 subscriptions are open \(maxClients 2\)/);
+  // A JSON page is not a subscription: it is served meanwhile.
+  const page = await open("?format=json");
+  assert.equal(page.status, 200);
+  await page.body?.cancel();
+  await a.body!.cancel();
+  const d = await open();
+  assert.equal(d.status, 200);
+  await Promise.all([b.body!.cancel(), d.body!.cancel()]);
+  assert.throws(
+    () => createDeliveryHandler({ tokens, maxClients: 0 }),
+    (e: Error) => e instanceof InvalidArgumentError && e.message.includes("maxClients"),
+  );
+  assert.throws(
+    () => createDeliveryHandler({ tokens, stallTimeoutMs: -1 }),
+    (e: Error) => e instanceof InvalidArgumentError && e.message.includes("stallTimeoutMs"),
+  );
+});
+
+Deno.test("delivery review (E): a client that reads nothing for stallTimeoutMs is dropped, with a log line naming it", async () => {
+  const lines: string[] = [];
+  await configure({
+    reset: true,
+    sinks: { mem: (r: LogRecord) => lines.push(r.message.map(String).join("")) },
+    loggers: [
+      { category: ["impel", "delivery"], lowestLevel: "warning", sinks: ["mem"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  const store = createMemoryStore();
+  const body = "x".repeat(64 * 1024);
+  // 400 events of 64 KiB: far more than the socket buffers between the server and the client.
+  for (let i = 0; i < 400; i += 10) {
+    await store.append(
+      `Order-${i}`,
+      Array.from({ length: 10 }, (_, k) => ({ type: "Big", data: { n: i + k, body } })),
+      "any",
+    );
+  }
+  const handler = createDeliveryHandler({
+    feed: memoryFeed(store),
+    tokens,
+    pageSize: 10,
+    stallTimeoutMs: 300,
+  });
+  const s = serve(handler);
+  try {
+    const response = await fetch(`${s.url}/streams/Order`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    const reader = response.body!.getReader();
+    assert.ok(((await reader.read()).value?.length ?? 0) > 0);
+    // The client stops reading here.
+    const deadline = Date.now() + 10_000;
+    while (!lines.some((l) => l.includes("dropped")) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const line = lines.find((l) => l.includes("dropped"));
+    assert.ok(line, `no drop was logged: ${JSON.stringify(lines)}`);
+    assert.match(line, /category Order/);
+    assert.match(line, /read nothing for 300 ms/);
+    // What the sockets held still arrives; then the connection ends, short of the 400 events.
+    let text = "";
+    let ended = false;
+    const until = Date.now() + 10_000;
+    while (Date.now() < until) {
+      const next = await reader.read().catch(() => ({ done: true, value: undefined }));
+      if (next.done) {
+        ended = true;
+        break;
+      }
+      text += new TextDecoder().decode(next.value);
+    }
+    assert.ok(ended, "the connection was not closed");
+    const got = text.split("\n").filter((l) => l.includes('"Big"')).length;
+    assert.ok(got < 400, `${got} events arrived`);
+  } finally {
+    await s.close();
+    await reset();
+  }
 });

@@ -17,6 +17,9 @@ const pool = new pg.Pool({ connectionString: url, max: 4 });
 const handler = createDeliveryHandler({
   feed: messageDbFeed(pool, { pollMs: 50 }),
   tokens: { [token]: [`read:${category}`] },
+  // The RSS test's stalled client reads again once the appends are done (tens of seconds under
+  // load): it must be paused meanwhile, not dropped.
+  stallTimeoutMs: 600_000,
 });
 const port = runtime.Deno
   ? runtime.Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handler).addr.port
