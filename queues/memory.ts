@@ -22,6 +22,7 @@ import {
   type EnqueueOptions,
   expiredError,
   type NackOptions,
+  type PeekedMessage,
   type PurgeDeadOptions,
   type QueueMessage,
   type QueueStats,
@@ -33,6 +34,7 @@ export type {
   DequeueOptions,
   EnqueueOptions,
   NackOptions,
+  PeekedMessage,
   PurgeDeadOptions,
   QueueMessage,
   QueueStats,
@@ -267,6 +269,33 @@ export function memoryQueues(options: MemoryQueuesOptions = {}): QueueStore {
         }
         const stats: QueueStats = { ready, inFlight, delayed, dead: dead.get(queue)?.length ?? 0 };
         return Promise.resolve(stats);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
+    peek(queue: string, limit = 100) {
+      try {
+        checkQueueName(queue);
+        checkLimit(limit);
+        const at = now();
+        const list = [...(queues.get(queue)?.values() ?? [])]
+          .sort((a, b) => a.enqueuedAt - b.enqueuedAt || (a.id < b.id ? -1 : 1))
+          .slice(0, limit)
+          .map((row): PeekedMessage => ({
+            id: String(row.id),
+            queue,
+            body: JSON.parse(row.text),
+            state: row.visibleAt <= at
+              ? "ready"
+              : row.receipt !== undefined
+              ? "inFlight"
+              : "delayed",
+            deliveries: row.deliveries,
+            enqueuedAt: new Date(row.enqueuedAt),
+            visibleAt: new Date(row.visibleAt),
+            ...(row.lastError === undefined ? {} : { lastError: row.lastError }),
+          }));
+        return Promise.resolve(list);
       } catch (error) {
         return Promise.reject(error);
       }

@@ -48,6 +48,7 @@ import {
   type EnqueueOptions,
   EXPIRED_ERROR,
   type NackOptions,
+  type PeekedMessage,
   type PurgeDeadOptions,
   type QueueMessage,
   type QueueStats,
@@ -59,6 +60,7 @@ export type {
   DequeueOptions,
   EnqueueOptions,
   NackOptions,
+  PeekedMessage,
   PurgeDeadOptions,
   QueueMessage,
   QueueStats,
@@ -505,6 +507,27 @@ export function postgresQueues(
         dead: Number(r.dead),
       };
       return stats;
+    },
+    async peek(queue: string, limit = 100) {
+      checkQueueName(queue);
+      checkLimit(limit);
+      const rows = await run(
+        `SELECT id::text, body::text AS body, deliveries, enqueued_at, visible_at, last_error,
+                CASE WHEN visible_at <= now() THEN 'ready'
+                     WHEN receipt IS NOT NULL THEN 'inFlight' ELSE 'delayed' END AS state
+           FROM ${messages} WHERE queue = $1 ORDER BY enqueued_at, id LIMIT $2`,
+        [queue, limit],
+      );
+      return rows.map((r): PeekedMessage => ({
+        id: String(r.id),
+        queue,
+        body: JSON.parse(String(r.body)),
+        state: r.state as PeekedMessage["state"],
+        deliveries: Number(r.deliveries),
+        enqueuedAt: new Date(r.enqueued_at as string),
+        visibleAt: new Date(r.visible_at as string),
+        ...(r.last_error === null ? {} : { lastError: String(r.last_error) }),
+      }));
     },
     async deadLetters(queue: string, limit = 100) {
       checkQueueName(queue);

@@ -90,6 +90,40 @@ export interface DeadLetter<T = unknown> {
 }
 
 /**
+ * A message as it waits in its queue, seen without taking it ({@linkcode QueueStore.peek}).
+ *
+ * @example
+ * ```ts
+ * import { memoryQueues } from "@impel/impel/queues/memory";
+ * import type { PeekedMessage } from "@impel/impel/queues/postgres";
+ * const queues = memoryQueues();
+ * await queues.enqueue("emails", [{ to: "ada@example.com" }]);
+ * const [oldest]: PeekedMessage[] = await queues.peek("emails", 1);
+ * console.log(oldest.state, oldest.deliveries); // "ready" 0
+ * ```
+ *
+ * @category Queues
+ */
+export interface PeekedMessage<T = unknown> {
+  /** The message's id. */
+  readonly id: string;
+  /** Its queue. */
+  readonly queue: string;
+  /** Its body. */
+  readonly body: T;
+  /** `ready` (the next dequeue can take it), `inFlight` (delivered, hidden), `delayed`. */
+  readonly state: "ready" | "inFlight" | "delayed";
+  /** How many times it has been delivered so far. */
+  readonly deliveries: number;
+  /** When it was enqueued. */
+  readonly enqueuedAt: Date;
+  /** When it is (or became) visible. */
+  readonly visibleAt: Date;
+  /** The error its last delivery ended with. */
+  readonly lastError?: string;
+}
+
+/**
  * Options of {@linkcode QueueStore.enqueue}.
  *
  * @example
@@ -245,6 +279,11 @@ export interface QueueStore {
   extend(message: QueueMessage, visibilityTimeoutMs: number): Promise<boolean>;
   /** Counts by state. */
   stats(queue: string): Promise<QueueStats>;
+  /**
+   * The oldest messages of `queue` (at most `limit`, default 100), in enqueue order, without
+   * taking them: for inspection (`impel queue peek`) and the oldest message's age.
+   */
+  peek(queue: string, limit?: number): Promise<PeekedMessage[]>;
   /** The oldest dead letters of `queue` (at most `limit`, default 100). */
   deadLetters(queue: string, limit?: number): Promise<DeadLetter[]>;
   /**

@@ -317,4 +317,29 @@ export function queueStoreContract(
     await assert.rejects(q.extend(m, 0), field("visibilityTimeoutMs"));
     assert.equal(await q.ack(m), true, "rejected calls left the delivery alone");
   }, { maxMessageBytes: 100 });
+
+  test("peek shows the oldest messages and their states without taking them", async (q) => {
+    await q.enqueue("jobs", [{ n: 1 }, { n: 2 }]);
+    await q.enqueue("jobs", [{ n: 3 }], { delayMs: 60_000 });
+    const [held] = await q.dequeue("jobs", V);
+    const peeked = await q.peek("jobs");
+    assert.deepEqual(peeked.map((m) => [m.body, m.state]), [
+      [{ n: 1 }, "inFlight"],
+      [{ n: 2 }, "ready"],
+      [{ n: 3 }, "delayed"],
+    ]);
+    assert.equal(peeked[0].deliveries, 1);
+    assert.equal(peeked[1].deliveries, 0);
+    assert.ok(peeked[0].enqueuedAt.getTime() <= Date.now() + 1_000);
+    assert.equal((await q.peek("jobs", 1)).length, 1);
+    assert.deepEqual(await q.peek("other"), []);
+    // Nothing was taken: the ready one is still there for a dequeue.
+    const [next] = await q.dequeue("jobs", V);
+    assert.deepEqual(next.body, { n: 2 });
+    assert.equal(await q.ack(held), true);
+    await assert.rejects(
+      q.peek("jobs", 0),
+      (e: unknown) => e instanceof InvalidArgumentError && e.field === "limit",
+    );
+  });
 }
