@@ -94,8 +94,12 @@ export type WorkflowRuntimeEvent =
   | { readonly type: "WorkflowDelivered"; readonly data: { readonly seq: number } }
   | {
     readonly type: "WorkflowWithdrawn";
-    /** `abandoned`: what the same decision sent does not wait for its handler, if running. */
-    readonly data: { readonly seq: number; readonly abandoned?: true };
+    /**
+     * `abandoned`: what the same decision sent does not wait for its handler, if running.
+     * `settled`: recorded by the runner for a send already withdrawn, once no handler of it can
+     * still be running (its entry leaves `withdrawn`; earlier versions ignore it).
+     */
+    readonly data: { readonly seq: number; readonly abandoned?: true; readonly settled?: true };
   }
   | { readonly type: "WorkflowTimerSet"; readonly data: TimerRecord }
   | { readonly type: "WorkflowTimerDue"; readonly data: { readonly seq: number } }
@@ -156,7 +160,9 @@ export interface Internal<S> {
   /**
    * Sends withdrawn (`WorkflowWithdrawn`) whose handler may still be running: a reply to one is
    * ignored, and noted. One is dropped once a send recorded after its withdrawal is delivered
-   * (see `withdrawnAt`), so the list stays short.
+   * (see `withdrawnAt`), or once the runner records it settled (no handler of it running; done
+   * when more than a few are listed), so the list stays short also for an instance that
+   * withdraws every send.
    */
   readonly withdrawn?: readonly number[];
   /**
@@ -226,6 +232,7 @@ const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
   WorkflowWithdrawn: {
     parse: (d) => {
       const f = fieldsOf(d);
+      if (f.settled === true) return { seq: index(f, "seq"), settled: true };
       return f.abandoned === true
         ? { seq: index(f, "seq"), abandoned: true }
         : { seq: index(f, "seq") };
@@ -324,7 +331,15 @@ export function internalFold<E extends TypedEvent, S>(
           correlationId ??= e.data.correlationId;
           break;
         case "WorkflowWithdrawn":
-          if (pending.remove(e.data.seq)) {
+          if (e.data.settled) {
+            // No handler of it runs any more: no reply can come, nothing waits for it.
+            const k = withdrawn.indexOf(e.data.seq);
+            if (k >= 0) {
+              withdrawn = withdrawn.filter((_, i) => i !== k);
+              withdrawnAt = withdrawnAt.filter((_, i) => i !== k);
+              abandoned = abandoned.filter((seq) => seq !== e.data.seq);
+            }
+          } else if (pending.remove(e.data.seq)) {
             withdrawn = [...withdrawn, e.data.seq];
             withdrawnAt = [...withdrawnAt, next];
             if (e.data.abandoned) abandoned = [...abandoned, e.data.seq];

@@ -40,6 +40,9 @@ const DUE_POLL_MS = 1_000;
 /** The default bound of one handler call: a hung call must not hold its stream for good. */
 const SEND_TIMEOUT_MS = 60_000;
 
+/** Withdrawn sends an instance lists before the runner records those not running settled. */
+const WITHDRAWN_KEPT = 8;
+
 /** Instance streams whose first-read outbox index a runner keeps (see `firstSeen`). */
 const FIRST_SEEN_KEPT = 100_000;
 
@@ -430,6 +433,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
    * long as the sends failing at once.
    */
   const attempted = new Set<string>();
+  /** Ids of sends whose handler call has not settled (an abandoned one's included). */
+  const calling = new Set<string>();
   /**
    * Per instance stream this runner dispatched, its outbox's next index when first read: sends
    * below it were recorded before, so a runner before this one may have delivered them. The
@@ -480,6 +485,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     };
     wakers.set(stream, notify);
     const start = (send: PendingSend) => {
+      const sendId = timerId(stream, send.seq);
+      calling.add(sendId);
       const abort = new AbortController();
       const onStop = () => abort.abort(context.signal.reason);
       context.signal.addEventListener("abort", onStop, { once: true });
@@ -501,6 +508,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
           if (flights.get(send.seq) === flight) failure ??= { error };
         },
       ).finally(() => {
+        calling.delete(sendId);
         context.signal.removeEventListener("abort", onStop);
         if (flights.get(send.seq) === flight) flights.delete(send.seq);
         notify();
@@ -514,6 +522,25 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
           version,
         }));
         noteSeen(stream, s.next);
+        // Withdrawn sends whose handler no longer runs (here: one runner per instance stream)
+        // can send no reply and hold nothing back: once more than a few are listed, record them
+        // settled, so an instance that withdraws every send keeps a short list.
+        const withdrawn = s.withdrawn ?? [];
+        const settled = withdrawn.length > WITHDRAWN_KEPT
+          ? withdrawn.filter((seq) => !calling.has(timerId(stream, seq)))
+          : [];
+        if (settled.length > 0) {
+          await decider.transact(
+            stream,
+            (now) =>
+              settled.filter((seq) => (now.withdrawn ?? []).includes(seq)).map((seq) => ({
+                type: "WorkflowWithdrawn" as const,
+                data: { seq, settled: true as const },
+              })),
+            { context: { correlationId: s.correlationId ?? stream } },
+          );
+          continue;
+        }
         const due = s.due ?? [];
         if (due.length > 0) {
           // Timers found due: fire them here, so a firing that fails fails the stream.
