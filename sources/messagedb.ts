@@ -64,11 +64,12 @@ import {
   type LeaseStore,
 } from "../core/lease.ts";
 import { leasedSource } from "../core/leased.ts";
-import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type StreamEvent, utf8Length } from "../core/event.ts";
 import { errorText, type RetryOptions } from "../core/failure.ts";
 import { pagedSource, type ReadPage } from "../core/reader.ts";
 import { checkCategory, InvalidStreamNameError } from "../core/streamName.ts";
+import { retentionHorizon } from "../retention/postgres.ts";
 import { classifyMessageDbError, MESSAGE_COLUMNS, messageRowToEvent } from "../stores/messagedb.ts";
 import {
   isTransientSqlError,
@@ -385,6 +386,17 @@ export interface MessageDbSourceOptions {
    * applies to a consumer-group checkpoint left under impel 0.1's key.
    */
   readonly checkpointPastTail?: "error" | "warn";
+  /**
+   * Read the retention horizons that `postgresRetention` (`@impel/impel/retention/postgres`)
+   * keeps in `schema` (default `impel`), and say what happens to a reader below one: a category
+   * whose position is below the highest global position retention removed + 1 may have missed
+   * events. Checked after each page, so a removal that races a read is seen. `"fail"` (default)
+   * errors the source with {@linkcode BelowRetentionHorizonError}; `"warn"` logs it and reads on
+   * from the oldest retained event. A reader with no checkpoint (starting from the beginning)
+   * is not below the horizon: it starts from the oldest retained event either way. Without this
+   * option horizons are not read.
+   */
+  readonly retention?: { readonly schema?: string; readonly belowHorizon?: "fail" | "warn" };
   /** How long to wait at the tail before reading again (default 1000 ms). */
   readonly tailSleepMs?: number;
   /**
@@ -495,7 +507,28 @@ export function messageDbSource(options: MessageDbSourceOptions): MessageDbSourc
       items[i] = rowToItem(rows[i]);
     }
     const next = rows.length > 0 ? positions[rows.length - 1] : from;
+    if (settings.retention !== undefined) await checkHorizon(tranche, part.category, position);
     return { items, positions, next, isTail: rows.length < settings.batchSize };
+  };
+
+  // Per tranche, the horizon already accounted for: at the first read (found below it, or a
+  // fresh start from the beginning, which misses nothing it was promised), and after a warning.
+  const accepted = new Map<string, bigint>();
+  const checkHorizon = async (tranche: string, category: string, position?: Position) => {
+    // Read after the page: a removal committed before the page's read shows here.
+    const { schema, belowHorizon } = settings.retention!;
+    const horizon = await retentionHorizon(client, category, { schema });
+    if (horizon === undefined) return;
+    const known = accepted.get(tranche);
+    accepted.set(tranche, known === undefined || horizon > known ? horizon : known);
+    if (position === undefined && known === undefined) return;
+    if (position === undefined || horizon <= position) return;
+    if (known !== undefined && horizon <= known) return;
+    const error = new BelowRetentionHorizonError(tranche, position, horizon);
+    if (belowHorizon === "fail") throw error;
+    log.warn("{message}; reading on from the oldest retained event (belowHorizon: warn)", {
+      message: error.message,
+    });
   };
 
   // The newest message of each tranche, through the category index read backwards.
@@ -659,6 +692,9 @@ interface Settings {
   readonly notifyChannel: string;
   readonly retry: RetryOptions;
   readonly checkpointPastTail: "error" | "warn";
+  readonly retention:
+    | { readonly schema: string; readonly belowHorizon: "fail" | "warn" }
+    | undefined;
   /** Hash slots per category, with leases. */
   readonly slots: number | undefined;
 }
@@ -755,8 +791,67 @@ function checkOptions(options: MessageDbSourceOptions): Settings {
     notifyChannel,
     retry,
     checkpointPastTail: options.checkpointPastTail ?? "error",
+    retention: checkRetention(options.retention),
     slots,
   };
+}
+
+function checkRetention(
+  retention: MessageDbSourceOptions["retention"],
+): Settings["retention"] {
+  if (retention === undefined) return undefined;
+  if (retention === null || typeof retention !== "object") {
+    throw new InvalidArgumentError(
+      "retention",
+      `must be { schema?, belowHorizon? }, got ${describe(retention)}`,
+    );
+  }
+  const schema = retention.schema ?? "impel";
+  sqlIdentifier("retention.schema", schema);
+  const belowHorizon = retention.belowHorizon ?? "fail";
+  if (belowHorizon !== "fail" && belowHorizon !== "warn") {
+    throw new InvalidArgumentError(
+      "retention.belowHorizon",
+      `must be "fail" or "warn", got ${describe(belowHorizon)}`,
+    );
+  }
+  return { schema, belowHorizon };
+}
+
+/**
+ * A MessageDB reader's position is below its category's retention horizon: retention removed
+ * events at or above it that the reader had not read (a checkpoint older than the retention, or a
+ * reader that fell behind the cleanup job). Raised under `retention: { belowHorizon: "fail" }`
+ * (the default); `"warn"` logs the same text and reads on from the oldest retained event.
+ *
+ * @example
+ * ```ts
+ * import { BelowRetentionHorizonError } from "@impel/impel/sources/messagedb";
+ * const e = new BelowRetentionHorizonError("Order", 10n, 250n);
+ * console.log(e.code, e.horizon); // "BelowRetentionHorizon" 250n
+ * ```
+ *
+ * @category Sources
+ */
+export class BelowRetentionHorizonError extends ImpelError {
+  /** The tranche (category, or its member's or slot's part). */
+  readonly tranche: string;
+  /** The reader's position (the next global position it reads). */
+  readonly position: bigint;
+  /** The horizon: the highest global position retention removed + 1. */
+  readonly horizon: bigint;
+  /** Creates the error. */
+  constructor(tranche: string, position: bigint, horizon: bigint) {
+    super(
+      "BelowRetentionHorizon",
+      `${tranche}: the reader is at global position ${position}, below the retention horizon ` +
+        `${horizon}: events from ${position} to ${horizon - 1n} may have been removed unread ` +
+        `(retention.belowHorizon "warn" reads on from the oldest retained event)`,
+    );
+    this.tranche = tranche;
+    this.position = position;
+    this.horizon = horizon;
+  }
 }
 
 /**
