@@ -8,6 +8,10 @@
  * - One writer: opening a directory whose lock is held by a live process rejects with
  *   {@linkcode StorageLockedError}; a lock left by a process that died (SIGKILL) is taken over.
  *   Readers (`readOnly`) take no lock and see what the writer appended on each `last()`/`read`.
+ * - Or several writers on one host (`shared: true`): each append takes the lock for itself
+ *   (waiting while another process holds it), reads what others appended (then it is a
+ *   conflict, as on blobs) and, as at open, truncates a torn tail a killed writer left, then
+ *   writes and lets the lock go. Slower per append (a lock file made and removed each time).
  * - Durability: with `fsync: "always"` (default) an append resolves only after its bytes (and a
  *   new segment's directory entry) are fsynced, so it survives a power loss; with `"never"` it
  *   resolves once the bytes are written to the OS, which survives the process being killed but
@@ -66,6 +70,14 @@ export interface FileStorageOptions {
   readonly maxPayload?: number;
   /** Open to read only: no lock, no appends, no truncation; sees the writer's appends. */
   readonly readOnly?: boolean;
+  /**
+   * Several writer processes on this host: the lock is held for each append only, which first
+   * reads the others' appends (a conflict when there are any). Default `false`: one writer
+   * holds the lock from open to close.
+   */
+  readonly shared?: boolean;
+  /** With `shared`, how long an append waits for the lock before {@linkcode StorageLockedError} (10 s). */
+  readonly lockWaitMs?: number;
 }
 
 /**
@@ -180,10 +192,29 @@ export async function fileStorage(
   const segmentBytes = checkInteger("segmentBytes", options.segmentBytes ?? 64 * 1024 * 1024, 1);
   const maxPayload = checkInteger("maxPayload", options.maxPayload ?? DEFAULT_MAX_PAYLOAD, 1);
   const readOnly = options.readOnly ?? false;
+  const shared = options.shared ?? false;
+  if (typeof shared !== "boolean") throw new InvalidArgumentError("shared", "must be a boolean");
+  if (readOnly && shared) {
+    throw new InvalidArgumentError("shared", "is for writers: a readOnly storage takes no lock");
+  }
+  const lockWaitMs = checkInteger("lockWaitMs", options.lockWaitMs ?? 10_000, 0);
   const name = options.name ?? dir;
   if (!readOnly) await mkdir(dir, { recursive: true });
   const lockPath = `${dir}/LOCK`;
-  if (!readOnly) await takeLock(lockPath, (holder) => new StorageLockedError(lockPath, holder));
+  const lock = () => takeLock(lockPath, (holder) => new StorageLockedError(lockPath, holder));
+  /** Takes the lock, waiting while another live process holds it (shared writers). */
+  const lockShared = async () => {
+    const deadline = Date.now() + lockWaitMs;
+    for (;;) {
+      try {
+        return await lock();
+      } catch (error) {
+        if (!(error instanceof StorageLockedError) || Date.now() >= deadline) throw error;
+      }
+      await new Promise((r) => setTimeout(r, 1 + Math.random() * 4));
+    }
+  };
+  if (!readOnly && !shared) await lock();
 
   let segments: Segment[] = [];
   // The last segment's whole frames end at `end`; `last` is the last sequence number.
@@ -348,8 +379,19 @@ export async function fileStorage(
     return at + FRAME_OVERHEAD + n === size;
   };
 
-  await list();
-  await scanTail(!readOnly);
+  if (shared) {
+    // Repairing a torn tail is a write: only under the lock.
+    await lockShared();
+    try {
+      await list();
+      await scanTail(true);
+    } finally {
+      await unlink(lockPath);
+    }
+  } else {
+    await list();
+    await scanTail(!readOnly);
+  }
   const snapshots = fileSnapshots(dir);
 
   const ready = () => {
@@ -360,13 +402,26 @@ export async function fileStorage(
       });
     }
   };
-  const refresh = async () => {
-    if (!readOnly) return;
+  /** Finds what other processes appended (a reader's, or a shared writer's under the lock). */
+  const refresh = async (repair = false) => {
+    if (!readOnly && !shared) return;
     const before = segments.length;
     await list();
     // A segment started after the one we had: finish the old one by its successor's first seq.
     if (segments.length > before && before > 0) end = 0;
-    await scanTail(false);
+    try {
+      await scanTail(repair);
+    } catch (error) {
+      // A shared writer killed mid-append leaves a torn tail that only the lock may truncate:
+      // take it and look again (damage is still a CorruptFrameError then).
+      if (!shared || repair || !(error instanceof CorruptFrameError)) throw error;
+      await lockShared();
+      try {
+        await scanTail(true);
+      } finally {
+        await unlink(lockPath);
+      }
+    }
   };
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     const next = queue.then(fn, fn);
@@ -427,6 +482,25 @@ export async function fileStorage(
   const append = async (after: number, events: readonly unknown[]): Promise<number> => {
     ready();
     if (readOnly) throw new ReadOnlyStorageError(name);
+    if (!shared) return await write(after, events);
+    if (events.length === 0) {
+      await refresh();
+      if (after !== last) throw new AppendConflictError(name, after, last);
+      return last;
+    }
+    await lockShared();
+    try {
+      await refresh(true);
+      return await write(after, events);
+    } finally {
+      // Another writer may start a segment or repair a tail next: hold no handle across appends.
+      await writer?.close();
+      writer = undefined;
+      await unlink(lockPath);
+    }
+  };
+
+  const write = async (after: number, events: readonly unknown[]): Promise<number> => {
     if (after !== last) throw new AppendConflictError(name, after, last);
     if (events.length === 0) return last;
     const bytes = encodeFrames(last + 1, events, maxPayload);
@@ -508,7 +582,7 @@ export async function fileStorage(
         closed = true;
         await writer?.close();
         writer = undefined;
-        if (!readOnly) await unlink(lockPath).catch(() => {});
+        if (!readOnly && !shared) await unlink(lockPath).catch(() => {});
       });
     },
   };

@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import { appendFile, readFile, truncate, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import process from "node:process";
+import { InvalidArgumentError } from "../../core/errors.ts";
 import {
+  AppendConflictError,
   CorruptFrameError,
   crc32,
   decodeFrames,
@@ -104,6 +106,73 @@ Deno.test("file: a lock left by a dead process is taken over", async () => {
   const storage = await fileStorage(dir);
   assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/LOCK`)).pid, process.pid);
   await storage.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("file (shared): two writers take turns; each append sees the other's first", async () => {
+  const dir = await temp();
+  const options = { fsync: "never" as const, shared: true, segmentBytes: 300 };
+  const a = await fileStorage(dir, options);
+  const b = await fileStorage(dir, options);
+  assert.equal(await a.append(0, ["a1"]), 1);
+  // b has not looked since: its append at 0 is a conflict naming where the stream is.
+  await assert.rejects(b.append(0, ["b1"]), (e: unknown) => {
+    assert.ok(e instanceof AppendConflictError);
+    assert.equal(e.actual, 1);
+    return true;
+  });
+  for (let i = 2; i <= 40; i += 2) {
+    assert.equal(await b.append(i - 1, [`b${i}`]), i);
+    assert.equal(await a.append(i, [`a${i + 1}`]), i + 1);
+  }
+  assert.ok(a.segments().length > 2, "they rolled over to new segments in turn");
+  const reader = await fileStorage(dir, { readOnly: true });
+  const all = (await reader.read(0, 100)).map((e) => e.event);
+  assert.equal(all.length, 41);
+  assert.deepEqual(await b.read(0, 100), await reader.read(0, 100));
+  assert.equal(
+    await Deno.stat(`${dir}/LOCK`).catch(() => "none"),
+    "none",
+    "no lock between appends",
+  );
+  // An exclusive writer holds the lock: a shared append waits lockWaitMs, then a typed error.
+  await a.close();
+  await b.close();
+  const waiting = await fileStorage(dir, { ...options, lockWaitMs: 50 });
+  const exclusive = await fileStorage(dir);
+  const started = Date.now();
+  await assert.rejects(waiting.append(41, ["w"]), StorageLockedError);
+  assert.ok(Date.now() - started >= 50);
+  await exclusive.close();
+  assert.equal(await waiting.append(41, ["w"]), 42);
+  await waiting.close();
+  await reader.close();
+  await assert.rejects(fileStorage(dir, { readOnly: true, shared: true }), InvalidArgumentError);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("file (shared): a torn tail and the lock of a dead writer are repaired by the next", async () => {
+  const dir = await temp();
+  const options = { fsync: "never" as const, shared: true };
+  const a = await fileStorage(dir, options);
+  await a.append(0, ["a", "b"]);
+  const [seg] = (await Array.fromAsync(Deno.readDir(dir))).filter((e) => e.name.endsWith(".seg"));
+  const path = `${dir}/${seg.name}`;
+  const good = (await Deno.stat(path)).size;
+  // What a writer killed mid-append leaves: its lock and a checksum-bad last frame.
+  const child = new Deno.Command("true").spawn();
+  await child.status;
+  await Deno.writeTextFile(`${dir}/LOCK`, JSON.stringify({ pid: child.pid, host: hostname() }));
+  const torn = encodeFrames(3, ["ccccccc"]);
+  torn[torn.length - 2] ^= 0xff;
+  await appendFile(path, torn);
+  // A read takes the lock over and truncates; so does an append.
+  assert.equal(await a.last(), 2);
+  assert.equal((await Deno.stat(path)).size, good);
+  await appendFile(path, torn.subarray(0, 20));
+  assert.equal(await a.append(2, ["c"]), 3);
+  assert.deepEqual((await a.read(0)).map((e) => e.event), ["a", "b", "c"]);
+  await a.close();
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -28,6 +28,18 @@ contract({
   },
 });
 
+contract({
+  name: "file (shared)",
+  async open(events) {
+    const dir = await Deno.makeTempDir({ prefix: "impel-es-" });
+    dirs.push(dir);
+    const options = { segmentBytes: 2048, fsync: "never" as const, shared: true };
+    const storage = await fileStorage(dir, options);
+    if (events?.length) await storage.append(0, events);
+    return { storage, reopen: () => fileStorage(dir, options) };
+  },
+});
+
 globalThis.addEventListener("unload", () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
