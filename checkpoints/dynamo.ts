@@ -30,7 +30,14 @@ import {
   checkPosition,
 } from "../core/checkpoints.ts";
 import { ImpelError } from "../core/errors.ts";
-import { checkTableName, type DynamoClient, ensureTable } from "../stores/dynamo.ts";
+import { backoff } from "../core/failure.ts";
+import { retrying } from "../core/reader.ts";
+import {
+  checkTableName,
+  type DynamoClient,
+  ensureTable,
+  isTransientDynamoError,
+} from "../stores/dynamo.ts";
 
 // Re-exported so that this entry point's documentation can show the client type it takes.
 export type { DynamoClient } from "../stores/dynamo.ts";
@@ -126,12 +133,27 @@ export function dynamoCheckpoints(
     );
   };
 
+  // Every call here is idempotent (a commit is conditional on moving forwards), so a transient
+  // failure is sent again for a while: throttling, or DynamoDB Local's InternalServerError for a
+  // write that waited too long on an item's lock ("… will succeed in actual DynamoDB"), which
+  // racing commits of one checkpoint meet. What still fails after RETRY_MS rejects as before.
+  const send = <T>(fn: () => Promise<T>): Promise<T> => {
+    const deadline = Date.now() + RETRY_MS;
+    return retrying(fn, {
+      backoff: RETRY,
+      signal: NEVER,
+      isRetriable: (e) => isTransientDynamoError(e) && Date.now() < deadline,
+    });
+  };
+
   return {
     async load(key) {
       checkCheckpointKey(key);
       try {
-        const { Item } = await client.send(
-          new GetItemCommand({ TableName: tableName, Key: itemKey(key), ConsistentRead: true }),
+        const { Item } = await send(() =>
+          client.send(
+            new GetItemCommand({ TableName: tableName, Key: itemKey(key), ConsistentRead: true }),
+          )
         );
         return Item?.pos?.N === undefined ? undefined : BigInt(Item.pos.N);
       } catch (e) {
@@ -142,20 +164,22 @@ export function dynamoCheckpoints(
       checkCheckpointKey(key);
       checkPosition(position);
       try {
-        await client.send(
-          new UpdateItemCommand({
-            TableName: tableName,
-            Key: itemKey(key),
-            UpdateExpression: "SET pos = :pos, g = :g, t = :t, #at = :at",
-            ConditionExpression: "attribute_not_exists(pos) OR pos < :pos",
-            ExpressionAttributeNames: { "#at": "at" },
-            ExpressionAttributeValues: {
-              ":pos": { N: position.toString() },
-              ":g": { S: key.group },
-              ":t": { S: key.tranche },
-              ":at": { S: new Date().toISOString() },
-            },
-          }),
+        await send(() =>
+          client.send(
+            new UpdateItemCommand({
+              TableName: tableName,
+              Key: itemKey(key),
+              UpdateExpression: "SET pos = :pos, g = :g, t = :t, #at = :at",
+              ConditionExpression: "attribute_not_exists(pos) OR pos < :pos",
+              ExpressionAttributeNames: { "#at": "at" },
+              ExpressionAttributeValues: {
+                ":pos": { N: position.toString() },
+                ":g": { S: key.group },
+                ":t": { S: key.tranche },
+                ":at": { S: new Date().toISOString() },
+              },
+            }),
+          )
         );
       } catch (e) {
         // The recorded position is already at or beyond this one: nothing to do.
@@ -167,21 +191,25 @@ export function dynamoCheckpoints(
       checkCheckpointKey(key);
       try {
         if (position === undefined) {
-          await client.send(new DeleteItemCommand({ TableName: tableName, Key: itemKey(key) }));
+          await send(() =>
+            client.send(new DeleteItemCommand({ TableName: tableName, Key: itemKey(key) }))
+          );
           return;
         }
         checkPosition(position);
-        await client.send(
-          new PutItemCommand({
-            TableName: tableName,
-            Item: {
-              ...itemKey(key),
-              pos: { N: position.toString() },
-              g: { S: key.group },
-              t: { S: key.tranche },
-              at: { S: new Date().toISOString() },
-            },
-          }),
+        await send(() =>
+          client.send(
+            new PutItemCommand({
+              TableName: tableName,
+              Item: {
+                ...itemKey(key),
+                pos: { N: position.toString() },
+                g: { S: key.group },
+                t: { S: key.tranche },
+                at: { S: new Date().toISOString() },
+              },
+            }),
+          )
         );
       } catch (e) {
         if (e instanceof ImpelError) throw e;
@@ -206,19 +234,21 @@ export function dynamoCheckpoints(
       async function listFrom(prefix: string | undefined): Promise<void> {
         let start: Record<string, AttributeValue> | undefined;
         do {
-          const page: QueryCommandOutput = await client.send(
-            new QueryCommand({
-              TableName: tableName,
-              KeyConditionExpression: prefix === undefined
-                ? "p = :p"
-                : "p = :p AND begins_with(k, :k)",
-              ExpressionAttributeValues: {
-                ":p": { S: source },
-                ...(prefix === undefined ? {} : { ":k": { S: prefix } }),
-              },
-              ConsistentRead: true,
-              ExclusiveStartKey: start,
-            }),
+          const page: QueryCommandOutput = await send(() =>
+            client.send(
+              new QueryCommand({
+                TableName: tableName,
+                KeyConditionExpression: prefix === undefined
+                  ? "p = :p"
+                  : "p = :p AND begins_with(k, :k)",
+                ExpressionAttributeValues: {
+                  ":p": { S: source },
+                  ...(prefix === undefined ? {} : { ":k": { S: prefix } }),
+                },
+                ConsistentRead: true,
+                ExclusiveStartKey: start,
+              }),
+            )
           );
           for (const item of page.Items ?? []) {
             const [g, t] = item.k.S!.startsWith("#")
@@ -232,6 +262,11 @@ export function dynamoCheckpoints(
     },
   };
 }
+
+// Within a final commit's default stop timeout (5 s), with room for the write itself.
+const RETRY_MS = 3_000;
+const RETRY = backoff({ initialDelayMs: 20, maxDelayMs: 500 });
+const NEVER = new AbortController().signal;
 
 // DynamoDB's sort key holds at most 1 024 bytes. A longer [group, tranche] (a partition id near
 // the indexer's 1 024-byte limit) is keyed by digests instead, its names kept in `g` and `t`;

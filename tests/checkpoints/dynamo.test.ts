@@ -1,7 +1,8 @@
 // DynamoDB checkpoints against DynamoDB Local (start it with `tools/dynamodb.sh start`).
 import assert from "node:assert/strict";
+import { InternalServerError } from "@aws-sdk/client-dynamodb";
 import { ImpelError } from "../../core/errors.ts";
-import { dynamoCheckpoints } from "../../checkpoints/dynamo.ts";
+import { dynamoCheckpoints, type DynamoClient } from "../../checkpoints/dynamo.ts";
 import { client, freshTables, opts } from "../support/dynamo.ts";
 
 async function table() {
@@ -114,5 +115,71 @@ Deno.test(
     assert.equal(await store.load(keys[2]), 9n);
     await store.reset(keys[2], undefined);
     assert.equal(await store.load(keys[2]), undefined);
+  },
+);
+
+// A deliberate fault: DynamoDB Local answers a write that waited too long on an item's lock
+// with this error (seen in CI on the racing commits above); the store sends it again.
+const lockTimeout = () =>
+  new InternalServerError({
+    message: "The request processing has failed because of an unknown error, exception or " +
+      "failure. timed out waiting for a lock (will succeed in actual DynamoDB)",
+    $metadata: { httpStatusCode: 500 },
+  });
+
+/** The shared client, but the first `failures` calls (or every call) fail with `error()`. */
+function flaky(failures: number, error: () => Error) {
+  const seen = { calls: 0 };
+  const wrapped: DynamoClient = {
+    send(command: object, options?: object) {
+      seen.calls++;
+      if (seen.calls <= failures) return Promise.reject(error());
+      return client.send(command as never, options as never);
+    },
+  };
+  return { client: wrapped, seen };
+}
+
+Deno.test(
+  "dynamo checkpoints: DynamoDB Local's lock timeout (InternalServerError) is retried; a client error is not",
+  opts,
+  async () => {
+    await using t = await table();
+    const key = { source: "s", tranche: "t", group: "g" };
+    const f = flaky(3, lockTimeout);
+    const store = dynamoCheckpoints(f.client, { tableName: t.tableName });
+    await store.commit(key, 7n);
+    assert.equal(f.seen.calls, 4, "three failures, then the commit");
+    assert.equal(await t.store.load(key), 7n);
+    const loads = flaky(2, lockTimeout);
+    assert.equal(await dynamoCheckpoints(loads.client, { tableName: t.tableName }).load(key), 7n);
+    assert.equal(loads.seen.calls, 3);
+    // A request DynamoDB refuses as it is fails at once, with the typed error.
+    const invalid = flaky(
+      Infinity,
+      () =>
+        Object.assign(new Error("One or more parameter values were invalid"), {
+          name: "ValidationException",
+          $metadata: { httpStatusCode: 400 },
+        }),
+    );
+    await assert.rejects(
+      () => dynamoCheckpoints(invalid.client, { tableName: t.tableName }).commit(key, 8n),
+      (e) => e instanceof ImpelError && e.code === "DynamoCheckpoint",
+    );
+    assert.equal(invalid.seen.calls, 1);
+    // A lock that never frees fails after a few seconds, with the last error as the cause.
+    const stuck = flaky(Infinity, lockTimeout);
+    const began = Date.now();
+    await assert.rejects(
+      () => dynamoCheckpoints(stuck.client, { tableName: t.tableName }).commit(key, 8n),
+      (e) =>
+        e instanceof ImpelError && e.code === "DynamoCheckpoint" &&
+        e.cause instanceof InternalServerError,
+    );
+    const took = Date.now() - began;
+    assert.ok(took >= 2_500 && took < 5_000, `gave up after ${took} ms`);
+    assert.ok(stuck.seen.calls > 3, `${stuck.seen.calls} calls`);
+    assert.equal(await t.store.load(key), 7n);
   },
 );
