@@ -42,6 +42,11 @@ export interface SubscribeOptions {
    * three of the server's default heartbeats).
    */
   readonly idleTimeoutMs?: number;
+  /**
+   * The longest line (one event) accepted, in bytes (default 16 MiB); a longer one errors the
+   * stream with {@linkcode SubscriptionLineTooLongError} instead of buffering without bound.
+   */
+  readonly maxLineBytes?: number;
   /** Called before each reconnection, with the failure and the attempt. */
   readonly onReconnect?: (reason: unknown, attempt: number) => void;
   /** Ends the stream. */
@@ -74,11 +79,61 @@ export class SubscriptionRefusedError extends ImpelError {
 }
 
 /**
+ * The server sent a line longer than `maxLineBytes` without a newline: not a delivery handler's
+ * NDJSON, or an event larger than the client accepts. The stream errors with it (reconnecting
+ * would read the same line again).
+ *
+ * @example
+ * ```ts
+ * import { SubscriptionLineTooLongError } from "@impel/impel/delivery/client";
+ * const e = new SubscriptionLineTooLongError(1024);
+ * console.log(e.code, e.maxLineBytes); // "SubscriptionLineTooLong" 1024
+ * ```
+ *
+ * @category Delivery
+ */
+export class SubscriptionLineTooLongError extends ImpelError {
+  /** The limit that was passed. */
+  readonly maxLineBytes: number;
+  /** Creates the error. */
+  constructor(maxLineBytes: number) {
+    super(
+      "SubscriptionLineTooLong",
+      `the server sent a line longer than ${maxLineBytes} bytes (maxLineBytes) without a newline`,
+    );
+    this.maxLineBytes = maxLineBytes;
+  }
+}
+
+/** Statuses that say "later", not "no": a timeout, too early, rate limited. */
+const RETRIED_4XX = new Set([408, 425, 429]);
+/** The longest Retry-After honoured (a proxy's "come back tomorrow" is not waited for whole). */
+const MAX_RETRY_AFTER_MS = 10 * 60_000;
+
+/** A transient refusal (408/425/429/5xx), with the server's Retry-After if it gave one. */
+class SubscriptionUnavailableError extends ImpelError {
+  readonly retryAfterMs: number;
+  constructor(status: number, retryAfterMs: number) {
+    super("SubscriptionUnavailable", `the server answered ${status}`);
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** Retry-After as seconds or an HTTP date, in ms from now (0 when absent or unreadable). */
+function retryAfterMs(header: string | null): number {
+  if (header === null) return 0;
+  const ms = /^\s*\d+\s*$/.test(header) ? Number(header) * 1000 : Date.parse(header) - Date.now();
+  return Number.isFinite(ms) ? Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms)) : 0;
+}
+
+/**
  * Subscribes to `url` (a delivery handler's `…/streams/{category or stream}`): a stream of
  * events, every event once and in order, across reconnections. It reads NDJSON; pulling from
  * the stream is what reads the connection, so a slow reader slows the server's reads of the
- * store rather than buffering. A refusal (4xx) errors the stream with
- * {@linkcode SubscriptionRefusedError}; anything else reconnects with backoff.
+ * store rather than buffering. A refusal (400, 401, 403, 404 and any other 4xx but 408, 425
+ * and 429) errors the stream with {@linkcode SubscriptionRefusedError}; 408/425/429, 5xx and
+ * broken connections reconnect with the backoff (`retry`), waiting at least a `Retry-After`
+ * (up to 10 minutes).
  *
  * @example
  * ```ts ignore
@@ -102,6 +157,13 @@ export function subscribe(
       `must be a positive integer, got ${describe(idleTimeoutMs)}`,
     );
   }
+  const maxLineBytes = options.maxLineBytes ?? 16 * 2 ** 20;
+  if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) {
+    throw new InvalidArgumentError(
+      "maxLineBytes",
+      `must be a positive integer, got ${describe(maxLineBytes)}`,
+    );
+  }
   const retry = backoff({ initialDelayMs: 100, maxDelayMs: 5_000, ...options.retry });
   const from = options.from ?? "start";
   if (typeof from !== "bigint" && typeof from !== "number" && from !== "start" && from !== "now") {
@@ -116,6 +178,8 @@ export function subscribe(
   let opened: string | undefined;
   let attempt = 0;
   let text = "";
+  // Bytes received since the last newline: what `text` holds undecoded is bounded by it.
+  let pending = 0;
   const decoder = new TextDecoder();
   const stop = new AbortController();
   options.signal?.addEventListener("abort", () => stop.abort(options.signal!.reason), {
@@ -123,10 +187,27 @@ export function subscribe(
   });
 
   const drop = () => {
+    // Cancelling the body is what closes the connection at once (an abort alone left Deno's
+    // fetch holding it, and the server writing into it, for half a minute).
+    reader?.cancel().catch(() => {});
     connection?.abort();
     connection = undefined;
     reader = undefined;
     text = "";
+    pending = 0;
+  };
+
+  // Counts the bytes of each line as they arrive, so a line without an end is refused as soon
+  // as it passes the bound, not once it is whole.
+  const measure = (chunk: Uint8Array) => {
+    let from = 0;
+    for (let nl = chunk.indexOf(10); nl >= 0; nl = chunk.indexOf(10, from)) {
+      if (pending + nl - from > maxLineBytes) throw new SubscriptionLineTooLongError(maxLineBytes);
+      pending = 0;
+      from = nl + 1;
+    }
+    pending += chunk.length - from;
+    if (pending > maxLineBytes) throw new SubscriptionLineTooLongError(maxLineBytes);
   };
 
   const connect = async (): Promise<void> => {
@@ -140,6 +221,13 @@ export function subscribe(
     connection = new AbortController();
     const signal = AbortSignal.any([connection.signal, stop.signal]);
     const response = await fetching(target, { headers, signal });
+    if (RETRIED_4XX.has(response.status) || response.status >= 500) {
+      await response.body?.cancel();
+      throw new SubscriptionUnavailableError(
+        response.status,
+        retryAfterMs(response.headers.get("retry-after")),
+      );
+    }
     if (response.status >= 400 && response.status < 500) {
       const { code, message } = refusalOf(await response.json().catch(() => ({})));
       throw new SubscriptionRefusedError(
@@ -175,6 +263,7 @@ export function subscribe(
           if (reader === undefined) await connect();
           const { done, value } = await readChunk(reader!);
           if (done) throw new ImpelError("SubscriptionEnded", "the server ended the subscription");
+          measure(value);
           text += decoder.decode(value, { stream: true });
           let end: number;
           let handed = 0;
@@ -205,7 +294,10 @@ export function subscribe(
           attempt = 0;
           if (handed > 0) return;
         } catch (error) {
-          if (error instanceof SubscriptionRefusedError) {
+          if (
+            error instanceof SubscriptionRefusedError ||
+            error instanceof SubscriptionLineTooLongError
+          ) {
             drop();
             controller.error(error);
             return;
@@ -214,7 +306,8 @@ export function subscribe(
           drop();
           attempt++;
           options.onReconnect?.(error, attempt);
-          await sleep(retry.delay(attempt), stop.signal);
+          const later = error instanceof SubscriptionUnavailableError ? error.retryAfterMs : 0;
+          await sleep(Math.max(retry.delay(attempt), later), stop.signal);
         }
       }
       drop();

@@ -8,7 +8,11 @@ import { InvalidArgumentError } from "../../core/errors.ts";
 import { memoryQueues } from "../../queues/memory.ts";
 import { createMemoryStore } from "../../sources/memory.ts";
 import { createDeliveryHandler, memoryFeed } from "../../delivery/server.ts";
-import { subscribe, SubscriptionRefusedError } from "../../delivery/client.ts";
+import {
+  subscribe,
+  SubscriptionLineTooLongError,
+  SubscriptionRefusedError,
+} from "../../delivery/client.ts";
 import { serve } from "./serve.ts";
 
 const TOKEN = "reader-token-0123456789";
@@ -291,5 +295,84 @@ Deno.test("delivery review (E): a client that reads nothing for stallTimeoutMs i
   } finally {
     await s.close();
     await reset();
+  }
+});
+
+Deno.test("delivery review (G): subscribe() retries 408/425/429 (after Retry-After) and 5xx, and stops on other 4xx with a typed error", async () => {
+  const store = createMemoryStore();
+  await store.append("Order-1", [{ type: "Placed", data: { n: 1 } }], 0);
+  const handler = createDeliveryHandler({ feed: memoryFeed(store), tokens });
+  // A proxy in front: refuses for a while, as a rate limiter or an overloaded upstream does.
+  const answers: Array<[number, Record<string, string>]> = [
+    [429, { "retry-after": "1" }],
+    [503, {}],
+    [408, {}],
+    [425, {}],
+  ];
+  let asked = 0;
+  const s = serve(handler, (request) => {
+    if (new URL(request.url).pathname === "/gone/streams/Order") {
+      return new Response('{"error":{"code":"NotFound","message":"no such route"}}', {
+        status: 404,
+      });
+    }
+    const next = answers[asked++];
+    if (next === undefined) return undefined;
+    return new Response("slow down", { status: next[0], headers: next[1] });
+  });
+  try {
+    const reasons: string[] = [];
+    const started = Date.now();
+    const events = subscribe(`${s.url}/streams/Order`, {
+      token: TOKEN,
+      retry: { initialDelayMs: 10, maxDelayMs: 20 },
+      onReconnect: (reason) => reasons.push(String(reason)),
+    });
+    const reader = events.getReader();
+    const first = await reader.read();
+    await reader.cancel();
+    assert.equal(first.value?.type, "Placed");
+    assert.equal(reasons.length, 4, reasons.join("\n"));
+    assert.match(reasons[0], /429/);
+    assert.ok(Date.now() - started >= 950, `Retry-After: 1 waited ${Date.now() - started} ms`);
+    const gone = subscribe(`${s.url}/gone/streams/Order`, { token: TOKEN });
+    const error = await gone.getReader().read().then(() => undefined, (e) => e);
+    assert.ok(error instanceof SubscriptionRefusedError, String(error));
+    assert.deepEqual([error.status, error.code], [404, "NotFound"]);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("delivery review (G): subscribe() bounds a line: past maxLineBytes without a newline it errors, typed", async () => {
+  const handler = createDeliveryHandler({ feed: memoryFeed(createMemoryStore()), tokens });
+  const s = serve(handler, () => {
+    let sent = 0;
+    // 8 MiB without a newline, then the end.
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent++ === 128) return controller.close();
+        controller.enqueue(new Uint8Array(64 * 1024).fill(0x78));
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/plain" } });
+  });
+  const stop = AbortSignal.timeout(5_000);
+  try {
+    const events = subscribe(`${s.url}/streams/Order`, {
+      token: TOKEN,
+      maxLineBytes: 1024 * 1024,
+      signal: stop,
+    });
+    const error = await events.getReader().read().then(() => undefined, (e) => e);
+    assert.ok(error instanceof SubscriptionLineTooLongError, String(error));
+    assert.equal(error.code, "SubscriptionLineTooLong");
+    assert.match(error.message, /1048576 bytes/);
+    assert.throws(
+      () => subscribe(`${s.url}/streams/Order`, { maxLineBytes: 0 }),
+      (e: Error) => e instanceof InvalidArgumentError && e.message.includes("maxLineBytes"),
+    );
+  } finally {
+    await s.close();
   }
 });
