@@ -150,11 +150,13 @@ start() {
   mkdir -p "$DATA"
   write_config
   : >"$LOG"
-  # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
+  # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding. It starts with
+  # "-" about once in 64 starts, which "-t <id>" takes for an option ("expected one argument"):
+  # hence the one-word "--cluster-id=<id>".
   local cluster_id
   cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
   java_cmd
-  "${JAVA[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" >>"$LOG" 2>&1 ||
+  "${JAVA[@]}" kafka.tools.StorageTool format "--cluster-id=$cluster_id" -c "$CONFIG" >>"$LOG" 2>&1 ||
     die "formatting storage failed; see $LOG"
   local formatted
   formatted="$(now_ms)"
