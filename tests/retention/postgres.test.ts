@@ -14,6 +14,7 @@ import {
   RetentionTablesMissingError,
 } from "../../retention/postgres.ts";
 import { messageDbStore } from "../../stores/messagedb.ts";
+import { streamConfig } from "../../core/streamconfig.ts";
 import { unique, withSchema } from "../support/postgres.ts";
 
 /** Appends one event at a time, position by position across the streams (s0 p0, s1 p0, ...). */
@@ -285,4 +286,41 @@ Deno.test("retention: bad rules and options are typed errors naming the field; m
       rules: [{ target: "category", match: category, policy: { maxAgeMs: DAY } }],
     });
     await assert.rejects(job.runOnce(), RetentionTablesMissingError);
+  }));
+
+Deno.test("retention: a stream configuration gives the rules (retention, lifecycle archive, delivery)", () =>
+  withSchema(async (pool, schema) => {
+    await initPostgresRetention(pool, { schema });
+    const prefix = unique("RetCfg", 6);
+    const audit = `${prefix}Audit`, other = `${prefix}Other`;
+    await seed(pool, audit, 2, 4);
+    await seed(pool, other, 2, 4);
+    await age(pool, audit, 100);
+    await age(pool, other, 100);
+    const config = streamConfig([
+      { match: audit, delivery: "broadcast" }, // no retention: kept
+      {
+        match: `${prefix}*`,
+        delivery: "broadcast",
+        retention: { maxAgeMs: DAY },
+        lifecycle: { expired: "archive" },
+      },
+      { match: `${prefix}*`, delivery: "queue", retention: { maxAgeMs: DAY } },
+    ]);
+    const job = postgresRetention(pool, {
+      schema,
+      queueSchema: schema,
+      streams: config,
+      pauseMs: 0,
+    });
+    await initPostgresQueues(pool, { schema });
+    const report = await job.runOnce();
+    assert.equal(report.categories[audit], undefined);
+    assert.deepEqual(report.categories[other], { removed: 6, archived: 6 });
+    assert.equal([...(await positions(pool, audit)).values()].flat().length, 8);
+    assert.deepEqual([...(await positions(pool, other)).values()], [[3], [3]]);
+    assert.throws(
+      () => postgresRetention(pool, { streams: config, rules: [] }),
+      (e) => e instanceof InvalidArgumentError && e.field === "streams",
+    );
   }));
