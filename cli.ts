@@ -19,6 +19,8 @@
  * | `index` | shows the DynamoDB index: partitions, open epochs, a stream's entry |
  * | `check messagedb` | looks for rows not written through `write_message` (above the sequence, gaps and disorder in stream indexes) |
  * | `leases list` | the consumer-group leases in PostgreSQL: who holds which slot, generations, expiries, hand-over requests, live members |
+ * | `replay` | replays MessageDB categories or streams from a position or a time at a limited rate, with a progress bar; or with `--group --reset-checkpoint` moves a group's checkpoints back to that start (refused while it runs) |
+ * | `queue stats\|peek\|requeue-dead` | a PostgreSQL queue's counts by state and oldest message's age, its oldest messages or dead letters (not taken), dead letters back into the queue |
  * | `parked init\|list\|show\|release\|skip` | the park store of parked streams (PostgreSQL or DynamoDB): create it, list and show parked streams, ask a running sink to release (replay) or skip one |
  *
  * Every command takes `--help`. Connections: `--url` or `IMPEL_PG_URL` for PostgreSQL (else
@@ -44,6 +46,8 @@ import { indexCommand } from "./cli/index_command.ts";
 import { checkMessageDb } from "./cli/check.ts";
 import { leasesList } from "./cli/leases.ts";
 import { parkedInit, parkedList, parkedRelease, parkedShow, parkedSkip } from "./cli/parked.ts";
+import { replayCommand } from "./cli/replay.ts";
+import { queuePeek, queueRequeueDead, queueStats } from "./cli/queue.ts";
 import { VERSION } from "./version.ts";
 
 export { EXIT };
@@ -68,6 +72,10 @@ const COMMANDS: readonly Command[] = [
   parkedRelease,
   parkedSkip,
   leasesList,
+  replayCommand,
+  queueStats,
+  queuePeek,
+  queueRequeueDead,
 ];
 
 function overview(prefix: readonly string[] = []): string {
