@@ -8,7 +8,7 @@
  */
 import type { BatchItem, ObservableSource, Position } from "../core/batch.ts";
 import type { CheckpointStore } from "../core/checkpoints.ts";
-import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import type { RetryOptions } from "../core/failure.ts";
 import { pagedSource, type StartFrom } from "../core/reader.ts";
 import { SubscriptionRefusedError } from "./client.ts";
@@ -50,7 +50,7 @@ export interface RemoteSourceOptions {
   readonly startFrom?: StartFrom;
   /** Only these event types (positions still move past the others). */
   readonly types?: readonly string[];
-  /** Events per request (default 500). */
+  /** Events per request (default 500, at most 10 000: the delivery handler's bound). */
   readonly pageSize?: number;
   /** Pause at the tail between requests (default 200 ms). */
   readonly tailSleepMs?: number;
@@ -63,9 +63,32 @@ export interface RemoteSourceOptions {
 }
 
 /**
+ * The tranche, and so the checkpoint key, of a remote: its host (with the port) and its path,
+ * each segment percent-decoded (`127.0.0.1:8080/impel/streams/Order`), so that two remotes
+ * serving a category of the same name keep apart, and one remote written two ways (escapes,
+ * `..`, a default port) is one checkpoint. The scheme and the query are not part of it.
+ */
+function trancheOf(url: URL): string {
+  let segments: string[];
+  try {
+    segments = url.pathname.split("/").map(decodeURIComponent);
+  } catch {
+    throw new InvalidArgumentError(
+      "url",
+      `has a path that is not valid percent-encoding: ${url.pathname}`,
+    );
+  }
+  if (segments.at(-1) === "") {
+    throw new InvalidArgumentError("url", `must end with the category or stream, got ${url.href}`);
+  }
+  return `${url.host}${segments.join("/")}`;
+}
+
+/**
  * A source reading a remote impel stream through a delivery handler, one tranche named after
- * the category or stream; a position is the remote feed's position after the last event read,
- * committed as the checkpoint. A refusal (bad token) fails the source; other failures retry.
+ * the remote's host and path (`127.0.0.1:8080/streams/Order`: two remotes with a category of
+ * the same name have their own checkpoints); a position is the remote feed's position after
+ * the last event read, committed as the checkpoint. A refusal (bad token) fails the source; other failures retry.
  *
  * @example
  * ```ts ignore
@@ -90,10 +113,10 @@ export function remoteSource(options: RemoteSourceOptions): ObservableSource {
   } catch {
     throw new InvalidArgumentError("url", `must be an absolute URL, got ${describe(options.url)}`);
   }
-  const tranche = decodeURIComponent(base.pathname.split("/").pop() ?? "");
-  if (tranche === "") throw new InvalidArgumentError("url", "must end with the category or stream");
+  const tranche = trancheOf(base);
   const fetching = options.fetch ?? globalThis.fetch;
-  const pageSize = options.pageSize ?? 500;
+  // The delivery handler's own bound on a page (`limit`): refused here, not by every request.
+  const pageSize = checkInteger("pageSize", options.pageSize ?? 500, 1, 10_000);
 
   const page = async (from: string, limit: number, signal: AbortSignal) => {
     const target = new URL(base);

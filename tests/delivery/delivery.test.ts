@@ -229,7 +229,11 @@ Deno.test("delivery: a remote stream feeds a local streamsSink, with checkpoints
       assert.deepEqual(handled.length, expected);
     };
     await once(30);
-    const key = { source: "remote", tranche: "Order", group: "mirror" };
+    const key = {
+      source: "remote",
+      tranche: `${new URL(s.url).host}/streams/Order`,
+      group: "mirror",
+    };
     assert.deepEqual(await checkpoints.load(key), 60n);
     for (let i = 30; i < 35; i++) {
       await store.append(`Order-${i % 3}`, [{ type: "Placed", data: { n: i } }], "any");

@@ -13,6 +13,9 @@ import {
   SubscriptionLineTooLongError,
   SubscriptionRefusedError,
 } from "../../delivery/client.ts";
+import { remoteSource } from "../../delivery/remote.ts";
+import { memoryCheckpoints } from "../../checkpoints/memory.ts";
+import { run, streamsSink } from "../../mod.ts";
 import { serve } from "./serve.ts";
 
 const TOKEN = "reader-token-0123456789";
@@ -374,5 +377,63 @@ Deno.test("delivery review (G): subscribe() bounds a line: past maxLineBytes wit
     );
   } finally {
     await s.close();
+  }
+});
+
+Deno.test("delivery review (H): remoteSource checks pageSize, and keys checkpoints by host and path", async () => {
+  for (const pageSize of [0, 10_001, 1.5, "10"]) {
+    assert.throws(
+      () => remoteSource({ url: "http://127.0.0.1:1/streams/Order", pageSize: pageSize as number }),
+      (e: Error) => e instanceof InvalidArgumentError && /pageSize/.test(e.message),
+      String(pageSize),
+    );
+  }
+  // Two remotes serving a category of the same name, mirrored with one checkpoint store.
+  const stores = [createMemoryStore(), createMemoryStore()];
+  for (const [k, store] of stores.entries()) {
+    for (let i = 0; i < 3 + 2 * k; i++) {
+      await store.append(`Order-${i}`, [{ type: "Placed", data: { k, i } }], 0);
+    }
+  }
+  const servers = stores.map((store) =>
+    serve(createDeliveryHandler({ feed: memoryFeed(store), tokens }))
+  );
+  try {
+    const checkpoints = memoryCheckpoints();
+    const mirror = async (url: string) => {
+      const handled: string[] = [];
+      const sink = streamsSink({
+        handler: (stream, events) =>
+          void events.forEach((e) => handled.push(`${stream}@${e.index}`)),
+        statsIntervalMs: 0,
+      });
+      const ac = new AbortController();
+      const source = remoteSource({
+        url,
+        token: TOKEN,
+        checkpoints,
+        group: "mirror",
+        tailSleepMs: 20,
+        signal: ac.signal,
+      });
+      const running = run(source, sink, { signal: ac.signal });
+      await sink.monitor.awaitCompletion({ tail: true });
+      ac.abort();
+      await running;
+      return handled.length;
+    };
+    assert.equal(await mirror(`${servers[0].url}/streams/Order`), 3);
+    // The other host's Order: its own checkpoint, from its start (not from the first's 3).
+    assert.equal(await mirror(`${servers[1].url}/streams/Order`), 5);
+    const host = (s: { url: string }) => new URL(s.url).host;
+    assert.deepEqual(
+      (await checkpoints.list("remote", "mirror")).map((c) => [c.tranche, c.position]).sort(),
+      [[`${host(servers[0])}/streams/Order`, 3n], [`${host(servers[1])}/streams/Order`, 5n]].sort(),
+    );
+    // The same remote written differently (escapes, a dot segment) is the same checkpoint.
+    const port = new URL(servers[0].url).port;
+    assert.equal(await mirror(`http://127.0.0.1:${port}/x/../streams/%4Frder`), 0);
+  } finally {
+    await Promise.all(servers.map((s) => s.close()));
   }
 });
