@@ -80,6 +80,7 @@ export {
   type WorkflowDecision,
   type WorkflowDefinition,
   type WorkflowRoute,
+  type WorkflowSnapshotOptions,
 } from "./workflow/definition.ts";
 export {
   type PendingSend,

@@ -251,8 +251,10 @@ export function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M e
     options.idempotencyWindow ?? 100,
     1,
   );
-  const fold = internalFold<E, S>(def.fold);
+  const snapshot = def.snapshot;
+  const fold = internalFold<E, S>(def.fold, snapshot?.decode);
   const initial: Internal<S> = { state: def.initial, next: 0, pending: [], timers: [] };
+  const encodeState = snapshot?.encode ?? ((state: S) => state as unknown);
   const decider = createDecider<Stored<E>, Internal<S>>({
     store,
     codec: storedCodec(def.codec),
@@ -263,6 +265,16 @@ export function createRuntime<E extends TypedEvent, S, I extends TypedEvent, M e
     idempotencyWindow,
     // Inputs of one instance arrive from several streams at once: back off briefly.
     retry: { initialDelayMs: 5, maxDelayMs: 200 },
+    ...(snapshot === undefined ? {} : {
+      snapshot: {
+        isOrigin: (e: Stored<E>) => e.type === "WorkflowSnapshot",
+        toSnapshot: (s: Internal<S>): Stored<E> => ({
+          type: "WorkflowSnapshot",
+          data: { ...s, state: encodeState(s.state) },
+        }),
+        every: snapshot.every,
+      },
+    }),
   });
   const log = getLogger(["impel", "workflow", def.category]);
   const streamOf = (id: string) => checkStreamName(`${def.category}-${checkId(id)}`);

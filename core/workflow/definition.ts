@@ -5,7 +5,7 @@
  * @module
  */
 import type { Codec, TypedEvent } from "../codec.ts";
-import { describe, InvalidArgumentError } from "../errors.ts";
+import { checkInteger, describe, InvalidArgumentError } from "../errors.ts";
 import type { StreamEvent } from "../event.ts";
 import { checkCategory, type StreamName } from "../streamName.ts";
 import type { PendingSend } from "./instance.ts";
@@ -281,6 +281,41 @@ export interface WorkflowDefinition<
    * a decision sending another type is refused ({@linkcode InvalidWorkflowDecisionError}).
    */
   readonly sends?: readonly M["type"][];
+  /**
+   * Rolling snapshots of instances (default none): a long instance then loads from its latest
+   * snapshot instead of folding its whole stream. Instances written before (without one) load
+   * as they did, and get one with their next append past `every`.
+   */
+  readonly snapshot?: WorkflowSnapshotOptions<S>;
+}
+
+/**
+ * Rolling snapshots of a workflow's instances: every so often an append also records the
+ * instance's whole state (`WorkflowSnapshot`: the workflow's state, its outbox, timers and
+ * withdrawn sends, with the recent input ids), from which a load starts (the decider's rolling
+ * snapshots).
+ *
+ * @example
+ * ```ts
+ * import type { WorkflowSnapshotOptions } from "@impel/impel/workflow";
+ * type State = { readonly seen: ReadonlySet<string> };
+ * const snapshot: WorkflowSnapshotOptions<State> = {
+ *   every: 100,
+ *   // A Set does not survive JSON: store it as a list.
+ *   encode: (s) => [...s.seen],
+ *   decode: (data) => ({ seen: new Set(data as string[]) }),
+ * };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface WorkflowSnapshotOptions<S> {
+  /** Record a snapshot when an append leaves at least this many events after the last one. */
+  readonly every: number;
+  /** The workflow's state as JSON data (default: as it is, which must then survive JSON). */
+  readonly encode?: (state: S) => unknown;
+  /** The state back from what `encode` gave, read from the store (default: as it is). */
+  readonly decode?: (data: unknown) => S;
 }
 
 /**
@@ -340,6 +375,18 @@ export function defineWorkflow<
     }
     seen.add(r.category);
   });
+  const snapshot = definition.snapshot;
+  if (snapshot !== undefined) {
+    if (snapshot === null || typeof snapshot !== "object") {
+      throw new InvalidArgumentError(
+        "snapshot",
+        `must be an object ({ every, encode?, decode? }), got ${describe(snapshot)}`,
+      );
+    }
+    checkInteger("snapshot.every", snapshot.every, 1);
+    if (snapshot.encode !== undefined) checkFunction("snapshot.encode", snapshot.encode);
+    if (snapshot.decode !== undefined) checkFunction("snapshot.decode", snapshot.decode);
+  }
   const sends = definition.sends;
   if (sends !== undefined) {
     if (!Array.isArray(sends)) {

@@ -29,6 +29,7 @@ export const WORKFLOW_EVENT_TYPES: readonly string[] = Object.freeze([
   "WorkflowTimerDue",
   "WorkflowTimerCancelled",
   "WorkflowTimerFired",
+  "WorkflowSnapshot",
 ]);
 const RUNTIME_TYPES = new Set(WORKFLOW_EVENT_TYPES);
 
@@ -104,7 +105,12 @@ export type WorkflowRuntimeEvent =
   | { readonly type: "WorkflowTimerSet"; readonly data: TimerRecord }
   | { readonly type: "WorkflowTimerDue"; readonly data: { readonly seq: number } }
   | { readonly type: "WorkflowTimerCancelled"; readonly data: { readonly seq: number } }
-  | { readonly type: "WorkflowTimerFired"; readonly data: { readonly seq: number } };
+  | { readonly type: "WorkflowTimerFired"; readonly data: { readonly seq: number } }
+  | {
+    readonly type: "WorkflowSnapshot";
+    /** The instance's whole state, the workflow's part as its `snapshot.encode` gave it. */
+    readonly data: Internal<unknown>;
+  };
 
 /**
  * A timer as recorded in an instance stream.
@@ -214,20 +220,66 @@ const typed = (value: unknown, key: string): TypedEvent => {
   return { type: f.type, data: f.data ?? null };
 };
 
+const parseSend = (d: unknown): PendingSend => {
+  const f = fieldsOf(d);
+  return {
+    seq: index(f, "seq"),
+    to: text(f, "to"),
+    type: text(f, "type"),
+    data: f.data ?? null,
+    correlationId: text(f, "correlationId"),
+    causationId: text(f, "causationId"),
+  };
+};
+const parseTimer = (d: unknown): TimerRecord => {
+  const f = fieldsOf(d);
+  const due = f.due;
+  if (typeof due !== "number" || !Number.isFinite(due)) {
+    throw new TypeError("due must be a number");
+  }
+  return {
+    seq: index(f, "seq"),
+    name: text(f, "name"),
+    // Decisions once accepted a due before the epoch, which the durable timers refuse (the
+    // stream failed on every dispatch): it is as past as the epoch, so it reads as that.
+    due: Math.max(0, due),
+    input: typed(f.input, "input"),
+    correlationId: text(f, "correlationId"),
+  };
+};
+const listOf = <T>(f: Record<string, unknown>, key: string, parse: (d: unknown) => T): T[] => {
+  const v = f[key];
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw new TypeError(`${key} must be an array`);
+  return v.map(parse);
+};
+const indexes = (f: Record<string, unknown>, key: string): number[] =>
+  listOf(f, key, (v) => index({ v }, "v"));
+
+/** A snapshot's data: the parts of an instance's state, checked; optional ones only if any. */
+function parseSnapshot(d: unknown): Internal<unknown> {
+  const f = fieldsOf(d);
+  const withdrawn = indexes(f, "withdrawn");
+  const withdrawnAt = indexes(f, "withdrawnAt");
+  if (withdrawnAt.length !== withdrawn.length) {
+    throw new TypeError("withdrawnAt must be as long as withdrawn");
+  }
+  const due = indexes(f, "due"), abandoned = indexes(f, "abandoned");
+  const correlationId = f.correlationId === undefined ? undefined : text(f, "correlationId");
+  return {
+    state: f.state,
+    next: index(f, "next"),
+    pending: listOf(f, "pending", parseSend),
+    timers: listOf(f, "timers", parseTimer),
+    ...(due.length === 0 ? {} : { due }),
+    ...(correlationId === undefined ? {} : { correlationId }),
+    ...(withdrawn.length === 0 ? {} : { withdrawn, withdrawnAt }),
+    ...(abandoned.length === 0 ? {} : { abandoned }),
+  };
+}
+
 const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
-  WorkflowSend: {
-    parse: (d) => {
-      const f = fieldsOf(d);
-      return {
-        seq: index(f, "seq"),
-        to: text(f, "to"),
-        type: text(f, "type"),
-        data: f.data ?? null,
-        correlationId: text(f, "correlationId"),
-        causationId: text(f, "causationId"),
-      };
-    },
-  },
+  WorkflowSend: { parse: parseSend },
   WorkflowDelivered: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
   WorkflowWithdrawn: {
     parse: (d) => {
@@ -238,27 +290,11 @@ const runtimeCodec = createCodec<WorkflowRuntimeEvent>({
         : { seq: index(f, "seq") };
     },
   },
-  WorkflowTimerSet: {
-    parse: (d) => {
-      const f = fieldsOf(d);
-      const due = f.due;
-      if (typeof due !== "number" || !Number.isFinite(due)) {
-        throw new TypeError("due must be a number");
-      }
-      return {
-        seq: index(f, "seq"),
-        name: text(f, "name"),
-        // Decisions once accepted a due before the epoch, which the durable timers refuse (the
-        // stream failed on every dispatch): it is as past as the epoch, so it reads as that.
-        due: Math.max(0, due),
-        input: typed(f.input, "input"),
-        correlationId: text(f, "correlationId"),
-      };
-    },
-  },
+  WorkflowTimerSet: { parse: parseTimer },
   WorkflowTimerDue: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
   WorkflowTimerCancelled: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
   WorkflowTimerFired: { parse: (d) => ({ seq: index(fieldsOf(d), "seq") }) },
+  WorkflowSnapshot: { parse: parseSnapshot },
 });
 
 /**
@@ -303,10 +339,11 @@ function isRuntime<E extends TypedEvent>(e: Stored<E>): e is WorkflowRuntimeEven
  */
 export function internalFold<E extends TypedEvent, S>(
   fold: (state: S, events: readonly E[]) => S,
+  decodeState: (data: unknown) => S = (data) => data as S,
 ): (s: Internal<S>, events: readonly Stored<E>[]) => Internal<S> {
   return (s, events) => {
     let { state, next, correlationId } = s;
-    const pending = bySeq(s.pending), timers = bySeq(s.timers);
+    let pending = bySeq(s.pending), timers = bySeq(s.timers);
     let due = s.due ?? [];
     let withdrawn = s.withdrawn ?? [], abandoned = s.abandoned ?? [];
     // A state folded before `withdrawnAt` existed: its outbox's next index bounds them all.
@@ -367,6 +404,20 @@ export function internalFold<E extends TypedEvent, S>(
         case "WorkflowTimerDue":
           if (timers.has(e.data.seq) && !due.includes(e.data.seq)) due = [...due, e.data.seq];
           break;
+        case "WorkflowSnapshot": {
+          // Everything folded so far is superseded.
+          const snap = e.data;
+          state = decodeState(snap.state);
+          next = snap.next;
+          correlationId = snap.correlationId;
+          pending = bySeq(snap.pending);
+          timers = bySeq(snap.timers);
+          due = snap.due ?? [];
+          withdrawn = snap.withdrawn ?? [];
+          withdrawnAt = snap.withdrawnAt ?? [];
+          abandoned = snap.abandoned ?? [];
+          break;
+        }
         case "WorkflowTimerCancelled":
         case "WorkflowTimerFired":
           timers.remove(e.data.seq);
