@@ -13,6 +13,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { checkInteger, ImpelError, InvalidArgumentError } from "../core/errors.ts";
+import { backoff, type RetryOptions } from "../core/failure.ts";
+import { sleep } from "../core/tranches.ts";
 import type { StoredEvent } from "./frame.ts";
 import type { SnapshotStore } from "./snapshots.ts";
 import { AppendConflictError, type EventStorage } from "./storage.ts";
@@ -151,6 +153,12 @@ export interface EventStreamOptions<E, S> {
   readonly snapshots?: SnapshotStore | "storage";
   /** Most builder calls per `append` (default 10). */
   readonly maxAttempts?: number;
+  /**
+   * The wait after a conflict, before the new events are read and the builder called again:
+   * jittered and growing, so that writers racing for the end of the stream take turns rather
+   * than one losing every race (default 2 ms doubling to at most 50 ms, jitter 1).
+   */
+  readonly retry?: RetryOptions;
   /** Events per read (default 1000). */
   readonly pageSize?: number;
   /** Told of each warning (an ignored snapshot), besides the log. */
@@ -345,6 +353,12 @@ export function eventStream<E, S extends Record<string, unknown>>(
   }
   const maxAttempts = checkInteger("maxAttempts", options.maxAttempts ?? 10, 1);
   const pageSize = checkInteger("pageSize", options.pageSize ?? 1000, 1);
+  const conflictBackoff = backoff({
+    initialDelayMs: 2,
+    maxDelayMs: 50,
+    jitter: 1,
+    ...options.retry,
+  });
   const refreshMs = options.refreshMs === undefined
     ? undefined
     : checkInteger("refreshMs", options.refreshMs, 1);
@@ -559,6 +573,7 @@ export function eventStream<E, S extends Record<string, unknown>>(
           } catch (error) {
             if (!(error instanceof AppendConflictError)) throw error;
             conflict = error;
+            if (attempt < maxAttempts) await sleep(conflictBackoff.delay(attempt));
             await catchUp();
           }
         }
