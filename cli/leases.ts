@@ -20,7 +20,7 @@ const collator = new Intl.Collator("en", { numeric: true });
 export const leasesList: Command = {
   path: ["leases", "list"],
   summary: "Lists the leases and members of consumer groups with leases.",
-  usage: "leases list [--scope NAME] [--schema NAME] [--table NAME] [--json]",
+  usage: "leases list [--url URL] [--scope NAME] [--schema NAME] [--table NAME] [--json]",
   details: "A scope is <source>/<group>, e.g. messagedb/reactor. Times are the database's. " +
     "A lease whose expiry has passed is free: its former owner shows in brackets. " +
     "Units sort numerically; UNITS is how many units each member says it works on " +

@@ -363,6 +363,8 @@ interface Settings {
 export function pagedSource(options: PagedSourceOptions): ObservableSource {
   const settings = checkOptions(options);
   const { name, checkpoints, readPage, readTail, wakeup } = options;
+  // Log lines name a tranche {source}/{group}/{tranche}: with leases that is the lease lines'
+  // {scope}/{unit} and `impel leases list`'s SCOPE and UNIT, one name for a slot everywhere.
   const log = getLogger(["impel", "source", name]);
   const isRetriable = options.isRetriable ?? (() => true);
   const finalError = options.finalError ?? ((error: unknown) => error);
@@ -403,10 +405,11 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
           trouble.attempts = attempt;
           trouble.error = error;
           log.warn(
-            "{what} of {source}/{tranche} failed (attempt {attempt}), retrying in {delay} ms: {error}",
+            "{what} of {source}/{group}/{tranche} failed (attempt {attempt}), retrying in {delay} ms: {error}",
             {
               what,
               source: name,
+              group: settings.group,
               tranche,
               attempt,
               delay: Math.round(delay),
@@ -415,9 +418,10 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
           );
         },
         onRecovery(attempts) {
-          log.info("{what} of {source}/{tranche} succeeded after {attempts} attempts", {
+          log.info("{what} of {source}/{group}/{tranche} succeeded after {attempts} attempts", {
             what,
             source: name,
+            group: settings.group,
             tranche,
             attempts,
           });
@@ -500,8 +504,8 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
       if (options.isTrancheFailure?.(error) === true) {
         stopped.set(tranche, { error, since: Date.now() });
         log.error(
-          "{source}/{tranche} stopped reading, the other tranches carry on: {error}",
-          { source: name, tranche, error: errorText(error) },
+          "{source}/{group}/{tranche} stopped reading, the other tranches carry on: {error}",
+          { source: name, group: settings.group, tranche, error: errorText(error) },
         );
         return;
       }
@@ -518,8 +522,9 @@ export function pagedSource(options: PagedSourceOptions): ObservableSource {
     const key = keyOf(tranche);
     const commit = checkpoints ? (p: Position) => checkpoints.commit(key, p) : undefined;
     let { position, how } = await start(tranche, key, signal, found);
-    log.info("reading {source}/{tranche} from {position} ({how}{found})", {
+    log.info("reading {source}/{group}/{tranche} from {position} ({how}{found})", {
       source: name,
+      group: settings.group,
       tranche,
       position: position === undefined ? "the start" : String(position),
       how,

@@ -963,7 +963,7 @@ async function resetCheckpoint(p: MeteredPipeline, tranche: string, reset: Reset
   } catch (error) {
     throw storeError("resetting the checkpoint", error);
   }
-  log.warn("checkpoint {source}/{tranche}/{group} reset from {previous} to {position} over HTTP", {
+  log.warn("checkpoint {source}/{group}/{tranche} reset from {previous} to {position} over HTTP", {
     source: p.source,
     tranche,
     group: p.group,
