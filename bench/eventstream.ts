@@ -101,15 +101,18 @@ async function fill(storage: EventStorage, n: number): Promise<number> {
   return (performance.now() - t) / 1000;
 }
 
-/** Seconds for a fresh service to be ready (snapshots or not), checking what it replayed. */
+/**
+ * Seconds for a fresh service to be ready (snapshots or not), opening the storage included (it
+ * checks the stream's end), checking what it replayed.
+ */
 async function ready(
-  storage: EventStorage,
+  open: () => Promise<EventStorage>,
   n: number,
   snapshots: boolean,
 ): Promise<number> {
   const t = performance.now();
   const service = eventStream<Event, { words: Words }>({
-    storage,
+    storage: await open(),
     projections: fresh(),
     ...(snapshots ? { snapshots: "storage" as const } : {}),
   });
@@ -208,8 +211,8 @@ try {
     [
       ["bare", bareRead],
       ["decode", decodeOnly],
-      ["replay", async () => ready(await fileStorage(dir, { readOnly: true }), EVENTS, false)],
-      ["snapshot", async () => ready(await fileStorage(dir, { readOnly: true }), EVENTS, true)],
+      ["replay", () => ready(() => fileStorage(dir, { readOnly: true }), EVENTS, false)],
+      ["snapshot", () => ready(() => fileStorage(dir, { readOnly: true }), EVENTS, true)],
     ] as const,
   );
   const rate = (n: number, r: { median: number }) => `${fmt(n / r.median)} events/s`;
@@ -257,13 +260,11 @@ try {
         ["bare", bare],
         [
           "replay",
-          async () =>
-            ready(await blobStorage({ container: blobs, readOnly: true }), AZ_EVENTS, false),
+          () => ready(() => blobStorage({ container: blobs, readOnly: true }), AZ_EVENTS, false),
         ],
         [
           "snapshot",
-          async () =>
-            ready(await blobStorage({ container: blobs, readOnly: true }), AZ_EVENTS, true),
+          () => ready(() => blobStorage({ container: blobs, readOnly: true }), AZ_EVENTS, true),
         ],
       ] as const,
     );
