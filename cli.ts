@@ -48,6 +48,7 @@ import { leasesList } from "./cli/leases.ts";
 import { parkedInit, parkedList, parkedRelease, parkedShow, parkedSkip } from "./cli/parked.ts";
 import { replayCommand } from "./cli/replay.ts";
 import { queuePeek, queueRequeueDead, queueStats } from "./cli/queue.ts";
+import { retentionRun } from "./cli/retention.ts";
 import { VERSION } from "./version.ts";
 
 export { EXIT };
@@ -76,6 +77,7 @@ const COMMANDS: readonly Command[] = [
   queueStats,
   queuePeek,
   queueRequeueDead,
+  retentionRun,
 ];
 
 function overview(prefix: readonly string[] = []): string {
