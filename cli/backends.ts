@@ -213,6 +213,30 @@ export async function withCosmos<T>(
   }
 }
 
+/**
+ * The container `id` of `database`, read once so that a missing database or container is "not
+ * found" (exit 4) naming it: the SDK's 404 says neither.
+ */
+export async function existingContainer(
+  database: import("@azure/cosmos").Database,
+  id: string,
+): Promise<import("@azure/cosmos").Container> {
+  const container = database.container(id);
+  try {
+    await container.read();
+  } catch (error) {
+    if ((error as { code?: unknown })?.code !== 404) throw error;
+    const exists = await database.read().then(() => true, (e) => {
+      if ((e as { code?: unknown })?.code === 404) return false;
+      throw e;
+    });
+    throw exists
+      ? notFound(`Cosmos container ${id} does not exist in database ${database.id}`)
+      : notFound(`Cosmos database ${database.id} does not exist`);
+  }
+  return container;
+}
+
 const sqlState = (error: unknown): string | undefined => {
   for (let e = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;

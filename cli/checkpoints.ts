@@ -1,6 +1,6 @@
 /**
- * The `checkpoints show` and `checkpoints set` commands, on a PostgreSQL or DynamoDB checkpoint
- * store. Internal to the `impel` command line.
+ * The `checkpoints show` and `checkpoints set` commands, on a PostgreSQL, DynamoDB or Cosmos DB
+ * checkpoint store. Internal to the `impel` command line.
  *
  * @module
  */
@@ -9,13 +9,16 @@ import { errorText } from "../core/failure.ts";
 import type { Position } from "../core/batch.ts";
 import {
   type CheckpointKey,
+  type CheckpointScope,
   type CheckpointStore,
   PipelineRunningError,
 } from "../core/checkpoints.ts";
 import { CheckpointPastTailError } from "../core/reader.ts";
-import { type Args, type Command, JSON_OUT, type OptionSpec } from "./args.ts";
+import { Args, type Command, JSON_OUT, type OptionSpec } from "./args.ts";
 import {
+  COSMOS,
   DYNAMO,
+  existingContainer,
   load,
   mapCheckpointError,
   messageDbCategory,
@@ -23,6 +26,7 @@ import {
   messageDbStoreHead,
   PG,
   postgresStore,
+  withCosmos,
   withDynamo,
   withPostgres,
 } from "./backends.ts";
@@ -35,7 +39,7 @@ const STORE: OptionSpec[] = [
     kind: "string",
     arg: "KIND",
     fallback: "postgres",
-    help: "where checkpoints are kept: postgres or dynamo",
+    help: "where checkpoints are kept: postgres, dynamo or cosmos",
   },
   ...PG,
   {
@@ -46,8 +50,27 @@ const STORE: OptionSpec[] = [
     help: "schema of the PostgreSQL checkpoint table",
   },
   { name: "table", kind: "string", arg: "NAME", fallback: "checkpoints", help: "checkpoint table" },
-  ...DYNAMO,
+  // One --endpoint for both: DynamoDB's, or with --store cosmos the account's (and its variable).
+  {
+    ...DYNAMO[0],
+    help: "DynamoDB endpoint (e.g. DynamoDB Local); with --store cosmos the Cosmos DB account " +
+      "endpoint, env IMPEL_COSMOS_ENDPOINT",
+  },
+  ...DYNAMO.slice(1),
+  ...COSMOS.slice(1),
+  {
+    name: "aux-container",
+    kind: "string",
+    arg: "NAME",
+    help: "with --store cosmos: the container of checkpoints and leases",
+  },
 ];
+
+/** `args` as withCosmos reads them: --endpoint falls back on IMPEL_COSMOS_ENDPOINT. */
+function cosmosArgs(args: Args): Args {
+  const options = args.command.options.map((o) => o.name === COSMOS[0].name ? COSMOS[0] : o);
+  return new Args({ ...args.command, options }, args.parsed, args.io);
+}
 
 /** The tail of a tranche of the source whose checkpoints the store holds. */
 type Tail = (tranche: string) => Promise<Position>;
@@ -57,11 +80,47 @@ async function withStore<T>(
   fn: (
     store: CheckpointStore,
     tail: Tail,
-    kind: "postgres" | "dynamo",
+    kind: "postgres" | "dynamo" | "cosmos",
     storeHead?: () => Promise<Position>,
   ) => Promise<T>,
 ): Promise<T> {
-  const kind = args.choice("store", ["postgres", "dynamo"] as const, "postgres");
+  const kind = args.choice("store", ["postgres", "dynamo", "cosmos"] as const, "postgres");
+  if (kind === "cosmos") {
+    return await withCosmos(cosmosArgs(args), async (database) => {
+      const container = await existingContainer(
+        database,
+        args.required("aux-container", " with --store cosmos"),
+      );
+      const m = await load("checkpoints/cosmos.ts", () => import("../checkpoints/cosmos.ts"));
+      const store = m.cosmosCheckpoints(container);
+      // No running mark in Cosmos: a member of the group with leases heartbeats in the same
+      // container, so a live member or lease of the scope means it runs. Checked just before the
+      // reset, not with it; a group without leases cannot be seen.
+      const running = async (scope: CheckpointScope) => {
+        const l = await load("leases/cosmos.ts", () => import("../leases/cosmos.ts"));
+        const views = await l.cosmosLeases(container).list(`${scope.source}/${scope.group}`);
+        return views.some((v) =>
+          v.members.some((b) => b.expiresAt > v.now) ||
+          v.leases.some((x) => x.owner !== undefined && x.expiresAt > v.now)
+        );
+      };
+      const checked: CheckpointStore = {
+        ...store,
+        async resetUnlessRunning(scope, key, position) {
+          if (await running(scope)) throw new PipelineRunningError(scope);
+          await store.reset(key, position);
+        },
+      };
+      const tail = () => {
+        throw usage(
+          "--position tail is not available with --store cosmos: a Cosmos checkpoint is a " +
+            "change-feed continuation, which the command line does not read; --delete, and a " +
+            'source with whenNoCheckpoint: "tail", starts the range at its end',
+        );
+      };
+      return await fn(checked, tail, kind);
+    });
+  }
   if (kind === "postgres") {
     return await withPostgres(
       args,
@@ -95,8 +154,10 @@ async function withStore<T>(
 export const checkpointsShow: Command = {
   path: ["checkpoints", "show"],
   summary: "Lists the checkpoints of a source, for one group or all.",
-  usage: "checkpoints show --source NAME [--group NAME] [--store postgres|dynamo] [--json]",
-  details: "Exits 4 when there is no checkpoint to show.",
+  usage: "checkpoints show --source NAME [--group NAME] [--store postgres|dynamo|cosmos] [--json]",
+  details: "With --store cosmos, --aux-container names the container of checkpoints and leases, " +
+    "and a Cosmos source's name is cosmos:<events container> unless it was given one. " +
+    "Exits 4 when there is no checkpoint to show.",
   options: [
     {
       name: "source",
@@ -207,7 +268,14 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
   is set, with a note: the positions in between are other categories' messages or writes not yet
   committed, and whether a write to the category is in flight is not knowable from here; one
   that is would be skipped. A source that starts from the tail commits such positions itself, so
-  they can be put back. --position tail sets the category's tail, which skips no such write.`,
+  they can be put back. --position tail sets the category's tail, which skips no such write.
+
+With --store cosmos (--aux-container: the container of checkpoints and leases) a checkpoint is a
+change-feed continuation with the count of documents read: only --position start (no
+continuation: the range is read from its beginning) and --delete (the source starts the range as
+configured) can be set; a number or tail is refused (exit 2). The pipeline counts as running
+while a member of the group with leases is live in that container (checked just before the
+change, not with it; a group without leases is not seen).`,
   options: [
     { name: "source", kind: "string", arg: "NAME", help: "the source's name in checkpoint keys" },
     { name: "group", kind: "string", arg: "NAME", help: "the consumer group" },
@@ -272,6 +340,14 @@ consumer-group tranche <category>-<member>/<size> reads <category>):
         : given === "tail"
         ? await tail(key.tranche)
         : BigInt(given);
+      if (kind === "cosmos" && position !== undefined && position !== 0n) {
+        throw usage(
+          `--position ${position}: a Cosmos checkpoint is a change-feed continuation and a ` +
+            "position alone cannot be resumed from (the source would fail the range with " +
+            "CosmosTokenMissingError); give --position start (read the range from its " +
+            "beginning) or --delete (start it as the source is configured)",
+        );
+      }
       if (previous === undefined && (position === undefined || !args.flag("create"))) {
         throw await unknownTranche(store, key, position === undefined);
       }

@@ -14,6 +14,7 @@ import type { Args, Command, OptionSpec } from "./args.ts";
 import {
   COSMOS,
   DYNAMO,
+  existingContainer,
   load,
   mapCheckpointError,
   messageDb,
@@ -25,7 +26,7 @@ import {
   withDynamo,
   withPostgres,
 } from "./backends.ts";
-import { CliError, EXIT, isConnectionError, notFound, unavailable, usage } from "./exit.ts";
+import { CliError, EXIT, isConnectionError, unavailable, usage } from "./exit.ts";
 import { createProgress } from "./progress.ts";
 
 const TAIL_COMMON: OptionSpec[] = [
@@ -259,30 +260,6 @@ export const tailDynamo: Command = {
     });
   },
 };
-
-/**
- * The container `id` of `database`, read once so that a missing database or container is "not
- * found" (exit 4) naming it: the SDK's 404 says neither.
- */
-async function existingContainer(
-  database: import("@azure/cosmos").Database,
-  id: string,
-): Promise<import("@azure/cosmos").Container> {
-  const container = database.container(id);
-  try {
-    await container.read();
-  } catch (error) {
-    if ((error as { code?: unknown })?.code !== 404) throw error;
-    const exists = await database.read().then(() => true, (e) => {
-      if ((e as { code?: unknown })?.code === 404) return false;
-      throw e;
-    });
-    throw exists
-      ? notFound(`Cosmos container ${id} does not exist in database ${database.id}`)
-      : notFound(`Cosmos database ${database.id} does not exist`);
-  }
-  return container;
-}
 
 /** `impel tail cosmos`: watches the change feed of a Cosmos events container. */
 export const tailCosmos: Command = {

@@ -103,8 +103,8 @@ Deno.test("cli: help and usage errors", async () => {
     [["checkpoints", "show", "--source", "s", "--bogus"], /unknown option --bogus/],
     [["checkpoints", "show", "--source", "s", "extra"], /unexpected argument "extra"/],
     [
-      ["checkpoints", "show", "--source", "s", "--store", "cosmos"],
-      /--store must be one of postgres, dynamo/,
+      ["checkpoints", "show", "--source", "s", "--store", "kafka"],
+      /--store must be one of postgres, dynamo, cosmos/,
     ],
     [
       ["checkpoints", "set", "--source", "s", "--group", "g", "--tranche", "t"],
