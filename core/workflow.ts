@@ -34,7 +34,10 @@
  * - **One runner per instance stream.** What an action's handler still runs is known only to
  *   its runner: a second runner of the same streams could deliver the compensation first. Run one
  *   process per category, or members of a leased consumer group; a second runner of a category
- *   over the same store in one process is refused ({@linkcode DuplicateWorkflowRunnerError}).
+ *   over the same store in one process is refused ({@linkcode DuplicateWorkflowRunnerError}),
+ *   and across processes a runner given `owner: { leases }` holds its category's lease
+ *   (`core/workflow/ownership.ts`): a second one fails with
+ *   {@linkcode WorkflowRunnerConflictError}.
  * - **Timers fire once.** A timer is an outbox entry with a due time; the dispatcher registers it
  *   in {@linkcode durableTimers} (shard streams of their own category in the same store), which
  *   find it due, also after a restart, and record it due in the instance's stream
@@ -64,7 +67,7 @@
  *
  * The parts, one module each under `core/workflow/`: `definition.ts` (a workflow and the boundary
  * checks), `instance.ts` (the runtime's events, their codec, the instance's fold), `decision.ts`,
- * `client.ts`, `delivery.ts`, `runner.ts`, `errors.ts`; sagas are in `core/saga.ts`, timers in
+ * `client.ts`, `delivery.ts`, `runner.ts`, `ownership.ts`, `errors.ts`; sagas are in `core/saga.ts`, timers in
  * `core/timers.ts`.
  *
  * @module
@@ -87,7 +90,18 @@ export {
   type TimerRecord,
   WORKFLOW_EVENT_TYPES,
   type WorkflowRuntimeEvent,
+  type WorkflowSnapshotData,
 } from "./workflow/instance.ts";
+export type {
+  HeartbeatResult,
+  HeldLease,
+  Lease,
+  LeaseMemberBeat,
+  LeaseStore,
+  LeaseView,
+  ScopedLeaseView,
+} from "./lease.ts";
+export { type WorkflowOwnerOptions, WorkflowRunnerConflictError } from "./workflow/ownership.ts";
 export {
   type HandleOptions,
   type HandleOutcome,

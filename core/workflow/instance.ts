@@ -109,8 +109,40 @@ export type WorkflowRuntimeEvent =
   | {
     readonly type: "WorkflowSnapshot";
     /** The instance's whole state, the workflow's part as its `snapshot.encode` gave it. */
-    readonly data: Internal<unknown>;
+    readonly data: WorkflowSnapshotData;
   };
+
+/**
+ * What a `WorkflowSnapshot` event records: an instance's whole state.
+ *
+ * @example
+ * ```ts
+ * import type { WorkflowSnapshotData } from "@impel/impel/workflow";
+ * const snapshot: WorkflowSnapshotData = { state: { count: 3 }, next: 2, pending: [], timers: [] };
+ * ```
+ *
+ * @category Workflows
+ */
+export interface WorkflowSnapshotData {
+  /** The workflow's state, as its `snapshot.encode` gave it. */
+  readonly state: unknown;
+  /** The next outbox index. */
+  readonly next: number;
+  /** Sends recorded and not delivered. */
+  readonly pending: readonly PendingSend[];
+  /** Timers pending. */
+  readonly timers: readonly TimerRecord[];
+  /** Pending timers found due. */
+  readonly due?: readonly number[];
+  /** The correlation id of the instance's first outbox entry. */
+  readonly correlationId?: string;
+  /** Sends withdrawn whose handler may still be running. */
+  readonly withdrawn?: readonly number[];
+  /** For each of `withdrawn`, the outbox's next index when it was withdrawn. */
+  readonly withdrawnAt?: readonly number[];
+  /** Those of `withdrawn` that were abandoned. */
+  readonly abandoned?: readonly number[];
+}
 
 /**
  * A timer as recorded in an instance stream.

@@ -33,6 +33,12 @@ import {
   MissingSendHandlerError,
 } from "./errors.ts";
 import type { PendingSend, Stored } from "./instance.ts";
+import {
+  holdRunnerLease,
+  type RunnerLease,
+  type WorkflowOwnerOptions,
+  WorkflowRunnerConflictError,
+} from "./ownership.ts";
 
 /** How often a dispatch with sends in flight reads its stream again for timers found due. */
 const DUE_POLL_MS = 1_000;
@@ -144,6 +150,15 @@ export interface WorkflowRunnerOptions<I extends TypedEvent, M extends TypedEven
   readonly sink?: Omit<StreamsSinkOptions, "handler">;
   /** Aborting it stops the runner (as {@linkcode WorkflowRunner.stop} does). */
   readonly signal?: AbortSignal;
+  /**
+   * One runner of the category across processes: the runner takes the lease `runner` of scope
+   * `workflow/{category}` in `owner.leases` before it dispatches anything or fires a timer, and
+   * keeps it by heartbeat; if another runner holds it (or this one loses it), `running` rejects
+   * with {@linkcode WorkflowRunnerConflictError} and the runner stops. A stop releases it; a
+   * runner killed without one holds it until it lapses (`owner.durationMs`, default 15 s).
+   * Without it, one runner per category across processes is the deployment's business.
+   */
+  readonly owner?: WorkflowOwnerOptions;
 }
 
 /**
@@ -628,6 +643,25 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     source.cancel(error).catch(() => {});
     throw error;
   }
+  let lease: RunnerLease | undefined;
+  try {
+    lease = options.owner === undefined ? undefined : holdRunnerLease(options.owner, category);
+  } catch (error) {
+    unregister();
+    source.cancel(error).catch(() => {});
+    throw error;
+  }
+  // Nothing is dispatched, nor any timer fired, before the category's lease is held.
+  const owned = lease?.ready;
+  const handler: StreamsSinkOptions["handler"] = (stream, events, context) => {
+    let of: string;
+    try {
+      of = categoryOf(stream);
+    } catch {
+      return; // not a workflow stream, nor a route's
+    }
+    return of === category ? dispatch(stream, events, context) : routeEvents(stream, events);
+  };
   let sink: StreamsSink;
   try {
     sink = streamsSink({
@@ -635,17 +669,12 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       group: (source as ObservableSource).group ?? category,
       statsIntervalMs: 0,
       ...options.sink,
-      handler: (stream, events, context) => {
-        let of: string;
-        try {
-          of = categoryOf(stream);
-        } catch {
-          return; // not a workflow stream, nor a route's
-        }
-        return of === category ? dispatch(stream, events, context) : routeEvents(stream, events);
-      },
+      handler: owned === undefined
+        ? handler
+        : (stream, events, context) => owned.then(() => handler(stream, events, context)),
     });
   } catch (error) {
+    void lease?.stop();
     unregister();
     throw error;
   }
@@ -658,11 +687,18 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       shards: options.timers?.shards,
       maxConcurrentFires: options.timers?.maxConcurrentFires,
       reloadIntervalMs: options.timers?.reloadIntervalMs,
-      fire: (timer) =>
-        markDue(timer.stream, Number(timer.id.slice(timer.id.lastIndexOf("#") + 1)), timer.id),
+      fire: async (timer) => {
+        await owned;
+        return markDue(
+          timer.stream,
+          Number(timer.id.slice(timer.id.lastIndexOf("#") + 1)),
+          timer.id,
+        );
+      },
     });
   } catch (error) {
     void sink.stop(); // it has started its commit timer
+    void lease?.stop();
     unregister();
     throw error;
   }
@@ -671,6 +707,14 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
   const onAbort = () => controller.abort();
   signal?.addEventListener("abort", onAbort, { once: true });
   if (signal?.aborted) controller.abort();
+  // A lease held by another runner, or lost, stops this one with the conflict as its failure.
+  let conflict: WorkflowRunnerConflictError | undefined;
+  lease?.ready.then(() => lease.lost).catch((error) => {
+    conflict = error instanceof WorkflowRunnerConflictError
+      ? error
+      : new WorkflowRunnerConflictError(category, lease.member, `could not be taken (${error})`);
+    controller.abort();
+  });
   const piped = run(source, sink, { signal: controller.signal });
   const running = piped.finally(async () => {
     signal?.removeEventListener("abort", onAbort);
@@ -678,7 +722,12 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
       await timers.stop();
     } finally {
       unregister();
+      await lease?.stop();
     }
+  }).then(() => {
+    if (conflict !== undefined) throw conflict;
+  }, (error) => {
+    throw conflict ?? error;
   });
   running.catch((error) =>
     log.error("{category} runner stopped: {error}", { category, error: errorText(error) })
