@@ -17,6 +17,15 @@
  * | `lag` | a tranche behind its head, in position units | not checked (needs `positions.head`) |
  * | `lagUnknown` | asking for the heads failed | degraded |
  *
+ * Queues registered with `metrics.addQueue` are checked too (pass `metrics.queues()`), each
+ * reason naming the queue in `group` and `queue`:
+ *
+ * | kind | what | default |
+ * | --- | --- | --- |
+ * | `queueOldest` | the age of the queue's oldest message | degraded from 5 min |
+ * | `queueDeadLetters` | dead letters added over the queue's `deadWindowMs` (default 5 min) | degraded from 1 |
+ * | `queueUnavailable` | the queue's store could not be read | degraded |
+ *
  * A source with leases (a MessageDB consumer group with `leases`) reports its lease trouble as
  * `source` reasons: heartbeats failing (failing while it holds leases, or from the third in a
  * row), acquisitions failing (failing from the third in a row), members configured with other
@@ -33,7 +42,7 @@ import type { StreamStatus } from "../core/scheduler.ts";
 import type { ParkedSnapshot } from "../core/scheduler.ts";
 import type { SinkStats, TrancheStats } from "../core/stats.ts";
 import type { LeaseSnapshot } from "../core/lease.ts";
-import type { MeteredPipeline } from "./metrics.ts";
+import type { MeteredPipeline, MeteredQueue, QueueSnapshot } from "./metrics.ts";
 
 /**
  * Overall and per-pipeline health.
@@ -143,6 +152,16 @@ export interface HealthThresholds {
    * running, or failing to claim.
    */
   readonly parkRequestUnclaimedMs?: Thresholds;
+  /**
+   * Age of a metered queue's oldest message, in ms (default: degraded from 300 000): nobody
+   * takes its messages, or not fast enough.
+   */
+  readonly queueOldestMs?: Thresholds;
+  /**
+   * Dead letters a metered queue gained over its `deadWindowMs` (default: degraded from 1, i.e.
+   * any new dead letter in the window; never failing on this account).
+   */
+  readonly queueDeadLetters?: Thresholds;
 }
 
 /**
@@ -179,9 +198,14 @@ export interface HealthReason {
     | "parkStore"
     | "parkRequestUnclaimed"
     | "faulted"
-    | "stopped";
+    | "stopped"
+    | "queueOldest"
+    | "queueDeadLetters"
+    | "queueUnavailable";
   /** A sentence for people. */
   readonly message: string;
+  /** The queue concerned, for the queue kinds (also in `group`). */
+  readonly queue?: string;
   /** The tranche concerned: for lag, failing commits, and source problems that name one. */
   readonly tranche?: string;
   /** The oldest stream concerned, for stuck, failing and parked streams and unclaimed requests. */
@@ -323,6 +347,34 @@ export interface HealthReport {
   readonly reasons: readonly HealthReason[];
   /** Per pipeline. */
   readonly pipelines: readonly PipelineHealth[];
+  /** Per metered queue, when queues were checked. */
+  readonly queues?: readonly QueueHealth[];
+}
+
+/**
+ * The health of one metered queue.
+ *
+ * @example
+ * ```ts
+ * import { memoryQueues } from "@impel/impel/queues/memory";
+ * import { createMetrics } from "@impel/impel/metrics";
+ * import { checkHealth, type QueueHealth } from "@impel/impel/http";
+ * const store = memoryQueues();
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * metrics.addQueue({ store, queue: "emails" });
+ * const [q]: readonly QueueHealth[] = (await checkHealth([], {}, metrics.queues())).queues!;
+ * console.log(q.queue, q.status); // "emails" "ok"
+ * ```
+ */
+export interface QueueHealth {
+  /** The queue. */
+  readonly queue: string;
+  /** The worst of its reasons, `ok` if none. */
+  readonly status: HealthStatus;
+  /** Why it is not ok. */
+  readonly reasons: readonly HealthReason[];
+  /** What was read. */
+  readonly snapshot: QueueSnapshot;
 }
 
 const RANK: Record<HealthStatus, number> = { ok: 0, degraded: 1, failing: 2 };
@@ -385,6 +437,10 @@ export function resolveHealthThresholds(t: HealthThresholds = {}): Required<Heal
       t.parkRequestUnclaimedMs,
       { degraded: 0, failing: 300_000 },
     ),
+    queueOldestMs: checkThresholds("health.queueOldestMs", t.queueOldestMs, { degraded: 300_000 }),
+    queueDeadLetters: checkThresholds("health.queueDeadLetters", t.queueDeadLetters, {
+      degraded: 1,
+    }),
   };
 }
 
@@ -549,15 +605,65 @@ function sourceReasons(group: string, problems: readonly SourceProblem[]): Healt
 export async function checkHealth(
   pipelines: readonly MeteredPipeline[],
   thresholds: HealthThresholds = {},
+  queues: readonly MeteredQueue[] = [],
 ): Promise<HealthReport> {
   const t = resolveHealthThresholds(thresholds);
-  const results = await Promise.all(pipelines.map((p) => pipelineHealth(p, t)));
-  const reasons = results.flatMap((r) => r.reasons).sort((a, b) => RANK[b.status] - RANK[a.status]);
+  const [results, queued] = await Promise.all([
+    Promise.all(pipelines.map((p) => pipelineHealth(p, t))),
+    Promise.all(queues.map((q) => queueHealth(q, t))),
+  ]);
+  const all = [...results, ...queued];
+  const reasons = all.flatMap((r) => r.reasons).sort((a, b) => RANK[b.status] - RANK[a.status]);
   return {
-    status: results.reduce<HealthStatus>((s, r) => worst(s, r.status), "ok"),
+    status: all.reduce<HealthStatus>((s, r) => worst(s, r.status), "ok"),
     checkedAt: new Date().toISOString(),
     reasons,
     pipelines: results,
+    ...(queues.length === 0 ? {} : { queues: queued }),
+  };
+}
+
+async function queueHealth(q: MeteredQueue, t: Required<HealthThresholds>): Promise<QueueHealth> {
+  const snapshot = await q.check();
+  const queue = q.queue;
+  const reasons: HealthReason[] = [];
+  const at = { group: queue, queue };
+  if (snapshot.error !== undefined) {
+    reasons.push({
+      status: "degraded",
+      ...at,
+      kind: "queueUnavailable",
+      message: `queue ${queue} cannot be read: ${snapshot.error}`,
+    });
+  }
+  const age = snapshot.oldestAgeMs;
+  const old = age === undefined ? undefined : levelOf(age, t.queueOldestMs);
+  if (old !== undefined) {
+    reasons.push({
+      status: old,
+      ...at,
+      kind: "queueOldest",
+      value: age,
+      message: `the oldest message of queue ${queue} is ${secs(age!)} old`,
+    });
+  }
+  const dead = levelOf(snapshot.deadGrowth, t.queueDeadLetters);
+  if (dead !== undefined && snapshot.deadGrowth > 0) {
+    reasons.push({
+      status: dead,
+      ...at,
+      kind: "queueDeadLetters",
+      value: snapshot.deadGrowth,
+      message: `queue ${queue} gained ${snapshot.deadGrowth} dead letter${
+        snapshot.deadGrowth === 1 ? "" : "s"
+      } in the last ${secs(snapshot.deadWindowMs)} (${snapshot.stats?.dead ?? "?"} in all)`,
+    });
+  }
+  return {
+    queue,
+    status: reasons.reduce<HealthStatus>((s, r) => worst(s, r.status), "ok"),
+    reasons,
+    snapshot,
   };
 }
 

@@ -12,7 +12,7 @@
  * | `GET /status` | token if `protectReads` | every pipeline's live status ({@linkcode StatusSnapshot}); `?since=<ms>`: history after it |
  * | `GET /status/events` | token if `protectReads` | Server-Sent Events: a `snapshot` event now and one per `status.intervalMs` (503 past `status.maxClients`) |
  * | `GET /metrics` | none | the Prometheus exposition of the metrics registry |
- * | `GET /health` | none | `{ status: "ok" \| "degraded" \| "failing", checkedAt, reasons, pipelines }` (see `checkHealth`); 503 when failing |
+ * | `GET /health` | none | `{ status: "ok" \| "degraded" \| "failing", checkedAt, reasons, pipelines, queues? }` (see `checkHealth`; queues metered with `metrics.addQueue`); 503 when failing |
  * | `GET /pipelines` | token if `protectReads` | every pipeline: group, source, state, tranches, checkpoints |
  * | `GET /pipelines/{group}` | token if `protectReads` | one pipeline, with its busy, failing and stuck streams |
  * | `GET /pipelines/{group}/checkpoints` | token if `protectReads` | the stored checkpoints of the pipeline's source and group |
@@ -96,6 +96,7 @@ export {
   type HealthThresholds,
   type LeaseHealth,
   type PipelineHealth,
+  type QueueHealth,
   type Thresholds,
 } from "./health.ts";
 
@@ -354,7 +355,7 @@ export function createHttpHandler(options: HttpHandlerOptions): HttpHandler {
       methods: READ,
       access: "open",
       answer: async () => {
-        const report = await checkHealth(metrics.pipelines(), thresholds);
+        const report = await checkHealth(metrics.pipelines(), thresholds, metrics.queues());
         return json(report, report.status === "failing" ? 503 : 200);
       },
     },

@@ -66,6 +66,15 @@
  * | `impel_store_writer_spans_total` | counter | group, outcome | store-writer calls ({@linkcode ImpelMetrics.addStoreWriter}) by outcome: `written`, `duplicate`, `partial`, `behind`, `filtered` |
  * | `impel_store_writer_events_total` | counter | group, outcome | their events: `written`, `duplicate` (already in the target), `behind` (a prefix missing), `filtered` |
  * | `impel_store_writer_conflicts_total` | counter | group | store-writer appends that met another version and were classified again |
+ * | `impel_queue_messages` | gauge | queue, state | messages of a queue ({@linkcode ImpelMetrics.addQueue}) by state: `ready`, `in_flight`, `delayed` |
+ * | `impel_queue_dead_letters` | gauge | queue | its dead letters |
+ * | `impel_queue_oldest_seconds` | gauge | queue | age of its oldest message (0 when empty) |
+ * | `impel_queue_deliveries_total` | counter | queue, outcome | its consumer's deliveries: `delivered`, `acked`, `nacked`, `lost` |
+ * | `impel_queue_handler_duration_seconds` | histogram | queue | its consumer's handler call durations (every call) |
+ * | `impel_replay_events` | gauge | group, kind | a replay's events ({@linkcode ImpelMetrics.addReplay}): `done`, `total` |
+ * | `impel_replay_events_per_second` | gauge | group | its rate so far |
+ * | `impel_replay_eta_seconds` | gauge | group | its time left at that rate |
+ * | `impel_replay_running` | gauge | group | 1 while it runs, 0 paused or ended |
  *
  * States of `impel_scheduler_streams|events|bytes`, each stream in one state, the first that
  * applies: `stuck` (no progress for `stuckAfterMs`, running or stalled), `failing` (its last
@@ -98,6 +107,8 @@ import type { SinkStats } from "../core/stats.ts";
 import { STREAM_STATES } from "../core/scheduler.ts";
 import { withTimeout } from "../core/timeout.ts";
 import type { StoreWriterStats } from "../sinks/store-writer.ts";
+import type { PeekedMessage, QueueStats } from "../queues/queue.ts";
+import type { QueueConsumerStats } from "../queues/consumer.ts";
 import {
   createThroughputHistory,
   type HistoryOptions,
@@ -524,6 +535,18 @@ export interface ImpelMetrics {
    * its `stats()` at each scrape; `remove` drops them.
    */
   addStoreWriter(group: string, writer: MeteredStoreWriter): { remove(): void };
+  /**
+   * Meters a queue (the `impel_queue_*` series) and has `/health` check it: its counts and oldest
+   * message read from the store at each scrape or check, its consumer's counters if given.
+   */
+  addQueue(registration: QueueRegistration): MeteredQueue;
+  /** The registered queues, in registration order. */
+  queues(): readonly MeteredQueue[];
+  /**
+   * Exports a replay's progress under `group` (the `impel_replay_*` series), read from its
+   * `progress()` at each scrape; `remove` drops them. A replay given `metrics` registers itself.
+   */
+  addReplay(group: string, replay: MeteredReplay): { remove(): void };
   /** The content type of {@linkcode ImpelMetrics.metrics}. */
   readonly contentType: string;
 }
@@ -548,6 +571,113 @@ export interface ImpelMetrics {
 export interface MeteredStoreWriter {
   /** The writer's totals by outcome. */
   stats(): StoreWriterStats;
+}
+
+/**
+ * What {@linkcode ImpelMetrics.addQueue} meters: a queue of a store, and optionally its consumer.
+ *
+ * @example
+ * ```ts
+ * import { memoryQueues, queueConsumer } from "@impel/impel/queues/memory";
+ * import { createMetrics, type QueueRegistration } from "@impel/impel/metrics";
+ * const store = memoryQueues();
+ * const ac = new AbortController();
+ * const consumer = queueConsumer({ store, queue: "emails", handler: () => {}, signal: ac.signal });
+ * const registration: QueueRegistration = { store, queue: "emails", consumer };
+ * const metrics = createMetrics({ defaultMetrics: false });
+ * metrics.addQueue(registration);
+ * console.log((await metrics.metrics()).includes('impel_queue_dead_letters{queue="emails"} 0'));
+ * // true
+ * ac.abort();
+ * await consumer.done;
+ * ```
+ */
+export interface QueueRegistration {
+  /** The store (`postgresQueues(pool)`, `memoryQueues()`). */
+  readonly store: {
+    stats(queue: string): Promise<QueueStats>;
+    peek(queue: string, limit?: number): Promise<PeekedMessage[]>;
+  };
+  /** The queue's name; also its `queue` label and its name in health. */
+  readonly queue: string;
+  /** Its consumer in this process, for the delivery counters and handler durations. */
+  readonly consumer?: { stats(): QueueConsumerStats };
+  /**
+   * Over how long dead letters count as growing for health (default 300 000 ms): the increase
+   * of the dead-letter count over this window, as sampled by scrapes and checks.
+   */
+  readonly deadWindowMs?: number;
+}
+
+/**
+ * What a metered queue looked like at its last reading.
+ *
+ * @example
+ * ```ts
+ * import type { QueueSnapshot } from "@impel/impel/metrics";
+ * const line = (s: QueueSnapshot) =>
+ *   `${s.queue}: ${s.stats?.ready ?? "?"} ready, ${s.deadGrowth} new dead letters`;
+ * ```
+ */
+export interface QueueSnapshot {
+  /** The queue. */
+  readonly queue: string;
+  /** Its counts, unless reading them failed. */
+  readonly stats?: QueueStats;
+  /** Age of its oldest message, ms (undefined when empty or unread). */
+  readonly oldestAgeMs?: number;
+  /** Its consumer's counters, if registered. */
+  readonly consumer?: QueueConsumerStats;
+  /** How many dead letters were added over the registration's `deadWindowMs`. */
+  readonly deadGrowth: number;
+  /** The window `deadGrowth` covers, ms. */
+  readonly deadWindowMs: number;
+  /** Why the store could not be read. */
+  readonly error?: string;
+}
+
+/**
+ * A queue registered with {@linkcode ImpelMetrics.addQueue}.
+ *
+ * @example
+ * ```ts
+ * import { memoryQueues } from "@impel/impel/queues/memory";
+ * import { createMetrics, type MeteredQueue } from "@impel/impel/metrics";
+ * const store = memoryQueues();
+ * await store.enqueue("emails", [{}]);
+ * const metered: MeteredQueue = createMetrics({ defaultMetrics: false }).addQueue({ store, queue: "emails" });
+ * console.log((await metered.check()).stats?.ready); // 1
+ * ```
+ */
+export interface MeteredQueue {
+  /** The queue's name. */
+  readonly queue: string;
+  /** Reads the store (and consumer) now. */
+  check(): Promise<QueueSnapshot>;
+  /** Forgets the queue: no more series, no more health. */
+  remove(): void;
+}
+
+/**
+ * What {@linkcode ImpelMetrics.addReplay} reads: a replay of `@impel/impel/replay/messagedb`.
+ *
+ * @example
+ * ```ts
+ * import type { MeteredReplay } from "@impel/impel/metrics";
+ * const idle: MeteredReplay = {
+ *   progress: () => ({ state: "completed", done: 0, total: 0, eventsPerSecond: 0, etaMs: 0 }),
+ * };
+ * ```
+ */
+export interface MeteredReplay {
+  /** Its progress now. */
+  progress(): {
+    readonly state: string;
+    readonly done: number;
+    readonly total: number | undefined;
+    readonly eventsPerSecond: number;
+    readonly etaMs: number | undefined;
+  };
 }
 
 const PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/;
@@ -607,6 +737,8 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
   const historyKeepMs = checkNumber("history.keepMs", history.keepMs ?? 600_000, historyIntervalMs);
   const pipelines = new Map<string, PipelineState>();
   const writers = new Map<string, MeteredStoreWriter>();
+  const queues = new Map<string, MeteredQueue>();
+  const replays = new Map<string, MeteredReplay>();
   // All collect callbacks of one scrape share one pass over the pipelines.
   let scrape: Promise<void> | undefined;
   const collect = (): Promise<void> => {
@@ -780,6 +912,18 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       "Store-writer appends that met another version and were classified again",
       G,
     ),
+    queueMessages: gauge("queue_messages", "Messages of the queue by state", ["queue", "state"]),
+    queueDead: gauge("queue_dead_letters", "Dead letters of the queue", ["queue"]),
+    queueOldest: gauge("queue_oldest_seconds", "Age of the queue's oldest message", ["queue"]),
+    queueDeliveries: counter(
+      "queue_deliveries_total",
+      "Deliveries of the queue's consumer: delivered, acked, nacked, lost",
+      ["queue", "outcome"],
+    ),
+    replayEvents: gauge("replay_events", "A replay's events done and in total", ["group", "kind"]),
+    replayRate: gauge("replay_events_per_second", "A replay's events per second so far", G),
+    replayEta: gauge("replay_eta_seconds", "A replay's time left at its rate so far", G),
+    replayRunning: gauge("replay_running", "1 while the replay runs, 0 paused or ended", G),
   };
   // Observed per batch (when sources report read times), so never reset at scrape time.
   const readDuration = new Histogram({
@@ -796,6 +940,28 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
   const durationHelp =
     "Handler call duration by outcome, of the calls the scheduler timed (the first call to start in each millisecond, and one in 64 of the others)";
   let durations: Array<{ group: string; outcome: string; t: LatencyTotals }> = [];
+  let queueDurations: Array<{ queue: string; t: LatencyTotals }> = [];
+  const queueDurationName = prefix + "queue_handler_duration_seconds";
+  const queueDurationHelp = "Queue consumer handler call durations (every call)";
+  registry.registerMetric({
+    name: queueDurationName,
+    help: queueDurationHelp,
+    type: "histogram",
+    aggregator: "sum",
+    reset() {},
+    async get() {
+      await collect();
+      return {
+        name: queueDurationName,
+        help: queueDurationHelp,
+        type: "histogram",
+        aggregator: "sum",
+        values: queueDurations.flatMap(({ queue, t }) =>
+          histogramValues(queueDurationName, { queue }, t)
+        ),
+      };
+    },
+  } as unknown as Gauge<string>);
   registry.registerMetric({
     name: durationName,
     help: durationHelp,
@@ -804,29 +970,9 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
     reset() {},
     async get() {
       await collect();
-      const values: Array<
-        { labels: Record<string, string | number>; value: number; metricName: string }
-      > = [];
-      for (const { group, outcome, t } of durations) {
-        let cumulative = 0;
-        t.boundsMs.forEach((bound, i) => {
-          cumulative += t.counts[i];
-          values.push({
-            labels: { le: bound / 1000, group, outcome },
-            value: cumulative,
-            metricName: `${durationName}_bucket`,
-          });
-        });
-        values.push(
-          {
-            labels: { le: "+Inf", group, outcome },
-            value: t.count,
-            metricName: `${durationName}_bucket`,
-          },
-          { labels: { group, outcome }, value: t.sumMs / 1000, metricName: `${durationName}_sum` },
-          { labels: { group, outcome }, value: t.count, metricName: `${durationName}_count` },
-        );
-      }
+      const values = durations.flatMap(({ group, outcome, t }) =>
+        histogramValues(durationName, { group, outcome }, t)
+      );
       return {
         name: durationName,
         help: durationHelp,
@@ -855,7 +1001,44 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       if (p.positions?.head) lagging.push(p.lags(stats).then((lags) => fillLag(p, lags)));
     }
     for (const [group, writer] of writers) fillStoreWriter(group, writer);
+    queueDurations = [];
+    for (const q of queues.values()) lagging.push(q.check().then(fillQueue));
+    for (const [group, replay] of replays) fillReplay(group, replay);
     await Promise.all(lagging);
+  }
+
+  function fillQueue(s: QueueSnapshot) {
+    const queue = s.queue;
+    if (s.stats !== undefined) {
+      m.queueMessages.set({ queue, state: "ready" }, s.stats.ready);
+      m.queueMessages.set({ queue, state: "in_flight" }, s.stats.inFlight);
+      m.queueMessages.set({ queue, state: "delayed" }, s.stats.delayed);
+      m.queueDead.set({ queue }, s.stats.dead);
+      m.queueOldest.set({ queue }, (s.oldestAgeMs ?? 0) / 1000);
+    }
+    const c = s.consumer;
+    if (c !== undefined) {
+      m.queueDeliveries.inc({ queue, outcome: "delivered" }, c.delivered);
+      m.queueDeliveries.inc({ queue, outcome: "acked" }, c.acked);
+      m.queueDeliveries.inc({ queue, outcome: "nacked" }, c.nacked);
+      m.queueDeliveries.inc({ queue, outcome: "lost" }, c.lost);
+      queueDurations.push({ queue, t: c.durations });
+    }
+  }
+
+  function fillReplay(group: string, replay: MeteredReplay) {
+    let p: ReturnType<MeteredReplay["progress"]>;
+    try {
+      p = replay.progress();
+    } catch (error) {
+      log.warn("replay progress of {group} failed: {error}", { group, error: errorText(error) });
+      return;
+    }
+    m.replayEvents.set({ group, kind: "done" }, p.done);
+    if (p.total !== undefined) m.replayEvents.set({ group, kind: "total" }, p.total);
+    m.replayRate.set({ group }, p.eventsPerSecond);
+    if (p.etaMs !== undefined) m.replayEta.set({ group }, p.etaMs / 1000);
+    m.replayRunning.set({ group }, p.state === "running" ? 1 : 0);
   }
 
   function fillScheduler(p: PipelineState, s: SinkStats) {
@@ -1034,6 +1217,36 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       }
       writers.set(group, writer);
       return { remove: () => void writers.delete(group) };
+    },
+    addQueue(registration) {
+      const metered = meterQueue(registration, () => queues.delete(registration.queue));
+      if (queues.has(metered.queue)) {
+        throw new InvalidArgumentError(
+          "queue",
+          `${
+            describe(metered.queue)
+          } is already registered; queues label the series and must be unique`,
+        );
+      }
+      queues.set(metered.queue, metered);
+      return metered;
+    },
+    queues: () => [...queues.values()],
+    addReplay(group, replay) {
+      if (typeof group !== "string" || group.length === 0) {
+        throw new InvalidArgumentError(
+          "group",
+          `must be a non-empty string, got ${describe(group)}`,
+        );
+      }
+      if (typeof replay?.progress !== "function") {
+        throw new InvalidArgumentError("replay", "must have a progress() method (a Replay)");
+      }
+      if (replays.has(group)) {
+        throw new InvalidArgumentError("group", `${describe(group)} already has a replay`);
+      }
+      replays.set(group, replay);
+      return { remove: () => void replays.delete(group) };
     },
     pipelines: () => [...pipelines.values()],
     pipeline: (group) => pipelines.get(group),
@@ -1385,4 +1598,91 @@ function createPipelineState(
     stopHistory: () => history.stop(),
   };
   return self;
+}
+
+/** A histogram's exposition values from cumulative totals (bounds in ms, exported in s). */
+function histogramValues(
+  name: string,
+  labels: Record<string, string>,
+  t: LatencyTotals,
+): Array<{ labels: Record<string, string | number>; value: number; metricName: string }> {
+  const values: Array<
+    { labels: Record<string, string | number>; value: number; metricName: string }
+  > = [];
+  let cumulative = 0;
+  t.boundsMs.forEach((bound, i) => {
+    cumulative += t.counts[i];
+    values.push({
+      labels: { le: bound / 1000, ...labels },
+      value: cumulative,
+      metricName: `${name}_bucket`,
+    });
+  });
+  values.push(
+    { labels: { le: "+Inf", ...labels }, value: t.count, metricName: `${name}_bucket` },
+    { labels, value: t.sumMs / 1000, metricName: `${name}_sum` },
+    { labels, value: t.count, metricName: `${name}_count` },
+  );
+  return values;
+}
+
+/** A metered queue: reads the store and consumer, keeping dead-letter counts over the window. */
+function meterQueue(r: QueueRegistration, remove: () => void): MeteredQueue {
+  if (r === null || typeof r !== "object") {
+    throw new InvalidArgumentError("registration", "must be an object with a store and a queue");
+  }
+  if (typeof r.queue !== "string" || r.queue.length === 0) {
+    throw new InvalidArgumentError("queue", `must be a non-empty string, got ${describe(r.queue)}`);
+  }
+  if (typeof r.store?.stats !== "function" || typeof r.store?.peek !== "function") {
+    throw new InvalidArgumentError("store", "must be a QueueStore (postgresQueues, memoryQueues)");
+  }
+  if (r.consumer !== undefined && typeof r.consumer?.stats !== "function") {
+    throw new InvalidArgumentError("consumer", "must have a stats() method (a QueueConsumer)");
+  }
+  const windowMs = checkNumber("deadWindowMs", r.deadWindowMs ?? 300_000, 1);
+  const samples: Array<{ at: number; dead: number }> = [];
+  let reading: Promise<QueueSnapshot> | undefined;
+  const read = async (): Promise<QueueSnapshot> => {
+    const consumer = r.consumer?.stats();
+    try {
+      const [stats, [oldest]] = await Promise.all([
+        r.store.stats(r.queue),
+        r.store.peek(r.queue, 1),
+      ]);
+      const now = Date.now();
+      samples.push({ at: now, dead: stats.dead });
+      while (samples.length > 1 && samples[0].at < now - windowMs) samples.shift();
+      // Requeued dead letters lower the count: growth is over the lowest count in the window.
+      const low = Math.min(...samples.map((x) => x.dead));
+      return {
+        queue: r.queue,
+        stats,
+        ...(oldest === undefined
+          ? {}
+          : { oldestAgeMs: Math.max(0, now - oldest.enqueuedAt.getTime()) }),
+        ...(consumer === undefined ? {} : { consumer }),
+        deadGrowth: stats.dead - low,
+        deadWindowMs: windowMs,
+      };
+    } catch (error) {
+      log.warn("queue {queue} could not be read: {error}", {
+        queue: r.queue,
+        error: errorText(error),
+      });
+      return {
+        queue: r.queue,
+        ...(consumer === undefined ? {} : { consumer }),
+        deadGrowth: 0,
+        deadWindowMs: windowMs,
+        error: errorText(error),
+      };
+    }
+  };
+  return {
+    queue: r.queue,
+    // A scrape and a health check at once share one reading.
+    check: () => (reading ??= read().finally(() => (reading = undefined))),
+    remove,
+  };
 }

@@ -22,6 +22,7 @@
 import { getLogger } from "@logtape/logtape";
 import { checkInteger, describe, InvalidArgumentError } from "../core/errors.ts";
 import { backoff, errorText, type RetryOptions } from "../core/failure.ts";
+import { createHistogram, type LatencyTotals } from "../core/histogram.ts";
 import { sleep } from "../core/tranches.ts";
 import {
   checkMs,
@@ -84,7 +85,8 @@ export interface QueueConsumerOptions<T = unknown> {
  * ```ts
  * import type { QueueConsumerStats } from "@impel/impel/queues/memory";
  * const healthy = (s: QueueConsumerStats) => s.problem === undefined;
- * console.log(healthy({ inFlight: 0, acked: 3, nacked: 0, lost: 0 })); // true
+ * const durations = { count: 0, sumMs: 0, boundsMs: [], counts: [0] };
+ * console.log(healthy({ inFlight: 0, delivered: 3, acked: 3, nacked: 0, lost: 0, durations })); // true
  * ```
  *
  * @category Queues
@@ -92,12 +94,16 @@ export interface QueueConsumerOptions<T = unknown> {
 export interface QueueConsumerStats {
   /** Handlers running now. */
   readonly inFlight: number;
+  /** Deliveries taken and handed to the handler. */
+  readonly delivered: number;
   /** Messages acked. */
   readonly acked: number;
   /** Messages whose handler threw, nacked for a later delivery. */
   readonly nacked: number;
   /** Deliveries this consumer lost (visibility lapsed, delivered elsewhere); never acked here. */
   readonly lost: number;
+  /** How long handler calls took, every call since start (the `impel_queue_handler_duration_seconds` histogram). */
+  readonly durations: LatencyTotals;
   /** A store operation failing now: what, the last error, since when (ms epoch), how often. */
   readonly problem?: {
     readonly what: string;
@@ -184,7 +190,9 @@ export function queueConsumer<T = unknown>(options: QueueConsumerOptions<T>): Qu
     throw new InvalidArgumentError("signal", `must be an AbortSignal, got ${describe(signal)}`);
   }
 
-  let acked = 0, nacked = 0, lost = 0;
+  let delivered = 0, acked = 0, nacked = 0, lost = 0;
+  // One call per message: cheap next to the store round trips around it.
+  const durations = createHistogram();
   let problem: QueueConsumerStats["problem"];
   const running = new Set<Promise<void>>();
   let slotFreed: (() => void) | undefined;
@@ -219,6 +227,8 @@ export function queueConsumer<T = unknown>(options: QueueConsumerOptions<T>): Qu
     }, Math.floor(visibilityMs / 3));
     let error: unknown;
     let ok = true;
+    delivered++;
+    const started = performance.now();
     try {
       await handler(message.body, message, { signal: lostIt.signal });
     } catch (e) {
@@ -226,6 +236,7 @@ export function queueConsumer<T = unknown>(options: QueueConsumerOptions<T>): Qu
       error = e;
     } finally {
       clearInterval(timer);
+      durations.record(performance.now() - started);
     }
     if (lostIt.signal.aborted) {
       lost++;
@@ -325,9 +336,11 @@ export function queueConsumer<T = unknown>(options: QueueConsumerOptions<T>): Qu
     done,
     stats: () => ({
       inFlight: running.size,
+      delivered,
       acked,
       nacked,
       lost,
+      durations: durations.totals(),
       ...(problem === undefined ? {} : { problem }),
     }),
   };

@@ -309,6 +309,14 @@ export function replayMessageDb(options: MessageDbReplayOptions): Replay {
     } as Parameters<typeof pipeline>[0],
   );
 
+  // Progress gauges where the registry has them (createMetrics() does).
+  const replays = metrics as
+    | { addReplay?(group: string, replay: { progress(): ReplayProgress }): unknown }
+    | undefined;
+  if (typeof replays?.addReplay === "function") {
+    replays.addReplay(group, { progress: () => progress() });
+  }
+
   const elapsed = () =>
     startedAt === undefined ? 0 : (pausedAt ?? performance.now()) - startedAt - pausedMs;
   const progress = (): ReplayProgress => {

@@ -86,6 +86,15 @@ const EXPORTED = [
   "impel_store_writer_spans_total",
   "impel_store_writer_events_total",
   "impel_store_writer_conflicts_total",
+  "impel_queue_messages",
+  "impel_queue_dead_letters",
+  "impel_queue_oldest_seconds",
+  "impel_queue_deliveries_total",
+  "impel_queue_handler_duration_seconds",
+  "impel_replay_events",
+  "impel_replay_events_per_second",
+  "impel_replay_eta_seconds",
+  "impel_replay_running",
 ];
 
 Deno.test("metrics: names, types and values after a known run of two pipelines", async () => {

@@ -61,7 +61,12 @@ export function consumerContract(
     assert.deepEqual(seen.sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i));
     assert.equal(peak, 4, "four at once, never more");
     assert.deepEqual(await store.stats("jobs"), { ready: 0, inFlight: 0, delayed: 0, dead: 0 });
-    assert.deepEqual(consumer.stats(), { inFlight: 0, acked: 40, nacked: 0, lost: 0 });
+    const { durations, ...counts } = consumer.stats();
+    assert.deepEqual(counts, { inFlight: 0, delivered: 40, acked: 40, nacked: 0, lost: 0 });
+    // Every call timed (each sleeps 5 ms).
+    assert.equal(durations.count, 40);
+    assert.equal(durations.counts.reduce((a, b) => a + b, 0), 40);
+    assert.ok(durations.sumMs >= 40 * 4, `sum ${durations.sumMs} ms`);
   });
 
   test(
