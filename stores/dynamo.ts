@@ -1240,6 +1240,14 @@ export function decodeEvents(
     }
     return [];
   }
+  // The item's range (i to n) says how many events it holds: events past it are not this
+  // item's (they would repeat the next item's indexes) and missing ones are lost; both are
+  // reported, never delivered or skipped silently.
+  const next = Number(item.n?.N ?? Number.NaN);
+  const ranged = Number.isInteger(next) && next > first;
+  const counted = `the item holds ${list.length} event${list.length === 1 ? "" : "s"} for ${
+    ranged ? next - first : "?"
+  } indexes`;
   const out: StreamEvent[] = [];
   for (const [k, value] of list.entries()) {
     const m = value.M ?? {};
@@ -1266,6 +1274,7 @@ export function decodeEvents(
     if (m.c?.S !== undefined) event.correlationId = m.c.S;
     if (m.z?.S !== undefined) event.causationId = m.z.S;
     try {
+      if (ranged && event.index >= next) throw new Error(`${counted}: this one is past n`);
       if (event.type.length === 0) throw new Error("it has no type (t)");
       event.data = decodeValue(m.d, "data (d)");
       event.meta = decodeValue(m.m, "meta (m)");
@@ -1281,6 +1290,25 @@ export function decodeEvents(
       continue;
     }
     out.push(event);
+  }
+  const missing = ranged ? Math.min(next - first, 10_000) - list.length : 0;
+  for (let k = 0; k < missing; k++) {
+    const event = {
+      index: first + list.length + k,
+      type: "",
+      data: undefined,
+      meta: undefined,
+      id: "",
+      time,
+      size: 0,
+    };
+    const error = new EventDecodeError(
+      "MalformedEvent",
+      event,
+      `in ${JSON.stringify(stream.slice(0, 200))}: ${counted}: this one is missing`,
+    );
+    if (onInvalid === undefined) throw error;
+    onInvalid(event, error);
   }
   return out;
 }

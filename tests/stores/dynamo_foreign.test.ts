@@ -149,3 +149,44 @@ Deno.test(
     assert.equal(show(await store.readFromLast("Span-1", "E")), "4:E 5:F");
   },
 );
+
+Deno.test(
+  "dynamo foreign items: an item holding more or fewer events than its range reports the difference",
+  opts,
+  async () => {
+    await using t = await freshStore();
+    const { store, tableName } = t;
+    const events = (...types: string[]) => types.map((type) => ({ type, data: type }));
+    await store.append("Count-1", events("A", "B", "C"), 0); // item [0, 3)
+    await store.append("Count-1", events("D", "E"), 3); // item [3, 5)
+    await store.append("Count-1", events("F"), 5); // item [5, 6)
+    const overwrite = (i: number, n: number, types: string[]) =>
+      client.send(
+        new PutItemCommand({
+          TableName: tableName,
+          Item: {
+            p: { S: "Count-1" },
+            i: { N: String(i) },
+            n: { N: String(n) },
+            ts: { N: "0" },
+            e: { L: types.map((t) => ({ M: { t: { S: t }, id: { S: "f" }, d: { S: '"x"' } } })) },
+          },
+        }),
+      );
+    await overwrite(0, 3, ["Q"]); // one event for three indexes
+    await overwrite(3, 5, ["X", "Y", "Z"]); // three events for two
+    const reported: number[] = [];
+    const read = await store.readStream("Count-1", { onInvalid: (e) => reported.push(e.index) });
+    assert.equal(show(read), "0:Q 3:X 4:Y 5:F", "no event twice, none past its item's range");
+    assert.deepEqual(reported, [1, 2, 5], "the missing ones and the one past the range");
+    assert.equal(
+      show(await store.readStream("Count-1", { fromIndex: 3, maxCount: 3, onInvalid: () => {} })),
+      "3:X 4:Y 5:F",
+    );
+    await assert.rejects(
+      () => store.readStream("Count-1"),
+      (e) =>
+        e instanceof EventDecodeError && e.index === 1 && /holds 1 event for 3/.test(e.message),
+    );
+  },
+);
