@@ -5,6 +5,7 @@
 // a torn tail) and checks: every acknowledged append is present; no event is torn or misread
 // (every frame verifies, sequence numbers run 1..last); every event was decided on the state it
 // follows (its `saw` is its sequence number - 1, its `seq` the sequence number it got).
+// The same with two writers of the store at once (`shared: true`), both killed each run.
 //
 //   deno task faults tests/faults/eventstream.fault.ts            # 50 kills, ~30 s
 //   IMPEL_FAULTS_SHORT=1 deno test -A tests/faults/eventstream.fault.ts   # 10 kills
@@ -24,7 +25,13 @@ async function lines(path: string): Promise<string[]> {
   }
 }
 
-Deno.test(`event stream files: ${KILLS} SIGKILLs during appends lose no acknowledged event, yield no torn one`, async () => {
+Deno.test(`event stream files: ${KILLS} SIGKILLs during appends lose no acknowledged event, yield no torn one`, () =>
+  crashLoop(1));
+
+Deno.test(`event stream files, two shared writers: ${KILLS} rounds of SIGKILLs lose no acknowledged event, yield no torn one`, () =>
+  crashLoop(2));
+
+async function crashLoop(writers: number) {
   const random = seededRandom(seed);
   const dir = await Deno.makeTempDir({ prefix: "impel-es-fault-" });
   const store = `${dir}/stream`;
@@ -33,32 +40,46 @@ Deno.test(`event stream files: ${KILLS} SIGKILLs during appends lose no acknowle
   let killedMidRun = 0;
   try {
     for (let run = 1; run <= KILLS; run++) {
-      const acks = `${dir}/acks-${run}.txt`;
-      const child = spawnScript("tests/faults/eventstream/writer.ts", {
-        env: {
-          IMPEL_ES_DIR: store,
-          IMPEL_ES_ACKS: acks,
-          IMPEL_ES_RUN: String(run),
-          IMPEL_ES_FSYNC: run % 2 ? "always" : "never",
-        },
-        stderrPath: `${dir}/writer.err`,
+      const before = acked;
+      const children = Array.from({ length: writers }, (_, w) => {
+        const acks = `${dir}/acks-${run}-${w}.txt`;
+        const child = spawnScript("tests/faults/eventstream/writer.ts", {
+          env: {
+            IMPEL_ES_DIR: store,
+            IMPEL_ES_ACKS: acks,
+            IMPEL_ES_RUN: String(run),
+            IMPEL_ES_FSYNC: run % 2 ? "always" : "never",
+            IMPEL_ES_SHARED: writers > 1 ? "1" : "0",
+          },
+          stderrPath: `${dir}/writer-${w}.err`,
+        });
+        return { acks, child };
       });
       const deadline = Date.now() + 20_000;
-      while (!(await lines(acks)).some((l) => l.startsWith("ready"))) {
-        if (Date.now() > deadline) throw new Error(`run ${run}: the writer never got ready`);
-        await new Promise((r) => setTimeout(r, 5));
+      for (const { acks } of children) {
+        while (!(await lines(acks)).some((l) => l.startsWith("ready"))) {
+          if (Date.now() > deadline) throw new Error(`run ${run}: a writer never got ready`);
+          await new Promise((r) => setTimeout(r, 5));
+        }
       }
-      const ending = await killIn(child, random() * 150);
-      assert.ok(ending.killed, `run ${run}: the writer exited on its own (${ending.status.code})`);
-      const got = await lines(acks);
-      const ready = Number(got.find((l) => l.startsWith("ready"))!.split(" ")[1]);
-      assert.ok(ready >= acked, `run ${run} started at ${ready}, below the acknowledged ${acked}`);
-      for (const l of got) if (l.startsWith("ack ")) acked = Math.max(acked, Number(l.slice(4)));
-      if (got.length > 1) killedMidRun++;
+      const endings = await Promise.all(children.map(({ child }) => killIn(child, random() * 150)));
+      for (const ending of endings) {
+        assert.ok(ending.killed, `run ${run}: a writer exited on its own (${ending.status.code})`);
+      }
+      for (const { acks } of children) {
+        const got = await lines(acks);
+        const ready = Number(got.find((l) => l.startsWith("ready"))!.split(" ")[1]);
+        assert.ok(
+          ready >= before,
+          `run ${run} started at ${ready}, below the acknowledged ${before}`,
+        );
+        for (const l of got) if (l.startsWith("ack ")) acked = Math.max(acked, Number(l.slice(4)));
+        if (got.length > 1) killedMidRun++;
+      }
 
-      const before = await sizeOfLast(store);
+      const size = await sizeOfLast(store);
       const storage = await fileStorage(store); // takes over the lock, repairs the tail
-      if ((await sizeOfLast(store)) < before) torn++;
+      if ((await sizeOfLast(store)) < size) torn++;
       const last = await storage.last();
       assert.ok(last >= acked, `run ${run}: the store ends at ${last}, ${acked} was acknowledged`);
       let seq = 0;
@@ -84,13 +105,14 @@ Deno.test(`event stream files: ${KILLS} SIGKILLs during appends lose no acknowle
     }
   } finally {
     console.log(
-      `seed ${seed}: ${KILLS} kills, ${acked} events acknowledged, ${torn} torn tails truncated, ` +
+      `seed ${seed}: ${KILLS} rounds of kills of ${writers} writer(s), ${acked} events ` +
+        `acknowledged, ${torn} torn tails truncated, ` +
         `${killedMidRun} kills after at least one acknowledged append`,
     );
     await Deno.remove(dir, { recursive: true });
   }
   assert.ok(acked > 0, "no append was ever acknowledged: the kills came too early");
-});
+}
 
 async function sizeOfLast(dir: string): Promise<number> {
   const segs: string[] = [];

@@ -11,10 +11,13 @@ const fsync = Deno.env.get("IMPEL_ES_FSYNC") === "never" ? "never" : "always";
 const acks = lineWriter(Deno.env.get("IMPEL_ES_ACKS")!);
 const run = Number(Deno.env.get("IMPEL_ES_RUN"));
 // Small segments so that kills land around segment changes too.
-const storage = await fileStorage(dir, { fsync, segmentBytes: 16 * 1024 });
+// With IMPEL_ES_SHARED=1 one of several writers of the store at once (`shared: true`).
+const shared = Deno.env.get("IMPEL_ES_SHARED") === "1";
+const storage = await fileStorage(dir, { fsync, segmentBytes: 16 * 1024, shared });
 const service = eventStream<{ run: number; seq: number; saw: number }, { count: number }>({
   storage,
   projections: { count: { name: "Count-1", initial: 0, apply: (n) => n + 1 } },
+  maxAttempts: 1000,
 });
 await service.ready;
 acks.write(`ready ${service.sequence}`);
