@@ -41,6 +41,7 @@ const service = eventStream({
   projections: { counts },
   snapshots: "storage", // beside the stream: a start reads only what came after
   refreshMs: 200, // follow the other copies' appends
+  maxAttempts: 100, // copies fed from files append back to back: many conflicts in a row
 });
 await service.ready;
 

@@ -22,21 +22,25 @@ Deno.test("README: the word counter is examples/word_counter.ts with the package
   assert.ok(await readmeShows(await readmeForm("examples/word_counter.ts")));
 });
 
-/** Runs one copy with `lines` on stdin; its stdout lines once it has ended. */
+/**
+ * Runs one copy with `lines` on stdin (from a file, through `sh`, so that the Bun run's Deno shim,
+ * which has no piped stdin, runs it too); its stdout lines once it has ended.
+ */
 async function counter(runtime: "deno" | "bun", args: string[], lines: string[]) {
   const file = `${root}examples/word_counter.ts`;
-  const child = new Deno.Command(runtime === "deno" ? Deno.execPath() : bun!, {
-    args: runtime === "deno" ? ["run", "-A", "--quiet", file, ...args] : ["run", file, ...args],
+  const feed = await Deno.makeTempFile({ prefix: "impel-words-feed-" });
+  await Deno.writeTextFile(feed, lines.map((l) => `${l}\n`).join(""));
+  const command = runtime === "deno"
+    ? [Deno.execPath(), "run", "-A", "--quiet", file, ...args]
+    : [bun!, "run", file, ...args];
+  const { code, stdout, stderr } = await new Deno.Command("sh", {
+    args: ["-c", 'exec "$@" < "$0"', feed, ...command],
     cwd: root,
     env: { AZURE_STORAGE_CONNECTION_STRING: CONNECTION, NO_COLOR: "1" },
-    stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(lines.map((l) => `${l}\n`).join("")));
-  await writer.close();
-  const { code, stdout, stderr } = await child.output();
+  }).output();
+  await Deno.remove(feed);
   const out = new TextDecoder().decode(stdout);
   assert.equal(code, 0, `${runtime} ${args}: ${new TextDecoder().decode(stderr)}\n${out}`);
   return out.trim().split("\n");
