@@ -590,7 +590,12 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
         }
         if (flights.size === 0) {
           if (failure !== undefined) throw failure.error;
-          if (s.pending.length === 0) return version;
+          if (s.pending.length === 0) {
+            // Nothing of it is pending: none of its failed attempts is ever sent again (one
+            // withdrawn after its handler failed would otherwise stay listed).
+            for (const id of attempted) if (id.startsWith(`${stream}#`)) attempted.delete(id);
+            return version;
+          }
           continue;
         }
         if (woken) continue;
