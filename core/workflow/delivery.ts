@@ -49,7 +49,8 @@ export type Delivery<M extends TypedEvent> = Outgoing<M> & {
    * was recorded before this runner first read its instance, so a runner before it may have):
    * {@linkcode deliveryOptions} then has the target's decider search its whole stream for the
    * key when its recent keys are full (`mayRepeat`), so the re-send appends once however many
-   * other senders appended in between. `false` for a first delivery.
+   * other senders appended in between. `false` for a first delivery. A runner reading a leased
+   * consumer group's share marks every send (an instance can move to another member and back).
    */
   readonly redelivery?: boolean;
 };

@@ -62,14 +62,19 @@ const MAX_TIMEOUT_MS = 2_147_483_647;
  */
 const runnersOf = new WeakMap<EventStore, Map<string, Set<{ readonly leased: boolean }>>>();
 
+/** Whether `source` reads a leased consumer group's share (its streams move between members). */
+function readsLeasedGroup(source: unknown): boolean {
+  const leases = (source as { leases?: unknown }).leases;
+  // A member of a leased group holds a stream only once its previous holder's calls ended.
+  return typeof leases === "function" && leases.call(source) !== undefined;
+}
+
 /**
  * Records a runner of `category` over `store` in this process, or refuses it; returns what
  * takes it off again.
  */
 function register(store: EventStore, category: string, source: unknown): () => void {
-  const leases = (source as { leases?: unknown }).leases;
-  // A member of a leased group holds a stream only once its previous holder's calls ended.
-  const leased = typeof leases === "function" && leases.call(source) !== undefined;
+  const leased = readsLeasedGroup(source);
   let byCategory = runnersOf.get(store);
   if (byCategory === undefined) runnersOf.set(store, byCategory = new Map());
   const running = byCategory.get(category) ?? new Set();
@@ -398,7 +403,10 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     }
     // A send this runner called a handler for, or one recorded before it first read the
     // instance (a runner before it may have called one), may be a re-send.
-    const redelivery = attempted.has(id) || send.seq < (firstSeen.get(stream) ?? Infinity);
+    // In a leased group a stream can move to another member and back, which may have sent
+    // meanwhile what was recorded since: every send of such a runner may be a re-send.
+    const redelivery = shared || attempted.has(id) ||
+      send.seq < (firstSeen.get(stream) ?? Infinity);
     const delivery = { ...send, id, workflow: stream, redelivery } as unknown as Delivery<M>;
     attempted.add(id);
     const reply = await handler(delivery, context);
@@ -648,6 +656,7 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     source.cancel(error).catch(() => {});
     throw error;
   }
+  const shared = readsLeasedGroup(source);
   let lease: RunnerLease | undefined;
   try {
     lease = options.owner === undefined ? undefined : holdRunnerLease(options.owner, category);
