@@ -307,6 +307,12 @@ export interface SagaOptions<D, M extends TypedEvent> {
    * handler for one is refused at start, and a step sending another type fails its decision.
    */
   readonly sends?: readonly M["type"][];
+  /**
+   * Rolling snapshots of instances (see {@linkcode WorkflowDefinition.snapshot}): every this many
+   * events an append also records the saga's state; a snapshot's data goes through `parse` as a
+   * `Started` event's does. Sagas are usually short: worth it for one with many inputs (routes).
+   */
+  readonly snapshot?: { readonly every: number };
 }
 
 /**
@@ -1043,5 +1049,17 @@ export function defineSaga<D, M extends TypedEvent>(
     decide,
     routes: options.routes,
     ...(options.sends === undefined ? {} : { sends: options.sends }),
+    ...(options.snapshot === undefined ? {} : {
+      snapshot: {
+        every: options.snapshot?.every,
+        // The saga's data is what `parse` made of the stored JSON: a snapshot's is too.
+        decode: (raw: unknown) => {
+          const state = raw as SagaState<D>;
+          return parse === undefined || state.data === undefined
+            ? state
+            : { ...state, data: parse(state.data) };
+        },
+      },
+    }),
   });
 }

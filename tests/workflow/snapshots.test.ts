@@ -7,13 +7,17 @@ import { createCodec } from "../../core/codec.ts";
 import { InvalidArgumentError } from "../../core/errors.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import {
+  defineSaga,
   defineWorkflow,
   manualClock,
+  startWorkflow,
+  stepSucceeded,
+  workflowCategories,
   workflowClient,
   type WorkflowDefinition,
   type WorkflowSnapshotOptions,
 } from "../../core/workflow.ts";
-import { createMemoryStore, type MemoryStore } from "../../sources/memory.ts";
+import { createMemoryStore, memorySource, type MemoryStore } from "../../sources/memory.ts";
 import { messageDbStore } from "../../stores/messagedb.ts";
 import { unique, url } from "../support/postgres.ts";
 
@@ -192,4 +196,45 @@ Deno.test({
       await pool.end();
     }
   },
+});
+
+Deno.test("saga snapshots: a saga's state loads from a snapshot, its data through parse", async () => {
+  type Order = { orderId: string; placed: Date };
+  type Message = { type: "Ship"; data: { orderId: string } } | {
+    type: "Bill";
+    data: { orderId: string };
+  };
+  const delivery = defineSaga<Order, Message>({
+    category: "SnapDelivery",
+    parse: (d) => {
+      const f = d as { orderId: string; placed: string | Date };
+      return { orderId: f.orderId, placed: new Date(f.placed) };
+    },
+    snapshot: { every: 3 },
+    steps: [
+      { name: "bill", action: (o) => ({ to: `Bill-${o.orderId}`, type: "Bill", data: o }) },
+      { name: "ship", action: (o) => ({ to: `Ship-${o.orderId}`, type: "Ship", data: o }) },
+    ],
+  });
+  const store = createMemoryStore();
+  const runner = startWorkflow(delivery, {
+    store,
+    source: memorySource({ store, categories: workflowCategories(delivery) }),
+    handlers: { Bill: () => stepSucceeded("bill"), Ship: () => stepSucceeded("ship") },
+  });
+  try {
+    const placed = new Date("2026-12-02T10:00:00Z");
+    await runner.handle("o1", { type: "Start", data: { orderId: "o1", placed } });
+    await runner.awaitIdle();
+  } finally {
+    await runner.stop();
+  }
+  const types = (await store.readStream("SnapDelivery-o1")).map((e) => e.type);
+  assert.ok(types.includes("WorkflowSnapshot"), types.join(" "));
+  const reads = countReads(store);
+  const cold = await workflowClient(delivery, { store }).read("o1");
+  assert.ok(reads.events < types.length, `read ${reads.events} of ${types.length}`);
+  assert.equal(cold.state.status, "completed");
+  assert.ok(cold.state.data?.placed instanceof Date, "data parsed");
+  assert.equal(cold.state.data?.placed.toISOString(), "2026-12-02T10:00:00.000Z");
 });
