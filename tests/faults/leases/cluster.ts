@@ -50,7 +50,11 @@ export interface Cluster {
    * Spawns a member; resolves once it logged `ready`. `handlerMs` overrides the cluster's for
    * this member.
    */
-  spawn(name?: string, handlerMs?: number): Promise<Member>;
+  /**
+   * Starts a member; `commitIntervalMs` is its sink's (200 ms unless given: a long one keeps its
+   * completed work uncommitted until a revocation or stop commits it).
+   */
+  spawn(name?: string, handlerMs?: number, commitIntervalMs?: number): Promise<Member>;
   /** SIGKILL. */
   kill(m: Member): Promise<void>;
   /** SIGTERM and wait for a clean exit. */
@@ -127,7 +131,7 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
     schema,
     dir,
     members,
-    async spawn(name = `m${count}`, handlerMs = options.handlerMs ?? 10) {
+    async spawn(name = `m${count}`, handlerMs = options.handlerMs ?? 10, commitIntervalMs = 200) {
       count++;
       const log = `${dir}/${name}.log`;
       const child = spawnScript("tests/faults/leases/member.ts", {
@@ -142,6 +146,7 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
           LEASE_HEARTBEAT_MS: String(options.timing.heartbeatMs),
           LEASE_HANDOVER_MS: String(options.timing.handoverMs),
           HANDLER_MS: String(handlerMs),
+          COMMIT_INTERVAL_MS: String(commitIntervalMs),
         },
         stderrPath: `${dir}/${name}.err`,
       });

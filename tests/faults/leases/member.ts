@@ -6,7 +6,8 @@
 //
 // Environment: IMPEL_PG_URL, LEASE_CATEGORY, LEASE_SCHEMA (lease and checkpoint tables),
 // LEASE_LOG, LEASE_MEMBER, and optionally LEASE_SLOTS (12), LEASE_DURATION_MS (2000),
-// LEASE_HEARTBEAT_MS (300), LEASE_HANDOVER_MS (1000), HANDLER_MS (10), STOP_TIMEOUT_MS (400).
+// LEASE_HEARTBEAT_MS (300), LEASE_HANDOVER_MS (1000), HANDLER_MS (10), STOP_TIMEOUT_MS (400),
+// COMMIT_INTERVAL_MS (200).
 //
 // Lines, tab-separated, times in ms since the epoch (fractional):
 //   ready member pid t
@@ -113,7 +114,7 @@ const source = messageDbSource({
 const sink = streamsSink({
   group: "leased",
   statsIntervalMs: 0,
-  commitIntervalMs: 200,
+  commitIntervalMs: Number(env("COMMIT_INTERVAL_MS", "200")),
   stopTimeoutMs: Number(env("STOP_TIMEOUT_MS", "400")),
   maxConcurrentStreams: 16,
   handler: async (stream, events) => {
