@@ -96,10 +96,33 @@ export function throttle(options: ThrottleOptions = {}): Throttle {
   // One controller for the sleeps, so that resume() and the signal cut a wait short.
   let wake = new AbortController();
   const running = () => performance.now() - started! - pausedMs;
-  const transform = new TransformStream<Batch, Batch>({
-    async transform(batch, controller) {
-      started ??= performance.now();
-      const n = batch.items.length;
+  // Batches read ahead wait in front of the gate (as many as the sink reads ahead by default),
+  // so that the reader is not held back batch by batch; none wait behind it, so a pause holds
+  // back everything not yet let through.
+  const ahead = { highWaterMark: 16 };
+  const transform = new TransformStream<Batch, Batch>(
+    {
+      transform(batch, controller) {
+        started ??= performance.now();
+        const n = batch.items.length;
+        // Neither paused nor limited: straight through, without a promise per batch.
+        if (pausedAt === undefined && (rate === undefined || n === 0)) {
+          passed += n;
+          controller.enqueue(batch);
+          return;
+        }
+        return gated(batch, n, controller);
+      },
+    },
+    ahead,
+    { highWaterMark: 0 },
+  );
+  const gated = async (
+    batch: Batch,
+    n: number,
+    controller: TransformStreamDefaultController<Batch>,
+  ) => {
+    {
       for (;;) {
         if (signal?.aborted) break;
         if (pausedAt !== undefined) {
@@ -113,8 +136,8 @@ export function throttle(options: ThrottleOptions = {}): Throttle {
       }
       passed += n;
       controller.enqueue(batch);
-    },
-  });
+    }
+  };
   return {
     transform,
     pause() {

@@ -489,7 +489,7 @@ function untilEnds(
       if (end !== undefined && (batch.position >= end || batch.isTail)) open.delete(batch.tranche);
       if (open.size === 0) controller.terminate();
     },
-  });
+  }, { highWaterMark: 16 });
   return { transform, finished: () => open.size === 0 };
 }
 
