@@ -24,6 +24,7 @@ import {
   decodeFrames,
   DEFAULT_MAX_PAYLOAD,
   encodeFrames,
+  FRAME_OVERHEAD,
   type StoredEvent,
 } from "./frame.ts";
 import { checkNextSegment, readSegment } from "./segment.ts";
@@ -315,6 +316,37 @@ async function bodyBytes(
   return out;
 }
 
+/**
+ * Follows the frame headers of `bytes` (lengths and sequence numbers from `seq`; no checksums, no
+ * JSON): where its last append starts and that append's first sequence number, when `bytes` are
+ * whole appends; `undefined` for anything else.
+ */
+function lastAppendOf(
+  bytes: Uint8Array,
+  seq: number,
+  maxPayload: number,
+): { offset: number; seq: number } | undefined {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  let appendAt = 0;
+  let appendSeq = seq;
+  let last: { offset: number; seq: number } | undefined;
+  while (at < bytes.length) {
+    if (at + FRAME_OVERHEAD > bytes.length) return undefined;
+    const n = view.getUint32(at, true);
+    const got = view.getUint32(at + 4, true) + view.getUint32(at + 8, true) * 0x1_0000_0000;
+    if (n > maxPayload || got !== seq || at + FRAME_OVERHEAD + n > bytes.length) return undefined;
+    at += FRAME_OVERHEAD + n;
+    seq++;
+    if (view.getUint32(at - FRAME_OVERHEAD - n + 12, true) === 0) {
+      last = { offset: appendAt, seq: appendSeq };
+      appendAt = at;
+      appendSeq = seq;
+    }
+  }
+  return appendAt === bytes.length ? last : undefined;
+}
+
 function statusOf(error: unknown): { status?: number; code?: string } {
   const e = error as { statusCode?: number; code?: string; details?: { errorCode?: string } };
   return { status: e?.statusCode, code: e?.details?.errorCode ?? e?.code };
@@ -425,16 +457,22 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
       if (statusOf(error).status === 416) return;
       throw error;
     }
-    const decoded = decodeFrames(bytes, {
+    // Finding the end needs only the frame headers and the last append verified in full (as the
+    // file backend does): a restart from a snapshot then costs the download, not a decode of the
+    // whole blob. The frames before it are verified when something reads them. Anything unusual
+    // in the headers: decode all, which names the bad frame.
+    const walked = lastAppendOf(bytes, last + 1, maxPayload);
+    const from = walked?.offset ?? 0;
+    const decoded = decodeFrames(bytes.subarray(from), {
       where: tail.name,
-      expectedSeq: last + 1,
-      offset: tail.length,
+      expectedSeq: walked?.seq ?? last + 1,
+      offset: tail.length + from,
       maxPayload,
     });
-    if (decoded.incomplete || decoded.end !== bytes.length) {
+    if (decoded.incomplete || from + decoded.end !== bytes.length) {
       throw new CorruptFrameError(
         tail.name,
-        tail.length + decoded.end,
+        tail.length + from + decoded.end,
         "truncated",
         "a block ends inside a frame",
       );

@@ -86,6 +86,26 @@ Deno.test("blob storage: corrupt bytes in a blob give CorruptFrameError at the f
     assert.equal(e.reason, "checksum");
     return true;
   });
+  // Damage before the last append: opening follows the headers (the end is found, the last
+  // append verified); the bad frame is the typed error when it is read, never an event.
+  const other = service.getContainerClient(uniqueContainer("corrupt"));
+  await other.create();
+  const middle = other.getAppendBlobClient("events.00000");
+  await middle.create({ metadata: { firstseq: "1" } });
+  const good3 = encodeFrames(3, [{ c: 3 }]);
+  const bad2 = encodeFrames(2, [{ b: 2 }]);
+  bad2[18] ^= 0x20;
+  for (const block of [one, bad2, good3]) await middle.appendBlock(block, block.length);
+  const storage = await blobStorage({ container: other });
+  assert.equal(await storage.last(), 3);
+  await assert.rejects(storage.read(0), (e: unknown) => {
+    assert.ok(e instanceof CorruptFrameError);
+    assert.equal(e.position, one.length);
+    assert.equal(e.reason, "checksum");
+    return true;
+  });
+  await other.delete();
+  await container.delete();
 });
 
 Deno.test("blob storage: a reader with a list+read SAS reads; appends are refused", async () => {
