@@ -36,8 +36,8 @@
  *   and that one, so deciders with a smaller window never trim the keys a larger one needs
  *   (once a snapshot with the larger window exists). A transact that may repeat one from longer
  *   ago (`mayRepeat: true`, as a workflow's re-send after a crash passes, whatever the traffic of
- *   other senders in between) searches the whole stream for its key when the recent keys are
- *   full.
+ *   other senders in between) searches the whole stream for its key when older keys were
+ *   dropped (the recent keys are full, or came full from a snapshot with a smaller window).
  * - **Rolling snapshots.** With `snapshot`, an append that leaves `every` or more events after
  *   the latest snapshot also appends a snapshot event (the folded state, as an event of the
  *   stream's own union) in the same atomic write. A store that can find the last event of a
@@ -179,6 +179,11 @@ export interface CachedState {
    * a snapshot of the stream was written with (absent: the decider's).
    */
   readonly window?: number;
+  /**
+   * Keys older than `keys` were dropped (by the window, or by the smaller window of the snapshot
+   * they came from), so a `mayRepeat` transact searches the stream (absent: when `keys` is full).
+   */
+  readonly trimmed?: boolean;
   /**
    * The identity of the deciders that produced `state` (one per combination of store object,
    * codec, fold, initial state, snapshot rule and idempotency window), so that deciders that
@@ -766,6 +771,11 @@ interface Loaded<S> {
   readonly keys: readonly string[];
   /** How many keys are kept: the decider's window, or a larger one a snapshot was written with. */
   readonly window: number;
+  /**
+   * Older keys were dropped: by this window, or by the smaller one of the snapshot the keys came
+   * from (whose list was full), so a key not among `keys` may still be in the stream.
+   */
+  readonly trimmed?: boolean;
 }
 
 function hasSnapshotReader(store: EventStore): store is EventStore & SnapshotReader {
@@ -960,7 +970,9 @@ export function createDecider<E extends TypedEvent, S>(
    * one the snapshot was written with, whichever is larger, so that a decider with a small
    * window never trims the keys a reader with a larger one needs.
    */
-  function snapshotKeys(meta: unknown): { keys: readonly string[]; window: number } {
+  function snapshotKeys(
+    meta: unknown,
+  ): { keys: readonly string[]; window: number; trimmed: boolean } {
     const recorded = metaField(meta, IDEMPOTENCY_WINDOW);
     const raw = metaField(meta, IDEMPOTENCY_KEYS);
     const keys = Array.isArray(raw) ? raw.filter((k): k is string => typeof k === "string") : [];
@@ -969,7 +981,13 @@ export function createDecider<E extends TypedEvent, S>(
       Number.isSafeInteger(recorded) && (recorded as number) > 0 ? recorded as number : 0,
       keys.length,
     );
-    return { keys: keys.slice(keys.length - Math.min(kept, keys.length)), window: kept };
+    // A full list lost older keys, even when this decider would keep more of them.
+    const writtenWith = Number.isSafeInteger(recorded) ? recorded as number : kept;
+    return {
+      keys: keys.slice(keys.length - Math.min(kept, keys.length)),
+      window: kept,
+      trimmed: keys.length >= writtenWith,
+    };
   }
 
   /** Reads the events after `base` and folds them in, restarting at the last snapshot among them. */
@@ -989,24 +1007,28 @@ export function createDecider<E extends TypedEvent, S>(
     let state = base.state;
     let keys = base.keys;
     let kept = base.window;
+    let trimmed = base.trimmed === true;
     let sinceSnapshot = base.sinceSnapshot + stored.length;
     for (let i = 0; i < stored.length; i++) {
       const key = metaField(stored[i].meta, IDEMPOTENCY_KEY);
-      if (typeof key === "string") keys = withKey(keys, key, kept);
+      if (typeof key === "string") {
+        trimmed ||= keys.length >= kept;
+        keys = withKey(keys, key, kept);
+      }
       const event = codec.decode(stored[i]);
       if (event === undefined) continue;
       if (snapshot?.isOrigin(event)) {
         // Everything folded so far is superseded by the snapshot.
         decoded.length = 0;
         state = initial;
-        ({ keys, window: kept } = snapshotKeys(stored[i].meta));
+        ({ keys, window: kept, trimmed } = snapshotKeys(stored[i].meta));
         sinceSnapshot = stored.length - 1 - i;
       }
       decoded.push(event);
     }
     state = fold(state, decoded);
     const version = stored[stored.length - 1].index + 1;
-    const loaded = { version, state, sinceSnapshot, keys, window: kept };
+    const loaded = { version, state, sinceSnapshot, keys, window: kept, trimmed };
     remember(stream, loaded);
     return loaded;
   }
@@ -1100,7 +1122,8 @@ export function createDecider<E extends TypedEvent, S>(
     for (let attempt = 1;; attempt++) {
       if (
         key !== undefined && !found && searchedTo < current.version &&
-        current.keys.length >= current.window && !current.keys.includes(key)
+        (current.trimmed === true || current.keys.length >= current.window) &&
+        !current.keys.includes(key)
       ) {
         found = await keyedBefore(stream, key, searchedTo, current.version);
         searchedTo = current.version;
@@ -1137,7 +1160,9 @@ export function createDecider<E extends TypedEvent, S>(
         readBack.push(decoded);
       }
       let keys = current.keys;
+      let trimmed = current.trimmed === true;
       if (key !== undefined) {
+        trimmed ||= keys.length >= current.window;
         toWrite[0] = {
           ...toWrite[0],
           meta: { ...(toWrite[0].meta as object), [IDEMPOTENCY_KEY]: key },
@@ -1168,6 +1193,7 @@ export function createDecider<E extends TypedEvent, S>(
           sinceSnapshot,
           keys,
           window: current.window,
+          trimmed,
         });
         return {
           result,
