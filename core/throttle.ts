@@ -120,7 +120,8 @@ export function throttle(options: ThrottleOptions = {}): Throttle {
   const gated = async (
     batch: Batch,
     n: number,
-    controller: TransformStreamDefaultController<Batch>,
+    // Only what the gate calls of its controller.
+    controller: { enqueue(batch: Batch): void },
   ) => {
     {
       for (;;) {
