@@ -156,22 +156,31 @@ let pauseRun: Promise<LeaseFigures> | undefined;
 function runPause(): Promise<LeaseFigures> {
   pauseRun ??= (async () => {
     // 50 ms calls: the member is paused with calls in flight. It commits only when a tranche is
-    // revoked or it stops, so that it is paused with completed work not committed, which the
-    // revocation on SIGCONT (the lease lapsed) commits and the fence refuses. With commits every
-    // 200 ms it often had none: a commit in flight at SIGSTOP (accepted: the lease was valid
-    // when it arrived) covered all there was, and no stale commit was tried (1 run in 4 at a
-    // load of 12-13 under Bun, pausedCommitsRefused 0).
+    // revoked or it stops, and is paused once it has handled all of the first events (so every
+    // tranche of its has completed work not committed, whatever the load): the revocation on
+    // SIGCONT (the lease lapsed) commits it, and the fence refuses. With commits every 200 ms it
+    // could have none: under load (12-15) a tranche's first batch was often not complete yet,
+    // or a commit in flight at SIGSTOP (accepted: the lease was still valid when it arrived)
+    // covered all there was; no stale commit was tried (pausedCommitsRefused 0, 3 runs in 12).
     const c = await createCluster({ slots: SLOTS, timing: T, handlerMs: 50 });
     const random = seededRandom(SEED + 1);
     try {
       await c.seed(500, 2);
       const [a] = await Promise.all([c.spawn("a", 50, 600_000), c.spawn("b")]);
       await balanced(c.owners, 2);
-      // Paused while busy, so that calls are in flight and batches unfinished.
+      await c.awaitHandled(60_000);
+      // Paused while busy, so that calls are in flight and batches unfinished: calls of the
+      // burst in flight in its log once it has stopped (a sleep alone, or a look at the log
+      // before the SIGSTOP, could pause it between two waves of 50 ms calls, frozenCalls 0).
       const burst = c.seed(500, 4);
       const stopWriting = c.write(500, random);
-      await sleep(300 + random() * 300);
-      await c.pause(a, T.durationMs + 3 * T.heartbeatMs);
+      await sleep(random() * 300);
+      await until(async () => (await c.calls(a, 2)).open >= 1, 30_000, "a busy with the burst");
+      await c.pause(
+        a,
+        T.durationMs + 3 * T.heartbeatMs,
+        async () => (await c.calls(a, 2)).open >= 1,
+      );
       await burst;
       await sleep(1500); // a wakes up, finds its slots gone, and rejoins
       await stopWriting();

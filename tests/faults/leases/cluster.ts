@@ -59,8 +59,12 @@ export interface Cluster {
   kill(m: Member): Promise<void>;
   /** SIGTERM and wait for a clean exit. */
   stop(m: Member): Promise<void>;
-  /** SIGSTOP for `ms`, then SIGCONT. */
-  pause(m: Member, ms: number): Promise<void>;
+  /**
+   * SIGSTOP for `ms`, then SIGCONT. With `busy`, asked once the process has stopped: while it
+   * answers false (say, no call in flight in the log), the process is let go on at once and
+   * stopped again a moment later (up to 10 s), so that the pause surely catches what `busy` saw.
+   */
+  pause(m: Member, ms: number, busy?: () => Promise<boolean>): Promise<void>;
   /** Appends `perStream` events to each of streams `[0, streams)`, at any version. */
   seed(streams: number, perStream: number): Promise<void>;
   /** Appends a few events to random streams until the returned function is called. */
@@ -80,6 +84,17 @@ export interface Cluster {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until the process is stopped (state T in /proc; up to 2 s, then goes on anyway). */
+async function stoppedProcess(pid: number) {
+  const deadline = performance.now() + 2_000;
+  while (performance.now() < deadline) {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+    // The state follows the command name in parentheses, which may hold spaces.
+    if (/^[Tt]$/.test(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3))) return;
+    await sleep(1);
+  }
+}
 /** The lease scope of the members (member.ts: group "leased" of the MessageDB source). */
 const SCOPE = "messagedb/leased";
 const epoch = () => performance.timeOrigin + performance.now();
@@ -181,9 +196,19 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
         );
       }
     },
-    async pause(m, ms) {
+    async pause(m, ms, busy) {
+      const giveUp = performance.now() + 10_000;
+      for (;;) {
+        m.child.kill("SIGSTOP");
+        // Taken once it has stopped: a call it logged between a time taken before the kill and
+        // the stop was counted as started after the pause, and its overlap with the new owner's
+        // calls as a real one (8 overlaps in a run paused just as a burst's calls began).
+        await stoppedProcess(m.child.pid);
+        if (busy === undefined || performance.now() > giveUp || await busy()) break;
+        m.child.kill("SIGCONT");
+        await sleep(5 + Math.random() * 20);
+      }
       const from = epoch();
-      m.child.kill("SIGSTOP");
       await sleep(ms);
       m.child.kill("SIGCONT");
       m.paused = { from, to: epoch() };
