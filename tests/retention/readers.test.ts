@@ -4,6 +4,7 @@
 // warning; a stream whose first retained event has version 6 is handled, not stalled as a gap;
 // a running reader the cleanup job overtakes gets the same outcome.
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 // @ts-types="@types/pg"
 import type pg from "pg";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
@@ -120,20 +121,37 @@ Deno.test("readers below the horizon: warn reads on from the oldest retained eve
     const seen = recorder();
     const sink = streamsSink({ handler: seen.handler, statsIntervalMs: 0 });
     const ac = new AbortController();
-    const running = run(
-      messageDbSource({
-        ...options,
-        categories: [category],
-        group: "g",
-        retention: { schema, belowHorizon: "warn" },
-        signal: ac.signal,
-      }),
-      sink,
-      { signal: ac.signal },
+    const records: LogRecord[] = [];
+    await configure({
+      reset: true,
+      sinks: { buffer: (r) => void records.push(r) },
+      loggers: [
+        { category: ["impel", "messagedb"], lowestLevel: "warning", sinks: ["buffer"] },
+        { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+      ],
+    });
+    try {
+      const running = run(
+        messageDbSource({
+          ...options,
+          categories: [category],
+          group: "g",
+          retention: { schema, belowHorizon: "warn" },
+          signal: ac.signal,
+        }),
+        sink,
+        { signal: ac.signal },
+      );
+      await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 10_000 });
+      ac.abort();
+      await running;
+    } finally {
+      await reset();
+    }
+    const warnings = records.filter((r) =>
+      r.message.join("").includes("below the retention horizon")
     );
-    await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 10_000 });
-    ac.abort();
-    await running;
+    assert.equal(warnings.length, 1, "one warning for the one crossing");
     for (let s = 0; s < 3; s++) {
       assert.deepEqual(seen.byStream.get(`${category}-${s}`), range(6, 10));
     }
@@ -226,3 +244,49 @@ Deno.test("readers below the horizon: bad retention options are typed errors", (
     );
   }
 });
+
+Deno.test("readers below the horizon: overtaken while running under warn, a known stream's gap goes to the gaps policy (skip carries on)", () =>
+  withFixture(async ({ pool, schema, options }) => {
+    for (const gaps of ["skip"] as const) {
+      const category = unique("HorGap");
+      await seed(pool, category, 2, 30);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => release = r);
+      let calls = 0;
+      const seen = recorder();
+      const sink = streamsSink({
+        handler: async (stream, events) => {
+          if (calls++ === 0) await gate;
+          seen.handler(stream, events);
+        },
+        gaps,
+        maxConcurrentStreams: 1,
+        maxReadAhead: 1,
+        statsIntervalMs: 0,
+      });
+      const ac = new AbortController();
+      const source = messageDbSource({
+        ...options,
+        categories: [category],
+        group: "g",
+        batchSize: 4,
+        maxBatchItems: 4,
+        retention: { schema, belowHorizon: "warn" },
+        signal: ac.signal,
+      });
+      const running = run(source, sink, { signal: ac.signal }).then(() => undefined, (e) => e);
+      while (calls === 0) await new Promise((r) => setTimeout(r, 10));
+      await expire(pool, schema, category, 25);
+      release();
+      await sink.monitor.awaitCompletion({ tail: true, timeoutMs: 10_000 });
+      ac.abort();
+      assert.equal(await running, undefined);
+      for (const list of seen.byStream.values()) {
+        assert.deepEqual(list.slice(-5), range(25, 30), "carried on to the end past the gap");
+      }
+      const jumped = [...seen.byStream.values()].some((l) =>
+        l.some((v, i) => i > 0 && v !== l[i - 1] + 1)
+      );
+      assert.ok(jumped, "a known stream met removed events (a gap) and skipped it");
+    }
+  }));
