@@ -17,9 +17,10 @@
  *   it). Messages written meanwhile may be replayed too when they share the last page read.
  * - **Rate.** `rate` events per second, kept over the whole run (see {@linkcode throttle});
  *   batches are made small enough (a twentieth of a second's worth) for the limit to be smooth.
- * - **Progress.** {@linkcode Replay.progress}: done / total, events per second, ETA, state; the
- *   sink's stats and, given `metrics`, the pipeline's series under the replay's group, plus the
- *   `impel_replay_*` gauges ({@linkcode ImpelMetrics.addReplay}).
+ * - **Progress.** {@linkcode Replay.progress}: done / total, events per second, ETA, state; a
+ *   log line (`impel.replay`) every `statsIntervalMs` beside the sink's stats line; the sink's
+ *   stats; and, given `metrics`, the pipeline's series under the replay's group plus the
+ *   `impel_replay_*` gauges (`ImpelMetrics.addReplay`).
  * - **Groups and checkpoints.** Without `group` nothing durable is written: progress is kept in
  *   memory under the group `"impel-replay"`. With `group` (and its `checkpoints`), the replay
  *   runs as that group: it is refused with `PipelineRunningError` while a pipeline of the group
@@ -349,6 +350,7 @@ export function replayMessageDb(options: MessageDbReplayOptions): Replay {
   const scope: CheckpointScope = { source: sourceName, group };
   const done = (async (): Promise<ReplayResult> => {
     let unhold: (() => Promise<void>) | undefined;
+    let ticker: ReturnType<typeof setInterval> | undefined;
     try {
       from = "position" in options.from
         ? options.from.position
@@ -375,6 +377,25 @@ export function replayMessageDb(options: MessageDbReplayOptions): Replay {
       startedAt = performance.now();
       state = gate.paused ? "paused" : "running";
       if (gate.paused) pausedAt = startedAt;
+      // Progress in the log at the sink's stats interval (0: none), beside its stats line.
+      const every = sinkOptions.statsIntervalMs ?? 60_000;
+      if (every > 0) {
+        ticker = setInterval(() => {
+          const p = progress();
+          log.info(
+            "replay {group}: {done}/{total} events ({percent}%), {rate}/s, ETA {eta} s{paused}",
+            {
+              group,
+              done: p.done,
+              total: p.total,
+              percent: (p.fraction * 100).toFixed(1),
+              rate: Math.round(p.eventsPerSecond),
+              eta: p.etaMs === undefined ? "?" : Math.round(p.etaMs / 1000),
+              paused: p.state === "paused" ? " (paused)" : "",
+            },
+          );
+        }, every);
+      }
       log.info("replaying {categories} as {group} from {from}: {total} events", {
         categories: categories.join(","),
         group,
@@ -394,6 +415,7 @@ export function replayMessageDb(options: MessageDbReplayOptions): Replay {
       await p.sink.stop().catch(() => {});
       throw error;
     } finally {
+      clearInterval(ticker);
       await unhold?.().catch((error) =>
         log.warn("releasing the running mark of {group} failed: {error}", {
           group,

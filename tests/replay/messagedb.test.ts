@@ -8,7 +8,8 @@ import { PipelineRunningError } from "../../core/checkpoints.ts";
 import type { StreamEvent } from "../../core/event.ts";
 import type { InvalidArgumentError } from "../../core/errors.ts";
 import { initPostgresCheckpoints, postgresCheckpoints } from "../../checkpoints/postgres.ts";
-import { messageDbCheckpointKey } from "../../sources/messagedb.ts";
+import { messageDbCheckpointKey, messageDbSource } from "../../sources/messagedb.ts";
+import { run, streamsSink } from "../../core/sink.ts";
 import { positionAtTime, replayMessageDb } from "../../replay/messagedb.ts";
 import { seed, unique, withSchema } from "../support/postgres.ts";
 
@@ -230,8 +231,22 @@ Deno.test("replay into a group is refused while a pipeline of the group runs", a
     const group = unique("projector");
     const key = messageDbCheckpointKey(category, { group });
     await checkpoints.commit(key, 2n);
-    // What every MessageDB source of the group holds while it runs.
-    const unhold = await checkpoints.hold!({ source: "messagedb", group });
+    // A real pipeline of the group runs: its MessageDB source holds the group's running mark.
+    const stop = new AbortController();
+    const sink = streamsSink({ group, handler: () => {}, statsIntervalMs: 0 });
+    const running = run(
+      messageDbSource({
+        client: pool,
+        categories: [category],
+        group,
+        checkpoints,
+        signal: stop.signal,
+      }),
+      sink,
+      { signal: stop.signal },
+    );
+    await sink.monitor.awaitCompletion({ tail: true });
+    const during = await checkpoints.load(key);
     try {
       const replay = replayMessageDb({
         client: pool,
@@ -245,10 +260,23 @@ Deno.test("replay into a group is refused while a pipeline of the group runs", a
       });
       await assert.rejects(replay.done, PipelineRunningError);
       assert.equal(replay.progress().state, "failed");
+      assert.equal(await checkpoints.load(key), during, "the replay wrote nothing");
     } finally {
-      await unhold();
+      stop.abort();
+      await running;
     }
-    assert.equal(await checkpoints.load(key), 2n);
+    // Once it stopped, the replay runs and resets.
+    const after = await replayMessageDb({
+      client: pool,
+      categories: [category],
+      from: { position: 0n },
+      group,
+      checkpoints,
+      resetCheckpoint: true,
+      handler: () => {},
+      statsIntervalMs: 0,
+    }).done;
+    assert.equal(after.checkpoints, "reset");
   });
 });
 
