@@ -573,7 +573,26 @@ export async function fileStorage(
       load: (key) => snapshots.load(key),
       save: (key, text) => {
         if (readOnly) return Promise.reject(new ReadOnlyStorageError(name));
-        return snapshots.save(key, text);
+        if (!shared) return snapshots.save(key, text); // one writer: its saves only move on
+        // Several writers: under the lock, and never an older snapshot over a newer one (a writer
+        // whose state is behind saves later), unless the stored one lies beyond the stream.
+        return serial(async () => {
+          ready();
+          await lockShared();
+          try {
+            await refresh(true);
+            const stored = position(await snapshots.load(key));
+            const ours = position(text);
+            if (
+              ours && stored?.name === ours.name && stored.seq >= ours.seq && stored.seq <= last
+            ) {
+              return;
+            }
+            await snapshots.save(key, text);
+          } finally {
+            await unlink(lockPath);
+          }
+        });
       },
     },
     close() {
@@ -586,6 +605,16 @@ export async function fileStorage(
       });
     },
   };
+}
+
+/** The projection version and sequence number of a snapshot's text, if it has them. */
+function position(text: string | undefined): { name: string; seq: number } | undefined {
+  try {
+    const { name, seq } = JSON.parse(text ?? "");
+    return typeof name === "string" && typeof seq === "number" ? { name, seq } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

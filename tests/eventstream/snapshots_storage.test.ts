@@ -1,8 +1,8 @@
 // Snapshots kept in the stream's own storage (`snapshots: "storage"`): files beside the segments,
 // block blobs beside the append blobs on Azurite. A restart reads only the tail; a snapshot that
 // does not parse or is of another version is ignored with a warning and the stream replayed; a
-// read-only storage loads them and refuses to save; on blobs a slower writer never replaces a
-// newer snapshot with an older one.
+// read-only storage loads them and refuses to save; on blobs and shared files a slower writer
+// never replaces a newer snapshot with an older one.
 import assert from "node:assert/strict";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import {
@@ -108,6 +108,33 @@ Deno.test("snapshots in file storage: beside the segments, a restart reads only 
   assert.equal(reader.applied, 0);
   await assert.rejects(reader.saveSnapshots(), ReadOnlyStorageError);
   await reader.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("snapshots in shared file storage: a writer that is behind does not replace a newer one", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/Words.snapshot.json`;
+  const open = async () => start(await fileStorage(dir, { fsync: "never", shared: true }));
+  const behind = await open();
+  const ahead = await open();
+  await Promise.all([behind.ready, ahead.ready]);
+  for (const word of ["a", "b", "c"]) await ahead.append(() => [{ word }]);
+  await ahead.saveSnapshots();
+  await behind.saveSnapshots(); // its state is at 0: the snapshot at 3 stays
+  assert.equal(JSON.parse(await readFile(path, "utf8")).seq, 3);
+  // One that lies beyond the stream (a stream restored from an older copy) is replaced.
+  await writeFile(path, JSON.stringify({ name: "Words-1", seq: 99, state: {} }));
+  await behind.saveSnapshots();
+  assert.equal(JSON.parse(await readFile(path, "utf8")).seq, 0);
+  await ahead.saveSnapshots();
+  assert.deepEqual(JSON.parse(await readFile(path, "utf8")), {
+    name: "Words-1",
+    seq: 3,
+    state: { a: 1, b: 1, c: 1 },
+  });
+  await behind.close();
+  await ahead.close();
+  await assert.rejects(readFile(`${dir}/LOCK`), { code: "ENOENT" }, "the lock was let go");
   await Deno.remove(dir, { recursive: true });
 });
 
