@@ -20,13 +20,14 @@ interface Result {
   err: string;
 }
 
-async function cli(args: string[], isTerminal = false): Promise<Result> {
+async function cli(args: string[], isTerminal = false, signal?: AbortSignal): Promise<Result> {
   let out = "", err = "";
   const io: CliIo = {
     out: (t) => void (out += t),
     err: (t) => void (err += t),
     env: (name) => ({ IMPEL_PG_URL: url } as Record<string, string>)[name],
     isTerminal,
+    signal,
   };
   const code = await main(args, io);
   return { code, out, err };
@@ -118,6 +119,21 @@ Deno.test("cli replay from a time at a rate: plain progress lines, a bar on a te
     assert.equal(last.done, 60);
     assert.equal(last.total, 60);
     assert.ok(objects.length >= 2, "progress while running");
+  });
+});
+
+Deno.test("cli replay: Ctrl-C cancels, saying how far it got", async () => {
+  await withSchema(async (pool) => {
+    const category = unique("Replay");
+    await seed(pool, category, 10, 20); // 200
+    const r = await cli(
+      ["replay", "--category", category, "--from-position", "0", "--rate", "100"],
+      false,
+      AbortSignal.timeout(700),
+    );
+    assert.equal(r.code, EXIT.ok, r.err);
+    const done = Number(/cancelled: (\d+) events/.exec(r.out)?.[1]);
+    assert.ok(done > 0 && done < 200, r.out);
   });
 });
 
