@@ -439,7 +439,9 @@ export function streamsSink(
       );
     }
     control.check();
-    if (scheduler.readAhead < maxReadAhead) return;
+    // Ingesting can fault the sink at once (a permanent gap under a fault policy): stopped, it
+    // never releases a write again, so this one must not wait.
+    if (stopping || scheduler.readAhead < maxReadAhead) return;
     return new Promise<void>((resolve) => (releaseWrite = resolve));
   }
 
