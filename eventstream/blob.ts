@@ -168,7 +168,7 @@ export interface BlobStorageOptions {
   readonly maxPayload?: number;
   /** Read only (a SAS with list and read permissions is enough): appends reject. */
   readonly readOnly?: boolean;
-  /** Named in errors (default: the container URL and prefix). */
+  /** Named in errors (default: the container URL, without a SAS, and prefix). */
   readonly name?: string;
 }
 
@@ -379,7 +379,11 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
   const maxBlocks = checkInteger("maxBlocks", options.maxBlocks ?? 50_000, 1, 50_000);
   const maxPayload = checkInteger("maxPayload", options.maxPayload ?? DEFAULT_MAX_PAYLOAD, 1);
   const readOnly = options.readOnly ?? false;
-  const name = options.name ?? `${container.url}/${prefix}`;
+  // The container's URL without its query: a SAS there would be in every log line and error, and
+  // the source's checkpoint key (the name) would change each time the SAS is renewed.
+  const url = new URL(container.url);
+  url.search = "";
+  const name = options.name ?? `${url.href}/${prefix}`;
   if (!readOnly) {
     try {
       await container.createIfNotExists();
