@@ -199,6 +199,19 @@ export function checkRetentionRules(rules: unknown, field = "rules"): readonly R
         `must be a boolean, got ${describe(rule.archive)}`,
       );
     }
+    // First match wins: a rule an earlier one of its target covers would never apply, and the
+    // earlier one's policy would remove what it was written to keep.
+    for (let j = 0; j < i; j++) {
+      const earlier = rules[j];
+      if (earlier.target !== rule.target) continue;
+      if (earlier.match === rule.match || matchesName(earlier.match, rule.match)) {
+        throw new InvalidArgumentError(
+          `${at}.match`,
+          `is never reached: ${field}[${j}] (${JSON.stringify(earlier.match)}) matches every ` +
+            `name it does, and the first match wins (put the more specific rule first)`,
+        );
+      }
+    }
   });
   return rules;
 }

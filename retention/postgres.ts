@@ -322,10 +322,10 @@ export function postgresRetention(
   const batchSize = whole("batchSize", options.batchSize ?? 1000, 1, 100_000);
   const pauseMs = whole("pauseMs", options.pauseMs ?? 10, 0, 3_600_000);
   const intervalMs = whole("intervalMs", options.intervalMs ?? 3_600_000, 1, 2 ** 31 - 1);
-  const windows = (options.windows ?? []).map((w, i) => checkWindow(`windows[${i}]`, w));
   if (!Array.isArray(options.windows ?? [])) {
     throw new InvalidArgumentError("windows", `must be an array, got ${describe(options.windows)}`);
   }
+  const windows = (options.windows ?? []).map((w, i) => checkWindow(`windows[${i}]`, w));
   const meters = options.metrics === undefined ? undefined : retentionMetrics(options.metrics);
 
   const run = async (text: string, params: unknown[]): Promise<SqlRow[]> => {

@@ -262,6 +262,15 @@ Deno.test("retention: bad rules and options are typed errors naming the field; m
       [[{ target: "queue", match: "q", policy: { keepLast: 2 } }], "rules[0].policy.keepLast"],
       [[{ target: "category", match: "A", policy: { maxage: 1 } }], "rules[0].policy.maxage"],
       [[{ target: "category", match: "A", policy: {}, archive: "yes" }], "rules[0].archive"],
+      // A rule an earlier one covers never applies: the wildcard would clean what it keeps.
+      [[
+        { target: "category", match: "*", policy: { maxAgeMs: DAY } },
+        { target: "category", match: "Audit", policy: {} },
+      ], "rules[1].match"],
+      [[
+        { target: "queue", match: "jobs*", policy: { maxAgeMs: DAY } },
+        { target: "queue", match: "jobs*", policy: {} },
+      ], "rules[1].match"],
     ];
     for (const [rules, field] of bad) {
       assert.throws(
@@ -273,6 +282,11 @@ Deno.test("retention: bad rules and options are typed errors naming the field; m
     assert.throws(
       () => postgresRetention(pool, { rules: [], windows: [{ start: "25:00", end: "01:00" }] }),
       (e) => e instanceof InvalidArgumentError && e.field === "windows[0].start",
+    );
+    assert.throws(
+      () =>
+        postgresRetention(pool, { rules: [], windows: { start: "02:00", end: "04:00" } as never }),
+      (e) => e instanceof InvalidArgumentError && e.field === "windows",
     );
     assert.throws(
       () => postgresRetention(pool, { rules: [], batchSize: 0 }),
