@@ -214,6 +214,19 @@ export interface BlobStorage extends EventStorage {
  * ```
  */
 export function blobSnapshots(container: BlobContainer, prefix = ""): SnapshotStore {
+  return snapshotBlobs(container, prefix);
+}
+
+/**
+ * {@linkcode blobSnapshots}, and with `streamLast` (the stream's last sequence number now) a stored
+ * snapshot beyond the stream (left from another history of it) is replaced, not kept: kept, it
+ * would be loaded as valid once the stream grew past it.
+ */
+function snapshotBlobs(
+  container: BlobContainer,
+  prefix: string,
+  streamLast?: () => Promise<number>,
+): SnapshotStore {
   if (typeof container?.getBlockBlobClient !== "function") {
     throw new InvalidArgumentError("container", "must be a ContainerClient of @azure/storage-blob");
   }
@@ -249,7 +262,10 @@ export function blobSnapshots(container: BlobContainer, prefix = ""): SnapshotSt
       for (let attempt = 1;; attempt++) {
         const found = await get(blob);
         const theirs = found && position(found.text);
-        if (ours && theirs && theirs.name === ours.name && theirs.seq >= ours.seq) return;
+        if (
+          ours && theirs && theirs.name === ours.name && theirs.seq >= ours.seq &&
+          (streamLast === undefined || theirs.seq <= await streamLast())
+        ) return;
         try {
           await blob.upload(body, body.length, {
             conditions: found?.etag ? { ifMatch: found.etag } : { ifNoneMatch: "*" },
@@ -394,7 +410,11 @@ export async function blobStorage(options: BlobStorageOptions): Promise<BlobStor
     }
   }
 
-  const snapshots = blobSnapshots(container, prefix);
+  const snapshots = snapshotBlobs(container, prefix, () =>
+    serial(async () => {
+      await refresh();
+      return last;
+    }));
   let blobs: BlobState[] = [];
   /** The last downloaded range of a blob. */
   let cache: { name: string; offset: number; bytes: Uint8Array } | undefined;

@@ -185,6 +185,32 @@ Deno.test("snapshots in blob storage: block blobs beside the stream, a restart r
   await container.delete();
 });
 
+Deno.test("snapshots in blob storage: one beyond the stream is replaced by the next save, never loaded later", async () => {
+  const container = azurite.getContainerClient(uniqueContainer("stale-snapshot"));
+  const blob = container.getBlockBlobClient("snapshots/Count.json");
+  const first = start(await blobStorage({ container }));
+  await first.ready;
+  for (const word of ["a", "b", "c"]) await first.append(() => [{ word }]);
+  await first.close();
+  // Left from another history of the stream (its blobs restored or made anew): at 10, count 1000.
+  const stale = JSON.stringify({ name: "Count-1", seq: 10, state: 1000 });
+  await blob.upload(stale, stale.length);
+  const warnings: string[] = [];
+  const second = start(await blobStorage({ container }), (m) => warnings.push(m));
+  await second.ready;
+  assert.equal(second.localState.count, 3);
+  assert.match(warnings.join(), /Count-1 ignored \(its sequence number 10 is not in the stream/);
+  await second.saveSnapshots();
+  assert.equal(JSON.parse((await blob.downloadToBuffer()).toString()).seq, 3);
+  for (let i = 0; i < 10; i++) await second.append(() => [{ word: "d" }]);
+  await second.close();
+  const third = start(await blobStorage({ container }));
+  await third.ready;
+  assert.equal(third.localState.count, 13, "the stale snapshot at 10 is not loaded at 13");
+  await third.close();
+  await container.delete();
+});
+
 Deno.test('snapshots: "storage" on storage that keeps none is a typed error', () => {
   const storage: EventStorage = {
     name: "bare",
