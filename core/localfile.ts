@@ -118,11 +118,29 @@ async function readHolder(path: string): Promise<(LockHolder & { stale?: true })
   }
 }
 
+/** Links a new file holding `text` into place at `path`; false if `path` exists. */
+async function linkNew(path: string, text: string): Promise<boolean> {
+  // Written whole to a file of its own, then linked into place: never seen half-written.
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  try {
+    await writeSynced(tmp, text);
+    await link(tmp, path);
+    return true;
+  } catch (error) {
+    if ((error as { code?: string }).code !== "EEXIST") throw error;
+    return false;
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+}
+
 /**
- * Creates the lock file `path` exclusively, naming this process; a lock of a dead process on
- * this host is moved aside and checked again after the move, so that two processes taking over
- * the same stale lock cannot both succeed. A lock held by a live process (or one on another
- * host, whose liveness cannot be checked) rejects with what `held` makes of its holder.
+ * Creates the lock file `path` exclusively, naming this process. A lock of a dead process on this
+ * host is removed only by the process that holds `path.takeover` (linked exclusively too), after
+ * reading the holder again: so no process ever removes a live lock, however many race to take
+ * over one stale lock (moving a lock aside to check it, as before, could move a fresh one and let
+ * a third process in meanwhile). A lock held by a live process (or one on another host, whose
+ * liveness cannot be checked) rejects with what `held` makes of its holder.
  */
 export async function takeLock(
   path: string,
@@ -135,36 +153,29 @@ export async function takeLock(
     start: await startOf(process.pid),
     since: new Date(),
   });
+  const takeover = `${path}.takeover`;
   for (let attempt = 0; attempt < 3; attempt++) {
-    // Written whole to a file of its own, then linked into place: never seen half-written.
-    const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-    try {
-      await writeSynced(tmp, me);
-      await link(tmp, path);
+    if (await linkNew(path, me)) {
       taken.add(path);
       return;
-    } catch (error) {
-      if ((error as { code?: string }).code !== "EEXIST") throw error;
-    } finally {
-      await unlink(tmp).catch(() => {});
     }
     const holder = await readHolder(path);
     if (holder === undefined) continue;
     if (await alive(path, holder)) throw held(holder);
-    const aside = `${path}.stale-${crypto.randomUUID()}`;
+    // Throws `held(holder)` while a live process takes over; a taker that died meanwhile left a
+    // stale claim, taken over in turn the same way (one level deeper per such crash).
+    await takeLock(takeover, () => held(holder));
     try {
-      await rename(path, aside);
-    } catch {
-      continue; // another process moved it first
+      const again = await readHolder(path);
+      if (again !== undefined && await alive(path, again)) throw held(again);
+      if (again !== undefined) {
+        log.warn("taking over {path} from process {pid}, which is gone", { path, pid: again.pid });
+        await unlink(path).catch(() => {});
+      }
+    } finally {
+      taken.delete(takeover);
+      await unlink(takeover).catch(() => {});
     }
-    const moved = await readHolder(aside);
-    if (moved?.pid !== holder.pid || moved?.host !== holder.host) {
-      // We moved a fresh lock of the process that took over first: give it back.
-      await rename(aside, path).catch(() => {});
-      throw held(moved ?? {});
-    }
-    log.warn("taking over {path} from process {pid}, which is gone", { path, pid: holder.pid });
-    await unlink(aside).catch(() => {});
   }
   throw held((await readHolder(path)) ?? {});
 }

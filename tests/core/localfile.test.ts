@@ -1,7 +1,7 @@
 // The lock file of the file backends (core/localfile.ts) after a crash: a stale lock is taken
 // over, a live one is not.
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import process from "node:process";
 import { fileParkStore, ParkStoreLockedError } from "../../parked/file.ts";
@@ -62,6 +62,31 @@ Deno.test("lock: a stale lock naming a pid reused by another live process is tak
       JSON.stringify({ pid: 1, host: hostname(), start: "-1", since: new Date(0) }),
     );
     await (await fileParkStore(dir)).close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// A stale lock is removed only under LOCK.takeover, so that no process removes a lock another
+// took over meanwhile. pid 1 with start "-1" stands for a dead process; pid 1 without a start for
+// a live one (its liveness cannot be told apart from a running process's).
+Deno.test("lock: a stale lock is taken over under the takeover claim; a dead taker's claim too", async () => {
+  const dir = await temp();
+  const stale = JSON.stringify({ pid: 1, host: hostname(), start: "-1", since: new Date(0) });
+  const live = JSON.stringify({ pid: 1, host: hostname(), since: new Date(0) });
+  try {
+    await writeFile(`${dir}/LOCK`, stale);
+    await writeFile(`${dir}/LOCK.takeover`, live);
+    await assert.rejects(fileParkStore(dir), ParkStoreLockedError, "another process takes over");
+    assert.equal(await readFile(`${dir}/LOCK`, "utf8"), stale, "the stale lock is left to it");
+    await writeFile(`${dir}/LOCK.takeover`, stale);
+    const store = await fileParkStore(dir);
+    await store.close();
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => n.startsWith("LOCK")),
+      [],
+      "no claim left behind",
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
