@@ -159,6 +159,8 @@ const JSON_HEADERS = {
   "cache-control": "no-store",
 };
 const MAX_BODY = 256 * 1024;
+/** The most bytes of a page handed to the server at once (see `rest` in the stream). */
+const PIECE = 64 * 1024;
 
 /** The wire form of a feed event. */
 export function deliveredEvent(e: FeedEvent): DeliveredEvent {
@@ -452,8 +454,15 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
       ac.abort();
       release();
     };
+    // What of the last page the server has not taken yet. A page goes out in pieces of at most
+    // PIECE bytes, one per pull, so that the stall timer measures the time between pieces: a
+    // client that reads slowly but steadily keeps taking them, however long a whole page (up
+    // to pageSize large events) takes to drain.
+    let rest: Uint8Array | undefined;
     const send = (controller: ReadableStreamDefaultController<Uint8Array>, chunk: Uint8Array) => {
-      controller.enqueue(chunk);
+      // A copy, not a view: Deno's server takes a chunk's buffer over (detaching the rest).
+      rest = chunk.length > PIECE ? chunk.subarray(PIECE) : undefined;
+      controller.enqueue(chunk.length > PIECE ? chunk.slice(0, PIECE) : chunk);
       stall = setTimeout(() => drop(controller), stallTimeoutMs);
     };
     const drop = (controller: ReadableStreamDefaultController<Uint8Array>) => {
@@ -498,6 +507,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
           clearTimeout(dropping);
           return controller.close();
         }
+        if (rest !== undefined) return send(controller, rest);
         const deadline = Date.now() + heartbeatMs;
         try {
           while (!ac.signal.aborted) {
