@@ -503,6 +503,9 @@ function untilEnds(
     },
     transform(batch, controller) {
       const end = ends.get(batch.tranche);
+      // A category already read to its end (or with nothing to replay) is still read by the
+      // source while others go on: what is written to it meanwhile is not part of the replay.
+      if (end !== undefined && !open.has(batch.tranche)) return;
       controller.enqueue(
         streams === undefined
           ? batch

@@ -302,6 +302,31 @@ Deno.test("replay of a set of streams: only theirs, counted as such", async () =
   });
 });
 
+Deno.test("replay of two categories: what is written to the one done first, while the other goes on, is not replayed", async () => {
+  await withSchema(async (pool) => {
+    const small = unique("ReplayA"), large = unique("ReplayB");
+    await seed(pool, small, 1, 5);
+    // 2,000 at 1,000/s: two seconds, of which the batches waiting at the gate hold 0.8 s
+    await seed(pool, large, 20, 100);
+    const r = recorder();
+    const replay = replayMessageDb({
+      client: pool,
+      categories: [small, large],
+      from: { position: 0n },
+      rate: 1_000,
+      handler: r.handler,
+      statsIntervalMs: 0,
+    });
+    while (r.seen.filter((s) => s.stream.startsWith(small)).length < 5) await sleep(10);
+    await seed(pool, small, 1, 20, 5); // past its end, while the large one is replayed
+    const result = await replay.done;
+    assert.equal(result.state, "completed");
+    assert.equal(r.seen.filter((s) => s.stream.startsWith(large)).length, 2_000);
+    assert.equal(r.seen.filter((s) => s.stream.startsWith(small)).length, 5);
+    assert.equal(result.done, replay.progress().total);
+  });
+});
+
 Deno.test("replay of an empty range completes at once", async () => {
   await withSchema(async (pool) => {
     const category = unique("Replay");
