@@ -10,7 +10,7 @@ import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { backoff, type RetryOptions } from "../core/failure.ts";
 import { sleep } from "../core/tranches.ts";
 import type { DeliveredEvent } from "./server.ts";
-import { refusalOf } from "./wire.ts";
+import { refusalOf, RETRIED_4XX } from "./wire.ts";
 
 export type { DeliveredEvent } from "./server.ts";
 export type { RetryOptions } from "../core/failure.ts";
@@ -105,8 +105,6 @@ export class SubscriptionLineTooLongError extends ImpelError {
   }
 }
 
-/** Statuses that say "later", not "no": a timeout, too early, rate limited. */
-const RETRIED_4XX = new Set([408, 425, 429]);
 /** The longest Retry-After honoured (a proxy's "come back tomorrow" is not waited for whole). */
 const MAX_RETRY_AFTER_MS = 10 * 60_000;
 

@@ -12,7 +12,7 @@ import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../cor
 import type { RetryOptions } from "../core/failure.ts";
 import { pagedSource, type StartFrom } from "../core/reader.ts";
 import { SubscriptionRefusedError } from "./client.ts";
-import { refusalOf } from "./wire.ts";
+import { refusalOf, RETRIED_4XX } from "./wire.ts";
 import type { DeliveredEvent } from "./server.ts";
 
 export type { Batch, BatchItem, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
@@ -88,7 +88,9 @@ function trancheOf(url: URL): string {
  * A source reading a remote impel stream through a delivery handler, one tranche named after
  * the remote's host and path (`127.0.0.1:8080/streams/Order`: two remotes with a category of
  * the same name have their own checkpoints); a position is the remote feed's position after
- * the last event read, committed as the checkpoint. A refusal (bad token) fails the source; other failures retry.
+ * the last event read, committed as the checkpoint. A refusal (bad token: a 4xx but 408, 425
+ * and 429) fails the source; other failures retry with `retry`'s backoff (a `Retry-After` is
+ * not read).
  *
  * @example
  * ```ts ignore
@@ -128,7 +130,8 @@ export function remoteSource(options: RemoteSourceOptions): ObservableSource {
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
     const response = await fetching(target, { headers, signal });
     const body = await response.json().catch(() => ({}));
-    if (response.status >= 400 && response.status < 500) {
+    // 408/425/429 (a proxy's rate limit) say "later": retried with the backoff, as subscribe() does.
+    if (response.status >= 400 && response.status < 500 && !RETRIED_4XX.has(response.status)) {
       const { code, message } = refusalOf(body);
       throw new SubscriptionRefusedError(response.status, code ?? "Refused", message ?? "");
     }

@@ -18,3 +18,6 @@ export function refusalOf(body: unknown): { code?: string; message?: string } {
   const text = (v: unknown) => typeof v === "string" ? v : undefined;
   return { code: text(error.code), message: text(error.message) };
 }
+
+/** Statuses that say "later", not "no" (a timeout, too early, rate limited): retried, like 5xx. */
+export const RETRIED_4XX: ReadonlySet<number> = new Set([408, 425, 429]);

@@ -1,0 +1,64 @@
+// Review of issue 19 (G, remote side): remoteSource failed the source on a 429 from a proxy
+// (every 4xx was a refusal) where subscribe() retries it; 408/425/429 now retry with the backoff.
+import assert from "node:assert/strict";
+import { createMemoryStore } from "../../sources/memory.ts";
+import { createDeliveryHandler, memoryFeed } from "../../delivery/server.ts";
+import { remoteSource } from "../../delivery/remote.ts";
+import { SubscriptionRefusedError } from "../../delivery/client.ts";
+import { run, streamsSink } from "../../mod.ts";
+
+const TOKEN = "reader-token-0123456789";
+
+Deno.test("delivery remoteSource: 429 is retried, 401 fails the source", async () => {
+  const store = createMemoryStore();
+  await store.append("Order-1", [{ type: "Placed", data: {} }], "any");
+  const handler = createDeliveryHandler({
+    feed: memoryFeed(store),
+    tokens: { [TOKEN]: ["read:Order"] },
+  });
+  let calls = 0;
+  const limited = ((input: RequestInfo | URL, init?: RequestInit) => {
+    calls++;
+    if (calls === 1) {
+      return Promise.resolve(
+        new Response("slow down", { status: 429, headers: { "retry-after": "1" } }),
+      );
+    }
+    return handler(new Request(input, init));
+  }) as typeof fetch;
+  const ac = new AbortController();
+  const handled: string[] = [];
+  const timer = setTimeout(() => ac.abort(), 5_000);
+  await run(
+    remoteSource({
+      url: "http://remote:1/streams/Order",
+      token: TOKEN,
+      fetch: limited,
+      signal: ac.signal,
+      retry: { initialDelayMs: 10 },
+    }),
+    streamsSink({
+      handler: (stream) => {
+        handled.push(stream);
+        ac.abort();
+      },
+    }),
+  );
+  clearTimeout(timer);
+  assert.deepEqual(handled, ["Order-1"]);
+  assert.ok(calls >= 2);
+
+  const refused = remoteSource({
+    url: "http://remote:1/streams/Order",
+    token: "wrong-token-0123456789",
+    fetch: ((input: RequestInfo | URL, init?: RequestInit) =>
+      handler(new Request(input, init))) as typeof fetch,
+  });
+  await assert.rejects(
+    run(refused, streamsSink({ handler: () => {} })),
+    (error: unknown) => {
+      const text = String(error) + String((error as { cause?: unknown }).cause ?? "");
+      return error instanceof SubscriptionRefusedError || /UnknownToken|401/.test(text);
+    },
+  );
+});
