@@ -63,12 +63,19 @@ const log = getLogger(["impel", "retention"]);
  * @category Retention
  */
 export class RetentionTablesMissingError extends ImpelError {
-  /** Creates the error for the quoted `schema`; `cause` is the driver's error. */
-  constructor(schema: string, cause: unknown) {
+  /**
+   * Creates the error for the quoted `schema`; `cause` is the driver's error; `queues`: it is the
+   * queue tables a queue rule reads that are missing (made by `initPostgresQueues`).
+   */
+  constructor(schema: string, cause: unknown, queues = false) {
     super(
       "RetentionTablesMissing",
-      `the retention tables of schema ${schema} do not exist: call initPostgresRetention(client, ` +
-        `{ schema }) first (${errorText(cause)})`,
+      queues
+        ? `the queue tables of schema ${schema} (queueSchema), which queue rules clean, do not ` +
+          `exist: call initPostgresQueues(client, { schema }) first, or give no queue rules ` +
+          `(${errorText(cause)})`
+        : `the retention tables of schema ${schema} do not exist: call ` +
+          `initPostgresRetention(client, { schema }) first (${errorText(cause)})`,
       { cause },
     );
   }
@@ -335,7 +342,7 @@ export function postgresRetention(
       const state = sqlState(error);
       if (state === "42P01" || state === "3F000") {
         const qs = /queue_dead_letters/.test(String((error as Error)?.message));
-        if (qs) throw new RetentionTablesMissingError(queueSchema + " (queue tables)", error);
+        if (qs) throw new RetentionTablesMissingError(queueSchema, error, true);
         throw new RetentionTablesMissingError(schema, error);
       }
       throw error;

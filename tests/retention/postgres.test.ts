@@ -300,6 +300,15 @@ Deno.test("retention: bad rules and options are typed errors naming the field; m
       rules: [{ target: "category", match: category, policy: { maxAgeMs: DAY } }],
     });
     await assert.rejects(job.runOnce(), RetentionTablesMissingError);
+    // A queue rule over a schema without queue tables names the call that makes them.
+    const queues = postgresRetention(pool, {
+      queueSchema: schema,
+      rules: [{ target: "queue", match: "*", policy: { maxAgeMs: DAY } }],
+    });
+    await assert.rejects(
+      queues.runOnce(),
+      (e) => e instanceof RetentionTablesMissingError && /initPostgresQueues/.test(e.message),
+    );
   }));
 
 Deno.test("retention: a stream configuration gives the rules (retention, lifecycle archive, delivery)", () =>
