@@ -11,6 +11,7 @@ import type { HeldLease, LeaseStore } from "../lease.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../errors.ts";
 import { errorText } from "../failure.ts";
 import { sleep } from "../tranches.ts";
+import { withTimeout } from "../timeout.ts";
 
 /**
  * Options of {@linkcode WorkflowRunnerOptions.owner}: where the runner's lease is kept.
@@ -146,7 +147,13 @@ export function holdRunnerLease(options: WorkflowOwnerOptions, category: string)
     if (stopped || held === undefined) return;
     const sent = Date.now();
     try {
-      const { renewed } = await leases.heartbeat(scope, member, durationMs, [held]);
+      // Bounded by the lease's lapse: a heartbeat that hangs (a partitioned database) must not
+      // leave this runner dispatching after another took the category over.
+      const { renewed } = await withTimeout(
+        leases.heartbeat(scope, member, durationMs, [held]),
+        Math.max(1, lapsesAt - sent + 1),
+        `renewing the runner lease of ${category}`,
+      );
       if (!renewed.includes(UNIT)) {
         throw new WorkflowRunnerConflictError(category, member, "was lost (taken or lapsed)");
       }
