@@ -213,12 +213,15 @@ export function createParking(
   }
   // How far a replay got when this sink lost its claim on it, by store and stream: the events
   // below were handled here, so a new claim of the same episode records that progress rather
-  // than replaying them again.
+  // than replaying them again. Taken when the claim is lost and again once the release is back
+  // to parked (`io.lost`: a call in flight then has ended, and counts only if it succeeded); the
+  // furthest of an episode is kept, since a poll may remember what it saw before the call ended.
   const progress = new Map<string, { episode: string; handledTo: number }>();
   const remember = (key: string, a: { episode: string; handledTo?: number }) => {
-    if (a.handledTo !== undefined) {
-      progress.set(key, { episode: a.episode, handledTo: a.handledTo });
-    }
+    if (a.handledTo === undefined) return;
+    const known = progress.get(key);
+    if (known?.episode === a.episode && known.handledTo >= a.handledTo) return;
+    progress.set(key, { episode: a.episode, handledTo: a.handledTo });
   };
   const polls = new Map<ParkStore, number>();
   // Requests that could be claimed (none held, or the claim lapsed) when each store was last
@@ -346,6 +349,9 @@ export function createParking(
         throw new Error(`the park store did not resolve ${stream} and says nothing changed`);
       }
       return { kind: "moved", next: now.next }; // a skip resolves whatever was added: try again
+    },
+    lost(store, stream, episode, handledTo) {
+      remember(claimKey(store, stream), { episode, handledTo });
     },
   };
 
@@ -616,6 +622,9 @@ export function createParking(
     load,
     start(s) {
       scheduler = s;
+      // A sink stopped while it was starting (its park stores still loading) starts no timer: one
+      // started after stop() would keep the process alive for good.
+      if (stopped) return;
       timer = setInterval(() => {
         dropLapsed(); // also while a poll waits on a slow store
         poll();

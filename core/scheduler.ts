@@ -705,6 +705,12 @@ export interface ParkIo {
     episode: string,
     expectedNext: number | undefined,
   ): Promise<ParkResolveResult>;
+  /**
+   * A release whose claim was lost went back to parked, its events below `handledTo` handled:
+   * said once no call of it runs any more, so that a call in flight when the claim was lost
+   * counts if it succeeded (and not if it failed).
+   */
+  lost?(store: ParkStore, stream: StreamName, episode: string, handledTo: number): void;
 }
 
 /**
@@ -1680,6 +1686,18 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     trim(s, false);
   }
 
+  /**
+   * Back to parked after the claim was lost (the stream is not busy): a release says how far it
+   * got, calls that were in flight when the claim was lost included, since the sink recorded its
+   * progress as it was then and would replay those events again if it claims the request anew.
+   */
+  function claimGone(s: StreamState, p: ParkState) {
+    if (p.mode === "release" && p.episode !== undefined) {
+      io?.lost?.(p.store, s.name, p.episode, Math.max(p.first, s.writePos));
+    }
+    toParked(s, p);
+  }
+
   function unpark(s: StreamState) {
     s.park = undefined;
     parkedSet.delete(s);
@@ -1784,7 +1802,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
     const p = s.park!;
     if (p.lost) {
       p.lost = false;
-      if (p.mode !== "parked") toParked(s, p);
+      if (p.mode !== "parked") claimGone(s, p);
     }
     if (p.starting !== undefined) begin(s, p, p.starting);
     if (p.mode === "parked") {
@@ -1865,7 +1883,7 @@ export function createScheduler(options: SchedulerOptions, hooks: SchedulerHooks
       }
       if (result.kind === "lost") {
         hooks.onPark?.({ kind: "claimLost", stream: s.name });
-        toParked(s, p);
+        claimGone(s, p);
         settle(s);
         return;
       }
