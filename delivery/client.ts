@@ -193,6 +193,9 @@ export function subscribe(
     reader = undefined;
     text = "";
     pending = 0;
+    // Forget a character cut by the drop: its first bytes would spoil the next connection's
+    // first line (one more reconnect, a SyntaxError given to onReconnect).
+    decoder.decode();
   };
 
   // Counts the bytes of each line as they arrive, so a line without an end is refused as soon
