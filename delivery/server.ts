@@ -459,10 +459,23 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
     // client that reads slowly but steadily keeps taking them, however long a whole page (up
     // to pageSize large events) takes to drain.
     let rest: Uint8Array | undefined;
+    // A piece ends with a whole event (an SSE event ends "\n\n"; JSON has no raw newlines), so a
+    // drop's error frame never lands inside one; an event past PIECE goes whole.
+    const isEnd = (chunk: Uint8Array, i: number) => !sse || chunk[i - 1] === 10;
+    const cutAt = (chunk: Uint8Array) => {
+      for (let i = chunk.lastIndexOf(10, PIECE - 1); i > 0; i = chunk.lastIndexOf(10, i - 1)) {
+        if (isEnd(chunk, i)) return i + 1;
+      }
+      for (let i = chunk.indexOf(10, PIECE); i >= 0; i = chunk.indexOf(10, i + 1)) {
+        if (isEnd(chunk, i)) return i + 1;
+      }
+      return chunk.length;
+    };
     const send = (controller: ReadableStreamDefaultController<Uint8Array>, chunk: Uint8Array) => {
+      const cut = chunk.length > PIECE ? cutAt(chunk) : chunk.length;
+      rest = cut < chunk.length ? chunk.subarray(cut) : undefined;
       // A copy, not a view: Deno's server takes a chunk's buffer over (detaching the rest).
-      rest = chunk.length > PIECE ? chunk.subarray(PIECE) : undefined;
-      controller.enqueue(chunk.length > PIECE ? chunk.slice(0, PIECE) : chunk);
+      controller.enqueue(cut < chunk.length ? chunk.slice(0, cut) : chunk);
       stall = setTimeout(() => drop(controller), stallTimeoutMs);
     };
     const drop = (controller: ReadableStreamDefaultController<Uint8Array>) => {
