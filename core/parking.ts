@@ -234,8 +234,8 @@ export function createParking(
   let loaded = false;
   let stopped = false;
 
-  const call = <T>(what: string, op: () => Promise<T>): Promise<T> =>
-    withTimeout(Promise.resolve().then(op), STORE_TIMEOUT_MS, what, "ParkStoreTimeout");
+  const call = <T>(what: string, op: () => Promise<T>, signal?: AbortSignal): Promise<T> =>
+    withTimeout(Promise.resolve().then(op), STORE_TIMEOUT_MS, what, "ParkStoreTimeout", signal);
 
   const failed = (key: string, error: unknown) => {
     const trouble = troubles.get(key);
@@ -363,12 +363,14 @@ export function createParking(
           const entries = await call(
             `reading the parked streams of ${group}`,
             () => store.list(group),
+            signal,
           );
           scheduler?.markParked(store, entries);
           troubles.delete(keyOf("load", store));
           warnOrphans(store, entries);
           break;
         } catch (error) {
+          if (signal.aborted) return;
           failed(keyOf("load", store), error);
           log.warn(
             "{group}: cannot read the parked streams (attempt {attempt}); nothing is handled until it can: {error}",

@@ -44,10 +44,21 @@ export function withTimeout<T>(
   ms: number,
   what: string,
   code?: string,
+  signal?: AbortSignal,
 ): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new TimeoutError(what, ms, code)), ms);
+    // Given up at once on `signal`, so that a stop waits neither for `ms` nor for an operation
+    // that never settles (a query on a pool its owner ended meanwhile).
+    if (signal === undefined) return;
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  return Promise.race([promise, timeout]).finally(() => {
+    clearTimeout(timer);
+    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
+  });
 }

@@ -73,3 +73,22 @@ Deno.test("park store trouble of one stream stays while other streams park fine,
     await sink.stop();
   }
 });
+
+// A park store whose read of the parked streams never settles (a query on a pool its owner ended
+// meanwhile) held a stop, and the process, for the store call's 30 s timeout.
+Deno.test("a sink stopped while its park store's first read hangs stops at once, no timer left", async () => {
+  const inner = memoryParkStore();
+  const store: ParkStore = { ...inner, list: () => new Promise(() => {}) };
+  const sink = streamsSink({
+    group: "g",
+    statsIntervalMs: 0,
+    failure: { kind: "park", maxAttempts: 1, store, pollMs: 1000 },
+    handler: () => {},
+  });
+  const writer = sink.writable.getWriter();
+  const started = Date.now();
+  await sleep(20);
+  await sink.stop();
+  await writer.closed.catch(() => {});
+  assert.ok(Date.now() - started < 5_000, `stopped after ${Date.now() - started} ms`);
+});
