@@ -56,6 +56,11 @@ export interface Throttle {
   resume(): void;
   /** True while paused. */
   readonly paused: boolean;
+  /**
+   * Resolves at once when not paused, else on {@linkcode Throttle.resume} or when the signal
+   * aborts: for work past the gate (batches already let through) that must wait for a pause too.
+   */
+  whilePaused(): Promise<void>;
   /** Items let through so far. */
   readonly passed: number;
 }
@@ -157,6 +162,11 @@ export function throttle(options: ThrottleOptions = {}): Throttle {
     },
     get paused() {
       return pausedAt !== undefined;
+    },
+    whilePaused() {
+      return pausedAt === undefined
+        ? Promise.resolve()
+        : Promise.race([resumedAt, aborted(signal)]);
     },
     get passed() {
       return passed;

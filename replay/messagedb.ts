@@ -277,9 +277,21 @@ export function replayMessageDb(options: MessageDbReplayOptions): Replay {
   const maxBatchItems = rate === undefined
     ? 100
     : Math.max(1, Math.min(100, Math.floor(rate / 20)));
+  // The sink reads batches ahead of its calls (up to maxReadAhead of them), so a pause at the gate
+  // alone would let those run on: each call waits for a pause too, and a cancel while paused
+  // calls nothing more.
+  const handle = (sinkOptions as { handler: (...args: unknown[]) => unknown }).handler;
+  const handler = (...args: unknown[]) =>
+    gate.paused
+      ? gate.whilePaused().then(() => {
+        if (runSignal.aborted) throw runSignal.reason;
+        return handle(...args);
+      })
+      : handle(...args);
   const p = pipeline(
     {
       ...sinkOptions,
+      handler,
       name: group,
       sourceName,
       metrics,

@@ -139,6 +139,44 @@ Deno.test("replay pause and resume: nothing is handled while paused", async () =
   });
 });
 
+// Unthrottled, the sink has read up to maxReadAhead batches of 100 past the gate when the pause
+// comes: those calls wait too (1 700 of 2 000 were handled 300 ms after a pause before).
+Deno.test("replay pause without a rate: batches already past the gate wait too; cancel while paused", async () => {
+  await withSchema(async (pool) => {
+    const category = unique("Replay");
+    await seed(pool, category, 20, 100); // 2 000
+    let handled = 0;
+    const stop = new AbortController();
+    const replay = replayMessageDb({
+      client: pool,
+      categories: [category],
+      from: { position: 0n },
+      signal: stop.signal,
+      handler: async (_stream, events) => {
+        await sleep(10);
+        handled += events.length;
+      },
+      statsIntervalMs: 0,
+    });
+    while (handled < 200) await sleep(5);
+    replay.pause();
+    await sleep(100); // calls already inside the handler end
+    const before = handled;
+    await sleep(300);
+    assert.equal(handled, before, "handled while paused");
+    assert.ok(before < 2_000, `${before} handled before the pause took hold`);
+    replay.resume();
+    while (handled < before + 100) await sleep(5);
+    replay.pause();
+    await sleep(100);
+    const paused = handled;
+    stop.abort();
+    const result = await replay.done;
+    assert.equal(result.state, "cancelled");
+    assert.equal(handled, paused, "nothing handled after a cancel while paused");
+  });
+});
+
 Deno.test("replay into a group: cancel leaves its checkpoint unchanged, completion resets it when asked", async () => {
   await withSchema(async (pool, schema) => {
     await initPostgresCheckpoints(pool, { schema });
