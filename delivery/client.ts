@@ -62,7 +62,7 @@ export interface SubscribeOptions {
  * @example
  * ```ts
  * import { SubscriptionRefusedError } from "@impel/impel/delivery/client";
- * const e = new SubscriptionRefusedError(401, "UnknownToken", "the token is not known");
+ * const e = new SubscriptionRefusedError(401, "InvalidToken", "the token is not known");
  * console.log(e.status); // 401
  * ```
  *

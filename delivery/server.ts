@@ -122,8 +122,8 @@ export interface DeliveredEvent {
  * @example
  * ```ts
  * import { DeliveryRequestError } from "@impel/impel/delivery";
- * const e = new DeliveryRequestError(401, "NoToken", "send Authorization: Bearer <token>");
- * console.log(e.status, e.code); // 401 "NoToken"
+ * const e = new DeliveryRequestError(401, "MissingToken", "send Authorization: Bearer <token>");
+ * console.log(e.status, e.code); // 401 "MissingToken"
  * ```
  *
  * @category Delivery
@@ -288,7 +288,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
     if (token === null || token === "") {
       fail(
         401,
-        "NoToken",
+        "MissingToken",
         `no token: send Authorization: Bearer <token> or ?token= (scope ${scope})`,
       );
     }
@@ -298,7 +298,7 @@ export function createDeliveryHandler(options: DeliveryHandlerOptions): Delivery
     for (const [known, granted] of tokens) {
       if (await sameSecret(token, known)) scopes = granted;
     }
-    if (scopes === undefined) fail(401, "UnknownToken", "the token is not known");
+    if (scopes === undefined) fail(401, "InvalidToken", "the token is not known");
     const [kind] = scope.split(":");
     if (!scopes.includes(scope) && !scopes.includes(`${kind}:*`)) {
       fail(403, "NotInScope", `the token does not grant ${scope}`);

@@ -40,10 +40,10 @@ Deno.test("delivery: no token, unknown token, wrong scope and bad positions are 
     return { status: response.status, body: await response.json() };
   };
   let r = await call("/streams/Order", {});
-  assert.deepEqual([r.status, r.body.error.code], [401, "NoToken"]);
+  assert.deepEqual([r.status, r.body.error.code], [401, "MissingToken"]);
   assert.ok(r.body.error.message.includes("Bearer"));
   r = await call("/streams/Order", { authorization: "Bearer not-a-token-at-all" });
-  assert.deepEqual([r.status, r.body.error.code], [401, "UnknownToken"]);
+  assert.deepEqual([r.status, r.body.error.code], [401, "InvalidToken"]);
   r = await call("/streams/Order", { authorization: "Basic abc" });
   assert.deepEqual([r.status, r.body.error.code], [401, "BadToken"]);
   r = await call("/streams/Invoice-1");
@@ -71,7 +71,7 @@ Deno.test("delivery: no token, unknown token, wrong scope and bad positions are 
     const error = await events.getReader().read().then(() => undefined, (e) => e);
     assert.ok(error instanceof SubscriptionRefusedError, String(error));
     assert.deepEqual(error.status, 401);
-    assert.deepEqual(error.code, "UnknownToken");
+    assert.deepEqual(error.code, "InvalidToken");
   } finally {
     await s.close();
   }

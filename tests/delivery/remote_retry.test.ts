@@ -58,7 +58,7 @@ Deno.test("delivery remoteSource: 429 is retried, 401 fails the source", async (
     run(refused, streamsSink({ handler: () => {} })),
     (error: unknown) => {
       const text = String(error) + String((error as { cause?: unknown }).cause ?? "");
-      return error instanceof SubscriptionRefusedError || /UnknownToken|401/.test(text);
+      return error instanceof SubscriptionRefusedError || /InvalidToken|401/.test(text);
     },
   );
 });

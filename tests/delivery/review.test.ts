@@ -116,7 +116,7 @@ Deno.test("delivery review (I): refusals have the management handler's shape, wi
     await call("/nowhere"),
   ];
   assert.deepEqual(refusals.map((r) => [r.status, r.body.error?.code]), [
-    [401, "NoToken"],
+    [401, "MissingToken"],
     [400, "BadPosition"],
     [400, "InvalidArgument"],
     [404, "NotFound"],
@@ -144,8 +144,8 @@ Deno.test("delivery review (I): refusals have the management handler's shape, wi
     const events = subscribe(`${s.url}/streams/Order`, { token: "wrong-token-0123456789" });
     const error = await events.getReader().read().then(() => undefined, (e) => e);
     assert.ok(error instanceof SubscriptionRefusedError, String(error));
-    assert.equal(error.code, "UnknownToken");
-    assert.equal(error.message, "subscription refused (401 UnknownToken): the token is not known");
+    assert.equal(error.code, "InvalidToken");
+    assert.equal(error.message, "subscription refused (401 InvalidToken): the token is not known");
   } finally {
     await s.close();
   }
