@@ -129,12 +129,16 @@ export function memoryQueues(options: MemoryQueuesOptions = {}): QueueStore {
     const row = queues.get(message.queue)?.get(BigInt(message.id));
     return row !== undefined && row.receipt === message.receipt ? row : undefined;
   };
+  // A row still holding a receipt past its visibility: that delivery timed out. The expiry is
+  // only known then, so it is recorded then (not written ahead at the delivery, which would
+  // hide the real previous error while the message is in flight).
+  const lastErrorOf = (row: Row, at: number): string | undefined =>
+    row.receipt !== undefined && row.visibleAt <= at ? expiredError(row.deliveries) : row.lastError;
   const deliver = (row: Row, visibilityMs: number, at: number): QueueMessage => {
-    const previous = row.lastError;
+    const previous = row.lastError = lastErrorOf(row, at);
     row.deliveries++;
     row.receipt = `m${nextReceipt++}`;
     row.visibleAt = at + visibilityMs;
-    row.lastError = expiredError(row.deliveries);
     return {
       id: String(row.id),
       queue: row.queue,
@@ -199,7 +203,7 @@ export function memoryQueues(options: MemoryQueuesOptions = {}): QueueStore {
             rows.delete(row.id);
             let list = dead.get(queue);
             if (list === undefined) dead.set(queue, list = []);
-            list.push({ row, deadAt: at, lastError: row.lastError ?? "" });
+            list.push({ row, deadAt: at, lastError: lastErrorOf(row, at) ?? "" });
             continue;
           }
           out.push(deliver(row, visibilityMs, at));
@@ -281,20 +285,23 @@ export function memoryQueues(options: MemoryQueuesOptions = {}): QueueStore {
         const list = [...(queues.get(queue)?.values() ?? [])]
           .sort((a, b) => a.enqueuedAt - b.enqueuedAt || (a.id < b.id ? -1 : 1))
           .slice(0, limit)
-          .map((row): PeekedMessage => ({
-            id: String(row.id),
-            queue,
-            body: JSON.parse(row.text),
-            state: row.visibleAt <= at
-              ? "ready"
-              : row.receipt !== undefined
-              ? "inFlight"
-              : "delayed",
-            deliveries: row.deliveries,
-            enqueuedAt: new Date(row.enqueuedAt),
-            visibleAt: new Date(row.visibleAt),
-            ...(row.lastError === undefined ? {} : { lastError: row.lastError }),
-          }));
+          .map((row): PeekedMessage => {
+            const lastError = lastErrorOf(row, at);
+            return {
+              id: String(row.id),
+              queue,
+              body: JSON.parse(row.text),
+              state: row.visibleAt <= at
+                ? "ready"
+                : row.receipt !== undefined
+                ? "inFlight"
+                : "delayed",
+              deliveries: row.deliveries,
+              enqueuedAt: new Date(row.enqueuedAt),
+              visibleAt: new Date(row.visibleAt),
+              ...(lastError === undefined ? {} : { lastError }),
+            };
+          });
         return Promise.resolve(list);
       } catch (error) {
         return Promise.reject(error);

@@ -357,15 +357,21 @@ export function postgresQueues(
       : { lastError: String(r.previous_error) }),
   });
 
+  // A visible row that still holds a receipt was not settled within its visibility: that
+  // delivery timed out, and its last error becomes the expiry now (written ahead at delivery,
+  // it would hide the real previous error, a nack's, while the message is in flight).
   const dequeueSql = `
     WITH picked AS (
-      SELECT id, deliveries, last_error FROM ${messages}
+      SELECT id, deliveries,
+             CASE WHEN receipt IS NOT NULL THEN $5::text || deliveries ELSE last_error END
+               AS last_error
+        FROM ${messages}
        WHERE queue = $1 AND visible_at <= now()
        ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
     ), dead AS (
       DELETE FROM ${messages} m USING picked
        WHERE m.id = picked.id AND picked.deliveries >= $4
-      RETURNING m.id, m.queue, m.body, m.enqueued_at, m.deliveries, m.last_error
+      RETURNING m.id, m.queue, m.body, m.enqueued_at, m.deliveries, picked.last_error
     ), moved AS (
       INSERT INTO ${deadTable} (id, queue, body, enqueued_at, deliveries, last_error)
       SELECT id, queue, body, enqueued_at, deliveries, coalesce(last_error, '') FROM dead
@@ -374,7 +380,7 @@ export function postgresQueues(
       UPDATE ${messages} m
          SET deliveries = m.deliveries + 1, receipt = gen_random_uuid(),
              visible_at = now() + $3::integer * interval '1 millisecond',
-             last_error = $5::text || (m.deliveries + 1)
+             last_error = picked.last_error
         FROM picked
        WHERE m.id = picked.id AND picked.deliveries < $4
       RETURNING m.id, m.body::text AS body, m.deliveries, m.receipt::text AS receipt,
@@ -512,11 +518,13 @@ export function postgresQueues(
       checkQueueName(queue);
       checkLimit(limit);
       const rows = await run(
-        `SELECT id::text, body::text AS body, deliveries, enqueued_at, visible_at, last_error,
+        `SELECT id::text, body::text AS body, deliveries, enqueued_at, visible_at,
+                CASE WHEN receipt IS NOT NULL AND visible_at <= now() THEN $3::text || deliveries
+                     ELSE last_error END AS last_error,
                 CASE WHEN visible_at <= now() THEN 'ready'
                      WHEN receipt IS NOT NULL THEN 'inFlight' ELSE 'delayed' END AS state
            FROM ${messages} WHERE queue = $1 ORDER BY enqueued_at, id LIMIT $2`,
-        [queue, limit],
+        [queue, limit, EXPIRED_ERROR],
       );
       return rows.map((r): PeekedMessage => ({
         id: String(r.id),

@@ -119,7 +119,10 @@ export interface PeekedMessage<T = unknown> {
   readonly enqueuedAt: Date;
   /** When it is (or became) visible. */
   readonly visibleAt: Date;
-  /** The error its last delivery ended with. */
+  /**
+   * The error its last ended delivery ended with (a nack's, or an expired visibility); while a
+   * delivery is in flight, the one before it's.
+   */
   readonly lastError?: string;
 }
 
@@ -452,7 +455,11 @@ const MAX_ERROR = 16_384;
 export const EXPIRED_ERROR =
   "visibility timeout expired before ack or nack (consumer gone or too slow) on delivery ";
 
-/** The last error recorded for delivery number `deliveries` if its visibility timeout expires. */
+/**
+ * The last error of delivery number `deliveries` once its visibility timeout expired: recorded
+ * when that is known (the next dequeue of the message, its dead letter, and shown by `peek`),
+ * never while the delivery is in flight.
+ */
 export const expiredError = (deliveries: number): string => EXPIRED_ERROR + deliveries;
 
 /** Checks a store's `maxDeliveries` and `maxMessageBytes` options. */

@@ -256,6 +256,35 @@ export function queueStoreContract(
     { maxDeliveries: 1 },
   );
 
+  test(
+    "peek shows the true last error: none or the nack's while in flight, the expiry once it came",
+    async (q) => {
+      const look = async () => {
+        const [m] = await q.peek("jobs");
+        return [m.state, m.deliveries, m.lastError];
+      };
+      await q.enqueue("jobs", ["x"]);
+      const [m1] = await q.dequeue("jobs", V);
+      assert.deepEqual(await look(), ["inFlight", 1, undefined], "in flight is not an expiry");
+      await q.nack(m1, { error: "e1" });
+      const [m2] = await q.dequeue("jobs", { visibilityTimeoutMs: 150 });
+      assert.equal(m2.lastError, "e1");
+      assert.deepEqual(await look(), ["inFlight", 2, "e1"], "the nack's error stays visible");
+      await sleep(250);
+      assert.deepEqual(await look(), ["ready", 2, EXPIRED_ERROR + 2], "this delivery expired");
+      const [m3] = await q.dequeue("jobs", { visibilityTimeoutMs: 150 });
+      assert.equal(m3.lastError, EXPIRED_ERROR + 2);
+      assert.deepEqual(await look(), ["inFlight", 3, EXPIRED_ERROR + 2]);
+      await sleep(250);
+      assert.deepEqual(await q.dequeue("jobs", V), [], "the third was the last delivery");
+      const [dead] = await q.deadLetters("jobs");
+      assert.deepEqual([dead.deliveries, dead.lastError], [3, EXPIRED_ERROR + 3]);
+      assert.equal(await q.requeueDead("jobs"), 1);
+      assert.deepEqual(await look(), ["ready", 0, EXPIRED_ERROR + 3], "requeued: error kept");
+    },
+    { maxDeliveries: 3 },
+  );
+
   test("wait returns on an enqueue, on its timeout, or at once on abort", async (q) => {
     assert.deepEqual(await q.dequeue("jobs", V), []);
     let t = performance.now();
