@@ -37,7 +37,9 @@
  *   (once a snapshot with the larger window exists). A transact that may repeat one from longer
  *   ago (`mayRepeat: true`, as a workflow's re-send after a crash passes, whatever the traffic of
  *   other senders in between) searches the whole stream for its key when older keys were
- *   dropped (the recent keys are full, or came full from a snapshot with a smaller window).
+ *   dropped (the recent keys are full, or came full from a snapshot with a smaller window): in
+ *   one query where the store can find a key itself ({@linkcode IdempotencyKeyFinder}),
+ *   otherwise by reading the stream page by page.
  * - **Rolling snapshots.** With `snapshot`, an append that leaves `every` or more events after
  *   the latest snapshot also appends a snapshot event (the folded state, as an event of the
  *   stream's own union) in the same atomic write. A store that can find the last event of a
@@ -138,6 +140,101 @@ export interface LastEventReader {
 export interface SnapshotReader {
   /** The events of `stream` from its last event of type `type` on (all of them if none). */
   readFromLast(stream: StreamName, type: string): Promise<StreamEvent[]>;
+}
+
+/**
+ * Options of {@linkcode IdempotencyKeyFinder.findIdempotencyKey}: the range of indexes searched,
+ * `[fromIndex, toIndex)`.
+ *
+ * @example
+ * ```ts
+ * import type { FindIdempotencyKeyOptions } from "@impel/impel";
+ * // The events a decider at version 250 has not searched yet, if it searched up to 200.
+ * const range: FindIdempotencyKeyOptions = { fromIndex: 200, toIndex: 250 };
+ * ```
+ *
+ * @category Write side
+ */
+export interface FindIdempotencyKeyOptions {
+  /** The first index searched (default 0). */
+  readonly fromIndex?: number;
+  /** The index the search stops before (default: the end of the stream). */
+  readonly toIndex?: number;
+}
+
+/**
+ * A store capability used by a transact that may repeat (`mayRepeat`) when the stream's recent
+ * keys were trimmed: the index of the first event of `stream` in `[fromIndex, toIndex)` whose
+ * metadata records idempotency key `key` (a string under {@linkcode IDEMPOTENCY_KEY}), or
+ * `undefined` if none does. The store searches itself (MessageDB: one SQL query), so a busy
+ * target stream is not read into the process on every possible re-send; a store without it is
+ * searched page by page through `readStream`. Bad arguments reject with
+ * {@linkcode InvalidArgumentError}.
+ *
+ * @example
+ * ```ts
+ * import { IDEMPOTENCY_KEY, type IdempotencyKeyFinder } from "@impel/impel";
+ * import { createMemoryStore } from "@impel/impel/sources/memory";
+ * const store = createMemoryStore();
+ * await store.append("Counter-1", [
+ *   { type: "Incremented", data: {}, meta: { [IDEMPOTENCY_KEY]: "cmd-1" } },
+ *   { type: "Incremented", data: {}, meta: { [IDEMPOTENCY_KEY]: "cmd-2" } },
+ * ], 0);
+ * const finder: IdempotencyKeyFinder = store;
+ * console.log(await finder.findIdempotencyKey("Counter-1", "cmd-2")); // 1
+ * console.log(await finder.findIdempotencyKey("Counter-1", "cmd-2", { toIndex: 1 })); // undefined
+ * ```
+ *
+ * @category Write side
+ */
+export interface IdempotencyKeyFinder {
+  /** The index of the first event in the range recording `key`, or `undefined`. */
+  findIdempotencyKey(
+    stream: StreamName,
+    key: string,
+    options?: FindIdempotencyKeyOptions,
+  ): Promise<number | undefined>;
+}
+
+/**
+ * Checks the arguments of {@linkcode IdempotencyKeyFinder.findIdempotencyKey} at a store's
+ * boundary: a valid stream name, a non-empty string key, integer bounds of at least 0. Returns
+ * the range, `to` being `Infinity` when open; throws {@linkcode InvalidArgumentError} naming
+ * what was wrong.
+ *
+ * @example
+ * ```ts
+ * import { checkKeySearch } from "@impel/impel";
+ * console.log(checkKeySearch("Counter-1", "cmd-1", { fromIndex: 5 })); // { from: 5, to: Infinity }
+ * try {
+ *   checkKeySearch("Counter-1", "", {});
+ * } catch (e) {
+ *   console.log((e as Error).message); // names idempotencyKey
+ * }
+ * ```
+ *
+ * @category Write side
+ */
+export function checkKeySearch(
+  stream: StreamName,
+  key: string,
+  options: FindIdempotencyKeyOptions | undefined,
+): { from: number; to: number } {
+  checkStreamName(stream);
+  if (typeof key !== "string" || key.length === 0) {
+    throw new InvalidArgumentError(
+      "idempotencyKey",
+      `must be a non-empty string, got ${describe(key)}`,
+    );
+  }
+  if (options !== undefined && (options === null || typeof options !== "object")) {
+    throw new InvalidArgumentError("options", `must be an object, got ${describe(options)}`);
+  }
+  const from = checkInteger("fromIndex", options?.fromIndex ?? 0, 0);
+  const to = options?.toIndex === undefined
+    ? Infinity
+    : checkInteger("toIndex", options.toIndex, 0);
+  return { from, to };
 }
 
 /**
@@ -782,6 +879,10 @@ function hasSnapshotReader(store: EventStore): store is EventStore & SnapshotRea
   return typeof (store as Partial<SnapshotReader>).readFromLast === "function";
 }
 
+function hasKeyFinder(store: EventStore): store is EventStore & IdempotencyKeyFinder {
+  return typeof (store as Partial<IdempotencyKeyFinder>).findIdempotencyKey === "function";
+}
+
 function hasLastEventReader(store: EventStore): store is EventStore & LastEventReader {
   return typeof (store as Partial<LastEventReader>).readLastEvent === "function";
 }
@@ -1070,8 +1171,9 @@ export function createDecider<E extends TypedEvent, S>(
   }
 
   /**
-   * Whether an event of `stream` in [from, to) records idempotency key `key`: read in pages, so
-   * a long stream is not held in memory at once.
+   * Whether an event of `stream` in [from, to) records idempotency key `key`: asked of the
+   * store where it can search itself, else read in pages, so a long stream is not held in
+   * memory at once.
    */
   async function keyedBefore(
     stream: StreamName,
@@ -1079,6 +1181,10 @@ export function createDecider<E extends TypedEvent, S>(
     from: number,
     to: number,
   ): Promise<boolean> {
+    if (hasKeyFinder(store)) {
+      const found = await store.findIdempotencyKey(stream, key, { fromIndex: from, toIndex: to });
+      return found !== undefined;
+    }
     for (let index = from; index < to;) {
       const page = await store.readStream(stream, {
         fromIndex: index,

@@ -13,7 +13,12 @@
 import type { Batch, BatchItem, ObservableSource, Position } from "../core/batch.ts";
 import type { CheckpointKey, CheckpointStore } from "../core/checkpoints.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
-import type { LastEventReader } from "../core/decider.ts";
+import {
+  checkKeySearch,
+  IDEMPOTENCY_KEY,
+  type IdempotencyKeyFinder,
+  type LastEventReader,
+} from "../core/decider.ts";
 import type { StreamEvent } from "../core/event.ts";
 import { storedJson } from "../core/json.ts";
 import {
@@ -59,7 +64,7 @@ export interface LogEntry extends BatchItem {
  * store.head; // 1
  * ```
  */
-export interface MemoryStore extends EventStore, LastEventReader {
+export interface MemoryStore extends EventStore, LastEventReader, IdempotencyKeyFinder {
   /** Number of events in the global log. */
   readonly head: number;
   /** Entries of the global log from `from` (inclusive) to `to` (exclusive). */
@@ -142,6 +147,23 @@ export function createMemoryStore(): MemoryStore {
       const from = checkInteger("fromIndex", options.fromIndex ?? 0, 0);
       const max = checkInteger("maxCount", options.maxCount ?? Number.MAX_SAFE_INTEGER, 0);
       return (streams.get(stream) ?? []).slice(from, from + max).map(thaw);
+    },
+    // deno-lint-ignore require-await
+    async findIdempotencyKey(stream, key, options) {
+      const { from, to } = checkKeySearch(stream, key, options);
+      const kept = streams.get(stream) ?? [];
+      // The metadata is kept as JSON.stringify's text, where the key appears as this: only
+      // metadata that mentions it is parsed.
+      const quoted = JSON.stringify(key);
+      for (let i = from; i < Math.min(to, kept.length); i++) {
+        if (!kept[i].meta.includes(quoted)) continue;
+        const meta = JSON.parse(kept[i].meta);
+        if (
+          meta !== null && typeof meta === "object" && !Array.isArray(meta) &&
+          meta[IDEMPOTENCY_KEY] === key
+        ) return i;
+      }
+      return undefined;
     },
     // deno-lint-ignore require-await
     async readLastEvent(stream: StreamName, type?: string): Promise<StreamEvent | undefined> {

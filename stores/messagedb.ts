@@ -15,7 +15,12 @@
  *
  * @module
  */
-import type { LastEventReader } from "../core/decider.ts";
+import {
+  checkKeySearch,
+  IDEMPOTENCY_KEY,
+  type IdempotencyKeyFinder,
+  type LastEventReader,
+} from "../core/decider.ts";
 import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { type StreamEvent, utf8Length } from "../core/event.ts";
 import { storedJson } from "../core/json.ts";
@@ -198,7 +203,8 @@ const WRONG_VERSION = /Wrong expected version: (-?\d+) \(Stream: (.*), Stream Ve
  * (one transaction, holding MessageDB's category lock), so they land contiguously or not at all;
  * a version mismatch rejects with {@linkcode WrongExpectedVersionError}.
  * `readLastEvent(stream, type)` (MessageDB's `get_last_stream_message`) lets a decider with
- * rolling snapshots load from the latest snapshot.
+ * rolling snapshots load from the latest snapshot; `findIdempotencyKey` lets a transact that may
+ * repeat search the stream for its key in one query.
  *
  * @example
  * ```ts ignore
@@ -213,7 +219,7 @@ const WRONG_VERSION = /Wrong expected version: (-?\d+) \(Stream: (.*), Stream Ve
 export function messageDbStore(
   client: SqlClient,
   options: MessageDbStoreOptions = {},
-): EventStore & LastEventReader {
+): EventStore & LastEventReader & IdempotencyKeyFinder {
   const readBatchSize = checkInteger("readBatchSize", options.readBatchSize ?? 1000, 1);
   return {
     // A decider's cold load starts at the latest snapshot found here, not at the stream's start.
@@ -225,6 +231,22 @@ export function messageDbStore(
         [stream, type ?? null],
       );
       return rows.length === 0 ? undefined : messageRowToEvent(rows[0]);
+    },
+
+    // A transact that may repeat finds its key in one query, not by reading the whole stream.
+    async findIdempotencyKey(stream, key, findOptions) {
+      const { from, to } = checkKeySearch(stream, key, findOptions);
+      // MessageDB's messages_stream index orders a stream's rows by position; the key is
+      // compared as a JSON string, as the decider matches only string keys.
+      const rows = await run(
+        client,
+        `SELECT position::float8 AS position FROM message_store.messages
+          WHERE stream_name = $1 AND position >= $2 AND ($3::bigint IS NULL OR position < $3)
+            AND metadata->'${IDEMPOTENCY_KEY}' = to_jsonb($4::text)
+          ORDER BY position LIMIT 1`,
+        [stream, from, to === Infinity ? null : to, key],
+      );
+      return rows.length === 0 ? undefined : Number(rows[0].position);
     },
 
     async readStream(
