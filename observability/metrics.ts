@@ -66,7 +66,7 @@
  * | `impel_store_writer_spans_total` | counter | group, outcome | store-writer calls ({@linkcode ImpelMetrics.addStoreWriter}) by outcome: `written`, `duplicate`, `partial`, `behind`, `filtered` |
  * | `impel_store_writer_events_total` | counter | group, outcome | their events: `written`, `duplicate` (already in the target), `behind` (a prefix missing), `filtered` |
  * | `impel_store_writer_conflicts_total` | counter | group | store-writer appends that met another version and were classified again |
- * | `impel_queue_messages` | gauge | queue, state | messages of a queue ({@linkcode ImpelMetrics.addQueue}) by state: `ready`, `in_flight`, `delayed` |
+ * | `impel_queue_messages` | gauge | queue, state | messages of a queue ({@linkcode ImpelMetrics.addQueue}; `queue` is its registered name) by state: `ready`, `in_flight`, `delayed` |
  * | `impel_queue_dead_letters` | gauge | queue | its dead letters |
  * | `impel_queue_oldest_seconds` | gauge | queue | age of its oldest message (0 when empty) |
  * | `impel_queue_deliveries_total` | counter | queue, outcome | its consumer's deliveries: `delivered`, `acked`, `nacked`, `lost` |
@@ -598,8 +598,14 @@ export interface QueueRegistration {
     stats(queue: string): Promise<QueueStats>;
     peek(queue: string, limit?: number): Promise<PeekedMessage[]>;
   };
-  /** The queue's name; also its `queue` label and its name in health. */
+  /** The queue's name; also its `queue` label and its name in health unless `name` is given. */
   readonly queue: string;
+  /**
+   * What it is registered, labelled (`queue`) and named in health as, instead of `queue`: for
+   * two stores holding a queue of the same name (two schemas), e.g. `"billing.emails"`. Each
+   * registered name must be unique.
+   */
+  readonly name?: string;
   /** Its consumer in this process, for the delivery counters and handler durations. */
   readonly consumer?: { stats(): QueueConsumerStats };
   /**
@@ -620,7 +626,7 @@ export interface QueueRegistration {
  * ```
  */
 export interface QueueSnapshot {
-  /** The queue. */
+  /** The queue's registered name (its `name`, or else its `queue`). */
   readonly queue: string;
   /** Its counts, unless reading them failed. */
   readonly stats?: QueueStats;
@@ -650,7 +656,7 @@ export interface QueueSnapshot {
  * ```
  */
 export interface MeteredQueue {
-  /** The queue's name. */
+  /** The queue's registered name (its `name`, or else its `queue`): its label and health name. */
   readonly queue: string;
   /** Reads the store (and consumer) now. */
   check(): Promise<QueueSnapshot>;
@@ -1219,13 +1225,14 @@ export function createMetrics(options: MetricsOptions = {}): ImpelMetrics {
       return { remove: () => void writers.delete(group) };
     },
     addQueue(registration) {
-      const metered = meterQueue(registration, () => queues.delete(registration.queue));
+      const metered = meterQueue(registration, () => queues.delete(metered.queue));
       if (queues.has(metered.queue)) {
         throw new InvalidArgumentError(
-          "queue",
+          registration.name === undefined ? "queue" : "name",
           `${
             describe(metered.queue)
-          } is already registered; queues label the series and must be unique`,
+          } is already registered; queues label the series and must be unique (a queue of the ` +
+            `same name in another store: register it with a name:, e.g. "schema.queue")`,
         );
       }
       queues.set(metered.queue, metered);
@@ -1640,6 +1647,10 @@ function meterQueue(r: QueueRegistration, remove: () => void): MeteredQueue {
   if (r.consumer !== undefined && typeof r.consumer?.stats !== "function") {
     throw new InvalidArgumentError("consumer", "must have a stats() method (a QueueConsumer)");
   }
+  if (r.name !== undefined && (typeof r.name !== "string" || r.name.length === 0)) {
+    throw new InvalidArgumentError("name", `must be a non-empty string, got ${describe(r.name)}`);
+  }
+  const name = r.name ?? r.queue;
   const windowMs = checkNumber("deadWindowMs", r.deadWindowMs ?? 300_000, 1);
   const samples: Array<{ at: number; dead: number }> = [];
   let reading: Promise<QueueSnapshot> | undefined;
@@ -1656,7 +1667,7 @@ function meterQueue(r: QueueRegistration, remove: () => void): MeteredQueue {
       // Requeued dead letters lower the count: growth is over the lowest count in the window.
       const low = Math.min(...samples.map((x) => x.dead));
       return {
-        queue: r.queue,
+        queue: name,
         stats,
         ...(oldest === undefined
           ? {}
@@ -1667,11 +1678,11 @@ function meterQueue(r: QueueRegistration, remove: () => void): MeteredQueue {
       };
     } catch (error) {
       log.warn("queue {queue} could not be read: {error}", {
-        queue: r.queue,
+        queue: name,
         error: errorText(error),
       });
       return {
-        queue: r.queue,
+        queue: name,
         ...(consumer === undefined ? {} : { consumer }),
         deadGrowth: 0,
         deadWindowMs: windowMs,
@@ -1680,7 +1691,7 @@ function meterQueue(r: QueueRegistration, remove: () => void): MeteredQueue {
     }
   };
   return {
-    queue: r.queue,
+    queue: name,
     // A scrape and a health check at once share one reading.
     check: () => (reading ??= read().finally(() => (reading = undefined))),
     remove,

@@ -2,6 +2,7 @@
 // its consumer, /health degraded when dead letters grow or the oldest message is too old, and the
 // replay progress gauges.
 import assert from "node:assert/strict";
+import { InvalidArgumentError } from "../../core/errors.ts";
 import { createMetrics } from "../../observability/metrics.ts";
 import { checkHealth } from "../../observability/health.ts";
 import { createHttpHandler } from "../../observability/http.ts";
@@ -78,6 +79,51 @@ Deno.test("queue metrics: counts, dead letters, oldest age, consumer counters an
     } finally {
       ac.abort();
       await store.close();
+    }
+  });
+});
+
+Deno.test("queue metrics: one queue name in two schemas, told apart by the registration's name", async () => {
+  await withSchema(async (pool, schema) => {
+    const other = `${schema}_b`;
+    await initPostgresQueues(pool, { schema });
+    await initPostgresQueues(pool, { schema: other });
+    const jobs = postgresQueues(pool, { schema });
+    const billing = postgresQueues(pool, { schema: other });
+    try {
+      await jobs.enqueue("mail", [1]);
+      await billing.enqueue("mail", [1, 2, 3]);
+      const metrics = createMetrics({ defaultMetrics: false });
+      metrics.addQueue({ store: jobs, queue: "mail" });
+      const metered = metrics.addQueue({ store: billing, queue: "mail", name: `${other}.mail` });
+      assert.equal(metered.queue, `${other}.mail`);
+      const text = await metrics.metrics();
+      assert.equal(value(text, 'impel_queue_messages{queue="mail",state="ready"}'), 1);
+      assert.equal(
+        value(text, `impel_queue_messages{queue="${other}.mail",state="ready"}`),
+        3,
+        "the second schema's queue under its name",
+      );
+      const report = await checkHealth([], {}, metrics.queues());
+      assert.deepEqual(report.queues?.map((q) => [q.queue, q.snapshot.stats?.ready]), [
+        ["mail", 1],
+        [`${other}.mail`, 3],
+      ]);
+      assert.throws(
+        () => metrics.addQueue({ store: billing, queue: "mail" }),
+        (e) => e instanceof InvalidArgumentError && e.field === "queue" && /name:/.test(e.message),
+        "a clash says how to tell them apart",
+      );
+      assert.throws(
+        () => metrics.addQueue({ store: billing, queue: "mail", name: "" }),
+        (e) => e instanceof InvalidArgumentError && e.field === "name",
+      );
+      metered.remove();
+      metrics.addQueue({ store: billing, queue: "mail", name: `${other}.mail` }); // free again
+    } finally {
+      await jobs.close();
+      await billing.close();
+      await pool.query(`DROP SCHEMA IF EXISTS "${other}" CASCADE`);
     }
   });
 });
