@@ -77,7 +77,8 @@ export class WorkflowRunnerConflictError extends ImpelError {
 
 /**
  * A runner's hold on its category: `ready` once taken (rejects if another holds it), `lost`
- * rejects if it is lost later; `stop` releases it.
+ * rejects if it is lost later; `check` throws (and loses it) if it has lapsed by this process's
+ * clock, whether or not a heartbeat noticed yet; `stop` releases it.
  *
  * @example
  * ```ts
@@ -89,6 +90,7 @@ export interface RunnerLease {
   readonly member: string;
   readonly ready: Promise<void>;
   readonly lost: Promise<never>;
+  check(): void;
   stop(): Promise<void>;
 }
 
@@ -203,6 +205,18 @@ export function holdRunnerLease(options: WorkflowOwnerOptions, category: string)
     member,
     ready,
     lost,
+    check() {
+      // A process paused past its lease (stopped, a long GC, a blocked loop) resumes where it
+      // was, before any timer runs: what it does next must not rest on the heartbeats.
+      if (held !== undefined && Date.now() < lapsesAt) return;
+      const error = new WorkflowRunnerConflictError(
+        category,
+        member,
+        held === undefined ? "is not held" : "lapsed (renewals stalled past it)",
+      );
+      loseIt(error);
+      throw error;
+    },
     async stop() {
       stopped = true;
       clearTimeout(timer);

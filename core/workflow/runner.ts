@@ -408,6 +408,8 @@ export function startWorkflow<E extends TypedEvent, S, I extends TypedEvent, M e
     const redelivery = shared || attempted.has(id) ||
       send.seq < (firstSeen.get(stream) ?? Infinity);
     const delivery = { ...send, id, workflow: stream, redelivery } as unknown as Delivery<M>;
+    // The last moment before the send: a runner paused past its lease must not send on resuming.
+    lease?.check();
     attempted.add(id);
     const reply = await handler(delivery, context);
     if (reply !== undefined) checkInput(reply, `the reply of handlers.${send.type}`);
