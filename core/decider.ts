@@ -683,8 +683,9 @@ export interface TransactOptions {
   /**
    * The command may repeat one applied earlier than the stream's recent keys reach (a re-send
    * after a crash, while other writers kept appending): when `idempotencyKey` is not among them
-   * and the stream has had at least `idempotencyWindow` keyed appends, the stream is read from
-   * its start (in pages) for the key before deciding, so the repeat appends nothing however
+   * and the stream has had at least `idempotencyWindow` keyed appends, the stream is searched
+   * from its start for the key before deciding (by the store, in one query, where it is an
+   * {@linkcode IdempotencyKeyFinder}; else read in pages), so the repeat appends nothing however
    * many appends came between. A cost paid only by transacts that set it; default false.
    */
   readonly mayRepeat?: boolean;
