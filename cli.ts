@@ -30,7 +30,8 @@
  *
  * Exit codes ({@linkcode EXIT}): 0 done; 1 the operation failed; 2 usage error; 3 not available
  * (an impel module or the backend's schema is missing); 4 not found (no checkpoints, no such
- * table or tranche); 5 could not connect.
+ * table or tranche); 5 could not connect; 130 interrupted (Ctrl-C stopped `replay` before it was
+ * done, or a second Ctrl-C).
  *
  * @module
  */

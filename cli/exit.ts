@@ -6,7 +6,10 @@
 import { ImpelError } from "../core/errors.ts";
 
 /**
- * The exit codes that scripts can rely on.
+ * The exit codes that scripts can rely on. `interrupted` (130, 128 + SIGINT, as shells report a
+ * process a Ctrl-C ended) is a long-running command that Ctrl-C stopped before it was done
+ * (`impel replay`); a second Ctrl-C, or one during a command that does not take it over, ends the
+ * process with it too.
  *
  * @example
  * ```ts
@@ -22,7 +25,8 @@ export const EXIT: {
   readonly unavailable: 3;
   readonly notFound: 4;
   readonly connection: 5;
-} = { ok: 0, failed: 1, usage: 2, unavailable: 3, notFound: 4, connection: 5 };
+  readonly interrupted: 130;
+} = { ok: 0, failed: 1, usage: 2, unavailable: 3, notFound: 4, connection: 5, interrupted: 130 };
 
 /** A failure with the exit code it maps to. */
 export class CliError extends ImpelError {

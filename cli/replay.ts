@@ -91,7 +91,8 @@ export const replayCommand: Command = {
   details: `Events from the start up to each category's head when the command starts are replayed
 into this command: counted, or with --print written to standard output as one JSON object per
 line (progress then goes to standard error). Progress is a bar on a terminal, a line per
-interval otherwise, or JSON with --json. Ctrl-C cancels. Nothing durable is written.
+interval otherwise, or JSON with --json. Ctrl-C cancels, printing how far it got, and exits
+130. Nothing durable is written.
 --from-time finds the first global position written at or after TIME (ISO 8601, or 15m / 2h /
 1d ago) by a binary search on global_position.
 
@@ -304,8 +305,9 @@ async function replayHere(
     } else say(progressLine(p) + "\n");
   };
   const ticker = setInterval(() => show(false), intervalMs);
+  let ended: Awaited<typeof replay.done>;
   try {
-    await replay.done;
+    ended = await replay.done;
   } catch (error) {
     if (isConnectionError(error)) {
       throw new CliError(EXIT.connection, "ConnectionFailed", `replay failed: ${errorText(error)}`);
@@ -316,5 +318,6 @@ async function replayHere(
     io.signal?.removeEventListener("abort", stop);
   }
   show(true);
-  return EXIT.ok;
+  // Cancelled (only Ctrl-C cancels it): not done, and reported as shells expect of a SIGINT.
+  return ended.state === "cancelled" ? EXIT.interrupted : EXIT.ok;
 }

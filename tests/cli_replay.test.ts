@@ -122,7 +122,7 @@ Deno.test("cli replay from a time at a rate: plain progress lines, a bar on a te
   });
 });
 
-Deno.test("cli replay: Ctrl-C cancels, saying how far it got", async () => {
+Deno.test("cli replay: Ctrl-C cancels, saying how far it got, and exits 130", async () => {
   await withSchema(async (pool) => {
     const category = unique("Replay");
     await seed(pool, category, 10, 20); // 200
@@ -131,7 +131,8 @@ Deno.test("cli replay: Ctrl-C cancels, saying how far it got", async () => {
       false,
       AbortSignal.timeout(700),
     );
-    assert.equal(r.code, EXIT.ok, r.err);
+    assert.equal(EXIT.interrupted, 130, "as shells report a SIGINT");
+    assert.equal(r.code, 130, r.err);
     const done = Number(/cancelled: (\d+) events/.exec(r.out)?.[1]);
     assert.ok(done > 0 && done < 200, r.out);
   });
@@ -240,6 +241,40 @@ Deno.test("cli replay: a real process under Deno and Bun", async () => {
       const last = JSON.parse(r.out.trim().split("\n").at(-1)!);
       assert.equal(last.done, 6, runtime);
       assert.equal(last.state, "completed", runtime);
+    }
+  });
+});
+
+Deno.test("cli replay: SIGINT to a real process under Deno and Bun cancels it with exit 130", async () => {
+  await withSchema(async (pool) => {
+    const category = unique("Replay");
+    await seed(pool, category, 4, 25); // 100 at 20/s: 5 s unless interrupted
+    for (const runtime of bunPath ? ["deno", "bun"] as const : ["deno"] as const) {
+      const bin = runtime === "deno" ? Deno.execPath() : bunPath!;
+      const args = ["replay", "--category", category, "--from-position", "0", "--rate", "20"];
+      const child = new Deno.Command(bin, {
+        args: runtime === "deno" ? ["run", "-A", "cli.ts", ...args] : ["run", "cli.ts", ...args],
+        cwd: root,
+        env: { IMPEL_PG_URL: url, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const dec = new TextDecoder();
+      let out = "";
+      const reader = child.stdout.getReader();
+      // The first progress line: the replay runs and has taken Ctrl-C over.
+      while (!out.includes("/100 events")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += dec.decode(value);
+      }
+      child.kill("SIGINT");
+      for (let r; !(r = await reader.read()).done;) out += dec.decode(r.value);
+      const { code } = await child.status;
+      const err = dec.decode(await new Response(child.stderr).arrayBuffer());
+      assert.equal(code, 130, `${runtime}: ${out} ${err}`);
+      const done = Number(/cancelled: (\d+) events/.exec(out)?.[1]);
+      assert.ok(done > 0 && done < 100, `${runtime}: ${out}`);
     }
   });
 });
