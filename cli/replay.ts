@@ -39,14 +39,19 @@ function duration(ms: number | undefined): string {
     : `${(s / 3600).toFixed(1)}h`;
 }
 
-/** One progress line: a bar, done / total, rate and ETA. */
-function progressLine(p: Progress): string {
+/**
+ * One progress update: done / total, the share done, rate and ETA; with `bar` (a terminal, where
+ * the line is redrawn in place) led by a bar, else a plain line for a log or a pipe.
+ */
+function progressLine(p: Progress, bar: boolean): string {
+  const percent = `${(p.fraction * 100).toFixed(1)}%`;
+  const events = `${fmt(p.done)}/${p.total === undefined ? "?" : fmt(p.total)} events`;
+  const rest = `${fmt(p.eventsPerSecond)}/s, ETA ${duration(p.etaMs)}${
+    p.state === "paused" ? " (paused)" : ""
+  }`;
+  if (!bar) return `${events} (${percent}), ${rest}`;
   const width = 30, filled = Math.round(p.fraction * width);
-  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(p.fraction * 100).toFixed(1)}% ` +
-    `${fmt(p.done)}/${p.total === undefined ? "?" : fmt(p.total)} events, ` +
-    `${fmt(p.eventsPerSecond)}/s, ETA ${duration(p.etaMs)}${
-      p.state === "paused" ? " (paused)" : ""
-    }`;
+  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${percent} ${events}, ${rest}`;
 }
 
 function progressJson(p: Progress, final: boolean): string {
@@ -300,9 +305,9 @@ async function replayHere(
       );
     }
     if (redraw) {
-      say(`\r\x1b[K${progressLine(p)}`);
+      say(`\r\x1b[K${progressLine(p, true)}`);
       drawn = true;
-    } else say(progressLine(p) + "\n");
+    } else say(progressLine(p, false) + "\n");
   };
   const ticker = setInterval(() => show(false), intervalMs);
   let ended: Awaited<typeof replay.done>;
