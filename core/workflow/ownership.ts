@@ -78,7 +78,8 @@ export class WorkflowRunnerConflictError extends ImpelError {
 /**
  * A runner's hold on its category: `ready` once taken (rejects if another holds it), `lost`
  * rejects if it is lost later; `check` throws (and loses it) if it has lapsed by this process's
- * clock, whether or not a heartbeat noticed yet; `stop` releases it.
+ * clock, whether or not a heartbeat noticed yet, and throws the loss once one was found (a
+ * heartbeat told it was taken) though its lapse time is still ahead; `stop` releases it.
  *
  * @example
  * ```ts
@@ -137,8 +138,14 @@ export function holdRunnerLease(options: WorkflowOwnerOptions, category: string)
   let held: HeldLease | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
-  let loseIt!: (error: Error) => void;
-  const lost = new Promise<never>((_, reject) => loseIt = reject);
+  let reject!: (error: Error) => void;
+  const lost = new Promise<never>((_, r) => reject = r);
+  // Kept for check: a lease known lost (taken, lapsed) is not sent under until its lapse time.
+  let lostWith: Error | undefined;
+  const loseIt = (error: Error) => {
+    lostWith ??= error;
+    reject(error);
+  };
   lost.catch(() => {});
   // When the lease lapses unless a heartbeat lands (by this process's clock, conservatively
   // counted from before each call).
@@ -208,6 +215,7 @@ export function holdRunnerLease(options: WorkflowOwnerOptions, category: string)
     check() {
       // A process paused past its lease (stopped, a long GC, a blocked loop) resumes where it
       // was, before any timer runs: what it does next must not rest on the heartbeats.
+      if (lostWith !== undefined) throw lostWith;
       if (held !== undefined && Date.now() < lapsesAt) return;
       const error = new WorkflowRunnerConflictError(
         category,
