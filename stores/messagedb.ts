@@ -236,6 +236,14 @@ export function messageDbStore(
     // A transact that may repeat finds its key in one query, not by reading the whole stream.
     async findIdempotencyKey(stream, key, findOptions) {
       const { from, to } = checkKeySearch(stream, key, findOptions);
+      // Text jsonb cannot hold (as no append can have stored it): the driver would send a lone
+      // surrogate as U+FFFD, finding another key, and U+0000 fails as a raw driver error.
+      if (!key.isWellFormed() || key.includes("\u0000")) {
+        throw new InvalidArgumentError(
+          "idempotencyKey",
+          `must be text MessageDB can store (no U+0000, no lone surrogate), got ${describe(key)}`,
+        );
+      }
       // MessageDB's messages_stream index orders a stream's rows by position; the key is
       // compared as a JSON string, as the decider matches only string keys.
       const rows = await run(
