@@ -78,6 +78,10 @@ export interface ParsedStreamName {
  */
 export function parseStreamName(name: string): ParsedStreamName {
   if (typeof name !== "string") throw new InvalidStreamNameError(String(name), "not a string");
+  // A store keeps names as UTF-8 or text: PostgreSQL turns a lone surrogate into U+FFFD (another
+  // stream's name) and refuses U+0000, so neither is a name.
+  if (!name.isWellFormed()) throw new InvalidStreamNameError(name, "contains a lone surrogate");
+  if (name.includes("\u0000")) throw new InvalidStreamNameError(name, "contains U+0000");
   const i = name.indexOf("-");
   if (i < 0) throw new InvalidStreamNameError(name, "missing '-' between category and id");
   if (i === 0) throw new InvalidStreamNameError(name, "empty category");
@@ -145,6 +149,10 @@ export function checkCategory(category: string): string {
     throw new InvalidStreamNameError(String(category), "empty category");
   }
   if (category.includes("-")) throw new InvalidStreamNameError(category, "category contains '-'");
+  if (!category.isWellFormed()) {
+    throw new InvalidStreamNameError(category, "contains a lone surrogate");
+  }
+  if (category.includes("\u0000")) throw new InvalidStreamNameError(category, "contains U+0000");
   return category;
 }
 

@@ -92,3 +92,19 @@ test("streamName round-trips through categoryOf and idParts (property)", () => {
     { numRuns: 1000 },
   );
 });
+
+// PostgreSQL stores a lone surrogate as U+FFFD, so "X-a\ud800" read the events of "X-a\ufffd";
+// U+0000 is refused by the server with a raw driver error.
+Deno.test("stream names and categories with a lone surrogate or U+0000 are refused", () => {
+  for (const bad of ["X-a\ud800", "X-\udc00b", "X\ud800-a", "X-a\u0000", "X\u0000-a"]) {
+    assert.throws(() => checkStreamName(bad), InvalidStreamNameError, JSON.stringify(bad));
+  }
+  for (const bad of ["X\ud800", "X\u0000"]) {
+    assert.throws(() => checkCategory(bad), InvalidStreamNameError, JSON.stringify(bad));
+  }
+  assert.equal(
+    checkStreamName("X-a\ufffd\u{1f600}"),
+    "X-a\ufffd\u{1f600}",
+    "well-formed text is a name",
+  );
+});
