@@ -280,10 +280,17 @@ export interface RetryingOptions {
   readonly onRecovery?: (attempts: number) => void;
 }
 
+/** A server's "not before": the `retryAfterMs` a failure carries (a parsed Retry-After), or 0. */
+const retryAfterOf = (error: unknown): number => {
+  const ms = (error as { retryAfterMs?: unknown } | null)?.retryAfterMs;
+  return typeof ms === "number" && Number.isFinite(ms) && ms > 0 ? ms : 0;
+};
+
 /**
- * Runs `fn` until it succeeds, waiting by `backoff` between attempts. A failure that is not
- * retriable, or any failure once `signal` has aborted, rejects at once; an abort during a wait
- * rejects with the signal's reason.
+ * Runs `fn` until it succeeds, waiting by `backoff` between attempts, and at least the
+ * `retryAfterMs` a failure carries (a server's Retry-After, already capped by who parsed it). A
+ * failure that is not retriable, or any failure once `signal` has aborted, rejects at once; an
+ * abort during a wait rejects with the signal's reason.
  *
  * @example
  * ```ts
@@ -307,7 +314,7 @@ export async function retrying<T>(fn: () => Promise<T>, options: RetryingOptions
       return result;
     } catch (error) {
       if (signal.aborted || !isRetriable(error)) throw error;
-      const delay = options.backoff.delay(attempt);
+      const delay = Math.max(options.backoff.delay(attempt), retryAfterOf(error));
       options.onFailure?.(error, attempt, delay);
       await sleep(delay, signal);
     }

@@ -10,7 +10,7 @@ import { describe, ImpelError, InvalidArgumentError } from "../core/errors.ts";
 import { backoff, type RetryOptions } from "../core/failure.ts";
 import { sleep } from "../core/tranches.ts";
 import type { DeliveredEvent } from "./server.ts";
-import { refusalOf, RETRIED_4XX } from "./wire.ts";
+import { refusalOf, RETRIED_4XX, retryAfterMs, SubscriptionUnavailableError } from "./wire.ts";
 
 export type { DeliveredEvent } from "./server.ts";
 export type { RetryOptions } from "../core/failure.ts";
@@ -103,25 +103,6 @@ export class SubscriptionLineTooLongError extends ImpelError {
     );
     this.maxLineBytes = maxLineBytes;
   }
-}
-
-/** The longest Retry-After honoured (a proxy's "come back tomorrow" is not waited for whole). */
-const MAX_RETRY_AFTER_MS = 10 * 60_000;
-
-/** A transient refusal (408/425/429/5xx), with the server's Retry-After if it gave one. */
-class SubscriptionUnavailableError extends ImpelError {
-  readonly retryAfterMs: number;
-  constructor(status: number, retryAfterMs: number) {
-    super("SubscriptionUnavailable", `the server answered ${status}`);
-    this.retryAfterMs = retryAfterMs;
-  }
-}
-
-/** Retry-After as seconds or an HTTP date, in ms from now (0 when absent or unreadable). */
-function retryAfterMs(header: string | null): number {
-  if (header === null) return 0;
-  const ms = /^\s*\d+\s*$/.test(header) ? Number(header) * 1000 : Date.parse(header) - Date.now();
-  return Number.isFinite(ms) ? Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms)) : 0;
 }
 
 /**

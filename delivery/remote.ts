@@ -12,7 +12,7 @@ import { checkInteger, describe, ImpelError, InvalidArgumentError } from "../cor
 import type { RetryOptions } from "../core/failure.ts";
 import { pagedSource, type StartFrom } from "../core/reader.ts";
 import { SubscriptionRefusedError } from "./client.ts";
-import { refusalOf, RETRIED_4XX } from "./wire.ts";
+import { refusalOf, RETRIED_4XX, retryAfterMs, SubscriptionUnavailableError } from "./wire.ts";
 import type { DeliveredEvent } from "./server.ts";
 
 export type { Batch, BatchItem, ObservableSource, Position, SourceProblem } from "../core/batch.ts";
@@ -89,8 +89,8 @@ function trancheOf(url: URL): string {
  * the remote's host and path (`127.0.0.1:8080/streams/Order`: two remotes with a category of
  * the same name have their own checkpoints); a position is the remote feed's position after
  * the last event read, committed as the checkpoint. A refusal (bad token: a 4xx but 408, 425
- * and 429) fails the source; other failures retry with `retry`'s backoff (a `Retry-After` is
- * not read).
+ * and 429) fails the source; other failures retry with `retry`'s backoff, waiting at least a
+ * `Retry-After` (up to 10 minutes).
  *
  * @example
  * ```ts ignore
@@ -129,9 +129,17 @@ export function remoteSource(options: RemoteSourceOptions): ObservableSource {
     const headers: Record<string, string> = { accept: "application/json" };
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
     const response = await fetching(target, { headers, signal });
+    // 408/425/429 (a proxy's rate limit) and 5xx say "later": retried with the backoff, waiting at
+    // least a Retry-After, as subscribe() does.
+    if (RETRIED_4XX.has(response.status) || response.status >= 500) {
+      await response.body?.cancel();
+      throw new SubscriptionUnavailableError(
+        response.status,
+        retryAfterMs(response.headers.get("retry-after")),
+      );
+    }
     const body = await response.json().catch(() => ({}));
-    // 408/425/429 (a proxy's rate limit) say "later": retried with the backoff, as subscribe() does.
-    if (response.status >= 400 && response.status < 500 && !RETRIED_4XX.has(response.status)) {
+    if (response.status >= 400 && response.status < 500) {
       const { code, message } = refusalOf(body);
       throw new SubscriptionRefusedError(response.status, code ?? "Refused", message ?? "");
     }

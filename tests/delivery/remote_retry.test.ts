@@ -62,3 +62,48 @@ Deno.test("delivery remoteSource: 429 is retried, 401 fails the source", async (
     },
   );
 });
+
+// remoteSource read no Retry-After: a 429 or 503 asking for a second was retried after the
+// backoff's 10 ms. It now waits at least what the server asked, as subscribe() does.
+Deno.test("delivery remoteSource: a Retry-After is waited for before the next read", async () => {
+  const store = createMemoryStore();
+  await store.append("Order-1", [{ type: "Placed", data: {} }], "any");
+  const handler = createDeliveryHandler({
+    feed: memoryFeed(store),
+    tokens: { [TOKEN]: ["read:Order"] },
+  });
+  for (const status of [429, 503]) {
+    const at: number[] = [];
+    const limited = ((input: RequestInfo | URL, init?: RequestInit) => {
+      at.push(performance.now());
+      if (at.length === 1) {
+        return Promise.resolve(
+          new Response("later", { status, headers: { "retry-after": "1" } }),
+        );
+      }
+      return handler(new Request(input, init));
+    }) as typeof fetch;
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 10_000);
+    const handled: string[] = [];
+    await run(
+      remoteSource({
+        url: "http://remote:1/streams/Order",
+        token: TOKEN,
+        fetch: limited,
+        signal: ac.signal,
+        retry: { initialDelayMs: 10, maxDelayMs: 20 },
+      }),
+      streamsSink({
+        handler: (stream) => {
+          handled.push(stream);
+          ac.abort();
+        },
+      }),
+    );
+    clearTimeout(timer);
+    assert.deepEqual(handled, ["Order-1"], `status ${status}`);
+    // The timer may fire a little early on some runtimes; the backoff alone would be 10–20 ms.
+    assert.ok(at[1] - at[0] >= 950, `status ${status}: retried after ${at[1] - at[0]} ms`);
+  }
+});
