@@ -9,13 +9,15 @@ import { run, streamsSink } from "../../mod.ts";
 
 const TOKEN = "reader-token-0123456789";
 
-Deno.test("delivery remoteSource: 429 is retried, 401 fails the source", async () => {
+/** A delivery handler over a store holding one event of `Order-1`, readable with TOKEN. */
+async function serving() {
   const store = createMemoryStore();
   await store.append("Order-1", [{ type: "Placed", data: {} }], "any");
-  const handler = createDeliveryHandler({
-    feed: memoryFeed(store),
-    tokens: { [TOKEN]: ["read:Order"] },
-  });
+  return createDeliveryHandler({ feed: memoryFeed(store), tokens: { [TOKEN]: ["read:Order"] } });
+}
+
+Deno.test("delivery remoteSource: 429 is retried, 401 fails the source", async () => {
+  const handler = await serving();
   let calls = 0;
   const limited = ((input: RequestInfo | URL, init?: RequestInit) => {
     calls++;
@@ -66,12 +68,7 @@ Deno.test("delivery remoteSource: 429 is retried, 401 fails the source", async (
 // remoteSource read no Retry-After: a 429 or 503 asking for a second was retried after the
 // backoff's 10 ms. It now waits at least what the server asked, as subscribe() does.
 Deno.test("delivery remoteSource: a Retry-After is waited for before the next read", async () => {
-  const store = createMemoryStore();
-  await store.append("Order-1", [{ type: "Placed", data: {} }], "any");
-  const handler = createDeliveryHandler({
-    feed: memoryFeed(store),
-    tokens: { [TOKEN]: ["read:Order"] },
-  });
+  const handler = await serving();
   for (const status of [429, 503]) {
     const at: number[] = [];
     const limited = ((input: RequestInfo | URL, init?: RequestInit) => {
